@@ -1,0 +1,127 @@
+//! `check-config`: the effective configuration and the policy table.
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::policy::{Action, Policy};
+
+/// Renders the effective configuration (secrets redacted) and the policies in evaluation order.
+pub fn render_config(c: &Config) -> String {
+    let mut out = String::new();
+    let d = |v: std::time::Duration| humantime::format_duration(v).to_string();
+    let _ = writeln!(out, "config: {} (valid)", c.source);
+    let rows: Vec<(&str, String)> = vec![
+        ("redis.url", c.redacted_redis_url()),
+        ("redis.key_prefix", c.redis.key_prefix.clone()),
+        ("supervisor.scan_interval", d(c.supervisor.scan_interval)),
+        ("supervisor.batch_size", c.supervisor.batch_size.to_string()),
+        (
+            "supervisor.queues",
+            c.supervisor.queues.patterns().join(", "),
+        ),
+        ("supervisor.dry_run", c.supervisor.dry_run.to_string()),
+        (
+            "supervisor.max_requeues_per_second",
+            c.supervisor.max_requeues_per_second.to_string(),
+        ),
+        ("http.listen", c.http.listen.to_string()),
+        (
+            "http.auth",
+            match (&c.http.auth_token, &c.http.auth_token_file) {
+                (Some(_), _) => "token (set)".to_string(),
+                (None, Some(f)) => format!("token file {}", f.display()),
+                (None, None) => "none".to_string(),
+            },
+        ),
+        ("logging.level", c.logging.level.clone()),
+        (
+            "logging.format",
+            format!("{:?}", c.logging.format).to_lowercase(),
+        ),
+        (
+            "logging.directory",
+            c.logging
+                .directory
+                .as_ref()
+                .map_or("(stderr)".to_string(), |p| {
+                    format!(
+                        "{} (rotation {:?}, max_files {})",
+                        p.display(),
+                        c.logging.rotation,
+                        c.logging.max_files
+                    )
+                    .to_lowercase()
+                }),
+        ),
+    ];
+    for (key, value) in rows {
+        let _ = writeln!(out, "{key:<36} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "\npolicies (evaluated in order; the first that matches decides):"
+    );
+    if c.policies.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (none: every failed job is unmatched and left alone)"
+        );
+    }
+    for (i, p) in c.policies.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {}. {:<24} {:<7} match: {}",
+            i + 1,
+            p.name,
+            p.action.kind(),
+            describe_match(p)
+        );
+        let _ = writeln!(
+            out,
+            "     {:<24} {:<7} then:  {}",
+            "",
+            "",
+            describe_action(p)
+        );
+    }
+    out
+}
+
+fn describe_match(p: &Policy) -> String {
+    let m = &p.matcher;
+    let mut parts = Vec::new();
+    if let Some(q) = &m.queues {
+        parts.push(format!("queues={}", q.patterns().join("|")));
+    }
+    if let Some(f) = &m.functions {
+        parts.push(format!("functions={}", f.patterns().join("|")));
+    }
+    if let Some(e) = &m.exceptions {
+        parts.push(format!(
+            "exceptions={}",
+            e.iter().map(|x| x.as_str()).collect::<Vec<_>>().join("|")
+        ));
+    }
+    if let Some(r) = &m.error_pattern {
+        parts.push(format!("error_pattern={:?}", r.as_str()));
+    }
+    if parts.is_empty() {
+        "every failed job".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+fn describe_action(p: &Policy) -> String {
+    match &p.action {
+        Action::Retry(s) => format!(
+            "max_attempts={} backoff={} at_front={} on_exhausted={}",
+            s.max_attempts,
+            s.backoff.describe(),
+            s.at_front,
+            format!("{:?}", s.on_exhausted).to_lowercase()
+        ),
+        Action::Purge { after } => format!("purge_after={}", humantime::format_duration(*after)),
+        Action::Ignore => "leave alone".to_string(),
+    }
+}

@@ -1,0 +1,65 @@
+//! The commands behind the CLI. Each returns an exit code: 0 ok, 1 runtime failure, 2 bad
+//! config or usage (reported before anything starts).
+
+mod check_config;
+mod explain;
+mod once;
+mod run;
+
+pub use check_config::render_config;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config};
+use crate::telemetry;
+
+/// Exit code for a runtime failure (e.g. Redis unreachable for `once`).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code for an invalid config or usage.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Loads the config, installs logging, builds the runtime and runs the chosen command.
+pub fn main(cli: Cli) -> ExitCode {
+    let config = match config::load(cli.config.as_deref()) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("rq-retryd: invalid configuration; nothing started");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::CheckConfig = cli.command() {
+        print!("{}", render_config(&config));
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match telemetry::init(&config.logging) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("rq-retryd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rq-retryd: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli.command(), config));
+    ExitCode::from(code)
+}
+
+async fn dispatch(command: &Command, config: Arc<Config>) -> u8 {
+    match command {
+        Command::Run => run::run(config).await,
+        Command::Once { dry_run, json } => once::once(config, *dry_run, *json).await,
+        Command::Explain { job_id, json } => explain::explain(config, job_id, *json).await,
+        Command::CheckConfig => unreachable!("handled before the runtime starts"),
+    }
+}

@@ -1,0 +1,91 @@
+//! `once`: one full scan pass, act on what is due, print a summary.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tracing::error;
+
+use super::EXIT_RUNTIME;
+use crate::config::Config;
+use crate::connection::connect;
+use crate::shutdown;
+use crate::supervisor::{Control, ScanReport, Supervisor};
+
+pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
+    let cancel = shutdown::on_signals();
+    let mut con = match connect(&config).await {
+        Ok(con) => con,
+        Err(e) => {
+            error!(redis = %config.redacted_redis_url(), error = %e, "cannot reach Redis");
+            eprintln!(
+                "rq-retryd: cannot reach Redis at {}: {e}",
+                config.redacted_redis_url()
+            );
+            return EXIT_RUNTIME;
+        }
+    };
+    let supervisor = Supervisor::new(config.clone(), Arc::new(Control::default()));
+    if !dry_run && !config.supervisor.dry_run {
+        if let Err(e) = supervisor.executor().load_scripts(&mut con).await {
+            eprintln!("rq-retryd: cannot load scripts into Redis: {e}");
+            return EXIT_RUNTIME;
+        }
+    }
+    match supervisor.scan(&mut con, dry_run, &cancel, None).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", summary(&report));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("rq-retryd: scan failed: {e}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+/// The human summary of one pass.
+pub fn summary(r: &ScanReport) -> String {
+    let mut out = String::new();
+    let verb = if r.dry_run {
+        "dry run: would have "
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "scanned {} failed jobs in {} queues in {} ms",
+        r.scanned,
+        r.queues.len(),
+        r.duration_ms
+    );
+    let _ = writeln!(
+        out,
+        "{verb}requeued {}, purged {}, exhausted {}",
+        r.requeued, r.purged, r.exhausted
+    );
+    let next = r
+        .next_due_at
+        .map(|t| format!(" (next due {})", t.to_rfc3339()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "waiting {}{next}, ignored {}, unmatched {}, conflicts {}",
+        r.waiting, r.ignored, r.unmatched, r.conflicts
+    );
+    if r.skipped > 0 {
+        let reasons: Vec<String> = r
+            .skipped_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "skipped {} ({})", r.skipped, reasons.join(", "));
+    }
+    out
+}

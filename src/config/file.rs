@@ -1,0 +1,131 @@
+//! The TOML file as written by people: serde types that mirror `docs/interface.md` one to one.
+//! Unknown keys are errors everywhere (`deny_unknown_fields`), so a typo such as
+//! `scan_intervall` is reported instead of silently ignored.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::HumanDuration;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub redis: RedisSection,
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicySection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedisSection {
+    pub url: Option<Spanned<String>>,
+    pub key_prefix: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SupervisorSection {
+    pub scan_interval: Option<Spanned<HumanDuration>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub queues: Option<Spanned<Vec<String>>>,
+    pub dry_run: Option<bool>,
+    pub max_requeues_per_second: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpSection {
+    pub listen: Option<Spanned<String>>,
+    pub auth_token: Option<String>,
+    pub auth_token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoggingSection {
+    pub level: Option<Spanned<String>>,
+    pub format: Option<LogFormat>,
+    pub directory: Option<String>,
+    pub rotation: Option<Rotation>,
+    pub max_files: Option<Spanned<i64>>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How often a log file in `logging.directory` is rotated.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    Never,
+    Hourly,
+    #[default]
+    Daily,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicySection {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub queues: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub functions: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub exceptions: Option<Spanned<Vec<String>>>,
+    pub error_pattern: Option<Spanned<String>>,
+    pub action: Option<Spanned<ActionKind>>,
+    pub max_attempts: Option<Spanned<i64>>,
+    pub backoff: Option<Spanned<BackoffSection>>,
+    pub at_front: Option<Spanned<bool>>,
+    pub on_exhausted: Option<Spanned<OnExhaustedKind>>,
+    pub purge_after: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ActionKind {
+    Retry,
+    Purge,
+    Ignore,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum OnExhaustedKind {
+    Keep,
+    Purge,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackoffSection {
+    pub strategy: Spanned<StrategyKind>,
+    pub delay: Option<HumanDuration>,
+    pub initial: Option<HumanDuration>,
+    pub step: Option<HumanDuration>,
+    pub multiplier: Option<Spanned<f64>>,
+    pub max: Option<HumanDuration>,
+    pub jitter: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StrategyKind {
+    Fixed,
+    Linear,
+    Exponential,
+}

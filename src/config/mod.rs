@@ -1,0 +1,746 @@
+//! Configuration: an immutable snapshot, loaded once and replaced whole on reload.
+//!
+//! `load` reads a file and hands the text to the pure `parse`, so tests pass strings. Every error
+//! is reported as `FILE:LINE:COL: key: message`; semantic checks collect every error, not just
+//! the first.
+
+mod duration;
+mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::{parse_duration, HumanDuration};
+pub use file::{LogFormat, Rotation};
+
+use crate::policy::{
+    Action, Backoff, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy, RetrySpec,
+};
+use file::{ActionKind, BackoffSection, FileConfig, OnExhaustedKind, PolicySection, StrategyKind};
+
+/// The configuration that runs when no file is found; also shipped as `config/default.toml`.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// The file read when neither `--config` nor `RQ_RETRYD_CONFIG` names one and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/rq-retryd/config.toml";
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages (`<embedded defaults>` or a path).
+    pub source: String,
+    pub redis: RedisSettings,
+    pub supervisor: SupervisorSettings,
+    pub http: HttpSettings,
+    pub logging: LoggingSettings,
+    /// In evaluation order: the first that matches decides.
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    pub scan_interval: Duration,
+    pub batch_size: usize,
+    pub queues: GlobList,
+    pub dry_run: bool,
+    pub max_requeues_per_second: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub auth_token: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingSettings {
+    /// A level (`info`) or a tracing filter directive (`rq_retryd=debug,redis=warn`).
+    pub level: String,
+    pub format: LogFormat,
+    pub directory: Option<PathBuf>,
+    pub rotation: Rotation,
+    pub max_files: usize,
+}
+
+/// One problem in a config, located in its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key, e.g. `supervisor.scan_interval` or `policy[2].error_pattern`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// Why a configuration was refused: every problem found, with the file it was found in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.position {
+                Some((line, col)) => write!(f, "{}:{line}:{col}: ", self.source)?,
+                None => write!(f, "{}: ", self.source)?,
+            }
+            if let Some(key) = &p.key {
+                write!(f, "{key}: ")?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which file to read: `--config` > `RQ_RETRYD_CONFIG` > `/etc/rq-retryd/config.toml` when it
+/// exists > `None` (the embedded defaults).
+pub fn resolve_path(cli: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(path) = cli {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = env("RQ_RETRYD_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let system = Path::new(SYSTEM_CONFIG);
+    system.exists().then(|| system.to_path_buf())
+}
+
+/// Loads the configuration the way the binary does: resolve the path, read, parse, apply the
+/// process environment's overrides.
+pub fn load(cli: Option<&Path>) -> Result<Config, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let path = resolve_path(cli, &env);
+    let (source, text) = match &path {
+        Some(p) => {
+            let label = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                source: label.clone(),
+                problems: vec![ConfigProblem {
+                    position: None,
+                    key: None,
+                    message: format!("cannot read config file: {e}"),
+                }],
+            })?;
+            (label, text)
+        }
+        None => (
+            "<embedded defaults>".to_string(),
+            EMBEDDED_DEFAULTS.to_string(),
+        ),
+    };
+    parse_with_env(&text, &source, &env)
+}
+
+/// Parses a config text without environment overrides (the pure core, used by tests).
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, source, &|_| None)
+}
+
+/// Parses a config text and applies `RQ_RETRYD_REDIS_URL`, `RQ_RETRYD_HTTP_LISTEN` and
+/// `RQ_RETRYD_AUTH_TOKEN` looked up through `env`.
+pub fn parse_with_env(
+    text: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let locator = Locator { text };
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+        source: source.to_string(),
+        problems: vec![locator.problem(e.span(), e.message().trim().to_string())],
+    })?;
+    let mut problems = Vec::new();
+    let config = build(file, source, env, &locator, &mut problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError {
+            source: source.to_string(),
+            problems,
+        }),
+    }
+}
+
+/// Turns byte offsets into `LINE:COL` and the dotted key at that place.
+struct Locator<'t> {
+    text: &'t str,
+}
+
+impl Locator<'_> {
+    fn problem(&self, span: Option<Range<usize>>, message: String) -> ConfigProblem {
+        match span {
+            Some(span) => ConfigProblem {
+                position: Some(self.line_col(span.start)),
+                key: self.key_at(span.start),
+                message,
+            },
+            None => ConfigProblem {
+                position: None,
+                key: None,
+                message,
+            },
+        }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// The key written on the line at `offset`, qualified by the table it is in.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[line_start..line_end];
+        let key = line.split('=').next().map(str::trim).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })?;
+        // Inside an inline table (`backoff = { max = "x" }`) name the inner key too.
+        let inner = line[..offset - line_start]
+            .rsplit(['{', ','])
+            .next()
+            .and_then(|s| s.split('=').next())
+            .map(str::trim)
+            .filter(|k| {
+                !k.is_empty()
+                    && *k != key
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        let key = match inner {
+            Some(inner) if line[..offset - line_start].contains('{') => format!("{key}.{inner}"),
+            _ => key.to_string(),
+        };
+        Some(match self.table_at(line_start) {
+            Some(table) => format!("{table}.{key}"),
+            None => key,
+        })
+    }
+
+    /// `supervisor` or `policy[N]` for the table header above `offset`.
+    fn table_at(&self, offset: usize) -> Option<String> {
+        let mut current = None;
+        let mut policies = 0usize;
+        for line in self.text[..offset].lines() {
+            let t = line.trim();
+            if t.starts_with("[[") {
+                let name = t
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .trim()
+                    .to_string();
+                if name == "policy" {
+                    policies += 1;
+                    current = Some(format!("policy[{policies}]"));
+                } else {
+                    current = Some(name);
+                }
+            } else if t.starts_with('[') {
+                current = Some(
+                    t.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .trim()
+                        .to_string(),
+                );
+            }
+        }
+        current
+    }
+}
+
+fn build(
+    file: FileConfig,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    loc: &Locator<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Config> {
+    let mut err =
+        |span: Option<Range<usize>>, message: String| problems.push(loc.problem(span, message));
+
+    // [redis]
+    let (url, url_span) = match (env("RQ_RETRYD_REDIS_URL"), &file.redis.url) {
+        (Some(v), _) => (v, None),
+        (None, Some(s)) => (s.get_ref().clone(), Some(s.span())),
+        (None, None) => ("redis://127.0.0.1:6379/0".to_string(), None),
+    };
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        let message = format!(
+            "invalid Redis URL: {}",
+            e.detail().unwrap_or(&e.to_string())
+        );
+        report_at(&mut err, url_span, message, "RQ_RETRYD_REDIS_URL");
+    }
+    let key_prefix = file
+        .redis
+        .key_prefix
+        .as_ref()
+        .map_or("rq".to_string(), |p| p.get_ref().clone());
+    if let Some(p) = &file.redis.key_prefix {
+        if p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace) {
+            err(
+                Some(p.span()),
+                "key_prefix must be non-empty and without spaces".into(),
+            );
+        }
+    }
+
+    // [supervisor]
+    let sup = &file.supervisor;
+    let scan_interval = sup
+        .scan_interval
+        .as_ref()
+        .map_or(Duration::from_secs(15), |d| d.get_ref().0);
+    if let Some(d) = &sup.scan_interval {
+        if d.get_ref().0 < Duration::from_millis(100) {
+            err(
+                Some(d.span()),
+                "scan_interval must be at least 100ms".into(),
+            );
+        }
+    }
+    let batch_size = positive(&sup.batch_size, 500, 100_000, "batch_size", &mut err);
+    let max_rps = positive(
+        &sup.max_requeues_per_second,
+        500,
+        1_000_000,
+        "max_requeues_per_second",
+        &mut err,
+    );
+    let queue_patterns = sup
+        .queues
+        .as_ref()
+        .map_or(vec!["*".to_string()], |q| q.get_ref().clone());
+    let queues = match GlobList::new(&queue_patterns) {
+        Ok(g) => g,
+        Err(e) => {
+            err(sup.queues.as_ref().map(|q| q.span()), e);
+            GlobList::new(&["*".to_string()]).expect("static glob")
+        }
+    };
+    if queue_patterns.is_empty() {
+        err(
+            sup.queues.as_ref().map(|q| q.span()),
+            "queues is empty: nothing would be supervised (use [\"*\"] for all)".into(),
+        );
+    }
+
+    // [http]
+    let listen_text = env("RQ_RETRYD_HTTP_LISTEN")
+        .or_else(|| file.http.listen.as_ref().map(|l| l.get_ref().clone()))
+        .unwrap_or_else(|| "127.0.0.1:9732".to_string());
+    let listen_span = if env("RQ_RETRYD_HTTP_LISTEN").is_some() {
+        None
+    } else {
+        file.http.listen.as_ref().map(|l| l.span())
+    };
+    let listen: SocketAddr = match listen_text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            let message = format!(
+                "invalid listen address {listen_text:?}; expected HOST:PORT such as 127.0.0.1:9732"
+            );
+            report_at(
+                &mut err,
+                listen_span.clone(),
+                message,
+                "RQ_RETRYD_HTTP_LISTEN",
+            );
+            "127.0.0.1:9732".parse().expect("static address")
+        }
+    };
+    let auth_token = env("RQ_RETRYD_AUTH_TOKEN")
+        .filter(|t| !t.is_empty())
+        .or(file.http.auth_token.clone());
+    let auth_token_file = file.http.auth_token_file.as_ref().map(PathBuf::from);
+    if !listen.ip().is_loopback() && auth_token.is_none() && auth_token_file.is_none() {
+        let message = format!(
+            "listening on non-loopback address {listen} requires auth_token, auth_token_file or RQ_RETRYD_AUTH_TOKEN"
+        );
+        report_at(&mut err, listen_span, message, "RQ_RETRYD_HTTP_LISTEN");
+    }
+
+    // [logging]
+    let lg = &file.logging;
+    let level = lg
+        .level
+        .as_ref()
+        .map_or("info".to_string(), |l| l.get_ref().clone());
+    if let Some(l) = &lg.level {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref()) {
+            err(Some(l.span()), format!("invalid log level or filter: {e}"));
+        }
+    }
+    let max_files = positive(&lg.max_files, 7, 10_000, "max_files", &mut err) as usize;
+
+    // [[policy]]
+    let mut policies = Vec::with_capacity(file.policies.len());
+    let mut names = std::collections::HashSet::new();
+    for section in &file.policies {
+        if !names.insert(section.name.get_ref().clone()) {
+            err(
+                Some(section.name.span()),
+                format!("duplicate policy name {:?}", section.name.get_ref()),
+            );
+        }
+        if let Some(policy) = build_policy(section, &mut err) {
+            policies.push(policy);
+        }
+    }
+
+    Some(Config {
+        source: source.to_string(),
+        redis: RedisSettings { url, key_prefix },
+        supervisor: SupervisorSettings {
+            scan_interval,
+            batch_size: batch_size as usize,
+            queues,
+            dry_run: sup.dry_run.unwrap_or(false),
+            max_requeues_per_second: max_rps as u32,
+        },
+        http: HttpSettings {
+            listen,
+            auth_token,
+            auth_token_file,
+        },
+        logging: LoggingSettings {
+            level,
+            format: lg.format.unwrap_or_default(),
+            directory: lg.directory.as_ref().map(PathBuf::from),
+            rotation: lg.rotation.unwrap_or_default(),
+            max_files,
+        },
+        policies,
+    })
+}
+
+/// Reports a problem at `span` in the file, or against the env variable that overrode it.
+fn report_at(
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+    span: Option<Range<usize>>,
+    message: String,
+    env_name: &str,
+) {
+    match span {
+        Some(span) => err(Some(span), message),
+        None => err(None, format!("env {env_name}: {message}")),
+    }
+}
+
+fn positive(
+    value: &Option<toml::Spanned<i64>>,
+    default: i64,
+    max: i64,
+    name: &str,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> i64 {
+    match value {
+        None => default,
+        Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            err(
+                Some(v.span()),
+                format!("{name} must be between 1 and {max}, got {}", v.get_ref()),
+            );
+            default
+        }
+    }
+}
+
+fn build_policy(
+    s: &PolicySection,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Policy> {
+    let mut ok = true;
+    let name = s.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        err(Some(s.name.span()), "policy name cannot be empty".into());
+        ok = false;
+    }
+    let mut globs = |field: &Option<toml::Spanned<Vec<String>>>, what: &str| -> Option<GlobList> {
+        let list = field.as_ref()?;
+        if list.get_ref().is_empty() {
+            err(
+                Some(list.span()),
+                format!(
+                    "{what} is an empty list, which would match nothing; leave it out to match all"
+                ),
+            );
+            ok = false;
+            return None;
+        }
+        match GlobList::new(list.get_ref()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                err(Some(list.span()), e);
+                ok = false;
+                None
+            }
+        }
+    };
+    let queues = globs(&s.queues, "queues");
+    let functions = globs(&s.functions, "functions");
+    let exceptions = match &s.exceptions {
+        None => None,
+        Some(list) if list.get_ref().is_empty() => {
+            err(
+                Some(list.span()),
+                "exceptions is an empty list, which would match nothing; leave it out to match all"
+                    .into(),
+            );
+            ok = false;
+            None
+        }
+        Some(list) => match list
+            .get_ref()
+            .iter()
+            .map(|p| ExceptionPattern::new(p))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                err(Some(list.span()), e);
+                ok = false;
+                None
+            }
+        },
+    };
+    let error_pattern = match &s.error_pattern {
+        None => None,
+        Some(p) => match regex::RegexBuilder::new(p.get_ref())
+            .size_limit(10 << 20)
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                err(
+                    Some(p.span()),
+                    format!("invalid regex: {}", one_line(&e.to_string())),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+
+    let action_kind = s
+        .action
+        .as_ref()
+        .map_or(ActionKind::Retry, |a| *a.get_ref());
+    let not_for = |field: &str, kind: &str| {
+        format!("{field} has no effect with action = \"{kind}\"; remove it")
+    };
+    let kind_name = match action_kind {
+        ActionKind::Retry => "retry",
+        ActionKind::Purge => "purge",
+        ActionKind::Ignore => "ignore",
+    };
+    if action_kind != ActionKind::Retry {
+        let retry_only: [(&str, Option<Range<usize>>); 4] = [
+            ("max_attempts", s.max_attempts.as_ref().map(|v| v.span())),
+            ("backoff", s.backoff.as_ref().map(|v| v.span())),
+            ("at_front", s.at_front.as_ref().map(|v| v.span())),
+            ("on_exhausted", s.on_exhausted.as_ref().map(|v| v.span())),
+        ];
+        for (field, span) in retry_only {
+            if let Some(span) = span {
+                err(Some(span), not_for(field, kind_name));
+                ok = false;
+            }
+        }
+    }
+    if action_kind != ActionKind::Purge {
+        if let Some(p) = &s.purge_after {
+            err(Some(p.span()), not_for("purge_after", kind_name));
+            ok = false;
+        }
+    }
+    let action = match action_kind {
+        ActionKind::Ignore => Action::Ignore,
+        ActionKind::Purge => Action::Purge {
+            after: s
+                .purge_after
+                .as_ref()
+                .map_or(Duration::ZERO, |d| d.get_ref().0),
+        },
+        ActionKind::Retry => {
+            let max_attempts = match &s.max_attempts {
+                None => 3,
+                Some(v) if (1..=1_000_000).contains(v.get_ref()) => *v.get_ref() as u32,
+                Some(v) => {
+                    err(Some(v.span()), format!("max_attempts must be between 1 and 1000000, got {} (use action = \"ignore\" to never retry)", v.get_ref()));
+                    ok = false;
+                    1
+                }
+            };
+            let backoff = match &s.backoff {
+                None => Some(Backoff::conservative()),
+                Some(b) => build_backoff(b.get_ref(), b.span(), err),
+            };
+            ok &= backoff.is_some();
+            Action::Retry(RetrySpec {
+                max_attempts,
+                backoff: backoff.unwrap_or_else(Backoff::conservative),
+                at_front: s.at_front.as_ref().is_some_and(|a| *a.get_ref()),
+                on_exhausted: match s.on_exhausted.as_ref().map(|o| *o.get_ref()) {
+                    Some(OnExhaustedKind::Purge) => OnExhausted::Purge,
+                    _ => OnExhausted::Keep,
+                },
+            })
+        }
+    };
+    ok.then_some(Policy {
+        name,
+        matcher: Matcher {
+            queues,
+            functions,
+            exceptions,
+            error_pattern,
+        },
+        action,
+    })
+}
+
+fn build_backoff(
+    b: &BackoffSection,
+    span: Range<usize>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Backoff> {
+    let mut ok = true;
+    let mut problem = |message: String| {
+        err(Some(span.clone()), message);
+        ok = false;
+    };
+    let jitter = b.jitter.as_ref().map_or(0.0, |j| *j.get_ref());
+    if !(0.0..=1.0).contains(&jitter) {
+        problem(format!("jitter must be between 0.0 and 1.0, got {jitter}"));
+    }
+    let strategy = *b.strategy.get_ref();
+    let allowed: &[&str] = match strategy {
+        StrategyKind::Fixed => &["delay", "jitter"],
+        StrategyKind::Linear => &["initial", "step", "max", "jitter"],
+        StrategyKind::Exponential => &["initial", "multiplier", "max", "jitter"],
+    };
+    let present = [
+        ("delay", b.delay.is_some()),
+        ("initial", b.initial.is_some()),
+        ("step", b.step.is_some()),
+        ("multiplier", b.multiplier.is_some()),
+        ("max", b.max.is_some()),
+    ];
+    let strategy_name = format!("{strategy:?}").to_lowercase();
+    for (field, is_set) in present {
+        if is_set && !allowed.contains(&field) {
+            problem(format!(
+                "{field} is not a parameter of strategy \"{strategy_name}\" (it takes {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    let d = |v: Option<HumanDuration>| v.map(|h| h.0);
+    let backoff = match strategy {
+        StrategyKind::Fixed => match d(b.delay) {
+            Some(delay) => Backoff::Fixed { delay, jitter },
+            None => {
+                problem("strategy \"fixed\" needs delay, e.g. delay = \"30s\"".into());
+                return None;
+            }
+        },
+        StrategyKind::Linear => match (d(b.initial), d(b.step)) {
+            (Some(initial), Some(step)) => Backoff::Linear {
+                initial,
+                step,
+                max: d(b.max),
+                jitter,
+            },
+            _ => {
+                problem("strategy \"linear\" needs initial and step, e.g. initial = \"30s\", step = \"30s\"".into());
+                return None;
+            }
+        },
+        StrategyKind::Exponential => {
+            let multiplier = b.multiplier.as_ref().map_or(2.0, |m| *m.get_ref());
+            if !(multiplier >= 1.0 && multiplier <= 100.0) {
+                problem(format!(
+                    "multiplier must be between 1.0 and 100.0, got {multiplier}"
+                ));
+            }
+            match d(b.initial) {
+                Some(initial) => Backoff::Exponential {
+                    initial,
+                    multiplier,
+                    max: d(b.max).unwrap_or(Duration::from_secs(3600)),
+                    jitter,
+                },
+                None => {
+                    problem(
+                        "strategy \"exponential\" needs initial, e.g. initial = \"30s\"".into(),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    ok.then_some(backoff)
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Config {
+    /// The Redis URL with any password replaced by `***`, safe to print and log.
+    pub fn redacted_redis_url(&self) -> String {
+        redact_url(&self.redis.url)
+    }
+}
+
+/// Replaces the password (or lone user token) of a URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, t)| (a, Some(t)));
+    let redacted = match authority.rsplit_once('@') {
+        Some((creds, host)) => match creds.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match tail {
+        Some(t) => format!("{scheme}://{redacted}/{t}"),
+        None => format!("{scheme}://{redacted}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The only writer. Every change to a job is one Lua script (loaded once, run with EVALSHA),
+//! so each action is atomic and compare-and-set: it writes only if the job is still in its failed
+//! registry and still the failure that the decision saw. A job someone else moved, deleted or
+//! retried in the meantime is a typed no-op ([`Outcome`]), never an error and never a duplicate.
+//! Many actions go to Redis in one pipeline; each script still runs atomically on its own.
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
+use serde::Serialize;
+
+use crate::rq::job::format_rq_timestamp;
+use crate::rq::{CasToken, Keys};
+
+const REQUEUE: &str = include_str!("scripts/requeue.lua");
+const PURGE: &str = include_str!("scripts/purge.lua");
+const MARK_EXHAUSTED: &str = include_str!("scripts/mark_exhausted.lua");
+
+/// One write to perform on one failed job.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub job_id: String,
+    /// The queue whose failed registry holds the job.
+    pub queue: String,
+    /// The queue to requeue onto (the job's origin).
+    pub origin: String,
+    pub cas: CasToken,
+    /// The policy name, or the trigger for manual actions; stored in `retryd_policy`.
+    pub policy: String,
+    pub kind: WriteKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `attempt` is the new `retryd_attempts`; `None` for a manual retry, which does not count.
+    Requeue {
+        attempt: Option<u32>,
+        at_front: bool,
+    },
+    Purge,
+    MarkExhausted,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Requeued,
+    Purged,
+    MarkedExhausted,
+    AlreadyExhausted,
+    /// The job is no longer in the failed registry (requeued or deleted by someone else).
+    NotInRegistry,
+    /// The registry entry has no job hash.
+    JobMissing,
+    /// The job failed again, was retried or moved since the decision: decide again next scan.
+    Changed,
+    /// Redis refused the script for this job (e.g. a key of the wrong type).
+    Error(String),
+}
+
+impl Outcome {
+    /// Whether the write changed Redis.
+    pub fn wrote(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Requeued | Outcome::Purged | Outcome::MarkedExhausted
+        )
+    }
+
+    /// A stable lowercase name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Requeued => "requeued",
+            Outcome::Purged => "purged",
+            Outcome::MarkedExhausted => "marked_exhausted",
+            Outcome::AlreadyExhausted => "already_exhausted",
+            Outcome::NotInRegistry => "not_in_registry",
+            Outcome::JobMissing => "job_missing",
+            Outcome::Changed => "changed",
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+/// Runs writes against Redis.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    keys: Keys,
+    requeue: Script,
+    purge: Script,
+    mark_exhausted: Script,
+}
+
+impl Executor {
+    pub fn new(keys: Keys) -> Executor {
+        Executor {
+            keys,
+            requeue: Script::new(REQUEUE),
+            purge: Script::new(PURGE),
+            mark_exhausted: Script::new(MARK_EXHAUSTED),
+        }
+    }
+
+    /// Loads the scripts (SCRIPT LOAD); done once at start and again after Redis lost them.
+    pub async fn load_scripts<C: ConnectionLike + Send>(&self, con: &mut C) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for script in [REQUEUE, PURGE, MARK_EXHAUSTED] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(script);
+        }
+        let _: Vec<String> = pipe.query_async(con).await?;
+        Ok(())
+    }
+
+    /// Performs `writes` in one pipeline and returns one outcome per write, in order.
+    /// A script that Redis no longer knows (restart, SCRIPT FLUSH) is loaded and that write alone
+    /// is sent again: a NOSCRIPT reply means it did not run.
+    pub async fn apply<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        writes: &[Write],
+        now: DateTime<Utc>,
+    ) -> RedisResult<Vec<Outcome>> {
+        let now_text = format_rq_timestamp(now);
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
+        let mut pending: Vec<usize> = (0..writes.len()).collect();
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &i in &pending {
+                pipe.add_command(self.command(&writes[i], &now_text));
+            }
+            let replies: Vec<RedisResult<i64>> = pipe.query_async(con).await?;
+            let mut retry = Vec::new();
+            for (&i, reply) in pending.iter().zip(replies) {
+                match reply {
+                    Err(e)
+                        if round == 0
+                            && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        retry.push(i)
+                    }
+                    Err(e) => outcomes[i] = Some(Outcome::Error(e.to_string())),
+                    Ok(code) => outcomes[i] = Some(outcome_of(writes[i].kind, code)),
+                }
+            }
+            if !retry.is_empty() {
+                self.load_scripts(con).await?;
+            }
+            pending = retry;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Error("script could not be loaded".into())))
+            .collect())
+    }
+
+    fn command(&self, w: &Write, now_text: &str) -> redis::Cmd {
+        let keys = &self.keys;
+        let cas = [&w.cas.origin, &w.cas.ended_at, &w.cas.attempts];
+        let mut cmd = redis::cmd("EVALSHA");
+        match w.kind {
+            WriteKind::Requeue { attempt, at_front } => {
+                let queue_key = keys.queue(&w.origin);
+                cmd.arg(self.requeue.get_hash())
+                    .arg(4)
+                    .arg(keys.failed(&w.queue))
+                    .arg(keys.job(&w.job_id))
+                    .arg(&queue_key)
+                    .arg(keys.queues_set())
+                    .arg(&w.job_id)
+                    .arg(&cas[..])
+                    .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+                    .arg(&w.policy)
+                    .arg(now_text)
+                    .arg(if at_front { "1" } else { "0" })
+                    .arg(&queue_key);
+            }
+            WriteKind::Purge => {
+                cmd.arg(self.purge.get_hash())
+                    .arg(5)
+                    .arg(keys.failed(&w.queue))
+                    .arg(keys.job(&w.job_id))
+                    .arg(keys.dependents(&w.job_id))
+                    .arg(keys.dependencies(&w.job_id))
+                    .arg(keys.results(&w.job_id))
+                    .arg(&w.job_id)
+                    .arg(&cas[..]);
+            }
+            WriteKind::MarkExhausted => {
+                cmd.arg(self.mark_exhausted.get_hash())
+                    .arg(2)
+                    .arg(keys.failed(&w.queue))
+                    .arg(keys.job(&w.job_id))
+                    .arg(&w.job_id)
+                    .arg(&cas[..])
+                    .arg(&w.policy);
+            }
+        }
+        cmd
+    }
+}
+
+fn outcome_of(kind: WriteKind, code: i64) -> Outcome {
+    match (kind, code) {
+        (WriteKind::Requeue { .. }, 1) => Outcome::Requeued,
+        (WriteKind::Purge, 1) => Outcome::Purged,
+        (WriteKind::MarkExhausted, 1) => Outcome::MarkedExhausted,
+        (WriteKind::MarkExhausted, 2) => Outcome::AlreadyExhausted,
+        (_, 0) => Outcome::NotInRegistry,
+        (_, -1) => Outcome::JobMissing,
+        (_, -2) => Outcome::Changed,
+        (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
+    }
+}

@@ -1,0 +1,197 @@
+//! `explain`: for one failed job, which policy decides it, why the earlier ones did not, its
+//! attempts, its next retry time and the decision. Pure over facts; the command reads them.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::policy::{self, Action, Decision, Policy};
+use crate::rq::JobFacts;
+
+/// Everything `explain` reports about one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub job_id: String,
+    pub queue: String,
+    pub origin: String,
+    pub status: Option<String>,
+    pub function: Option<String>,
+    pub exception_type: Option<String>,
+    pub failed_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub max_attempts: Option<u32>,
+    pub exhausted: bool,
+    pub policy: Option<String>,
+    pub policies: Vec<PolicyVerdict>,
+    pub decision: String,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub purge_at: Option<DateTime<Utc>>,
+    /// The last lines of the failure text.
+    pub failure_tail: Option<String>,
+}
+
+/// How one policy related to the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyVerdict {
+    pub name: String,
+    pub action: &'static str,
+    /// `matched`, `not_matched` or `not_evaluated` (an earlier policy matched).
+    pub result: &'static str,
+    pub reason: Option<String>,
+}
+
+/// Builds the explanation of `job` at `now`.
+pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Explanation {
+    let evaluation = policy::explain(policies, job, now);
+    let chosen = evaluation.policy.map(|p| p.name.as_str());
+    let mut verdicts = Vec::with_capacity(policies.len());
+    let mut passed_match = false;
+    for p in policies {
+        let miss = evaluation
+            .misses
+            .iter()
+            .find(|(name, _)| *name == p.name)
+            .map(|(_, m)| m.to_string());
+        let (result, reason) = if passed_match {
+            (
+                "not_evaluated",
+                Some("an earlier policy matched".to_string()),
+            )
+        } else if Some(p.name.as_str()) == chosen {
+            passed_match = true;
+            ("matched", None)
+        } else {
+            ("not_matched", miss)
+        };
+        verdicts.push(PolicyVerdict {
+            name: p.name.clone(),
+            action: p.action.kind(),
+            result,
+            reason,
+        });
+    }
+    let retry_spec = evaluation.policy.and_then(|p| match &p.action {
+        Action::Retry(spec) => Some(spec),
+        _ => None,
+    });
+    let next_retry_at = match (&evaluation.decision, retry_spec) {
+        (Decision::RequeueNow { .. } | Decision::RequeueAt { .. }, Some(spec)) => {
+            Some(policy::next_retry_at(spec, job))
+        }
+        _ => None,
+    };
+    Explanation {
+        job_id: job.job_id.clone(),
+        queue: job.queue.clone(),
+        origin: job.origin.clone(),
+        status: job.status.clone(),
+        function: job.func_name.clone(),
+        exception_type: job.exc_type().map(str::to_string),
+        failed_at: job.failed_at,
+        attempts: job.attempts,
+        max_attempts: retry_spec.map(|s| s.max_attempts),
+        exhausted: job.exhausted,
+        policy: chosen.map(str::to_string),
+        policies: verdicts,
+        decision: describe_decision(&evaluation.decision),
+        next_retry_at,
+        purge_at: match evaluation.decision {
+            Decision::PurgeAt { due } => Some(due),
+            _ => None,
+        },
+        failure_tail: job.failure_text().map(|t| tail(t, 5)),
+    }
+}
+
+/// A sentence for the decision.
+pub fn describe_decision(decision: &Decision) -> String {
+    match decision {
+        Decision::RequeueNow { attempt, at_front } => {
+            format!(
+                "requeue now as attempt {attempt}{}",
+                if *at_front { " (at the front)" } else { "" }
+            )
+        }
+        Decision::RequeueAt { due, attempt } => {
+            format!("wait: attempt {attempt} is due at {}", ts(*due))
+        }
+        Decision::PurgeNow { exhausted: false } => "purge now".to_string(),
+        Decision::PurgeNow { exhausted: true } => {
+            "purge now (max_attempts used up, on_exhausted = purge)".to_string()
+        }
+        Decision::PurgeAt { due } => format!("wait: purge is due at {}", ts(*due)),
+        Decision::MarkExhausted => {
+            "mark exhausted (max_attempts used up); keep in the failed registry".to_string()
+        }
+        Decision::Exhausted => {
+            "exhausted (already marked); left in the failed registry".to_string()
+        }
+        Decision::Ignore => "ignore (an ignore policy matched); left alone".to_string(),
+        Decision::Unmatched => "unmatched: no policy applies; left alone".to_string(),
+    }
+}
+
+/// The human rendering printed by `rq-retryd explain`.
+pub fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unknown)".to_string());
+    let _ = writeln!(out, "job          {}", e.job_id);
+    let _ = writeln!(out, "queue        {} (origin {})", e.queue, e.origin);
+    let _ = writeln!(out, "function     {}", or_unknown(&e.function));
+    let _ = writeln!(out, "exception    {}", or_unknown(&e.exception_type));
+    let _ = writeln!(out, "failed at    {}", ts(e.failed_at));
+    let max = e
+        .max_attempts
+        .map(|m| format!(" of {m}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "attempts     {}{max}{}",
+        e.attempts,
+        if e.exhausted {
+            " (marked exhausted)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "policies");
+    for v in &e.policies {
+        let mark = match v.result {
+            "matched" => "=> matched",
+            "not_matched" => "   no     ",
+            _ => "   -      ",
+        };
+        let _ = write!(out, "  {mark} {} ({})", v.name, v.action);
+        if let Some(reason) = &v.reason {
+            let _ = write!(out, ": {reason}");
+        }
+        out.push('\n');
+    }
+    if e.policies.is_empty() {
+        let _ = writeln!(out, "  (no policies configured)");
+    }
+    if let Some(at) = e.next_retry_at {
+        let _ = writeln!(out, "next retry   {}", ts(at));
+    }
+    if let Some(at) = e.purge_at {
+        let _ = writeln!(out, "purge at     {}", ts(at));
+    }
+    let _ = writeln!(out, "decision     {}", e.decision);
+    if let Some(t) = &e.failure_tail {
+        let _ = writeln!(out, "failure (last lines)");
+        for line in t.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

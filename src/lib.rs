@@ -1,0 +1,16 @@
+//! rq-retryd: an automatic retry supervisor for RQ's failed job registries.
+//!
+//! Pure core, thin shell: [`rq`] decodes what RQ stored, [`policy`] decides, [`executor`] is the
+//! only writer (atomic Lua scripts), [`supervisor`] runs the scan loop, [`commands`] are the CLI.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod connection;
+pub mod executor;
+pub mod explain;
+pub mod policy;
+pub mod rq;
+pub mod shutdown;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,0 +1,204 @@
+//! The policy engine: pure code. Job facts and a clock go in, a [`Decision`] comes out.
+//!
+//! Policies are evaluated in order and the first that matches decides; [`evaluate`] also keeps
+//! why every earlier policy did not match, which is what `explain` prints.
+
+mod backoff;
+mod matching;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use backoff::{Backoff, MAX_DELAY};
+pub use matching::{ExceptionPattern, GlobList, Matcher, Mismatch};
+
+use crate::rq::JobFacts;
+
+/// One `[[policy]]` from the config, compiled.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub matcher: Matcher,
+    pub action: Action,
+}
+
+/// What a policy does with the jobs it matches.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Retry(RetrySpec),
+    /// Delete the job once it has been failed for `after`.
+    Purge {
+        after: Duration,
+    },
+    /// Leave the job where it is (and stop evaluating later policies).
+    Ignore,
+}
+
+/// The parameters of a retry policy.
+#[derive(Debug, Clone)]
+pub struct RetrySpec {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub at_front: bool,
+    pub on_exhausted: OnExhausted,
+}
+
+/// What happens when a job has used up `max_attempts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExhausted {
+    /// Leave it in the failed registry, marked `retryd_exhausted = "1"`.
+    Keep,
+    /// Delete it.
+    Purge,
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Retry(_) => "retry",
+            Action::Purge { .. } => "purge",
+            Action::Ignore => "ignore",
+        }
+    }
+}
+
+/// The decision for one failed job at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Requeue now; `attempt` is the attempt number this requeue becomes (1 for the first).
+    RequeueNow { attempt: u32, at_front: bool },
+    /// Requeue when the backoff ends.
+    RequeueAt { due: DateTime<Utc>, attempt: u32 },
+    /// Delete now; `exhausted` when it is `on_exhausted = "purge"` rather than a purge policy.
+    PurgeNow { exhausted: bool },
+    /// Delete once `purge_after` has passed.
+    PurgeAt { due: DateTime<Utc> },
+    /// `max_attempts` is used up and the job is not marked yet: mark it `retryd_exhausted`.
+    MarkExhausted,
+    /// Used up and already marked: nothing to do.
+    Exhausted,
+    /// An `ignore` policy matched.
+    Ignore,
+    /// No policy matched: the job is left alone.
+    Unmatched,
+}
+
+impl Decision {
+    /// A stable lowercase name, used in logs, JSON and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::RequeueNow { .. } => "requeue_now",
+            Decision::RequeueAt { .. } => "wait",
+            Decision::PurgeNow { .. } => "purge",
+            Decision::PurgeAt { .. } => "wait_purge",
+            Decision::MarkExhausted => "mark_exhausted",
+            Decision::Exhausted => "exhausted",
+            Decision::Ignore => "ignore",
+            Decision::Unmatched => "unmatched",
+        }
+    }
+
+    /// When the job next needs attention, if that is in the future.
+    pub fn due(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => Some(*due),
+            _ => None,
+        }
+    }
+}
+
+/// A decision together with the policy that made it and why earlier policies did not match.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'p> {
+    pub decision: Decision,
+    pub policy: Option<&'p Policy>,
+    pub misses: Vec<(&'p str, Mismatch)>,
+}
+
+/// Decides what to do with `job` at `now`: the first matching policy wins.
+pub fn decide<'p>(policies: &'p [Policy], job: &JobFacts, now: DateTime<Utc>) -> Evaluation<'p> {
+    evaluate(policies, job, now, false)
+}
+
+/// Like [`decide`], and keeps every mismatch on the way (for `explain`).
+pub fn explain<'p>(policies: &'p [Policy], job: &JobFacts, now: DateTime<Utc>) -> Evaluation<'p> {
+    evaluate(policies, job, now, true)
+}
+
+fn evaluate<'p>(
+    policies: &'p [Policy],
+    job: &JobFacts,
+    now: DateTime<Utc>,
+    keep_misses: bool,
+) -> Evaluation<'p> {
+    let mut misses = Vec::new();
+    for policy in policies {
+        match policy.matcher.check(job) {
+            Ok(()) => {
+                let decision = apply(&policy.action, job, now);
+                return Evaluation {
+                    decision,
+                    policy: Some(policy),
+                    misses,
+                };
+            }
+            Err(miss) if keep_misses => misses.push((policy.name.as_str(), miss)),
+            Err(_) => {}
+        }
+    }
+    Evaluation {
+        decision: Decision::Unmatched,
+        policy: None,
+        misses,
+    }
+}
+
+fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
+    match action {
+        Action::Ignore => Decision::Ignore,
+        Action::Purge { after } => {
+            let due = add(job.failed_at, *after);
+            if due <= now {
+                Decision::PurgeNow { exhausted: false }
+            } else {
+                Decision::PurgeAt { due }
+            }
+        }
+        Action::Retry(spec) => {
+            if job.attempts >= spec.max_attempts {
+                return match (spec.on_exhausted, job.exhausted) {
+                    (OnExhausted::Purge, _) => Decision::PurgeNow { exhausted: true },
+                    (OnExhausted::Keep, true) => Decision::Exhausted,
+                    (OnExhausted::Keep, false) => Decision::MarkExhausted,
+                };
+            }
+            let attempt = job.attempts + 1;
+            let due = next_retry_at(spec, job);
+            if due <= now {
+                Decision::RequeueNow {
+                    attempt,
+                    at_front: spec.at_front,
+                }
+            } else {
+                Decision::RequeueAt { due, attempt }
+            }
+        }
+    }
+}
+
+/// When the next automatic requeue of this failure is due: `ended_at + delay(retryd_attempts)`.
+pub fn next_retry_at(spec: &RetrySpec, job: &JobFacts) -> DateTime<Utc> {
+    add(job.failed_at, spec.backoff.delay(&job.job_id, job.attempts))
+}
+
+fn add(at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    let delta = chrono::Duration::from_std(delay.min(MAX_DELAY)).unwrap_or(chrono::Duration::MAX);
+    at.checked_add_signed(delta)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests;

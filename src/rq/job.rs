@@ -1,0 +1,245 @@
+//! Decoding a failed job's stored fields into [`JobFacts`]: pure, never panics, never guesses.
+//!
+//! Anything that prevents a safe decision (a field that is not UTF-8, a missing or unparseable
+//! `ended_at`, an unreadable failure text, a key of the wrong type) makes the job
+//! [`DecodeOutcome::Corrupt`]: it is skipped and counted, and no policy ever acts on it.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use super::failure::{self, Failure, FailureTextError};
+use super::payload;
+
+/// The hash fields read for every failed job, in this order (one HMGET).
+pub const FIELDS: [&str; 10] = [
+    "status",
+    "origin",
+    "description",
+    "data",
+    "ended_at",
+    "exc_info",
+    "retryd_attempts",
+    "retryd_policy",
+    "retryd_requeued_at",
+    "retryd_exhausted",
+];
+
+/// What Redis returned for one registry entry, before any interpretation.
+#[derive(Debug, Clone)]
+pub struct RawJob {
+    pub job_id: String,
+    /// The queue whose failed registry holds the id.
+    pub queue: String,
+    /// HMGET of [`FIELDS`]; `Err` holds Redis's error (e.g. WRONGTYPE).
+    pub hash: Result<Vec<Option<Vec<u8>>>, String>,
+    /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
+    pub newest_result: Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>,
+}
+
+/// Everything the policy engine needs to know about one failed job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobFacts {
+    pub job_id: String,
+    /// The queue whose failed registry holds the job.
+    pub queue: String,
+    /// The queue the job is requeued onto (`origin`; the registry's queue when missing).
+    pub origin: String,
+    pub status: Option<String>,
+    pub func_name: Option<String>,
+    pub description: Option<String>,
+    /// When the job failed (`ended_at`).
+    pub failed_at: DateTime<Utc>,
+    /// Automatic requeues so far (`retryd_attempts`).
+    pub attempts: u32,
+    pub exhausted: bool,
+    pub last_policy: Option<String>,
+    pub requeued_at: Option<String>,
+    #[serde(skip)]
+    pub failure: Option<Failure>,
+    /// The stored values the executor compares before writing (compare-and-set).
+    #[serde(skip)]
+    pub cas: CasToken,
+}
+
+/// The stored values that identify one failure of one job. A script writes only when all three
+/// still hold, so a decision taken on stale facts is a no-op instead of a double requeue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CasToken {
+    pub origin: String,
+    pub ended_at: String,
+    pub attempts: String,
+}
+
+impl JobFacts {
+    pub fn exc_type(&self) -> Option<&str> {
+        self.failure.as_ref().and_then(|f| f.exc_type.as_deref())
+    }
+
+    pub fn failure_text(&self) -> Option<&str> {
+        self.failure.as_ref().map(|f| f.text.as_str())
+    }
+}
+
+/// The result of decoding one registry entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeOutcome {
+    Job(Box<JobFacts>),
+    /// The registry holds the id but the job hash is gone (expired or deleted).
+    Orphan,
+    Corrupt(CorruptReason),
+}
+
+/// Why a job could not be decoded safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorruptReason {
+    WrongType(String),
+    NotUtf8(&'static str),
+    MissingField(&'static str),
+    BadTimestamp { field: &'static str, value: String },
+    BadNumber { field: &'static str, value: String },
+    FailureText(FailureTextError),
+    Results(String),
+}
+
+impl fmt::Display for CorruptReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptReason::WrongType(e) => write!(f, "job key has the wrong type: {e}"),
+            CorruptReason::NotUtf8(field) => write!(f, "field {field} is not UTF-8"),
+            CorruptReason::MissingField(field) => write!(f, "field {field} is missing"),
+            CorruptReason::BadTimestamp { field, value } => {
+                write!(f, "field {field} is not an RQ timestamp: {value:?}")
+            }
+            CorruptReason::BadNumber { field, value } => {
+                write!(f, "field {field} is not a count: {value:?}")
+            }
+            CorruptReason::FailureText(e) => write!(f, "failure text unreadable: {e}"),
+            CorruptReason::Results(e) => write!(f, "results stream unreadable: {e}"),
+        }
+    }
+}
+
+/// Decodes what was read for one registry entry.
+pub fn decode(raw: &RawJob) -> DecodeOutcome {
+    match decode_facts(raw) {
+        Ok(Some(facts)) => DecodeOutcome::Job(Box::new(facts)),
+        Ok(None) => DecodeOutcome::Orphan,
+        Err(reason) => DecodeOutcome::Corrupt(reason),
+    }
+}
+
+fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
+    let values = raw
+        .hash
+        .as_ref()
+        .map_err(|e| CorruptReason::WrongType(e.clone()))?;
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let field = |name: &'static str| -> Option<&[u8]> {
+        let index = FIELDS.iter().position(|f| *f == name).expect("known field");
+        values.get(index).and_then(|v| v.as_deref())
+    };
+    let text = |name: &'static str| -> Result<Option<String>, CorruptReason> {
+        field(name)
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| CorruptReason::NotUtf8(name)))
+            .transpose()
+    };
+
+    let origin_raw = text("origin")?.unwrap_or_default();
+    let origin = if origin_raw.is_empty() {
+        raw.queue.clone()
+    } else {
+        origin_raw.clone()
+    };
+    let ended_at = text("ended_at")?.unwrap_or_default();
+    if ended_at.is_empty() {
+        return Err(CorruptReason::MissingField("ended_at"));
+    }
+    let failed_at = parse_rq_timestamp(&ended_at).ok_or_else(|| CorruptReason::BadTimestamp {
+        field: "ended_at",
+        value: ended_at.clone(),
+    })?;
+    let attempts_raw = text("retryd_attempts")?.unwrap_or_default();
+    let attempts = if attempts_raw.is_empty() {
+        0
+    } else {
+        attempts_raw
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| CorruptReason::BadNumber {
+                field: "retryd_attempts",
+                value: attempts_raw.clone(),
+            })?
+    };
+    let description = text("description")?;
+    let func_name = field("data")
+        .and_then(payload::func_name_from_data)
+        .or_else(|| {
+            description
+                .as_deref()
+                .and_then(payload::func_name_from_description)
+        });
+    let failure = read_failure(raw, field("exc_info"))?;
+
+    Ok(Some(JobFacts {
+        job_id: raw.job_id.clone(),
+        queue: raw.queue.clone(),
+        origin,
+        status: text("status")?,
+        func_name,
+        description,
+        failed_at,
+        attempts,
+        exhausted: text("retryd_exhausted")?.as_deref() == Some("1"),
+        last_policy: text("retryd_policy")?.filter(|p| !p.is_empty()),
+        requeued_at: text("retryd_requeued_at")?.filter(|p| !p.is_empty()),
+        failure,
+        cas: CasToken {
+            origin: origin_raw,
+            ended_at,
+            attempts: attempts_raw,
+        },
+    }))
+}
+
+/// The newest results entry's `exc_string` (RQ >= 1.12), else the legacy `exc_info` field.
+fn read_failure(raw: &RawJob, exc_info: Option<&[u8]>) -> Result<Option<Failure>, CorruptReason> {
+    let entry = raw
+        .newest_result
+        .as_ref()
+        .map_err(|e| CorruptReason::Results(e.clone()))?;
+    let exc_string = entry
+        .as_ref()
+        .and_then(|fields| fields.iter().find(|(k, _)| k == b"exc_string"))
+        .map(|(_, v)| v.as_slice())
+        .filter(|v| !v.is_empty());
+    if let Some(encoded) = exc_string {
+        return failure::from_exc_string(encoded)
+            .map(Some)
+            .map_err(CorruptReason::FailureText);
+    }
+    match exc_info.filter(|v| !v.is_empty()) {
+        Some(stored) => failure::from_exc_info(stored)
+            .map(Some)
+            .map_err(CorruptReason::FailureText),
+        None => Ok(None),
+    }
+}
+
+/// RQ's timestamp format, `%Y-%m-%dT%H:%M:%S.%fZ` in UTC (fraction optional, as RQ accepts).
+pub fn parse_rq_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.fZ")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// Formats a time the way RQ writes `enqueued_at` (microseconds, `Z`).
+pub fn format_rq_timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! RQ's key names. Everything is under a prefix (`rq` by default, `redis.key_prefix`).
+
+/// Builds RQ key names for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `rq:queues`: the set of known queue keys.
+    pub fn queues_set(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// `rq:queue:<q>`: the list workers pop from.
+    pub fn queue(&self, queue: &str) -> String {
+        format!("{}:queue:{queue}", self.prefix)
+    }
+
+    /// `rq:failed:<q>`: the FailedJobRegistry (score = expiry time, not failure time).
+    pub fn failed(&self, queue: &str) -> String {
+        format!("{}:failed:{queue}", self.prefix)
+    }
+
+    /// The `SCAN MATCH` pattern for every failed registry.
+    pub fn failed_pattern(&self) -> String {
+        format!("{}:failed:*", glob_escape(&self.prefix))
+    }
+
+    /// `rq:job:<id>`: the job hash.
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}", self.prefix)
+    }
+
+    pub fn dependents(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}:dependents", self.prefix)
+    }
+
+    pub fn dependencies(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}:dependencies", self.prefix)
+    }
+
+    /// `rq:results:<id>`: the results stream (RQ >= 1.12).
+    pub fn results(&self, job_id: &str) -> String {
+        format!("{}:results:{job_id}", self.prefix)
+    }
+
+    /// The queue name in a queue key from `rq:queues`, if it is one of ours.
+    pub fn queue_name_from_key<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix(":queue:")
+    }
+
+    /// The queue name in a failed registry key.
+    pub fn queue_name_from_failed_key<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix(":failed:")
+    }
+}
+
+/// Escapes SCAN glob metacharacters so a prefix such as `rq[x]` is taken literally.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_rq_layout() {
+        let k = Keys::new("rq");
+        assert_eq!(k.failed("default"), "rq:failed:default");
+        assert_eq!(k.queue("emails"), "rq:queue:emails");
+        assert_eq!(k.job("abc"), "rq:job:abc");
+        assert_eq!(k.results("abc"), "rq:results:abc");
+        assert_eq!(k.queue_name_from_key("rq:queue:a:b"), Some("a:b"));
+        assert_eq!(k.queue_name_from_failed_key("rq:failed:x"), Some("x"));
+        assert_eq!(k.queue_name_from_key("other:queue:x"), None);
+        assert_eq!(Keys::new("a*b").failed_pattern(), "a\\*b:failed:*");
+    }
+}

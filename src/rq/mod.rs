@@ -1,0 +1,13 @@
+//! RQ's Redis layout: key names, decoding a job into [`JobFacts`] (pure), and the read-only
+//! registry queries. Nothing in this module writes to Redis; [`crate::executor`] does.
+
+pub mod failure;
+pub mod job;
+pub mod keys;
+pub mod payload;
+pub mod registry;
+
+pub use failure::Failure;
+pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob};
+pub use keys::Keys;
+pub use registry::Registry;

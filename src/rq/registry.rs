@@ -1,0 +1,232 @@
+//! Read-only queries over RQ's registries: which queues exist, which ids are in a failed
+//! registry, and the stored fields of a batch of jobs (one pipelined round trip per batch).
+
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Value};
+
+use super::job::{RawJob, FIELDS};
+use super::keys::Keys;
+use crate::policy::GlobList;
+
+/// Reads RQ's keys through any async connection.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    keys: Keys,
+}
+
+/// The ids of one failed registry, split by whether RQ still considers them live.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FailedIds {
+    pub live: Vec<String>,
+    /// Entries whose expiry score has passed: RQ's `cleanup()` treats them as gone.
+    pub expired: usize,
+    /// Members that are not UTF-8 and so cannot be a job id RQ wrote.
+    pub invalid: usize,
+}
+
+impl Registry {
+    pub fn new(keys: Keys) -> Registry {
+        Registry { keys }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Queue names from `rq:queues` and from every `rq:failed:*` key (SCAN, never KEYS),
+    /// filtered by the configured globs, sorted and deduplicated.
+    pub async fn discover_queues<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        filter: &GlobList,
+    ) -> RedisResult<Vec<String>> {
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(self.keys.queues_set())
+            .query_async(con)
+            .await?;
+        let mut names: Vec<String> = members
+            .iter()
+            .filter_map(|m| std::str::from_utf8(m).ok())
+            .filter_map(|key| self.keys.queue_name_from_key(key))
+            .map(str::to_string)
+            .collect();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.keys.failed_pattern())
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(con)
+                .await?;
+            names.extend(
+                keys.iter()
+                    .filter_map(|k| std::str::from_utf8(k).ok())
+                    .filter_map(|k| self.keys.queue_name_from_failed_key(k))
+                    .map(str::to_string),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.retain(|q| filter.is_match(q));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Every id in `rq:failed:<queue>`, read in windows of `window` by rank (each ZRANGE is
+    /// O(log N + window), so no single command blocks Redis for long).
+    pub async fn failed_ids<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        now_unix: f64,
+        window: usize,
+    ) -> RedisResult<FailedIds> {
+        let key = self.keys.failed(queue);
+        let window = window.max(1);
+        let mut out = FailedIds::default();
+        let mut start = 0usize;
+        loop {
+            let page: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(start)
+                .arg(start + window - 1)
+                .arg("WITHSCORES")
+                .query_async(con)
+                .await?;
+            for (member, score) in &page {
+                if *score < now_unix {
+                    out.expired += 1;
+                    continue;
+                }
+                match String::from_utf8(member.clone()) {
+                    Ok(id) => out.live.push(id),
+                    Err(_) => out.invalid += 1,
+                }
+            }
+            if page.len() < window {
+                break;
+            }
+            start += window;
+        }
+        Ok(out)
+    }
+
+    /// The stored fields and newest result of each job, in one pipelined round trip.
+    /// Errors of individual commands (e.g. WRONGTYPE) stay with their job; only a
+    /// connection-level failure is an `Err`.
+    pub async fn read_jobs<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        ids: &[String],
+    ) -> RedisResult<Vec<RawJob>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&FIELDS[..]);
+            pipe.cmd("XREVRANGE")
+                .arg(self.keys.results(id))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<RedisResult<Value>> = pipe.query_async(con).await?;
+        let mut replies = replies.into_iter();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let hash = replies.next().unwrap_or(Ok(Value::Nil));
+            let result = replies.next().unwrap_or(Ok(Value::Nil));
+            jobs.push(RawJob {
+                job_id: id.clone(),
+                queue: queue.to_string(),
+                hash: hash.map_err(|e| e.to_string()).and_then(hash_fields),
+                newest_result: result.map_err(|e| e.to_string()).and_then(newest_entry),
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// The queue whose failed registry holds `job_id`: the job's `origin` first, then every
+    /// failed registry (a job may sit in another queue's registry after a move).
+    pub async fn find_failed<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        job_id: &str,
+    ) -> RedisResult<Option<String>> {
+        let origin: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.keys.job(job_id))
+            .arg("origin")
+            .query_async(con)
+            .await
+            .unwrap_or(None);
+        if let Some(origin) = origin.and_then(|o| String::from_utf8(o).ok()) {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(self.keys.failed(&origin))
+                .arg(job_id)
+                .query_async(con)
+                .await?;
+            if score.is_some() {
+                return Ok(Some(origin));
+            }
+        }
+        let everything = GlobList::new(&["*".to_string()]).expect("static glob");
+        for queue in self.discover_queues(con, &everything).await? {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(self.keys.failed(&queue))
+                .arg(job_id)
+                .query_async(con)
+                .await?;
+            if score.is_some() {
+                return Ok(Some(queue));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
+    match value {
+        Value::Array(items) => Ok(items.into_iter().map(bytes_of).collect()),
+        other => Err(format!("unexpected HMGET reply {other:?}")),
+    }
+}
+
+fn newest_entry(value: Value) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> {
+    let Value::Array(entries) = value else {
+        return Err(format!("unexpected XREVRANGE reply {value:?}"));
+    };
+    let Some(Value::Array(mut entry)) = entries.into_iter().next() else {
+        return Ok(None);
+    };
+    let fields = match entry.pop() {
+        Some(Value::Array(flat)) => flat,
+        Some(Value::Map(pairs)) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Err("malformed stream entry".into()),
+    };
+    let mut pairs = Vec::with_capacity(fields.len() / 2);
+    let mut it = fields.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
+            pairs.push((k, v));
+        }
+    }
+    Ok(Some(pairs))
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}

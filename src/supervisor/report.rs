@@ -1,0 +1,62 @@
+//! What one scan pass saw and did: the `once` summary and the source of later metrics.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Counts for one pass. In a dry run the action counts say what would have been done.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ScanReport {
+    pub dry_run: bool,
+    /// Registry entries looked at (live, i.e. not expired).
+    pub scanned: u64,
+    pub requeued: u64,
+    pub purged: u64,
+    /// Jobs whose `max_attempts` is used up (marked now or before).
+    pub exhausted: u64,
+    /// Jobs in backoff (or waiting for `purge_after`).
+    pub waiting: u64,
+    pub ignored: u64,
+    pub unmatched: u64,
+    /// Entries skipped without a decision; see `skipped_by_reason`.
+    pub skipped: u64,
+    /// Writes that found the job changed or moved by someone else (safe no-ops).
+    pub conflicts: u64,
+    pub skipped_by_reason: BTreeMap<String, u64>,
+    pub queues: Vec<String>,
+    /// The earliest time a waiting job becomes due.
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub duration_ms: u64,
+}
+
+impl ScanReport {
+    pub fn skip(&mut self, reason: &str) {
+        self.skipped += 1;
+        *self
+            .skipped_by_reason
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn note_due(&mut self, due: DateTime<Utc>) {
+        self.waiting += 1;
+        self.next_due_at = Some(self.next_due_at.map_or(due, |d| d.min(due)));
+    }
+
+    /// Adds another pass's counts (used when due-timer runs and scans are summed up).
+    pub fn absorb(&mut self, other: &ScanReport) {
+        self.scanned += other.scanned;
+        self.requeued += other.requeued;
+        self.purged += other.purged;
+        self.exhausted += other.exhausted;
+        self.waiting += other.waiting;
+        self.ignored += other.ignored;
+        self.unmatched += other.unmatched;
+        self.skipped += other.skipped;
+        self.conflicts += other.conflicts;
+        for (reason, n) in &other.skipped_by_reason {
+            *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Test fixtures shared by the integration tests: a throwaway `redis-server` on a free port,
+//! the path of the built binary, and the Python virtualenvs with real RQ.
+//!
+//! Nothing here skips: a missing `redis-server` or venv is a test failure with a message that says
+//! how to get it (`scripts/test.sh` installs everything).
+#![allow(dead_code)]
+
+pub mod rq;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` owned by one test, killed on drop. It keeps nothing on disk.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a fresh server on a free loopback port and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g. `--notify-keyspace-events Kz`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            let child = cmd.spawn().unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); run scripts/test.sh, which installs it")
+            });
+            let mut server = RedisServer {
+                port,
+                child,
+                _dir: dir,
+            };
+            if server.wait_ready(Duration::from_secs(10)) {
+                return server;
+            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            dir = server._dir;
+        }
+        panic!("redis-server did not come up on a free port after 5 attempts");
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut con) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A blocking connection for setting up and asserting.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `rq-retryd` binary cargo built for this test run.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rq-retryd"))
+}
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
