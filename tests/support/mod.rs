@@ -5,6 +5,7 @@
 //! how to get it (`scripts/test.sh` installs everything).
 #![allow(dead_code)]
 
+pub mod jobs;
 pub mod rq;
 
 use std::net::TcpListener;
@@ -27,8 +28,8 @@ impl RedisServer {
 
     /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g. `--notify-keyspace-events Kz`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let mut dir = tempfile::tempdir().expect("tempdir");
         for _attempt in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
             let mut cmd = Command::new("redis-server");
             cmd.args([
@@ -59,7 +60,6 @@ impl RedisServer {
             }
             let _ = server.child.kill();
             let _ = server.child.wait();
-            dir = server._dir;
         }
         panic!("redis-server did not come up on a free port after 5 attempts");
     }

@@ -1,0 +1,383 @@
+//! The atomic scripts against a real redis-server: each write happens completely or not at all,
+//! only on the failure the decision saw, and never twice.
+
+mod support;
+
+use chrono::Utc;
+use redis::Commands;
+use rq_retryd::executor::{Executor, Outcome, Write, WriteKind};
+use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
+use support::jobs::FailedJob;
+use support::RedisServer;
+
+async fn async_con(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn facts(con: &mut redis::aio::MultiplexedConnection, queue: &str, id: &str) -> JobFacts {
+    let registry = Registry::new(Keys::new("rq"));
+    let raw = registry
+        .read_jobs(con, queue, &[id.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    match decode(&raw) {
+        DecodeOutcome::Job(f) => *f,
+        other => panic!("job {id} did not decode: {other:?}"),
+    }
+}
+
+fn requeue(f: &JobFacts, attempt: Option<u32>, at_front: bool) -> Write {
+    Write {
+        job_id: f.job_id.clone(),
+        queue: f.queue.clone(),
+        origin: f.origin.clone(),
+        cas: f.cas.clone(),
+        policy: "transient".into(),
+        kind: WriteKind::Requeue { attempt, at_front },
+    }
+}
+
+fn with_kind(f: &JobFacts, kind: WriteKind) -> Write {
+    Write {
+        kind,
+        ..requeue(f, None, false)
+    }
+}
+
+#[tokio::test]
+async fn requeue_moves_a_failed_job_onto_its_queue_in_one_step() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").queue("emails").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "emails", "j1").await;
+    let executor = Executor::new(Keys::new("rq"));
+
+    let outcomes = executor
+        .apply(&mut con, &[requeue(&f, Some(1), false)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued]);
+    let in_registry: Option<f64> = sync.zscore("rq:failed:emails", "j1").unwrap();
+    assert_eq!(in_registry, None);
+    let queued: Vec<String> = sync.lrange("rq:queue:emails", 0, -1).unwrap();
+    assert_eq!(queued, vec!["j1"]);
+    let h: std::collections::HashMap<String, String> = {
+        let raw: std::collections::HashMap<String, Vec<u8>> = sync.hgetall("rq:job:j1").unwrap();
+        raw.into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect()
+    };
+    assert_eq!(h["status"], "queued");
+    assert_eq!(h["started_at"], "");
+    assert_eq!(h["ended_at"], "");
+    assert!(
+        h["enqueued_at"].ends_with('Z') && h["enqueued_at"].len() == 27,
+        "RQ timestamp: {}",
+        h["enqueued_at"]
+    );
+    assert_eq!(h["retryd_attempts"], "1");
+    assert_eq!(h["retryd_policy"], "transient");
+    assert_eq!(h["retryd_requeued_at"], h["enqueued_at"]);
+    assert!(!h.contains_key("exc_info"));
+    let ttl: i64 = sync.ttl("rq:job:j1").unwrap();
+    assert_eq!(
+        ttl, -1,
+        "a requeued job must not keep its failure_ttl expiry"
+    );
+    let member: bool = sync.sismember("rq:queues", "rq:queue:emails").unwrap();
+    assert!(member);
+}
+
+#[tokio::test]
+async fn a_second_identical_requeue_is_a_no_op_not_a_duplicate() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+    let executor = Executor::new(Keys::new("rq"));
+    let w = requeue(&f, Some(1), false);
+
+    let outcomes = executor
+        .apply(&mut con, &[w.clone(), w], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued, Outcome::NotInRegistry]);
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["j1"]);
+}
+
+#[tokio::test]
+async fn a_decision_on_a_failure_that_changed_meanwhile_writes_nothing() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+    // Someone retried it and it failed again in the meantime: a new ended_at.
+    let _: () = sync
+        .hset("rq:job:j1", "ended_at", support::jobs::rq_time(0))
+        .unwrap();
+    let before = support::jobs::snapshot(&mut sync);
+
+    let executor = Executor::new(Keys::new("rq"));
+    let outcomes = executor
+        .apply(
+            &mut con,
+            &[
+                requeue(&f, Some(1), false),
+                with_kind(&f, WriteKind::Purge),
+                with_kind(&f, WriteKind::MarkExhausted),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Changed, Outcome::Changed, Outcome::Changed]
+    );
+    assert_eq!(support::jobs::snapshot(&mut sync), before);
+}
+
+#[tokio::test]
+async fn a_registry_entry_without_a_job_hash_is_left_in_place() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    let _: () = sync
+        .zadd("rq:failed:default", "ghost", Utc::now().timestamp() + 1000)
+        .unwrap();
+    let mut con = async_con(&server).await;
+    let registry = Registry::new(Keys::new("rq"));
+    let raw = registry
+        .read_jobs(&mut con, "default", &["ghost".to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(decode(&raw), DecodeOutcome::Orphan);
+
+    let ghost = Write {
+        job_id: "ghost".into(),
+        queue: "default".into(),
+        origin: "default".into(),
+        cas: Default::default(),
+        policy: "p".into(),
+        kind: WriteKind::Requeue {
+            attempt: Some(1),
+            at_front: false,
+        },
+    };
+    let purge = Write {
+        kind: WriteKind::Purge,
+        ..ghost.clone()
+    };
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[ghost, purge], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::JobMissing, Outcome::JobMissing]);
+    let still: Option<f64> = sync.zscore("rq:failed:default", "ghost").unwrap();
+    assert!(still.is_some());
+    let queued: i64 = sync.llen("rq:queue:default").unwrap();
+    assert_eq!(queued, 0);
+}
+
+#[tokio::test]
+async fn purge_deletes_the_job_its_dependency_sets_and_results_and_nothing_else() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("doomed").write(&mut sync);
+    FailedJob::new("bystander").write(&mut sync);
+    let _: () = sync.sadd("rq:job:doomed:dependents", "x").unwrap();
+    let _: () = sync.sadd("rq:job:doomed:dependencies", "y").unwrap();
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "doomed").await;
+    let bystander_before: Option<Vec<u8>> = redis::cmd("DUMP")
+        .arg("rq:job:bystander")
+        .query(&mut sync)
+        .unwrap();
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[with_kind(&f, WriteKind::Purge)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Purged]);
+    for key in [
+        "rq:job:doomed",
+        "rq:job:doomed:dependents",
+        "rq:job:doomed:dependencies",
+        "rq:results:doomed",
+    ] {
+        let exists: bool = sync.exists(key).unwrap();
+        assert!(!exists, "{key} should be gone");
+    }
+    let gone: Option<f64> = sync.zscore("rq:failed:default", "doomed").unwrap();
+    assert_eq!(gone, None);
+    let bystander_after: Option<Vec<u8>> = redis::cmd("DUMP")
+        .arg("rq:job:bystander")
+        .query(&mut sync)
+        .unwrap();
+    assert_eq!(bystander_before, bystander_after);
+    let still: Option<f64> = sync.zscore("rq:failed:default", "bystander").unwrap();
+    assert!(still.is_some());
+}
+
+#[tokio::test]
+async fn mark_exhausted_marks_once_and_keeps_the_job_in_its_registry() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").attempts(3).write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+    let w = with_kind(&f, WriteKind::MarkExhausted);
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[w.clone(), w], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![Outcome::MarkedExhausted, Outcome::AlreadyExhausted]
+    );
+    let marked: String = sync.hget("rq:job:j1", "retryd_exhausted").unwrap();
+    assert_eq!(marked, "1");
+    let still: Option<f64> = sync.zscore("rq:failed:default", "j1").unwrap();
+    assert!(still.is_some());
+}
+
+#[tokio::test]
+async fn scripts_flushed_from_redis_are_loaded_again_and_run_once() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let executor = Executor::new(Keys::new("rq"));
+    executor.load_scripts(&mut con).await.unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut sync).unwrap();
+    let f = facts(&mut con, "default", "j1").await;
+
+    let outcomes = executor
+        .apply(&mut con, &[requeue(&f, Some(1), false)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued]);
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["j1"]);
+}
+
+#[tokio::test]
+async fn at_front_pushes_to_the_head_of_the_queue() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    let _: () = sync.rpush("rq:queue:default", "waiting-1").unwrap();
+    FailedJob::new("urgent").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "urgent").await;
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[requeue(&f, Some(1), true)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued]);
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["urgent", "waiting-1"]);
+}
+
+#[tokio::test]
+async fn a_job_with_its_own_ttl_expires_like_rq_would_set_it() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").field("ttl", b"600").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+
+    Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[requeue(&f, Some(1), false)], Utc::now())
+        .await
+        .unwrap();
+
+    let ttl: i64 = sync.ttl("rq:job:j1").unwrap();
+    assert!((1..=600).contains(&ttl), "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn a_manual_requeue_does_not_count_as_an_attempt() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").attempts(2).write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &[requeue(&f, None, false)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued]);
+    let attempts: String = sync.hget("rq:job:j1", "retryd_attempts").unwrap();
+    assert_eq!(attempts, "2");
+}
+
+#[tokio::test]
+async fn racing_executors_requeue_every_job_exactly_once() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    let ids: Vec<String> = (0..300).map(|i| format!("job-{i}")).collect();
+    for id in &ids {
+        FailedJob::new(id).write(&mut sync);
+    }
+    let mut con = async_con(&server).await;
+    let registry = Registry::new(Keys::new("rq"));
+    let raws = registry.read_jobs(&mut con, "default", &ids).await.unwrap();
+    let writes: Vec<Write> = raws
+        .iter()
+        .map(|r| match decode(r) {
+            DecodeOutcome::Job(f) => requeue(&f, Some(1), false),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut con = async_con(&server).await;
+        let writes = writes.clone();
+        tasks.push(tokio::spawn(async move {
+            Executor::new(Keys::new("rq"))
+                .apply(&mut con, &writes, Utc::now())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut requeued = 0;
+    for t in tasks {
+        requeued += t
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| **o == Outcome::Requeued)
+            .count();
+    }
+
+    assert_eq!(requeued, ids.len());
+    let mut queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    queued.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(queued, expected, "every job in the queue exactly once");
+    let left: i64 = sync.zcard("rq:failed:default").unwrap();
+    assert_eq!(left, 0);
+}
