@@ -157,17 +157,41 @@ impl FailedJob {
     }
 }
 
-/// Every key with its type and DUMP payload, for byte-for-byte comparisons.
+/// The logical content of one key: every byte of every field/member/value, order-independent
+/// where Redis's own order is not stable (hash and set iteration order can change on mere reads
+/// while a dict rehashes, so DUMP of a hash is not a stable fingerprint).
+pub fn key_content(con: &mut redis::Connection, key: &[u8]) -> (String, Vec<Vec<u8>>, bool) {
+    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
+    let mut items: Vec<Vec<u8>> = match kind.as_str() {
+        "hash" => {
+            let flat: Vec<Vec<u8>> = redis::cmd("HGETALL").arg(key).query(con).unwrap();
+            flat.chunks(2)
+                .map(|p| [p[0].as_slice(), b"=", p[1].as_slice()].concat())
+                .collect()
+        }
+        "set" => redis::cmd("SMEMBERS").arg(key).query(con).unwrap(),
+        "none" => Vec::new(),
+        _ => {
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query(con).unwrap();
+            dump.into_iter().collect()
+        }
+    };
+    if kind == "hash" || kind == "set" {
+        items.sort();
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(con).unwrap();
+    (kind, items, ttl >= 0)
+}
+
+/// Every key with its content and whether it has an expiry, for byte-for-byte comparisons.
 pub fn snapshot(
     con: &mut redis::Connection,
-) -> std::collections::BTreeMap<Vec<u8>, (String, Option<Vec<u8>>, bool)> {
+) -> std::collections::BTreeMap<Vec<u8>, (String, Vec<Vec<u8>>, bool)> {
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).unwrap();
     keys.into_iter()
         .map(|k| {
-            let t: String = redis::cmd("TYPE").arg(&k).query(con).unwrap();
-            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&k).query(con).unwrap();
-            let ttl: i64 = redis::cmd("PTTL").arg(&k).query(con).unwrap();
-            (k, (t, dump, ttl >= 0))
+            let content = key_content(con, &k);
+            (k, content)
         })
         .collect()
 }

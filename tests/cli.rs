@@ -1,0 +1,347 @@
+//! The binary as an operator meets it: config errors, exit codes, `check-config`, `explain`,
+//! corrupt data, and the daemon's backoff timer and graceful shutdown.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use support::jobs::FailedJob;
+use support::{binary, repo_root, RedisServer};
+
+fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
+    let path = dir.path().join("config.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    path
+}
+
+fn rq_retryd(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RQ_RETRYD_REDIS_URL")
+        .env_remove("RQ_RETRYD_HTTP_LISTEN")
+        .env_remove("RQ_RETRYD_AUTH_TOKEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rq-retryd")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn an_invalid_config_names_file_line_column_and_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[supervisor]\nscan_intervall = \"10s\"\n");
+    let out = rq_retryd(&path, &["once"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let expected = format!("{}:2:1: supervisor.scan_intervall:", path.display());
+    assert!(err.contains(&expected), "stderr was: {err}");
+    assert!(err.contains("unknown field"), "stderr was: {err}");
+}
+
+#[test]
+fn an_unclosed_regex_is_reported_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[[policy]]\nname = \"a\"\nerror_pattern = \"(timed out\"\n",
+    );
+    let out = rq_retryd(&path, &["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(":3:17: policy[1].error_pattern: invalid regex"),
+        "stderr was: {err}"
+    );
+}
+
+#[test]
+fn every_shipped_example_config_passes_check_config() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo_root().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = rq_retryd(&path, &["check-config"]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("policies (evaluated in order"),
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "expected the example configs in config/, found {checked}"
+    );
+}
+
+#[test]
+fn check_config_never_prints_the_redis_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[redis]\nurl = \"redis://app:hunter2@127.0.0.1:6379/0\"\n",
+    );
+    let out = rq_retryd(&path, &["check-config"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains("redis://app:***@127.0.0.1:6379/0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn once_exits_1_when_redis_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n"),
+    );
+    let out = rq_retryd(&path, &["once"]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot reach Redis"));
+}
+
+#[test]
+fn corrupt_jobs_are_skipped_counted_and_never_touched() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let future = chrono::Utc::now().timestamp() + 100_000;
+    // A good job, so we can see the policy does act.
+    FailedJob::new("good").write(&mut con);
+    // A 5 MiB traceback is big but valid: it is decoded and acted on.
+    FailedJob::new("huge")
+        .exception("ConnectionError", &"x".repeat(5 << 20))
+        .write(&mut con);
+    // Corrupt variants.
+    FailedJob::new("bad-zlib").write(&mut con);
+    let _: () = redis::cmd("DEL")
+        .arg("rq:results:bad-zlib")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("rq:results:bad-zlib")
+        .arg("*")
+        .arg("type")
+        .arg(2)
+        .arg("exc_string")
+        .arg("aGVsbG8gd29ybGQ=")
+        .query(&mut con)
+        .unwrap();
+    FailedJob::new("not-utf8")
+        .field("origin", b"def\xffault")
+        .write(&mut con);
+    FailedJob::new("no-ended-at")
+        .field("ended_at", b"")
+        .write(&mut con);
+    FailedJob::new("bad-attempts")
+        .field("retryd_attempts", b"many")
+        .write(&mut con);
+    let _: () = con.set("rq:job:a-string", "I am not a hash").unwrap();
+    let _: () = con.zadd("rq:failed:default", "a-string", future).unwrap();
+    let _: () = con.zadd("rq:failed:default", "orphan", future).unwrap();
+    let corrupt = [
+        "bad-zlib",
+        "not-utf8",
+        "no-ended-at",
+        "bad-attempts",
+        "a-string",
+        "orphan",
+    ];
+    let before: Vec<_> = corrupt
+        .iter()
+        .map(|id| support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes()))
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
+    );
+    let out = rq_retryd(&path, &["once", "--json"]);
+
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requeued"], 2, "{report}");
+    assert_eq!(report["skipped_by_reason"]["decode_error"], 5, "{report}");
+    assert_eq!(report["skipped_by_reason"]["orphan"], 1, "{report}");
+    for (id, dump) in corrupt.iter().zip(before) {
+        let in_registry: Option<f64> = con.zscore("rq:failed:default", id).unwrap();
+        assert!(
+            in_registry.is_some(),
+            "{id} must stay in the failed registry"
+        );
+        let after = support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes());
+        assert_eq!(after, dump, "{id} must be byte-for-byte untouched");
+    }
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued.len(), 2);
+    assert!(queued.contains(&"good".to_string()) && queued.contains(&"huge".to_string()));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot decode failed job"),
+        "corrupt jobs are logged: {stderr}"
+    );
+}
+
+#[test]
+fn explain_names_the_deciding_policy_and_why_earlier_ones_did_not_match() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("j1")
+        .queue("emails")
+        .exception(
+            "smtplib.SMTPServerDisconnected",
+            "Connection unexpectedly closed",
+        )
+        .attempts(1)
+        .write(&mut con);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"[redis]
+url = "{}"
+[[policy]]
+name = "billing-only"
+queues = ["billing"]
+[[policy]]
+name = "value-errors"
+exceptions = ["ValueError"]
+action = "purge"
+[[policy]]
+name = "smtp"
+exceptions = ["SMTPServerDisconnected"]
+max_attempts = 4
+backoff = {{ strategy = "fixed", delay = "1h" }}
+[[policy]]
+name = "later"
+action = "ignore"
+"#,
+            server.url()
+        ),
+    );
+
+    let out = rq_retryd(&path, &["explain", "j1"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "queue        emails",
+        "function     app.workers.reports.render_report",
+        "exception    smtplib.SMTPServerDisconnected",
+        "attempts     1 of 4",
+        "billing-only (retry): queue \"emails\" matches none of [\"billing\"]",
+        "value-errors (purge): exception \"smtplib.SMTPServerDisconnected\" matches none of [\"ValueError\"]",
+        "=> matched smtp (retry)",
+        "later (ignore): an earlier policy matched",
+        "decision     wait: attempt 2 is due at",
+        "next retry",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+
+    let json = rq_retryd(&path, &["explain", "j1", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["policy"], "smtp");
+    assert_eq!(value["attempts"], 1);
+    assert_eq!(value["max_attempts"], 4);
+    assert!(value["next_retry_at"].is_string());
+
+    let missing = rq_retryd(&path, &["explain", "no-such-job"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("not in any failed registry"));
+}
+
+/// See issue 2, item 5: a waiting job is requeued when its backoff ends, not at the next scan.
+#[test]
+fn the_daemon_requeues_a_job_when_its_backoff_ends_and_stops_cleanly_on_sigterm() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("j1").failed_secs_ago(0).write(&mut con);
+    let failed_at = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "[redis]\nurl = \"{}\"\n[supervisor]\nscan_interval = \"1h\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[policy]]\nname = \"p\"\nbackoff = {{ strategy = \"fixed\", delay = \"2s\" }}\n",
+            server.url()
+        ),
+    );
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut requeued_after = None;
+    while failed_at.elapsed() < Duration::from_secs(15) {
+        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+        if !queued.is_empty() {
+            assert_eq!(queued, vec!["j1"]);
+            requeued_after = Some(failed_at.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let requeued_after =
+        requeued_after.expect("the job was never requeued although its backoff ended");
+    assert!(
+        requeued_after >= Duration::from_millis(1800),
+        "requeued before its backoff ended: {requeued_after:?}"
+    );
+
+    unsafe_sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not stop within 10s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("rq-retryd stopped"), "{stderr}");
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
