@@ -9,7 +9,8 @@ use super::EXIT_RUNTIME;
 use crate::config::Config;
 use crate::connection::connect;
 use crate::shutdown;
-use crate::supervisor::{Control, ScanReport, Supervisor};
+use crate::state::DaemonState;
+use crate::supervisor::{ScanReport, Supervisor};
 
 pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
     let cancel = shutdown::on_signals();
@@ -24,9 +25,10 @@ pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
             return EXIT_RUNTIME;
         }
     };
-    let supervisor = Supervisor::new(config.clone(), Arc::new(Control::default()));
+    let state = DaemonState::new(config.clone());
+    let supervisor = Supervisor::new(state.clone());
     if !dry_run && !config.supervisor.dry_run {
-        if let Err(e) = supervisor.executor().load_scripts(&mut con).await {
+        if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
             eprintln!("rq-retryd: cannot load scripts into Redis: {e}");
             return EXIT_RUNTIME;
         }

@@ -12,7 +12,8 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::connection::connect_with_retry;
 use crate::shutdown;
-use crate::supervisor::{take_due, Control, DueTimers, Supervisor};
+use crate::state::DaemonState;
+use crate::supervisor::{take_due, DueTimers, Supervisor};
 
 pub async fn run(config: Arc<Config>) -> u8 {
     let cancel = shutdown::on_signals();
@@ -27,8 +28,9 @@ pub async fn run(config: Arc<Config>) -> u8 {
         info!("stopped before Redis was reachable");
         return 0;
     };
-    let supervisor = Supervisor::new(config.clone(), Arc::new(Control::default()));
-    if let Err(e) = supervisor.executor().load_scripts(&mut con).await {
+    let state = DaemonState::new(config.clone());
+    let supervisor = Supervisor::new(state.clone());
+    if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
         error!(error = %e, "cannot load scripts into Redis; they will be loaded on first use");
     }
     let mut timers = DueTimers::new();

@@ -205,33 +205,41 @@ impl Locator<'_> {
         (line, col)
     }
 
-    /// The key written on the line at `offset`, qualified by the table it is in.
+    /// The dotted key at `offset`, qualified by the table it is in: the key written on that
+    /// line, the key of the multi-line array the line continues, or the table of a header line.
     fn key_at(&self, offset: usize) -> Option<String> {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
         let line = &self.text[line_start..line_end];
-        let key = line.split('=').next().map(str::trim).filter(|k| {
-            !k.is_empty()
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        })?;
-        // Inside an inline table (`backoff = { max = "x" }`) name the inner key too.
-        let inner = line[..offset - line_start]
-            .rsplit(['{', ','])
-            .next()
-            .and_then(|s| s.split('=').next())
-            .map(str::trim)
-            .filter(|k| {
-                !k.is_empty()
-                    && *k != key
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            });
-        let key = match inner {
-            Some(inner) if line[..offset - line_start].contains('{') => format!("{key}.{inner}"),
-            _ => key.to_string(),
+        if header_name(line).is_some() {
+            // A problem with the table itself (missing field, unknown table): name the table.
+            return self.table_at(line_end);
+        }
+        let key = match line_key(line) {
+            Some(key) => {
+                let before = &line[..offset - line_start];
+                match inline_key(before, &line[offset - line_start..]) {
+                    Some(inner) if inner != key => format!("{key}.{inner}"),
+                    _ => key.to_string(),
+                }
+            }
+            // An element on a later line of a multi-line array: the key that opened it; else
+            // a key written without `= value`.
+            None => self.text[..line_start]
+                .lines()
+                .rev()
+                .take_while(|l| header_name(l).is_none())
+                .find(|l| line_key(l).is_some())
+                .filter(|l| l.matches('[').count() > l.matches(']').count())
+                .and_then(line_key)
+                .or_else(|| Some(line.trim()).filter(|k| is_bare_key(k)))?
+                .to_string(),
         };
         Some(match self.table_at(line_start) {
             Some(table) => format!("{table}.{key}"),
@@ -239,34 +247,79 @@ impl Locator<'_> {
         })
     }
 
-    /// `supervisor` or `policy[N]` for the table header above `offset`.
+    /// `supervisor`, `policy[N]` or `policy[N].backoff` for the last table header before
+    /// `offset`.
     fn table_at(&self, offset: usize) -> Option<String> {
         let mut current = None;
         let mut policies = 0usize;
         for line in self.text[..offset].lines() {
-            let t = line.trim();
-            if t.starts_with("[[") {
-                let name = t
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .trim()
-                    .to_string();
-                if name == "policy" {
-                    policies += 1;
-                    current = Some(format!("policy[{policies}]"));
-                } else {
-                    current = Some(name);
-                }
-            } else if t.starts_with('[') {
-                current = Some(
-                    t.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .trim()
-                        .to_string(),
-                );
-            }
+            let Some((name, array)) = header_name(line) else {
+                continue;
+            };
+            current = Some(if array && name == "policy" {
+                policies += 1;
+                format!("policy[{policies}]")
+            } else if policies > 0 && name.starts_with("policy.") {
+                // A sub-table of the current `[[policy]]`, e.g. `[policy.backoff]`.
+                format!("policy[{policies}]{}", &name["policy".len()..])
+            } else {
+                name
+            });
         }
         current
+    }
+}
+
+/// The name of a table header line (`[supervisor]`, `[[policy]]  # note`) and whether it is an
+/// array of tables; `None` for any other line.
+fn header_name(line: &str) -> Option<(String, bool)> {
+    let t = line.trim();
+    let (inner, array) = match t.strip_prefix("[[") {
+        Some(rest) => (rest.split_once("]]")?.0, true),
+        None => (t.strip_prefix('[')?.split_once(']')?.0, false),
+    };
+    let name = inner
+        .split('.')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(".");
+    (!name.is_empty()).then_some((name, array))
+}
+
+/// The (possibly dotted) bare key a `key = value` line starts with.
+fn line_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim()).filter(|k| is_bare_key(k))
+}
+
+/// A bare, possibly dotted TOML key such as `scan_interval` or `backoff.delay`.
+fn is_bare_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Inside an inline table (`backoff = { max = "x" }`), the inner key whose value starts at the
+/// offset (`before` ends there) or that is written at the offset (`after` starts with it).
+fn inline_key<'l>(before: &'l str, after: &'l str) -> Option<&'l str> {
+    if !before.contains('{') {
+        return None;
+    }
+    let is_key = |k: &&str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    };
+    let segment = before.rsplit(['{', ',']).next()?;
+    match segment.split_once('=') {
+        Some((k, _)) => Some(k.trim()).filter(is_key),
+        None => {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+                .unwrap_or(after.len());
+            Some(&after[..end]).filter(is_key)
+        }
     }
 }
 

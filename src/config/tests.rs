@@ -1,1 +1,537 @@
+//! Table tests of the pure config parser: what parses, what is refused, and where the error
+//! points (`cfg.toml:LINE:COL: key: message`).
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::policy::{Action, Backoff, OnExhausted};
+
+const SOURCE: &str = "cfg.toml";
+
+/// The example of docs/interface.md, verbatim (comments and all).
+const INTERFACE_EXAMPLE: &str = r#"[redis]
+url = "redis://127.0.0.1:6379/0"     # redis://, rediss:// (TLS), unix://; user/password in URL
+key_prefix = "rq"                     # RQ's namespace
+[supervisor]
+scan_interval = "15s"
+batch_size = 500
+queues = ["*"]                        # glob patterns over queue names
+dry_run = false                       # decide and report, never write
+max_requeues_per_second = 500         # global ceiling on automatic requeues
+[http]
+listen = "127.0.0.1:9732"
+auth_token_file = "/etc/rq-retryd/token"   # or auth_token; required for a non-loopback listen
+[logging]
+level = "info"                        # or a tracing filter directive
+format = "text"                       # text | json
+# directory = "/var/log/rq-retryd"; rotation = "daily" (never|hourly|daily); max_files = 7
+
+[[policy]]                            # ordered; the first policy that matches a job decides
+name = "transient-network"
+queues = ["default", "email*"]        # globs (default: all)
+functions = ["app.workers.*"]         # globs over the dotted function name (default: all)
+exceptions = ["ConnectionError", "redis.exceptions.TimeoutError"]  # exception type, bare or dotted
+error_pattern = "(?i)timed? ?out"     # regex over the whole traceback text
+action = "retry"                      # retry | purge | ignore
+max_attempts = 5                      # automatic requeues by rq-retryd for this job
+backoff = { strategy = "exponential", initial = "30s", multiplier = 2.0, max = "1h", jitter = 0.1 }
+                                      # strategy: fixed (delay) | linear (initial, step) | exponential
+at_front = false
+on_exhausted = "keep"                 # keep (leave in failed registry, marked) | purge
+[[policy]]
+name = "bad-input"
+exceptions = ["ValueError"]
+action = "purge"
+purge_after = "7d"                    # age since failure before purging (default 0)
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Parses `text`, expecting a refusal, and returns its problems.
+fn problems(text: &str) -> Vec<ConfigProblem> {
+    match parse(text, SOURCE) {
+        Ok(config) => panic!("expected an invalid config, got {config:?}"),
+        Err(e) => {
+            assert_eq!(e.source, SOURCE);
+            e.problems
+        }
+    }
+}
+
+/// Parses `text`, expecting exactly one problem, and returns it.
+fn only_problem(text: &str) -> ConfigProblem {
+    let mut all = problems(text);
+    assert_eq!(all.len(), 1, "expected one problem, got {all:#?}");
+    all.remove(0)
+}
+
+/// Asserts a problem's place, key and (part of) its message.
+fn assert_problem(p: &ConfigProblem, line: usize, col: usize, key: &str, says: &str) {
+    assert_eq!(p.position, Some((line, col)), "position of {p:?}");
+    assert_eq!(p.key.as_deref(), Some(key), "key of {p:?}");
+    assert!(
+        p.message.contains(says),
+        "{:?} should say {says:?}",
+        p.message
+    );
+}
+
+#[test]
+fn the_embedded_defaults_parse_into_one_conservative_retry_policy() {
+    let config = parse(EMBEDDED_DEFAULTS, "<embedded defaults>").expect("defaults are valid");
+    assert_eq!(config.redis.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(config.redis.key_prefix, "rq");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9732");
+    assert!(config.supervisor.queues.is_match("any-queue"));
+    assert!(!config.supervisor.dry_run);
+    assert_eq!(config.policies.len(), 1);
+    let policy = &config.policies[0];
+    assert_eq!(policy.name, "default-retry");
+    match &policy.action {
+        Action::Retry(spec) => {
+            assert_eq!(spec.max_attempts, 3);
+            assert_eq!(spec.on_exhausted, OnExhausted::Keep);
+            assert!(matches!(spec.backoff, Backoff::Exponential { .. }));
+        }
+        other => panic!("the default policy must retry, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_interface_example_parses_with_two_policies_in_order() {
+    let config = parse(INTERFACE_EXAMPLE, SOURCE).expect("the documented example is valid");
+    assert_eq!(config.source, SOURCE);
+    assert_eq!(config.supervisor.scan_interval, Duration::from_secs(15));
+    assert_eq!(config.supervisor.batch_size, 500);
+    assert_eq!(config.supervisor.max_requeues_per_second, 500);
+    assert_eq!(
+        config.http.auth_token_file.as_deref(),
+        Some(Path::new("/etc/rq-retryd/token"))
+    );
+    assert_eq!(config.logging.format, LogFormat::Text);
+    let names: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["transient-network", "bad-input"]);
+
+    match &config.policies[0].action {
+        Action::Retry(spec) => {
+            assert_eq!(spec.max_attempts, 5);
+            assert!(!spec.at_front);
+            assert_eq!(spec.on_exhausted, OnExhausted::Keep);
+            assert_eq!(
+                spec.backoff,
+                Backoff::Exponential {
+                    initial: Duration::from_secs(30),
+                    multiplier: 2.0,
+                    max: Duration::from_secs(3600),
+                    jitter: 0.1,
+                }
+            );
+        }
+        other => panic!("transient-network must retry, got {other:?}"),
+    }
+    match &config.policies[1].action {
+        Action::Purge { after } => assert_eq!(*after, Duration::from_secs(7 * 24 * 3600)),
+        other => panic!("bad-input must purge, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_file_means_all_defaults_and_no_policies() {
+    let config = parse("", SOURCE).expect("an empty file is valid");
+    assert_eq!(config.redis.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(config.supervisor.scan_interval, Duration::from_secs(15));
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9732");
+    assert!(config.policies.is_empty());
+}
+
+#[test]
+fn a_misspelled_supervisor_key_is_an_unknown_field_error_naming_it() {
+    let text = "[supervisor]\nscan_intervall = \"15s\"\n";
+    let p = only_problem(text);
+    assert_problem(
+        &p,
+        2,
+        1,
+        "supervisor.scan_intervall",
+        "unknown field `scan_intervall`",
+    );
+    let shown = parse(text, SOURCE).unwrap_err().to_string();
+    assert!(
+        shown.starts_with("cfg.toml:2:1: supervisor.scan_intervall: unknown field"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_unclosed_regex_in_the_second_policy_points_at_its_error_pattern() {
+    let text =
+        "[[policy]]\nname = \"first\"\n\n[[policy]]\nname = \"second\"\nerror_pattern = \"(foo\"\n";
+    let p = only_problem(text);
+    assert_problem(&p, 6, 17, "policy[2].error_pattern", "invalid regex");
+    let shown = parse(text, SOURCE).unwrap_err().to_string();
+    assert!(
+        shown.starts_with("cfg.toml:6:17: policy[2].error_pattern: invalid regex"),
+        "{shown}"
+    );
+    assert!(!shown.contains('\n'), "one line per problem: {shown:?}");
+}
+
+#[test]
+fn each_invalid_value_is_reported_at_its_line_column_and_key() {
+    // (what is wrong, file text, line, col, key, part of the message)
+    let cases: &[(&str, &str, usize, usize, &str, &str)] = &[
+        (
+            "max_attempts = 0",
+            "[[policy]]\nname = \"a\"\nmax_attempts = 0\n",
+            3,
+            16,
+            "policy[1].max_attempts",
+            "max_attempts must be between 1 and 1000000, got 0",
+        ),
+        (
+            "a duration in parsecs",
+            "[supervisor]\nscan_interval = \"5 parsecs\"\n",
+            2,
+            17,
+            "supervisor.scan_interval",
+            "invalid duration \"5 parsecs\"",
+        ),
+        (
+            "a bad duration inside an inline backoff table",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"exponential\", initial = \"30s\", max = \"5 parsecs\" }\n",
+            3,
+            62,
+            "policy[1].backoff.max",
+            "invalid duration",
+        ),
+        (
+            "a parameter of another strategy",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"exponential\", initial = \"1s\", step = \"5s\" }\n",
+            3,
+            11,
+            "policy[1].backoff",
+            "step is not a parameter of strategy \"exponential\"",
+        ),
+        (
+            "jitter above 1",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"fixed\", delay = \"1s\", jitter = 1.5 }\n",
+            3,
+            11,
+            "policy[1].backoff",
+            "jitter must be between 0.0 and 1.0, got 1.5",
+        ),
+        (
+            "a multiplier that shrinks",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"exponential\", initial = \"1s\", multiplier = 0.5 }\n",
+            3,
+            11,
+            "policy[1].backoff",
+            "multiplier must be between 1.0 and 100.0, got 0.5",
+        ),
+        (
+            "fixed without delay",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"fixed\" }\n",
+            3,
+            11,
+            "policy[1].backoff",
+            "needs delay",
+        ),
+        (
+            "purge_after on a retry policy",
+            "[[policy]]\nname = \"a\"\naction = \"retry\"\npurge_after = \"7d\"\n",
+            4,
+            15,
+            "policy[1].purge_after",
+            "purge_after has no effect with action = \"retry\"",
+        ),
+        (
+            "max_attempts on a purge policy",
+            "[[policy]]\nname = \"a\"\naction = \"purge\"\nmax_attempts = 2\n",
+            4,
+            16,
+            "policy[1].max_attempts",
+            "max_attempts has no effect with action = \"purge\"",
+        ),
+        (
+            "a duplicate policy name",
+            "[[policy]]\nname = \"same\"\n[[policy]]\nname = \"same\"\n",
+            4,
+            8,
+            "policy[2].name",
+            "duplicate policy name \"same\"",
+        ),
+        (
+            "an unknown action",
+            "[[policy]]\nname = \"a\"\naction = \"bogus\"\n",
+            3,
+            10,
+            "policy[1].action",
+            "unknown variant `bogus`",
+        ),
+        (
+            "an empty exceptions list",
+            "[[policy]]\nname = \"a\"\nexceptions = []\n",
+            3,
+            14,
+            "policy[1].exceptions",
+            "empty list",
+        ),
+        (
+            "an invalid queue glob",
+            "[supervisor]\nqueues = [\"ok\", \"[\"]\n",
+            2,
+            10,
+            "supervisor.queues",
+            "invalid glob \"[\"",
+        ),
+        (
+            "batch_size = 0",
+            "[supervisor]\nbatch_size = 0\n",
+            2,
+            14,
+            "supervisor.batch_size",
+            "batch_size must be between 1 and 100000, got 0",
+        ),
+        (
+            "a listen address without a port",
+            "[http]\nlisten = \"nope\"\n",
+            2,
+            10,
+            "http.listen",
+            "invalid listen address \"nope\"",
+        ),
+        (
+            "a log format that does not exist",
+            "[logging]\nformat = \"xml\"\n",
+            2,
+            10,
+            "logging.format",
+            "unknown variant `xml`",
+        ),
+        (
+            "a key given twice",
+            "[supervisor]\nbatch_size = 1\nbatch_size = 2\n",
+            3,
+            1,
+            "supervisor.batch_size",
+            "duplicate key",
+        ),
+    ];
+    for (what, text, line, col, key, says) in cases {
+        let all = problems(text);
+        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
+        let p = &all[0];
+        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
+        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
+        assert!(p.message.contains(says), "{what}: {:?}", p.message);
+    }
+}
+
+#[test]
+fn keys_are_found_past_comments_sub_tables_and_line_breaks() {
+    // See: Locator fixes — header comments, [policy.x] sub-tables, multi-line arrays, inline keys,
+    // unknown tables and missing fields used to lose or garble the key.
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "a comment after the table header",
+            "[supervisor] # the scan loop\nscan_interval = \"5 parsecs\"\n",
+            2,
+            17,
+            "supervisor.scan_interval",
+        ),
+        (
+            "a comment after a [[policy]] header keeps the policy count",
+            "[[policy]] # first\nname = \"a\"\n[[policy]]   # second\nname = \"b\"\nmax_attempts = 0\n",
+            5,
+            16,
+            "policy[2].max_attempts",
+        ),
+        (
+            "a [policy.backoff] sub-table",
+            "[[policy]]\nname = \"a\"\n[policy.backoff]\nstrategy = \"fixed\"\ndelay = \"5 parsecs\"\n",
+            5,
+            9,
+            "policy[1].backoff.delay",
+        ),
+        (
+            "an element on a later line of a multi-line array",
+            "[supervisor]\nqueues = [\n  \"a\",\n  1,\n]\n",
+            4,
+            3,
+            "supervisor.queues",
+        ),
+        (
+            "an unknown key inside an inline table",
+            "[[policy]]\nname = \"a\"\nbackoff = { strategy = \"fixed\", delay = \"1s\", delya = \"2s\" }\n",
+            3,
+            47,
+            "policy[1].backoff.delya",
+        ),
+        (
+            "an unknown table",
+            "[supervsor]\nscan_interval = \"1s\"\n",
+            1,
+            2,
+            "supervsor",
+        ),
+        (
+            "a policy without a name",
+            "[[policy]]\nname = \"a\"\n[[policy]]\naction = \"retry\"\n",
+            3,
+            1,
+            "policy[2]",
+        ),
+        (
+            "a top-level dotted key",
+            "redis.url = 5\n",
+            1,
+            13,
+            "redis.url",
+        ),
+    ];
+    for (what, text, line, col, key) in cases {
+        let all = problems(text);
+        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
+        assert_eq!(all[0].position, Some((*line, *col)), "{what}: {:?}", all[0]);
+        assert_eq!(all[0].key.as_deref(), Some(*key), "{what}: {:?}", all[0]);
+    }
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let text = "# größe\n[[policy]]\nname = \"ü\"\nexceptions = [\"Ü[\"]\n";
+    let p = only_problem(text);
+    assert_problem(
+        &p,
+        4,
+        14,
+        "policy[1].exceptions",
+        "invalid exception pattern",
+    );
+    let text = "[[policy]]\nname = \"ä\"; error_pattern = \"(\"\n";
+    // Not valid TOML (two keys on one line): still located, never a panic on a multi-byte char.
+    let p = only_problem(text);
+    assert_eq!(p.position.map(|(line, _)| line), Some(2), "{p:?}");
+}
+
+#[test]
+fn semantic_checks_report_every_mistake_at_once() {
+    let text = "[supervisor]\nbatch_size = 0\n\n[[policy]]\nname = \"a\"\nmax_attempts = 0\nerror_pattern = \"(\"\n";
+    let all = problems(text);
+    assert!(all.len() >= 2, "expected several problems, got {all:#?}");
+    let keys: Vec<&str> = all.iter().filter_map(|p| p.key.as_deref()).collect();
+    assert!(keys.contains(&"supervisor.batch_size"), "{keys:?}");
+    assert!(keys.contains(&"policy[1].max_attempts"), "{keys:?}");
+    assert!(keys.contains(&"policy[1].error_pattern"), "{keys:?}");
+    let shown = parse(text, SOURCE).unwrap_err().to_string();
+    assert_eq!(
+        shown.lines().count(),
+        all.len(),
+        "one line per problem: {shown}"
+    );
+    assert!(shown.lines().all(|l| l.starts_with("cfg.toml:")), "{shown}");
+}
+
+#[test]
+fn a_non_loopback_listen_needs_a_token() {
+    let open = "[http]\nlisten = \"0.0.0.0:9732\"\n";
+    let p = only_problem(open);
+    assert_problem(
+        &p,
+        2,
+        10,
+        "http.listen",
+        "non-loopback address 0.0.0.0:9732 requires auth_token",
+    );
+
+    let with_token = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"s3cret\"\n";
+    let config = parse(with_token, SOURCE).expect("a token makes it valid");
+    assert_eq!(config.http.auth_token.as_deref(), Some("s3cret"));
+
+    let with_file = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token_file = \"/run/token\"\n";
+    assert!(parse(with_file, SOURCE).is_ok());
+
+    let env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "from-env".to_string());
+    let config = parse_with_env(open, SOURCE, &env).expect("an env token makes it valid");
+    assert_eq!(config.http.auth_token.as_deref(), Some("from-env"));
+
+    let empty_env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(String::new);
+    assert!(
+        parse_with_env(open, SOURCE, &empty_env).is_err(),
+        "an empty RQ_RETRYD_AUTH_TOKEN is no token"
+    );
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let text = "[redis]\nurl = \"redis://file-host:6379/0\"\n[http]\nlisten = \"127.0.0.1:1111\"\n";
+    let env = |name: &str| match name {
+        "RQ_RETRYD_REDIS_URL" => Some("redis://env-host:6380/2".to_string()),
+        "RQ_RETRYD_HTTP_LISTEN" => Some("127.0.0.1:2222".to_string()),
+        _ => None,
+    };
+    let config = parse_with_env(text, SOURCE, &env).expect("valid");
+    assert_eq!(config.redis.url, "redis://env-host:6380/2");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:2222");
+
+    let config = parse_with_env(text, SOURCE, &no_env).expect("valid");
+    assert_eq!(config.redis.url, "redis://file-host:6379/0");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:1111");
+}
+
+#[test]
+fn a_bad_env_override_is_blamed_on_the_variable_not_the_file() {
+    let env = |name: &str| (name == "RQ_RETRYD_HTTP_LISTEN").then(|| "0.0.0.0:80".to_string());
+    let err = parse_with_env("", SOURCE, &env).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    assert_eq!(p.position, None);
+    assert!(
+        p.message.starts_with("env RQ_RETRYD_HTTP_LISTEN:"),
+        "{:?}",
+        p.message
+    );
+}
+
+#[test]
+fn redacting_a_url_hides_the_password_and_keeps_the_rest() {
+    let cases = [
+        ("redis://user:secret@h:1/0", "redis://user:***@h:1/0"),
+        ("redis://:secret@h:1", "redis://:***@h:1"),
+        ("rediss://token@h:6380/3", "rediss://***@h:6380/3"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ];
+    for (url, shown) in cases {
+        let redacted = redact_url(url);
+        assert_eq!(redacted, shown, "{url}");
+        assert!(!redacted.contains("secret"), "{redacted}");
+    }
+    let config = parse("[redis]\nurl = \"redis://u:pw123@h:1/0\"\n", SOURCE).unwrap();
+    assert_eq!(config.redacted_redis_url(), "redis://u:***@h:1/0");
+}
+
+#[test]
+fn the_config_path_is_cli_then_env_then_system_file_then_none() {
+    let cli = Path::new("/cli/config.toml");
+    let env = |name: &str| (name == "RQ_RETRYD_CONFIG").then(|| "/env/config.toml".to_string());
+    assert_eq!(
+        resolve_path(Some(cli), &env),
+        Some(PathBuf::from("/cli/config.toml"))
+    );
+    assert_eq!(
+        resolve_path(None, &env),
+        Some(PathBuf::from("/env/config.toml"))
+    );
+
+    // Without --config or RQ_RETRYD_CONFIG (or with it empty): the system file when it exists.
+    let system = Path::new(SYSTEM_CONFIG)
+        .exists()
+        .then(|| PathBuf::from(SYSTEM_CONFIG));
+    assert_eq!(resolve_path(None, &no_env), system);
+    let empty = |name: &str| (name == "RQ_RETRYD_CONFIG").then(String::new);
+    assert_eq!(resolve_path(None, &empty), system);
+}

@@ -155,6 +155,22 @@ impl Registry {
         Ok(jobs)
     }
 
+    /// `LLEN rq:queue:<q>` for each queue, in one round trip.
+    pub async fn queue_lengths<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queues: &[String],
+    ) -> RedisResult<Vec<u64>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.cmd("LLEN").arg(self.keys.queue(q));
+        }
+        pipe.query_async(con).await
+    }
+
     /// The queue whose failed registry holds `job_id`: the job's `origin` first, then every
     /// failed registry (a job may sit in another queue's registry after a move).
     pub async fn find_failed<C: ConnectionLike + Send>(

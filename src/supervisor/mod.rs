@@ -5,7 +5,6 @@ mod rate;
 mod report;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,26 +17,11 @@ use tracing::{debug, error, info, warn};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
-use crate::config::Config;
-use crate::executor::{Executor, Outcome, Write, WriteKind};
+use crate::executor::{Outcome, Write, WriteKind};
+use crate::metrics::Trigger;
 use crate::policy::{decide, Decision};
-use crate::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
-
-/// State shared with whoever controls the supervisor (signals now, the HTTP API later).
-#[derive(Debug, Default)]
-pub struct Control {
-    paused: AtomicBool,
-}
-
-impl Control {
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
-    }
-
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-    }
-}
+use crate::rq::{decode, DecodeOutcome, JobFacts};
+use crate::state::{DaemonState, Snapshot};
 
 /// A failed job waiting for its backoff (or `purge_after`) to end.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,45 +33,23 @@ pub struct DueJob {
 /// Jobs keyed by the time they become due; rebuilt by every full scan.
 pub type DueTimers = BTreeMap<DateTime<Utc>, Vec<DueJob>>;
 
-/// One supervisor: a config snapshot, the readers and the writer.
+/// The supervisor: decides and acts on failed jobs with the state's current config snapshot.
 pub struct Supervisor {
-    config: Arc<Config>,
-    registry: Registry,
-    executor: Executor,
-    limiter: RequeueLimiter,
-    control: Arc<Control>,
+    state: Arc<DaemonState>,
 }
 
 impl Supervisor {
-    pub fn new(config: Arc<Config>, control: Arc<Control>) -> Supervisor {
-        let keys = Keys::new(&config.redis.key_prefix);
-        Supervisor {
-            limiter: RequeueLimiter::new(config.supervisor.max_requeues_per_second),
-            registry: Registry::new(keys.clone()),
-            executor: Executor::new(keys),
-            config,
-            control,
-        }
+    pub fn new(state: Arc<DaemonState>) -> Supervisor {
+        Supervisor { state }
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
-    }
-
-    pub fn executor(&self) -> &Executor {
-        &self.executor
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    fn dry_run(&self, forced: bool) -> bool {
-        forced || self.config.supervisor.dry_run
+    pub fn state(&self) -> &Arc<DaemonState> {
+        &self.state
     }
 
     /// One full pass over every supervised failed registry. Stops between batches when
     /// `cancel` fires (the batch in flight completes). `timers` receives every waiting job.
+    /// Updates the metrics and the last-scan record when the pass completes.
     pub async fn scan<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -96,54 +58,92 @@ impl Supervisor {
         mut timers: Option<&mut DueTimers>,
     ) -> RedisResult<ScanReport> {
         let started = Instant::now();
+        let snap = self.state.snapshot();
+        let config = &snap.config;
         let mut report = ScanReport {
-            dry_run: self.dry_run(force_dry_run),
+            dry_run: force_dry_run || config.supervisor.dry_run,
             ..ScanReport::default()
         };
-        let queues = self
-            .registry
-            .discover_queues(con, &self.config.supervisor.queues)
-            .await?;
-        for queue in &queues {
-            let now = Utc::now();
-            let ids = self
+        let result = async {
+            let queues = snap
                 .registry
-                .failed_ids(
-                    con,
-                    queue,
-                    now.timestamp_millis() as f64 / 1000.0,
-                    self.config.supervisor.batch_size,
-                )
+                .discover_queues(con, &config.supervisor.queues)
                 .await?;
-            for _ in 0..ids.expired {
-                report.skip("expired");
-            }
-            for _ in 0..ids.invalid {
-                report.skip("invalid_id");
-            }
-            for chunk in ids.live.chunks(self.config.supervisor.batch_size) {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                self.process(con, queue, chunk, &mut report, timers.as_deref_mut())
+            for queue in &queues {
+                let now = Utc::now();
+                let ids = snap
+                    .registry
+                    .failed_ids(
+                        con,
+                        queue,
+                        now.timestamp_millis() as f64 / 1000.0,
+                        config.supervisor.batch_size,
+                    )
                     .await?;
+                report.per_queue.entry(queue.clone()).or_default().failed = ids.live.len() as u64;
+                for _ in 0..ids.expired {
+                    report.skip("expired");
+                }
+                for _ in 0..ids.invalid {
+                    report.skip("invalid_id");
+                }
+                for chunk in ids.live.chunks(config.supervisor.batch_size) {
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    self.process(con, &snap, queue, chunk, &mut report, timers.as_deref_mut())
+                        .await?;
+                }
+            }
+            let lengths = snap.registry.queue_lengths(con, &queues).await?;
+            for (queue, len) in queues.iter().zip(lengths) {
+                report.per_queue.entry(queue.clone()).or_default().queued = len;
+            }
+            report.queues = queues;
+            Ok::<(), redis::RedisError>(())
+        }
+        .await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        let metrics = &self.state.metrics;
+        match result {
+            Ok(()) => {
+                metrics.set_redis_up(true);
+                metrics.scan_finished(
+                    started.elapsed().as_secs_f64(),
+                    Utc::now().timestamp_millis() as f64 / 1000.0,
+                    &report.per_queue,
+                );
+                for (reason, n) in &report.skipped_by_reason {
+                    metrics.skipped(reason, *n);
+                }
+                self.state.record_scan(report.clone());
+                Ok(report)
+            }
+            Err(e) => {
+                metrics.scan_failed();
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                {
+                    metrics.set_redis_up(false);
+                }
+                Err(e)
             }
         }
-        report.queues = queues;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
     }
 
     /// Reads, decides and acts on the given ids of one failed registry (one batch).
     pub async fn process<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
+        snap: &Snapshot,
         queue: &str,
         ids: &[String],
         report: &mut ScanReport,
         mut timers: Option<&mut DueTimers>,
     ) -> RedisResult<()> {
-        let raws = self.registry.read_jobs(con, queue, ids).await?;
+        let raws = snap.registry.read_jobs(con, queue, ids).await?;
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
         for raw in &raws {
@@ -161,7 +161,10 @@ impl Supervisor {
                     continue;
                 }
             };
-            let evaluation = decide(&self.config.policies, &facts, now);
+            let gauges = report.per_queue.entry(queue.to_string()).or_default();
+            let age = (now - facts.failed_at).num_seconds().max(0) as u64;
+            gauges.oldest_failed_age_seconds = gauges.oldest_failed_age_seconds.max(age);
+            let evaluation = decide(&snap.config.policies, &facts, now);
             let policy = evaluation.policy.map_or("", |p| p.name.as_str());
             let decision = evaluation.decision;
             let kind = match &decision {
@@ -173,6 +176,11 @@ impl Supervisor {
                 Decision::MarkExhausted => WriteKind::MarkExhausted,
                 Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
                     report.note_due(*due);
+                    report
+                        .per_queue
+                        .entry(queue.to_string())
+                        .or_default()
+                        .waiting += 1;
                     if let Some(timers) = timers.as_deref_mut() {
                         timers.entry(*due).or_default().push(DueJob {
                             queue: queue.to_string(),
@@ -183,6 +191,11 @@ impl Supervisor {
                 }
                 Decision::Exhausted => {
                     report.exhausted += 1;
+                    report
+                        .per_queue
+                        .entry(queue.to_string())
+                        .or_default()
+                        .exhausted += 1;
                     continue;
                 }
                 Decision::Ignore => {
@@ -200,12 +213,12 @@ impl Supervisor {
         if writes.is_empty() {
             return Ok(());
         }
-        if report.dry_run || self.control.is_paused() {
+        if report.dry_run || self.state.is_paused() {
             for (write, decision) in &writes {
                 let counted = if report.dry_run {
                     count_planned(report, &write.kind)
                 } else {
-                    "paused"
+                    "paused: not acting"
                 };
                 info!(job_id = %write.job_id, queue = %write.queue, policy = %write.policy, decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
@@ -218,18 +231,32 @@ impl Supervisor {
             .iter()
             .filter(|(w, _)| matches!(w.kind, WriteKind::Requeue { .. }))
             .count() as u32;
-        self.limiter.acquire(requeues).await;
+        snap.limiter.acquire(requeues).await;
         let batch: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
-        let outcomes = self.executor.apply(con, &batch, Utc::now()).await?;
+        let outcomes = snap.executor.apply(con, &batch, Utc::now()).await?;
+        let metrics = &self.state.metrics;
         for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
             let attempt = match write.kind {
                 WriteKind::Requeue { attempt, .. } => attempt,
                 _ => None,
             };
             match outcome {
-                Outcome::Requeued => report.requeued += 1,
-                Outcome::Purged => report.purged += 1,
-                Outcome::MarkedExhausted | Outcome::AlreadyExhausted => report.exhausted += 1,
+                Outcome::Requeued => {
+                    report.requeued += 1;
+                    metrics.requeued(&write.queue, &write.policy, Trigger::Auto);
+                }
+                Outcome::Purged => {
+                    report.purged += 1;
+                    metrics.purged(&write.queue, &write.policy, Trigger::Auto);
+                }
+                Outcome::MarkedExhausted | Outcome::AlreadyExhausted => {
+                    report.exhausted += 1;
+                    report
+                        .per_queue
+                        .entry(write.queue.clone())
+                        .or_default()
+                        .exhausted += 1;
+                }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
                 Outcome::JobMissing => report.skip("orphan"),
                 Outcome::Error(message) => {
@@ -260,8 +287,9 @@ impl Supervisor {
         due: Vec<DueJob>,
         timers: &mut DueTimers,
     ) -> RedisResult<ScanReport> {
+        let snap = self.state.snapshot();
         let mut report = ScanReport {
-            dry_run: self.dry_run(false),
+            dry_run: snap.config.supervisor.dry_run,
             ..ScanReport::default()
         };
         let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -269,10 +297,13 @@ impl Supervisor {
             by_queue.entry(job.queue).or_default().push(job.job_id);
         }
         for (queue, ids) in by_queue {
-            for chunk in ids.chunks(self.config.supervisor.batch_size) {
-                self.process(con, &queue, chunk, &mut report, Some(timers))
+            for chunk in ids.chunks(snap.config.supervisor.batch_size) {
+                self.process(con, &snap, &queue, chunk, &mut report, Some(timers))
                     .await?;
             }
+        }
+        for (reason, n) in &report.skipped_by_reason {
+            self.state.metrics.skipped(reason, *n);
         }
         Ok(report)
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::metrics::QueueGauges;
+
 /// Counts for one pass. In a dry run the action counts say what would have been done.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ScanReport {
@@ -25,6 +27,8 @@ pub struct ScanReport {
     pub conflicts: u64,
     pub skipped_by_reason: BTreeMap<String, u64>,
     pub queues: Vec<String>,
+    /// Per-queue figures (the metrics gauges).
+    pub per_queue: BTreeMap<String, QueueGauges>,
     /// The earliest time a waiting job becomes due.
     pub next_due_at: Option<DateTime<Utc>>,
     pub duration_ms: u64,

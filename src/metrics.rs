@@ -1,0 +1,304 @@
+//! The metric registry: every family registered once here, with typed handles for the rest of
+//! the code. Names and labels are the public contract (`rq_retryd_*`, see the interface doc).
+//! Label cardinality is bounded: no job ids; at most [`MAX_QUEUE_LABELS`] distinct queue names,
+//! the rest fold into `queue="overflow"`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Distinct queue label values before further queues fold into `overflow`.
+pub const MAX_QUEUE_LABELS: usize = 500;
+
+/// Per-queue figures from one scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueGauges {
+    pub failed: u64,
+    pub waiting: u64,
+    pub exhausted: u64,
+    pub oldest_failed_age_seconds: u64,
+    pub queued: u64,
+}
+
+/// Who caused an action: the supervisor's policies or a person through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Auto,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// All of rq-retryd's metrics.
+pub struct Metrics {
+    registry: Registry,
+    failed_jobs: IntGaugeVec,
+    waiting_jobs: IntGaugeVec,
+    exhausted_jobs: IntGaugeVec,
+    oldest_failed_age: IntGaugeVec,
+    queued_jobs: IntGaugeVec,
+    requeued: IntCounterVec,
+    purged: IntCounterVec,
+    skipped: IntCounterVec,
+    scans: IntCounter,
+    scan_errors: IntCounter,
+    scan_duration: Histogram,
+    last_scan: Gauge,
+    redis_up: IntGauge,
+    paused: IntGauge,
+    known_queues: Mutex<HashSet<String>>,
+    gauge_queues: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry =
+            Registry::new_custom(Some("rq_retryd".to_string()), None).expect("valid prefix");
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["queue"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("register once");
+            g
+        };
+        let failed_jobs = gauge_vec(
+            "failed_jobs",
+            "Jobs in the failed registry, per queue (at the last scan).",
+        );
+        let waiting_jobs = gauge_vec(
+            "waiting_jobs",
+            "Failed jobs waiting for their backoff to end, per queue.",
+        );
+        let exhausted_jobs = gauge_vec(
+            "exhausted_jobs",
+            "Failed jobs whose max_attempts is used up, per queue.",
+        );
+        let oldest_failed_age = gauge_vec(
+            "oldest_failed_job_age_seconds",
+            "Age of the oldest failure in the failed registry, per queue.",
+        );
+        let queued_jobs = gauge_vec("queued_jobs", "Jobs waiting in the queue list, per queue.");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("register once");
+            c
+        };
+        let requeued = counter_vec(
+            "requeued_total",
+            "Jobs requeued, by queue, policy and trigger (auto|manual).",
+            &["queue", "policy", "trigger"],
+        );
+        let purged = counter_vec(
+            "purged_total",
+            "Jobs purged, by queue, policy and trigger (auto|manual).",
+            &["queue", "policy", "trigger"],
+        );
+        let skipped = counter_vec(
+            "skipped_total",
+            "Failed jobs skipped without an action, by reason.",
+            &["reason"],
+        );
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("register once");
+            c
+        };
+        let scans = counter("scans_total", "Completed scan passes.");
+        let scan_errors = counter(
+            "scan_errors_total",
+            "Scan passes that failed (e.g. Redis unreachable).",
+        );
+        let scan_duration = Histogram::with_opts(
+            HistogramOpts::new("scan_duration_seconds", "Duration of a full scan pass.").buckets(
+                vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                ],
+            ),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(scan_duration.clone()))
+            .expect("register once");
+        let last_scan = Gauge::new(
+            "last_scan_timestamp_seconds",
+            "Unix time of the last completed scan.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_scan.clone()))
+            .expect("register once");
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("register once");
+            g
+        };
+        let redis_up = int_gauge(
+            "redis_up",
+            "1 when the last Redis command succeeded, else 0.",
+        );
+        let paused = int_gauge("paused", "1 while automatic actions are paused.");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("register once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            registry,
+            failed_jobs,
+            waiting_jobs,
+            exhausted_jobs,
+            oldest_failed_age,
+            queued_jobs,
+            requeued,
+            purged,
+            skipped,
+            scans,
+            scan_errors,
+            scan_duration,
+            last_scan,
+            redis_up,
+            paused,
+            known_queues: Mutex::new(HashSet::new()),
+            gauge_queues: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The queue label to use: the name itself while fewer than [`MAX_QUEUE_LABELS`] are known.
+    fn queue_label(&self, queue: &str) -> String {
+        let mut known = self.known_queues.lock().expect("metrics lock");
+        if known.contains(queue) {
+            return queue.to_string();
+        }
+        if known.len() < MAX_QUEUE_LABELS {
+            known.insert(queue.to_string());
+            return queue.to_string();
+        }
+        "overflow".to_string()
+    }
+
+    pub fn requeued(&self, queue: &str, policy: &str, trigger: Trigger) {
+        self.requeued
+            .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
+            .inc();
+    }
+
+    pub fn purged(&self, queue: &str, policy: &str, trigger: Trigger) {
+        self.purged
+            .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
+            .inc();
+    }
+
+    pub fn skipped(&self, reason: &str, n: u64) {
+        self.skipped.with_label_values(&[reason]).inc_by(n);
+    }
+
+    /// Records a completed scan: duration, time, and the per-queue gauges (stale queues removed).
+    pub fn scan_finished(
+        &self,
+        duration_seconds: f64,
+        at_unix: f64,
+        queues: &BTreeMap<String, QueueGauges>,
+    ) {
+        self.scans.inc();
+        self.scan_duration.observe(duration_seconds);
+        self.last_scan.set(at_unix);
+        let mut folded: BTreeMap<String, QueueGauges> = BTreeMap::new();
+        for (queue, g) in queues {
+            let entry = folded.entry(self.queue_label(queue)).or_default();
+            entry.failed += g.failed;
+            entry.waiting += g.waiting;
+            entry.exhausted += g.exhausted;
+            entry.queued += g.queued;
+            entry.oldest_failed_age_seconds = entry
+                .oldest_failed_age_seconds
+                .max(g.oldest_failed_age_seconds);
+        }
+        let mut current = self.gauge_queues.lock().expect("metrics lock");
+        for stale in current.iter().filter(|q| !folded.contains_key(*q)) {
+            for vec in [
+                &self.failed_jobs,
+                &self.waiting_jobs,
+                &self.exhausted_jobs,
+                &self.oldest_failed_age,
+                &self.queued_jobs,
+            ] {
+                let _ = vec.remove_label_values(&[stale]);
+            }
+        }
+        for (queue, g) in &folded {
+            let label = [queue.as_str()];
+            self.failed_jobs
+                .with_label_values(&label)
+                .set(g.failed as i64);
+            self.waiting_jobs
+                .with_label_values(&label)
+                .set(g.waiting as i64);
+            self.exhausted_jobs
+                .with_label_values(&label)
+                .set(g.exhausted as i64);
+            self.oldest_failed_age
+                .with_label_values(&label)
+                .set(g.oldest_failed_age_seconds as i64);
+            self.queued_jobs
+                .with_label_values(&label)
+                .set(g.queued as i64);
+        }
+        *current = folded.into_keys().collect();
+    }
+
+    pub fn scan_failed(&self) {
+        self.scan_errors.inc();
+    }
+
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(i64::from(paused));
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding never fails");
+        String::from_utf8(buffer).expect("text format is UTF-8")
+    }
+}

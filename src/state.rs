@@ -1,0 +1,116 @@
+//! What the daemon's tasks share: the current config snapshot (replaced whole on reload), the
+//! Redis connection once it exists, the control switches, the metrics and the last scan.
+
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::metrics::Metrics;
+use crate::rq::{Keys, Registry};
+use crate::supervisor::{RequeueLimiter, ScanReport};
+
+/// One consistent view of the configuration and what is derived from it.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub executor: Executor,
+    /// The shared ceiling on requeues (automatic and bulk manual ones).
+    pub limiter: Arc<RequeueLimiter>,
+}
+
+impl Snapshot {
+    pub fn new(config: Arc<Config>) -> Snapshot {
+        let keys = Keys::new(&config.redis.key_prefix);
+        Snapshot {
+            registry: Registry::new(keys.clone()),
+            executor: Executor::new(keys),
+            limiter: Arc::new(RequeueLimiter::new(
+                config.supervisor.max_requeues_per_second,
+            )),
+            config,
+        }
+    }
+}
+
+/// The last completed scan, for `/api/v1/supervisor`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastScan {
+    pub finished_at: DateTime<Utc>,
+    pub report: ScanReport,
+}
+
+/// State shared by the scan loop, the HTTP server and the signal handlers.
+#[derive(Debug)]
+pub struct DaemonState {
+    snapshot: RwLock<Arc<Snapshot>>,
+    redis: OnceLock<ConnectionManager>,
+    paused: std::sync::atomic::AtomicBool,
+    /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
+    pub scan_now: Notify,
+    pub metrics: Metrics,
+    last_scan: Mutex<Option<LastScan>>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl DaemonState {
+    pub fn new(config: Arc<Config>) -> Arc<DaemonState> {
+        Arc::new(DaemonState {
+            snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
+            redis: OnceLock::new(),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            scan_now: Notify::new(),
+            metrics: Metrics::new(),
+            last_scan: Mutex::new(None),
+            started_at: Utc::now(),
+        })
+    }
+
+    /// The current snapshot; hold it for the duration of one operation.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.snapshot().config.clone()
+    }
+
+    /// Replaces the configuration (SIGHUP reload).
+    pub fn replace_config(&self, config: Arc<Config>) {
+        *self.snapshot.write().expect("snapshot lock") = Arc::new(Snapshot::new(config));
+    }
+
+    /// The Redis connection, once the first connect succeeded (it reconnects by itself after).
+    pub fn redis(&self) -> Option<ConnectionManager> {
+        self.redis.get().cloned()
+    }
+
+    pub fn set_redis(&self, con: ConnectionManager) {
+        let _ = self.redis.set(con);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.set_paused(paused);
+    }
+
+    pub fn last_scan(&self) -> Option<LastScan> {
+        self.last_scan.lock().expect("last scan lock").clone()
+    }
+
+    pub fn record_scan(&self, report: ScanReport) {
+        *self.last_scan.lock().expect("last scan lock") = Some(LastScan {
+            finished_at: Utc::now(),
+            report,
+        });
+    }
+}
