@@ -682,14 +682,19 @@ fn build_backoff(
     err: &mut impl FnMut(Option<Range<usize>>, String),
 ) -> Option<Backoff> {
     let mut ok = true;
-    let mut problem = |message: String| {
-        err(Some(span.clone()), message);
+    // Reported at the field when it has a span of its own, else at the backoff table.
+    let mut problem_at = |at: Option<Range<usize>>, message: String| {
+        err(Some(at.unwrap_or_else(|| span.clone())), message);
         ok = false;
     };
     let jitter = b.jitter.as_ref().map_or(0.0, |j| *j.get_ref());
     if !(0.0..=1.0).contains(&jitter) {
-        problem(format!("jitter must be between 0.0 and 1.0, got {jitter}"));
+        problem_at(
+            b.jitter.as_ref().map(|j| j.span()),
+            format!("jitter must be between 0.0 and 1.0, got {jitter}"),
+        );
     }
+
     let strategy = *b.strategy.get_ref();
     let allowed: &[&str] = match strategy {
         StrategyKind::Fixed => &["delay", "jitter"],
@@ -706,10 +711,13 @@ fn build_backoff(
     let strategy_name = format!("{strategy:?}").to_lowercase();
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
-            problem(format!(
-                "{field} is not a parameter of strategy \"{strategy_name}\" (it takes {})",
-                allowed.join(", ")
-            ));
+            problem_at(
+                None,
+                format!(
+                    "{field} is not a parameter of strategy \"{strategy_name}\" (it takes {})",
+                    allowed.join(", ")
+                ),
+            );
         }
     }
     let d = |v: Option<HumanDuration>| v.map(|h| h.0);
@@ -717,7 +725,10 @@ fn build_backoff(
         StrategyKind::Fixed => match d(b.delay) {
             Some(delay) => Backoff::Fixed { delay, jitter },
             None => {
-                problem("strategy \"fixed\" needs delay, e.g. delay = \"30s\"".into());
+                problem_at(
+                    None,
+                    "strategy \"fixed\" needs delay, e.g. delay = \"30s\"".into(),
+                );
                 return None;
             }
         },
@@ -729,16 +740,17 @@ fn build_backoff(
                 jitter,
             },
             _ => {
-                problem("strategy \"linear\" needs initial and step, e.g. initial = \"30s\", step = \"30s\"".into());
+                problem_at(None, "strategy \"linear\" needs initial and step, e.g. initial = \"30s\", step = \"30s\"".into());
                 return None;
             }
         },
         StrategyKind::Exponential => {
             let multiplier = b.multiplier.as_ref().map_or(2.0, |m| *m.get_ref());
-            if !(multiplier >= 1.0 && multiplier <= 100.0) {
-                problem(format!(
-                    "multiplier must be between 1.0 and 100.0, got {multiplier}"
-                ));
+            if !(1.0..=100.0).contains(&multiplier) {
+                problem_at(
+                    b.multiplier.as_ref().map(|m| m.span()),
+                    format!("multiplier must be between 1.0 and 100.0, got {multiplier}"),
+                );
             }
             match d(b.initial) {
                 Some(initial) => Backoff::Exponential {
@@ -748,7 +760,8 @@ fn build_backoff(
                     jitter,
                 },
                 None => {
-                    problem(
+                    problem_at(
+                        None,
                         "strategy \"exponential\" needs initial, e.g. initial = \"30s\"".into(),
                     );
                     return None;

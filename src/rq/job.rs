@@ -26,6 +26,9 @@ pub const FIELDS: [&str; 10] = [
     "retryd_exhausted",
 ];
 
+/// The field/value pairs of one stream entry, as stored.
+pub type StreamFields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What Redis returned for one registry entry, before any interpretation.
 #[derive(Debug, Clone)]
 pub struct RawJob {
@@ -35,7 +38,7 @@ pub struct RawJob {
     /// HMGET of [`FIELDS`]; `Err` holds Redis's error (e.g. WRONGTYPE).
     pub hash: Result<Vec<Option<Vec<u8>>>, String>,
     /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
-    pub newest_result: Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>,
+    pub newest_result: Result<Option<StreamFields>, String>,
 }
 
 /// Everything the policy engine needs to know about one failed job.

@@ -1,1 +1,495 @@
+//! Table and property tests of `decode`: what RQ 1.x and 2.x leave in Redis, and every way it can
+//! be unusable.
 
+use std::io::Write;
+
+use base64::Engine;
+use chrono::{TimeZone, Timelike};
+use flate2::write::ZlibEncoder;
+use proptest::prelude::*;
+
+use super::*;
+
+const JOB_ID: &str = "5f0c7d7e-1b1a-4a8e-9a57-3c1f6e0d2b11";
+const ENDED_AT: &str = "2024-05-01T12:00:00.123456Z";
+
+/// `pickle.dumps(('app.tasks.send', None, (42,), {'to': 'x'}), protocol=5)` from CPython 3.11.
+const PICKLE5: &[u8] = b"\x80\x05\x95\x26\x00\x00\x00\x00\x00\x00\x00\x28\x8c\x0e\x61\x70\x70\x2e\x74\x61\x73\x6b\x73\x2e\x73\x65\x6e\x64\x94\x4e\x4b\x2a\x85\x94\x7d\x94\x8c\x02\x74\x6f\x94\x8c\x01\x78\x94\x73\x74\x94\x2e";
+
+const TRACEBACK: &str = "Traceback (most recent call last):\n  File \"/app/tasks.py\", line 8, in send\n    conn.send(msg)\nredis.exceptions.TimeoutError: Timeout reading from socket\n";
+
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    let mut e = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// What RQ 2.x writes as a result's `exc_string`: base64(zlib(traceback)).
+fn exc_string(traceback: &[u8]) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .encode(zlib(traceback))
+        .into_bytes()
+}
+
+/// The HMGET answer for these fields, in the order of [`FIELDS`]; the rest are missing.
+fn hash(fields: &[(&str, &[u8])]) -> Vec<Option<Vec<u8>>> {
+    let mut values = vec![None; FIELDS.len()];
+    for (name, value) in fields {
+        let i = FIELDS
+            .iter()
+            .position(|f| f == name)
+            .unwrap_or_else(|| panic!("{name} is not read by decode"));
+        values[i] = Some(value.to_vec());
+    }
+    values
+}
+
+/// A newest results entry of a failed execution (type 2) carrying `exc_string`.
+fn failed_result(exc_string: Vec<u8>) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    Some(vec![
+        (b"type".to_vec(), b"2".to_vec()),
+        (b"worker_name".to_vec(), b"w1".to_vec()),
+        (b"exc_string".to_vec(), exc_string),
+        (b"execution_ended_at".to_vec(), b"1714564800.1".to_vec()),
+    ])
+}
+
+/// The fields an RQ 2.x worker leaves on a failed job (no `exc_info`).
+fn rq2_fields() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("status", b"failed".to_vec()),
+        ("origin", b"email".to_vec()),
+        ("description", b"app.tasks.send(42, to='x')".to_vec()),
+        ("data", zlib(PICKLE5)),
+        ("ended_at", ENDED_AT.as_bytes().to_vec()),
+    ]
+}
+
+fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>>) -> RawJob {
+    let borrowed: Vec<(&str, &[u8])> = fields.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    RawJob {
+        job_id: JOB_ID.to_string(),
+        queue: "email".to_string(),
+        hash: Ok(hash(&borrowed)),
+        newest_result: Ok(newest_result),
+    }
+}
+
+/// A normal RQ 2.x failed job with `extra` fields set on top (replacing same-named ones).
+fn rq2_job(extra: &[(&'static str, Vec<u8>)]) -> RawJob {
+    let mut fields = rq2_fields();
+    fields.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    fields.extend(extra.iter().cloned());
+    raw(&fields, failed_result(exc_string(TRACEBACK.as_bytes())))
+}
+
+fn facts(outcome: DecodeOutcome) -> JobFacts {
+    match outcome {
+        DecodeOutcome::Job(facts) => *facts,
+        other => panic!("expected a decoded job, got {other:?}"),
+    }
+}
+
+fn corrupt(raw: &RawJob) -> CorruptReason {
+    match decode(raw) {
+        DecodeOutcome::Corrupt(reason) => reason,
+        other => panic!("expected a corrupt job, got {other:?}"),
+    }
+}
+
+fn ended_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap() + chrono::Duration::microseconds(123_456)
+}
+
+#[test]
+fn an_rq2_failed_job_decodes_with_its_failure_from_the_results_stream() {
+    let job = facts(decode(&rq2_job(&[])));
+    assert_eq!(job.job_id, JOB_ID);
+    assert_eq!(job.queue, "email");
+    assert_eq!(job.origin, "email");
+    assert_eq!(job.status.as_deref(), Some("failed"));
+    assert_eq!(job.func_name.as_deref(), Some("app.tasks.send"));
+    assert_eq!(
+        job.description.as_deref(),
+        Some("app.tasks.send(42, to='x')")
+    );
+    assert_eq!(job.failed_at, ended_at());
+    assert_eq!(job.attempts, 0);
+    assert!(!job.exhausted);
+    assert_eq!(job.last_policy, None);
+    assert_eq!(job.requeued_at, None);
+    assert_eq!(job.failure_text(), Some(TRACEBACK));
+    assert_eq!(job.exc_type(), Some("redis.exceptions.TimeoutError"));
+    assert_eq!(
+        job.cas,
+        CasToken {
+            origin: "email".to_string(),
+            ended_at: ENDED_AT.to_string(),
+            attempts: String::new(),
+        }
+    );
+}
+
+#[test]
+fn the_state_rq_retryd_added_is_read_back() {
+    let job = facts(decode(&rq2_job(&[
+        ("retryd_attempts", b"2".to_vec()),
+        ("retryd_policy", b"transient-network".to_vec()),
+        (
+            "retryd_requeued_at",
+            b"2024-05-01T11:00:00.000000Z".to_vec(),
+        ),
+        ("retryd_exhausted", b"1".to_vec()),
+    ])));
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.cas.attempts, "2");
+    assert!(job.exhausted);
+    assert_eq!(job.last_policy.as_deref(), Some("transient-network"));
+    assert_eq!(
+        job.requeued_at.as_deref(),
+        Some("2024-05-01T11:00:00.000000Z")
+    );
+
+    let cleared = facts(decode(&rq2_job(&[
+        ("retryd_attempts", b"".to_vec()),
+        ("retryd_policy", b"".to_vec()),
+        ("retryd_exhausted", b"0".to_vec()),
+    ])));
+    assert_eq!(cleared.attempts, 0);
+    assert!(!cleared.exhausted);
+    assert_eq!(cleared.last_policy, None);
+}
+
+#[test]
+fn the_results_stream_wins_over_a_stale_exc_info() {
+    let job = facts(decode(&rq2_job(&[(
+        "exc_info",
+        zlib(b"Traceback...\nOldError: from before"),
+    )])));
+    assert_eq!(job.exc_type(), Some("redis.exceptions.TimeoutError"));
+}
+
+#[test]
+fn a_results_entry_without_exc_string_falls_back_to_exc_info() {
+    let mut fields = rq2_fields();
+    fields.push(("exc_info", b"Traceback...\nKeyError: 'id'".to_vec()));
+    let entry = Some(vec![(b"type".to_vec(), b"2".to_vec())]);
+    let job = facts(decode(&raw(&fields, entry)));
+    assert_eq!(job.exc_type(), Some("KeyError"));
+}
+
+#[test]
+fn a_legacy_rq1_job_reads_its_failure_from_exc_info_compressed_or_plain() {
+    let tb = "Traceback (most recent call last):\n  File \"x.py\"\nValueError: bad input\n";
+    for (what, stored) in [
+        ("compressed", zlib(tb.as_bytes())),
+        ("plain", tb.as_bytes().to_vec()),
+    ] {
+        let mut fields = rq2_fields();
+        fields.push(("exc_info", stored));
+        let job = facts(decode(&raw(&fields, None)));
+        assert_eq!(job.failure_text(), Some(tb), "{what}");
+        assert_eq!(job.exc_type(), Some("ValueError"), "{what}");
+    }
+}
+
+#[test]
+fn a_job_without_any_failure_text_decodes_without_a_failure() {
+    let job = facts(decode(&raw(&rq2_fields(), None)));
+    assert_eq!(job.failure, None);
+    assert_eq!(job.exc_type(), None);
+}
+
+#[test]
+fn a_missing_or_empty_origin_falls_back_to_the_registry_queue() {
+    for origin in [None, Some(b"".to_vec())] {
+        let mut fields = rq2_fields();
+        fields.retain(|(k, _)| *k != "origin");
+        if let Some(o) = &origin {
+            fields.push(("origin", o.clone()));
+        }
+        let job = facts(decode(&raw(&fields, None)));
+        assert_eq!(job.origin, "email", "origin {origin:?}");
+        assert_eq!(job.cas.origin, "", "the CAS token keeps what is stored");
+    }
+}
+
+#[test]
+fn the_function_name_comes_from_data_or_else_from_the_description() {
+    let json = facts(decode(&rq2_job(&[(
+        "data",
+        zlib(br#"["app.json_tasks.run", null, [], {}]"#),
+    )])));
+    assert_eq!(json.func_name.as_deref(), Some("app.json_tasks.run"));
+
+    let mut fields = rq2_fields();
+    fields.retain(|(k, _)| *k != "data");
+    let from_description = facts(decode(&raw(&fields, None)));
+    assert_eq!(
+        from_description.func_name.as_deref(),
+        Some("app.tasks.send")
+    );
+
+    let unreadable = facts(decode(&rq2_job(&[
+        ("data", b"\xff\xfe not a payload".to_vec()),
+        ("description", b"my custom description".to_vec()),
+    ])));
+    assert_eq!(unreadable.func_name, None);
+}
+
+#[test]
+fn a_registry_entry_without_a_job_hash_is_an_orphan() {
+    let orphan = RawJob {
+        job_id: JOB_ID.to_string(),
+        queue: "email".to_string(),
+        hash: Ok(vec![None; FIELDS.len()]),
+        newest_result: Ok(None),
+    };
+    assert_eq!(decode(&orphan), DecodeOutcome::Orphan);
+}
+
+#[test]
+fn every_unsafe_job_is_corrupt_with_its_reason() {
+    let wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    let cases: Vec<(&str, RawJob, CorruptReason)> = vec![
+        (
+            "job key is not a hash",
+            RawJob {
+                hash: Err(wrongtype.to_string()),
+                ..rq2_job(&[])
+            },
+            CorruptReason::WrongType(wrongtype.to_string()),
+        ),
+        (
+            "origin is not UTF-8",
+            rq2_job(&[("origin", b"em\xffail".to_vec())]),
+            CorruptReason::NotUtf8("origin"),
+        ),
+        (
+            "status is not UTF-8",
+            rq2_job(&[("status", b"\xc3\x28".to_vec())]),
+            CorruptReason::NotUtf8("status"),
+        ),
+        (
+            "ended_at is missing",
+            raw(
+                &rq2_fields()
+                    .into_iter()
+                    .filter(|(k, _)| *k != "ended_at")
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            CorruptReason::MissingField("ended_at"),
+        ),
+        (
+            "ended_at is empty (as after RQ's own requeue)",
+            rq2_job(&[("ended_at", b"".to_vec())]),
+            CorruptReason::MissingField("ended_at"),
+        ),
+        (
+            "ended_at is garbled",
+            rq2_job(&[("ended_at", b"yesterday".to_vec())]),
+            CorruptReason::BadTimestamp {
+                field: "ended_at",
+                value: "yesterday".to_string(),
+            },
+        ),
+        (
+            "ended_at has no zone marker",
+            rq2_job(&[("ended_at", b"2024-05-01T12:00:00".to_vec())]),
+            CorruptReason::BadTimestamp {
+                field: "ended_at",
+                value: "2024-05-01T12:00:00".to_string(),
+            },
+        ),
+        (
+            "retryd_attempts is not a number",
+            rq2_job(&[("retryd_attempts", b"abc".to_vec())]),
+            CorruptReason::BadNumber {
+                field: "retryd_attempts",
+                value: "abc".to_string(),
+            },
+        ),
+        (
+            "retryd_attempts is negative",
+            rq2_job(&[("retryd_attempts", b"-1".to_vec())]),
+            CorruptReason::BadNumber {
+                field: "retryd_attempts",
+                value: "-1".to_string(),
+            },
+        ),
+        (
+            "exc_string is not base64",
+            raw(&rq2_fields(), failed_result(b"!!not base64!!".to_vec())),
+            CorruptReason::FailureText(FailureTextError::NotBase64),
+        ),
+        (
+            "exc_string is base64 of something that is not zlib",
+            raw(
+                &rq2_fields(),
+                failed_result(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(TRACEBACK)
+                        .into_bytes(),
+                ),
+            ),
+            CorruptReason::FailureText(FailureTextError::BadZlib("exc_string")),
+        ),
+        (
+            "the traceback in exc_string is not UTF-8",
+            raw(
+                &rq2_fields(),
+                failed_result(exc_string(b"Traceback\n\xff\xfe: x")),
+            ),
+            CorruptReason::FailureText(FailureTextError::NotUtf8("exc_string")),
+        ),
+        (
+            "exc_string inflates past the 16 MiB guard",
+            raw(
+                &rq2_fields(),
+                failed_result(exc_string(&vec![b'x'; 17 * 1024 * 1024])),
+            ),
+            CorruptReason::FailureText(FailureTextError::TooLarge("exc_string")),
+        ),
+        (
+            "the legacy exc_info is not UTF-8",
+            raw(
+                &[
+                    rq2_fields(),
+                    vec![("exc_info", b"ValueError: \xff".to_vec())],
+                ]
+                .concat(),
+                None,
+            ),
+            CorruptReason::FailureText(FailureTextError::NotUtf8("exc_info")),
+        ),
+        (
+            "the results stream cannot be read",
+            RawJob {
+                newest_result: Err(wrongtype.to_string()),
+                ..rq2_job(&[])
+            },
+            CorruptReason::Results(wrongtype.to_string()),
+        ),
+    ];
+    for (what, raw, reason) in cases {
+        assert_eq!(corrupt(&raw), reason, "{what}");
+        assert!(!reason.to_string().is_empty());
+    }
+}
+
+#[test]
+fn a_five_mebibyte_traceback_decodes_and_names_its_exception() {
+    let mut tb = String::from("Traceback (most recent call last):\n");
+    while tb.len() < 5 * 1024 * 1024 {
+        tb.push_str(
+            "  File \"/app/deep/recursion.py\", line 42, in recurse\n    return recurse(n - 1)\n",
+        );
+    }
+    tb.push_str("RecursionError: maximum recursion depth exceeded\n");
+    let job = facts(decode(&raw(
+        &rq2_fields(),
+        failed_result(exc_string(tb.as_bytes())),
+    )));
+    assert_eq!(job.failure_text().map(str::len), Some(tb.len()));
+    assert_eq!(job.exc_type(), Some("RecursionError"));
+}
+
+#[test]
+fn rq_timestamps_round_trip_and_the_fraction_is_optional() {
+    let at = parse_rq_timestamp(ENDED_AT).expect("RQ's own format");
+    assert_eq!(at, ended_at());
+    assert_eq!(format_rq_timestamp(at), ENDED_AT);
+
+    let whole = parse_rq_timestamp("2024-05-01T12:00:00Z").expect("no fraction");
+    assert_eq!(whole, Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap());
+    assert_eq!(format_rq_timestamp(whole), "2024-05-01T12:00:00.000000Z");
+
+    for bad in [
+        "",
+        "2024-05-01",
+        "2024-05-01 12:00:00Z",
+        "2024-13-01T12:00:00Z",
+        "now",
+    ] {
+        assert_eq!(parse_rq_timestamp(bad), None, "{bad:?}");
+    }
+}
+
+fn any_field() -> impl Strategy<Value = Option<Vec<u8>>> {
+    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))
+}
+
+/// What the results stream read can answer: an error, no entry, or an entry's fields.
+type NewestResult = Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>;
+
+fn any_results() -> impl Strategy<Value = NewestResult> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+    let key = prop_oneof![
+        Just(b"exc_string".to_vec()),
+        Just(b"type".to_vec()),
+        bytes()
+    ];
+    let value = prop_oneof![
+        bytes(),
+        bytes().prop_map(|b| exc_string(&b)),
+        bytes().prop_map(|b| base64::engine::general_purpose::STANDARD
+            .encode(b)
+            .into_bytes()),
+    ];
+    prop_oneof![
+        ".{0,20}".prop_map(Err),
+        proptest::option::of(proptest::collection::vec((key, value), 0..4)).prop_map(Ok),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn rq_timestamps_round_trip_at_microsecond_precision(secs in 0i64..4_000_000_000, micros in 0u32..1_000_000) {
+        let at = DateTime::from_timestamp(secs, micros * 1000).unwrap();
+        prop_assert_eq!(at.nanosecond() % 1000, 0);
+        prop_assert_eq!(parse_rq_timestamp(&format_rq_timestamp(at)), Some(at));
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(
+        fields in proptest::collection::vec(any_field(), FIELDS.len()),
+        results in any_results(),
+    ) {
+        let _ = decode(&RawJob {
+            job_id: "j".to_string(),
+            queue: "q".to_string(),
+            hash: Ok(fields),
+            newest_result: results,
+        });
+    }
+
+    #[test]
+    fn decode_never_panics_when_only_some_fields_are_garbage(
+        garbage in proptest::collection::vec(any_field(), FIELDS.len()),
+        keep in proptest::collection::vec(any::<bool>(), FIELDS.len()),
+        results in any_results(),
+    ) {
+        // Start from a valid job so that decoding gets past the first checks.
+        let mut fields = match rq2_job(&[]).hash {
+            Ok(f) => f,
+            Err(e) => unreachable!("{e}"),
+        };
+        for (i, g) in garbage.into_iter().enumerate() {
+            if !keep[i] {
+                fields[i] = g;
+            }
+        }
+        let outcome = decode(&RawJob {
+            job_id: "j".to_string(),
+            queue: "q".to_string(),
+            hash: Ok(fields.clone()),
+            newest_result: results.clone(),
+        });
+        if let DecodeOutcome::Job(job) = outcome {
+            // Whatever was decoded is what is stored: the CAS token never invents values.
+            let ended_at = fields[FIELDS.iter().position(|f| *f == "ended_at").unwrap()].clone();
+            prop_assert_eq!(Some(job.cas.ended_at.into_bytes()), ended_at);
+        }
+    }
+}
