@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The one command that runs every check of rq-retryd on a fresh machine (CI runs it via .ci/run).
+#
+#   ./scripts/test.sh               install what is missing, then fmt, clippy and all tests
+#   ./scripts/test.sh --setup-only  only install redis-server and the two RQ venvs (used by demo.sh)
+#
+# What it provides, and why:
+#   - redis-server: the integration tests start their own throwaway server on a free port
+#     (never the one on 6379); installed with apt only when the binary is missing.
+#   - target/venv-rq2 (rq 2.12.0) and target/venv-rq1 (rq 1.16.2): the interop tests drive real
+#     RQ workers of both major versions. Reused when they already hold the pinned versions, so
+#     re-runs cost nothing; rebuilt when a pin changes.
+# Works unattended (CI=true, no stdin).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(pwd)
+
+# Pins: RQ itself, plus redis-py so a new client release cannot change what the tests see.
+RQ2_PINS=(rq==2.12.0 redis==8.1.0)
+RQ1_PINS=(rq==1.16.2 redis==8.1.0)
+
+setup_only=false
+case "${1:-}" in
+  --setup-only) setup_only=true ;;
+  "") ;;
+  *) echo "usage: $0 [--setup-only]" >&2; exit 2 ;;
+esac
+
+started=$SECONDS
+step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# Runs apt-get as root, through sudo only when we are not root already.
+apt_install() {
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "need root or sudo to apt-get install $*"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+step "checking redis-server"
+if ! command -v redis-server >/dev/null; then
+  echo "redis-server is missing: installing it with apt-get"
+  apt_install redis-server
+fi
+redis-server --version
+
+step "checking python3 venv support"
+command -v python3 >/dev/null || apt_install python3
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "python3 cannot create venvs: installing python3-venv with apt-get"
+  apt_install python3-venv
+fi
+
+# ensure_venv DIR PIN... — (re)creates DIR so that it holds exactly the pinned distributions.
+ensure_venv() {
+  local dir=$1
+  shift
+  local want have
+  want=$(printf '%s\n' "$@" | LC_ALL=C sort | paste -sd' ')
+  if [[ -x $dir/bin/python ]]; then
+    have=$("$dir/bin/python" - "$@" <<'PY' 2>/dev/null || true
+import sys
+from importlib.metadata import version, PackageNotFoundError
+out = []
+for pin in sys.argv[1:]:
+    name = pin.split("==")[0]
+    try:
+        out.append(f"{name}=={version(name)}")
+    except PackageNotFoundError:
+        out.append(f"{name}==missing")
+print(" ".join(sorted(out)))
+PY
+)
+    if [[ $have == "$want" ]]; then
+      echo "reusing $dir ($want)"
+      return
+    fi
+    echo "rebuilding $dir: has '${have}', want '${want}'"
+    rm -rf "$dir"
+  fi
+  echo "creating $dir ($want)"
+  python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q "$@"
+}
+
+step "preparing RQ virtualenvs"
+mkdir -p target
+ensure_venv "$repo/target/venv-rq2" "${RQ2_PINS[@]}"
+ensure_venv "$repo/target/venv-rq1" "${RQ1_PINS[@]}"
+export RQ_RETRYD_VENV_RQ2="$repo/target/venv-rq2"
+export RQ_RETRYD_VENV_RQ1="$repo/target/venv-rq1"
+
+if $setup_only; then
+  step "setup done"
+  exit 0
+fi
+
+command -v cargo >/dev/null || die "cargo is not installed (rust-version in Cargo.toml says which toolchain)"
+# Never let a developer's environment point the binary under test at a real Redis.
+unset RQ_RETRYD_CONFIG RQ_RETRYD_REDIS_URL RQ_RETRYD_HTTP_LISTEN RQ_RETRYD_AUTH_TOKEN
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test --all-targets"
+cargo test --all-targets
+
+step "all checks passed in $((SECONDS - started))s"

@@ -1,0 +1,487 @@
+//! Interop with real RQ: jobs are enqueued through RQ's Python API, failed and run by real
+//! `rq worker --burst` processes, and supervised by the real `rq-retryd once`. Every scenario
+//! runs twice, against RQ 2.12.0 (`rq2::...`) and RQ 1.16.2 (`rq1::...`), each on its own
+//! throwaway redis-server.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::rq::{config_with_policies, retryd_once, write_config, JobSpec, Rq};
+use support::RedisServer;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Generates `rq2::<scenario>` and `rq1::<scenario>` tests from one scenario function each, so
+/// the two RQ versions are held to exactly the same specification.
+macro_rules! for_both_rq_versions {
+    ($($scenario:ident),* $(,)?) => {
+        mod rq2 {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(&super::Rq::rq2());
+                }
+            )*
+        }
+        mod rq1 {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(&super::Rq::rq1());
+                }
+            )*
+        }
+    };
+}
+
+for_both_rq_versions!(
+    flaky_job_is_retried_until_finished,
+    job_in_backoff_is_not_requeued_before_its_delay,
+    permanently_failing_job_is_kept_and_marked_exhausted,
+    exhausted_job_is_purged_when_on_exhausted_is_purge,
+    purge_policy_deletes_only_matching_jobs_and_leaves_unmatched_ones_untouched,
+    requeue_matches_rqs_own_failed_job_registry_requeue,
+);
+
+/// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
+const RETRY_TIMEOUTS_NOW: &str = r#"
+[[policy]]
+name = "transient-network"
+exceptions = ["ConnectionError"]
+error_pattern = "(?i)timed? ?out"
+action = "retry"
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// A job that fails its first 2 runs is requeued after each failure and ends `finished`, with
+/// rq-retryd's bookkeeping (2 attempts, the policy's name) left on its hash.
+fn flaky_job_is_retried_until_finished(rq: &Rq) {
+    let env = TestEnv::new(RETRY_TIMEOUTS_NOW);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("flaky", "tasks.fail_first")
+            .args(json!(["test:flaky:runs", 2]))
+            .kwargs(json!({"value": "recovered"})),
+    );
+    rq.burst_worker(&url, &["flaky"]);
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(rq.failed_ids(&url, "flaky"), vec![id.clone()]);
+
+    for attempt in 1..=2 {
+        let run = retryd_once(&env.config, &[]);
+        assert_eq!(
+            run.count("requeued"),
+            1,
+            "round {attempt}: {:?}",
+            run.summary()
+        );
+        assert_eq!(rq.status(&url, &id), "queued", "round {attempt}");
+        assert_eq!(
+            rq.queued_ids(&url, "flaky"),
+            vec![id.clone()],
+            "round {attempt}"
+        );
+        assert!(rq.failed_ids(&url, "flaky").is_empty(), "round {attempt}");
+        assert_eq!(
+            env.job_field(&id, "retryd_attempts").as_deref(),
+            Some(attempt.to_string().as_str()),
+            "round {attempt}"
+        );
+        rq.burst_worker(&url, &["flaky"]);
+    }
+
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "recovered", "{job}");
+    assert_eq!(
+        env.counter("test:flaky:runs"),
+        3,
+        "the job ran exactly 3 times"
+    );
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("2"));
+    assert_eq!(
+        env.job_field(&id, "retryd_policy").as_deref(),
+        Some("transient-network")
+    );
+    assert!(env.job_field(&id, "retryd_requeued_at").is_some());
+    assert_eq!(env.job_field(&id, "retryd_exhausted"), None);
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 0, "a finished job is left alone");
+    assert_eq!(rq.status(&url, &id), "finished");
+}
+
+/// With a fixed 2s backoff, a scan right after the failure leaves the job in `rq:failed:<q>`;
+/// a scan after the delay has passed requeues it.
+fn job_in_backoff_is_not_requeued_before_its_delay(rq: &Rq) {
+    let env = TestEnv::new(
+        r#"
+[[policy]]
+name = "transient-network"
+exceptions = ["ConnectionError"]
+action = "retry"
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "2s" }
+"#,
+    );
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("backoff", "tasks.fail_first").args(json!(["test:backoff:runs", 1])),
+    );
+    rq.burst_worker(&url, &["backoff"]);
+    // The failure (ended_at) happened before the worker exited, so it is at least this old.
+    let failed_by = Instant::now();
+
+    let early = retryd_once(&env.config, &[]);
+    let scanned_after = failed_by.elapsed();
+    assert!(
+        scanned_after < Duration::from_millis(1500),
+        "the machine is too slow to observe a 2s backoff: the first scan ran {scanned_after:?} after the failure"
+    );
+    assert_eq!(early.count("requeued"), 0, "{:?}", early.summary());
+    assert_eq!(early.count("waiting"), 1, "{:?}", early.summary());
+    assert!(env.failed_score("backoff", &id).is_some());
+    assert_eq!(rq.failed_ids(&url, "backoff"), vec![id.clone()]);
+    assert!(rq.queued_ids(&url, "backoff").is_empty());
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(env.job_field(&id, "retryd_attempts"), None);
+
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(failed_by.elapsed()));
+    let due = retryd_once(&env.config, &[]);
+    assert_eq!(due.count("requeued"), 1, "{:?}", due.summary());
+    assert_eq!(env.failed_score("backoff", &id), None);
+    assert_eq!(rq.queued_ids(&url, "backoff"), vec![id.clone()]);
+    assert_eq!(rq.status(&url, &id), "queued");
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("1"));
+
+    rq.burst_worker(&url, &["backoff"]);
+    assert_eq!(rq.status(&url, &id), "finished");
+}
+
+/// A retry policy for `ValueError` with 2 attempts and no delay; `on_exhausted` is filled in.
+fn give_up_after_two(on_exhausted: &str) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "give-up-after-two"
+exceptions = ["ValueError"]
+action = "retry"
+max_attempts = 2
+backoff = {{ strategy = "fixed", delay = "0s" }}
+on_exhausted = "{on_exhausted}"
+"#
+    )
+}
+
+/// Fails a `tasks.always_fail` job on "doomed" and lets rq-retryd requeue it twice, so it has
+/// failed 3 times and used up `max_attempts = 2`. Returns its id.
+fn fail_three_times_with_two_retries(rq: &Rq, env: &TestEnv) -> String {
+    let url = env.url();
+    let id = rq.enqueue(&url, &JobSpec::new("doomed", "tasks.always_fail"));
+    rq.burst_worker(&url, &["doomed"]);
+    for attempt in 1..=2 {
+        assert_eq!(rq.status(&url, &id), "failed", "before round {attempt}");
+        let run = retryd_once(&env.config, &[]);
+        assert_eq!(
+            run.count("requeued"),
+            1,
+            "round {attempt}: {:?}",
+            run.summary()
+        );
+        rq.burst_worker(&url, &["doomed"]);
+    }
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("2"));
+    assert_eq!(env.job_field(&id, "retryd_exhausted"), None);
+    id
+}
+
+/// After `max_attempts` requeues the job fails again: it is not requeued a third time but
+/// stays in the failed registry, marked `retryd_exhausted = "1"`, and later scans leave it.
+fn permanently_failing_job_is_kept_and_marked_exhausted(rq: &Rq) {
+    let env = TestEnv::new(&give_up_after_two("keep"));
+    let url = env.url();
+    let id = fail_three_times_with_two_retries(rq, &env);
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 0, "{:?}", run.summary());
+    assert_eq!(run.count("exhausted"), 1, "{:?}", run.summary());
+    assert_eq!(env.job_field(&id, "retryd_exhausted").as_deref(), Some("1"));
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("2"));
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(rq.failed_ids(&url, "doomed"), vec![id.clone()]);
+    assert!(rq.queued_ids(&url, "doomed").is_empty());
+
+    let again = retryd_once(&env.config, &[]);
+    assert_eq!(again.count("requeued"), 0, "{:?}", again.summary());
+    assert_eq!(rq.failed_ids(&url, "doomed"), vec![id.clone()]);
+    assert_eq!(env.job_field(&id, "retryd_exhausted").as_deref(), Some("1"));
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("2"));
+}
+
+/// With `on_exhausted = "purge"`, the exhausted job's hash and registry entry are deleted.
+fn exhausted_job_is_purged_when_on_exhausted_is_purge(rq: &Rq) {
+    let env = TestEnv::new(&give_up_after_two("purge"));
+    let url = env.url();
+    let id = fail_three_times_with_two_retries(rq, &env);
+
+    let run = retryd_once(&env.config, &[]);
+    let summary = run.summary();
+    assert_eq!(run.count("requeued"), 0, "{summary}");
+    // The contract does not say whether an exhausted-then-purged job counts as "purged" or
+    // "exhausted"; it must count as one of them. What Redis holds afterwards is the real check.
+    assert!(
+        run.count("purged") + run.count("exhausted") >= 1,
+        "the exhausted purge is not reported: {summary}"
+    );
+    assert!(!env.exists(&format!("rq:job:{id}")), "job hash still there");
+    assert_eq!(env.failed_score("doomed", &id), None);
+    assert!(rq.failed_ids(&url, "doomed").is_empty());
+    assert!(rq.queued_ids(&url, "doomed").is_empty());
+}
+
+/// A purge policy for `ValueError` deletes the ValueError job and nothing else: a failed job no
+/// policy matches keeps its hash (DUMP), expiry and registry score exactly as RQ left them.
+fn purge_policy_deletes_only_matching_jobs_and_leaves_unmatched_ones_untouched(rq: &Rq) {
+    let env = TestEnv::new(
+        r#"
+[[policy]]
+name = "bad-input"
+exceptions = ["ValueError"]
+action = "purge"
+"#,
+    );
+    let url = env.url();
+    let bad = rq.enqueue(
+        &url,
+        &JobSpec::new("mixed", "tasks.always_fail").args(json!(["card number failed Luhn check"])),
+    );
+    let stranger = rq.enqueue(
+        &url,
+        &JobSpec::new("mixed", "tasks.fail_first").args(json!(["test:mixed:runs", 100])),
+    );
+    rq.burst_worker(&url, &["mixed"]);
+    let mut failed = rq.failed_ids(&url, "mixed");
+    failed.sort();
+    let mut both = vec![bad.clone(), stranger.clone()];
+    both.sort();
+    assert_eq!(failed, both);
+
+    let stranger_key = format!("rq:job:{stranger}");
+    let hash_before = env.key_state(&stranger_key);
+    let score_before = env.failed_score("mixed", &stranger);
+    assert!(hash_before.0.is_some() && score_before.is_some());
+
+    let run = retryd_once(&env.config, &[]);
+    let summary = run.summary();
+    assert_eq!(run.count("purged"), 1, "{summary}");
+    assert_eq!(run.count("unmatched"), 1, "{summary}");
+    assert_eq!(run.count("requeued"), 0, "{summary}");
+
+    assert!(
+        !env.exists(&format!("rq:job:{bad}")),
+        "ValueError job hash still there"
+    );
+    assert_eq!(env.failed_score("mixed", &bad), None);
+    assert_eq!(rq.failed_ids(&url, "mixed"), vec![stranger.clone()]);
+    assert_eq!(
+        env.key_state(&stranger_key),
+        hash_before,
+        "the unmatched job's hash or expiry changed"
+    );
+    assert_eq!(env.failed_score("mixed", &stranger), score_before);
+    assert_eq!(rq.status(&url, &stranger), "failed");
+}
+
+/// Differential check against RQ's own `FailedJobRegistry.requeue`: two identical jobs fail on
+/// a real worker; RQ requeues one, rq-retryd the other. RQ must then see the same job twice
+/// (apart from ids and times), each queued exactly once, and a worker must run both.
+fn requeue_matches_rqs_own_failed_job_registry_requeue(rq: &Rq) {
+    let env = TestEnv::new(RETRY_TIMEOUTS_NOW);
+    let url = env.url();
+    // Both jobs share the counter: runs 1 and 2 fail (one each), runs 3 and 4 succeed.
+    let spec = JobSpec::new("diff", "tasks.fail_first")
+        .args(json!(["test:diff:runs", 2]))
+        .kwargs(json!({"value": "same"}))
+        .meta(json!({"tenant": "acme", "trace": [1, 2, 3]}))
+        .ttls(120, 600, 3600);
+    let by_rq = rq.enqueue(&url, &spec);
+    let by_retryd = rq.enqueue(&url, &spec);
+    rq.burst_worker(&url, &["diff"]);
+    assert_eq!(rq.status(&url, &by_rq), "failed");
+    assert_eq!(rq.status(&url, &by_retryd), "failed");
+
+    rq.requeue(&url, "diff", &by_rq);
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+
+    let reference = rq.fetch(&url, &by_rq);
+    let ours = rq.fetch(&url, &by_retryd);
+    for field in [
+        "status",
+        "origin",
+        "func_name",
+        "args",
+        "kwargs",
+        "meta",
+        "timeout",
+        "result_ttl",
+        "failure_ttl",
+        "description",
+        "started_at",
+        "ended_at",
+    ] {
+        assert_eq!(
+            ours[field], reference[field],
+            "{field}: RQ's requeue gives {}, rq-retryd gives {}\nRQ: {reference}\nrq-retryd: {ours}",
+            reference[field], ours[field]
+        );
+    }
+    assert_eq!(reference["status"], "queued");
+    assert_eq!(reference["origin"], "diff");
+    assert_eq!(
+        reference["meta"],
+        json!({"tenant": "acme", "trace": [1, 2, 3]})
+    );
+    assert_eq!(reference["started_at"], Value::Null);
+    assert_eq!(reference["ended_at"], Value::Null);
+    assert!(reference["enqueued_at"].is_string(), "{reference}");
+    assert!(ours["enqueued_at"].is_string(), "{ours}");
+
+    let queue = env.list("rq:queue:diff");
+    assert_eq!(queue.len(), 2, "rq:queue:diff = {queue:?}");
+    for id in [&by_rq, &by_retryd] {
+        assert_eq!(
+            queue.iter().filter(|queued| *queued == id).count(),
+            1,
+            "{id} is not queued exactly once: {queue:?}"
+        );
+    }
+    assert!(rq.failed_ids(&url, "diff").is_empty());
+
+    // Below RQ's API, the raw hashes must match too, except for times, the empty traceback
+    // RQ's requeue writes (RQ reads a missing `exc_info` the same way) and rq-retryd's own fields.
+    let reference_hash = env.hash(&by_rq);
+    let our_hash = env.hash(&by_retryd);
+    let differs_by_time = ["created_at", "enqueued_at", "last_heartbeat"];
+    let only_rq_writes = ["exc_info"];
+    for (field, value) in &reference_hash {
+        if differs_by_time.contains(&field.as_str()) || only_rq_writes.contains(&field.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            our_hash.get(field),
+            Some(value),
+            "hash field {field:?} differs from RQ's requeue"
+        );
+    }
+    for field in our_hash.keys() {
+        assert!(
+            reference_hash.contains_key(field) || field.starts_with("retryd_"),
+            "rq-retryd left a field RQ's requeue does not have: {field:?}"
+        );
+    }
+
+    rq.burst_worker(&url, &["diff"]);
+    for id in [&by_rq, &by_retryd] {
+        let job = rq.fetch(&url, id);
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["return_value"], "same", "{job}");
+    }
+}
+
+/// One scenario's world: its own redis-server and a config pointing at it. The raw-key helpers
+/// open a fresh connection each (cheap on loopback) so the env can be shared by reference.
+struct TestEnv {
+    server: RedisServer,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// Starts a server and writes a config with `policies` for it.
+    fn new(policies: &str) -> TestEnv {
+        let server = RedisServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), &config_with_policies(&server.url(), policies));
+        TestEnv {
+            server,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// The URL workers, rqctl.py and the config all use.
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// One field of the job hash, as a string (`None` when absent).
+    fn job_field(&self, id: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(format!("rq:job:{id}"))
+            .arg(field)
+            .query(&mut self.server.conn())
+            .expect("HGET")
+    }
+
+    /// The job's score in `rq:failed:<queue>`, `None` when it is not there.
+    fn failed_score(&self, queue: &str, id: &str) -> Option<String> {
+        redis::cmd("ZSCORE")
+            .arg(format!("rq:failed:{queue}"))
+            .arg(id)
+            .query(&mut self.server.conn())
+            .expect("ZSCORE")
+    }
+
+    /// Whether `key` exists at all (a purged job leaves no hash behind).
+    fn exists(&self, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<i64>(&mut self.server.conn())
+            .expect("EXISTS")
+            == 1
+    }
+
+    /// A key's serialized value (DUMP) and absolute expiry in ms (PEXPIRETIME; -1 none, -2 gone).
+    fn key_state(&self, key: &str) -> (Option<Vec<u8>>, i64) {
+        let con = &mut self.server.conn();
+        let dump = redis::cmd("DUMP").arg(key).query(con).expect("DUMP");
+        let expiry = redis::cmd("PEXPIRETIME")
+            .arg(key)
+            .query(con)
+            .expect("PEXPIRETIME (needs Redis >= 7)");
+        (dump, expiry)
+    }
+
+    /// The whole job hash, raw bytes per field.
+    fn hash(&self, id: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        redis::cmd("HGETALL")
+            .arg(format!("rq:job:{id}"))
+            .query(&mut self.server.conn())
+            .expect("HGETALL")
+    }
+
+    /// A whole list, e.g. `rq:queue:<q>` as workers would pop it.
+    fn list(&self, key: &str) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.server.conn())
+            .expect("LRANGE")
+    }
+
+    /// A counter a task INCRs on every run (0 when it never ran).
+    fn counter(&self, key: &str) -> i64 {
+        redis::cmd("GET")
+            .arg(key)
+            .query::<Option<i64>>(&mut self.server.conn())
+            .expect("GET")
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""A small CLI over RQ's own Python API, for the Rust integration tests and the demo.
+
+The tests shell out to ``<venv>/bin/python tests/python/rqctl.py ...`` so that every
+enqueue, fetch and requeue goes through real RQ code (1.16 or 2.x, whichever venv runs
+it) rather than through a re-implementation of RQ's Redis layout. Every command prints
+one line on stdout: a job id, or one JSON object.
+
+    rqctl.py --url URL enqueue --queue Q --func tasks.fail_first [--args JSON] [--kwargs JSON]
+             [--meta JSON] [--timeout N] [--result-ttl N] [--failure-ttl N] [--job-id ID]
+    rqctl.py --url URL fetch JOB_ID          {"id", "status", "origin", "func_name", ...}
+    rqctl.py --url URL failed --queue Q      {"count": N, "ids": [...]}
+    rqctl.py --url URL requeue --queue Q JOB_ID   {"id", "status"}
+    rqctl.py --url URL queue --queue Q       {"count": N, "ids": [...]}
+"""
+import argparse
+import json
+import sys
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+
+def iso(value):
+    """RQ keeps dates as naive UTC datetimes (or None); print them so that None stays null."""
+    return None if value is None else value.isoformat()
+
+
+def status_of(job):
+    """RQ 2.x returns a ``JobStatus`` enum, RQ 1.16 a plain string; print the string."""
+    status = job.get_status(refresh=True)
+    return getattr(status, "value", status)
+
+
+def return_value(job):
+    """The job's return value: ``return_value()`` exists in both 1.16 and 2.x, but is
+    computed from the results stream, so guard against it raising on odd states."""
+    try:
+        return job.return_value()
+    except Exception as exc:  # noqa: BLE001 - diagnostic output only
+        return f"<unavailable: {exc!r}>"
+
+
+def cmd_enqueue(conn, a):
+    queue = Queue(a.queue, connection=conn)
+    job = queue.enqueue_call(
+        a.func,
+        args=json.loads(a.args),
+        kwargs=json.loads(a.kwargs),
+        timeout=a.timeout,
+        result_ttl=a.result_ttl,
+        failure_ttl=a.failure_ttl,
+        meta=json.loads(a.meta) if a.meta is not None else None,
+        job_id=a.job_id,
+    )
+    print(job.id)
+
+
+def cmd_fetch(conn, a):
+    job = Job.fetch(a.job_id, connection=conn)
+    print(
+        json.dumps(
+            {
+                "id": job.id,
+                "status": status_of(job),
+                "origin": job.origin,
+                "func_name": job.func_name,
+                "args": list(job.args),
+                "kwargs": job.kwargs,
+                "meta": job.meta,
+                "timeout": job.timeout,
+                "result_ttl": job.result_ttl,
+                "failure_ttl": job.failure_ttl,
+                "description": job.description,
+                "created_at": iso(job.created_at),
+                "enqueued_at": iso(job.enqueued_at),
+                "started_at": iso(job.started_at),
+                "ended_at": iso(job.ended_at),
+                "return_value": return_value(job),
+            },
+            default=repr,
+            sort_keys=True,
+        )
+    )
+
+
+def cmd_failed(conn, a):
+    ids = FailedJobRegistry(a.queue, connection=conn).get_job_ids()
+    print(json.dumps({"count": len(ids), "ids": ids}))
+
+
+def cmd_requeue(conn, a):
+    job = FailedJobRegistry(a.queue, connection=conn).requeue(a.job_id)
+    print(json.dumps({"id": job.id, "status": status_of(job)}))
+
+
+def cmd_queue(conn, a):
+    queue = Queue(a.queue, connection=conn)
+    print(json.dumps({"count": queue.count, "ids": queue.job_ids}))
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True, help="redis://host:port/db of the test's own server")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enqueue", help="enqueue one job, print its id")
+    p.add_argument("--queue", default="default")
+    p.add_argument("--func", required=True, help="dotted name, e.g. tasks.fail_first")
+    p.add_argument("--args", default="[]", help="JSON list")
+    p.add_argument("--kwargs", default="{}", help="JSON object")
+    p.add_argument("--meta", default=None, help="JSON object")
+    p.add_argument("--timeout", type=int, default=None)
+    p.add_argument("--result-ttl", type=int, default=None)
+    p.add_argument("--failure-ttl", type=int, default=None)
+    p.add_argument("--job-id", default=None)
+    p.set_defaults(run=cmd_enqueue)
+
+    p = sub.add_parser("fetch", help="Job.fetch and print its state as JSON")
+    p.add_argument("job_id")
+    p.set_defaults(run=cmd_fetch)
+
+    p = sub.add_parser("failed", help="ids in the queue's FailedJobRegistry")
+    p.add_argument("--queue", default="default")
+    p.set_defaults(run=cmd_failed)
+
+    p = sub.add_parser("requeue", help="RQ's own FailedJobRegistry.requeue")
+    p.add_argument("--queue", default="default")
+    p.add_argument("job_id")
+    p.set_defaults(run=cmd_requeue)
+
+    p = sub.add_parser("queue", help="ids waiting in the queue")
+    p.add_argument("--queue", default="default")
+    p.set_defaults(run=cmd_queue)
+
+    a = ap.parse_args(argv)
+    a.run(Redis.from_url(a.url), a)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

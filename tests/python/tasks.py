@@ -1,0 +1,30 @@
+"""Job functions that the interop tests and the demo enqueue on real RQ workers.
+
+Workers import this module as ``tasks`` (``rq worker --path tests/python``), so the
+function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail`` and ``tasks.ok``.
+Works unchanged under RQ 1.16 and RQ 2.x.
+"""
+from rq import get_current_job
+
+
+def fail_first(counter_key, n, value="done"):
+    """Fail the first ``n`` runs, then succeed.
+
+    The run count lives in Redis (``counter_key``), not in the process, because every
+    run happens in a fresh forked work horse; the worker's own connection is used so
+    the job works against whichever throwaway server the test started.
+    """
+    count = get_current_job().connection.incr(counter_key)
+    if count <= n:
+        raise ConnectionError(f"upstream timed out (run {count} of {n} failing runs)")
+    return value
+
+
+def always_fail(message="bad input"):
+    """A permanent failure: retrying cannot help, so policies purge or exhaust it."""
+    raise ValueError(message)
+
+
+def ok(value="ok"):
+    """A job that always succeeds, for queues that must also hold healthy work."""
+    return value
