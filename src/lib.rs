@@ -3,12 +3,14 @@
 //! Pure core, thin shell: [`rq`] decodes what RQ stored, [`policy`] decides, [`executor`] is the
 //! only writer (atomic Lua scripts), [`supervisor`] runs the scan loop, [`commands`] are the CLI.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod executor;
 pub mod explain;
+pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod rq;

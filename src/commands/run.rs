@@ -1,50 +1,102 @@
-//! `run`: the daemon. Scans every `scan_interval`, and between scans wakes up exactly when the
-//! earliest job in backoff becomes due, so backoff ends are honoured to the second rather than to
-//! the next tick. SIGINT/SIGTERM finish the batch in flight and exit 0.
+//! `run`: the daemon. Serves the HTTP API, scans every `scan_interval` (or at once when asked),
+//! and between scans wakes up exactly when the earliest job in backoff becomes due, so backoff
+//! ends are honoured to the second rather than to the next tick. SIGINT/SIGTERM finish the batch
+//! in flight, drain HTTP requests, and exit 0.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
+use super::{EXIT_CONFIG, EXIT_RUNTIME};
 use crate::config::Config;
 use crate::connection::connect_with_retry;
+use crate::http::{self, AppState};
 use crate::shutdown;
 use crate::state::DaemonState;
 use crate::supervisor::{take_due, DueTimers, Supervisor};
 
+/// How long in-flight HTTP requests may take to finish after a shutdown signal.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// How often Redis is pinged for `rq_retryd_redis_up` between scans.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
 pub async fn run(config: Arc<Config>) -> u8 {
     let cancel = shutdown::on_signals();
+    let token = match read_token(&config) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("rq-retryd: {message}");
+            return EXIT_CONFIG;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rq-retryd: cannot listen on {}: {e}", config.http.listen);
+            return EXIT_RUNTIME;
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     info!(
         redis = %config.redacted_redis_url(),
+        http = %local,
+        auth = token.is_some(),
         policies = config.policies.len(),
         scan_interval_ms = config.supervisor.scan_interval.as_millis() as u64,
         dry_run = config.supervisor.dry_run,
         "rq-retryd starting"
     );
+    let state = DaemonState::new(config.clone());
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        AppState::new(state.clone(), token),
+        cancel.clone(),
+    ));
+
     let Some(mut con) = connect_with_retry(&config, &cancel).await else {
         info!("stopped before Redis was reachable");
+        finish_http(http_task).await;
         return 0;
     };
-    let state = DaemonState::new(config.clone());
-    let supervisor = Supervisor::new(state.clone());
+    state.set_redis(con.clone());
+    state.metrics.set_redis_up(true);
     if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
-        error!(error = %e, "cannot load scripts into Redis; they will be loaded on first use");
+        warn!(error = %e, "cannot load scripts into Redis yet; they are loaded on first use");
     }
+    tokio::spawn(watch_redis(state.clone(), cancel.clone()));
+
+    scan_loop(&state, &mut con, &cancel).await;
+    finish_http(http_task).await;
+    info!("rq-retryd stopped");
+    0
+}
+
+async fn scan_loop(
+    state: &Arc<DaemonState>,
+    con: &mut redis::aio::ConnectionManager,
+    cancel: &CancellationToken,
+) {
+    let supervisor = Supervisor::new(state.clone());
     let mut timers = DueTimers::new();
     let mut next_scan = Instant::now();
     loop {
-        let next_due = timers.keys().next().map(|due| {
-            let wait = (*due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            Instant::now() + wait
-        });
+        let next_due = timers
+            .keys()
+            .next()
+            .map(|due| Instant::now() + (*due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = tokio::time::sleep_until(next_scan) => {
                 let mut fresh = DueTimers::new();
-                match supervisor.scan(&mut con, false, &cancel, Some(&mut fresh)).await {
+                match supervisor.scan(con, false, cancel, Some(&mut fresh)).await {
                     Ok(report) => {
                         info!(
                             scanned = report.scanned, requeued = report.requeued, purged = report.purged,
@@ -56,18 +108,60 @@ pub async fn run(config: Arc<Config>) -> u8 {
                     }
                     Err(e) => error!(error = %e, "scan failed; retrying at the next tick"),
                 }
-                next_scan = Instant::now() + config.supervisor.scan_interval;
+                next_scan = Instant::now() + state.config().supervisor.scan_interval;
             }
             _ = sleep_until_opt(next_due) => {
                 let due = take_due(&mut timers, Utc::now());
-                if let Err(e) = supervisor.process_due(&mut con, due, &mut timers).await {
+                if let Err(e) = supervisor.process_due(con, due, &mut timers).await {
                     error!(error = %e, "acting on due jobs failed; the next scan retries them");
                 }
             }
         }
     }
-    info!("rq-retryd stopped");
-    0
+}
+
+/// Keeps `rq_retryd_redis_up` current between scans.
+async fn watch_redis(state: Arc<DaemonState>, cancel: CancellationToken) {
+    let Some(mut con) = state.redis() else { return };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::cmd("PING").query_async::<String>(&mut con),
+        )
+        .await;
+        state.metrics.set_redis_up(matches!(ping, Ok(Ok(_))));
+    }
+}
+
+async fn finish_http(task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    match tokio::time::timeout(HTTP_GRACE, task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "HTTP server failed"),
+        Ok(Err(e)) => error!(error = %e, "HTTP server task panicked"),
+        Err(_) => warn!("HTTP requests still in flight after the grace period; closing"),
+    }
+}
+
+/// The bearer token: `auth_token` (or `RQ_RETRYD_AUTH_TOKEN`), else the first line of
+/// `auth_token_file`.
+fn read_token(config: &Config) -> Result<Option<String>, String> {
+    if let Some(token) = &config.http.auth_token {
+        return Ok(Some(token.clone()));
+    }
+    let Some(path) = &config.http.auth_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read http.auth_token_file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("http.auth_token_file {} is empty", path.display()));
+    }
+    Ok(Some(token))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

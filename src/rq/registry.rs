@@ -4,7 +4,7 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-use super::job::{RawJob, FIELDS};
+use super::job::{RawJob, StreamFields, FIELDS};
 use super::keys::Keys;
 use crate::policy::GlobList;
 
@@ -155,6 +155,51 @@ impl Registry {
         Ok(jobs)
     }
 
+    /// Live entries (expiry after `now_unix`) in each queue's failed registry, in one round trip.
+    pub async fn live_counts<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queues: &[String],
+        now_unix: f64,
+    ) -> RedisResult<Vec<u64>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.cmd("ZCOUNT")
+                .arg(self.keys.failed(q))
+                .arg(format!("({now_unix}"))
+                .arg("+inf");
+        }
+        pipe.query_async(con).await
+    }
+
+    /// One page of live ids of a failed registry, oldest expiry first.
+    pub async fn live_page<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        now_unix: f64,
+        offset: u64,
+        count: u64,
+    ) -> RedisResult<Vec<String>> {
+        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(self.keys.failed(queue))
+            .arg(format!("({now_unix}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(count)
+            .query_async(con)
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| String::from_utf8(id).ok())
+            .collect())
+    }
+
     /// `LLEN rq:queue:<q>` for each queue, in one round trip.
     pub async fn queue_lengths<C: ConnectionLike + Send>(
         &self,
@@ -216,7 +261,8 @@ fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
     }
 }
 
-fn newest_entry(value: Value) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> {
+/// The fields of the newest entry in an XREVRANGE reply.
+pub fn newest_entry(value: Value) -> Result<Option<StreamFields>, String> {
     let Value::Array(entries) = value else {
         return Err(format!("unexpected XREVRANGE reply {value:?}"));
     };

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
+use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind};
 use crate::metrics::Trigger;
 use crate::policy::{decide, Decision};
@@ -276,7 +277,40 @@ impl Supervisor {
                 "action"
             );
         }
+        self.audit(con, snap, queue, &writes, &outcomes).await;
         Ok(())
+    }
+
+    /// One audit entry per (action, policy) for the writes of a batch that changed something.
+    async fn audit<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        queue: &str,
+        writes: &[(Write, Decision)],
+        outcomes: &[Outcome],
+    ) {
+        let mut groups: BTreeMap<(&'static str, &str), Vec<String>> = BTreeMap::new();
+        for ((write, _), outcome) in writes.iter().zip(outcomes) {
+            if outcome.wrote() {
+                groups
+                    .entry((outcome.name(), write.policy.as_str()))
+                    .or_default()
+                    .push(write.job_id.clone());
+            }
+        }
+        for ((action, policy), job_ids) in groups {
+            let record = AuditRecord {
+                who: "supervisor",
+                action,
+                why: policy,
+                queue,
+                job_ids: &job_ids,
+            };
+            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
+                warn!(error = %e, "cannot append to the audit stream");
+            }
+        }
     }
 
     /// Acts on the jobs whose due time has come: re-reads them and decides again, so a job that

@@ -157,10 +157,13 @@ impl FailedJob {
     }
 }
 
+/// A key's type, its content items, and whether it has an expiry.
+pub type KeyContent = (String, Vec<Vec<u8>>, bool);
+
 /// The logical content of one key: every byte of every field/member/value, order-independent
 /// where Redis's own order is not stable (hash and set iteration order can change on mere reads
 /// while a dict rehashes, so DUMP of a hash is not a stable fingerprint).
-pub fn key_content(con: &mut redis::Connection, key: &[u8]) -> (String, Vec<Vec<u8>>, bool) {
+pub fn key_content(con: &mut redis::Connection, key: &[u8]) -> KeyContent {
     let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
     let mut items: Vec<Vec<u8>> = match kind.as_str() {
         "hash" => {
@@ -184,9 +187,7 @@ pub fn key_content(con: &mut redis::Connection, key: &[u8]) -> (String, Vec<Vec<
 }
 
 /// Every key with its content and whether it has an expiry, for byte-for-byte comparisons.
-pub fn snapshot(
-    con: &mut redis::Connection,
-) -> std::collections::BTreeMap<Vec<u8>, (String, Vec<Vec<u8>>, bool)> {
+pub fn snapshot(con: &mut redis::Connection) -> std::collections::BTreeMap<Vec<u8>, KeyContent> {
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).unwrap();
     keys.into_iter()
         .map(|k| {

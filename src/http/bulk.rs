@@ -1,0 +1,443 @@
+//! Bulk actions: retry-all and clear, with a selection (queue, function glob, exception type,
+//! failure time window) and `dry_run`. They run as tracked tasks in bounded batches under the
+//! daemon's requeue rate limit, so 200,000 failed jobs neither block Redis nor hold a request
+//! open: the request waits up to `wait_ms` (default 20 s) and otherwise answers 202 with a task
+//! id to follow at `GET /api/v1/tasks/{task_id}`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiQuery;
+use super::jobs::{selected_queues, Who, MANUAL_POLICY};
+use super::AppState;
+use crate::audit::{self, AuditRecord};
+use crate::executor::{Outcome, Write, WriteKind};
+use crate::metrics::Trigger;
+use crate::policy::{ExceptionPattern, GlobList};
+use crate::rq::{decode, DecodeOutcome, JobFacts};
+
+/// Ids listed in a dry run's answer.
+pub const DRY_RUN_MAX_IDS: usize = 100;
+/// Finished tasks remembered for `GET /api/v1/tasks/{id}`.
+pub const TASKS_KEPT: usize = 100;
+const DEFAULT_WAIT_MS: u64 = 20_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BulkParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Glob over the dotted function name, e.g. `app.workers.*`.
+    pub function: Option<String>,
+    /// Exception type, bare (`TimeoutError`) or dotted.
+    pub exception: Option<String>,
+    /// Only jobs that failed before this time (RFC 3339 or unix seconds).
+    pub failed_before: Option<String>,
+    /// Only jobs that failed after this time (RFC 3339 or unix seconds).
+    pub failed_after: Option<String>,
+    /// Answer what would be touched; write nothing.
+    pub dry_run: Option<bool>,
+    /// How long to wait for the task before answering 202 (0 to 30000 ms, default 20000).
+    pub wait_ms: Option<u64>,
+}
+
+/// The selection, validated.
+#[derive(Debug, Clone)]
+struct Filter {
+    queue: Option<String>,
+    function: Option<GlobList>,
+    exception: Option<ExceptionPattern>,
+    before: Option<DateTime<Utc>>,
+    after: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    fn from_params(p: &BulkParams) -> ApiResult<Filter> {
+        let function = p
+            .function
+            .as_ref()
+            .map(|f| {
+                GlobList::new(std::slice::from_ref(f))
+                    .map_err(|e| ApiError::bad_request("invalid_function", e))
+            })
+            .transpose()?;
+        let exception = p
+            .exception
+            .as_ref()
+            .map(|e| {
+                ExceptionPattern::new(e).map_err(|m| ApiError::bad_request("invalid_exception", m))
+            })
+            .transpose()?;
+        Ok(Filter {
+            queue: p.queue.clone(),
+            function,
+            exception,
+            before: p
+                .failed_before
+                .as_deref()
+                .map(|t| parse_time("failed_before", t))
+                .transpose()?,
+            after: p
+                .failed_after
+                .as_deref()
+                .map(|t| parse_time("failed_after", t))
+                .transpose()?,
+        })
+    }
+
+    fn matches(&self, f: &JobFacts) -> bool {
+        self.function
+            .as_ref()
+            .is_none_or(|g| f.func_name.as_deref().is_some_and(|n| g.is_match(n)))
+            && self
+                .exception
+                .as_ref()
+                .is_none_or(|e| f.exc_type().is_some_and(|t| e.is_match(t)))
+            && self.before.is_none_or(|t| f.failed_at < t)
+            && self.after.is_none_or(|t| f.failed_at > t)
+    }
+}
+
+fn parse_time(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
+    if let Ok(secs) = text.trim().parse::<f64>() {
+        if secs.is_finite() && secs.abs() < 1e11 {
+            if let Some(t) = Utc.timestamp_millis_opt((secs * 1000.0) as i64).single() {
+                return Ok(t);
+            }
+        }
+    }
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("{name} must be RFC 3339 (2026-01-31T12:00:00Z) or unix seconds"),
+            )
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkAction {
+    Retry,
+    Clear,
+}
+
+/// Where a bulk task stands; also the final answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkResult {
+    pub task_id: String,
+    /// `retry-all` or `clear`.
+    pub action: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub dry_run: bool,
+    /// Jobs that matched the selection (so far).
+    pub matched_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeued_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_count: Option<u64>,
+    /// Jobs moved or changed by someone else meanwhile (left to them).
+    pub conflicts: u64,
+    /// Entries skipped because they could not be decoded (never touched).
+    pub skipped: u64,
+    /// Matched jobs by exception type.
+    pub by_exception: BTreeMap<String, u64>,
+    /// Matched job ids (dry run only, at most 100).
+    pub job_ids: Vec<String>,
+    pub job_ids_truncated: bool,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Bulk tasks, newest last; finished ones are dropped beyond [`TASKS_KEPT`].
+#[derive(Debug, Default)]
+pub struct Tasks {
+    tasks: Mutex<VecDeque<Arc<Mutex<BulkResult>>>>,
+}
+
+impl Tasks {
+    fn add(&self, task: Arc<Mutex<BulkResult>>) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        tasks.push_back(task);
+        while tasks.len() > TASKS_KEPT {
+            let finished = tasks
+                .iter()
+                .position(|t| t.lock().expect("task lock").state != "running");
+            match finished {
+                Some(i) => {
+                    tasks.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<BulkResult> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks
+            .iter()
+            .map(|t| t.lock().expect("task lock").clone())
+            .find(|t| t.task_id == id)
+    }
+}
+
+/// Requeues every failed job in the selection (manual: attempts are not counted).
+#[utoipa::path(post, path = "/api/v1/jobs/failed/retry-all", params(BulkParams), tag = "bulk",
+    responses((status = 200, body = BulkResult, description = "done; requeued_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn retry_all(
+    State(app): State<AppState>,
+    Who(who): Who,
+    ApiQuery(p): ApiQuery<BulkParams>,
+) -> ApiResult<Response> {
+    start(app, who, BulkAction::Retry, p).await
+}
+
+/// Deletes every failed job in the selection (undecodable jobs are never deleted).
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/clear", params(BulkParams), tag = "bulk",
+    responses((status = 200, body = BulkResult, description = "done; deleted_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn clear(
+    State(app): State<AppState>,
+    Who(who): Who,
+    ApiQuery(p): ApiQuery<BulkParams>,
+) -> ApiResult<Response> {
+    start(app, who, BulkAction::Clear, p).await
+}
+
+/// A bulk task's progress or result.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}", params(("task_id" = String, Path, description = "from a 202 answer")), tag = "bulk",
+    responses((status = 200, body = BulkResult), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn task(
+    State(app): State<AppState>,
+    Path(task_id): Path<String>,
+) -> ApiResult<Json<BulkResult>> {
+    app.tasks
+        .get(&task_id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no_such_task", format!("no task {task_id:?}")))
+}
+
+async fn start(
+    app: AppState,
+    who: String,
+    action: BulkAction,
+    p: BulkParams,
+) -> ApiResult<Response> {
+    let filter = Filter::from_params(&p)?;
+    let wait = p.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if wait > 30_000 {
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            "wait_ms must be between 0 and 30000",
+        ));
+    }
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let queues = selected_queues(&mut con, &snap, filter.queue.as_deref()).await?;
+    let dry_run = p.dry_run.unwrap_or(false);
+    let result = Arc::new(Mutex::new(BulkResult {
+        task_id: new_task_id(),
+        action: match action {
+            BulkAction::Retry => "retry-all",
+            BulkAction::Clear => "clear",
+        }
+        .into(),
+        state: "running".into(),
+        dry_run,
+        matched_count: 0,
+        requeued_count: (action == BulkAction::Retry).then_some(0),
+        deleted_count: (action == BulkAction::Clear).then_some(0),
+        conflicts: 0,
+        skipped: 0,
+        by_exception: BTreeMap::new(),
+        job_ids: Vec::new(),
+        job_ids_truncated: false,
+        error: None,
+        started_at: Utc::now(),
+        finished_at: None,
+    }));
+    app.tasks.add(result.clone());
+    let progress = result.clone();
+    let task_app = app.clone();
+    let handle = tokio::spawn(async move {
+        let outcome = run(
+            &task_app, &who, action, &filter, &queues, dry_run, &progress,
+        )
+        .await;
+        let mut r = progress.lock().expect("task lock");
+        r.finished_at = Some(Utc::now());
+        match outcome {
+            Ok(()) => r.state = "done".into(),
+            Err(e) => {
+                r.state = "failed".into();
+                r.error = Some(e.to_string());
+            }
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_millis(wait), handle).await;
+    let snapshot = result.lock().expect("task lock").clone();
+    let status = if snapshot.state == "running" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    if snapshot.state == "failed" {
+        return Err(ApiError::unavailable(snapshot.error.unwrap_or_default()));
+    }
+    Ok((status, Json(snapshot)).into_response())
+}
+
+fn new_task_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{}-{}",
+        Utc::now().timestamp_millis(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn run(
+    app: &AppState,
+    who: &str,
+    action: BulkAction,
+    filter: &Filter,
+    queues: &[String],
+    dry_run: bool,
+    progress: &Mutex<BulkResult>,
+) -> redis::RedisResult<()> {
+    let mut con = app
+        .daemon
+        .redis()
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "Redis not reached yet")))?;
+    let snap = app.daemon.snapshot();
+    let route = match action {
+        BulkAction::Retry => "POST /api/v1/jobs/failed/retry-all",
+        BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
+    };
+    for queue in queues {
+        let now = Utc::now();
+        let ids = snap
+            .registry
+            .failed_ids(
+                &mut con,
+                queue,
+                now.timestamp_millis() as f64 / 1000.0,
+                snap.config.supervisor.batch_size,
+            )
+            .await?;
+        for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
+            let mut selected: Vec<Box<JobFacts>> = Vec::new();
+            let mut skipped = 0;
+            for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
+                match decode(&raw) {
+                    DecodeOutcome::Job(f) if filter.matches(&f) => selected.push(f),
+                    DecodeOutcome::Job(_) => {}
+                    DecodeOutcome::Orphan | DecodeOutcome::Corrupt(_) => skipped += 1,
+                }
+            }
+            {
+                let mut r = progress.lock().expect("task lock");
+                r.skipped += skipped;
+                r.matched_count += selected.len() as u64;
+                for f in &selected {
+                    *r.by_exception
+                        .entry(f.exc_type().unwrap_or("(unknown)").to_string())
+                        .or_default() += 1;
+                    if dry_run {
+                        if r.job_ids.len() < DRY_RUN_MAX_IDS {
+                            r.job_ids.push(f.job_id.clone());
+                        } else {
+                            r.job_ids_truncated = true;
+                        }
+                    }
+                }
+            }
+            if dry_run || selected.is_empty() {
+                continue;
+            }
+            let kind = match action {
+                BulkAction::Retry => WriteKind::Requeue {
+                    attempt: None,
+                    at_front: false,
+                },
+                BulkAction::Clear => WriteKind::Purge,
+            };
+            let writes: Vec<Write> = selected
+                .iter()
+                .map(|f| Write {
+                    job_id: f.job_id.clone(),
+                    queue: f.queue.clone(),
+                    origin: f.origin.clone(),
+                    cas: f.cas.clone(),
+                    policy: MANUAL_POLICY.into(),
+                    kind,
+                })
+                .collect();
+            if action == BulkAction::Retry {
+                snap.limiter.acquire(writes.len() as u32).await;
+            }
+            let outcomes = snap.executor.apply(&mut con, &writes, Utc::now()).await?;
+            let mut done_ids = Vec::new();
+            let mut conflicts = 0;
+            for (w, o) in writes.iter().zip(&outcomes) {
+                match o {
+                    Outcome::Requeued => {
+                        app.daemon
+                            .metrics
+                            .requeued(&w.queue, MANUAL_POLICY, Trigger::Manual);
+                        done_ids.push(w.job_id.clone());
+                    }
+                    Outcome::Purged => {
+                        app.daemon
+                            .metrics
+                            .purged(&w.queue, MANUAL_POLICY, Trigger::Manual);
+                        done_ids.push(w.job_id.clone());
+                    }
+                    _ => conflicts += 1,
+                }
+            }
+            if !done_ids.is_empty() {
+                let what = if action == BulkAction::Retry {
+                    "requeue"
+                } else {
+                    "purge"
+                };
+                info!(who, route, queue = %queue, count = done_ids.len(), action = what, trigger = "manual", "bulk action batch");
+                let record = AuditRecord {
+                    who,
+                    action: what,
+                    why: route,
+                    queue,
+                    job_ids: &done_ids,
+                };
+                if let Err(e) =
+                    audit::append(&mut con, &snap.config.redis.key_prefix, &record).await
+                {
+                    warn!(error = %e, "cannot append to the audit stream");
+                }
+            }
+            let mut r = progress.lock().expect("task lock");
+            r.conflicts += conflicts;
+            match action {
+                BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done_ids.len() as u64,
+                BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done_ids.len() as u64,
+            }
+        }
+    }
+    Ok(())
+}

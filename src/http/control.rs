@@ -1,0 +1,248 @@
+//! The supervisor's switches and the operator's overview: state, pause/resume/scan, policies,
+//! audit, health, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiQuery;
+use super::jobs::Who;
+use super::AppState;
+use crate::audit::{self, AuditEntry, AuditRecord};
+use crate::policy::{Action, Policy};
+use crate::state::LastScan;
+
+/// The supervisor's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SupervisorState {
+    pub paused: bool,
+    pub dry_run: bool,
+    pub redis_connected: bool,
+    pub started_at: DateTime<Utc>,
+    pub scan_interval_seconds: f64,
+    pub policies: usize,
+    /// The last completed scan with its counts by decision (none before the first).
+    #[schema(value_type = Option<Object>)]
+    pub last_scan: Option<LastScan>,
+}
+
+fn state_of(app: &AppState) -> SupervisorState {
+    let config = app.daemon.config();
+    SupervisorState {
+        paused: app.daemon.is_paused(),
+        dry_run: config.supervisor.dry_run,
+        redis_connected: app.daemon.redis().is_some(),
+        started_at: app.daemon.started_at,
+        scan_interval_seconds: config.supervisor.scan_interval.as_secs_f64(),
+        policies: config.policies.len(),
+        last_scan: app.daemon.last_scan(),
+    }
+}
+
+/// Supervisor state: paused, dry run, last scan time, duration and counts by decision.
+#[utoipa::path(get, path = "/api/v1/supervisor", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
+pub async fn supervisor(State(app): State<AppState>) -> Json<SupervisorState> {
+    Json(state_of(&app))
+}
+
+async fn record_switch(app: &AppState, who: &str, action: &str) {
+    info!(who, action, "supervisor switch");
+    if let Some(mut con) = app.daemon.redis() {
+        let prefix = app.daemon.config().redis.key_prefix.clone();
+        let record = AuditRecord {
+            who,
+            action,
+            why: "api",
+            queue: "",
+            job_ids: &[],
+        };
+        if let Err(e) = audit::append(&mut con, &prefix, &record).await {
+            tracing::warn!(error = %e, "cannot append to the audit stream");
+        }
+    }
+}
+
+/// Stops automatic actions (scans still run and report); manual actions still work.
+#[utoipa::path(post, path = "/api/v1/supervisor/pause", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
+pub async fn pause(State(app): State<AppState>, Who(who): Who) -> Json<SupervisorState> {
+    app.daemon.set_paused(true);
+    record_switch(&app, &who, "pause").await;
+    Json(state_of(&app))
+}
+
+/// Resumes automatic actions.
+#[utoipa::path(post, path = "/api/v1/supervisor/resume", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
+pub async fn resume(State(app): State<AppState>, Who(who): Who) -> Json<SupervisorState> {
+    app.daemon.set_paused(false);
+    record_switch(&app, &who, "resume").await;
+    Json(state_of(&app))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanRequested {
+    pub scan_requested: bool,
+}
+
+/// Starts a scan now instead of at the next tick.
+#[utoipa::path(post, path = "/api/v1/supervisor/scan", tag = "supervisor", responses((status = 202, body = ScanRequested), (status = 401, body = ErrorBody)))]
+pub async fn scan_now(
+    State(app): State<AppState>,
+    Who(who): Who,
+) -> (StatusCode, Json<ScanRequested>) {
+    info!(who, "scan requested");
+    app.daemon.scan_now.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(ScanRequested {
+            scan_requested: true,
+        }),
+    )
+}
+
+/// One policy as configured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub name: String,
+    pub action: String,
+    pub queues: Option<Vec<String>>,
+    pub functions: Option<Vec<String>>,
+    pub exceptions: Option<Vec<String>>,
+    pub error_pattern: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<String>,
+    pub at_front: Option<bool>,
+    pub on_exhausted: Option<String>,
+    pub purge_after_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Policies {
+    /// In evaluation order: the first that matches decides.
+    pub policies: Vec<PolicyView>,
+}
+
+fn view(p: &Policy) -> PolicyView {
+    let m = &p.matcher;
+    let (max_attempts, backoff, at_front, on_exhausted, purge_after) = match &p.action {
+        Action::Retry(s) => (
+            Some(s.max_attempts),
+            Some(s.backoff.describe()),
+            Some(s.at_front),
+            Some(format!("{:?}", s.on_exhausted).to_lowercase()),
+            None,
+        ),
+        Action::Purge { after } => (None, None, None, None, Some(after.as_secs_f64())),
+        Action::Ignore => (None, None, None, None, None),
+    };
+    PolicyView {
+        name: p.name.clone(),
+        action: p.action.kind().to_string(),
+        queues: m.queues.as_ref().map(|g| g.patterns().to_vec()),
+        functions: m.functions.as_ref().map(|g| g.patterns().to_vec()),
+        exceptions: m
+            .exceptions
+            .as_ref()
+            .map(|e| e.iter().map(|x| x.as_str().to_string()).collect()),
+        error_pattern: m.error_pattern.as_ref().map(|r| r.as_str().to_string()),
+        max_attempts,
+        backoff,
+        at_front,
+        on_exhausted,
+        purge_after_seconds: purge_after,
+    }
+}
+
+/// The policies in evaluation order.
+#[utoipa::path(get, path = "/api/v1/policies", tag = "supervisor", responses((status = 200, body = Policies), (status = 401, body = ErrorBody)))]
+pub async fn policies(State(app): State<AppState>) -> Json<Policies> {
+    Json(Policies {
+        policies: app.daemon.config().policies.iter().map(view).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Entries to return, newest first (1 to 1000, default 100).
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// Recent manual and automatic actions, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams), tag = "supervisor",
+    responses((status = 200, body = AuditLog), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn audit(
+    State(app): State<AppState>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Json<AuditLog>> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let mut con = app.redis()?;
+    let prefix = app.daemon.config().redis.key_prefix.clone();
+    let entries = audit::recent(&mut con, &prefix, limit as usize)
+        .await
+        .map_err(|e| match e.kind() {
+            _ if e.code() == Some("WRONGTYPE") => {
+                ApiError::conflict("corrupt_audit", "the audit key is not a stream")
+            }
+            _ => ApiError::from(e),
+        })?;
+    Ok(Json(AuditLog { entries }))
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "ok")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when Redis answers PING within a second; 503 otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let Some(mut con) = app.daemon.redis() else {
+        app.daemon.metrics.set_redis_up(false);
+        return ApiError::unavailable("Redis has not been reached yet").into_response();
+    };
+    let ping = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("PING").query_async::<String>(&mut con),
+    )
+    .await;
+    let up = matches!(ping, Ok(Ok(_)));
+    app.daemon.metrics.set_redis_up(up);
+    if up {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::unavailable("Redis does not answer").into_response()
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.daemon.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,640 @@
+//! Single jobs and listings: list failed jobs, groups, retry one, delete one, status, explain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiQuery, JobId};
+use super::AppState;
+use crate::audit::{self, AuditRecord};
+use crate::executor::{Outcome, Write, WriteKind};
+use crate::explain::{self, Explanation};
+use crate::metrics::Trigger;
+use crate::policy::{self, Action, Decision};
+use crate::rq::failure;
+use crate::rq::{decode, DecodeOutcome, JobFacts};
+use crate::state::Snapshot;
+
+/// Failure texts longer than this are cut to their last part in listings (the end holds the
+/// exception); `GET /api/v1/jobs/status/{id}` returns the whole text.
+pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
+/// `retryd_policy` and the metrics' policy label for actions taken through the API.
+pub const MANUAL_POLICY: &str = "manual";
+
+/// Who made a request: the client's address, for logs and the audit trail.
+pub struct Who(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.to_string());
+        Ok(Who(addr.unwrap_or_else(|| "unknown".to_string())))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u64>,
+    /// Jobs to skip (default 0).
+    pub offset: Option<u64>,
+}
+
+/// One failed job in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailedJob {
+    pub job_id: String,
+    pub queue: String,
+    pub func_name: Option<String>,
+    pub description: Option<String>,
+    /// The failure text (traceback).
+    pub exc_info: Option<String>,
+    pub exc_info_truncated: bool,
+    pub exc_type: Option<String>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub exhausted: bool,
+    /// The policy that decides this job now (none when unmatched).
+    pub policy: Option<String>,
+    pub decision: Option<String>,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Set when the stored job could not be decoded (it is left untouched).
+    pub decode_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailedList {
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+    pub jobs: Vec<FailedJob>,
+}
+
+/// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
+#[utoipa::path(get, path = "/api/v1/jobs/failed", params(ListParams), tag = "jobs",
+    responses((status = 200, body = FailedList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_failed(
+    State(app): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<Json<FailedList>> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let offset = p.offset.unwrap_or(0);
+    if offset > 1_000_000_000 {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            "offset must be at most 1000000000",
+        ));
+    }
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let queues = selected_queues(&mut con, &snap, p.queue.as_deref()).await?;
+    let now = Utc::now();
+    let now_unix = now.timestamp_millis() as f64 / 1000.0;
+    let counts = snap
+        .registry
+        .live_counts(&mut con, &queues, now_unix)
+        .await?;
+    let total = counts.iter().sum();
+    let (mut skip, mut want) = (offset, limit);
+    let mut jobs = Vec::new();
+    for (queue, count) in queues.iter().zip(counts) {
+        if want == 0 {
+            break;
+        }
+        if skip >= count {
+            skip -= count;
+            continue;
+        }
+        let ids = snap
+            .registry
+            .live_page(&mut con, queue, now_unix, skip, want)
+            .await?;
+        skip = 0;
+        want -= ids.len() as u64;
+        for raw in snap.registry.read_jobs(&mut con, queue, &ids).await? {
+            jobs.push(listing_entry(&snap, &raw, now));
+        }
+    }
+    Ok(Json(FailedList {
+        total,
+        limit,
+        offset,
+        jobs,
+    }))
+}
+
+fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -> FailedJob {
+    let mut entry = FailedJob {
+        job_id: raw.job_id.clone(),
+        queue: raw.queue.clone(),
+        func_name: None,
+        description: None,
+        exc_info: None,
+        exc_info_truncated: false,
+        exc_type: None,
+        failed_at: None,
+        attempts: 0,
+        exhausted: false,
+        policy: None,
+        decision: None,
+        next_retry_at: None,
+        decode_error: None,
+    };
+    match decode(raw) {
+        DecodeOutcome::Job(f) => {
+            let evaluation = policy::decide(&snap.config.policies, &f, now);
+            entry.next_retry_at = next_retry(&evaluation.decision, evaluation.policy, &f);
+            entry.policy = evaluation.policy.map(|p| p.name.clone());
+            entry.decision = Some(evaluation.decision.name().to_string());
+            let text = f.failure_text().map(|t| tail_bytes(t, LIST_EXC_INFO_MAX));
+            entry.exc_info_truncated = text.as_ref().is_some_and(|(_, cut)| *cut);
+            entry.exc_info = text.map(|(t, _)| t);
+            entry.exc_type = f.exc_type().map(str::to_string);
+            entry.func_name = f.func_name;
+            entry.description = f.description;
+            entry.failed_at = Some(f.failed_at);
+            entry.attempts = f.attempts;
+            entry.exhausted = f.exhausted;
+        }
+        DecodeOutcome::Orphan => {
+            entry.decode_error = Some("registry entry without a job hash".into())
+        }
+        DecodeOutcome::Corrupt(reason) => entry.decode_error = Some(reason.to_string()),
+    }
+    entry
+}
+
+fn next_retry(
+    decision: &Decision,
+    policy: Option<&policy::Policy>,
+    f: &JobFacts,
+) -> Option<DateTime<Utc>> {
+    match (decision, policy.map(|p| &p.action)) {
+        (Decision::RequeueNow { .. } | Decision::RequeueAt { .. }, Some(Action::Retry(spec))) => {
+            Some(policy::next_retry_at(spec, f))
+        }
+        _ => None,
+    }
+}
+
+/// The last `max` bytes of `text` (on a char boundary), and whether it was cut.
+fn tail_bytes(text: &str, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text.to_string(), false);
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    (text[start..].to_string(), true)
+}
+
+/// The queue named by the client, or every queue that has a failed registry or is known to RQ.
+pub async fn selected_queues(
+    con: &mut ConnectionManager,
+    snap: &Snapshot,
+    queue: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    match queue {
+        Some(q) if q.is_empty() || q.len() > 512 => Err(ApiError::bad_request(
+            "invalid_queue",
+            "queue must have 1 to 512 bytes",
+        )),
+        Some(q) => Ok(vec![q.to_string()]),
+        None => {
+            let everything = crate::policy::GlobList::new(&["*".to_string()]).expect("static glob");
+            Ok(snap.registry.discover_queues(con, &everything).await?)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+}
+
+/// Failed jobs that share a queue, function and exception type.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureGroup {
+    pub queue: String,
+    pub func_name: Option<String>,
+    pub exc_type: Option<String>,
+    pub count: u64,
+    pub oldest_failed_at: DateTime<Utc>,
+    pub newest_failed_at: DateTime<Utc>,
+    /// The policy that handles most jobs of the group (none when unmatched).
+    pub policy: Option<String>,
+    /// How many jobs of the group each policy handles (`(unmatched)` for none).
+    pub policies: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureGroups {
+    /// Failed jobs looked at.
+    pub total: u64,
+    /// Jobs that could not be decoded (not in any group).
+    pub undecodable: u64,
+    pub groups: Vec<FailureGroup>,
+}
+
+/// What is failing: counts by queue, function and exception type, largest group first.
+#[utoipa::path(get, path = "/api/v1/jobs/failed/groups", params(GroupParams), tag = "jobs",
+    responses((status = 200, body = FailureGroups), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn groups(
+    State(app): State<AppState>,
+    ApiQuery(p): ApiQuery<GroupParams>,
+) -> ApiResult<Json<FailureGroups>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let queues = selected_queues(&mut con, &snap, p.queue.as_deref()).await?;
+    let now = Utc::now();
+    let mut groups: BTreeMap<(String, Option<String>, Option<String>), FailureGroup> =
+        BTreeMap::new();
+    let (mut total, mut undecodable) = (0u64, 0u64);
+    for queue in &queues {
+        let ids = snap
+            .registry
+            .failed_ids(
+                &mut con,
+                queue,
+                now.timestamp_millis() as f64 / 1000.0,
+                snap.config.supervisor.batch_size,
+            )
+            .await?;
+        for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
+            for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
+                total += 1;
+                let DecodeOutcome::Job(f) = decode(&raw) else {
+                    undecodable += 1;
+                    continue;
+                };
+                let policy = policy::decide(&snap.config.policies, &f, now)
+                    .policy
+                    .map_or("(unmatched)".to_string(), |p| p.name.clone());
+                let key = (
+                    queue.clone(),
+                    f.func_name.clone(),
+                    f.exc_type().map(str::to_string),
+                );
+                let group = groups.entry(key).or_insert_with(|| FailureGroup {
+                    queue: queue.clone(),
+                    func_name: f.func_name.clone(),
+                    exc_type: f.exc_type().map(str::to_string),
+                    count: 0,
+                    oldest_failed_at: f.failed_at,
+                    newest_failed_at: f.failed_at,
+                    policy: None,
+                    policies: BTreeMap::new(),
+                });
+                group.count += 1;
+                group.oldest_failed_at = group.oldest_failed_at.min(f.failed_at);
+                group.newest_failed_at = group.newest_failed_at.max(f.failed_at);
+                *group.policies.entry(policy).or_default() += 1;
+            }
+        }
+    }
+    let mut groups: Vec<FailureGroup> = groups.into_values().collect();
+    for g in &mut groups {
+        g.policy = g
+            .policies
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(p, _)| p.clone())
+            .filter(|p| p != "(unmatched)");
+    }
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.queue.cmp(&b.queue)));
+    Ok(Json(FailureGroups {
+        total,
+        undecodable,
+        groups,
+    }))
+}
+
+/// Finds a job in a failed registry and decodes it; 404 / 409 when that is not possible.
+async fn failed_job(
+    con: &mut ConnectionManager,
+    snap: &Snapshot,
+    job_id: &str,
+) -> ApiResult<JobFacts> {
+    let Some(queue) = snap.registry.find_failed(con, job_id).await? else {
+        return Err(ApiError::not_found(
+            "not_in_failed_registry",
+            format!("job {job_id} is not in a failed registry"),
+        ));
+    };
+    let raw = snap
+        .registry
+        .read_jobs(con, &queue, &[job_id.to_string()])
+        .await?
+        .remove(0);
+    match decode(&raw) {
+        DecodeOutcome::Job(f) => Ok(*f),
+        DecodeOutcome::Orphan => Err(ApiError::not_found(
+            "job_missing",
+            format!("job {job_id} is in failed registry {queue:?} but its hash is gone"),
+        )),
+        DecodeOutcome::Corrupt(reason) => Err(ApiError::conflict(
+            "corrupt_job",
+            format!("job {job_id} cannot be decoded ({reason}); it is left untouched"),
+        )),
+    }
+}
+
+/// Runs one manual write and maps its outcome to the API's answers.
+async fn manual_write(
+    app: &AppState,
+    con: &mut ConnectionManager,
+    snap: &Snapshot,
+    who: &str,
+    route: &str,
+    f: &JobFacts,
+    kind: WriteKind,
+) -> ApiResult<()> {
+    let write = Write {
+        job_id: f.job_id.clone(),
+        queue: f.queue.clone(),
+        origin: f.origin.clone(),
+        cas: f.cas.clone(),
+        policy: MANUAL_POLICY.to_string(),
+        kind,
+    };
+    if matches!(kind, WriteKind::Requeue { .. }) {
+        snap.limiter.acquire(1).await;
+    }
+    let outcome = snap
+        .executor
+        .apply(con, std::slice::from_ref(&write), Utc::now())
+        .await?
+        .remove(0);
+    let action = match kind {
+        WriteKind::Requeue { .. } => "requeue",
+        WriteKind::Purge => "purge",
+        WriteKind::MarkExhausted => "mark_exhausted",
+    };
+    info!(job_id = %f.job_id, queue = %f.queue, who, route, action, outcome = outcome.name(), trigger = "manual", "manual action");
+    match outcome {
+        Outcome::Requeued | Outcome::Purged => {
+            let metrics = &app.daemon.metrics;
+            if outcome == Outcome::Requeued {
+                metrics.requeued(&f.queue, MANUAL_POLICY, Trigger::Manual);
+            } else {
+                metrics.purged(&f.queue, MANUAL_POLICY, Trigger::Manual);
+            }
+            let record = AuditRecord {
+                who,
+                action,
+                why: route,
+                queue: &f.queue,
+                job_ids: std::slice::from_ref(&f.job_id),
+            };
+            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
+                tracing::warn!(error = %e, "cannot append to the audit stream");
+            }
+            Ok(())
+        }
+        Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(
+            "not_in_failed_registry",
+            format!("job {} was moved or deleted meanwhile", f.job_id),
+        )),
+        Outcome::Changed => Err(ApiError::conflict(
+            "job_changed",
+            format!(
+                "job {} changed meanwhile (retried or failed again); try again",
+                f.job_id
+            ),
+        )),
+        Outcome::Error(e) => Err(ApiError::conflict(
+            "write_refused",
+            format!("Redis refused the write: {e}"),
+        )),
+        Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryResult {
+    pub job_id: String,
+    pub queue: String,
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// Requeues one failed job now (does not count as an automatic attempt).
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+    responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn retry_one(
+    State(app): State<AppState>,
+    Who(who): Who,
+    JobId(job_id): JobId,
+) -> ApiResult<Json<RetryResult>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let f = failed_job(&mut con, &snap, &job_id).await?;
+    manual_write(
+        &app,
+        &mut con,
+        &snap,
+        &who,
+        "POST /api/v1/jobs/failed/{job_id}/retry",
+        &f,
+        WriteKind::Requeue {
+            attempt: None,
+            at_front: false,
+        },
+    )
+    .await?;
+    Ok(Json(RetryResult {
+        job_id,
+        queue: f.origin,
+        status: "queued".into(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteResult {
+    pub job_id: String,
+    pub deleted: bool,
+}
+
+/// Deletes one failed job: its registry entry, hash, dependency sets and results.
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+    responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_one(
+    State(app): State<AppState>,
+    Who(who): Who,
+    JobId(job_id): JobId,
+) -> ApiResult<Json<DeleteResult>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let f = failed_job(&mut con, &snap, &job_id).await?;
+    manual_write(
+        &app,
+        &mut con,
+        &snap,
+        &who,
+        "DELETE /api/v1/jobs/failed/{job_id}",
+        &f,
+        WriteKind::Purge,
+    )
+    .await?;
+    Ok(Json(DeleteResult {
+        job_id,
+        deleted: true,
+    }))
+}
+
+/// Which policy decides this failed job, why the others do not, and when it is retried.
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+    responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn explain(
+    State(app): State<AppState>,
+    JobId(job_id): JobId,
+) -> ApiResult<Json<Explanation>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let f = failed_job(&mut con, &snap, &job_id).await?;
+    Ok(Json(explain::explain(
+        &snap.config.policies,
+        &f,
+        Utc::now(),
+    )))
+}
+
+/// Any job's state, not only failed ones.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub enqueued_at: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub attempts: u32,
+    /// The newest failure text, when there is one.
+    pub exc_info: Option<String>,
+    /// The failed registry holding the job, if any.
+    pub failed_registry: Option<String>,
+    pub exhausted: bool,
+}
+
+/// The status of any job.
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+    responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn status(
+    State(app): State<AppState>,
+    JobId(job_id): JobId,
+) -> ApiResult<Json<JobStatus>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let keys = snap.registry.keys().clone();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("HMGET").arg(keys.job(&job_id)).arg(&[
+        "status",
+        "origin",
+        "enqueued_at",
+        "started_at",
+        "ended_at",
+        "retryd_attempts",
+        "exc_info",
+        "retryd_exhausted",
+    ]);
+    pipe.cmd("XREVRANGE")
+        .arg(keys.results(&job_id))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1);
+    pipe.cmd("EXISTS").arg(keys.job(&job_id));
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut con).await?;
+    let mut replies = replies.into_iter();
+    let fields = replies.next().unwrap_or(Ok(redis::Value::Nil));
+    let newest: Vec<(Vec<u8>, Vec<u8>)> = match replies.next() {
+        Some(Ok(v)) => crate::rq::registry::newest_entry(v)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let exists: i64 = match replies.next() {
+        Some(Ok(redis::Value::Int(n))) => n,
+        _ => 0,
+    };
+    if exists == 0 {
+        return Err(ApiError::not_found(
+            "no_such_job",
+            format!("job {job_id} does not exist"),
+        ));
+    }
+    let raw: Vec<Option<Vec<u8>>> = match fields {
+        Ok(redis::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        Ok(_) | Err(_) => {
+            return Err(ApiError::conflict(
+                "corrupt_job",
+                format!("job {job_id} is not a hash"),
+            ))
+        }
+    };
+    let get = |i: usize| {
+        raw.get(i)
+            .cloned()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let exc_info = newest
+        .iter()
+        .find(|(k, _)| k == b"exc_string")
+        .and_then(|(_, v)| failure::from_exc_string(v).ok())
+        .or_else(|| {
+            raw.get(6)
+                .cloned()
+                .flatten()
+                .filter(|b| !b.is_empty())
+                .and_then(|b| failure::from_exc_info(&b).ok())
+        })
+        .map(|f| f.text);
+    let failed_registry = snap.registry.find_failed(&mut con, &job_id).await?;
+    Ok(Json(JobStatus {
+        job_id,
+        status: get(0),
+        queue: get(1),
+        enqueued_at: get(2),
+        started_at: get(3),
+        ended_at: get(4),
+        attempts: get(5).and_then(|a| a.parse().ok()).unwrap_or(0),
+        exc_info,
+        failed_registry,
+        exhausted: get(7).as_deref() == Some("1"),
+    }))
+}

@@ -1,0 +1,135 @@
+//! The HTTP control surface: the operator's hands (retry, delete, pause) and eyes (failed jobs,
+//! groups, stats, audit, metrics). Every write goes through the executor's atomic scripts, like
+//! the daemon's own actions. No GET changes state.
+
+mod auth;
+mod bulk;
+mod control;
+mod error;
+mod extract;
+mod jobs;
+mod openapi;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::state::DaemonState;
+
+/// Largest request body accepted; the API takes its input in the query string.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a request may take before it is answered with an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub daemon: Arc<DaemonState>,
+    pub token: Option<Arc<str>>,
+    pub tasks: Arc<bulk::Tasks>,
+}
+
+impl AppState {
+    pub fn new(daemon: Arc<DaemonState>, token: Option<String>) -> AppState {
+        AppState {
+            daemon,
+            token: token.map(Arc::from),
+            tasks: Arc::new(bulk::Tasks::default()),
+        }
+    }
+
+    /// The Redis connection, or 503 while the daemon has not reached Redis yet.
+    pub fn redis(&self) -> Result<ConnectionManager, ApiError> {
+        self.daemon
+            .redis()
+            .ok_or_else(|| ApiError::unavailable("Redis has not been reached yet"))
+    }
+}
+
+/// The whole router, with auth, body limit and timeout applied.
+pub fn router(app: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/jobs/failed", get(jobs::list_failed))
+        .route("/api/v1/jobs/failed/groups", get(jobs::groups))
+        .route("/api/v1/jobs/failed/retry-all", post(bulk::retry_all))
+        .route("/api/v1/jobs/failed/clear", delete(bulk::clear))
+        .route("/api/v1/jobs/failed/{job_id}", delete(jobs::delete_one))
+        .route("/api/v1/jobs/failed/{job_id}/retry", post(jobs::retry_one))
+        .route("/api/v1/jobs/failed/{job_id}/explain", get(jobs::explain))
+        .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
+        .route("/api/v1/jobs/stats", get(stats::stats))
+        .route("/api/v1/tasks/{task_id}", get(bulk::task))
+        .route("/api/v1/supervisor", get(control::supervisor))
+        .route("/api/v1/supervisor/pause", post(control::pause))
+        .route("/api/v1/supervisor/resume", post(control::resume))
+        .route("/api/v1/supervisor/scan", post(control::scan_now))
+        .route("/api/v1/policies", get(control::policies))
+        .route("/api/v1/audit", get(control::audit))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(control::healthz))
+        .route("/readyz", get(control::readyz))
+        .route("/metrics", get(control::metrics));
+    api.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn(reject_large_bodies))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no_route", "no such endpoint; see /api/v1/openapi.json")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response =
+        ApiError::bad_request("method_not_allowed", "method not allowed for this endpoint")
+            .into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Answers 413 before reading a body whose declared length is over the limit.
+async fn reject_large_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::too_large(MAX_BODY_BYTES).into_response();
+    }
+    next.run(request).await
+}
+
+/// Serves the API on `listener` until `cancel` fires, then finishes requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: AppState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}

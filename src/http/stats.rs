@@ -1,0 +1,78 @@
+//! Queue statistics, counted the way RQ counts them (`Queue.count`, registries' `count` after
+//! their cleanup), without changing anything.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiResult, ErrorBody};
+use super::jobs::selected_queues;
+use super::AppState;
+
+/// One queue's counts.
+#[derive(Debug, Serialize, ToSchema, Default, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: u64,
+    pub started: u64,
+    pub failed: u64,
+    pub finished: u64,
+    pub deferred: u64,
+    pub scheduled: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Failed jobs over all queues.
+    pub failed_count: u64,
+    pub queues: BTreeMap<String, QueueStats>,
+}
+
+/// Per-queue counts: queued (list length), started, failed, finished (live entries, as after
+/// RQ's cleanup), deferred and scheduled (all entries).
+#[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs",
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let queues = selected_queues(&mut con, &snap, None).await?;
+    let prefix = &snap.config.redis.key_prefix;
+    let live_after = format!("({}", Utc::now().timestamp_millis() as f64 / 1000.0);
+    let mut pipe = redis::pipe();
+    for q in &queues {
+        pipe.cmd("LLEN").arg(snap.registry.keys().queue(q));
+        for registry in ["wip", "failed", "finished"] {
+            pipe.cmd("ZCOUNT")
+                .arg(format!("{prefix}:{registry}:{q}"))
+                .arg(&live_after)
+                .arg("+inf");
+        }
+        pipe.cmd("ZCARD").arg(format!("{prefix}:deferred:{q}"));
+        pipe.cmd("ZCARD").arg(format!("{prefix}:scheduled:{q}"));
+    }
+    pipe.ignore_errors();
+    let replies: Vec<redis::RedisResult<u64>> = pipe.query_async(&mut con).await?;
+    let mut numbers = replies.into_iter().map(|r| r.unwrap_or(0));
+    let mut out = BTreeMap::new();
+    let mut failed_count = 0;
+    for q in queues {
+        let mut next = || numbers.next().unwrap_or(0);
+        let s = QueueStats {
+            queued: next(),
+            started: next(),
+            failed: next(),
+            finished: next(),
+            deferred: next(),
+            scheduled: next(),
+        };
+        failed_count += s.failed;
+        out.insert(q, s);
+    }
+    Ok(Json(Stats {
+        failed_count,
+        queues: out,
+    }))
+}
