@@ -39,6 +39,7 @@ pub async fn connect_with_retry(
                 warn!(redis = %redact_url(&config.redis.url), error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unreachable");
             }
         }
+        crate::systemd::watchdog();
         tokio::select! {
             _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}

@@ -7,9 +7,27 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings, Rotation};
 
-/// Keeps the non-blocking writer alive; dropping it flushes what is buffered.
+/// Keeps the non-blocking writer alive (dropping it flushes what is buffered) and lets a reload
+/// change the log filter without restarting.
 pub struct TelemetryGuard {
     _guard: Option<WorkerGuard>,
+    set_filter: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+}
+
+impl TelemetryGuard {
+    /// Replaces the level or filter directive (SIGHUP reload). `RUST_LOG`, when set, still wins.
+    pub fn set_level(&self, directive: &str) -> Result<(), String> {
+        if std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty()) {
+            return Ok(());
+        }
+        (self.set_filter)(directive)
+    }
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TelemetryGuard")
+    }
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
@@ -36,14 +54,43 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
             (BoxMakeWriter::new(non_blocking), Some(guard))
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false);
-    let result = match settings.format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let set_filter: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync> = match settings.format {
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_writer(writer)
+                .with_target(false)
+                .with_ansi(false)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
+            Box::new(move |d: &str| {
+                let filter = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            })
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(writer)
+                .with_target(false)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
+            Box::new(move |d: &str| {
+                let filter = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            })
+        }
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
-    Ok(TelemetryGuard { _guard: guard })
+    Ok(TelemetryGuard {
+        _guard: guard,
+        set_filter,
+    })
 }

@@ -34,8 +34,8 @@ pub fn main(cli: Cli) -> ExitCode {
         print!("{}", render_config(&config));
         return ExitCode::SUCCESS;
     }
-    let _telemetry = match telemetry::init(&config.logging) {
-        Ok(guard) => guard,
+    let telemetry = match telemetry::init(&config.logging) {
+        Ok(guard) => Arc::new(guard),
         Err(e) => {
             eprintln!("rq-retryd: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -51,13 +51,15 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let code = runtime.block_on(dispatch(cli.command(), config));
+    let code = runtime.block_on(dispatch(&cli, config, telemetry.clone()));
+    drop(runtime);
+    drop(telemetry);
     ExitCode::from(code)
 }
 
-async fn dispatch(command: &Command, config: Arc<Config>) -> u8 {
-    match command {
-        Command::Run => run::run(config).await,
+async fn dispatch(cli: &Cli, config: Arc<Config>, telemetry: Arc<telemetry::TelemetryGuard>) -> u8 {
+    match cli.command() {
+        Command::Run => run::run(config, cli.config.clone(), telemetry).await,
         Command::Once { dry_run, json } => once::once(config, *dry_run, *json).await,
         Command::Explain { job_id, json } => explain::explain(config, job_id, *json).await,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),

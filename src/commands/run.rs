@@ -12,19 +12,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use std::path::PathBuf;
+
 use crate::config::Config;
 use crate::connection::connect_with_retry;
 use crate::http::{self, AppState};
+use crate::reload;
 use crate::shutdown;
 use crate::state::DaemonState;
 use crate::supervisor::{take_due, DueTimers, Supervisor};
+use crate::systemd;
+use crate::telemetry::TelemetryGuard;
 
 /// How long in-flight HTTP requests may take to finish after a shutdown signal.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How often Redis is pinged for `rq_retryd_redis_up` between scans.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
-pub async fn run(config: Arc<Config>) -> u8 {
+pub async fn run(
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    telemetry: Arc<TelemetryGuard>,
+) -> u8 {
     let cancel = shutdown::on_signals();
     let token = match read_token(&config) {
         Ok(token) => token,
@@ -59,6 +68,14 @@ pub async fn run(config: Arc<Config>) -> u8 {
         AppState::new(state.clone(), token),
         cancel.clone(),
     ));
+    tokio::spawn(reload::on_sighup(
+        state.clone(),
+        config_path,
+        telemetry,
+        cancel.clone(),
+    ));
+    systemd::ready();
+    systemd::status("connecting to Redis");
 
     let Some(mut con) = connect_with_retry(&config, &cancel).await else {
         info!("stopped before Redis was reachable");
@@ -73,6 +90,7 @@ pub async fn run(config: Arc<Config>) -> u8 {
     tokio::spawn(watch_redis(state.clone(), cancel.clone()));
 
     scan_loop(&state, &mut con, &cancel).await;
+    systemd::stopping();
     finish_http(http_task).await;
     info!("rq-retryd stopped");
     0
@@ -86,13 +104,17 @@ async fn scan_loop(
     let supervisor = Supervisor::new(state.clone());
     let mut timers = DueTimers::new();
     let mut next_scan = Instant::now();
+    let watchdog_every = systemd::watchdog_interval();
     loop {
+        systemd::watchdog();
+        let next_ping = watchdog_every.map(|d| Instant::now() + d);
         let next_due = timers
             .keys()
             .next()
             .map(|due| Instant::now() + (*due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = sleep_until_opt(next_ping) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = tokio::time::sleep_until(next_scan) => {
                 let mut fresh = DueTimers::new();
@@ -104,6 +126,10 @@ async fn scan_loop(
                             skipped = report.skipped, conflicts = report.conflicts, duration_ms = report.duration_ms,
                             "scan finished"
                         );
+                        systemd::status(&format!(
+                            "last scan {}: {} failed, {} requeued, {} purged, {} waiting, {} skipped",
+                            Utc::now().format("%H:%M:%S"), report.scanned, report.requeued, report.purged, report.waiting, report.skipped
+                        ));
                         timers = fresh;
                     }
                     Err(e) => error!(error = %e, "scan failed; retrying at the next tick"),

@@ -92,6 +92,7 @@ impl Supervisor {
                     if cancel.is_cancelled() {
                         break;
                     }
+                    crate::systemd::watchdog();
                     self.process(con, &snap, queue, chunk, &mut report, timers.as_deref_mut())
                         .await?;
                 }
