@@ -7,11 +7,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings, Rotation};
 
+/// Replaces the active log filter with a new directive.
+type FilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Keeps the non-blocking writer alive (dropping it flushes what is buffered) and lets a reload
 /// change the log filter without restarting.
 pub struct TelemetryGuard {
     _guard: Option<WorkerGuard>,
-    set_filter: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    set_filter: FilterSetter,
 }
 
 impl TelemetryGuard {
@@ -54,7 +57,7 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
             (BoxMakeWriter::new(non_blocking), Some(guard))
         }
     };
-    let set_filter: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync> = match settings.format {
+    let set_filter: FilterSetter = match settings.format {
         LogFormat::Text => {
             let builder = tracing_subscriber::fmt()
                 .with_writer(writer)
