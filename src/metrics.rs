@@ -51,6 +51,7 @@ pub struct Metrics {
     requeued: IntCounterVec,
     purged: IntCounterVec,
     skipped: IntCounterVec,
+    failed_again: IntCounterVec,
     scans: IntCounter,
     scan_errors: IntCounter,
     scan_duration: Histogram,
@@ -123,6 +124,11 @@ impl Metrics {
             "Failed jobs skipped without an action, by reason.",
             &["reason"],
         );
+        let failed_again = counter_vec(
+            "retries_failed_again_total",
+            "Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
+            &["queue", "policy"],
+        );
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry
@@ -187,6 +193,7 @@ impl Metrics {
             requeued,
             purged,
             skipped,
+            failed_again,
             scans,
             scan_errors,
             scan_duration,
@@ -220,6 +227,13 @@ impl Metrics {
     pub fn purged(&self, queue: &str, policy: &str, trigger: Trigger) {
         self.purged
             .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
+            .inc();
+    }
+
+    /// An automatic retry of this job failed again (the success-rate alert and circuit breaker).
+    pub fn retry_failed_again(&self, queue: &str, policy: &str) {
+        self.failed_again
+            .with_label_values(&[&self.queue_label(queue), policy])
             .inc();
     }
 

@@ -242,6 +242,15 @@ impl Supervisor {
                 WriteKind::Requeue { attempt, .. } => attempt,
                 _ => None,
             };
+            let retried_before = match (decision, outcome) {
+                (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
+                (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
+                (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
+                _ => false,
+            };
+            if retried_before {
+                metrics.retry_failed_again(&write.queue, &write.policy);
+            }
             match outcome {
                 Outcome::Requeued => {
                     report.requeued += 1;

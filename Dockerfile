@@ -1,0 +1,20 @@
+# Multi-stage build: compile in the Rust image, run as an unprivileged user in a slim Debian.
+#   docker build -t rq-retryd .
+#   docker run --rm -v $PWD/config/example.toml:/etc/rq-retryd/config.toml:ro \
+#     -e RQ_RETRYD_REDIS_URL=redis://redis:6379/0 -e RQ_RETRYD_HTTP_LISTEN=0.0.0.0:9732 \
+#     -e RQ_RETRYD_AUTH_TOKEN=change-me -p 9732:9732 rq-retryd
+FROM rust:1.88-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY config ./config
+RUN cargo build --release --locked && strip target/release/rq-retryd
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rq-retryd
+COPY --from=build /src/target/release/rq-retryd /usr/local/bin/rq-retryd
+COPY config/example.toml /usr/share/doc/rq-retryd/example.toml
+USER 10001:10001
+EXPOSE 9732
+ENTRYPOINT ["/usr/local/bin/rq-retryd"]
+CMD ["run"]

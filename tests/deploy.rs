@@ -1,0 +1,391 @@
+//! Production operations (issue 4): the systemd unit, SIGHUP reload, JSON logs in rotated
+//! files, the Prometheus alert rules, and a real Prometheus scraping the daemon.
+
+mod support;
+
+use std::io::{Read, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::jobs::FailedJob;
+use support::{binary, repo_root, RedisServer};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A blocking `GET` over HTTP/1.1 without a client library: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // The server may answer chunked; our JSON bodies are small enough to strip the chunk lines.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    Some((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(config: &Path, port: u16) -> Daemon {
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .env_remove("RQ_RETRYD_REDIS_URL")
+            .env_remove("RQ_RETRYD_HTTP_LISTEN")
+            .env_remove("RQ_RETRYD_AUTH_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start daemon");
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = http_get(port, "/readyz") {
+                return daemon;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("daemon did not become ready on port {port}");
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code(), stderr)
+    }
+}
+
+fn policy_names(port: u16) -> Vec<String> {
+    let (status, body) = http_get(port, "/api/v1/policies").expect("GET /api/v1/policies");
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    value["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn require(tool: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} is not installed; ./scripts/test.sh installs it"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_rates_3_0_or_better() {
+    require("systemd-analyze");
+    let unit =
+        std::fs::read_to_string(repo_root().join("deploy/systemd/rq-retryd.service")).unwrap();
+    for needle in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.contains(needle), "unit lacks {needle}");
+    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rq-retryd.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/rq-retryd", binary().to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let noise = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !noise.contains("rq-retryd.service:"),
+        "systemd-analyze verify: {noise}"
+    );
+    let out = run(Command::new("systemd-analyze")
+        .arg("security")
+        .arg("--offline=true")
+        .arg(&path));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for rq-retryd.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(score <= 3.0, "exposure level {score} is worse than 3.0");
+}
+
+/// See issue 4: SIGHUP applies a valid new config without dropping the listener, and keeps the
+/// running one when the new file is invalid.
+#[test]
+fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_the_new_is_invalid() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let body = |policy: &str| {
+        format!("[redis]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[[policy]]\nname = \"{policy}\"\naction = \"ignore\"\n", server.url())
+    };
+    std::fs::write(&path, body("first")).unwrap();
+    let daemon = Daemon::start(&path, port);
+    assert_eq!(policy_names(port), vec!["first"]);
+
+    std::fs::write(&path, body("second")).unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while policy_names(port) != vec!["second"] {
+        assert!(
+            Instant::now() < deadline,
+            "reload was not applied: {:?}",
+            policy_names(port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    std::fs::write(&path, format!("{}scan_intervall = \"1s\"\n", body("third"))).unwrap();
+    daemon.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        policy_names(port),
+        vec!["second"],
+        "an invalid config must not replace the running one"
+    );
+    assert_eq!(
+        http_get(port, "/healthz").map(|r| r.0),
+        Some(200),
+        "the process stays alive and serving"
+    );
+
+    let (code, stderr) = daemon.stop();
+    assert_eq!(code, Some(0));
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(
+        stderr.contains("reload refused") && stderr.contains(":8:1: policy[1].scan_intervall"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_go_to_a_rotated_file_with_one_event_per_action() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("log-me").write(&mut con);
+    let logs = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"{}\"\n[logging]\nformat = \"json\"\ndirectory = \"{}\"\nrotation = \"hourly\"\nmax_files = 3\n[[policy]]\nname = \"now\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n",
+            server.url(),
+            logs.path().display()
+        ),
+    )
+    .unwrap();
+    run(Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("once")
+        .env_remove("RUST_LOG"));
+
+    let files: Vec<PathBuf> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("rq-retryd.") && name.ends_with(".log") && name.matches('-').count() >= 3,
+        "hourly file name: {name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let action = events
+        .iter()
+        .find(|e| e["message"] == "action")
+        .unwrap_or_else(|| panic!("no action event in {text}"));
+    assert_eq!(action["job_id"], "log-me");
+    assert_eq!(action["queue"], "default");
+    assert_eq!(action["policy"], "now");
+    assert_eq!(action["attempt"], 1);
+    assert_eq!(action["decision"], "requeue_now");
+    assert_eq!(action["outcome"], "requeued");
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    require("promtool");
+    let rules = repo_root().join("deploy/prometheus");
+    run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(rules.join("alerts.yml")));
+    let out = run(Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg("alerts_test.yml")
+        .current_dir(&rules));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_daemon_and_sees_redis_up() {
+    let prometheus = require("prometheus");
+    let server = RedisServer::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&path, port);
+
+    let prom_port = free_port();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: rq-retryd\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let mut prom = Command::new(prometheus)
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let seen = loop {
+        if let Some((200, body)) = http_get(prom_port, "/api/v1/query?query=rq_retryd_redis_up") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["data"]["result"][0]["value"][1] == "1" {
+                break true;
+            }
+            last = body;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = daemon.stop();
+    assert!(
+        seen,
+        "Prometheus never saw rq_retryd_redis_up == 1; last answer: {last}"
+    );
+}
