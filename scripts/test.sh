@@ -10,6 +10,12 @@
 #   - target/venv-rq2 (rq 2.12.0) and target/venv-rq1 (rq 1.16.2): the interop tests drive real
 #     RQ workers of both major versions. Reused when they already hold the pinned versions, so
 #     re-runs cost nothing; rebuilt when a pin changes.
+#   - promtool (Debian's prometheus package, only when missing): tests/metrics_promtool.rs runs
+#     `promtool check metrics` on the daemon's /metrics.
+#   - prometheus and systemd-analyze (Debian's prometheus and systemd packages, only when
+#     missing): tests/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
+#   - target/venv-tools (schemathesis, pinned): tests/api_fuzz.rs fuzzes the HTTP API from its
+#     OpenAPI document; reused like the RQ venvs.
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
 
@@ -19,6 +25,8 @@ repo=$(pwd)
 # Pins: RQ itself, plus redis-py so a new client release cannot change what the tests see.
 RQ2_PINS=(rq==2.12.0 redis==8.1.0)
 RQ1_PINS=(rq==1.16.2 redis==8.1.0)
+# The API fuzzer (its `st run` flags are used by tests/api_fuzz.rs).
+TOOLS_PINS=(schemathesis==4.32.5)
 
 setup_only=false
 case "${1:-}" in
@@ -99,6 +107,21 @@ if $setup_only; then
   step "setup done"
   exit 0
 fi
+
+step "checking test tools (promtool, schemathesis)"
+if ! command -v promtool >/dev/null; then
+  echo "promtool is missing: installing Debian's prometheus package with apt-get"
+  apt_install --no-install-recommends prometheus
+fi
+promtool --version 2>&1 | sed -n 1p
+# tests/deploy.rs also starts a real Prometheus (same package) and checks the systemd unit.
+command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus
+if ! command -v systemd-analyze >/dev/null; then
+  echo "systemd-analyze is missing: installing Debian's systemd package with apt-get"
+  apt_install --no-install-recommends systemd
+fi
+ensure_venv "$repo/target/venv-tools" "${TOOLS_PINS[@]}"
+export RQ_RETRYD_VENV_TOOLS="$repo/target/venv-tools"
 
 command -v cargo >/dev/null || die "cargo is not installed (rust-version in Cargo.toml says which toolchain)"
 # Never let a developer's environment point the binary under test at a real Redis.

@@ -67,7 +67,6 @@ fn dechunk(body: &str) -> String {
 
 struct Daemon {
     child: Child,
-    port: u16,
 }
 
 impl Daemon {
@@ -84,7 +83,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start daemon");
-        let daemon = Daemon { child, port };
+        let daemon = Daemon { child };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some((200, _)) = http_get(port, "/readyz") {

@@ -381,3 +381,49 @@ async fn racing_executors_requeue_every_job_exactly_once() {
     let left: i64 = sync.zcard("rq:failed:default").unwrap();
     assert_eq!(left, 0);
 }
+
+/// Scripts handle up to 100 jobs per call: one bad job must not stop or undo the others.
+#[tokio::test]
+async fn a_job_key_that_turned_into_a_string_fails_alone_within_a_batch() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    for id in ["a", "b", "c"] {
+        FailedJob::new(id).write(&mut sync);
+    }
+    let mut con = async_con(&server).await;
+    let (fa, fb, fc) = (
+        facts(&mut con, "default", "a").await,
+        facts(&mut con, "default", "b").await,
+        facts(&mut con, "default", "c").await,
+    );
+    // Between the decision and the write, b's key is replaced by a string.
+    let _: () = sync.del("rq:job:b").unwrap();
+    let _: () = sync.set("rq:job:b", "not a hash").unwrap();
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(
+            &mut con,
+            &[
+                requeue(&fa, Some(1), false),
+                requeue(&fb, Some(1), false),
+                requeue(&fc, Some(1), false),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes[0], Outcome::Requeued);
+    assert!(
+        matches!(&outcomes[1], Outcome::Error(e) if e.contains("not a hash")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2], Outcome::Requeued);
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["a", "c"]);
+    let b_still_failed: Option<f64> = sync.zscore("rq:failed:default", "b").unwrap();
+    assert!(b_still_failed.is_some());
+    let b_value: String = sync.get("rq:job:b").unwrap();
+    assert_eq!(b_value, "not a hash");
+}

@@ -60,12 +60,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether the write changed Redis.
-    pub fn wrote(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Requeued | Outcome::Purged | Outcome::MarkedExhausted
-        )
+    /// The action that changed Redis (`requeue`, `purge`, `mark_exhausted`), for the audit
+    /// trail; `None` when the write was a no-op.
+    pub fn action(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Requeued => Some("requeue"),
+            Outcome::Purged => Some("purge"),
+            Outcome::MarkedExhausted => Some("mark_exhausted"),
+            _ => None,
+        }
     }
 
     /// A stable lowercase name for logs and metrics.
@@ -112,9 +115,11 @@ impl Executor {
         Ok(())
     }
 
-    /// Performs `writes` in one pipeline and returns one outcome per write, in order.
-    /// A script that Redis no longer knows (restart, SCRIPT FLUSH) is loaded and that write alone
-    /// is sent again: a NOSCRIPT reply means it did not run.
+    /// Performs `writes` in one pipeline and returns one outcome per write, in order. Writes of
+    /// the same kind go to Redis [`SCRIPT_BATCH`] at a time in one script call, so the per-call
+    /// cost is shared while no call holds Redis for long. A script that Redis no longer knows
+    /// (restart, SCRIPT FLUSH) is loaded and only those calls are sent again: a NOSCRIPT reply
+    /// means the call did not run.
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -122,29 +127,56 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> RedisResult<Vec<Outcome>> {
         let now_text = format_rq_timestamp(now);
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        for kind in [Kind::Requeue, Kind::Purge, Kind::MarkExhausted] {
+            let indices: Vec<usize> = (0..writes.len())
+                .filter(|&i| Kind::of(&writes[i].kind) == kind)
+                .collect();
+            calls.extend(indices.chunks(SCRIPT_BATCH).map(<[usize]>::to_vec));
+        }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
-        let mut pending: Vec<usize> = (0..writes.len()).collect();
+        let mut pending: Vec<usize> = (0..calls.len()).collect();
         for round in 0..2 {
             if pending.is_empty() {
                 break;
             }
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for &i in &pending {
-                pipe.add_command(self.command(&writes[i], &now_text));
+            for &c in &pending {
+                pipe.add_command(self.command(writes, &calls[c], &now_text));
             }
-            let replies: Vec<RedisResult<i64>> = pipe.query_async(con).await?;
+            let replies: Vec<RedisResult<redis::Value>> = pipe.query_async(con).await?;
             let mut retry = Vec::new();
-            for (&i, reply) in pending.iter().zip(replies) {
+            for (&c, reply) in pending.iter().zip(replies) {
+                let members = &calls[c];
                 match reply {
                     Err(e)
                         if round == 0
                             && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
                     {
-                        retry.push(i)
+                        retry.push(c)
                     }
-                    Err(e) => outcomes[i] = Some(Outcome::Error(e.to_string())),
-                    Ok(code) => outcomes[i] = Some(outcome_of(writes[i].kind, code)),
+                    Err(e) => {
+                        for &i in members {
+                            outcomes[i] = Some(Outcome::Error(e.to_string()));
+                        }
+                    }
+                    Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
+                        for (&i, code) in members.iter().zip(codes) {
+                            outcomes[i] = Some(match code {
+                                redis::Value::Int(code) => outcome_of(writes[i].kind, code),
+                                other => {
+                                    Outcome::Error(format!("unexpected script reply {other:?}"))
+                                }
+                            });
+                        }
+                    }
+                    Ok(other) => {
+                        for &i in members {
+                            outcomes[i] =
+                                Some(Outcome::Error(format!("unexpected script reply {other:?}")));
+                        }
+                    }
                 }
             }
             if !retry.is_empty() {
@@ -158,49 +190,94 @@ impl Executor {
             .collect())
     }
 
-    fn command(&self, w: &Write, now_text: &str) -> redis::Cmd {
+    /// One script call for the writes at `members` (all of the same kind).
+    fn command(&self, writes: &[Write], members: &[usize], now_text: &str) -> redis::Cmd {
         let keys = &self.keys;
-        let cas = [&w.cas.origin, &w.cas.ended_at, &w.cas.attempts];
         let mut cmd = redis::cmd("EVALSHA");
-        match w.kind {
-            WriteKind::Requeue { attempt, at_front } => {
-                let queue_key = keys.queue(&w.origin);
-                cmd.arg(self.requeue.get_hash())
-                    .arg(4)
-                    .arg(keys.failed(&w.queue))
-                    .arg(keys.job(&w.job_id))
-                    .arg(&queue_key)
-                    .arg(keys.queues_set())
-                    .arg(&w.job_id)
-                    .arg(&cas[..])
-                    .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-                    .arg(&w.policy)
-                    .arg(now_text)
-                    .arg(if at_front { "1" } else { "0" })
-                    .arg(&queue_key);
+        let first = &writes[members[0]];
+        match first.kind {
+            WriteKind::Requeue { .. } => {
+                cmd.arg(self.requeue.get_hash()).arg(members.len() * 4);
+                for &i in members {
+                    let w = &writes[i];
+                    cmd.arg(keys.failed(&w.queue))
+                        .arg(keys.job(&w.job_id))
+                        .arg(keys.queue(&w.origin))
+                        .arg(keys.queues_set());
+                }
+                cmd.arg(now_text);
+                for &i in members {
+                    let w = &writes[i];
+                    let WriteKind::Requeue { attempt, at_front } = w.kind else {
+                        unreachable!("grouped by kind")
+                    };
+                    cmd.arg(&w.job_id)
+                        .arg(&w.cas.origin)
+                        .arg(&w.cas.ended_at)
+                        .arg(&w.cas.attempts)
+                        .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+                        .arg(&w.policy)
+                        .arg(if at_front { "1" } else { "0" })
+                        .arg(keys.queue(&w.origin));
+                }
             }
             WriteKind::Purge => {
-                cmd.arg(self.purge.get_hash())
-                    .arg(5)
-                    .arg(keys.failed(&w.queue))
-                    .arg(keys.job(&w.job_id))
-                    .arg(keys.dependents(&w.job_id))
-                    .arg(keys.dependencies(&w.job_id))
-                    .arg(keys.results(&w.job_id))
-                    .arg(&w.job_id)
-                    .arg(&cas[..]);
+                cmd.arg(self.purge.get_hash()).arg(members.len() * 5);
+                for &i in members {
+                    let w = &writes[i];
+                    cmd.arg(keys.failed(&w.queue))
+                        .arg(keys.job(&w.job_id))
+                        .arg(keys.dependents(&w.job_id))
+                        .arg(keys.dependencies(&w.job_id))
+                        .arg(keys.results(&w.job_id));
+                }
+                for &i in members {
+                    let w = &writes[i];
+                    cmd.arg(&w.job_id)
+                        .arg(&w.cas.origin)
+                        .arg(&w.cas.ended_at)
+                        .arg(&w.cas.attempts);
+                }
             }
             WriteKind::MarkExhausted => {
                 cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(2)
-                    .arg(keys.failed(&w.queue))
-                    .arg(keys.job(&w.job_id))
-                    .arg(&w.job_id)
-                    .arg(&cas[..])
-                    .arg(&w.policy);
+                    .arg(members.len() * 2);
+                for &i in members {
+                    let w = &writes[i];
+                    cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
+                }
+                for &i in members {
+                    let w = &writes[i];
+                    cmd.arg(&w.job_id)
+                        .arg(&w.cas.origin)
+                        .arg(&w.cas.ended_at)
+                        .arg(&w.cas.attempts)
+                        .arg(&w.policy);
+                }
             }
         }
         cmd
+    }
+}
+
+/// Writes per script call: enough to share the call's fixed cost, few enough that one call
+/// stays far below a millisecond of Redis time.
+pub const SCRIPT_BATCH: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Requeue,
+    Purge,
+    MarkExhausted,
+}
+
+impl Kind {
+    fn of(kind: &WriteKind) -> Kind {
+        match kind {
+            WriteKind::Requeue { .. } => Kind::Requeue,
+            WriteKind::Purge => Kind::Purge,
+            WriteKind::MarkExhausted => Kind::MarkExhausted,
+        }
     }
 }
 
@@ -213,6 +290,7 @@ fn outcome_of(kind: WriteKind, code: i64) -> Outcome {
         (_, 0) => Outcome::NotInRegistry,
         (_, -1) => Outcome::JobMissing,
         (_, -2) => Outcome::Changed,
+        (_, -3) => Outcome::Error("the job key is not a hash".into()),
         (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
     }
 }

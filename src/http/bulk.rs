@@ -36,7 +36,7 @@ const DEFAULT_WAIT_MS: u64 = 20_000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BulkParams {
-    /// Only this queue.
+    /// Only this queue (1 to 512 bytes).
     pub queue: Option<String>,
     /// Glob over the dotted function name, e.g. `app.workers.*`.
     pub function: Option<String>,

@@ -46,6 +46,12 @@ pub fn validate_job_id(id: &str) -> Result<(), ApiError> {
             format!("a job id has 1 to {MAX_JOB_ID_LEN} bytes"),
         ));
     }
+    if id == "clear" {
+        return Err(ApiError::bad_request(
+            "invalid_job_id",
+            "\"clear\" is reserved (DELETE /api/v1/jobs/failed/clear) and is not a valid job id",
+        ));
+    }
     if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(ApiError::bad_request(
             "invalid_job_id",

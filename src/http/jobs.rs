@@ -48,7 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this queue.
+    /// Only this queue (1 to 512 bytes).
     pub queue: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     pub limit: Option<u64>,
@@ -233,7 +233,7 @@ pub async fn selected_queues(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GroupParams {
-    /// Only this queue.
+    /// Only this queue (1 to 512 bytes).
     pub queue: Option<String>,
 }
 

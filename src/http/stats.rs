@@ -39,6 +39,12 @@ pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let queues = selected_queues(&mut con, &snap, None).await?;
+    if queues.is_empty() {
+        return Ok(Json(Stats {
+            failed_count: 0,
+            queues: BTreeMap::new(),
+        }));
+    }
     let prefix = &snap.config.redis.key_prefix;
     let live_after = format!("({}", Utc::now().timestamp_millis() as f64 / 1000.0);
     let mut pipe = redis::pipe();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,9 @@ use crate::metrics::Trigger;
 use crate::policy::{decide, Decision};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
 use crate::state::{DaemonState, Snapshot};
+
+/// Batches of one failed registry in flight at once during a scan.
+pub const PARALLEL_BATCHES: usize = 3;
 
 /// A failed job waiting for its backoff (or `purge_after`) to end.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,7 +55,7 @@ impl Supervisor {
     /// One full pass over every supervised failed registry. Stops between batches when
     /// `cancel` fires (the batch in flight completes). `timers` receives every waiting job.
     /// Updates the metrics and the last-scan record when the pass completes.
-    pub async fn scan<C: ConnectionLike + Send>(
+    pub async fn scan<C: ConnectionLike + Clone + Send + Sync>(
         &self,
         con: &mut C,
         force_dry_run: bool,
@@ -88,13 +92,37 @@ impl Supervisor {
                 for _ in 0..ids.invalid {
                     report.skip("invalid_id");
                 }
-                for chunk in ids.live.chunks(config.supervisor.batch_size) {
-                    if cancel.is_cancelled() {
-                        break;
+                // Batches run PARALLEL_BATCHES at a time on the multiplexed connection, so the
+                // client decodes one batch while Redis executes another.
+                let chunks: Vec<&[String]> =
+                    ids.live.chunks(config.supervisor.batch_size).collect();
+                let dry_run = report.dry_run;
+                let mut batches = futures::stream::iter(chunks)
+                    .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+                    .map(|chunk| {
+                        let mut con = con.clone();
+                        let snap = &snap;
+                        async move {
+                            crate::systemd::watchdog();
+                            let mut part = ScanReport {
+                                dry_run,
+                                ..ScanReport::default()
+                            };
+                            let mut due = DueTimers::new();
+                            self.process(&mut con, snap, queue, chunk, &mut part, Some(&mut due))
+                                .await?;
+                            Ok::<_, redis::RedisError>((part, due))
+                        }
+                    })
+                    .buffered(PARALLEL_BATCHES);
+                while let Some(batch) = batches.next().await {
+                    let (part, due) = batch?;
+                    report.absorb(&part);
+                    if let Some(timers) = timers.as_deref_mut() {
+                        for (at, jobs) in due {
+                            timers.entry(at).or_default().extend(jobs);
+                        }
                     }
-                    crate::systemd::watchdog();
-                    self.process(con, &snap, queue, chunk, &mut report, timers.as_deref_mut())
-                        .await?;
                 }
             }
             let lengths = snap.registry.queue_lengths(con, &queues).await?;
@@ -302,9 +330,9 @@ impl Supervisor {
     ) {
         let mut groups: BTreeMap<(&'static str, &str), Vec<String>> = BTreeMap::new();
         for ((write, _), outcome) in writes.iter().zip(outcomes) {
-            if outcome.wrote() {
+            if let Some(action) = outcome.action() {
                 groups
-                    .entry((outcome.name(), write.policy.as_str()))
+                    .entry((action, write.policy.as_str()))
                     .or_default()
                     .push(write.job_id.clone());
             }

@@ -48,7 +48,7 @@ impl ScanReport {
         self.next_due_at = Some(self.next_due_at.map_or(due, |d| d.min(due)));
     }
 
-    /// Adds another pass's counts (used when due-timer runs and scans are summed up).
+    /// Adds another batch's or pass's counts, per-queue figures and earliest due time.
     pub fn absorb(&mut self, other: &ScanReport) {
         self.scanned += other.scanned;
         self.requeued += other.requeued;
@@ -61,6 +61,19 @@ impl ScanReport {
         self.conflicts += other.conflicts;
         for (reason, n) in &other.skipped_by_reason {
             *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
+        }
+        for (queue, g) in &other.per_queue {
+            let mine = self.per_queue.entry(queue.clone()).or_default();
+            mine.failed += g.failed;
+            mine.waiting += g.waiting;
+            mine.exhausted += g.exhausted;
+            mine.queued += g.queued;
+            mine.oldest_failed_age_seconds = mine
+                .oldest_failed_age_seconds
+                .max(g.oldest_failed_age_seconds);
+        }
+        if let Some(due) = other.next_due_at {
+            self.next_due_at = Some(self.next_due_at.map_or(due, |d| d.min(due)));
         }
     }
 }

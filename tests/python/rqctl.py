@@ -8,19 +8,29 @@ one line on stdout: a job id, or one JSON object.
 
     rqctl.py --url URL enqueue --queue Q --func tasks.fail_first [--args JSON] [--kwargs JSON]
              [--meta JSON] [--timeout N] [--result-ttl N] [--failure-ttl N] [--job-id ID]
+             [--depends-on JOB_ID] [--in-seconds N]
     rqctl.py --url URL fetch JOB_ID          {"id", "status", "origin", "func_name", ...}
     rqctl.py --url URL failed --queue Q      {"count": N, "ids": [...]}
     rqctl.py --url URL requeue --queue Q JOB_ID   {"id", "status"}
     rqctl.py --url URL queue --queue Q       {"count": N, "ids": [...]}
+    rqctl.py --url URL stats                 {"failed_count": N, "queues": {"<q>": {"queued", "started",
+                                             "failed", "finished", "deferred", "scheduled"}}}
 """
 import argparse
 import json
 import sys
+from datetime import timedelta
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 
 def iso(value):
@@ -45,6 +55,17 @@ def return_value(job):
 
 def cmd_enqueue(conn, a):
     queue = Queue(a.queue, connection=conn)
+    if a.in_seconds is not None:
+        # Scheduled: lands in the queue's ScheduledJobRegistry until a scheduler moves it.
+        job = queue.enqueue_in(
+            timedelta(seconds=a.in_seconds),
+            a.func,
+            args=json.loads(a.args),
+            kwargs=json.loads(a.kwargs),
+            job_id=a.job_id,
+        )
+        print(job.id)
+        return
     job = queue.enqueue_call(
         a.func,
         args=json.loads(a.args),
@@ -54,6 +75,7 @@ def cmd_enqueue(conn, a):
         failure_ttl=a.failure_ttl,
         meta=json.loads(a.meta) if a.meta is not None else None,
         job_id=a.job_id,
+        depends_on=a.depends_on,
     )
     print(job.id)
 
@@ -101,6 +123,24 @@ def cmd_queue(conn, a):
     print(json.dumps({"count": queue.count, "ids": queue.job_ids}))
 
 
+def cmd_stats(conn, a):
+    """What RQ itself counts for every queue it knows (``Queue.all``): ``Queue.count`` and each
+    registry's ``count`` (which runs RQ's own cleanup first)."""
+    queues = {}
+    for queue in sorted(Queue.all(connection=conn), key=lambda q: q.name):
+        name = queue.name
+        queues[name] = {
+            "queued": queue.count,
+            "started": StartedJobRegistry(name, connection=conn).count,
+            "failed": FailedJobRegistry(name, connection=conn).count,
+            "finished": FinishedJobRegistry(name, connection=conn).count,
+            "deferred": DeferredJobRegistry(name, connection=conn).count,
+            "scheduled": ScheduledJobRegistry(name, connection=conn).count,
+        }
+    failed = sum(q["failed"] for q in queues.values())
+    print(json.dumps({"failed_count": failed, "queues": queues}, sort_keys=True))
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True, help="redis://host:port/db of the test's own server")
@@ -116,6 +156,8 @@ def main(argv):
     p.add_argument("--result-ttl", type=int, default=None)
     p.add_argument("--failure-ttl", type=int, default=None)
     p.add_argument("--job-id", default=None)
+    p.add_argument("--depends-on", default=None, help="a job id; the new job is deferred until it finishes")
+    p.add_argument("--in-seconds", type=int, default=None, help="schedule instead: enqueue_in(timedelta(seconds=N))")
     p.set_defaults(run=cmd_enqueue)
 
     p = sub.add_parser("fetch", help="Job.fetch and print its state as JSON")
@@ -134,6 +176,9 @@ def main(argv):
     p = sub.add_parser("queue", help="ids waiting in the queue")
     p.add_argument("--queue", default="default")
     p.set_defaults(run=cmd_queue)
+
+    p = sub.add_parser("stats", help="Queue.count and every registry's count, per queue RQ knows")
+    p.set_defaults(run=cmd_stats)
 
     a = ap.parse_args(argv)
     a.run(Redis.from_url(a.url), a)

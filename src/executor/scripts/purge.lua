@@ -1,21 +1,38 @@
--- Delete one failed job atomically, only if it is still the failure the caller decided on.
+-- Delete failed jobs atomically, each only if it is still the failure the caller decided on.
 -- Like RQ's Job.delete: the registry entry, the job hash, its dependency sets and its results.
 -- UNLINK frees large values (multi-MB tracebacks) off the main thread.
+-- One call handles a batch of jobs (at most 100).
 --
--- KEYS[1] failed registry (zset)   KEYS[2] job hash
--- KEYS[3] dependents set           KEYS[4] dependencies set      KEYS[5] results stream
--- ARGV[1] job id
--- ARGV[2] expected origin  ARGV[3] expected ended_at  ARGV[4] expected retryd_attempts
--- Returns:  1 purged
---           0 not in the failed registry
---          -1 job hash missing (left alone: only a decision on a readable job deletes)
---          -2 the job changed since the decision
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local cur = redis.call('HMGET', KEYS[2], 'origin', 'ended_at', 'retryd_attempts')
-if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] or (cur[3] or '') ~= ARGV[4] then
-  return -2
+-- For job i (0-based), KEYS[5i+1..5i+5]:
+--   failed registry (zset), job hash, dependents set, dependencies set, results stream
+-- For job i, ARGV[1+4i .. 4+4i]: job id, expected origin, expected ended_at, expected retryd_attempts
+-- Returns one code per job:
+--    1 purged
+--    0 not in the failed registry
+--   -1 job hash missing (left alone: only a decision on a readable job deletes)
+--   -2 the job changed since the decision
+--   -3 the job key is not a hash (left untouched)
+local codes = {}
+local n = #KEYS / 5
+for i = 0, n - 1 do
+  local failed, job = KEYS[5*i+1], KEYS[5*i+2]
+  local a = 1 + 4*i
+  local id = ARGV[a]
+  local cur = redis.pcall('HMGET', job, 'origin', 'ended_at', 'retryd_attempts', 'status')
+  local code
+  if cur.err then
+    code = -3
+  elseif not redis.call('ZSCORE', failed, id) then
+    code = 0
+  elseif not cur[2] and not cur[4] then
+    code = -1
+  elseif (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
+    code = -2
+  else
+    redis.call('ZREM', failed, id)
+    redis.call('UNLINK', job, KEYS[5*i+3], KEYS[5*i+4], KEYS[5*i+5])
+    code = 1
+  end
+  codes[i+1] = code
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return 1
+return codes
