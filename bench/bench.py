@@ -13,7 +13,11 @@ three work on byte-identical data in the same run:
 Each contender is checked afterwards: every job in its queue list exactly once, none left in a
 failed registry. During the rq-retryd run SLOWLOG records anything slower than 10 ms.
 
-usage: bench/run.sh [--count 100000] [--skip-rq] [--json out.json]
+Steady state (--steady 20000,200000): N failed jobs all waiting in backoff under a running
+daemon; reports the duration of a re-scan that finds nothing due (after the first scan) and the
+daemon's peak RSS (VmHWM).
+
+usage: bench/run.sh [--count 100000] [--skip-rq] [--steady 20000,200000] [--json out.json]
 """
 import argparse
 import json
@@ -122,6 +126,79 @@ def ceiling_commands(r, queues, path):
                 f.write(resp(b"RPUSH", f"rq:queue:{q}", job_id))
 
 
+def http(port, method, path):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)
+
+
+def scan_and_wait(port):
+    """Asks for a scan and waits for it to finish; returns its report."""
+    before = (http(port, "GET", "/api/v1/supervisor").get("last_scan") or {}).get("finished_at")
+    http(port, "POST", "/api/v1/supervisor/scan")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        last = http(port, "GET", "/api/v1/supervisor").get("last_scan")
+        if last and last["finished_at"] != before:
+            return last["report"]
+        time.sleep(0.05)
+    raise SystemExit("scan did not finish")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def steady(args, count, work):
+    """N jobs waiting in backoff: cost of a re-scan that finds nothing due, and peak RSS."""
+    server = Server(os.path.join(work, f"redis-steady-{count}"))
+    os.makedirs(server.dir)
+    server.start()
+    daemon = None
+    try:
+        subprocess.run([os.path.join(args.venv, "bin", "python"), os.path.join(REPO, "tests", "python", "seed_failed_jobs.py"),
+                        "--url", server.url, "--count", str(count), "--queues", args.queues], stderr=subprocess.DEVNULL, check=True)
+        port = free_port()
+        cfg = os.path.join(work, f"steady-{count}.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[redis]\nurl = "{server.url}"\n[supervisor]\nscan_interval = "1h"\n[http]\nlisten = "127.0.0.1:{port}"\n'
+                    '[[policy]]\nname = "wait-an-hour"\nmax_attempts = 3\nbackoff = { strategy = "fixed", delay = "1h" }\n')
+        daemon = subprocess.Popen([args.binary, "--config", cfg, "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 600
+        first = None
+        while time.time() < deadline:
+            try:
+                last = http(port, "GET", "/api/v1/supervisor").get("last_scan")
+                if last:
+                    first = last["report"]
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        if not first or first["waiting"] != count:
+            raise SystemExit(f"first scan did not see {count} waiting jobs: {first}")
+        r = server.client()
+        r.config_resetstat()
+        rescans = [scan_and_wait(port) for _ in range(3)]
+        xrevrange = int(r.info("commandstats").get("cmdstat_xrevrange", {}).get("calls", 0))
+        rescan_ms = sorted(x["duration_ms"] for x in rescans)[1]
+        rss = peak_rss_kib(daemon.pid)
+        print(f"steady   {count:>7} waiting: first scan {first['duration_ms']} ms, re-scan {rescan_ms} ms (median of 3), "
+              f"tracebacks re-read {xrevrange}, peak RSS {rss / 1024:.1f} MiB", flush=True)
+        return {"count": count, "first_scan_ms": first["duration_ms"], "rescan_ms": rescan_ms,
+                "tracebacks_reread": xrevrange, "peak_rss_mib": rss / 1024}
+    finally:
+        if daemon:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+        server.stop()
+
+
 def timed(cmd, **kw):
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, **kw)
@@ -139,6 +216,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "rq-retryd"))
     ap.add_argument("--venv", default=os.path.join(REPO, "target", "venv-rq2"))
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--steady", default="", help="comma-separated job counts for the steady-state run (e.g. 20000,200000)")
+    ap.add_argument("--skip-bulk", action="store_true", help="only the steady-state run")
     args = ap.parse_args()
     queues = args.queues.split(",")
     work = tempfile.mkdtemp(prefix="rq-retryd-bench-")
@@ -146,6 +225,16 @@ def main():
     os.makedirs(server.dir)
     results = {"count": args.count, "queues": queues}
     try:
+        if args.steady:
+            results["steady"] = [steady(args, int(n), work) for n in args.steady.split(",")]
+            if len(results["steady"]) >= 2:
+                lo, hi = results["steady"][0], results["steady"][-1]
+                print(f"peak RSS {hi['count']} / {lo['count']} = {hi['peak_rss_mib'] / lo['peak_rss_mib']:.2f} (target <= 2, and < 200 MiB)")
+        if args.skip_bulk:
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=2)
+            return
         server.start()
         print(f"seeding {args.count} failed jobs over {len(queues)} queues with RQ's own code ...", flush=True)
         t, _ = timed([os.path.join(args.venv, "bin", "python"), os.path.join(REPO, "tests", "python", "seed_failed_jobs.py"),

@@ -33,7 +33,7 @@ pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
             return EXIT_RUNTIME;
         }
     }
-    match supervisor.scan(&mut con, dry_run, &cancel, None).await {
+    match supervisor.scan(&mut con, dry_run, &cancel).await {
         Ok(report) => {
             if json {
                 println!(

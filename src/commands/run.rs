@@ -20,7 +20,7 @@ use crate::http::{self, AppState};
 use crate::reload;
 use crate::shutdown;
 use crate::state::DaemonState;
-use crate::supervisor::{take_due, DueTimers, Supervisor};
+use crate::supervisor::Supervisor;
 use crate::systemd;
 use crate::telemetry::TelemetryGuard;
 
@@ -102,49 +102,59 @@ async fn scan_loop(
     cancel: &CancellationToken,
 ) {
     let supervisor = Supervisor::new(state.clone());
-    let mut timers = DueTimers::new();
     let mut next_scan = Instant::now();
     let watchdog_every = systemd::watchdog_interval();
     loop {
         systemd::watchdog();
         let next_ping = watchdog_every.map(|d| Instant::now() + d);
-        let next_due = timers
-            .keys()
-            .next()
-            .map(|due| Instant::now() + (*due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        let next_due = supervisor
+            .next_due()
+            .map(|due| Instant::now() + wake_delay(due, Utc::now()));
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = sleep_until_opt(next_ping) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = tokio::time::sleep_until(next_scan) => {
-                let mut fresh = DueTimers::new();
-                match supervisor.scan(con, false, cancel, Some(&mut fresh)).await {
+                match supervisor.scan(con, false, cancel).await {
                     Ok(report) => {
                         info!(
                             scanned = report.scanned, requeued = report.requeued, purged = report.purged,
                             exhausted = report.exhausted, waiting = report.waiting, unmatched = report.unmatched,
                             skipped = report.skipped, conflicts = report.conflicts, duration_ms = report.duration_ms,
+                            remembered = supervisor.cached_failures(),
                             "scan finished"
                         );
                         systemd::status(&format!(
                             "last scan {}: {} failed, {} requeued, {} purged, {} waiting, {} skipped",
                             Utc::now().format("%H:%M:%S"), report.scanned, report.requeued, report.purged, report.waiting, report.skipped
                         ));
-                        timers = fresh;
                     }
                     Err(e) => error!(error = %e, "scan failed; retrying at the next tick"),
                 }
                 next_scan = Instant::now() + state.config().supervisor.scan_interval;
             }
             _ = sleep_until_opt(next_due) => {
-                let due = take_due(&mut timers, Utc::now());
-                if let Err(e) = supervisor.process_due(con, due, &mut timers).await {
+                let due = supervisor.take_due(Utc::now());
+                if let Err(e) = supervisor.process_due(con, due).await {
                     error!(error = %e, "acting on due jobs failed; the next scan retries them");
                 }
             }
         }
     }
 }
+
+/// How long to sleep until `due`, rounded up to the next [`DUE_TICK`] so that jobs due within
+/// the same tick are handled in one pass (at most four passes a second, each well within a
+/// second of the jobs' due times).
+fn wake_delay(due: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> Duration {
+    let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
+    let tick = DUE_TICK.as_millis() as u64;
+    let ms = (wait.as_millis() as u64).div_ceil(tick) * tick;
+    Duration::from_millis(ms.max(1))
+}
+
+/// The granularity of backoff timers.
+const DUE_TICK: Duration = Duration::from_millis(250);
 
 /// Keeps `rq_retryd_redis_up` current between scans.
 async fn watch_redis(state: Arc<DaemonState>, cancel: CancellationToken) {

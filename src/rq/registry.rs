@@ -15,9 +15,11 @@ pub struct Registry {
 }
 
 /// The ids of one failed registry, split by whether RQ still considers them live.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FailedIds {
     pub live: Vec<String>,
+    /// The registry score of each live id (same order): it changes with every new failure.
+    pub scores: Vec<f64>,
     /// Entries whose expiry score has passed: RQ's `cleanup()` treats them as gone.
     pub expired: usize,
     /// Members that are not UTF-8 and so cannot be a job id RQ wrote.
@@ -104,7 +106,10 @@ impl Registry {
                     continue;
                 }
                 match String::from_utf8(member.clone()) {
-                    Ok(id) => out.live.push(id),
+                    Ok(id) => {
+                        out.live.push(id);
+                        out.scores.push(*score);
+                    }
                     Err(_) => out.invalid += 1,
                 }
             }
@@ -114,6 +119,40 @@ impl Registry {
             start += window;
         }
         Ok(out)
+    }
+
+    /// One window of a failed registry by rank: (member, score) pairs, O(log N + count).
+    pub async fn failed_window<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        start: usize,
+        count: usize,
+    ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
+        redis::cmd("ZRANGE")
+            .arg(self.keys.failed(queue))
+            .arg(start)
+            .arg(start + count.max(1) - 1)
+            .arg("WITHSCORES")
+            .query_async(con)
+            .await
+    }
+
+    /// The registry score of each id (`None` when it is no longer there), in one ZMSCORE.
+    pub async fn scores<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        ids: &[String],
+    ) -> RedisResult<Vec<Option<f64>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        redis::cmd("ZMSCORE")
+            .arg(self.keys.failed(queue))
+            .arg(ids)
+            .query_async(con)
+            .await
     }
 
     /// The stored fields and newest result of each job, in one pipelined round trip.

@@ -1,11 +1,13 @@
-//! The scan loop: read every failed registry in batches, decide per job, act through the
-//! executor, and wake up again at the next scan tick or when a job's backoff ends.
+//! The scan loop: read every failed registry in windows, decide per job, act through the
+//! executor, and remember decisions that need no write so that re-scans and backoff timers cost
+//! little (see [`FactsCache`]).
 
+mod cache;
 mod rate;
 mod report;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -15,6 +17,7 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub use cache::{CacheEntry, DueJob, FactsCache, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
@@ -27,40 +30,62 @@ use crate::state::{DaemonState, Snapshot};
 
 /// Batches of one failed registry in flight at once during a scan.
 pub const PARALLEL_BATCHES: usize = 3;
+/// Registry ids listed per ZRANGE (a few milliseconds of Redis time at most).
+pub const LIST_WINDOW: usize = 5000;
 
-/// A failed job waiting for its backoff (or `purge_after`) to end.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DueJob {
-    pub queue: String,
-    pub job_id: String,
+/// What one batch decided without writing, per job: (id, failed at, verdict).
+pub type BatchVerdicts = Vec<(String, DateTime<Utc>, Verdict)>;
+
+/// What one batch saw, decided and did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub report: ScanReport,
+    pub verdicts: BatchVerdicts,
+    /// Jobs this batch took out of the registry (requeued or purged).
+    pub removed: usize,
 }
-
-/// Jobs keyed by the time they become due; rebuilt by every full scan.
-pub type DueTimers = BTreeMap<DateTime<Utc>, Vec<DueJob>>;
 
 /// The supervisor: decides and acts on failed jobs with the state's current config snapshot.
 pub struct Supervisor {
     state: Arc<DaemonState>,
+    cache: Mutex<FactsCache>,
 }
 
 impl Supervisor {
     pub fn new(state: Arc<DaemonState>) -> Supervisor {
-        Supervisor { state }
+        Supervisor {
+            state,
+            cache: Mutex::new(FactsCache::default()),
+        }
     }
 
     pub fn state(&self) -> &Arc<DaemonState> {
         &self.state
     }
 
-    /// One full pass over every supervised failed registry. Stops between batches when
-    /// `cancel` fires (the batch in flight completes). `timers` receives every waiting job.
-    /// Updates the metrics and the last-scan record when the pass completes.
+    /// Failures remembered between scans.
+    pub fn cached_failures(&self) -> usize {
+        self.cache.lock().expect("cache lock").len()
+    }
+
+    /// The earliest time a remembered job's backoff ends.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.cache.lock().expect("cache lock").next_due()
+    }
+
+    /// Removes and returns the remembered jobs due at or before `now`.
+    pub fn take_due(&self, now: DateTime<Utc>) -> Vec<DueJob> {
+        self.cache.lock().expect("cache lock").take_due(now)
+    }
+
+    /// One full pass over every supervised failed registry. Stops between windows and batches
+    /// when `cancel` fires (the batch in flight completes). Updates the metrics, the last-scan
+    /// record and the remembered verdicts when the pass completes.
     pub async fn scan<C: ConnectionLike + Clone + Send + Sync>(
         &self,
         con: &mut C,
         force_dry_run: bool,
         cancel: &CancellationToken,
-        mut timers: Option<&mut DueTimers>,
     ) -> RedisResult<ScanReport> {
         let started = Instant::now();
         let snap = self.state.snapshot();
@@ -69,61 +94,18 @@ impl Supervisor {
             dry_run: force_dry_run || config.supervisor.dry_run,
             ..ScanReport::default()
         };
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .begin_scan(Arc::as_ptr(config) as usize);
         let result = async {
             let queues = snap
                 .registry
                 .discover_queues(con, &config.supervisor.queues)
                 .await?;
             for queue in &queues {
-                let now = Utc::now();
-                let ids = snap
-                    .registry
-                    .failed_ids(
-                        con,
-                        queue,
-                        now.timestamp_millis() as f64 / 1000.0,
-                        config.supervisor.batch_size,
-                    )
+                self.scan_queue(con, &snap, queue, &mut report, cancel)
                     .await?;
-                report.per_queue.entry(queue.clone()).or_default().failed = ids.live.len() as u64;
-                for _ in 0..ids.expired {
-                    report.skip("expired");
-                }
-                for _ in 0..ids.invalid {
-                    report.skip("invalid_id");
-                }
-                // Batches run PARALLEL_BATCHES at a time on the multiplexed connection, so the
-                // client decodes one batch while Redis executes another.
-                let chunks: Vec<&[String]> =
-                    ids.live.chunks(config.supervisor.batch_size).collect();
-                let dry_run = report.dry_run;
-                let mut batches = futures::stream::iter(chunks)
-                    .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-                    .map(|chunk| {
-                        let mut con = con.clone();
-                        let snap = &snap;
-                        async move {
-                            crate::systemd::watchdog();
-                            let mut part = ScanReport {
-                                dry_run,
-                                ..ScanReport::default()
-                            };
-                            let mut due = DueTimers::new();
-                            self.process(&mut con, snap, queue, chunk, &mut part, Some(&mut due))
-                                .await?;
-                            Ok::<_, redis::RedisError>((part, due))
-                        }
-                    })
-                    .buffered(PARALLEL_BATCHES);
-                while let Some(batch) = batches.next().await {
-                    let (part, due) = batch?;
-                    report.absorb(&part);
-                    if let Some(timers) = timers.as_deref_mut() {
-                        for (at, jobs) in due {
-                            timers.entry(at).or_default().extend(jobs);
-                        }
-                    }
-                }
             }
             let lengths = snap.registry.queue_lengths(con, &queues).await?;
             for (queue, len) in queues.iter().zip(lengths) {
@@ -133,6 +115,9 @@ impl Supervisor {
             Ok::<(), redis::RedisError>(())
         }
         .await;
+        if result.is_ok() && !cancel.is_cancelled() {
+            self.cache.lock().expect("cache lock").end_scan();
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
         let metrics = &self.state.metrics;
         match result {
@@ -163,6 +148,92 @@ impl Supervisor {
         }
     }
 
+    /// One failed registry, in windows of [`LIST_WINDOW`] ids by rank. Failures remembered from
+    /// an earlier scan with an unchanged score are counted from memory; only new or due ones are
+    /// read, [`PARALLEL_BATCHES`] batches at a time so decoding overlaps Redis work. The next
+    /// window starts earlier by the number of jobs this one removed, so none is skipped.
+    async fn scan_queue<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        queue: &str,
+        report: &mut ScanReport,
+        cancel: &CancellationToken,
+    ) -> RedisResult<()> {
+        let queue_name: Arc<str> = Arc::from(queue);
+        let batch_size = snap.config.supervisor.batch_size;
+        let mut start = 0usize;
+        while !cancel.is_cancelled() {
+            crate::systemd::watchdog();
+            let page = snap
+                .registry
+                .failed_window(con, queue, start, LIST_WINDOW)
+                .await?;
+            let listed = page.len();
+            let now = Utc::now();
+            let now_unix = now.timestamp_millis() as f64 / 1000.0;
+            let mut to_read: Vec<String> = Vec::new();
+            let mut score_of: HashMap<String, f64> = HashMap::new();
+            {
+                let mut cache = self.cache.lock().expect("cache lock");
+                for (member, score) in page {
+                    if score < now_unix {
+                        report.skip("expired");
+                        continue;
+                    }
+                    let Ok(id) = String::from_utf8(member) else {
+                        report.skip("invalid_id");
+                        continue;
+                    };
+                    report
+                        .per_queue
+                        .entry(queue.to_string())
+                        .or_default()
+                        .failed += 1;
+                    let hit = cache
+                        .hit(queue, &id, score)
+                        .filter(|e| !matches!(e.verdict, Verdict::Waiting { due } if due <= now));
+                    match hit {
+                        Some(entry) => {
+                            report.scanned += 1;
+                            note_age(report, queue, entry.failed_at, now);
+                            count_verdict(report, queue, entry.verdict);
+                        }
+                        None => {
+                            score_of.insert(id.clone(), score);
+                            to_read.push(id);
+                        }
+                    }
+                }
+            }
+            let dry_run = report.dry_run;
+            let mut batches = futures::stream::iter(to_read.chunks(batch_size))
+                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+                .map(|chunk| {
+                    let mut con = con.clone();
+                    async move { self.process(&mut con, snap, queue, chunk, dry_run).await }
+                })
+                .buffered(PARALLEL_BATCHES);
+            let mut removed = 0;
+            while let Some(batch) = batches.next().await {
+                let batch = batch?;
+                report.absorb(&batch.report);
+                removed += batch.removed;
+                let mut cache = self.cache.lock().expect("cache lock");
+                for (id, failed_at, verdict) in batch.verdicts {
+                    if let Some(score) = score_of.get(&id) {
+                        cache.remember(&queue_name, &id, *score, failed_at, verdict);
+                    }
+                }
+            }
+            if listed < LIST_WINDOW {
+                break;
+            }
+            start += LIST_WINDOW - removed.min(LIST_WINDOW);
+        }
+        Ok(())
+    }
+
     /// Reads, decides and acts on the given ids of one failed registry (one batch).
     pub async fn process<C: ConnectionLike + Send>(
         &self,
@@ -170,9 +241,16 @@ impl Supervisor {
         snap: &Snapshot,
         queue: &str,
         ids: &[String],
-        report: &mut ScanReport,
-        mut timers: Option<&mut DueTimers>,
-    ) -> RedisResult<()> {
+        dry_run: bool,
+    ) -> RedisResult<Batch> {
+        let mut batch = Batch {
+            report: ScanReport {
+                dry_run,
+                ..ScanReport::default()
+            },
+            ..Batch::default()
+        };
+        let report = &mut batch.report;
         let raws = snap.registry.read_jobs(con, queue, ids).await?;
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
@@ -191,12 +269,17 @@ impl Supervisor {
                     continue;
                 }
             };
-            let gauges = report.per_queue.entry(queue.to_string()).or_default();
-            let age = (now - facts.failed_at).num_seconds().max(0) as u64;
-            gauges.oldest_failed_age_seconds = gauges.oldest_failed_age_seconds.max(age);
+            note_age(report, queue, facts.failed_at, now);
             let evaluation = decide(&snap.config.policies, &facts, now);
             let policy = evaluation.policy.map_or("", |p| p.name.as_str());
             let decision = evaluation.decision;
+            // A decision without a write: counted and remembered.
+            let mut settle = |verdict: Verdict| {
+                count_verdict(report, queue, verdict);
+                batch
+                    .verdicts
+                    .push((facts.job_id.clone(), facts.failed_at, verdict));
+            };
             let kind = match &decision {
                 Decision::RequeueNow { attempt, at_front } => WriteKind::Requeue {
                     attempt: Some(*attempt),
@@ -205,43 +288,26 @@ impl Supervisor {
                 Decision::PurgeNow { .. } => WriteKind::Purge,
                 Decision::MarkExhausted => WriteKind::MarkExhausted,
                 Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
-                    report.note_due(*due);
-                    report
-                        .per_queue
-                        .entry(queue.to_string())
-                        .or_default()
-                        .waiting += 1;
-                    if let Some(timers) = timers.as_deref_mut() {
-                        timers.entry(*due).or_default().push(DueJob {
-                            queue: queue.to_string(),
-                            job_id: facts.job_id.clone(),
-                        });
-                    }
+                    settle(Verdict::Waiting { due: *due });
                     continue;
                 }
                 Decision::Exhausted => {
-                    report.exhausted += 1;
-                    report
-                        .per_queue
-                        .entry(queue.to_string())
-                        .or_default()
-                        .exhausted += 1;
+                    settle(Verdict::Exhausted);
                     continue;
                 }
                 Decision::Ignore => {
-                    report.ignored += 1;
+                    settle(Verdict::Ignored);
                     continue;
                 }
                 Decision::Unmatched => {
-                    report.unmatched += 1;
-                    report.skip("unmatched");
+                    settle(Verdict::Unmatched);
                     continue;
                 }
             };
             writes.push((write_for(&facts, policy, kind), decision));
         }
         if writes.is_empty() {
-            return Ok(());
+            return Ok(batch);
         }
         if report.dry_run || self.state.is_paused() {
             for (write, decision) in &writes {
@@ -255,15 +321,15 @@ impl Supervisor {
                     report.skip("paused");
                 }
             }
-            return Ok(());
+            return Ok(batch);
         }
         let requeues = writes
             .iter()
             .filter(|(w, _)| matches!(w.kind, WriteKind::Requeue { .. }))
             .count() as u32;
         snap.limiter.acquire(requeues).await;
-        let batch: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
-        let outcomes = snap.executor.apply(con, &batch, Utc::now()).await?;
+        let to_write: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
+        let outcomes = snap.executor.apply(con, &to_write, Utc::now()).await?;
         let metrics = &self.state.metrics;
         for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
             let attempt = match write.kind {
@@ -282,10 +348,12 @@ impl Supervisor {
             match outcome {
                 Outcome::Requeued => {
                     report.requeued += 1;
+                    batch.removed += 1;
                     metrics.requeued(&write.queue, &write.policy, Trigger::Auto);
                 }
                 Outcome::Purged => {
                     report.purged += 1;
+                    batch.removed += 1;
                     metrics.purged(&write.queue, &write.policy, Trigger::Auto);
                 }
                 Outcome::MarkedExhausted | Outcome::AlreadyExhausted => {
@@ -316,7 +384,7 @@ impl Supervisor {
             );
         }
         self.audit(con, snap, queue, &writes, &outcomes).await;
-        Ok(())
+        Ok(batch)
     }
 
     /// One audit entry per (action, policy) for the writes of a batch that changed something.
@@ -351,27 +419,45 @@ impl Supervisor {
         }
     }
 
-    /// Acts on the jobs whose due time has come: re-reads them and decides again, so a job that
-    /// changed meanwhile is handled by its current state.
+    /// Acts on jobs whose backoff has ended: re-reads and decides again (a job that changed
+    /// meanwhile is handled by its current state), and remembers what still waits.
     pub async fn process_due<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         due: Vec<DueJob>,
-        timers: &mut DueTimers,
     ) -> RedisResult<ScanReport> {
         let snap = self.state.snapshot();
         let mut report = ScanReport {
             dry_run: snap.config.supervisor.dry_run,
             ..ScanReport::default()
         };
-        let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut by_queue: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
         for job in due {
-            by_queue.entry(job.queue).or_default().push(job.job_id);
+            by_queue
+                .entry(job.queue)
+                .or_default()
+                .push(job.job_id.into());
         }
         for (queue, ids) in by_queue {
             for chunk in ids.chunks(snap.config.supervisor.batch_size) {
-                self.process(con, &snap, &queue, chunk, &mut report, Some(timers))
+                // Only ids still in the registry, with the score that names their failure.
+                let scores = snap.registry.scores(con, &queue, chunk).await?;
+                let present: Vec<(String, f64)> = chunk
+                    .iter()
+                    .zip(scores)
+                    .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
+                    .collect();
+                let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
+                let batch = self
+                    .process(con, &snap, &queue, &ids, report.dry_run)
                     .await?;
+                report.absorb(&batch.report);
+                let mut cache = self.cache.lock().expect("cache lock");
+                for (id, failed_at, verdict) in batch.verdicts {
+                    if let Some((_, score)) = present.iter().find(|(p, _)| *p == id) {
+                        cache.remember(&queue, &id, *score, failed_at, verdict);
+                    }
+                }
             }
         }
         for (reason, n) in &report.skipped_by_reason {
@@ -409,9 +495,36 @@ fn count_planned(report: &mut ScanReport, kind: &WriteKind) -> &'static str {
     }
 }
 
-/// Takes every timer entry due at or before `now`.
-pub fn take_due(timers: &mut DueTimers, now: DateTime<Utc>) -> Vec<DueJob> {
-    let later = timers.split_off(&(now + chrono::Duration::nanoseconds(1)));
-    let due = std::mem::replace(timers, later);
-    due.into_values().flatten().collect()
+/// Counts a decision that needs no write, by kind and per queue.
+fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
+    match verdict {
+        Verdict::Waiting { due } => {
+            report.note_due(due);
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .waiting += 1;
+        }
+        Verdict::Exhausted => {
+            report.exhausted += 1;
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .exhausted += 1;
+        }
+        Verdict::Ignored => report.ignored += 1,
+        Verdict::Unmatched => {
+            report.unmatched += 1;
+            report.skip("unmatched");
+        }
+    }
+}
+
+/// Keeps the oldest failure age per queue (the `oldest_failed_job_age_seconds` gauge).
+fn note_age(report: &mut ScanReport, queue: &str, failed_at: DateTime<Utc>, now: DateTime<Utc>) {
+    let gauges = report.per_queue.entry(queue.to_string()).or_default();
+    let age = (now - failed_at).num_seconds().max(0) as u64;
+    gauges.oldest_failed_age_seconds = gauges.oldest_failed_age_seconds.max(age);
 }

@@ -1,0 +1,106 @@
+//! The daemon's memory between scans (issue 5): a re-scan that finds nothing due reads no job
+//! hash and no traceback, a new failure of a known job is read again, and a job in backoff is
+//! requeued within a second of its due time by the timer, not by the next scan.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use support::http::{Daemon, DaemonConfig};
+use support::jobs::FailedJob;
+use support::RedisServer;
+
+fn calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    for i in 0..300 {
+        FailedJob::new(&format!("w{i}"))
+            .queue(if i % 2 == 0 { "a" } else { "b" })
+            .write(&mut con);
+    }
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"later\"\nbackoff = { strategy = \"fixed\", delay = \"1h\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    let first = daemon.get("/api/v1/supervisor").expect(200)["last_scan"]["report"].clone();
+    assert_eq!(first["waiting"], 300, "{first}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 300, "{report}");
+    assert_eq!(report["scanned"], 300, "{report}");
+    assert_eq!(calls(&mut con, "hmget"), 0, "no job hash re-read");
+    assert_eq!(calls(&mut con, "xrevrange"), 0, "no traceback re-read");
+
+    // w0 fails again: RQ re-adds it with a new score; only it is read again.
+    let _: () = con
+        .zadd(
+            "rq:failed:a",
+            "w0",
+            chrono::Utc::now().timestamp() + 31_536_001,
+        )
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 300, "{report}");
+    assert_eq!(calls(&mut con, "hmget"), 1, "only the new failure is read");
+    assert_eq!(calls(&mut con, "xrevrange"), 1);
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_job_in_backoff_is_requeued_by_its_timer_within_a_second_of_its_due_time() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"soon\"\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    FailedJob::new("t1").failed_secs_ago(0).write(&mut con);
+    let failed = Instant::now();
+    // The scan sees it waiting (due in about 3 s); scan_interval is 1h, so only the timer can act.
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 1, "{report}");
+    let requeued_after = loop {
+        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+        if queued == vec!["t1"] {
+            break failed.elapsed();
+        }
+        assert!(
+            failed.elapsed() < Duration::from_secs(10),
+            "the timer never requeued the job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        requeued_after >= Duration::from_millis(2900),
+        "requeued before its due time: {requeued_after:?}"
+    );
+    assert!(
+        requeued_after <= Duration::from_millis(4000),
+        "requeued more than a second after its due time: {requeued_after:?}"
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
