@@ -239,6 +239,22 @@ impl Registry {
             .collect())
     }
 
+    /// `ZCARD rq:failed:<q>` for each queue, in one round trip.
+    pub async fn registry_sizes<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queues: &[String],
+    ) -> RedisResult<Vec<u64>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.cmd("ZCARD").arg(self.keys.failed(q));
+        }
+        pipe.query_async(con).await
+    }
+
     /// `LLEN rq:queue:<q>` for each queue, in one round trip.
     pub async fn queue_lengths<C: ConnectionLike + Send>(
         &self,

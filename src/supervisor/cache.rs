@@ -7,8 +7,8 @@
 //! facts the decision was taken on. Entries are dropped when the config changes (a reload may
 //! change every decision), when a job becomes due, and when a completed scan no longer sees it.
 //! The executor's compare-and-set still guards every write, so a stale entry can delay an
-//! action, never duplicate one. One entry is about 130 bytes: 200,000 waiting jobs fit in
-//! about 30 MiB.
+//! action, never duplicate one. One entry is about 100 bytes: 200,000 waiting jobs fit in
+//! about 20 MiB.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,15 +28,30 @@ pub enum Verdict {
     Unmatched,
 }
 
-/// One remembered failure.
-#[derive(Debug, Clone)]
-pub struct CacheEntry {
-    pub queue: Arc<str>,
-    pub score: f64,
-    pub failed_at: DateTime<Utc>,
-    pub verdict: Verdict,
+/// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
+/// hundreds of thousands of them.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    score: f64,
+    failed_at_ms: i64,
+    /// The due time for `Waiting`, else 0.
+    due_ms: i64,
     /// The scan that last saw it.
     seen: u32,
+    queue: u16,
+    verdict: u8,
+}
+
+const WAITING: u8 = 0;
+const EXHAUSTED: u8 = 1;
+const IGNORED: u8 = 2;
+const UNMATCHED: u8 = 3;
+
+/// A remembered failure as the supervisor uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub failed_at: DateTime<Utc>,
+    pub verdict: Verdict,
 }
 
 /// A job whose backoff has ended.
@@ -51,8 +66,18 @@ pub struct DueJob {
 pub struct FactsCache {
     generation: usize,
     scan: u32,
-    entries: HashMap<Box<str>, CacheEntry>,
-    next_due: Option<DateTime<Utc>>,
+    entries: HashMap<Box<str>, Packed>,
+    queues: Vec<Arc<str>>,
+    queue_index: HashMap<Arc<str>, u16>,
+    next_due_ms: Option<i64>,
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl FactsCache {
@@ -60,24 +85,47 @@ impl FactsCache {
     pub fn begin_scan(&mut self, generation: usize) {
         if self.generation != generation {
             self.entries.clear();
-            self.next_due = None;
+            self.next_due_ms = None;
             self.generation = generation;
         }
         self.scan = self.scan.wrapping_add(1);
     }
 
+    /// Makes room for `n` entries at once, so the table does not grow step by step (each step
+    /// briefly holds the old and the new table).
+    pub fn reserve_total(&mut self, n: usize) {
+        self.entries.reserve(n.saturating_sub(self.entries.len()));
+    }
+
+    fn unpack(p: &Packed) -> CacheEntry {
+        let verdict = match p.verdict {
+            WAITING => Verdict::Waiting {
+                due: time(p.due_ms),
+            },
+            EXHAUSTED => Verdict::Exhausted,
+            IGNORED => Verdict::Ignored,
+            _ => Verdict::Unmatched,
+        };
+        CacheEntry {
+            failed_at: time(p.failed_at_ms),
+            verdict,
+        }
+    }
+
     /// The remembered entry for this exact failure, marked as seen by the current scan.
     pub fn hit(&mut self, queue: &str, job_id: &str, score: f64) -> Option<CacheEntry> {
         let scan = self.scan;
+        let index = *self.queue_index.get(queue)?;
         let entry = self
             .entries
             .get_mut(job_id)
-            .filter(|e| e.score == score && &*e.queue == queue)?;
+            .filter(|e| e.score == score && e.queue == index)?;
         entry.seen = scan;
-        Some(entry.clone())
+        Some(Self::unpack(entry))
     }
 
-    /// Remembers a decision taken in the current scan (or a due-time pass).
+    /// Remembers a decision taken in the current scan (or a due-time pass). Beyond 65,536
+    /// distinct queues nothing more is remembered (those jobs are simply read every scan).
     pub fn remember(
         &mut self,
         queue: &Arc<str>,
@@ -86,17 +134,36 @@ impl FactsCache {
         failed_at: DateTime<Utc>,
         verdict: Verdict,
     ) {
-        if let Verdict::Waiting { due } = verdict {
-            self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
-        }
-        let entry = CacheEntry {
-            queue: queue.clone(),
-            score,
-            failed_at,
-            verdict,
-            seen: self.scan,
+        let index = match self.queue_index.get(queue) {
+            Some(i) => *i,
+            None => {
+                let Ok(i) = u16::try_from(self.queues.len()) else {
+                    return;
+                };
+                self.queues.push(queue.clone());
+                self.queue_index.insert(queue.clone(), i);
+                i
+            }
         };
-        self.entries.insert(job_id.into(), entry);
+        let (code, due_ms) = match verdict {
+            Verdict::Waiting { due } => {
+                let due_ms = ms(due);
+                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
+                (WAITING, due_ms)
+            }
+            Verdict::Exhausted => (EXHAUSTED, 0),
+            Verdict::Ignored => (IGNORED, 0),
+            Verdict::Unmatched => (UNMATCHED, 0),
+        };
+        let packed = Packed {
+            score,
+            failed_at_ms: ms(failed_at),
+            due_ms,
+            seen: self.scan,
+            queue: index,
+            verdict: code,
+        };
+        self.entries.insert(job_id.into(), packed);
     }
 
     pub fn forget(&mut self, job_id: &str) {
@@ -112,34 +179,35 @@ impl FactsCache {
 
     /// The earliest backoff end among remembered jobs.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.next_due
+        self.next_due_ms.map(time)
     }
 
     /// Removes and returns every waiting job due at or before `now`.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<DueJob> {
+        let now_ms = ms(now);
         let mut due = Vec::new();
-        self.entries.retain(|id, e| match e.verdict {
-            Verdict::Waiting { due: at } if at <= now => {
+        let queues = &self.queues;
+        self.entries.retain(|id, e| {
+            if e.verdict == WAITING && e.due_ms <= now_ms {
                 due.push(DueJob {
-                    queue: e.queue.clone(),
+                    queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.clone(),
                 });
                 false
+            } else {
+                true
             }
-            _ => true,
         });
         self.recompute_next_due();
         due
     }
 
     fn recompute_next_due(&mut self) {
-        self.next_due = self
+        self.next_due_ms = self
             .entries
             .values()
-            .filter_map(|e| match e.verdict {
-                Verdict::Waiting { due } => Some(due),
-                _ => None,
-            })
+            .filter(|e| e.verdict == WAITING)
+            .map(|e| e.due_ms)
             .min();
     }
 

@@ -103,6 +103,11 @@ impl Supervisor {
                 .registry
                 .discover_queues(con, &config.supervisor.queues)
                 .await?;
+            let sizes = snap.registry.registry_sizes(con, &queues).await?;
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .reserve_total(sizes.iter().sum::<u64>() as usize);
             for queue in &queues {
                 self.scan_queue(con, &snap, queue, &mut report, cancel)
                     .await?;
