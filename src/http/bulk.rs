@@ -330,15 +330,9 @@ async fn run(
         BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
     };
     for queue in queues {
-        let now = Utc::now();
         let ids = snap
             .registry
-            .failed_ids(
-                &mut con,
-                queue,
-                now.timestamp_millis() as f64 / 1000.0,
-                snap.config.supervisor.batch_size,
-            )
+            .live_failed_ids(&mut con, queue, snap.config.supervisor.batch_size)
             .await?;
         for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
             let mut selected: Vec<Box<JobFacts>> = Vec::new();

@@ -278,12 +278,7 @@ pub async fn groups(
     for queue in &queues {
         let ids = snap
             .registry
-            .failed_ids(
-                &mut con,
-                queue,
-                now.timestamp_millis() as f64 / 1000.0,
-                snap.config.supervisor.batch_size,
-            )
+            .live_failed_ids(&mut con, queue, snap.config.supervisor.batch_size)
             .await?;
         for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
             for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {

@@ -201,17 +201,13 @@ impl Registry {
         queues: &[String],
         now_unix: f64,
     ) -> RedisResult<Vec<u64>> {
-        if queues.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.cmd("ZCOUNT")
-                .arg(self.keys.failed(q))
-                .arg(format!("({now_unix}"))
-                .arg("+inf");
-        }
-        pipe.query_async(con).await
+        let after = format!("({now_unix}");
+        count_each(con, queues, |q| {
+            let mut cmd = redis::cmd("ZCOUNT");
+            cmd.arg(self.keys.failed(q)).arg(&after).arg("+inf");
+            cmd
+        })
+        .await
     }
 
     /// One page of live ids of a failed registry, oldest expiry first.
@@ -245,14 +241,12 @@ impl Registry {
         con: &mut C,
         queues: &[String],
     ) -> RedisResult<Vec<u64>> {
-        if queues.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.cmd("ZCARD").arg(self.keys.failed(q));
-        }
-        pipe.query_async(con).await
+        count_each(con, queues, |q| {
+            let mut cmd = redis::cmd("ZCARD");
+            cmd.arg(self.keys.failed(q));
+            cmd
+        })
+        .await
     }
 
     /// `LLEN rq:queue:<q>` for each queue, in one round trip.
@@ -261,14 +255,23 @@ impl Registry {
         con: &mut C,
         queues: &[String],
     ) -> RedisResult<Vec<u64>> {
-        if queues.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.cmd("LLEN").arg(self.keys.queue(q));
-        }
-        pipe.query_async(con).await
+        count_each(con, queues, |q| {
+            let mut cmd = redis::cmd("LLEN");
+            cmd.arg(self.keys.queue(q));
+            cmd
+        })
+        .await
+    }
+
+    /// Every live id of a failed registry as of now (see [`Registry::failed_ids`]).
+    pub async fn live_failed_ids<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        window: usize,
+    ) -> RedisResult<FailedIds> {
+        let now_unix = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.failed_ids(con, queue, now_unix, window).await
     }
 
     /// The queue whose failed registry holds `job_id`: the job's `origin` first, then every
@@ -307,6 +310,22 @@ impl Registry {
         }
         Ok(None)
     }
+}
+
+/// One counting command per queue, pipelined; an empty list sends nothing.
+async fn count_each<C: ConnectionLike + Send>(
+    con: &mut C,
+    queues: &[String],
+    command: impl Fn(&str) -> redis::Cmd,
+) -> RedisResult<Vec<u64>> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for q in queues {
+        pipe.add_command(command(q));
+    }
+    pipe.query_async(con).await
 }
 
 fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
