@@ -104,3 +104,76 @@ fn a_job_in_backoff_is_requeued_by_its_timer_within_a_second_of_its_due_time() {
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
+
+/// See issue 5, target 3: with keyspace notifications on, a new failure that a policy retries at
+/// once is requeued without waiting for `scan_interval` (1h here).
+#[test]
+fn a_notified_new_failure_is_requeued_without_waiting_for_the_scan_interval() {
+    for events in ["Kz", "Ez"] {
+        let server = RedisServer::start_with(&["--notify-keyspace-events", events]);
+        let mut con = server.conn();
+        let config = DaemonConfig::new(
+            &server.url(),
+            "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+        );
+        let daemon = Daemon::start_ready(&config);
+        // Give the listener a moment to subscribe after the first scan.
+        daemon.wait_until("the notification listener subscribed", |d| {
+            d.log()
+                .contains("listening for failed-registry notifications")
+        });
+        FailedJob::new("fresh").queue("emails").write(&mut con);
+        let landed = Instant::now();
+        loop {
+            let queued: Vec<String> = con.lrange("rq:queue:emails", 0, -1).unwrap();
+            if queued == vec!["fresh"] {
+                break;
+            }
+            assert!(
+                landed.elapsed() < Duration::from_secs(10),
+                "notify-keyspace-events {events}: the new failure was never requeued"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let scans = daemon
+            .get("/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with("rq_retryd_scans_total "))
+            .map(str::to_string);
+        assert_eq!(
+            scans.as_deref(),
+            Some("rq_retryd_scans_total 1"),
+            "requeued by the notification, not by another full scan"
+        );
+        let (code, _) = daemon.stop();
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn without_notifications_the_scan_interval_still_finds_new_failures() {
+    let server = RedisServer::start_with(&["--notify-keyspace-events", ""]);
+    let mut con = server.conn();
+    let mut config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    );
+    config.scan_interval = "1s".into();
+    let daemon = Daemon::start_ready(&config);
+    FailedJob::new("later").write(&mut con);
+    let landed = Instant::now();
+    loop {
+        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+        if queued == vec!["later"] {
+            break;
+        }
+        assert!(
+            landed.elapsed() < Duration::from_secs(10),
+            "the periodic scan never requeued the new failure"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}

@@ -20,7 +20,7 @@ use crate::http::{self, AppState};
 use crate::reload;
 use crate::shutdown;
 use crate::state::DaemonState;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{notifications, Supervisor};
 use crate::systemd;
 use crate::telemetry::TelemetryGuard;
 
@@ -102,6 +102,12 @@ async fn scan_loop(
     cancel: &CancellationToken,
 ) {
     let supervisor = Supervisor::new(state.clone());
+    let (notified_tx, mut notified) = tokio::sync::mpsc::channel::<String>(NOTIFY_BACKLOG);
+    tokio::spawn(notifications::listen(
+        state.config(),
+        notified_tx,
+        cancel.clone(),
+    ));
     let mut next_scan = Instant::now();
     let watchdog_every = systemd::watchdog_interval();
     loop {
@@ -133,6 +139,23 @@ async fn scan_loop(
                 }
                 next_scan = Instant::now() + state.config().supervisor.scan_interval;
             }
+            Some(queue) = notified.recv() => {
+                // Let a burst of failures land, then look at each notified queue once.
+                tokio::time::sleep(NOTIFY_DEBOUNCE).await;
+                let mut queues = vec![queue];
+                while let Ok(q) = notified.try_recv() {
+                    if !queues.contains(&q) {
+                        queues.push(q);
+                    }
+                }
+                match supervisor.scan_queues(con, &queues, cancel).await {
+                    Ok(report) if report.requeued + report.purged > 0 => info!(
+                        queues = ?queues, requeued = report.requeued, purged = report.purged, "acted on notified failures"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => error!(error = %e, "acting on notified failures failed; the next scan retries them"),
+                }
+            }
             _ = sleep_until_opt(next_due) => {
                 let due = supervisor.take_due(Utc::now());
                 if let Err(e) = supervisor.process_due(con, due).await {
@@ -152,6 +175,11 @@ fn wake_delay(due: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> Duratio
     let ms = (wait.as_millis() as u64).div_ceil(tick) * tick;
     Duration::from_millis(ms.max(1))
 }
+
+/// Notified queues waiting for a quick pass (more are dropped: a pass covers them anyway).
+const NOTIFY_BACKLOG: usize = 1024;
+/// How long a quick pass waits for more notifications to arrive.
+const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The granularity of backoff timers.
 const DUE_TICK: Duration = Duration::from_millis(250);

@@ -121,21 +121,24 @@ impl Registry {
         Ok(out)
     }
 
-    /// One window of a failed registry by rank: (member, score) pairs, O(log N + count).
+    /// One window of a failed registry by rank, lowest score first or (`newest_first`) highest
+    /// first: (member, score) pairs, O(log N + count).
     pub async fn failed_window<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
         start: usize,
         count: usize,
+        newest_first: bool,
     ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
-        redis::cmd("ZRANGE")
-            .arg(self.keys.failed(queue))
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(self.keys.failed(queue))
             .arg(start)
-            .arg(start + count.max(1) - 1)
-            .arg("WITHSCORES")
-            .query_async(con)
-            .await
+            .arg(start + count.max(1) - 1);
+        if newest_first {
+            cmd.arg("REV");
+        }
+        cmd.arg("WITHSCORES").query_async(con).await
     }
 
     /// The registry score of each id (`None` when it is no longer there), in one ZMSCORE.

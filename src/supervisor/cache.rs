@@ -83,12 +83,18 @@ fn time(ms: i64) -> DateTime<Utc> {
 impl FactsCache {
     /// Starts a scan under config `generation`; a different generation forgets everything.
     pub fn begin_scan(&mut self, generation: usize) {
+        self.align(generation);
+        self.scan = self.scan.wrapping_add(1);
+    }
+
+    /// Forgets everything if it was remembered under another config `generation` (a partial
+    /// pass uses this: it marks what it sees as seen by the current scan).
+    pub fn align(&mut self, generation: usize) {
         if self.generation != generation {
             self.entries.clear();
             self.next_due_ms = None;
             self.generation = generation;
         }
-        self.scan = self.scan.wrapping_add(1);
     }
 
     /// Makes room for `n` entries at once, so the table does not grow step by step (each step

@@ -3,6 +3,7 @@
 //! little (see [`FactsCache`]).
 
 mod cache;
+pub mod notifications;
 mod rate;
 mod report;
 
@@ -32,6 +33,15 @@ use crate::state::{DaemonState, Snapshot};
 pub const PARALLEL_BATCHES: usize = 3;
 /// Registry ids listed per ZRANGE (a few milliseconds of Redis time at most).
 pub const LIST_WINDOW: usize = 5000;
+
+/// How much of a registry a pass covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every entry (the periodic scan).
+    Full,
+    /// From the highest score down, until a window holds nothing new (a notified failure).
+    NewestOnly,
+}
 
 /// What one batch decided without writing, per job: (id, failed at, verdict).
 pub type BatchVerdicts = Vec<(String, DateTime<Utc>, Verdict)>;
@@ -109,7 +119,7 @@ impl Supervisor {
                 .expect("cache lock")
                 .reserve_total(sizes.iter().sum::<u64>() as usize);
             for queue in &queues {
-                self.scan_queue(con, &snap, queue, &mut report, cancel)
+                self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::Full)
                     .await?;
             }
             let lengths = snap.registry.queue_lengths(con, &queues).await?;
@@ -153,6 +163,37 @@ impl Supervisor {
         }
     }
 
+    /// A quick pass over the named queues only (a notified new failure): new failures are read
+    /// and acted on, remembered ones are counted from memory. Gauges and the last-scan record
+    /// are left to full scans.
+    pub async fn scan_queues<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        queues: &[String],
+        cancel: &CancellationToken,
+    ) -> RedisResult<ScanReport> {
+        let snap = self.state.snapshot();
+        let mut report = ScanReport {
+            dry_run: snap.config.supervisor.dry_run,
+            ..ScanReport::default()
+        };
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .align(Arc::as_ptr(&snap.config) as usize);
+        for queue in queues
+            .iter()
+            .filter(|q| snap.config.supervisor.queues.is_match(q))
+        {
+            self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::NewestOnly)
+                .await?;
+        }
+        for (reason, n) in &report.skipped_by_reason {
+            self.state.metrics.skipped(reason, *n);
+        }
+        Ok(report)
+    }
+
     /// One failed registry, in windows of [`LIST_WINDOW`] ids by rank. Failures remembered from
     /// an earlier scan with an unchanged score are counted from memory; only new or due ones are
     /// read, [`PARALLEL_BATCHES`] batches at a time so decoding overlaps Redis work. The next
@@ -164,6 +205,7 @@ impl Supervisor {
         queue: &str,
         report: &mut ScanReport,
         cancel: &CancellationToken,
+        pass: Pass,
     ) -> RedisResult<()> {
         let queue_name: Arc<str> = Arc::from(queue);
         let batch_size = snap.config.supervisor.batch_size;
@@ -172,7 +214,7 @@ impl Supervisor {
             crate::systemd::watchdog();
             let page = snap
                 .registry
-                .failed_window(con, queue, start, LIST_WINDOW)
+                .failed_window(con, queue, start, LIST_WINDOW, pass == Pass::NewestOnly)
                 .await?;
             let listed = page.len();
             let now = Utc::now();
@@ -212,6 +254,7 @@ impl Supervisor {
                 }
             }
             let dry_run = report.dry_run;
+            let read = to_read.len();
             let mut batches = futures::stream::iter(to_read.chunks(batch_size))
                 .take_while(|_| std::future::ready(!cancel.is_cancelled()))
                 .map(|chunk| {
@@ -231,7 +274,9 @@ impl Supervisor {
                     }
                 }
             }
-            if listed < LIST_WINDOW {
+            // A newest-first pass stops at the first window with nothing new: new failures get
+            // the highest scores (failure time + failure_ttl), and full scans catch the rest.
+            if listed < LIST_WINDOW || (pass == Pass::NewestOnly && read == 0) {
                 break;
             }
             start += LIST_WINDOW - removed.min(LIST_WINDOW);
