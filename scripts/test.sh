@@ -116,6 +116,8 @@ fi
 promtool --version 2>&1 | sed -n 1p
 # tests/deploy.rs also starts a real Prometheus (same package) and checks the systemd unit.
 command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus
+# tests/tls.rs makes its CA and certificates with the openssl command.
+command -v openssl >/dev/null || apt_install --no-install-recommends openssl
 if ! command -v systemd-analyze >/dev/null; then
   echo "systemd-analyze is missing: installing Debian's systemd package with apt-get"
   apt_install --no-install-recommends systemd

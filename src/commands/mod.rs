@@ -22,6 +22,8 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Loads the config, installs logging, builds the runtime and runs the chosen command.
 pub fn main(cli: Cli) -> ExitCode {
+    // rustls needs one process-wide crypto provider for rediss:// connections.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match config::load(cli.config.as_deref()) {
         Ok(config) => Arc::new(config),
         Err(e) => {

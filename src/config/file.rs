@@ -27,6 +27,9 @@ pub(super) struct FileConfig {
 pub(super) struct RedisSection {
     pub url: Option<Spanned<String>>,
     pub key_prefix: Option<Spanned<String>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -44,6 +44,11 @@ pub struct Config {
 pub struct RedisSettings {
     pub url: String,
     pub key_prefix: String,
+    /// PEM CA bundle to verify a `rediss://` server with, instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS (both or neither).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +364,42 @@ fn build(
             );
         }
     }
+    let tls_path =
+        |field: &Option<toml::Spanned<String>>| field.as_ref().map(|p| PathBuf::from(p.get_ref()));
+    let (tls_ca_file, tls_cert_file, tls_key_file) = (
+        tls_path(&file.redis.tls_ca_file),
+        tls_path(&file.redis.tls_cert_file),
+        tls_path(&file.redis.tls_key_file),
+    );
+    for field in [
+        &file.redis.tls_ca_file,
+        &file.redis.tls_cert_file,
+        &file.redis.tls_key_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !url.starts_with("rediss://") {
+            err(Some(field.span()), "TLS files need a rediss:// url".into());
+        } else if let Err(e) = std::fs::metadata(field.get_ref()) {
+            err(
+                Some(field.span()),
+                format!("cannot read {}: {e}", field.get_ref()),
+            );
+        }
+    }
+    if tls_cert_file.is_some() != tls_key_file.is_some() {
+        let span = file
+            .redis
+            .tls_cert_file
+            .as_ref()
+            .or(file.redis.tls_key_file.as_ref())
+            .map(|f| f.span());
+        err(
+            span,
+            "tls_cert_file and tls_key_file go together (mutual TLS needs both)".into(),
+        );
+    }
 
     // [supervisor]
     let sup = &file.supervisor;
@@ -465,7 +506,13 @@ fn build(
 
     Some(Config {
         source: source.to_string(),
-        redis: RedisSettings { url, key_prefix },
+        redis: RedisSettings {
+            url,
+            key_prefix,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+        },
         supervisor: SupervisorSettings {
             scan_interval,
             batch_size: batch_size as usize,

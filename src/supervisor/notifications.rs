@@ -46,7 +46,7 @@ pub async fn listen(
     tx: mpsc::Sender<String>,
     cancel: CancellationToken,
 ) {
-    let client = match redis::Client::open(config.redis.url.as_str()) {
+    let client = match crate::connection::client(&config) {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "keyspace notifications unavailable");
