@@ -1,7 +1,7 @@
 //! What the daemon's tasks share: the current config snapshot (replaced whole on reload), the
 //! Redis connection once it exists, the control switches, the metrics and the last scan.
 
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -48,7 +48,9 @@ pub struct LastScan {
 #[derive(Debug)]
 pub struct DaemonState {
     snapshot: RwLock<Arc<Snapshot>>,
-    redis: OnceLock<ConnectionManager>,
+    redis: RwLock<Option<ConnectionManager>>,
+    /// The master reached through Sentinel, when Sentinel is configured.
+    master: Mutex<Option<(String, u16)>>,
     paused: std::sync::atomic::AtomicBool,
     /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
     pub scan_now: Notify,
@@ -61,7 +63,8 @@ impl DaemonState {
     pub fn new(config: Arc<Config>) -> Arc<DaemonState> {
         Arc::new(DaemonState {
             snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
-            redis: OnceLock::new(),
+            redis: RwLock::new(None),
+            master: Mutex::new(None),
             paused: std::sync::atomic::AtomicBool::new(false),
             scan_now: Notify::new(),
             metrics: Metrics::new(),
@@ -84,13 +87,21 @@ impl DaemonState {
         *self.snapshot.write().expect("snapshot lock") = Arc::new(Snapshot::new(config));
     }
 
-    /// The Redis connection, once the first connect succeeded (it reconnects by itself after).
+    /// The Redis connection, once the first connect succeeded (it reconnects by itself after;
+    /// a Sentinel failover replaces it).
     pub fn redis(&self) -> Option<ConnectionManager> {
-        self.redis.get().cloned()
+        self.redis.read().expect("redis lock").clone()
     }
 
-    pub fn set_redis(&self, con: ConnectionManager) {
-        let _ = self.redis.set(con);
+    /// Installs the connection to use from now on, and the master it reaches (Sentinel).
+    pub fn set_redis(&self, con: ConnectionManager, master: Option<(String, u16)>) {
+        *self.redis.write().expect("redis lock") = Some(con);
+        *self.master.lock().expect("master lock") = master;
+    }
+
+    /// The master reached through Sentinel (`None` without Sentinel or before the first connect).
+    pub fn master(&self) -> Option<(String, u16)> {
+        self.master.lock().expect("master lock").clone()
     }
 
     pub fn is_paused(&self) -> bool {

@@ -40,7 +40,7 @@ async fn online(redis: &RedisServer, token: Option<&str>) -> axum::Router {
         .await
         .expect("connect to the test redis");
     let state = DaemonState::new(config);
-    state.set_redis(con);
+    state.set_redis(con, None);
     router(AppState::new(state, token.map(str::to_string)))
 }
 

@@ -13,6 +13,12 @@ pub fn render_config(c: &Config) -> String {
     let rows: Vec<(&str, String)> = vec![
         ("redis.url", c.redacted_redis_url()),
         ("redis.key_prefix", c.redis.key_prefix.clone()),
+        (
+            "redis.sentinel",
+            c.redis.sentinel.as_ref().map_or("none".to_string(), |s| {
+                format!("master {:?} via {}", s.master_name, s.addresses.join(", "))
+            }),
+        ),
         ("supervisor.scan_interval", d(c.supervisor.scan_interval)),
         ("supervisor.batch_size", c.supervisor.batch_size.to_string()),
         (

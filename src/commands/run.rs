@@ -15,7 +15,7 @@ use super::{EXIT_CONFIG, EXIT_RUNTIME};
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::connection::connect_with_retry;
+use crate::connection::{self, connect_with_retry};
 use crate::http::{self, AppState};
 use crate::reload;
 use crate::shutdown;
@@ -77,34 +77,36 @@ pub async fn run(
     systemd::ready();
     systemd::status("connecting to Redis");
 
-    let Some(mut con) = connect_with_retry(&config, &cancel).await else {
+    let Some((mut con, master)) = connect_with_retry(&config, &cancel).await else {
         info!("stopped before Redis was reachable");
         finish_http(http_task).await;
         return 0;
     };
-    state.set_redis(con.clone());
+    if let Some((host, port)) = &master {
+        info!(master = %format!("{host}:{port}"), "connected to the master named by Sentinel");
+    }
+    state.set_redis(con.clone(), master);
     state.metrics.set_redis_up(true);
     if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
         warn!(error = %e, "cannot load scripts into Redis yet; they are loaded on first use");
     }
     tokio::spawn(watch_redis(state.clone(), cancel.clone()));
+    if config.redis.sentinel.is_some() {
+        tokio::spawn(follow_sentinel(state.clone(), cancel.clone()));
+    }
 
-    scan_loop(&state, &mut con, &cancel).await;
+    scan_loop(&state, &cancel).await;
     systemd::stopping();
     finish_http(http_task).await;
     info!("rq-retryd stopped");
     0
 }
 
-async fn scan_loop(
-    state: &Arc<DaemonState>,
-    con: &mut redis::aio::ConnectionManager,
-    cancel: &CancellationToken,
-) {
+async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
     let supervisor = Supervisor::new(state.clone());
     let (notified_tx, mut notified) = tokio::sync::mpsc::channel::<String>(NOTIFY_BACKLOG);
     tokio::spawn(notifications::listen(
-        state.config(),
+        state.clone(),
         notified_tx,
         cancel.clone(),
     ));
@@ -121,7 +123,8 @@ async fn scan_loop(
             _ = sleep_until_opt(next_ping) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = tokio::time::sleep_until(next_scan) => {
-                match supervisor.scan(con, false, cancel).await {
+                let Some(mut con) = state.redis() else { continue };
+                match supervisor.scan(&mut con, false, cancel).await {
                     Ok(report) => {
                         info!(
                             scanned = report.scanned, requeued = report.requeued, purged = report.purged,
@@ -148,7 +151,8 @@ async fn scan_loop(
                         queues.push(q);
                     }
                 }
-                match supervisor.scan_queues(con, &queues, cancel).await {
+                let Some(mut con) = state.redis() else { continue };
+                match supervisor.scan_queues(&mut con, &queues, cancel).await {
                     Ok(report) if report.requeued + report.purged > 0 => info!(
                         queues = ?queues, requeued = report.requeued, purged = report.purged, "acted on notified failures"
                     ),
@@ -158,7 +162,8 @@ async fn scan_loop(
             }
             _ = sleep_until_opt(next_due) => {
                 let due = supervisor.take_due(Utc::now());
-                if let Err(e) = supervisor.process_due(con, due).await {
+                let Some(mut con) = state.redis() else { continue };
+                if let Err(e) = supervisor.process_due(&mut con, due).await {
                     error!(error = %e, "acting on due jobs failed; the next scan retries them");
                 }
             }
@@ -184,21 +189,58 @@ const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(50);
 /// The granularity of backoff timers.
 const DUE_TICK: Duration = Duration::from_millis(250);
 
+/// With Sentinel: asks the sentinels for the master every [`SENTINEL_POLL`] and, after a
+/// failover, connects to the new master and makes every task use it.
+async fn follow_sentinel(state: Arc<DaemonState>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SENTINEL_POLL) => {}
+        }
+        let config = state.config();
+        let current = state.master();
+        match connection::sentinel_master(&config).await {
+            Ok(Some(master)) if Some(&master) != current.as_ref() => {
+                warn!(from = ?current, to = %format!("{}:{}", master.0, master.1), "Sentinel names a new master: following the failover");
+                match connection::connect_tracking(&config).await {
+                    Ok((mut con, reached)) => {
+                        if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
+                            warn!(error = %e, "cannot load scripts into the new master yet");
+                        }
+                        state.set_redis(con, reached);
+                    }
+                    Err(e) => warn!(error = %e, "cannot reach the new master yet; retrying"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "no sentinel answered; keeping the current master"),
+        }
+    }
+}
+
+/// How often the sentinels are asked for the current master.
+const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
 /// Keeps `rq_retryd_redis_up` current between scans.
 async fn watch_redis(state: Arc<DaemonState>, cancel: CancellationToken) {
-    let Some(mut con) = state.redis() else { return };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
         }
-        let ping = tokio::time::timeout(
-            Duration::from_secs(2),
-            redis::cmd("PING").query_async::<String>(&mut con),
-        )
-        .await;
+        let ping = tokio::time::timeout(Duration::from_secs(2), ping(&state)).await;
         state.metrics.set_redis_up(matches!(ping, Ok(Ok(_))));
     }
+}
+
+async fn ping(state: &DaemonState) -> redis::RedisResult<String> {
+    let Some(mut con) = state.redis() else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "not connected",
+        )));
+    };
+    redis::cmd("PING").query_async::<String>(&mut con).await
 }
 
 async fn finish_http(task: tokio::task::JoinHandle<std::io::Result<()>>) {

@@ -30,6 +30,8 @@ pub(super) struct RedisSection {
     pub tls_ca_file: Option<Spanned<String>>,
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
+    pub sentinel_master: Option<Spanned<String>>,
+    pub sentinels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

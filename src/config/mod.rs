@@ -49,6 +49,16 @@ pub struct RedisSettings {
     /// PEM client certificate and key for mutual TLS (both or neither).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Redis Sentinel: the monitored master's name and the sentinels' `host:port` addresses.
+    /// The master's address comes from the sentinels; `url` still gives scheme, auth and db.
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// Where to ask for the current master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    pub master_name: String,
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +398,49 @@ fn build(
             );
         }
     }
+    let sentinel = match (&file.redis.sentinel_master, &file.redis.sentinels) {
+        (None, None) => None,
+        (Some(name), Some(addresses)) => {
+            if name.get_ref().trim().is_empty() {
+                err(Some(name.span()), "sentinel_master cannot be empty".into());
+            }
+            if addresses.get_ref().is_empty() {
+                err(
+                    Some(addresses.span()),
+                    "sentinels needs at least one host:port".into(),
+                );
+            }
+            for a in addresses.get_ref() {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    err(
+                        Some(addresses.span()),
+                        format!("sentinel address {a:?} is not host:port"),
+                    );
+                }
+            }
+            Some(SentinelSettings {
+                master_name: name.get_ref().clone(),
+                addresses: addresses.get_ref().clone(),
+            })
+        }
+        (Some(f), None) => {
+            err(
+                Some(f.span()),
+                "sentinel_master needs sentinels = [\"host:port\", ...]".into(),
+            );
+            None
+        }
+        (None, Some(f)) => {
+            err(
+                Some(f.span()),
+                "sentinels needs sentinel_master (the monitored master's name)".into(),
+            );
+            None
+        }
+    };
     if tls_cert_file.is_some() != tls_key_file.is_some() {
         let span = file
             .redis
@@ -512,6 +565,7 @@ fn build(
             tls_ca_file,
             tls_cert_file,
             tls_key_file,
+            sentinel,
         },
         supervisor: SupervisorSettings {
             scan_interval,

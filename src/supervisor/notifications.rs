@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
 use crate::rq::Keys;
+use crate::state::DaemonState;
 
 /// The channels to subscribe to for a database and key prefix: keyspace events on every failed
 /// registry (payload `zadd`) and keyevent `zadd` events (payload = the key).
@@ -42,21 +42,23 @@ pub fn queue_of(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<
 /// Subscribes and forwards queue names until `cancel` fires, resubscribing with capped backoff
 /// when the connection drops.
 pub async fn listen(
-    config: std::sync::Arc<Config>,
+    state: std::sync::Arc<DaemonState>,
     tx: mpsc::Sender<String>,
     cancel: CancellationToken,
 ) {
-    let client = match crate::connection::client(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "keyspace notifications unavailable");
-            return;
-        }
-    };
-    let db = client.get_connection_info().redis_settings().db();
-    let prefix = config.redis.key_prefix.clone();
     let mut delay = Duration::from_millis(250);
     while !cancel.is_cancelled() {
+        // Each (re)subscription goes to the current master (it moves with a Sentinel failover).
+        let config = state.config();
+        let prefix = config.redis.key_prefix.clone();
+        let client = match crate::connection::client_for_master(&config, state.master().as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "keyspace notifications unavailable");
+                return;
+            }
+        };
+        let db = client.get_connection_info().redis_settings().db();
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 let mut subscribed = true;
