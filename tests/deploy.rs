@@ -388,3 +388,75 @@ fn a_real_prometheus_scrapes_the_daemon_and_sees_redis_up() {
         "Prometheus never saw rq_retryd_redis_up == 1; last answer: {last}"
     );
 }
+
+/// See issue 4: an ACL user and password in the URL work, and the password never reaches the
+/// output or the logs.
+#[test]
+fn an_acl_user_and_password_in_the_url_work_and_are_never_printed() {
+    let server = RedisServer::start();
+    let mut admin = server.conn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("retryd")
+        .arg("on")
+        .arg(">s3cret-Pa55")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("off")
+        .query(&mut admin)
+        .unwrap();
+    let mut con = redis::Client::open(format!(
+        "redis://retryd:s3cret-Pa55@127.0.0.1:{}/0",
+        server.port
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    FailedJob::new("acl").write(&mut con);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let policy = "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n";
+    std::fs::write(&path, format!("[redis]\nurl = \"redis://retryd:s3cret-Pa55@127.0.0.1:{}/0\"\n[logging]\nlevel = \"trace\"\n{policy}", server.port)).unwrap();
+    let out = run(Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("once")
+        .env_remove("RUST_LOG"));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains("s3cret-Pa55"),
+        "the password leaked: {printed}"
+    );
+    let queued: Vec<String> = redis::Commands::lrange(&mut con, "rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["acl"]);
+
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"redis://retryd:wrong@127.0.0.1:{}/0\"\n{policy}",
+            server.port
+        ),
+    )
+    .unwrap();
+    let refused = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        !String::from_utf8_lossy(&refused.stderr).contains("wrong@"),
+        "a wrong password is not echoed either"
+    );
+}
