@@ -58,6 +58,7 @@ pub struct Metrics {
     last_scan: Gauge,
     redis_up: IntGauge,
     paused: IntGauge,
+    circuit_open: IntGaugeVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
 }
@@ -172,6 +173,17 @@ impl Metrics {
             "1 when the last Redis command succeeded, else 0.",
         );
         let paused = int_gauge("paused", "1 while automatic actions are paused.");
+        let circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "circuit_open",
+                "1 while a retry policy's circuit breaker holds its requeues back.",
+            ),
+            &["policy"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(circuit_open.clone()))
+            .expect("register once");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Build information; always 1."),
             &["version"],
@@ -200,6 +212,7 @@ impl Metrics {
             last_scan,
             redis_up,
             paused,
+            circuit_open,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
         }
@@ -305,6 +318,16 @@ impl Metrics {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.set(i64::from(paused));
+    }
+
+    /// Sets `circuit_open{policy}` to 1 for the open breakers and removes the others.
+    pub fn set_open_circuits(&self, open: &[crate::supervisor::OpenCircuit]) {
+        self.circuit_open.reset();
+        for c in open {
+            self.circuit_open
+                .with_label_values(&[c.policy.as_str()])
+                .set(1);
+        }
     }
 
     /// The Prometheus text exposition of every family.

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::rq::{Keys, Registry};
-use crate::supervisor::{RequeueLimiter, ScanReport};
+use crate::supervisor::{Breakers, RequeueLimiter, ScanReport};
 
 /// One consistent view of the configuration and what is derived from it.
 #[derive(Debug)]
@@ -55,6 +55,8 @@ pub struct DaemonState {
     /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
     pub scan_now: Notify,
     pub metrics: Metrics,
+    /// Circuit breakers of the retry policies (retry storms).
+    pub breakers: Mutex<Breakers>,
     last_scan: Mutex<Option<LastScan>>,
     pub started_at: DateTime<Utc>,
 }
@@ -68,6 +70,7 @@ impl DaemonState {
             paused: std::sync::atomic::AtomicBool::new(false),
             scan_now: Notify::new(),
             metrics: Metrics::new(),
+            breakers: Mutex::new(Breakers::default()),
             last_scan: Mutex::new(None),
             started_at: Utc::now(),
         })

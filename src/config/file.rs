@@ -98,6 +98,25 @@ pub(super) struct PolicySection {
     pub at_front: Option<Spanned<bool>>,
     pub on_exhausted: Option<Spanned<OnExhaustedKind>>,
     pub purge_after: Option<Spanned<HumanDuration>>,
+    pub circuit_breaker: Option<Spanned<BreakerSection>>,
+}
+
+/// `circuit_breaker = { window = "10m", threshold = 0.9, min_requeues = 20, cool_down = "10m" }`
+/// or `circuit_breaker = false`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum BreakerSection {
+    Enabled(bool),
+    Settings(BreakerSettings),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BreakerSettings {
+    pub window: Option<HumanDuration>,
+    pub threshold: Option<f64>,
+    pub min_requeues: Option<i64>,
+    pub cool_down: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

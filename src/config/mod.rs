@@ -17,9 +17,13 @@ pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
 
 use crate::policy::{
-    Action, Backoff, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy, RetrySpec,
+    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy,
+    RetrySpec,
 };
-use file::{ActionKind, BackoffSection, FileConfig, OnExhaustedKind, PolicySection, StrategyKind};
+use file::{
+    ActionKind, BackoffSection, BreakerSection, FileConfig, OnExhaustedKind, PolicySection,
+    StrategyKind,
+};
 
 /// The configuration that runs when no file is found; also shipped as `config/default.toml`.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -712,11 +716,15 @@ fn build_policy(
         ActionKind::Ignore => "ignore",
     };
     if action_kind != ActionKind::Retry {
-        let retry_only: [(&str, Option<Range<usize>>); 4] = [
+        let retry_only: [(&str, Option<Range<usize>>); 5] = [
             ("max_attempts", s.max_attempts.as_ref().map(|v| v.span())),
             ("backoff", s.backoff.as_ref().map(|v| v.span())),
             ("at_front", s.at_front.as_ref().map(|v| v.span())),
             ("on_exhausted", s.on_exhausted.as_ref().map(|v| v.span())),
+            (
+                "circuit_breaker",
+                s.circuit_breaker.as_ref().map(|v| v.span()),
+            ),
         ];
         for (field, span) in retry_only {
             if let Some(span) = span {
@@ -762,6 +770,12 @@ fn build_policy(
                     Some(OnExhaustedKind::Purge) => OnExhausted::Purge,
                     _ => OnExhausted::Keep,
                 },
+                circuit_breaker: build_breaker(s.circuit_breaker.as_ref(), err).unwrap_or_else(
+                    || {
+                        ok = false;
+                        None
+                    },
+                ),
             })
         }
     };
@@ -775,6 +789,53 @@ fn build_policy(
         },
         action,
     })
+}
+
+/// The policy's circuit breaker: the default when not configured, `None` when disabled, and
+/// `None` (outer) when the settings are invalid (reported through `err`).
+fn build_breaker(
+    section: Option<&toml::Spanned<BreakerSection>>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Option<BreakerSpec>> {
+    let default = crate::supervisor::default_breaker();
+    let Some(section) = section else {
+        return Some(Some(default));
+    };
+    match section.get_ref() {
+        BreakerSection::Enabled(true) => Some(Some(default)),
+        BreakerSection::Enabled(false) => Some(None),
+        BreakerSection::Settings(b) => {
+            let spec = BreakerSpec {
+                window: b.window.map_or(default.window, |d| d.0),
+                threshold: b.threshold.unwrap_or(default.threshold),
+                min_requeues: b
+                    .min_requeues
+                    .map_or(Ok(default.min_requeues), usize::try_from)
+                    .unwrap_or(0),
+                cool_down: b.cool_down.map_or(default.cool_down, |d| d.0),
+            };
+            let mut problems = Vec::new();
+            if !(spec.threshold > 0.0 && spec.threshold <= 1.0) {
+                problems.push(format!(
+                    "threshold must be above 0.0 and at most 1.0, got {}",
+                    spec.threshold
+                ));
+            }
+            if spec.min_requeues == 0 {
+                problems.push("min_requeues must be at least 1".to_string());
+            }
+            if spec.window.is_zero() || spec.cool_down.is_zero() {
+                problems.push("window and cool_down must be longer than 0s".to_string());
+            }
+            if problems.is_empty() {
+                return Some(Some(spec));
+            }
+            for p in problems {
+                err(Some(section.span()), p);
+            }
+            None
+        }
+    }
 }
 
 fn build_backoff(

@@ -19,6 +19,7 @@ use super::AppState;
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::policy::{Action, Policy};
 use crate::state::LastScan;
+use crate::supervisor::OpenCircuit;
 
 /// The supervisor's state.
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,6 +30,8 @@ pub struct SupervisorState {
     pub started_at: DateTime<Utc>,
     pub scan_interval_seconds: f64,
     pub policies: usize,
+    /// Retry policies whose circuit breaker holds requeues back, and until when.
+    pub open_circuits: Vec<OpenCircuit>,
     /// The last completed scan with its counts by decision (none before the first).
     #[schema(value_type = Option<Object>)]
     pub last_scan: Option<LastScan>,
@@ -43,6 +46,7 @@ fn state_of(app: &AppState) -> SupervisorState {
         started_at: app.daemon.started_at,
         scan_interval_seconds: config.supervisor.scan_interval.as_secs_f64(),
         policies: config.policies.len(),
+        open_circuits: app.daemon.breakers.lock().expect("breakers lock").open(),
         last_scan: app.daemon.last_scan(),
     }
 }

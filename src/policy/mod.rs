@@ -43,6 +43,18 @@ pub struct RetrySpec {
     pub backoff: Backoff,
     pub at_front: bool,
     pub on_exhausted: OnExhausted,
+    /// When most requeues fail again, stop requeueing for a while (`None`: never).
+    pub circuit_breaker: Option<BreakerSpec>,
+}
+
+/// A retry policy's circuit breaker: open when at least `min_requeues` requeues happened in
+/// `window` and the share of them that failed again reaches `threshold`; stay open `cool_down`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSpec {
+    pub window: Duration,
+    pub threshold: f64,
+    pub min_requeues: usize,
+    pub cool_down: Duration,
 }
 
 /// What happens when a job has used up `max_attempts`.

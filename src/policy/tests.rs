@@ -575,6 +575,7 @@ fn any_retry_spec() -> impl Strategy<Value = RetrySpec> {
             } else {
                 OnExhausted::Keep
             },
+            circuit_breaker: None,
         },
     )
 }

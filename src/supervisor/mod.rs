@@ -2,6 +2,7 @@
 //! executor, and remember decisions that need no write so that re-scans and backoff timers cost
 //! little (see [`FactsCache`]).
 
+mod breaker;
 mod cache;
 pub mod notifications;
 mod rate;
@@ -18,6 +19,7 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub use breaker::{default_spec as default_breaker, Breakers, OpenCircuit};
 pub use cache::{CacheEntry, DueJob, FactsCache, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
@@ -373,6 +375,23 @@ impl Supervisor {
             }
             return Ok(batch);
         }
+        // Retry storms: a policy whose circuit breaker is open does not requeue for now.
+        {
+            let mut breakers = self.state.breakers.lock().expect("breakers lock");
+            let now = Utc::now();
+            writes.retain(|(w, _)| {
+                let held =
+                    matches!(w.kind, WriteKind::Requeue { .. }) && !breakers.allows(&w.policy, now);
+                if held {
+                    report.skip("circuit_open");
+                }
+                !held
+            });
+            self.state.metrics.set_open_circuits(&breakers.open());
+        }
+        if writes.is_empty() {
+            return Ok(batch);
+        }
         let requeues = writes
             .iter()
             .filter(|(w, _)| matches!(w.kind, WriteKind::Requeue { .. }))
@@ -381,6 +400,8 @@ impl Supervisor {
         let to_write: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
         let outcomes = snap.executor.apply(con, &to_write, Utc::now()).await?;
         let metrics = &self.state.metrics;
+        let mut failed_again: HashMap<&str, usize> = HashMap::new();
+        let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
         for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
             let attempt = match write.kind {
                 WriteKind::Requeue { attempt, .. } => attempt,
@@ -394,6 +415,10 @@ impl Supervisor {
             };
             if retried_before {
                 metrics.retry_failed_again(&write.queue, &write.policy);
+                *failed_again.entry(write.policy.as_str()).or_default() += 1;
+            }
+            if *outcome == Outcome::Requeued {
+                *requeued_by_policy.entry(write.policy.as_str()).or_default() += 1;
             }
             match outcome {
                 Outcome::Requeued => {
@@ -433,8 +458,34 @@ impl Supervisor {
                 "action"
             );
         }
+        self.feed_breakers(snap, &requeued_by_policy, &failed_again);
         self.audit(con, snap, queue, &writes, &outcomes).await;
         Ok(batch)
+    }
+
+    /// Tells each retry policy's breaker what this batch did.
+    fn feed_breakers(
+        &self,
+        snap: &Snapshot,
+        requeued: &HashMap<&str, usize>,
+        failed_again: &HashMap<&str, usize>,
+    ) {
+        let mut breakers = self.state.breakers.lock().expect("breakers lock");
+        let now = Utc::now();
+        for policy in &snap.config.policies {
+            let crate::policy::Action::Retry(spec) = &policy.action else {
+                continue;
+            };
+            let Some(breaker) = &spec.circuit_breaker else {
+                continue;
+            };
+            let r = requeued.get(policy.name.as_str()).copied().unwrap_or(0);
+            let f = failed_again.get(policy.name.as_str()).copied().unwrap_or(0);
+            if r + f > 0 {
+                breakers.record(&policy.name, breaker, r, f, now);
+            }
+        }
+        self.state.metrics.set_open_circuits(&breakers.open());
     }
 
     /// One audit entry per (action, policy) for the writes of a batch that changed something.
