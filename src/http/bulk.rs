@@ -336,14 +336,27 @@ async fn run(
             .await?;
         for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
             let mut selected: Vec<Box<JobFacts>> = Vec::new();
-            let mut skipped = 0;
+            let mut undecodable: Vec<String> = Vec::new();
             for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
                 match decode(&raw) {
                     DecodeOutcome::Job(f) if filter.matches(&f) => selected.push(f),
                     DecodeOutcome::Job(_) => {}
-                    DecodeOutcome::Orphan | DecodeOutcome::Corrupt(_) => skipped += 1,
+                    DecodeOutcome::Orphan | DecodeOutcome::Corrupt(_) => {
+                        undecodable.push(raw.job_id)
+                    }
                 }
             }
+            // Jobs requeued or deleted by someone else between listing and reading are not
+            // undecodable: they are simply gone.
+            let skipped = if undecodable.is_empty() {
+                0
+            } else {
+                let moved = snap
+                    .registry
+                    .moved_meanwhile(&mut con, queue, &undecodable)
+                    .await?;
+                (undecodable.len() - moved.len()) as u64
+            };
             {
                 let mut r = progress.lock().expect("task lock");
                 r.skipped += skipped;

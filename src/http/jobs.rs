@@ -346,7 +346,20 @@ async fn failed_job(
         .read_jobs(con, &queue, &[job_id.to_string()])
         .await?
         .remove(0);
-    match decode(&raw) {
+    let outcome = decode(&raw);
+    if !matches!(outcome, DecodeOutcome::Job(_))
+        && !snap
+            .registry
+            .moved_meanwhile(con, &queue, &[job_id.to_string()])
+            .await?
+            .is_empty()
+    {
+        return Err(ApiError::not_found(
+            "not_in_failed_registry",
+            format!("job {job_id} was moved or deleted meanwhile"),
+        ));
+    }
+    match outcome {
         DecodeOutcome::Job(f) => Ok(*f),
         DecodeOutcome::Orphan => Err(ApiError::not_found(
             "job_missing",

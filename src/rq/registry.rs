@@ -158,6 +158,24 @@ impl Registry {
             .await
     }
 
+    /// Which of `ids` are no longer in the queue's failed registry. Reading the registry and then
+    /// the hash are two round trips: a job requeued or deleted by someone else in between looks
+    /// corrupt (`ended_at` cleared) or orphaned, and this tells the two apart.
+    pub async fn moved_meanwhile<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        ids: &[String],
+    ) -> RedisResult<std::collections::HashSet<String>> {
+        let scores = self.scores(con, queue, ids).await?;
+        Ok(ids
+            .iter()
+            .zip(scores)
+            .filter(|(_, s)| s.is_none())
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
     /// The stored fields and newest result of each job, in one pipelined round trip.
     /// Errors of individual commands (e.g. WRONGTYPE) stay with their job; only a
     /// connection-level failure is an `Err`.

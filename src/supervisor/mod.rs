@@ -304,12 +304,29 @@ impl Supervisor {
         };
         let report = &mut batch.report;
         let raws = snap.registry.read_jobs(con, queue, ids).await?;
+        let decoded: Vec<DecodeOutcome> = raws.iter().map(decode).collect();
+        let suspects: Vec<String> = raws
+            .iter()
+            .zip(&decoded)
+            .filter(|(_, d)| !matches!(d, DecodeOutcome::Job(_)))
+            .map(|(r, _)| r.job_id.clone())
+            .collect();
+        let moved = if suspects.is_empty() {
+            Default::default()
+        } else {
+            snap.registry.moved_meanwhile(con, queue, &suspects).await?
+        };
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
-        for raw in &raws {
+        for (raw, outcome) in raws.iter().zip(decoded) {
             report.scanned += 1;
-            let facts = match decode(raw) {
+            let facts = match outcome {
                 DecodeOutcome::Job(facts) => facts,
+                _ if moved.contains(&raw.job_id) => {
+                    debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
+                    report.conflicts += 1;
+                    continue;
+                }
                 DecodeOutcome::Orphan => {
                     debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
                     report.skip("orphan");
