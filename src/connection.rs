@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::config::{redact_url, Config};
 
 /// How long one command (or one pipeline) may take before it fails.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
