@@ -16,6 +16,9 @@
 #     missing): tests/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
 #   - target/venv-tools (schemathesis, pinned): tests/api_fuzz.rs fuzzes the HTTP API from its
 #     OpenAPI document; reused like the RQ venvs.
+#   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
+#     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
+#     target (default 20).
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
 
@@ -134,6 +137,34 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# Bounded fuzzing of the job decoder and the config loader with cargo-fuzz (fuzz/README.md).
+# cargo-fuzz passes -Zsanitizer=address, which the stable toolchain accepts with
+# RUSTC_BOOTSTRAP=1 (set for these commands only). --dev: debug assertions and overflow checks,
+# with opt-level 1 only for the code the targets run (fuzz/Cargo.toml). New inputs go to a
+# scratch corpus under fuzz/target; the committed seeds in fuzz/corpus are only read. A crash,
+# a failed check, a timeout or an out-of-memory fails the script; the input is left in
+# fuzz/artifacts/<target>/ and the log's tail is printed.
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_SECONDS=${RQ_RETRYD_FUZZ_SECONDS:-20}
+step "cargo fuzz: decode_job and parse_config, ${FUZZ_SECONDS}s each"
+if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: installing it with cargo install"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev)
+for target in decode_job parse_config; do
+  scratch=$repo/fuzz/target/corpus/$target
+  log=$repo/fuzz/target/fuzz-$target.log
+  mkdir -p "$scratch"
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$scratch" "corpus/$target" -- \
+    -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
+    >"$log" 2>&1; then
+    tail -n 80 "$log"
+    die "cargo fuzz found a failure in $target (input in fuzz/artifacts/$target/, log $log)"
+  fi
+  grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
+done
 
 step "cargo test --all-targets"
 cargo test --all-targets
