@@ -21,6 +21,28 @@ fn calls(con: &mut redis::Connection, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls until `job` is the only id in `rq:queue:<queue>`; returns how long after `since` that
+/// was, and fails after 10 s saying `what` was never requeued.
+fn wait_until_queued(
+    con: &mut redis::Connection,
+    queue: &str,
+    job: &str,
+    since: Instant,
+    what: &str,
+) -> Duration {
+    loop {
+        let queued: Vec<String> = con.lrange(format!("rq:queue:{queue}"), 0, -1).unwrap();
+        if queued == vec![job] {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{what} was never requeued"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
     let server = RedisServer::start();
@@ -82,17 +104,7 @@ fn a_job_in_backoff_is_requeued_by_its_timer_within_a_second_of_its_due_time() {
     // The scan sees it waiting (due in about 3 s); scan_interval is 1h, so only the timer can act.
     let report = daemon.scan()["report"].clone();
     assert_eq!(report["waiting"], 1, "{report}");
-    let requeued_after = loop {
-        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
-        if queued == vec!["t1"] {
-            break failed.elapsed();
-        }
-        assert!(
-            failed.elapsed() < Duration::from_secs(10),
-            "the timer never requeued the job"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let requeued_after = wait_until_queued(&mut con, "default", "t1", failed, "the timer: the job");
     assert!(
         requeued_after >= Duration::from_millis(2900),
         "requeued before its due time: {requeued_after:?}"
@@ -123,18 +135,13 @@ fn a_notified_new_failure_is_requeued_without_waiting_for_the_scan_interval() {
                 .contains("listening for failed-registry notifications")
         });
         FailedJob::new("fresh").queue("emails").write(&mut con);
-        let landed = Instant::now();
-        loop {
-            let queued: Vec<String> = con.lrange("rq:queue:emails", 0, -1).unwrap();
-            if queued == vec!["fresh"] {
-                break;
-            }
-            assert!(
-                landed.elapsed() < Duration::from_secs(10),
-                "notify-keyspace-events {events}: the new failure was never requeued"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_queued(
+            &mut con,
+            "emails",
+            "fresh",
+            Instant::now(),
+            &format!("notify-keyspace-events {events}: the new failure"),
+        );
         let scans = daemon
             .get("/metrics")
             .text()
@@ -162,18 +169,13 @@ fn without_notifications_the_scan_interval_still_finds_new_failures() {
     config.scan_interval = "1s".into();
     let daemon = Daemon::start_ready(&config);
     FailedJob::new("later").write(&mut con);
-    let landed = Instant::now();
-    loop {
-        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
-        if queued == vec!["later"] {
-            break;
-        }
-        assert!(
-            landed.elapsed() < Duration::from_secs(10),
-            "the periodic scan never requeued the new failure"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_queued(
+        &mut con,
+        "default",
+        "later",
+        Instant::now(),
+        "the periodic scan: the new failure",
+    );
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
