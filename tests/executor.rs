@@ -85,7 +85,9 @@ async fn requeue_moves_a_failed_job_onto_its_queue_in_one_step() {
     assert_eq!(h["retryd_attempts"], "1");
     assert_eq!(h["retryd_policy"], "transient");
     assert_eq!(h["retryd_requeued_at"], h["enqueued_at"]);
-    assert!(!h.contains_key("exc_info"));
+    // The traceback is replaced by what RQ's own requeue writes there: zlib.compress(b"").
+    let exc_info: Vec<u8> = sync.hget("rq:job:j1", "exc_info").unwrap();
+    assert_eq!(exc_info, b"x\x9c\x03\x00\x00\x00\x00\x01");
     let ttl: i64 = sync.ttl("rq:job:j1").unwrap();
     assert_eq!(
         ttl, -1,
@@ -426,4 +428,66 @@ async fn a_job_key_that_turned_into_a_string_fails_alone_within_a_batch() {
     assert!(b_still_failed.is_some());
     let b_value: String = sync.get("rq:job:b").unwrap();
     assert_eq!(b_value, "not a hash");
+}
+
+#[tokio::test]
+async fn one_call_serving_several_queues_policies_and_duplicates_maps_every_outcome_back() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    for (id, queue) in [
+        ("a1", "alpha"),
+        ("a2", "alpha"),
+        ("b1", "beta"),
+        ("b2", "beta"),
+    ] {
+        FailedJob::new(id).queue(queue).write(&mut sync);
+    }
+    let mut con = async_con(&server).await;
+    let a1 = facts(&mut con, "alpha", "a1").await;
+    let a2 = facts(&mut con, "alpha", "a2").await;
+    let b1 = facts(&mut con, "beta", "b1").await;
+    let b2 = facts(&mut con, "beta", "b2").await;
+    let other_policy = Write {
+        policy: "other".into(),
+        ..requeue(&b2, Some(1), false)
+    };
+    // Interleaved groups, one job twice (in the same group) and one at the front.
+    let writes = vec![
+        requeue(&a1, Some(1), false),
+        requeue(&b1, Some(1), true),
+        requeue(&a1, Some(1), false),
+        other_policy,
+        requeue(&a2, Some(1), false),
+    ];
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &writes, Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Requeued,
+            Outcome::Requeued,
+            Outcome::NotInRegistry,
+            Outcome::Requeued,
+            Outcome::Requeued
+        ]
+    );
+    let alpha: Vec<String> = sync.lrange("rq:queue:alpha", 0, -1).unwrap();
+    assert_eq!(alpha, vec!["a1", "a2"], "each once, in decision order");
+    let beta: Vec<String> = sync.lrange("rq:queue:beta", 0, -1).unwrap();
+    assert_eq!(beta.len(), 2, "{beta:?}");
+    assert!(beta.contains(&"b1".to_string()) && beta.contains(&"b2".to_string()));
+    let policy: String = sync.hget("rq:job:b2", "retryd_policy").unwrap();
+    assert_eq!(policy, "other");
+    for queue in ["alpha", "beta"] {
+        let left: usize = sync.zcard(format!("rq:failed:{queue}")).unwrap();
+        assert_eq!(left, 0, "{queue}");
+        let known: bool = sync
+            .sismember("rq:queues", format!("rq:queue:{queue}"))
+            .unwrap();
+        assert!(known, "{queue}");
+    }
 }

@@ -127,13 +127,20 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> RedisResult<Vec<Outcome>> {
         let now_text = format_rq_timestamp(now);
-        let mut calls: Vec<Vec<usize>> = Vec::new();
-        for kind in [Kind::Requeue, Kind::Purge, Kind::MarkExhausted] {
-            let indices: Vec<usize> = (0..writes.len())
-                .filter(|&i| Kind::of(&writes[i].kind) == kind)
-                .collect();
-            calls.extend(indices.chunks(SCRIPT_BATCH).map(<[usize]>::to_vec));
+        // Writes that can share one script call, in order of first appearance: a requeue call
+        // serves one registry, queue, policy and end of the queue; the others one kind.
+        let mut groups: Vec<(CallKey<'_>, Vec<usize>)> = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            let key = CallKey::of(write);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
         }
+        let calls: Vec<Vec<usize>> = groups
+            .iter()
+            .flat_map(|(_, members)| members.chunks(SCRIPT_BATCH).map(<[usize]>::to_vec))
+            .collect();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         let mut pending: Vec<usize> = (0..calls.len()).collect();
         for round in 0..2 {
@@ -196,29 +203,33 @@ impl Executor {
         let mut cmd = redis::cmd("EVALSHA");
         let first = &writes[members[0]];
         match first.kind {
-            WriteKind::Requeue { .. } => {
-                cmd.arg(self.requeue.get_hash()).arg(members.len() * 4);
+            WriteKind::Requeue { at_front, .. } => {
+                let queue_key = keys.queue(&first.origin);
+                cmd.arg(self.requeue.get_hash())
+                    .arg(members.len() + 3)
+                    .arg(keys.failed(&first.queue))
+                    .arg(&queue_key)
+                    .arg(keys.queues_set());
                 for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(keys.failed(&w.queue))
-                        .arg(keys.job(&w.job_id))
-                        .arg(keys.queue(&w.origin))
-                        .arg(keys.queues_set());
+                    cmd.arg(keys.job(&writes[i].job_id));
                 }
-                cmd.arg(now_text);
+                cmd.arg(now_text)
+                    .arg(&first.policy)
+                    .arg(if at_front { "1" } else { "0" })
+                    .arg(&queue_key);
                 for &i in members {
                     let w = &writes[i];
-                    let WriteKind::Requeue { attempt, at_front } = w.kind else {
+                    let WriteKind::Requeue { attempt, .. } = w.kind else {
                         unreachable!("grouped by kind")
                     };
                     cmd.arg(&w.job_id)
                         .arg(&w.cas.origin)
                         .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts)
-                        .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-                        .arg(&w.policy)
-                        .arg(if at_front { "1" } else { "0" })
-                        .arg(keys.queue(&w.origin));
+                        .arg(&w.cas.attempts);
+                    match attempt {
+                        Some(a) => cmd.arg(a),
+                        None => cmd.arg(""),
+                    };
                 }
             }
             WriteKind::Purge => {
@@ -264,19 +275,32 @@ impl Executor {
 /// stays far below a millisecond of Redis time.
 pub const SCRIPT_BATCH: usize = 100;
 
+/// What writes must share to go in one script call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Requeue,
+enum CallKey<'a> {
+    /// The requeue script takes one failed registry, one target queue, one policy and one end
+    /// of the queue per call.
+    Requeue {
+        queue: &'a str,
+        origin: &'a str,
+        policy: &'a str,
+        at_front: bool,
+    },
     Purge,
     MarkExhausted,
 }
 
-impl Kind {
-    fn of(kind: &WriteKind) -> Kind {
-        match kind {
-            WriteKind::Requeue { .. } => Kind::Requeue,
-            WriteKind::Purge => Kind::Purge,
-            WriteKind::MarkExhausted => Kind::MarkExhausted,
+impl<'a> CallKey<'a> {
+    fn of(write: &'a Write) -> CallKey<'a> {
+        match write.kind {
+            WriteKind::Requeue { at_front, .. } => CallKey::Requeue {
+                queue: &write.queue,
+                origin: &write.origin,
+                policy: &write.policy,
+                at_front,
+            },
+            WriteKind::Purge => CallKey::Purge,
+            WriteKind::MarkExhausted => CallKey::MarkExhausted,
         }
     }
 }

@@ -2,10 +2,16 @@
 //! serializer (pickle by default, JSON with `JSONSerializer`). We only need the function name,
 //! so we read just the first element instead of unpickling arbitrary Python objects.
 
-use std::io::Read;
+use std::cell::RefCell;
+
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// The most we decompress from one field; more is treated as corrupt (zip bomb guard).
 pub const MAX_DECOMPRESSED: u64 = 16 * 1024 * 1024;
+
+/// How much of `data` we inflate to find the function name: it is the first element, so a
+/// job with megabytes of arguments costs no more than one with none.
+const DATA_HEAD: usize = 64 * 1024;
 
 /// Result of inflating a field that may or may not be zlib-compressed.
 #[derive(Debug, PartialEq, Eq)]
@@ -15,36 +21,89 @@ pub enum Inflated {
     NotZlib,
 }
 
-/// Inflates zlib data, refusing to produce more than [`MAX_DECOMPRESSED`] bytes.
+thread_local! {
+    /// One inflater per thread, reset for each field: creating one allocates and clears about
+    /// 40 KiB of state and window, which for a job's small fields costs more than inflating.
+    static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+}
+
+/// Inflates zlib data, refusing to produce more than [`MAX_DECOMPRESSED`] bytes. Like Python's
+/// `zlib.decompress`, a stream that ends early or carries a bad checksum is not zlib data.
 pub fn inflate(bytes: &[u8]) -> Inflated {
-    let mut out = Vec::new();
-    let mut decoder = flate2::read::ZlibDecoder::new(bytes).take(MAX_DECOMPRESSED + 1);
-    match decoder.read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > MAX_DECOMPRESSED => Inflated::TooLarge,
-        Ok(_) => Inflated::Data(out),
-        Err(_) => Inflated::NotZlib,
+    match inflate_up_to(bytes, MAX_DECOMPRESSED as usize + 1) {
+        Inflated::Data(d) if d.len() as u64 > MAX_DECOMPRESSED => Inflated::TooLarge,
+        other => other,
     }
+}
+
+/// Inflates at most `limit` bytes: the whole stream when it is shorter (checked to its end),
+/// else its first `limit` bytes (`Inflated::Data` of exactly `limit` bytes).
+fn inflate_up_to(bytes: &[u8], limit: usize) -> Inflated {
+    INFLATER.with(|cell| {
+        let mut inflater = cell.borrow_mut();
+        inflater.reset(true);
+        let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).clamp(256, limit));
+        loop {
+            let read = inflater.total_in() as usize;
+            let written = out.len();
+            let input = bytes.get(read..).unwrap_or_default();
+            match inflater.decompress_vec(input, &mut out, FlushDecompress::Finish) {
+                Ok(Status::StreamEnd) => return Inflated::Data(out),
+                Err(_) => return Inflated::NotZlib,
+                Ok(Status::Ok | Status::BufError) => {
+                    if out.len() >= limit {
+                        out.truncate(limit);
+                        return Inflated::Data(out);
+                    }
+                    if out.len() == out.capacity() {
+                        out.reserve(out.capacity().min(limit - out.len()));
+                    } else if out.len() == written && inflater.total_in() as usize == read {
+                        // No progress with room to spare: the input ended before the stream did.
+                        return Inflated::NotZlib;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The dotted function name stored in a job's `data`, or `None` when it cannot be read.
 /// Like RQ, falls back to the raw bytes when they are not zlib-compressed.
 pub fn func_name_from_data(data: &[u8]) -> Option<String> {
-    let payload = match inflate(data) {
-        Inflated::Data(d) => d,
-        Inflated::TooLarge => return None,
-        Inflated::NotZlib => data.to_vec(),
+    let inflated = inflate_up_to(data, DATA_HEAD);
+    let payload = match &inflated {
+        Inflated::Data(d) => d.as_slice(),
+        Inflated::TooLarge | Inflated::NotZlib => data,
     };
     let first = payload.iter().copied().find(|b| !b.is_ascii_whitespace())?;
     if first == b'[' {
-        func_name_from_json(&payload)
+        func_name_from_json(payload)
     } else {
-        func_name_from_pickle(&payload)
+        func_name_from_pickle(payload)
     }
 }
 
+/// The first element of a JSON array when it is a string; the rest of the document (possibly
+/// cut off at [`DATA_HEAD`]) is not read.
 fn func_name_from_json(payload: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    value.get(0)?.as_str().map(str::to_string)
+    let open = payload.iter().position(|&b| b == b'[')?;
+    let rest = &payload[open + 1..];
+    let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &rest[start..];
+    if rest.first() != Some(&b'"') {
+        return None;
+    }
+    let mut escaped = false;
+    let end = rest.iter().enumerate().skip(1).find_map(|(i, &b)| {
+        match (escaped, b) {
+            (true, _) => escaped = false,
+            (false, b'\\') => escaped = true,
+            (false, b'"') => return Some(i),
+            _ => {}
+        }
+        None
+    })?;
+    serde_json::from_slice(&rest[..=end]).ok()
 }
 
 /// Walks the pickle opcodes up to the first string: PROTO, FRAME and MARK come first, then the
@@ -155,6 +214,42 @@ mod tests {
             Some("app.tasks.send")
         );
         assert_eq!(func_name_from_description("my custom text"), None);
+    }
+
+    #[test]
+    fn json_names_are_unescaped_and_the_rest_is_not_needed() {
+        let json = br#" ["app.tasks.\u0073end \"x\"", null, [42"#;
+        assert_eq!(
+            func_name_from_data(&zlib(json)).as_deref(),
+            Some("app.tasks.send \"x\"")
+        );
+        assert_eq!(func_name_from_data(br#"[42, "x"]"#), None);
+    }
+
+    #[test]
+    fn huge_arguments_do_not_hide_the_function_name() {
+        let mut pickle = PICKLE5[..PICKLE5.len() - 1].to_vec();
+        pickle.extend(std::iter::repeat_n(b'N', 20 << 20));
+        assert_eq!(
+            func_name_from_data(&zlib(&pickle)).as_deref(),
+            Some("app.tasks.send")
+        );
+    }
+
+    #[test]
+    fn truncated_or_damaged_streams_are_not_zlib() {
+        let whole = zlib(b"Traceback (most recent call last):\nValueError: x");
+        assert_eq!(
+            inflate(&whole),
+            Inflated::Data(b"Traceback (most recent call last):\nValueError: x".to_vec())
+        );
+        assert_eq!(inflate(&whole[..whole.len() - 3]), Inflated::NotZlib);
+        let mut bad_sum = whole.clone();
+        *bad_sum.last_mut().unwrap() ^= 1;
+        assert_eq!(inflate(&bad_sum), Inflated::NotZlib);
+        assert_eq!(inflate(b""), Inflated::NotZlib);
+        // The inflater is reused: a failure leaves nothing behind for the next field.
+        assert_eq!(inflate(&zlib(b"ok")), Inflated::Data(b"ok".to_vec()));
     }
 
     #[test]

@@ -42,16 +42,36 @@ impl Registry {
         con: &mut C,
         filter: &GlobList,
     ) -> RedisResult<Vec<String>> {
+        let mut names = self.known_queues(con).await?;
+        names.extend(self.scan_failed_registries(con).await?);
+        Ok(select_queues(names, filter))
+    }
+
+    /// The queues RQ registered in `rq:queues` (every enqueue adds its queue): one SMEMBERS.
+    pub async fn known_queues<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+    ) -> RedisResult<Vec<String>> {
         let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(self.keys.queues_set())
             .query_async(con)
             .await?;
-        let mut names: Vec<String> = members
+        Ok(members
             .iter()
             .filter_map(|m| std::str::from_utf8(m).ok())
             .filter_map(|key| self.keys.queue_name_from_key(key))
             .map(str::to_string)
-            .collect();
+            .collect())
+    }
+
+    /// The queue of every `rq:failed:*` key, including registries whose queue left
+    /// `rq:queues`. SCAN walks the whole keyspace (about a microsecond of Redis time per key),
+    /// so callers that repeat it should not do so on every pass.
+    pub async fn scan_failed_registries<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+    ) -> RedisResult<Vec<String>> {
+        let mut names = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -73,9 +93,6 @@ impl Registry {
             }
             cursor = next;
         }
-        names.retain(|q| filter.is_match(q));
-        names.sort();
-        names.dedup();
         Ok(names)
     }
 
@@ -331,6 +348,14 @@ impl Registry {
         }
         Ok(None)
     }
+}
+
+/// The names `filter` accepts, sorted and deduplicated.
+pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
+    names.retain(|q| filter.is_match(q));
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One counting command per queue, pipelined; an empty list sends nothing.

@@ -35,6 +35,11 @@ use crate::state::{DaemonState, Snapshot};
 pub const PARALLEL_BATCHES: usize = 3;
 /// Registry ids listed per ZRANGE (a few milliseconds of Redis time at most).
 pub const LIST_WINDOW: usize = 5000;
+/// How long the daemon reuses one SCAN for `rq:failed:*` keys. `rq:queues` is read on every
+/// scan and names every queue RQ enqueued to; the SCAN only adds registries whose queue left
+/// that set, and walks the whole keyspace to find them (at 200,000 failed jobs, about 400,000
+/// keys: more Redis time than the rest of a re-scan).
+pub const REGISTRY_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How much of a registry a pass covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct Batch {
 pub struct Supervisor {
     state: Arc<DaemonState>,
     cache: Mutex<FactsCache>,
+    /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
+    scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl Supervisor {
@@ -68,6 +75,7 @@ impl Supervisor {
         Supervisor {
             state,
             cache: Mutex::new(FactsCache::default()),
+            scanned_registries: Mutex::new(None),
         }
     }
 
@@ -111,10 +119,7 @@ impl Supervisor {
             .expect("cache lock")
             .begin_scan(Arc::as_ptr(config) as usize);
         let result = async {
-            let queues = snap
-                .registry
-                .discover_queues(con, &config.supervisor.queues)
-                .await?;
+            let queues = self.discover_queues(con, &snap).await?;
             let sizes = snap.registry.registry_sizes(con, &queues).await?;
             self.cache
                 .lock()
@@ -163,6 +168,36 @@ impl Supervisor {
                 Err(e)
             }
         }
+    }
+
+    /// The supervised queues: `rq:queues` as of now, plus the failed registries found by a
+    /// SCAN at most [`REGISTRY_SCAN_INTERVAL`] old.
+    async fn discover_queues<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+    ) -> RedisResult<Vec<String>> {
+        let mut names = snap.registry.known_queues(con).await?;
+        let cached = self
+            .scanned_registries
+            .lock()
+            .expect("registry scan lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REGISTRY_SCAN_INTERVAL)
+            .map(|(_, found)| found.clone());
+        match cached {
+            Some(found) => names.extend(found),
+            None => {
+                let found = snap.registry.scan_failed_registries(con).await?;
+                names.extend(found.iter().cloned());
+                *self.scanned_registries.lock().expect("registry scan lock") =
+                    Some((Instant::now(), found));
+            }
+        }
+        Ok(crate::rq::registry::select_queues(
+            names,
+            &snap.config.supervisor.queues,
+        ))
     }
 
     /// A quick pass over the named queues only (a notified new failure): new failures are read
