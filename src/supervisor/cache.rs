@@ -114,7 +114,7 @@ fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
             b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
             _ => return None,
         };
-        out[nibbles / 2] |= value << if nibbles % 2 == 0 { 4 } else { 0 };
+        out[nibbles / 2] |= value << if nibbles.is_multiple_of(2) { 4 } else { 0 };
         nibbles += 1;
     }
     (nibbles == 32).then_some(out)
