@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::binary;
+use super::spawn_daemon;
 use super::http::{free_port, try_request, Response};
 use super::jobs::FailedJob;
 
@@ -331,29 +331,6 @@ impl Drop for KillableDaemon {
             let _ = child.wait();
         }
     }
-}
-
-fn spawn_daemon(config: &Path, dir: &Path) -> Child {
-    let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
-    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
-    let mut cmd = Command::new(binary());
-    for var in [
-        "RQ_RETRYD_CONFIG",
-        "RQ_RETRYD_REDIS_URL",
-        "RQ_RETRYD_HTTP_LISTEN",
-        "RQ_RETRYD_AUTH_TOKEN",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("start rq-retryd")
 }
 
 /// One seeded job: its id and its queue (= origin).

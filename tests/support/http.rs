@@ -15,20 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::binary;
 
 /// How long one HTTP exchange may take (a 503 after a Redis reconnect attempt takes seconds).
 const HTTP_DEADLINE: Duration = Duration::from_secs(90);
 /// How long the daemon may take to answer `/healthz` (or `/readyz`) after it was started.
 const START_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The environment variables that could point the daemon at another Redis or listen address.
-const RETRYD_ENV: [&str; 4] = [
-    "RQ_RETRYD_CONFIG",
-    "RQ_RETRYD_REDIS_URL",
-    "RQ_RETRYD_HTTP_LISTEN",
-    "RQ_RETRYD_AUTH_TOKEN",
-];
 
 /// One HTTP answer.
 #[derive(Debug, Clone)]
@@ -286,7 +277,7 @@ impl Daemon {
             let listen: SocketAddr = format!("{host}:{port}").parse().expect("listen address");
             let config_path = dir.path().join("rq-retryd.toml");
             std::fs::write(&config_path, config.toml(listen)).expect("write config");
-            let child = spawn(&config_path, dir.path());
+            let child = super::spawn_daemon(&config_path, dir.path());
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let daemon = Daemon {
                 child: Mutex::new(Some(child)),
@@ -479,30 +470,13 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn(config_path: &Path, dir: &Path) -> Child {
-    let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
-    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
-    let mut cmd = Command::new(binary());
-    for var in RETRYD_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(config_path)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    cmd.spawn().expect("start rq-retryd")
-}
-
 /// Runs `rq-retryd --config <toml in a temp dir> run` to completion (for configs that must be
 /// refused); returns the exit code and everything it printed. Killed after 20 s.
 pub fn run_to_exit(toml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("rq-retryd.toml");
     std::fs::write(&config_path, toml).expect("write config");
-    let mut child = spawn(&config_path, dir.path());
+    let mut child = super::spawn_daemon(&config_path, dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let code = loop {
         if let Some(status) = child.try_wait().expect("wait") {

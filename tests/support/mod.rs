@@ -118,6 +118,41 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rq-retryd"))
 }
 
+/// The environment through which a developer's shell could point the binary under test
+/// somewhere else (e.g. at the Redis on 6379) or change what it logs.
+const RETRYD_ENV: [&str; 5] = [
+    "RQ_RETRYD_CONFIG",
+    "RQ_RETRYD_REDIS_URL",
+    "RQ_RETRYD_HTTP_LISTEN",
+    "RQ_RETRYD_AUTH_TOKEN",
+    "RUST_LOG",
+];
+
+/// `rq-retryd` with that environment removed, so only the test's config decides.
+pub fn retryd_command() -> Command {
+    let mut cmd = Command::new(binary());
+    for var in RETRYD_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Starts `rq-retryd --config CONFIG run`, its output going to `stdout.log` and `stderr.log`
+/// in `dir`.
+pub fn spawn_daemon(config: &Path, dir: &Path) -> Child {
+    let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
+    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
+    retryd_command()
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start rq-retryd")
+}
+
 /// The repository root.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

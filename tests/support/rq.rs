@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{binary, repo_root};
+use super::repo_root;
 
 /// How long one `rq worker --burst` may take; a healthy one takes about a second.
 const WORKER_DEADLINE: Duration = Duration::from_secs(90);
 /// How long one `rqctl.py` call or one `rq-retryd` invocation may take.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The environment variables through which a developer's shell could point the binary under
-/// test somewhere else (e.g. at the Redis on 6379); they are removed from every child.
-const RETRYD_ENV: [&str; 4] = [
-    "RQ_RETRYD_CONFIG",
-    "RQ_RETRYD_REDIS_URL",
-    "RQ_RETRYD_HTTP_LISTEN",
-    "RQ_RETRYD_AUTH_TOKEN",
-];
 
 /// One pinned RQ installation: a virtualenv with `bin/python` and `bin/rq`.
 #[derive(Debug, Clone)]
@@ -326,10 +317,7 @@ impl RetrydRun {
 /// Runs `rq-retryd --config CONFIG ARGS...` (e.g. `["once", "--json"]`) with the RQ_RETRYD_*
 /// environment cleared, so only the test's config decides which Redis it talks to.
 pub fn retryd(config: &Path, args: &[&str]) -> RetrydRun {
-    let mut cmd = Command::new(binary());
-    for var in RETRYD_ENV {
-        cmd.env_remove(var);
-    }
+    let mut cmd = super::retryd_command();
     cmd.arg("--config").arg(config).args(args);
     let what = format!("rq-retryd --config {} {}", config.display(), args.join(" "));
     let run = run_with_deadline(&mut cmd, COMMAND_DEADLINE, &what);
