@@ -384,7 +384,7 @@ async fn racing_executors_requeue_every_job_exactly_once() {
     assert_eq!(left, 0);
 }
 
-/// Scripts handle up to 100 jobs per call: one bad job must not stop or undo the others.
+/// Scripts handle up to 50 jobs per call: one bad job must not stop or undo the others.
 #[tokio::test]
 async fn a_job_key_that_turned_into_a_string_fails_alone_within_a_batch() {
     let server = RedisServer::start();

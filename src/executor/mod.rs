@@ -115,9 +115,10 @@ impl Executor {
         Ok(())
     }
 
-    /// Performs `writes` in one pipeline and returns one outcome per write, in order. Writes of
-    /// the same kind go to Redis [`SCRIPT_BATCH`] at a time in one script call, so the per-call
-    /// cost is shared while no call holds Redis for long. A script that Redis no longer knows
+    /// Performs `writes` in one pipeline and returns one outcome per write, in order. Writes
+    /// that can share a call (same kind; for requeues also the same registry, queue, policy and
+    /// end of the queue) go to Redis [`SCRIPT_BATCH`] at a time in one script call, so the
+    /// per-call cost is shared while no call holds Redis for long. A script that Redis no longer knows
     /// (restart, SCRIPT FLUSH) is loaded and only those calls are sent again: a NOSCRIPT reply
     /// means the call did not run.
     pub async fn apply<C: ConnectionLike + Send>(
@@ -271,9 +272,11 @@ impl Executor {
     }
 }
 
-/// Writes per script call: enough to share the call's fixed cost, few enough that one call
-/// stays far below a millisecond of Redis time.
-pub const SCRIPT_BATCH: usize = 100;
+/// Writes per script call: enough to share the call's fixed cost (per job, most of a call's
+/// cost is per job anyway), few enough that a call takes under a millisecond of Redis time
+/// (about 0.8 ms on the 2-core bench machine). A longer call is also likelier to be the one a
+/// host stall stretches past 10 ms.
+pub const SCRIPT_BATCH: usize = 50;
 
 /// What writes must share to go in one script call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

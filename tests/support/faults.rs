@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::spawn_daemon;
 use super::http::{free_port, try_request, Response};
 use super::jobs::FailedJob;
+use super::spawn_daemon;
 
 /// A small deterministic RNG (splitmix64): the tests print their seed, so a failing sequence of
 /// kill moments can be replayed with `RQ_RETRYD_FAULT_SEED=<seed>`.

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-
 /// How long one HTTP exchange may take (a 503 after a Redis reconnect attempt takes seconds).
 const HTTP_DEADLINE: Duration = Duration::from_secs(90);
 /// How long the daemon may take to answer `/healthz` (or `/readyz`) after it was started.

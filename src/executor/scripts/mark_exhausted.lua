@@ -1,5 +1,5 @@
 -- Mark failed jobs whose max_attempts is used up, once, each only if it is still the failure the
--- caller decided on. One call handles a batch of jobs (at most 100).
+-- caller decided on. One call handles a batch of jobs (at most SCRIPT_BATCH, 50).
 --
 -- For job i (0-based), KEYS[2i+1..2i+2]: failed registry (zset), job hash
 -- For job i, ARGV[1+5i .. 5+5i]: job id, expected origin, expected ended_at, expected

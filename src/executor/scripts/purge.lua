@@ -1,7 +1,7 @@
 -- Delete failed jobs atomically, each only if it is still the failure the caller decided on.
 -- Like RQ's Job.delete: the registry entry, the job hash, its dependency sets and its results.
 -- UNLINK frees large values (multi-MB tracebacks) off the main thread.
--- One call handles a batch of jobs (at most 100).
+-- One call handles a batch of jobs (at most SCRIPT_BATCH, 50).
 --
 -- For job i (0-based), KEYS[5i+1..5i+5]:
 --   failed registry (zset), job hash, dependents set, dependencies set, results stream

@@ -1,7 +1,7 @@
 -- Requeue failed jobs atomically, each only if it is still the failure the caller decided on.
 -- This is RQ's FailedJobRegistry.requeue in one step per job: RQ does the ZREM and the enqueue
 -- in two round trips, so a crash between them loses the job; here both happen or neither does.
--- One call handles up to 100 jobs of one failed registry going to one queue, so the registry
+-- One call handles up to 50 jobs (SCRIPT_BATCH) of one failed registry going to one queue, so the registry
 -- check, the ZREM and the push are one command each for the whole call, and a job costs three:
 -- HMGET (the compare), HSET and PERSIST/EXPIRE.
 --
