@@ -210,6 +210,35 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
 }
 
 #[test]
+fn once_finds_a_failed_registry_whose_queue_left_rq_queues() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("listed").queue("listed").write(&mut con);
+    FailedJob::new("stray")
+        .queue("deleted-queue")
+        .write(&mut con);
+    // As after Queue.delete(): the queue is gone from rq:queues, its failed registry is not.
+    let _: () = con.srem("rq:queues", "rq:queue:deleted-queue").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
+    );
+
+    let out = rq_retryd(&path, &["once", "--json"]);
+
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requeued"], 2, "{report}");
+    assert_eq!(
+        report["queues"],
+        serde_json::json!(["deleted-queue", "listed"])
+    );
+    let queued: Vec<String> = con.lrange("rq:queue:deleted-queue", 0, -1).unwrap();
+    assert_eq!(queued, vec!["stray"]);
+}
+
+#[test]
 fn explain_names_the_deciding_policy_and_why_earlier_ones_did_not_match() {
     let server = RedisServer::start();
     let mut con = server.conn();
