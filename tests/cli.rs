@@ -127,6 +127,20 @@ fn once_exits_1_when_redis_is_unreachable() {
     assert!(text(&out.stderr).contains("cannot reach Redis"));
 }
 
+/// `rq-retryd once --json` with one policy retrying every failed job at once; asserts it exits
+/// 0 and returns the JSON report and stderr.
+fn once_retrying_everything(server: &RedisServer) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
+    );
+    let out = rq_retryd(&path, &["once", "--json"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report = serde_json::from_slice(&out.stdout).expect("JSON report");
+    (report, text(&out.stderr))
+}
+
 #[test]
 fn corrupt_jobs_are_skipped_counted_and_never_touched() {
     let server = RedisServer::start();
@@ -178,15 +192,8 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
         .map(|id| support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes()))
         .collect();
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
-    );
-    let out = rq_retryd(&path, &["once", "--json"]);
+    let (report, stderr) = once_retrying_everything(&server);
 
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["requeued"], 2, "{report}");
     assert_eq!(report["skipped_by_reason"]["decode_error"], 5, "{report}");
     assert_eq!(report["skipped_by_reason"]["orphan"], 1, "{report}");
@@ -202,7 +209,6 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
     let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
     assert_eq!(queued.len(), 2);
     assert!(queued.contains(&"good".to_string()) && queued.contains(&"huge".to_string()));
-    let stderr = text(&out.stderr);
     assert!(
         stderr.contains("cannot decode failed job"),
         "corrupt jobs are logged: {stderr}"
@@ -219,16 +225,9 @@ fn once_finds_a_failed_registry_whose_queue_left_rq_queues() {
         .write(&mut con);
     // As after Queue.delete(): the queue is gone from rq:queues, its failed registry is not.
     let _: () = con.srem("rq:queues", "rq:queue:deleted-queue").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
-    );
 
-    let out = rq_retryd(&path, &["once", "--json"]);
+    let (report, _) = once_retrying_everything(&server);
 
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["requeued"], 2, "{report}");
     assert_eq!(
         report["queues"],
