@@ -10,15 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::jobs::FailedJob;
-use support::{binary, repo_root, RedisServer};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{binary, free_port, repo_root, RedisServer};
 
 /// A blocking `GET` over HTTP/1.1 without a client library: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

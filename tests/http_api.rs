@@ -703,7 +703,7 @@ fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
 #[test]
 fn a_non_loopback_listen_without_a_token_refuses_to_start_with_exit_2() {
     let redis = RedisServer::start();
-    let port = support::http::free_port();
+    let port = support::free_port();
     let toml = format!(
         "[redis]\nurl = \"{}\"\n[http]\nlisten = \"0.0.0.0:{port}\"\n{HANDS_OFF}",
         redis.url()
@@ -808,7 +808,7 @@ fn readyz_and_api_routes_answer_503_once_redis_is_gone() {
 
 #[test]
 fn a_daemon_started_before_redis_answers_503_until_redis_is_up() {
-    let port = support::http::free_port();
+    let port = support::free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
     let daemon = Daemon::start(&DaemonConfig::new(&url, HANDS_OFF));
 

@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use support::jobs::FailedJob;
-use support::{binary, RedisServer};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{binary, free_port, RedisServer};
 
 /// Polls `check` every 100 ms for up to `secs` seconds.
 fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use redis::Commands;
 use support::jobs::FailedJob;
-use support::{binary, RedisServer};
+use support::{binary, free_port, RedisServer};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -86,14 +86,6 @@ fn make_certificates(dir: &Path) {
             ],
         );
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tls_server(dir: &Path, auth_clients: bool) -> (RedisServer, u16) {

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::http::{free_port, try_request, Response};
+use super::free_port;
+use super::http::{try_request, Response};
 use super::jobs::FailedJob;
 use super::spawn_daemon;
 
@@ -607,12 +608,7 @@ pub fn assert_all_auto_requeued(census: &Census, total: usize) {
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     super::http::parse_metrics(text)
         .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|s| s.matches(name, labels))
         .map(|s| s.value)
         .sum()
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::free_port;
+
 /// How long one HTTP exchange may take (a 503 after a Redis reconnect attempt takes seconds).
 const HTTP_DEADLINE: Duration = Duration::from_secs(90);
 /// How long the daemon may take to answer `/healthz` (or `/readyz`) after it was started.
@@ -495,15 +497,6 @@ pub fn run_to_exit(toml: &str) -> (i32, String) {
     )
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Percent-encodes a query value (everything but unreserved characters).
 pub fn enc(value: &str) -> String {
     value
@@ -523,6 +516,16 @@ pub struct Sample {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub value: f64,
+}
+
+impl Sample {
+    /// Named `name`, with (at least) these label values.
+    pub fn matches(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.name == name
+            && labels
+                .iter()
+                .all(|(k, v)| self.labels.get(*k).map(String::as_str) == Some(*v))
+    }
 }
 
 /// Parses the samples of a Prometheus text exposition (comments skipped). Panics on a line it
@@ -593,15 +596,7 @@ fn parse_labels(body: &str, line: &str) -> BTreeMap<String, String> {
 /// The value of the one sample named `name` whose labels include `labels`; `None` when there is
 /// none. Panics when several match (the caller must be precise).
 pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let found: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect();
+    let found: Vec<&Sample> = samples.iter().filter(|s| s.matches(name, labels)).collect();
     assert!(
         found.len() <= 1,
         "{name}{labels:?} matches several samples: {found:?}"
