@@ -130,10 +130,15 @@ fn once_exits_1_when_redis_is_unreachable() {
 /// `rq-retryd once --json` with one policy retrying every failed job at once; asserts it exits
 /// 0 and returns the JSON report and stderr.
 fn once_retrying_everything(server: &RedisServer) -> (serde_json::Value, String) {
+    once_retrying(server, "")
+}
+
+/// Like [`once_retrying_everything`], with `matcher` (TOML lines) added to the policy.
+fn once_retrying(server: &RedisServer, matcher: &str) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
-        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry-all\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n", server.url()),
+        &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n{matcher}", server.url()),
     );
     let out = rq_retryd(&path, &["once", "--json"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
@@ -192,7 +197,8 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
         .map(|id| support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes()))
         .collect();
 
-    let (report, stderr) = once_retrying_everything(&server);
+    // The policy looks at the exception, so an unreadable failure text stops a decision.
+    let (report, stderr) = once_retrying(&server, "exceptions = [\"ConnectionError\"]\n");
 
     assert_eq!(report["requeued"], 2, "{report}");
     assert_eq!(report["skipped_by_reason"]["decode_error"], 5, "{report}");
@@ -213,6 +219,55 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
         stderr.contains("cannot decode failed job"),
         "corrupt jobs are logged: {stderr}"
     );
+}
+
+#[test]
+fn a_queue_wide_policy_reads_no_failure_texts_and_is_not_stopped_by_one_it_cannot_read() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("good").write(&mut con);
+    FailedJob::new("bad-text").write(&mut con);
+    let _: () = redis::cmd("DEL")
+        .arg("rq:results:bad-text")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("rq:results:bad-text")
+        .arg("*")
+        .arg("type")
+        .arg(2)
+        .arg("exc_string")
+        .arg("aGVsbG8gd29ybGQ=")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+
+    let (report, _) = once_retrying_everything(&server);
+
+    // Whether a job is retried does not depend on its traceback here, so none is read and the
+    // one that cannot be decoded is retried like the other.
+    assert_eq!(report["requeued"], 2, "{report}");
+    assert!(
+        report["skipped_by_reason"].get("decode_error").is_none(),
+        "{report}"
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        stats.contains("cmdstat_hmget:"),
+        "the jobs were read: {stats}"
+    );
+    assert!(
+        !stats.contains("cmdstat_xrevrange:"),
+        "no results stream is read: {stats}"
+    );
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued.len(), 2, "{queued:?}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::io::Write;
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use rq_retryd::rq::job::{format_rq_timestamp, parse_rq_timestamp, FIELDS};
+use rq_retryd::rq::job::{format_rq_timestamp, parse_rq_timestamp, Reads, FIELDS};
 use rq_retryd::rq::{decode, failure, payload, CorruptReason, DecodeOutcome, RawJob};
 
 /// Magic that selects the seed format.
@@ -245,6 +245,7 @@ impl Input {
         RawJob {
             job_id: self.job_id,
             queue: self.queue,
+            reads: Reads::ALL,
             hash,
             newest_result,
         }
@@ -259,6 +260,7 @@ fn parse_seed(mut data: &[u8]) -> RawJob {
     let mut raw = RawJob {
         job_id: String::new(),
         queue: String::new(),
+        reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
         newest_result: Ok(None),
     };

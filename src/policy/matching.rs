@@ -177,6 +177,10 @@ impl Matcher {
             }
         }
         if let Some(functions) = &self.functions {
+            debug_assert!(
+                job.reads.function,
+                "a function matcher on facts read without it"
+            );
             let hit = job
                 .func_name
                 .as_deref()
@@ -189,6 +193,10 @@ impl Matcher {
             }
         }
         if let Some(exceptions) = &self.exceptions {
+            debug_assert!(
+                job.reads.failure,
+                "an exception matcher on facts read without it"
+            );
             let exc_type = job.exc_type();
             let hit = exc_type.is_some_and(|t| exceptions.iter().any(|p| p.is_match(t)));
             if !hit {
@@ -199,6 +207,10 @@ impl Matcher {
             }
         }
         if let Some(pattern) = &self.error_pattern {
+            debug_assert!(
+                job.reads.failure,
+                "an error_pattern on facts read without it"
+            );
             let text = job.failure.as_ref().map(|f| f.text.as_str());
             if !text.is_some_and(|t| pattern.is_match(t)) {
                 return Err(Mismatch::ErrorPattern {

@@ -14,7 +14,7 @@ use serde::Serialize;
 pub use backoff::{Backoff, MAX_DELAY};
 pub use matching::{ExceptionPattern, GlobList, Matcher, Mismatch};
 
-use crate::rq::JobFacts;
+use crate::rq::{JobFacts, Reads};
 
 /// One `[[policy]]` from the config, compiled.
 #[derive(Debug, Clone)]
@@ -68,6 +68,15 @@ pub enum OnExhausted {
 }
 
 impl Action {
+    /// Whether a job this action decides on may be deleted (now or when it is used up).
+    pub fn may_delete(&self) -> bool {
+        match self {
+            Action::Purge { .. } => true,
+            Action::Retry(spec) => spec.on_exhausted == OnExhausted::Purge,
+            Action::Ignore => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Retry(_) => "retry",
@@ -128,6 +137,34 @@ pub struct Evaluation<'p> {
     pub decision: Decision,
     pub policy: Option<&'p Policy>,
     pub misses: Vec<(&'p str, Mismatch)>,
+}
+
+/// What a scan of `queue`'s failed registry must read for [`decide`] to see everything the
+/// policies can look at: the function only if a policy that may be reached matches on it, the
+/// failure text only if one matches on the exception or the traceback. Evaluation never gets
+/// past a policy that matches every job of the queue, so nothing after it counts. Decisions on
+/// facts read this way equal decisions on everything (a property test checks it); tracebacks,
+/// often the biggest part of a failed job, are then not read at all for queue-wide retries.
+/// A policy that may delete reads everything: a job is only ever deleted once all of it
+/// decoded, so a corrupt one stays for someone to look at.
+pub fn reads_for(policies: &[Policy], queue: &str) -> Reads {
+    let mut reads = Reads::DECISION;
+    for policy in policies {
+        let m = &policy.matcher;
+        if m.queues.as_ref().is_some_and(|q| !q.is_match(queue)) {
+            continue;
+        }
+        if policy.action.may_delete() {
+            return Reads::ALL;
+        }
+        let on_failure = m.exceptions.is_some() || m.error_pattern.is_some();
+        reads.function |= m.functions.is_some();
+        reads.failure |= on_failure;
+        if m.functions.is_none() && !on_failure {
+            break;
+        }
+    }
+    reads
 }
 
 /// Decides what to do with `job` at `now`: the first matching policy wins.

@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::rq::{CasToken, Failure, JobFacts};
+use crate::rq::{CasToken, Failure, JobFacts, Reads};
 
 /// When every test job failed.
 fn failed_at() -> DateTime<Utc> {
@@ -45,6 +45,7 @@ fn job(queue: &str, func: Option<&str>, last_line: &str) -> JobFacts {
         requeued_at: None,
         failure: Some(Failure::from_text(traceback(last_line))),
         cas: CasToken::default(),
+        reads: Reads::ALL,
     }
 }
 
@@ -683,5 +684,164 @@ proptest! {
             Decision::PurgeAt { due }
         };
         prop_assert_eq!(decide(&p, &j, now).decision, expected);
+    }
+}
+
+// ---- what a scan reads ---------------------------------------------------------------------
+
+/// A matcher built from small alphabets, so that random policies often match random jobs.
+fn any_matcher() -> impl Strategy<Value = Matcher> {
+    let globs = |options: &'static [&'static str]| {
+        proptest::option::of(proptest::sample::select(options))
+            .prop_map(|g| g.map(|g| GlobList::new(&[g.to_string()]).unwrap()))
+    };
+    (
+        globs(&["default", "reports", "*"]),
+        globs(&["app.tasks.*", "app.workers.*.send", "*"]),
+        proptest::option::of(proptest::sample::select(
+            &["ValueError", "TimeoutError", "builtins.KeyError"][..],
+        )),
+        proptest::option::of(proptest::sample::select(
+            &["timed out", "(?i)bad", "line \\d+"][..],
+        )),
+    )
+        .prop_map(|(queues, functions, exception, pattern)| Matcher {
+            queues,
+            functions,
+            exceptions: exception.map(|e| vec![ExceptionPattern::new(e).unwrap()]),
+            error_pattern: pattern.map(|p| regex::Regex::new(p).unwrap()),
+        })
+}
+
+fn any_policies() -> impl Strategy<Value = Vec<Policy>> {
+    let action = prop_oneof![
+        any_retry_spec().prop_map(Action::Retry),
+        (0u64..100_000).prop_map(|s| Action::Purge {
+            after: Duration::from_secs(s)
+        }),
+        Just(Action::Ignore),
+    ];
+    proptest::collection::vec((any_matcher(), action), 0..6).prop_map(|list| {
+        list.into_iter()
+            .enumerate()
+            .map(|(i, (matcher, action))| Policy {
+                name: format!("p{i}"),
+                matcher,
+                action,
+            })
+            .collect()
+    })
+}
+
+fn any_failed_job() -> impl Strategy<Value = (JobFacts, DateTime<Utc>)> {
+    (
+        any_job_and_now(),
+        proptest::sample::select(&["default", "reports", "emails"][..]),
+        proptest::option::of(proptest::sample::select(
+            &["app.tasks.work", "app.workers.mail.send", "other"][..],
+        )),
+        proptest::option::of(proptest::sample::select(
+            &[
+                "ValueError: bad input",
+                "socket.TimeoutError: timed out",
+                "KeyError: 'id'",
+            ][..],
+        )),
+    )
+        .prop_map(|((mut j, now), queue, func, last_line)| {
+            j.queue = queue.to_string();
+            j.origin = queue.to_string();
+            j.func_name = func.map(str::to_string);
+            j.failure = last_line.map(|l| Failure::from_text(traceback(l)));
+            (j, now)
+        })
+}
+
+#[test]
+fn a_queue_wide_policy_ends_what_is_read_and_other_queues_policies_do_not_count() {
+    let p = policies(
+        r#"
+        [[policy]]
+        name = "reports-by-function"
+        queues = ["reports"]
+        functions = ["app.*"]
+        [[policy]]
+        name = "timeouts"
+        exceptions = ["TimeoutError"]
+        queues = ["default", "reports"]
+        [[policy]]
+        name = "default-all"
+        queues = ["default"]
+        [[policy]]
+        name = "by-pattern"
+        error_pattern = "x"
+        "#,
+    );
+    let reads = |q| reads_for(&p, q);
+    assert_eq!(
+        reads("default"),
+        Reads {
+            function: false,
+            failure: true
+        }
+    );
+    assert_eq!(reads("reports"), Reads::ALL);
+    assert_eq!(
+        reads("emails"),
+        Reads {
+            function: false,
+            failure: true
+        }
+    );
+    assert_eq!(reads_for(&p[2..3], "default"), Reads::DECISION);
+    assert_eq!(
+        reads_for(&p[2..], "default"),
+        Reads::DECISION,
+        "by-pattern is never reached"
+    );
+    assert_eq!(reads_for(&[], "default"), Reads::DECISION);
+
+    let deleting = policies(
+        r#"
+        [[policy]]
+        name = "purge-old"
+        queues = ["reports"]
+        action = "purge"
+        purge_after = "7d"
+        [[policy]]
+        name = "retry-then-purge"
+        queues = ["emails"]
+        on_exhausted = "purge"
+        [[policy]]
+        name = "retry"
+        "#,
+    );
+    assert_eq!(reads_for(&deleting, "reports"), Reads::ALL);
+    assert_eq!(reads_for(&deleting, "emails"), Reads::ALL);
+    assert_eq!(reads_for(&deleting, "default"), Reads::DECISION);
+}
+
+proptest! {
+    #[test]
+    fn deciding_on_what_reads_for_asks_equals_deciding_on_everything(
+        policies in any_policies(),
+        (full, now) in any_failed_job(),
+    ) {
+        let reads = reads_for(&policies, &full.queue);
+        let mut part = full.clone();
+        part.reads = reads;
+        if !reads.function {
+            part.func_name = None;
+            part.description = None;
+        }
+        if !reads.failure {
+            part.failure = None;
+        }
+        // Matchers debug_assert that what they look at was read, so a policy reached without
+        // its part fails here too.
+        let all = decide(&policies, &full, now);
+        let narrow = decide(&policies, &part, now);
+        prop_assert_eq!(&narrow.decision, &all.decision);
+        prop_assert_eq!(narrow.policy.map(|p| &p.name), all.policy.map(|p| &p.name));
     }
 }

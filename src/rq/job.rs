@@ -26,6 +26,65 @@ pub const FIELDS: [&str; 10] = [
     "retryd_exhausted",
 ];
 
+/// Which optional parts of a failed job a read fetches. Deciding needs only the fields in
+/// [`Reads::fields`] with both flags off; a policy that matches on the function or the failure
+/// asks for more (see `policy::reads_for`), and explain and the HTTP API read everything.
+/// A part that is not read cannot make a job undecodable, and is `None` in [`JobFacts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// `data` and `description`, where the function name comes from.
+    pub function: bool,
+    /// The failure text: the newest `rq:results:<id>` entry and the legacy `exc_info` field.
+    pub failure: bool,
+}
+
+impl Reads {
+    /// Only what every decision needs.
+    pub const DECISION: Reads = Reads {
+        function: false,
+        failure: false,
+    };
+    /// Every field in [`FIELDS`] and the newest result.
+    pub const ALL: Reads = Reads {
+        function: true,
+        failure: true,
+    };
+
+    /// The hash fields to HMGET, in reply order.
+    pub fn fields(self) -> &'static [&'static str] {
+        const BASE: [&str; 5] = [
+            "status",
+            "origin",
+            "ended_at",
+            "retryd_attempts",
+            "retryd_exhausted",
+        ];
+        const FUNCTION: [&str; 7] = [
+            "status",
+            "origin",
+            "ended_at",
+            "retryd_attempts",
+            "retryd_exhausted",
+            "description",
+            "data",
+        ];
+        const FAILURE: [&str; 6] = [
+            "status",
+            "origin",
+            "ended_at",
+            "retryd_attempts",
+            "retryd_exhausted",
+            "exc_info",
+        ];
+        match (self.function, self.failure) {
+            (false, false) => &BASE,
+            (true, false) => &FUNCTION,
+            (false, true) => &FAILURE,
+            (true, true) => &FIELDS,
+        }
+    }
+}
+
 /// The field/value pairs of one stream entry, as stored.
 pub type StreamFields = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -35,7 +94,10 @@ pub struct RawJob {
     pub job_id: String,
     /// The queue whose failed registry holds the id.
     pub queue: String,
-    /// HMGET of [`FIELDS`]; `Err` holds Redis's error (e.g. WRONGTYPE).
+    /// What was read: `hash` holds `reads.fields()`, and `newest_result` is `Ok(None)` unless
+    /// `reads.failure`.
+    pub reads: Reads,
+    /// HMGET of `reads.fields()`; `Err` holds Redis's error (e.g. WRONGTYPE).
     pub hash: Result<Vec<Option<Vec<u8>>>, String>,
     /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
     pub newest_result: Result<Option<StreamFields>, String>,
@@ -64,6 +126,10 @@ pub struct JobFacts {
     /// The stored values the executor compares before writing (compare-and-set).
     #[serde(skip)]
     pub cas: CasToken,
+    /// What was read: without `function`, `func_name` and `description` are `None`; without
+    /// `failure`, `failure` is.
+    #[serde(skip)]
+    pub reads: Reads,
 }
 
 /// The stored values that identify one failure of one job. A script writes only when all three
@@ -141,8 +207,9 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
+    let fields = raw.reads.fields();
     let field = |name: &'static str| -> Option<&[u8]> {
-        let index = FIELDS.iter().position(|f| *f == name).expect("known field");
+        let index = fields.iter().position(|f| *f == name)?;
         values.get(index).and_then(|v| v.as_deref())
     };
     let text = |name: &'static str| -> Result<Option<String>, CorruptReason> {
@@ -185,7 +252,11 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
                 .as_deref()
                 .and_then(payload::func_name_from_description)
         });
-    let failure = read_failure(raw, field("exc_info"))?;
+    let failure = if raw.reads.failure {
+        read_failure(raw, field("exc_info"))?
+    } else {
+        None
+    };
 
     Ok(Some(JobFacts {
         job_id: raw.job_id.clone(),
@@ -205,6 +276,7 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
             ended_at,
             attempts: attempts_raw,
         },
+        reads: raw.reads,
     }))
 }
 

@@ -8,6 +8,6 @@ pub mod payload;
 pub mod registry;
 
 pub use failure::Failure;
-pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob};
+pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads};
 pub use keys::Keys;
 pub use registry::Registry;

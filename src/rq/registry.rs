@@ -4,7 +4,7 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-use super::job::{RawJob, StreamFields, FIELDS};
+use super::job::{RawJob, Reads, StreamFields};
 use super::keys::Keys;
 use crate::policy::GlobList;
 
@@ -193,14 +193,25 @@ impl Registry {
             .collect())
     }
 
-    /// The stored fields and newest result of each job, in one pipelined round trip.
-    /// Errors of individual commands (e.g. WRONGTYPE) stay with their job; only a
-    /// connection-level failure is an `Err`.
+    /// Everything stored about each job ([`Reads::ALL`]), in one pipelined round trip.
     pub async fn read_jobs<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
         ids: &[String],
+    ) -> RedisResult<Vec<RawJob>> {
+        self.read_jobs_with(con, queue, ids, Reads::ALL).await
+    }
+
+    /// The fields `reads` asks for of each job, and its newest result when `reads.failure`, in
+    /// one pipelined round trip. Errors of individual commands (e.g. WRONGTYPE) stay with their
+    /// job; only a connection-level failure is an `Err`.
+    pub async fn read_jobs_with<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        ids: &[String],
+        reads: Reads,
     ) -> RedisResult<Vec<RawJob>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -208,25 +219,33 @@ impl Registry {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&FIELDS[..]);
-            pipe.cmd("XREVRANGE")
-                .arg(self.keys.results(id))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1);
+            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(reads.fields());
+            if reads.failure {
+                pipe.cmd("XREVRANGE")
+                    .arg(self.keys.results(id))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1);
+            }
         }
         let replies: Vec<RedisResult<Value>> = pipe.query_async(con).await?;
         let mut replies = replies.into_iter();
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
             let hash = replies.next().unwrap_or(Ok(Value::Nil));
-            let result = replies.next().unwrap_or(Ok(Value::Nil));
+            let newest_result = if reads.failure {
+                let result = replies.next().unwrap_or(Ok(Value::Nil));
+                result.map_err(|e| e.to_string()).and_then(newest_entry)
+            } else {
+                Ok(None)
+            };
             jobs.push(RawJob {
                 job_id: id.clone(),
                 queue: queue.to_string(),
+                reads,
                 hash: hash.map_err(|e| e.to_string()).and_then(hash_fields),
-                newest_result: result.map_err(|e| e.to_string()).and_then(newest_entry),
+                newest_result,
             });
         }
         Ok(jobs)

@@ -27,7 +27,7 @@ pub use report::ScanReport;
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind};
 use crate::metrics::Trigger;
-use crate::policy::{decide, Decision};
+use crate::policy::{decide, reads_for, Decision};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
 use crate::state::{DaemonState, Snapshot};
 
@@ -339,7 +339,8 @@ impl Supervisor {
             ..Batch::default()
         };
         let report = &mut batch.report;
-        let raws = snap.registry.read_jobs(con, queue, ids).await?;
+        let reads = reads_for(&snap.config.policies, queue);
+        let raws = snap.registry.read_jobs_with(con, queue, ids, reads).await?;
         let decoded: Vec<DecodeOutcome> = raws.iter().map(decode).collect();
         let suspects: Vec<String> = raws
             .iter()

@@ -70,6 +70,7 @@ fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>
     RawJob {
         job_id: JOB_ID.to_string(),
         queue: "email".to_string(),
+        reads: Reads::ALL,
         hash: Ok(hash(&borrowed)),
         newest_result: Ok(newest_result),
     }
@@ -242,6 +243,7 @@ fn a_registry_entry_without_a_job_hash_is_an_orphan() {
     let orphan = RawJob {
         job_id: JOB_ID.to_string(),
         queue: "email".to_string(),
+        reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
         newest_result: Ok(None),
     };
@@ -443,7 +445,118 @@ fn any_results() -> impl Strategy<Value = NewestResult> {
     ]
 }
 
+/// What a read of `reads` would have returned for the job `full` read everything of.
+fn project(full: &RawJob, reads: Reads) -> RawJob {
+    let hash = full.hash.as_ref().map(|values| {
+        reads
+            .fields()
+            .iter()
+            .map(|name| values[FIELDS.iter().position(|f| f == name).unwrap()].clone())
+            .collect()
+    });
+    RawJob {
+        job_id: full.job_id.clone(),
+        queue: full.queue.clone(),
+        reads,
+        hash: hash.map_err(Clone::clone),
+        newest_result: if reads.failure {
+            full.newest_result.clone()
+        } else {
+            Ok(None)
+        },
+    }
+}
+
+fn any_reads() -> impl Strategy<Value = Reads> {
+    (any::<bool>(), any::<bool>()).prop_map(|(function, failure)| Reads { function, failure })
+}
+
+#[test]
+fn every_read_fetches_what_deciding_needs_and_all_reads_everything() {
+    for function in [false, true] {
+        for failure in [false, true] {
+            let fields = Reads { function, failure }.fields();
+            for needed in [
+                "status",
+                "origin",
+                "ended_at",
+                "retryd_attempts",
+                "retryd_exhausted",
+            ] {
+                assert!(fields.contains(&needed), "{needed} in {fields:?}");
+            }
+            assert_eq!(fields.contains(&"data"), function, "{fields:?}");
+            assert_eq!(fields.contains(&"exc_info"), failure, "{fields:?}");
+        }
+    }
+    assert_eq!(Reads::ALL.fields(), &FIELDS[..]);
+}
+
+#[test]
+fn a_part_that_is_not_read_neither_decodes_nor_makes_the_job_corrupt() {
+    let bad_text = rq2_job(&[]);
+    let bad_text = RawJob {
+        newest_result: Ok(failed_result(b"not base64 zlib".to_vec())),
+        ..bad_text
+    };
+    assert!(matches!(
+        decode(&bad_text),
+        DecodeOutcome::Corrupt(CorruptReason::FailureText(_))
+    ));
+    let job = facts(decode(&project(&bad_text, Reads::DECISION)));
+    assert_eq!(job.failure, None);
+    assert_eq!(job.func_name, None);
+    assert_eq!(job.reads, Reads::DECISION);
+    let with_function = facts(decode(&project(
+        &bad_text,
+        Reads {
+            function: true,
+            failure: false,
+        },
+    )));
+    assert!(with_function.func_name.is_some());
+}
+
 proptest! {
+    #[test]
+    fn a_narrower_read_decodes_the_same_facts_minus_what_it_left_out(
+        garbage in proptest::collection::vec(any_field(), FIELDS.len()),
+        keep in proptest::collection::vec(any::<bool>(), FIELDS.len()),
+        results in any_results(),
+        reads in any_reads(),
+    ) {
+        let mut fields = match rq2_job(&[]).hash {
+            Ok(f) => f,
+            Err(e) => unreachable!("{e}"),
+        };
+        for (i, g) in garbage.into_iter().enumerate() {
+            if !keep[i] {
+                fields[i] = g;
+            }
+        }
+        let full = RawJob {
+            job_id: "j".to_string(),
+            queue: "q".to_string(),
+            reads: Reads::ALL,
+            hash: Ok(fields),
+            newest_result: results,
+        };
+        // Reading less never turns a decodable job corrupt or an orphan.
+        if let DecodeOutcome::Job(all) = decode(&full) {
+            let DecodeOutcome::Job(part) = decode(&project(&full, reads)) else {
+                return Err(TestCaseError::fail("a narrower read of a decodable job must decode"));
+            };
+            prop_assert_eq!(&part.origin, &all.origin);
+            prop_assert_eq!(&part.status, &all.status);
+            prop_assert_eq!(part.failed_at, all.failed_at);
+            prop_assert_eq!(part.attempts, all.attempts);
+            prop_assert_eq!(part.exhausted, all.exhausted);
+            prop_assert_eq!(&part.cas, &all.cas);
+            prop_assert_eq!(&part.func_name, if reads.function { &all.func_name } else { &None });
+            prop_assert_eq!(&part.failure, if reads.failure { &all.failure } else { &None });
+        }
+    }
+
     #[test]
     fn rq_timestamps_round_trip_at_microsecond_precision(secs in 0i64..4_000_000_000, micros in 0u32..1_000_000) {
         let at = DateTime::from_timestamp(secs, micros * 1000).unwrap();
@@ -459,6 +572,7 @@ proptest! {
         let _ = decode(&RawJob {
             job_id: "j".to_string(),
             queue: "q".to_string(),
+            reads: Reads::ALL,
             hash: Ok(fields),
             newest_result: results,
         });
@@ -483,6 +597,7 @@ proptest! {
         let outcome = decode(&RawJob {
             job_id: "j".to_string(),
             queue: "q".to_string(),
+            reads: Reads::ALL,
             hash: Ok(fields.clone()),
             newest_result: results.clone(),
         });
