@@ -54,11 +54,18 @@ fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
     }
     let config = DaemonConfig::new(
         &server.url(),
-        "[[policy]]\nname = \"later\"\nbackoff = { strategy = \"fixed\", delay = \"1h\" }\n",
+        // An exception filter, so that deciding needs the failure text (a queue-wide policy
+        // would read none at all).
+        "[[policy]]\nname = \"later\"\nexceptions = [\"ConnectionError\"]\nbackoff = { strategy = \"fixed\", delay = \"1h\" }\n",
     );
     let daemon = Daemon::start_ready(&config);
     let first = daemon.get("/api/v1/supervisor").expect(200)["last_scan"]["report"].clone();
     assert_eq!(first["waiting"], 300, "{first}");
+    assert_eq!(
+        calls(&mut con, "xrevrange"),
+        300,
+        "the first scan reads each traceback"
+    );
 
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
