@@ -146,6 +146,22 @@ fn once_retrying(server: &RedisServer, matcher: &str) -> (serde_json::Value, Str
     (report, text(&out.stderr))
 }
 
+/// A failed job whose newest result holds an `exc_string` that is base64 but not zlib.
+fn write_with_unreadable_failure_text(con: &mut redis::Connection, id: &str) {
+    FailedJob::new(id).write(con);
+    let results = format!("rq:results:{id}");
+    let _: () = redis::cmd("DEL").arg(&results).query(con).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&results)
+        .arg("*")
+        .arg("type")
+        .arg(2)
+        .arg("exc_string")
+        .arg("aGVsbG8gd29ybGQ=")
+        .query(con)
+        .unwrap();
+}
+
 #[test]
 fn corrupt_jobs_are_skipped_counted_and_never_touched() {
     let server = RedisServer::start();
@@ -158,20 +174,7 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
         .exception("ConnectionError", &"x".repeat(5 << 20))
         .write(&mut con);
     // Corrupt variants.
-    FailedJob::new("bad-zlib").write(&mut con);
-    let _: () = redis::cmd("DEL")
-        .arg("rq:results:bad-zlib")
-        .query(&mut con)
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg("rq:results:bad-zlib")
-        .arg("*")
-        .arg("type")
-        .arg(2)
-        .arg("exc_string")
-        .arg("aGVsbG8gd29ybGQ=")
-        .query(&mut con)
-        .unwrap();
+    write_with_unreadable_failure_text(&mut con, "bad-zlib");
     FailedJob::new("not-utf8")
         .field("origin", b"def\xffault")
         .write(&mut con);
@@ -226,20 +229,7 @@ fn a_queue_wide_policy_reads_no_failure_texts_and_is_not_stopped_by_one_it_canno
     let server = RedisServer::start();
     let mut con = server.conn();
     FailedJob::new("good").write(&mut con);
-    FailedJob::new("bad-text").write(&mut con);
-    let _: () = redis::cmd("DEL")
-        .arg("rq:results:bad-text")
-        .query(&mut con)
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg("rq:results:bad-text")
-        .arg("*")
-        .arg("type")
-        .arg(2)
-        .arg("exc_string")
-        .arg("aGVsbG8gd29ybGQ=")
-        .query(&mut con)
-        .unwrap();
+    write_with_unreadable_failure_text(&mut con, "bad-text");
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut con)

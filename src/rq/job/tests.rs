@@ -467,6 +467,21 @@ fn project(full: &RawJob, reads: Reads) -> RawJob {
     }
 }
 
+/// A valid RQ 2.x job's fields with those not in `keep` replaced by `garbage`, so that decoding
+/// gets past its first checks.
+fn garbled(garbage: Vec<Option<Vec<u8>>>, keep: &[bool]) -> Vec<Option<Vec<u8>>> {
+    let mut fields = match rq2_job(&[]).hash {
+        Ok(f) => f,
+        Err(e) => unreachable!("{e}"),
+    };
+    for (i, g) in garbage.into_iter().enumerate() {
+        if !keep[i] {
+            fields[i] = g;
+        }
+    }
+    fields
+}
+
 fn any_reads() -> impl Strategy<Value = Reads> {
     (any::<bool>(), any::<bool>()).prop_map(|(function, failure)| Reads { function, failure })
 }
@@ -525,15 +540,7 @@ proptest! {
         results in any_results(),
         reads in any_reads(),
     ) {
-        let mut fields = match rq2_job(&[]).hash {
-            Ok(f) => f,
-            Err(e) => unreachable!("{e}"),
-        };
-        for (i, g) in garbage.into_iter().enumerate() {
-            if !keep[i] {
-                fields[i] = g;
-            }
-        }
+        let fields = garbled(garbage, &keep);
         let full = RawJob {
             job_id: "j".to_string(),
             queue: "q".to_string(),
@@ -584,16 +591,7 @@ proptest! {
         keep in proptest::collection::vec(any::<bool>(), FIELDS.len()),
         results in any_results(),
     ) {
-        // Start from a valid job so that decoding gets past the first checks.
-        let mut fields = match rq2_job(&[]).hash {
-            Ok(f) => f,
-            Err(e) => unreachable!("{e}"),
-        };
-        for (i, g) in garbage.into_iter().enumerate() {
-            if !keep[i] {
-                fields[i] = g;
-            }
-        }
+        let fields = garbled(garbage, &keep);
         let outcome = decode(&RawJob {
             job_id: "j".to_string(),
             queue: "q".to_string(),
