@@ -24,7 +24,7 @@ to the job being queued again, with keyspace notifications (scan_interval 1h), w
 (scan_interval 2s), and from a 2 s backoff's due time (notified, scan_interval 1h).
 
 usage: bench/run.sh [--count 100000] [--skip-rq] [--steady 20000,200000] [--reaction] [--skip-bulk]
-                    [--repeat 3] [--reuse-seed] [--only ceiling,retryd,rq] [--json out.json]
+                    [--repeat 3] [--reuse-seed] [--only ceiling,retryd,rq] [--match-exceptions] [--json out.json]
 """
 import argparse
 import datetime
@@ -286,6 +286,9 @@ def run_retryd(args, server, snap, queues, work):
         f.write(f'[redis]\nurl = "{server.url}"\n[supervisor]\nbatch_size = 1000\nmax_requeues_per_second = 1000000\n'
                 '[[policy]]\nname = "retry-everything-now"\nmax_attempts = 1\n'
                 'backoff = { strategy = "fixed", delay = "0s" }\n')
+        if args.match_exceptions:
+            # Still every job, but deciding now needs each failure text.
+            f.write(f'exceptions = [{", ".join(chr(34) + e + chr(34) for e in SEEDED_EXCEPTIONS)}]\n')
     log = os.path.join(work, "retryd.log")
     watch_slow_commands(r)
     redis_cpu = redis_cpu_seconds(r)
@@ -435,6 +438,8 @@ def main():
     ap.add_argument("--reaction", action="store_true", help="time how fast new failures and due backoffs are requeued")
     ap.add_argument("--reaction-samples", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=1, help="runs of the ceiling and rq-retryd; the median counts")
+    ap.add_argument("--match-exceptions", action="store_true",
+                    help="rq-retryd's policy lists the seeded exception types, so every failure text is read")
     ap.add_argument("--only", default="", help="comma-separated contenders to run (ceiling,retryd,rq); default all")
     ap.add_argument("--steady", default="", help="comma-separated job counts for the steady-state run (e.g. 20000,200000)")
     ap.add_argument("--skip-bulk", action="store_true", help="only the steady-state run")
