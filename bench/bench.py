@@ -164,6 +164,8 @@ def peak_rss_kib(pid):
 
 # Every exception type tests/python/seed_failed_jobs.py writes.
 SEEDED_EXCEPTIONS = ["ConnectionError", "ValueError", "TimeoutError", "KeyError", "SMTPServerDisconnected"]
+# A policy line matching every seeded job by its exception type (so deciding needs its text).
+SEEDED_EXCEPTIONS_TOML = f"exceptions = {json.dumps(SEEDED_EXCEPTIONS)}\n"
 
 
 def steady(args, count, work):
@@ -182,7 +184,7 @@ def steady(args, count, work):
                     '[[policy]]\nname = "wait-an-hour"\nmax_attempts = 3\nbackoff = { strategy = "fixed", delay = "1h" }\n'
                     # An exception filter, so the first scan reads every failure text (a queue-wide
                     # policy reads none) and the re-scans show whether any is read again.
-                    f'exceptions = [{", ".join(repr(e) for e in SEEDED_EXCEPTIONS)}]\n'.replace("'", '"'))
+                    + SEEDED_EXCEPTIONS_TOML)
         daemon = subprocess.Popen([args.binary, "--config", cfg, "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 600
         first = None
@@ -288,7 +290,7 @@ def run_retryd(args, server, snap, queues, work):
                 'backoff = { strategy = "fixed", delay = "0s" }\n')
         if args.match_exceptions:
             # Still every job, but deciding now needs each failure text.
-            f.write(f'exceptions = [{", ".join(chr(34) + e + chr(34) for e in SEEDED_EXCEPTIONS)}]\n')
+            f.write(SEEDED_EXCEPTIONS_TOML)
     log = os.path.join(work, "retryd.log")
     watch_slow_commands(r)
     redis_cpu = redis_cpu_seconds(r)
