@@ -135,15 +135,62 @@ fn once_retrying_everything(server: &RedisServer) -> (serde_json::Value, String)
 
 /// Like [`once_retrying_everything`], with `matcher` (TOML lines) added to the policy.
 fn once_retrying(server: &RedisServer, matcher: &str) -> (serde_json::Value, String) {
+    let out = once_retrying_output(server, matcher);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report = serde_json::from_slice(&out.stdout).expect("JSON report");
+    (report, text(&out.stderr))
+}
+
+/// `once --json` with a retry-at-once policy (plus `matcher`), whatever its exit code.
+fn once_retrying_output(server: &RedisServer, matcher: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
         &format!("[redis]\nurl = \"{}\"\n[[policy]]\nname = \"retry\"\nbackoff = {{ strategy = \"fixed\", delay = \"0s\" }}\n{matcher}", server.url()),
     );
-    let out = rq_retryd(&path, &["once", "--json"]);
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let report = serde_json::from_slice(&out.stdout).expect("JSON report");
-    (report, text(&out.stderr))
+    rq_retryd(&path, &["once", "--json"])
+}
+
+/// The way issue 11 lost jobs: RQ-seeded failed jobs, and a stray `SET rq:queue:default` by some
+/// script. Every job of that queue must stay in its registry with its hash unchanged, the log
+/// must name the key, the other queue is requeued, and `once` exits 3 with its summary printed.
+/// See: issue 11.
+#[test]
+fn once_leaves_jobs_whose_queue_key_has_the_wrong_type_and_exits_3() {
+    let server = RedisServer::start();
+    support::rq::Rq::rq2().seed_failed_jobs(&server.url(), 40, &["default", "emails"]);
+    let mut con = server.conn();
+    let _: () = con.set("rq:queue:default", "stray").unwrap();
+    let ids: Vec<String> = con.zrange("rq:failed:default", 0, -1).unwrap();
+    assert!(!ids.is_empty());
+    let before: Vec<_> = ids
+        .iter()
+        .map(|id| support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes()))
+        .collect();
+
+    let out = once_retrying_output(&server, "");
+
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let n = ids.len() as u64;
+    assert_eq!(report["refused"], n, "{report}");
+    assert_eq!(report["skipped_by_reason"]["wrong_type"], n, "{report}");
+    assert_eq!(report["requeued"], 40 - n, "{report}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("key=rq:queue:default") && stderr.contains("wrong_type"),
+        "the log names the key and the reason: {stderr}"
+    );
+    let still: Vec<String> = con.zrange("rq:failed:default", 0, -1).unwrap();
+    assert_eq!(still, ids, "every job stays in its failed registry");
+    for (id, was) in ids.iter().zip(&before) {
+        let now = support::jobs::key_content(&mut con, format!("rq:job:{id}").as_bytes());
+        assert_eq!(&now, was, "job {id} changed");
+    }
+    let stray: String = con.get("rq:queue:default").unwrap();
+    assert_eq!(stray, "stray");
+    let emails: usize = con.llen("rq:queue:emails").unwrap();
+    assert_eq!(emails as u64, 40 - n);
 }
 
 /// A failed job whose newest result holds an `exc_string` that is base64 but not zlib.
@@ -417,4 +464,23 @@ fn unsafe_sigterm(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A failed registry that is not a sorted set cannot be read: `once` reports it, leaves it, and
+/// scans every other queue as usual. See: issue 11.
+#[test]
+fn once_skips_a_failed_registry_of_the_wrong_type_and_scans_the_others() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    FailedJob::new("e1").queue("emails").write(&mut con);
+    let _: () = con.set("rq:failed:default", "stray").unwrap();
+    let _: () = con.sadd("rq:queues", "rq:queue:default").unwrap();
+
+    let (report, stderr) = once_retrying_everything(&server);
+
+    assert_eq!(report["requeued"], 1, "{report}");
+    assert_eq!(report["skipped_by_reason"]["wrong_type"], 1, "{report}");
+    assert!(stderr.contains("key=rq:failed:default"), "{stderr}");
+    let stray: String = con.get("rq:failed:default").unwrap();
+    assert_eq!(stray, "stray");
 }

@@ -5,7 +5,7 @@ mod support;
 
 use chrono::Utc;
 use redis::Commands;
-use rq_retryd::executor::{Executor, Outcome, Write, WriteKind};
+use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
 use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
 use support::jobs::FailedJob;
 use support::RedisServer;
@@ -416,10 +416,12 @@ async fn a_job_key_that_turned_into_a_string_fails_alone_within_a_batch() {
         .unwrap();
 
     assert_eq!(outcomes[0], Outcome::Requeued);
-    assert!(
-        matches!(&outcomes[1], Outcome::Error(e) if e.contains("not a hash")),
-        "{:?}",
-        outcomes[1]
+    assert_eq!(
+        outcomes[1],
+        Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: "rq:job:b".into()
+        })
     );
     assert_eq!(outcomes[2], Outcome::Requeued);
     let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();

@@ -1,5 +1,5 @@
 //! The commands behind the CLI. Each returns an exit code: 0 ok, 1 runtime failure, 2 bad
-//! config or usage (reported before anything starts).
+//! config or usage (reported before anything starts), 3 (`once`) some writes were refused.
 
 mod check_config;
 mod explain;
@@ -19,6 +19,10 @@ use crate::telemetry;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code for an invalid config or usage.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code of `once` when the pass completed but Redis refused some writes (a key of the
+/// wrong type, say): those jobs were left exactly as they were, and a cron job or systemd timer
+/// running `once` should notice. The summary still prints.
+pub const EXIT_REFUSED: u8 = 3;
 
 /// Loads the config, installs logging, builds the runtime and runs the chosen command.
 pub fn main(cli: Cli) -> ExitCode {

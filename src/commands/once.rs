@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use super::EXIT_RUNTIME;
+use super::{EXIT_REFUSED, EXIT_RUNTIME};
 use crate::config::Config;
 use crate::connection::connect;
 use crate::shutdown;
@@ -43,7 +43,15 @@ pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
             } else {
                 print!("{}", summary(&report));
             }
-            0
+            if report.refused > 0 {
+                eprintln!(
+                    "rq-retryd: {} writes were refused and left their jobs as they were (see the log); exit {EXIT_REFUSED}",
+                    report.refused
+                );
+                EXIT_REFUSED
+            } else {
+                0
+            }
         }
         Err(e) => {
             eprintln!("rq-retryd: scan failed: {e}");
@@ -81,6 +89,9 @@ pub fn summary(r: &ScanReport) -> String {
         "waiting {}{next}, ignored {}, unmatched {}, conflicts {}",
         r.waiting, r.ignored, r.unmatched, r.conflicts
     );
+    if r.refused > 0 {
+        let _ = writeln!(out, "refused {} (jobs left as they were)", r.refused);
+    }
     if r.skipped > 0 {
         let reasons: Vec<String> = r
             .skipped_by_reason

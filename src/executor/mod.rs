@@ -55,8 +55,55 @@ pub enum Outcome {
     JobMissing,
     /// The job failed again, was retried or moved since the decision: decide again next scan.
     Changed,
-    /// Redis refused the script for this job (e.g. a key of the wrong type).
+    /// The script found, before its first write, a key it cannot write whole (e.g. of the
+    /// wrong type): nothing was written for this job, which is exactly where and as it was.
+    Refused(Refusal),
+    /// Redis answered the script call with an error: the scripts check everything data can
+    /// make fail before their first write, so this is a server-wide refusal (OOM, READONLY,
+    /// MISCONF, a missing command) that hit the first write, and nothing was written.
     Error(String),
+}
+
+/// Why a script left a job as it was, and the key that made it so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    /// The Redis key that cannot be written (for logs: operators fix that key).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// A key holds another type than RQ gives it (a stray `SET rq:queue:default ...`).
+    WrongType,
+    /// The job's `ttl` field is a number Redis's EXPIRE cannot take.
+    InvalidTtl,
+}
+
+impl RefusalReason {
+    /// The skip reason in reports, logs and `rq_retryd_skipped_total{reason}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalReason::WrongType => "wrong_type",
+            RefusalReason::InvalidTtl => "invalid_ttl",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason {
+            RefusalReason::WrongType => write!(f, "key {} has the wrong type", self.key),
+            RefusalReason::InvalidTtl => {
+                write!(
+                    f,
+                    "the ttl field of {} is out of range for EXPIRE",
+                    self.key
+                )
+            }
+        }
+    }
 }
 
 impl Outcome {
@@ -81,8 +128,15 @@ impl Outcome {
             Outcome::NotInRegistry => "not_in_registry",
             Outcome::JobMissing => "job_missing",
             Outcome::Changed => "changed",
+            Outcome::Refused(_) => "refused",
             Outcome::Error(_) => "error",
         }
+    }
+
+    /// Whether the write was refused (by the script's checks or by Redis): the job was left
+    /// as it was, and `once` exits with [`crate::commands::EXIT_REFUSED`].
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Outcome::Refused(_) | Outcome::Error(_))
     }
 }
 
@@ -172,7 +226,7 @@ impl Executor {
                     Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
                         for (&i, code) in members.iter().zip(codes) {
                             outcomes[i] = Some(match code {
-                                redis::Value::Int(code) => outcome_of(writes[i].kind, code),
+                                redis::Value::Int(code) => self.outcome_of(&writes[i], code),
                                 other => {
                                     Outcome::Error(format!("unexpected script reply {other:?}"))
                                 }
@@ -196,6 +250,33 @@ impl Executor {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Error("script could not be loaded".into())))
             .collect())
+    }
+
+    /// The outcome a script's return code stands for; refusals name the key.
+    fn outcome_of(&self, write: &Write, code: i64) -> Outcome {
+        let keys = &self.keys;
+        let refused = |reason, key| Outcome::Refused(Refusal { reason, key });
+        let wrong_type = |key| refused(RefusalReason::WrongType, key);
+        match (write.kind, code) {
+            (WriteKind::Requeue { .. }, 1) => Outcome::Requeued,
+            (WriteKind::Purge, 1) => Outcome::Purged,
+            (WriteKind::MarkExhausted, 1) => Outcome::MarkedExhausted,
+            (WriteKind::MarkExhausted, 2) => Outcome::AlreadyExhausted,
+            (_, 0) => Outcome::NotInRegistry,
+            (_, -1) => Outcome::JobMissing,
+            (_, -2) => Outcome::Changed,
+            (_, -3) => wrong_type(keys.job(&write.job_id)),
+            (WriteKind::Requeue { .. }, -4) => wrong_type(keys.queue(&write.origin)),
+            (WriteKind::Requeue { .. }, -5) => wrong_type(keys.queues_set()),
+            (_, -6) => wrong_type(keys.failed(&write.queue)),
+            (WriteKind::Requeue { .. }, -7) => {
+                refused(RefusalReason::InvalidTtl, keys.job(&write.job_id))
+            }
+            (WriteKind::Purge, -8) => wrong_type(keys.dependents(&write.job_id)),
+            (WriteKind::Purge, -9) => wrong_type(keys.dependencies(&write.job_id)),
+            (WriteKind::Purge, -10) => wrong_type(keys.results(&write.job_id)),
+            (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
+        }
     }
 
     /// One script call for the writes at `members` (all of the same kind).
@@ -305,19 +386,5 @@ impl<'a> CallKey<'a> {
             WriteKind::Purge => CallKey::Purge,
             WriteKind::MarkExhausted => CallKey::MarkExhausted,
         }
-    }
-}
-
-fn outcome_of(kind: WriteKind, code: i64) -> Outcome {
-    match (kind, code) {
-        (WriteKind::Requeue { .. }, 1) => Outcome::Requeued,
-        (WriteKind::Purge, 1) => Outcome::Purged,
-        (WriteKind::MarkExhausted, 1) => Outcome::MarkedExhausted,
-        (WriteKind::MarkExhausted, 2) => Outcome::AlreadyExhausted,
-        (_, 0) => Outcome::NotInRegistry,
-        (_, -1) => Outcome::JobMissing,
-        (_, -2) => Outcome::Changed,
-        (_, -3) => Outcome::Error("the job key is not a hash".into()),
-        (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
     }
 }

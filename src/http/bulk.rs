@@ -150,6 +150,9 @@ pub struct BulkResult {
     pub deleted_count: Option<u64>,
     /// Jobs moved or changed by someone else meanwhile (left to them).
     pub conflicts: u64,
+    /// Jobs whose write was refused before any change (a key of the wrong type, say): left
+    /// exactly as they were; the log names the key.
+    pub refused: u64,
     /// Entries skipped because they could not be decoded (never touched).
     pub skipped: u64,
     /// Matched jobs by exception type.
@@ -262,6 +265,7 @@ async fn start(
         requeued_count: (action == BulkAction::Retry).then_some(0),
         deleted_count: (action == BulkAction::Clear).then_some(0),
         conflicts: 0,
+        refused: 0,
         skipped: 0,
         by_exception: BTreeMap::new(),
         job_ids: Vec::new(),
@@ -401,6 +405,7 @@ async fn run(
             let outcomes = snap.executor.apply(&mut con, &writes, Utc::now()).await?;
             let mut done_ids = Vec::new();
             let mut conflicts = 0;
+            let mut refused = 0;
             for (w, o) in writes.iter().zip(&outcomes) {
                 match o {
                     Outcome::Requeued => {
@@ -414,6 +419,14 @@ async fn run(
                             .metrics
                             .purged(&w.queue, MANUAL_POLICY, Trigger::Manual);
                         done_ids.push(w.job_id.clone());
+                    }
+                    Outcome::Refused(refusal) => {
+                        tracing::error!(job_id = %w.job_id, queue = %w.queue, key = %refusal.key, reason = refusal.reason.name(), who, route, "write refused before any change: {refusal}; job left exactly as it was");
+                        refused += 1;
+                    }
+                    Outcome::Error(e) => {
+                        tracing::error!(job_id = %w.job_id, queue = %w.queue, error = %e, who, route, "write refused by Redis before any change; job left exactly as it was");
+                        refused += 1;
                     }
                     _ => conflicts += 1,
                 }
@@ -440,6 +453,7 @@ async fn run(
             }
             let mut r = progress.lock().expect("task lock");
             r.conflicts += conflicts;
+            r.refused += refused;
             match action {
                 BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done_ids.len() as u64,
                 BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done_ids.len() as u64,

@@ -78,6 +78,13 @@ impl ApiError {
 /// key of the wrong type) is answered by the handler that knows the job, not here.
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> ApiError {
+        if crate::rq::registry::is_wrong_type(&e) {
+            // Data, not an outage: a key holds another type than RQ gives it.
+            return ApiError::conflict(
+                "wrong_type",
+                format!("a key holds another type than RQ gives it: {e}"),
+            );
+        }
         ApiError::unavailable(format!("Redis error: {e}"))
     }
 }

@@ -116,6 +116,8 @@ pub async fn list_failed(
         .registry
         .live_counts(&mut con, &queues, now_unix)
         .await?;
+    // A failed registry of the wrong type holds no job RQ could run: it lists as empty.
+    let counts: Vec<u64> = counts.into_iter().map(|c| c.unwrap_or(0)).collect();
     let total = counts.iter().sum();
     let (mut skip, mut want) = (offset, limit);
     let mut jobs = Vec::new();
@@ -435,10 +437,23 @@ async fn manual_write(
                 f.job_id
             ),
         )),
-        Outcome::Error(e) => Err(ApiError::conflict(
-            "write_refused",
-            format!("Redis refused the write: {e}"),
-        )),
+        Outcome::Refused(refusal) => {
+            tracing::error!(job_id = %f.job_id, queue = %f.queue, key = %refusal.key, reason = refusal.reason.name(), who, route, "write refused before any change: {refusal}; job left exactly as it was");
+            Err(ApiError::conflict(
+                "write_refused",
+                format!("job {} left as it was: {refusal}", f.job_id),
+            ))
+        }
+        Outcome::Error(e) => {
+            tracing::error!(job_id = %f.job_id, queue = %f.queue, error = %e, who, route, "write refused by Redis before any change; job left exactly as it was");
+            Err(ApiError::conflict(
+                "write_refused",
+                format!(
+                    "job {} left as it was: Redis refused the write: {e}",
+                    f.job_id
+                ),
+            ))
+        }
         Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
     }
 }

@@ -52,10 +52,19 @@ impl Registry {
         &self,
         con: &mut C,
     ) -> RedisResult<Vec<String>> {
-        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+        let members: Vec<Vec<u8>> = match redis::cmd("SMEMBERS")
             .arg(self.keys.queues_set())
             .query_async(con)
-            .await?;
+            .await
+        {
+            Ok(members) => members,
+            // Not RQ's data: the SCAN for failed registries still finds every queue.
+            Err(e) if is_wrong_type(&e) => {
+                tracing::warn!(key = %self.keys.queues_set(), "the set of known queues has the wrong type; finding queues by their failed registries only");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
         Ok(members
             .iter()
             .filter_map(|m| std::str::from_utf8(m).ok())
@@ -257,7 +266,7 @@ impl Registry {
         con: &mut C,
         queues: &[String],
         now_unix: f64,
-    ) -> RedisResult<Vec<u64>> {
+    ) -> RedisResult<Vec<Count>> {
         let after = format!("({now_unix}");
         count_each(con, queues, |q| {
             let mut cmd = redis::cmd("ZCOUNT");
@@ -297,7 +306,7 @@ impl Registry {
         &self,
         con: &mut C,
         queues: &[String],
-    ) -> RedisResult<Vec<u64>> {
+    ) -> RedisResult<Vec<Count>> {
         count_each(con, queues, |q| {
             let mut cmd = redis::cmd("ZCARD");
             cmd.arg(self.keys.failed(q));
@@ -311,7 +320,7 @@ impl Registry {
         &self,
         con: &mut C,
         queues: &[String],
-    ) -> RedisResult<Vec<u64>> {
+    ) -> RedisResult<Vec<Count>> {
         count_each(con, queues, |q| {
             let mut cmd = redis::cmd("LLEN");
             cmd.arg(self.keys.queue(q));
@@ -377,20 +386,40 @@ pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
     names
 }
 
-/// One counting command per queue, pipelined; an empty list sends nothing.
+/// One count per queue: `None` where the key holds another type than RQ gives it (a stray
+/// `SET rq:queue:default ...`): that is not RQ's data, and one such key must not fail the
+/// counts of every other queue.
+pub type Count = Option<u64>;
+
+/// One counting command per queue, pipelined; an empty list sends nothing. A WRONGTYPE reply
+/// is that queue's `None`; any other error fails the whole call.
 async fn count_each<C: ConnectionLike + Send>(
     con: &mut C,
     queues: &[String],
     command: impl Fn(&str) -> redis::Cmd,
-) -> RedisResult<Vec<u64>> {
+) -> RedisResult<Vec<Count>> {
     if queues.is_empty() {
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for q in queues {
         pipe.add_command(command(q));
     }
-    pipe.query_async(con).await
+    let replies: Vec<RedisResult<u64>> = pipe.query_async(con).await?;
+    replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if is_wrong_type(&e) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+/// Whether Redis refused a command because its key holds another type.
+pub fn is_wrong_type(e: &redis::RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }
 
 fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {

@@ -120,19 +120,33 @@ impl Supervisor {
             .expect("cache lock")
             .begin_scan(Arc::as_ptr(config) as usize);
         let result = async {
-            let queues = self.discover_queues(con, &snap).await?;
-            let sizes = snap.registry.registry_sizes(con, &queues).await?;
+            let found = self.discover_queues(con, &snap).await?;
+            let sizes = snap.registry.registry_sizes(con, &found).await?;
+            // A failed registry that is not a sorted set cannot be read (and is not RQ's): it
+            // is reported and left alone, and every other queue is scanned as usual.
+            let mut queues = Vec::with_capacity(found.len());
+            for (queue, size) in found.into_iter().zip(&sizes) {
+                if size.is_some() {
+                    queues.push(queue);
+                } else {
+                    error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = "wrong_type", "failed registry is not a sorted set; queue skipped, nothing touched");
+                    report.skip("wrong_type");
+                }
+            }
             self.cache
                 .lock()
                 .expect("cache lock")
-                .reserve_total(sizes.iter().sum::<u64>() as usize);
+                .reserve_total(sizes.iter().flatten().sum::<u64>() as usize);
             for queue in &queues {
                 self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::Full)
                     .await?;
             }
             let lengths = snap.registry.queue_lengths(con, &queues).await?;
             for (queue, len) in queues.iter().zip(lengths) {
-                report.per_queue.entry(queue.clone()).or_default().queued = len;
+                if len.is_none() {
+                    warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
+                }
+                report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
             }
             report.queues = queues;
             Ok::<(), redis::RedisError>(())
@@ -495,9 +509,14 @@ impl Supervisor {
                 }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
                 Outcome::JobMissing => report.skip("orphan"),
+                Outcome::Refused(refusal) => {
+                    error!(job_id = %write.job_id, queue = %write.queue, key = %refusal.key, reason = refusal.reason.name(), decision = decision.name(), "write refused before any change: {refusal}; job left exactly as it was");
+                    report.refuse(refusal.reason.name());
+                    continue;
+                }
                 Outcome::Error(message) => {
-                    error!(job_id = %write.job_id, queue = %write.queue, error = %message, "write refused by Redis; job left as it was");
-                    report.skip("write_error");
+                    error!(job_id = %write.job_id, queue = %write.queue, error = %message, decision = decision.name(), "write refused by Redis before any change; job left exactly as it was");
+                    report.refuse("write_error");
                     continue;
                 }
             }

@@ -25,6 +25,11 @@ pub struct ScanReport {
     pub skipped: u64,
     /// Writes that found the job changed or moved by someone else (safe no-ops).
     pub conflicts: u64,
+    /// Writes refused before any change (a key of the wrong type, a ttl EXPIRE cannot take,
+    /// or Redis refusing the call): those jobs are exactly as they were. Also counted in
+    /// `skipped_by_reason` (`wrong_type`, `invalid_ttl`, `write_error`); `once` exits with
+    /// code 3 when this is not 0.
+    pub refused: u64,
     pub skipped_by_reason: BTreeMap<String, u64>,
     pub queues: Vec<String>,
     /// Per-queue figures (the metrics gauges).
@@ -43,6 +48,12 @@ impl ScanReport {
             .or_default() += 1;
     }
 
+    /// A write refused before any change, for `reason`: skipped, and counted as refused.
+    pub fn refuse(&mut self, reason: &str) {
+        self.refused += 1;
+        self.skip(reason);
+    }
+
     pub fn note_due(&mut self, due: DateTime<Utc>) {
         self.waiting += 1;
         self.next_due_at = Some(self.next_due_at.map_or(due, |d| d.min(due)));
@@ -59,6 +70,7 @@ impl ScanReport {
         self.unmatched += other.unmatched;
         self.skipped += other.skipped;
         self.conflicts += other.conflicts;
+        self.refused += other.refused;
         for (reason, n) in &other.skipped_by_reason {
             *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
         }

@@ -5,6 +5,15 @@
 -- check, the ZREM and the push are one command each for the whole call, and a job costs three:
 -- HMGET (the compare), HSET and PERSIST/EXPIRE.
 --
+-- Redis does not roll back a script whose later command fails: the writes before it stay. So
+-- everything that could make a write fail is checked before the first write, and a job that
+-- cannot be written whole is not written at all. Checked: the type of the failed registry, the
+-- queue list and rq:queues (once per call), the type of each job hash (HMGET under pcall) and
+-- each job's ttl (EXPIRE refuses a value it cannot represent). Nothing after the checks can
+-- fail on data: HSET/HDEL/PERSIST/EXPIRE on a hash with a valid ttl, ZREM on a sorted set,
+-- LPUSH/RPUSH on a list, SADD on a set. Server-wide refusals (OOM, READONLY, MISCONF) hit the
+-- first write, when nothing is written yet.
+--
 -- KEYS[1] failed registry (zset), KEYS[2] queue list, KEYS[3] set of known queues (rq:queues),
 -- KEYS[3+i] job hash of job i (1-based)
 -- ARGV[1] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
@@ -18,18 +27,47 @@
 --    0 not in the failed registry (someone else moved it, or it came twice in this call)
 --   -1 job hash missing (registry entry without a job)
 --   -2 the job changed since the decision (origin, ended_at or attempts differ)
---   -3 the job key is not a hash (left untouched)
+--   -3 the job key is not a hash (nothing written)
+--   -4 the queue list is not a list (nothing written for any job of the call)
+--   -5 rq:queues is not a set (nothing written for any job of the call)
+--   -6 the failed registry is not a sorted set (nothing written for any job of the call)
+--   -7 the job's ttl field is a number EXPIRE cannot take (nothing written)
 local failed, queue, queues = KEYS[1], KEYS[2], KEYS[3]
 local now, policy = ARGV[1], ARGV[2]
 local n = #KEYS - 3
+local codes = {}
+
+-- Keys every job of the call shares: one wrong type refuses the whole call, before any write.
+local function refuse_all(code)
+  for i = 1, n do
+    codes[i] = code
+  end
+  return codes
+end
+local t = redis.call('TYPE', failed).ok
+if t ~= 'zset' and t ~= 'none' then
+  return refuse_all(-6)
+end
+t = redis.call('TYPE', queue).ok
+if t ~= 'list' and t ~= 'none' then
+  return refuse_all(-4)
+end
+t = redis.call('TYPE', queues).ok
+if t ~= 'set' and t ~= 'none' then
+  return refuse_all(-5)
+end
+
 local ids = {}
 for i = 1, n do
   ids[i] = ARGV[5*i]
 end
 local scores = redis.call('ZMSCORE', failed, unpack(ids))
-local codes, moved, seen = {}, {}, {}
+local moved, seen = {}, {}
 -- What RQ's own requeue leaves in exc_info: zlib.compress(b'').
 local no_exc_info = 'x\156\3\0\0\0\0\1'
+-- EXPIRE takes whole seconds up to what its millisecond clock can hold; a bigger value (or one
+-- that Lua would print as 1e+15) is refused by Redis, so it is refused here, before writing.
+local max_ttl = 1e14
 for i = 1, n do
   local job, a, id = KEYS[3+i], 5*i, ids[i]
   local code
@@ -40,12 +78,18 @@ for i = 1, n do
     -- write need. A failed job always has ended_at; without it the hash is gone or not a
     -- failure any more, and nothing is written whatever the caller expected.
     local cur = redis.pcall('HMGET', job, 'origin', 'ended_at', 'retryd_attempts', 'ttl', 'retryd_exhausted')
+    local ttl
+    if not cur.err then
+      ttl = tonumber(cur[4] or '')
+    end
     if cur.err then
       code = -3
     elseif not cur[2] then
       code = redis.call('EXISTS', job) == 0 and -1 or -2
     elseif (cur[1] or '') ~= ARGV[a+1] or cur[2] ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
       code = -2
+    elseif ttl and ttl > 0 and not (ttl < max_ttl) then
+      code = -7
     else
       if ARGV[a+4] ~= '' then
         redis.call('HSET', job, 'status', 'queued', 'enqueued_at', now, 'started_at', '', 'ended_at', '',
@@ -60,9 +104,8 @@ for i = 1, n do
       end
       -- Like RQ's enqueue: a job with its own ttl expires after it; otherwise it must not expire
       -- while it waits in the queue (the failure_ttl EXPIRE from the failure would still be there).
-      local ttl = tonumber(cur[4] or '')
       if ttl and ttl > 0 then
-        redis.call('EXPIRE', job, math.floor(ttl))
+        redis.call('EXPIRE', job, string.format('%d', math.max(1, math.floor(ttl))))
       else
         redis.call('PERSIST', job)
       end
