@@ -18,5 +18,6 @@ pub mod rq;
 pub mod shutdown;
 pub mod state;
 pub mod supervisor;
+pub mod switchboard;
 pub mod systemd;
 pub mod telemetry;

@@ -58,6 +58,7 @@ pub struct Metrics {
     last_scan: Gauge,
     redis_up: IntGauge,
     paused: IntGauge,
+    leader: IntGauge,
     circuit_open: IntGaugeVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
@@ -172,7 +173,14 @@ impl Metrics {
             "redis_up",
             "1 when the last Redis command succeeded, else 0.",
         );
-        let paused = int_gauge("paused", "1 while automatic actions are paused.");
+        let paused = int_gauge(
+            "paused",
+            "1 while automatic actions are paused (on every instance sharing this Redis).",
+        );
+        let leader = int_gauge(
+            "leader",
+            "1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",
+        );
         let circuit_open = IntGaugeVec::new(
             Opts::new(
                 "circuit_open",
@@ -212,6 +220,7 @@ impl Metrics {
             last_scan,
             redis_up,
             paused,
+            leader,
             circuit_open,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
@@ -318,6 +327,10 @@ impl Metrics {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.set(i64::from(paused));
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Sets `circuit_open{policy}` to 1 for the open breakers and removes the others.

@@ -12,6 +12,7 @@ use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::rq::{Keys, Registry};
 use crate::supervisor::{Breakers, RequeueLimiter, ScanReport};
+use crate::switchboard::{Beat, Switchboard};
 
 /// One consistent view of the configuration and what is derived from it.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub registry: Registry,
     pub executor: Executor,
+    pub switchboard: Switchboard,
     /// The shared ceiling on requeues (automatic and bulk manual ones).
     pub limiter: Arc<RequeueLimiter>,
 }
@@ -28,6 +30,7 @@ impl Snapshot {
         let keys = Keys::new(&config.redis.key_prefix);
         Snapshot {
             registry: Registry::new(keys.clone()),
+            switchboard: Switchboard::new(keys.clone()),
             executor: Executor::new(keys),
             limiter: Arc::new(RequeueLimiter::new(
                 config.supervisor.max_requeues_per_second,
@@ -51,7 +54,10 @@ pub struct DaemonState {
     redis: RwLock<Option<ConnectionManager>>,
     /// The master reached through Sentinel, when Sentinel is configured.
     master: Mutex<Option<(String, u16)>>,
-    paused: std::sync::atomic::AtomicBool,
+    /// This instance's name on the switchboard, and its lease token.
+    pub instance: String,
+    /// This instance's view of the shared switches and the lease (see [`crate::switchboard`]).
+    shared: Mutex<SharedView>,
     /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
     pub scan_now: Notify,
     pub metrics: Metrics,
@@ -67,7 +73,8 @@ impl DaemonState {
             snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
             redis: RwLock::new(None),
             master: Mutex::new(None),
-            paused: std::sync::atomic::AtomicBool::new(false),
+            instance: crate::switchboard::instance_id(),
+            shared: Mutex::new(SharedView::default()),
             scan_now: Notify::new(),
             metrics: Metrics::new(),
             breakers: Mutex::new(Breakers::default()),
@@ -107,14 +114,79 @@ impl DaemonState {
         self.master.lock().expect("master lock").clone()
     }
 
+    /// Whether automatic writes are held back on every instance, as last seen (the write
+    /// scripts check the switch itself in the same step as their writes).
     pub fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .lock()
+            .expect("shared lock")
+            .beat
+            .switches
+            .holds_writes()
     }
 
+    /// Notes a pause or resume this instance just wrote to the switchboard.
     pub fn set_paused(&self, paused: bool) {
-        self.paused
-            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .lock()
+            .expect("shared lock")
+            .beat
+            .switches
+            .paused = paused;
         self.metrics.set_paused(paused);
+    }
+
+    /// Whether this instance does the automatic scans and writes now: it holds the lease (as of
+    /// its last successful beat, and no longer than the lease lasts), or leader election is off.
+    pub fn is_active(&self) -> bool {
+        let config = self.config();
+        if !config.supervisor.leader_election {
+            return true;
+        }
+        let shared = self.shared.lock().expect("shared lock");
+        shared.beat.lease.holder.as_deref() == Some(self.instance.as_str())
+            && shared
+                .renewed
+                .is_some_and(|at| at.elapsed() < config.supervisor.lease_ttl)
+    }
+
+    /// The last beat's view of the switchboard.
+    pub fn shared(&self) -> Beat {
+        self.shared.lock().expect("shared lock").beat.clone()
+    }
+
+    /// Takes in one beat (at `sent`, when the beat was sent: the lease runs from then), updates
+    /// the metrics, and says what changed.
+    pub fn absorb_beat(&self, beat: Beat, sent: std::time::Instant) -> BeatChange {
+        let mine = beat.lease.holder.as_deref() == Some(self.instance.as_str());
+        let mut shared = self.shared.lock().expect("shared lock");
+        let was_active = shared.renewed.is_some()
+            && shared.beat.lease.holder.as_deref() == Some(self.instance.as_str());
+        let scan_requested = beat.switches.scan_requested_at.is_some()
+            && beat.switches.scan_requested_at != shared.beat.switches.scan_requested_at
+            && shared.seen_first_beat;
+        shared.renewed = if mine { Some(sent) } else { None };
+        shared.seen_first_beat = true;
+        let change = BeatChange {
+            became_active: mine && !was_active,
+            stopped_being_active: !mine && was_active,
+            scan_requested,
+        };
+        self.metrics.set_paused(beat.switches.holds_writes());
+        // With leader election off every instance does the automatic work: each counts as
+        // active, so the no-active-instance alert stays meaningful.
+        self.metrics
+            .set_leader(mine || !self.config().supervisor.leader_election);
+        shared.beat = beat;
+        change
+    }
+
+    /// Forgets the lease (after releasing it, or when beats fail for longer than it lasts).
+    pub fn drop_lease(&self) {
+        let mut shared = self.shared.lock().expect("shared lock");
+        shared.renewed = None;
+        shared.beat.lease.holder = None;
+        self.metrics.set_leader(false);
     }
 
     pub fn last_scan(&self) -> Option<LastScan> {
@@ -127,4 +199,23 @@ impl DaemonState {
             report,
         });
     }
+}
+
+/// This instance's view of the switchboard.
+#[derive(Debug, Default)]
+struct SharedView {
+    beat: Beat,
+    /// When the lease was last taken or renewed by this instance.
+    renewed: Option<std::time::Instant>,
+    /// Whether any beat has been seen (a scan request older than this instance is not news).
+    seen_first_beat: bool,
+}
+
+/// What one beat changed for this instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BeatChange {
+    pub became_active: bool,
+    pub stopped_being_active: bool,
+    /// Another instance (or this one) asked for a scan since the last beat.
+    pub scan_requested: bool,
 }

@@ -23,9 +23,10 @@ const PER_QUEUE: usize = 20_000;
 /// Kills in a row before the run that may finish.
 const KILLS: usize = 7;
 
-/// Many small batches, no rate limit to speak of, nothing scheduled but the start-up scan.
-const SUPERVISOR: &str =
-    "scan_interval = \"1h\"\nbatch_size = 200\nqueues = [\"*\"]\nmax_requeues_per_second = 100000";
+/// Many small batches, no rate limit to speak of, nothing scheduled but the start-up scan. The
+/// lease is on (the default) with a short time: each restarted daemon must first wait for the
+/// killed one's lease to run out, and the killed one's writes are fenced by it.
+const SUPERVISOR: &str = "scan_interval = \"1h\"\nbatch_size = 200\nqueues = [\"*\"]\nmax_requeues_per_second = 100000\nlease_ttl = \"1s\"";
 
 #[test]
 fn kill_9_at_random_moments_never_loses_or_doubles_a_job() {

@@ -26,7 +26,7 @@ pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
         }
     };
     let state = DaemonState::new(config.clone());
-    let supervisor = Supervisor::new(state.clone());
+    let supervisor = Supervisor::unleased(state.clone());
     if !dry_run && !config.supervisor.dry_run {
         if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {
             eprintln!("rq-retryd: cannot load scripts into Redis: {e}");

@@ -94,9 +94,12 @@ pub async fn run(
     if config.redis.sentinel.is_some() {
         tokio::spawn(follow_sentinel(state.clone(), cancel.clone()));
     }
+    let beats = tokio::spawn(heartbeat(state.clone(), cancel.clone()));
 
     scan_loop(&state, &cancel).await;
     systemd::stopping();
+    let _ = beats.await;
+    release_lease(&state).await;
     finish_http(http_task).await;
     info!("rq-retryd stopped");
     0
@@ -114,15 +117,20 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
     let watchdog_every = systemd::watchdog_interval();
     loop {
         systemd::watchdog();
+        // A standby only waits: it wakes for the signals below, and scans at once when it
+        // becomes active (the heartbeat wakes it with `scan_now`).
+        let active = state.is_active();
         let next_ping = watchdog_every.map(|d| Instant::now() + d);
         let next_due = supervisor
             .next_due()
+            .filter(|_| active)
             .map(|due| Instant::now() + wake_delay(due, Utc::now()));
+        let next_scan_at = active.then_some(next_scan);
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = sleep_until_opt(next_ping) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
-            _ = tokio::time::sleep_until(next_scan) => {
+            _ = sleep_until_opt(next_scan_at) => {
                 let Some(mut con) = state.redis() else { continue };
                 match supervisor.scan(&mut con, false, cancel).await {
                     Ok(report) => {
@@ -150,6 +158,9 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
                     if !queues.contains(&q) {
                         queues.push(q);
                     }
+                }
+                if !state.is_active() {
+                    continue;
                 }
                 let Some(mut con) = state.redis() else { continue };
                 match supervisor.scan_queues(&mut con, &queues, cancel).await {
@@ -188,6 +199,79 @@ const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The granularity of backoff timers.
 const DUE_TICK: Duration = Duration::from_millis(250);
+
+/// Beats on the switchboard every third of the lease time: takes the lease when it is free,
+/// renews it while it is this instance's, and keeps this instance's view of the shared
+/// switches current. Wakes the scan loop when this instance becomes active or a scan was asked
+/// for on any instance.
+async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
+    loop {
+        let config = state.config();
+        let ttl = config.supervisor.lease_ttl;
+        let token = config
+            .supervisor
+            .leader_election
+            .then_some(state.instance.as_str());
+        if let Some(mut con) = state.redis() {
+            let sent = std::time::Instant::now();
+            match state
+                .snapshot()
+                .switchboard
+                .beat(&mut con, token, ttl)
+                .await
+            {
+                Ok(beat) => {
+                    if beat.lease.corrupt {
+                        error!(key = %crate::rq::Keys::new(&config.redis.key_prefix).retryd_lease(), "the lease key is not a string: no instance can be active until it is deleted");
+                    }
+                    if beat.switches.corrupt {
+                        error!(key = %crate::rq::Keys::new(&config.redis.key_prefix).retryd_switches(), "the switches key is not a hash: automatic writes are held back until it is deleted");
+                    }
+                    let holder = beat.lease.holder.clone();
+                    let change = state.absorb_beat(beat, sent);
+                    if change.became_active {
+                        info!(instance = %state.instance, "this instance holds the lease: it does the automatic scans and writes");
+                        state.scan_now.notify_one();
+                    } else if change.stopped_being_active {
+                        warn!(instance = %state.instance, active = ?holder, "this instance lost the lease: standing by");
+                    }
+                    if change.scan_requested && state.is_active() {
+                        state.scan_now.notify_one();
+                    }
+                }
+                Err(e) => {
+                    if !state.is_active() && token.is_some() {
+                        // The lease ran out without a renewal reaching Redis.
+                        state.drop_lease();
+                    }
+                    warn!(error = %e, "heartbeat failed; retrying");
+                }
+            }
+        }
+        let every = ttl / 3;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Gives the lease up on shutdown, so a standby takes over at its next beat.
+async fn release_lease(state: &DaemonState) {
+    if !state.config().supervisor.leader_election {
+        return;
+    }
+    let Some(mut con) = state.redis() else { return };
+    let snap = state.snapshot();
+    let release = snap.switchboard.release(&mut con, &state.instance);
+    match tokio::time::timeout(Duration::from_secs(2), release).await {
+        Ok(Ok(true)) => info!(instance = %state.instance, "lease released"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!(error = %e, "cannot release the lease; it runs out by itself"),
+        Err(_) => warn!("releasing the lease timed out; it runs out by itself"),
+    }
+    state.drop_lease();
+}
 
 /// With Sentinel: asks the sentinels for the master every [`SENTINEL_POLL`] and, after a
 /// failover, connects to the new master and makes every task use it.

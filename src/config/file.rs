@@ -42,6 +42,8 @@ pub(super) struct SupervisorSection {
     pub queues: Option<Spanned<Vec<String>>>,
     pub dry_run: Option<bool>,
     pub max_requeues_per_second: Option<Spanned<i64>>,
+    pub leader_election: Option<bool>,
+    pub lease_ttl: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -72,7 +72,17 @@ pub struct SupervisorSettings {
     pub queues: GlobList,
     pub dry_run: bool,
     pub max_requeues_per_second: u32,
+    /// One active instance per Redis: only the holder of the lease scans and writes
+    /// automatically (`supervisor.leader_election`, default on).
+    pub leader_election: bool,
+    /// How long the lease lasts without renewal (`supervisor.lease_ttl`, default 10 s); it is
+    /// renewed every third of that, and a standby takes over within about one ttl of the
+    /// holder's death.
+    pub lease_ttl: Duration,
 }
+
+/// The default `supervisor.lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -472,6 +482,19 @@ fn build(
             );
         }
     }
+    let lease_ttl = sup
+        .lease_ttl
+        .as_ref()
+        .map_or(DEFAULT_LEASE_TTL, |d| d.get_ref().0);
+    if let Some(d) = &sup.lease_ttl {
+        let ttl = d.get_ref().0;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(600) {
+            err(
+                Some(d.span()),
+                "lease_ttl must be between 1s and 10m".into(),
+            );
+        }
+    }
     let batch_size = positive(&sup.batch_size, 500, 100_000, "batch_size", &mut err);
     let max_rps = positive(
         &sup.max_requeues_per_second,
@@ -577,6 +600,8 @@ fn build(
             queues,
             dry_run: sup.dry_run.unwrap_or(false),
             max_requeues_per_second: max_rps as u32,
+            leader_election: sup.leader_election.unwrap_or(true),
+            lease_ttl,
         },
         http: HttpSettings {
             listen,

@@ -12,9 +12,43 @@ use serde::Serialize;
 use crate::rq::job::format_rq_timestamp;
 use crate::rq::{CasToken, Keys};
 
-const REQUEUE: &str = include_str!("scripts/requeue.lua");
-const PURGE: &str = include_str!("scripts/purge.lua");
-const MARK_EXHAUSTED: &str = include_str!("scripts/mark_exhausted.lua");
+// Every script starts with the gate (the shared switches and the lease), checked in the same
+// atomic step as its writes.
+const REQUEUE: &str = concat!(
+    include_str!("scripts/gate.lua"),
+    include_str!("scripts/requeue.lua")
+);
+const PURGE: &str = concat!(
+    include_str!("scripts/gate.lua"),
+    include_str!("scripts/purge.lua")
+);
+const MARK_EXHAUSTED: &str = concat!(
+    include_str!("scripts/gate.lua"),
+    include_str!("scripts/mark_exhausted.lua")
+);
+
+/// Who is writing, for the gate every script starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer<'a> {
+    /// An operator's action (HTTP): works while paused and on any instance.
+    Manual,
+    /// An automatic write without a lease (`once`, or leader election turned off): stops while
+    /// paused.
+    Automatic,
+    /// An automatic write by the instance holding the lease with this token: stops while
+    /// paused, and when the lease is no longer this instance's.
+    Leader(&'a str),
+}
+
+impl Writer<'_> {
+    fn arg(&self) -> &str {
+        match self {
+            Writer::Manual => "",
+            Writer::Automatic => "*",
+            Writer::Leader(token) => token,
+        }
+    }
+}
 
 /// One write to perform on one failed job.
 #[derive(Debug, Clone)]
@@ -55,6 +89,11 @@ pub enum Outcome {
     JobMissing,
     /// The job failed again, was retried or moved since the decision: decide again next scan.
     Changed,
+    /// The shared pause switch is on: an automatic write did nothing.
+    Paused,
+    /// This instance no longer holds the lease: its automatic write did nothing (the active
+    /// instance decides again).
+    NotActive,
     /// The script found, before its first write, a key it cannot write whole (e.g. of the
     /// wrong type): nothing was written for this job, which is exactly where and as it was.
     Refused(Refusal),
@@ -128,6 +167,8 @@ impl Outcome {
             Outcome::NotInRegistry => "not_in_registry",
             Outcome::JobMissing => "job_missing",
             Outcome::Changed => "changed",
+            Outcome::Paused => "paused",
+            Outcome::NotActive => "not_active",
             Outcome::Refused(_) => "refused",
             Outcome::Error(_) => "error",
         }
@@ -175,11 +216,26 @@ impl Executor {
     /// per-call cost is shared while no call holds Redis for long. A script that Redis no longer knows
     /// (restart, SCRIPT FLUSH) is loaded and only those calls are sent again: a NOSCRIPT reply
     /// means the call did not run.
+    ///
+    /// These are manual writes ([`Writer::Manual`]); automatic ones go through
+    /// [`Executor::apply_as`].
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         writes: &[Write],
         now: DateTime<Utc>,
+    ) -> RedisResult<Vec<Outcome>> {
+        self.apply_as(con, writes, now, Writer::Manual).await
+    }
+
+    /// [`Executor::apply`] for `writer`: every script call first passes the gate (pause switch,
+    /// lease) in the same atomic step as its writes.
+    pub async fn apply_as<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        writes: &[Write],
+        now: DateTime<Utc>,
+        writer: Writer<'_>,
     ) -> RedisResult<Vec<Outcome>> {
         let now_text = format_rq_timestamp(now);
         // Writes that can share one script call, in order of first appearance: a requeue call
@@ -205,7 +261,7 @@ impl Executor {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for &c in &pending {
-                pipe.add_command(self.command(writes, &calls[c], &now_text));
+                pipe.add_command(self.command(writes, &calls[c], &now_text, writer));
             }
             let replies: Vec<RedisResult<redis::Value>> = pipe.query_async(con).await?;
             let mut retry = Vec::new();
@@ -275,27 +331,41 @@ impl Executor {
             (WriteKind::Purge, -8) => wrong_type(keys.dependents(&write.job_id)),
             (WriteKind::Purge, -9) => wrong_type(keys.dependencies(&write.job_id)),
             (WriteKind::Purge, -10) => wrong_type(keys.results(&write.job_id)),
+            (_, -11) => Outcome::Paused,
+            (_, -12) => Outcome::NotActive,
+            (_, -13) => wrong_type(keys.retryd_switches()),
+            (_, -14) => wrong_type(keys.retryd_lease()),
             (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
         }
     }
 
     /// One script call for the writes at `members` (all of the same kind).
-    fn command(&self, writes: &[Write], members: &[usize], now_text: &str) -> redis::Cmd {
+    fn command(
+        &self,
+        writes: &[Write],
+        members: &[usize],
+        now_text: &str,
+        writer: Writer<'_>,
+    ) -> redis::Cmd {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         let first = &writes[members[0]];
+        // The gate's two keys come first in every script; its one argument follows the keys.
+        let gate_keys = [keys.retryd_switches(), keys.retryd_lease()];
         match first.kind {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() + 3)
+                    .arg(members.len() + 5)
+                    .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
                     .arg(keys.queues_set());
                 for &i in members {
                     cmd.arg(keys.job(&writes[i].job_id));
                 }
-                cmd.arg(now_text)
+                cmd.arg(writer.arg())
+                    .arg(now_text)
                     .arg(&first.policy)
                     .arg(if at_front { "1" } else { "0" })
                     .arg(&queue_key);
@@ -315,7 +385,9 @@ impl Executor {
                 }
             }
             WriteKind::Purge => {
-                cmd.arg(self.purge.get_hash()).arg(members.len() * 5);
+                cmd.arg(self.purge.get_hash())
+                    .arg(members.len() * 5 + 2)
+                    .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(keys.failed(&w.queue))
@@ -324,6 +396,7 @@ impl Executor {
                         .arg(keys.dependencies(&w.job_id))
                         .arg(keys.results(&w.job_id));
                 }
+                cmd.arg(writer.arg());
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -334,11 +407,13 @@ impl Executor {
             }
             WriteKind::MarkExhausted => {
                 cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(members.len() * 2);
+                    .arg(members.len() * 2 + 2)
+                    .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
                 }
+                cmd.arg(writer.arg());
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)

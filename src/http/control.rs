@@ -24,12 +24,27 @@ use crate::supervisor::OpenCircuit;
 /// The supervisor's state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SupervisorState {
+    /// Automatic writes are stopped on every instance sharing this Redis (manual actions
+    /// still work).
     pub paused: bool,
+    /// Who paused (token name and client address) and when (RFC 3339); null unless paused.
+    pub paused_by: Option<String>,
+    pub paused_at: Option<String>,
     pub dry_run: bool,
     pub redis_connected: bool,
     pub started_at: DateTime<Utc>,
     pub scan_interval_seconds: f64,
     pub policies: usize,
+    /// This instance's name (`host:pid:random`), which is also its lease token.
+    pub instance: String,
+    /// Whether this instance does the automatic scans and writes (it holds the lease, or
+    /// leader election is off).
+    pub active: bool,
+    /// The instance that holds the lease now (null when none does, e.g. during a takeover).
+    pub active_instance: Option<String>,
+    /// Whether instances elect one active instance (`supervisor.leader_election`).
+    pub leader_election: bool,
+    pub lease_ttl_seconds: f64,
     /// Retry policies whose circuit breaker holds requeues back, and until when.
     pub open_circuits: Vec<OpenCircuit>,
     /// The last completed scan with its counts by decision (none before the first).
@@ -37,24 +52,41 @@ pub struct SupervisorState {
     pub last_scan: Option<LastScan>,
 }
 
-fn state_of(app: &AppState) -> SupervisorState {
+/// The state, with the switchboard read from Redis now when it answers (so every instance
+/// tells the same), else as of this instance's last beat.
+async fn state_of(app: &AppState) -> SupervisorState {
     let config = app.daemon.config();
+    let mut shared = app.daemon.shared();
+    if let Some(mut con) = app.daemon.redis() {
+        let read = app.daemon.snapshot().switchboard.read(&mut con).await;
+        if let Ok(fresh) = read {
+            shared = fresh;
+        }
+    }
     SupervisorState {
-        paused: app.daemon.is_paused(),
+        paused: shared.switches.holds_writes(),
+        paused_by: shared.switches.paused_by,
+        paused_at: shared.switches.paused_at,
         dry_run: config.supervisor.dry_run,
         redis_connected: app.daemon.redis().is_some(),
         started_at: app.daemon.started_at,
         scan_interval_seconds: config.supervisor.scan_interval.as_secs_f64(),
         policies: config.policies.len(),
+        instance: app.daemon.instance.clone(),
+        active: app.daemon.is_active(),
+        active_instance: shared.lease.holder,
+        leader_election: config.supervisor.leader_election,
+        lease_ttl_seconds: config.supervisor.lease_ttl.as_secs_f64(),
         open_circuits: app.daemon.breakers.lock().expect("breakers lock").open(),
         last_scan: app.daemon.last_scan(),
     }
 }
 
-/// Supervisor state: paused, dry run, last scan time, duration and counts by decision.
+/// Supervisor state: paused (for every instance) and by whom, which instance is active, dry
+/// run, last scan time, duration and counts by decision.
 #[utoipa::path(get, path = "/api/v1/supervisor", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
 pub async fn supervisor(State(app): State<AppState>) -> Json<SupervisorState> {
-    Json(state_of(&app))
+    Json(state_of(&app).await)
 }
 
 async fn record_switch(app: &AppState, who: &str, action: &str) {
@@ -74,20 +106,34 @@ async fn record_switch(app: &AppState, who: &str, action: &str) {
     }
 }
 
-/// Stops automatic actions (scans still run and report); manual actions still work.
-#[utoipa::path(post, path = "/api/v1/supervisor/pause", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
-pub async fn pause(State(app): State<AppState>, Who(who): Who) -> Json<SupervisorState> {
-    app.daemon.set_paused(true);
-    record_switch(&app, &who, "pause").await;
-    Json(state_of(&app))
+/// Writes the shared pause switch; 503 when Redis cannot take it (a pause that only this
+/// process knew of would leave the other instances writing).
+async fn switch(app: &AppState, paused: bool, who: &str) -> ApiResult<Json<SupervisorState>> {
+    let mut con = app.redis()?;
+    app.daemon
+        .snapshot()
+        .switchboard
+        .set_paused(&mut con, paused, who)
+        .await?;
+    app.daemon.set_paused(paused);
+    record_switch(app, who, if paused { "pause" } else { "resume" }).await;
+    Ok(Json(state_of(app).await))
 }
 
-/// Resumes automatic actions.
-#[utoipa::path(post, path = "/api/v1/supervisor/resume", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody)))]
-pub async fn resume(State(app): State<AppState>, Who(who): Who) -> Json<SupervisorState> {
-    app.daemon.set_paused(false);
-    record_switch(&app, &who, "resume").await;
-    Json(state_of(&app))
+/// Stops automatic actions on every instance sharing this Redis, before their next write
+/// (scans still run and report); manual actions still work.
+#[utoipa::path(post, path = "/api/v1/supervisor/pause", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn pause(State(app): State<AppState>, Who(who): Who) -> ApiResult<Json<SupervisorState>> {
+    switch(&app, true, &who).await
+}
+
+/// Resumes automatic actions on every instance.
+#[utoipa::path(post, path = "/api/v1/supervisor/resume", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn resume(
+    State(app): State<AppState>,
+    Who(who): Who,
+) -> ApiResult<Json<SupervisorState>> {
+    switch(&app, false, &who).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,7 +148,20 @@ pub async fn scan_now(
     Who(who): Who,
 ) -> (StatusCode, Json<ScanRequested>) {
     info!(who, "scan requested");
+    // This instance scans now if it is the active one; the active instance, wherever it runs,
+    // sees the request at its next beat.
     app.daemon.scan_now.notify_one();
+    if let Some(mut con) = app.daemon.redis() {
+        if let Err(e) = app
+            .daemon
+            .snapshot()
+            .switchboard
+            .request_scan(&mut con)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot pass the scan request to the other instances");
+        }
+    }
     (
         StatusCode::ACCEPTED,
         Json(ScanRequested {

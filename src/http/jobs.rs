@@ -455,6 +455,11 @@ async fn manual_write(
             ))
         }
         Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
+        // Manual writes pass the gate whatever the switches and the lease say.
+        Outcome::Paused | Outcome::NotActive => Err(ApiError::conflict(
+            "write_refused",
+            format!("job {} left as it was: {}", f.job_id, outcome.name()),
+        )),
     }
 }
 

@@ -51,6 +51,17 @@ impl Keys {
         format!("{}:results:{job_id}", self.prefix)
     }
 
+    /// `rq:retryd:switches`: rq-retryd's own switches shared by every instance on this Redis
+    /// (field `paused` = "1", with `paused_by`, `paused_at`). RQ never reads it.
+    pub fn retryd_switches(&self) -> String {
+        format!("{}:retryd:switches", self.prefix)
+    }
+
+    /// `rq:retryd:lease`: the token of the instance that does the automatic scans and writes.
+    pub fn retryd_lease(&self) -> String {
+        format!("{}:retryd:lease", self.prefix)
+    }
+
     /// The queue name in a queue key from `rq:queues`, if it is one of ours.
     pub fn queue_name_from_key<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix(":queue:")

@@ -25,7 +25,7 @@ pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
 use crate::audit::{self, AuditRecord};
-use crate::executor::{Outcome, Write, WriteKind};
+use crate::executor::{Outcome, Write, WriteKind, Writer};
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
@@ -66,14 +66,31 @@ pub struct Batch {
 /// The supervisor: decides and acts on failed jobs with the state's current config snapshot.
 pub struct Supervisor {
     state: Arc<DaemonState>,
+    /// Whether automatic writes go out under this instance's lease (the daemon with leader
+    /// election on) or without one (`once`, or leader election off).
+    leased: bool,
     cache: Mutex<FactsCache>,
     /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
     scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl Supervisor {
+    /// The daemon's supervisor: with leader election on, its automatic writes only go through
+    /// while this instance holds the lease.
     pub fn new(state: Arc<DaemonState>) -> Supervisor {
+        let leased = state.config().supervisor.leader_election;
+        Supervisor::with_lease(state, leased)
+    }
+
+    /// A supervisor whose writes do not depend on a lease (`once`); the shared pause still
+    /// holds them back.
+    pub fn unleased(state: Arc<DaemonState>) -> Supervisor {
+        Supervisor::with_lease(state, false)
+    }
+
+    fn with_lease(state: Arc<DaemonState>, leased: bool) -> Supervisor {
         Supervisor {
+            leased,
             state,
             cache: Mutex::new(FactsCache::default()),
             scanned_registries: Mutex::new(None),
@@ -466,7 +483,15 @@ impl Supervisor {
             .count() as u32;
         snap.limiter.acquire(requeues).await;
         let to_write: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
-        let outcomes = snap.executor.apply(con, &to_write, Utc::now()).await?;
+        let writer = if self.leased {
+            Writer::Leader(&self.state.instance)
+        } else {
+            Writer::Automatic
+        };
+        let outcomes = snap
+            .executor
+            .apply_as(con, &to_write, Utc::now(), writer)
+            .await?;
         let metrics = &self.state.metrics;
         let mut failed_again: HashMap<&str, usize> = HashMap::new();
         let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
@@ -509,6 +534,16 @@ impl Supervisor {
                 }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
                 Outcome::JobMissing => report.skip("orphan"),
+                // The gate: another instance paused everything, or this one lost its lease
+                // since the batch began. Nothing was written; the next pass decides again.
+                Outcome::Paused => {
+                    report.skip("paused");
+                    continue;
+                }
+                Outcome::NotActive => {
+                    report.skip("not_active");
+                    continue;
+                }
                 Outcome::Refused(refusal) => {
                     error!(job_id = %write.job_id, queue = %write.queue, key = %refusal.key, reason = refusal.reason.name(), decision = decision.name(), "write refused before any change: {refusal}; job left exactly as it was");
                     report.refuse(refusal.reason.name());

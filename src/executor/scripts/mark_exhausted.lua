@@ -7,8 +7,9 @@
 -- needs a sorted set) and HMGET under pcall (the job key must be a hash). After that the one
 -- HSET cannot fail on data, and a refused job never stops the others.
 --
--- For job i (0-based), KEYS[2i+1..2i+2]: failed registry (zset), job hash
--- For job i, ARGV[1+5i .. 5+5i]: job id, expected origin, expected ended_at, expected
+-- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
+-- For job i (0-based), KEYS[2i+3..2i+4]: failed registry (zset), job hash
+-- For job i, ARGV[2+5i .. 6+5i]: job id, expected origin, expected ended_at, expected
 --   retryd_attempts, policy name (stored in retryd_policy)
 -- Returns one code per job:
 --    1 marked now
@@ -18,12 +19,20 @@
 --   -2 the job changed since the decision
 --   -3 the job key is not a hash (left untouched)
 --   -6 the failed registry is not a sorted set (left untouched)
+--   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
 local codes = {}
-local n = #KEYS / 2
+local n = (#KEYS - 2) / 2
+local refused = gate()
+if refused then
+  for i = 1, n do
+    codes[i] = refused
+  end
+  return codes
+end
 local registry_ok = {}
 for i = 0, n - 1 do
-  local failed, job = KEYS[2*i+1], KEYS[2*i+2]
-  local a = 1 + 5*i
+  local failed, job = KEYS[2*i+3], KEYS[2*i+4]
+  local a = 2 + 5*i
   local id = ARGV[a]
   if registry_ok[failed] == nil then
     local t = redis.call('TYPE', failed).ok

@@ -11,9 +11,10 @@
 -- After the checks nothing can fail on data (ZREM on a sorted set, UNLINK), so a job is
 -- purged whole or not at all, and a refused job never stops the others.
 --
--- For job i (0-based), KEYS[5i+1..5i+5]:
+-- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
+-- For job i (0-based), KEYS[5i+3..5i+7]:
 --   failed registry (zset), job hash, dependents set, dependencies set, results stream
--- For job i, ARGV[1+4i .. 4+4i]: job id, expected origin, expected ended_at, expected retryd_attempts
+-- For job i, ARGV[2+4i .. 5+4i]: job id, expected origin, expected ended_at, expected retryd_attempts
 -- Returns one code per job:
 --    1 purged
 --    0 not in the failed registry
@@ -24,16 +25,25 @@
 --   -8 the dependents key is not a set (left untouched)
 --   -9 the dependencies key is not a set (left untouched)
 --  -10 the results key is not a stream (left untouched)
+--   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
 local codes = {}
-local n = #KEYS / 5
+local n = (#KEYS - 2) / 5
+local refused = gate()
+if refused then
+  for i = 1, n do
+    codes[i] = refused
+  end
+  return codes
+end
 local registry_ok = {}
 local function is(key, want)
   local t = redis.call('TYPE', key).ok
   return t == want or t == 'none'
 end
 for i = 0, n - 1 do
-  local failed, job = KEYS[5*i+1], KEYS[5*i+2]
-  local a = 1 + 4*i
+  local k = 2 + 5*i
+  local failed, job = KEYS[k+1], KEYS[k+2]
+  local a = 2 + 4*i
   local id = ARGV[a]
   if registry_ok[failed] == nil then
     registry_ok[failed] = is(failed, 'zset')
@@ -51,15 +61,15 @@ for i = 0, n - 1 do
       code = -1
     elseif (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
       code = -2
-    elseif not is(KEYS[5*i+3], 'set') then
+    elseif not is(KEYS[k+3], 'set') then
       code = -8
-    elseif not is(KEYS[5*i+4], 'set') then
+    elseif not is(KEYS[k+4], 'set') then
       code = -9
-    elseif not is(KEYS[5*i+5], 'stream') then
+    elseif not is(KEYS[k+5], 'stream') then
       code = -10
     else
       redis.call('ZREM', failed, id)
-      redis.call('UNLINK', job, KEYS[5*i+3], KEYS[5*i+4], KEYS[5*i+5])
+      redis.call('UNLINK', job, KEYS[k+3], KEYS[k+4], KEYS[k+5])
       code = 1
     end
   end

@@ -14,12 +14,13 @@
 -- LPUSH/RPUSH on a list, SADD on a set. Server-wide refusals (OOM, READONLY, MISCONF) hit the
 -- first write, when nothing is written yet.
 --
--- KEYS[1] failed registry (zset), KEYS[2] queue list, KEYS[3] set of known queues (rq:queues),
--- KEYS[3+i] job hash of job i (1-based)
--- ARGV[1] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
--- ARGV[2] policy name (stored in retryd_policy), ARGV[3] "1" to push at the front (LPUSH) else
--- RPUSH, ARGV[4] the queue key as rq:queues holds it
--- For job i, ARGV[5i .. 5i+4]: job id, expected origin ("" when missing), expected ended_at,
+-- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
+-- KEYS[3] failed registry (zset), KEYS[4] queue list, KEYS[5] set of known queues (rq:queues),
+-- KEYS[5+i] job hash of job i (1-based)
+-- ARGV[2] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
+-- ARGV[3] policy name (stored in retryd_policy), ARGV[4] "1" to push at the front (LPUSH) else
+-- RPUSH, ARGV[5] the queue key as rq:queues holds it
+-- For job i, ARGV[5i+1 .. 5i+5]: job id, expected origin ("" when missing), expected ended_at,
 --   expected retryd_attempts ("" when unset), new retryd_attempts ("" for a manual retry: left
 --   as it is)
 -- Returns one code per job:
@@ -32,9 +33,10 @@
 --   -5 rq:queues is not a set (nothing written for any job of the call)
 --   -6 the failed registry is not a sorted set (nothing written for any job of the call)
 --   -7 the job's ttl field is a number EXPIRE cannot take (nothing written)
-local failed, queue, queues = KEYS[1], KEYS[2], KEYS[3]
-local now, policy = ARGV[1], ARGV[2]
-local n = #KEYS - 3
+--   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
+local failed, queue, queues = KEYS[3], KEYS[4], KEYS[5]
+local now, policy = ARGV[2], ARGV[3]
+local n = #KEYS - 5
 local codes = {}
 
 -- Keys every job of the call shares: one wrong type refuses the whole call, before any write.
@@ -43,6 +45,10 @@ local function refuse_all(code)
     codes[i] = code
   end
   return codes
+end
+local refused = gate()
+if refused then
+  return refuse_all(refused)
 end
 local t = redis.call('TYPE', failed).ok
 if t ~= 'zset' and t ~= 'none' then
@@ -59,7 +65,7 @@ end
 
 local ids = {}
 for i = 1, n do
-  ids[i] = ARGV[5*i]
+  ids[i] = ARGV[5*i+1]
 end
 local scores = redis.call('ZMSCORE', failed, unpack(ids))
 local moved, seen = {}, {}
@@ -69,7 +75,7 @@ local no_exc_info = 'x\156\3\0\0\0\0\1'
 -- that Lua would print as 1e+15) is refused by Redis, so it is refused here, before writing.
 local max_ttl = 1e14
 for i = 1, n do
-  local job, a, id = KEYS[3+i], 5*i, ids[i]
+  local job, a, id = KEYS[5+i], 5*i+1, ids[i]
   local code
   if not scores[i] or seen[id] then
     code = 0
@@ -118,11 +124,11 @@ for i = 1, n do
 end
 if #moved > 0 then
   redis.call('ZREM', failed, unpack(moved))
-  if ARGV[3] == '1' then
+  if ARGV[4] == '1' then
     redis.call('LPUSH', queue, unpack(moved))
   else
     redis.call('RPUSH', queue, unpack(moved))
   end
-  redis.call('SADD', queues, ARGV[4])
+  redis.call('SADD', queues, ARGV[5])
 end
 return codes
