@@ -11,6 +11,7 @@ pub mod connection;
 pub mod executor;
 pub mod explain;
 pub mod http;
+pub mod index;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

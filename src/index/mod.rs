@@ -1,0 +1,636 @@
+//! The failure index: one entry per failed job in a supervised registry, with what an operator
+//! asks about it — queue, function, exception type, failure time, attempts, exhausted mark, the
+//! deciding policy, its verdict and the next due time — so that counts, filtered pages at any
+//! offset, groups and bulk selections are answered from memory in milliseconds at a million
+//! failed jobs, and Redis is asked only for what a page returns.
+//!
+//! Pure and I/O-free: the scans feed it ([`FailureIndex::observe`]), actions and notifications
+//! remove from it ([`FailureIndex::remove`]), a completed scan drops what it no longer saw
+//! ([`FailureIndex::end_scan`]). Functions, exception types and policy names repeat across
+//! hundreds of thousands of jobs, so they are interned: an entry holds small ids, and a query's
+//! glob or exception pattern is matched once per distinct name, not once per job.
+//!
+//! Entries live densely in one `IndexMap` (a vector plus a table of positions), so a query is
+//! one linear pass over compact entries (a few milliseconds per million), ordering a page is a
+//! selection over the matching positions (linear, not a sort of everything), and removing is a
+//! swap with the last entry.
+//!
+//! See: issue 12.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::policy::{ExceptionPattern, GlobList};
+
+/// Where a failed job stands, as the deciding policy sees it (the listing's `state` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A write is due now (requeue, purge or the exhausted mark).
+    Due,
+    /// In backoff, or waiting for `purge_after`, until `next_due`.
+    Waiting,
+    /// `max_attempts` used up and marked.
+    Exhausted,
+    /// No policy matches.
+    Unmatched,
+    /// An `ignore` policy matches.
+    Ignored,
+    /// The stored job cannot be decoded: listed so an operator sees it, never acted on.
+    Undecodable,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Due,
+        State::Waiting,
+        State::Exhausted,
+        State::Unmatched,
+        State::Ignored,
+        State::Undecodable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Due => "due",
+            State::Waiting => "waiting",
+            State::Exhausted => "exhausted",
+            State::Unmatched => "unmatched",
+            State::Ignored => "ignored",
+            State::Undecodable => "undecodable",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.name() == text)
+    }
+}
+
+/// A fact that may not have been read: the scans read only what the deciding policies look at
+/// (a queue-wide retry policy needs no traceback), so an answer must be able to say "not yet
+/// known" rather than "none".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known<T> {
+    /// Not read (yet).
+    Unknown,
+    /// Read, and the job has none (e.g. no failure text).
+    Missing,
+    Is(T),
+}
+
+/// What one read of one failure established.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation<'a> {
+    pub queue: &'a str,
+    pub job_id: &'a str,
+    /// The registry score that names this failure (failure time + failure_ttl).
+    pub score: f64,
+    pub failed_at: DateTime<Utc>,
+    pub function: Known<&'a str>,
+    pub exception: Known<&'a str>,
+    pub attempts: u32,
+    pub exhausted: bool,
+    /// The deciding policy (none when unmatched or undecodable).
+    pub policy: Option<&'a str>,
+    pub state: State,
+    /// When the next automatic action is due (waiting jobs).
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Names that repeat, kept once. Id `UNKNOWN` and `MISSING` are reserved.
+#[derive(Debug, Default)]
+struct Interner {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+const UNKNOWN: u32 = u32::MAX;
+const MISSING: u32 = u32::MAX - 1;
+
+impl Interner {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn known(&mut self, fact: Known<&str>) -> u32 {
+        match fact {
+            Known::Unknown => UNKNOWN,
+            Known::Missing => MISSING,
+            Known::Is(name) => self.id(name),
+        }
+    }
+
+    fn name(&self, id: u32) -> Known<&Arc<str>> {
+        match id {
+            UNKNOWN => Known::Unknown,
+            MISSING => Known::Missing,
+            id => Known::Is(&self.names[id as usize]),
+        }
+    }
+
+    /// Which ids' names `matches` (one test per distinct name).
+    fn matching(&self, matches: impl Fn(&str) -> bool) -> Vec<bool> {
+        self.names.iter().map(|n| matches(n)).collect()
+    }
+}
+
+/// One indexed failure, packed: 48 bytes plus its key (queue id and job id).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    score: f64,
+    failed_at_ms: i64,
+    /// Next due time for waiting jobs, else `i64::MAX`.
+    due_ms: i64,
+    function: u32,
+    exception: u32,
+    attempts: u32,
+    /// The scan that last saw this entry.
+    seen: u32,
+    /// Interned policy id + 1; 0 for none.
+    policy: u16,
+    state: State,
+    exhausted: bool,
+}
+
+/// A failed job as an answer shows it (names resolved).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listed {
+    pub job_id: String,
+    pub queue: String,
+    /// `None` when not known yet or the job has none; see `function_known`.
+    pub function: Option<String>,
+    pub function_known: bool,
+    pub exception: Option<String>,
+    pub exception_known: bool,
+    pub failed_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub exhausted: bool,
+    pub policy: Option<String>,
+    pub state: State,
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Newest or oldest failure first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Newest,
+    Oldest,
+}
+
+/// A selection of failed jobs; every field that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub queue: Option<String>,
+    pub function: Option<GlobList>,
+    pub exception: Option<ExceptionPattern>,
+    /// Failed strictly before / after.
+    pub failed_before: Option<DateTime<Utc>>,
+    pub failed_after: Option<DateTime<Utc>>,
+    pub policy: Option<String>,
+    pub state: Option<State>,
+}
+
+/// One page of a selection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    /// Jobs the selection matches in all.
+    pub total: u64,
+    /// Jobs left out because a fact the selection needs (function or exception type) is not
+    /// known yet: they may match once it is read.
+    pub unknown: u64,
+    pub jobs: Vec<Listed>,
+}
+
+/// Jobs of one queue × function × exception type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub queue: String,
+    pub function: Option<String>,
+    pub exception: Option<String>,
+    /// False while some of the group's facts are not read yet (function or exception
+    /// `None` then means "not known", not "none").
+    pub known: bool,
+    pub count: u64,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    /// The deciding policy of most of the group's jobs (none when unmatched).
+    pub policy: Option<String>,
+    /// The earliest next automatic action among the group's waiting jobs.
+    pub next_due: Option<DateTime<Utc>>,
+    pub by_state: std::collections::BTreeMap<State, u64>,
+}
+
+/// Per-queue counts by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub failed: u64,
+    pub by_state: std::collections::BTreeMap<State, u64>,
+}
+
+/// The index. See the module documentation.
+#[derive(Debug, Default)]
+pub struct FailureIndex {
+    entries: IndexMap<(u16, Box<str>), Entry>,
+    queues: Interner,
+    functions: Interner,
+    exceptions: Interner,
+    policies: Interner,
+    scan: u32,
+    /// Bumped on every change, so derived answers can be cached by version.
+    version: u64,
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl FailureIndex {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Changes so far (every observe, remove and end of scan that changed something).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Makes room for `n` entries in all (once per scan, from the registries' sizes).
+    pub fn reserve_total(&mut self, n: usize) {
+        self.entries.reserve(n.saturating_sub(self.entries.len()));
+    }
+
+    /// Starts a full scan: what it does not see again is dropped by [`FailureIndex::end_scan`].
+    pub fn begin_scan(&mut self) {
+        self.scan = self.scan.wrapping_add(1);
+    }
+
+    /// Notes that the scan saw this failure again unchanged (same score): returns whether the
+    /// index holds it (then nothing needs reading).
+    pub fn still_there(&mut self, queue: &str, job_id: &str, score: f64) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        let key = (q as u16, Box::<str>::from(job_id));
+        match self.entries.get_mut(&key) {
+            Some(e) if e.score == score => {
+                e.seen = self.scan;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds or replaces what a read established about one failure.
+    pub fn observe(&mut self, o: &Observation<'_>) {
+        let queue = self.queues.id(o.queue);
+        let Ok(queue) = u16::try_from(queue) else {
+            // Beyond 65,535 distinct queues nothing more is indexed (the metrics fold queues
+            // into "overflow" long before that).
+            return;
+        };
+        let policy = o
+            .policy
+            .map_or(0, |p| u16::try_from(self.policies.id(p) + 1).unwrap_or(0));
+        let entry = Entry {
+            score: o.score,
+            failed_at_ms: ms(o.failed_at),
+            due_ms: o.next_due.map_or(i64::MAX, ms),
+            function: self.functions.known(o.function),
+            exception: self.exceptions.known(o.exception),
+            attempts: o.attempts,
+            seen: self.scan,
+            policy,
+            state: o.state,
+            exhausted: o.exhausted,
+        };
+        self.entries.insert((queue, o.job_id.into()), entry);
+        self.version += 1;
+    }
+
+    /// Forgets one job (requeued, purged or gone): read-your-writes for the next answer.
+    /// Returns whether it was indexed.
+    pub fn remove(&mut self, queue: &str, job_id: &str) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        let removed = self
+            .entries
+            .swap_remove(&(q as u16, Box::<str>::from(job_id)))
+            .is_some();
+        if removed {
+            self.version += 1;
+        }
+        removed
+    }
+
+    /// Ends a completed full scan of `queues`: their entries it did not see are gone from
+    /// Redis (or expired) and are dropped. Entries of other queues are kept.
+    pub fn end_scan(&mut self, queues: &[String]) {
+        let scanned: Vec<bool> = self
+            .queues
+            .matching(|name| queues.iter().any(|q| q == name));
+        let scan = self.scan;
+        let before = self.entries.len();
+        self.entries
+            .retain(|(q, _), e| e.seen == scan || !scanned[usize::from(*q)]);
+        if self.entries.len() != before {
+            self.version += 1;
+        }
+    }
+
+    fn listed(&self, (queue, id): &(u16, Box<str>), e: &Entry) -> Listed {
+        let name = |k: Known<&Arc<str>>| match k {
+            Known::Is(n) => (Some(n.to_string()), true),
+            Known::Missing => (None, true),
+            Known::Unknown => (None, false),
+        };
+        let (function, function_known) = name(self.functions.name(e.function));
+        let (exception, exception_known) = name(self.exceptions.name(e.exception));
+        Listed {
+            job_id: id.to_string(),
+            queue: self.queues.names[usize::from(*queue)].to_string(),
+            function,
+            function_known,
+            exception,
+            exception_known,
+            failed_at: time(e.failed_at_ms),
+            attempts: e.attempts,
+            exhausted: e.exhausted,
+            policy: self.policy_name(e.policy),
+            state: e.state,
+            next_due: (e.due_ms != i64::MAX).then(|| time(e.due_ms)),
+        }
+    }
+
+    fn policy_name(&self, id: u16) -> Option<String> {
+        (id > 0).then(|| self.policies.names[usize::from(id - 1)].to_string())
+    }
+
+    /// The filter of `query`, compiled against the interned names.
+    fn compile(&self, query: &Query) -> Compiled {
+        let queue = match &query.queue {
+            None => Some(None),
+            // A queue the index has never seen matches nothing.
+            Some(q) => self.queues.ids.get(q.as_str()).map(|&id| Some(id as u16)),
+        };
+        let policy = match &query.policy {
+            None => Some(None),
+            Some(p) => self
+                .policies
+                .ids
+                .get(p.as_str())
+                .map(|&id| Some(id as u16 + 1)),
+        };
+        Compiled {
+            nothing: queue.is_none() || policy.is_none(),
+            queue: queue.flatten(),
+            policy: policy.flatten(),
+            functions: query
+                .function
+                .as_ref()
+                .map(|g| self.functions.matching(|n| g.is_match(n))),
+            exceptions: query
+                .exception
+                .as_ref()
+                .map(|p| self.exceptions.matching(|n| p.is_match(n))),
+            before: query.failed_before.map(ms),
+            after: query.failed_after.map(ms),
+            state: query.state,
+        }
+    }
+
+    /// How many jobs `query` selects (a bulk action's dry-run count), and how many it cannot
+    /// tell yet.
+    pub fn count(&self, query: &Query) -> (u64, u64) {
+        let c = self.compile(query);
+        let (mut matched, mut unknown) = (0, 0);
+        for (key, e) in &self.entries {
+            match c.test(key.0, e) {
+                Test::Match => matched += 1,
+                Test::Unknown => unknown += 1,
+                Test::No => {}
+            }
+        }
+        (matched, unknown)
+    }
+
+    /// The ids `query` selects, by queue (a bulk action's work list; its writes still go
+    /// through the compare-and-set scripts, which skip whatever changed meanwhile).
+    pub fn select_ids(&self, query: &Query) -> Vec<(String, Vec<String>)> {
+        let c = self.compile(query);
+        let mut by_queue: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+        for (key, e) in &self.entries {
+            if c.test(key.0, e) == Test::Match {
+                by_queue.entry(key.0).or_default().push(key.1.to_string());
+            }
+        }
+        by_queue
+            .into_iter()
+            .map(|(q, ids)| (self.queues.names[usize::from(q)].to_string(), ids))
+            .collect()
+    }
+
+    /// One page of `query` in `order`, from `offset`: linear in the index's size (one pass to
+    /// filter, one selection to find the page), whatever the offset.
+    pub fn page(&self, query: &Query, order: Order, offset: usize, limit: usize) -> Page {
+        let c = self.compile(query);
+        let mut unknown = 0u64;
+        // (sort key, position): newest first sorts by descending failure time.
+        let mut hits: Vec<(i64, u32)> = Vec::new();
+        for (pos, (key, e)) in self.entries.iter().enumerate() {
+            match c.test(key.0, e) {
+                Test::Match => {
+                    let k = match order {
+                        Order::Newest => -e.failed_at_ms,
+                        Order::Oldest => e.failed_at_ms,
+                    };
+                    hits.push((k, pos as u32));
+                }
+                Test::Unknown => unknown += 1,
+                Test::No => {}
+            }
+        }
+        let total = hits.len() as u64;
+        let start = offset.min(hits.len());
+        let end = offset.saturating_add(limit).min(hits.len());
+        if start < end {
+            // Ties in failure time are ordered by position so that pages do not overlap.
+            if start > 0 {
+                hits.select_nth_unstable(start);
+            }
+            let rest = &mut hits[start..];
+            if end - start < rest.len() {
+                rest.select_nth_unstable(end - start);
+            }
+            rest[..end - start].sort_unstable();
+        }
+        let jobs = hits[start..end]
+            .iter()
+            .map(|&(_, pos)| {
+                let (key, e) = self.entries.get_index(pos as usize).expect("position");
+                self.listed(key, e)
+            })
+            .collect();
+        Page {
+            total,
+            unknown,
+            jobs,
+        }
+    }
+
+    /// The groups (queue × function × exception type), largest first.
+    pub fn groups(&self) -> Vec<Group> {
+        #[derive(Default)]
+        struct Acc {
+            count: u64,
+            first: i64,
+            last: i64,
+            next_due: i64,
+            policies: HashMap<u16, u64>,
+            by_state: std::collections::BTreeMap<State, u64>,
+        }
+        let mut groups: HashMap<(u16, u32, u32), Acc> = HashMap::new();
+        for (key, e) in &self.entries {
+            let acc = groups
+                .entry((key.0, e.function, e.exception))
+                .or_insert_with(|| Acc {
+                    first: i64::MAX,
+                    last: i64::MIN,
+                    next_due: i64::MAX,
+                    ..Acc::default()
+                });
+            acc.count += 1;
+            acc.first = acc.first.min(e.failed_at_ms);
+            acc.last = acc.last.max(e.failed_at_ms);
+            acc.next_due = acc.next_due.min(e.due_ms);
+            *acc.policies.entry(e.policy).or_default() += 1;
+            *acc.by_state.entry(e.state).or_default() += 1;
+        }
+        let mut out: Vec<Group> = groups
+            .into_iter()
+            .map(|((q, f, x), acc)| {
+                let name = |i: &Interner, id| match i.name(id) {
+                    Known::Is(n) => Some(n.to_string()),
+                    _ => None,
+                };
+                let policy = acc
+                    .policies
+                    .iter()
+                    .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+                    .map(|(id, _)| *id)
+                    .unwrap_or(0);
+                Group {
+                    queue: self.queues.names[usize::from(q)].to_string(),
+                    function: name(&self.functions, f),
+                    exception: name(&self.exceptions, x),
+                    known: f != UNKNOWN && x != UNKNOWN,
+                    count: acc.count,
+                    first_failed_at: time(acc.first),
+                    last_failed_at: time(acc.last),
+                    policy: self.policy_name(policy),
+                    next_due: (acc.next_due != i64::MAX).then(|| time(acc.next_due)),
+                    by_state: acc.by_state,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| {
+                (&a.queue, &a.function, &a.exception).cmp(&(&b.queue, &b.function, &b.exception))
+            })
+        });
+        out
+    }
+
+    /// Counts per queue, by state.
+    pub fn queue_counts(&self) -> std::collections::BTreeMap<String, QueueCounts> {
+        let mut per: Vec<QueueCounts> = vec![QueueCounts::default(); self.queues.names.len()];
+        for (key, e) in &self.entries {
+            let c = &mut per[usize::from(key.0)];
+            c.failed += 1;
+            *c.by_state.entry(e.state).or_default() += 1;
+        }
+        self.queues
+            .names
+            .iter()
+            .zip(per)
+            .filter(|(_, c)| c.failed > 0)
+            .map(|(n, c)| (n.to_string(), c))
+            .collect()
+    }
+}
+
+/// A query compiled against the interned names.
+struct Compiled {
+    /// The query names a queue or policy the index has never seen.
+    nothing: bool,
+    queue: Option<u16>,
+    policy: Option<u16>,
+    functions: Option<Vec<bool>>,
+    exceptions: Option<Vec<bool>>,
+    before: Option<i64>,
+    after: Option<i64>,
+    state: Option<State>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Match,
+    No,
+    /// It would depend on a fact not read yet.
+    Unknown,
+}
+
+impl Compiled {
+    fn test(&self, queue: u16, e: &Entry) -> Test {
+        if self.nothing
+            || self.queue.is_some_and(|q| q != queue)
+            || self.policy.is_some_and(|p| p != e.policy)
+            || self.state.is_some_and(|s| s != e.state)
+            || self.before.is_some_and(|t| e.failed_at_ms >= t)
+            || self.after.is_some_and(|t| e.failed_at_ms <= t)
+        {
+            return Test::No;
+        }
+        let mut unknown = false;
+        for (wanted, id) in [
+            (&self.functions, e.function),
+            (&self.exceptions, e.exception),
+        ] {
+            let Some(wanted) = wanted else { continue };
+            match id {
+                UNKNOWN => unknown = true,
+                MISSING => return Test::No,
+                id if !wanted[id as usize] => return Test::No,
+                _ => {}
+            }
+        }
+        if unknown {
+            Test::Unknown
+        } else {
+            Test::Match
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

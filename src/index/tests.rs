@@ -1,0 +1,264 @@
+use super::*;
+use proptest::prelude::*;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + secs, 0).unwrap()
+}
+
+fn obs<'a>(queue: &'a str, id: &'a str, secs: i64) -> Observation<'a> {
+    Observation {
+        queue,
+        job_id: id,
+        score: 1e10 + secs as f64,
+        failed_at: at(secs),
+        function: Known::Is("app.tasks.send"),
+        exception: Known::Is("ConnectionError"),
+        attempts: 0,
+        exhausted: false,
+        policy: Some("transient"),
+        state: State::Waiting,
+        next_due: Some(at(secs + 60)),
+    }
+}
+
+fn ids(page: &Page) -> Vec<&str> {
+    page.jobs.iter().map(|j| j.job_id.as_str()).collect()
+}
+
+#[test]
+fn a_failure_seen_once_is_listed_with_every_fact_and_seen_again_without_a_read() {
+    let mut index = FailureIndex::default();
+    index.begin_scan();
+    index.observe(&obs("default", "a", 10));
+    let page = index.page(&Query::default(), Order::Newest, 0, 10);
+    assert_eq!(page.total, 1);
+    let a = &page.jobs[0];
+    assert_eq!(a.queue, "default");
+    assert_eq!(a.function.as_deref(), Some("app.tasks.send"));
+    assert_eq!(a.exception.as_deref(), Some("ConnectionError"));
+    assert_eq!(a.policy.as_deref(), Some("transient"));
+    assert_eq!(a.state, State::Waiting);
+    assert_eq!(a.next_due, Some(at(70)));
+    index.begin_scan();
+    assert!(index.still_there("default", "a", 1e10 + 10.0));
+    assert!(
+        !index.still_there("default", "a", 1e10 + 11.0),
+        "a new failure of the same job (new score) must be read"
+    );
+}
+
+#[test]
+fn an_action_is_reflected_in_the_next_answer() {
+    let mut index = FailureIndex::default();
+    for (id, s) in [("a", 1), ("b", 2), ("c", 3)] {
+        index.observe(&obs("default", id, s));
+    }
+    assert!(index.remove("default", "b"));
+    assert!(!index.remove("default", "b"));
+    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    assert_eq!(ids(&page), vec!["a", "c"]);
+    assert_eq!(index.count(&Query::default()), (2, 0));
+}
+
+#[test]
+fn a_completed_scan_drops_what_it_did_not_see_in_the_queues_it_scanned() {
+    let mut index = FailureIndex::default();
+    index.begin_scan();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&obs("default", "b", 2));
+    index.observe(&obs("other", "x", 3));
+    index.begin_scan();
+    assert!(index.still_there("default", "a", 1e10 + 1.0));
+    index.end_scan(&["default".to_string()]);
+    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    assert_eq!(
+        ids(&page),
+        vec!["a", "x"],
+        "b is gone; other was not scanned"
+    );
+}
+
+#[test]
+fn every_filter_combines_and_unknown_facts_are_counted_apart() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&Observation {
+        exception: Known::Is("builtins.ValueError"),
+        policy: Some("bad-input"),
+        state: State::Due,
+        next_due: None,
+        ..obs("default", "b", 2)
+    });
+    index.observe(&Observation {
+        exception: Known::Unknown,
+        ..obs("emails", "c", 3)
+    });
+    index.observe(&Observation {
+        function: Known::Is("app.reports.build"),
+        policy: None,
+        state: State::Unmatched,
+        ..obs("emails", "d", 4)
+    });
+    index.observe(&Observation {
+        exception: Known::Missing,
+        ..obs("emails", "e", 5)
+    });
+    let q = |f: &dyn Fn(&mut Query)| {
+        let mut query = Query::default();
+        f(&mut query);
+        index.page(&query, Order::Oldest, 0, 100)
+    };
+    let conn = ExceptionPattern::new("ConnectionError").unwrap();
+    let page = q(&|q| q.exception = Some(conn.clone()));
+    assert_eq!(ids(&page), vec!["a", "d"]);
+    assert_eq!(page.unknown, 1, "c's exception type is not read yet");
+    let page = q(&|q| {
+        q.exception = Some(ExceptionPattern::new("ValueError").unwrap());
+        q.queue = Some("default".into());
+    });
+    assert_eq!(ids(&page), vec!["b"]);
+    let page = q(&|q| q.function = Some(GlobList::new(&["app.reports.*".to_string()]).unwrap()));
+    assert_eq!(ids(&page), vec!["d"]);
+    assert_eq!(ids(&q(&|q| q.state = Some(State::Unmatched))), vec!["d"]);
+    assert_eq!(ids(&q(&|q| q.policy = Some("bad-input".into()))), vec!["b"]);
+    assert_eq!(
+        ids(&q(&|q| {
+            q.failed_after = Some(at(2));
+            q.failed_before = Some(at(5));
+        })),
+        vec!["c", "d"]
+    );
+    assert_eq!(
+        ids(&q(&|q| q.queue = Some("nowhere".into()))),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        ids(&q(&|q| q.policy = Some("nowhere".into()))),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn groups_are_by_queue_function_and_exception_largest_first() {
+    let mut index = FailureIndex::default();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        index.observe(&obs("default", id, i as i64));
+    }
+    index.observe(&Observation {
+        exception: Known::Is("ValueError"),
+        state: State::Exhausted,
+        next_due: None,
+        ..obs("default", "v", 9)
+    });
+    index.observe(&Observation {
+        exception: Known::Unknown,
+        ..obs("emails", "u", 5)
+    });
+    let groups = index.groups();
+    assert_eq!(groups.len(), 3);
+    let top = &groups[0];
+    assert_eq!(
+        (top.queue.as_str(), top.exception.as_deref(), top.count),
+        ("default", Some("ConnectionError"), 3)
+    );
+    assert_eq!((top.first_failed_at, top.last_failed_at), (at(0), at(2)));
+    assert_eq!(top.next_due, Some(at(60)));
+    assert_eq!(top.policy.as_deref(), Some("transient"));
+    assert!(top.known);
+    let unknown = groups.iter().find(|g| g.queue == "emails").unwrap();
+    assert!(!unknown.known && unknown.exception.is_none());
+    let v = groups
+        .iter()
+        .find(|g| g.exception.as_deref() == Some("ValueError"))
+        .unwrap();
+    assert_eq!(v.by_state.get(&State::Exhausted), Some(&1));
+    assert_eq!(v.next_due, None);
+}
+
+#[test]
+fn queue_counts_are_by_state() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&Observation {
+        state: State::Undecodable,
+        policy: None,
+        function: Known::Unknown,
+        exception: Known::Unknown,
+        ..obs("default", "b", 2)
+    });
+    let counts = index.queue_counts();
+    assert_eq!(counts["default"].failed, 2);
+    assert_eq!(
+        counts["default"].by_state.get(&State::Undecodable),
+        Some(&1)
+    );
+}
+
+#[test]
+fn select_ids_lists_the_selection_by_queue() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&obs("emails", "b", 2));
+    index.observe(&Observation {
+        exception: Known::Is("ValueError"),
+        ..obs("emails", "c", 3)
+    });
+    let query = Query {
+        exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
+        ..Query::default()
+    };
+    assert_eq!(
+        index.select_ids(&query),
+        vec![
+            ("default".to_string(), vec!["a".to_string()]),
+            ("emails".to_string(), vec!["b".to_string()])
+        ]
+    );
+}
+
+proptest! {
+    /// Any page at any offset, either order, equals the same page of a plain sort of the whole
+    /// selection, and consecutive pages neither overlap nor miss a job.
+    #[test]
+    fn pages_equal_a_full_sort_at_every_offset(
+        times in proptest::collection::vec(0i64..50, 0..120),
+        removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        queue_filter in any::<bool>(),
+        newest in any::<bool>(),
+        offset in 0usize..130,
+        limit in 1usize..40,
+    ) {
+        let mut index = FailureIndex::default();
+        let mut model: Vec<(String, String, i64)> = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let queue = if i % 3 == 0 { "q1" } else { "q2" };
+            let id = format!("j{i}");
+            index.observe(&obs(queue, &id, *t));
+            model.push((queue.to_string(), id, *t));
+        }
+        for r in &removed {
+            if model.is_empty() { break; }
+            let (q, id, _) = model.remove(r.index(model.len()));
+            prop_assert!(index.remove(&q, &id));
+        }
+        let query = Query { queue: queue_filter.then(|| "q1".to_string()), ..Query::default() };
+        let order = if newest { Order::Newest } else { Order::Oldest };
+        let mut want: Vec<&(String, String, i64)> = model.iter().filter(|m| !queue_filter || m.0 == "q1").collect();
+        want.sort_by_key(|m| if newest { -m.2 } else { m.2 });
+        let page = index.page(&query, order, offset, limit);
+        prop_assert_eq!(page.total as usize, want.len());
+        let got_times: Vec<i64> = page.jobs.iter().map(|j| j.failed_at.timestamp() - 1_790_000_000).collect();
+        let want_times: Vec<i64> = want.iter().skip(offset).take(limit).map(|m| m.2).collect();
+        prop_assert_eq!(got_times, want_times, "failure times of the page");
+        // Pages tile the selection: every job exactly once over all pages.
+        let mut seen = std::collections::HashSet::new();
+        let mut start = 0;
+        while start < want.len() {
+            for j in index.page(&query, order, start, limit).jobs {
+                prop_assert!(seen.insert(j.job_id.clone()), "{} on two pages", j.job_id);
+            }
+            start += limit;
+        }
+        prop_assert_eq!(seen.len(), want.len());
+    }
+}
