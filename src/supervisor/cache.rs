@@ -120,10 +120,12 @@ fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
     (nibbles == 32).then_some(out)
 }
 
-/// Remembered verdicts by job id, valid for one config snapshot.
+/// Remembered verdicts by job id, valid for one config snapshot (its
+/// [`generation`](crate::state::Snapshot::generation)).
 #[derive(Debug, Default)]
 pub struct FactsCache {
-    generation: usize,
+    /// 0 until the first scan: generations start at 1.
+    generation: u64,
     scan: u32,
     entries: HashMap<JobKey, Packed>,
     queues: Vec<Arc<str>>,
@@ -141,14 +143,14 @@ fn time(ms: i64) -> DateTime<Utc> {
 
 impl FactsCache {
     /// Starts a scan under config `generation`; a different generation forgets everything.
-    pub fn begin_scan(&mut self, generation: usize) {
+    pub fn begin_scan(&mut self, generation: u64) {
         self.align(generation);
         self.scan = self.scan.wrapping_add(1);
     }
 
     /// Forgets everything if it was remembered under another config `generation` (a partial
     /// pass uses this: it marks what it sees as seen by the current scan).
-    pub fn align(&mut self, generation: usize) {
+    pub fn align(&mut self, generation: u64) {
         if self.generation != generation {
             self.entries.clear();
             self.next_due_ms = None;
@@ -352,6 +354,25 @@ mod tests {
         cache.begin_scan(1);
         cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored);
         cache.begin_scan(2);
+        assert!(cache.is_empty());
+    }
+
+    // See: issue 11: a partial pass under a new config generation must not trust verdicts
+    // of the old one either, and going back to an earlier generation number is a change too.
+    #[test]
+    fn align_to_another_generation_drops_every_verdict() {
+        let q: Arc<str> = Arc::from("default");
+        let mut cache = FactsCache::default();
+        cache.begin_scan(7);
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Unmatched);
+        cache.remember(&q, "w", 1.0, at(0), Verdict::Waiting { due: at(9) });
+        cache.align(7);
+        assert!(cache.hit("default", "j", 1.0).is_some(), "same generation");
+        cache.align(8);
+        assert!(cache.hit("default", "j", 1.0).is_none());
+        assert_eq!(cache.next_due(), None, "no timer of the old generation");
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored);
+        cache.begin_scan(7);
         assert!(cache.is_empty());
     }
 

@@ -118,7 +118,7 @@ impl Supervisor {
         self.cache
             .lock()
             .expect("cache lock")
-            .begin_scan(Arc::as_ptr(config) as usize);
+            .begin_scan(snap.generation);
         let result = async {
             let queues = self.discover_queues(con, &snap).await?;
             let sizes = snap.registry.registry_sizes(con, &queues).await?;
@@ -218,7 +218,7 @@ impl Supervisor {
         self.cache
             .lock()
             .expect("cache lock")
-            .align(Arc::as_ptr(&snap.config) as usize);
+            .align(snap.generation);
         for queue in queues
             .iter()
             .filter(|q| snap.config.supervisor.queues.is_match(q))
@@ -586,6 +586,10 @@ impl Supervisor {
             dry_run: snap.config.supervisor.dry_run,
             ..ScanReport::default()
         };
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .align(snap.generation);
         let mut by_queue: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
         for job in due {
             by_queue

@@ -1,0 +1,176 @@
+//! The smaller holes found while trying rq-retryd as a new user would: the decision memory
+//! surviving reloads, long and unusual job ids, skip counters that counted sightings, the
+//! status endpoint's stale `exhausted`, and the Redis version the scripts need.
+//!
+//! See: issue 11, section 4.
+
+mod support;
+
+use std::sync::Arc;
+
+use redis::Commands;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use rq_retryd::config::Config;
+use rq_retryd::state::DaemonState;
+use rq_retryd::supervisor::Supervisor;
+use support::http::{metric, parse_metrics, Daemon, DaemonConfig};
+use support::jobs::FailedJob;
+use support::RedisServer;
+
+/// No policy for queue `held`: its jobs are unmatched.
+const ELSEWHERE: &str = r#"
+[[policy]]
+name = "elsewhere"
+queues = ["elsewhere"]
+action = "ignore"
+"#;
+
+/// `held` is left alone on purpose.
+const HOLD: &str = r#"
+[[policy]]
+name = "hold"
+queues = ["held"]
+action = "ignore"
+"#;
+
+/// `held` is retried, after an hour.
+const LATER: &str = r#"
+[[policy]]
+name = "later"
+queues = ["held"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "1h" }
+"#;
+
+/// `held` is retried at once.
+const NOW: &str = r#"
+[[policy]]
+name = "now"
+queues = ["held"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+fn config(redis_url: &str, policies: &str) -> Config {
+    let text = format!("[redis]\nurl = \"{redis_url}\"\n{policies}");
+    rq_retryd::config::parse(&text, "test.toml").expect("valid config")
+}
+
+fn queue_ids(con: &mut redis::Connection, queue: &str) -> Vec<String> {
+    con.lrange(format!("rq:queue:{queue}"), 0, -1).unwrap()
+}
+
+fn in_failed(con: &mut redis::Connection, queue: &str, id: &str) -> bool {
+    let score: Option<f64> = con.zscore(format!("rq:failed:{queue}"), id).unwrap();
+    score.is_some()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The decision memory and reloads.
+// ---------------------------------------------------------------------------------------------
+
+/// See: issue 11. The memory of verdicts used to recognise the configuration by the address of
+/// its `Arc`. Two reloads in a row (A → B → C, no scan between) free A before C is allocated,
+/// and the allocator readily hands A's address to C: the verdicts made under A then looked
+/// valid under C. Here A leaves the job unmatched and C retries it at once; every round must
+/// requeue. The rounds repeat the pattern because whether an address is reused is up to the
+/// allocator (with the address check this failed in the first round here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reloads_in_a_row_without_a_scan_between_re_decide_every_job() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let url = redis.url();
+    let state = DaemonState::new(Arc::new(config(&url, ELSEWHERE)));
+    let supervisor = Supervisor::new(state.clone());
+    let mut client = rq_retryd::connection::connect(&state.config())
+        .await
+        .expect("connect to the test redis");
+    let cancel = CancellationToken::new();
+    let mut reused = 0;
+    for round in 0..8 {
+        let id = format!("round-{round}");
+        FailedJob::new(&id).queue("held").write(&mut con);
+        if round > 0 {
+            state.replace_config(Arc::new(config(&url, ELSEWHERE)));
+        }
+        let first = Arc::as_ptr(&state.config()) as usize;
+        let report = supervisor.scan(&mut client, false, &cancel).await.unwrap();
+        assert_eq!(report.unmatched, 1, "round {round}: {report:?}");
+        assert_eq!(report.requeued, 0, "round {round}: {report:?}");
+        assert_eq!(supervisor.cached_failures(), 1, "the verdict is remembered");
+
+        state.replace_config(Arc::new(config(&url, HOLD)));
+        state.replace_config(Arc::new(config(&url, NOW)));
+        if Arc::as_ptr(&state.config()) as usize == first {
+            reused += 1;
+        }
+        let report = supervisor.scan(&mut client, false, &cancel).await.unwrap();
+        assert_eq!(
+            (report.requeued, report.unmatched),
+            (1, 0),
+            "round {round}: a verdict made under an earlier configuration survived: {report:?}"
+        );
+        assert_eq!(queue_ids(&mut con, "held"), vec![id.clone()]);
+        let _: () = con.del("rq:queue:held").unwrap();
+    }
+    eprintln!("the last configuration reused the first one's address in {reused} of 8 rounds");
+}
+
+/// See: issue 11. Reloading the running daemon (SIGHUP) with a different policy each time
+/// changes the decision each time: unmatched, ignored, waiting, requeued.
+#[test]
+fn every_sighup_reload_with_another_policy_re_decides_the_job() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), ELSEWHERE));
+    FailedJob::new("reloaded").queue("held").write(&mut con);
+    let report = daemon.scan();
+    assert_eq!(report["report"]["unmatched"], 1, "{report}");
+
+    let path = daemon.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let head = &original[..original.find("[[policy]]").expect("policies in the config")];
+    let reload = |policies: &str, name: &str| {
+        std::fs::write(&path, format!("{head}{policies}")).unwrap();
+        daemon.signal("HUP");
+        daemon.wait_until(&format!("policy {name} is loaded"), |d| {
+            d.get("/api/v1/policies").expect(200)["policies"][0]["name"] == name
+        });
+    };
+    let counts = |scan: &Value| {
+        let r = &scan["report"];
+        [
+            r["unmatched"].as_u64().unwrap(),
+            r["ignored"].as_u64().unwrap(),
+            r["waiting"].as_u64().unwrap(),
+            r["requeued"].as_u64().unwrap(),
+        ]
+    };
+
+    reload(HOLD, "hold");
+    assert_eq!(counts(&daemon.scan()), [0, 1, 0, 0], "ignored under `hold`");
+    reload(LATER, "later");
+    let scan = daemon.scan();
+    assert_eq!(counts(&scan), [0, 0, 1, 0], "waiting under `later`: {scan}");
+    // Two reloads in a row: the second one's policy decides.
+    reload(ELSEWHERE, "elsewhere");
+    reload(NOW, "now");
+    // The scan each reload asks for may be the one that requeues it.
+    daemon.scan();
+    assert_eq!(queue_ids(&mut con, "held"), vec!["reloaded"]);
+    assert!(!in_failed(&mut con, "held", "reloaded"));
+    let samples = parse_metrics(&daemon.get("/metrics").text());
+    let requeued = |policy: &str| {
+        metric(
+            &samples,
+            "rq_retryd_requeued_total",
+            &[("queue", "held"), ("policy", policy), ("trigger", "auto")],
+        )
+    };
+    assert_eq!(requeued("now"), Some(1.0), "requeued once, by `now`");
+    assert_eq!(requeued("later"), None, "never by `later`");
+}
