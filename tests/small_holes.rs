@@ -19,6 +19,13 @@ use support::http::{metric, parse_metrics, Daemon, DaemonConfig};
 use support::jobs::FailedJob;
 use support::RedisServer;
 
+/// Matches every job and never acts: the daemon's own scans change nothing.
+const HANDS_OFF: &str = r#"
+[[policy]]
+name = "hands-off"
+action = "ignore"
+"#;
+
 /// No policy for queue `held`: its jobs are unmatched.
 const ELSEWHERE: &str = r#"
 [[policy]]
@@ -173,4 +180,97 @@ fn every_sighup_reload_with_another_policy_re_decides_the_job() {
     };
     assert_eq!(requeued("now"), Some(1.0), "requeued once, by `now`");
     assert_eq!(requeued("later"), None, "never by `later`");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A Redis older than 6.2 is refused at start.
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP server that answers like a Redis of `version` would to what rq-retryd sends on
+/// connecting: `INFO` with that version, `PING` with PONG, anything else `+OK`. Real old
+/// servers are not installable here; the check only reads `INFO server`.
+fn fake_redis(version: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Some(n) = line.trim().strip_prefix('*').and_then(|n| n.parse().ok()) else {
+                        return;
+                    };
+                    let mut args: Vec<String> = Vec::new();
+                    for _ in 0..n {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let len: usize = line.trim()[1..].parse().unwrap();
+                        let mut arg = vec![0; len + 2];
+                        std::io::Read::read_exact(&mut reader, &mut arg).unwrap();
+                        args.push(String::from_utf8_lossy(&arg[..len]).to_uppercase());
+                    }
+                    let reply = match args.first().map(String::as_str) {
+                        Some("INFO") => {
+                            let body = format!(
+                                "# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n"
+                            );
+                            format!("${}\r\n{body}\r\n", body.len())
+                        }
+                        Some("PING") => "+PONG\r\n".to_string(),
+                        _ => "+OK\r\n".to_string(),
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// See: issue 11. The scripts need ZMSCORE (Redis 6.2). `once`, `explain` and `run` ask the
+/// server its version when they connect, and refuse an older one naming both versions,
+/// exit 1; `run` stops instead of retrying for ever.
+#[test]
+fn a_redis_older_than_6_2_is_refused_by_once_explain_and_run() {
+    let port = fake_redis("6.0.16");
+    let dir = tempfile::tempdir().unwrap();
+    let listen = support::free_port();
+    let toml = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[http]\nlisten = \"127.0.0.1:{listen}\"\n{HANDS_OFF}"
+    );
+    let path = dir.path().join("rq-retryd.toml");
+    std::fs::write(&path, &toml).unwrap();
+    for args in [
+        &["once"][..],
+        &["once", "--dry-run"],
+        &["explain", "some-job"],
+    ] {
+        let out = support::retryd_command()
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("version 6.0.16") && stderr.contains("needs Redis 6.2.0 or newer"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (code, log) = support::http::run_to_exit(&toml);
+    assert_eq!(
+        code, 1,
+        "run exits 1 (-100: still running after 20 s):\n{log}"
+    );
+    assert!(log.contains("version 6.0.16"), "{log}");
 }
