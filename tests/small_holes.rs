@@ -183,6 +183,106 @@ fn every_sighup_reload_with_another_policy_re_decides_the_job() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 3. Skip counters count events; a gauge says what is skipped now.
+// ---------------------------------------------------------------------------------------------
+
+/// `auto` is retried at once; nothing matches `loose`.
+const AUTO_ONLY: &str = r#"
+[[policy]]
+name = "retry-now"
+queues = ["auto"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+fn skip_figures(daemon: &Daemon, reason: &str) -> (Option<f64>, Option<f64>) {
+    let samples = parse_metrics(&daemon.get("/metrics").text());
+    (
+        metric(&samples, "rq_retryd_skipped_total", &[("reason", reason)]),
+        metric(&samples, "rq_retryd_skipped_jobs", &[("reason", reason)]),
+    )
+}
+
+/// See: issue 11. `skipped_total{reason}` grew by the whole skipped backlog on every scan.
+/// Now each failure counts once per reason however many scans see it, a new failure of the
+/// same job counts again, and `skipped_jobs{reason}` follows what the last scan skipped.
+#[test]
+fn skip_counters_count_each_failure_once_and_the_gauge_follows_the_backlog() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), AUTO_ONLY));
+    let far = chrono::Utc::now().timestamp() + 31_536_000;
+    FailedJob::new("l1").queue("loose").write(&mut con);
+    FailedJob::new("l2").queue("loose").write(&mut con);
+    FailedJob::new("c1")
+        .queue("loose")
+        .field("ended_at", b"")
+        .write(&mut con);
+    let _: () = con.zadd("rq:failed:loose", "ghost", far).unwrap();
+    let _: () = con
+        .zadd(
+            "rq:failed:loose",
+            "gone",
+            chrono::Utc::now().timestamp() - 60,
+        )
+        .unwrap();
+    let _: () = con.zadd("rq:failed:loose", &b"\xff\xfe"[..], far).unwrap();
+
+    for scan in 0..3 {
+        let report = daemon.scan();
+        let by_reason = &report["report"]["skipped_by_reason"];
+        assert_eq!(
+            by_reason,
+            &serde_json::json!({"unmatched": 2, "decode_error": 1, "orphan": 1, "expired": 1, "invalid_id": 1}),
+            "scan {scan}: the pass's own counts are per pass: {report}"
+        );
+        for (reason, jobs) in [
+            ("unmatched", 2.0),
+            ("decode_error", 1.0),
+            ("orphan", 1.0),
+            ("expired", 1.0),
+            ("invalid_id", 1.0),
+        ] {
+            assert_eq!(
+                skip_figures(&daemon, reason),
+                (Some(jobs), Some(jobs)),
+                "scan {scan}, {reason}: (counter, gauge)"
+            );
+        }
+    }
+
+    // One unmatched job leaves, the corrupt one fails anew (a new score): the gauge follows,
+    // the counter counts only the new failure.
+    let _: () = con.zrem("rq:failed:loose", "l1").unwrap();
+    let _: () = con.zadd("rq:failed:loose", "c1", far + 60).unwrap();
+    daemon.scan();
+    assert_eq!(skip_figures(&daemon, "unmatched"), (Some(2.0), Some(1.0)));
+    assert_eq!(
+        skip_figures(&daemon, "decode_error"),
+        (Some(2.0), Some(1.0))
+    );
+    // Nothing corrupt left: the gauge reads 0, not its last value.
+    let _: () = con.zrem("rq:failed:loose", "c1").unwrap();
+    daemon.scan();
+    assert_eq!(
+        skip_figures(&daemon, "decode_error"),
+        (Some(2.0), Some(0.0))
+    );
+
+    // Held back by the pause: counted once however many scans see it, gone when acted on.
+    daemon.post("/api/v1/supervisor/pause").expect(200);
+    FailedJob::new("a1").queue("auto").write(&mut con);
+    daemon.scan();
+    daemon.scan();
+    assert_eq!(skip_figures(&daemon, "paused"), (Some(1.0), Some(1.0)));
+    daemon.post("/api/v1/supervisor/resume").expect(200);
+    daemon.scan();
+    assert_eq!(queue_ids(&mut con, "auto"), vec!["a1"]);
+    assert_eq!(skip_figures(&daemon, "paused"), (Some(1.0), Some(0.0)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5. A Redis older than 6.2 is refused at start.
 // ---------------------------------------------------------------------------------------------
 

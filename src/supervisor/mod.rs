@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use breaker::{default_spec as default_breaker, Breakers, OpenCircuit};
-pub use cache::{CacheEntry, DueJob, FactsCache, Verdict};
+pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
@@ -67,6 +67,8 @@ pub struct Batch {
 pub struct Supervisor {
     state: Arc<DaemonState>,
     cache: Mutex<FactsCache>,
+    /// Which jobs are skipped and why, so each skip is counted once (lock after `cache`).
+    skips: Mutex<SkipMemory>,
     /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
     scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
 }
@@ -76,6 +78,7 @@ impl Supervisor {
         Supervisor {
             state,
             cache: Mutex::new(FactsCache::default()),
+            skips: Mutex::new(SkipMemory::default()),
             scanned_registries: Mutex::new(None),
         }
     }
@@ -119,6 +122,7 @@ impl Supervisor {
             .lock()
             .expect("cache lock")
             .begin_scan(snap.generation);
+        self.skips.lock().expect("skips lock").begin_scan();
         let result = async {
             let queues = self.discover_queues(con, &snap).await?;
             let sizes = snap.registry.registry_sizes(con, &queues).await?;
@@ -140,6 +144,7 @@ impl Supervisor {
         .await;
         if result.is_ok() && !cancel.is_cancelled() {
             self.cache.lock().expect("cache lock").end_scan();
+            self.skips.lock().expect("skips lock").end_scan();
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         let metrics = &self.state.metrics;
@@ -151,8 +156,11 @@ impl Supervisor {
                     Utc::now().timestamp_millis() as f64 / 1000.0,
                     &report.per_queue,
                 );
-                for (reason, n) in &report.skipped_by_reason {
+                for (reason, n) in &report.newly_skipped {
                     metrics.skipped(reason, *n);
+                }
+                if !cancel.is_cancelled() {
+                    metrics.set_skipped_jobs(&report.skipped_by_reason);
                 }
                 self.state.record_scan(report.clone());
                 Ok(report)
@@ -226,7 +234,7 @@ impl Supervisor {
             self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::NewestOnly)
                 .await?;
         }
-        for (reason, n) in &report.skipped_by_reason {
+        for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
         Ok(report)
@@ -263,12 +271,15 @@ impl Supervisor {
                 let mut cache = self.cache.lock().expect("cache lock");
                 for (member, score) in page {
                     if score < now_unix {
-                        report.skip("expired");
+                        self.skip_member(queue, &member, score, "expired", report);
                         continue;
                     }
-                    let Ok(id) = String::from_utf8(member) else {
-                        report.skip("invalid_id");
-                        continue;
+                    let id = match String::from_utf8(member) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            self.skip_member(queue, e.as_bytes(), score, "invalid_id", report);
+                            continue;
+                        }
                     };
                     report
                         .per_queue
@@ -302,7 +313,8 @@ impl Supervisor {
                 .buffered(PARALLEL_BATCHES);
             let mut removed = 0;
             while let Some(batch) = batches.next().await {
-                let batch = batch?;
+                let mut batch = batch?;
+                self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
                 report.absorb(&batch.report);
                 removed += batch.removed;
                 let mut cache = self.cache.lock().expect("cache lock");
@@ -366,12 +378,12 @@ impl Supervisor {
                 }
                 DecodeOutcome::Orphan => {
                     debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
-                    report.skip("orphan");
+                    report.skip("orphan", &raw.job_id);
                     continue;
                 }
                 DecodeOutcome::Corrupt(reason) => {
                     warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
-                    report.skip("decode_error");
+                    report.skip("decode_error", &raw.job_id);
                     continue;
                 }
             };
@@ -382,6 +394,10 @@ impl Supervisor {
             // A decision without a write: counted and remembered.
             let mut settle = |verdict: Verdict| {
                 count_verdict(report, queue, verdict);
+                if verdict == Verdict::Unmatched {
+                    // Decided now, not remembered from an earlier scan: news for the counter.
+                    report.new_skip("unmatched");
+                }
                 batch
                     .verdicts
                     .push((facts.job_id.clone(), facts.failed_at, verdict));
@@ -424,7 +440,7 @@ impl Supervisor {
                 };
                 info!(job_id = %write.job_id, queue = %write.queue, policy = %write.policy, decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
-                    report.skip("paused");
+                    report.skip("paused", &write.job_id);
                 }
             }
             return Ok(batch);
@@ -437,7 +453,7 @@ impl Supervisor {
                 let held =
                     matches!(w.kind, WriteKind::Requeue { .. }) && !breakers.allows(&w.policy, now);
                 if held {
-                    report.skip("circuit_open");
+                    report.skip("circuit_open", &w.job_id);
                 }
                 !held
             });
@@ -494,10 +510,10 @@ impl Supervisor {
                         .exhausted += 1;
                 }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
-                Outcome::JobMissing => report.skip("orphan"),
+                Outcome::JobMissing => report.skip("orphan", &write.job_id),
                 Outcome::Error(message) => {
                     error!(job_id = %write.job_id, queue = %write.queue, error = %message, "write refused by Redis; job left as it was");
-                    report.skip("write_error");
+                    report.skip("write_error", &write.job_id);
                     continue;
                 }
             }
@@ -607,9 +623,12 @@ impl Supervisor {
                     .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
                     .collect();
                 let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
-                let batch = self
+                let mut batch = self
                     .process(con, &snap, &queue, &ids, report.dry_run)
                     .await?;
+                self.settle_skips(&queue, &mut batch.report, |id| {
+                    present.iter().find(|(p, _)| p == id).map(|(_, s)| *s)
+                });
                 report.absorb(&batch.report);
                 let mut cache = self.cache.lock().expect("cache lock");
                 for (id, failed_at, verdict) in batch.verdicts {
@@ -619,10 +638,56 @@ impl Supervisor {
                 }
             }
         }
-        for (reason, n) in &report.skipped_by_reason {
+        for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
         Ok(report)
+    }
+}
+
+impl Supervisor {
+    /// A registry entry skipped before it is read (`expired`, `invalid_id`): counted in the
+    /// pass, and as news when this failure was not skipped for that reason already.
+    fn skip_member(
+        &self,
+        queue: &str,
+        member: &[u8],
+        score: f64,
+        reason: &str,
+        report: &mut ScanReport,
+    ) {
+        report.count_skip(reason);
+        if self
+            .skips
+            .lock()
+            .expect("skips lock")
+            .note(queue, member, score, reason)
+        {
+            report.new_skip(reason);
+        }
+    }
+
+    /// Settles which of a batch's skips are news, by each job's registry score (`score_of`);
+    /// a skip whose score is unknown counts as news.
+    fn settle_skips(
+        &self,
+        queue: &str,
+        report: &mut ScanReport,
+        score_of: impl Fn(&str) -> Option<f64>,
+    ) {
+        if report.skipped_jobs.is_empty() {
+            return;
+        }
+        let mut skips = self.skips.lock().expect("skips lock");
+        for (id, reason) in std::mem::take(&mut report.skipped_jobs) {
+            let news = match score_of(&id) {
+                Some(score) => skips.note(queue, id.as_bytes(), score, &reason),
+                None => true,
+            };
+            if news {
+                report.new_skip(&reason);
+            }
+        }
     }
 }
 
@@ -676,7 +741,7 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         Verdict::Ignored => report.ignored += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
-            report.skip("unmatched");
+            report.count_skip("unmatched");
         }
     }
 }
