@@ -283,6 +283,71 @@ fn skip_counters_count_each_failure_once_and_the_gauge_follows_the_backlog() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. `exhausted` in the status only while the job is failed.
+// ---------------------------------------------------------------------------------------------
+
+/// `exh` is retried once, then marked exhausted.
+const ONE_RETRY: &str = r#"
+[[policy]]
+name = "once"
+queues = ["exh"]
+action = "retry"
+max_attempts = 1
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// See: issue 11. After rq-retryd marked a job exhausted and RQ's own requeue (what
+/// rq-dashboard does) put it back in its queue, the status endpoint still said
+/// `exhausted: true`. The mark counts only while the job is failed.
+#[test]
+fn the_status_drops_exhausted_once_rq_itself_requeues_the_job() {
+    let rq = support::rq::Rq::rq2();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&url, ONE_RETRY));
+    let id = rq.enqueue(&url, &support::rq::JobSpec::new("exh", "tasks.always_fail"));
+    rq.burst_worker(&url, &["exh"]);
+    assert_eq!(daemon.scan()["report"]["requeued"], 1);
+    rq.burst_worker(&url, &["exh"]);
+    let marked = daemon.scan();
+    assert_eq!(marked["report"]["exhausted"], 1, "{marked}");
+    let status = |d: &Daemon| d.get(&format!("/api/v1/jobs/status/{id}")).expect(200);
+    let before = status(&daemon);
+    assert_eq!(
+        (
+            &before["status"],
+            &before["exhausted"],
+            &before["failed_registry"]
+        ),
+        (
+            &Value::from("failed"),
+            &Value::from(true),
+            &Value::from("exh")
+        ),
+        "{before}"
+    );
+
+    rq.requeue(&url, "exh", &id);
+    let after = status(&daemon);
+    assert_eq!(after["status"], "queued", "{after}");
+    assert_eq!(after["failed_registry"], Value::Null, "{after}");
+    assert_eq!(
+        after["exhausted"], false,
+        "requeued by RQ: not exhausted: {after}"
+    );
+
+    // It fails again: failed, and exhausted (attempts used up), like the listing says.
+    rq.burst_worker(&url, &["exh"]);
+    let again = status(&daemon);
+    assert_eq!(again["status"], "failed", "{again}");
+    let listing = daemon.get("/api/v1/jobs/failed?queue=exh").expect(200);
+    assert_eq!(
+        again["exhausted"], listing["jobs"][0]["exhausted"],
+        "status {again} vs listing {listing}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5. A Redis older than 6.2 is refused at start.
 // ---------------------------------------------------------------------------------------------
 

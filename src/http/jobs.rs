@@ -546,6 +546,9 @@ pub struct JobStatus {
     pub exc_info: Option<String>,
     /// The failed registry holding the job, if any.
     pub failed_registry: Option<String>,
+    /// rq-retryd marked this failure exhausted (`max_attempts` used up). Only while the job is
+    /// failed: after RQ itself (or rq-dashboard) requeued it, the mark left in the hash
+    /// describes a failure that is over.
     pub exhausted: bool,
 }
 
@@ -633,9 +636,14 @@ pub async fn status(
         })
         .map(|f| f.text);
     let failed_registry = snap.registry.find_failed(&mut con, &job_id).await?;
+    let status = get(0);
+    // See: issue 11: the mark stays in the hash when someone else requeues the job.
+    let exhausted = get(7).as_deref() == Some("1")
+        && status.as_deref() == Some("failed")
+        && failed_registry.is_some();
     Ok(Json(JobStatus {
         job_id,
-        status: get(0),
+        status,
         queue: get(1),
         enqueued_at: get(2),
         started_at: get(3),
@@ -643,6 +651,6 @@ pub async fn status(
         attempts: get(5).and_then(|a| a.parse().ok()).unwrap_or(0),
         exc_info,
         failed_registry,
-        exhausted: get(7).as_deref() == Some("1"),
+        exhausted,
     }))
 }
