@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use rq_retryd::config::Config;
 use rq_retryd::state::DaemonState;
 use rq_retryd::supervisor::Supervisor;
-use support::http::{metric, parse_metrics, Daemon, DaemonConfig};
+use support::http::{enc, metric, parse_metrics, Daemon, DaemonConfig};
 use support::jobs::FailedJob;
 use support::RedisServer;
 
@@ -180,6 +180,130 @@ fn every_sighup_reload_with_another_policy_re_decides_the_job() {
     };
     assert_eq!(requeued("now"), Some(1.0), "requeued once, by `now`");
     assert_eq!(requeued("later"), None, "never by `later`");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Job ids the listing shows are taken by the single-job routes.
+// ---------------------------------------------------------------------------------------------
+
+fn listed_ids(daemon: &Daemon) -> Vec<String> {
+    let list = daemon.get("/api/v1/jobs/failed?limit=1000").expect(200);
+    list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// See: issue 11. A 300-character id (RQ 2.x allows any length) and ids RQ 1.x or a script can
+/// make (`:`, `%`, `/`, a space, non-ASCII) are listed, and each one's status, explanation,
+/// retry and delete work one at a time through its percent-encoded path.
+#[test]
+fn every_id_the_listing_shows_can_be_read_explained_retried_and_deleted() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    let long = format!("{}-{}", "a1_B".repeat(74), "end");
+    assert_eq!(long.len(), 300);
+    let odd = "tenant:42/report 100% é✓".to_string();
+    let ids = [long.clone(), odd.clone()];
+    for id in &ids {
+        for suffix in ["-retry", "-delete"] {
+            FailedJob::new(&format!("{id}{suffix}")).write(&mut con);
+        }
+    }
+    let mut listed = listed_ids(&daemon);
+    listed.sort();
+    let mut expected: Vec<String> = ids
+        .iter()
+        .flat_map(|id| [format!("{id}-delete"), format!("{id}-retry")])
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected, "the listing shows every id as stored");
+
+    for id in &ids {
+        for suffix in ["-retry", "-delete"] {
+            let job = format!("{id}{suffix}");
+            let path = enc(&job);
+            let status = daemon
+                .get(&format!("/api/v1/jobs/status/{path}"))
+                .expect(200);
+            assert_eq!(status["job_id"], job.as_str(), "{status}");
+            assert_eq!(status["status"], "failed", "{status}");
+            assert_eq!(status["failed_registry"], "default", "{status}");
+            let explained = daemon
+                .get(&format!("/api/v1/jobs/failed/{path}/explain"))
+                .expect(200);
+            assert!(
+                explained.to_string().contains("hands-off"),
+                "the policy that decides it: {explained}"
+            );
+        }
+        let retry = format!("{id}-retry");
+        let answer = daemon
+            .post(&format!("/api/v1/jobs/failed/{}/retry", enc(&retry)))
+            .expect(200);
+        assert_eq!(answer["job_id"], retry.as_str(), "{answer}");
+        assert_eq!(answer["status"], "queued", "{answer}");
+        assert!(queue_ids(&mut con, "default").contains(&retry));
+        assert!(!in_failed(&mut con, "default", &retry));
+
+        let delete = format!("{id}-delete");
+        let answer = daemon
+            .delete(&format!("/api/v1/jobs/failed/{}", enc(&delete)))
+            .expect(200);
+        assert_eq!(answer["job_id"], delete.as_str(), "{answer}");
+        assert_eq!(answer["deleted"], true, "{answer}");
+        assert!(!in_failed(&mut con, "default", &delete));
+        let hash: bool = con.exists(format!("rq:job:{delete}")).unwrap();
+        assert!(!hash, "{delete}'s hash is gone");
+    }
+    assert!(listed_ids(&daemon).is_empty());
+    let mut queued = queue_ids(&mut con, "default");
+    queued.sort();
+    assert_eq!(
+        queued,
+        vec![format!("{long}-retry"), format!("{odd}-retry")]
+    );
+}
+
+/// See: issue 11. Ids are bounded only by what the request line may hold; what cannot name a
+/// listed job (empty, not UTF-8, the reserved `clear`) is still a 400.
+#[test]
+fn long_ids_answer_404_not_400_and_what_no_listing_shows_is_refused() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    let long = "z".repeat(20_000);
+    daemon
+        .get(&format!("/api/v1/jobs/status/{long}"))
+        .expect_error(404, "no_such_job");
+    daemon
+        .post(&format!("/api/v1/jobs/failed/{long}/retry"))
+        .expect_error(404, "not_in_failed_registry");
+    for path in [
+        "/api/v1/jobs/status/%FF",
+        "/api/v1/jobs/failed/a%C3/retry",
+        "/api/v1/jobs/failed/clear/retry",
+        "/api/v1/jobs/status/clear",
+    ] {
+        let r = daemon.call(
+            if path.ends_with("retry") {
+                "POST"
+            } else {
+                "GET"
+            },
+            path,
+        );
+        r.expect_error(400, "invalid_job_id");
+    }
+    let document = daemon.get("/api/v1/openapi.json").expect(200);
+    let parameter = &document["paths"]["/api/v1/jobs/status/{job_id}"]["get"]["parameters"][0];
+    let description = parameter["description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("percent-encoded") && description.contains("clear"),
+        "the document says which ids are taken: {parameter}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

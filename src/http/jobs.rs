@@ -13,7 +13,7 @@ use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiQuery, JobId};
+use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
 use super::AppState;
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind};
@@ -452,7 +452,7 @@ pub struct RetryResult {
 }
 
 /// Requeues one failed job now (does not count as an automatic attempt).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn retry_one(
     State(app): State<AppState>,
@@ -489,7 +489,7 @@ pub struct DeleteResult {
 }
 
 /// Deletes one failed job: its registry entry, hash, dependency sets and results.
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_one(
     State(app): State<AppState>,
@@ -516,7 +516,7 @@ pub async fn delete_one(
 }
 
 /// Which policy decides this failed job, why the others do not, and when it is retried.
-#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn explain(
     State(app): State<AppState>,
@@ -553,7 +553,7 @@ pub struct JobStatus {
 }
 
 /// The status of any job.
-#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(app): State<AppState>,
