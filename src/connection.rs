@@ -1,9 +1,10 @@
 //! Connecting to Redis: a connection manager that reconnects by itself, with timeouts so a hung
-//! Redis cannot hang the daemon.
+//! Redis cannot hang the daemon; and the check that the server is new enough for the commands
+//! rq-retryd sends.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -160,5 +161,193 @@ pub async fn connect_with_retry(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A server version as `INFO server` reports it in `redis_version` (Valkey reports the Redis
+/// version it is compatible with there too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RedisVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl std::fmt::Display for RedisVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The oldest server rq-retryd works with: the scripts and the registry reads use ZMSCORE and
+/// ZRANGE's BYSCORE/REV options, which came in Redis 6.2.
+pub const MIN_REDIS_VERSION: RedisVersion = RedisVersion {
+    major: 6,
+    minor: 2,
+    patch: 0,
+};
+
+/// `MAJOR.MINOR[.PATCH]`, each part read up to its first non-digit (so `7.2.4-rc1` is 7.2.4);
+/// `None` for anything else.
+pub fn parse_redis_version(text: &str) -> Option<RedisVersion> {
+    let mut parts = text.trim().split('.');
+    let mut number = |required: bool| -> Option<u32> {
+        match parts.next() {
+            Some(part) => {
+                let digits =
+                    part.len() - part.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                part[..digits].parse().ok()
+            }
+            None if required => None,
+            None => Some(0),
+        }
+    };
+    Some(RedisVersion {
+        major: number(true)?,
+        minor: number(true)?,
+        patch: number(false)?,
+    })
+}
+
+/// What the server's `INFO server` text says about using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerVersion {
+    Supported(RedisVersion),
+    TooOld(RedisVersion),
+    /// No `redis_version` line, or one that does not read as a version: the server is used
+    /// (a compatible server may report oddly), with a warning.
+    Unknown(String),
+}
+
+/// Reads `redis_version` from an `INFO server` reply and compares it with
+/// [`MIN_REDIS_VERSION`]. Pure, so every answer a server may give is unit-tested.
+pub fn judge_server_version(info: &str) -> ServerVersion {
+    let Some(value) = info
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix("redis_version:"))
+    else {
+        return ServerVersion::Unknown("INFO server has no redis_version".to_string());
+    };
+    match parse_redis_version(value) {
+        Some(v) if v >= MIN_REDIS_VERSION => ServerVersion::Supported(v),
+        Some(v) => ServerVersion::TooOld(v),
+        None => ServerVersion::Unknown(format!("redis_version {value:?} is not a version")),
+    }
+}
+
+/// The server is older than [`MIN_REDIS_VERSION`]: the message to print before exiting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Redis at {url} is version {found}; rq-retryd needs Redis {MIN_REDIS_VERSION} or newer (its scripts use ZMSCORE, new in 6.2)")]
+pub struct UnsupportedRedis {
+    pub url: String,
+    pub found: RedisVersion,
+}
+
+/// Asks the server its version once, right after connecting, so that a too old one is refused
+/// with a clear message instead of failing later on every script call. A server that does
+/// not say (INFO refused by an ACL, an unreadable version) is used with a warning.
+pub async fn require_supported_server<C: ConnectionLike + Send>(
+    con: &mut C,
+    config: &Config,
+) -> Result<(), UnsupportedRedis> {
+    let info = redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(con)
+        .await;
+    let verdict = match info {
+        Ok(info) => judge_server_version(&info),
+        Err(e) => ServerVersion::Unknown(format!("INFO server failed: {e}")),
+    };
+    match verdict {
+        ServerVersion::Supported(_) => Ok(()),
+        ServerVersion::TooOld(found) => Err(UnsupportedRedis {
+            url: redact_url(&config.redis.url),
+            found,
+        }),
+        ServerVersion::Unknown(why) => {
+            warn!(redis = %redact_url(&config.redis.url), why, needed = %MIN_REDIS_VERSION, "cannot tell the Redis version; going on as if it were new enough");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(major: u32, minor: u32, patch: u32) -> RedisVersion {
+        RedisVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    fn info(version: &str) -> String {
+        format!("# Server\r\nredis_version:{version}\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n")
+    }
+
+    // See: issue 11 (ZMSCORE needs Redis 6.2; an older server was only noticed script by script).
+    #[test]
+    fn servers_older_than_6_2_are_refused_and_newer_ones_taken() {
+        let cases = [
+            ("6.0.16", ServerVersion::TooOld(v(6, 0, 16))),
+            ("5.0.14", ServerVersion::TooOld(v(5, 0, 14))),
+            ("6.1.99", ServerVersion::TooOld(v(6, 1, 99))),
+            ("6.2.0", ServerVersion::Supported(v(6, 2, 0))),
+            ("6.2", ServerVersion::Supported(v(6, 2, 0))),
+            ("7.0.15", ServerVersion::Supported(v(7, 0, 15))),
+            ("7.2.4-rc1", ServerVersion::Supported(v(7, 2, 4))),
+            ("255.255.255", ServerVersion::Supported(v(255, 255, 255))),
+            ("10.0.0", ServerVersion::Supported(v(10, 0, 0))),
+        ];
+        for (version, expected) in cases {
+            assert_eq!(judge_server_version(&info(version)), expected, "{version}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_unknown_version_not_a_panic() {
+        for version in [
+            "",
+            "abc",
+            "6",
+            "x.2.0",
+            "6.x",
+            ".",
+            "99999999999.0.0",
+            "-6.2.0",
+            "\u{e9}.1",
+        ] {
+            assert!(
+                matches!(
+                    judge_server_version(&info(version)),
+                    ServerVersion::Unknown(_)
+                ),
+                "{version:?}"
+            );
+        }
+        for text in [
+            "",
+            "# Server\r\n",
+            "redis_mode:standalone",
+            "\u{0}\u{1}binary",
+        ] {
+            assert!(
+                matches!(judge_server_version(text), ServerVersion::Unknown(_)),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_refusal_names_the_version_found_and_the_one_needed() {
+        let message = UnsupportedRedis {
+            url: "redis://127.0.0.1:6379/0".to_string(),
+            found: v(6, 0, 16),
+        }
+        .to_string();
+        assert!(message.contains("6.0.16"), "{message}");
+        assert!(message.contains("6.2.0 or newer"), "{message}");
     }
 }

@@ -51,6 +51,9 @@ pub struct Metrics {
     requeued: IntCounterVec,
     purged: IntCounterVec,
     skipped: IntCounterVec,
+    skipped_jobs: IntGaugeVec,
+    /// The reasons `skipped_jobs` has had, so a reason gone from a scan reads 0, not stale.
+    skip_reasons: Mutex<HashSet<String>>,
     failed_again: IntCounterVec,
     scans: IntCounter,
     scan_errors: IntCounter,
@@ -123,9 +126,20 @@ impl Metrics {
         );
         let skipped = counter_vec(
             "skipped_total",
-            "Failed jobs skipped without an action, by reason.",
+            "Failed jobs that became skipped without an action, by reason: each failure counted once per reason, not once per scan (rq_retryd_skipped_jobs is how many are skipped now).",
             &["reason"],
         );
+        let skipped_jobs = IntGaugeVec::new(
+            Opts::new(
+                "skipped_jobs",
+                "Failed jobs skipped without an action at the last full scan, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(skipped_jobs.clone()))
+            .expect("register once");
         let failed_again = counter_vec(
             "retries_failed_again_total",
             "Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
@@ -213,6 +227,8 @@ impl Metrics {
             requeued,
             purged,
             skipped,
+            skipped_jobs,
+            skip_reasons: Mutex::new(HashSet::new()),
             failed_again,
             scans,
             scan_errors,
@@ -259,8 +275,24 @@ impl Metrics {
             .inc();
     }
 
+    /// `n` jobs became skipped for `reason` (events, not sightings: see `ScanReport`).
     pub fn skipped(&self, reason: &str, n: u64) {
         self.skipped.with_label_values(&[reason]).inc_by(n);
+    }
+
+    /// Sets `skipped_jobs{reason}` from a completed full scan's counts; reasons seen before and
+    /// absent now read 0.
+    pub fn set_skipped_jobs(&self, by_reason: &BTreeMap<String, u64>) {
+        let mut reasons = self.skip_reasons.lock().expect("metrics lock");
+        for reason in reasons.iter().filter(|r| !by_reason.contains_key(*r)) {
+            self.skipped_jobs.with_label_values(&[reason]).set(0);
+        }
+        for (reason, n) in by_reason {
+            self.skipped_jobs
+                .with_label_values(&[reason])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            reasons.insert(reason.clone());
+        }
     }
 
     /// Records a completed scan: duration, time, and the per-queue gauges (stale queues removed).

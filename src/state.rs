@@ -1,6 +1,7 @@
 //! What the daemon's tasks share: the current config snapshot (replaced whole on reload), the
 //! Redis connection once it exists, the control switches, the metrics and the last scan.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -14,10 +15,19 @@ use crate::rq::{Keys, Registry};
 use crate::supervisor::{Breakers, RequeueLimiter, ScanReport};
 use crate::switchboard::{Beat, Switchboard};
 
+/// Where snapshot generations come from: one counter for the whole process, so no two
+/// snapshots built in it ever share a generation (not even in tests that run several daemons).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 /// One consistent view of the configuration and what is derived from it.
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Names this snapshot among every one built in the process. What was decided under one
+    /// configuration (the supervisor's remembered verdicts) is valid only while the generation
+    /// is unchanged. An address (`Arc::as_ptr`) cannot serve: after a reload frees the old
+    /// config, the allocator may hand its address to the next one. See: issue 11.
+    pub generation: u64,
     pub registry: Registry,
     pub executor: Executor,
     pub switchboard: Switchboard,
@@ -29,6 +39,7 @@ impl Snapshot {
     pub fn new(config: Arc<Config>) -> Snapshot {
         let keys = Keys::new(&config.redis.key_prefix);
         Snapshot {
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             registry: Registry::new(keys.clone()),
             switchboard: Switchboard::new(keys.clone()),
             executor: Executor::new(keys),
@@ -92,7 +103,7 @@ impl DaemonState {
         self.snapshot().config.clone()
     }
 
-    /// Replaces the configuration (SIGHUP reload).
+    /// Replaces the configuration (SIGHUP reload); the new snapshot has a new generation.
     pub fn replace_config(&self, config: Arc<Config>) {
         *self.snapshot.write().expect("snapshot lock") = Arc::new(Snapshot::new(config));
     }
@@ -218,4 +229,32 @@ pub struct BeatChange {
     pub stopped_being_active: bool,
     /// Another instance (or this one) asked for a scan since the last beat.
     pub scan_requested: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(policy: &str) -> Arc<Config> {
+        let text = format!("[[policy]]\nname = \"{policy}\"\naction = \"ignore\"\n");
+        Arc::new(crate::config::parse(&text, "test.toml").expect("valid config"))
+    }
+
+    // See: issue 11 (the decision memory recognised a config by its address, which a later
+    // config can reuse).
+    #[test]
+    fn every_replace_config_gives_a_new_generation() {
+        let state = DaemonState::new(config("a"));
+        let mut seen = vec![state.snapshot().generation];
+        for policy in ["b", "c", "a", "b"] {
+            state.replace_config(config(policy));
+            let generation = state.snapshot().generation;
+            assert!(
+                !seen.contains(&generation),
+                "generation {generation} reused after {seen:?}"
+            );
+            seen.push(generation);
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
 }

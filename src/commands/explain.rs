@@ -6,7 +6,7 @@ use chrono::Utc;
 
 use super::EXIT_RUNTIME;
 use crate::config::Config;
-use crate::connection::connect;
+use crate::connection::{connect, require_supported_server};
 use crate::explain::{explain as build, render};
 use crate::rq::{decode, DecodeOutcome, Keys, Registry};
 
@@ -21,6 +21,10 @@ pub async fn explain(config: Arc<Config>, job_id: &str, json: bool) -> u8 {
             return EXIT_RUNTIME;
         }
     };
+    if let Err(refused) = require_supported_server(&mut con, &config).await {
+        eprintln!("rq-retryd: {refused}");
+        return EXIT_RUNTIME;
+    }
     let registry = Registry::new(Keys::new(&config.redis.key_prefix));
     let queue = match registry.find_failed(&mut con, job_id).await {
         Ok(Some(queue)) => queue,

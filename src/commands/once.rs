@@ -7,7 +7,7 @@ use tracing::error;
 
 use super::{EXIT_REFUSED, EXIT_RUNTIME};
 use crate::config::Config;
-use crate::connection::connect;
+use crate::connection::{connect, require_supported_server};
 use crate::shutdown;
 use crate::state::DaemonState;
 use crate::supervisor::{ScanReport, Supervisor};
@@ -25,6 +25,10 @@ pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
             return EXIT_RUNTIME;
         }
     };
+    if let Err(refused) = require_supported_server(&mut con, &config).await {
+        eprintln!("rq-retryd: {refused}");
+        return EXIT_RUNTIME;
+    }
     let state = DaemonState::new(config.clone());
     let supervisor = Supervisor::unleased(state.clone());
     if !dry_run && !config.supervisor.dry_run {

@@ -85,6 +85,14 @@ pub async fn run(
     if let Some((host, port)) = &master {
         info!(master = %format!("{host}:{port}"), "connected to the master named by Sentinel");
     }
+    // A too old Redis fails every scan the same way: say so once and stop. See: issue 11.
+    if let Err(refused) = connection::require_supported_server(&mut con, &config).await {
+        error!(error = %refused, "refusing to run against this Redis");
+        eprintln!("rq-retryd: {refused}");
+        cancel.cancel();
+        finish_http(http_task).await;
+        return EXIT_RUNTIME;
+    }
     state.set_redis(con.clone(), master);
     state.metrics.set_redis_up(true);
     if let Err(e) = state.snapshot().executor.load_scripts(&mut con).await {

@@ -13,7 +13,7 @@ use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiQuery, JobId};
+use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
 use super::AppState;
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind};
@@ -472,7 +472,7 @@ pub struct RetryResult {
 }
 
 /// Requeues one failed job now (does not count as an automatic attempt).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn retry_one(
     State(app): State<AppState>,
@@ -509,7 +509,7 @@ pub struct DeleteResult {
 }
 
 /// Deletes one failed job: its registry entry, hash, dependency sets and results.
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_one(
     State(app): State<AppState>,
@@ -536,7 +536,7 @@ pub async fn delete_one(
 }
 
 /// Which policy decides this failed job, why the others do not, and when it is retried.
-#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn explain(
     State(app): State<AppState>,
@@ -566,11 +566,14 @@ pub struct JobStatus {
     pub exc_info: Option<String>,
     /// The failed registry holding the job, if any.
     pub failed_registry: Option<String>,
+    /// rq-retryd marked this failure exhausted (`max_attempts` used up). Only while the job is
+    /// failed: after RQ itself (or rq-dashboard) requeued it, the mark left in the hash
+    /// describes a failure that is over.
     pub exhausted: bool,
 }
 
 /// The status of any job.
-#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = "RQ job id")), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(app): State<AppState>,
@@ -653,9 +656,14 @@ pub async fn status(
         })
         .map(|f| f.text);
     let failed_registry = snap.registry.find_failed(&mut con, &job_id).await?;
+    let status = get(0);
+    // See: issue 11: the mark stays in the hash when someone else requeues the job.
+    let exhausted = get(7).as_deref() == Some("1")
+        && status.as_deref() == Some("failed")
+        && failed_registry.is_some();
     Ok(Json(JobStatus {
         job_id,
-        status: get(0),
+        status,
         queue: get(1),
         enqueued_at: get(2),
         started_at: get(3),
@@ -663,6 +671,6 @@ pub async fn status(
         attempts: get(5).and_then(|a| a.parse().ok()).unwrap_or(0),
         exc_info,
         failed_registry,
-        exhausted: get(7).as_deref() == Some("1"),
+        exhausted,
     }))
 }

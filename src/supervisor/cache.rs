@@ -69,6 +69,8 @@ pub struct DueJob {
 enum JobKey {
     Uuid([u8; 16]),
     Text(Box<str>),
+    /// A registry member that is not UTF-8 (skipped as `invalid_id`, never decided on).
+    Bytes(Box<[u8]>),
 }
 
 impl JobKey {
@@ -79,9 +81,17 @@ impl JobKey {
         }
     }
 
+    fn from_bytes(member: &[u8]) -> JobKey {
+        match std::str::from_utf8(member) {
+            Ok(text) => JobKey::new(text),
+            Err(_) => JobKey::Bytes(member.into()),
+        }
+    }
+
     fn to_id(&self) -> Box<str> {
         match self {
             JobKey::Text(text) => text.clone(),
+            JobKey::Bytes(bytes) => String::from_utf8_lossy(bytes).into(),
             JobKey::Uuid(bytes) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut out = String::with_capacity(36);
@@ -120,10 +130,12 @@ fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
     (nibbles == 32).then_some(out)
 }
 
-/// Remembered verdicts by job id, valid for one config snapshot.
+/// Remembered verdicts by job id, valid for one config snapshot (its
+/// [`generation`](crate::state::Snapshot::generation)).
 #[derive(Debug, Default)]
 pub struct FactsCache {
-    generation: usize,
+    /// 0 until the first scan: generations start at 1.
+    generation: u64,
     scan: u32,
     entries: HashMap<JobKey, Packed>,
     queues: Vec<Arc<str>>,
@@ -141,14 +153,14 @@ fn time(ms: i64) -> DateTime<Utc> {
 
 impl FactsCache {
     /// Starts a scan under config `generation`; a different generation forgets everything.
-    pub fn begin_scan(&mut self, generation: usize) {
+    pub fn begin_scan(&mut self, generation: u64) {
         self.align(generation);
         self.scan = self.scan.wrapping_add(1);
     }
 
     /// Forgets everything if it was remembered under another config `generation` (a partial
     /// pass uses this: it marks what it sees as seen by the current scan).
-    pub fn align(&mut self, generation: usize) {
+    pub fn align(&mut self, generation: u64) {
         if self.generation != generation {
             self.entries.clear();
             self.next_due_ms = None;
@@ -285,6 +297,94 @@ impl FactsCache {
     }
 }
 
+/// Which failures recent scans skipped, and why, so that `skipped_total{reason}` counts a job
+/// once when it becomes skipped for a reason instead of on every scan that sees it still
+/// skipped (a corrupt job, a job held back by the pause or by an open circuit, an expired
+/// entry RQ has not cleaned up yet). Keyed like the verdicts by (queue, id, score): a new
+/// failure of the same job is a new event. Unlike the verdicts it survives reloads: a corrupt
+/// job is corrupt under any policy. Entries a completed scan did not see skipped are dropped,
+/// so a job skipped again later is counted again. See: issue 11.
+#[derive(Debug, Default)]
+pub struct SkipMemory {
+    scan: u32,
+    entries: HashMap<(u16, JobKey), Skip>,
+    queue_index: HashMap<Arc<str>, u16>,
+    reasons: Vec<Box<str>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Skip {
+    score: f64,
+    /// Index into `reasons`.
+    reason: u8,
+    /// The scan that last saw it skipped.
+    seen: u32,
+}
+
+impl SkipMemory {
+    /// Starts a full scan (see [`end_scan`](Self::end_scan)).
+    pub fn begin_scan(&mut self) {
+        self.scan = self.scan.wrapping_add(1);
+    }
+
+    /// Notes that this failure is skipped for `reason` now; `true` when that is news (it was
+    /// not skipped for that reason when last seen). Beyond 65,536 queues or 256 reasons
+    /// nothing more is remembered and every skip counts as news.
+    pub fn note(&mut self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
+        let Some(queue) = self.queue_index(queue) else {
+            return true;
+        };
+        let Some(reason) = self.reason_index(reason) else {
+            return true;
+        };
+        let skip = Skip {
+            score,
+            reason,
+            seen: self.scan,
+        };
+        match self
+            .entries
+            .insert((queue, JobKey::from_bytes(member)), skip)
+        {
+            Some(before) => before.score != score || before.reason != reason,
+            None => true,
+        }
+    }
+
+    fn queue_index(&mut self, queue: &str) -> Option<u16> {
+        if let Some(i) = self.queue_index.get(queue) {
+            return Some(*i);
+        }
+        let i = u16::try_from(self.queue_index.len()).ok()?;
+        self.queue_index.insert(Arc::from(queue), i);
+        Some(i)
+    }
+
+    fn reason_index(&mut self, reason: &str) -> Option<u8> {
+        if let Some(i) = self.reasons.iter().position(|r| &**r == reason) {
+            return u8::try_from(i).ok();
+        }
+        let i = u8::try_from(self.reasons.len()).ok()?;
+        self.reasons.push(reason.into());
+        Some(i)
+    }
+
+    /// After a completed full scan: forgets the skips it did not see (the job left the
+    /// registry, was acted on, or is decided on now).
+    pub fn end_scan(&mut self) {
+        let scan = self.scan;
+        self.entries.retain(|_, e| e.seen == scan);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +455,25 @@ mod tests {
         assert!(cache.is_empty());
     }
 
+    // See: issue 11: a partial pass under a new config generation must not trust verdicts
+    // of the old one either, and going back to an earlier generation number is a change too.
+    #[test]
+    fn align_to_another_generation_drops_every_verdict() {
+        let q: Arc<str> = Arc::from("default");
+        let mut cache = FactsCache::default();
+        cache.begin_scan(7);
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Unmatched);
+        cache.remember(&q, "w", 1.0, at(0), Verdict::Waiting { due: at(9) });
+        cache.align(7);
+        assert!(cache.hit("default", "j", 1.0).is_some(), "same generation");
+        cache.align(8);
+        assert!(cache.hit("default", "j", 1.0).is_none());
+        assert_eq!(cache.next_due(), None, "no timer of the old generation");
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored);
+        cache.begin_scan(7);
+        assert!(cache.is_empty());
+    }
+
     #[test]
     fn jobs_not_seen_by_a_completed_scan_are_dropped() {
         let q: Arc<str> = Arc::from("default");
@@ -366,6 +485,48 @@ mod tests {
         assert!(cache.hit("default", "stays", 1.0).is_some());
         cache.end_scan();
         assert_eq!(cache.len(), 1);
+    }
+
+    // See: issue 11: skipped_total counted every sighting of the same skipped job.
+    #[test]
+    fn a_skip_is_news_once_per_failure_and_reason() {
+        let mut skips = SkipMemory::default();
+        skips.begin_scan();
+        assert!(skips.note("default", b"corrupt", 1.0, "decode_error"));
+        assert!(
+            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            "same pass"
+        );
+        assert!(
+            skips.note("other", b"corrupt", 1.0, "decode_error"),
+            "another queue"
+        );
+        assert!(skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        skips.end_scan();
+        skips.begin_scan();
+        assert!(
+            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            "next scan"
+        );
+        assert!(!skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        assert!(
+            skips.note("default", b"corrupt", 2.0, "decode_error"),
+            "a new failure"
+        );
+        assert!(
+            skips.note("default", b"corrupt", 2.0, "paused"),
+            "another reason"
+        );
+        skips.end_scan();
+        assert_eq!(skips.len(), 2, "`other` was not seen skipped by this scan");
+        skips.begin_scan();
+        skips.end_scan();
+        assert!(skips.is_empty());
+        skips.begin_scan();
+        assert!(
+            skips.note("default", b"corrupt", 2.0, "paused"),
+            "skipped again after a scan that did not skip it"
+        );
     }
 
     #[test]

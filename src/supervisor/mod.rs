@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use breaker::{default_spec as default_breaker, Breakers, OpenCircuit};
-pub use cache::{CacheEntry, DueJob, FactsCache, Verdict};
+pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
@@ -70,6 +70,8 @@ pub struct Supervisor {
     /// election on) or without one (`once`, or leader election off).
     leased: bool,
     cache: Mutex<FactsCache>,
+    /// Which jobs are skipped and why, so each skip is counted once (lock after `cache`).
+    skips: Mutex<SkipMemory>,
     /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
     scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
 }
@@ -93,6 +95,7 @@ impl Supervisor {
             leased,
             state,
             cache: Mutex::new(FactsCache::default()),
+            skips: Mutex::new(SkipMemory::default()),
             scanned_registries: Mutex::new(None),
         }
     }
@@ -135,7 +138,8 @@ impl Supervisor {
         self.cache
             .lock()
             .expect("cache lock")
-            .begin_scan(Arc::as_ptr(config) as usize);
+            .begin_scan(snap.generation);
+        self.skips.lock().expect("skips lock").begin_scan();
         let result = async {
             let found = self.discover_queues(con, &snap).await?;
             let sizes = snap.registry.registry_sizes(con, &found).await?;
@@ -147,7 +151,8 @@ impl Supervisor {
                     queues.push(queue);
                 } else {
                     error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = "wrong_type", "failed registry is not a sorted set; queue skipped, nothing touched");
-                    report.skip("wrong_type");
+                    // Not a job: remembered under the queue with an empty id, so counted once.
+                    self.skip_member(&queue, b"", 0.0, "wrong_type", &mut report);
                 }
             }
             self.cache
@@ -171,6 +176,7 @@ impl Supervisor {
         .await;
         if result.is_ok() && !cancel.is_cancelled() {
             self.cache.lock().expect("cache lock").end_scan();
+            self.skips.lock().expect("skips lock").end_scan();
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         let metrics = &self.state.metrics;
@@ -182,8 +188,11 @@ impl Supervisor {
                     Utc::now().timestamp_millis() as f64 / 1000.0,
                     &report.per_queue,
                 );
-                for (reason, n) in &report.skipped_by_reason {
+                for (reason, n) in &report.newly_skipped {
                     metrics.skipped(reason, *n);
+                }
+                if !cancel.is_cancelled() {
+                    metrics.set_skipped_jobs(&report.skipped_by_reason);
                 }
                 self.state.record_scan(report.clone());
                 Ok(report)
@@ -249,7 +258,7 @@ impl Supervisor {
         self.cache
             .lock()
             .expect("cache lock")
-            .align(Arc::as_ptr(&snap.config) as usize);
+            .align(snap.generation);
         for queue in queues
             .iter()
             .filter(|q| snap.config.supervisor.queues.is_match(q))
@@ -257,7 +266,7 @@ impl Supervisor {
             self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::NewestOnly)
                 .await?;
         }
-        for (reason, n) in &report.skipped_by_reason {
+        for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
         Ok(report)
@@ -294,12 +303,15 @@ impl Supervisor {
                 let mut cache = self.cache.lock().expect("cache lock");
                 for (member, score) in page {
                     if score < now_unix {
-                        report.skip("expired");
+                        self.skip_member(queue, &member, score, "expired", report);
                         continue;
                     }
-                    let Ok(id) = String::from_utf8(member) else {
-                        report.skip("invalid_id");
-                        continue;
+                    let id = match String::from_utf8(member) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            self.skip_member(queue, e.as_bytes(), score, "invalid_id", report);
+                            continue;
+                        }
                     };
                     report
                         .per_queue
@@ -333,7 +345,8 @@ impl Supervisor {
                 .buffered(PARALLEL_BATCHES);
             let mut removed = 0;
             while let Some(batch) = batches.next().await {
-                let batch = batch?;
+                let mut batch = batch?;
+                self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
                 report.absorb(&batch.report);
                 removed += batch.removed;
                 let mut cache = self.cache.lock().expect("cache lock");
@@ -397,12 +410,12 @@ impl Supervisor {
                 }
                 DecodeOutcome::Orphan => {
                     debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
-                    report.skip("orphan");
+                    report.skip("orphan", &raw.job_id);
                     continue;
                 }
                 DecodeOutcome::Corrupt(reason) => {
                     warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
-                    report.skip("decode_error");
+                    report.skip("decode_error", &raw.job_id);
                     continue;
                 }
             };
@@ -413,6 +426,10 @@ impl Supervisor {
             // A decision without a write: counted and remembered.
             let mut settle = |verdict: Verdict| {
                 count_verdict(report, queue, verdict);
+                if verdict == Verdict::Unmatched {
+                    // Decided now, not remembered from an earlier scan: news for the counter.
+                    report.new_skip("unmatched");
+                }
                 batch
                     .verdicts
                     .push((facts.job_id.clone(), facts.failed_at, verdict));
@@ -455,7 +472,7 @@ impl Supervisor {
                 };
                 info!(job_id = %write.job_id, queue = %write.queue, policy = %write.policy, decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
-                    report.skip("paused");
+                    report.skip("paused", &write.job_id);
                 }
             }
             return Ok(batch);
@@ -468,7 +485,7 @@ impl Supervisor {
                 let held =
                     matches!(w.kind, WriteKind::Requeue { .. }) && !breakers.allows(&w.policy, now);
                 if held {
-                    report.skip("circuit_open");
+                    report.skip("circuit_open", &w.job_id);
                 }
                 !held
             });
@@ -533,25 +550,25 @@ impl Supervisor {
                         .exhausted += 1;
                 }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
-                Outcome::JobMissing => report.skip("orphan"),
+                Outcome::JobMissing => report.skip("orphan", &write.job_id),
                 // The gate: another instance paused everything, or this one lost its lease
                 // since the batch began. Nothing was written; the next pass decides again.
                 Outcome::Paused => {
-                    report.skip("paused");
+                    report.skip("paused", &write.job_id);
                     continue;
                 }
                 Outcome::NotActive => {
-                    report.skip("not_active");
+                    report.skip("not_active", &write.job_id);
                     continue;
                 }
                 Outcome::Refused(refusal) => {
                     error!(job_id = %write.job_id, queue = %write.queue, key = %refusal.key, reason = refusal.reason.name(), decision = decision.name(), "write refused before any change: {refusal}; job left exactly as it was");
-                    report.refuse(refusal.reason.name());
+                    report.refuse(refusal.reason.name(), &write.job_id);
                     continue;
                 }
                 Outcome::Error(message) => {
                     error!(job_id = %write.job_id, queue = %write.queue, error = %message, decision = decision.name(), "write refused by Redis before any change; job left exactly as it was");
-                    report.refuse("write_error");
+                    report.refuse("write_error", &write.job_id);
                     continue;
                 }
             }
@@ -640,6 +657,10 @@ impl Supervisor {
             dry_run: snap.config.supervisor.dry_run,
             ..ScanReport::default()
         };
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .align(snap.generation);
         let mut by_queue: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
         for job in due {
             by_queue
@@ -657,9 +678,12 @@ impl Supervisor {
                     .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
                     .collect();
                 let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
-                let batch = self
+                let mut batch = self
                     .process(con, &snap, &queue, &ids, report.dry_run)
                     .await?;
+                self.settle_skips(&queue, &mut batch.report, |id| {
+                    present.iter().find(|(p, _)| p == id).map(|(_, s)| *s)
+                });
                 report.absorb(&batch.report);
                 let mut cache = self.cache.lock().expect("cache lock");
                 for (id, failed_at, verdict) in batch.verdicts {
@@ -669,10 +693,56 @@ impl Supervisor {
                 }
             }
         }
-        for (reason, n) in &report.skipped_by_reason {
+        for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
         Ok(report)
+    }
+}
+
+impl Supervisor {
+    /// A registry entry skipped before it is read (`expired`, `invalid_id`): counted in the
+    /// pass, and as news when this failure was not skipped for that reason already.
+    fn skip_member(
+        &self,
+        queue: &str,
+        member: &[u8],
+        score: f64,
+        reason: &str,
+        report: &mut ScanReport,
+    ) {
+        report.count_skip(reason);
+        if self
+            .skips
+            .lock()
+            .expect("skips lock")
+            .note(queue, member, score, reason)
+        {
+            report.new_skip(reason);
+        }
+    }
+
+    /// Settles which of a batch's skips are news, by each job's registry score (`score_of`);
+    /// a skip whose score is unknown counts as news.
+    fn settle_skips(
+        &self,
+        queue: &str,
+        report: &mut ScanReport,
+        score_of: impl Fn(&str) -> Option<f64>,
+    ) {
+        if report.skipped_jobs.is_empty() {
+            return;
+        }
+        let mut skips = self.skips.lock().expect("skips lock");
+        for (id, reason) in std::mem::take(&mut report.skipped_jobs) {
+            let news = match score_of(&id) {
+                Some(score) => skips.note(queue, id.as_bytes(), score, &reason),
+                None => true,
+            };
+            if news {
+                report.new_skip(&reason);
+            }
+        }
     }
 }
 
@@ -726,7 +796,7 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         Verdict::Ignored => report.ignored += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
-            report.skip("unmatched");
+            report.count_skip("unmatched");
         }
     }
 }

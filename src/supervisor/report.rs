@@ -31,6 +31,16 @@ pub struct ScanReport {
     /// code 3 when this is not 0.
     pub refused: u64,
     pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Of the skips above, those that are events: the job was not skipped for that reason
+    /// before (its failure is new, or it was skipped for another reason or not at all). The
+    /// source of `skipped_total`, which must not grow by the whole skipped backlog on every
+    /// scan. See: issue 11.
+    #[serde(skip)]
+    pub newly_skipped: BTreeMap<String, u64>,
+    /// (job id, reason) of each [`skip`](Self::skip) of a batch, until the pass, which knows
+    /// each job's registry score, settles which of them are new (`Supervisor::settle_skips`).
+    #[serde(skip)]
+    pub skipped_jobs: Vec<(String, String)>,
     pub queues: Vec<String>,
     /// Per-queue figures (the metrics gauges).
     pub per_queue: BTreeMap<String, QueueGauges>,
@@ -40,7 +50,17 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
-    pub fn skip(&mut self, reason: &str) {
+    /// Job `job_id` is skipped for `reason` in this pass. Whether that is news (for the
+    /// counter) is settled later, by the pass that knows the job's failure (its score).
+    pub fn skip(&mut self, reason: &str, job_id: &str) {
+        self.count_skip(reason);
+        self.skipped_jobs
+            .push((job_id.to_string(), reason.to_string()));
+    }
+
+    /// A skip seen in this pass, counted in `skipped_by_reason` only (the caller settles
+    /// whether it is new, or knows it is not).
+    pub fn count_skip(&mut self, reason: &str) {
         self.skipped += 1;
         *self
             .skipped_by_reason
@@ -48,10 +68,15 @@ impl ScanReport {
             .or_default() += 1;
     }
 
+    /// A skip that is an event (see `newly_skipped`).
+    pub fn new_skip(&mut self, reason: &str) {
+        *self.newly_skipped.entry(reason.to_string()).or_default() += 1;
+    }
+
     /// A write refused before any change, for `reason`: skipped, and counted as refused.
-    pub fn refuse(&mut self, reason: &str) {
+    pub fn refuse(&mut self, reason: &str, job_id: &str) {
         self.refused += 1;
-        self.skip(reason);
+        self.skip(reason, job_id);
     }
 
     pub fn note_due(&mut self, due: DateTime<Utc>) {
@@ -74,6 +99,10 @@ impl ScanReport {
         for (reason, n) in &other.skipped_by_reason {
             *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
         }
+        for (reason, n) in &other.newly_skipped {
+            *self.newly_skipped.entry(reason.clone()).or_default() += n;
+        }
+        self.skipped_jobs.extend(other.skipped_jobs.iter().cloned());
         for (queue, g) in &other.per_queue {
             let mine = self.per_queue.entry(queue.clone()).or_default();
             mine.failed += g.failed;

@@ -460,6 +460,25 @@ impl Daemon {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The config file the daemon was started with (rewrite it, then [`signal`](Self::signal)
+    /// `HUP` to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("rq-retryd.toml")
+    }
+
+    /// Sends `kill -NAME` (e.g. `HUP`) to the daemon.
+    #[track_caller]
+    pub fn signal(&self, name: &str) {
+        let child = self.child.lock().expect("child lock");
+        let pid = child.as_ref().expect("running daemon").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {pid}");
+    }
 }
 
 impl Drop for Daemon {
