@@ -349,6 +349,26 @@ impl Metrics {
         *current = folded.into_keys().collect();
     }
 
+    /// Drops what this instance's scans reported (per-queue gauges, `skipped_jobs`) when it
+    /// stops being the active instance: the active one reports them now, and a standby's stale
+    /// values would make sums and alerts count the same jobs twice.
+    pub fn forget_scan_gauges(&self) {
+        let mut current = self.gauge_queues.lock().expect("metrics lock");
+        for queue in current.drain() {
+            for vec in [
+                &self.failed_jobs,
+                &self.waiting_jobs,
+                &self.exhausted_jobs,
+                &self.oldest_failed_age,
+                &self.queued_jobs,
+            ] {
+                let _ = vec.remove_label_values(&[&queue]);
+            }
+        }
+        drop(current);
+        self.set_skipped_jobs(&BTreeMap::new());
+    }
+
     pub fn scan_failed(&self) {
         self.scan_errors.inc();
     }

@@ -329,10 +329,14 @@ fn a_standby_takes_over_within_two_lease_times_after_kill_9_and_finishes_the_wor
     );
     let census = check_invariant(&mut con, &jobs);
     assert_all_auto_requeued(&census, jobs.len());
-    assert_eq!(
-        audited(&mut con, "requeue", Some("supervisor")),
-        jobs.len() as u64,
-        "every job requeued exactly once, by whichever instance was active"
+    // The audit entry of a batch is appended after its script calls, so `kill -9` can take
+    // the entries of the holder's batches in flight with it (at most 3 batches of 100 here):
+    // never more entries than requeues, and no more missing than that.
+    let audited = audited(&mut con, "requeue", Some("supervisor"));
+    assert!(
+        audited <= jobs.len() as u64 && audited + 300 >= jobs.len() as u64,
+        "audited {audited} automatic requeues of {} jobs",
+        jobs.len()
     );
     assert_eq!(daemons[last].stop(), 0);
 }

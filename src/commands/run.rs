@@ -242,6 +242,7 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                         state.scan_now.notify_one();
                     } else if change.stopped_being_active {
                         warn!(instance = %state.instance, active = ?holder, "this instance lost the lease: standing by");
+                        state.metrics.forget_scan_gauges();
                     }
                     if change.scan_requested && state.is_active() {
                         state.scan_now.notify_one();
