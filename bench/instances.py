@@ -108,6 +108,9 @@ def main():
                         "--url", server.url, "--count", str(args.count), "--queues", args.queues],
                        stderr=subprocess.DEVNULL, check=True)
         server.snapshot(snap)
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        import shutil
+        shutil.copy(snap, cached)
     setups = [("1 instance", 1, True), ("3 instances, lease", 3, True), ("3 instances, no lease", 3, False)]
     results = {}
     try:

@@ -3,6 +3,7 @@
 //! Pure core, thin shell: [`rq`] decodes what RQ stored, [`policy`] decides, [`executor`] is the
 //! only writer (atomic Lua scripts), [`supervisor`] runs the scan loop, [`commands`] are the CLI.
 
+pub mod actions;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -318,15 +318,7 @@ impl Metrics {
         }
         let mut current = self.gauge_queues.lock().expect("metrics lock");
         for stale in current.iter().filter(|q| !folded.contains_key(*q)) {
-            for vec in [
-                &self.failed_jobs,
-                &self.waiting_jobs,
-                &self.exhausted_jobs,
-                &self.oldest_failed_age,
-                &self.queued_jobs,
-            ] {
-                let _ = vec.remove_label_values(&[stale]);
-            }
+            self.remove_queue_gauges(stale);
         }
         for (queue, g) in &folded {
             let label = [queue.as_str()];
@@ -355,18 +347,23 @@ impl Metrics {
     pub fn forget_scan_gauges(&self) {
         let mut current = self.gauge_queues.lock().expect("metrics lock");
         for queue in current.drain() {
-            for vec in [
-                &self.failed_jobs,
-                &self.waiting_jobs,
-                &self.exhausted_jobs,
-                &self.oldest_failed_age,
-                &self.queued_jobs,
-            ] {
-                let _ = vec.remove_label_values(&[&queue]);
-            }
+            self.remove_queue_gauges(&queue);
         }
         drop(current);
         self.set_skipped_jobs(&BTreeMap::new());
+    }
+
+    /// Removes one queue's per-queue gauges.
+    fn remove_queue_gauges(&self, queue: &str) {
+        for vec in [
+            &self.failed_jobs,
+            &self.waiting_jobs,
+            &self.exhausted_jobs,
+            &self.oldest_failed_age,
+            &self.queued_jobs,
+        ] {
+            let _ = vec.remove_label_values(&[queue]);
+        }
     }
 
     pub fn scan_failed(&self) {

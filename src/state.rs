@@ -69,6 +69,8 @@ pub struct DaemonState {
     pub instance: String,
     /// This instance's view of the shared switches and the lease (see [`crate::switchboard`]).
     shared: Mutex<SharedView>,
+    /// When a command last succeeded (a beat), so the health check need not ping as well.
+    last_contact: Mutex<Option<std::time::Instant>>,
     /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
     pub scan_now: Notify,
     pub metrics: Metrics,
@@ -86,6 +88,7 @@ impl DaemonState {
             master: Mutex::new(None),
             instance: crate::switchboard::instance_id(),
             shared: Mutex::new(SharedView::default()),
+            last_contact: Mutex::new(None),
             scan_now: Notify::new(),
             metrics: Metrics::new(),
             breakers: Mutex::new(Breakers::default()),
@@ -190,6 +193,20 @@ impl DaemonState {
             .set_leader(mine || !self.config().supervisor.leader_election);
         shared.beat = beat;
         change
+    }
+
+    /// Notes that Redis just answered (and sets `rq_retryd_redis_up`).
+    pub fn redis_answered(&self) {
+        *self.last_contact.lock().expect("contact lock") = Some(std::time::Instant::now());
+        self.metrics.set_redis_up(true);
+    }
+
+    /// How long ago Redis last answered a beat.
+    pub fn since_redis_answered(&self) -> Option<std::time::Duration> {
+        self.last_contact
+            .lock()
+            .expect("contact lock")
+            .map(|at| at.elapsed())
     }
 
     /// Forgets the lease (after releasing it, or when beats fail for longer than it lasts).

@@ -7,29 +7,8 @@ use chrono::Utc;
 use redis::Commands;
 use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
 use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
-use support::jobs::FailedJob;
+use support::jobs::{async_con, read_facts as facts, FailedJob};
 use support::RedisServer;
-
-async fn async_con(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn facts(con: &mut redis::aio::MultiplexedConnection, queue: &str, id: &str) -> JobFacts {
-    let registry = Registry::new(Keys::new("rq"));
-    let raw = registry
-        .read_jobs(con, queue, &[id.to_string()])
-        .await
-        .unwrap()
-        .remove(0);
-    match decode(&raw) {
-        DecodeOutcome::Job(f) => *f,
-        other => panic!("job {id} did not decode: {other:?}"),
-    }
-}
 
 fn requeue(f: &JobFacts, attempt: Option<u32>, at_front: bool) -> Write {
     Write {

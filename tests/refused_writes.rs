@@ -17,30 +17,10 @@ use chrono::Utc;
 use redis::Commands;
 use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
 use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
-use support::jobs::{snapshot, FailedJob, KeyContent};
+use support::jobs::{async_con, read_facts as facts, snapshot, FailedJob, KeyContent};
 use support::RedisServer;
 
 type Snapshot = BTreeMap<Vec<u8>, KeyContent>;
-
-async fn async_con(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn facts(con: &mut redis::aio::MultiplexedConnection, queue: &str, id: &str) -> JobFacts {
-    let raw = Registry::new(Keys::new("rq"))
-        .read_jobs(con, queue, &[id.to_string()])
-        .await
-        .unwrap()
-        .remove(0);
-    match decode(&raw) {
-        DecodeOutcome::Job(f) => *f,
-        other => panic!("job {id} did not decode: {other:?}"),
-    }
-}
 
 fn write(f: &JobFacts, kind: WriteKind) -> Write {
     Write {

@@ -222,13 +222,21 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
             .then_some(state.instance.as_str());
         if let Some(mut con) = state.redis() {
             let sent = std::time::Instant::now();
-            match state
-                .snapshot()
-                .switchboard
-                .beat(&mut con, token, ttl)
-                .await
-            {
+            let snap = state.snapshot();
+            let beat = tokio::time::timeout(
+                BEAT_TIMEOUT.min(ttl / 2),
+                snap.switchboard.beat(&mut con, token, ttl),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "heartbeat timed out",
+                )))
+            });
+            match beat {
                 Ok(beat) => {
+                    state.redis_answered();
                     if beat.lease.corrupt {
                         error!(key = %crate::rq::Keys::new(&config.redis.key_prefix).retryd_lease(), "the lease key is not a string: no instance can be active until it is deleted");
                     }
@@ -264,6 +272,10 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
         }
     }
 }
+
+/// How long one beat may take before it counts as failed (a hung Redis must not hold the
+/// renewal past the lease).
+const BEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Gives the lease up on shutdown, so a standby takes over at its next beat.
 async fn release_lease(state: &DaemonState) {
@@ -320,6 +332,14 @@ async fn watch_redis(state: Arc<DaemonState>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+        // A beat that answered within the interval already showed Redis up: no extra PING
+        // (standbys' Redis load is mostly their beats and these pings).
+        if state
+            .since_redis_answered()
+            .is_some_and(|ago| ago < HEALTH_INTERVAL)
+        {
+            continue;
         }
         let ping = tokio::time::timeout(Duration::from_secs(2), ping(&state)).await;
         state.metrics.set_redis_up(matches!(ping, Ok(Ok(_))));

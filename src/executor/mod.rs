@@ -10,7 +10,7 @@ use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
 use serde::Serialize;
 
 use crate::rq::job::format_rq_timestamp;
-use crate::rq::{CasToken, Keys};
+use crate::rq::{CasToken, JobFacts, Keys};
 
 // Every script starts with the gate (the shared switches and the lease), checked in the same
 // atomic step as its writes.
@@ -62,6 +62,20 @@ pub struct Write {
     /// The policy name, or the trigger for manual actions; stored in `retryd_policy`.
     pub policy: String,
     pub kind: WriteKind,
+}
+
+impl Write {
+    /// The write of `kind` on the failure `facts` describes, compared against what was read.
+    pub fn of(facts: &JobFacts, policy: &str, kind: WriteKind) -> Write {
+        Write {
+            job_id: facts.job_id.clone(),
+            queue: facts.queue.clone(),
+            origin: facts.origin.clone(),
+            cas: facts.cas.clone(),
+            policy: policy.to_string(),
+            kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,15 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
 use super::jobs::{selected_queues, Who, MANUAL_POLICY};
 use super::AppState;
-use crate::audit::{self, AuditRecord};
-use crate::executor::{Outcome, Write, WriteKind};
+use crate::actions::{Actor, Planned};
+use crate::executor::{Outcome, Write, WriteKind, Writer};
 use crate::metrics::Trigger;
 use crate::policy::{ExceptionPattern, GlobList};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
@@ -388,75 +387,34 @@ async fn run(
                 },
                 BulkAction::Clear => WriteKind::Purge,
             };
-            let writes: Vec<Write> = selected
+            let planned: Vec<Planned> = selected
                 .iter()
-                .map(|f| Write {
-                    job_id: f.job_id.clone(),
-                    queue: f.queue.clone(),
-                    origin: f.origin.clone(),
-                    cas: f.cas.clone(),
-                    policy: MANUAL_POLICY.into(),
-                    kind,
+                .map(|f| Planned {
+                    write: Write::of(f, MANUAL_POLICY, kind),
+                    decision: "manual",
                 })
                 .collect();
-            if action == BulkAction::Retry {
-                snap.limiter.acquire(writes.len() as u32).await;
-            }
-            let outcomes = snap.executor.apply(&mut con, &writes, Utc::now()).await?;
-            let mut done_ids = Vec::new();
-            let mut conflicts = 0;
-            let mut refused = 0;
-            for (w, o) in writes.iter().zip(&outcomes) {
-                match o {
-                    Outcome::Requeued => {
-                        app.daemon
-                            .metrics
-                            .requeued(&w.queue, MANUAL_POLICY, Trigger::Manual);
-                        done_ids.push(w.job_id.clone());
-                    }
-                    Outcome::Purged => {
-                        app.daemon
-                            .metrics
-                            .purged(&w.queue, MANUAL_POLICY, Trigger::Manual);
-                        done_ids.push(w.job_id.clone());
-                    }
-                    Outcome::Refused(refusal) => {
-                        tracing::error!(job_id = %w.job_id, queue = %w.queue, key = %refusal.key, reason = refusal.reason.name(), who, route, "write refused before any change: {refusal}; job left exactly as it was");
-                        refused += 1;
-                    }
-                    Outcome::Error(e) => {
-                        tracing::error!(job_id = %w.job_id, queue = %w.queue, error = %e, who, route, "write refused by Redis before any change; job left exactly as it was");
-                        refused += 1;
-                    }
-                    _ => conflicts += 1,
-                }
-            }
-            if !done_ids.is_empty() {
-                let what = if action == BulkAction::Retry {
-                    "requeue"
-                } else {
-                    "purge"
-                };
-                info!(who, route, queue = %queue, count = done_ids.len(), action = what, trigger = "manual", "bulk action batch");
-                let record = AuditRecord {
-                    who,
-                    action: what,
-                    why: route,
-                    queue,
-                    job_ids: &done_ids,
-                };
-                if let Err(e) =
-                    audit::append(&mut con, &snap.config.redis.key_prefix, &record).await
-                {
-                    warn!(error = %e, "cannot append to the audit stream");
-                }
-            }
+            let actor = Actor {
+                who,
+                route: Some(route),
+                trigger: Trigger::Manual,
+                writer: Writer::Manual,
+            };
+            let outcomes = actor
+                .act(&mut con, &snap, &app.daemon.metrics, &planned)
+                .await?;
+            let done = outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
+                .count() as u64;
+            let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
+            let conflicts = outcomes.len() as u64 - done - refused;
             let mut r = progress.lock().expect("task lock");
             r.conflicts += conflicts;
             r.refused += refused;
             match action {
-                BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done_ids.len() as u64,
-                BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done_ids.len() as u64,
+                BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
+                BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
             }
         }
     }

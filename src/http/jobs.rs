@@ -9,14 +9,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
 use super::AppState;
-use crate::audit::{self, AuditRecord};
-use crate::executor::{Outcome, Write, WriteKind};
+use crate::actions::{Actor, Planned};
+use crate::executor::{Outcome, Write, WriteKind, Writer};
 use crate::explain::{self, Explanation};
 use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
@@ -384,48 +383,28 @@ async fn manual_write(
     f: &JobFacts,
     kind: WriteKind,
 ) -> ApiResult<()> {
-    let write = Write {
-        job_id: f.job_id.clone(),
-        queue: f.queue.clone(),
-        origin: f.origin.clone(),
-        cas: f.cas.clone(),
-        policy: MANUAL_POLICY.to_string(),
-        kind,
+    let write = Write::of(f, MANUAL_POLICY, kind);
+    let actor = Actor {
+        who,
+        route: Some(route),
+        trigger: Trigger::Manual,
+        writer: Writer::Manual,
     };
-    if matches!(kind, WriteKind::Requeue { .. }) {
-        snap.limiter.acquire(1).await;
-    }
-    let outcome = snap
-        .executor
-        .apply(con, std::slice::from_ref(&write), Utc::now())
+    let planned = Planned {
+        write,
+        decision: "manual",
+    };
+    let outcome = actor
+        .act(
+            con,
+            snap,
+            &app.daemon.metrics,
+            std::slice::from_ref(&planned),
+        )
         .await?
         .remove(0);
-    let action = match kind {
-        WriteKind::Requeue { .. } => "requeue",
-        WriteKind::Purge => "purge",
-        WriteKind::MarkExhausted => "mark_exhausted",
-    };
-    info!(job_id = %f.job_id, queue = %f.queue, who, route, action, outcome = outcome.name(), trigger = "manual", "manual action");
     match outcome {
-        Outcome::Requeued | Outcome::Purged => {
-            let metrics = &app.daemon.metrics;
-            if outcome == Outcome::Requeued {
-                metrics.requeued(&f.queue, MANUAL_POLICY, Trigger::Manual);
-            } else {
-                metrics.purged(&f.queue, MANUAL_POLICY, Trigger::Manual);
-            }
-            let record = AuditRecord {
-                who,
-                action,
-                why: route,
-                queue: &f.queue,
-                job_ids: std::slice::from_ref(&f.job_id),
-            };
-            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
-                tracing::warn!(error = %e, "cannot append to the audit stream");
-            }
-            Ok(())
-        }
+        Outcome::Requeued | Outcome::Purged => Ok(()),
         Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(
             "not_in_failed_registry",
             format!("job {} was moved or deleted meanwhile", f.job_id),
@@ -437,23 +416,17 @@ async fn manual_write(
                 f.job_id
             ),
         )),
-        Outcome::Refused(refusal) => {
-            tracing::error!(job_id = %f.job_id, queue = %f.queue, key = %refusal.key, reason = refusal.reason.name(), who, route, "write refused before any change: {refusal}; job left exactly as it was");
-            Err(ApiError::conflict(
-                "write_refused",
-                format!("job {} left as it was: {refusal}", f.job_id),
-            ))
-        }
-        Outcome::Error(e) => {
-            tracing::error!(job_id = %f.job_id, queue = %f.queue, error = %e, who, route, "write refused by Redis before any change; job left exactly as it was");
-            Err(ApiError::conflict(
-                "write_refused",
-                format!(
-                    "job {} left as it was: Redis refused the write: {e}",
-                    f.job_id
-                ),
-            ))
-        }
+        Outcome::Refused(refusal) => Err(ApiError::conflict(
+            "write_refused",
+            format!("job {} left as it was: {refusal}", f.job_id),
+        )),
+        Outcome::Error(e) => Err(ApiError::conflict(
+            "write_refused",
+            format!(
+                "job {} left as it was: Redis refused the write: {e}",
+                f.job_id
+            ),
+        )),
         Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
         // Manual writes pass the gate whatever the switches and the lease say.
         Outcome::Paused | Outcome::NotActive => Err(ApiError::conflict(

@@ -24,11 +24,11 @@ pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
 
-use crate::audit::{self, AuditRecord};
+use crate::actions::{Actor, Planned};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
-use crate::rq::{decode, DecodeOutcome, JobFacts};
+use crate::rq::{decode, DecodeOutcome};
 use crate::state::{DaemonState, Snapshot};
 
 /// Batches of one failed registry in flight at once during a scan.
@@ -458,7 +458,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            writes.push((write_for(&facts, policy, kind), decision));
+            writes.push((Write::of(&facts, policy, kind), decision));
         }
         if writes.is_empty() {
             return Ok(batch);
@@ -494,29 +494,28 @@ impl Supervisor {
         if writes.is_empty() {
             return Ok(batch);
         }
-        let requeues = writes
-            .iter()
-            .filter(|(w, _)| matches!(w.kind, WriteKind::Requeue { .. }))
-            .count() as u32;
-        snap.limiter.acquire(requeues).await;
-        let to_write: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
-        let writer = if self.leased {
-            Writer::Leader(&self.state.instance)
-        } else {
-            Writer::Automatic
+        let actor = Actor {
+            who: "supervisor",
+            route: None,
+            trigger: Trigger::Auto,
+            writer: if self.leased {
+                Writer::Leader(&self.state.instance)
+            } else {
+                Writer::Automatic
+            },
         };
-        let outcomes = snap
-            .executor
-            .apply_as(con, &to_write, Utc::now(), writer)
-            .await?;
+        let planned: Vec<Planned> = writes
+            .iter()
+            .map(|(w, d)| Planned {
+                write: w.clone(),
+                decision: d.name(),
+            })
+            .collect();
         let metrics = &self.state.metrics;
+        let outcomes = actor.act(con, snap, metrics, &planned).await?;
         let mut failed_again: HashMap<&str, usize> = HashMap::new();
         let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
         for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
-            let attempt = match write.kind {
-                WriteKind::Requeue { attempt, .. } => attempt,
-                _ => None,
-            };
             let retried_before = match (decision, outcome) {
                 (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
                 (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
@@ -527,19 +526,15 @@ impl Supervisor {
                 metrics.retry_failed_again(&write.queue, &write.policy);
                 *failed_again.entry(write.policy.as_str()).or_default() += 1;
             }
-            if *outcome == Outcome::Requeued {
-                *requeued_by_policy.entry(write.policy.as_str()).or_default() += 1;
-            }
             match outcome {
                 Outcome::Requeued => {
+                    *requeued_by_policy.entry(write.policy.as_str()).or_default() += 1;
                     report.requeued += 1;
                     batch.removed += 1;
-                    metrics.requeued(&write.queue, &write.policy, Trigger::Auto);
                 }
                 Outcome::Purged => {
                     report.purged += 1;
                     batch.removed += 1;
-                    metrics.purged(&write.queue, &write.policy, Trigger::Auto);
                 }
                 Outcome::MarkedExhausted | Outcome::AlreadyExhausted => {
                     report.exhausted += 1;
@@ -553,38 +548,13 @@ impl Supervisor {
                 Outcome::JobMissing => report.skip("orphan", &write.job_id),
                 // The gate: another instance paused everything, or this one lost its lease
                 // since the batch began. Nothing was written; the next pass decides again.
-                Outcome::Paused => {
-                    report.skip("paused", &write.job_id);
-                    continue;
-                }
-                Outcome::NotActive => {
-                    report.skip("not_active", &write.job_id);
-                    continue;
-                }
-                Outcome::Refused(refusal) => {
-                    error!(job_id = %write.job_id, queue = %write.queue, key = %refusal.key, reason = refusal.reason.name(), decision = decision.name(), "write refused before any change: {refusal}; job left exactly as it was");
-                    report.refuse(refusal.reason.name(), &write.job_id);
-                    continue;
-                }
-                Outcome::Error(message) => {
-                    error!(job_id = %write.job_id, queue = %write.queue, error = %message, decision = decision.name(), "write refused by Redis before any change; job left exactly as it was");
-                    report.refuse("write_error", &write.job_id);
-                    continue;
-                }
+                Outcome::Paused => report.skip("paused", &write.job_id),
+                Outcome::NotActive => report.skip("not_active", &write.job_id),
+                Outcome::Refused(refusal) => report.refuse(refusal.reason.name(), &write.job_id),
+                Outcome::Error(_) => report.refuse("write_error", &write.job_id),
             }
-            info!(
-                job_id = %write.job_id,
-                queue = %write.queue,
-                origin = %write.origin,
-                policy = %write.policy,
-                attempt,
-                decision = decision.name(),
-                outcome = outcome.name(),
-                "action"
-            );
         }
         self.feed_breakers(snap, &requeued_by_policy, &failed_again);
-        self.audit(con, snap, queue, &writes, &outcomes).await;
         Ok(batch)
     }
 
@@ -611,38 +581,6 @@ impl Supervisor {
             }
         }
         self.state.metrics.set_open_circuits(&breakers.open());
-    }
-
-    /// One audit entry per (action, policy) for the writes of a batch that changed something.
-    async fn audit<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        snap: &Snapshot,
-        queue: &str,
-        writes: &[(Write, Decision)],
-        outcomes: &[Outcome],
-    ) {
-        let mut groups: BTreeMap<(&'static str, &str), Vec<String>> = BTreeMap::new();
-        for ((write, _), outcome) in writes.iter().zip(outcomes) {
-            if let Some(action) = outcome.action() {
-                groups
-                    .entry((action, write.policy.as_str()))
-                    .or_default()
-                    .push(write.job_id.clone());
-            }
-        }
-        for ((action, policy), job_ids) in groups {
-            let record = AuditRecord {
-                who: "supervisor",
-                action,
-                why: policy,
-                queue,
-                job_ids: &job_ids,
-            };
-            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
-                warn!(error = %e, "cannot append to the audit stream");
-            }
-        }
     }
 
     /// Acts on jobs whose backoff has ended: re-reads and decides again (a job that changed
@@ -743,17 +681,6 @@ impl Supervisor {
                 report.new_skip(&reason);
             }
         }
-    }
-}
-
-fn write_for(facts: &JobFacts, policy: &str, kind: WriteKind) -> Write {
-    Write {
-        job_id: facts.job_id.clone(),
-        queue: facts.queue.clone(),
-        origin: facts.origin.clone(),
-        cas: facts.cas.clone(),
-        policy: policy.to_string(),
-        kind,
     }
 }
 

@@ -1,5 +1,6 @@
 -- One instance's heartbeat: take the lease when it is free, renew it when it is ours, and read
--- the shared switches, in one atomic step (one round trip per beat).
+-- the shared switches, in one atomic step and as few commands as possible (standbys beat all
+-- the time: their Redis load must stay small next to the active instance's scans).
 --
 -- KEYS[1] rq-retryd's switches hash (<prefix>:retryd:switches)
 -- KEYS[2] the active-instance lease (<prefix>:retryd:lease; a string holding the holder's token)
@@ -8,28 +9,27 @@
 -- Returns {holder, pttl, switches}:
 --   holder   the lease's token after this beat (false when nobody holds it), or the integer -1
 --            when the lease key is not a string (no write: nobody is active until it is fixed)
---   pttl     the lease's remaining milliseconds (-2 when there is none)
+--   pttl     the lease's remaining milliseconds when this beat took or renewed it, else -2
 --   switches the switches hash as a flat HGETALL list, or the integer -1 when the key is not a
 --            hash (instances then act as paused: the write scripts' gate refuses)
--- The only writes are SET NX-like (on a key checked to be absent) and PEXPIRE of our own lease.
-local switches
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'hash' then
-  switches = redis.call('HGETALL', KEYS[1])
-elseif t == 'none' then
-  switches = {}
-else
+-- Reads run under pcall, so a key of the wrong type is an answer, not an error; the only
+-- writes (SET NX, PEXPIRE of our own lease) come after them and cannot fail on data.
+local switches = redis.pcall('HGETALL', KEYS[1])
+if switches.err then
   switches = -1
 end
-t = redis.call('TYPE', KEYS[2]).ok
-if t ~= 'string' and t ~= 'none' then
+local holder = redis.pcall('GET', KEYS[2])
+if type(holder) == 'table' and holder.err then
   return {-1, -2, switches}
 end
-if ARGV[1] ~= '' then
-  if t == 'none' then
-    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  elseif redis.call('GET', KEYS[2]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local token, ttl = ARGV[1], ARGV[2]
+if token ~= '' then
+  if not holder then
+    redis.call('SET', KEYS[2], token, 'PX', ttl, 'NX')
+    return {token, tonumber(ttl), switches}
+  elseif holder == token then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+    return {token, tonumber(ttl), switches}
   end
 end
-return {redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2]), switches}
+return {holder, -2, switches}

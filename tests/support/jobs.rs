@@ -196,3 +196,30 @@ pub fn snapshot(con: &mut redis::Connection) -> std::collections::BTreeMap<Vec<u
         })
         .collect()
 }
+
+/// An async connection to `server`, as the library's reads and the executor take one.
+pub async fn async_con(server: &super::RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The decoded facts of failed job `id` of `queue` (panics when it does not decode).
+pub async fn read_facts(
+    con: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+) -> rq_retryd::rq::JobFacts {
+    use rq_retryd::rq::{decode, DecodeOutcome, Keys, Registry};
+    let raw = Registry::new(Keys::new("rq"))
+        .read_jobs(con, queue, &[id.to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    match decode(&raw) {
+        DecodeOutcome::Job(f) => *f,
+        other => panic!("job {id} did not decode: {other:?}"),
+    }
+}

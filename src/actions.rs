@@ -1,0 +1,139 @@
+//! One path from a decision to a write, for the scan loop and the HTTP handlers alike: the
+//! requeue rate limit, the executor (through the gate of the shared switches and the lease),
+//! then per outcome the metrics, one log line, and the audit entries. What differs between the
+//! callers — how they count, what they answer — stays with them; what must not differ (a write
+//! that is logged, counted and audited exactly as it happened) is here once.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use redis::aio::ConnectionLike;
+use redis::RedisResult;
+use tracing::{error, info, warn};
+
+use crate::audit::{self, AuditRecord};
+use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::metrics::{Metrics, Trigger};
+use crate::state::Snapshot;
+
+/// Who acts, and why, for the log and the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// `supervisor`, or the operator (token name and client address).
+    pub who: &'a str,
+    /// Why, in the audit: the route of a manual action; `None` for automatic writes, whose
+    /// why is each write's policy.
+    pub route: Option<&'a str>,
+    pub trigger: Trigger,
+    /// What the write scripts' gate is told about the writer.
+    pub writer: Writer<'a>,
+}
+
+/// A write and the decision it carries out (`manual` for an operator's action), for the log.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub write: Write,
+    pub decision: &'static str,
+}
+
+impl Actor<'_> {
+    /// Performs `planned` and returns one outcome per write, in order, after counting, logging
+    /// and auditing them.
+    pub async fn act<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        metrics: &Metrics,
+        planned: &[Planned],
+    ) -> RedisResult<Vec<Outcome>> {
+        let requeues = planned
+            .iter()
+            .filter(|p| matches!(p.write.kind, WriteKind::Requeue { .. }))
+            .count() as u32;
+        snap.limiter.acquire(requeues).await;
+        let writes: Vec<Write> = planned.iter().map(|p| p.write.clone()).collect();
+        let outcomes = snap
+            .executor
+            .apply_as(con, &writes, Utc::now(), self.writer)
+            .await?;
+        for (p, outcome) in planned.iter().zip(&outcomes) {
+            self.record(metrics, p, outcome);
+        }
+        self.audit(con, snap, &writes, &outcomes).await;
+        Ok(outcomes)
+    }
+
+    /// The metrics and the log line of one outcome.
+    fn record(&self, metrics: &Metrics, p: &Planned, outcome: &Outcome) {
+        let w = &p.write;
+        match outcome {
+            Outcome::Requeued => metrics.requeued(&w.queue, &w.policy, self.trigger),
+            Outcome::Purged => metrics.purged(&w.queue, &w.policy, self.trigger),
+            Outcome::Refused(refusal) => {
+                error!(job_id = %w.job_id, queue = %w.queue, key = %refusal.key, reason = refusal.reason.name(), decision = p.decision, who = self.who, "write refused before any change: {refusal}; job left exactly as it was");
+                return;
+            }
+            Outcome::Error(message) => {
+                error!(job_id = %w.job_id, queue = %w.queue, error = %message, decision = p.decision, who = self.who, "write refused by Redis before any change; job left exactly as it was");
+                return;
+            }
+            // The gate held an automatic write back: the caller counts it, the next pass decides
+            // again; one line per job here would flood the log during a pause.
+            Outcome::Paused | Outcome::NotActive => return,
+            _ => {}
+        }
+        let attempt = match w.kind {
+            WriteKind::Requeue { attempt, .. } => attempt,
+            _ => None,
+        };
+        let message = match self.trigger {
+            Trigger::Auto => "action",
+            Trigger::Manual => "manual action",
+        };
+        info!(
+            job_id = %w.job_id,
+            queue = %w.queue,
+            origin = %w.origin,
+            policy = %w.policy,
+            attempt,
+            decision = p.decision,
+            outcome = outcome.name(),
+            trigger = self.trigger.as_str(),
+            who = self.who,
+            route = self.route,
+            "{message}"
+        );
+    }
+
+    /// One audit entry per (queue, action, why) for the writes that changed something.
+    async fn audit<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        writes: &[Write],
+        outcomes: &[Outcome],
+    ) {
+        let mut groups: BTreeMap<(&str, &'static str, &str), Vec<String>> = BTreeMap::new();
+        for (w, outcome) in writes.iter().zip(outcomes) {
+            if let Some(action) = outcome.action() {
+                let why = self.route.unwrap_or(&w.policy);
+                groups
+                    .entry((w.queue.as_str(), action, why))
+                    .or_default()
+                    .push(w.job_id.clone());
+            }
+        }
+        for ((queue, action, why), job_ids) in groups {
+            let record = AuditRecord {
+                who: self.who,
+                action,
+                why,
+                queue,
+                job_ids: &job_ids,
+            };
+            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
+                warn!(error = %e, "cannot append to the audit stream");
+            }
+        }
+    }
+}
