@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use redis::Commands;
 use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
-use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
+use rq_retryd::rq::{JobFacts, Keys};
 use support::jobs::{async_con, read_facts as facts, snapshot, FailedJob, KeyContent};
 use support::RedisServer;
 
