@@ -1,5 +1,5 @@
 //! API errors: one JSON shape, `{"error": "...", "code": "..."}`, with the status codes of the
-//! interface (400, 401, 404, 409, 413, 503). Bad input is never a 500.
+//! interface (400, 401, 403, 404, 405, 409, 413, 503). Bad input is never a 500.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,17 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: "missing or invalid bearer token".into(),
+        }
+    }
+
+    /// A `read` token on a request that could change state.
+    pub fn forbidden(token: &str, method: &axum::http::Method) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "token {token:?} has role read, which allows GET only; {method} needs role operate"
+            ),
         }
     }
 

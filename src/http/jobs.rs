@@ -30,7 +30,9 @@ pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
 /// `retryd_policy` and the metrics' policy label for actions taken through the API.
 pub const MANUAL_POLICY: &str = "manual";
 
-/// Who made a request: the client's address, for logs and the audit trail.
+/// Who made a request, for logs and the audit trail: the name of the token it came with and
+/// the client's address (`ops-alice@10.0.0.5:51234`), or the address alone when the API needs
+/// no token.
 pub struct Who(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Who {
@@ -40,8 +42,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
         let addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.to_string());
-        Ok(Who(addr.unwrap_or_else(|| "unknown".to_string())))
+            .map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.to_string());
+        Ok(Who(match parts.extensions.get::<super::auth::Caller>() {
+            Some(caller) => format!("{}@{addr}", caller.name),
+            None => addr,
+        }))
     }
 }
 

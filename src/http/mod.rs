@@ -5,6 +5,7 @@
 mod auth;
 mod bulk;
 mod control;
+mod docs;
 mod error;
 mod extract;
 mod jobs;
@@ -24,8 +25,11 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
+pub use auth::{bearer_credentials, Caller};
+pub use docs::SWAGGER_UI_VERSION;
 pub use error::{ApiError, ErrorBody};
 
+use crate::config::ApiToken;
 use crate::state::DaemonState;
 
 /// Largest request body accepted; the API takes its input in the query string.
@@ -37,15 +41,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub daemon: Arc<DaemonState>,
-    pub token: Option<Arc<str>>,
+    /// The tokens read at start (a change needs a restart); empty: no token needed.
+    pub tokens: Arc<[ApiToken]>,
     pub tasks: Arc<bulk::Tasks>,
 }
 
 impl AppState {
-    pub fn new(daemon: Arc<DaemonState>, token: Option<String>) -> AppState {
+    pub fn new(daemon: Arc<DaemonState>, tokens: Vec<ApiToken>) -> AppState {
         AppState {
             daemon,
-            token: token.map(Arc::from),
+            tokens: tokens.into(),
             tasks: Arc::new(bulk::Tasks::default()),
         }
     }
@@ -80,7 +85,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
-        .route("/metrics", get(control::metrics));
+        .route("/metrics", get(control::metrics))
+        .merge(docs::routes());
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

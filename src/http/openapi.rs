@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, error, jobs, stats};
+use super::{bulk, control, docs, error, jobs, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,7 @@ use super::{bulk, control, error, jobs, stats};
         bulk::retry_all, bulk::clear, bulk::task,
         stats::stats,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
-        control::healthz, control::readyz, control::metrics, document,
+        control::healthz, control::readyz, control::metrics, document, docs::page,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -35,7 +35,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
