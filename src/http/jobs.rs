@@ -53,11 +53,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this queue (1 to 512 bytes).
+    /// Only this queue (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
-    /// Jobs to skip (default 0).
+    /// Jobs to skip, 0 to 1000000000 (default 0).
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 
@@ -225,9 +228,10 @@ pub async fn selected_queues(
     queue: Option<&str>,
 ) -> ApiResult<Vec<String>> {
     match queue {
-        Some(q) if q.is_empty() || q.len() > 512 => Err(ApiError::bad_request(
+        // Characters, not bytes: what the OpenAPI document's maxLength counts.
+        Some(q) if q.is_empty() || q.chars().count() > 512 => Err(ApiError::bad_request(
             "invalid_queue",
-            "queue must have 1 to 512 bytes",
+            "queue must have 1 to 512 characters",
         )),
         Some(q) => Ok(vec![q.to_string()]),
         None => {
@@ -240,7 +244,8 @@ pub async fn selected_queues(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GroupParams {
-    /// Only this queue (1 to 512 bytes).
+    /// Only this queue (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
 }
 
@@ -477,7 +482,7 @@ pub struct RetryResult {
 }
 
 /// Requeues one failed job now (does not count as an automatic attempt).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn retry_one(
     State(app): State<AppState>,
@@ -514,7 +519,7 @@ pub struct DeleteResult {
 }
 
 /// Deletes one failed job: its registry entry, hash, dependency sets and results.
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_one(
     State(app): State<AppState>,
@@ -541,7 +546,7 @@ pub async fn delete_one(
 }
 
 /// Which policy decides this failed job, why the others do not, and when it is retried.
-#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn explain(
     State(app): State<AppState>,
@@ -578,7 +583,7 @@ pub struct JobStatus {
 }
 
 /// The status of any job.
-#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(app): State<AppState>,

@@ -1,9 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations (never written by hand).
 
+use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, docs, error, jobs, stats};
+use super::{bulk, control, docs, error, jobs, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,8 +35,64 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// This document.
+/// This document, as true for this daemon as the annotations allow: with tokens configured,
+/// every operation that needs one declares 401 (and 403 when a `read` token cannot send it);
+/// with none, no operation claims to need a token.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn document(State(app): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(for_daemon(!app.tokens.is_empty()))
+}
+
+/// The document for a daemon with (`auth`) or without tokens.
+pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::HttpMethod;
+    let mut doc = ApiDoc::openapi();
+    if !auth {
+        doc.security = None;
+    }
+    let error = |description: &str| {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for (method, operation) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ] {
+            let Some(operation) = operation else { continue };
+            let open = operation.security.as_ref().is_some_and(|s| {
+                s.iter()
+                    .all(|r| *r == utoipa::openapi::security::SecurityRequirement::default())
+            });
+            let responses = &mut operation.responses.responses;
+            // Any request with a declared body over the limit, on any route.
+            responses.insert("413".into(), error("request body over 64 KiB").into());
+            if open {
+                continue;
+            }
+            if auth {
+                responses.insert(
+                    "401".into(),
+                    error("missing or unknown bearer token").into(),
+                );
+                if method != HttpMethod::Get {
+                    responses.insert(
+                        "403".into(),
+                        error("the token has role read, which may only GET").into(),
+                    );
+                }
+            } else {
+                responses.remove("401");
+            }
+        }
+    }
+    doc
 }
