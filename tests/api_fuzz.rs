@@ -111,7 +111,10 @@ fn run_schemathesis(token: Option<&str>) {
         .args(["--checks", "all"])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", "20260301"])
-        .args(["--workers", "2"])
+        // One worker: with two, Debian 12's Python 3.11 sometimes fails inside Hypothesis
+        // ("AST constructor recursion depth mismatch", CPython gh-106905, a thread-safety bug
+        // of ast.parse), which would make this test flaky for a reason not ours.
+        .args(["--workers", "1"])
         .args(["--request-timeout", "60"])
         .args(["--suppress-health-check", "all"])
         .arg("--report-dir")

@@ -546,3 +546,59 @@ async fn docs_serves_swagger_ui_from_this_host_only() {
         );
     }
 }
+
+/// See: issue 13 part 4 ("The OpenAPI document tells the truth"); the full check is
+/// `tests/api_fuzz.rs` (schemathesis --checks all).
+#[tokio::test]
+async fn the_document_claims_a_token_only_when_one_is_configured_and_states_the_limits() {
+    let (_, open) = send(&offline(vec![]), req("GET", "/api/v1/openapi.json")).await;
+    let (_, guarded) = send(&offline(two_roles()), req("GET", "/api/v1/openapi.json")).await;
+    assert!(open.get("security").is_none(), "{}", open["security"]);
+    assert_eq!(guarded["security"], json!([{"bearer": []}]));
+    let op = |doc: &Value, path: &str, method: &str| doc["paths"][path][method].clone();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/api/v1/openapi.json",
+    ] {
+        assert_eq!(
+            op(&guarded, path, "get")["security"],
+            json!([{}]),
+            "{path} is open"
+        );
+    }
+    let retry = op(&guarded, "/api/v1/jobs/failed/{job_id}/retry", "post");
+    for status in ["401", "403", "404", "409", "413", "503"] {
+        assert!(
+            retry["responses"][status].is_object(),
+            "retry declares {status}"
+        );
+    }
+    let list = op(&guarded, "/api/v1/jobs/failed", "get");
+    assert!(
+        list["responses"]["403"].is_null(),
+        "a GET is never forbidden"
+    );
+    assert!(op(&open, "/api/v1/jobs/failed", "get")["responses"]["401"].is_null());
+    let limit = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (limit["minimum"].clone(), limit["maximum"].clone()),
+        (json!(1), json!(1000))
+    );
+    // The links from a listed job to its operations are in OpenAPI's spelling.
+    let links = &list["responses"]["200"]["links"];
+    assert_eq!(links["Retry"]["operationId"], "retry_one", "{links}");
+    assert_eq!(
+        links["Retry"]["parameters"]["job_id"],
+        "$response.body#/jobs/0/job_id"
+    );
+    assert!(links["Retry"].get("operation_id").is_none(), "{links}");
+}

@@ -96,7 +96,12 @@ pub struct FailedList {
 
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
 #[utoipa::path(get, path = "/api/v1/jobs/failed", params(ListParams), tag = "jobs",
-    responses((status = 200, body = FailedList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = FailedList, links(
+            ("Explain" = (operation_id = "explain", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Status" = (operation_id = "status", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Retry" = (operation_id = "retry_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Delete" = (operation_id = "delete_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+        )), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_failed(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,

@@ -39,8 +39,42 @@ impl utoipa::Modify for BearerAuth {
 /// every operation that needs one declares 401 (and 403 when a `read` token cannot send it);
 /// with none, no operation claims to need a token.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn document(State(app): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
-    Json(for_daemon(!app.tokens.is_empty()))
+pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let doc = for_daemon(!app.tokens.is_empty());
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    camel_case_links(&mut value);
+    Json(value)
+}
+
+/// utoipa 5.5 writes a link's `operationId`, `operationRef` and `requestBody` in snake case
+/// (its `Link` lacks a serde rename), which makes every link invalid: the links let a client
+/// (and schemathesis' stateful phase) follow a listed job to its retry, delete and explain.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_string(), v);
+                }
+            }
+        }
+    }
 }
 
 /// The document for a daemon with (`auth`) or without tokens.
