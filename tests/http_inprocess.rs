@@ -460,6 +460,7 @@ async fn docs_serves_swagger_ui_from_this_host_only() {
     );
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     assert!(!csp.contains("http"), "no other host allowed: {csp}");
+    assert!(!csp.contains("unsafe"), "no inline script or style: {csp}");
     let html = String::from_utf8(body).unwrap();
     assert!(
         !html.contains("http://") && !html.contains("https://") && !html.contains("//"),
