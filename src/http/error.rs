@@ -76,6 +76,15 @@ impl ApiError {
         }
     }
 
+    /// A request that took longer than the server allows (its work was dropped).
+    pub fn timeout(limit: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: format!("the request took over {} s", limit.as_secs()),
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

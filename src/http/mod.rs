@@ -23,7 +23,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 pub use auth::{bearer_credentials, Caller};
 pub use docs::SWAGGER_UI_VERSION;
@@ -95,10 +94,7 @@ pub fn router(app: AppState) -> Router {
         ))
         .layer(middleware::from_fn(reject_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(time_limit))
         .with_state(app)
 }
 
@@ -112,6 +108,15 @@ async fn method_not_allowed() -> Response {
             .into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// Answers 503 `{"code": "timeout"}` to a request still running after [`REQUEST_TIMEOUT`]
+/// (dropping its handler), in the error shape the OpenAPI document declares for every 503.
+async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(REQUEST_TIMEOUT).into_response(),
+    }
 }
 
 /// Answers 413 before reading a body whose declared length is over the limit.

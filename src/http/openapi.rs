@@ -107,8 +107,12 @@ pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
                     .all(|r| *r == utoipa::openapi::security::SecurityRequirement::default())
             });
             let responses = &mut operation.responses.responses;
-            // Any request with a declared body over the limit, on any route.
+            // Any request with a declared body over the limit, on any route; any request that
+            // outlasts the time limit (and, where Redis is used, Redis being unreachable).
             responses.insert("413".into(), error("request body over 64 KiB").into());
+            responses
+                .entry("503".into())
+                .or_insert_with(|| error("the request took over 60 s").into());
             if open {
                 continue;
             }
