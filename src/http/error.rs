@@ -81,7 +81,10 @@ impl ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "timeout",
-            message: format!("the request took over {} s", limit.as_secs()),
+            message: format!(
+                "the request took over {}",
+                humantime::format_duration(limit)
+            ),
         }
     }
 

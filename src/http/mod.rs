@@ -113,9 +113,13 @@ async fn method_not_allowed() -> Response {
 /// Answers 503 `{"code": "timeout"}` to a request still running after [`REQUEST_TIMEOUT`]
 /// (dropping its handler), in the error shape the OpenAPI document declares for every 503.
 async fn time_limit(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    within(REQUEST_TIMEOUT, request, next).await
+}
+
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::timeout(REQUEST_TIMEOUT).into_response(),
+        Err(_) => ApiError::timeout(limit).into_response(),
     }
 }
 
@@ -186,3 +190,39 @@ pub async fn serve(
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_gets_a_json_503() {
+        let limit = Duration::from_millis(50);
+        let slow = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            )
+            .layer(middleware::from_fn(move |request, next| {
+                within(limit, request, next)
+            }));
+        let request = Request::builder()
+            .uri("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = slow.oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "timeout", "{body}");
+    }
+}
