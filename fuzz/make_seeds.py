@@ -157,6 +157,9 @@ CONFIGS = {
     "bad-backoff": ('[[policy]]\nname = "b"\naction = "retry"\n'
                     'backoff = { strategy = "exponential", initial = "1m", multiplier = -2.0, '
                     'jitter = 7 }\n'),
+    "tokens": ('[http]\nlisten = "0.0.0.0:9732"\nauth_token_file = "/run/token"\n'
+               '[[http.tokens]]\nname = "ops"\nrole = "operate"\ntoken_file = "/run/empty"\n'
+               '[[http.tokens]]\nname = "ops"\nrole = "admin"\ntoken = "x"\ntoken_file = "/f"\n'),
     "sentinel-and-tls": ('[redis]\nurl = "rediss://u:p@mymaster/0"\ntls_cert_file = "/c.pem"\n'
                          '[redis.sentinel]\nmaster_name = ""\naddresses = ["h:notaport"]\n'),
 }

@@ -84,10 +84,8 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     if old.http.listen != new.http.listen {
         warn!("http.listen changed: it takes effect after a restart");
     }
-    if old.http.auth_token != new.http.auth_token
-        || old.http.auth_token_file != new.http.auth_token_file
-    {
-        warn!("the HTTP auth token changed: it takes effect after a restart");
+    if old.http.tokens != new.http.tokens {
+        warn!("the HTTP auth tokens changed: they take effect after a restart");
     }
     if old.logging.format != new.logging.format || old.logging.directory != new.logging.directory {
         warn!("logging format/directory changed: they take effect after a restart");

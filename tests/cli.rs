@@ -484,3 +484,85 @@ fn once_skips_a_failed_registry_of_the_wrong_type_and_scans_the_others() {
     let stray: String = con.get("rq:failed:default").unwrap();
     assert_eq!(stray, "stray");
 }
+
+/// See: issue 11 section 4 ("check-config must refuse what run refuses ... with the same
+/// message, so 'valid' means it starts") and issue 13 part 3 (roles).
+#[test]
+fn check_config_and_run_refuse_an_unreadable_or_empty_token_file_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\nsecond line\n").unwrap();
+    let missing = dir.path().join("no-such-token");
+    for (key, path) in [
+        ("auth_token_file", &missing),
+        ("auth_token_file", &empty),
+        ("token_file", &missing),
+        ("token_file", &empty),
+    ] {
+        let http = if key == "auth_token_file" {
+            format!(
+                "[http]\nlisten = \"127.0.0.1:1\"\nauth_token_file = \"{}\"\n",
+                path.display()
+            )
+        } else {
+            format!(
+                "[http]\nlisten = \"127.0.0.1:1\"\n[[http.tokens]]\nname = \"dash\"\nrole = \"read\"\ntoken_file = \"{}\"\n",
+                path.display()
+            )
+        };
+        let config = write_config(
+            &dir,
+            &format!("[redis]\nurl = \"redis://127.0.0.1:1/0\"\n{http}"),
+        );
+        let checked = rq_retryd(&config, &["check-config"]);
+        let ran = rq_retryd(&config, &["run"]);
+        assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stderr));
+        assert_eq!(ran.status.code(), Some(2), "{}", text(&ran.stderr));
+        let message = text(&checked.stderr);
+        assert_eq!(message, text(&ran.stderr), "the same refusal");
+        let says = if path == &missing {
+            "cannot read"
+        } else {
+            "has an empty first line"
+        };
+        assert!(
+            message.contains(&format!("{}:", config.display()))
+                && message.contains(key)
+                && message.contains(says)
+                && message.contains(&path.display().to_string()),
+            "{message}"
+        );
+        assert!(!text(&checked.stdout).contains("(valid)"));
+    }
+}
+
+/// See: issue 13 part 3 ("check-config prints the tokens by name and role, never the secret").
+#[test]
+fn check_config_lists_tokens_by_name_and_role_and_never_prints_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alice");
+    std::fs::write(&file, "alice-s3cret\n").unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"legacy-s3cret\"\n\
+             [[http.tokens]]\nname = \"ops-alice\"\nrole = \"operate\"\ntoken_file = \"{}\"\n\
+             [[http.tokens]]\nname = \"dashboard\"\nrole = \"read\"\ntoken = \"dash-s3cret\"\n",
+            file.display()
+        ),
+    );
+    let out = rq_retryd(&config, &["check-config"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("http.auth"))
+        .unwrap_or_else(|| panic!("no http.auth line: {shown}"));
+    assert!(line.contains("auth_token (role operate"), "{line}");
+    assert!(
+        line.contains(&format!("ops-alice (role operate, from {}", file.display())),
+        "{line}"
+    );
+    assert!(line.contains("dashboard (role read"), "{line}");
+    assert!(!shown.contains("s3cret"), "a secret was printed: {shown}");
+}

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,6 +16,8 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use axum::extract::ConnectInfo;
+use rq_retryd::config::{ApiToken, Role, TokenSource};
 use rq_retryd::http::{router, AppState};
 use rq_retryd::state::DaemonState;
 use support::jobs::FailedJob;
@@ -27,21 +30,61 @@ fn config(redis_url: &str) -> Arc<rq_retryd::config::Config> {
     Arc::new(rq_retryd::config::parse(&text, "test.toml").expect("valid config"))
 }
 
+/// The one token of `auth_token` (role operate), as the config names it.
+fn operate_token(secret: &str) -> Vec<ApiToken> {
+    vec![token(
+        rq_retryd::config::LEGACY_TOKEN_NAME,
+        Role::Operate,
+        secret,
+    )]
+}
+
+fn token(name: &str, role: Role, secret: &str) -> ApiToken {
+    ApiToken {
+        name: name.to_string(),
+        role,
+        secret: secret.to_string(),
+        source: TokenSource::Inline,
+    }
+}
+
+/// Two named tokens: `ops-alice` (operate) and `dashboard` (read).
+fn two_roles() -> Vec<ApiToken> {
+    vec![
+        token("ops-alice", Role::Operate, "alice-secret"),
+        token("dashboard", Role::Read, "read-secret"),
+    ]
+}
+
 /// A router whose daemon never reached Redis.
-fn offline(token: Option<&str>) -> axum::Router {
+fn offline(tokens: Vec<ApiToken>) -> axum::Router {
     let state = DaemonState::new(config("redis://127.0.0.1:1/0"));
-    router(AppState::new(state, token.map(str::to_string)))
+    router(AppState::new(state, tokens))
 }
 
 /// A router connected to `redis`.
-async fn online(redis: &RedisServer, token: Option<&str>) -> axum::Router {
+async fn online(redis: &RedisServer, tokens: Vec<ApiToken>) -> axum::Router {
     let config = config(&redis.url());
     let con = rq_retryd::connection::connect(&config)
         .await
         .expect("connect to the test redis");
     let state = DaemonState::new(config);
     state.set_redis(con, None);
-    router(AppState::new(state, token.map(str::to_string)))
+    router(AppState::new(state, tokens))
+}
+
+/// A request with an `Authorization` header and the client address `serve` would attach.
+fn authed(method: &str, uri: &str, authorization: &str) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Authorization", authorization)
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 5555))));
+    request
 }
 
 async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
@@ -85,7 +128,7 @@ fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
 
 #[tokio::test]
 async fn before_redis_is_reached_api_routes_and_readyz_answer_503() {
-    let app = offline(None);
+    let app = offline(vec![]);
     for (method, uri) in [
         ("GET", "/readyz"),
         ("GET", "/api/v1/jobs/failed"),
@@ -119,7 +162,7 @@ async fn before_redis_is_reached_api_routes_and_readyz_answer_503() {
 
 #[tokio::test]
 async fn the_token_is_checked_on_api_routes_only() {
-    let app = offline(Some("s3cret"));
+    let app = offline(operate_token("s3cret"));
     assert_error(
         &send(&app, req("GET", "/api/v1/policies")).await,
         StatusCode::UNAUTHORIZED,
@@ -151,7 +194,7 @@ async fn the_token_is_checked_on_api_routes_only() {
 
 #[tokio::test]
 async fn unknown_routes_wrong_methods_and_large_bodies_are_json_errors() {
-    let app = offline(None);
+    let app = offline(vec![]);
     assert_error(
         &send(&app, req("GET", "/api/v1/nothing")).await,
         StatusCode::NOT_FOUND,
@@ -181,7 +224,7 @@ async fn with_redis_the_router_lists_retries_and_refuses_bad_input() {
     let mut con = redis.conn();
     FailedJob::new("j1").write(&mut con);
     FailedJob::new("j2").queue("emails").write(&mut con);
-    let app = online(&redis, None).await;
+    let app = online(&redis, vec![]).await;
 
     let (status, list) = send(&app, req("GET", "/api/v1/jobs/failed?limit=1")).await;
     assert_eq!(status, StatusCode::OK, "{list}");
@@ -219,4 +262,344 @@ async fn with_redis_the_router_lists_retries_and_refuses_bad_input() {
     // The audit trail names the caller; in-process there is no socket address.
     let (_, audit) = send(&app, req("GET", "/api/v1/audit")).await;
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+}
+
+/// Like [`send`], with the headers and the raw body.
+async fn send_raw(
+    app: &axum::Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes().to_vec();
+    (parts.status, parts.headers, bytes)
+}
+
+/// See: issue 13 part 3 (roles).
+#[tokio::test]
+async fn a_read_token_may_get_everything_and_change_nothing_an_operate_token_may_do_both() {
+    let app = offline(two_roles());
+    let read = "Bearer read-secret";
+    let operate = "Bearer alice-secret";
+    // GETs: both roles.
+    for auth in [read, operate] {
+        for uri in [
+            "/api/v1/policies",
+            "/api/v1/supervisor",
+            "/api/v1/openapi.json",
+        ] {
+            assert_eq!(
+                send(&app, authed("GET", uri, auth)).await.0,
+                StatusCode::OK,
+                "{auth} {uri}"
+            );
+        }
+        assert_eq!(
+            send(&app, authed("HEAD", "/api/v1/policies", auth)).await.0,
+            StatusCode::OK,
+            "HEAD is a read"
+        );
+    }
+    // Writes: 403 for read, let through for operate (503: this daemon has no Redis).
+    for (method, uri, operate_gets) in [
+        ("POST", "/api/v1/supervisor/scan", StatusCode::ACCEPTED),
+        (
+            "POST",
+            "/api/v1/jobs/failed/j1/retry",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/j1",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ] {
+        let refused = send(&app, authed(method, uri, read)).await;
+        assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+        assert!(
+            refused.1["error"].as_str().unwrap().contains("dashboard"),
+            "names the token: {}",
+            refused.1
+        );
+        assert_eq!(
+            send(&app, authed(method, uri, operate)).await.0,
+            operate_gets,
+            "{method} {uri}"
+        );
+    }
+    // No token, an unknown token or another scheme: 401 whatever the method (never 403).
+    for (method, uri) in [
+        ("GET", "/api/v1/policies"),
+        ("POST", "/api/v1/supervisor/scan"),
+    ] {
+        assert_error(
+            &send(&app, req(method, uri)).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+        for auth in [
+            "Bearer nope",
+            "Basic read-secret",
+            "read-secret",
+            "Bearer read-secret-",
+            "Bearer",
+        ] {
+            assert_error(
+                &send(&app, authed(method, uri, auth)).await,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            );
+        }
+    }
+    // Outside /api/ nothing needs a token, nor does the API's description (for /docs).
+    for uri in ["/healthz", "/metrics", "/docs", "/api/v1/openapi.json"] {
+        assert_eq!(send(&app, req("GET", uri)).await.0, StatusCode::OK, "{uri}");
+    }
+}
+
+/// See: issue 13 part 3 ("The `Bearer` scheme is case-insensitive, as HTTP says").
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = offline(two_roles());
+    for auth in [
+        "bearer read-secret",
+        "BEARER read-secret",
+        "BeArEr read-secret",
+        "Bearer   read-secret  ",
+    ] {
+        assert_eq!(
+            send(&app, authed("GET", "/api/v1/policies", auth)).await.0,
+            StatusCode::OK,
+            "{auth:?}"
+        );
+    }
+    assert_error(
+        &send(
+            &app,
+            authed("POST", "/api/v1/supervisor/scan", "bearer read-secret"),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+}
+
+/// See: issue 13 part 3 ("The audit's who is the token's name (and the client address)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_names_the_token_and_the_client_address() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    FailedJob::new("j1").write(&mut con);
+    FailedJob::new("j2").write(&mut con);
+    let app = online(&redis, two_roles()).await;
+    let (status, body) = send(
+        &app,
+        authed(
+            "POST",
+            "/api/v1/jobs/failed/j1/retry",
+            "Bearer alice-secret",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, audit) = send(&app, authed("GET", "/api/v1/audit", "Bearer read-secret")).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    assert_eq!(
+        audit["entries"][0]["who"], "ops-alice@127.0.0.1:5555",
+        "{audit}"
+    );
+
+    // With no token configured the audit keeps the address alone.
+    let open = online(&redis, vec![]).await;
+    let (status, body) = send(&open, authed("POST", "/api/v1/jobs/failed/j2/retry", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, audit) = send(&open, req("GET", "/api/v1/audit")).await;
+    assert_eq!(audit["entries"][0]["who"], "127.0.0.1:5555", "{audit}");
+    assert_eq!(
+        audit["entries"][1]["who"], "ops-alice@127.0.0.1:5555",
+        "{audit}"
+    );
+}
+
+/// The `src="..."` and `href="..."` values of an HTML page.
+fn referenced_urls(html: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        let mut rest = html;
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            let end = rest.find('"').expect("closed attribute");
+            urls.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    urls
+}
+
+/// See: issue 13 part 2 (interactive API docs at /docs, offline).
+#[tokio::test]
+async fn docs_serves_swagger_ui_from_this_host_only() {
+    let app = offline(two_roles());
+    let (status, headers, body) = send_raw(&app, req("GET", "/docs")).await;
+    assert_eq!(status, StatusCode::OK, "no token needed for the page");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("http"), "no other host allowed: {csp}");
+    assert!(!csp.contains("unsafe"), "no inline script or style: {csp}");
+    let html = String::from_utf8(body).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("//"),
+        "the page names no other host: {html}"
+    );
+
+    let urls = referenced_urls(&html);
+    assert!(
+        urls.len() >= 4,
+        "stylesheet, bundle, start-up script, spec: {urls:?}"
+    );
+    let mut seen = Vec::new();
+    for url in urls {
+        // Relative to /docs, i.e. to the root.
+        assert!(
+            !url.starts_with('/') && !url.contains(':'),
+            "relative: {url}"
+        );
+        let path = format!("/{url}");
+        let (status, headers, body) = send_raw(&app, req("GET", &path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let content_type = headers["content-type"].to_str().unwrap().to_string();
+        let want = if path.ends_with(".js") {
+            "text/javascript; charset=utf-8"
+        } else if path.ends_with(".css") {
+            "text/css; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        assert_eq!(content_type, want, "{path}");
+        if want != "application/json" {
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        }
+        assert!(!body.is_empty(), "{path}");
+        seen.push((path, body));
+    }
+    let find = |suffix: &str| {
+        seen.iter()
+            .find(|(p, _)| p.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} referenced"))
+    };
+    let bundle = String::from_utf8_lossy(&find("swagger-ui-bundle.js").1).into_owned();
+    assert!(
+        bundle.contains("SwaggerUIBundle"),
+        "the real Swagger UI bundle"
+    );
+    let init = String::from_utf8_lossy(&find("init.js").1).into_owned();
+    assert!(
+        init.contains("SwaggerUIBundle(") && init.contains("validatorUrl: null"),
+        "{init}"
+    );
+    let spec: Value = serde_json::from_slice(&find("openapi.json").1).unwrap();
+    assert_eq!(
+        spec["paths"]["/docs"]["get"]["security"],
+        json!([{}]),
+        "/docs is open"
+    );
+
+    // The vendored files are cached for good (their URL names the version); the page is not.
+    let (_, headers, _) = send_raw(&app, req("GET", &find("swagger-ui.css").0)).await;
+    assert!(headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    let (_, headers, _) = send_raw(&app, req("GET", "/docs")).await;
+    assert_eq!(headers["cache-control"], "no-cache");
+    // The licence is served beside the assets; an unknown file or version is a JSON 404.
+    let version = rq_retryd::http::SWAGGER_UI_VERSION;
+    let (status, _, licence) = send_raw(
+        &app,
+        req("GET", &format!("/docs/swagger-ui/{version}/LICENSE")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&licence).contains("Apache License"));
+    for path in [
+        format!("/docs/swagger-ui/{version}/index.html"),
+        "/docs/swagger-ui/0.0.1/swagger-ui.css".to_string(),
+    ] {
+        assert_error(
+            &send(&app, req("GET", &path)).await,
+            StatusCode::NOT_FOUND,
+            "no_route",
+        );
+    }
+}
+
+/// See: issue 13 part 4 ("The OpenAPI document tells the truth"); the full check is
+/// `tests/api_fuzz.rs` (schemathesis --checks all).
+#[tokio::test]
+async fn the_document_claims_a_token_only_when_one_is_configured_and_states_the_limits() {
+    let (_, open) = send(&offline(vec![]), req("GET", "/api/v1/openapi.json")).await;
+    let (_, guarded) = send(&offline(two_roles()), req("GET", "/api/v1/openapi.json")).await;
+    assert!(open.get("security").is_none(), "{}", open["security"]);
+    assert_eq!(guarded["security"], json!([{"bearer": []}]));
+    let op = |doc: &Value, path: &str, method: &str| doc["paths"][path][method].clone();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/api/v1/openapi.json",
+    ] {
+        assert_eq!(
+            op(&guarded, path, "get")["security"],
+            json!([{}]),
+            "{path} is open"
+        );
+    }
+    let retry = op(&guarded, "/api/v1/jobs/failed/{job_id}/retry", "post");
+    for status in ["401", "403", "404", "409", "413", "503"] {
+        assert!(
+            retry["responses"][status].is_object(),
+            "retry declares {status}"
+        );
+    }
+    let list = op(&guarded, "/api/v1/jobs/failed", "get");
+    assert!(
+        list["responses"]["403"].is_null(),
+        "a GET is never forbidden"
+    );
+    assert!(op(&open, "/api/v1/jobs/failed", "get")["responses"]["401"].is_null());
+    let limit = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (limit["minimum"].clone(), limit["maximum"].clone()),
+        (json!(1), json!(1000))
+    );
+    // The links from a listed job to its operations are in OpenAPI's spelling.
+    let links = &list["responses"]["200"]["links"];
+    assert_eq!(links["Retry"]["operationId"], "retry_one", "{links}");
+    assert_eq!(
+        links["Retry"]["parameters"]["job_id"],
+        "$response.body#/jobs/0/job_id"
+    );
+    assert!(links["Retry"].get("operation_id").is_none(), "{links}");
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
+use crate::config::{ApiToken, Config, TokenSource};
 use crate::policy::{Action, Policy};
 
 /// Renders the effective configuration (secrets redacted) and the policies in evaluation order.
@@ -31,14 +31,7 @@ pub fn render_config(c: &Config) -> String {
             c.supervisor.max_requeues_per_second.to_string(),
         ),
         ("http.listen", c.http.listen.to_string()),
-        (
-            "http.auth",
-            match (&c.http.auth_token, &c.http.auth_token_file) {
-                (Some(_), _) => "token (set)".to_string(),
-                (None, Some(f)) => format!("token file {}", f.display()),
-                (None, None) => "none".to_string(),
-            },
-        ),
+        ("http.auth", describe_tokens(&c.http.tokens)),
         ("logging.level", c.logging.level.clone()),
         (
             "logging.format",
@@ -91,6 +84,25 @@ pub fn render_config(c: &Config) -> String {
         );
     }
     out
+}
+
+/// The tokens by name, role and where the secret comes from; never the secret.
+fn describe_tokens(tokens: &[ApiToken]) -> String {
+    if tokens.is_empty() {
+        return "none (no token needed)".to_string();
+    }
+    tokens
+        .iter()
+        .map(|t| {
+            let from = match &t.source {
+                TokenSource::Inline => "in the config".to_string(),
+                TokenSource::File(path) => format!("from {}", path.display()),
+                TokenSource::Env => "from RQ_RETRYD_AUTH_TOKEN".to_string(),
+            };
+            format!("{} (role {}, {from})", t.name, t.role)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe_match(p: &Policy) -> String {

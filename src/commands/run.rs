@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use super::EXIT_RUNTIME;
 use std::path::PathBuf;
 
 use crate::config::Config;
@@ -35,13 +35,9 @@ pub async fn run(
     telemetry: Arc<TelemetryGuard>,
 ) -> u8 {
     let cancel = shutdown::on_signals();
-    let token = match read_token(&config) {
-        Ok(token) => token,
-        Err(message) => {
-            eprintln!("rq-retryd: {message}");
-            return EXIT_CONFIG;
-        }
-    };
+    // Token files were read (and an unreadable or empty one refused) with the configuration,
+    // the same check as `check-config`'s.
+    let tokens = config.http.tokens.clone();
     let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -56,7 +52,8 @@ pub async fn run(
     info!(
         redis = %config.redacted_redis_url(),
         http = %local,
-        auth = token.is_some(),
+        auth = !tokens.is_empty(),
+        tokens = tokens.len(),
         policies = config.policies.len(),
         scan_interval_ms = config.supervisor.scan_interval.as_millis() as u64,
         dry_run = config.supervisor.dry_run,
@@ -65,7 +62,7 @@ pub async fn run(
     let state = DaemonState::new(config.clone());
     let http_task = tokio::spawn(http::serve(
         listener,
-        AppState::new(state.clone(), token),
+        AppState::new(state.clone(), tokens),
         cancel.clone(),
     ));
     tokio::spawn(reload::on_sighup(
@@ -363,24 +360,6 @@ async fn finish_http(task: tokio::task::JoinHandle<std::io::Result<()>>) {
         Ok(Err(e)) => error!(error = %e, "HTTP server task panicked"),
         Err(_) => warn!("HTTP requests still in flight after the grace period; closing"),
     }
-}
-
-/// The bearer token: `auth_token` (or `RQ_RETRYD_AUTH_TOKEN`), else the first line of
-/// `auth_token_file`.
-fn read_token(config: &Config) -> Result<Option<String>, String> {
-    if let Some(token) = &config.http.auth_token {
-        return Ok(Some(token.clone()));
-    }
-    let Some(path) = &config.http.auth_token_file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read http.auth_token_file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
-    if token.is_empty() {
-        return Err(format!("http.auth_token_file {} is empty", path.display()));
-    }
-    Ok(Some(token))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -50,8 +50,21 @@ pub(super) struct SupervisorSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct HttpSection {
     pub listen: Option<Spanned<String>>,
-    pub auth_token: Option<String>,
-    pub auth_token_file: Option<String>,
+    pub auth_token: Option<Spanned<String>>,
+    pub auth_token_file: Option<Spanned<String>>,
+    /// `[[http.tokens]]`: named tokens with a role.
+    #[serde(default)]
+    pub tokens: Vec<TokenSection>,
+}
+
+/// One `[[http.tokens]]` table: a name, a role and exactly one of `token` and `token_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenSection {
+    pub name: Spanned<String>,
+    pub role: Spanned<super::tokens::Role>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -6,6 +6,7 @@
 
 mod duration;
 mod file;
+mod tokens;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
+pub use tokens::{read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME};
 
 use crate::policy::{
     Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy,
@@ -84,11 +86,28 @@ pub struct SupervisorSettings {
 /// The default `supervisor.lease_ttl`.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// `auth_token` as written, or `RQ_RETRYD_AUTH_TOKEN`; its token is in `tokens` too.
     pub auth_token: Option<String>,
     pub auth_token_file: Option<PathBuf>,
+    /// Every token the API accepts, secrets read: the one of `auth_token`/`auth_token_file`
+    /// (named [`LEGACY_TOKEN_NAME`], role `operate`) first, then `[[http.tokens]]` in order.
+    /// Empty: the API needs no token (only allowed on a loopback listen).
+    pub tokens: Vec<ApiToken>,
+}
+
+/// Written by hand so that no secret reaches a log line or a test failure.
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("listen", &self.listen)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("auth_token_file", &self.auth_token_file)
+            .field("tokens", &self.tokens)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -178,17 +197,28 @@ pub fn load(cli: Option<&Path>) -> Result<Config, ConfigError> {
     parse_with_env(&text, &source, &env)
 }
 
-/// Parses a config text without environment overrides (the pure core, used by tests).
+/// Parses a config text without environment overrides (token files are read from disk).
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     parse_with_env(text, source, &|_| None)
 }
 
 /// Parses a config text and applies `RQ_RETRYD_REDIS_URL`, `RQ_RETRYD_HTTP_LISTEN` and
-/// `RQ_RETRYD_AUTH_TOKEN` looked up through `env`.
+/// `RQ_RETRYD_AUTH_TOKEN` looked up through `env`; token files are read from disk.
 pub fn parse_with_env(
     text: &str,
     source: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    parse_with(text, source, env, &read_token_file_from_disk)
+}
+
+/// The pure core: environment lookups and token-file reads go through `env` and `read_file`,
+/// so tests can pass both.
+pub fn parse_with(
+    text: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<Config, ConfigError> {
     let locator = Locator { text };
     let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
@@ -196,7 +226,7 @@ pub fn parse_with_env(
         problems: vec![locator.problem(e.span(), e.message().trim().to_string())],
     })?;
     let mut problems = Vec::new();
-    let config = build(file, source, env, &locator, &mut problems);
+    let config = build(file, source, env, read_file, &locator, &mut problems);
     match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(ConfigError {
@@ -276,11 +306,12 @@ impl Locator<'_> {
         })
     }
 
-    /// `supervisor`, `policy[N]` or `policy[N].backoff` for the last table header before
-    /// `offset`.
+    /// `supervisor`, `policy[N]`, `policy[N].backoff` or `http.tokens[N]` for the last table
+    /// header before `offset`.
     fn table_at(&self, offset: usize) -> Option<String> {
         let mut current = None;
         let mut policies = 0usize;
+        let mut arrays = std::collections::HashMap::<String, usize>::new();
         for line in self.text[..offset].lines() {
             let Some((name, array)) = header_name(line) else {
                 continue;
@@ -288,6 +319,10 @@ impl Locator<'_> {
             current = Some(if array && name == "policy" {
                 policies += 1;
                 format!("policy[{policies}]")
+            } else if array {
+                let n = arrays.entry(name.clone()).or_default();
+                *n += 1;
+                format!("{name}[{n}]")
             } else if policies > 0 && name.starts_with("policy.") {
                 // A sub-table of the current `[[policy]]`, e.g. `[policy.backoff]`.
                 format!("policy[{policies}]{}", &name["policy".len()..])
@@ -356,6 +391,7 @@ fn build(
     file: FileConfig,
     source: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
     loc: &Locator<'_>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Config> {
@@ -547,11 +583,16 @@ fn build(
     };
     let auth_token = env("RQ_RETRYD_AUTH_TOKEN")
         .filter(|t| !t.is_empty())
-        .or(file.http.auth_token.clone());
-    let auth_token_file = file.http.auth_token_file.as_ref().map(PathBuf::from);
-    if !listen.ip().is_loopback() && auth_token.is_none() && auth_token_file.is_none() {
+        .or(file.http.auth_token.as_ref().map(|t| t.get_ref().clone()));
+    let auth_token_file = file
+        .http
+        .auth_token_file
+        .as_ref()
+        .map(|f| PathBuf::from(f.get_ref()));
+    let (tokens, any_token) = tokens::build_tokens(&file.http, env, read_file, &mut err);
+    if !listen.ip().is_loopback() && !any_token {
         let message = format!(
-            "listening on non-loopback address {listen} requires auth_token, auth_token_file or RQ_RETRYD_AUTH_TOKEN"
+            "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]] or RQ_RETRYD_AUTH_TOKEN"
         );
         report_at(&mut err, listen_span, message, "RQ_RETRYD_HTTP_LISTEN");
     }
@@ -607,6 +648,7 @@ fn build(
             listen,
             auth_token,
             auth_token_file,
+            tokens,
         },
         logging: LoggingSettings {
             level,

@@ -50,6 +50,27 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// A file system holding `files` (path, content) and nothing else.
+fn files(
+    files: &'static [(&'static str, &'static str)],
+) -> impl Fn(&Path) -> std::io::Result<String> {
+    move |path: &Path| {
+        files
+            .iter()
+            .find(|(p, _)| Path::new(p) == path)
+            .map(|(_, text)| text.to_string())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+}
+
+/// Parses `text` against the files of [`files`], expecting a refusal.
+fn problems_with(text: &str, fs: &dyn Fn(&Path) -> std::io::Result<String>) -> Vec<ConfigProblem> {
+    match parse_with(text, SOURCE, &no_env, fs) {
+        Ok(config) => panic!("expected an invalid config, got {config:?}"),
+        Err(e) => e.problems,
+    }
+}
+
 /// Parses `text`, expecting a refusal, and returns its problems.
 fn problems(text: &str) -> Vec<ConfigProblem> {
     match parse(text, SOURCE) {
@@ -102,7 +123,10 @@ fn the_embedded_defaults_parse_into_one_conservative_retry_policy() {
 
 #[test]
 fn the_interface_example_parses_with_two_policies_in_order() {
-    let config = parse(INTERFACE_EXAMPLE, SOURCE).expect("the documented example is valid");
+    // The example names a token file; here it holds a token (an unreadable one is refused).
+    let fs = files(&[("/etc/rq-retryd/token", "example-token\n")]);
+    let config = parse_with(INTERFACE_EXAMPLE, SOURCE, &no_env, &fs)
+        .expect("the documented example is valid");
     assert_eq!(config.source, SOURCE);
     assert_eq!(config.supervisor.scan_interval, Duration::from_secs(15));
     assert_eq!(config.supervisor.batch_size, 500);
@@ -452,7 +476,8 @@ fn a_non_loopback_listen_needs_a_token() {
     assert_eq!(config.http.auth_token.as_deref(), Some("s3cret"));
 
     let with_file = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token_file = \"/run/token\"\n";
-    assert!(parse(with_file, SOURCE).is_ok());
+    let fs = files(&[("/run/token", "from-file\n")]);
+    assert!(parse_with(with_file, SOURCE, &no_env, &fs).is_ok());
 
     let env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "from-env".to_string());
     let config = parse_with_env(open, SOURCE, &env).expect("an env token makes it valid");
@@ -534,4 +559,254 @@ fn the_config_path_is_cli_then_env_then_system_file_then_none() {
     assert_eq!(resolve_path(None, &no_env), system);
     let empty = |name: &str| (name == "RQ_RETRYD_CONFIG").then(String::new);
     assert_eq!(resolve_path(None, &empty), system);
+}
+
+/// See: issue 13 part 3 (roles).
+const TWO_ROLES: &str = r#"[http]
+listen = "0.0.0.0:9732"
+
+[[http.tokens]]
+name = "ops-alice"
+role = "operate"
+token_file = "/run/alice"
+
+[[http.tokens]]
+name = "dashboard"
+role = "read"
+token = "read-secret"
+"#;
+
+#[test]
+fn named_tokens_have_a_role_and_read_their_secret_from_the_first_line_of_a_file() {
+    let fs = files(&[("/run/alice", "  alice-secret  \nsecond line is ignored\n")]);
+    let config = parse_with(TWO_ROLES, SOURCE, &no_env, &fs).expect("valid");
+    let tokens: Vec<(&str, Role, &str)> = config
+        .http
+        .tokens
+        .iter()
+        .map(|t| (t.name.as_str(), t.role, t.secret.as_str()))
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            ("ops-alice", Role::Operate, "alice-secret"),
+            ("dashboard", Role::Read, "read-secret")
+        ]
+    );
+    assert_eq!(
+        config.http.tokens[0].source,
+        TokenSource::File(PathBuf::from("/run/alice"))
+    );
+    // A named token is enough for a non-loopback listen, and no secret is in Debug.
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("alice-secret") && !shown.contains("read-secret"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn auth_token_is_an_operate_token_and_the_env_variable_still_overrides_it() {
+    let text = "[http]\nauth_token = \"from-file\"\n[[http.tokens]]\nname = \"r\"\nrole = \"read\"\ntoken = \"r-secret\"\n";
+    let config = parse(text, SOURCE).expect("valid");
+    assert_eq!(config.http.tokens[0].name, LEGACY_TOKEN_NAME);
+    assert_eq!(config.http.tokens[0].role, Role::Operate);
+    assert_eq!(config.http.tokens[0].secret, "from-file");
+    let env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "from-env".to_string());
+    let config = parse_with_env(text, SOURCE, &env).expect("valid");
+    assert_eq!(config.http.tokens[0].secret, "from-env");
+    assert_eq!(config.http.tokens[0].source, TokenSource::Env);
+    assert_eq!(config.http.tokens.len(), 2);
+    // Without any token the list is empty: the API is open (loopback only).
+    assert!(parse("", SOURCE).unwrap().http.tokens.is_empty());
+}
+
+#[test]
+fn an_unreadable_or_empty_token_file_is_refused_at_its_key() {
+    let text = "[http]\nauth_token_file = \"/run/missing\"\n";
+    let p = &problems_with(text, &files(&[]))[..];
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_problem(
+        &p[0],
+        2,
+        19,
+        "http.auth_token_file",
+        "cannot read /run/missing",
+    );
+
+    for empty in ["", "\n", "   \nsecond\n"] {
+        let fs = move |_: &Path| Ok(empty.to_string());
+        let p = &problems_with(text, &fs)[..];
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_problem(
+            &p[0],
+            2,
+            19,
+            "http.auth_token_file",
+            "/run/missing has an empty first line",
+        );
+    }
+
+    let named = "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken_file = \"/run/a\"\n";
+    let p = &problems_with(named, &files(&[("/run/a", "\n")]))[..];
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_problem(
+        &p[0],
+        4,
+        14,
+        "http.tokens[1].token_file",
+        "/run/a has an empty first line",
+    );
+    let p = &problems_with(named, &files(&[]))[..];
+    assert_problem(
+        &p[0],
+        4,
+        14,
+        "http.tokens[1].token_file",
+        "cannot read /run/a",
+    );
+}
+
+#[test]
+fn a_token_file_is_read_from_disk_and_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "disk-secret\n").unwrap();
+    let text = format!("[http]\nauth_token_file = \"{}\"\n", path.display());
+    let config = parse(&text, SOURCE).expect("valid");
+    assert_eq!(config.http.tokens[0].secret, "disk-secret");
+
+    let text = format!("[http]\nauth_token_file = \"{}\"\n", dir.path().display());
+    let p = only_problem(&text);
+    assert_eq!(p.key.as_deref(), Some("http.auth_token_file"));
+    assert!(p.message.starts_with("cannot read "), "{p:?}");
+}
+
+#[test]
+fn each_bad_token_table_is_refused_with_its_place() {
+    let cases: &[(&str, usize, usize, &str, &str)] = &[
+        (
+            "[[http.tokens]]\nname = \"\"\nrole = \"read\"\ntoken = \"x\"\n",
+            2,
+            8,
+            "http.tokens[1].name",
+            "a token name cannot be empty",
+        ),
+        (
+            "[[http.tokens]]\nname = \"  \"\nrole = \"read\"\ntoken = \"x\"\n",
+            2,
+            8,
+            "http.tokens[1].name",
+            "a token name cannot be empty",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a b\"\nrole = \"read\"\ntoken = \"x\"\n",
+            2,
+            8,
+            "http.tokens[1].name",
+            "cannot contain whitespace",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\nrole = \"admin\"\ntoken = \"x\"\n",
+            3,
+            8,
+            "http.tokens[1].role",
+            "unknown variant `admin`, expected `read` or `operate`",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"x\"\ntoken_file = \"/f\"\n",
+            5,
+            14,
+            "http.tokens[1].token_file",
+            "give token or token_file, not both",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\n",
+            2,
+            8,
+            "http.tokens[1].name",
+            "needs token or token_file",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \" \"\n",
+            4,
+            9,
+            "http.tokens[1].token",
+            "token cannot be empty",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"x\"\nscope = \"all\"\n",
+            5,
+            1,
+            "http.tokens[1].scope",
+            "unknown field `scope`",
+        ),
+        (
+            "[[http.tokens]]\nname = \"a\"\ntoken = \"x\"\n",
+            1,
+            1,
+            "http.tokens[1]",
+            "missing field `role`",
+        ),
+        (
+            "[http]\nauth_token = \"\"\n",
+            2,
+            14,
+            "http.auth_token",
+            "auth_token cannot be empty",
+        ),
+    ];
+    for (text, line, col, key, says) in cases {
+        let p = only_problem(text);
+        assert_problem(&p, *line, *col, key, says);
+    }
+}
+
+#[test]
+fn duplicate_token_names_and_duplicate_secrets_are_refused() {
+    let names = "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"x\"\n\n[[http.tokens]]\nname = \"a\"\nrole = \"operate\"\ntoken = \"y\"\n";
+    let p = only_problem(names);
+    assert_problem(
+        &p,
+        7,
+        8,
+        "http.tokens[2].name",
+        "duplicate token name \"a\"",
+    );
+
+    let legacy = "[http]\nauth_token = \"x\"\n[[http.tokens]]\nname = \"auth_token\"\nrole = \"read\"\ntoken = \"y\"\n";
+    let p = only_problem(legacy);
+    assert_problem(
+        &p,
+        4,
+        8,
+        "http.tokens[1].name",
+        "the token of http.auth_token has it",
+    );
+
+    let secrets = "[http]\nauth_token = \"same\"\n[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"other\"\n[[http.tokens]]\nname = \"b\"\nrole = \"read\"\ntoken = \"same\"\n";
+    let p = only_problem(secrets);
+    assert_problem(
+        &p,
+        10,
+        9,
+        "http.tokens[2].token",
+        "same secret as token \"auth_token\"",
+    );
+    assert!(
+        !p.message.contains("same\""),
+        "the secret is not in the message: {p:?}"
+    );
+}
+
+#[test]
+fn a_non_loopback_listen_is_satisfied_by_a_named_token_and_not_by_nothing() {
+    let open = "[http]\nlisten = \"0.0.0.0:9732\"\n";
+    let p = only_problem(open);
+    assert!(p.message.contains("[[http.tokens]]"), "{p:?}");
+    // An unreadable file is one problem (the file), not also "no token".
+    let text = "[http]\nlisten = \"0.0.0.0:9732\"\n[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken_file = \"/none\"\n";
+    let p = &problems_with(text, &files(&[]))[..];
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].message.contains("cannot read /none"), "{p:?}");
 }

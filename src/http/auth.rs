@@ -1,34 +1,151 @@
-//! Bearer-token authentication for `/api/` routes, compared in constant time. The token is
-//! never logged.
+//! Bearer-token authentication and roles for `/api/` routes. Tokens are compared in constant
+//! time, and every configured token is compared on every request, so the time taken does not
+//! reveal which token (or how many) a guess came close to. No token is ever logged.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::config::{ApiToken, Role};
 
-/// Rejects `/api/` requests without the configured token (401); passes everything through when
-/// no token is configured.
-pub async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = app.token.as_deref() else {
-        return next.run(request).await;
-    };
-    if !request.uri().path().starts_with("/api/") {
+/// The token a request was let in with, put into the request's extensions by
+/// [`require_token`] for handlers (the audit's "who") to read. Absent when no token is
+/// configured.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Arc<str>,
+    pub role: Role,
+}
+
+/// The one `/api/` route that needs no token: the API's description is no secret (it is
+/// generated from the code), and `/docs` must be able to load it before the user has typed a
+/// token into "Authorize".
+pub const OPEN_API_PATH: &str = "/api/v1/openapi.json";
+
+/// Rejects `/api/` requests without a configured token (401) and writes with a `read` token
+/// (403); passes everything through when no token is configured.
+pub async fn require_token(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if app.tokens.is_empty() || !path.starts_with("/api/") || path == OPEN_API_PATH {
         return next.run(request).await;
     }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
-            next.run(request).await
+        .and_then(bearer_credentials);
+    let Some(token) = presented.and_then(|p| matching_token(&app.tokens, p)) else {
+        return ApiError::unauthorized().into_response();
+    };
+    if !allows(token.role, request.method()) {
+        return ApiError::forbidden(&token.name, request.method()).into_response();
+    }
+    request.extensions_mut().insert(Caller {
+        name: Arc::from(token.name.as_str()),
+        role: token.role,
+    });
+    next.run(request).await
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 7235 §2.1: `bearer` and `BEARER` are `Bearer`), and any amount of
+/// whitespace may separate it from the token.
+pub fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim_start().split_once([' ', '\t'])?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The configured token equal to `presented`, comparing with every token in constant time
+/// (a match does not end the loop early).
+fn matching_token<'t>(tokens: &'t [ApiToken], presented: &str) -> Option<&'t ApiToken> {
+    // 0 = none; i + 1 = tokens[i].
+    let mut found = 0u64;
+    for (i, token) in tokens.iter().enumerate() {
+        let equal = presented.as_bytes().ct_eq(token.secret.as_bytes());
+        found.conditional_assign(&(i as u64 + 1), equal);
+    }
+    (found > 0).then(|| &tokens[found as usize - 1])
+}
+
+/// Whether `role` may send a request with `method`: `read` only what cannot change state.
+pub fn allows(role: Role, method: &Method) -> bool {
+    match role {
+        Role::Operate => true,
+        Role::Read => matches!(*method, Method::GET | Method::HEAD),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenSource;
+
+    fn token(name: &str, role: Role, secret: &str) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            role,
+            secret: secret.into(),
+            source: TokenSource::Inline,
         }
-        _ => ApiError::unauthorized().into_response(),
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        for header in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "BeArEr   abc  ",
+            "Bearer\tabc",
+        ] {
+            assert_eq!(bearer_credentials(header), Some("abc"), "{header:?}");
+        }
+        for header in [
+            "Bearer",
+            "Bearer ",
+            "Basic abc",
+            "Bearerabc",
+            "Token abc",
+            "",
+        ] {
+            assert_eq!(bearer_credentials(header), None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn the_matching_token_is_found_wherever_it_is_in_the_list() {
+        let tokens = [
+            token("a", Role::Read, "secret-a"),
+            token("b", Role::Operate, "secret-b"),
+            token("c", Role::Read, "secret-c"),
+        ];
+        for (secret, name) in [("secret-a", "a"), ("secret-b", "b"), ("secret-c", "c")] {
+            assert_eq!(matching_token(&tokens, secret).unwrap().name, name);
+        }
+        for wrong in ["secret-", "secret-d", "secret-aa", ""] {
+            assert!(matching_token(&tokens, wrong).is_none(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_token_may_only_read() {
+        assert!(allows(Role::Read, &Method::GET));
+        assert!(allows(Role::Read, &Method::HEAD));
+        for method in [Method::POST, Method::DELETE, Method::PUT, Method::PATCH] {
+            assert!(!allows(Role::Read, &method), "{method}");
+            assert!(allows(Role::Operate, &method), "{method}");
+        }
     }
 }

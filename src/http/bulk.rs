@@ -35,21 +35,56 @@ const DEFAULT_WAIT_MS: u64 = 20_000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BulkParams {
-    /// Only this queue (1 to 512 bytes).
+    /// Only this queue (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
-    /// Glob over the dotted function name, e.g. `app.workers.*`.
+    /// Glob over the dotted function name, e.g. `app.workers.*`. The document admits `*` and
+    /// `?` globs only; the server also takes `[...]` classes and `{a,b}` alternates.
+    #[param(pattern = r"^[^\[\]{}\\]*$")]
     pub function: Option<String>,
-    /// Exception type, bare (`TimeoutError`) or dotted.
+    /// Exception type, bare (`TimeoutError`) or dotted; `*` and `?` globs allowed (the server
+    /// also takes `[...]` and `{a,b}`). Not blank.
+    #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
     pub exception: Option<String>,
-    /// Only jobs that failed before this time (RFC 3339 or unix seconds).
+    /// Only jobs that failed before this time: RFC 3339 (`2026-01-31T12:00:00Z`) or unix seconds.
+    #[param(value_type = Option<FailureTime>, inline)]
     pub failed_before: Option<String>,
-    /// Only jobs that failed after this time (RFC 3339 or unix seconds).
+    /// Only jobs that failed after this time: RFC 3339 (`2026-01-31T12:00:00Z`) or unix seconds.
+    #[param(value_type = Option<FailureTime>, inline)]
     pub failed_after: Option<String>,
     /// Answer what would be touched; write nothing.
     pub dry_run: Option<bool>,
     /// How long to wait for the task before answering 202 (0 to 30000 ms, default 20000).
+    #[param(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
 }
+
+/// The schema of a failure time in a filter: RFC 3339, or unix seconds within ±10^11 (what
+/// `parse_time` takes). Only a schema: the parameter itself is read as text.
+pub struct FailureTime;
+
+impl utoipa::PartialSchema for FailureTime {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        };
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(-99_999_999_999.0))
+                    .maximum(Some(99_999_999_999.0)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for FailureTime {}
 
 /// The selection, validated.
 #[derive(Debug, Clone)]

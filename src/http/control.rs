@@ -235,6 +235,7 @@ pub async fn policies(State(app): State<AppState>) -> Json<Policies> {
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Entries to return, newest first (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
 }
 
@@ -271,13 +272,13 @@ pub async fn audit(
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "ok")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "ok")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready when Redis answers PING within a second; 503 otherwise.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let Some(mut con) = app.daemon.redis() else {
         app.daemon.metrics.set_redis_up(false);
@@ -298,7 +299,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(

@@ -1,5 +1,5 @@
 //! API errors: one JSON shape, `{"error": "...", "code": "..."}`, with the status codes of the
-//! interface (400, 401, 404, 409, 413, 503). Bad input is never a 500.
+//! interface (400, 401, 403, 404, 405, 409, 413, 503). Bad input is never a 500.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -57,11 +57,34 @@ impl ApiError {
         }
     }
 
+    /// A `read` token on a request that could change state.
+    pub fn forbidden(token: &str, method: &axum::http::Method) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "token {token:?} has role read, which allows GET only; {method} needs role operate"
+            ),
+        }
+    }
+
     pub fn too_large(limit: usize) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "payload_too_large",
             message: format!("request body over {limit} bytes"),
+        }
+    }
+
+    /// A request that took longer than the server allows (its work was dropped).
+    pub fn timeout(limit: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: format!(
+                "the request took over {}",
+                humantime::format_duration(limit)
+            ),
         }
     }
 

@@ -29,7 +29,9 @@ pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
 /// `retryd_policy` and the metrics' policy label for actions taken through the API.
 pub const MANUAL_POLICY: &str = "manual";
 
-/// Who made a request: the client's address, for logs and the audit trail.
+/// Who made a request, for logs and the audit trail: the name of the token it came with and
+/// the client's address (`ops-alice@10.0.0.5:51234`), or the address alone when the API needs
+/// no token.
 pub struct Who(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Who {
@@ -39,19 +41,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
         let addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.to_string());
-        Ok(Who(addr.unwrap_or_else(|| "unknown".to_string())))
+            .map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.to_string());
+        Ok(Who(match parts.extensions.get::<super::auth::Caller>() {
+            Some(caller) => format!("{}@{addr}", caller.name),
+            None => addr,
+        }))
     }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this queue (1 to 512 bytes).
+    /// Only this queue (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
-    /// Jobs to skip (default 0).
+    /// Jobs to skip, 0 to 1000000000 (default 0).
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 
@@ -87,7 +95,12 @@ pub struct FailedList {
 
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
 #[utoipa::path(get, path = "/api/v1/jobs/failed", params(ListParams), tag = "jobs",
-    responses((status = 200, body = FailedList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = FailedList, links(
+            ("Explain" = (operation_id = "explain", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Status" = (operation_id = "status", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Retry" = (operation_id = "retry_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Delete" = (operation_id = "delete_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+        )), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_failed(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -219,9 +232,10 @@ pub async fn selected_queues(
     queue: Option<&str>,
 ) -> ApiResult<Vec<String>> {
     match queue {
-        Some(q) if q.is_empty() || q.len() > 512 => Err(ApiError::bad_request(
+        // Characters, not bytes: what the OpenAPI document's maxLength counts.
+        Some(q) if q.is_empty() || q.chars().count() > 512 => Err(ApiError::bad_request(
             "invalid_queue",
-            "queue must have 1 to 512 bytes",
+            "queue must have 1 to 512 characters",
         )),
         Some(q) => Ok(vec![q.to_string()]),
         None => {
@@ -234,7 +248,8 @@ pub async fn selected_queues(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GroupParams {
-    /// Only this queue (1 to 512 bytes).
+    /// Only this queue (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
 }
 
@@ -445,7 +460,7 @@ pub struct RetryResult {
 }
 
 /// Requeues one failed job now (does not count as an automatic attempt).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn retry_one(
     State(app): State<AppState>,
@@ -482,7 +497,7 @@ pub struct DeleteResult {
 }
 
 /// Deletes one failed job: its registry entry, hash, dependency sets and results.
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_one(
     State(app): State<AppState>,
@@ -509,7 +524,7 @@ pub async fn delete_one(
 }
 
 /// Which policy decides this failed job, why the others do not, and when it is retried.
-#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn explain(
     State(app): State<AppState>,
@@ -546,7 +561,7 @@ pub struct JobStatus {
 }
 
 /// The status of any job.
-#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION)), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(app): State<AppState>,

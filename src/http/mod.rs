@@ -5,6 +5,7 @@
 mod auth;
 mod bulk;
 mod control;
+mod docs;
 mod error;
 mod extract;
 mod jobs;
@@ -22,10 +23,12 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
+pub use auth::{bearer_credentials, Caller};
+pub use docs::SWAGGER_UI_VERSION;
 pub use error::{ApiError, ErrorBody};
 
+use crate::config::ApiToken;
 use crate::state::DaemonState;
 
 /// Largest request body accepted; the API takes its input in the query string.
@@ -37,15 +40,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub daemon: Arc<DaemonState>,
-    pub token: Option<Arc<str>>,
+    /// The tokens read at start (a change needs a restart); empty: no token needed.
+    pub tokens: Arc<[ApiToken]>,
     pub tasks: Arc<bulk::Tasks>,
 }
 
 impl AppState {
-    pub fn new(daemon: Arc<DaemonState>, token: Option<String>) -> AppState {
+    pub fn new(daemon: Arc<DaemonState>, tokens: Vec<ApiToken>) -> AppState {
         AppState {
             daemon,
-            token: token.map(Arc::from),
+            tokens: tokens.into(),
             tasks: Arc::new(bulk::Tasks::default()),
         }
     }
@@ -80,7 +84,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
-        .route("/metrics", get(control::metrics));
+        .route("/metrics", get(control::metrics))
+        .merge(docs::routes());
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -89,10 +94,7 @@ pub fn router(app: AppState) -> Router {
         ))
         .layer(middleware::from_fn(reject_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(time_limit))
         .with_state(app)
 }
 
@@ -106,6 +108,19 @@ async fn method_not_allowed() -> Response {
             .into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// Answers 503 `{"code": "timeout"}` to a request still running after [`REQUEST_TIMEOUT`]
+/// (dropping its handler), in the error shape the OpenAPI document declares for every 503.
+async fn time_limit(request: Request, next: Next) -> Response {
+    within(REQUEST_TIMEOUT, request, next).await
+}
+
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(limit).into_response(),
+    }
 }
 
 /// Answers 413 before reading a body whose declared length is over the limit.
@@ -175,3 +190,39 @@ pub async fn serve(
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_gets_a_json_503() {
+        let limit = Duration::from_millis(50);
+        let slow = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            )
+            .layer(middleware::from_fn(move |request, next| {
+                within(limit, request, next)
+            }));
+        let request = Request::builder()
+            .uri("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = slow.oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "timeout", "{body}");
+    }
+}

@@ -1,9 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations (never written by hand).
 
+use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, error, jobs, stats};
+use super::{bulk, control, docs, error, jobs, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +14,7 @@ use super::{bulk, control, error, jobs, stats};
         bulk::retry_all, bulk::clear, bulk::task,
         stats::stats,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
-        control::healthz, control::readyz, control::metrics, document,
+        control::healthz, control::readyz, control::metrics, document, docs::page,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -34,8 +35,102 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// This document, as true for this daemon as the annotations allow: with tokens configured,
+/// every operation that needs one declares 401 (and 403 when a `read` token cannot send it);
+/// with none, no operation claims to need a token.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let doc = for_daemon(!app.tokens.is_empty());
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    camel_case_links(&mut value);
+    Json(value)
+}
+
+/// utoipa 5.5 writes a link's `operationId`, `operationRef` and `requestBody` in snake case
+/// (its `Link` lacks a serde rename), which makes every link invalid: the links let a client
+/// (and schemathesis' stateful phase) follow a listed job to its retry, delete and explain.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_string(), v);
+                }
+            }
+        }
+    }
+}
+
+/// The document for a daemon with (`auth`) or without tokens.
+pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::HttpMethod;
+    let mut doc = ApiDoc::openapi();
+    if !auth {
+        doc.security = None;
+    }
+    let error = |description: &str| {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for (method, operation) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ] {
+            let Some(operation) = operation else { continue };
+            let open = operation.security.as_ref().is_some_and(|s| {
+                s.iter()
+                    .all(|r| *r == utoipa::openapi::security::SecurityRequirement::default())
+            });
+            let responses = &mut operation.responses.responses;
+            // Any request with a declared body over the limit, on any route; any request that
+            // outlasts the time limit (and, where Redis is used, Redis being unreachable).
+            responses.insert("413".into(), error("request body over 64 KiB").into());
+            responses
+                .entry("503".into())
+                .or_insert_with(|| error("the request took over 60 s").into());
+            if open {
+                continue;
+            }
+            if auth {
+                responses.insert(
+                    "401".into(),
+                    error("missing or unknown bearer token").into(),
+                );
+                if method != HttpMethod::Get {
+                    responses.insert(
+                        "403".into(),
+                        error("the token has role read, which may only GET").into(),
+                    );
+                }
+            } else {
+                responses.remove("401");
+            }
+        }
+    }
+    doc
 }
