@@ -53,28 +53,24 @@ pub fn man_page() -> Vec<u8> {
     cli.build();
     let man = Man::new(cli.clone()).manual("rq-retryd manual");
     let mut out = Vec::new();
-    let sections: [fn(&Man, &mut dyn Write) -> io::Result<()>; 3] = [
-        Man::render_title,
-        Man::render_name_section,
-        Man::render_synopsis_section,
-    ];
-    for render in sections {
-        render(&man, &mut out).expect("writing to a Vec cannot fail");
-    }
+    render_page(&man, &cli, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// The sections of [`man_page`], in order.
+fn render_page(man: &Man, cli: &ClapCommand, out: &mut Vec<u8>) -> io::Result<()> {
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
     let mut roff = Roff::default();
     description_section(&mut roff);
-    roff.to_writer(&mut out)
-        .expect("writing to a Vec cannot fail");
-    man.render_options_section(&mut out)
-        .expect("writing to a Vec cannot fail");
+    roff.to_writer(out)?;
+    man.render_options_section(out)?;
     let mut roff = Roff::default();
-    commands_section(&mut roff, &cli);
+    commands_section(&mut roff, cli);
     reference_sections(&mut roff);
-    roff.to_writer(&mut out)
-        .expect("writing to a Vec cannot fail");
-    man.render_version_section(&mut out)
-        .expect("writing to a Vec cannot fail");
-    out
+    roff.to_writer(out)?;
+    man.render_version_section(out)
 }
 
 /// `.SH DESCRIPTION`: what the daemon does, in the words of the README's opening (the CLI's own
