@@ -160,6 +160,36 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
         "{info}"
     );
 
+    // Exactly these files, nothing stray (e.g. a /usr/local path or a missing completion).
+    let listing = stdout(&run(Command::new("dpkg-deb").arg("--contents").arg(&deb)));
+    let mut files: Vec<&str> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| p.trim_start_matches('.'))
+        .collect();
+    files.sort_unstable();
+    let mut expected = vec![
+        BINARY,
+        CONFIG,
+        UNIT,
+        TEMPLATE,
+        "/usr/lib/sysusers.d/rq-retryd.conf",
+        MAN_PAGE,
+        BASH_COMPLETION,
+        ZSH_COMPLETION,
+        FISH_COMPLETION,
+        "/usr/share/doc/rq-retryd/README.md",
+        "/usr/share/doc/rq-retryd/deploy.md",
+        "/usr/share/doc/rq-retryd/LICENSE",
+        "/usr/share/doc/rq-retryd/copyright",
+        "/usr/share/doc/rq-retryd/examples/example.toml",
+        "/usr/share/doc/rq-retryd/examples/prometheus-alerts.yml",
+        "/usr/share/doc/rq-retryd/examples/grafana-dashboard.json",
+    ];
+    expected.sort_unstable();
+    assert_eq!(files, expected, "the package's files:\n{listing}");
+
     let _purge_at_the_end = Installed {
         user_existed: service_user_exists(),
     };
