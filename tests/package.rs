@@ -303,8 +303,10 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
     );
     let postinst = std::fs::read_to_string("/var/lib/dpkg/info/rq-retryd.postinst").unwrap();
     assert!(
-        postinst.contains("try-restart") && !postinst.contains("deb-systemd-invoke start"),
-        "an upgrade restarts a running service and an install starts nothing:\n{postinst}"
+        postinst.contains("deb-systemd-invoke try-restart rq-retryd.service")
+            && postinst.contains("systemctl try-restart 'rq-retryd@*.service'")
+            && !postinst.contains("deb-systemd-invoke start"),
+        "an upgrade restarts the running units and an install starts nothing:\n{postinst}"
     );
 
     // The binary is the one this checkout built, and the config it ships is valid and safe.
