@@ -3,9 +3,12 @@
 #   docker run --rm -v $PWD/config/example.toml:/etc/rq-retryd/config.toml:ro \
 #     -e RQ_RETRYD_REDIS_URL=redis://redis:6379/0 -e RQ_RETRYD_HTTP_LISTEN=0.0.0.0:9732 \
 #     -e RQ_RETRYD_AUTH_TOKEN=change-me -p 9732:9732 rq-retryd
+# --build-arg RQ_RETRYD_GIT_COMMIT=$(git rev-parse --short=12 HEAD) names the commit in
+# --version and build_info (build.rs; there is no .git in the image, so "unknown" without it).
 FROM rust:1.88-slim-bookworm AS build
+ARG RQ_RETRYD_GIT_COMMIT=
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
 RUN cargo build --release --locked && strip target/release/rq-retryd

@@ -19,6 +19,9 @@
 #   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
 #     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
 #     target (default 20).
+#   - cargo-deb (pinned, cargo install only when missing) and man-db (apt, only when missing):
+#     scripts/package.sh builds the Debian package, and tests/package.rs installs it with
+#     dpkg -i, checks it (`man -l` renders the page), removes and purges it ($RQ_RETRYD_DEB).
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
 
@@ -165,6 +168,26 @@ for target in decode_job parse_config; do
   fi
   grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
 done
+
+# The Debian package (issue 14). package.sh does a release build of the binary (the only
+# release build here), renders the man page and completions with it, and runs cargo deb;
+# tests/package.rs (in the cargo test below) installs that .deb, checks it and purges it.
+CARGO_DEB_VERSION=3.8.0
+step "building the Debian package (scripts/package.sh)"
+if [[ $(cargo deb --version 2>/dev/null) != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+  echo "cargo-deb $CARGO_DEB_VERSION is missing: installing it with cargo install"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
+if ! command -v man >/dev/null; then
+  echo "man is missing: installing Debian's man-db package with apt-get"
+  apt_install --no-install-recommends man-db
+fi
+for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers; do
+  command -v "$tool" >/dev/null || die "$tool is missing: tests/package.rs needs a Debian system with systemd installed"
+done
+RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1)
+export RQ_RETRYD_DEB
+echo "built $RQ_RETRYD_DEB"
 
 step "cargo test --all-targets"
 cargo test --all-targets

@@ -207,15 +207,19 @@ impl Metrics {
             .register(Box::new(circuit_open.clone()))
             .expect("register once");
         let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Build information; always 1."),
-            &["version"],
+            Opts::new(
+                "build_info",
+                "Build information (crate version, git commit); always 1.",
+            ),
+            &["version", "commit"],
         )
         .expect("valid metric");
         registry
             .register(Box::new(build_info.clone()))
             .expect("register once");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            // The commit is set by build.rs ("unknown" outside git).
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RQ_RETRYD_GIT_COMMIT")])
             .set(1);
         Metrics {
             registry,

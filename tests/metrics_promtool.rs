@@ -270,7 +270,11 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
         value(
             &samples,
             "rq_retryd_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                // build.rs: the git commit of this build (issue 14).
+                ("commit", env!("RQ_RETRYD_GIT_COMMIT"))
+            ]
         ),
         1.0
     );

@@ -3,10 +3,12 @@
 
 mod check_config;
 mod explain;
+mod generate;
 mod once;
 mod run;
 
 pub use check_config::render_config;
+pub use generate::{completions, man_page};
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,8 +26,12 @@ pub const EXIT_CONFIG: u8 = 2;
 /// running `once` should notice. The summary still prints.
 pub const EXIT_REFUSED: u8 = 3;
 
-/// Loads the config, installs logging, builds the runtime and runs the chosen command.
+/// Generates docs without a config, or loads the config, installs logging, builds the runtime and runs the chosen command.
 pub fn main(cli: Cli) -> ExitCode {
+    // Generated from the CLI alone: no config to load, so it works on any build machine.
+    if let Command::Generate { what } = cli.command() {
+        return ExitCode::from(generate::generate(what));
+    }
     // rustls needs one process-wide crypto provider for rediss:// connections.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match config::load(cli.config.as_deref()) {
@@ -69,5 +75,6 @@ async fn dispatch(cli: &Cli, config: Arc<Config>, telemetry: Arc<telemetry::Tele
         Command::Once { dry_run, json } => once::once(config, *dry_run, *json).await,
         Command::Explain { job_id, json } => explain::explain(config, job_id, *json).await,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
+        Command::Generate { .. } => unreachable!("handled before the config is loaded"),
     }
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the Debian package target/debian/rq-retryd_<version>-1_<arch>.deb (deploy/README.md).
+#
+#   ./scripts/package.sh          needs cargo-deb: cargo install cargo-deb --locked
+#
+# Steps, and why:
+#   1. cargo build --release: the binary the package ships. Without debug info
+#      (CARGO_PROFILE_RELEASE_DEBUG=false): Cargo.toml keeps debug = 1 for profiling, which
+#      would make the packaged binary several times larger; panics still name their functions.
+#   2. That binary renders the man page and the bash, zsh and fish completions into
+#      target/assets/ (`rq-retryd generate`, from the clap definitions, so they match the
+#      flags of the binary they ship with).
+#   3. The unit files are copied into target/assets/systemd with ExecStart=/usr/bin/rq-retryd,
+#      where the package puts the binary (deploy/systemd says /usr/local/bin, where the manual
+#      install puts it); the script fails if that line is not there to rewrite.
+#   4. cargo deb --no-build packages it all per [package.metadata.deb] in Cargo.toml.
+# Prints the path of the .deb as its last line.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+die() { echo "error: $*" >&2; exit 1; }
+command -v cargo-deb >/dev/null || die "cargo-deb is missing: cargo install cargo-deb --locked"
+
+export CARGO_PROFILE_RELEASE_DEBUG=false
+cargo build --release --locked --bin rq-retryd
+binary=target/release/rq-retryd
+
+assets=target/assets
+rm -rf "$assets"
+mkdir -p "$assets/completions" "$assets/systemd"
+"$binary" generate man >"$assets/rq-retryd.1"
+"$binary" generate completions bash >"$assets/completions/rq-retryd.bash"
+"$binary" generate completions zsh >"$assets/completions/_rq-retryd"
+"$binary" generate completions fish >"$assets/completions/rq-retryd.fish"
+
+for unit in rq-retryd.service rq-retryd@.service; do
+  source_unit=deploy/systemd/$unit
+  grep -q '^ExecStart=/usr/local/bin/rq-retryd ' "$source_unit" \
+    || die "$source_unit: no 'ExecStart=/usr/local/bin/rq-retryd ' line to point at /usr/bin"
+  sed 's|^ExecStart=/usr/local/bin/rq-retryd |ExecStart=/usr/bin/rq-retryd |' \
+    "$source_unit" >"$assets/systemd/$unit"
+done
+cp deploy/systemd/rq-retryd.sysusers "$assets/systemd/rq-retryd.sysusers"
+
+cargo deb --no-build --locked >&2
+version=$(cargo metadata --no-deps --format-version 1 --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+deb=$(ls -t target/debian/rq-retryd_"$version"-*.deb 2>/dev/null | head -n 1)
+[[ -n $deb ]] || die "cargo deb wrote no target/debian/rq-retryd_$version-*.deb"
+echo "$(pwd)/$deb"
