@@ -128,10 +128,10 @@ class SoakRedis(Server):
 
     def shutdown(self):
         """SHUTDOWN: Redis flushes and fsyncs the AOF, so what it acknowledged survives."""
-        try:
-            self.client().shutdown()
-        except redis.exceptions.RedisError:
-            pass
+        # redis-cli, not redis-py: redis-py retries the lost connection with backoff and
+        # returns seconds after Redis has gone.
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
         self.proc.wait(timeout=60)
         self.proc = None
 
@@ -361,14 +361,17 @@ class Soak:
         down = self.args.redis_down
         log(f"Redis restart: SHUTDOWN (AOF), {down:.0f}s down, start again on port {self.server.port}")
         requeued_before = self.requeued_total()
+        self.events["rss_before_restart_mib"] = round(rss_kib(self.daemon.pid) / 1024, 1)
         t0 = time.time()
         self.server.shutdown()
+        stopped = time.time() - t0
         time.sleep(down)
         self.server.start()
         up = time.time() - t0
+        self.events["redis_shutdown_s"] = round(stopped, 2)
         ready = self.wait_ready(60, "the daemon did not reconnect within 60 s of Redis returning")
         if ready is not None:
-            log(f"Redis back after {up:.1f}s; daemon /readyz 200 again {ready:.2f}s later")
+            log(f"Redis back after {up:.1f}s (SHUTDOWN took {stopped:.1f}s); daemon /readyz 200 again {ready:.2f}s later")
             self.events["redis_down_s"] = round(up, 2)
             self.events["daemon_ready_after_s"] = round(ready, 3)
         self.restart_window = (t0, t0 + up)
@@ -454,6 +457,11 @@ class Soak:
             if not restarted and time.time() >= restart_at:
                 restarted = True
                 self.restart_redis()
+            if restarted and "rss_30s_after_restart_mib" not in self.events and time.time() > self.restart_window[1] + 30:
+                # A step in RSS at the reconnect is told apart from a steady growth this way.
+                self.events["rss_30s_after_restart_mib"] = round(rss_kib(self.daemon.pid) / 1024, 1)
+                log(f"daemon RSS {self.events['rss_before_restart_mib']} MiB just before the Redis restart, "
+                    f"{self.events['rss_30s_after_restart_mib']} MiB 30 s after it")
             if time.time() - start >= minute * a.report_every:
                 prev = self.sample(minute, prev)
                 minute += 1
@@ -503,27 +511,23 @@ class Soak:
             chunk = tokens[i:i + 1000]
             with r.pipeline(transaction=False) as p:
                 for t in chunk:
-                    p.hmget(f"rq:job:soak-{t}", "status", "retryd_attempts", "retryd_exhausted")
+                    p.hmget(f"rq:job:soak-{t}", "status", "retryd_attempts", "retryd_exhausted", "ended_at")
                     p.hgetall(f"soak:t:{t}")
                 res = p.execute()
             for j, t in enumerate(chunk):
-                status, attempts, exhausted = res[2 * j]
+                status, attempts, exhausted, ended_at = res[2 * j]
                 tally = {k.decode(): v.decode() for k, v in res[2 * j + 1].items()}
                 out[t] = {"places": places.get(f"soak-{t}", []), "hash": status is not None,
                           "status": status.decode() if status else None, "attempts": int(attempts or 0),
-                          "exhausted": exhausted == b"1", "exec": int(tally.get("exec", 0)),
+                          "exhausted": exhausted == b"1", "ended_at": (ended_at or b"").decode(),
+                          "exec": int(tally.get("exec", 0)),
                           "success": int(tally.get("success", 0)),
                           "first_ok_at": float(tally["first_ok_at"]) if "first_ok_at" in tally else None,
                           "exec_at": sorted(float(v) for k, v in tally.items() if k.startswith("exec") and k.endswith("_at"))}
         return out, places
 
-    def unsettled(self, locs):
-        """Jobs not yet in a final state: queued, being run, or failed and not exhausted."""
-        busy = [t for t, l in locs.items() if set(l["places"]) & {"queue", "intermediate", "started"}]
-        pending = [t for t, l in locs.items() if l["places"] == ["failed"] and not l["exhausted"]]
-        return busy, pending
-
     def next_retry(self, token):
+        """rq-retryd's next retry time for a failed job (None when it has none or cannot say)."""
         try:
             e = http(self.http_port, "GET", f"/api/v1/jobs/failed/soak-{token}/explain")
         except (OSError, urllib.error.HTTPError):
@@ -531,28 +535,50 @@ class Soak:
         return e.get("next_retry_at")
 
     def drain(self):
+        """Waits until nothing is queued or running and every failed job is exhausted, or is one
+        rq-retryd will never act on (no ended_at: the end check reports it), or until
+        --drain-timeout. Reads only the queue and the registries, every 2 s."""
         a = self.args
         r = self.server.client()
-        tokens = dict(self.producer.tokens)
         t0 = time.time()
         log(f"draining (up to {a.drain_timeout:.0f}s): waiting for every job to be finished or exhausted ...")
         last_print = 0
         while True:
             self.workers.check()
-            locs, _ = self.locations(r, tokens)
-            busy, pending = self.unsettled(locs)
-            if not busy and not pending:
-                log(f"drained in {time.time() - t0:.1f}s: nothing queued, running or waiting")
+            try:
+                with r.pipeline(transaction=False) as p:
+                    p.llen(f"rq:queue:{QUEUE}")
+                    p.llen(f"rq:queue:{QUEUE}:intermediate")
+                    p.zcard(f"rq:wip:{QUEUE}")
+                    p.zrange(f"rq:failed:{QUEUE}", 0, -1)
+                    queued, inter, running, failed = p.execute()
+                with r.pipeline(transaction=False) as p:
+                    for job_id in failed:
+                        p.hmget(b"rq:job:" + job_id, "retryd_exhausted", "ended_at")
+                    marks = p.execute()
+            except redis.exceptions.RedisError as e:
+                log(f"  draining: Redis unreachable ({e})")
+                time.sleep(2)
+                continue
+            busy = queued + inter + running
+            pending = [j for j, (ex, _) in zip(failed, marks) if ex != b"1"]
+            # A failed job without a failure time is one rq-retryd skips as undecodable; it
+            # never moves, so waiting for it is pointless (the end check reports it).
+            stuck = [j for j, (ex, ended) in zip(failed, marks) if ex != b"1" and not ended]
+            waiting = len(pending) - len(stuck)
+            if not busy and not waiting:
+                left = f" ({len(stuck)} failed jobs without ended_at that rq-retryd skips)" if stuck else ""
+                log(f"drained in {time.time() - t0:.1f}s: nothing queued, running or waiting{left}")
                 break
             if time.time() - t0 > a.drain_timeout:
-                log(f"drain timeout: {len(busy)} queued or running, {len(pending)} failed and not exhausted")
+                log(f"drain timeout: {busy} queued or running, {waiting} failed and not exhausted")
                 break
             if time.time() - last_print > 10:
-                log(f"  draining: {len(busy)} queued or running, {len(pending)} failed and waiting for a retry")
+                log(f"  draining: {busy} queued or running, {waiting} failed and waiting for a retry")
                 last_print = time.time()
             if not self.daemon_alive():
                 break
-            time.sleep(1)
+            time.sleep(2)
         self.events["drain_s"] = round(time.time() - t0, 1)
 
     def check(self):
@@ -594,6 +620,13 @@ class Soak:
                 state = "finished"
             elif place == "failed" and l["status"] == "failed" and l["exhausted"]:
                 state = "exhausted"
+            elif place == "failed" and l["status"] == "failed" and not l["ended_at"]:
+                # RQ 2.x fails a job a dead worker had dequeued but not started (its
+                # intermediate-queue cleanup) without writing ended_at; rq-retryd counts such a
+                # job as undecodable (decode_error) and never retries it.
+                problem("!failed by RQ without ended_at (a worker died holding it): rq-retryd skips it as "
+                        "undecodable, so it is never retried", t, l)
+                continue
             elif place == "failed" and l["status"] == "failed":
                 due = self.next_retry(t)
                 if due and parse_time(due) > now:
