@@ -345,6 +345,8 @@ class Soak:
 
     def reload(self):
         before = http(self.http_port, "GET", "/api/v1/policies")
+        self.events["rss_before_reload_mib"] = round(rss_kib(self.daemon.pid) / 1024, 1)
+        self.reload_time = time.time()
         self.write_config(reloaded=True)
         self.daemon.send_signal(signal.SIGHUP)
         t0 = time.time()
@@ -457,6 +459,10 @@ class Soak:
             if not restarted and time.time() >= restart_at:
                 restarted = True
                 self.restart_redis()
+            if reloaded and "rss_30s_after_reload_mib" not in self.events and time.time() > self.reload_time + 30:
+                self.events["rss_30s_after_reload_mib"] = round(rss_kib(self.daemon.pid) / 1024, 1)
+                log(f"daemon RSS {self.events['rss_before_reload_mib']} MiB just before the SIGHUP reload, "
+                    f"{self.events['rss_30s_after_reload_mib']} MiB 30 s after it")
             if restarted and "rss_30s_after_restart_mib" not in self.events and time.time() > self.restart_window[1] + 30:
                 # A step in RSS at the reconnect is told apart from a steady growth this way.
                 self.events["rss_30s_after_restart_mib"] = round(rss_kib(self.daemon.pid) / 1024, 1)
