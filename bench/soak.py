@@ -480,6 +480,8 @@ class Soak:
                 prev = self.sample(minute, prev)  # the last partial minute, if it is not tiny
             self.drain()
         self.workers.stop()
+        if a.inject_faults:
+            self.inject_faults()
         self.check()
         self.stop_daemon()
 
@@ -587,6 +589,21 @@ class Soak:
             time.sleep(2)
         self.events["drain_s"] = round(time.time() - t0, 1)
 
+    def inject_faults(self):
+        """--inject-faults: breaks three jobs the way a bug would, so a run shows the end check
+        catches each (the run must then fail with exactly these three)."""
+        r = self.server.client()
+        finished = [m.decode() for m in r.zrange(f"rq:finished:{QUEUE}", 0, 2)]
+        exhausted = [m.decode() for m in r.zrange(f"rq:failed:{QUEUE}", 0, -1)
+                     if r.hget(b"rq:job:" + m, "retryd_exhausted") == b"1"][:1]
+        if len(finished) < 2 or not exhausted:
+            self.fail("--inject-faults: not enough finished and exhausted jobs to break")
+            return
+        r.zrem(f"rq:finished:{QUEUE}", finished[0])  # lost: in no registry
+        r.zadd(f"rq:finished:{QUEUE}", {exhausted[0]: time.time()})  # in two places
+        r.hincrby(f"soak:t:{finished[1][len('soak-'):]}", "success", 1)  # succeeded twice
+        log(f"injected faults: {finished[0]} lost, {exhausted[0]} in two places, {finished[1]} succeeded twice")
+
     def check(self):
         r = self.server.client()
         tokens = dict(self.producer.tokens)
@@ -646,7 +663,7 @@ class Soak:
             states[state].append(t)
             if l["success"] > 1:
                 problem("succeeded more than once", t, l)
-            if (state == "finished") != (l["success"] == 1):
+            if (state == "finished" and l["success"] == 0) or (state != "finished" and l["success"] > 0):
                 problem(f"{state} with {l['success']} successes", t, l)
             # Each execution after the first follows one automatic requeue by rq-retryd.
             if state != "waiting" and l["exec"] != l["attempts"] + 1:
@@ -777,6 +794,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "rq-retryd"))
     ap.add_argument("--venv", default=os.path.join(REPO, "target", "venv-rq2"))
     ap.add_argument("--json", help="write the samples, events and check results here")
+    ap.add_argument("--inject-faults", action="store_true",
+                    help="break three jobs before the end check (lost, in two places, succeeded twice) to see it fail")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, AOF) even when every check passes")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
