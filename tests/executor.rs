@@ -11,14 +11,7 @@ use support::jobs::{async_con, read_facts as facts, FailedJob};
 use support::RedisServer;
 
 fn requeue(f: &JobFacts, attempt: Option<u32>, at_front: bool) -> Write {
-    Write {
-        job_id: f.job_id.clone(),
-        queue: f.queue.clone(),
-        origin: f.origin.clone(),
-        cas: f.cas.clone(),
-        policy: "transient".into(),
-        kind: WriteKind::Requeue { attempt, at_front },
-    }
+    Write::of(f, "transient", WriteKind::Requeue { attempt, at_front })
 }
 
 fn with_kind(f: &JobFacts, kind: WriteKind) -> Write {

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use redis::Commands;
 use serde_json::{json, Value};
 
-use support::http::{enc, metric, parse_metrics, run_to_exit, Daemon, DaemonConfig};
+use support::http::{enc, metric, parse_metrics, run_to_exit, Daemon, DaemonConfig, HANDS_OFF};
 use support::jobs::{key_content, snapshot, traceback, FailedJob};
 use support::rq::{JobSpec, Rq};
 use support::RedisServer;
@@ -36,13 +36,6 @@ name = "drop-bad-input"
 exceptions = ["ValueError"]
 action = "purge"
 purge_after = "7d"
-"#;
-
-/// Matches every job and never acts: the daemon's own scans cannot change anything.
-const HANDS_OFF: &str = r#"
-[[policy]]
-name = "hands-off"
-action = "ignore"
 "#;
 
 /// A Redis and a daemon that has finished its startup scan.

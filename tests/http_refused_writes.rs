@@ -8,16 +8,9 @@ mod support;
 
 use redis::Commands;
 
-use support::http::{Daemon, DaemonConfig};
+use support::http::{Daemon, DaemonConfig, HANDS_OFF};
 use support::jobs::{key_content, FailedJob, KeyContent};
 use support::RedisServer;
-
-/// Matches every job and never acts: only the API writes.
-const HANDS_OFF: &str = r#"
-[[policy]]
-name = "hands-off"
-action = "ignore"
-"#;
 
 fn start() -> (RedisServer, Daemon) {
     let redis = RedisServer::start();

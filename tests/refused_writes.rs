@@ -23,14 +23,7 @@ use support::RedisServer;
 type Snapshot = BTreeMap<Vec<u8>, KeyContent>;
 
 fn write(f: &JobFacts, kind: WriteKind) -> Write {
-    Write {
-        job_id: f.job_id.clone(),
-        queue: f.queue.clone(),
-        origin: f.origin.clone(),
-        cas: f.cas.clone(),
-        policy: "transient".into(),
-        kind,
-    }
+    Write::of(f, "transient", kind)
 }
 
 const REQUEUE: WriteKind = WriteKind::Requeue {

@@ -15,16 +15,9 @@ use tokio_util::sync::CancellationToken;
 use rq_retryd::config::Config;
 use rq_retryd::state::DaemonState;
 use rq_retryd::supervisor::Supervisor;
-use support::http::{enc, metric, parse_metrics, Daemon, DaemonConfig};
+use support::http::{enc, metric, parse_metrics, Daemon, DaemonConfig, HANDS_OFF};
 use support::jobs::FailedJob;
 use support::RedisServer;
-
-/// Matches every job and never acts: the daemon's own scans change nothing.
-const HANDS_OFF: &str = r#"
-[[policy]]
-name = "hands-off"
-action = "ignore"
-"#;
 
 /// No policy for queue `held`: its jobs are unmatched.
 const ELSEWHERE: &str = r#"

@@ -17,6 +17,14 @@ use serde_json::Value;
 
 use super::free_port;
 
+/// A policy that matches every job and never acts: the daemon's own scans change nothing, so
+/// only what a test does through the API writes.
+pub const HANDS_OFF: &str = r#"
+[[policy]]
+name = "hands-off"
+action = "ignore"
+"#;
+
 /// How long one HTTP exchange may take (a 503 after a Redis reconnect attempt takes seconds).
 const HTTP_DEADLINE: Duration = Duration::from_secs(90);
 /// How long the daemon may take to answer `/healthz` (or `/readyz`) after it was started.
