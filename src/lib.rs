@@ -13,6 +13,7 @@ pub mod executor;
 pub mod explain;
 pub mod http;
 pub mod index;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -177,6 +177,7 @@ impl Supervisor {
         if result.is_ok() && !cancel.is_cancelled() {
             self.cache.lock().expect("cache lock").end_scan();
             self.skips.lock().expect("skips lock").end_scan();
+            crate::memory::give_back();
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         let metrics = &self.state.metrics;
