@@ -254,6 +254,15 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                     }
                 }
                 Err(e) => {
+                    // The beat is the most frequent contact with Redis, and the health check
+                    // skips its PING while beats answer: a failed beat says Redis is down.
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_timeout()
+                    {
+                        state.metrics.set_redis_up(false);
+                    }
                     if !state.is_active() && token.is_some() {
                         // The lease ran out without a renewal reaching Redis.
                         state.drop_lease();
