@@ -161,8 +161,16 @@ fn every_sighup_reload_with_another_policy_re_decides_the_job() {
     // Two reloads in a row: the second one's policy decides.
     reload(ELSEWHERE, "elsewhere");
     reload(NOW, "now");
-    // The scan each reload asks for may be the one that requeues it.
-    daemon.scan();
+    // The scan each reload asks for may be the one that requeues it; a scan that was already
+    // running when `now` was loaded decided under the policy before it, so ask until one
+    // started under `now` has run.
+    daemon.wait_until("the job requeued under `now`", |d| {
+        if queue_ids(&mut con, "held") == vec!["reloaded".to_string()] {
+            return true;
+        }
+        d.post("/api/v1/supervisor/scan").expect(202);
+        false
+    });
     assert_eq!(queue_ids(&mut con, "held"), vec!["reloaded"]);
     assert!(!in_failed(&mut con, "held", "reloaded"));
     let samples = parse_metrics(&daemon.get("/metrics").text());
