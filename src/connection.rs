@@ -120,6 +120,12 @@ fn url_for(config: &Config, host: &str, port: u16) -> RedisResult<String> {
 
 /// Connects once (to the current master when Sentinel is configured); fails if Redis cannot
 /// be reached now.
+/// Whether `e` means Redis cannot be reached (I/O, a dropped or refused connection, a
+/// timeout), as opposed to Redis answering with an error: what `rq_retryd_redis_up` reports.
+pub fn is_unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
 pub async fn connect(config: &Config) -> RedisResult<ConnectionManager> {
     Ok(connect_tracking(config).await?.0)
 }

@@ -235,10 +235,10 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                 Ok(beat) => {
                     state.redis_answered();
                     if beat.lease.corrupt {
-                        error!(key = %crate::rq::Keys::new(&config.redis.key_prefix).retryd_lease(), "the lease key is not a string: no instance can be active until it is deleted");
+                        error!(key = %snap.registry.keys().retryd_lease(), "the lease key is not a string: no instance can be active until it is deleted");
                     }
                     if beat.switches.corrupt {
-                        error!(key = %crate::rq::Keys::new(&config.redis.key_prefix).retryd_switches(), "the switches key is not a hash: automatic writes are held back until it is deleted");
+                        error!(key = %snap.registry.keys().retryd_switches(), "the switches key is not a hash: automatic writes are held back until it is deleted");
                     }
                     let holder = beat.lease.holder.clone();
                     let change = state.absorb_beat(beat, sent);
@@ -256,11 +256,7 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                 Err(e) => {
                     // The beat is the most frequent contact with Redis, and the health check
                     // skips its PING while beats answer: a failed beat says Redis is down.
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || e.is_connection_refusal()
-                        || e.is_timeout()
-                    {
+                    if crate::connection::is_unreachable(&e) {
                         state.metrics.set_redis_up(false);
                     }
                     if !state.is_active() && token.is_some() {

@@ -200,11 +200,7 @@ impl Supervisor {
             }
             Err(e) => {
                 metrics.scan_failed();
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                {
+                if crate::connection::is_unreachable(&e) {
                     metrics.set_redis_up(false);
                 }
                 Err(e)
