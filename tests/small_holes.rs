@@ -142,6 +142,9 @@ fn every_sighup_reload_with_another_policy_re_decides_the_job() {
         daemon.wait_until(&format!("policy {name} is loaded"), |d| {
             d.get("/api/v1/policies").expect(200)["policies"][0]["name"] == name
         });
+        // A scan already running when the reload landed decides under the old policy: let it
+        // end, so the next scan the test asks for starts under the new one.
+        daemon.scan();
     };
     let counts = |scan: &Value| {
         let r = &scan["report"];
