@@ -173,9 +173,14 @@ impl DaemonState {
     /// the metrics, and says what changed.
     pub fn absorb_beat(&self, beat: Beat, sent: std::time::Instant) -> BeatChange {
         let mine = beat.lease.holder.as_deref() == Some(self.instance.as_str());
+        let lease_ttl = self.config().supervisor.lease_ttl;
         let mut shared = self.shared.lock().expect("shared lock");
-        let was_active = shared.renewed.is_some()
-            && shared.beat.lease.holder.as_deref() == Some(self.instance.as_str());
+        // Active as `is_active` saw it: a lease whose last renewal is older than the lease
+        // time counted as lost (the scan loop stood by), even though no beat said so. A beat
+        // that renews it is then a new start, and must wake the scan loop.
+        let held = shared.beat.lease.holder.as_deref() == Some(self.instance.as_str())
+            && shared.renewed.is_some();
+        let was_active = held && shared.renewed.is_some_and(|at| at.elapsed() < lease_ttl);
         let scan_requested = beat.switches.scan_requested_at.is_some()
             && beat.switches.scan_requested_at != shared.beat.switches.scan_requested_at
             && shared.seen_first_beat;
@@ -183,7 +188,7 @@ impl DaemonState {
         shared.seen_first_beat = true;
         let change = BeatChange {
             became_active: mine && !was_active,
-            stopped_being_active: !mine && was_active,
+            stopped_being_active: !mine && held,
             scan_requested,
         };
         self.metrics.set_paused(beat.switches.holds_writes());
@@ -273,5 +278,43 @@ mod tests {
             seen.push(generation);
         }
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
+
+    fn beat_held_by(holder: &str) -> Beat {
+        Beat {
+            lease: crate::switchboard::LeaseView {
+                holder: Some(holder.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    // See: issue 11 (CI: Redis killed and restarted while the daemon was stopped for longer
+    // than the lease; its next beat renewed the lease it still held in Redis, but the scan
+    // loop, which had stood by, was never woken and the remaining jobs were never requeued).
+    #[test]
+    fn a_beat_that_renews_a_lease_which_ran_out_locally_makes_the_instance_active_again() {
+        let state = DaemonState::new(config("a"));
+        let me = state.instance.clone();
+        let first = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
+        assert!(first.became_active, "{first:?}");
+        assert!(state.is_active());
+        let second = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
+        assert!(
+            !second.became_active,
+            "a plain renewal is no news: {second:?}"
+        );
+
+        // No renewal reached Redis for longer than the lease (a stalled process, a hung
+        // Redis): the instance counts itself as standing by...
+        let ttl = state.config().supervisor.lease_ttl;
+        state.shared.lock().unwrap().renewed = Some(std::time::Instant::now() - ttl * 2);
+        assert!(!state.is_active());
+        // ...and the beat that finds the lease still its own is a new start.
+        let back = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
+        assert!(back.became_active, "{back:?}");
+        assert!(!back.stopped_being_active, "{back:?}");
+        assert!(state.is_active());
     }
 }

@@ -131,9 +131,15 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
             .filter(|_| active)
             .map(|due| Instant::now() + wake_delay(due, Utc::now()));
         let next_scan_at = active.then_some(next_scan);
+        // A standby also looks again at every beat interval: waking up must not hang on one
+        // notification alone (a lease that ran out locally and was then renewed is the case
+        // the heartbeat's own wake-up missed once).
+        let recheck_at =
+            (!active).then(|| Instant::now() + state.config().supervisor.lease_ttl / 3);
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = sleep_until_opt(next_ping) => {}
+            _ = sleep_until_opt(recheck_at) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = sleep_until_opt(next_scan_at) => {
                 let Some(mut con) = state.redis() else { continue };
