@@ -19,6 +19,9 @@ pub struct Explanation {
     pub function: Option<String>,
     pub exception_type: Option<String>,
     pub failed_at: DateTime<Utc>,
+    /// `ended_at`, or `failed_registry` for a failure RQ recorded without one (its worker
+    /// died): then `failed_at` is when RQ moved the job to the failed registry.
+    pub failed_at_from: crate::rq::job::FailedAt,
     pub attempts: u32,
     pub max_attempts: Option<u32>,
     pub exhausted: bool,
@@ -89,6 +92,7 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         function: job.func_name.clone(),
         exception_type: job.exc_type().map(str::to_string),
         failed_at: job.failed_at,
+        failed_at_from: job.failed_at_from,
         attempts: job.attempts,
         max_attempts: retry_spec.map(|s| s.max_attempts),
         exhausted: job.exhausted,
@@ -140,7 +144,13 @@ pub fn render(e: &Explanation) -> String {
     let _ = writeln!(out, "queue        {} (origin {})", e.queue, e.origin);
     let _ = writeln!(out, "function     {}", or_unknown(&e.function));
     let _ = writeln!(out, "exception    {}", or_unknown(&e.exception_type));
-    let _ = writeln!(out, "failed at    {}", ts(e.failed_at));
+    let from = match e.failed_at_from {
+        crate::rq::job::FailedAt::EndedAt => "",
+        crate::rq::job::FailedAt::FailedRegistry => {
+            " (no ended_at: when RQ moved it to the failed registry; its worker died)"
+        }
+    };
+    let _ = writeln!(out, "failed at    {}{from}", ts(e.failed_at));
     let max = e
         .max_attempts
         .map(|m| format!(" of {m}"))

@@ -89,7 +89,7 @@ fn run_schemathesis(token: Option<&str>) {
     Rq::rq2().seed_failed_jobs(&redis.url(), 200, &["default", "emails", "reports"]);
     let mut con = redis.conn();
     FailedJob::new("corrupt")
-        .field("ended_at", b"")
+        .field("ended_at", b"yesterday")
         .write(&mut con);
     FailedJob::new("plain").queue("emails").write(&mut con);
 

@@ -123,6 +123,67 @@ async fn a_decision_on_a_failure_that_changed_meanwhile_writes_nothing() {
     assert_eq!(support::jobs::snapshot(&mut sync), before);
 }
 
+// See: issue 11 (the soak: a job RQ failed after its worker died has no ended_at).
+#[tokio::test]
+async fn a_failure_without_ended_at_is_written_only_while_it_is_still_that_failure() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    for id in ["gone-worker", "requeued-by-rq", "then-failed-again"] {
+        FailedJob::new(id).write(&mut sync);
+        let _: () = sync.hdel(format!("rq:job:{id}"), "ended_at").unwrap();
+    }
+    let mut con = async_con(&server).await;
+    let executor = Executor::new(Keys::new("rq"));
+    let abandoned = facts(&mut con, "default", "gone-worker").await;
+    assert_eq!(abandoned.cas.ended_at, "");
+    assert_eq!(
+        executor
+            .apply(&mut con, &[requeue(&abandoned, Some(1), false)], Utc::now())
+            .await
+            .unwrap(),
+        vec![Outcome::Requeued]
+    );
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["gone-worker"]);
+
+    // Decided on while it had no ended_at; then RQ requeued it (status queued, still listed in
+    // the registry for a moment), or it ran and failed again (an ended_at now).
+    let requeued = facts(&mut con, "default", "requeued-by-rq").await;
+    let again = facts(&mut con, "default", "then-failed-again").await;
+    let _: () = sync
+        .hset("rq:job:requeued-by-rq", "status", "queued")
+        .unwrap();
+    let _: () = sync
+        .hset(
+            "rq:job:then-failed-again",
+            "ended_at",
+            support::jobs::rq_time(0),
+        )
+        .unwrap();
+    let before = support::jobs::snapshot(&mut sync);
+    for f in [&requeued, &again] {
+        let outcomes = executor
+            .apply(
+                &mut con,
+                &[
+                    requeue(f, Some(1), false),
+                    with_kind(f, WriteKind::Purge),
+                    with_kind(f, WriteKind::MarkExhausted),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Changed, Outcome::Changed, Outcome::Changed],
+            "{}",
+            f.job_id
+        );
+    }
+    assert_eq!(support::jobs::snapshot(&mut sync), before);
+}
+
 #[tokio::test]
 async fn a_registry_entry_without_a_job_hash_is_left_in_place() {
     let server = RedisServer::start();

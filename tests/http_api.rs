@@ -418,9 +418,9 @@ fn job_status_shows_any_job_with_its_full_failure_text() {
 fn single_job_routes_answer_404_for_unknown_jobs_and_409_for_corrupt_ones() {
     let (redis, daemon) = start(SLOW_POLICIES);
     let mut con = redis.conn();
-    // ended_at emptied: the job cannot be decoded, so it cannot be acted on safely.
+    // ended_at garbled: the job cannot be decoded, so it cannot be acted on safely.
     FailedJob::new("corrupt")
-        .field("ended_at", b"")
+        .field("ended_at", b"yesterday")
         .write(&mut con);
     // In a failed registry, but its hash is gone.
     let _: () = con
@@ -922,7 +922,7 @@ fn stats_of_a_redis_without_queues_are_empty_not_an_error() {
 /// | b1 | emails | ...emails.send_welcome  | ConnectionError               | old    |
 /// | b2 | emails | ...emails.send_welcome  | smtplib.SMTPServerDisconnected| recent |
 /// | b3 | emails | ...emails.send_welcome  | ValueError                    | recent |
-/// | c  | default| (corrupt: ended_at="")  |                               |        |
+/// | c  | default| (corrupt: ended_at garbled)  |                             |        |
 fn seed_selection(con: &mut redis::Connection) -> i64 {
     let render = "app.workers.reports.render_report";
     let welcome = "app.workers.emails.send_welcome";
@@ -939,7 +939,7 @@ fn seed_selection(con: &mut redis::Connection) -> i64 {
     )
     .write(con);
     job("b3", "emails", welcome, "ValueError", 100).write(con);
-    FailedJob::new("c").field("ended_at", b"").write(con);
+    FailedJob::new("c").field("ended_at", b"yesterday").write(con);
     Utc::now().timestamp() - 1_000
 }
 
@@ -1457,7 +1457,7 @@ fn no_get_changes_state() {
         .exception("ValueError", "bad")
         .write(&mut con);
     FailedJob::new("g3").queue("emails").write(&mut con);
-    FailedJob::new("bad").field("ended_at", b"").write(&mut con);
+    FailedJob::new("bad").field("ended_at", b"yesterday").write(&mut con);
     FailedJob::new("gone").write(&mut con);
     let _: () = con.del("rq:job:gone").unwrap();
     // Expired entries that RQ's own cleanup would remove: a GET must leave them be.

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::rq::{config_with_policies, retryd_once, write_config, JobSpec, Rq};
+use support::rq::{config_with_policies, retryd, retryd_once, write_config, JobSpec, Rq};
 use support::RedisServer;
 
 use std::path::PathBuf;
@@ -42,6 +42,7 @@ for_both_rq_versions!(
     exhausted_job_is_purged_when_on_exhausted_is_purge,
     purge_policy_deletes_only_matching_jobs_and_leaves_unmatched_ones_untouched,
     requeue_matches_rqs_own_failed_job_registry_requeue,
+    job_whose_worker_died_is_failed_by_rq_and_retried,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -112,6 +113,88 @@ fn flaky_job_is_retried_until_finished(rq: &Rq) {
     let run = retryd_once(&env.config, &[]);
     assert_eq!(run.count("requeued"), 0, "a finished job is left alone");
     assert_eq!(rq.status(&url, &id), "finished");
+}
+
+/// Retries what RQ fails after a worker died under the job, after a delay.
+const RETRY_ABANDONED: &str = r#"
+[[policy]]
+name = "worker-died"
+error_pattern = "AbandonedJobError"
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "2s" }
+"#;
+
+/// A worker is killed (`kill -9`, work horse and all) while running a job; RQ's own
+/// `StartedJobRegistry.cleanup` later fails the job ("due to AbandonedJobError"), without the
+/// `ended_at` a worker writes. rq-retryd dates that failure by when RQ put it into the failed
+/// registry, keeps it there for the policy's backoff, then requeues it once, and a worker runs
+/// it to the end. See: issue 11 (the soak found such jobs never retried).
+fn job_whose_worker_died_is_failed_by_rq_and_retried(rq: &Rq) {
+    let env = TestEnv::new(RETRY_ABANDONED);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("fragile", "tasks.hang_first")
+            .args(json!(["test:fragile:runs"]))
+            .kwargs(json!({"value": "survived"})),
+    );
+    let mut worker = rq.worker(&url, &["fragile"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.counter("test:fragile:runs") == 0 {
+        assert!(Instant::now() < deadline, "the worker never started {id}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    worker.kill9();
+    assert_eq!(rq.status(&url, &id), "started");
+
+    let cleaned = rq.ctl_json(&url, &["abandon", "--queue", "fragile"]);
+    assert_eq!(cleaned["failed"], json!([id.clone()]), "{cleaned}");
+    let failed_at = Instant::now();
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(
+        env.job_field(&id, "ended_at").unwrap_or_default(),
+        "",
+        "RQ fails an abandoned job without ended_at"
+    );
+
+    let explain = retryd(&env.config, &["explain", &id]);
+    assert_eq!(explain.code, 0, "{}\n{}", explain.stdout, explain.stderr);
+    assert!(
+        explain.stdout.contains("worker-died"),
+        "explain names the policy:\n{}",
+        explain.stdout
+    );
+    let early = retryd_once(&env.config, &[]);
+    // RQ dates the failure in whole seconds: the backoff ends 1-2 s after the cleanup.
+    if failed_at.elapsed() < Duration::from_millis(500) {
+        assert_eq!(early.count("requeued"), 0, "{:?}", early.summary());
+        assert_eq!(early.count("waiting"), 1, "{:?}", early.summary());
+        assert_eq!(rq.failed_ids(&url, "fragile"), vec![id.clone()]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = retryd_once(&env.config, &[]);
+        let summary = run.summary();
+        assert_eq!(summary["skipped"], 0, "never undecodable: {summary}");
+        if run.count("requeued") == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never requeued: {summary}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(500),
+        "requeued before its 2s backoff from RQ's failure"
+    );
+    assert_eq!(rq.queued_ids(&url, "fragile"), vec![id.clone()]);
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("1"));
+
+    rq.burst_worker(&url, &["fragile"]);
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "survived", "{job}");
+    assert_eq!(env.counter("test:fragile:runs"), 2, "ran once more, once");
 }
 
 /// With a fixed 2s backoff, a scan right after the failure leaves the job in `rq:failed:<q>`;

@@ -347,7 +347,7 @@ fn skip_counters_count_each_failure_once_and_the_gauge_follows_the_backlog() {
     FailedJob::new("l2").queue("loose").write(&mut con);
     FailedJob::new("c1")
         .queue("loose")
-        .field("ended_at", b"")
+        .field("ended_at", b"yesterday")
         .write(&mut con);
     let _: () = con.zadd("rq:failed:loose", "ghost", far).unwrap();
     let _: () = con

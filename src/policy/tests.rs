@@ -39,6 +39,7 @@ fn job(queue: &str, func: Option<&str>, last_line: &str) -> JobFacts {
         func_name: func.map(str::to_string),
         description: None,
         failed_at: failed_at(),
+        failed_at_from: crate::rq::job::FailedAt::EndedAt,
         attempts: 0,
         exhausted: false,
         last_policy: None,

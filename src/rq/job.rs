@@ -13,7 +13,7 @@ use super::failure::{self, Failure, FailureTextError};
 use super::payload;
 
 /// The hash fields read for every failed job, in this order (one HMGET).
-pub const FIELDS: [&str; 10] = [
+pub const FIELDS: [&str; 11] = [
     "status",
     "origin",
     "description",
@@ -24,6 +24,7 @@ pub const FIELDS: [&str; 10] = [
     "retryd_policy",
     "retryd_requeued_at",
     "retryd_exhausted",
+    "failure_ttl",
 ];
 
 /// Which optional parts of a failed job a read fetches. Deciding needs only the fields in
@@ -52,28 +53,31 @@ impl Reads {
 
     /// The hash fields to HMGET, in reply order.
     pub fn fields(self) -> &'static [&'static str] {
-        const BASE: [&str; 5] = [
+        const BASE: [&str; 6] = [
             "status",
             "origin",
             "ended_at",
             "retryd_attempts",
             "retryd_exhausted",
+            "failure_ttl",
         ];
-        const FUNCTION: [&str; 7] = [
+        const FUNCTION: [&str; 8] = [
             "status",
             "origin",
             "ended_at",
             "retryd_attempts",
             "retryd_exhausted",
+            "failure_ttl",
             "description",
             "data",
         ];
-        const FAILURE: [&str; 6] = [
+        const FAILURE: [&str; 7] = [
             "status",
             "origin",
             "ended_at",
             "retryd_attempts",
             "retryd_exhausted",
+            "failure_ttl",
             "exc_info",
         ];
         match (self.function, self.failure) {
@@ -99,6 +103,9 @@ pub struct RawJob {
     pub reads: Reads,
     /// HMGET of `reads.fields()`; `Err` holds Redis's error (e.g. WRONGTYPE).
     pub hash: Result<Vec<Option<Vec<u8>>>, String>,
+    /// The id's score in the failed registry (when it failed + its `failure_ttl`), read with
+    /// the hash; `None` when the id was not in the registry at that moment.
+    pub score: Option<f64>,
     /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
     pub newest_result: Result<Option<StreamFields>, String>,
 }
@@ -114,8 +121,11 @@ pub struct JobFacts {
     pub status: Option<String>,
     pub func_name: Option<String>,
     pub description: Option<String>,
-    /// When the job failed (`ended_at`).
+    /// When the job failed: `ended_at`, or, for a failure RQ recorded without one, when RQ
+    /// added it to the failed registry (see [`FailedAt`]).
     pub failed_at: DateTime<Utc>,
+    /// Where `failed_at` comes from.
+    pub failed_at_from: FailedAt,
     /// Automatic requeues so far (`retryd_attempts`).
     pub attempts: u32,
     pub exhausted: bool,
@@ -224,14 +234,27 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
     } else {
         origin_raw.clone()
     };
+    let status = text("status")?;
     let ended_at = text("ended_at")?.unwrap_or_default();
-    if ended_at.is_empty() {
-        return Err(CorruptReason::MissingField("ended_at"));
-    }
-    let failed_at = parse_rq_timestamp(&ended_at).ok_or_else(|| CorruptReason::BadTimestamp {
-        field: "ended_at",
-        value: ended_at.clone(),
-    })?;
+    let (failed_at, failed_at_from) = if ended_at.is_empty() {
+        // RQ fails a job whose worker died (StartedJobRegistry.cleanup: AbandonedJobError;
+        // 2.x's intermediate queue cleanup) without an ended_at. Such a job is a failure all
+        // the same when RQ says so; anything else without ended_at is not safe to act on.
+        let failure_ttl = text("failure_ttl")?;
+        let added = (status.as_deref() == Some("failed"))
+            .then(|| added_to_failed_registry(raw.score, failure_ttl.as_deref()))
+            .flatten();
+        (
+            added.ok_or(CorruptReason::MissingField("ended_at"))?,
+            FailedAt::FailedRegistry,
+        )
+    } else {
+        let at = parse_rq_timestamp(&ended_at).ok_or_else(|| CorruptReason::BadTimestamp {
+            field: "ended_at",
+            value: ended_at.clone(),
+        })?;
+        (at, FailedAt::EndedAt)
+    };
     let attempts_raw = text("retryd_attempts")?.unwrap_or_default();
     let attempts = if attempts_raw.is_empty() {
         0
@@ -262,10 +285,11 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
         job_id: raw.job_id.clone(),
         queue: raw.queue.clone(),
         origin,
-        status: text("status")?,
+        status,
         func_name,
         description,
         failed_at,
+        failed_at_from,
         attempts,
         exhausted: text("retryd_exhausted")?.as_deref() == Some("1"),
         last_policy: text("retryd_policy")?.filter(|p| !p.is_empty()),
@@ -278,6 +302,38 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
         },
         reads: raw.reads,
     }))
+}
+
+/// Where a job's failure time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedAt {
+    /// The job's `ended_at`, as RQ's worker wrote it.
+    #[default]
+    EndedAt,
+    /// RQ failed the job without `ended_at` (its worker died): the time RQ added it to the
+    /// failed registry, its score minus its `failure_ttl` (RQ's default of a year when unset).
+    FailedRegistry,
+}
+
+/// When RQ added a job to a failed registry: `FailedJobRegistry.add` scores it
+/// `now + failure_ttl` (whole seconds), `DEFAULT_FAILURE_TTL` when the job has none. `None` when
+/// that cannot be told: no score, a negative or unreadable ttl, a score that is no time.
+fn added_to_failed_registry(
+    score: Option<f64>,
+    failure_ttl: Option<&str>,
+) -> Option<DateTime<Utc>> {
+    const DEFAULT_FAILURE_TTL: i64 = 31_536_000;
+    let ttl = match failure_ttl.map(str::trim).filter(|t| !t.is_empty()) {
+        None => DEFAULT_FAILURE_TTL,
+        Some(text) => text.parse::<i64>().ok().filter(|t| *t >= 0)?,
+    };
+    let score = score.filter(|s| s.is_finite())?;
+    let at = score - ttl as f64;
+    if !(0.0..1e11).contains(&at) {
+        return None;
+    }
+    DateTime::from_timestamp_millis((at * 1000.0).round() as i64)
 }
 
 /// The newest results entry's `exc_string` (RQ >= 1.12), else the legacy `exc_info` field.

@@ -238,10 +238,17 @@ impl Registry {
                     .arg(1);
             }
         }
+        // Each id's score in the same round trip: it dates a failure RQ recorded without an
+        // ended_at (see `job::FailedAt`).
+        pipe.cmd("ZMSCORE").arg(self.keys.failed(queue)).arg(ids);
         let replies: Vec<RedisResult<Value>> = pipe.query_async(con).await?;
         let mut replies = replies.into_iter();
+        let scores: Vec<Option<f64>> = match replies.next_back() {
+            Some(Ok(value)) => redis::from_redis_value(value).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (i, id) in ids.iter().enumerate() {
             let hash = replies.next().unwrap_or(Ok(Value::Nil));
             let newest_result = if reads.failure {
                 let result = replies.next().unwrap_or(Ok(Value::Nil));
@@ -254,6 +261,7 @@ impl Registry {
                 queue: queue.to_string(),
                 reads,
                 hash: hash.map_err(|e| e.to_string()).and_then(hash_fields),
+                score: scores.get(i).copied().flatten(),
                 newest_result,
             });
         }

@@ -351,6 +351,19 @@ impl SkipMemory {
         }
     }
 
+    /// Whether this failure is remembered as skipped for `reason` already (nothing noted).
+    pub fn knows(&self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
+        let (Some(queue), Some(reason)) = (
+            self.queue_index.get(queue),
+            self.reasons.iter().position(|r| &**r == reason),
+        ) else {
+            return false;
+        };
+        self.entries
+            .get(&(*queue, JobKey::from_bytes(member)))
+            .is_some_and(|e| e.score == score && usize::from(e.reason) == reason)
+    }
+
     fn queue_index(&mut self, queue: &str) -> Option<u16> {
         if let Some(i) = self.queue_index.get(queue) {
             return Some(*i);
@@ -526,6 +539,36 @@ mod tests {
         assert!(
             skips.note("default", b"corrupt", 2.0, "paused"),
             "skipped again after a scan that did not skip it"
+        );
+    }
+
+    // See: issue 11 (the soak: one corrupt job's WARN on every pass).
+    #[test]
+    fn knows_answers_for_the_same_failure_and_reason_only_and_notes_nothing() {
+        let mut skips = SkipMemory::default();
+        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        skips.begin_scan();
+        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(
+            skips.note("default", b"corrupt", 1.0, "decode_error"),
+            "knows noted nothing"
+        );
+        assert!(skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(
+            !skips.knows("default", b"corrupt", 2.0, "decode_error"),
+            "a new failure"
+        );
+        assert!(
+            !skips.knows("default", b"corrupt", 1.0, "paused"),
+            "another reason"
+        );
+        assert!(
+            !skips.knows("other", b"corrupt", 1.0, "decode_error"),
+            "another queue"
+        );
+        assert!(
+            !skips.knows("default", b"other", 1.0, "decode_error"),
+            "another job"
         );
     }
 

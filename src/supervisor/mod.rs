@@ -411,7 +411,21 @@ impl Supervisor {
                     continue;
                 }
                 DecodeOutcome::Corrupt(reason) => {
-                    warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
+                    // Once per failure at WARN: a corrupt job stays corrupt, and every scan
+                    // reads it again.
+                    let known = raw.score.is_some_and(|score| {
+                        self.skips.lock().expect("skips lock").knows(
+                            queue,
+                            raw.job_id.as_bytes(),
+                            score,
+                            "decode_error",
+                        )
+                    });
+                    if known {
+                        debug!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
+                    } else {
+                        warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
+                    }
                     report.skip("decode_error", &raw.job_id);
                     continue;
                 }

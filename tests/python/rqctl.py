@@ -13,12 +13,14 @@ one line on stdout: a job id, or one JSON object.
     rqctl.py --url URL failed --queue Q      {"count": N, "ids": [...]}
     rqctl.py --url URL requeue --queue Q JOB_ID   {"id", "status"}
     rqctl.py --url URL queue --queue Q       {"count": N, "ids": [...]}
+    rqctl.py --url URL abandon --queue Q     {"failed": [...]}  (StartedJobRegistry.cleanup)
     rqctl.py --url URL stats                 {"failed_count": N, "queues": {"<q>": {"queued", "started",
                                              "failed", "finished", "deferred", "scheduled"}}}
 """
 import argparse
 import json
 import sys
+import time
 from datetime import timedelta
 
 from redis import Redis
@@ -123,6 +125,14 @@ def cmd_queue(conn, a):
     print(json.dumps({"count": queue.count, "ids": queue.job_ids}))
 
 
+def cmd_abandon(conn, a):
+    """RQ's own StartedJobRegistry.cleanup, as worker maintenance runs it once a dead worker's
+    job has expired there; the timestamp lies ahead so that it need not wait for that."""
+    registry = StartedJobRegistry(a.queue, connection=conn)
+    registry.cleanup(timestamp=time.time() + 86400)
+    print(json.dumps({"failed": FailedJobRegistry(a.queue, connection=conn).get_job_ids()}))
+
+
 def cmd_stats(conn, a):
     """What RQ itself counts for every queue it knows (``Queue.all``): ``Queue.count`` and each
     registry's ``count`` (which runs RQ's own cleanup first)."""
@@ -176,6 +186,10 @@ def main(argv):
     p = sub.add_parser("queue", help="ids waiting in the queue")
     p.add_argument("--queue", default="default")
     p.set_defaults(run=cmd_queue)
+
+    p = sub.add_parser("abandon", help="StartedJobRegistry.cleanup: fail the jobs of dead workers")
+    p.add_argument("--queue", default="default")
+    p.set_defaults(run=cmd_abandon)
 
     p = sub.add_parser("stats", help="Queue.count and every registry's count, per queue RQ knows")
     p.set_defaults(run=cmd_stats)

@@ -1,9 +1,12 @@
 """Job functions that the interop tests and the demo enqueue on real RQ workers.
 
 Workers import this module as ``tasks`` (``rq worker --path tests/python``), so the
-function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail`` and ``tasks.ok``.
+function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail``, ``tasks.hang_first``
+and ``tasks.ok``.
 Works unchanged under RQ 1.16 and RQ 2.x.
 """
+import time
+
 from rq import get_current_job
 
 
@@ -27,4 +30,16 @@ def always_fail(message="bad input"):
 
 def ok(value="ok"):
     """A job that always succeeds, for queues that must also hold healthy work."""
+    return value
+
+
+def hang_first(counter_key, value="done"):
+    """Hang on the first run (the test kills the worker under it), then succeed.
+
+    The first run counts itself in ``counter_key`` before it sleeps, so the test knows the
+    job is running in the work horse.
+    """
+    count = get_current_job().connection.incr(counter_key)
+    if count == 1:
+        time.sleep(600)
     return value

@@ -203,6 +203,26 @@ impl Rq {
         );
     }
 
+    /// Starts a long-running `rq worker` over `queues` (in its own process group, so that
+    /// [`DyingWorker::kill9`] takes its work horse with it).
+    #[track_caller]
+    pub fn worker(&self, url: &str, queues: &[&str]) -> DyingWorker {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(self.venv.join("bin").join("rq"));
+        python_env(&mut cmd);
+        cmd.args(["worker", "-u", url, "--path"])
+            .arg(python_dir())
+            .args(queues)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rq worker (RQ {}): {e}", self.version));
+        DyingWorker { child: Some(child) }
+    }
+
     /// Seeds `count` failed jobs over `queues` with `tests/python/seed_failed_jobs.py`, which
     /// writes them through RQ's own failure code paths.
     #[track_caller]
@@ -414,5 +434,29 @@ fn run_with_deadline(cmd: &mut Command, deadline: Duration, what: &str) -> Finis
         code: status.code().unwrap_or(-1),
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// A real `rq worker` that a test kills with `kill -9`, work horse and all, as when a machine
+/// dies under it. Killed on drop too.
+pub struct DyingWorker {
+    child: Option<std::process::Child>,
+}
+
+impl DyingWorker {
+    /// `kill -9` of the worker's process group (the worker and its work horse), then reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-9", "--", &group]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DyingWorker {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }

@@ -61,6 +61,9 @@ for i = 0, n - 1 do
       code = -1
     elseif (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
       code = -2
+    elseif (cur[2] or '') == '' and cur[4] ~= 'failed' then
+      -- No ended_at (RQ failed it after its worker died): only while it is still a failure.
+      code = -2
     elseif not is(KEYS[k+3], 'set') then
       code = -8
     elseif not is(KEYS[k+4], 'set') then

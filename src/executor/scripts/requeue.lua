@@ -81,18 +81,23 @@ for i = 1, n do
     code = 0
   else
     -- Every field read here costs Lua time on the hot path: only what the compare and the
-    -- write need. A failed job always has ended_at; without it the hash is gone or not a
-    -- failure any more, and nothing is written whatever the caller expected.
+    -- write need. A failed job has ended_at, except one RQ failed after its worker died
+    -- (AbandonedJobError): without one, the job is acted on only when the caller decided on
+    -- exactly that (expected "") and it is still a failure (status failed), else nothing is
+    -- written whatever the caller expected.
     local cur = redis.pcall('HMGET', job, 'origin', 'ended_at', 'retryd_attempts', 'ttl', 'retryd_exhausted')
-    local ttl
+    local ttl, no_end
     if not cur.err then
       ttl = tonumber(cur[4] or '')
+      no_end = (cur[2] or '') == ''
     end
     if cur.err then
       code = -3
-    elseif not cur[2] then
-      code = redis.call('EXISTS', job) == 0 and -1 or -2
-    elseif (cur[1] or '') ~= ARGV[a+1] or cur[2] ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
+    elseif no_end and redis.call('EXISTS', job) == 0 then
+      code = -1
+    elseif no_end and (ARGV[a+2] ~= '' or redis.call('HGET', job, 'status') ~= 'failed') then
+      code = -2
+    elseif (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
       code = -2
     elseif ttl and ttl > 0 and not (ttl < max_ttl) then
       code = -7

@@ -72,6 +72,7 @@ fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>
         queue: "email".to_string(),
         reads: Reads::ALL,
         hash: Ok(hash(&borrowed)),
+        score: None,
         newest_result: Ok(newest_result),
     }
 }
@@ -238,6 +239,91 @@ fn the_function_name_comes_from_data_or_else_from_the_description() {
     assert_eq!(unreadable.func_name, None);
 }
 
+/// What RQ's `StartedJobRegistry.cleanup` leaves after a worker died under the job: status
+/// failed, no `ended_at`, registry score = when it was added + the job's `failure_ttl`.
+fn abandoned(failure_ttl: Option<&str>, score: Option<f64>) -> RawJob {
+    let mut fields: Vec<(&str, Vec<u8>)> = rq2_fields()
+        .into_iter()
+        .filter(|(k, _)| *k != "ended_at")
+        .collect();
+    if let Some(ttl) = failure_ttl {
+        fields.push(("failure_ttl", ttl.as_bytes().to_vec()));
+    }
+    RawJob {
+        score,
+        ..raw(
+            &fields,
+            failed_result(exc_string(
+                b"Moved to FailedJobRegistry, due to AbandonedJobError, at 2024-05-01 12:00:00",
+            )),
+        )
+    }
+}
+
+// See: issue 11 (the soak: jobs RQ failed after their workers died at a Redis restart had no
+// ended_at, were read as undecodable and never retried).
+#[test]
+fn a_job_rq_failed_without_ended_at_is_dated_by_its_failed_registry_score() {
+    let added = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+    let t = added.timestamp() as f64;
+
+    let default_ttl = facts(decode(&abandoned(None, Some(t + 31_536_000.0))));
+    assert_eq!(default_ttl.failed_at, added);
+    assert_eq!(default_ttl.failed_at_from, FailedAt::FailedRegistry);
+    assert_eq!(
+        default_ttl.cas.ended_at, "",
+        "the scripts compare against no ended_at"
+    );
+    assert_eq!(default_ttl.status.as_deref(), Some("failed"));
+
+    let own_ttl = facts(decode(&abandoned(Some("3600"), Some(t + 3600.0))));
+    assert_eq!(own_ttl.failed_at, added);
+    let zero_ttl = facts(decode(&abandoned(Some("0"), Some(t))));
+    assert_eq!(zero_ttl.failed_at, added);
+
+    let normal = facts(decode(&rq2_job(&[])));
+    assert_eq!(normal.failed_at_from, FailedAt::EndedAt);
+}
+
+#[test]
+fn a_job_without_ended_at_that_cannot_be_dated_or_is_not_failed_stays_undecodable() {
+    let t = Utc
+        .with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .unwrap()
+        .timestamp() as f64;
+    let missing = CorruptReason::MissingField("ended_at");
+    let queued = RawJob {
+        score: Some(t + 31_536_000.0),
+        ..raw(
+            &rq2_fields()
+                .into_iter()
+                .filter(|(k, _)| *k != "ended_at")
+                .map(|(k, v)| {
+                    if k == "status" {
+                        (k, b"queued".to_vec())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect::<Vec<_>>(),
+            None,
+        )
+    };
+    for (what, job) in [
+        ("not in the registry any more", abandoned(None, None)),
+        ("status not failed (as after RQ's own requeue)", queued),
+        ("a negative failure_ttl", abandoned(Some("-1"), Some(-1.0))),
+        (
+            "a failure_ttl that is no number",
+            abandoned(Some("soon"), Some(t)),
+        ),
+        ("a score before 1970", abandoned(Some("3600"), Some(10.0))),
+        ("an infinite score", abandoned(None, Some(f64::INFINITY))),
+    ] {
+        assert_eq!(corrupt(&job), missing, "{what}");
+    }
+}
+
 #[test]
 fn a_registry_entry_without_a_job_hash_is_an_orphan() {
     let orphan = RawJob {
@@ -245,6 +331,7 @@ fn a_registry_entry_without_a_job_hash_is_an_orphan() {
         queue: "email".to_string(),
         reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
+        score: None,
         newest_result: Ok(None),
     };
     assert_eq!(decode(&orphan), DecodeOutcome::Orphan);
@@ -459,6 +546,7 @@ fn project(full: &RawJob, reads: Reads) -> RawJob {
         queue: full.queue.clone(),
         reads,
         hash: hash.map_err(Clone::clone),
+        score: full.score,
         newest_result: if reads.failure {
             full.newest_result.clone()
         } else {
@@ -546,6 +634,7 @@ proptest! {
             queue: "q".to_string(),
             reads: Reads::ALL,
             hash: Ok(fields),
+            score: Some(1_800_000_000.0),
             newest_result: results,
         };
         // Reading less never turns a decodable job corrupt or an orphan.
@@ -581,6 +670,7 @@ proptest! {
             queue: "q".to_string(),
             reads: Reads::ALL,
             hash: Ok(fields),
+            score: Some(1_800_000_000.0),
             newest_result: results,
         });
     }
@@ -597,12 +687,18 @@ proptest! {
             queue: "q".to_string(),
             reads: Reads::ALL,
             hash: Ok(fields.clone()),
+            score: Some(1_800_000_000.0),
             newest_result: results.clone(),
         });
         if let DecodeOutcome::Job(job) = outcome {
             // Whatever was decoded is what is stored: the CAS token never invents values.
             let ended_at = fields[FIELDS.iter().position(|f| *f == "ended_at").unwrap()].clone();
-            prop_assert_eq!(Some(job.cas.ended_at.into_bytes()), ended_at);
+            // (A missing ended_at is compared as "", as the scripts read it.)
+            if ended_at.as_deref().unwrap_or_default().is_empty() {
+                prop_assert_eq!(job.failed_at_from, FailedAt::FailedRegistry);
+                prop_assert_eq!(job.status.as_deref(), Some("failed"));
+            }
+            prop_assert_eq!(job.cas.ended_at.into_bytes(), ended_at.unwrap_or_default());
         }
     }
 }
