@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::index::LiveIndex;
 use crate::metrics::{Metrics, Trigger};
 use crate::state::Snapshot;
 
@@ -27,6 +28,8 @@ pub struct Actor<'a> {
     pub trigger: Trigger,
     /// What the write scripts' gate is told about the writer.
     pub writer: Writer<'a>,
+    /// The failure index to keep current (read-your-writes), if this process keeps one.
+    pub index: Option<&'a LiveIndex>,
 }
 
 /// A write and the decision it carries out (`manual` for an operator's action), for the log.
@@ -58,6 +61,23 @@ impl Actor<'_> {
             .await?;
         for (p, outcome) in planned.iter().zip(&outcomes) {
             self.record(metrics, p, outcome);
+        }
+        if let Some(index) = self.index {
+            let gone = writes.iter().zip(&outcomes).filter(|(_, o)| {
+                matches!(
+                    o,
+                    Outcome::Requeued
+                        | Outcome::Purged
+                        | Outcome::JobMissing
+                        | Outcome::NotInRegistry
+                )
+            });
+            index.remove_all(gone.map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())));
+            let marked = writes
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Outcome::MarkedExhausted | Outcome::AlreadyExhausted));
+            index.mark_exhausted_all(marked.map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())));
         }
         self.audit(con, snap, &writes, &outcomes).await;
         Ok(outcomes)

@@ -78,6 +78,11 @@ pub struct DaemonState {
     pub breakers: Mutex<Breakers>,
     last_scan: Mutex<Option<LastScan>>,
     pub started_at: DateTime<Utc>,
+    /// What the scans know about every failed job, for the API (see [`crate::index`]).
+    pub index: crate::index::LiveIndex,
+    /// The queues of the `rq:failed:*` keys the last registry SCAN found (the scans refresh it
+    /// at most every few minutes), so that HTTP requests need not SCAN the keyspace.
+    pub found_registries: Mutex<Vec<String>>,
 }
 
 impl DaemonState {
@@ -94,6 +99,8 @@ impl DaemonState {
             breakers: Mutex::new(Breakers::default()),
             last_scan: Mutex::new(None),
             started_at: Utc::now(),
+            index: Default::default(),
+            found_registries: Mutex::new(Vec::new()),
         })
     }
 

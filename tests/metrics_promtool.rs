@@ -97,7 +97,9 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
         .failed_secs_ago(900)
         .attempts(5)
         .write(&mut con);
-    FailedJob::new("c").field("ended_at", b"yesterday").write(&mut con);
+    FailedJob::new("c")
+        .field("ended_at", b"yesterday")
+        .write(&mut con);
     FailedJob::new("l1").queue("loose").write(&mut con);
     FailedJob::new("l2")
         .queue("loose")

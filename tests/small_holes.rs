@@ -219,6 +219,8 @@ fn every_id_the_listing_shows_can_be_read_explained_retried_and_deleted() {
             FailedJob::new(&format!("{id}{suffix}")).write(&mut con);
         }
     }
+    // The listing answers from the index the scans build.
+    daemon.scan();
     let mut listed = listed_ids(&daemon);
     listed.sort();
     let mut expected: Vec<String> = ids

@@ -254,6 +254,7 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                     } else if change.stopped_being_active {
                         warn!(instance = %state.instance, active = ?holder, "this instance lost the lease: standing by");
                         state.metrics.forget_scan_gauges();
+                        state.index.clear();
                     }
                     if change.scan_requested && state.is_active() {
                         state.scan_now.notify_one();

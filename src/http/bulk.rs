@@ -88,7 +88,7 @@ impl ToSchema for FailureTime {}
 
 /// The selection, validated.
 #[derive(Debug, Clone)]
-struct Filter {
+pub(super) struct Filter {
     queue: Option<String>,
     function: Option<GlobList>,
     exception: Option<ExceptionPattern>,
@@ -98,36 +98,58 @@ struct Filter {
 
 impl Filter {
     fn from_params(p: &BulkParams) -> ApiResult<Filter> {
-        let function = p
-            .function
-            .as_ref()
+        Filter::parse(
+            p.queue.as_deref(),
+            p.function.as_deref(),
+            p.exception.as_deref(),
+            p.failed_before.as_deref(),
+            p.failed_after.as_deref(),
+        )
+    }
+
+    /// The selection from its query parameters (the listing takes the same ones).
+    pub(super) fn parse(
+        queue: Option<&str>,
+        function: Option<&str>,
+        exception: Option<&str>,
+        failed_before: Option<&str>,
+        failed_after: Option<&str>,
+    ) -> ApiResult<Filter> {
+        let function = function
             .map(|f| {
-                GlobList::new(std::slice::from_ref(f))
+                GlobList::new(&[f.to_string()])
                     .map_err(|e| ApiError::bad_request("invalid_function", e))
             })
             .transpose()?;
-        let exception = p
-            .exception
-            .as_ref()
+        let exception = exception
             .map(|e| {
                 ExceptionPattern::new(e).map_err(|m| ApiError::bad_request("invalid_exception", m))
             })
             .transpose()?;
         Ok(Filter {
-            queue: p.queue.clone(),
+            queue: queue.map(str::to_string),
             function,
             exception,
-            before: p
-                .failed_before
-                .as_deref()
+            before: failed_before
                 .map(|t| parse_time("failed_before", t))
                 .transpose()?,
-            after: p
-                .failed_after
-                .as_deref()
+            after: failed_after
                 .map(|t| parse_time("failed_after", t))
                 .transpose()?,
         })
+    }
+
+    /// The same selection as an index query.
+    pub(super) fn query(&self) -> crate::index::Query {
+        crate::index::Query {
+            queue: self.queue.clone(),
+            function: self.function.clone(),
+            exception: self.exception.clone(),
+            failed_before: self.before,
+            failed_after: self.after,
+            policy: None,
+            state: None,
+        }
     }
 
     fn matches(&self, f: &JobFacts) -> bool {
@@ -284,7 +306,7 @@ async fn start(
     }
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let queues = selected_queues(&mut con, &snap, filter.queue.as_deref()).await?;
+    let queues = selected_queues(&app.daemon, &mut con, &snap, filter.queue.as_deref()).await?;
     let dry_run = p.dry_run.unwrap_or(false);
     let result = Arc::new(Mutex::new(BulkResult {
         task_id: new_task_id(),
@@ -367,12 +389,41 @@ async fn run(
         BulkAction::Retry => "POST /api/v1/jobs/failed/retry-all",
         BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
     };
+    let query = filter.query();
+    let covered = queues
+        .iter()
+        .all(|q| snap.config.supervisor.queues.is_match(q));
+    // A dry run is answered from the index when the scans have built it: nothing is read
+    // from Redis (it is as fresh as the index's `as_of`).
+    if dry_run && covered {
+        let tally = app
+            .daemon
+            .index
+            .read()
+            .map(|index| index.tally(&query, DRY_RUN_MAX_IDS));
+        if let Some(tally) = tally.filter(|t| t.unknown == 0) {
+            let mut r = progress.lock().expect("task lock");
+            r.matched_count = tally.matched;
+            r.skipped = tally.undecodable;
+            r.by_exception = tally.by_exception;
+            r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
+            r.job_ids = tally.sample;
+            return Ok(());
+        }
+    }
     for queue in queues {
-        let ids = snap
+        // The registry as it is now, so that an action misses no failure newer than the
+        // index; of those ids, only the ones the selection may match are read.
+        let listed = snap
             .registry
             .live_failed_ids(&mut con, queue, snap.config.supervisor.batch_size)
             .await?;
-        for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
+        let (ids, known_undecodable) = match app.daemon.index.read().filter(|_| covered) {
+            Some(index) => index.to_read(&query, queue, &listed.live, &listed.scores),
+            None => (listed.live, 0),
+        };
+        progress.lock().expect("task lock").skipped += known_undecodable;
+        for chunk in ids.chunks(snap.config.supervisor.batch_size) {
             let mut selected: Vec<Box<JobFacts>> = Vec::new();
             let mut undecodable: Vec<String> = Vec::new();
             for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
@@ -434,6 +485,7 @@ async fn run(
                 route: Some(route),
                 trigger: Trigger::Manual,
                 writer: Writer::Manual,
+                index: Some(&app.daemon.index),
             };
             let outcomes = actor
                 .act(&mut con, &snap, &app.daemon.metrics, &planned)

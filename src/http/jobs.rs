@@ -61,6 +61,62 @@ pub struct ListParams {
     /// Jobs to skip, 0 to 1000000000 (default 0).
     #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<u64>,
+    /// Glob over the dotted function name, e.g. `app.workers.*` (as retry-all takes it).
+    #[param(pattern = r"^[^\[\]{}\\]*$")]
+    pub function: Option<String>,
+    /// Exception type, bare or dotted; `*` and `?` globs allowed (as retry-all takes it).
+    #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
+    pub exception: Option<String>,
+    /// Only jobs that failed before this time: RFC 3339 or unix seconds.
+    #[param(value_type = Option<super::bulk::FailureTime>, inline)]
+    pub failed_before: Option<String>,
+    /// Only jobs that failed after this time: RFC 3339 or unix seconds.
+    #[param(value_type = Option<super::bulk::FailureTime>, inline)]
+    pub failed_after: Option<String>,
+    /// Only jobs this policy decides (1 to 512 characters).
+    #[param(min_length = 1, max_length = 512)]
+    pub policy: Option<String>,
+    /// Only jobs in this state.
+    #[param(inline)]
+    pub state: Option<StateParam>,
+    /// Newest failure first (the default) or oldest first.
+    #[param(inline)]
+    pub order: Option<OrderParam>,
+}
+
+/// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
+/// exhausted, no policy matches, an `ignore` policy matches, or it cannot be decoded.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateParam {
+    Due,
+    Waiting,
+    Exhausted,
+    Unmatched,
+    Ignored,
+    Undecodable,
+}
+
+impl StateParam {
+    fn state(self) -> crate::index::State {
+        use crate::index::State;
+        match self {
+            StateParam::Due => State::Due,
+            StateParam::Waiting => State::Waiting,
+            StateParam::Exhausted => State::Exhausted,
+            StateParam::Unmatched => State::Unmatched,
+            StateParam::Ignored => State::Ignored,
+            StateParam::Undecodable => State::Undecodable,
+        }
+    }
+}
+
+/// Newest or oldest failure first.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderParam {
+    Newest,
+    Oldest,
 }
 
 /// One failed job in a listing.
@@ -83,14 +139,33 @@ pub struct FailedJob {
     pub next_retry_at: Option<DateTime<Utc>>,
     /// Set when the stored job could not be decoded (it is left untouched).
     pub decode_error: Option<String>,
+    /// `due`, `waiting`, `exhausted`, `unmatched`, `ignored` or `undecodable`.
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FailedList {
+    /// Jobs the selection matches.
     pub total: u64,
     pub limit: u64,
     pub offset: u64,
     pub jobs: Vec<FailedJob>,
+    /// Jobs left out because a fact the selection needs (function, exception type) is not
+    /// read yet.
+    pub unknown: u64,
+    #[serde(flatten)]
+    pub freshness: Freshness,
+}
+
+/// Where an answer comes from: the daemon's failure index (complete as of the end of its last
+/// full scan, and kept current by notifications and by rq-retryd's own writes), or Redis, read
+/// for this request (before the first full scan, and on standby instances).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Freshness {
+    /// `index` or `redis`.
+    pub source: &'static str,
+    /// When the index was last complete (for `redis`: now).
+    pub as_of: DateTime<Utc>,
 }
 
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
@@ -119,44 +194,150 @@ pub async fn list_failed(
             "offset must be at most 1000000000",
         ));
     }
-    let mut con = app.redis()?;
-    let snap = app.daemon.snapshot();
-    let queues = selected_queues(&mut con, &snap, p.queue.as_deref()).await?;
-    let now = Utc::now();
-    let now_unix = now.timestamp_millis() as f64 / 1000.0;
-    let counts = snap
-        .registry
-        .live_counts(&mut con, &queues, now_unix)
-        .await?;
-    // A failed registry of the wrong type holds no job RQ could run: it lists as empty.
-    let counts: Vec<u64> = counts.into_iter().map(|c| c.unwrap_or(0)).collect();
-    let total = counts.iter().sum();
-    let (mut skip, mut want) = (offset, limit);
-    let mut jobs = Vec::new();
-    for (queue, count) in queues.iter().zip(counts) {
-        if want == 0 {
-            break;
-        }
-        if skip >= count {
-            skip -= count;
-            continue;
-        }
-        let ids = snap
-            .registry
-            .live_page(&mut con, queue, now_unix, skip, want)
-            .await?;
-        skip = 0;
-        want -= ids.len() as u64;
-        for raw in snap.registry.read_jobs(&mut con, queue, &ids).await? {
-            jobs.push(listing_entry(&snap, &raw, now));
+    let filter = super::bulk::Filter::parse(
+        p.queue.as_deref(),
+        p.function.as_deref(),
+        p.exception.as_deref(),
+        p.failed_before.as_deref(),
+        p.failed_after.as_deref(),
+    )?;
+    if let Some(policy) = &p.policy {
+        if policy.is_empty() || policy.chars().count() > 512 {
+            return Err(ApiError::bad_request(
+                "invalid_policy",
+                "policy must have 1 to 512 characters",
+            ));
         }
     }
+    check_queue(p.queue.as_deref())?;
+    let mut query = filter.query();
+    query.policy = p.policy.clone();
+    query.state = p.state.map(StateParam::state);
+    let order = match p.order {
+        Some(OrderParam::Oldest) => crate::index::Order::Oldest,
+        _ => crate::index::Order::Newest,
+    };
+    let mut con = app.redis()?;
+    let snap = app.daemon.snapshot();
+    let (page, freshness) = from_index(&app, &mut con, &snap, p.queue.as_deref(), |index| {
+        index.page(&query, order, offset as usize, limit as usize)
+    })
+    .await?;
+    // Only the page's jobs come from Redis: one pipelined read per queue on the page.
+    let mut by_queue: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for job in &page.jobs {
+        by_queue
+            .entry(&job.queue)
+            .or_default()
+            .push(job.job_id.clone());
+    }
+    let now = Utc::now();
+    let mut read: std::collections::HashMap<(String, String), FailedJob> = Default::default();
+    for (queue, ids) in by_queue {
+        for raw in snap.registry.read_jobs(&mut con, queue, &ids).await? {
+            read.insert(
+                (raw.queue.clone(), raw.job_id.clone()),
+                listing_entry(&snap, &raw, now),
+            );
+        }
+    }
+    let jobs = page
+        .jobs
+        .iter()
+        .filter_map(|j| read.remove(&(j.queue.clone(), j.job_id.clone())))
+        .collect();
     Ok(Json(FailedList {
-        total,
+        total: page.total,
         limit,
         offset,
         jobs,
+        unknown: page.unknown,
+        freshness,
     }))
+}
+
+/// 400 for a queue name the API does not take.
+fn check_queue(queue: Option<&str>) -> ApiResult<()> {
+    match queue {
+        // Characters, not bytes: what the OpenAPI document's maxLength counts.
+        Some(q) if q.is_empty() || q.chars().count() > 512 => Err(ApiError::bad_request(
+            "invalid_queue",
+            "queue must have 1 to 512 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Answers `question` from the daemon's failure index when a full scan has built it and it
+/// covers `queue`; else from an index of `queue` (or of every queue) built from Redis now.
+pub async fn from_index<R>(
+    app: &AppState,
+    con: &mut ConnectionManager,
+    snap: &Snapshot,
+    queue: Option<&str>,
+    question: impl Fn(&crate::index::FailureIndex) -> R,
+) -> ApiResult<(R, Freshness)> {
+    let covered = queue.is_none_or(|q| snap.config.supervisor.queues.is_match(q));
+    if covered && app.daemon.index.as_of().is_some() {
+        // Answers from memory still need Redis for the page's jobs, and say so when it is down.
+        let _: () = redis::cmd("PING").query_async(con).await?;
+        if let Some(reading) = app.daemon.index.read() {
+            let answer = question(&reading);
+            let freshness = Freshness {
+                source: "index",
+                as_of: reading.as_of,
+            };
+            return Ok((answer, freshness));
+        }
+    }
+    let as_of = Utc::now();
+    let index = index_from_redis(&app.daemon, con, snap, queue).await?;
+    Ok((
+        question(&index),
+        Freshness {
+            source: "redis",
+            as_of,
+        },
+    ))
+}
+
+/// Reads and decides every live failed job of `queue` (or of every queue) into a new index:
+/// what a standby, or the daemon before its first full scan, answers from.
+async fn index_from_redis(
+    daemon: &crate::state::DaemonState,
+    con: &mut ConnectionManager,
+    snap: &Snapshot,
+    queue: Option<&str>,
+) -> ApiResult<crate::index::FailureIndex> {
+    let queues = selected_queues(daemon, con, snap, queue).await?;
+    let batch = snap.config.supervisor.batch_size;
+    let now = Utc::now();
+    let mut index = crate::index::FailureIndex::default();
+    for queue in &queues {
+        let ids = snap.registry.live_failed_ids(con, queue, batch).await?;
+        for chunk in ids.live.chunks(batch) {
+            for raw in snap.registry.read_jobs(con, queue, chunk).await? {
+                let Some(score) = raw.score else { continue };
+                match decode(&raw) {
+                    DecodeOutcome::Job(f) => {
+                        let evaluation = policy::decide(&snap.config.policies, &f, now);
+                        let policy = evaluation.policy.map(|p| p.name.as_str());
+                        index.observe(&crate::index::Observation::decided(
+                            &f,
+                            score,
+                            policy,
+                            &evaluation.decision,
+                        ));
+                    }
+                    // Listed so that an operator sees them; never acted on.
+                    DecodeOutcome::Corrupt(_) | DecodeOutcome::Orphan => index.observe(
+                        &crate::index::Observation::undecodable(&raw.queue, &raw.job_id, score),
+                    ),
+                }
+            }
+        }
+    }
+    Ok(index)
 }
 
 fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -> FailedJob {
@@ -175,6 +356,7 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
         decision: None,
         next_retry_at: None,
         decode_error: None,
+        state: None,
     };
     match decode(raw) {
         DecodeOutcome::Job(f) => {
@@ -182,6 +364,12 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
             entry.next_retry_at = next_retry(&evaluation.decision, evaluation.policy, &f);
             entry.policy = evaluation.policy.map(|p| p.name.clone());
             entry.decision = Some(evaluation.decision.name().to_string());
+            entry.state = Some(
+                crate::index::State::of(&evaluation.decision)
+                    .0
+                    .name()
+                    .to_string(),
+            );
             let text = f.failure_text().map(|t| tail_bytes(t, LIST_EXC_INFO_MAX));
             entry.exc_info_truncated = text.as_ref().is_some_and(|(_, cut)| *cut);
             entry.exc_info = text.map(|(t, _)| t);
@@ -193,9 +381,13 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
             entry.exhausted = f.exhausted;
         }
         DecodeOutcome::Orphan => {
-            entry.decode_error = Some("registry entry without a job hash".into())
+            entry.decode_error = Some("registry entry without a job hash".into());
+            entry.state = Some(crate::index::State::Undecodable.name().to_string());
         }
-        DecodeOutcome::Corrupt(reason) => entry.decode_error = Some(reason.to_string()),
+        DecodeOutcome::Corrupt(reason) => {
+            entry.decode_error = Some(reason.to_string());
+            entry.state = Some(crate::index::State::Undecodable.name().to_string());
+        }
     }
     entry
 }
@@ -227,6 +419,7 @@ fn tail_bytes(text: &str, max: usize) -> (String, bool) {
 
 /// The queue named by the client, or every queue that has a failed registry or is known to RQ.
 pub async fn selected_queues(
+    daemon: &crate::state::DaemonState,
     con: &mut ConnectionManager,
     snap: &Snapshot,
     queue: Option<&str>,
@@ -240,7 +433,20 @@ pub async fn selected_queues(
         Some(q) => Ok(vec![q.to_string()]),
         None => {
             let everything = crate::policy::GlobList::new(&["*".to_string()]).expect("static glob");
-            Ok(snap.registry.discover_queues(con, &everything).await?)
+            let found = daemon
+                .found_registries
+                .lock()
+                .expect("registries lock")
+                .clone();
+            if found.is_empty() && daemon.index.as_of().is_none() {
+                // No scan of this instance has looked for failed registries yet (a standby).
+                return Ok(snap.registry.discover_queues(con, &everything).await?);
+            }
+            // rq:queues now, plus the registries the daemon's scans found (they SCAN for
+            // them at most every few minutes): no request walks the keyspace.
+            let mut names = snap.registry.known_queues(con).await?;
+            names.extend(found);
+            Ok(crate::rq::registry::select_queues(names, &everything))
         }
     }
 }
@@ -266,6 +472,14 @@ pub struct FailureGroup {
     pub policy: Option<String>,
     /// How many jobs of the group each policy handles (`(unmatched)` for none).
     pub policies: BTreeMap<String, u64>,
+    /// `queue|function|exception` (empty for none), for the console's `data-group`.
+    pub key: String,
+    /// The earliest next automatic action among the group's waiting jobs.
+    pub next_due: Option<DateTime<Utc>>,
+    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`).
+    pub by_state: BTreeMap<String, u64>,
+    /// False while the function or exception type of some of its jobs is not read yet.
+    pub known: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -275,6 +489,8 @@ pub struct FailureGroups {
     /// Jobs that could not be decoded (not in any group).
     pub undecodable: u64,
     pub groups: Vec<FailureGroup>,
+    #[serde(flatten)]
+    pub freshness: Freshness,
 }
 
 /// What is failing: counts by queue, function and exception type, largest group first.
@@ -284,65 +500,82 @@ pub async fn groups(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<GroupParams>,
 ) -> ApiResult<Json<FailureGroups>> {
+    check_queue(p.queue.as_deref())?;
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let queues = selected_queues(&mut con, &snap, p.queue.as_deref()).await?;
-    let now = Utc::now();
-    let mut groups: BTreeMap<(String, Option<String>, Option<String>), FailureGroup> =
-        BTreeMap::new();
-    let (mut total, mut undecodable) = (0u64, 0u64);
-    for queue in &queues {
-        let ids = snap
-            .registry
-            .live_failed_ids(&mut con, queue, snap.config.supervisor.batch_size)
-            .await?;
-        for chunk in ids.live.chunks(snap.config.supervisor.batch_size) {
-            for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
-                total += 1;
-                let DecodeOutcome::Job(f) = decode(&raw) else {
-                    undecodable += 1;
+    let queue = p.queue.clone();
+    let ((total, undecodable, groups), freshness) =
+        from_index(&app, &mut con, &snap, p.queue.as_deref(), |index| {
+            let mut total = 0;
+            let mut undecodable = 0;
+            let mut groups = Vec::new();
+            for g in index.groups() {
+                if queue.as_ref().is_some_and(|q| *q != g.queue) {
                     continue;
-                };
-                let policy = policy::decide(&snap.config.policies, &f, now)
-                    .policy
-                    .map_or("(unmatched)".to_string(), |p| p.name.clone());
-                let key = (
-                    queue.clone(),
-                    f.func_name.clone(),
-                    f.exc_type().map(str::to_string),
-                );
-                let group = groups.entry(key).or_insert_with(|| FailureGroup {
-                    queue: queue.clone(),
-                    func_name: f.func_name.clone(),
-                    exc_type: f.exc_type().map(str::to_string),
-                    count: 0,
-                    oldest_failed_at: f.failed_at,
-                    newest_failed_at: f.failed_at,
-                    policy: None,
-                    policies: BTreeMap::new(),
-                });
-                group.count += 1;
-                group.oldest_failed_at = group.oldest_failed_at.min(f.failed_at);
-                group.newest_failed_at = group.newest_failed_at.max(f.failed_at);
-                *group.policies.entry(policy).or_default() += 1;
+                }
+                total += g.count;
+                let broken = g
+                    .by_state
+                    .get(&crate::index::State::Undecodable)
+                    .copied()
+                    .unwrap_or(0);
+                undecodable += broken;
+                if g.count > broken {
+                    groups.push(group_answer(g, broken));
+                }
             }
-        }
-    }
-    let mut groups: Vec<FailureGroup> = groups.into_values().collect();
-    for g in &mut groups {
-        g.policy = g
-            .policies
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(p, _)| p.clone())
-            .filter(|p| p != "(unmatched)");
-    }
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.queue.cmp(&b.queue)));
+            (total, undecodable, groups)
+        })
+        .await?;
     Ok(Json(FailureGroups {
         total,
         undecodable,
         groups,
+        freshness,
     }))
+}
+
+/// One index group as the API shows it, without its `broken` undecodable jobs.
+fn group_answer(g: crate::index::Group, broken: u64) -> FailureGroup {
+    let policies = g
+        .policies
+        .into_iter()
+        .map(|(p, n)| (p.unwrap_or_else(|| "(unmatched)".to_string()), n))
+        .map(|(p, n)| {
+            // Undecodable jobs have no policy: they are not counted under (unmatched).
+            let n = if p == "(unmatched)" {
+                n - broken.min(n)
+            } else {
+                n
+            };
+            (p, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    FailureGroup {
+        key: format!(
+            "{}|{}|{}",
+            g.queue,
+            g.function.as_deref().unwrap_or(""),
+            g.exception.as_deref().unwrap_or("")
+        ),
+        queue: g.queue,
+        func_name: g.function,
+        exc_type: g.exception,
+        count: g.count - broken,
+        oldest_failed_at: g.first_failed_at,
+        newest_failed_at: g.last_failed_at,
+        policy: g.policy,
+        policies,
+        next_due: g.next_due,
+        by_state: g
+            .by_state
+            .into_iter()
+            .filter(|(s, _)| *s != crate::index::State::Undecodable)
+            .map(|(s, n)| (s.name().to_string(), n))
+            .collect(),
+        known: g.known,
+    }
 }
 
 /// Finds a job in a failed registry and decodes it; 404 / 409 when that is not possible.
@@ -404,6 +637,7 @@ async fn manual_write(
         route: Some(route),
         trigger: Trigger::Manual,
         writer: Writer::Manual,
+        index: Some(&app.daemon.index),
     };
     let planned = Planned {
         write,

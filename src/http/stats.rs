@@ -38,7 +38,7 @@ pub struct Stats {
 pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let queues = selected_queues(&mut con, &snap, None).await?;
+    let queues = selected_queues(&app.daemon, &mut con, &snap, None).await?;
     if queues.is_empty() {
         return Ok(Json(Stats {
             failed_count: 0,

@@ -20,11 +20,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::policy::{ExceptionPattern, GlobList};
+
+mod live;
+pub use live::{LiveIndex, Reading};
 
 /// Where a failed job stands, as the deciding policy sees it (the listing's `state` filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -40,7 +43,8 @@ pub enum State {
     Unmatched,
     /// An `ignore` policy matches.
     Ignored,
-    /// The stored job cannot be decoded: listed so an operator sees it, never acted on.
+    /// The stored job cannot be decoded (or its hash is gone): listed so an operator sees it,
+    /// never acted on.
     Undecodable,
 }
 
@@ -67,6 +71,22 @@ impl State {
 
     pub fn parse(text: &str) -> Option<State> {
         State::ALL.into_iter().find(|s| s.name() == text)
+    }
+
+    /// Where a decision leaves a job, and when its next automatic action is due.
+    pub fn of(decision: &crate::policy::Decision) -> (State, Option<DateTime<Utc>>) {
+        use crate::policy::Decision;
+        match decision {
+            Decision::RequeueNow { .. } | Decision::PurgeNow { .. } | Decision::MarkExhausted => {
+                (State::Due, None)
+            }
+            Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
+                (State::Waiting, Some(*due))
+            }
+            Decision::Exhausted => (State::Exhausted, None),
+            Decision::Ignore => (State::Ignored, None),
+            Decision::Unmatched => (State::Unmatched, None),
+        }
     }
 }
 
@@ -99,6 +119,62 @@ pub struct Observation<'a> {
     pub state: State,
     /// When the next automatic action is due (waiting jobs).
     pub next_due: Option<DateTime<Utc>>,
+}
+
+impl<'a> Observation<'a> {
+    /// What a decoded failure and the decision on it establish.
+    pub fn decided(
+        facts: &'a crate::rq::JobFacts,
+        score: f64,
+        policy: Option<&'a str>,
+        decision: &crate::policy::Decision,
+    ) -> Observation<'a> {
+        fn known(v: Option<&str>) -> Known<&str> {
+            v.map_or(Known::Missing, Known::Is)
+        }
+        let (state, next_due) = State::of(decision);
+        Observation {
+            queue: &facts.queue,
+            job_id: &facts.job_id,
+            score,
+            failed_at: facts.failed_at,
+            // Facts a read left out are not known, rather than missing.
+            function: if facts.reads.function {
+                known(facts.func_name.as_deref())
+            } else {
+                Known::Unknown
+            },
+            exception: if facts.reads.failure {
+                known(facts.exc_type())
+            } else {
+                Known::Unknown
+            },
+            attempts: facts.attempts,
+            exhausted: facts.exhausted,
+            policy,
+            state,
+            next_due,
+        }
+    }
+
+    /// A job that cannot be decoded: listed so that an operator sees it, never acted on. Its
+    /// failure time is guessed from the registry score with RQ's default failure_ttl.
+    pub fn undecodable(queue: &'a str, job_id: &'a str, score: f64) -> Observation<'a> {
+        let guess = (score - 31_536_000.0).max(0.0);
+        Observation {
+            queue,
+            job_id,
+            score,
+            failed_at: DateTime::from_timestamp_millis((guess * 1000.0) as i64).unwrap_or_default(),
+            function: Known::Unknown,
+            exception: Known::Unknown,
+            attempts: 0,
+            exhausted: false,
+            policy: None,
+            state: State::Undecodable,
+            next_due: None,
+        }
+    }
 }
 
 /// Names that repeat, kept once. Id `UNKNOWN` and `MISSING` are reserved.
@@ -149,9 +225,9 @@ impl Interner {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     score: f64,
-    failed_at_ms: i64,
+    failed_at_us: i64,
     /// Next due time for waiting jobs, else `i64::MAX`.
-    due_ms: i64,
+    due_us: i64,
     function: u32,
     exception: u32,
     attempts: u32,
@@ -213,6 +289,18 @@ pub struct Page {
     pub jobs: Vec<Listed>,
 }
 
+/// What a selection holds (see [`FailureIndex::tally`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tally {
+    pub matched: u64,
+    /// Jobs the selection may match once a fact it needs is read.
+    pub unknown: u64,
+    /// Undecodable jobs in the selection's queues.
+    pub undecodable: u64,
+    pub by_exception: std::collections::BTreeMap<String, u64>,
+    pub sample: Vec<String>,
+}
+
 /// Jobs of one queue × function × exception type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
@@ -230,6 +318,8 @@ pub struct Group {
     /// The earliest next automatic action among the group's waiting jobs.
     pub next_due: Option<DateTime<Utc>>,
     pub by_state: std::collections::BTreeMap<State, u64>,
+    /// How many of the group's jobs each policy decides (`None`: no policy).
+    pub policies: Vec<(Option<String>, u64)>,
 }
 
 /// Per-queue counts by state.
@@ -252,12 +342,14 @@ pub struct FailureIndex {
     version: u64,
 }
 
-fn ms(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
+/// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back
+/// exactly the `ended_at` that was read.
+fn us(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+fn time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
 impl FailureIndex {
@@ -313,8 +405,8 @@ impl FailureIndex {
             .map_or(0, |p| u16::try_from(self.policies.id(p) + 1).unwrap_or(0));
         let entry = Entry {
             score: o.score,
-            failed_at_ms: ms(o.failed_at),
-            due_ms: o.next_due.map_or(i64::MAX, ms),
+            failed_at_us: us(o.failed_at),
+            due_us: o.next_due.map_or(i64::MAX, us),
             function: self.functions.known(o.function),
             exception: self.exceptions.known(o.exception),
             attempts: o.attempts,
@@ -341,6 +433,23 @@ impl FailureIndex {
             self.version += 1;
         }
         removed
+    }
+
+    /// Sets one indexed job's state (e.g. just marked exhausted). Returns whether it was indexed.
+    pub fn set_state(&mut self, queue: &str, job_id: &str, state: State, exhausted: bool) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        match self.entries.get_mut(&(q as u16, Box::<str>::from(job_id))) {
+            Some(e) => {
+                e.state = state;
+                e.exhausted = exhausted;
+                e.due_us = i64::MAX;
+                self.version += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends a completed full scan of `queues`: their entries it did not see are gone from
@@ -373,12 +482,12 @@ impl FailureIndex {
             function_known,
             exception,
             exception_known,
-            failed_at: time(e.failed_at_ms),
+            failed_at: time(e.failed_at_us),
             attempts: e.attempts,
             exhausted: e.exhausted,
             policy: self.policy_name(e.policy),
             state: e.state,
-            next_due: (e.due_ms != i64::MAX).then(|| time(e.due_ms)),
+            next_due: (e.due_us != i64::MAX).then(|| time(e.due_us)),
         }
     }
 
@@ -413,8 +522,8 @@ impl FailureIndex {
                 .exception
                 .as_ref()
                 .map(|p| self.exceptions.matching(|n| p.is_match(n))),
-            before: query.failed_before.map(ms),
-            after: query.failed_after.map(ms),
+            before: query.failed_before.map(us),
+            after: query.failed_after.map(us),
             state: query.state,
         }
     }
@@ -432,6 +541,85 @@ impl FailureIndex {
             }
         }
         (matched, unknown)
+    }
+
+    /// A bulk dry run's answer: what `query` selects, by exception type, a sample of up to
+    /// `sample` ids, and the undecodable jobs of the queues it looks at (which no selection
+    /// can match; a bulk action skips them).
+    pub fn tally(&self, query: &Query, sample: usize) -> Tally {
+        let c = self.compile(query);
+        let mut t = Tally::default();
+        let mut by_exception: HashMap<u32, u64> = HashMap::new();
+        for (key, e) in &self.entries {
+            if e.state == State::Undecodable {
+                if !c.nothing && c.queue.is_none_or(|q| q == key.0) {
+                    t.undecodable += 1;
+                }
+                continue;
+            }
+            match c.test(key.0, e) {
+                Test::Match => {
+                    t.matched += 1;
+                    *by_exception.entry(e.exception).or_default() += 1;
+                    if t.sample.len() < sample {
+                        t.sample.push(key.1.to_string());
+                    }
+                }
+                Test::Unknown => t.unknown += 1,
+                Test::No => {}
+            }
+        }
+        t.by_exception = by_exception
+            .into_iter()
+            .map(|(id, n)| {
+                let name = match self.exceptions.name(id) {
+                    Known::Is(n) => n.to_string(),
+                    _ => "(unknown)".to_string(),
+                };
+                (name, n)
+            })
+            .fold(
+                Default::default(),
+                |mut m: std::collections::BTreeMap<String, u64>, (k, n)| {
+                    *m.entry(k).or_default() += n;
+                    m
+                },
+            );
+        t
+    }
+
+    /// Of one registry's ids as listed now (with their scores), those a bulk action with
+    /// `query` must read: the selection may match them, or the index does not know them as
+    /// they are now (not indexed, or another score: a new failure). Also how many the index
+    /// knows to be undecodable (skipped, never read). The action then acts only on what the
+    /// read still shows matching, through the compare-and-set scripts.
+    pub fn to_read(
+        &self,
+        query: &Query,
+        queue: &str,
+        ids: &[String],
+        scores: &[f64],
+    ) -> (Vec<String>, u64) {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return (ids.to_vec(), 0);
+        };
+        let q = q as u16;
+        let c = self.compile(query);
+        let mut read = Vec::new();
+        let mut undecodable = 0;
+        for (id, score) in ids.iter().zip(scores) {
+            match self.entries.get(&(q, Box::<str>::from(id.as_str()))) {
+                Some(e) if e.score == *score => {
+                    if e.state == State::Undecodable {
+                        undecodable += 1;
+                    } else if c.test(q, e) != Test::No {
+                        read.push(id.clone());
+                    }
+                }
+                _ => read.push(id.clone()),
+            }
+        }
+        (read, undecodable)
     }
 
     /// The ids `query` selects, by queue (a bulk action's work list; its writes still go
@@ -461,8 +649,8 @@ impl FailureIndex {
             match c.test(key.0, e) {
                 Test::Match => {
                     let k = match order {
-                        Order::Newest => -e.failed_at_ms,
-                        Order::Oldest => e.failed_at_ms,
+                        Order::Newest => -e.failed_at_us,
+                        Order::Oldest => e.failed_at_us,
                     };
                     hits.push((k, pos as u32));
                 }
@@ -520,9 +708,9 @@ impl FailureIndex {
                     ..Acc::default()
                 });
             acc.count += 1;
-            acc.first = acc.first.min(e.failed_at_ms);
-            acc.last = acc.last.max(e.failed_at_ms);
-            acc.next_due = acc.next_due.min(e.due_ms);
+            acc.first = acc.first.min(e.failed_at_us);
+            acc.last = acc.last.max(e.failed_at_us);
+            acc.next_due = acc.next_due.min(e.due_us);
             *acc.policies.entry(e.policy).or_default() += 1;
             *acc.by_state.entry(e.state).or_default() += 1;
         }
@@ -550,6 +738,15 @@ impl FailureIndex {
                     policy: self.policy_name(policy),
                     next_due: (acc.next_due != i64::MAX).then(|| time(acc.next_due)),
                     by_state: acc.by_state,
+                    policies: {
+                        let mut p: Vec<(Option<String>, u64)> = acc
+                            .policies
+                            .iter()
+                            .map(|(id, n)| (self.policy_name(*id), *n))
+                            .collect();
+                        p.sort();
+                        p
+                    },
                 }
             })
             .collect();
@@ -606,8 +803,8 @@ impl Compiled {
             || self.queue.is_some_and(|q| q != queue)
             || self.policy.is_some_and(|p| p != e.policy)
             || self.state.is_some_and(|s| s != e.state)
-            || self.before.is_some_and(|t| e.failed_at_ms >= t)
-            || self.after.is_some_and(|t| e.failed_at_ms <= t)
+            || self.before.is_some_and(|t| e.failed_at_us >= t)
+            || self.after.is_some_and(|t| e.failed_at_us <= t)
         {
             return Test::No;
         }

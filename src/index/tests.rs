@@ -1,4 +1,5 @@
 use super::*;
+use chrono::TimeZone;
 use proptest::prelude::*;
 
 fn at(secs: i64) -> DateTime<Utc> {

@@ -26,6 +26,7 @@ pub use report::ScanReport;
 
 use crate::actions::{Actor, Planned};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::index::Observation;
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
 use crate::rq::{decode, DecodeOutcome};
@@ -74,6 +75,9 @@ pub struct Supervisor {
     skips: Mutex<SkipMemory>,
     /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
     scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
+    /// Whether the scans feed the state's failure index (the daemon; not `once`), and so read
+    /// every failure's function and text once.
+    indexing: bool,
 }
 
 impl Supervisor {
@@ -81,18 +85,19 @@ impl Supervisor {
     /// while this instance holds the lease.
     pub fn new(state: Arc<DaemonState>) -> Supervisor {
         let leased = state.config().supervisor.leader_election;
-        Supervisor::with_lease(state, leased)
+        Supervisor::with_lease(state, leased, true)
     }
 
     /// A supervisor whose writes do not depend on a lease (`once`); the shared pause still
     /// holds them back.
     pub fn unleased(state: Arc<DaemonState>) -> Supervisor {
-        Supervisor::with_lease(state, false)
+        Supervisor::with_lease(state, false, false)
     }
 
-    fn with_lease(state: Arc<DaemonState>, leased: bool) -> Supervisor {
+    fn with_lease(state: Arc<DaemonState>, leased: bool, indexing: bool) -> Supervisor {
         Supervisor {
             leased,
+            indexing,
             state,
             cache: Mutex::new(FactsCache::default()),
             skips: Mutex::new(SkipMemory::default()),
@@ -155,10 +160,11 @@ impl Supervisor {
                     self.skip_member(&queue, b"", 0.0, "wrong_type", &mut report);
                 }
             }
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .reserve_total(sizes.iter().flatten().sum::<u64>() as usize);
+            let total = sizes.iter().flatten().sum::<u64>() as usize;
+            self.cache.lock().expect("cache lock").reserve_total(total);
+            if self.indexing {
+                self.state.index.begin_scan(total);
+            }
             for queue in &queues {
                 self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::Full)
                     .await?;
@@ -177,6 +183,9 @@ impl Supervisor {
         if result.is_ok() && !cancel.is_cancelled() {
             self.cache.lock().expect("cache lock").end_scan();
             self.skips.lock().expect("skips lock").end_scan();
+            if self.indexing {
+                self.state.index.end_scan(&report.queues, Utc::now());
+            }
             crate::memory::give_back();
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -228,6 +237,7 @@ impl Supervisor {
             None => {
                 let found = snap.registry.scan_failed_registries(con).await?;
                 names.extend(found.iter().cloned());
+                found.clone_into(&mut self.state.found_registries.lock().expect("registries lock"));
                 *self.scanned_registries.lock().expect("registry scan lock") =
                     Some((Instant::now(), found));
             }
@@ -317,7 +327,11 @@ impl Supervisor {
                         .failed += 1;
                     let hit = cache
                         .hit(queue, &id, score)
-                        .filter(|e| !matches!(e.verdict, Verdict::Waiting { due } if due <= now));
+                        .filter(|e| !matches!(e.verdict, Verdict::Waiting { due } if due <= now))
+                        // The index must hold it too, or it is read again (for the index).
+                        .filter(|_| {
+                            !self.indexing || self.state.index.still_there(queue, &id, score)
+                        });
                     match hit {
                         Some(entry) => {
                             report.scanned += 1;
@@ -380,7 +394,13 @@ impl Supervisor {
             ..Batch::default()
         };
         let report = &mut batch.report;
-        let reads = reads_for(&snap.config.policies, queue);
+        let reads = if self.indexing {
+            // Each failure is read once (the decision memory saves re-reads), so the index
+            // knows every job's function and exception type.
+            crate::rq::Reads::ALL
+        } else {
+            reads_for(&snap.config.policies, queue)
+        };
         let raws = snap.registry.read_jobs_with(con, queue, ids, reads).await?;
         let decoded: Vec<DecodeOutcome> = raws.iter().map(decode).collect();
         let suspects: Vec<String> = raws
@@ -408,6 +428,9 @@ impl Supervisor {
                 DecodeOutcome::Orphan => {
                     debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
                     report.skip("orphan", &raw.job_id);
+                    if self.indexing {
+                        self.index_undecodable(raw);
+                    }
                     continue;
                 }
                 DecodeOutcome::Corrupt(reason) => {
@@ -427,6 +450,9 @@ impl Supervisor {
                         warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
                     }
                     report.skip("decode_error", &raw.job_id);
+                    if self.indexing {
+                        self.index_undecodable(raw);
+                    }
                     continue;
                 }
             };
@@ -434,6 +460,14 @@ impl Supervisor {
             let evaluation = decide(&snap.config.policies, &facts, now);
             let policy = evaluation.policy.map_or("", |p| p.name.as_str());
             let decision = evaluation.decision;
+            if self.indexing {
+                self.index_decided(
+                    raw,
+                    &facts,
+                    evaluation.policy.map(|p| p.name.as_str()),
+                    &decision,
+                );
+            }
             // A decision without a write: counted and remembered.
             let mut settle = |verdict: Verdict| {
                 count_verdict(report, queue, verdict);
@@ -514,6 +548,7 @@ impl Supervisor {
             } else {
                 Writer::Automatic
             },
+            index: self.indexing.then_some(&self.state.index),
         };
         let planned: Vec<Planned> = writes
             .iter()
@@ -567,6 +602,28 @@ impl Supervisor {
         }
         self.feed_breakers(snap, &requeued_by_policy, &failed_again);
         Ok(batch)
+    }
+
+    /// Puts what a read and a decision established about one failure into the index.
+    fn index_decided(
+        &self,
+        raw: &crate::rq::RawJob,
+        facts: &crate::rq::JobFacts,
+        policy: Option<&str>,
+        decision: &Decision,
+    ) {
+        if let Some(score) = raw.score {
+            let o = Observation::decided(facts, score, policy, decision);
+            self.state.index.observe_all(&[o]);
+        }
+    }
+
+    /// Lists a job that cannot be decoded (see [`Observation::undecodable`]).
+    fn index_undecodable(&self, raw: &crate::rq::RawJob) {
+        if let Some(score) = raw.score {
+            let o = Observation::undecodable(&raw.queue, &raw.job_id, score);
+            self.state.index.observe_all(&[o]);
+        }
     }
 
     /// Tells each retry policy's breaker what this batch did.

@@ -375,13 +375,23 @@ impl Daemon {
     /// completion observed is this scan's.
     #[track_caller]
     pub fn scan(&self) -> Value {
-        let before = self.get("/api/v1/supervisor").expect(200)["last_scan"]["finished_at"].clone();
+        let asked = chrono::Utc::now();
         let answer = self.post("/api/v1/supervisor/scan").expect(202);
         assert_eq!(answer, serde_json::json!({"scan_requested": true}));
         let mut last = Value::Null;
+        // A scan that began after the request: one already running when it came may not
+        // have seen what the test wrote just before.
         self.wait_until("the requested scan completed", |d| {
             last = d.get("/api/v1/supervisor").expect(200)["last_scan"].clone();
-            last["finished_at"] != before
+            let (Some(finished), Some(took)) = (
+                last["finished_at"].as_str(),
+                last["report"]["duration_ms"].as_i64(),
+            ) else {
+                return false;
+            };
+            chrono::DateTime::parse_from_rfc3339(finished).is_ok_and(|t| {
+                t.with_timezone(&chrono::Utc) - chrono::Duration::milliseconds(took + 1) > asked
+            })
         });
         last
     }

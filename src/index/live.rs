@@ -1,0 +1,114 @@
+//! The daemon's one [`FailureIndex`], shared by the scan loop (which builds it), the write path
+//! (which keeps it current: read-your-writes) and the HTTP API (which answers from it).
+//!
+//! An index answers only once a full scan has completed on this instance since it became the
+//! active one ([`LiveIndex::as_of`]); until then, and on standbys (which do not scan), the API
+//! answers from Redis as before. See: issue 12.
+
+use std::sync::{RwLock, RwLockReadGuard};
+
+use chrono::{DateTime, Utc};
+
+use super::{FailureIndex, Observation, State};
+
+#[derive(Debug, Default)]
+struct Inner {
+    index: FailureIndex,
+    /// When the last completed full scan ended; `None` until one has.
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct LiveIndex {
+    inner: RwLock<Inner>,
+}
+
+/// A read of a built index, and when it was last complete.
+pub struct Reading<'a> {
+    guard: RwLockReadGuard<'a, Inner>,
+    pub as_of: DateTime<Utc>,
+}
+
+impl std::ops::Deref for Reading<'_> {
+    type Target = FailureIndex;
+    fn deref(&self) -> &FailureIndex {
+        &self.guard.index
+    }
+}
+
+impl LiveIndex {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().expect("index lock")
+    }
+
+    /// The index, when a full scan has built it (else the caller reads Redis).
+    pub fn read(&self) -> Option<Reading<'_>> {
+        let guard = self.inner.read().expect("index lock");
+        let as_of = guard.as_of?;
+        Some(Reading { guard, as_of })
+    }
+
+    /// When the index was last complete, if it ever was.
+    pub fn as_of(&self) -> Option<DateTime<Utc>> {
+        self.inner.read().expect("index lock").as_of
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("index lock").index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn begin_scan(&self, expected_total: usize) {
+        let mut inner = self.write();
+        inner.index.begin_scan();
+        inner.index.reserve_total(expected_total);
+    }
+
+    /// See [`FailureIndex::still_there`].
+    pub fn still_there(&self, queue: &str, job_id: &str, score: f64) -> bool {
+        self.write().index.still_there(queue, job_id, score)
+    }
+
+    pub fn observe_all(&self, observations: &[Observation<'_>]) {
+        if observations.is_empty() {
+            return;
+        }
+        let mut inner = self.write();
+        for o in observations {
+            inner.index.observe(o);
+        }
+    }
+
+    /// Forgets jobs that left their failed registry (requeued, purged, gone).
+    pub fn remove_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut inner = self.write();
+        for (queue, id) in jobs {
+            inner.index.remove(queue, id);
+        }
+    }
+
+    /// Notes jobs just marked exhausted.
+    pub fn mark_exhausted_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut inner = self.write();
+        for (queue, id) in jobs {
+            inner.index.set_state(queue, id, State::Exhausted, true);
+        }
+    }
+
+    /// Ends a completed full scan of `queues` at `at`: from now on the index answers.
+    pub fn end_scan(&self, queues: &[String], at: DateTime<Utc>) {
+        let mut inner = self.write();
+        inner.index.end_scan(queues);
+        inner.as_of = Some(at);
+    }
+
+    /// Forgets everything (this instance stopped being the active one: it no longer scans, so
+    /// what it knows would only grow stale).
+    pub fn clear(&self) {
+        *self.write() = Inner::default();
+    }
+}
