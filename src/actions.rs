@@ -63,16 +63,33 @@ impl Actor<'_> {
             self.record(metrics, p, outcome);
         }
         if let Some(index) = self.index {
-            let gone = writes.iter().zip(&outcomes).filter(|(_, o)| {
-                matches!(
-                    o,
-                    Outcome::Requeued
-                        | Outcome::Purged
-                        | Outcome::JobMissing
-                        | Outcome::NotInRegistry
-                )
-            });
-            index.remove_all(gone.map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())));
+            let gone: Vec<(&Write, &Outcome)> = writes
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| {
+                    matches!(
+                        o,
+                        Outcome::Requeued
+                            | Outcome::Purged
+                            | Outcome::JobMissing
+                            | Outcome::NotInRegistry
+                    )
+                })
+                .collect();
+            let was = index.remove_all(
+                gone.iter()
+                    .map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())),
+            );
+            // The gauges follow an operator's action at once (the scans' own writes are
+            // counted by the scan that makes them).
+            if self.trigger == Trigger::Manual {
+                for ((w, outcome), state) in gone.iter().zip(was) {
+                    let Some(state) = state else { continue };
+                    let requeued_to =
+                        matches!(outcome, Outcome::Requeued).then_some(w.origin.as_str());
+                    metrics.job_left_registry(&w.queue, state, requeued_to);
+                }
+            }
             let marked = writes
                 .iter()
                 .zip(&outcomes)

@@ -300,6 +300,39 @@ impl Metrics {
     }
 
     /// Records a completed scan: duration, time, and the per-queue gauges (stale queues removed).
+    /// One job left `queue`'s failed registry through an operator's action, from `state`
+    /// (requeued onto `requeued_to`, or deleted): the per-queue gauges follow at once instead
+    /// of at the next scan. Only gauges a scan has set move.
+    pub fn job_left_registry(
+        &self,
+        queue: &str,
+        state: crate::index::State,
+        requeued_to: Option<&str>,
+    ) {
+        let current = self.gauge_queues.lock().expect("metrics lock");
+        let dec = |gauge: &IntGaugeVec, label: &str| {
+            if current.contains(label) {
+                let g = gauge.with_label_values(&[label]);
+                if g.get() > 0 {
+                    g.dec();
+                }
+            }
+        };
+        let label = self.queue_label(queue);
+        dec(&self.failed_jobs, &label);
+        match state {
+            crate::index::State::Waiting => dec(&self.waiting_jobs, &label),
+            crate::index::State::Exhausted => dec(&self.exhausted_jobs, &label),
+            _ => {}
+        }
+        if let Some(origin) = requeued_to {
+            let label = self.queue_label(origin);
+            if current.contains(&label) {
+                self.queued_jobs.with_label_values(&[label.as_str()]).inc();
+            }
+        }
+    }
+
     pub fn scan_finished(
         &self,
         duration_seconds: f64,

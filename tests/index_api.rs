@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use serde_json::Value;
-use support::http::{Daemon, DaemonConfig};
+use support::http::{metric, parse_metrics, Daemon, DaemonConfig};
 use support::jobs::FailedJob;
 use support::RedisServer;
 
@@ -291,6 +291,13 @@ fn rq_retryds_own_writes_show_in_the_next_answer_without_a_scan() {
     }
     let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW));
     let scanned = last_scan_at(&daemon);
+    let gauge = |name: &str, queue: &str| {
+        let text = daemon.get("/metrics").text();
+        metric(&parse_metrics(&text), name, &[("queue", queue)])
+    };
+    assert_eq!(gauge("rq_retryd_failed_jobs", "default"), Some(6.0));
+    assert_eq!(gauge("rq_retryd_waiting_jobs", "default"), Some(6.0));
+    assert_eq!(gauge("rq_retryd_queued_jobs", "default"), Some(0.0));
 
     daemon.post("/api/v1/jobs/failed/d0/retry").expect(200);
     daemon.delete("/api/v1/jobs/failed/d1").expect(200);
@@ -298,6 +305,10 @@ fn rq_retryds_own_writes_show_in_the_next_answer_without_a_scan() {
     assert_eq!(list["total"], 4, "{list}");
     assert!(!ids(&list).contains(&"d0".to_string()), "{list}");
     assert!(!ids(&list).contains(&"d1".to_string()), "{list}");
+    // The gauges moved with the actions, not at a scan.
+    assert_eq!(gauge("rq_retryd_failed_jobs", "default"), Some(4.0));
+    assert_eq!(gauge("rq_retryd_waiting_jobs", "default"), Some(4.0));
+    assert_eq!(gauge("rq_retryd_queued_jobs", "default"), Some(1.0));
     daemon
         .post("/api/v1/jobs/failed/retry-all?queue=emails&exception=ValueError")
         .expect(200);
@@ -312,6 +323,8 @@ fn rq_retryds_own_writes_show_in_the_next_answer_without_a_scan() {
     // And Redis agrees.
     let queued: Vec<String> = con.lrange("rq:queue:emails", 0, -1).unwrap();
     assert_eq!(queued.len(), 4);
+    assert_eq!(gauge("rq_retryd_failed_jobs", "emails"), Some(0.0));
+    assert_eq!(gauge("rq_retryd_queued_jobs", "emails"), Some(4.0));
 }
 
 #[test]

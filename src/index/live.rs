@@ -83,12 +83,16 @@ impl LiveIndex {
         }
     }
 
-    /// Forgets jobs that left their failed registry (requeued, purged, gone).
-    pub fn remove_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    /// Forgets jobs that left their failed registry (requeued, purged, gone); returns the
+    /// state each was indexed in (`None`: not indexed).
+    pub fn remove_all<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Option<State>> {
         let mut inner = self.write();
-        for (queue, id) in jobs {
-            inner.index.remove(queue, id);
-        }
+        jobs.into_iter()
+            .map(|(queue, id)| inner.index.take(queue, id))
+            .collect()
     }
 
     /// Notes jobs just marked exhausted.

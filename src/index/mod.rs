@@ -422,17 +422,17 @@ impl FailureIndex {
     /// Forgets one job (requeued, purged or gone): read-your-writes for the next answer.
     /// Returns whether it was indexed.
     pub fn remove(&mut self, queue: &str, job_id: &str) -> bool {
-        let Some(&q) = self.queues.ids.get(queue) else {
-            return false;
-        };
+        self.take(queue, job_id).is_some()
+    }
+
+    /// Like [`remove`](Self::remove), returning the state the job was indexed in.
+    pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
+        let q = *self.queues.ids.get(queue)?;
         let removed = self
             .entries
-            .swap_remove(&(q as u16, Box::<str>::from(job_id)))
-            .is_some();
-        if removed {
-            self.version += 1;
-        }
-        removed
+            .swap_remove(&(q as u16, Box::<str>::from(job_id)))?;
+        self.version += 1;
+        Some(removed.state)
     }
 
     /// Sets one indexed job's state (e.g. just marked exhausted). Returns whether it was indexed.
