@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
-use crate::index::LiveIndex;
+use crate::index::{LiveIndex, State};
 use crate::metrics::{Metrics, Trigger};
 use crate::state::Snapshot;
 
@@ -87,7 +87,12 @@ impl Actor<'_> {
                     let Some(state) = state else { continue };
                     let requeued_to =
                         matches!(outcome, Outcome::Requeued).then_some(w.origin.as_str());
-                    metrics.job_left_registry(&w.queue, state, requeued_to);
+                    metrics.job_left_registry(
+                        &w.queue,
+                        state == State::Waiting,
+                        state == State::Exhausted,
+                        requeued_to,
+                    );
                 }
             }
             let marked = writes

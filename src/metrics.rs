@@ -300,13 +300,15 @@ impl Metrics {
     }
 
     /// Records a completed scan: duration, time, and the per-queue gauges (stale queues removed).
-    /// One job left `queue`'s failed registry through an operator's action, from `state`
-    /// (requeued onto `requeued_to`, or deleted): the per-queue gauges follow at once instead
-    /// of at the next scan. Only gauges a scan has set move.
+    /// One job left `queue`'s failed registry through an operator's action (requeued onto
+    /// `requeued_to`, or deleted); it was `waiting` (in backoff) or `exhausted` there. The
+    /// per-queue gauges follow at once instead of at the next scan. Only gauges a scan has
+    /// set move.
     pub fn job_left_registry(
         &self,
         queue: &str,
-        state: crate::index::State,
+        waiting: bool,
+        exhausted: bool,
         requeued_to: Option<&str>,
     ) {
         let current = self.gauge_queues.lock().expect("metrics lock");
@@ -320,10 +322,11 @@ impl Metrics {
         };
         let label = self.queue_label(queue);
         dec(&self.failed_jobs, &label);
-        match state {
-            crate::index::State::Waiting => dec(&self.waiting_jobs, &label),
-            crate::index::State::Exhausted => dec(&self.exhausted_jobs, &label),
-            _ => {}
+        if waiting {
+            dec(&self.waiting_jobs, &label);
+        }
+        if exhausted {
+            dec(&self.exhausted_jobs, &label);
         }
         if let Some(origin) = requeued_to {
             let label = self.queue_label(origin);

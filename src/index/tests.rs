@@ -263,3 +263,117 @@ proptest! {
         prop_assert_eq!(seen.len(), want.len());
     }
 }
+
+fn undecodable<'a>(queue: &'a str, id: &'a str) -> Observation<'a> {
+    Observation::undecodable(queue, id, 1e10)
+}
+
+#[test]
+fn a_tally_counts_the_selection_by_exception_with_a_sample_and_the_undecodable_apart() {
+    let mut index = FailureIndex::default();
+    for i in 0..5 {
+        index.observe(&obs("default", &format!("t{i}"), i));
+    }
+    let value_error = Observation {
+        exception: Known::Is("ValueError"),
+        ..obs("default", "v", 9)
+    };
+    index.observe(&value_error);
+    index.observe(&obs("emails", "e", 1));
+    index.observe(&undecodable("default", "broken"));
+    index.observe(&undecodable("emails", "broken-too"));
+
+    let all_default = index.tally(
+        &Query {
+            queue: Some("default".into()),
+            ..Query::default()
+        },
+        3,
+    );
+    assert_eq!(all_default.matched, 6);
+    assert_eq!(all_default.undecodable, 1, "only the selection's queue");
+    assert_eq!(all_default.sample.len(), 3);
+    assert_eq!(
+        all_default.by_exception,
+        [
+            ("ConnectionError".to_string(), 5),
+            ("ValueError".to_string(), 1)
+        ]
+        .into_iter()
+        .collect()
+    );
+    let timeouts = index.tally(
+        &Query {
+            exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
+            ..Query::default()
+        },
+        100,
+    );
+    assert_eq!(timeouts.matched, 6, "both queues");
+    assert_eq!(timeouts.undecodable, 2);
+    assert_eq!(timeouts.unknown, 0, "undecodable jobs are not 'unknown'");
+    let nowhere = index.tally(
+        &Query {
+            queue: Some("nosuch".into()),
+            ..Query::default()
+        },
+        10,
+    );
+    assert_eq!(nowhere, Tally::default());
+}
+
+#[test]
+fn a_bulk_action_reads_only_what_may_match_or_what_the_index_does_not_know_as_it_is() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "timeout", 1));
+    index.observe(&Observation {
+        exception: Known::Is("ValueError"),
+        ..obs("default", "bad-input", 2)
+    });
+    index.observe(&undecodable("default", "broken"));
+    let query = Query {
+        exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
+        ..Query::default()
+    };
+    let ids: Vec<String> = ["timeout", "bad-input", "broken", "new", "failed-again"]
+        .map(String::from)
+        .to_vec();
+    // "failed-again" is indexed, but the registry shows another score: a new failure.
+    index.observe(&Observation {
+        exception: Known::Is("ValueError"),
+        ..obs("default", "failed-again", 3)
+    });
+    let scores = [1e10 + 1.0, 1e10 + 2.0, 1e10, 1e10 + 4.0, 1e10 + 99.0];
+    let (read, undecodable) = index.to_read(&query, "default", &ids, &scores);
+    assert_eq!(read, vec!["timeout", "new", "failed-again"]);
+    assert_eq!(undecodable, 1);
+    // A queue the index never saw: everything is read.
+    let (read, undecodable) = index.to_read(&query, "elsewhere", &ids, &scores);
+    assert_eq!(read, ids);
+    assert_eq!(undecodable, 0);
+}
+
+#[test]
+fn take_returns_the_indexed_state_and_set_state_marks_exhausted() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&obs("default", "b", 2));
+    assert!(index.set_state("default", "b", State::Exhausted, true));
+    assert!(!index.set_state("default", "zz", State::Exhausted, true));
+    let b = index.page(
+        &Query {
+            state: Some(State::Exhausted),
+            ..Query::default()
+        },
+        Order::Newest,
+        0,
+        10,
+    );
+    assert_eq!(ids(&b), vec!["b"]);
+    assert!(b.jobs[0].exhausted);
+    assert_eq!(b.jobs[0].next_due, None);
+    assert_eq!(index.take("default", "a"), Some(State::Waiting));
+    assert_eq!(index.take("default", "a"), None);
+    assert_eq!(index.take("other", "b"), None);
+    assert_eq!(index.len(), 1);
+}
