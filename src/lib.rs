@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod executor;
 pub mod explain;
+pub mod glob;
 pub mod http;
 pub mod index;
 pub mod memory;

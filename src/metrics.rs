@@ -423,12 +423,11 @@ impl Metrics {
     }
 
     /// Sets `circuit_open{policy}` to 1 for the open breakers and removes the others.
-    pub fn set_open_circuits(&self, open: &[crate::supervisor::OpenCircuit]) {
+    /// The retry policies whose circuit breaker is open now.
+    pub fn set_open_circuits<'a>(&self, policies: impl IntoIterator<Item = &'a str>) {
         self.circuit_open.reset();
-        for c in open {
-            self.circuit_open
-                .with_label_values(&[c.policy.as_str()])
-                .set(1);
+        for policy in policies {
+            self.circuit_open.with_label_values(&[policy]).set(1);
         }
     }
 

@@ -864,7 +864,7 @@ fn build_breaker(
     section: Option<&toml::Spanned<BreakerSection>>,
     err: &mut impl FnMut(Option<Range<usize>>, String),
 ) -> Option<Option<BreakerSpec>> {
-    let default = crate::supervisor::default_breaker();
+    let default = BreakerSpec::default();
     let Some(section) = section else {
         return Some(Some(default));
     };

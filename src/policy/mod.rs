@@ -57,6 +57,18 @@ pub struct BreakerSpec {
     pub cool_down: Duration,
 }
 
+impl Default for BreakerSpec {
+    /// 90% of at least 20 requeues failing again within 10 minutes opens it for 10 minutes.
+    fn default() -> BreakerSpec {
+        BreakerSpec {
+            window: Duration::from_secs(600),
+            threshold: 0.9,
+            min_requeues: 20,
+            cool_down: Duration::from_secs(600),
+        }
+    }
+}
+
 /// What happens when a job has used up `max_attempts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,7 +6,7 @@ use redis::{RedisResult, Value};
 
 use super::job::{RawJob, Reads, StreamFields};
 use super::keys::Keys;
-use crate::policy::GlobList;
+use crate::glob::GlobList;
 
 /// Reads RQ's keys through any async connection.
 #[derive(Debug, Clone)]

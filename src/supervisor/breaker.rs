@@ -4,7 +4,6 @@
 //! for a cool-down, then lets them through again.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -116,20 +115,10 @@ impl Breakers {
     }
 }
 
-/// The default breaker: 90% of at least 20 requeues failing again within 10 minutes opens it
-/// for 10 minutes.
-pub fn default_spec() -> BreakerSpec {
-    BreakerSpec {
-        window: Duration::from_secs(600),
-        threshold: 0.9,
-        min_requeues: 20,
-        cool_down: Duration::from_secs(600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn spec() -> BreakerSpec {
         BreakerSpec {

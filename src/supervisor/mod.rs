@@ -19,7 +19,7 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use breaker::{default_spec as default_breaker, Breakers, OpenCircuit};
+pub use breaker::{Breakers, OpenCircuit};
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use rate::RequeueLimiter;
 pub use report::ScanReport;
@@ -534,7 +534,9 @@ impl Supervisor {
                 }
                 !held
             });
-            self.state.metrics.set_open_circuits(&breakers.open());
+            self.state
+                .metrics
+                .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
         }
         if writes.is_empty() {
             return Ok(batch);
@@ -648,7 +650,9 @@ impl Supervisor {
                 breakers.record(&policy.name, breaker, r, f, now);
             }
         }
-        self.state.metrics.set_open_circuits(&breakers.open());
+        self.state
+            .metrics
+            .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
     }
 
     /// Acts on jobs whose backoff has ended: re-reads and decides again (a job that changed
