@@ -1,7 +1,7 @@
 //! The router in-process (`tower::ServiceExt::oneshot`): status codes and JSON shapes of the
 //! cases that need no socket: the auth layer, the body limit, unknown routes and methods, and
 //! the 503 answers before Redis was ever reached. With a Redis, the same router answers the
-//! job routes (the end-to-end flows are in `tests/http_api.rs`).
+//! job routes (the end-to-end flows are in `tests/http_*.rs`).
 //!
 //! See: issue 3 (HTTP control surface).
 

@@ -5,6 +5,7 @@
 //! how to get it (`scripts/test.sh` installs everything).
 #![allow(dead_code)]
 
+pub mod api;
 pub mod faults;
 pub mod http;
 pub mod jobs;

@@ -1,0 +1,276 @@
+//! The HTTP API's tokens and listen rules, and its answers while Redis is down, against a real
+//! `redis-server`, with a real `rq-retryd run` on a free loopback port driven over real sockets;
+//! failed jobs written byte for byte as RQ leaves them (`support::jobs`) or by real RQ
+//! (`support::rq`). Each test owns its Redis and its daemon.
+//!
+//! See: issue 3 (HTTP control surface and Prometheus metrics); split by resource in issue 12.
+
+mod support;
+
+use serde_json::json;
+
+use support::api::*;
+use support::http::{run_to_exit, Daemon, DaemonConfig, HANDS_OFF};
+use support::jobs::{snapshot, FailedJob};
+use support::RedisServer;
+
+// ---------------------------------------------------------------------------------------------
+// Auth
+
+/// Every route of `src/http/mod.rs` that lives under `/api/`, with a method it serves, but
+/// `/api/v1/openapi.json`: the API's description is open so that `/docs` can load it (issue 13).
+const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/jobs/failed"),
+    ("GET", "/api/v1/jobs/failed/groups"),
+    ("POST", "/api/v1/jobs/failed/retry-all"),
+    ("DELETE", "/api/v1/jobs/failed/clear"),
+    ("DELETE", "/api/v1/jobs/failed/j1"),
+    ("POST", "/api/v1/jobs/failed/j1/retry"),
+    ("GET", "/api/v1/jobs/failed/j1/explain"),
+    ("GET", "/api/v1/jobs/status/j1"),
+    ("GET", "/api/v1/jobs/stats"),
+    ("GET", "/api/v1/tasks/1-1"),
+    ("GET", "/api/v1/supervisor"),
+    ("POST", "/api/v1/supervisor/pause"),
+    ("POST", "/api/v1/supervisor/resume"),
+    ("POST", "/api/v1/supervisor/scan"),
+    ("GET", "/api/v1/policies"),
+    ("GET", "/api/v1/audit"),
+];
+
+#[test]
+fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
+    let redis = RedisServer::start();
+    let token = "tok-7d1f0c5e2b9a4c3d8e6f";
+    let mut config = DaemonConfig::new(&redis.url(), HANDS_OFF);
+    config.auth_token = Some(token.into());
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    let mut con = redis.conn();
+    FailedJob::new("j1").write(&mut con);
+    let before = snapshot(&mut con);
+
+    let good = format!("Bearer {token}");
+    let basic = format!("Basic {token}");
+    let wrong_headers: [Vec<(&str, &str)>; 5] = [
+        vec![],
+        vec![("Authorization", "Bearer not-the-token")],
+        vec![("Authorization", basic.as_str())],
+        vec![("Authorization", token)],
+        vec![("Authorization", "Bearer ")],
+    ];
+    for (method, path) in API_ROUTES {
+        for headers in &wrong_headers {
+            let r = daemon.raw(method, path, headers, b"");
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.text());
+            r.expect_error(401, "unauthorized");
+        }
+    }
+    assert_eq!(snapshot(&mut con), before, "a 401 acts on nothing");
+    let state = daemon
+        .raw(
+            "GET",
+            "/api/v1/supervisor",
+            &[("Authorization", &good)],
+            b"",
+        )
+        .expect(200);
+    assert_eq!(state["paused"], false, "an unauthorized pause was ignored");
+
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/docs",
+    ] {
+        let r = daemon.raw("GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path} without a token: {}", r.text());
+    }
+    // With the token the routes answer (anything but 401).
+    for (method, path) in API_ROUTES {
+        let r = daemon.raw(method, path, &[("Authorization", &good)], b"");
+        assert_ne!(
+            r.status,
+            401,
+            "{method} {path} with the token: {}",
+            r.text()
+        );
+        assert!(r.status < 500, "{method} {path}: {} {}", r.status, r.text());
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_without_a_token_refuses_to_start_with_exit_2() {
+    let redis = RedisServer::start();
+    let port = support::free_port();
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\n[http]\nlisten = \"0.0.0.0:{port}\"\n{HANDS_OFF}",
+        redis.url()
+    );
+    let (code, log) = run_to_exit(&toml);
+    assert_eq!(code, 2, "exit code; output:\n{log}");
+    assert!(
+        log.contains("non-loopback") && log.contains("auth_token"),
+        "the message says why:\n{log}"
+    );
+    assert!(
+        log.contains("http.listen") || log.contains("listen"),
+        "names the key:\n{log}"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        support::http::try_request(addr, "GET", "/healthz", &[], b"").is_err(),
+        "nothing listens"
+    );
+}
+
+#[test]
+fn a_token_from_auth_token_file_guards_a_non_loopback_listen_and_is_never_logged() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "Zq8fileToken4e1b9c7d2a6f";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut config = DaemonConfig::new(&redis.url(), SLOW_POLICIES);
+    config.listen_host = Some("0.0.0.0".into());
+    config.auth_token_file = Some(token_file);
+    config.log_level = "trace".into();
+    let daemon = Daemon::start_ready(&config);
+    let mut con = redis.conn();
+    FailedJob::new("j1").write(&mut con);
+    FailedJob::new("j2").write(&mut con);
+
+    daemon
+        .raw("GET", "/api/v1/jobs/stats", &[], b"")
+        .expect_error(401, "unauthorized");
+    daemon
+        .raw(
+            "GET",
+            "/api/v1/jobs/stats",
+            &[("Authorization", "Bearer Zq8wrong")],
+            b"",
+        )
+        .expect_error(401, "unauthorized");
+    // Exercise the paths that log: manual actions, switches, a scan.
+    assert_eq!(
+        daemon.get("/api/v1/jobs/stats").expect(200)["failed_count"],
+        2
+    );
+    daemon.post("/api/v1/jobs/failed/j1/retry").expect(200);
+    daemon.delete("/api/v1/jobs/failed/j2").expect(200);
+    daemon.post("/api/v1/supervisor/pause").expect(200);
+    daemon.post("/api/v1/supervisor/resume").expect(200);
+    daemon.scan();
+
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "SIGTERM exits 0:\n{log}");
+    assert!(
+        log.contains("rq-retryd starting") && log.contains("manual action"),
+        "the log was captured (else the next check proves nothing):\n{log}"
+    );
+    assert!(
+        !log.contains(token) && !log.contains("Zq8"),
+        "the token appears in the log:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis down
+
+#[test]
+fn readyz_and_api_routes_answer_503_once_redis_is_gone() {
+    let (redis, daemon) = start(HANDS_OFF);
+    let mut con = redis.conn();
+    FailedJob::new("j1").write(&mut con);
+    drop(con);
+    assert_eq!(
+        daemon.get("/readyz").expect(200),
+        json!({"status": "ready"})
+    );
+    kill_redis(&redis);
+
+    daemon.get("/readyz").expect_error(503, "redis_unavailable");
+    for (method, path) in [
+        ("GET", "/api/v1/jobs/failed"),
+        ("GET", "/api/v1/jobs/stats"),
+        ("POST", "/api/v1/jobs/failed/j1/retry"),
+        ("POST", "/api/v1/jobs/failed/retry-all"),
+        ("GET", "/api/v1/audit"),
+    ] {
+        let r = daemon.call(method, path);
+        assert_eq!(r.status, 503, "{method} {path}: {}", r.text());
+        r.expect_error(503, "redis_unavailable");
+    }
+    // The process itself is alive.
+    assert_eq!(daemon.get("/healthz").expect(200), json!({"status": "ok"}));
+}
+
+#[test]
+fn a_daemon_started_before_redis_answers_503_until_redis_is_up() {
+    let port = support::free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let daemon = Daemon::start(&DaemonConfig::new(&url, HANDS_OFF));
+
+    daemon.get("/healthz").expect(200);
+    daemon.get("/readyz").expect_error(503, "redis_unavailable");
+    for (method, path) in [
+        ("GET", "/api/v1/jobs/failed"),
+        ("GET", "/api/v1/jobs/stats"),
+        ("GET", "/api/v1/jobs/status/j1"),
+        ("POST", "/api/v1/jobs/failed/j1/retry"),
+        ("DELETE", "/api/v1/jobs/failed/clear"),
+        ("GET", "/api/v1/audit"),
+    ] {
+        daemon
+            .call(method, path)
+            .expect_error(503, "redis_unavailable");
+    }
+    let state = daemon.get("/api/v1/supervisor").expect(200);
+    assert_eq!(state["redis_connected"], false, "{state}");
+
+    // Now Redis comes up on the configured port: the daemon connects by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = KillOnDrop(&mut server);
+    daemon.wait_ready();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    FailedJob::new("j1").write(&mut con);
+    let stats = daemon.get("/api/v1/jobs/stats").expect(200);
+    assert_eq!(stats["failed_count"], 1, "{stats}");
+    daemon.get("/api/v1/jobs/failed").expect(200);
+    assert_eq!(
+        daemon.get("/api/v1/supervisor").expect(200)["redis_connected"],
+        true
+    );
+}
+
+/// A Redis with no queues at all (a fresh install): stats are empty, not an error.
+#[test]
+fn stats_of_a_redis_without_queues_are_empty_not_an_error() {
+    let (_redis, daemon) = start(HANDS_OFF);
+    let list = daemon.get("/api/v1/jobs/failed").expect(200);
+    assert_eq!(list["total"], 0, "{list}");
+    let groups = daemon.get("/api/v1/jobs/failed/groups").expect(200);
+    assert_eq!(groups["groups"], json!([]), "{groups}");
+    let stats = daemon.get("/api/v1/jobs/stats").expect(200);
+    assert_eq!(stats, json!({"failed_count": 0, "queues": {}}));
+}
