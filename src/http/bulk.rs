@@ -189,14 +189,22 @@ enum BulkAction {
     Clear,
 }
 
+/// A bulk task's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Running,
+    Done,
+    Failed,
+}
+
 /// Where a bulk task stands; also the final answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BulkResult {
     pub task_id: String,
     /// `retry-all` or `clear`.
     pub action: String,
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: TaskState,
     pub dry_run: bool,
     /// Jobs that matched the selection (so far).
     pub matched_count: u64,
@@ -234,7 +242,7 @@ impl Tasks {
         while tasks.len() > TASKS_KEPT {
             let finished = tasks
                 .iter()
-                .position(|t| t.lock().expect("task lock").state != "running");
+                .position(|t| t.lock().expect("task lock").state != TaskState::Running);
             match finished {
                 Some(i) => {
                     tasks.remove(i);
@@ -315,7 +323,7 @@ async fn start(
             BulkAction::Clear => "clear",
         }
         .into(),
-        state: "running".into(),
+        state: TaskState::Running,
         dry_run,
         matched_count: 0,
         requeued_count: (action == BulkAction::Retry).then_some(0),
@@ -341,21 +349,21 @@ async fn start(
         let mut r = progress.lock().expect("task lock");
         r.finished_at = Some(Utc::now());
         match outcome {
-            Ok(()) => r.state = "done".into(),
+            Ok(()) => r.state = TaskState::Done,
             Err(e) => {
-                r.state = "failed".into();
+                r.state = TaskState::Failed;
                 r.error = Some(e.to_string());
             }
         }
     });
     let _ = tokio::time::timeout(Duration::from_millis(wait), handle).await;
     let snapshot = result.lock().expect("task lock").clone();
-    let status = if snapshot.state == "running" {
+    let status = if snapshot.state == TaskState::Running {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    if snapshot.state == "failed" {
+    if snapshot.state == TaskState::Failed {
         return Err(ApiError::unavailable(snapshot.error.unwrap_or_default()));
     }
     Ok((status, Json(snapshot)).into_response())

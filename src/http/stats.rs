@@ -45,37 +45,26 @@ pub async fn stats(State(app): State<AppState>) -> ApiResult<Json<Stats>> {
             queues: BTreeMap::new(),
         }));
     }
-    let prefix = &snap.config.redis.key_prefix;
-    let live_after = format!("({}", Utc::now().timestamp_millis() as f64 / 1000.0);
-    let mut pipe = redis::pipe();
-    for q in &queues {
-        pipe.cmd("LLEN").arg(snap.registry.keys().queue(q));
-        for registry in ["wip", "failed", "finished"] {
-            pipe.cmd("ZCOUNT")
-                .arg(format!("{prefix}:{registry}:{q}"))
-                .arg(&live_after)
-                .arg("+inf");
-        }
-        pipe.cmd("ZCARD").arg(format!("{prefix}:deferred:{q}"));
-        pipe.cmd("ZCARD").arg(format!("{prefix}:scheduled:{q}"));
-    }
-    pipe.ignore_errors();
-    let replies: Vec<redis::RedisResult<u64>> = pipe.query_async(&mut con).await?;
-    let mut numbers = replies.into_iter().map(|r| r.unwrap_or(0));
+    let now_unix = Utc::now().timestamp_millis() as f64 / 1000.0;
+    let counts = snap
+        .registry
+        .queue_counts(&mut con, &queues, now_unix)
+        .await?;
     let mut out = BTreeMap::new();
     let mut failed_count = 0;
-    for q in queues {
-        let mut next = || numbers.next().unwrap_or(0);
-        let s = QueueStats {
-            queued: next(),
-            started: next(),
-            failed: next(),
-            finished: next(),
-            deferred: next(),
-            scheduled: next(),
-        };
-        failed_count += s.failed;
-        out.insert(q, s);
+    for (q, c) in queues.into_iter().zip(counts) {
+        failed_count += c.failed;
+        out.insert(
+            q,
+            QueueStats {
+                queued: c.queued,
+                started: c.started,
+                failed: c.failed,
+                finished: c.finished,
+                deferred: c.deferred,
+                scheduled: c.scheduled,
+            },
+        );
     }
     Ok(Json(Stats {
         failed_count,

@@ -1,5 +1,25 @@
 //! RQ's key names. Everything is under a prefix (`rq` by default, `redis.key_prefix`).
 
+/// RQ's registries besides the failed one (whose key is [`Keys::failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherRegistry {
+    Started,
+    Finished,
+    Deferred,
+    Scheduled,
+}
+
+impl OtherRegistry {
+    fn name(self) -> &'static str {
+        match self {
+            OtherRegistry::Started => "wip",
+            OtherRegistry::Finished => "finished",
+            OtherRegistry::Deferred => "deferred",
+            OtherRegistry::Scheduled => "scheduled",
+        }
+    }
+}
+
 /// Builds RQ key names for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -26,6 +46,12 @@ impl Keys {
     /// `rq:failed:<q>`: the FailedJobRegistry (score = expiry time, not failure time).
     pub fn failed(&self, queue: &str) -> String {
         format!("{}:failed:{queue}", self.prefix)
+    }
+
+    /// `rq:<registry>:<q>` for RQ's other registries: `wip` (StartedJobRegistry), `finished`,
+    /// `deferred`, `scheduled`.
+    pub fn registry(&self, registry: OtherRegistry, queue: &str) -> String {
+        format!("{}:{}:{queue}", self.prefix, registry.name())
     }
 
     /// The `SCAN MATCH` pattern for every failed registry.

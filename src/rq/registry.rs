@@ -26,6 +26,17 @@ pub struct FailedIds {
     pub invalid: usize,
 }
 
+/// One queue's counts, as RQ counts them (see [`Registry::queue_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub queued: u64,
+    pub started: u64,
+    pub failed: u64,
+    pub finished: u64,
+    pub deferred: u64,
+    pub scheduled: u64,
+}
+
 impl Registry {
     pub fn new(keys: Keys) -> Registry {
         Registry { keys }
@@ -266,6 +277,51 @@ impl Registry {
             });
         }
         Ok(jobs)
+    }
+
+    /// Each queue's counts the way RQ counts them (`Queue.count`; the started, failed and
+    /// finished registries' live entries, as after their cleanup; every deferred and scheduled
+    /// entry), in one round trip. A key of the wrong type counts 0.
+    pub async fn queue_counts<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queues: &[String],
+        now_unix: f64,
+    ) -> RedisResult<Vec<QueueCounts>> {
+        use super::keys::OtherRegistry;
+        let live_after = format!("({now_unix}");
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for q in queues {
+            pipe.cmd("LLEN").arg(self.keys.queue(q));
+            for key in [
+                self.keys.registry(OtherRegistry::Started, q),
+                self.keys.failed(q),
+                self.keys.registry(OtherRegistry::Finished, q),
+            ] {
+                pipe.cmd("ZCOUNT").arg(key).arg(&live_after).arg("+inf");
+            }
+            pipe.cmd("ZCARD")
+                .arg(self.keys.registry(OtherRegistry::Deferred, q));
+            pipe.cmd("ZCARD")
+                .arg(self.keys.registry(OtherRegistry::Scheduled, q));
+        }
+        let replies: Vec<RedisResult<u64>> = pipe.query_async(con).await?;
+        let mut numbers = replies.into_iter().map(|r| r.unwrap_or(0));
+        Ok(queues
+            .iter()
+            .map(|_| {
+                let mut next = || numbers.next().unwrap_or(0);
+                QueueCounts {
+                    queued: next(),
+                    started: next(),
+                    failed: next(),
+                    finished: next(),
+                    deferred: next(),
+                    scheduled: next(),
+                }
+            })
+            .collect())
     }
 
     /// Live entries (expiry after `now_unix`) in each queue's failed registry, in one round trip.
