@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod audit;
+pub mod breaker;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,10 +15,12 @@ pub mod explain;
 pub mod glob;
 pub mod http;
 pub mod index;
+pub mod limiter;
 pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod report;
 pub mod rq;
 pub mod shutdown;
 pub mod state;

@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::rq::{Keys, Registry};
-use crate::supervisor::{Breakers, RequeueLimiter, ScanReport};
+use crate::breaker::Breakers;
+use crate::limiter::RequeueLimiter;
+use crate::report::ScanReport;
 use crate::switchboard::{Beat, Switchboard};
 
 /// Where snapshot generations come from: one counter for the whole process, so no two

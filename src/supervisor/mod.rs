@@ -2,11 +2,8 @@
 //! executor, and remember decisions that need no write so that re-scans and backoff timers cost
 //! little (see [`FactsCache`]).
 
-mod breaker;
 mod cache;
 pub mod notifications;
-mod rate;
-mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,10 +16,10 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use breaker::{Breakers, OpenCircuit};
+pub use crate::breaker::{Breakers, OpenCircuit};
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
-pub use rate::RequeueLimiter;
-pub use report::ScanReport;
+pub use crate::limiter::RequeueLimiter;
+pub use crate::report::ScanReport;
 
 use crate::actions::{Actor, Planned};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
