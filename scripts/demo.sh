@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# The out-of-the-box demo: real RQ 2.x workers fail some jobs, rq-retryd puts them right.
+# The out-of-the-box demo: real RQ 2.x workers fail jobs, the rq-retryd daemon retries them on
+# its own, and its operator console shows what is failing and why.
 #
-#   ./scripts/demo.sh
+#   ./scripts/demo.sh           # stays up with the console until Ctrl-C
+#   ./scripts/demo.sh --exit    # finishes by itself once the retries are done (also under CI=true)
 #
-# It builds the release binary, starts a throwaway redis-server on a free port (never the one
-# on 6379), enqueues three flaky jobs (each fails its first 2 runs with "upstream timed out")
-# and one that always fails with ValueError, lets a burst worker fail them all, and then runs a
-# few rounds of `rq-retryd once` + `rq worker --burst`. The flaky jobs end `finished` after two
-# automatic retries; the ValueError job is purged by the bad-input policy.
+# It builds the release binary (with cargo's progress), starts a throwaway redis-server on a
+# free port (never the one on 6379) and two long-running `rq worker` processes, enqueues jobs
+# that fail in different ways, and runs `rq-retryd run` with three policies:
+#   - transient-network: "upstream timed out" ConnectionErrors, retried after 1 s, up to 5 times:
+#     these jobs fail twice, then finish;
+#   - bad-input: ValueErrors, purged after 10 minutes (until then they wait in the console);
+#   - anything else (a KeyError here) is matched by no policy and left alone.
+# A table of what the daemon's API says about each failed job (state, policy, failure text) is
+# printed every second until the flaky jobs have finished.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
-# Keep the repository free of __pycache__ and RQ 1.x/click deprecation noise.
+# Keep the repository free of __pycache__ and RQ/click deprecation noise.
 export PYTHONDONTWRITEBYTECODE=1 PYTHONWARNINGS=ignore
 queue=demo
-flaky_jobs=3
-max_rounds=6
+flaky_jobs=4
+bad_jobs=2
+stay=true
+[[ ${1:-} == --exit || ${CI:-} == true ]] && stay=false
+deadline_s=90
 
 say() {
   if [[ -t 1 ]]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi
 }
 
-say "building rq-retryd (release)"
-cargo build --release --quiet
+say "building rq-retryd (release; about 5 minutes the first time)"
+cargo build --release
 bin="${CARGO_TARGET_DIR:-$repo/target}/release/rq-retryd"
 [[ -x $bin ]] || { echo "error: built binary not found at $bin" >&2; exit 1; }
 
@@ -34,18 +43,26 @@ py="$venv/bin/python"
 rqctl=("$py" "$repo/tests/python/rqctl.py")
 
 workdir=$(mktemp -d)
-redis_pid=""
-# Stops the throwaway server and removes the temp dir however the demo ends.
+pids=()
+# Stops the daemon, the workers and the throwaway server however the demo ends.
 cleanup() {
-  [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$workdir"
 }
 trap cleanup EXIT
+trap 'echo; exit 0' INT TERM
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port=$(free_port)
+# Keyspace notifications let the daemon see a new failure within a second, without waiting
+# for its next scan.
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$workdir" \
-  >"$workdir/redis.log" 2>&1 &
-redis_pid=$!
+  --notify-keyspace-events Kz >"$workdir/redis.log" 2>&1 &
+pids+=($!)
 url="redis://127.0.0.1:$port/0"
 for _ in $(seq 50); do
   redis-cli -p "$port" ping >/dev/null 2>&1 && break
@@ -54,60 +71,7 @@ done
 redis-cli -p "$port" ping >/dev/null || { echo "error: redis-server did not start" >&2; exit 1; }
 echo "throwaway redis-server on port $port"
 
-# Runs one burst worker over the demo queue; its log goes to a file, shown only on failure.
-burst_worker() {
-  if ! "$venv/bin/rq" worker --burst -u "$url" --path "$repo/tests/python" "$queue" \
-      >>"$workdir/worker.log" 2>&1; then
-    cat "$workdir/worker.log" >&2
-    echo "error: rq worker failed" >&2
-    exit 1
-  fi
-}
-
-# Prints one line per demo job: RQ's status plus the fields rq-retryd keeps on the hash.
-show_jobs() {
-  "$py" - "$url" "$queue" "${ids[@]}" <<'PY'
-import sys
-from redis import Redis
-from rq.job import Job
-from rq.exceptions import NoSuchJobError
-from rq.registry import FailedJobRegistry
-
-url, queue, *ids = sys.argv[1:]
-conn = Redis.from_url(url)
-failed = set(FailedJobRegistry(queue, connection=conn).get_job_ids())
-print(f"  {'job':<10} {'function':<20} {'status':<9} {'attempts':>8}  {'exhausted':<9} {'in failed registry'}")
-for job_id in ids:
-    try:
-        job = Job.fetch(job_id, connection=conn)
-    except NoSuchJobError:
-        print(f"  {job_id[:8]:<10} {'-':<20} {'(deleted)':<9} {'-':>8}  {'-':<9} {job_id in failed}")
-        continue
-    status = job.get_status()
-    fields = {k.decode(): v.decode() for k, v in conn.hgetall(job.key).items() if k.startswith(b"retryd_")}
-    print(f"  {job_id[:8]:<10} {job.func_name:<20} {getattr(status, 'value', status):<9} "
-          f"{fields.get('retryd_attempts', '0'):>8}  {fields.get('retryd_exhausted', '-'):<9} {job_id in failed}")
-PY
-}
-
-say "enqueueing $flaky_jobs flaky jobs (fail twice with 'upstream timed out') and 1 bad-input job"
-ids=()
-flaky_ids=()
-for i in $(seq "$flaky_jobs"); do
-  id=$("${rqctl[@]}" --url "$url" enqueue --queue "$queue" --func tasks.fail_first \
-    --args "[\"demo:flaky:$i\", 2]" --kwargs "{\"value\": \"report $i sent\"}")
-  ids+=("$id")
-  flaky_ids+=("$id")
-done
-bad_id=$("${rqctl[@]}" --url "$url" enqueue --queue "$queue" --func tasks.always_fail \
-  --args '["card number failed Luhn check"]')
-ids+=("$bad_id")
-show_jobs
-
-say "rq worker --burst: every job fails its first run"
-burst_worker
-show_jobs
-
+http_port=$(free_port)
 config="$workdir/rq-retryd.toml"
 cat >"$config" <<TOML
 [redis]
@@ -115,10 +79,13 @@ url = "$url"
 
 [supervisor]
 queues = ["$queue"]
-max_requeues_per_second = 1000
+scan_interval = "2s"
+
+[http]
+listen = "127.0.0.1:$http_port"
 
 [logging]
-level = "warn"
+level = "info"
 
 [[policy]]
 name = "transient-network"
@@ -132,9 +99,62 @@ backoff = { strategy = "fixed", delay = "1s" }
 name = "bad-input"
 exceptions = ["ValueError"]
 action = "purge"
+purge_after = "10m"
 TOML
 say "rq-retryd config ($config)"
 sed 's/^/  /' "$config"
+
+say "starting rq-retryd run and two rq workers"
+"$bin" --config "$config" run >"$workdir/rq-retryd.log" 2>&1 &
+pids+=($!)
+daemon_pid=$!
+api="http://127.0.0.1:$http_port"
+for _ in $(seq 100); do
+  curl -fsS "$api/readyz" >/dev/null 2>&1 && break
+  kill -0 "$daemon_pid" 2>/dev/null || { cat "$workdir/rq-retryd.log" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fsS "$api/readyz" >/dev/null || { cat "$workdir/rq-retryd.log" >&2; exit 1; }
+echo "rq-retryd is up: $api (log: rq-retryd.log in the work directory)"
+for w in 1 2; do
+  "$venv/bin/rq" worker -u "$url" --path "$repo/tests/python" -n "demo-worker-$w" "$queue" \
+    >>"$workdir/worker-$w.log" 2>&1 &
+  pids+=($!)
+done
+
+say "enqueueing $flaky_jobs flaky jobs (fail twice: 'upstream timed out'), $bad_jobs bad-input jobs, 1 KeyError"
+flaky_ids=()
+for i in $(seq "$flaky_jobs"); do
+  flaky_ids+=("$("${rqctl[@]}" --url "$url" enqueue --queue "$queue" --func tasks.fail_first \
+    --args "[\"demo:flaky:$i\", 2]" --kwargs "{\"value\": \"report $i sent\"}")")
+done
+for i in $(seq "$bad_jobs"); do
+  "${rqctl[@]}" --url "$url" enqueue --queue "$queue" --func tasks.always_fail \
+    --args "[\"card $i failed the Luhn check\"]" >/dev/null
+done
+"${rqctl[@]}" --url "$url" enqueue --queue "$queue" --func tasks.missing_key >/dev/null
+
+# What the daemon's API says: every failed job with its state, deciding policy and failure,
+# and RQ's status of the flaky jobs.
+show() {
+  "$py" - "$api" "$url" "${flaky_ids[@]}" <<'PY'
+import json, sys, urllib.request
+from redis import Redis
+from rq.job import Job
+
+api, url, *flaky = sys.argv[1:]
+listing = json.load(urllib.request.urlopen(f"{api}/api/v1/jobs/failed?limit=20"))
+print(f"  failed jobs (as of {listing['as_of'][11:19]}, from the {listing['source']}): {listing['total']}")
+print(f"  {'job':<9} {'function':<18} {'state':<10} {'policy':<18} {'tries':>5}  failure")
+for j in listing["jobs"]:
+    last = (j.get("exc_info") or j.get("decode_error") or "").strip().splitlines()[-1:] or [""]
+    print(f"  {j['job_id'][:8]:<9} {(j['func_name'] or '-'):<18} {(j['state'] or '-'):<10} "
+          f"{(j['policy'] or '(none)'):<18} {j['attempts']:>5}  {last[0][:60]}")
+conn = Redis.from_url(url)
+states = [Job.fetch(i, connection=conn).get_status() for i in flaky]
+print("  flaky jobs: " + ", ".join(getattr(s, "value", str(s)) for s in states))
+PY
+}
 
 all_finished() {
   local id
@@ -143,35 +163,30 @@ all_finished() {
   done
 }
 
-for round in $(seq "$max_rounds"); do
-  say "round $round: wait out the 1s backoff, then rq-retryd once"
-  sleep 1.2
-  "$bin" --config "$config" once --json
-  show_jobs
-  say "round $round: rq worker --burst"
-  burst_worker
-  show_jobs
-  if all_finished; then
-    break
+say "the workers fail the jobs; rq-retryd retries the flaky ones on its own"
+started=$SECONDS
+until all_finished; do
+  if (( SECONDS - started > deadline_s )); then
+    show
+    echo "error: the flaky jobs did not finish within ${deadline_s}s; the daemon's log:" >&2
+    tail -n 40 "$workdir/rq-retryd.log" >&2
+    exit 1
   fi
+  show
+  sleep 1
 done
+show
 
 say "result"
-ok=true
-if all_finished; then
-  echo "  all $flaky_jobs flaky jobs finished after automatic retries"
-else
-  echo "  NOT all flaky jobs finished after $max_rounds rounds" >&2
-  ok=false
+echo "  all $flaky_jobs flaky jobs finished after automatic retries ($((SECONDS - started)) s)"
+requeued=$(curl -fsS "$api/metrics" | awk '/^rq_retryd_requeued_total/ {s += $2} END {print s + 0}')
+echo "  rq-retryd requeued $requeued times; the ValueError jobs wait for their purge, the KeyError is left alone"
+if ! $stay; then
+  say "demo done"
+  exit 0
 fi
-if [[ $(redis-cli -p "$port" exists "rq:job:$bad_id") == 0 ]] &&
-   [[ -z $(redis-cli -p "$port" zscore "rq:failed:$queue" "$bad_id") ]]; then
-  echo "  the ValueError job was purged by the bad-input policy"
-elif [[ $(redis-cli -p "$port" hget "rq:job:$bad_id" retryd_exhausted) == 1 ]]; then
-  echo "  the ValueError job is kept in the failed registry, marked exhausted"
-else
-  echo "  the ValueError job was neither purged nor marked exhausted" >&2
-  ok=false
-fi
-$ok || exit 1
-say "demo done"
+say "the console: $api/ui/   (API explorer: $api/docs)   — Ctrl-C stops everything"
+while kill -0 "$daemon_pid" 2>/dev/null; do sleep 1; done
+echo "rq-retryd stopped:" >&2
+tail -n 20 "$workdir/rq-retryd.log" >&2
+exit 1

@@ -1,8 +1,8 @@
 """Job functions that the interop tests and the demo enqueue on real RQ workers.
 
 Workers import this module as ``tasks`` (``rq worker --path tests/python``), so the
-function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail``, ``tasks.hang_first``
-and ``tasks.ok``.
+function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail``, ``tasks.hang_first``,
+``tasks.missing_key`` and ``tasks.ok``.
 Works unchanged under RQ 1.16 and RQ 2.x.
 """
 import time
@@ -43,3 +43,8 @@ def hang_first(counter_key, value="done"):
     if count == 1:
         time.sleep(600)
     return value
+
+
+def missing_key(key="customer_id"):
+    """A failure no demo policy matches: left alone, visible in the console."""
+    return {}[key]
