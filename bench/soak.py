@@ -643,13 +643,8 @@ class Soak:
                 state = "finished"
             elif place == "failed" and l["status"] == "failed" and l["exhausted"]:
                 state = "exhausted"
-            elif place == "failed" and l["status"] == "failed" and not l["ended_at"]:
-                # RQ 2.x fails a job a dead worker had dequeued but not started (its
-                # intermediate-queue cleanup) without writing ended_at; rq-retryd counts such a
-                # job as undecodable (decode_error) and never retries it.
-                problem("!failed by RQ without ended_at (a worker died holding it): rq-retryd skips it as "
-                        "undecodable, so it is never retried", t, l)
-                continue
+            # A job RQ failed without ended_at (a worker died holding it) is retried like any
+            # other since 5341562 (dated by its failed-registry score): no case of its own.
             elif place == "failed" and l["status"] == "failed":
                 due = self.next_retry(t)
                 if due and parse_time(due) > now:
