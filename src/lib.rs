@@ -15,6 +15,7 @@ pub mod explain;
 pub mod glob;
 pub mod http;
 pub mod index;
+pub mod jobkey;
 pub mod limiter;
 pub mod memory;
 pub mod metrics;

@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
+use crate::breaker::Breakers;
 use crate::config::Config;
 use crate::executor::Executor;
-use crate::metrics::Metrics;
-use crate::rq::{Keys, Registry};
-use crate::breaker::Breakers;
 use crate::limiter::RequeueLimiter;
+use crate::metrics::Metrics;
 use crate::report::ScanReport;
+use crate::rq::{Keys, Registry};
 use crate::switchboard::{Beat, Switchboard};
 
 /// Where snapshot generations come from: one counter for the whole process, so no two

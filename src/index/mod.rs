@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::jobkey::JobKey;
 use crate::policy::{ExceptionPattern, GlobList};
 
 mod live;
@@ -221,7 +222,8 @@ impl Interner {
     }
 }
 
-/// One indexed failure, packed: 48 bytes plus its key (queue id and job id).
+/// One indexed failure, packed: 48 bytes plus its key (queue id and job id; a UUID id is kept
+/// in the key's 16 bytes, any other on the heap).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     score: f64,
@@ -332,7 +334,7 @@ pub struct QueueCounts {
 /// The index. See the module documentation.
 #[derive(Debug, Default)]
 pub struct FailureIndex {
-    entries: IndexMap<(u16, Box<str>), Entry>,
+    entries: IndexMap<(u16, JobKey), Entry>,
     queues: Interner,
     functions: Interner,
     exceptions: Interner,
@@ -382,7 +384,7 @@ impl FailureIndex {
         let Some(&q) = self.queues.ids.get(queue) else {
             return false;
         };
-        let key = (q as u16, Box::<str>::from(job_id));
+        let key = (q as u16, JobKey::new(job_id));
         match self.entries.get_mut(&key) {
             Some(e) if e.score == score => {
                 e.seen = self.scan;
@@ -415,7 +417,7 @@ impl FailureIndex {
             state: o.state,
             exhausted: o.exhausted,
         };
-        self.entries.insert((queue, o.job_id.into()), entry);
+        self.entries.insert((queue, JobKey::new(o.job_id)), entry);
         self.version += 1;
     }
 
@@ -428,9 +430,7 @@ impl FailureIndex {
     /// Like [`remove`](Self::remove), returning the state the job was indexed in.
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
-        let removed = self
-            .entries
-            .swap_remove(&(q as u16, Box::<str>::from(job_id)))?;
+        let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
         self.version += 1;
         Some(removed.state)
     }
@@ -440,7 +440,7 @@ impl FailureIndex {
         let Some(&q) = self.queues.ids.get(queue) else {
             return false;
         };
-        match self.entries.get_mut(&(q as u16, Box::<str>::from(job_id))) {
+        match self.entries.get_mut(&(q as u16, JobKey::new(job_id))) {
             Some(e) => {
                 e.state = state;
                 e.exhausted = exhausted;
@@ -467,7 +467,7 @@ impl FailureIndex {
         }
     }
 
-    fn listed(&self, (queue, id): &(u16, Box<str>), e: &Entry) -> Listed {
+    fn listed(&self, (queue, id): &(u16, JobKey), e: &Entry) -> Listed {
         let name = |k: Known<&Arc<str>>| match k {
             Known::Is(n) => (Some(n.to_string()), true),
             Known::Missing => (None, true),
@@ -476,7 +476,7 @@ impl FailureIndex {
         let (function, function_known) = name(self.functions.name(e.function));
         let (exception, exception_known) = name(self.exceptions.name(e.exception));
         Listed {
-            job_id: id.to_string(),
+            job_id: id.to_id().into(),
             queue: self.queues.names[usize::from(*queue)].to_string(),
             function,
             function_known,
@@ -562,7 +562,7 @@ impl FailureIndex {
                     t.matched += 1;
                     *by_exception.entry(e.exception).or_default() += 1;
                     if t.sample.len() < sample {
-                        t.sample.push(key.1.to_string());
+                        t.sample.push(key.1.to_id().into());
                     }
                 }
                 Test::Unknown => t.unknown += 1,
@@ -608,7 +608,7 @@ impl FailureIndex {
         let mut read = Vec::new();
         let mut undecodable = 0;
         for (id, score) in ids.iter().zip(scores) {
-            match self.entries.get(&(q, Box::<str>::from(id.as_str()))) {
+            match self.entries.get(&(q, JobKey::new(id))) {
                 Some(e) if e.score == *score => {
                     if e.state == State::Undecodable {
                         undecodable += 1;
@@ -629,7 +629,10 @@ impl FailureIndex {
         let mut by_queue: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
         for (key, e) in &self.entries {
             if c.test(key.0, e) == Test::Match {
-                by_queue.entry(key.0).or_default().push(key.1.to_string());
+                by_queue
+                    .entry(key.0)
+                    .or_default()
+                    .push(key.1.to_id().into());
             }
         }
         by_queue

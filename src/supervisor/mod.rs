@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use crate::breaker::{Breakers, OpenCircuit};
-pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use crate::limiter::RequeueLimiter;
 pub use crate::report::ScanReport;
+pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 
 use crate::actions::{Actor, Planned};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
