@@ -55,7 +55,7 @@ FLAKY_MAX_FAILS = 3
 DOOMED_MAX = 2
 
 
-def config_toml(redis_url, http_port, scan_interval, reloaded):
+def config_toml(redis_url, http_port, scan_interval, reloaded, on_exhausted="keep"):
     """The daemon's config; the reloaded one changes the log level and both backoffs (not the
     attempts, so the end check's expectations hold for jobs on either side of the reload)."""
     level = "rq_retryd=info,warn" if reloaded else "info"
@@ -86,7 +86,7 @@ exceptions = ["ValueError"]
 action = "retry"
 max_attempts = {DOOMED_MAX}
 backoff = {{ strategy = "exponential", initial = "{initial}", multiplier = 2.0, max = "10s", jitter = 0.1 }}
-on_exhausted = "keep"
+on_exhausted = "{on_exhausted}"
 # These jobs fail on every retry by design: the breaker would (rightly) hold them back for its
 # cool-down over and over, and the backlog would grow all run. The transient policy keeps the
 # default breaker, which its jobs (about half the retries fail again) never open.
@@ -98,7 +98,7 @@ name = "anything-else"
 action = "retry"
 max_attempts = 3
 backoff = {{ strategy = "fixed", delay = "2s" }}
-on_exhausted = "keep"
+on_exhausted = "{on_exhausted}"
 """
 
 
@@ -305,7 +305,8 @@ class Soak:
 
     def write_config(self, reloaded):
         with open(self.cfg, "w") as f:
-            f.write(config_toml(self.server.url, self.http_port, self.args.scan_interval, reloaded))
+            f.write(config_toml(self.server.url, self.http_port, self.args.scan_interval, reloaded,
+                                "purge" if self.args.purge_exhausted else "keep"))
 
     def start_daemon(self):
         self.write_config(reloaded=False)
@@ -609,7 +610,8 @@ class Soak:
         tokens = dict(self.producer.tokens)
         locs, places = self.locations(r, tokens)
         now = time.time()
-        states = {"finished": [], "exhausted": [], "waiting": []}
+        states = {"finished": [], "exhausted": [], "waiting": [], "purged": []}
+        purge = self.args.purge_exhausted
         problems = {}
 
         notes = {}
@@ -630,6 +632,11 @@ class Soak:
             kind, fails = tokens[t]
             where = l["places"]
             if not l["hash"] and not where:
+                # --purge-exhausted: a doomed job is deleted once its attempts are used up; its
+                # tally (outside the job) still says it ran once more than it was requeued.
+                if purge and kind == "doomed" and l["exec"] == DOOMED_MAX + 1 and l["success"] == 0:
+                    states["purged"].append(t)
+                    continue
                 problem("!lost (no job hash, in no queue or registry)", t, l)
                 continue
             if not where:
@@ -663,7 +670,7 @@ class Soak:
             # Each execution after the first follows one automatic requeue by rq-retryd.
             if state != "waiting" and l["exec"] != l["attempts"] + 1:
                 problem("executions != rq-retryd requeues + 1", t, l)
-            expected = "exhausted" if kind == "doomed" else "finished"
+            expected = ("purged" if purge else "exhausted") if kind == "doomed" else "finished"
             if state != "waiting" and state != expected:
                 problem(f"{kind} job ended {state} (expected {expected})", t, l)
             if kind == "flaky" and state == "finished" and l["attempts"] != fails:
@@ -680,11 +687,13 @@ class Soak:
             problem("!a soak job the producer did not count", j[len("soak-"):], {"places": places.get(j, [])})
 
         requeued = self.requeued_total()
-        attempts = sum(l["attempts"] for l in locs.values())
+        # A purged job's hash (with its retryd_attempts) is gone: it was requeued DOOMED_MAX times.
+        attempts = sum(l["attempts"] for l in locs.values()) + DOOMED_MAX * len(states["purged"])
         total = len(tokens)
         accounted = sum(len(v) for v in states.values())
         print()
         print(f"end check over {total} tokens: finished {len(states['finished'])}, exhausted {len(states['exhausted'])}, "
+              f"purged {len(states['purged'])}, "
               f"waiting {len(states['waiting'])} ({accounted} accounted for, {total - accounted} not)")
         by_kind = {}
         for t, (kind, _) in tokens.items():
@@ -784,6 +793,9 @@ def main():
     ap.add_argument("--report-every", type=float, default=60, help="seconds between report lines")
     ap.add_argument("--drain-timeout", type=float, default=300,
                     help="seconds to wait after the producer stops (RQ needs up to ~2 min to recover a job a worker dropped)")
+    ap.add_argument("--purge-exhausted", action="store_true",
+                    help="the policies purge what they exhausted (on_exhausted = purge), so the failed registry "
+                         "stays bounded and RSS growth from minute 2 on is not the data's")
     ap.add_argument("--rss-limit", type=float, default=10, help="largest RSS growth in %% from minute 2 to the last")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "rq-retryd"))
