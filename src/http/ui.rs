@@ -46,12 +46,38 @@ struct Page {
     body: &'static str,
 }
 
-const PAGES: &[Page] = &[Page {
-    path: "/ui/",
-    name: "overview",
-    title: "Overview",
-    body: include_str!("../../assets/ui/overview.html"),
-}];
+const PAGES: &[Page] = &[
+    Page {
+        path: "/ui/",
+        name: "overview",
+        title: "Overview",
+        body: include_str!("../../assets/ui/overview.html"),
+    },
+    Page {
+        path: "/ui/jobs",
+        name: "jobs",
+        title: "Failed jobs",
+        body: include_str!("../../assets/ui/jobs.html"),
+    },
+    Page {
+        path: "/ui/job",
+        name: "job",
+        title: "Job",
+        body: include_str!("../../assets/ui/job.html"),
+    },
+    Page {
+        path: "/ui/policies",
+        name: "policies",
+        title: "Policies",
+        body: include_str!("../../assets/ui/policies.html"),
+    },
+    Page {
+        path: "/ui/audit",
+        name: "audit",
+        title: "Audit",
+        body: include_str!("../../assets/ui/audit.html"),
+    },
+];
 
 /// The files under `/ui/assets/<ASSET_VERSION>/`: name, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -69,6 +95,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "overview.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/ui/overview.js"),
+    ),
+    (
+        "jobs.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/jobs.js"),
+    ),
+    (
+        "job.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/job.js"),
+    ),
+    (
+        "policies.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/policies.js"),
+    ),
+    (
+        "audit.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/audit.js"),
     ),
     (
         "favicon.svg",
