@@ -256,6 +256,28 @@ impl Browser {
         }
     }
 
+    /// Waits until the first element matching `css` is shown (exists and is not hidden).
+    pub async fn wait_shown(&self, css: &str) {
+        self.wait_until(&format!("{css} to be shown"), || async {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(element) => match element.is_displayed().await {
+                    Ok(true) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// Whether the first element matching `css` is shown now.
+    pub async fn is_shown(&self, css: &str) -> bool {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
     /// Waits until the first element matching `css` has exactly `want` as its text.
     pub async fn wait_for_text(&self, css: &str, want: &str) {
         self.wait_until(&format!("{css} to read {want:?}"), || async {
