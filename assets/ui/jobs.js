@@ -114,7 +114,7 @@
         h("td", {}, when(j.failed_at)),
         h("td", { class: "n", "data-field": "attempts" }, fmt(j.attempts), j.exhausted ? [" ", h("span", { class: "badge warn" }, "exhausted")] : ""),
         h("td", { "data-field": "policy" }, j.policy ?? h("span", { class: "muted" }, "(unmatched)"),
-          j.decision ? h("div", { class: "muted small" }, j.decision) : null),
+          j.state || j.decision ? h("div", { class: "muted small", "data-field": "state" }, j.state || j.decision) : null),
         h("td", {}, when(j.next_retry_at)),
         h("td", { class: "row-actions" },
           h("button", { type: "button", class: "small", "data-action": "retry", disabled: !!j.decode_error }, "Retry"),
@@ -122,6 +122,10 @@
     }));
     $("#jobs-empty").hidden = jobs.length > 0;
     $("#total").textContent = `(${fmt(total)})`;
+    const about = [];
+    if (answer.unknown) about.push(`${plural(answer.unknown, "job")} left out: a fact the filter needs is not read yet`);
+    if (answer.source) about.push(answer.source === "index" ? "from the failure index" : "read from Redis");
+    fill($("#freshness"), about.join(" · "), answer.as_of ? [" as of ", when(answer.as_of)] : "");
     $("#range").textContent = jobs.length
       ? `${fmt(offset + 1)}–${fmt(offset + jobs.length)} of ${fmt(total)}`
       : `${fmt(total)} in all`;

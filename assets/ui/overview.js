@@ -6,6 +6,7 @@
   const { $, h, fill, enc, fmt, plural, when, get, call } = RQ;
   let stats = null;
   let supervisor = null;
+  let groupsAnswer = null;
 
   const loadStats = async () => {
     stats = await get("jobs/stats");
@@ -19,35 +20,62 @@
     }
   };
   const loadGroups = async () => {
-    const answer = await get("jobs/failed/groups");
-    if (!RQ.unchanged("groups", answer)) renderGroups(answer);
+    groupsAnswer = await get("jobs/failed/groups");
+    if (!RQ.unchanged("groups", groupsAnswer)) {
+      renderGroups(groupsAnswer);
+      renderQueues();
+    }
   };
   const loadAll = () => Promise.all([loadStats(), loadSupervisor(), loadGroups()]);
 
   const number = (field, value) => h("td", { class: "n", "data-field": field }, fmt(value));
 
+  /**
+   * Waiting and exhausted jobs per queue, and as of when: from the stats when they carry
+   * them, else summed over the groups' by_state, else the last scan's per-queue figures.
+   */
+  function backlog() {
+    const queues = Object.values((stats && stats.queues) || {});
+    if (queues.length && queues.every((q) => q.waiting !== undefined && q.exhausted !== undefined)) {
+      return { of: (q) => stats.queues[q] || {}, note: "waiting and exhausted now" };
+    }
+    const groups = (groupsAnswer && groupsAnswer.groups) || [];
+    if (groupsAnswer && groups.every((g) => g.by_state)) {
+      const sums = {};
+      for (const g of groups) {
+        const sum = sums[g.queue] || (sums[g.queue] = { waiting: 0, exhausted: 0 });
+        sum.waiting += g.by_state.waiting || 0;
+        sum.exhausted += g.by_state.exhausted || 0;
+      }
+      return {
+        of: (q) => sums[q] || { waiting: 0, exhausted: 0 },
+        note: ["waiting and exhausted as of ", when(groupsAnswer.as_of)],
+      };
+    }
+    const scan = supervisor && supervisor.last_scan;
+    if (scan) {
+      const perQueue = (scan.report && scan.report.per_queue) || {};
+      return { of: (q) => perQueue[q] || {}, note: ["waiting and exhausted as of the last scan, ", when(scan.finished_at)] };
+    }
+    return { of: () => ({}), note: "waiting and exhausted come with the first scan" };
+  }
+
   function renderQueues() {
     if (!stats) return;
-    const report = supervisor && supervisor.last_scan ? supervisor.last_scan.report || {} : {};
-    const perQueue = report.per_queue || {};
+    const { of, note } = backlog();
     const names = Object.keys(stats.queues || {}).sort();
     fill($("#queues tbody"), names.map((queue) => {
       const s = stats.queues[queue];
-      const scanned = perQueue[queue] || {};
+      const b = of(queue);
       return h("tr", { "data-queue": queue },
         h("td", {}, h("a", { href: `jobs?queue=${enc(queue)}` }, queue)),
         number("failed", s.failed),
-        number("waiting", s.waiting ?? scanned.waiting),
-        number("exhausted", s.exhausted ?? scanned.exhausted),
+        number("waiting", b.waiting),
+        number("exhausted", b.exhausted),
         number("queued", s.queued));
     }));
     $("#queues-empty").hidden = names.length > 0;
-    const note = $("#queues-note");
-    if (supervisor && supervisor.last_scan) {
-      fill(note, `${plural(stats.failed_count, "failed job")} · waiting and exhausted as of the last scan, `, when(supervisor.last_scan.finished_at));
-    } else {
-      fill(note, `${plural(stats.failed_count, "failed job")} · waiting and exhausted come with the first scan`);
-    }
+    fill($("#queues-note"), `${plural(stats.failed_count, "failed job")} · `, note);
   }
 
   function fact(term, ...value) {
@@ -87,16 +115,27 @@
   }
 
   /** The group's key in data-group: queue|function|exception (empty for a missing one). */
-  const groupKey = (g) => [g.queue, g.func_name ?? "", g.exc_type ?? ""].join("|");
+  const groupKey = (g) => g.key ?? [g.queue, g.func_name ?? "", g.exc_type ?? ""].join("|");
   const GLOB = /[*?[\]{}\\]/;
 
   /** Why retry-all's filters cannot select exactly this group, if they cannot. */
   function unselectable(g) {
+    if (g.known === false) return "The function or exception of some of these jobs is not read yet; try again after the next scan.";
     if (!g.func_name) return "These jobs have no function name, which the bulk filters cannot select.";
     if (!g.exc_type) return "These jobs have no exception type, which the bulk filters cannot select.";
     if (GLOB.test(g.func_name) || GLOB.test(g.exc_type)) return "The name holds glob characters; select these jobs on the jobs page.";
     return null;
   }
+
+  /** "3 waiting · 1 exhausted" for a group's by_state. */
+  function states(g) {
+    const entries = Object.entries(g.by_state || {}).filter(([, n]) => n > 0);
+    if (!entries.length) return g.state ? h("span", { class: "badge" }, g.state) : null;
+    return h("div", { class: "muted small", "data-field": "states" }, entries.map(([state, n]) => `${fmt(n)} ${state}`).join(" · "));
+  }
+
+  /** Where the answer comes from, for the note. */
+  const SOURCES = { index: "from the failure index", redis: "read from Redis" };
 
   const groups = new Map();
 
@@ -122,7 +161,7 @@
         h("td", {}, when(g.newest_failed_at ?? g.last_failed_at)),
         h("td", { "data-field": "policy", title: policies.map(([p, n]) => `${p}: ${n}`).join("\n") || null },
           policy, policies.length > 1 ? h("span", { class: "muted" }, ` +${policies.length - 1} more`) : ""),
-        h("td", {}, next ? when(next) : h("span", { class: "muted" }, "—"), g.state ? [" ", h("span", { class: "badge" }, g.state)] : ""),
+        h("td", { "data-field": "next" }, next ? when(next) : h("span", { class: "muted" }, "—"), states(g)),
         h("td", { class: "row-actions" },
           h("a", { href: `jobs?${filter}`, class: "button small" }, "Jobs"),
           h("button", { type: "button", class: "small", "data-action": "retry-group", disabled: !!why, title: why || "Retry this group, after a preview" }, "Retry…"),
@@ -131,7 +170,8 @@
     $("#groups-empty").hidden = list.length > 0;
     const notes = [plural(answer.total ?? list.reduce((n, g) => n + g.count, 0), "failed job"), plural(list.length, "group")];
     if (answer.undecodable) notes.push(`${fmt(answer.undecodable)} undecodable (in no group)`);
-    fill($("#groups-note"), notes.join(" · "), answer.as_of ? [" · as of ", when(answer.as_of)] : "");
+    if (answer.source) notes.push(SOURCES[answer.source] || answer.source);
+    fill($("#groups-note"), notes.join(" · "), answer.as_of ? [" as of ", when(answer.as_of)] : "");
   }
 
   function groupAction(kind) {
