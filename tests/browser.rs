@@ -192,6 +192,23 @@ async fn the_overview_shows_each_group_and_each_queue_with_its_counts() {
             "{group}"
         );
     }
+    // The next automatic action: the retry an hour after the failure (5 s ago, FailedJob's
+    // default), the purge a week after it.
+    for (group, delay) in [
+        ("default|app.sync.pull|ConnectionError", 3600),
+        ("default|app.billing.charge|ValueError", 7 * 86400),
+    ] {
+        let time = browser
+            .find(&format!(
+                "tr[data-group=\"{group}\"] [data-field=next] time"
+            ))
+            .await;
+        let at = time.attr("datetime").await.unwrap().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+        let want = chrono::Utc::now() + chrono::Duration::seconds(delay - 5);
+        let off = (at.timestamp() - want.timestamp()).abs();
+        assert!(off <= 30, "{group}: next action at {at}, want about {want}");
+    }
     // RQ's jobs: every one of them is in a group of its queue, the groups largest first.
     let reports: u64 = con.zcard("rq:failed:reports").unwrap();
     assert_eq!(reports, 40);
