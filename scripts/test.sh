@@ -16,6 +16,8 @@
 #     missing): tests/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
 #   - target/venv-tools (schemathesis, pinned): tests/api_fuzz.rs fuzzes the HTTP API from its
 #     OpenAPI document; reused like the RQ venvs.
+#   - chromium and chromedriver (Debian's chromium and chromium-driver packages, only when
+#     missing): tests/browser.rs drives the console and /docs in headless Chromium.
 #   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
 #     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
 #     target (default 20).
@@ -114,7 +116,7 @@ if $setup_only; then
   exit 0
 fi
 
-step "checking test tools (promtool, schemathesis)"
+step "checking test tools (promtool, chromium, schemathesis)"
 if ! command -v promtool >/dev/null; then
   echo "promtool is missing: installing Debian's prometheus package with apt-get"
   apt_install --no-install-recommends prometheus
@@ -128,6 +130,12 @@ if ! command -v systemd-analyze >/dev/null; then
   echo "systemd-analyze is missing: installing Debian's systemd package with apt-get"
   apt_install --no-install-recommends systemd
 fi
+# tests/browser.rs runs the console in headless Chromium through chromedriver (WebDriver).
+if [[ ! -x ${RQ_RETRYD_CHROMIUM:-/usr/bin/chromium} || ! -x ${RQ_RETRYD_CHROMEDRIVER:-/usr/bin/chromedriver} ]]; then
+  echo "chromium or chromedriver is missing: installing Debian's chromium and chromium-driver with apt-get"
+  apt_install chromium chromium-driver
+fi
+"${RQ_RETRYD_CHROMEDRIVER:-/usr/bin/chromedriver}" --version
 ensure_venv "$repo/target/venv-tools" "${TOOLS_PINS[@]}"
 export RQ_RETRYD_VENV_TOOLS="$repo/target/venv-tools"
 

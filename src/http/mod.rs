@@ -11,6 +11,7 @@ mod extract;
 mod jobs;
 mod openapi;
 mod stats;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +86,8 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
         .route("/metrics", get(control::metrics))
-        .merge(docs::routes());
+        .merge(docs::routes())
+        .merge(ui::routes());
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -1,0 +1,497 @@
+// rq-retryd console: what every page shares. Sign-in, API calls, building the DOM, live
+// refresh, and the action panel with its two-step (preview, then confirm) bulk actions.
+//
+// The pages are static shells; their data comes from the JSON API with the bearer token the
+// user typed, kept in this tab's sessionStorage (see src/http/ui.rs for why: no cookie, so no
+// CSRF, and every request passes the API's own token and role checks). Data from jobs is
+// attacker-controlled text (tracebacks, descriptions): it only ever enters the page as text
+// nodes (h() below, textContent), never as HTML.
+"use strict";
+
+const RQ = (() => {
+  const TOKEN_KEY = "rq-retryd.token";
+  /** Live refresh: one API request per tick, one tick every POLL_MS while the tab is visible. */
+  const POLL_MS = 5000;
+  /** Pages live at /ui/<page>, so this is the API wherever the daemon is mounted. */
+  const API = new URL("../api/v1/", document.baseURI);
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  /** An element with attributes and children; strings become text nodes. */
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name.startsWith("on") && typeof value === "function") {
+        node.addEventListener(name.slice(2), value);
+      } else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === undefined || child === null || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  /** Replaces the children of `node`. */
+  function fill(node, ...children) {
+    node.replaceChildren();
+    for (const child of children.flat(Infinity)) {
+      if (child !== undefined && child !== null && child !== false) node.append(child);
+    }
+    return node;
+  }
+
+  const enc = encodeURIComponent;
+  const fmt = (n) => (n === undefined || n === null ? "—" : Number(n).toLocaleString("en-US"));
+  const plural = (n, one, many) => `${fmt(n)} ${n === 1 ? one : many || one + "s"}`;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  /** "3 min ago" / "in 2 h" for a time. */
+  function relative(date) {
+    const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+    const abs = Math.abs(seconds);
+    const [n, unit] =
+      abs < 60 ? [abs, "s"]
+        : abs < 3600 ? [Math.round(abs / 60), "min"]
+          : abs < 172800 ? [Math.round(abs / 3600), "h"]
+            : [Math.round(abs / 86400), "d"];
+    if (abs < 2) return "now";
+    return seconds >= 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;
+  }
+
+  /** A <time> showing how long ago (or until) `iso`, with the exact time on hover. */
+  function when(iso) {
+    if (iso === undefined || iso === null || iso === "") return h("span", { class: "muted" }, "—");
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    return h("time", { datetime: iso, title: `${date.toLocaleString()} (${iso})` }, relative(date));
+  }
+
+  /** Brings every relative time on the page up to date (no request needed). */
+  function retime() {
+    for (const node of document.querySelectorAll("time[datetime]")) {
+      const date = new Date(node.dateTime);
+      if (!Number.isNaN(date.getTime())) node.textContent = relative(date);
+    }
+  }
+
+  const seen = new Map();
+  /**
+   * Whether `value` is what `key` answered last time (and remembers it). A refresh that
+   * brings nothing new leaves the page alone, so a selection or a hovered row survives it.
+   */
+  function unchanged(key, value) {
+    const text = JSON.stringify(value);
+    if (seen.get(key) === text) return true;
+    seen.set(key, text);
+    return false;
+  }
+
+  /** A link to a job's page. */
+  function jobLink(id) {
+    return h("a", { href: `job?id=${enc(id)}`, class: "job-id" }, id);
+  }
+
+  /** An answer of the API that is not a success. */
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  /**
+   * One API request: `path` relative to /api/v1/, `params` as the query string (empty values
+   * left out). Answers {status, body}; throws ApiError for anything but 2xx. A 401 opens the
+   * sign-in form.
+   */
+  async function call(method, path, params) {
+    const url = new URL(path, API);
+    for (const [name, value] of Object.entries(params || {})) {
+      if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
+    }
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(url, { method, headers, cache: "no-store", credentials: "omit" });
+    } catch (e) {
+      throw new ApiError(0, "unreachable", `rq-retryd does not answer (${e.message})`);
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (response.status === 401) {
+      // Unless the user signed in while this request was on its way.
+      if (sessionStorage.getItem(TOKEN_KEY) === token) {
+        if (token) sessionStorage.removeItem(TOKEN_KEY);
+        signIn.show(token ? "That token was not accepted." : null);
+      }
+      throw new ApiError(401, "unauthorized", "sign in first");
+    }
+    if (!response.ok) {
+      throw new ApiError(
+        response.status,
+        (body && body.code) || `http_${response.status}`,
+        (body && body.error) || response.statusText || `HTTP ${response.status}`,
+      );
+    }
+    return { status: response.status, body };
+  }
+
+  const get = (path, params) => call("GET", path, params).then((r) => r.body);
+
+  // ---- sign-in ---------------------------------------------------------------------------
+
+  /** Shown only when the API answers 401; with no token configured it never appears. */
+  const signIn = {
+    shown: false,
+    show(message) {
+      this.shown = true;
+      $("#sign-in").hidden = false;
+      $("#page").hidden = true;
+      $("#action").hidden = true;
+      const error = $("#sign-in-error");
+      error.hidden = !message;
+      error.textContent = message || "";
+      $("#sign-in input[name=token]").focus();
+      $("#sign-out").hidden = true;
+    },
+    hide() {
+      this.shown = false;
+      $("#sign-in").hidden = true;
+      $("#page").hidden = false;
+      $("#sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+    },
+  };
+
+  // ---- notices and the action panel ------------------------------------------------------
+
+  /** A message at the top of the page for failures outside an action (a refresh, a load). */
+  function notice(text) {
+    let bar = $("#notice");
+    if (!bar) {
+      bar = h("p", { id: "notice", class: "notice error", role: "status" });
+      $("main").prepend(bar);
+    }
+    bar.hidden = !text;
+    bar.textContent = text || "";
+  }
+
+  /** How an error reads to the user. A 403 is a refusal: the token may only read. */
+  function describe(error) {
+    if (error instanceof ApiError && error.status === 403) return `Refused: ${error.message}`;
+    if (error instanceof ApiError && error.status) return `${error.message} (HTTP ${error.status}, ${error.code})`;
+    return error.message || String(error);
+  }
+
+  /**
+   * The action panel above the page: a title, a body, buttons and an outcome. The outcome
+   * carries data-outcome = working | preview | done | refused | failed | nothing, for tests and
+   * scripts.
+   */
+  function panel(title) {
+    const section = $("#action");
+    const body = h("div", { class: "action-body" });
+    const buttons = h("div", { class: "buttons" });
+    const outcome = h("p", { class: "outcome", "data-outcome": "working" }, "Working…");
+    const close = h("button", { type: "button", class: "link close", "data-action": "close", title: "Dismiss" }, "Dismiss");
+    close.addEventListener("click", () => { section.hidden = true; });
+    fill(section, h("div", { class: "card-head" }, h("h2", {}, title), close), body, outcome, buttons);
+    section.hidden = false;
+    section.scrollIntoView({ block: "nearest" });
+    const p = {
+      body: (...nodes) => fill(body, nodes),
+      buttons: (...nodes) => fill(buttons, nodes),
+      outcome(kind, text) {
+        outcome.dataset.outcome = kind;
+        outcome.className = `outcome ${kind}`;
+        outcome.textContent = text;
+      },
+      failed(error) {
+        if (error instanceof ApiError && error.status === 401) {
+          p.outcome("failed", "Sign in first.");
+          return;
+        }
+        p.outcome(error instanceof ApiError && error.status === 403 ? "refused" : "failed", describe(error));
+        p.buttons();
+      },
+    };
+    return p;
+  }
+
+  /** Redraws the page after an action; a failure there is a notice, not the action's. */
+  function redraw(after) {
+    if (!after) return;
+    Promise.resolve()
+      .then(after)
+      .then(() => stamp(), (e) => notice(describe(e)));
+  }
+
+  /** A one-step action (pause, resume, scan, retry one): run it, show what came of it. */
+  async function act(title, run, after) {
+    const p = panel(title);
+    try {
+      p.outcome("done", await run());
+    } catch (e) {
+      p.failed(e);
+      return;
+    }
+    redraw(after);
+  }
+
+  /**
+   * A two-step action: `preview` tells what would happen (returns the panel body's nodes,
+   * or null when there is nothing to do), then a button with data-action="confirm"
+   * (labelled `confirmLabel`, a text or a function called after the preview) runs `commit`,
+   * whose answer text is the outcome.
+   */
+  async function confirmThen({ title, preview, confirmLabel, danger, commit, after }) {
+    const p = panel(title);
+    p.outcome("working", "Looking at what this would touch…");
+    let nodes;
+    try {
+      nodes = await preview();
+    } catch (e) {
+      p.failed(e);
+      return;
+    }
+    if (!nodes) {
+      p.outcome("nothing", "Nothing matches: there is nothing to do.");
+      return;
+    }
+    p.body(nodes);
+    p.outcome("preview", "Nothing has been changed yet.");
+    const label = typeof confirmLabel === "function" ? confirmLabel() : confirmLabel;
+    const confirm = h("button", { type: "button", class: danger ? "danger" : "primary", "data-action": "confirm" }, label);
+    const cancel = h("button", { type: "button", "data-action": "cancel" }, "Cancel");
+    cancel.addEventListener("click", () => { $("#action").hidden = true; });
+    confirm.addEventListener("click", async () => {
+      confirm.disabled = true;
+      cancel.disabled = true;
+      p.outcome("working", "Working…");
+      try {
+        p.outcome("done", await commit());
+        p.buttons();
+      } catch (e) {
+        p.failed(e);
+        return;
+      }
+      redraw(after);
+    });
+    p.buttons(confirm, cancel);
+  }
+
+  // ---- bulk actions ----------------------------------------------------------------------
+
+  const BULK = {
+    retry: { method: "POST", path: "jobs/failed/retry-all", verb: "Retry", done: "Requeued" },
+    delete: { method: "DELETE", path: "jobs/failed/clear", verb: "Delete", done: "Deleted" },
+  };
+
+  /**
+   * retry-all or clear with `params`. Large selections answer 202 with a task id: follow it
+   * at tasks/{id} (once a second) until it is done.
+   */
+  async function runBulk(kind, params) {
+    const { method, path } = BULK[kind];
+    let { body } = await call(method, path, params);
+    while (body && body.state === "running") {
+      await sleep(1000);
+      body = await get(`tasks/${enc(body.task_id)}`);
+    }
+    if (body && body.state === "failed") throw new ApiError(503, "task_failed", body.error || "the task failed");
+    return body;
+  }
+
+  /** "queue = default · function = app.x" for a selection. */
+  function selectionText(selection) {
+    const parts = Object.entries(selection)
+      .filter(([, v]) => v !== undefined && v !== null && v !== "")
+      .map(([k, v]) => `${k} = ${v}`);
+    return parts.length ? parts.join(" · ") : "every failed job";
+  }
+
+  /**
+   * Retry or delete every job `selection` (retry-all's filters) selects: first a dry run with
+   * the exact count and a sample of ids, then the confirm button. `expected` is the count the
+   * page showed; a preview that differs says so.
+   */
+  function bulk(kind, selection, { label, expected, after }) {
+    const { verb, done } = BULK[kind];
+    let matched = 0;
+    return confirmThen({
+      title: `${verb} ${label}`,
+      danger: kind === "delete",
+      confirmLabel: () => `${verb} ${plural(matched, "job")}`,
+      async preview() {
+        const r = await runBulk(kind, { ...selection, dry_run: true });
+        matched = r.matched_count;
+        if (!matched) return null;
+        const sample = (r.job_ids || []).slice(0, 10);
+        const more = matched - sample.length;
+        const byException = Object.entries(r.by_exception || {});
+        return [
+          h("p", { class: "preview" },
+            h("strong", { "data-field": "preview-count" }, plural(matched, "failed job")),
+            kind === "retry" ? " would be requeued" : " would be deleted for good",
+            ` (${selectionText(selection)}).`),
+          expected !== undefined && expected !== null && expected !== matched
+            ? h("p", { class: "warning" }, `The page showed ${fmt(expected)}; the selection matches ${fmt(matched)} now `
+              + "(jobs changed meanwhile, or the filter also matches other jobs, e.g. a bare exception name matches dotted types ending in it).")
+            : null,
+          byException.length > 1
+            ? h("p", { class: "muted" }, "By exception: ", byException.map(([e, n]) => `${e} ${fmt(n)}`).join(", "))
+            : null,
+          h("p", { class: "sample" }, "Sample: ",
+            sample.map((id, i) => [i ? ", " : "", jobLink(id)]),
+            more > 0 ? ` and ${fmt(more)} more` : ""),
+        ];
+      },
+      async commit() {
+        const r = await runBulk(kind, selection);
+        const count = kind === "retry" ? r.requeued_count : r.deleted_count;
+        const extra = [];
+        if (r.conflicts) extra.push(`${fmt(r.conflicts)} changed meanwhile and were left alone`);
+        if (r.refused) extra.push(`${fmt(r.refused)} refused by Redis and left as they were`);
+        if (r.skipped) extra.push(`${fmt(r.skipped)} undecodable and never touched`);
+        return `${done} ${plural(count, "job")}${extra.length ? `; ${extra.join("; ")}` : ""}.`;
+      },
+      after,
+    });
+  }
+
+  /** Retry one job now (not destructive: no confirmation). */
+  function retryJob(id, after) {
+    return act(`Retry job ${id}`, async () => {
+      const { body } = await call("POST", `jobs/failed/${enc(id)}/retry`);
+      return `Job ${body.job_id} is queued again on ${body.queue}.`;
+    }, after);
+  }
+
+  /** Delete one job, after a confirmation. */
+  function deleteJob(id, after) {
+    return confirmThen({
+      title: `Delete job ${id}`,
+      danger: true,
+      confirmLabel: "Delete this job",
+      preview: async () => [h("p", {}, "This removes the job's hash, its results and its failed registry entry. RQ cannot run it afterwards.")],
+      commit: async () => {
+        await call("DELETE", `jobs/failed/${enc(id)}`);
+        return `Job ${id} is deleted.`;
+      },
+      after,
+    });
+  }
+
+  // ---- clicks, live refresh, start-up ------------------------------------------------------
+
+  const handlers = {};
+  /** Runs `handler(button)` on clicks on [data-action=name]. */
+  function on(name, handler) {
+    handlers[name] = handler;
+  }
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-action]");
+    if (!button || button.disabled) return;
+    const handler = handlers[button.dataset.action];
+    if (handler) {
+      event.preventDefault();
+      handler(button);
+    }
+  });
+
+  function stamp() {
+    const now = new Date();
+    const el = $("#updated");
+    el.textContent = `updated ${now.toLocaleTimeString()}`;
+    el.title = now.toISOString();
+  }
+
+  let reload = async () => {};
+
+  /**
+   * Starts a page: `load` fetches everything once (and again after signing in); then, while
+   * the page is visible and Live is ticked, one of `sources` (each one request) runs every
+   * POLL_MS, in turn. Nothing is fetched while the tab is hidden.
+   */
+  function start({ load, sources }) {
+    document.querySelectorAll("[data-nav]").forEach((a) => {
+      if (a.dataset.nav === document.body.dataset.page) a.setAttribute("aria-current", "page");
+    });
+    $("#sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+    reload = async () => {
+      try {
+        await load();
+        notice(null);
+        stamp();
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 401)) notice(describe(e));
+      }
+    };
+    let next = 0;
+    let timer = null;
+    let last = Date.now();
+    const liveBox = $("#live");
+    // The next tick comes POLL_MS after the last one began, so coming back to the tab after a
+    // while refreshes at once, yet never twice within POLL_MS.
+    const schedule = () => {
+      clearTimeout(timer);
+      timer = null;
+      if (!document.hidden && liveBox.checked && sources.length) {
+        timer = setTimeout(tick, Math.max(0, last + POLL_MS - Date.now()));
+      }
+    };
+    const tick = async () => {
+      timer = null;
+      if (signIn.shown) {
+        // Nothing to fetch until a token is typed in; look again later.
+        timer = setTimeout(tick, POLL_MS);
+        return;
+      }
+      if (document.hidden || !liveBox.checked) return;
+      last = Date.now();
+      const source = sources[next++ % sources.length];
+      retime();
+      try {
+        await source();
+        notice(null);
+        stamp();
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 401)) notice(describe(e));
+      }
+      schedule();
+    };
+    document.addEventListener("visibilitychange", schedule);
+    liveBox.addEventListener("change", schedule);
+    reload().then(schedule);
+  }
+
+  $("#sign-in-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("#sign-in input[name=token]");
+    const token = input.value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    input.value = "";
+    signIn.hide();
+    reload();
+  });
+  $("#sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    window.location.reload();
+  });
+
+  return {
+    $, h, fill, enc, fmt, plural, when, jobLink, call, get, ApiError, describe, unchanged,
+    on, start, act, confirmThen, bulk, retryJob, deleteJob,
+    get reload() { return reload; },
+  };
+})();

@@ -1,0 +1,158 @@
+// Failed jobs (/ui/jobs): the listing with the API's filters and paging, the error text in
+// the list, and retry / delete of one job or of the whole filtered selection.
+"use strict";
+
+(() => {
+  const { $, h, fill, fmt, plural, when, get, jobLink } = RQ;
+
+  /** The listing's filters, named as the API names them; passed through as they are. */
+  const FILTERS = ["queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
+  /** What retry-all and clear take when their OpenAPI entries cannot be read. */
+  const BULK_FILTERS = ["queue", "function", "exception", "failed_after", "failed_before"];
+  /** Parameters that shape the page, not the selection. */
+  const PAGING = ["order", "limit", "offset"];
+
+  const query = new URLSearchParams(window.location.search);
+  const filters = {};
+  for (const name of FILTERS) {
+    const value = (query.get(name) || "").trim();
+    if (value) filters[name] = value;
+  }
+  filters.order = filters.order || "newest";
+  const limit = Math.min(Math.max(parseInt(query.get("limit"), 10) || 50, 1), 1000);
+  const offset = Math.max(parseInt(query.get("offset"), 10) || 0, 0);
+
+  // The form shows the filters in force.
+  for (const [name, value] of Object.entries({ ...filters, limit })) {
+    const field = $(`#filter [name=${name}]`);
+    if (!field) continue;
+    if (field.tagName === "SELECT" && ![...field.options].some((o) => o.value === String(value))) {
+      field.append(h("option", { value }, value));
+    }
+    field.value = value;
+  }
+
+  let total = null;
+  /** The filters the listing, and both retry-all and clear, declare (null until known). */
+  let listFilters = null;
+  let bulkFilters = null;
+
+  /**
+   * Which filters this daemon's API takes, from its OpenAPI document (which needs no token):
+   * an older daemon ignores a query parameter it does not know, and a bulk action must never
+   * select more than the page shows because a filter was silently dropped.
+   */
+  async function loadCapabilities() {
+    try {
+      const response = await fetch(new URL("../api/v1/openapi.json", document.baseURI), { cache: "no-store" });
+      const doc = await response.json();
+      const names = (path, method) => new Set((((doc.paths[path] || {})[method] || {}).parameters || []).map((p) => p.name));
+      const list = names("/api/v1/jobs/failed", "get");
+      const retry = names("/api/v1/jobs/failed/retry-all", "post");
+      const clear = names("/api/v1/jobs/failed/clear", "delete");
+      listFilters = FILTERS.filter((f) => list.has(f));
+      bulkFilters = FILTERS.filter((f) => !PAGING.includes(f) && retry.has(f) && clear.has(f));
+    } catch (_) {
+      listFilters = FILTERS;
+      bulkFilters = BULK_FILTERS;
+    }
+  }
+
+  /** The selection for retry-all / clear, and the filters in use that they do not take. */
+  function selection() {
+    const chosen = {};
+    const unsupported = [];
+    for (const [name, value] of Object.entries(filters)) {
+      if (PAGING.includes(name)) continue;
+      if (bulkFilters.includes(name)) chosen[name] = value;
+      else unsupported.push(name);
+    }
+    return { chosen, unsupported };
+  }
+
+  function renderSelection() {
+    const buttons = document.querySelectorAll("[data-action=retry-group], [data-action=delete-group]");
+    if (!bulkFilters) {
+      buttons.forEach((b) => { b.disabled = true; });
+      return;
+    }
+    const { unsupported } = selection();
+    const ignored = Object.keys(filters).filter((f) => f !== "order" && !listFilters.includes(f));
+    const notes = [];
+    if (ignored.length) notes.push(`This daemon's listing does not take the filter ${ignored.join(", ")}: the list shows jobs it would have left out.`);
+    if (unsupported.length) notes.push(`retry-all and clear do not take the filter ${unsupported.join(", ")}: narrow the selection with ${bulkFilters.join(", ")} to act on it.`);
+    const note = $("#selection-note");
+    note.hidden = !notes.length;
+    fill(note, notes.map((text, i) => [i ? h("br") : null, text]));
+    buttons.forEach((b) => { b.disabled = unsupported.length > 0 || !total; });
+  }
+
+  /** The last line of a traceback, for the list (the exception and its message). */
+  function lastLine(text) {
+    const lines = (text || "").split("\n").map((l) => l.trim()).filter(Boolean);
+    return lines.length ? lines[lines.length - 1] : "";
+  }
+
+  function pageLink(node, at) {
+    const target = new URLSearchParams(query);
+    target.set("offset", String(at));
+    node.href = `jobs?${target}`;
+    node.hidden = false;
+  }
+
+  async function loadList() {
+    const answer = await get("jobs/failed", { ...filters, limit, offset });
+    if (RQ.unchanged("jobs", answer)) return;
+    total = answer.total;
+    const jobs = answer.jobs || [];
+    fill($("#jobs tbody"), jobs.map((j) => {
+      const error = j.decode_error ? `cannot be decoded: ${j.decode_error}` : lastLine(j.exc_info);
+      return h("tr", { "data-job-id": j.job_id },
+        h("td", { class: "job" }, jobLink(j.job_id), error ? h("div", { class: "error-line", title: error }, error) : null),
+        h("td", {}, j.queue),
+        h("td", {}, h("code", {}, j.func_name ?? "—")),
+        h("td", {}, when(j.failed_at)),
+        h("td", { class: "n", "data-field": "attempts" }, fmt(j.attempts), j.exhausted ? [" ", h("span", { class: "badge warn" }, "exhausted")] : ""),
+        h("td", { "data-field": "policy" }, j.policy ?? h("span", { class: "muted" }, "(unmatched)"),
+          j.state || j.decision ? h("div", { class: "muted small", "data-field": "state" }, j.state || j.decision) : null),
+        h("td", {}, when(j.next_retry_at)),
+        h("td", { class: "row-actions" },
+          h("button", { type: "button", class: "small", "data-action": "retry", disabled: !!j.decode_error }, "Retry"),
+          h("button", { type: "button", class: "small danger", "data-action": "delete", disabled: !!j.decode_error }, "Delete…")));
+    }));
+    $("#jobs-empty").hidden = jobs.length > 0;
+    $("#total").textContent = `(${fmt(total)})`;
+    const about = [];
+    if (answer.unknown) about.push(`${plural(answer.unknown, "job")} left out: a fact the filter needs is not read yet`);
+    if (answer.source) about.push(answer.source === "index" ? "from the failure index" : "read from Redis");
+    fill($("#freshness"), about.join(" · "), answer.as_of ? [" as of ", when(answer.as_of)] : "");
+    $("#range").textContent = jobs.length
+      ? `${fmt(offset + 1)}–${fmt(offset + jobs.length)} of ${fmt(total)}`
+      : `${fmt(total)} in all`;
+    const prev = $("#prev");
+    const next = $("#next");
+    prev.hidden = offset === 0;
+    if (offset > 0) pageLink(prev, Math.max(offset - limit, 0));
+    next.hidden = offset + jobs.length >= total;
+    if (offset + jobs.length < total) pageLink(next, offset + limit);
+    renderSelection();
+  }
+
+  function bulkAction(kind) {
+    return () => {
+      const { chosen } = selection();
+      RQ.bulk(kind, chosen, { label: "the selection", expected: total, after: loadList });
+    };
+  }
+
+  const rowId = (button) => button.closest("[data-job-id]").dataset.jobId;
+  RQ.on("retry", (button) => RQ.retryJob(rowId(button), loadList));
+  RQ.on("delete", (button) => RQ.deleteJob(rowId(button), loadList));
+  RQ.on("retry-group", bulkAction("retry"));
+  RQ.on("delete-group", bulkAction("delete"));
+
+  RQ.start({
+    load: () => Promise.all([loadCapabilities(), loadList()]).then(renderSelection),
+    sources: [loadList],
+  });
+})();

@@ -1,0 +1,212 @@
+// Overview (/ui/): per-queue counts, the supervisor's state and switches, the failure groups
+// with their group actions. Live refresh takes the three sources in turn, one per tick.
+"use strict";
+
+(() => {
+  const { $, h, fill, enc, fmt, plural, when, get, call } = RQ;
+  let stats = null;
+  let supervisor = null;
+  let groupsAnswer = null;
+
+  const loadStats = async () => {
+    stats = await get("jobs/stats");
+    if (!RQ.unchanged("stats", stats)) renderQueues();
+  };
+  const loadSupervisor = async () => {
+    supervisor = await get("supervisor");
+    if (!RQ.unchanged("supervisor", supervisor)) {
+      renderSupervisor();
+      renderQueues();
+    }
+  };
+  const loadGroups = async () => {
+    groupsAnswer = await get("jobs/failed/groups");
+    if (!RQ.unchanged("groups", groupsAnswer)) {
+      renderGroups(groupsAnswer);
+      renderQueues();
+    }
+  };
+  const loadAll = () => Promise.all([loadStats(), loadSupervisor(), loadGroups()]);
+
+  const number = (field, value) => h("td", { class: "n", "data-field": field }, fmt(value));
+
+  /**
+   * Waiting and exhausted jobs per queue, and as of when: from the stats when they carry
+   * them, else summed over the groups' by_state, else the last scan's per-queue figures.
+   */
+  function backlog() {
+    const queues = Object.values((stats && stats.queues) || {});
+    if (queues.length && queues.every((q) => q.waiting !== undefined && q.exhausted !== undefined)) {
+      return { of: (q) => stats.queues[q] || {}, note: "waiting and exhausted now" };
+    }
+    const groups = (groupsAnswer && groupsAnswer.groups) || [];
+    if (groupsAnswer && groups.every((g) => g.by_state)) {
+      const sums = {};
+      for (const g of groups) {
+        const sum = sums[g.queue] || (sums[g.queue] = { waiting: 0, exhausted: 0 });
+        sum.waiting += g.by_state.waiting || 0;
+        sum.exhausted += g.by_state.exhausted || 0;
+      }
+      return {
+        of: (q) => sums[q] || { waiting: 0, exhausted: 0 },
+        note: ["waiting and exhausted as of ", when(groupsAnswer.as_of)],
+      };
+    }
+    const scan = supervisor && supervisor.last_scan;
+    if (scan) {
+      const perQueue = (scan.report && scan.report.per_queue) || {};
+      return { of: (q) => perQueue[q] || {}, note: ["waiting and exhausted as of the last scan, ", when(scan.finished_at)] };
+    }
+    return { of: () => ({}), note: "waiting and exhausted come with the first scan" };
+  }
+
+  function renderQueues() {
+    if (!stats) return;
+    const { of, note } = backlog();
+    const names = Object.keys(stats.queues || {}).sort();
+    fill($("#queues tbody"), names.map((queue) => {
+      const s = stats.queues[queue];
+      const b = of(queue);
+      return h("tr", { "data-queue": queue },
+        h("td", {}, h("a", { href: `jobs?queue=${enc(queue)}` }, queue)),
+        number("failed", s.failed),
+        number("waiting", b.waiting),
+        number("exhausted", b.exhausted),
+        number("queued", s.queued));
+    }));
+    $("#queues-empty").hidden = names.length > 0;
+    fill($("#queues-note"), `${plural(stats.failed_count, "failed job")} · `, note);
+  }
+
+  function fact(term, ...value) {
+    return [h("dt", {}, term), h("dd", {}, value)];
+  }
+
+  function renderSupervisor() {
+    const s = supervisor;
+    const badge = $("#supervisor-badge");
+    badge.textContent = s.paused ? "Paused" : s.dry_run ? "Running (dry run)" : "Running";
+    badge.className = `badge ${s.paused ? "warn" : "ok"}`;
+    badge.dataset.state = s.paused ? "paused" : "running";
+    const scan = s.last_scan;
+    const report = (scan && scan.report) || {};
+    const circuits = s.open_circuits || [];
+    fill($("#supervisor-state"),
+      fact("Automatic actions", s.paused
+        ? ["paused on every instance", s.paused_by ? ` by ${s.paused_by}` : "", s.paused_at ? [", ", when(s.paused_at)] : ""]
+        : "running"),
+      fact("Active instance", s.active_instance
+        ? [h("code", {}, s.active_instance), s.active_instance === s.instance ? " (this one)" : ""]
+        : h("span", { class: "warn-text" }, "none holds the lease right now")),
+      s.active_instance === s.instance ? null : fact("This instance", h("code", {}, s.instance || "—"), s.active ? " (active)" : " (standby)"),
+      fact("Last scan", scan
+        ? [when(scan.finished_at), ` · ${fmt(report.duration_ms)} ms · ${fmt(report.scanned)} scanned, ${fmt(report.requeued)} requeued, ${fmt(report.purged)} purged`]
+        : "none yet"),
+      fact("Next due", report.next_due_at ? when(report.next_due_at) : h("span", { class: "muted" }, "nothing waiting")),
+      fact("Circuit breakers", circuits.length
+        ? h("ul", { class: "plain" }, circuits.map((c) => h("li", { "data-circuit": c.policy },
+          h("strong", {}, c.policy), " open until ", when(c.until),
+          c.requeues !== undefined ? ` (${fmt(c.failed_again)} of ${fmt(c.requeues)} requeues failed again)` : "")))
+        : "all closed"),
+      s.redis_connected === false ? fact("Redis", h("span", { class: "warn-text" }, "not connected")) : null,
+    );
+    $("[data-action=pause]").hidden = !!s.paused;
+    $("[data-action=resume]").hidden = !s.paused;
+  }
+
+  /** The group's key in data-group: queue|function|exception (empty for a missing one). */
+  const groupKey = (g) => g.key ?? [g.queue, g.func_name ?? "", g.exc_type ?? ""].join("|");
+  const GLOB = /[*?[\]{}\\]/;
+
+  /** Why retry-all's filters cannot select exactly this group, if they cannot. */
+  function unselectable(g) {
+    if (g.known === false) return "The function or exception of some of these jobs is not read yet; try again after the next scan.";
+    if (!g.func_name) return "These jobs have no function name, which the bulk filters cannot select.";
+    if (!g.exc_type) return "These jobs have no exception type, which the bulk filters cannot select.";
+    if (GLOB.test(g.func_name) || GLOB.test(g.exc_type)) return "The name holds glob characters; select these jobs on the jobs page.";
+    return null;
+  }
+
+  /** "3 waiting · 1 exhausted" for a group's by_state. */
+  function states(g) {
+    const entries = Object.entries(g.by_state || {}).filter(([, n]) => n > 0);
+    if (!entries.length) return g.state ? h("span", { class: "badge" }, g.state) : null;
+    return h("div", { class: "muted small", "data-field": "states" }, entries.map(([state, n]) => `${fmt(n)} ${state}`).join(" · "));
+  }
+
+  /** Where the answer comes from, for the note. */
+  const SOURCES = { index: "from the failure index", redis: "read from Redis" };
+
+  const groups = new Map();
+
+  function renderGroups(answer) {
+    const list = [...(answer.groups || [])].sort((a, b) => b.count - a.count);
+    groups.clear();
+    fill($("#groups tbody"), list.map((g) => {
+      const key = groupKey(g);
+      groups.set(key, g);
+      const why = unselectable(g);
+      const policies = Object.entries(g.policies || {});
+      const policy = g.policy ?? "(unmatched)";
+      const next = g.next_due ?? g.next_retry_at ?? null;
+      const filter = new URLSearchParams({ queue: g.queue });
+      if (g.func_name) filter.set("function", g.func_name);
+      if (g.exc_type) filter.set("exception", g.exc_type);
+      return h("tr", { "data-group": key },
+        h("td", {}, g.queue),
+        h("td", {}, h("code", {}, g.func_name ?? "—")),
+        h("td", {}, h("span", { class: "exc" }, g.exc_type ?? "—")),
+        number("count", g.count),
+        h("td", {}, when(g.oldest_failed_at ?? g.first_failed_at)),
+        h("td", {}, when(g.newest_failed_at ?? g.last_failed_at)),
+        h("td", { "data-field": "policy", title: policies.map(([p, n]) => `${p}: ${n}`).join("\n") || null },
+          policy, policies.length > 1 ? h("span", { class: "muted" }, ` +${policies.length - 1} more`) : ""),
+        h("td", { "data-field": "next" }, next ? when(next) : h("span", { class: "muted" }, "—"), states(g)),
+        h("td", { class: "row-actions" },
+          h("a", { href: `jobs?${filter}`, class: "button small" }, "Jobs"),
+          h("button", { type: "button", class: "small", "data-action": "retry-group", disabled: !!why, title: why || "Retry this group, after a preview" }, "Retry…"),
+          h("button", { type: "button", class: "small danger", "data-action": "delete-group", disabled: !!why, title: why || "Delete this group, after a preview" }, "Delete…")));
+    }));
+    $("#groups-empty").hidden = list.length > 0;
+    const notes = [plural(answer.total ?? list.reduce((n, g) => n + g.count, 0), "failed job"), plural(list.length, "group")];
+    if (answer.undecodable) notes.push(`${fmt(answer.undecodable)} undecodable (in no group)`);
+    if (answer.source) notes.push(SOURCES[answer.source] || answer.source);
+    fill($("#groups-note"), notes.join(" · "), answer.as_of ? [" as of ", when(answer.as_of)] : "");
+  }
+
+  function groupAction(kind) {
+    return (button) => {
+      const g = groups.get(button.closest("[data-group]").dataset.group);
+      if (!g) return;
+      RQ.bulk(kind, { queue: g.queue, function: g.func_name, exception: g.exc_type }, {
+        label: `the group ${g.queue} · ${g.func_name} · ${g.exc_type}`,
+        expected: g.count,
+        after: loadAll,
+      });
+    };
+  }
+
+  RQ.on("retry-group", groupAction("retry"));
+  RQ.on("delete-group", groupAction("delete"));
+  RQ.on("pause", () => RQ.act("Pause all instances", async () => {
+    const { body } = await call("POST", "supervisor/pause");
+    supervisor = body;
+    RQ.unchanged("supervisor", body);
+    renderSupervisor();
+    return "Automatic actions are paused on every instance sharing this Redis. Manual actions still work.";
+  }));
+  RQ.on("resume", () => RQ.act("Resume all instances", async () => {
+    const { body } = await call("POST", "supervisor/resume");
+    supervisor = body;
+    RQ.unchanged("supervisor", body);
+    renderSupervisor();
+    return "Automatic actions are running again on every instance.";
+  }));
+  RQ.on("scan", () => RQ.act("Scan now", async () => {
+    await call("POST", "supervisor/scan");
+    setTimeout(() => loadSupervisor().catch(() => {}), 1500);
+    return "Scan requested: the active instance scans now.";
+  }));
+
+  RQ.start({ load: loadAll, sources: [loadStats, loadSupervisor, loadGroups] });
+})();
