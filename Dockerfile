@@ -11,6 +11,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
+COPY assets ./assets
 RUN cargo build --release --locked && strip target/release/rq-retryd
 
 FROM debian:bookworm-slim
