@@ -413,3 +413,51 @@ fn corrupt_and_orphaned_jobs_stay_listed_as_undecodable() {
     let in_registry: Option<f64> = con.zscore("rq:failed:default", "orphan").unwrap();
     assert!(in_registry.is_some());
 }
+
+#[test]
+fn a_standby_answers_the_same_from_redis() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    for i in 0..12 {
+        let exc = if i % 3 == 0 {
+            "ValueError"
+        } else {
+            "ConnectionError"
+        };
+        job(&format!("s{i}"), "default", RENDER, exc, 60 + i).write(&mut con);
+    }
+    FailedJob::new("garbled")
+        .field("ended_at", b"yesterday")
+        .write(&mut con);
+    let config = DaemonConfig::new(&redis.url(), SLOW);
+    let active = Daemon::start_ready(&config);
+    let standby = Daemon::start(&config);
+    standby.wait_ready();
+    standby.wait_until("the standby sees the active instance", |d| {
+        let s = d.get("/api/v1/supervisor").expect(200);
+        s["active"] == false && s["active_instance"].is_string()
+    });
+    for path in [
+        "/api/v1/jobs/failed?limit=5&offset=3&order=oldest",
+        "/api/v1/jobs/failed?exception=ValueError",
+        "/api/v1/jobs/failed?state=undecodable",
+        "/api/v1/jobs/failed/groups",
+    ] {
+        let from_index = active.get(path).expect(200);
+        let from_redis = standby.get(path).expect(200);
+        assert_eq!(from_index["source"], "index", "{path}: {from_index}");
+        assert_eq!(from_redis["source"], "redis", "{path}: {from_redis}");
+        let strip = |mut v: Value| {
+            let o = v.as_object_mut().unwrap();
+            o.remove("source");
+            o.remove("as_of");
+            v
+        };
+        assert_eq!(strip(from_index), strip(from_redis), "{path}");
+    }
+    let dry = "/api/v1/jobs/failed/retry-all?exception=ConnectionError&dry_run=true";
+    let (a, b) = (active.post(dry).expect(200), standby.post(dry).expect(200));
+    assert_eq!(a["matched_count"], 8, "{a}");
+    assert_eq!(b["matched_count"], 8, "{b}");
+    assert_eq!(a["skipped"], b["skipped"]);
+}
