@@ -279,6 +279,11 @@ fn job_status_shows_any_job_with_its_full_failure_text() {
         hget(&mut con, "rq:job:f1", "ended_at").as_deref()
     );
     assert!(failed["enqueued_at"].is_string() && failed["started_at"].is_string());
+    assert_eq!(
+        failed["description"].as_str(),
+        hget(&mut con, "rq:job:f1", "description").as_deref()
+    );
+    assert!(failed["description"].is_string(), "{failed}");
 
     let ok = daemon
         .get(&format!("/api/v1/jobs/status/{queued}"))
@@ -290,6 +295,8 @@ fn job_status_shows_any_job_with_its_full_failure_text() {
     assert_eq!(ok["exc_info"], Value::Null);
     assert_eq!(ok["ended_at"], Value::Null);
     assert!(ok["enqueued_at"].is_string(), "{ok}");
+    // RQ's own description of the call: what the console's job page shows.
+    assert_eq!(ok["description"], "tasks.ok()", "{ok}");
 }
 
 #[test]

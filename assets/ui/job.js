@@ -33,6 +33,12 @@
       fact("Started", "started-at", when(s.started_at)),
       fact("Ended", "ended-at", when(s.ended_at)));
     $("#traceback").textContent = s.exc_info ?? "(no failure text stored)";
+    if (s.description) {
+      described = true;
+      $("#description").textContent = s.description;
+    } else if (!described) {
+      fill($("#description"), none("(RQ stored no description)"));
+    }
   }
 
   async function loadExplain() {
@@ -66,10 +72,6 @@
       h("td", {}, p.action),
       h("td", {}, h("span", { class: `badge ${p.result === "matched" ? "ok" : ""}` }, p.result.replace("_", " "))),
       h("td", {}, p.reason ?? ""))));
-    if (!described) {
-      described = true;
-      await loadDescription().catch((error) => fill($("#description"), none(`(not available: ${RQ.describe(error)})`)));
-    }
   }
 
   /** The job is no longer failed: say so and disable the actions. */
@@ -83,26 +85,6 @@
     $("#decision").textContent = "not failed";
     if (!described) fill($("#description"), none("(only known while the job is failed)"));
     document.querySelectorAll("[data-action=retry], [data-action=delete]").forEach((b) => { b.disabled = true; });
-  }
-
-  /**
-   * The call (description) is only in the listing: ask for the jobs of this queue and
-   * function that failed at this job's time, once.
-   */
-  async function loadDescription() {
-    const failedAt = new Date(explained.failed_at).getTime();
-    const params = {
-      queue: explained.queue,
-      failed_after: ((failedAt - 1) / 1000).toFixed(3),
-      failed_before: ((failedAt + 1) / 1000).toFixed(3),
-      limit: 1000,
-    };
-    if (explained.function && !/[*?[\]{}\\]/.test(explained.function)) params.function = explained.function;
-    const answer = await get("jobs/failed", params);
-    const job = (answer.jobs || []).find((j) => j.job_id === id);
-    const description = $("#description");
-    if (job && job.description) description.textContent = job.description;
-    else fill(description, none(explained.function ? `${explained.function}(…) (the arguments were not found in the listing)` : "(unknown)"));
   }
 
   const load = async () => {

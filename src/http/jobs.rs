@@ -792,6 +792,8 @@ pub struct JobStatus {
     /// failed: after RQ itself (or rq-dashboard) requeued it, the mark left in the hash
     /// describes a failure that is over.
     pub exhausted: bool,
+    /// The call with its arguments, as RQ describes it (`description`).
+    pub description: Option<String>,
 }
 
 /// The status of any job.
@@ -815,6 +817,7 @@ pub async fn status(
         "retryd_attempts",
         "exc_info",
         "retryd_exhausted",
+        "description",
     ]);
     pipe.cmd("XREVRANGE")
         .arg(keys.results(&job_id))
@@ -894,5 +897,6 @@ pub async fn status(
         exc_info,
         failed_registry,
         exhausted,
+        description: get(8),
     }))
 }
