@@ -520,15 +520,17 @@ class Soak:
             chunk = tokens[i:i + 1000]
             with r.pipeline(transaction=False) as p:
                 for t in chunk:
-                    p.hmget(f"rq:job:soak-{t}", "status", "retryd_attempts", "retryd_exhausted", "ended_at")
+                    p.hmget(f"rq:job:soak-{t}", "status", "retryd_attempts", "retryd_exhausted", "ended_at",
+                            "created_at")
                     p.hgetall(f"soak:t:{t}")
                 res = p.execute()
             for j, t in enumerate(chunk):
-                status, attempts, exhausted, ended_at = res[2 * j]
+                status, attempts, exhausted, ended_at, created_at = res[2 * j]
                 tally = {k.decode(): v.decode() for k, v in res[2 * j + 1].items()}
                 out[t] = {"places": places.get(f"soak-{t}", []), "hash": status is not None,
                           "status": status.decode() if status else None, "attempts": int(attempts or 0),
                           "exhausted": exhausted == b"1", "ended_at": (ended_at or b"").decode(),
+                          "created_at": parse_time(created_at.decode()) if created_at else None,
                           "exec": int(tally.get("exec", 0)),
                           "success": int(tally.get("success", 0)),
                           "first_ok_at": float(tally["first_ok_at"]) if "first_ok_at" in tally else None,
@@ -618,9 +620,16 @@ class Soak:
         window = getattr(self, "restart_window", None)
 
         def touched_by_restart(l):
-            """Ran while Redis went away or just before (a worker that lost Redis mid-job drops
-            the job; RQ recovers it as abandoned, so it runs once more than its kind needs)."""
-            return window is not None and any(window[0] - 5 <= x <= window[1] + 5 for x in l["exec_at"])
+            """Ran, or was enqueued, while Redis went away or just before. A worker that lost
+            Redis mid-job drops the job; RQ recovers it as abandoned, so it runs once more than
+            its kind needs. A worker that lost Redis right after dequeuing leaves the id in RQ
+            2.x's intermediate queue as well: RQ fails it as abandoned (rq-retryd retries it, it
+            finishes), and later its intermediate-queue cleanup finds the stale id and fails the
+            finished job once more ("Job was stuck in intermediate queue."), so it runs again."""
+            if window is None:
+                return False
+            near = lambda x: x is not None and window[0] - 5 <= x <= window[1] + 5
+            return near(l.get("created_at")) or any(near(x) for x in l["exec_at"])
 
         def problem(kind, token, detail):
             if kind.startswith("!") or not touched_by_restart(detail):

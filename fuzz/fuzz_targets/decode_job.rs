@@ -16,7 +16,7 @@ use std::io::Write;
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use rq_retryd::rq::job::{format_rq_timestamp, parse_rq_timestamp, Reads, FIELDS};
+use rq_retryd::rq::job::{format_rq_timestamp, parse_rq_timestamp, FailedAt, Reads, FIELDS};
 use rq_retryd::rq::{decode, failure, payload, CorruptReason, DecodeOutcome, RawJob};
 
 /// Magic that selects the seed format.
@@ -83,7 +83,7 @@ struct Pickle {
 #[derive(Arbitrary, Debug)]
 enum Hash {
     /// The ten HMGET answers, each present or not.
-    Fields(Box<[Option<Value>; 10]>),
+    Fields(Box<[Option<Value>; 11]>),
     /// An answer of any length (the decoder must not index past it).
     AnyLength(Vec<Option<Vec<u8>>>),
     /// Redis's error, e.g. WRONGTYPE.
@@ -108,6 +108,8 @@ struct Input {
     queue: String,
     hash: Hash,
     results: Results,
+    /// The failed registry's score (dates a failure RQ recorded without `ended_at`).
+    score: Option<f64>,
 }
 
 fn zlib(bytes: &[u8]) -> Vec<u8> {
@@ -247,6 +249,7 @@ impl Input {
             queue: self.queue,
             reads: Reads::ALL,
             hash,
+            score: self.score,
             newest_result,
         }
     }
@@ -262,6 +265,7 @@ fn parse_seed(mut data: &[u8]) -> RawJob {
         queue: String::new(),
         reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
+        score: None,
         newest_result: Ok(None),
     };
     while data.len() >= 5 {
@@ -354,6 +358,12 @@ fn check(raw: &RawJob) {
             let stored = |name| field(raw, name).unwrap_or_default();
             assert_eq!(facts.cas.origin.as_bytes(), stored("origin"));
             assert_eq!(facts.cas.ended_at.as_bytes(), stored("ended_at"));
+            if facts.cas.ended_at.is_empty() {
+                // Only a failure RQ recorded without ended_at, dated by its registry score.
+                assert_eq!(facts.failed_at_from, FailedAt::FailedRegistry);
+                assert_eq!(facts.status.as_deref(), Some("failed"));
+                assert!(raw.score.is_some(), "dated without a score");
+            }
             assert_eq!(facts.cas.attempts.as_bytes(), stored("retryd_attempts"));
             if facts.cas.origin.is_empty() {
                 assert_eq!(facts.origin, raw.queue);
@@ -401,6 +411,7 @@ fn project(raw: &RawJob, reads: Reads) -> RawJob {
         job_id: raw.job_id.clone(),
         queue: raw.queue.clone(),
         reads,
+        score: raw.score,
         hash: raw.hash.as_ref().map_err(Clone::clone).map(|_| {
             reads
                 .fields()
