@@ -425,6 +425,23 @@ def ask(r, port, method, path, times):
     return samples, counts[len(counts) // 2], answer
 
 
+def rounds_of(r, port, method, path, rounds, per_round):
+    """`rounds` rounds of `per_round` requests: the median over all of them, each round's p99 and
+    the median of those (what the targets are judged by: one stalled request of the shared host
+    is then one round's p99, not the answer), Redis commands of one request."""
+    pooled, p99s, counts, answer = [], [], [], None
+    for _ in range(rounds):
+        samples, count, answer = ask(r, port, method, path, per_round)
+        pooled += samples
+        p99s.append(round(nearest_rank(samples, 0.99) * 1000, 2))
+        counts.append(count)
+    counts.sort(key=lambda x: x[0])
+    cmds, by_name = counts[len(counts) // 2]
+    return {"n": len(pooled), "rounds": rounds, "median_ms": round(nearest_rank(pooled, 0.5) * 1000, 2),
+            "p99_ms": median(p99s), "round_p99s_ms": p99s, "max_ms": round(max(pooled) * 1000, 2),
+            "redis_commands": cmds, "by_command": by_name}, answer
+
+
 def concurrent_groups(r, port, pid, clients, rounds):
     """`clients` threads each sending `rounds` groups requests back to back, all released at
     once: latencies, Redis commands/s over the whole window, daemon RSS before/max/after."""
@@ -432,10 +449,19 @@ def concurrent_groups(r, port, pid, clients, rounds):
     lat = []
     lock = threading.Lock()
 
+    errors = []
+
     def client():
         barrier.wait()
         for _ in range(rounds):
-            dt, _, _ = call(port, "/api/v1/jobs/failed/groups", timeout=600)
+            t0 = time.perf_counter()
+            try:
+                dt, _, _ = call(port, "/api/v1/jobs/failed/groups", timeout=600)
+            except (SystemExit, OSError) as e:
+                # The pre-index daemon gives up after its 60 s request limit (503 timeout).
+                dt = time.perf_counter() - t0
+                with lock:
+                    errors.append(str(e)[:120])
             with lock:
                 lat.append(dt)
 
@@ -445,7 +471,10 @@ def concurrent_groups(r, port, pid, clients, rounds):
 
     def ops_sampler():
         while not done.is_set():
-            ops_peak[0] = max(ops_peak[0], r.info("stats")["instantaneous_ops_per_sec"])
+            try:
+                ops_peak[0] = max(ops_peak[0], r.info("stats")["instantaneous_ops_per_sec"])
+            except redis.exceptions.RedisError:
+                return
             time.sleep(0.1)
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool, RssSampler(pid) as rss:
@@ -461,7 +490,7 @@ def concurrent_groups(r, port, pid, clients, rounds):
         cmds = r.info("stats")["total_commands_processed"] - cmds0
         done.set()
         sampler.join()
-    return {"clients": clients, "rounds": rounds, "wall_s": round(wall, 3), **ms_summary(lat),
+    return {"clients": clients, "rounds": rounds, "wall_s": round(wall, 3), **ms_summary(lat), "errors": errors,
             "redis_commands": cmds, "redis_ops_per_s": round(cmds / wall), "redis_instantaneous_ops_peak": ops_peak[0],
             "rss_before_mib": round(rss_before, 1), "rss_max_mib": round(rss.max_kib / 1024, 1),
             "rss_after_mib": round(status_kib(pid, "VmRSS") / 1024, 1)}
@@ -483,18 +512,19 @@ def measure_daemon(args, label, binary, server, work, indexed, queues):
               f"RSS {out['first_scan']['VmRSS_mib']} MiB, peak {out['first_scan']['VmHWM_mib']} MiB", flush=True)
         # Background: what the idle daemon sends Redis in one second (heartbeat, health).
         out["idle_commands_per_s"] = commands_during(r, lambda: time.sleep(1.0))[0]
-        times = args.repeat if indexed else args.before_repeat
         out["questions"] = {}
         for name, (method, path) in fixed_questions(args.jobs, indexed).items():
-            n = times * (args.samples if indexed else 1)
-            samples, (cmds, by_name), answer = ask(r, d.port, method, path, n)
-            source = answer.get("source", "-")
-            size = len(answer.get("jobs", answer.get("groups", [])))
-            entry = {**ms_summary(samples), "source": source, "redis_commands": cmds, "by_command": by_name,
-                     "returned": size, "total": answer.get("total", answer.get("matched_count", answer.get("failed_count")))}
+            if indexed:
+                entry, answer = rounds_of(r, d.port, method, path, args.repeat, args.samples)
+            else:
+                entry, answer = rounds_of(r, d.port, method, path, args.before_repeat, 1)
+            entry["source"] = answer.get("source", "-")
+            entry["returned"] = len(answer.get("jobs", answer.get("groups", [])))
+            entry["total"] = answer.get("total", answer.get("matched_count", answer.get("failed_count")))
             out["questions"][name] = entry
-            print(f"  {name:<44} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms  (n={entry['n']}, "
-                  f"source {source}, returned {size}, total {entry['total']})  Redis commands {cmds} {by_name}", flush=True)
+            print(f"  {name:<44} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms {entry['round_p99s_ms']} "
+                  f"(n={entry['n']}, source {entry['source']}, returned {entry['returned']}, total {entry['total']})  "
+                  f"Redis commands {entry['redis_commands']} {entry['by_command']}", flush=True)
         if indexed:
             rounds = []
             for i in range(args.repeat):
@@ -525,7 +555,7 @@ def measure_daemon(args, label, binary, server, work, indexed, queues):
                 print(f"  {c['clients']} concurrent groups x{c['rounds']}: wall {c['wall_s']} s, latency median {c['median_ms']} ms "
                       f"p99 {c['p99_ms']} ms; Redis {c['redis_ops_per_s']} commands/s (instantaneous peak "
                       f"{c['redis_instantaneous_ops_peak']}); RSS {c['rss_before_mib']} -> max {c['rss_max_mib']} -> "
-                      f"{c['rss_after_mib']} MiB", flush=True)
+                      f"{c['rss_after_mib']} MiB; failed requests {len(c['errors'])} {c['errors'][:1]}", flush=True)
         out["rss_end"] = {k: round(v, 1) for k, v in d.rss().items()}
         print(f"  {label} RSS at the end: {out['rss_end']}", flush=True)
     finally:
@@ -540,14 +570,15 @@ def measure_dashboard(args, server, work):
     dash.start()
     try:
         for name, (method, path) in dashboard_questions().items():
-            slow = "1000" in name
-            n = args.dashboard_deep_repeat if slow else args.repeat * args.samples
-            samples, (cmds, by_name), answer = ask(r, dash.port, method, path, n)
-            size = len(answer.get("jobs", answer.get("queues", [])))
-            out["questions"][name] = {**ms_summary(samples), "redis_commands": cmds, "by_command": by_name, "returned": size}
-            print(f"  dashboard {name:<34} median {out['questions'][name]['median_ms']:>9.2f} ms  "
-                  f"p99 {out['questions'][name]['p99_ms']:>9.2f} ms  (n={n}, returned {size})  Redis commands {cmds} {by_name}",
-                  flush=True)
+            if "1000" in name:
+                entry, answer = rounds_of(r, dash.port, method, path, args.dashboard_deep_repeat, 1)
+            else:
+                entry, answer = rounds_of(r, dash.port, method, path, args.repeat, args.samples)
+            entry["returned"] = len(answer.get("jobs", answer.get("queues", [])))
+            out["questions"][name] = entry
+            print(f"  dashboard {name:<34} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms "
+                  f"{entry['round_p99s_ms']} (n={entry['n']}, returned {entry['returned']})  Redis commands "
+                  f"{entry['redis_commands']} {entry['by_command']}", flush=True)
     finally:
         dash.stop()
     return out
@@ -564,7 +595,7 @@ def bulk(args, server, snap, work, queues):
         r = server.client()
         d = Daemon(args.binary, server, work, f"bulk-{i}")
         try:
-            d.start()
+            build_s, _, _ = d.start()
             expected = call(d.port, f"/api/v1/jobs/failed/retry-all?{selection}&dry_run=true", "POST")[1]["matched_count"]
             before = r.zcard("rq:failed:default")
             redis_cpu = bench.redis_cpu_seconds(r)
@@ -581,10 +612,12 @@ def bulk(args, server, snap, work, queues):
             ok = answer["state"] == "done" and answer["requeued_count"] == expected == queued == before - left
             runs.append({"seconds": round(wall, 3), "requeued": answer["requeued_count"], "expected": expected,
                          "jobs_per_second": round(answer["requeued_count"] / wall), "conflicts": answer["conflicts"],
-                         "redis_cpu_s": round(redis_cpu, 2), "rss_max_mib": round(rss.max_kib / 1024, 1), "consistent": ok})
+                         "redis_cpu_s": round(redis_cpu, 2), "rss_max_mib": round(rss.max_kib / 1024, 1), "consistent": ok,
+                         "first_scan_s": round(build_s, 2), "VmHWM_mib": round(d.rss()["VmHWM_mib"], 1)})
             print(f"bulk retry-all?{selection}: {answer['requeued_count']} of {expected} in {wall:.2f} s = "
                   f"{runs[-1]['jobs_per_second']} jobs/s (Redis CPU {redis_cpu:.2f} s, RSS max {runs[-1]['rss_max_mib']} MiB, "
-                  f"queue list {queued}, left failed {left}; consistent: {ok})", flush=True)
+                  f"queue list {queued}, left failed {left}; consistent: {ok}; this daemon's first build {build_s:.2f} s, "
+                  f"VmHWM {runs[-1]['VmHWM_mib']} MiB)", flush=True)
             if not ok:
                 raise SystemExit("the bulk retry did not requeue exactly its selection")
         finally:
@@ -763,13 +796,15 @@ def summarize(results):
         lines.append(f"  {'met   ' if value <= limit else 'MISSED'} {name:<52} {value:>10} {unit} (target <= {limit}; {how})")
 
     for name, limit in [("stats", 10), ("groups", 50), ("dry run queue+exception", 100), ("dry run everything", 100)]:
-        target(name, q[name]["p99_ms"], limit, "ms", f"p99 of {q[name]['n']}, median {q[name]['median_ms']} ms")
+        target(name, q[name]["p99_ms"], limit, "ms", f"median of {q[name]['rounds']} rounds' p99 {q[name]['round_p99s_ms']}, "
+               f"median {q[name]['median_ms']} ms")
     rl = results["retryd"]["random_lists"]
     target("list, random filters and offsets (p99)", rl["p99_ms_median"], 50, "ms",
            f"median of {len(rl['rounds'])} rounds' p99 of {rl['rounds'][0]['n']}")
     for name in q:
         if name.startswith("list") and "1000" not in name:
-            target(name, q[name]["p99_ms"], 50, "ms", f"p99 of {q[name]['n']}, median {q[name]['median_ms']} ms")
+            target(name, q[name]["p99_ms"], 50, "ms", f"median of {q[name]['rounds']} rounds' p99 {q[name]['round_p99s_ms']}, "
+                   f"median {q[name]['median_ms']} ms")
     worst = max((v["redis_commands"], k) for k, v in q.items() if "1000 at" not in k)
     target("Redis commands per request (worst, pages of <= 50)", worst[0], 200, "commands", worst[1])
     target("Redis commands per random list request (max)", max(x["redis_commands_max"] for x in rl["rounds"]), 200,
@@ -778,9 +813,14 @@ def summarize(results):
     lines.append(f"  info   20 concurrent groups: Redis {cg['redis_ops_per_s']} commands/s, RSS {cg['rss_before_mib']} -> "
                  f"max {cg['rss_max_mib']} MiB (before the index at 200k: 106k ops/s, 35 -> 175 MiB)")
     fs = results["retryd"]["first_scan"]
-    target("first full build (start -> first last_scan)", fs["wall_s"], 30, "s", f"scan report {fs['report_duration_ms']} ms")
+    builds = [fs["wall_s"]] + [x["first_scan_s"] for x in results.get("bulk", {}).get("runs", [])]
+    target("first full build (start -> first last_scan)", median(builds), 30, "s",
+           f"median of {len(builds)} daemon starts {builds}; scan report {fs['report_duration_ms']} ms")
     peak = max(fs["VmHWM_mib"], results["retryd"]["rss_end"]["VmHWM_mib"])
-    target("daemon peak RSS (VmHWM)", round(peak, 1), 300, "MiB", f"VmRSS at the end {results['retryd']['rss_end']['VmRSS_mib']}")
+    target("daemon peak RSS (VmHWM), reads", round(peak, 1), 300, "MiB", f"VmRSS at the end {results['retryd']['rss_end']['VmRSS_mib']}")
+    if "bulk" in results:
+        target("daemon peak RSS (VmHWM), with the bulk retry", max(x["VmHWM_mib"] for x in results["bulk"]["runs"]), 300, "MiB",
+               "worst of the bulk runs")
     if "bulk" in results:
         b = results["bulk"]
         lines.append(f"  {'met   ' if b['ratio'] >= 0.5 else 'MISSED'} bulk retry-all of {b['runs'][0]['expected']} jobs "
@@ -812,7 +852,7 @@ def main():
     ap.add_argument("--seed-only", action="store_true", help="make the seeded snapshot and stop")
     ap.add_argument("--reseed", action="store_true", help="seed again even when the snapshot exists")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of every question (indexed daemon, dashboard)")
-    ap.add_argument("--samples", type=int, default=10, help="requests per question per round")
+    ap.add_argument("--samples", type=int, default=100, help="requests per question per round")
     ap.add_argument("--random", type=int, default=100, help="random list requests per round")
     ap.add_argument("--before-repeat", type=int, default=3, help="requests per question for the pre-index build")
     ap.add_argument("--before-concurrent", action="store_true", help="also 20 concurrent groups on the pre-index build")
