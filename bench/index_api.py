@@ -127,6 +127,13 @@ def status_kib(pid, field):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples a process's VmRSS every `every` seconds while active; keeps the maximum."""
 
@@ -598,7 +605,9 @@ def bulk(args, server, snap, work, queues):
             build_s, _, _ = d.start()
             expected = call(d.port, f"/api/v1/jobs/failed/retry-all?{selection}&dry_run=true", "POST")[1]["matched_count"]
             before = r.zcard("rq:failed:default")
+            r.config_resetstat()
             redis_cpu = bench.redis_cpu_seconds(r)
+            daemon_cpu = cpu_seconds(d.pid)
             with RssSampler(d.pid) as rss:
                 t0 = time.perf_counter()
                 _, answer, status = call(d.port, f"/api/v1/jobs/failed/retry-all?{selection}&wait_ms=30000", "POST", timeout=120)
@@ -607,17 +616,25 @@ def bulk(args, server, snap, work, queues):
                     answer = call(d.port, f"/api/v1/tasks/{answer['task_id']}")[1]
                 wall = time.perf_counter() - t0
             redis_cpu = bench.redis_cpu_seconds(r) - redis_cpu
+            daemon_cpu = cpu_seconds(d.pid) - daemon_cpu
+            n = max(1, answer["requeued_count"])
+            stats = r.info("commandstats")
+            per_job = {k[len("cmdstat_"):]: {"calls": round(v["calls"] / n, 3), "usec": round(v["usec"] / n, 2)}
+                       for k, v in stats.items() if v["calls"] / n >= 0.001 and k != "cmdstat_info"}
             queued = r.llen("rq:queue:default")
             left = r.zcard("rq:failed:default")
             ok = answer["state"] == "done" and answer["requeued_count"] == expected == queued == before - left
             runs.append({"seconds": round(wall, 3), "requeued": answer["requeued_count"], "expected": expected,
                          "jobs_per_second": round(answer["requeued_count"] / wall), "conflicts": answer["conflicts"],
                          "redis_cpu_s": round(redis_cpu, 2), "rss_max_mib": round(rss.max_kib / 1024, 1), "consistent": ok,
-                         "first_scan_s": round(build_s, 2), "VmHWM_mib": round(d.rss()["VmHWM_mib"], 1)})
+                         "first_scan_s": round(build_s, 2), "VmHWM_mib": round(d.rss()["VmHWM_mib"], 1),
+                         "daemon_cpu_s": round(daemon_cpu, 2), "redis_per_job": per_job})
             print(f"bulk retry-all?{selection}: {answer['requeued_count']} of {expected} in {wall:.2f} s = "
                   f"{runs[-1]['jobs_per_second']} jobs/s (Redis CPU {redis_cpu:.2f} s, RSS max {runs[-1]['rss_max_mib']} MiB, "
                   f"queue list {queued}, left failed {left}; consistent: {ok}; this daemon's first build {build_s:.2f} s, "
                   f"VmHWM {runs[-1]['VmHWM_mib']} MiB)", flush=True)
+            print(f"  cpu: redis {redis_cpu:.2f}s ({redis_cpu / wall:.0%} of the run), rq-retryd {daemon_cpu:.2f}s; per job "
+                  f"(calls, us): { {k: (v['calls'], v['usec']) for k, v in per_job.items()} }", flush=True)
             if not ok:
                 raise SystemExit("the bulk retry did not requeue exactly its selection")
         finally:
