@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # One command from a clean clone: build the release binary, make the RQ venv, run the benchmark.
-#   bench/run.sh [--count 100000] [--skip-rq] [--json results.json]
+#   bench/run.sh [--count 100000] [--skip-rq] [--json results.json]      bulk requeue (bench.py)
+#   bench/run.sh index [--jobs 200000] [--bulk] [--check] ...            failure index API (index_api.py)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/test.sh --setup-only >/dev/null
 cargo build --release --quiet
+if [[ ${1:-} == index ]]; then
+  shift
+  exec target/venv-rq2/bin/python bench/index_api.py "$@"
+fi
 exec target/venv-rq2/bin/python bench/bench.py "$@"
