@@ -404,11 +404,16 @@ async fn run(
     // A dry run is answered from the index when the scans have built it: nothing is read
     // from Redis (it is as fresh as the index's `as_of`).
     if dry_run && covered {
-        let tally = app
-            .daemon
-            .index
-            .read()
-            .map(|index| index.tally(&query, DRY_RUN_MAX_IDS));
+        let (daemon, q) = (app.daemon.clone(), query.clone());
+        let tally = tokio::task::spawn_blocking(move || {
+            daemon
+                .index
+                .read()
+                .map(|index| index.tally(&q, DRY_RUN_MAX_IDS))
+        })
+        .await
+        .ok()
+        .flatten();
         if let Some(tally) = tally.filter(|t| t.unknown == 0) {
             let mut r = progress.lock().expect("task lock");
             r.matched_count = tally.matched;
@@ -419,24 +424,69 @@ async fn run(
             return Ok(());
         }
     }
+    let batch = snap.config.supervisor.batch_size;
     for queue in queues {
         // The registry as it is now, so that an action misses no failure newer than the
         // index; of those ids, only the ones the selection may match are read.
         let listed = snap
             .registry
-            .live_failed_ids(&mut con, queue, snap.config.supervisor.batch_size)
+            .live_failed_ids(&mut con, queue, batch)
             .await?;
-        let (ids, known_undecodable) = match app.daemon.index.read().filter(|_| covered) {
-            Some(index) => index.to_read(&query, queue, &listed.live, &listed.scores),
-            None => (listed.live, 0),
+        let split = if covered {
+            let (daemon, query, queue) = (app.daemon.clone(), query.clone(), queue.clone());
+            tokio::task::spawn_blocking(move || {
+                daemon
+                    .index
+                    .read()
+                    .map(|index| index.to_read(&query, &queue, &listed.live, &listed.scores))
+                    .ok_or(listed.live)
+            })
+            .await
+            .map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "index query failed", e.to_string()))
+            })?
+        } else {
+            Err(listed.live)
         };
-        progress.lock().expect("task lock").skipped += known_undecodable;
-        for chunk in ids.chunks(snap.config.supervisor.batch_size) {
-            let mut selected: Vec<Box<JobFacts>> = Vec::new();
+        let (known, mut check) = match split {
+            Ok(split) => {
+                progress.lock().expect("task lock").skipped += split.undecodable;
+                (split.matches, split.check)
+            }
+            Err(all) => (Vec::new(), all),
+        };
+        // Jobs the index matched as they are now (same score: the same failure) need only what
+        // the write compares: the facts the selection looked at are the index's.
+        for chunk in known.chunks(batch) {
+            let ids: Vec<String> = chunk.iter().map(|k| k.id.clone()).collect();
+            let raws = snap
+                .registry
+                .read_jobs_with(&mut con, queue, &ids, crate::rq::Reads::DECISION)
+                .await?;
+            let mut selected = Vec::with_capacity(chunk.len());
+            for (raw, k) in raws.iter().zip(chunk) {
+                match decode(raw) {
+                    DecodeOutcome::Job(f) if raw.score == Some(k.score) => {
+                        selected.push((f, k.exception.clone()))
+                    }
+                    // Failed again, moved or changed since the index saw it: read it whole.
+                    _ => check.push(k.id.clone()),
+                }
+            }
+            settle(
+                app, who, route, action, dry_run, &mut con, &snap, progress, 0, selected,
+            )
+            .await?;
+        }
+        for chunk in check.chunks(batch) {
+            let mut selected = Vec::new();
             let mut undecodable: Vec<String> = Vec::new();
             for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
                 match decode(&raw) {
-                    DecodeOutcome::Job(f) if filter.matches(&f) => selected.push(f),
+                    DecodeOutcome::Job(f) if filter.matches(&f) => {
+                        let exception = f.exc_type().unwrap_or("(unknown)").to_string();
+                        selected.push((f, exception))
+                    }
                     DecodeOutcome::Job(_) => {}
                     DecodeOutcome::Orphan | DecodeOutcome::Corrupt(_) => {
                         undecodable.push(raw.job_id)
@@ -454,64 +504,82 @@ async fn run(
                     .await?;
                 (undecodable.len() - moved.len()) as u64
             };
-            {
-                let mut r = progress.lock().expect("task lock");
-                r.skipped += skipped;
-                r.matched_count += selected.len() as u64;
-                for f in &selected {
-                    *r.by_exception
-                        .entry(f.exc_type().unwrap_or("(unknown)").to_string())
-                        .or_default() += 1;
-                    if dry_run {
-                        if r.job_ids.len() < DRY_RUN_MAX_IDS {
-                            r.job_ids.push(f.job_id.clone());
-                        } else {
-                            r.job_ids_truncated = true;
-                        }
-                    }
+            settle(
+                app, who, route, action, dry_run, &mut con, &snap, progress, skipped, selected,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts one batch of selected jobs (with their exception type) and, unless a dry run, acts
+/// on them through the one write path.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    app: &AppState,
+    who: &str,
+    route: &str,
+    action: BulkAction,
+    dry_run: bool,
+    con: &mut redis::aio::ConnectionManager,
+    snap: &crate::state::Snapshot,
+    progress: &Mutex<BulkResult>,
+    skipped: u64,
+    selected: Vec<(Box<JobFacts>, String)>,
+) -> redis::RedisResult<()> {
+    {
+        let mut r = progress.lock().expect("task lock");
+        r.skipped += skipped;
+        r.matched_count += selected.len() as u64;
+        for (f, exception) in &selected {
+            *r.by_exception.entry(exception.clone()).or_default() += 1;
+            if dry_run {
+                if r.job_ids.len() < DRY_RUN_MAX_IDS {
+                    r.job_ids.push(f.job_id.clone());
+                } else {
+                    r.job_ids_truncated = true;
                 }
             }
-            if dry_run || selected.is_empty() {
-                continue;
-            }
-            let kind = match action {
-                BulkAction::Retry => WriteKind::Requeue {
-                    attempt: None,
-                    at_front: false,
-                },
-                BulkAction::Clear => WriteKind::Purge,
-            };
-            let planned: Vec<Planned> = selected
-                .iter()
-                .map(|f| Planned {
-                    write: Write::of(f, MANUAL_POLICY, kind),
-                    decision: "manual",
-                })
-                .collect();
-            let actor = Actor {
-                who,
-                route: Some(route),
-                trigger: Trigger::Manual,
-                writer: Writer::Manual,
-                index: Some(&app.daemon.index),
-            };
-            let outcomes = actor
-                .act(&mut con, &snap, &app.daemon.metrics, &planned)
-                .await?;
-            let done = outcomes
-                .iter()
-                .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
-                .count() as u64;
-            let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
-            let conflicts = outcomes.len() as u64 - done - refused;
-            let mut r = progress.lock().expect("task lock");
-            r.conflicts += conflicts;
-            r.refused += refused;
-            match action {
-                BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
-                BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
-            }
         }
+    }
+    if dry_run || selected.is_empty() {
+        return Ok(());
+    }
+    let kind = match action {
+        BulkAction::Retry => WriteKind::Requeue {
+            attempt: None,
+            at_front: false,
+        },
+        BulkAction::Clear => WriteKind::Purge,
+    };
+    let planned: Vec<Planned> = selected
+        .iter()
+        .map(|(f, _)| Planned {
+            write: Write::of(f, MANUAL_POLICY, kind),
+            decision: "manual",
+        })
+        .collect();
+    let actor = Actor {
+        who,
+        route: Some(route),
+        trigger: Trigger::Manual,
+        writer: Writer::Manual,
+        index: Some(&app.daemon.index),
+    };
+    let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
+    let done = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
+        .count() as u64;
+    let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
+    let conflicts = outcomes.len() as u64 - done - refused;
+    let mut r = progress.lock().expect("task lock");
+    r.conflicts += conflicts;
+    r.refused += refused;
+    match action {
+        BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
+        BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
     }
     Ok(())
 }

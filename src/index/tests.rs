@@ -344,13 +344,22 @@ fn a_bulk_action_reads_only_what_may_match_or_what_the_index_does_not_know_as_it
         ..obs("default", "failed-again", 3)
     });
     let scores = [1e10 + 1.0, 1e10 + 2.0, 1e10, 1e10 + 4.0, 1e10 + 99.0];
-    let (read, undecodable) = index.to_read(&query, "default", &ids, &scores);
-    assert_eq!(read, vec!["timeout", "new", "failed-again"]);
-    assert_eq!(undecodable, 1);
-    // A queue the index never saw: everything is read.
-    let (read, undecodable) = index.to_read(&query, "elsewhere", &ids, &scores);
-    assert_eq!(read, ids);
-    assert_eq!(undecodable, 0);
+    let split = index.to_read(&query, "default", &ids, &scores);
+    assert_eq!(
+        split.matches,
+        vec![KnownMatch {
+            id: "timeout".into(),
+            score: 1e10 + 1.0,
+            exception: "ConnectionError".into()
+        }]
+    );
+    assert_eq!(split.check, vec!["new", "failed-again"]);
+    assert_eq!(split.undecodable, 1);
+    // A queue the index never saw: everything is read whole.
+    let split = index.to_read(&query, "elsewhere", &ids, &scores);
+    assert!(split.matches.is_empty());
+    assert_eq!(split.check, ids);
+    assert_eq!(split.undecodable, 0);
 }
 
 #[test]
@@ -376,4 +385,35 @@ fn take_returns_the_indexed_state_and_set_state_marks_exhausted() {
     assert_eq!(index.take("default", "a"), None);
     assert_eq!(index.take("other", "b"), None);
     assert_eq!(index.len(), 1);
+}
+
+#[test]
+fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
+    // Enough entries that pages ending beyond TOP_K_MAX take the other path; failure times
+    // repeat (ties are ordered by position).
+    let n = TOP_K_MAX + 2_000;
+    let mut index = FailureIndex::default();
+    let names: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
+    for (i, id) in names.iter().enumerate() {
+        index.observe(&obs("default", id, ((i * 7919) % 3_001) as i64));
+    }
+    for order in [Order::Newest, Order::Oldest] {
+        let everything = index.page(&Query::default(), order, 0, n);
+        assert_eq!(everything.jobs.len(), n);
+        let all: Vec<&str> = ids(&everything);
+        for (offset, limit) in [
+            (0, 50),
+            (TOP_K_MAX - 40, 40),
+            (TOP_K_MAX - 40, 41),
+            (TOP_K_MAX + 5, 100),
+        ] {
+            let page = index.page(&Query::default(), order, offset, limit);
+            assert_eq!(page.total, n as u64);
+            assert_eq!(
+                ids(&page),
+                all[offset..offset + limit].to_vec(),
+                "{order:?} {offset}+{limit}"
+            );
+        }
+    }
 }
