@@ -10,6 +10,8 @@ use crate::metrics::QueueGauges;
 /// Counts for one pass. In a dry run the action counts say what would have been done.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ScanReport {
+    /// When the pass began (a full scan's; `None` for other passes).
+    pub started_at: Option<DateTime<Utc>>,
     pub dry_run: bool,
     /// Registry entries looked at (live, i.e. not expired).
     pub scanned: u64,

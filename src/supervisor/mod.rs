@@ -134,6 +134,7 @@ impl Supervisor {
         let snap = self.state.snapshot();
         let config = &snap.config;
         let mut report = ScanReport {
+            started_at: Some(Utc::now()),
             dry_run: force_dry_run || config.supervisor.dry_run,
             ..ScanReport::default()
         };
