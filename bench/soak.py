@@ -643,7 +643,11 @@ class Soak:
             if not l["hash"] and not where:
                 # --purge-exhausted: a doomed job is deleted once its attempts are used up; its
                 # tally (outside the job) still says it ran once more than it was requeued.
-                if purge and kind == "doomed" and l["exec"] == DOOMED_MAX + 1 and l["success"] == 0:
+                if purge and kind == "doomed" and l["success"] == 0:
+                    if l["exec"] != DOOMED_MAX + 1:
+                        # A dequeue the Redis restart lost never ran the job function: RQ failed
+                        # it as abandoned and rq-retryd counted that as one of its attempts.
+                        problem(f"purged after {l['exec']} runs for {DOOMED_MAX} requeues", t, l)
                     states["purged"].append(t)
                     continue
                 problem("!lost (no job hash, in no queue or registry)", t, l)
