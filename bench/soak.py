@@ -224,6 +224,7 @@ class Producer(threading.Thread):
         super().__init__(daemon=True)
         self.args, self.server, self.mix = args, server, mix
         self.tokens = {}  # token -> (kind, fails)
+        self.enqueued_at = {}  # token -> when the producer enqueued it (unix seconds)
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.errors = 0
@@ -270,9 +271,11 @@ class Producer(threading.Thread):
                 due = now
             token = uuid.uuid4().hex[:16]
             kind, fails = self.pick()
+            at = time.time()
             if self.enqueue(q, r, token, kind, fails):
                 with self.lock:
                     self.tokens[token] = (kind, fails)
+                    self.enqueued_at[token] = at
             due += interval
 
     def count(self):
@@ -610,6 +613,7 @@ class Soak:
     def check(self):
         r = self.server.client()
         tokens = dict(self.producer.tokens)
+        enqueued_at = dict(self.producer.enqueued_at)
         locs, places = self.locations(r, tokens)
         now = time.time()
         states = {"finished": [], "exhausted": [], "waiting": [], "purged": []}
@@ -629,7 +633,7 @@ class Soak:
             if window is None:
                 return False
             near = lambda x: x is not None and window[0] - 5 <= x <= window[1] + 5
-            return near(l.get("created_at")) or any(near(x) for x in l["exec_at"])
+            return near(l.get("created_at")) or near(l.get("enqueued_at")) or any(near(x) for x in l["exec_at"])
 
         def problem(kind, token, detail):
             if kind.startswith("!") or not touched_by_restart(detail):
@@ -639,6 +643,7 @@ class Soak:
 
         for t, l in locs.items():
             kind, fails = tokens[t]
+            l["enqueued_at"] = enqueued_at.get(t)
             where = l["places"]
             if not l["hash"] and not where:
                 # --purge-exhausted: a doomed job is deleted once its attempts are used up; its
