@@ -201,15 +201,8 @@ pub async fn list_failed(
         p.failed_before.as_deref(),
         p.failed_after.as_deref(),
     )?;
-    if let Some(policy) = &p.policy {
-        if policy.is_empty() || policy.chars().count() > 512 {
-            return Err(ApiError::bad_request(
-                "invalid_policy",
-                "policy must have 1 to 512 characters",
-            ));
-        }
-    }
-    check_queue(p.queue.as_deref())?;
+    check_name("invalid_policy", "policy", p.policy.as_deref())?;
+    check_name("invalid_queue", "queue", p.queue.as_deref())?;
     let mut query = filter.query();
     query.policy = p.policy.clone();
     query.state = p.state.map(StateParam::state);
@@ -256,13 +249,13 @@ pub async fn list_failed(
     }))
 }
 
-/// 400 for a queue name the API does not take.
-fn check_queue(queue: Option<&str>) -> ApiResult<()> {
-    match queue {
+/// 400 with `code` for a queue or policy name (`what`) the API does not take.
+fn check_name(code: &'static str, what: &str, name: Option<&str>) -> ApiResult<()> {
+    match name {
         // Characters, not bytes: what the OpenAPI document's maxLength counts.
-        Some(q) if q.is_empty() || q.chars().count() > 512 => Err(ApiError::bad_request(
-            "invalid_queue",
-            "queue must have 1 to 512 characters",
+        Some(n) if n.is_empty() || n.chars().count() > 512 => Err(ApiError::bad_request(
+            code,
+            format!("{what} must have 1 to 512 characters"),
         )),
         _ => Ok(()),
     }
@@ -441,12 +434,8 @@ pub async fn selected_queues(
     snap: &Snapshot,
     queue: Option<&str>,
 ) -> ApiResult<Vec<String>> {
+    check_name("invalid_queue", "queue", queue)?;
     match queue {
-        // Characters, not bytes: what the OpenAPI document's maxLength counts.
-        Some(q) if q.is_empty() || q.chars().count() > 512 => Err(ApiError::bad_request(
-            "invalid_queue",
-            "queue must have 1 to 512 characters",
-        )),
         Some(q) => Ok(vec![q.to_string()]),
         None => {
             let everything = crate::policy::GlobList::new(&["*".to_string()]).expect("static glob");
@@ -517,7 +506,7 @@ pub async fn groups(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<GroupParams>,
 ) -> ApiResult<Json<FailureGroups>> {
-    check_queue(p.queue.as_deref())?;
+    check_name("invalid_queue", "queue", p.queue.as_deref())?;
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let queue = p.queue.clone();

@@ -54,14 +54,6 @@ impl LiveIndex {
         self.inner.read().expect("index lock").as_of
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.read().expect("index lock").index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn begin_scan(&self, expected_total: usize) {
         let mut inner = self.write();
         inner.index.begin_scan();
