@@ -21,9 +21,10 @@
 #   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
 #     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
 #     target (default 20).
-#   - cargo-deb (pinned, cargo install only when missing) and man-db (apt, only when missing):
-#     scripts/package.sh builds the Debian package, and tests/package.rs installs it with
-#     dpkg -i, checks it (`man -l` renders the page), removes and purges it ($RQ_RETRYD_DEB).
+#   - cargo-deb (pinned, cargo install only when missing), man-db and debootstrap (apt, only
+#     when missing): scripts/package.sh builds the Debian package, and tests/package.rs
+#     installs it with dpkg -i, checks it (`man -l` renders the page), removes and purges it
+#     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap.
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
 
@@ -190,7 +191,13 @@ if ! command -v man >/dev/null; then
   echo "man is missing: installing Debian's man-db package with apt-get"
   apt_install --no-install-recommends man-db
 fi
-for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers; do
+# tests/package.rs also installs the .deb into a bare Debian 12 it makes with debootstrap
+# (from Debian's mirror), where a missing dependency shows.
+if ! command -v debootstrap >/dev/null; then
+  echo "debootstrap is missing: installing it with apt-get"
+  apt_install --no-install-recommends debootstrap
+fi
+for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers chroot mount; do
   command -v "$tool" >/dev/null || die "$tool is missing: tests/package.rs needs a Debian system with systemd installed"
 done
 RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1)

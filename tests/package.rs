@@ -110,6 +110,113 @@ impl Drop for Installed {
     }
 }
 
+/// The installed daemon, running as the service user, with its log in a file; killed when
+/// dropped, so a failed check does not leave it behind.
+struct Running {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Stops it with SIGTERM, as systemd would, and returns what it logged.
+    fn stop(&mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The installed daemon runs and does its job: `/usr/bin/rq-retryd`, as the service user, on
+/// the shipped config, with only the Redis URL and the listen address pointed at this test's
+/// own through the environment overrides (`RQ_RETRYD_REDIS_URL`, `RQ_RETRYD_HTTP_LISTEN`, which
+/// an operator can also set in a drop-in's `Environment=`). It retries a job that failed an hour
+/// ago by the shipped policy and answers on its API. `chroot`: run it inside that root (same
+/// network, so it reaches the test's Redis) instead of on this machine.
+fn installed_daemon_retries_a_failed_job(chroot: Option<&Path>) {
+    let redis = support::RedisServer::start();
+    let mut con = redis.conn();
+    support::jobs::FailedJob::new("pkg-job-1")
+        .failed_secs_ago(3600)
+        .write(&mut con);
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("rq-retryd.log");
+    let mut command = match chroot {
+        Some(root) => {
+            let mut c = Command::new("chroot");
+            c.arg(root).arg("setpriv");
+            c
+        }
+        None => Command::new("setpriv"),
+    };
+    let child = command
+        .args([
+            "--reuid=rq-retryd",
+            "--regid=rq-retryd",
+            "--init-groups",
+            BINARY,
+            "--config",
+            CONFIG,
+            "run",
+        ])
+        .env("RQ_RETRYD_REDIS_URL", redis.url())
+        .env("RQ_RETRYD_HTTP_LISTEN", listen.to_string())
+        .env_remove("RQ_RETRYD_AUTH_TOKEN")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let mut daemon = Running { child, log };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let queued = loop {
+        let queued: Vec<String> = redis::cmd("LRANGE")
+            .arg("rq:queue:default")
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .unwrap();
+        if !queued.is_empty() || std::time::Instant::now() > deadline {
+            break queued;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        queued,
+        ["pkg-job-1"],
+        "the installed daemon did not retry the job: {}",
+        daemon.stop()
+    );
+    let policy: Option<String> = redis::cmd("HGET")
+        .arg("rq:job:pkg-job-1")
+        .arg("retryd_policy")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(policy.as_deref(), Some("default-retry"));
+    let health = support::http::request(listen, "GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200, "{}", daemon.stop());
+    let policies = support::http::request(listen, "GET", "/api/v1/policies", &[], b"").json();
+    assert_eq!(
+        policies["policies"][0]["name"], "default-retry",
+        "{policies}"
+    );
+    let log = daemon.stop();
+    assert!(
+        log.contains("rq-retryd stopped") && !log.contains("ERROR") && !log.contains("WARN"),
+        "the installed daemon logged a problem or did not stop cleanly:\n{log}"
+    );
+}
+
 /// The .deb under test, or a failure that says how to get one.
 fn deb_under_test() -> PathBuf {
     let deb = std::env::var_os("RQ_RETRYD_DEB")
@@ -261,6 +368,36 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
             .any(|l| l == format!("ExecStart={BINARY} --config /etc/rq-retryd/%i.toml run")),
         "{template}"
     );
+    // Every program the units run is this package's or one it depends on: a minimal Debian 12
+    // (debootstrap --variant=minbase, or the debian:12 image) has no procps, so no /bin/kill
+    // for ExecReload unless the package asks for it.
+    let depends = stdout(&run(Command::new("dpkg-query").args([
+        "-W",
+        "-f=${Depends}",
+        "rq-retryd",
+    ])));
+    let depended: Vec<&str> = depends
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .collect();
+    for text in [&unit, &template] {
+        for line in text.lines().filter(|l| l.starts_with("Exec")) {
+            let Some(program) = line.split_once('=').and_then(|(_, cmd)| {
+                cmd.trim_start_matches(['-', '@', '+', '!'])
+                    .split(' ')
+                    .next()
+            }) else {
+                continue;
+            };
+            let owner = stdout(&run(Command::new("dpkg").args(["-S", program])));
+            let owner = owner.split(':').next().unwrap_or_default().trim();
+            assert!(
+                owner == "rq-retryd" || depended.contains(&owner),
+                "{line}: {program} is in package {owner}, which rq-retryd does not depend on \
+                 (Depends: {depends})"
+            );
+        }
+    }
     let verify = Command::new("systemd-analyze")
         .args(["verify", UNIT])
         .output()
@@ -351,6 +488,9 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
         stdout(&other)
     );
 
+    // It runs and does its job.
+    installed_daemon_retries_a_failed_job(None);
+
     // The man page renders without a groff warning.
     let man = Command::new("man")
         .args(["--warnings", "-l", MAN_PAGE])
@@ -440,6 +580,112 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
 
 /// The template unit is the plain one for an instance: the same lines but for the description,
 /// the config path and the log directory (so its hardening cannot fall behind).
+/// `/proc` mounted inside a chroot (apt's maintainer scripts need it), unmounted when dropped,
+/// before the chroot's directory is removed.
+struct ProcMount(PathBuf);
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// See issue 14, "a fresh Debian 12 installs and runs": a minimal Debian 12 made here with
+/// `debootstrap --variant=minbase bookworm` (about 90 s; Debian's mirror) installs the package
+/// with `apt-get install ./rq-retryd_*.deb`, which must fetch everything it depends on; in it the
+/// units verify, the shipped config checks and the daemon retries a job on this test's Redis.
+/// This machine has long had what the package needs, so only a bare system shows a missing
+/// dependency (it found /bin/kill: procps is not in minbase).
+#[test]
+fn a_fresh_debian_12_installs_the_package_and_runs_it() {
+    let deb = deb_under_test();
+    let uid = stdout(&run(Command::new("id").arg("-u")));
+    assert_eq!(uid.trim(), "0", "debootstrap and chroot need root");
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("debian12-")
+        .tempdir_in(&target)
+        .unwrap();
+    let root = dir.path().join("root");
+    let made = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&root)
+        .arg("http://deb.debian.org/debian")
+        .output()
+        .expect("debootstrap (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "debootstrap failed: {}{}",
+        stdout(&made),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    run(Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(root.join("proc")));
+    let _proc = ProcMount(root.join("proc"));
+    std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).unwrap();
+    std::fs::copy(&deb, root.join("tmp/rq-retryd.deb")).unwrap();
+    let in_root = |args: &[&str]| {
+        let mut c = Command::new("chroot");
+        c.arg(&root)
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env_remove("RQ_RETRYD_REDIS_URL")
+            .env_remove("RQ_RETRYD_HTTP_LISTEN")
+            .env_remove("RQ_RETRYD_AUTH_TOKEN");
+        c
+    };
+    for program in ["/usr/bin/systemd-analyze", "/bin/kill"] {
+        assert!(
+            !root.join(program.trim_start_matches('/')).exists(),
+            "the bare system already has {program}: this test would not show it missing"
+        );
+    }
+    run(&mut in_root(&["apt-get", "update", "-q"]));
+    run(&mut in_root(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "/tmp/rq-retryd.deb",
+    ]));
+    let status = stdout(&run(&mut in_root(&[
+        "dpkg-query",
+        "-W",
+        "-f=${Status}",
+        "rq-retryd",
+    ])));
+    assert_eq!(status, "install ok installed");
+
+    let version = stdout(&run(&mut in_root(&[BINARY, "--version"])));
+    let ours = stdout(&run(Command::new(binary()).arg("--version")));
+    assert_eq!(version, ours, "the package holds another build");
+    let checked = stdout(&run(&mut in_root(&[
+        BINARY,
+        "--config",
+        CONFIG,
+        "check-config",
+    ])));
+    assert!(
+        checked.starts_with(&format!("config: {CONFIG} (valid)\n")),
+        "{checked}"
+    );
+    // The template is verified as an instance, through a link named like one.
+    std::os::unix::fs::symlink(TEMPLATE, root.join("tmp/rq-retryd@billing.service")).unwrap();
+    for unit in [UNIT, "/tmp/rq-retryd@billing.service"] {
+        let verify = in_root(&["systemd-analyze", "verify", unit])
+            .output()
+            .unwrap();
+        let noise = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && !noise.contains("rq-retryd"),
+            "systemd-analyze verify {unit} on a fresh Debian 12: {noise}"
+        );
+    }
+    installed_daemon_retries_a_failed_job(Some(&root));
+}
+
 #[test]
 fn the_template_unit_differs_from_the_plain_unit_only_in_the_instance_lines() {
     let read = |name: &str| {
