@@ -578,21 +578,6 @@ impl FailureIndex {
         }
     }
 
-    /// How many jobs `query` selects (a bulk action's dry-run count), and how many it cannot
-    /// tell yet.
-    pub fn count(&self, query: &Query) -> (u64, u64) {
-        let c = self.compile(query);
-        let (mut matched, mut unknown) = (0, 0);
-        for (key, e) in &self.entries {
-            match c.test(key.0, e) {
-                Test::Match => matched += 1,
-                Test::Unknown => unknown += 1,
-                Test::No => {}
-            }
-        }
-        (matched, unknown)
-    }
-
     /// A bulk dry run's answer: what `query` selects, by exception type, a sample of up to
     /// `sample` ids, and the undecodable jobs of the queues it looks at (which no selection
     /// can match; a bulk action skips them).
@@ -676,25 +661,6 @@ impl FailureIndex {
             }
         }
         out
-    }
-
-    /// The ids `query` selects, by queue (a bulk action's work list; its writes still go
-    /// through the compare-and-set scripts, which skip whatever changed meanwhile).
-    pub fn select_ids(&self, query: &Query) -> Vec<(String, Vec<String>)> {
-        let c = self.compile(query);
-        let mut by_queue: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
-        for (key, e) in &self.entries {
-            if c.test(key.0, e) == Test::Match {
-                by_queue
-                    .entry(key.0)
-                    .or_default()
-                    .push(key.1.to_id().into());
-            }
-        }
-        by_queue
-            .into_iter()
-            .map(|(q, ids)| (self.queues.names[usize::from(q)].to_string(), ids))
-            .collect()
     }
 
     /// One page of `query` in `order`, from `offset`: linear in the index's size (one pass to

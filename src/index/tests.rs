@@ -58,7 +58,8 @@ fn an_action_is_reflected_in_the_next_answer() {
     assert!(!index.remove("default", "b"));
     let page = index.page(&Query::default(), Order::Oldest, 0, 10);
     assert_eq!(ids(&page), vec!["a", "c"]);
-    assert_eq!(index.count(&Query::default()), (2, 0));
+    let all = index.tally(&Query::default(), 0);
+    assert_eq!((all.matched, all.unknown), (2, 0));
 }
 
 #[test]
@@ -196,7 +197,7 @@ fn queue_counts_are_by_state() {
 }
 
 #[test]
-fn select_ids_lists_the_selection_by_queue() {
+fn a_tally_counts_the_selection_over_every_queue_by_exception() {
     let mut index = FailureIndex::default();
     index.observe(&obs("default", "a", 1));
     index.observe(&obs("emails", "b", 2));
@@ -208,12 +209,19 @@ fn select_ids_lists_the_selection_by_queue() {
         exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
         ..Query::default()
     };
+    let tally = index.tally(&query, 10);
+    assert_eq!((tally.matched, tally.unknown, tally.undecodable), (2, 0, 0));
+    let mut sample = tally.sample.clone();
+    sample.sort();
+    assert_eq!(sample, ["a", "b"]);
     assert_eq!(
-        index.select_ids(&query),
-        vec![
-            ("default".to_string(), vec!["a".to_string()]),
-            ("emails".to_string(), vec!["b".to_string()])
-        ]
+        tally.by_exception.into_iter().collect::<Vec<_>>(),
+        [("ConnectionError".to_string(), 2)]
+    );
+    assert_eq!(
+        index.tally(&query, 1).sample.len(),
+        1,
+        "the sample is bounded"
     );
 }
 
