@@ -51,20 +51,27 @@ impl JobKey {
 /// only text that [`JobKey::to_id`] gives back byte for byte.
 fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
     let text = text.as_bytes();
-    if text.len() != 36 {
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
         return None;
     }
+    // (first character, bytes) of the five groups of hex digits.
+    const GROUPS: [(usize, usize); 5] = [(0, 4), (9, 2), (14, 2), (19, 2), (24, 6)];
     let mut out = [0u8; 16];
-    let mut nibbles = 0usize;
-    for (i, &c) in text.iter().enumerate() {
-        let value = match c {
-            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
-            b'0'..=b'9' if !matches!(i, 8 | 13 | 18 | 23) => c - b'0',
-            b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
-            _ => return None,
-        };
-        out[nibbles / 2] |= value << if nibbles.is_multiple_of(2) { 4 } else { 0 };
-        nibbles += 1;
+    let mut at = 0;
+    for (start, bytes) in GROUPS {
+        for pair in text[start..start + 2 * bytes].chunks_exact(2) {
+            out[at] = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+            at += 1;
+        }
     }
-    (nibbles == 32).then_some(out)
+    Some(out)
+}
+
+/// A lowercase hex digit's value (uppercase would not read back identically).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
 }
