@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -379,6 +380,9 @@ fn new_task_id() -> String {
     )
 }
 
+/// Batches of a bulk action read ahead of the one being written.
+const BULK_READ_AHEAD: usize = 2;
+
 async fn run(
     app: &AppState,
     who: &str,
@@ -457,12 +461,31 @@ async fn run(
         };
         // Jobs the index matched as they are now (same score: the same failure) need only what
         // the write compares: the facts the selection looked at are the index's.
-        for chunk in known.chunks(batch) {
-            let ids: Vec<String> = chunk.iter().map(|k| k.id.clone()).collect();
-            let raws = snap
-                .registry
-                .read_jobs_with(&mut con, queue, &ids, crate::rq::Reads::DECISION)
-                .await?;
+        // The next batches are read while one is written (on a clone of the multiplexed
+        // connection): one batch at a time, Redis idled between the read and the write round
+        // trips. Reading ahead is safe, the writes compare what was read.
+        let reader = con.clone();
+        let registry = &snap.registry;
+        // (Owned ids per batch: a closure over borrowed chunks is not Send enough for the
+        // spawned task.)
+        let batches: Vec<Vec<String>> = known
+            .chunks(batch)
+            .map(|chunk| chunk.iter().map(|k| k.id.clone()).collect())
+            .collect();
+        let mut reads = futures::stream::iter(batches)
+            .map(|ids| {
+                let mut con = reader.clone();
+                async move {
+                    registry
+                        .read_jobs_with(&mut con, queue, &ids, crate::rq::Reads::DECISION)
+                        .await
+                }
+            })
+            .buffered(BULK_READ_AHEAD);
+        let mut chunks = known.chunks(batch);
+        while let Some(read) = reads.next().await {
+            let raws = read?;
+            let chunk = chunks.next().expect("one chunk per batch read");
             let mut selected = Vec::with_capacity(chunk.len());
             for (raw, k) in raws.iter().zip(chunk) {
                 match decode(raw) {
