@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The first full build at scale, builds side by side: starts each rq-retryd binary in turn on the
+# same seeded Redis (index_api.py's config), times daemon start -> first `last_scan`, and prints
+# the daemon's and Redis's CPU and the daemon's peak RSS. Rounds interleave the binaries, so a
+# slow spell of the shared host falls on all of them (docs/benchmarks.md, session 6).
+#
+#   bench/first_build.sh SNAPSHOT.rdb ROUNDS BINARY...
+#   bench/first_build.sh target/bench/seed-1000000-default-emails-reports-venv-rq2-x2.rdb 3 \
+#       target/bench/rq-retryd-779672b target/release/rq-retryd
+#
+# The snapshot comes from `bench/index_api.py --jobs N --seed-only`. The scan only reads (its
+# policies wait 30 days or ignore), so one Redis serves every start.
+set -euo pipefail
+
+[[ $# -ge 3 ]] || { sed -n 2,11p "$0" >&2; exit 2; }
+snapshot=$(realpath "$1")
+rounds=$2
+shift 2
+
+work=$(mktemp -d)
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cleanup() {
+  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ln -s "$snapshot" "$work/dump.rdb"
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --dbfilename dump.rdb \
+  --save '' --appendonly no --daemonize yes --logfile "$work/redis.log"
+until [[ $(redis-cli -p "$redis_port" info persistence 2>/dev/null | tr -d '\r' | grep '^loading:') == loading:0 ]]; do
+  sleep 0.5
+done
+echo "Redis on $redis_port: $(redis-cli -p "$redis_port" dbsize) keys"
+
+cat >"$work/config.toml" <<EOF
+[redis]
+url = "redis://127.0.0.1:$redis_port/0"
+[supervisor]
+scan_interval = "1h"
+batch_size = 1000
+max_requeues_per_second = 1000000
+[http]
+listen = "127.0.0.1:$http_port"
+[logging]
+level = "warn"
+
+[[policy]]
+name = "wait-a-month"
+exceptions = ["ConnectionError", "TimeoutError"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "30d" }
+
+[[policy]]
+name = "leave-bad-input"
+exceptions = ["ValueError", "KeyError"]
+action = "ignore"
+EOF
+
+redis_cpu() {
+  redis-cli -p "$redis_port" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { print s }'
+}
+
+for round in $(seq "$rounds"); do
+  for binary in "$@"; do
+    r0=$(redis_cpu)
+    t0=$(date +%s.%N)
+    "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
+    pid=$!
+    until curl -s "127.0.0.1:$http_port/api/v1/supervisor" 2>/dev/null | grep -q '"last_scan":{'; do
+      kill -0 "$pid" 2>/dev/null || { echo "$binary exited; see its log:" >&2; tail "$work/daemon.log" >&2; exit 1; }
+      sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    r1=$(redis_cpu)
+    cpu=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
+    hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    printf 'round %s  %-40s build %6.2f s  daemon CPU %6.2f s  Redis CPU %6.2f s  VmHWM %4.0f MiB\n' \
+      "$round" "$binary" "$(echo "$t1 - $t0" | bc)" "$cpu" "$(echo "$r1 - $r0" | bc)" "$hwm"
+  done
+done
