@@ -29,16 +29,18 @@ use crate::policy::{decide, reads_for, Decision};
 use crate::rq::{decode, DecodeOutcome};
 use crate::state::{DaemonState, Snapshot};
 
-/// Batches of one failed registry in flight at once during a scan.
-pub const PARALLEL_BATCHES: usize = 6;
+/// Batches of one failed registry in flight at once during a scan. It also bounds how late a
+/// circuit breaker opens: a batch passes the breaker's gate before the batches ahead of it
+/// have reported their requeues (tests/circuit_breaker.rs: at most 3 batches of a storm).
+pub const PARALLEL_BATCHES: usize = 3;
 /// Registry ids listed per ZRANGE WITHSCORES: about 1 ms of Redis time (5,000 took about
 /// 4 ms, and a host stall during one reached 19 ms in the bench).
 pub const LIST_WINDOW: usize = 2000;
 /// Registry ids a scan takes at once, listed in ZRANGEs of [`LIST_WINDOW`] (one after the
 /// other, so no single command holds Redis longer): enough for [`PARALLEL_BATCHES`] batches
 /// to stay in flight, since the batches of one window finish before the next is listed. With
-/// 2,000 ids a window held two batches of 1,000, and a million-job first build took 34 s
-/// instead of 30 (bench/index_api.py).
+/// 2,000 ids a window held two batches of 1,000, and Redis and the scan waited on each other
+/// (docs/benchmarks.md, session 6).
 pub const SCAN_WINDOW: usize = 3 * LIST_WINDOW;
 /// How long the daemon reuses one SCAN for `rq:failed:*` keys. `rq:queues` is read on every
 /// scan and names every queue RQ enqueued to; the SCAN only adds registries whose queue left
