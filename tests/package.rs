@@ -217,6 +217,20 @@ fn installed_daemon_retries_a_failed_job(chroot: Option<&Path>) {
     );
 }
 
+/// Runs a `systemd-analyze verify` command: it must succeed without a word about rq-retryd's
+/// units (it also warns about units of the host that the test does not own).
+#[track_caller]
+fn assert_verifies(verify: &mut Command, what: &str) {
+    let out = verify
+        .output()
+        .expect("systemd-analyze (scripts/test.sh installs systemd)");
+    let noise = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !noise.contains("rq-retryd"),
+        "systemd-analyze verify {what}: {noise}"
+    );
+}
+
 /// The .deb under test, or a failure that says how to get one.
 fn deb_under_test() -> PathBuf {
     let deb = std::env::var_os("RQ_RETRYD_DEB")
@@ -398,28 +412,14 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
             );
         }
     }
-    let verify = Command::new("systemd-analyze")
-        .args(["verify", UNIT])
-        .output()
-        .expect("systemd-analyze (scripts/test.sh installs systemd)");
-    let noise = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && !noise.contains("rq-retryd"),
-        "systemd-analyze verify {UNIT}: {noise}"
-    );
+    assert_verifies(Command::new("systemd-analyze").args(["verify", UNIT]), UNIT);
     // An instance of the template: verify reads it from a path named like the instance.
     let instance_dir = tempfile::tempdir().unwrap();
     let instance = instance_dir.path().join("rq-retryd@billing.service");
     std::os::unix::fs::symlink(TEMPLATE, &instance).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&instance)
-        .output()
-        .unwrap();
-    let noise = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && !noise.contains("rq-retryd"),
-        "systemd-analyze verify rq-retryd@billing.service: {noise}"
+    assert_verifies(
+        Command::new("systemd-analyze").arg("verify").arg(&instance),
+        "rq-retryd@billing.service",
     );
 
     // Installed, not enabled or started: the config needs editing first.
@@ -674,13 +674,9 @@ fn a_fresh_debian_12_installs_the_package_and_runs_it() {
     // The template is verified as an instance, through a link named like one.
     std::os::unix::fs::symlink(TEMPLATE, root.join("tmp/rq-retryd@billing.service")).unwrap();
     for unit in [UNIT, "/tmp/rq-retryd@billing.service"] {
-        let verify = in_root(&["systemd-analyze", "verify", unit])
-            .output()
-            .unwrap();
-        let noise = String::from_utf8_lossy(&verify.stderr);
-        assert!(
-            verify.status.success() && !noise.contains("rq-retryd"),
-            "systemd-analyze verify {unit} on a fresh Debian 12: {noise}"
+        assert_verifies(
+            &mut in_root(&["systemd-analyze", "verify", unit]),
+            &format!("{unit} on a fresh Debian 12"),
         );
     }
     installed_daemon_retries_a_failed_job(Some(&root));
