@@ -42,7 +42,8 @@ def start_daemons(args, server, work, n, leader_election):
 
 
 def wait_first_scans(daemons, leader_election, count):
-    """Until the scanning instances (the active one, or all) finished a full first scan."""
+    """Until the scanning instances (the active one, or all) finished a full first scan, and
+    every instance's index is built (standbys build theirs with an observing pass)."""
     deadline = time.time() + 600
     while time.time() < deadline:
         states = []
@@ -54,7 +55,9 @@ def wait_first_scans(daemons, leader_election, count):
         if all(states):
             scanning = [s for s in states if s["active"]] if leader_election else states
             if (len(scanning) == (1 if leader_election else len(states))
-                    and all(s["last_scan"] and s["last_scan"]["report"]["waiting"] == count for s in scanning)):
+                    and all(s["last_scan"] and s["last_scan"]["report"]["waiting"] == count for s in scanning)
+                    # and every standby's first observing pass (its index) is done too
+                    and all(s.get("index_as_of") for s in states)):
                 return
         time.sleep(0.2)
     raise SystemExit("the first scans did not finish")

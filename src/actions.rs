@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::audit::{self, AuditRecord};
 use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::index::events::IndexEvent;
 use crate::index::{LiveIndex, State};
 use crate::metrics::{Metrics, Trigger};
 use crate::state::Snapshot;
@@ -30,6 +31,9 @@ pub struct Actor<'a> {
     pub writer: Writer<'a>,
     /// The failure index to keep current (read-your-writes), if this process keeps one.
     pub index: Option<&'a LiveIndex>,
+    /// This instance's name, which the other instances' indexes learn the writes under
+    /// ([`IndexEvent`]).
+    pub instance: &'a str,
 }
 
 /// A write and the decision it carries out (`manual` for an operator's action), for the log.
@@ -62,20 +66,26 @@ impl Actor<'_> {
         for (p, outcome) in planned.iter().zip(&outcomes) {
             self.record(metrics, p, outcome);
         }
+        let gone: Vec<(&Write, &Outcome)> = writes
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    Outcome::Requeued
+                        | Outcome::Purged
+                        | Outcome::JobMissing
+                        | Outcome::NotInRegistry
+                )
+            })
+            .collect();
+        let marked: Vec<&Write> = writes
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o, Outcome::MarkedExhausted | Outcome::AlreadyExhausted))
+            .map(|(w, _)| w)
+            .collect();
         if let Some(index) = self.index {
-            let gone: Vec<(&Write, &Outcome)> = writes
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| {
-                    matches!(
-                        o,
-                        Outcome::Requeued
-                            | Outcome::Purged
-                            | Outcome::JobMissing
-                            | Outcome::NotInRegistry
-                    )
-                })
-                .collect();
             let was = index.remove_all(
                 gone.iter()
                     .map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())),
@@ -95,14 +105,43 @@ impl Actor<'_> {
                     );
                 }
             }
-            let marked = writes
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, Outcome::MarkedExhausted | Outcome::AlreadyExhausted));
-            index.mark_exhausted_all(marked.map(|(w, _)| (w.queue.as_str(), w.job_id.as_str())));
+            index.mark_exhausted_all(marked.iter().map(|w| (w.queue.as_str(), w.job_id.as_str())));
         }
+        let pair = |w: &Write| (w.queue.clone(), w.job_id.clone());
+        let event = IndexEvent {
+            from: self.instance.to_string(),
+            gone: gone.iter().map(|(w, _)| pair(w)).collect(),
+            exhausted: marked.iter().map(|w| pair(w)).collect(),
+        };
+        self.announce(con, snap, &event).await;
         self.audit(con, snap, &writes, &outcomes).await;
         Ok(outcomes)
+    }
+
+    /// Tells the other instances' indexes what this batch took out of the failed registries
+    /// (one PUBLISH; nothing when the batch changed nothing). A lost message is repaired by
+    /// their next full scan, so a failure here is only logged.
+    async fn announce<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        event: &IndexEvent,
+    ) {
+        if event.is_empty() {
+            return;
+        }
+        let payload = match serde_json::to_vec(event) {
+            Ok(p) => p,
+            Err(e) => return warn!(error = %e, "cannot encode the index event"),
+        };
+        let sent: RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(snap.registry.keys().retryd_index_events())
+            .arg(payload)
+            .query_async(con)
+            .await;
+        if let Err(e) = sent {
+            warn!(error = %e, "cannot announce written jobs to the other instances; their next full scan catches up");
+        }
     }
 
     /// The metrics and the log line of one outcome.

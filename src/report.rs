@@ -13,6 +13,10 @@ pub struct ScanReport {
     /// When the pass began (a full scan's; `None` for other passes).
     pub started_at: Option<DateTime<Utc>>,
     pub dry_run: bool,
+    /// A standby's pass: it decides and indexes, and neither writes nor counts (the active
+    /// instance does both).
+    #[serde(skip)]
+    pub observe: bool,
     /// Registry entries looked at (live, i.e. not expired).
     pub scanned: u64,
     pub requeued: u64,

@@ -475,7 +475,7 @@ token = "alice-s3cret"
     // The harness's own requests (readiness, the checks below) use auth_token.
     config.auth_token = Some("harness-s3cret".into());
     let first = Daemon::start_ready(&config);
-    // A standby (the first holds the lease): it never scans, but it answers.
+    // A standby (the first holds the lease): it observes and never writes, but it answers.
     let second = Daemon::start(&config);
     second.wait_ready();
     let mut con = redis.conn();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::EXIT_RUNTIME;
 use std::path::PathBuf;
@@ -122,15 +122,17 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
     let watchdog_every = systemd::watchdog_interval();
     loop {
         systemd::watchdog();
-        // A standby only waits: it wakes for the signals below, and scans at once when it
-        // becomes active (the heartbeat wakes it with `scan_now`).
+        // A standby only observes: it keeps its index for the HTTP API with a full pass at
+        // start and then every STANDBY_RESCAN, with the notified passes and with the other
+        // instances' index events; it scans at once when it becomes active (the heartbeat
+        // wakes it with `scan_now`, which also cuts an observing pass short).
         let active = state.is_active();
         let next_ping = watchdog_every.map(|d| Instant::now() + d);
         let next_due = supervisor
             .next_due()
             .filter(|_| active)
             .map(|due| Instant::now() + wake_delay(due, Utc::now()));
-        let next_scan_at = active.then_some(next_scan);
+        let next_scan_at = Some(next_scan);
         // A standby also looks again at every beat interval: waking up must not hang on one
         // notification alone (a lease that ran out locally and was then renewed is the case
         // the heartbeat's own wake-up missed once).
@@ -143,6 +145,10 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
             _ = state.scan_now.notified() => next_scan = Instant::now(),
             _ = sleep_until_opt(next_scan_at) => {
                 let Some(mut con) = state.redis() else { continue };
+                if !state.is_active() {
+                    next_scan = observe(state, &supervisor, &mut con, cancel).await;
+                    continue;
+                }
                 match supervisor.scan(&mut con, false, cancel).await {
                     Ok(report) => {
                         info!(
@@ -170,11 +176,9 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
                         queues.push(q);
                     }
                 }
-                if !state.is_active() {
-                    continue;
-                }
+                let observe = !state.is_active();
                 let Some(mut con) = state.redis() else { continue };
-                match supervisor.scan_queues(&mut con, &queues, cancel).await {
+                match supervisor.scan_queues(&mut con, &queues, observe, cancel).await {
                     Ok(report) if report.requeued + report.purged > 0 => info!(
                         queues = ?queues, requeued = report.requeued, purged = report.purged, "acted on notified failures"
                     ),
@@ -192,6 +196,49 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
         }
     }
 }
+
+/// A standby's observing full pass (see `scan_loop`); returns when the next one is due: at
+/// once when the instance became active meanwhile (the pass is cut short), else after
+/// [`STANDBY_RESCAN`] (or `scan_interval`, if longer).
+async fn observe<C: redis::aio::ConnectionLike + Clone + Send + Sync>(
+    state: &Arc<DaemonState>,
+    supervisor: &Supervisor,
+    con: &mut C,
+    cancel: &CancellationToken,
+) -> Instant {
+    let pass_cancel = cancel.child_token();
+    let pass = supervisor.observe(con, &pass_cancel);
+    tokio::pin!(pass);
+    let mut woken = false;
+    let result = tokio::select! {
+        r = &mut pass => r,
+        _ = state.scan_now.notified() => {
+            woken = true;
+            pass_cancel.cancel();
+            pass.await
+        }
+    };
+    match result {
+        Ok(report) if !woken => debug!(
+            scanned = report.scanned,
+            duration_ms = report.duration_ms,
+            "standby: index pass finished"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "standby: index pass failed; retrying at the next one"),
+    }
+    if woken {
+        Instant::now()
+    } else {
+        Instant::now() + STANDBY_RESCAN.max(state.config().supervisor.scan_interval)
+    }
+}
+
+/// How often a standby re-reads every registry for its index. Between passes the notified
+/// passes add new failures and the active instance's index events remove what it wrote, so
+/// this only repairs what those missed (a lost message, a job deleted by someone else);
+/// it is slow so that standbys add little Redis load (issue 11's 1.3x).
+const STANDBY_RESCAN: Duration = Duration::from_secs(300);
 
 /// How long to sleep until `due`, rounded up to the next [`DUE_TICK`] so that jobs due within
 /// the same tick are handled in one pass (at most four passes a second, each well within a
@@ -253,8 +300,8 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                         state.scan_now.notify_one();
                     } else if change.stopped_being_active {
                         warn!(instance = %state.instance, active = ?holder, "this instance lost the lease: standing by");
+                        // Its index stays: as a standby it keeps observing.
                         state.metrics.forget_scan_gauges();
-                        state.index.clear();
                     }
                     if change.scan_requested && state.is_active() {
                         state.scan_now.notify_one();

@@ -589,6 +589,7 @@ async fn settle(
         trigger: Trigger::Manual,
         writer: Writer::Manual,
         index: Some(&app.daemon.index),
+        instance: &app.daemon.instance,
     };
     let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
     let done = outcomes

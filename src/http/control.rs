@@ -50,6 +50,10 @@ pub struct SupervisorState {
     /// The last completed scan with its counts by decision (none before the first).
     #[schema(value_type = Option<Object>)]
     pub last_scan: Option<LastScan>,
+    /// When this instance's failure index was last complete (the end of its last full pass:
+    /// a scan, or a standby's observing pass); null until its first one. Until then the job
+    /// listings wait for it, or answer 503 `index_building`.
+    pub index_as_of: Option<DateTime<Utc>>,
 }
 
 /// The state, with the switchboard read from Redis now when it answers (so every instance
@@ -79,6 +83,7 @@ async fn state_of(app: &AppState) -> SupervisorState {
         lease_ttl_seconds: config.supervisor.lease_ttl.as_secs_f64(),
         open_circuits: app.daemon.breakers.lock().expect("breakers lock").open(),
         last_scan: app.daemon.last_scan(),
+        index_as_of: app.daemon.index.as_of(),
     }
 }
 

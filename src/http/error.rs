@@ -95,6 +95,18 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The failure index is still being built by this instance's first full pass (503).
+    pub fn index_building(waited: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "index_building",
+            message: format!(
+                "the failure index is still being built by this instance's first full scan (waited {}); ask again in a few seconds",
+                humantime::format_duration(waited)
+            ),
+        }
+    }
 }
 
 /// Redis failures: the connection is down or slow (503). A command error about one job (e.g. a

@@ -158,8 +158,8 @@ pub struct FailedList {
 }
 
 /// Where an answer comes from: the daemon's failure index (complete as of the end of its last
-/// full scan, and kept current by notifications and by rq-retryd's own writes), or Redis, read
-/// for this request (before the first full scan, and on standby instances).
+/// full scan, and kept current by notifications and by every instance's writes), or Redis,
+/// read for this request (a queue outside `supervisor.queues`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Freshness {
     /// `index` or `redis`.
@@ -261,8 +261,11 @@ fn check_name(code: &'static str, what: &str, name: Option<&str>) -> ApiResult<(
     }
 }
 
-/// Answers `question` from the daemon's failure index when a full scan has built it and it
-/// covers `queue`; else from an index of `queue` (or of every queue) built from Redis now.
+/// Answers `question` from this instance's failure index when `queue` is supervised (all
+/// queues, when `None`); else from an index of that one queue built from Redis now. Before the
+/// instance's first full pass has built the index (the active instance's first scan, a
+/// standby's first observing pass), waits up to [`INDEX_WAIT`] for it, then answers 503
+/// `index_building`: no request reads every registry from Redis.
 pub async fn from_index<R, Q>(
     app: &AppState,
     con: &mut ConnectionManager,
@@ -275,44 +278,50 @@ where
     Q: Fn(&crate::index::FailureIndex) -> R + Send + 'static,
 {
     let covered = queue.is_none_or(|q| snap.config.supervisor.queues.is_match(q));
-    let mut question = question;
-    if covered && app.daemon.index.as_of().is_some() {
-        // Answers from memory still need Redis for the page's jobs, and say so when it is down.
-        let _: () = redis::cmd("PING").query_async(con).await?;
-        // A question costs milliseconds of CPU at a million jobs: off the runtime's threads,
-        // so that concurrent answers never hold up the scans, the heartbeat or /healthz.
-        let daemon = app.daemon.clone();
-        let answered = tokio::task::spawn_blocking(move || match daemon.index.read() {
-            Some(reading) => Ok((question(&reading), reading.as_of)),
-            None => Err(question),
-        })
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the index query failed: {e}")))?;
-        match answered {
-            Ok((answer, as_of)) => {
-                let freshness = Freshness {
-                    source: "index",
-                    as_of,
-                };
-                return Ok((answer, freshness));
-            }
-            // The lease was lost meanwhile (the index was cleared): answer from Redis.
-            Err(q) => question = q,
-        }
-    }
-    let as_of = Utc::now();
-    let index = index_from_redis(&app.daemon, con, snap, queue).await?;
-    Ok((
-        question(&index),
-        Freshness {
+    if !covered {
+        let as_of = Utc::now();
+        let index = index_from_redis(&app.daemon, con, snap, queue).await?;
+        let freshness = Freshness {
             source: "redis",
             as_of,
-        },
-    ))
+        };
+        return Ok((question(&index), freshness));
+    }
+    // Answers from memory still need Redis for the page's jobs, and say so when it is down.
+    let _: () = redis::cmd("PING").query_async(con).await?;
+    let waiting = std::time::Instant::now();
+    while app.daemon.index.as_of().is_none() {
+        if waiting.elapsed() >= INDEX_WAIT {
+            return Err(ApiError::index_building(INDEX_WAIT));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A question costs milliseconds of CPU at a million jobs: off the runtime's threads, so
+    // that concurrent answers never hold up the scans, the heartbeat or /healthz.
+    let daemon = app.daemon.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        daemon
+            .index
+            .read()
+            .map(|reading| (question(&reading), reading.as_of))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the index query failed: {e}")))?;
+    // Once built, an index stays built (a lost lease keeps it: standbys observe).
+    let (answer, as_of) = answered.ok_or_else(|| ApiError::index_building(INDEX_WAIT))?;
+    let freshness = Freshness {
+        source: "index",
+        as_of,
+    };
+    Ok((answer, freshness))
 }
 
+/// How long a request waits for the first full pass to build the index (at a million failed
+/// jobs it takes about 15–30 s; at ordinary sizes well under a second).
+pub const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads and decides every live failed job of `queue` (or of every queue) into a new index:
-/// what a standby, or the daemon before its first full scan, answers from.
+/// what the API answers from for a queue the daemon does not supervise.
 async fn index_from_redis(
     daemon: &crate::state::DaemonState,
     con: &mut ConnectionManager,
@@ -644,6 +653,7 @@ async fn manual_write(
         trigger: Trigger::Manual,
         writer: Writer::Manual,
         index: Some(&app.daemon.index),
+        instance: &app.daemon.instance,
     };
     let planned = Planned {
         write,

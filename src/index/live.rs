@@ -1,9 +1,9 @@
 //! The daemon's one [`FailureIndex`], shared by the scan loop (which builds it), the write path
 //! (which keeps it current: read-your-writes) and the HTTP API (which answers from it).
 //!
-//! An index answers only once a full scan has completed on this instance since it became the
-//! active one ([`LiveIndex::as_of`]); until then, and on standbys (which do not scan), the API
-//! answers from Redis as before. See: issue 12.
+//! An index answers once a full pass has completed on this instance ([`LiveIndex::as_of`]): the
+//! active instance's scans, or a standby's observing passes (which read and decide but do not
+//! write). Until then the API waits a little for it (see `http::jobs::from_index`). See: issue 12.
 
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -100,11 +100,5 @@ impl LiveIndex {
         let mut inner = self.write();
         inner.index.end_scan(queues);
         inner.as_of = Some(at);
-    }
-
-    /// Forgets everything (this instance stopped being the active one: it no longer scans, so
-    /// what it knows would only grow stale).
-    pub fn clear(&self) {
-        *self.write() = Inner::default();
     }
 }

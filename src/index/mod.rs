@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::jobkey::JobKey;
 use crate::policy::{ExceptionPattern, GlobList};
 
+pub mod events;
 mod live;
 pub use live::{LiveIndex, Reading};
 

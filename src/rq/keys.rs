@@ -88,6 +88,12 @@ impl Keys {
         format!("{}:retryd:lease", self.prefix)
     }
 
+    /// `rq:retryd:index-events`: the pub/sub channel on which each instance announces what its
+    /// writes took out of the failed registries (`crate::index::events`). A channel, not a key.
+    pub fn retryd_index_events(&self) -> String {
+        format!("{}:retryd:index-events", self.prefix)
+    }
+
     /// The queue name in a queue key from `rq:queues`, if it is one of ours.
     pub fn queue_name_from_key<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix(":queue:")

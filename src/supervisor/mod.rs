@@ -138,12 +138,34 @@ impl Supervisor {
         force_dry_run: bool,
         cancel: &CancellationToken,
     ) -> RedisResult<ScanReport> {
+        self.full_pass(con, force_dry_run, false, cancel).await
+    }
+
+    /// A standby's full pass: reads, decides and indexes like [`Supervisor::scan`], so that
+    /// its HTTP API answers from its own index, but writes nothing and leaves the metrics and
+    /// the last-scan record to the active instance.
+    pub async fn observe<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        cancel: &CancellationToken,
+    ) -> RedisResult<ScanReport> {
+        self.full_pass(con, false, true, cancel).await
+    }
+
+    async fn full_pass<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        force_dry_run: bool,
+        observe: bool,
+        cancel: &CancellationToken,
+    ) -> RedisResult<ScanReport> {
         let started = Instant::now();
         let snap = self.state.snapshot();
         let config = &snap.config;
         let mut report = ScanReport {
             started_at: Some(Utc::now()),
             dry_run: force_dry_run || config.supervisor.dry_run,
+            observe,
             ..ScanReport::default()
         };
         self.cache
@@ -195,6 +217,9 @@ impl Supervisor {
             crate::memory::give_back();
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
+        if observe {
+            return result.map(|()| report);
+        }
         let metrics = &self.state.metrics;
         match result {
             Ok(()) => {
@@ -257,15 +282,18 @@ impl Supervisor {
     /// A quick pass over the named queues only (a notified new failure): new failures are read
     /// and acted on, remembered ones are counted from memory. Gauges and the last-scan record
     /// are left to full scans.
+    /// With `observe` (a standby), the new failures are read, decided and indexed only.
     pub async fn scan_queues<C: ConnectionLike + Clone + Send + Sync>(
         &self,
         con: &mut C,
         queues: &[String],
+        observe: bool,
         cancel: &CancellationToken,
     ) -> RedisResult<ScanReport> {
         let snap = self.state.snapshot();
         let mut report = ScanReport {
             dry_run: snap.config.supervisor.dry_run,
+            observe,
             ..ScanReport::default()
         };
         self.cache
@@ -279,8 +307,10 @@ impl Supervisor {
             self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::NewestOnly)
                 .await?;
         }
-        for (reason, n) in &report.newly_skipped {
-            self.state.metrics.skipped(reason, *n);
+        if !observe {
+            for (reason, n) in &report.newly_skipped {
+                self.state.metrics.skipped(reason, *n);
+            }
         }
         Ok(report)
     }
@@ -365,13 +395,16 @@ impl Supervisor {
                     }
                 }
             }
-            let dry_run = report.dry_run;
+            let (dry_run, observe) = (report.dry_run, report.observe);
             let read = to_read.len();
             let mut batches = futures::stream::iter(to_read.chunks(batch_size))
                 .take_while(|_| std::future::ready(!cancel.is_cancelled()))
                 .map(|chunk| {
                     let mut con = con.clone();
-                    async move { self.process(&mut con, snap, queue, chunk, dry_run).await }
+                    async move {
+                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
+                            .await
+                    }
                 })
                 .buffered(PARALLEL_BATCHES);
             let mut removed = 0;
@@ -405,10 +438,12 @@ impl Supervisor {
         queue: &str,
         ids: &[String],
         dry_run: bool,
+        observe: bool,
     ) -> RedisResult<Batch> {
         let mut batch = Batch {
             report: ScanReport {
                 dry_run,
+                observe,
                 ..ScanReport::default()
             },
             ..Batch::default()
@@ -525,7 +560,8 @@ impl Supervisor {
             };
             writes.push((Write::of(&facts, policy, kind), decision));
         }
-        if writes.is_empty() {
+        // A standby decided for its index; the active instance writes.
+        if writes.is_empty() || report.observe {
             return Ok(batch);
         }
         if report.dry_run || self.state.is_paused() {
@@ -571,6 +607,7 @@ impl Supervisor {
                 Writer::Automatic
             },
             index: self.indexing.then_some(&self.state.index),
+            instance: &self.state.instance,
         };
         let planned: Vec<Planned> = writes
             .iter()
@@ -709,7 +746,7 @@ impl Supervisor {
                     .collect();
                 let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
                 let mut batch = self
-                    .process(con, &snap, &queue, &ids, report.dry_run)
+                    .process(con, &snap, &queue, &ids, report.dry_run, false)
                     .await?;
                 self.settle_skips(&queue, &mut batch.report, |id| {
                     present.iter().find(|(p, _)| p == id).map(|(_, s)| *s)

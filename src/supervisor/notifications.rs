@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::index::events::IndexEvent;
 use crate::rq::Keys;
 use crate::state::DaemonState;
 
@@ -68,14 +69,26 @@ pub async fn listen(
                         subscribed = false;
                     }
                 }
+                // The other instances' writes, for this one's index (needs no Redis setting).
+                let events = crate::rq::Keys::new(&prefix).retryd_index_events();
+                if let Err(e) = pubsub.subscribe(&events).await {
+                    warn!(error = %e, "cannot subscribe to the other instances' index events");
+                    subscribed = false;
+                }
                 if subscribed {
-                    info!(db, "listening for failed-registry notifications (effective when notify-keyspace-events has z and K or E)");
+                    info!(db, "listening for failed-registry notifications (effective when notify-keyspace-events has z and K or E) and for the other instances' writes");
                     delay = Duration::from_millis(250);
                     let mut messages = pubsub.on_message();
                     loop {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             msg = messages.next() => match msg {
+                                Some(msg) if msg.get_channel_name() == events => {
+                                    match IndexEvent::apply(msg.get_payload_bytes(), &state.instance, &state.index) {
+                                        Ok(n) => debug!(jobs = n, "applied another instance's writes to the index"),
+                                        Err(e) => warn!(channel = %events, error = %e, "ignored a message that is not an index event"),
+                                    }
+                                }
                                 Some(msg) => {
                                     if let Some(queue) = queue_of(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
                                         debug!(queue, "new failure notified");
