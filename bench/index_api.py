@@ -489,6 +489,63 @@ def groups_after_changes(r, port, rounds, per_round):
             "redis_commands": median(counts), "retried": len(pooled)}
 
 
+def measure_standby(args, server, work):
+    """A standby beside the active daemon (issue 11's lease, on by default): the time its own
+    observing pass takes to build its index (start -> index_as_of) and the CPU it costs; the
+    fixed questions asked of it; and how fast its index follows the active instance's writes
+    (a manual retry on the active one until the standby's listing leaves the job out)."""
+    r = server.client()
+    active = Daemon(args.binary, server, work, "active")
+    standby = Daemon(args.binary, server, work, "standby")
+    out = {}
+    try:
+        active.start()
+        t0 = time.perf_counter()
+        redis_cpu = bench.redis_cpu_seconds(r)
+        with open(standby.log, "ab") as log:
+            standby.proc = subprocess.Popen([standby.binary, "--config", standby.cfg, "run"], stdout=log, stderr=log)
+        deadline = time.time() + 900
+        while True:
+            if standby.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"the standby exited or never built its index; see {standby.log}")
+            try:
+                state = call(standby.port, "/api/v1/supervisor", timeout=10)[1]
+                if state.get("index_as_of"):
+                    break
+            except (OSError, SystemExit):
+                pass
+            time.sleep(0.05)
+        assert state["active"] is False, state
+        out["build"] = {"wall_s": round(time.perf_counter() - t0, 2), "daemon_cpu_s": round(cpu_seconds(standby.pid), 2),
+                        "redis_cpu_s": round(bench.redis_cpu_seconds(r) - redis_cpu, 2), **standby.rss()}
+        print(f"standby: start -> own index {out['build']}", flush=True)
+        out["questions"] = {}
+        for name, (method, path) in fixed_questions(args.jobs, True).items():
+            entry, answer = rounds_of(r, standby.port, method, path, args.repeat, args.samples)
+            entry["source"] = answer.get("source", "-")
+            out["questions"][name] = entry
+            print(f"  standby {name:<44} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms "
+                  f"(source {entry['source']})  Redis commands {entry['redis_commands']}", flush=True)
+        _, page, _ = call(standby.port, "/api/v1/jobs/failed?" + qs(limit=20, order="oldest"))
+        follows = []
+        for job in page["jobs"]:
+            _, answer, _ = call(active.port, f"/api/v1/jobs/failed/{job['job_id']}/retry", method="POST")
+            assert answer.get("status") == "queued", answer
+            t1 = time.perf_counter()
+            path = "/api/v1/jobs/failed?" + qs(queue=job["queue"], limit=1, order="oldest")
+            while call(standby.port, path)[1]["jobs"][0]["job_id"] == job["job_id"]:
+                if time.perf_counter() - t1 > 30:
+                    raise SystemExit("the standby's index did not follow the active instance's retry in 30 s")
+                time.sleep(0.001)
+            follows.append(time.perf_counter() - t1)
+        out["follows_write"] = ms_summary(follows)
+        print(f"  standby follows a retry on the active instance: {out['follows_write']}", flush=True)
+        return out
+    finally:
+        standby.stop()
+        active.stop()
+
+
 def concurrent_groups(r, port, pid, clients, rounds):
     """`clients` threads each sending `rounds` groups requests back to back, all released at
     once: latencies, Redis commands/s over the whole window, daemon RSS before/max/after."""
@@ -928,6 +985,7 @@ def main():
     ap.add_argument("--concurrent-rounds", type=int, default=10, help="groups requests per client (indexed daemon)")
     ap.add_argument("--skip-dashboard", action="store_true")
     ap.add_argument("--skip-reads", action="store_true", help="only the bulk part (with --bulk)")
+    ap.add_argument("--standby", action="store_true", help="also a standby beside the active daemon: its build, reads, following")
     ap.add_argument("--bulk", action="store_true", help="retry-all of one large selection vs bench.py's ceiling")
     ap.add_argument("--bulk-repeat", type=int, default=3)
     ap.add_argument("--check", action="store_true", help="correctness only: exit 1 on any disagreement")
@@ -965,6 +1023,8 @@ def main():
             results["dashboard"] = measure_dashboard(args, server, work)
         if args.before_binary and not args.skip_reads:
             results["before"] = measure_daemon(args, "before", args.before_binary, server, work, False, queues)
+        if args.standby:
+            results["standby"] = measure_standby(args, server, work)
         if args.bulk:
             results["bulk"] = bulk(args, server, snap, work, queues)
         if "retryd" in results:
