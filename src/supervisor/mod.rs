@@ -5,7 +5,7 @@
 mod cache;
 pub mod notifications;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -67,6 +67,14 @@ pub struct Batch {
     pub verdicts: BatchVerdicts,
     /// Jobs this batch took out of the registry (requeued or purged).
     pub removed: usize,
+}
+
+/// One batch as read: each entry's raw data and decoding, and the ids among the undecodable
+/// ones that were no longer in the registry when checked.
+struct ReadBatch {
+    raws: Vec<crate::rq::RawJob>,
+    decoded: Vec<DecodeOutcome>,
+    moved: HashSet<String>,
 }
 
 /// The supervisor: decides and acts on failed jobs with the state's current config snapshot.
@@ -430,7 +438,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Reads, decides and acts on the given ids of one failed registry (one batch).
+    /// Reads, decides and acts on the given ids of one failed registry (one batch): reads and
+    /// decodes them, decides each (and indexes it), holds back what must not be written now,
+    /// and writes the rest through the one write path ([`Actor`]).
     pub async fn process<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -448,7 +458,25 @@ impl Supervisor {
             },
             ..Batch::default()
         };
-        let report = &mut batch.report;
+        let read = self.read_batch(con, snap, queue, ids).await?;
+        let mut writes = self.decide_batch(snap, queue, &read, &mut batch);
+        // A standby decided for its index; the active instance writes.
+        if observe || !self.hold_back(&mut batch.report, &mut writes) {
+            return Ok(batch);
+        }
+        self.write_batch(con, snap, &writes, &mut batch).await?;
+        Ok(batch)
+    }
+
+    /// One batch's jobs as read and decoded, and which of the undecodable ones left the
+    /// registry meanwhile (requeued or deleted by someone else: no decode error).
+    async fn read_batch<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        queue: &str,
+        ids: &[String],
+    ) -> RedisResult<ReadBatch> {
         let reads = if self.indexing {
             // Each failure is read once (the decision memory saves re-reads), so the index
             // knows every job's function and exception type.
@@ -469,56 +497,47 @@ impl Supervisor {
         } else {
             snap.registry.moved_meanwhile(con, queue, &suspects).await?
         };
+        Ok(ReadBatch {
+            raws,
+            decoded,
+            moved,
+        })
+    }
+
+    /// Decides every job read (indexing each), counts and collects the decisions that need
+    /// no write, and returns the writes the others need.
+    fn decide_batch(
+        &self,
+        snap: &Snapshot,
+        queue: &str,
+        read: &ReadBatch,
+        batch: &mut Batch,
+    ) -> Vec<(Write, Decision)> {
+        let report = &mut batch.report;
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
+        let ReadBatch {
+            raws,
+            decoded,
+            moved,
+        } = read;
         for (raw, outcome) in raws.iter().zip(decoded) {
             report.scanned += 1;
             let facts = match outcome {
                 DecodeOutcome::Job(facts) => facts,
-                _ if moved.contains(&raw.job_id) => {
-                    debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
-                    report.conflicts += 1;
-                    continue;
-                }
-                DecodeOutcome::Orphan => {
-                    debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
-                    report.skip("orphan", &raw.job_id);
-                    if self.indexing {
-                        self.index_undecodable(raw);
-                    }
-                    continue;
-                }
-                DecodeOutcome::Corrupt(reason) => {
-                    // Once per failure at WARN: a corrupt job stays corrupt, and every scan
-                    // reads it again.
-                    let known = raw.score.is_some_and(|score| {
-                        self.skips.lock().expect("skips lock").knows(
-                            queue,
-                            raw.job_id.as_bytes(),
-                            score,
-                            "decode_error",
-                        )
-                    });
-                    if known {
-                        debug!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
-                    } else {
-                        warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
-                    }
-                    report.skip("decode_error", &raw.job_id);
-                    if self.indexing {
-                        self.index_undecodable(raw);
-                    }
+                undecodable => {
+                    self.skip_undecodable(queue, raw, undecodable, moved, report);
                     continue;
                 }
             };
             note_age(report, queue, facts.failed_at, now);
-            let evaluation = decide(&snap.config.policies, &facts, now);
+            let evaluation = decide(&snap.config.policies, facts, now);
             let policy = evaluation.policy.map_or("", |p| p.name.as_str());
             let decision = evaluation.decision;
             if self.indexing {
                 self.index_decided(
                     raw,
-                    &facts,
+                    facts,
                     evaluation.policy.map(|p| p.name.as_str()),
                     &decision,
                 );
@@ -558,14 +577,67 @@ impl Supervisor {
                     continue;
                 }
             };
-            writes.push((Write::of(&facts, policy, kind), decision));
+            writes.push((Write::of(facts, policy, kind), decision));
         }
-        // A standby decided for its index; the active instance writes.
-        if writes.is_empty() || report.observe {
-            return Ok(batch);
+        writes
+    }
+
+    /// Counts a job that did not decode: moved meanwhile (a conflict), an orphan, or corrupt
+    /// (at WARN once per failure); the index lists it as undecodable. Never acted on.
+    fn skip_undecodable(
+        &self,
+        queue: &str,
+        raw: &crate::rq::RawJob,
+        outcome: &DecodeOutcome,
+        moved: &HashSet<String>,
+        report: &mut ScanReport,
+    ) {
+        match outcome {
+            DecodeOutcome::Job(_) => {}
+            _ if moved.contains(&raw.job_id) => {
+                debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
+                report.conflicts += 1;
+            }
+            DecodeOutcome::Orphan => {
+                debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
+                report.skip("orphan", &raw.job_id);
+                if self.indexing {
+                    self.index_undecodable(raw);
+                }
+            }
+            DecodeOutcome::Corrupt(reason) => {
+                // Once per failure at WARN: a corrupt job stays corrupt, and every scan
+                // reads it again.
+                let known = raw.score.is_some_and(|score| {
+                    self.skips.lock().expect("skips lock").knows(
+                        queue,
+                        raw.job_id.as_bytes(),
+                        score,
+                        "decode_error",
+                    )
+                });
+                if known {
+                    debug!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
+                } else {
+                    warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
+                }
+                report.skip("decode_error", &raw.job_id);
+                if self.indexing {
+                    self.index_undecodable(raw);
+                }
+            }
+        }
+    }
+
+    /// Takes out of `writes` what must not be written now: everything in a dry run or while
+    /// paused (logged, counted), and requeues of a policy whose circuit breaker is open.
+    /// Returns whether anything is left to write.
+    fn hold_back(&self, report: &mut ScanReport, writes: &mut Vec<(Write, Decision)>) -> bool {
+        if writes.is_empty() {
+            return false;
         }
         if report.dry_run || self.state.is_paused() {
-            for (write, decision) in &writes {
+            for (write, decision) in writes.iter() {
                 let counted = if report.dry_run {
                     count_planned(report, &write.kind)
                 } else {
@@ -576,7 +648,7 @@ impl Supervisor {
                     report.skip("paused", &write.job_id);
                 }
             }
-            return Ok(batch);
+            return false;
         }
         // Retry storms: a policy whose circuit breaker is open does not requeue for now.
         {
@@ -594,9 +666,18 @@ impl Supervisor {
                 .metrics
                 .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
         }
-        if writes.is_empty() {
-            return Ok(batch);
-        }
+        !writes.is_empty()
+    }
+
+    /// Writes through the one write path and counts each outcome; feeds the breakers.
+    async fn write_batch<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        writes: &[(Write, Decision)],
+        batch: &mut Batch,
+    ) -> RedisResult<()> {
+        let report = &mut batch.report;
         let actor = Actor {
             who: "supervisor",
             route: None,
@@ -660,7 +741,7 @@ impl Supervisor {
             }
         }
         self.feed_breakers(snap, &requeued_by_policy, &failed_again);
-        Ok(batch)
+        Ok(())
     }
 
     /// Puts what a read and a decision established about one failure into the index.
