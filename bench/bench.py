@@ -89,7 +89,8 @@ class Server:
             self.proc = None
 
     def snapshot(self, path):
-        self.client().save()
+        # SAVE of a million jobs outlasts redis-py 8's default 5 s socket timeout.
+        redis.Redis(port=self.port, socket_timeout=None).save()
         shutil.copy(os.path.join(self.dir, "dump.rdb"), path)
 
     def restore(self, path):

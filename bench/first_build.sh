@@ -14,6 +14,8 @@ set -euo pipefail
 
 [[ $# -ge 3 ]] || { sed -n 2,11p "$0" >&2; exit 2; }
 snapshot=$(realpath "$1")
+# index_api.py imports redis: the benchmark venv's python (test.sh --setup-only makes it).
+python=${PYTHON:-$(dirname "$0")/../target/venv-rq2/bin/python}
 rounds=$2
 shift 2
 
@@ -45,19 +47,10 @@ max_requeues_per_second = 1000000
 listen = "127.0.0.1:$http_port"
 [logging]
 level = "warn"
-
-[[policy]]
-name = "wait-a-month"
-exceptions = ["ConnectionError", "TimeoutError"]
-action = "retry"
-max_attempts = 3
-backoff = { strategy = "fixed", delay = "30d" }
-
-[[policy]]
-name = "leave-bad-input"
-exceptions = ["ValueError", "KeyError"]
-action = "ignore"
 EOF
+# The same policies as bench/index_api.py (its POLICIES), read from there rather than copied.
+"$python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from index_api import POLICIES; print(POLICIES)' \
+  "$(dirname "$0")" >>"$work/config.toml"
 
 redis_cpu() {
   redis-cli -p "$redis_port" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { print s }'
