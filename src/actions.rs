@@ -148,8 +148,8 @@ impl Actor<'_> {
     fn record(&self, metrics: &Metrics, p: &Planned, outcome: &Outcome) {
         let w = &p.write;
         match outcome {
-            Outcome::Requeued => metrics.requeued(&w.queue, &w.policy, self.trigger),
-            Outcome::Purged => metrics.purged(&w.queue, &w.policy, self.trigger),
+            Outcome::Requeued => metrics.requeued(&w.queue, w.author.name(), self.trigger),
+            Outcome::Purged => metrics.purged(&w.queue, w.author.name(), self.trigger),
             Outcome::Refused(refusal) => {
                 error!(job_id = %w.job_id, queue = %w.queue, key = %refusal.key, reason = refusal.reason.name(), decision = p.decision, who = self.who, "write refused before any change: {refusal}; job left exactly as it was");
                 return;
@@ -175,7 +175,7 @@ impl Actor<'_> {
             job_id = %w.job_id,
             queue = %w.queue,
             origin = %w.origin,
-            policy = %w.policy,
+            policy = %w.author.name(),
             attempt,
             decision = p.decision,
             outcome = outcome.name(),
@@ -197,7 +197,7 @@ impl Actor<'_> {
         let mut groups: BTreeMap<(&str, &'static str, &str), Vec<String>> = BTreeMap::new();
         for (w, outcome) in writes.iter().zip(outcomes) {
             if let Some(action) = outcome.action() {
-                let why = self.route.unwrap_or(&w.policy);
+                let why = self.route.unwrap_or(w.author.name());
                 groups
                     .entry((w.queue.as_str(), action, why))
                     .or_default()

@@ -5,13 +5,17 @@ mod support;
 
 use chrono::Utc;
 use redis::Commands;
-use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
+use rq_retryd::executor::{Author, Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
 use rq_retryd::rq::{decode, DecodeOutcome, JobFacts, Keys, Registry};
 use support::jobs::{async_con, read_facts as facts, FailedJob};
 use support::RedisServer;
 
 fn requeue(f: &JobFacts, attempt: Option<u32>, at_front: bool) -> Write {
-    Write::of(f, "transient", WriteKind::Requeue { attempt, at_front })
+    Write::of(
+        f,
+        Author::Policy("transient".into()),
+        WriteKind::Requeue { attempt, at_front },
+    )
 }
 
 fn with_kind(f: &JobFacts, kind: WriteKind) -> Write {
@@ -205,7 +209,7 @@ async fn a_registry_entry_without_a_job_hash_is_left_in_place() {
         queue: "default".into(),
         origin: "default".into(),
         cas: Default::default(),
-        policy: "p".into(),
+        author: Author::Policy("p".into()),
         kind: WriteKind::Requeue {
             attempt: Some(1),
             at_front: false,
@@ -483,7 +487,7 @@ async fn one_call_serving_several_queues_policies_and_duplicates_maps_every_outc
     let b1 = facts(&mut con, "beta", "b1").await;
     let b2 = facts(&mut con, "beta", "b2").await;
     let other_policy = Write {
-        policy: "other".into(),
+        author: Author::Policy("other".into()),
         ..requeue(&b2, Some(1), false)
     };
     // Interleaved groups, one job twice (in the same group) and one at the front.

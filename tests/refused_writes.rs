@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use redis::Commands;
-use rq_retryd::executor::{Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
+use rq_retryd::executor::{Author, Executor, Outcome, Refusal, RefusalReason, Write, WriteKind};
 use rq_retryd::rq::{JobFacts, Keys};
 use support::jobs::{async_con, read_facts as facts, snapshot, FailedJob, KeyContent};
 use support::RedisServer;
@@ -23,7 +23,7 @@ use support::RedisServer;
 type Snapshot = BTreeMap<Vec<u8>, KeyContent>;
 
 fn write(f: &JobFacts, kind: WriteKind) -> Write {
-    Write::of(f, "transient", kind)
+    Write::of(f, Author::Policy("transient".into()), kind)
 }
 
 const REQUEUE: WriteKind = WriteKind::Requeue {

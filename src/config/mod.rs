@@ -33,6 +33,10 @@ pub const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 /// The file read when neither `--config` nor `RQ_RETRYD_CONFIG` names one and it exists.
 pub const SYSTEM_CONFIG: &str = "/etc/rq-retryd/config.toml";
 
+/// What operators' manual actions are recorded under where a policy's name goes (the job's
+/// `retryd_policy`, the metrics' `policy` label, the audit): no policy may take this name.
+pub const MANUAL: &str = "manual";
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -702,6 +706,13 @@ fn build_policy(
     let name = s.name.get_ref().trim().to_string();
     if name.is_empty() {
         err(Some(s.name.span()), "policy name cannot be empty".into());
+        ok = false;
+    }
+    if name == MANUAL {
+        err(
+            Some(s.name.span()),
+            format!("policy name {MANUAL:?} is reserved: it names operators' manual actions in the metrics, the audit and retryd_policy"),
+        );
         ok = false;
     }
     let mut globs = |field: &Option<toml::Spanned<Vec<String>>>, what: &str| -> Option<GlobList> {

@@ -288,6 +288,14 @@ fn each_invalid_value_is_reported_at_its_line_column_and_key() {
             "duplicate policy name \"same\"",
         ),
         (
+            "the reserved policy name",
+            "[[policy]]\nname = \"manual\"\n",
+            2,
+            8,
+            "policy[1].name",
+            "policy name \"manual\" is reserved",
+        ),
+        (
             "an unknown action",
             "[[policy]]\nname = \"a\"\naction = \"bogus\"\n",
             3,

@@ -59,20 +59,40 @@ pub struct Write {
     /// The queue to requeue onto (the job's origin).
     pub origin: String,
     pub cas: CasToken,
-    /// The policy name, or the trigger for manual actions; stored in `retryd_policy`.
-    pub policy: String,
+    /// On whose behalf: a policy, or an operator.
+    pub author: Author,
     pub kind: WriteKind,
+}
+
+/// On whose behalf a write is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// The retry policy that decided it (an automatic write).
+    Policy(String),
+    /// An operator, through the HTTP API (a manual action).
+    Operator,
+}
+
+impl Author {
+    /// What names the author in `retryd_policy`, the metrics' `policy` label, the log and the
+    /// audit: the policy's name, or `manual` (a name the config reserves for this).
+    pub fn name(&self) -> &str {
+        match self {
+            Author::Policy(name) => name,
+            Author::Operator => crate::config::MANUAL,
+        }
+    }
 }
 
 impl Write {
     /// The write of `kind` on the failure `facts` describes, compared against what was read.
-    pub fn of(facts: &JobFacts, policy: &str, kind: WriteKind) -> Write {
+    pub fn of(facts: &JobFacts, author: Author, kind: WriteKind) -> Write {
         Write {
             job_id: facts.job_id.clone(),
             queue: facts.queue.clone(),
             origin: facts.origin.clone(),
             cas: facts.cas.clone(),
-            policy: policy.to_string(),
+            author,
             kind,
         }
     }
@@ -380,7 +400,7 @@ impl Executor {
                 }
                 cmd.arg(writer.arg())
                     .arg(now_text)
-                    .arg(&first.policy)
+                    .arg(first.author.name())
                     .arg(if at_front { "1" } else { "0" })
                     .arg(&queue_key);
                 for &i in members {
@@ -434,7 +454,7 @@ impl Executor {
                         .arg(&w.cas.origin)
                         .arg(&w.cas.ended_at)
                         .arg(&w.cas.attempts)
-                        .arg(&w.policy);
+                        .arg(w.author.name());
                 }
             }
         }
@@ -469,7 +489,7 @@ impl<'a> CallKey<'a> {
             WriteKind::Requeue { at_front, .. } => CallKey::Requeue {
                 queue: &write.queue,
                 origin: &write.origin,
-                policy: &write.policy,
+                policy: write.author.name(),
                 at_front,
             },
             WriteKind::Purge => CallKey::Purge,

@@ -19,10 +19,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
-use super::jobs::{selected_queues, Who, MANUAL_POLICY};
+use super::jobs::{selected_queues, Who};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
 use crate::metrics::Trigger;
 use crate::policy::{ExceptionPattern, GlobList};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
@@ -579,7 +579,7 @@ async fn settle(
     let planned: Vec<Planned> = selected
         .iter()
         .map(|(f, _)| Planned {
-            write: Write::of(f, MANUAL_POLICY, kind),
+            write: Write::of(f, Author::Operator, kind),
             decision: "manual",
         })
         .collect();

@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
 use crate::explain::{self, Explanation};
 use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
@@ -26,8 +26,6 @@ use crate::state::Snapshot;
 /// Failure texts longer than this are cut to their last part in listings (the end holds the
 /// exception); `GET /api/v1/jobs/status/{id}` returns the whole text.
 pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
-/// `retryd_policy` and the metrics' policy label for actions taken through the API.
-pub const MANUAL_POLICY: &str = "manual";
 
 /// Who made a request, for logs and the audit trail: the name of the token it came with and
 /// the client's address (`ops-alice@10.0.0.5:51234`), or the address alone when the API needs
@@ -646,7 +644,7 @@ async fn manual_write(
     f: &JobFacts,
     kind: WriteKind,
 ) -> ApiResult<()> {
-    let write = Write::of(f, MANUAL_POLICY, kind);
+    let write = Write::of(f, Author::Operator, kind);
     let actor = Actor {
         who,
         route: Some(route),

@@ -22,7 +22,7 @@ pub use crate::report::ScanReport;
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 
 use crate::actions::{Actor, Planned};
-use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
 use crate::index::Observation;
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
@@ -577,7 +577,10 @@ impl Supervisor {
                     continue;
                 }
             };
-            writes.push((Write::of(facts, policy, kind), decision));
+            writes.push((
+                Write::of(facts, Author::Policy(policy.to_string()), kind),
+                decision,
+            ));
         }
         writes
     }
@@ -643,7 +646,7 @@ impl Supervisor {
                 } else {
                     "paused: not acting"
                 };
-                info!(job_id = %write.job_id, queue = %write.queue, policy = %write.policy, decision = decision.name(), dry_run = report.dry_run, "{counted}");
+                info!(job_id = %write.job_id, queue = %write.queue, policy = %write.author.name(), decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
                     report.skip("paused", &write.job_id);
                 }
@@ -655,8 +658,8 @@ impl Supervisor {
             let mut breakers = self.state.breakers.lock().expect("breakers lock");
             let now = Utc::now();
             writes.retain(|(w, _)| {
-                let held =
-                    matches!(w.kind, WriteKind::Requeue { .. }) && !breakers.allows(&w.policy, now);
+                let held = matches!(w.kind, WriteKind::Requeue { .. })
+                    && !breakers.allows(w.author.name(), now);
                 if held {
                     report.skip("circuit_open", &w.job_id);
                 }
@@ -709,12 +712,12 @@ impl Supervisor {
                 _ => false,
             };
             if retried_before {
-                metrics.retry_failed_again(&write.queue, &write.policy);
-                *failed_again.entry(write.policy.as_str()).or_default() += 1;
+                metrics.retry_failed_again(&write.queue, write.author.name());
+                *failed_again.entry(write.author.name()).or_default() += 1;
             }
             match outcome {
                 Outcome::Requeued => {
-                    *requeued_by_policy.entry(write.policy.as_str()).or_default() += 1;
+                    *requeued_by_policy.entry(write.author.name()).or_default() += 1;
                     report.requeued += 1;
                     batch.removed += 1;
                 }
