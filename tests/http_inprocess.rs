@@ -69,7 +69,14 @@ async fn online(redis: &RedisServer, tokens: Vec<ApiToken>) -> axum::Router {
         .await
         .expect("connect to the test redis");
     let state = DaemonState::new(config);
-    state.set_redis(con, None);
+    state.set_redis(con.clone(), None);
+    // What the daemon's scan loop does before the listings answer: a full pass builds the
+    // failure index (a standby's observing pass: it writes nothing).
+    let supervisor = rq_retryd::supervisor::Supervisor::new(state.clone());
+    supervisor
+        .observe(&mut con.clone(), &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("the first pass");
     router(AppState::new(state, tokens))
 }
 
