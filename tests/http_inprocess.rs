@@ -64,20 +64,77 @@ fn offline(tokens: Vec<ApiToken>) -> axum::Router {
 
 /// A router connected to `redis`.
 async fn online(redis: &RedisServer, tokens: Vec<ApiToken>) -> axum::Router {
+    let (state, con) = connected(redis).await;
+    // What the daemon's scan loop does before the listings answer: a full pass builds the
+    // failure index (a standby's observing pass: it writes nothing).
+    let supervisor = rq_retryd::supervisor::Supervisor::new(state.clone());
+    supervisor
+        .observe(
+            &mut con.clone(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("the first pass");
+    router(AppState::new(state, tokens))
+}
+
+/// A daemon state connected to `redis`, before any pass.
+async fn connected(redis: &RedisServer) -> (Arc<DaemonState>, redis::aio::ConnectionManager) {
     let config = config(&redis.url());
     let con = rq_retryd::connection::connect(&config)
         .await
         .expect("connect to the test redis");
     let state = DaemonState::new(config);
     state.set_redis(con.clone(), None);
-    // What the daemon's scan loop does before the listings answer: a full pass builds the
-    // failure index (a standby's observing pass: it writes nothing).
-    let supervisor = rq_retryd::supervisor::Supervisor::new(state.clone());
-    supervisor
-        .observe(&mut con.clone(), &tokio_util::sync::CancellationToken::new())
-        .await
-        .expect("the first pass");
-    router(AppState::new(state, tokens))
+    (state, con)
+}
+
+/// Before a first pass has built the index, a listing waits for it (10 s), then answers 503
+/// `index_building`: it never reads the registries itself (no ZRANGE, no job read), however
+/// large they are. The health routes answer meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_pass_listings_wait_then_answer_index_building() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    FailedJob::new("j1").write(&mut con);
+    let (state, _) = connected(&redis).await;
+    let app = router(AppState::new(state, vec![]));
+    let calls = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+        info.lines()
+            .filter(|l| {
+                ["cmdstat_zrange:", "cmdstat_hmget:", "cmdstat_scan:"]
+                    .iter()
+                    .any(|c| l.starts_with(c))
+            })
+            .map(|l| {
+                l.split("calls=")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let before = calls(&mut con);
+    let asked = std::time::Instant::now();
+    let (listing, groups) = tokio::join!(
+        send(&app, req("GET", "/api/v1/jobs/failed")),
+        send(&app, req("GET", "/api/v1/jobs/failed/groups")),
+    );
+    let waited = asked.elapsed();
+    for answer in [&listing, &groups] {
+        assert_error(answer, StatusCode::SERVICE_UNAVAILABLE, "index_building");
+    }
+    assert!(
+        waited >= std::time::Duration::from_secs(10) && waited < std::time::Duration::from_secs(20),
+        "waited {waited:?}"
+    );
+    assert_eq!(calls(&mut con), before, "no registry or job was read");
+    assert_eq!(send(&app, req("GET", "/healthz")).await.0, StatusCode::OK);
 }
 
 /// A request with an `Authorization` header and the client address `serve` would attach.
