@@ -107,7 +107,7 @@ impl Actor<'_> {
             }
             index.mark_exhausted_all(marked.iter().map(|w| (w.queue.as_str(), w.job_id.as_str())));
         }
-        let pair = |w: &Write| (w.queue.clone(), w.job_id.clone());
+        let pair = |w: &Write| (w.queue.clone(), w.job_id.clone(), w.failed_at);
         let event = IndexEvent {
             from: self.instance.to_string(),
             gone: gone.iter().map(|(w, _)| pair(w)).collect(),

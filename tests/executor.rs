@@ -209,6 +209,7 @@ async fn a_registry_entry_without_a_job_hash_is_left_in_place() {
         queue: "default".into(),
         origin: "default".into(),
         cas: Default::default(),
+        failed_at: Utc::now(),
         author: Author::Policy("p".into()),
         kind: WriteKind::Requeue {
             attempt: Some(1),

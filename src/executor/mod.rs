@@ -59,6 +59,9 @@ pub struct Write {
     /// The queue to requeue onto (the job's origin).
     pub origin: String,
     pub cas: CasToken,
+    /// When the failure failed (the facts' `failed_at`): with the id, it names the failure the
+    /// write settles, for the other instances' indexes.
+    pub failed_at: chrono::DateTime<chrono::Utc>,
     /// On whose behalf: a policy, or an operator.
     pub author: Author,
     pub kind: WriteKind,
@@ -92,6 +95,7 @@ impl Write {
             queue: facts.queue.clone(),
             origin: facts.origin.clone(),
             cas: facts.cas.clone(),
+            failed_at: facts.failed_at,
             author,
             kind,
         }

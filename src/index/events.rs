@@ -9,22 +9,27 @@
 //! See: issue 12 (standbys answer from their own index) and issue 11 ("standbys keep whatever
 //! they need for the HTTP API current cheaply").
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::LiveIndex;
+
+/// One failure a write batch settled: (queue, job id, when it failed). The failure time makes
+/// the event precise: a job that failed again since is a new failure, which the event leaves.
+pub type WrittenFailure = (String, String, DateTime<Utc>);
 
 /// One write batch's effect on the failed registries, as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEvent {
     /// The instance that wrote (it applied the batch to its own index already).
     pub from: String,
-    /// (queue, job id) of jobs no longer in their failed registry: requeued, purged, or found
-    /// gone by the write.
+    /// Failures no longer in their failed registry: requeued, purged, or found gone by the
+    /// write.
     #[serde(default)]
-    pub gone: Vec<(String, String)>,
-    /// (queue, job id) of jobs now marked exhausted.
+    pub gone: Vec<WrittenFailure>,
+    /// Failures now marked exhausted.
     #[serde(default)]
-    pub exhausted: Vec<(String, String)>,
+    pub exhausted: Vec<WrittenFailure>,
 }
 
 impl IndexEvent {
@@ -39,15 +44,14 @@ impl IndexEvent {
         if event.from == own {
             return Ok(0);
         }
-        index.remove_all(event.gone.iter().map(|(q, id)| (q.as_str(), id.as_str())));
-        index.mark_exhausted_all(
-            event
-                .exhausted
-                .iter()
-                .map(|(q, id)| (q.as_str(), id.as_str())),
-        );
+        index.apply_writes(each(&event.gone), each(&event.exhausted));
         Ok(event.gone.len() + event.exhausted.len())
     }
+}
+
+fn each(list: &[WrittenFailure]) -> impl Iterator<Item = (&str, &str, DateTime<Utc>)> {
+    list.iter()
+        .map(|(q, id, at)| (q.as_str(), id.as_str(), *at))
 }
 
 #[cfg(test)]
@@ -92,11 +96,15 @@ mod tests {
         index.end_scan(&["q".to_string()], now);
         let event = IndexEvent {
             from: "other".into(),
-            gone: vec![("q".into(), "a".into())],
-            exhausted: vec![("q".into(), "b".into())],
+            gone: vec![
+                ("q".into(), "a".into(), now),
+                // c failed again since the other instance's write: a new failure, left.
+                ("q".into(), "c".into(), now - chrono::Duration::seconds(60)),
+            ],
+            exhausted: vec![("q".into(), "b".into(), now)],
         };
         let payload = serde_json::to_vec(&event).unwrap();
-        assert_eq!(IndexEvent::apply(&payload, "me", &index), Ok(2));
+        assert_eq!(IndexEvent::apply(&payload, "me", &index), Ok(3));
         assert_eq!(
             states(&index),
             [
@@ -107,7 +115,7 @@ mod tests {
         // Its own event was applied when it wrote: ignored here.
         let own = IndexEvent {
             from: "me".into(),
-            gone: vec![("q".into(), "c".into())],
+            gone: vec![("q".into(), "c".into(), now)],
             exhausted: vec![],
         };
         let payload = serde_json::to_vec(&own).unwrap();

@@ -87,6 +87,22 @@ impl LiveIndex {
             .collect()
     }
 
+    /// Applies another instance's writes: each failure it took out of a registry is removed,
+    /// each it marked exhausted is marked, as long as the entry still records that failure.
+    pub fn apply_writes<'a>(
+        &self,
+        gone: impl IntoIterator<Item = (&'a str, &'a str, DateTime<Utc>)>,
+        exhausted: impl IntoIterator<Item = (&'a str, &'a str, DateTime<Utc>)>,
+    ) {
+        let mut inner = self.write();
+        for (queue, id, failed_at) in gone {
+            inner.index.take_failure(queue, id, failed_at);
+        }
+        for (queue, id, failed_at) in exhausted {
+            inner.index.mark_failure_exhausted(queue, id, failed_at);
+        }
+    }
+
     /// Notes jobs just marked exhausted.
     pub fn mark_exhausted_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut inner = self.write();

@@ -479,6 +479,42 @@ impl FailureIndex {
     }
 
     /// Like [`remove`](Self::remove), returning the state the job was indexed in.
+    /// Removes one failure: the job's entry only while it still records the failure at
+    /// `failed_at` (a job that failed again since is a new failure, and stays).
+    pub fn take_failure(
+        &mut self,
+        queue: &str,
+        job_id: &str,
+        failed_at: DateTime<Utc>,
+    ) -> Option<State> {
+        let q = *self.queues.ids.get(queue)?;
+        let key = (q as u16, JobKey::new(job_id));
+        if self.entries.get(&key)?.failed_at_us != us(failed_at) {
+            return None;
+        }
+        let removed = self.entries.swap_remove(&key)?;
+        self.version += 1;
+        Some(removed.state)
+    }
+
+    /// Marks one failure exhausted, while the job's entry still records it (see
+    /// [`FailureIndex::take_failure`]).
+    pub fn mark_failure_exhausted(
+        &mut self,
+        queue: &str,
+        job_id: &str,
+        failed_at: DateTime<Utc>,
+    ) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        let same = self
+            .entries
+            .get(&(q as u16, JobKey::new(job_id)))
+            .is_some_and(|e| e.failed_at_us == us(failed_at));
+        same && self.set_state(queue, job_id, State::Exhausted, true)
+    }
+
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
         let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
