@@ -484,3 +484,75 @@ fn a_standby_answers_from_its_own_index_and_follows_the_other_instances_writes()
     assert_eq!(b["matched_count"], 6, "{b}");
     assert_eq!(a["skipped"], b["skipped"]);
 }
+
+/// Entries taken out of a registry below the scan's position while a full pass runs (another
+/// instance's or an operator's requeues) make the pass skip none of the others: every job still
+/// in the registry afterwards is in the index. Before each window resumed at its own rank, each
+/// such removal shifted the next window past as many unread entries.
+#[test]
+fn entries_removed_during_a_pass_make_it_skip_none() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    let seeded = support::faults::seed(&mut con, "shift", &["default"], 30_000);
+    assert_eq!(seeded.len(), 30_000);
+    let config = DaemonConfig::new(&redis.url(), SLOW);
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    // Take the lowest-ranked entries out, 100 every 10 ms, while the first pass runs.
+    let mut removed = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = daemon.get("/api/v1/supervisor").expect(200);
+        if !state["index_as_of"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no first pass:\n{}",
+            daemon.log()
+        );
+        if removed < 12_000 {
+            let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
+                .arg("rq:failed:default")
+                .arg(100)
+                .query(&mut con)
+                .unwrap();
+            removed += popped.len();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(removed > 0, "the pass ended before anything was removed");
+    let left: Vec<String> = con.zrange("rq:failed:default", 0, -1).unwrap();
+    assert_eq!(left.len(), 30_000 - removed);
+    let mut indexed = BTreeSet::new();
+    let mut pages_total = 0;
+    let mut listed = 0;
+    for page in 0.. {
+        let list = daemon
+            .get(&format!(
+                "/api/v1/jobs/failed?queue=default&limit=1000&offset={}",
+                page * 1000
+            ))
+            .expect(200);
+        pages_total = list["total"].as_u64().unwrap();
+        let ids = ids(&list);
+        if ids.is_empty() {
+            break;
+        }
+        listed += ids.len();
+        indexed.extend(ids);
+    }
+    let missing: Vec<&String> = left.iter().filter(|id| !indexed.contains(*id)).collect();
+    println!(
+        "removed {removed} during the pass; {} left; index total {pages_total}, listed {listed}, distinct {}",
+        left.len(),
+        indexed.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} jobs still failed are not in the index, e.g. {:?}",
+        missing.len(),
+        left.len(),
+        &missing[..missing.len().min(5)]
+    );
+}

@@ -178,6 +178,38 @@ impl Registry {
         cmd.arg("WITHSCORES").query_async(con).await
     }
 
+    /// The window of `count` entries that follows the first of `anchors` (the previous
+    /// window's last members, last first) still in the registry, at its rank now, in one atomic
+    /// script call (`window.lua`): entries removed meanwhile shift nothing, so a scan skips
+    /// none. From rank `fallback` when none of the anchors is there any more; a plain ZRANGE
+    /// from `fallback` when there are no anchors (a scan's first window).
+    pub async fn failed_window_after<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        anchors: &[Vec<u8>],
+        fallback: usize,
+        count: usize,
+        newest_first: bool,
+    ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
+        if anchors.is_empty() {
+            return self
+                .failed_window(con, queue, fallback, count, newest_first)
+                .await;
+        }
+        static WINDOW: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(include_str!("window.lua")));
+        let mut invocation = WINDOW.key(self.keys.failed(queue));
+        invocation
+            .arg(count.max(1))
+            .arg(if newest_first { "1" } else { "0" })
+            .arg(fallback);
+        for anchor in anchors {
+            invocation.arg(anchor);
+        }
+        invocation.invoke_async(con).await
+    }
+
     /// The registry score of each id (`None` when it is no longer there), in one ZMSCORE.
     pub async fn scores<C: ConnectionLike + Send>(
         &self,

@@ -42,6 +42,8 @@ pub const LIST_WINDOW: usize = 2000;
 /// 2,000 ids a window held two batches of 1,000, and Redis and the scan waited on each other
 /// (docs/benchmarks.md, session 6).
 pub const SCAN_WINDOW: usize = 3 * LIST_WINDOW;
+/// How many of a window's last entries may anchor the next window (see `scan_queue`).
+const ANCHORS: usize = 64;
 /// How long the daemon reuses one SCAN for `rq:failed:*` keys. `rq:queues` is read on every
 /// scan and names every queue RQ enqueued to; the SCAN only adds registries whose queue left
 /// that set, and walks the whole keyspace to find them (at 200,000 failed jobs, about 400,000
@@ -339,19 +341,24 @@ impl Supervisor {
         let queue_name: Arc<str> = Arc::from(queue);
         let batch_size = snap.config.supervisor.batch_size;
         let mut start = 0usize;
+        let mut anchors: Vec<Vec<u8>> = Vec::new();
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
-            let mut page = Vec::new();
+            let newest = pass == Pass::NewestOnly;
+            let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
             while page.len() < SCAN_WINDOW {
+                // Each part resumes after the last listed entry still there (the previous
+                // window's, for the first part), at its rank now and in the same atomic step:
+                // entries removed meanwhile shift nothing, so none is skipped (and dropped
+                // from the index by `end_scan`). The ranks this pass expects are the fallback.
+                let (anchors, fallback) = if page.is_empty() {
+                    (anchors.clone(), start)
+                } else {
+                    (anchors_of(&page), start + page.len())
+                };
                 let part = snap
                     .registry
-                    .failed_window(
-                        con,
-                        queue,
-                        start + page.len(),
-                        LIST_WINDOW,
-                        pass == Pass::NewestOnly,
-                    )
+                    .failed_window_after(con, queue, &anchors, fallback, LIST_WINDOW, newest)
                     .await?;
                 let short = part.len() < LIST_WINDOW;
                 page.extend(part);
@@ -360,6 +367,7 @@ impl Supervisor {
                 }
             }
             let listed = page.len();
+            anchors = anchors_of(&page);
             let now = Utc::now();
             let now_unix = now.timestamp_millis() as f64 / 1000.0;
             let mut to_read: Vec<String> = Vec::new();
@@ -433,6 +441,8 @@ impl Supervisor {
             if listed < SCAN_WINDOW || (pass == Pass::NewestOnly && read == 0) {
                 break;
             }
+            // The next window resumes after this one's last entry still there (above); if
+            // none of them is, after this window less what this pass took out of it.
             start += SCAN_WINDOW - removed.min(SCAN_WINDOW);
         }
         Ok(())
@@ -895,6 +905,15 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A listed window's last entries, last first: where the next listing resumes.
+fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
+    page.iter()
+        .rev()
+        .take(ANCHORS)
+        .map(|(member, _)| member.clone())
+        .collect()
 }
 
 fn count_planned(report: &mut ScanReport, kind: &WriteKind) -> &'static str {
