@@ -125,18 +125,17 @@ impl Registry {
         now_unix: f64,
         window: usize,
     ) -> RedisResult<FailedIds> {
-        let key = self.keys.failed(queue);
         let window = window.max(1);
         let mut out = FailedIds::default();
         let mut start = 0usize;
+        let mut anchors: Vec<Vec<u8>> = Vec::new();
         loop {
-            let page: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(start)
-                .arg(start + window - 1)
-                .arg("WITHSCORES")
-                .query_async(con)
+            // Each page resumes after the previous one's last entry still there, so entries
+            // removed meanwhile by anyone shift nothing (see `failed_window_after`).
+            let page = self
+                .failed_window_after(con, queue, &anchors, start, window, false)
                 .await?;
+            anchors = anchors_of(&page);
             for (member, score) in &page {
                 if *score < now_unix {
                     out.expired += 1;
@@ -475,6 +474,19 @@ impl Registry {
 }
 
 /// The names `filter` accepts, sorted and deduplicated.
+/// How many of a listed page's last entries may anchor the next page
+/// ([`Registry::failed_window_after`]): enough that removals of a few at the end still leave one.
+pub const ANCHORS: usize = 64;
+
+/// A listed page's last [`ANCHORS`] members, last first: where the next page resumes.
+pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
+    page.iter()
+        .rev()
+        .take(ANCHORS)
+        .map(|(member, _)| member.clone())
+        .collect()
+}
+
 pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
     names.retain(|q| filter.is_match(q));
     names.sort();

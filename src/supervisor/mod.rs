@@ -26,6 +26,7 @@ use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
 use crate::index::Observation;
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
+use crate::rq::registry::anchors_of;
 use crate::rq::{decode, DecodeOutcome};
 use crate::state::{DaemonState, Snapshot};
 
@@ -42,8 +43,6 @@ pub const LIST_WINDOW: usize = 2000;
 /// 2,000 ids a window held two batches of 1,000, and Redis and the scan waited on each other
 /// (docs/benchmarks.md, session 6).
 pub const SCAN_WINDOW: usize = 3 * LIST_WINDOW;
-/// How many of a window's last entries may anchor the next window (see `scan_queue`).
-const ANCHORS: usize = 64;
 /// How long the daemon reuses one SCAN for `rq:failed:*` keys. `rq:queues` is read on every
 /// scan and names every queue RQ enqueued to; the SCAN only adds registries whose queue left
 /// that set, and walks the whole keyspace to find them (at 200,000 failed jobs, about 400,000
@@ -905,15 +904,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// A listed window's last entries, last first: where the next listing resumes.
-fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
-    page.iter()
-        .rev()
-        .take(ANCHORS)
-        .map(|(member, _)| member.clone())
-        .collect()
 }
 
 fn count_planned(report: &mut ScanReport, kind: &WriteKind) -> &'static str {
