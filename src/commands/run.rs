@@ -149,6 +149,9 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
                     next_scan = observe(state, &supervisor, &mut con, cancel).await;
                     continue;
                 }
+                // A scan asked for before this one begins (the lease taken, a reload, a
+                // request) is answered by it: a request stored meanwhile must not run a second.
+                let _ = futures::FutureExt::now_or_never(state.scan_now.notified());
                 match supervisor.scan(&mut con, false, cancel).await {
                     Ok(report) => {
                         info!(
