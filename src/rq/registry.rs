@@ -473,7 +473,6 @@ impl Registry {
     }
 }
 
-/// The names `filter` accepts, sorted and deduplicated.
 /// How many of a listed page's last entries may anchor the next page
 /// ([`Registry::failed_window_after`]): enough that removals of a few at the end still leave one.
 pub const ANCHORS: usize = 64;
@@ -487,6 +486,7 @@ pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The names `filter` accepts, sorted and deduplicated.
 pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
     names.retain(|q| filter.is_match(q));
     names.sort();
