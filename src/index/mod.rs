@@ -478,7 +478,6 @@ impl FailureIndex {
         self.take(queue, job_id).is_some()
     }
 
-    /// Like [`remove`](Self::remove), returning the state the job was indexed in.
     /// Removes one failure: the job's entry only while it still records the failure at
     /// `failed_at` (a job that failed again since is a new failure, and stays).
     pub fn take_failure(
@@ -488,13 +487,15 @@ impl FailureIndex {
         failed_at: DateTime<Utc>,
     ) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
-        let key = (q as u16, JobKey::new(job_id));
-        if self.entries.get(&key)?.failed_at_us != us(failed_at) {
+        if self
+            .entries
+            .get(&(q as u16, JobKey::new(job_id)))?
+            .failed_at_us
+            != us(failed_at)
+        {
             return None;
         }
-        let removed = self.entries.swap_remove(&key)?;
-        self.version += 1;
-        Some(removed.state)
+        self.take(queue, job_id)
     }
 
     /// Marks one failure exhausted, while the job's entry still records it (see
@@ -515,6 +516,7 @@ impl FailureIndex {
         same && self.set_state(queue, job_id, State::Exhausted, true)
     }
 
+    /// Like [`remove`](Self::remove), returning the state the job was indexed in.
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
         let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
