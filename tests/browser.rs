@@ -695,3 +695,57 @@ async fn the_live_refresh_sends_one_request_per_tick_and_none_while_hidden() {
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }
+
+/// See: issue 19 §1: deleting a job named `clear` from its page sent the bulk route's
+/// `DELETE /api/v1/jobs/failed/clear` and purged every failed job. From the console, a job
+/// named `clear`, `groups`, with `/`, `%`, a space or beyond ASCII is retried or deleted alone.
+#[tokio::test]
+async fn jobs_with_any_id_are_retried_and_deleted_alone_from_their_page() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), POLICIES));
+    let mut con = redis.conn();
+    let awkward = ["clear", "groups", "a/b 50%", "jöb-ジョブ"];
+    for id in awkward {
+        FailedJob::new(id)
+            .exception("ConnectionError", "it went wrong")
+            .write(&mut con);
+    }
+    let bystanders = write_jobs(&mut con, "keep", 5, "emails", "app.mail.send", "ValueError");
+    daemon.scan();
+    let browser = Browser::start().await;
+    let mut left: BTreeSet<String> = awkward.iter().map(|s| s.to_string()).collect();
+    for (i, id) in awkward.iter().enumerate() {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("id", id)
+            .finish();
+        browser
+            .goto(&format!("{}/ui/job?{query}", daemon.base_url()))
+            .await;
+        browser
+            .wait_for_text("#explain-facts [data-field=policy]", "network")
+            .await;
+        let action = if i % 2 == 0 { "delete" } else { "retry" };
+        browser.click(&format!("[data-action={action}]")).await;
+        if action == "delete" {
+            browser.click("[data-action=confirm]").await;
+        }
+        browser.find("#action .outcome[data-outcome=done]").await;
+        left.remove(*id);
+        assert_eq!(
+            members(&mut con, "rq:failed:default"),
+            left,
+            "after {action} of {id:?}"
+        );
+        assert_eq!(
+            members(&mut con, "rq:failed:emails"),
+            set(&bystanders),
+            "after {id:?}"
+        );
+        let gone = !con.exists::<_, bool>(format!("rq:job:{id}")).unwrap();
+        assert_eq!(gone, action == "delete", "{id:?}");
+    }
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["groups".to_string(), "jöb-ジョブ".to_string()]);
+    assert_eq!(page_errors(&browser).await, Vec::<String>::new());
+    browser.close().await;
+}

@@ -371,7 +371,7 @@ const RQ = (() => {
   /** Retry one job now (not destructive: no confirmation). */
   function retryJob(id, after) {
     return act(`Retry job ${id}`, async () => {
-      const { body } = await call("POST", `jobs/failed/${enc(id)}/retry`);
+      const { body } = await call("POST", `failed-jobs/${enc(id)}/retry`);
       return `Job ${body.job_id} is queued again on ${body.queue}.`;
     }, after);
   }
@@ -384,7 +384,7 @@ const RQ = (() => {
       confirmLabel: "Delete this job",
       preview: async () => [h("p", {}, "This removes the job's hash, its results and its failed registry entry. RQ cannot run it afterwards.")],
       commit: async () => {
-        await call("DELETE", `jobs/failed/${enc(id)}`);
+        await call("DELETE", `failed-jobs/${enc(id)}`);
         return `Job ${id} is deleted.`;
       },
       after,

@@ -43,7 +43,7 @@
 
   async function loadExplain() {
     try {
-      explained = await get(`jobs/failed/${enc(id)}/explain`);
+      explained = await get(`failed-jobs/${enc(id)}/explain`);
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 404)) throw e;
       explained = null;

@@ -39,12 +39,11 @@ pub struct BulkParams {
     /// Only this queue (1 to 512 characters).
     #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
-    /// Glob over the dotted function name, e.g. `app.workers.*`. The document admits `*` and
-    /// `?` globs only; the server also takes `[...]` classes and `{a,b}` alternates.
+    /// Glob over the dotted function name, e.g. `app.workers.*`: `*` and `?` only (no `[...]`
+    /// classes, `{a,b}` alternates or `\\` escapes, which are refused).
     #[param(pattern = r"^[^\[\]{}\\]*$")]
     pub function: Option<String>,
-    /// Exception type, bare (`TimeoutError`) or dotted; `*` and `?` globs allowed (the server
-    /// also takes `[...]` and `{a,b}`). Not blank.
+    /// Exception type, bare (`TimeoutError`) or dotted; `*` and `?` globs only. Not blank.
     #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
     pub exception: Option<String>,
     /// Only jobs that failed before this time: RFC 3339 (`2026-01-31T12:00:00Z`) or unix seconds.
@@ -95,6 +94,9 @@ pub(super) struct Filter {
     exception: Option<ExceptionPattern>,
     before: Option<DateTime<Utc>>,
     after: Option<DateTime<Utc>>,
+    /// The selection as a query string (`?queue=emails&exception=TimeoutError`, empty for
+    /// everything), for the audit's "why": a bulk entry says what it selected.
+    text: String,
 }
 
 impl Filter {
@@ -116,6 +118,29 @@ impl Filter {
         failed_before: Option<&str>,
         failed_after: Option<&str>,
     ) -> ApiResult<Filter> {
+        // What the OpenAPI document declares is what is taken: a value it does not admit is
+        // refused, not read by a richer parser (see: issue 19).
+        check_glob("invalid_function", "function", function)?;
+        check_glob("invalid_exception", "exception", exception)?;
+        if exception.is_some_and(|e| e.trim().is_empty()) {
+            return Err(ApiError::bad_request(
+                "invalid_exception",
+                "exception cannot be blank",
+            ));
+        }
+        let mut text = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("queue", queue),
+            ("function", function),
+            ("exception", exception),
+            ("failed_before", failed_before),
+            ("failed_after", failed_after),
+        ] {
+            if let Some(value) = value {
+                text.append_pair(name, value);
+            }
+        }
+        let text = text.finish();
         let function = function
             .map(|f| {
                 GlobList::new(&[f.to_string()])
@@ -128,6 +153,11 @@ impl Filter {
             })
             .transpose()?;
         Ok(Filter {
+            text: if text.is_empty() {
+                text
+            } else {
+                format!("?{text}")
+            },
             queue: queue.map(str::to_string),
             function,
             exception,
@@ -163,6 +193,19 @@ impl Filter {
                 .is_none_or(|e| f.exc_type().is_some_and(|t| e.is_match(t)))
             && self.before.is_none_or(|t| f.failed_at < t)
             && self.after.is_none_or(|t| f.failed_at > t)
+    }
+}
+
+/// 400 with `code` for a filter glob with `[`, `]`, `{`, `}` or `\\`: the API's filters take
+/// `*` and `?` only, as the OpenAPI document declares (policies in the config file take the
+/// full glob syntax).
+fn check_glob(code: &'static str, what: &str, glob: Option<&str>) -> ApiResult<()> {
+    match glob {
+        Some(g) if g.contains(['[', ']', '{', '}', '\\']) => Err(ApiError::bad_request(
+            code,
+            format!("{what} takes `*` and `?` globs only, not `[`, `]`, `{{`, `}}` or `\\`"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -226,6 +269,10 @@ pub struct BulkResult {
     pub job_ids: Vec<String>,
     pub job_ids_truncated: bool,
     pub error: Option<String>,
+    /// Set when the task stopped part-way (`interrupted`: Redis failed under it): with
+    /// `error`, the answer is also an API error, and the counts say what was done before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -265,7 +312,7 @@ impl Tasks {
 /// Requeues every failed job in the selection (manual: attempts are not counted).
 #[utoipa::path(post, path = "/api/v1/jobs/failed/retry-all", params(BulkParams), tag = "bulk",
     responses((status = 200, body = BulkResult, description = "done; requeued_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "Redis unreachable; or the task was cut short part-way: the body is then the task's result, with `code` `interrupted`, `error`, and the counts of what was done")))]
 pub async fn retry_all(
     State(app): State<AppState>,
     Who(who): Who,
@@ -277,7 +324,7 @@ pub async fn retry_all(
 /// Deletes every failed job in the selection (undecodable jobs are never deleted).
 #[utoipa::path(delete, path = "/api/v1/jobs/failed/clear", params(BulkParams), tag = "bulk",
     responses((status = 200, body = BulkResult, description = "done; deleted_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "Redis unreachable; or the task was cut short part-way: the body is then the task's result, with `code` `interrupted`, `error`, and the counts of what was done")))]
 pub async fn clear(
     State(app): State<AppState>,
     Who(who): Who,
@@ -336,6 +383,7 @@ async fn start(
         job_ids: Vec::new(),
         job_ids_truncated: false,
         error: None,
+        code: None,
         started_at: Utc::now(),
         finished_at: None,
     }));
@@ -353,7 +401,11 @@ async fn start(
             Ok(()) => r.state = TaskState::Done,
             Err(e) => {
                 r.state = TaskState::Failed;
-                r.error = Some(e.to_string());
+                r.error = Some(format!(
+                    "interrupted: {e}; the counts say what was done before (task {})",
+                    r.task_id
+                ));
+                r.code = Some("interrupted");
             }
         }
     });
@@ -364,9 +416,13 @@ async fn start(
     } else {
         StatusCode::OK
     };
-    if snapshot.state == TaskState::Failed {
-        return Err(ApiError::unavailable(snapshot.error.unwrap_or_default()));
-    }
+    // Cut short by Redis: an error (503, with `error` and `code`), and still the whole
+    // result, so the caller knows how many jobs were requeued or deleted before it stopped.
+    let status = if snapshot.state == TaskState::Failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
     Ok((status, Json(snapshot)).into_response())
 }
 
@@ -401,6 +457,8 @@ async fn run(
         BulkAction::Retry => "POST /api/v1/jobs/failed/retry-all",
         BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
     };
+    let why = format!("{route}{}", filter.text);
+    let route = why.as_str();
     let query = filter.query();
     let covered = queues
         .iter()

@@ -22,11 +22,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 /// A job id from the path, percent-decoded. Any id the listing can show is taken: RQ 2.x makes
 /// ids of letters, digits, `_` and `-` of any length, and RQ 1.x (or a script) any text at all,
-/// spaces and `:` included; every one of them is a Redis key. So only what cannot name a job
-/// in `GET /api/v1/jobs/failed` is refused: the empty id, text that is not UTF-8 once decoded
-/// (the listing shows UTF-8 ids only), and `clear`, reserved by
-/// `DELETE /api/v1/jobs/failed/clear`. The length is bounded by the server's limit on the
-/// request line (hyper answers 414 beyond about 64 KiB). See: issue 11.
+/// spaces, `/`, `%` and `:` included; every one of them is a Redis key. So only what cannot name
+/// a job in `GET /api/v1/jobs/failed` is refused: the empty id and text that is not UTF-8 once
+/// decoded (the listing shows UTF-8 ids only). Names such as `clear` are ids like any other:
+/// which route a path reaches is the router's business, and under `/api/v1/failed-jobs/` no id
+/// can reach a bulk route (see: issue 19). The length is bounded by the server's limit on the
+/// request line (hyper answers 414 beyond about 64 KiB).
 pub struct JobId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobId {
@@ -41,20 +42,15 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
     }
 }
 
-/// What the OpenAPI document says of the `job_id` path parameter (kept next to the rule).
-pub const JOB_ID_DESCRIPTION: &str = "RQ job id, percent-encoded: any non-empty UTF-8 text but `clear` (reserved by DELETE /api/v1/jobs/failed/clear), of any length the request line allows";
+/// What the OpenAPI document says of the `job_id` path parameter of the original single-job
+/// routes under `/api/v1/jobs/failed/` (kept next to the rule).
+pub const JOB_ID_DESCRIPTION: &str = "RQ job id, percent-encoded, of any length the request line allows. Prefer the routes under /api/v1/failed-jobs/, which take every id: here DELETE cannot reach a job named clear, groups or retry-all (those paths are the bulk routes')";
 
 pub fn validate_job_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_job_id",
             "a job id cannot be empty",
-        ));
-    }
-    if id == "clear" {
-        return Err(ApiError::bad_request(
-            "invalid_job_id",
-            "\"clear\" is reserved (DELETE /api/v1/jobs/failed/clear) and is not a valid job id",
         ));
     }
     Ok(())

@@ -28,8 +28,9 @@ use crate::state::Snapshot;
 pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
 
 /// Who made a request, for logs and the audit trail: the name of the token it came with and
-/// the client's address (`ops-alice@10.0.0.5:51234`), or the address alone when the API needs
-/// no token.
+/// the client's address (`ops-alice@10.0.0.5`), or the address alone when the API needs no
+/// token. The address is the IP without the port: an ephemeral port names no one, and two
+/// actions of one person would otherwise read as two people.
 pub struct Who(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Who {
@@ -39,7 +40,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
         let addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.to_string());
+            .map_or_else(
+                || "unknown".to_string(),
+                |ConnectInfo(a)| a.ip().to_string(),
+            );
         Ok(Who(match parts.extensions.get::<super::auth::Caller>() {
             Some(caller) => format!("{}@{addr}", caller.name),
             None => addr,
@@ -169,10 +173,10 @@ pub struct Freshness {
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
 #[utoipa::path(get, path = "/api/v1/jobs/failed", params(ListParams), tag = "jobs",
     responses((status = 200, body = FailedList, links(
-            ("Explain" = (operation_id = "explain", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Explain" = (operation_id = "explain_job", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
             ("Status" = (operation_id = "status", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
-            ("Retry" = (operation_id = "retry_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
-            ("Delete" = (operation_id = "delete_one", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Retry" = (operation_id = "retry_job", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
+            ("Delete" = (operation_id = "delete_job", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
         )), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_failed(
     State(app): State<AppState>,
@@ -703,84 +707,171 @@ async fn manual_write(
 pub struct RetryResult {
     pub job_id: String,
     pub queue: String,
-    /// Always `queued`.
+    /// `queued`; on a dry run the job's status now (`failed`: nothing was written).
     pub status: String,
+    /// True when nothing was written (`dry_run=true`): the job would be requeued.
+    pub dry_run: bool,
 }
 
-/// Requeues one failed job now (does not count as an automatic attempt).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
+/// `dry_run` on a single-job action: answer what would happen, write nothing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SingleParams {
+    /// Check that the job can be acted on and answer as if it were; write nothing.
+    pub dry_run: Option<bool>,
+}
+
+/// The path parameter of the single-job routes under `/api/v1/failed-jobs/`.
+const ANY_JOB_ID: &str = "RQ job id, percent-encoded: any non-empty text (`clear`, `groups`, `%`, `/`, spaces, non-ASCII included)";
+
+/// Requeues one failed job now (does not count as an automatic attempt). Takes any id.
+#[utoipa::path(post, path = "/api/v1/failed-jobs/{job_id}/retry", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1), SingleParams), tag = "jobs",
+    responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn retry_job(
+    State(app): State<AppState>,
+    Who(who): Who,
+    JobId(job_id): JobId,
+    ApiQuery(p): ApiQuery<SingleParams>,
+) -> ApiResult<Json<RetryResult>> {
+    retry(
+        &app,
+        &who,
+        "POST /api/v1/failed-jobs/{job_id}/retry",
+        job_id,
+        p,
+    )
+    .await
+}
+
+/// Requeues one failed job now, as `POST /api/v1/failed-jobs/{job_id}/retry` does (the
+/// original route, kept as it was documented).
+#[utoipa::path(post, path = "/api/v1/jobs/failed/{job_id}/retry", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, min_length = 1), SingleParams), tag = "jobs",
     responses((status = 200, body = RetryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn retry_one(
     State(app): State<AppState>,
     Who(who): Who,
     JobId(job_id): JobId,
+    ApiQuery(p): ApiQuery<SingleParams>,
+) -> ApiResult<Json<RetryResult>> {
+    retry(
+        &app,
+        &who,
+        "POST /api/v1/jobs/failed/{job_id}/retry",
+        job_id,
+        p,
+    )
+    .await
+}
+
+async fn retry(
+    app: &AppState,
+    who: &str,
+    route: &str,
+    job_id: String,
+    p: SingleParams,
 ) -> ApiResult<Json<RetryResult>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, &job_id).await?;
-    manual_write(
-        &app,
-        &mut con,
-        &snap,
-        &who,
-        "POST /api/v1/jobs/failed/{job_id}/retry",
-        &f,
-        WriteKind::Requeue {
+    let dry_run = p.dry_run.unwrap_or(false);
+    if !dry_run {
+        let kind = WriteKind::Requeue {
             attempt: None,
             at_front: false,
-        },
-    )
-    .await?;
+        };
+        manual_write(app, &mut con, &snap, who, route, &f, kind).await?;
+    }
     Ok(Json(RetryResult {
         job_id,
         queue: f.origin,
-        status: "queued".into(),
+        status: if dry_run { "failed" } else { "queued" }.into(),
+        dry_run,
     }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeleteResult {
     pub job_id: String,
+    /// False on a dry run (nothing was written).
     pub deleted: bool,
+    /// True when nothing was written (`dry_run=true`): the job would be deleted.
+    pub dry_run: bool,
 }
 
-/// Deletes one failed job: its registry entry, hash, dependency sets and results.
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
+/// Deletes one failed job: its registry entry, hash, dependency sets and results. Takes any
+/// id.
+#[utoipa::path(delete, path = "/api/v1/failed-jobs/{job_id}", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1), SingleParams), tag = "jobs",
+    responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_job(
+    State(app): State<AppState>,
+    Who(who): Who,
+    JobId(job_id): JobId,
+    ApiQuery(p): ApiQuery<SingleParams>,
+) -> ApiResult<Json<DeleteResult>> {
+    delete(&app, &who, "DELETE /api/v1/failed-jobs/{job_id}", job_id, p).await
+}
+
+/// Deletes one failed job, as `DELETE /api/v1/failed-jobs/{job_id}` does (the original route,
+/// kept as it was documented). A job whose id is `clear`, `groups` or `retry-all` cannot be
+/// reached here: those paths are the bulk routes'.
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!(clear|groups|retry-all)$)[\s\S]+$"), SingleParams), tag = "jobs",
     responses((status = 200, body = DeleteResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_one(
     State(app): State<AppState>,
     Who(who): Who,
     JobId(job_id): JobId,
+    ApiQuery(p): ApiQuery<SingleParams>,
+) -> ApiResult<Json<DeleteResult>> {
+    delete(&app, &who, "DELETE /api/v1/jobs/failed/{job_id}", job_id, p).await
+}
+
+async fn delete(
+    app: &AppState,
+    who: &str,
+    route: &str,
+    job_id: String,
+    p: SingleParams,
 ) -> ApiResult<Json<DeleteResult>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, &job_id).await?;
-    manual_write(
-        &app,
-        &mut con,
-        &snap,
-        &who,
-        "DELETE /api/v1/jobs/failed/{job_id}",
-        &f,
-        WriteKind::Purge,
-    )
-    .await?;
+    let dry_run = p.dry_run.unwrap_or(false);
+    if !dry_run {
+        manual_write(app, &mut con, &snap, who, route, &f, WriteKind::Purge).await?;
+    }
     Ok(Json(DeleteResult {
         job_id,
-        deleted: true,
+        deleted: !dry_run,
+        dry_run,
     }))
 }
 
 /// Which policy decides this failed job, why the others do not, and when it is retried.
-#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
+/// Takes any id.
+#[utoipa::path(get, path = "/api/v1/failed-jobs/{job_id}/explain", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1)), tag = "jobs",
+    responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn explain_job(
+    State(app): State<AppState>,
+    JobId(job_id): JobId,
+) -> ApiResult<Json<Explanation>> {
+    explanation(&app, &job_id).await
+}
+
+/// Which policy decides this failed job, as `GET /api/v1/failed-jobs/{job_id}/explain`
+/// answers (the original route, kept as it was documented).
+#[utoipa::path(get, path = "/api/v1/jobs/failed/{job_id}/explain", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, min_length = 1)), tag = "jobs",
     responses((status = 200, body = Object, description = "the explanation"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn explain(
     State(app): State<AppState>,
     JobId(job_id): JobId,
 ) -> ApiResult<Json<Explanation>> {
+    explanation(&app, &job_id).await
+}
+
+async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let f = failed_job(&mut con, &snap, &job_id).await?;
+    let f = failed_job(&mut con, &snap, job_id).await?;
     Ok(Json(explain::explain(
         &snap.config.policies,
         &f,
@@ -811,7 +902,7 @@ pub struct JobStatus {
 }
 
 /// The status of any job.
-#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = JOB_ID_DESCRIPTION, pattern = r"^(?!clear$)[\s\S]+$")), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1)), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(app): State<AppState>,

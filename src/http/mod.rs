@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod jobs;
 mod openapi;
+mod params;
 mod stats;
 mod ui;
 
@@ -73,6 +74,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/jobs/failed/{job_id}", delete(jobs::delete_one))
         .route("/api/v1/jobs/failed/{job_id}/retry", post(jobs::retry_one))
         .route("/api/v1/jobs/failed/{job_id}/explain", get(jobs::explain))
+        // One job, whatever its id: nothing else lives under /api/v1/failed-jobs/, so no id
+        // (`clear`, `groups`, `retry-all`) can reach a bulk route. See: issue 19.
+        .route("/api/v1/failed-jobs/{job_id}", delete(jobs::delete_job))
+        .route("/api/v1/failed-jobs/{job_id}/retry", post(jobs::retry_job))
+        .route(
+            "/api/v1/failed-jobs/{job_id}/explain",
+            get(jobs::explain_job),
+        )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
         .route("/api/v1/tasks/{task_id}", get(bulk::task))
@@ -86,6 +95,10 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
         .route("/metrics", get(control::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(params::Declared::from_document(&openapi::for_daemon(false))),
+            params::refuse_undeclared,
+        ))
         .merge(docs::routes())
         .merge(ui::routes());
     api.fallback(not_found)

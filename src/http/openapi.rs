@@ -10,7 +10,8 @@ use super::{bulk, control, docs, error, jobs, stats, AppState};
 #[openapi(
     info(title = "rq-retryd", description = "Automatic retry supervisor for RQ failed job registries"),
     paths(
-        jobs::list_failed, jobs::groups, jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
+        jobs::list_failed, jobs::groups, jobs::retry_job, jobs::delete_job, jobs::explain_job,
+        jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
         bulk::retry_all, bulk::clear, bulk::task,
         stats::stats,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
