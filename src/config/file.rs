@@ -55,6 +55,8 @@ pub(super) struct HttpSection {
     /// `[[http.tokens]]`: named tokens with a role.
     #[serde(default)]
     pub tokens: Vec<TokenSection>,
+    pub session_ttl: Option<Spanned<HumanDuration>>,
+    pub proxy_identity: Option<super::identity::ProxyIdentitySection>,
 }
 
 /// One `[[http.tokens]]` table: a name, a role and exactly one of `token` and `token_file`.

@@ -6,6 +6,7 @@
 
 mod duration;
 mod file;
+mod identity;
 mod tokens;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
+pub use identity::{Network, ProxyIdentity, DEFAULT_SESSION_TTL};
 pub use tokens::{read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME};
 
 use crate::policy::{
@@ -100,6 +102,18 @@ pub struct HttpSettings {
     /// (named [`LEGACY_TOKEN_NAME`], role `operate`) first, then `[[http.tokens]]` in order.
     /// Empty: the API needs no token (only allowed on a loopback listen).
     pub tokens: Vec<ApiToken>,
+    /// How long a browser session (a token exchanged for a cookie) lasts.
+    pub session_ttl: Duration,
+    /// `[http.proxy_identity]`: the user a trusted reverse proxy names in a header.
+    pub proxy_identity: Option<ProxyIdentity>,
+}
+
+impl HttpSettings {
+    /// Whether the API asks who is calling (a token, a session or a proxy's user); when not,
+    /// everyone on the (loopback) listen address may do everything.
+    pub fn needs_identity(&self) -> bool {
+        !self.tokens.is_empty() || self.proxy_identity.is_some()
+    }
 }
 
 /// Written by hand so that no secret reaches a log line or a test failure.
@@ -110,6 +124,8 @@ impl fmt::Debug for HttpSettings {
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
             .field("auth_token_file", &self.auth_token_file)
             .field("tokens", &self.tokens)
+            .field("session_ttl", &self.session_ttl)
+            .field("proxy_identity", &self.proxy_identity)
             .finish()
     }
 }
@@ -594,9 +610,12 @@ fn build(
         .as_ref()
         .map(|f| PathBuf::from(f.get_ref()));
     let (tokens, any_token) = tokens::build_tokens(&file.http, env, read_file, &mut err);
-    if !listen.ip().is_loopback() && !any_token {
+    let session_ttl = identity::session_ttl(file.http.session_ttl.as_ref(), &mut err);
+    let proxy_identity =
+        identity::build_proxy_identity(file.http.proxy_identity.as_ref(), &mut err);
+    if !listen.ip().is_loopback() && !any_token && file.http.proxy_identity.is_none() {
         let message = format!(
-            "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]] or RQ_RETRYD_AUTH_TOKEN"
+            "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]], [http.proxy_identity] or RQ_RETRYD_AUTH_TOKEN"
         );
         report_at(&mut err, listen_span, message, "RQ_RETRYD_HTTP_LISTEN");
     }
@@ -653,6 +672,8 @@ fn build(
             auth_token,
             auth_token_file,
             tokens,
+            session_ttl,
+            proxy_identity,
         },
         logging: LoggingSettings {
             level,
