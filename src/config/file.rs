@@ -55,6 +55,10 @@ pub(super) struct HttpSection {
     /// `[[http.tokens]]`: named tokens with a role.
     #[serde(default)]
     pub tokens: Vec<TokenSection>,
+    /// Names besides the local ones that a request's `Host` may give (DNS rebinding guard).
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// Origins besides the daemon's own whose pages may send writes (`scheme://host[:port]`).
+    pub allowed_origins: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[http.tokens]]` table: a name, a role and exactly one of `token` and `token_file`.
