@@ -152,7 +152,11 @@ fn authed(method: &str, uri: &str, authorization: &str) -> Request<Body> {
 }
 
 async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
+    let response = app
+        .clone()
+        .oneshot(addressed(request))
+        .await
+        .expect("infallible");
     let status = response.status();
     let bytes = response
         .into_body()
@@ -163,6 +167,16 @@ async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value)
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, body)
+}
+
+/// The request with the `Host` every HTTP/1.1 client sends (here the default listen address),
+/// unless it has one: the router refuses a request that names no host (issue 19).
+fn addressed(mut request: Request<Body>) -> Request<Body> {
+    request
+        .headers_mut()
+        .entry(axum::http::header::HOST)
+        .or_insert(axum::http::HeaderValue::from_static("127.0.0.1:9732"));
+    request
 }
 
 fn req(method: &str, uri: &str) -> Request<Body> {
@@ -333,7 +347,11 @@ async fn send_raw(
     app: &axum::Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
+    let response = app
+        .clone()
+        .oneshot(addressed(request))
+        .await
+        .expect("infallible");
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes().to_vec();
     (parts.status, parts.headers, bytes)
