@@ -665,6 +665,23 @@ async fn the_document_claims_a_token_only_when_one_is_configured_and_states_the_
         "a GET is never forbidden"
     );
     assert!(op(&open, "/api/v1/jobs/failed", "get")["responses"]["401"].is_null());
+    // The guard's refusals (issue 19): any request may name a host not answered for; only a
+    // write can be cross-site or carry a form body, with or without tokens.
+    for doc in [&guarded, &open] {
+        let retry = op(doc, "/api/v1/jobs/failed/{job_id}/retry", "post");
+        for status in ["403", "415", "421"] {
+            assert!(
+                retry["responses"][status].is_object(),
+                "retry declares {status}"
+            );
+        }
+        let list = op(doc, "/api/v1/jobs/failed", "get");
+        assert!(list["responses"]["421"].is_object(), "a GET declares 421");
+        assert!(
+            list["responses"]["415"].is_null(),
+            "a GET has no body to refuse"
+        );
+    }
     let limit = list["parameters"]
         .as_array()
         .unwrap()
