@@ -293,6 +293,9 @@ mod tests {
         }
     }
 
+    /// Header names and values, as a test writes them.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -469,7 +472,7 @@ mod tests {
         let r = rules("127.0.0.1:9732", &[], &[]);
         let host = ("host", "127.0.0.1:9732");
         let path = "/api/v1/supervisor/pause";
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[(&str, Headers, &str)] = &[
             ("curl -X POST", &[host], "ok"),
             (
                 "curl with a JSON body",
