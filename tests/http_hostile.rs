@@ -33,7 +33,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected_and_others_are_serve
     let server = RedisServer::start();
     let daemon = Daemon::start_ready(&DaemonConfig::new(&server.url(), ""));
     let mut slow = TcpStream::connect(addr(&daemon)).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .unwrap();
     let opened = Instant::now();
 
@@ -66,21 +66,21 @@ fn oversized_and_malformed_requests_get_4xx_never_5xx() {
     let server = RedisServer::start();
     let daemon = Daemon::start_ready(&DaemonConfig::new(&server.url(), ""));
     let huge_uri = format!(
-        "GET /api/v1/jobs/status/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /api/v1/jobs/status/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         "a".repeat(200_000)
     );
     let huge_header = format!(
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(1_000_000)
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("a 200 KB path", huge_uri.into_bytes()),
         ("a 1 MB header", huge_header.into_bytes()),
         ("garbage instead of HTTP", b"\x00\x01\x02 not http at all\r\n\r\n".to_vec()),
-        ("a NUL in the job id", b"GET /api/v1/jobs/status/a%00b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()),
-        ("invalid UTF-8 in the job id", b"POST /api/v1/jobs/failed/%ff%fe/retry HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()),
-        ("a bad query", b"GET /api/v1/jobs/failed?limit=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()),
-        ("a declared 10 MB body", b"POST /api/v1/supervisor/scan HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n".to_vec()),
+        ("a NUL in the job id", b"GET /api/v1/jobs/status/a%00b HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec()),
+        ("invalid UTF-8 in the job id", b"POST /api/v1/jobs/failed/%ff%fe/retry HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()),
+        ("a bad query", b"GET /api/v1/jobs/failed?limit=%zz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec()),
+        ("a declared 10 MB body", b"POST /api/v1/supervisor/scan HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n".to_vec()),
     ];
     for (what, raw) in cases {
         let status = raw_status(&daemon, &raw);

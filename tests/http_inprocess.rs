@@ -152,7 +152,11 @@ fn authed(method: &str, uri: &str, authorization: &str) -> Request<Body> {
 }
 
 async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
+    let response = app
+        .clone()
+        .oneshot(addressed(request))
+        .await
+        .expect("infallible");
     let status = response.status();
     let bytes = response
         .into_body()
@@ -163,6 +167,16 @@ async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value)
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, body)
+}
+
+/// The request with the `Host` every HTTP/1.1 client sends (here the default listen address),
+/// unless it has one: the router refuses a request that names no host (issue 19).
+fn addressed(mut request: Request<Body>) -> Request<Body> {
+    request
+        .headers_mut()
+        .entry(axum::http::header::HOST)
+        .or_insert(axum::http::HeaderValue::from_static("127.0.0.1:9732"));
+    request
 }
 
 fn req(method: &str, uri: &str) -> Request<Body> {
@@ -333,7 +347,11 @@ async fn send_raw(
     app: &axum::Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
+    let response = app
+        .clone()
+        .oneshot(addressed(request))
+        .await
+        .expect("infallible");
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes().to_vec();
     (parts.status, parts.headers, bytes)
@@ -641,6 +659,23 @@ async fn the_document_claims_a_token_only_when_one_is_configured_and_states_the_
         "a GET is never forbidden"
     );
     assert!(op(&open, "/api/v1/jobs/failed", "get")["responses"]["401"].is_null());
+    // The guard's refusals (issue 19): any request may name a host not answered for; only a
+    // write can be cross-site or carry a form body, with or without tokens.
+    for doc in [&guarded, &open] {
+        let retry = op(doc, "/api/v1/jobs/failed/{job_id}/retry", "post");
+        for status in ["403", "415", "421"] {
+            assert!(
+                retry["responses"][status].is_object(),
+                "retry declares {status}"
+            );
+        }
+        let list = op(doc, "/api/v1/jobs/failed", "get");
+        assert!(list["responses"]["421"].is_object(), "a GET declares 421");
+        assert!(
+            list["responses"]["415"].is_null(),
+            "a GET has no body to refuse"
+        );
+    }
     let limit = list["parameters"]
         .as_array()
         .unwrap()

@@ -32,6 +32,17 @@ pub fn render_config(c: &Config) -> String {
         ),
         ("http.listen", c.http.listen.to_string()),
         ("http.auth", describe_tokens(&c.http.tokens)),
+        (
+            "http.allowed_hosts",
+            listed(
+                &c.http.allowed_hosts,
+                "none (local names and addresses only)",
+            ),
+        ),
+        (
+            "http.allowed_origins",
+            listed(&c.http.allowed_origins, "none (the daemon's own only)"),
+        ),
         ("logging.level", c.logging.level.clone()),
         (
             "logging.format",
@@ -84,6 +95,15 @@ pub fn render_config(c: &Config) -> String {
         );
     }
     out
+}
+
+/// A list as `a, b`, or `empty` when it has nothing.
+fn listed<T: std::fmt::Display>(items: &[T], empty: &str) -> String {
+    if items.is_empty() {
+        return empty.to_string();
+    }
+    let shown: Vec<String> = items.iter().map(T::to_string).collect();
+    shown.join(", ")
 }
 
 /// The tokens by name, role and where the secret comes from; never the secret.

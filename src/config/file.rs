@@ -55,6 +55,10 @@ pub(super) struct HttpSection {
     /// `[[http.tokens]]`: named tokens with a role.
     #[serde(default)]
     pub tokens: Vec<TokenSection>,
+    /// Names besides the local ones that a request's `Host` may give (DNS rebinding guard).
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// Origins besides the daemon's own whose pages may send writes (`scheme://host[:port]`).
+    pub allowed_origins: Option<Vec<Spanned<String>>>,
     pub session_ttl: Option<Spanned<HumanDuration>>,
     pub proxy_identity: Option<super::identity::ProxyIdentitySection>,
 }

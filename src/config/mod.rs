@@ -6,6 +6,7 @@
 
 mod duration;
 mod file;
+mod hosts;
 mod identity;
 mod tokens;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
+pub use hosts::{AllowedHost, Host, Origin, Scheme};
 pub use identity::{Network, ProxyIdentity, DEFAULT_SESSION_TTL};
 pub use tokens::{read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME};
 
@@ -102,6 +104,12 @@ pub struct HttpSettings {
     /// (named [`LEGACY_TOKEN_NAME`], role `operate`) first, then `[[http.tokens]]` in order.
     /// Empty: the API needs no token (only allowed on a loopback listen).
     pub tokens: Vec<ApiToken>,
+    /// Hosts a request may name besides the local ones and the listen address
+    /// (`http.allowed_hosts`): the names a reverse proxy or DNS gives the daemon.
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// Origins besides the daemon's own whose pages may send it writes
+    /// (`http.allowed_origins`).
+    pub allowed_origins: Vec<Origin>,
     /// How long a browser session (a token exchanged for a cookie) lasts.
     pub session_ttl: Duration,
     /// `[http.proxy_identity]`: the user a trusted reverse proxy names in a header.
@@ -124,6 +132,8 @@ impl fmt::Debug for HttpSettings {
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
             .field("auth_token_file", &self.auth_token_file)
             .field("tokens", &self.tokens)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_origins", &self.allowed_origins)
             .field("session_ttl", &self.session_ttl)
             .field("proxy_identity", &self.proxy_identity)
             .finish()
@@ -619,6 +629,8 @@ fn build(
         );
         report_at(&mut err, listen_span, message, "RQ_RETRYD_HTTP_LISTEN");
     }
+    let allowed_hosts = each_entry(&file.http.allowed_hosts, AllowedHost::parse, &mut err);
+    let allowed_origins = each_entry(&file.http.allowed_origins, Origin::parse, &mut err);
 
     // [logging]
     let lg = &file.logging;
@@ -672,6 +684,8 @@ fn build(
             auth_token,
             auth_token_file,
             tokens,
+            allowed_hosts,
+            allowed_origins,
             session_ttl,
             proxy_identity,
         },
@@ -684,6 +698,24 @@ fn build(
         },
         policies,
     })
+}
+
+/// Parses each entry of a list with `parse`, reporting every entry it refuses at its place.
+fn each_entry<T>(
+    list: &Option<Vec<toml::Spanned<String>>>,
+    parse: impl Fn(&str) -> Result<T, String>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Vec<T> {
+    let entries = list.iter().flatten();
+    entries
+        .filter_map(|entry| match parse(entry.get_ref()) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                err(Some(entry.span()), message);
+                None
+            }
+        })
+        .collect()
 }
 
 /// Reports a problem at `span` in the file, or against the env variable that overrode it.

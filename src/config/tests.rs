@@ -818,3 +818,33 @@ fn a_non_loopback_listen_is_satisfied_by_a_named_token_and_not_by_nothing() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].message.contains("cannot read /none"), "{p:?}");
 }
+
+/// See: issue 19 (the Host allowlist and the origins allowed to write).
+#[test]
+fn allowed_hosts_and_origins_are_parsed_and_each_bad_entry_is_refused_at_its_place() {
+    let text = "[http]\nallowed_hosts = [\"RQ.example.com.\", \"*.ops.example\", \"10.0.0.5\"]\nallowed_origins = [\"https://ops.example.com\", \"http://[::1]:8080\"]\n";
+    let config = parse(text, SOURCE).expect("valid");
+    let shown: Vec<String> = config
+        .http
+        .allowed_hosts
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    assert_eq!(shown, ["rq.example.com", "*.ops.example", "10.0.0.5"]);
+    let shown: Vec<String> = config
+        .http
+        .allowed_origins
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(shown, ["https://ops.example.com", "http://[::1]:8080"]);
+    assert!(parse("", SOURCE).unwrap().http.allowed_hosts.is_empty());
+
+    let text = "[http]\nallowed_hosts = [\"ok.example\", \"rq.example.com:9732\", \"a.*.example\"]\nallowed_origins = [\"https://ok.example\", \"ops.example.com\", \"https://x.example/console\"]\n";
+    let all = problems(text);
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert_problem(&all[0], 2, 32, "http.allowed_hosts", "has a port");
+    assert_problem(&all[1], 2, 55, "http.allowed_hosts", "wildcard");
+    assert_problem(&all[2], 3, 42, "http.allowed_origins", "not an origin");
+    assert_problem(&all[3], 3, 61, "http.allowed_origins", "no path");
+}

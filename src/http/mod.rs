@@ -8,6 +8,7 @@ mod control;
 mod docs;
 mod error;
 mod extract;
+mod guard;
 mod jobs;
 mod openapi;
 mod params;
@@ -110,6 +111,7 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn(reject_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), guard::protect))
         .with_state(app)
 }
 

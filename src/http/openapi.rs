@@ -8,7 +8,13 @@ use super::{bulk, control, docs, error, jobs, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "rq-retryd", description = "Automatic retry supervisor for RQ failed job registries"),
+    info(title = "rq-retryd", description = "Automatic retry supervisor for RQ failed job registries.\n\n\
+Every request must name a host the daemon answers for (a loopback address, `localhost`, the listen \
+address, or one of `http.allowed_hosts`), else it is answered 421 `host_not_allowed`. A POST or \
+DELETE sent by a page of another origin (an `Origin` other than the daemon's own or one of \
+`http.allowed_origins`, or `Sec-Fetch-Site` other than `same-origin`/`none`) is answered 403 \
+`cross_site`; one with a form or text body and neither header, 415 `form_body`. Clients that send \
+neither header and no body (curl -X POST) are not affected."),
     paths(
         jobs::list_failed, jobs::groups, jobs::retry_job, jobs::delete_job, jobs::explain_job,
         jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
@@ -111,6 +117,21 @@ pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
             // Any request with a declared body over the limit, on any route; any request that
             // outlasts the time limit (and, where Redis is used, Redis being unreachable).
             responses.insert("413".into(), error("request body over 64 KiB").into());
+            // The guard in front of every route (issue 19).
+            responses.insert(
+                "421".into(),
+                error("host_not_allowed: the Host names no host this daemon answers for").into(),
+            );
+            if method != HttpMethod::Get {
+                responses.insert(
+                    "403".into(),
+                    error("cross_site: sent by a page of another origin").into(),
+                );
+                responses.insert(
+                    "415".into(),
+                    error("form_body: a form or text body with no Origin or Sec-Fetch-Site").into(),
+                );
+            }
             responses
                 .entry("503".into())
                 .or_insert_with(|| error("the request took over 60 s").into());
@@ -125,7 +146,11 @@ pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
                 if method != HttpMethod::Get {
                     responses.insert(
                         "403".into(),
-                        error("the token has role read, which may only GET").into(),
+                        error(
+                            "forbidden: the token has role read, which may only GET; or \
+                             cross_site: sent by a page of another origin",
+                        )
+                        .into(),
                     );
                 }
             } else {

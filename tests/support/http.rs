@@ -97,7 +97,8 @@ impl Response {
 }
 
 /// Sends one HTTP/1.1 request (`Connection: close`) and reads the whole answer. `target` is the
-/// request target as sent on the wire (path and query, already percent-encoded).
+/// request target as sent on the wire (path and query, already percent-encoded). It sends
+/// `Host: ADDR` unless `headers` has a `Host` of its own.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -120,7 +121,14 @@ pub fn try_request(
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(HTTP_DEADLINE))?;
     stream.set_write_timeout(Some(HTTP_DEADLINE))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    head.push_str("Connection: close\r\n");
     let mut has_length = false;
     for (name, value) in headers {
         has_length |= name.eq_ignore_ascii_case("content-length");
@@ -222,6 +230,8 @@ pub struct DaemonConfig {
     pub auth_token: Option<String>,
     pub auth_token_file: Option<PathBuf>,
     pub log_level: String,
+    /// More lines of the `[http]` table, verbatim (e.g. `allowed_hosts = ["rq.test"]`).
+    pub http_extra: String,
     /// `[[policy]]` tables, verbatim.
     pub policies: String,
 }
@@ -237,6 +247,7 @@ impl DaemonConfig {
             auth_token: None,
             auth_token_file: None,
             log_level: "info".into(),
+            http_extra: String::new(),
             policies: policies.to_string(),
         }
     }
@@ -249,6 +260,7 @@ impl DaemonConfig {
         if let Some(path) = &self.auth_token_file {
             http.push_str(&format!("auth_token_file = \"{}\"\n", path.display()));
         }
+        http.push_str(&self.http_extra);
         format!(
             "[redis]\nurl = \"{}\"\n\n\
              [supervisor]\nscan_interval = \"{}\"\nbatch_size = {}\nqueues = [\"*\"]\nmax_requeues_per_second = {}\n\n\
