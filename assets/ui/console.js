@@ -1,15 +1,16 @@
 // rq-retryd console: what every page shares. Sign-in, API calls, building the DOM, live
 // refresh, and the action panel with its two-step (preview, then confirm) bulk actions.
 //
-// The pages are static shells; their data comes from the JSON API with the bearer token the
-// user typed, kept in this tab's sessionStorage (see src/http/ui.rs for why: no cookie, so no
-// CSRF, and every request passes the API's own token and role checks). Data from jobs is
+// The pages are static shells; their data comes from the JSON API. Signing in exchanges the
+// token the user typed for a session cookie (HttpOnly, SameSite=Strict: no script reads it,
+// no other site sends it; src/http/session.rs), so every tab of the browser is signed in and
+// every request passes the API's own role checks; the API refuses writes from other sites
+// (src/http/guard.rs), so the cookie reopens no CSRF hole. Data from jobs is
 // attacker-controlled text (tracebacks, descriptions): it only ever enters the page as text
 // nodes (h() below, textContent), never as HTML.
 "use strict";
 
 const RQ = (() => {
-  const TOKEN_KEY = "rq-retryd.token";
   /** Live refresh: one API request per tick, one tick every POLL_MS while the tab is visible. */
   const POLL_MS = 5000;
   /** Pages live at /ui/<page>, so this is the API wherever the daemon is mounted. */
@@ -114,11 +115,10 @@ const RQ = (() => {
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
     }
     const headers = { Accept: "application/json" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
-      response = await fetch(url, { method, headers, cache: "no-store", credentials: "omit" });
+      // The session cookie (HttpOnly; SameSite=Strict) rides along; no token is kept in the page.
+      response = await fetch(url, { method, headers, cache: "no-store", credentials: "same-origin" });
     } catch (e) {
       throw new ApiError(0, "unreachable", `rq-retryd does not answer (${e.message})`);
     }
@@ -130,10 +130,7 @@ const RQ = (() => {
     }
     if (response.status === 401) {
       // Unless the user signed in while this request was on its way.
-      if (sessionStorage.getItem(TOKEN_KEY) === token) {
-        if (token) sessionStorage.removeItem(TOKEN_KEY);
-        signIn.show(token ? "That token was not accepted." : null);
-      }
+      if (!signingIn) signIn.show(null);
       throw new ApiError(401, "unauthorized", "sign in first");
     }
     if (!response.ok) {
@@ -149,6 +146,9 @@ const RQ = (() => {
   const get = (path, params) => call("GET", path, params).then((r) => r.body);
 
   // ---- sign-in ---------------------------------------------------------------------------
+
+  /** Whether a sign-in is on its way (a 401 of an older request must not reopen the form). */
+  let signingIn = false;
 
   /** Shown only when the API answers 401; with no token configured it never appears. */
   const signIn = {
@@ -168,7 +168,6 @@ const RQ = (() => {
       this.shown = false;
       $("#sign-in").hidden = true;
       $("#page").hidden = false;
-      $("#sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
     },
   };
 
@@ -426,7 +425,6 @@ const RQ = (() => {
     document.querySelectorAll("[data-nav]").forEach((a) => {
       if (a.dataset.nav === document.body.dataset.page) a.setAttribute("aria-current", "page");
     });
-    $("#sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
     reload = async () => {
       try {
         await load();
@@ -474,18 +472,44 @@ const RQ = (() => {
     reload().then(schedule);
   }
 
-  $("#sign-in-form").addEventListener("submit", (event) => {
+  // Signing in exchanges the token for a session cookie (POST /api/v1/session) that serves
+  // every tab of this browser until sign-out or expiry; the token itself is kept nowhere.
+  $("#sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const input = $("#sign-in input[name=token]");
     const token = input.value.trim();
     if (!token) return;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    signingIn = true;
+    let response;
+    try {
+      response = await fetch(new URL("session", API), {
+        method: "POST",
+        headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+    } catch (e) {
+      response = null;
+    } finally {
+      signingIn = false;
+    }
+    if (!response || !response.ok) {
+      let message = "rq-retryd does not answer.";
+      if (response && response.status === 401) message = "That token was not accepted.";
+      else if (response) {
+        const body = await response.json().catch(() => null);
+        message = (body && body.error) || `HTTP ${response.status}`;
+      }
+      signIn.show(message);
+      return;
+    }
     input.value = "";
     signIn.hide();
+    $("#sign-out").hidden = false;
     reload();
   });
-  $("#sign-out").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
+  $("#sign-out").addEventListener("click", async () => {
+    await fetch(new URL("session", API), { method: "DELETE", cache: "no-store", credentials: "same-origin" }).catch(() => null);
     window.location.reload();
   });
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::file::HttpSection;
 
 /// What a token may do. `read` may send every GET (and HEAD); `operate` may do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,

@@ -12,6 +12,7 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod session;
 mod stats;
 mod ui;
 
@@ -27,11 +28,11 @@ use axum::Router;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{bearer_credentials, Caller};
+pub use auth::{bearer_credentials, Caller, Via};
 pub use docs::SWAGGER_UI_VERSION;
 pub use error::{ApiError, ErrorBody};
 
-use crate::config::ApiToken;
+use crate::config::{ApiToken, ProxyIdentity};
 use crate::state::DaemonState;
 
 /// Largest request body accepted; the API takes its input in the query string.
@@ -45,16 +46,30 @@ pub struct AppState {
     pub daemon: Arc<DaemonState>,
     /// The tokens read at start (a change needs a restart); empty: no token needed.
     pub tokens: Arc<[ApiToken]>,
+    /// `[http.proxy_identity]` as read at start (a change needs a restart, like the tokens).
+    pub proxy_identity: Option<Arc<ProxyIdentity>>,
+    /// How long a browser session lasts (`http.session_ttl`, read at start).
+    pub session_ttl: Duration,
     pub tasks: Arc<bulk::Tasks>,
 }
 
 impl AppState {
+    /// The state for `daemon` with `tokens`; the proxy identity and the session lifetime come
+    /// from the daemon's configuration as it is now.
     pub fn new(daemon: Arc<DaemonState>, tokens: Vec<ApiToken>) -> AppState {
+        let http = daemon.snapshot().config.http.clone();
         AppState {
             daemon,
             tokens: tokens.into(),
+            proxy_identity: http.proxy_identity.map(Arc::new),
+            session_ttl: http.session_ttl,
             tasks: Arc::new(bulk::Tasks::default()),
         }
+    }
+
+    /// Whether `/api/` asks who is calling (tokens or a proxy identity are configured).
+    pub fn needs_identity(&self) -> bool {
+        !self.tokens.is_empty() || self.proxy_identity.is_some()
     }
 
     /// The Redis connection, or 503 while the daemon has not reached Redis yet.
@@ -90,6 +105,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/supervisor/pause", post(control::pause))
         .route("/api/v1/supervisor/resume", post(control::resume))
         .route("/api/v1/supervisor/scan", post(control::scan_now))
+        .route(
+            session::SESSION_PATH,
+            post(session::sign_in).delete(session::sign_out),
+        )
         .route("/api/v1/policies", get(control::policies))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))

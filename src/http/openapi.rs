@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, docs, error, jobs, stats, AppState};
+use super::{bulk, control, docs, error, jobs, session, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ neither header and no body (curl -X POST) are not affected."),
         jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
         bulk::retry_all, bulk::clear, bulk::task,
         stats::stats,
+        session::sign_in, session::sign_out,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
         control::healthz, control::readyz, control::metrics, document, docs::page,
     ),
@@ -47,7 +48,7 @@ impl utoipa::Modify for BearerAuth {
 /// with none, no operation claims to need a token.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let doc = for_daemon(!app.tokens.is_empty());
+    let doc = for_daemon(app.needs_identity());
     let mut value = serde_json::to_value(doc).unwrap_or_default();
     camel_case_links(&mut value);
     Json(value)

@@ -4,15 +4,14 @@
 //! host; there is no build step.
 //!
 //! Why the pages are static shells that fetch the JSON API, rather than HTML rendered with
-//! the data: the API's credential is a bearer token, which the browser does not send by
-//! itself. The console keeps it in the tab's `sessionStorage` and sends it as
-//! `Authorization: Bearer` on each `fetch` to `/api/v1/`, so every read and write passes the
-//! same token and role checks as any other client, and the audit names the token. With no
-//! cookie there is nothing a forged cross-site request could ride on (no CSRF token needed),
-//! and nothing outlives the tab. The pages themselves hold no data, need no token and are the
-//! same for everyone, like `/docs`; the auth layer only guards `/api/`. Job data is put into
-//! the page with `textContent` only, and the Content-Security-Policy allows no inline script,
-//! so a traceback holding `<script>` stays text.
+//! the data: every read and write then passes the same identity and role checks as any other
+//! client, and the audit names the caller. Signing in exchanges the token for a session cookie
+//! (`session.rs`: HttpOnly, SameSite=Strict, kept in Redis as a digest) that serves every tab
+//! of the browser until sign-out or expiry; writes from other sites are refused whatever
+//! cookie rides along (`guard.rs`). The pages themselves hold no data, need no token and are
+//! the same for everyone, like `/docs`; the auth layer only guards `/api/`. Job data is put
+//! into the page with `textContent` only, and the Content-Security-Policy allows no inline
+//! script, so a traceback holding `<script>` stays text.
 //!
 //! All URLs in the pages are relative (`assets/…`, `jobs`, `../api/v1/…`), so the console also
 //! works behind a reverse proxy that mounts the daemon under a prefix. Pages are one level

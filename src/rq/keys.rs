@@ -94,6 +94,13 @@ impl Keys {
         format!("{}:retryd:index-events", self.prefix)
     }
 
+    /// `rq:retryd:session:<digest>`: one browser session of the console (a string: its token's
+    /// name and role as JSON, expiring with the session). The key holds the SHA-256 of the
+    /// cookie's value, never the value itself, so reading Redis does not sign anyone in.
+    pub fn retryd_session(&self, digest: &str) -> String {
+        format!("{}:retryd:session:{digest}", self.prefix)
+    }
+
     /// The queue name in a queue key from `rq:queues`, if it is one of ours.
     pub fn queue_name_from_key<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix(":queue:")
