@@ -43,6 +43,24 @@ pub fn render_config(c: &Config) -> String {
             "http.allowed_origins",
             listed(&c.http.allowed_origins, "none (the daemon's own only)"),
         ),
+        (
+            "http.session_ttl",
+            humantime::format_duration(c.http.session_ttl).to_string(),
+        ),
+        (
+            "http.proxy_identity",
+            c.http
+                .proxy_identity
+                .as_ref()
+                .map_or("none".to_string(), |p| {
+                    let proxies: Vec<String> = p
+                        .trusted_proxies
+                        .iter()
+                        .map(|n| format!("{}/{}", n.addr, n.prefix))
+                        .collect();
+                    format!("header {} from {}", p.header, proxies.join(", "))
+                }),
+        ),
         ("logging.level", c.logging.level.clone()),
         (
             "logging.format",
