@@ -149,28 +149,43 @@ pub struct Refusal {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
     /// A key holds another type than RQ gives it (a stray `SET rq:queue:default ...`).
     WrongType,
     /// The job's `ttl` field is a number Redis's EXPIRE cannot take.
     InvalidTtl,
+    /// The Redis user may not run `command` on the key (an ACL rule: a command, a key pattern
+    /// or a selector). Redis checks that only when the command runs, after a script's earlier
+    /// writes, so the scripts ask first and write nothing for the whole call. Redis before 7.0
+    /// cannot be asked (see `docs/reliability.md`).
+    ForbiddenByAcl { command: String },
 }
 
 impl RefusalReason {
     /// The skip reason in reports, logs and `rq_retryd_skipped_total{reason}`.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             RefusalReason::WrongType => "wrong_type",
             RefusalReason::InvalidTtl => "invalid_ttl",
+            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+        }
+    }
+
+    /// The error code of a single-job action's 409 answer: `forbidden_by_acl` names a
+    /// permission the operator must grant; every other refusal is `write_refused`.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+            _ => "write_refused",
         }
     }
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.reason {
+        match &self.reason {
             RefusalReason::WrongType => write!(f, "key {} has the wrong type", self.key),
             RefusalReason::InvalidTtl => {
                 write!(
@@ -178,6 +193,13 @@ impl std::fmt::Display for Refusal {
                     "the ttl field of {} is out of range for EXPIRE",
                     self.key
                 )
+            }
+            // The script call itself was refused: Redis does not say which key.
+            RefusalReason::ForbiddenByAcl { command } if self.key.is_empty() => {
+                write!(f, "user may not run {command} on the keys of this call")
+            }
+            RefusalReason::ForbiddenByAcl { command } => {
+                write!(f, "user may not run {command} on {}", self.key)
             }
         }
     }
@@ -313,14 +335,17 @@ impl Executor {
                         retry.push(c)
                     }
                     Err(e) => {
+                        let outcome =
+                            forbidden_script(&e).unwrap_or_else(|| Outcome::Error(e.to_string()));
                         for &i in members {
-                            outcomes[i] = Some(Outcome::Error(e.to_string()));
+                            outcomes[i] = Some(outcome.clone());
                         }
                     }
                     Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
                         for (&i, code) in members.iter().zip(codes) {
                             outcomes[i] = Some(match code {
                                 redis::Value::Int(code) => self.outcome_of(&writes[i], code),
+                                redis::Value::Array(denied) => forbidden_by_acl(&denied),
                                 other => {
                                     Outcome::Error(format!("unexpected script reply {other:?}"))
                                 }
@@ -464,6 +489,38 @@ impl Executor {
         }
         cmd
     }
+}
+
+/// The outcome of a script's `{-15, COMMAND, key}` (forbidden_by_acl) in place of a job's code.
+fn forbidden_by_acl(denied: &[redis::Value]) -> Outcome {
+    let text = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    };
+    match (denied.first(), text(denied.get(1)), text(denied.get(2))) {
+        (Some(redis::Value::Int(-15)), Some(command), Some(key)) => Outcome::Refused(Refusal {
+            reason: RefusalReason::ForbiddenByAcl { command },
+            key,
+        }),
+        _ => Outcome::Error(format!("unexpected script reply {denied:?}")),
+    }
+}
+
+/// Redis refused the script call itself (NOPERM): the user may not run EVALSHA, or may not
+/// read and write one of the keys the call declares (Redis checks a script's declared keys
+/// for read and write access before running it). The script did not run, so nothing was
+/// written. A command denied inside a script is a plain ERR, never NOPERM, and the scripts
+/// ask before running one.
+fn forbidden_script(e: &redis::RedisError) -> Option<Outcome> {
+    (e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)).then(|| {
+        Outcome::Refused(Refusal {
+            reason: RefusalReason::ForbiddenByAcl {
+                command: "EVALSHA".into(),
+            },
+            key: String::new(),
+        })
+    })
 }
 
 /// Writes per script call: enough to share the call's fixed cost (per job, most of a call's
