@@ -50,6 +50,36 @@ impl Writer<'_> {
     }
 }
 
+/// Who a write is audited as. Every script call appends its own audit entry, in the same atomic
+/// step as its writes, so a requeue or purge is never unrecorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribution<'a> {
+    /// `supervisor`, or the operator (token name and client address).
+    pub who: &'a str,
+    /// Why, for a manual action: its route. `None` for automatic writes, whose why is each
+    /// write's policy.
+    pub route: Option<&'a str>,
+}
+
+impl Attribution<'static> {
+    /// What [`Executor::apply`] and [`Executor::apply_as`] audit writes as: not an operator's
+    /// action through the API nor the scan loop (those go through `actions::Actor`).
+    pub const UNNAMED: Attribution<'static> = Attribution {
+        who: "rq-retryd",
+        route: None,
+    };
+}
+
+impl<'a> Attribution<'a> {
+    /// The audit entry's why for `write`: the route, else the write's policy.
+    fn why<'w>(&self, write: &'w Write) -> &'w str
+    where
+        'a: 'w,
+    {
+        self.route.unwrap_or(write.author.name())
+    }
+}
+
 /// One write to perform on one failed job.
 #[derive(Debug, Clone)]
 pub struct Write {
@@ -111,6 +141,17 @@ pub enum WriteKind {
     },
     Purge,
     MarkExhausted,
+}
+
+impl WriteKind {
+    /// The audit entry's action for the writes of this kind that changed something.
+    pub fn action(&self) -> &'static str {
+        match self {
+            WriteKind::Requeue { .. } => "requeue",
+            WriteKind::Purge => "purge",
+            WriteKind::MarkExhausted => "mark_exhausted",
+        }
+    }
 }
 
 /// What a write did.
@@ -206,17 +247,6 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Outcome {
-    /// The action that changed Redis (`requeue`, `purge`, `mark_exhausted`), for the audit
-    /// trail; `None` when the write was a no-op.
-    pub fn action(&self) -> Option<&'static str> {
-        match self {
-            Outcome::Requeued => Some("requeue"),
-            Outcome::Purged => Some("purge"),
-            Outcome::MarkedExhausted => Some("mark_exhausted"),
-            _ => None,
-        }
-    }
-
     /// A stable lowercase name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -278,7 +308,8 @@ impl Executor {
     /// means the call did not run.
     ///
     /// These are manual writes ([`Writer::Manual`]); automatic ones go through
-    /// [`Executor::apply_as`].
+    /// [`Executor::apply_as`]. Each script call audits what it changed as
+    /// [`Attribution::UNNAMED`].
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -297,12 +328,30 @@ impl Executor {
         now: DateTime<Utc>,
         writer: Writer<'_>,
     ) -> RedisResult<Vec<Outcome>> {
-        let now_text = format_rq_timestamp(now);
+        self.apply_attributed(con, writes, now, writer, Attribution::UNNAMED)
+            .await
+    }
+
+    /// [`Executor::apply_as`], each script call appending one audit entry (at `now`, by `by`)
+    /// for the jobs it changed, in the same atomic step as its writes.
+    pub async fn apply_attributed<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        writes: &[Write],
+        now: DateTime<Utc>,
+        writer: Writer<'_>,
+        by: Attribution<'_>,
+    ) -> RedisResult<Vec<Outcome>> {
+        let stamp = Stamp {
+            now: format_rq_timestamp(now),
+            at: now.to_rfc3339(),
+            by,
+        };
         // Writes that can share one script call, in order of first appearance: a requeue call
         // serves one registry, queue, policy and end of the queue; the others one kind.
         let mut groups: Vec<(CallKey<'_>, Vec<usize>)> = Vec::new();
         for (i, write) in writes.iter().enumerate() {
-            let key = CallKey::of(write);
+            let key = CallKey::of(write, &by);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((key, vec![i])),
@@ -321,7 +370,7 @@ impl Executor {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for &c in &pending {
-                pipe.add_command(self.command(writes, &calls[c], &now_text, writer));
+                pipe.add_command(self.command(writes, &calls[c], &stamp, writer));
             }
             let replies: Vec<RedisResult<redis::Value>> = pipe.query_async(con).await?;
             let mut retry = Vec::new();
@@ -398,28 +447,44 @@ impl Executor {
             (_, -12) => Outcome::NotActive,
             (_, -13) => wrong_type(keys.retryd_switches()),
             (_, -14) => wrong_type(keys.retryd_lease()),
+            (_, -16) => wrong_type(keys.retryd_audit()),
             (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
         }
     }
 
-    /// One script call for the writes at `members` (all of the same kind).
+    /// One script call for the writes at `members` (all of one [`CallKey`]).
     fn command(
         &self,
         writes: &[Write],
         members: &[usize],
-        now_text: &str,
+        stamp: &Stamp<'_>,
         writer: Writer<'_>,
     ) -> redis::Cmd {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         let first = &writes[members[0]];
-        // The gate's two keys come first in every script; its one argument follows the keys.
-        let gate_keys = [keys.retryd_switches(), keys.retryd_lease()];
+        let now_text = stamp.now.as_str();
+        // The prologue's keys come first in every script (the gate's two and the audit
+        // stream); its arguments (the writer, then the audit entry's who, why, action, at and
+        // queue) follow the keys.
+        let gate_keys = [
+            keys.retryd_switches(),
+            keys.retryd_lease(),
+            keys.retryd_audit(),
+        ];
+        let prologue = |cmd: &mut redis::Cmd| {
+            cmd.arg(writer.arg())
+                .arg(stamp.by.who)
+                .arg(stamp.by.why(first))
+                .arg(first.kind.action())
+                .arg(&stamp.at)
+                .arg(&first.queue);
+        };
         match first.kind {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() + 5)
+                    .arg(members.len() + 6)
                     .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
@@ -427,8 +492,8 @@ impl Executor {
                 for &i in members {
                     cmd.arg(keys.job(&writes[i].job_id));
                 }
-                cmd.arg(writer.arg())
-                    .arg(now_text)
+                prologue(&mut cmd);
+                cmd.arg(now_text)
                     .arg(first.author.name())
                     .arg(if at_front { "1" } else { "0" })
                     .arg(&queue_key);
@@ -449,7 +514,7 @@ impl Executor {
             }
             WriteKind::Purge => {
                 cmd.arg(self.purge.get_hash())
-                    .arg(members.len() * 5 + 2)
+                    .arg(members.len() * 5 + 3)
                     .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
@@ -459,7 +524,7 @@ impl Executor {
                         .arg(keys.dependencies(&w.job_id))
                         .arg(keys.results(&w.job_id));
                 }
-                cmd.arg(writer.arg());
+                prologue(&mut cmd);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -470,13 +535,13 @@ impl Executor {
             }
             WriteKind::MarkExhausted => {
                 cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(members.len() * 2 + 2)
+                    .arg(members.len() * 2 + 3)
                     .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
                 }
-                cmd.arg(writer.arg());
+                prologue(&mut cmd);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -529,7 +594,8 @@ fn forbidden_script(e: &redis::RedisError) -> Option<Outcome> {
 /// host stall stretches past 10 ms.
 pub const SCRIPT_BATCH: usize = 50;
 
-/// What writes must share to go in one script call.
+/// What writes must share to go in one script call: its audit entry names one queue, one
+/// action and one why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallKey<'a> {
     /// The requeue script takes one failed registry, one target queue, one policy and one end
@@ -540,21 +606,40 @@ enum CallKey<'a> {
         policy: &'a str,
         at_front: bool,
     },
-    Purge,
-    MarkExhausted,
+    Purge {
+        queue: &'a str,
+        why: &'a str,
+    },
+    MarkExhausted {
+        queue: &'a str,
+        why: &'a str,
+    },
 }
 
 impl<'a> CallKey<'a> {
-    fn of(write: &'a Write) -> CallKey<'a> {
+    fn of(write: &'a Write, by: &Attribution<'a>) -> CallKey<'a> {
+        let queue = write.queue.as_str();
+        let why = by.why(write);
         match write.kind {
+            // The policy is stored in the jobs; the why (the same but for a manual action,
+            // whose route is the same for every write) follows it.
             WriteKind::Requeue { at_front, .. } => CallKey::Requeue {
-                queue: &write.queue,
+                queue,
                 origin: &write.origin,
                 policy: write.author.name(),
                 at_front,
             },
-            WriteKind::Purge => CallKey::Purge,
-            WriteKind::MarkExhausted => CallKey::MarkExhausted,
+            WriteKind::Purge => CallKey::Purge { queue, why },
+            WriteKind::MarkExhausted => CallKey::MarkExhausted { queue, why },
         }
     }
+}
+
+/// The times and the attribution every script call of one `apply` carries.
+struct Stamp<'a> {
+    /// In RQ's timestamp format, for the job hashes.
+    now: String,
+    /// RFC 3339, for the audit entries.
+    at: String,
+    by: Attribution<'a>,
 }

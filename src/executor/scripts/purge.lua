@@ -1,7 +1,8 @@
 -- Delete failed jobs atomically, each only if it is still the failure the caller decided on.
 -- Like RQ's Job.delete: the registry entry, the job hash, its dependency sets and its results.
 -- UNLINK frees large values (multi-MB tracebacks) off the main thread.
--- One call handles a batch of jobs (at most SCRIPT_BATCH, 50), possibly of several registries.
+-- One call handles a batch of jobs (at most SCRIPT_BATCH, 50) of one queue, and appends one
+-- audit entry for the jobs it purged.
 --
 -- Redis does not roll back a script whose later command fails, so each job is checked whole
 -- before its first write, with commands that cannot fail themselves (TYPE, HMGET under
@@ -13,15 +14,16 @@
 --
 -- Nor can an ACL refuse a command halfway: the script runs in two passes. The first only reads
 -- and decides, asking before each read and for each job it will purge whether the user may run
--- that command on those keys (denied(), gate.lua): TYPE and ZSCORE on each registry (once per
+-- that command on those keys (denied(), gate.lua): TYPE and XADD on the audit stream, TYPE and ZSCORE on each registry (once per
 -- registry), HMGET on each job hash (once its pcall failed), TYPE on its three other keys, then ZREM on the registry and
 -- UNLINK on the four keys of each job to purge. Any denial returns forbidden_by_acl for every
 -- job of the call before the first write; the second pass writes.
 --
--- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
--- For job i (0-based), KEYS[5i+3..5i+7]:
+-- KEYS[1..3], ARGV[1..6]: the gate and the audit entry (gate.lua, prepended); the executor
+--   sends one queue's jobs per call (the entry names one queue)
+-- For job i (0-based), KEYS[5i+4..5i+8]:
 --   failed registry (zset), job hash, dependents set, dependencies set, results stream
--- For job i, ARGV[2+4i .. 5+4i]: job id, expected origin, expected ended_at, expected retryd_attempts
+-- For job i, ARGV[7+4i .. 10+4i]: job id, expected origin, expected ended_at, expected retryd_attempts
 -- Returns one code per job:
 --    1 purged
 --    0 not in the failed registry
@@ -32,18 +34,19 @@
 --   -8 the dependents key is not a set (left untouched)
 --   -9 the dependencies key is not a set (left untouched)
 --  -10 the results key is not a stream (left untouched)
+--  -16 the audit key is not a stream (nothing written for any job of the call)
 --   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
 --   {-15, COMMAND, key} forbidden_by_acl: the user may not run COMMAND on key (an array in
 --     place of the code; nothing written for any job of the call)
 local codes = {}
-local n = (#KEYS - 2) / 5
+local n = (#KEYS - 3) / 5
 local function refuse_all(code)
   for i = 1, n do
     codes[i] = code
   end
   return codes
 end
-local refused = gate()
+local refused = gate() or audit_refusal()
 if refused then
   return refuse_all(refused)
 end
@@ -56,9 +59,9 @@ end
 -- forbidden_by_acl code (a table) to refuse the whole call with.
 local registry_ok, plan, seen = {}, {}, {}
 local function decide(i)
-  local k = 2 + 5*i
+  local k = 3 + 5*i
   local failed, job = KEYS[k+1], KEYS[k+2]
-  local a = 2 + 4*i
+  local a = 7 + 4*i
   local id = ARGV[a]
   local no
   if registry_ok[failed] == nil then
@@ -122,14 +125,17 @@ for i = 0, n - 1 do
   end
   if code == 1 then
     -- Twice in one call: the second finds it purged, as it would have found it gone.
-    seen[ARGV[2 + 4*i]] = true
+    seen[ARGV[7 + 4*i]] = true
   end
   codes[i+1] = code
 end
 
 -- Pass 2, writes only: nothing here can fail on data or on the ACL.
+local purged = {}
 for _, p in ipairs(plan) do
   redis.call('ZREM', p[1], p[2])
   redis.call('UNLINK', p[3], p[4], p[5], p[6])
+  purged[#purged+1] = p[2]
 end
+audit(purged)
 return codes

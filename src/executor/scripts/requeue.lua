@@ -2,8 +2,8 @@
 -- This is RQ's FailedJobRegistry.requeue in one step per job: RQ does the ZREM and the enqueue
 -- in two round trips, so a crash between them loses the job; here both happen or neither does.
 -- One call handles up to 50 jobs (SCRIPT_BATCH) of one failed registry going to one queue, so the registry
--- check, the ZREM and the push are one command each for the whole call, and a job costs three:
--- HMGET (the compare), HSET and PERSIST/EXPIRE.
+-- check, the ZREM, the push and the audit entry (XADD) are one command each for the whole call,
+-- and a job costs three: HMGET (the compare), HSET and PERSIST/EXPIRE.
 --
 -- Redis does not roll back a script whose later command fails: the writes before it stay. So
 -- everything that could make a write fail is checked before the first write, and a job that
@@ -18,20 +18,21 @@
 -- and decides, asking before each read and for each job it will write whether the user may run
 -- that command on that key (denied(), gate.lua); the second writes. Any denial returns
 -- forbidden_by_acl for every job of the call before the first write. Checked once per call:
--- the gate's reads, TYPE of the three shared keys, ZMSCORE and ZREM on the registry, the push
--- (RPUSH or LPUSH, the one this call uses) on the queue, SADD on rq:queues; per job key:
+-- the gate's reads, TYPE of the three shared keys and of the audit stream, XADD on it, ZMSCORE
+-- and ZREM on the registry, the push (RPUSH or LPUSH, the one this call uses) on the queue,
+-- SADD on rq:queues; per job key:
 -- EXISTS and HGET when it reads them, HMGET only once its pcall failed (to tell a denied read
 -- from a wrong type; a read writes nothing, so asking after it is enough and keeps the hot path
 -- short), then for a job it will write HSET, HDEL (only when it clears retryd_exhausted) and the
 -- one of EXPIRE/PERSIST it will run.
 --
--- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
--- KEYS[3] failed registry (zset), KEYS[4] queue list, KEYS[5] set of known queues (rq:queues),
--- KEYS[5+i] job hash of job i (1-based)
--- ARGV[2] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
--- ARGV[3] policy name (stored in retryd_policy), ARGV[4] "1" to push at the front (LPUSH) else
--- RPUSH, ARGV[5] the queue key as rq:queues holds it
--- For job i, ARGV[5i+1 .. 5i+5]: job id, expected origin ("" when missing), expected ended_at,
+-- KEYS[1..3], ARGV[1..6]: the gate and the audit entry (gate.lua, prepended)
+-- KEYS[4] failed registry (zset), KEYS[5] queue list, KEYS[6] set of known queues (rq:queues),
+-- KEYS[6+i] job hash of job i (1-based)
+-- ARGV[7] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
+-- ARGV[8] policy name (stored in retryd_policy), ARGV[9] "1" to push at the front (LPUSH) else
+-- RPUSH, ARGV[10] the queue key as rq:queues holds it
+-- For job i, ARGV[5i+6 .. 5i+10]: job id, expected origin ("" when missing), expected ended_at,
 --   expected retryd_attempts ("" when unset), new retryd_attempts ("" for a manual retry: left
 --   as it is)
 -- Returns one code per job:
@@ -44,12 +45,13 @@
 --   -5 rq:queues is not a set (nothing written for any job of the call)
 --   -6 the failed registry is not a sorted set (nothing written for any job of the call)
 --   -7 the job's ttl field is a number EXPIRE cannot take (nothing written)
+--  -16 the audit key is not a stream (nothing written for any job of the call)
 --   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
 --   {-15, COMMAND, key} forbidden_by_acl: the user may not run COMMAND on key (an array in
 --     place of the code; nothing written for any job of the call)
-local failed, queue, queues = KEYS[3], KEYS[4], KEYS[5]
-local now, policy = ARGV[2], ARGV[3]
-local n = #KEYS - 5
+local failed, queue, queues = KEYS[4], KEYS[5], KEYS[6]
+local now, policy = ARGV[7], ARGV[8]
+local n = #KEYS - 6
 local codes = {}
 
 -- Refuses every job of the call: a key they share is of the wrong type, or a command is denied.
@@ -63,14 +65,15 @@ local refused = gate()
 if refused then
   return refuse_all(refused)
 end
-local push = ARGV[4] == '1' and 'LPUSH' or 'RPUSH'
+local push = ARGV[9] == '1' and 'LPUSH' or 'RPUSH'
 local ids = {}
 for i = 1, n do
-  ids[i] = ARGV[5*i+1]
+  ids[i] = ARGV[5*i+6]
 end
 refused = denied('TYPE', failed) or denied('TYPE', queue) or denied('TYPE', queues)
   or denied('ZMSCORE', failed, ids[1]) or denied('ZREM', failed, ids[1])
-  or denied(push, queue, ids[1]) or denied('SADD', queues, ARGV[5])
+  or denied(push, queue, ids[1]) or denied('SADD', queues, ARGV[10])
+  or audit_refusal()
 if refused then
   return refuse_all(refused)
 end
@@ -99,7 +102,7 @@ local max_ttl = 1e14
 local moved, seen = {}, {}
 local plan = {}
 local function decide(i)
-  local job, a, id = KEYS[5+i], 5*i+1, ids[i]
+  local job, a, id = KEYS[6+i], 5*i+6, ids[i]
   if not scores[i] or seen[id] then
     return 0
   end
@@ -186,6 +189,7 @@ end
 if #moved > 0 then
   redis.call('ZREM', failed, unpack(moved))
   redis.call(push, queue, unpack(moved))
-  redis.call('SADD', queues, ARGV[5])
+  redis.call('SADD', queues, ARGV[10])
 end
+audit(moved)
 return codes
