@@ -329,6 +329,28 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             job: abandoned,
             key: "rq:job:j000",
         },
+        // The audit entry every script appends in the same step as its writes.
+        Case {
+            command: "XADD",
+            kind: REQUEUE,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:retryd:audit",
+        },
+        Case {
+            command: "XADD",
+            kind: WriteKind::Purge,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:retryd:audit",
+        },
+        Case {
+            command: "XADD",
+            kind: WriteKind::MarkExhausted,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:retryd:audit",
+        },
         // The gate's reads, for automatic writes.
         Case {
             command: "TYPE",
@@ -424,6 +446,8 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
         assert_eq!(states(&server, "default", &ids), before, "{what}");
         let lists_now: Vec<String> = admin.lrange("rq:queue:default", 0, -1).unwrap();
         assert_eq!(lists_now, lists, "{what}");
+        let audited: bool = admin.exists("rq:retryd:audit").unwrap();
+        assert!(!audited, "{what}: a refused call appends no audit entry");
     }
 }
 
@@ -559,6 +583,8 @@ fn once_lacking_a_command_of_a_write_leaves_every_job_as_it_was_and_exits_3() {
         once_without(&server, command, RETRY_NOW, plain, key);
     }
     once_without(&server, "EXPIRE", RETRY_NOW, with_ttl, "rq:job:");
+    // Rather than write unaudited, write nothing.
+    once_without(&server, "XADD", RETRY_NOW, plain, "rq:retryd:audit");
     once_without(&server, "UNLINK", PURGE_NOW, plain, "rq:job:");
     once_without(&server, "ZREM", PURGE_NOW, plain, "rq:failed:default");
     once_without(
@@ -680,4 +706,102 @@ fn a_scan_lacking_rpush_counts_forbidden_by_acl_and_changes_nothing() {
         ),
         Some(JOBS as f64)
     );
+}
+
+// ---- the audit is part of the write ------------------------------------------------------
+
+/// Every entry of the audit stream, oldest first, as the API reads them.
+async fn audit_entries(server: &RedisServer) -> Vec<rq_retryd::audit::AuditEntry> {
+    let mut con = async_con(server).await;
+    let mut entries = rq_retryd::audit::recent(&mut con, "rq", 10_000)
+        .await
+        .unwrap();
+    entries.reverse();
+    entries
+}
+
+/// After `once` and after a manual retry, each job the write changed is in exactly one audit
+/// entry, with who, why, action and queue, and its id whole even when it holds a comma (the
+/// comma-joined `job_ids` field would split it; the reader takes `job_ids_json`).
+#[tokio::test]
+async fn every_requeue_is_in_exactly_one_audit_entry_even_with_a_comma_in_its_id() {
+    let server = RedisServer::start();
+    let mut all = ids("j");
+    all.extend(["a,b".to_string(), "c,d,e".to_string()]);
+    seed(&server, &all, plain);
+
+    let out = once(&server.url(), RETRY_NOW);
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let entries = audit_entries(&server).await;
+    assert_eq!(entries.len(), 2, "one entry per script call: {entries:?}");
+    let mut listed: Vec<String> = Vec::new();
+    for e in &entries {
+        assert_eq!(
+            (
+                e.who.as_str(),
+                e.action.as_str(),
+                e.why.as_str(),
+                e.queue.as_str()
+            ),
+            ("supervisor", "requeue", "retry", "default"),
+            "{e:?}"
+        );
+        assert_eq!(e.count as usize, e.job_ids.len(), "{e:?}");
+        chrono::DateTime::parse_from_rfc3339(&e.at).expect("at is RFC 3339");
+        listed.extend(e.job_ids.iter().cloned());
+    }
+    listed.sort();
+    all.sort();
+    assert_eq!(listed, all, "every requeued job listed exactly once");
+
+    // A manual retry, through the daemon.
+    FailedJob::new("x,y").write(&mut server.conn());
+    let daemon = daemon_as(&server.url(), HANDS_OFF);
+    daemon
+        .post(&format!(
+            "/api/v1/jobs/failed/{}/retry",
+            support::http::enc("x,y")
+        ))
+        .expect(200);
+
+    let entries = audit_entries(&server).await;
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let manual = &entries[2];
+    assert_eq!(manual.job_ids, vec!["x,y".to_string()], "{manual:?}");
+    assert_eq!(manual.count, 1);
+    assert_eq!(manual.action, "requeue");
+    assert_eq!(manual.why, "POST /api/v1/jobs/failed/{job_id}/retry");
+    assert_eq!(manual.queue, "default");
+    assert!(manual.who.starts_with("127.0.0.1:"), "{manual:?}");
+    let api = daemon.get("/api/v1/audit?limit=1").expect(200);
+    assert_eq!(
+        api["entries"][0]["job_ids"],
+        serde_json::json!(["x,y"]),
+        "{api}"
+    );
+}
+
+/// The audit stream's key holding another type would make the XADD fail after the writes: the
+/// scripts refuse the call before writing instead (wrong_type, naming the key).
+#[tokio::test]
+async fn an_audit_key_of_the_wrong_type_refuses_the_write_rather_than_leave_it_unrecorded() {
+    let server = RedisServer::start();
+    let ids = ids("j");
+    seed(&server, &ids, plain);
+    let _: () = server.conn().set("rq:retryd:audit", "stray").unwrap();
+    let before = states(&server, "default", &ids);
+
+    for kind in [REQUEUE, WriteKind::Purge, WriteKind::MarkExhausted] {
+        let outcomes = apply_as_user(&server, &server.url(), &ids, kind, Writer::Manual).await;
+        let wrong_type = Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: "rq:retryd:audit".into(),
+        });
+        assert!(
+            outcomes.iter().all(|o| *o == wrong_type),
+            "{kind:?}: {outcomes:?}"
+        );
+    }
+    assert_eq!(states(&server, "default", &ids), before);
 }
