@@ -9,6 +9,10 @@
 //! that user, and asserts that every job is either exactly as it was (still in its registry,
 //! hash byte for byte the same) or wholly requeued or purged, and that the refusals are counted.
 //!
+//! The audit entry is part of the same write (each script call appends its own), so the last
+//! tests check that every changed job is audited exactly once, and that a user without XADD
+//! writes nothing rather than something unaudited.
+//!
 //! See: the adversarial finding of round 3 (`+@all -rpush -lpush`: `once` exited 3 with all
 //! 5,000 jobs in no registry and no queue; a manual retry answered 409 while the job was gone).
 
@@ -639,6 +643,26 @@ fn once_without_evalsha_writes_nothing_and_says_why() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.to_ascii_lowercase().contains("evalsha"), "{stderr}");
     assert_eq!(states(&server, "default", &ids), before);
+}
+
+/// A user that may not read the registries writes nothing (the scan fails, `once` exits 1); one
+/// that may not PUBLISH the index events (a hint for other instances) still requeues every job
+/// whole.
+#[test]
+fn once_lacking_a_read_or_the_announcement_loses_nothing() {
+    let server = RedisServer::start();
+    let ids = ids("j");
+    seed(&server, &ids, plain);
+    let before = states(&server, "default", &ids);
+
+    let out = once(&lacking(&server, "zrange"), RETRY_NOW);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(states(&server, "default", &ids), before);
+
+    let out = once(&lacking(&server, "publish"), RETRY_NOW);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let count = fates(&server, "default", &before);
+    assert_eq!(count.get("requeued"), Some(&JOBS), "{count:?}");
 }
 
 // ---- the daemon: manual writes, bulk actions, the scan -------------------------------------
