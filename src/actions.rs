@@ -1,18 +1,16 @@
 //! One path from a decision to a write, for the scan loop and the HTTP handlers alike: the
-//! requeue rate limit, the executor (through the gate of the shared switches and the lease),
-//! then per outcome the metrics, one log line, and the audit entries. What differs between the
+//! requeue rate limit, the executor (through the gate of the shared switches and the lease; each
+//! script call appends its own audit entry in the same atomic step as its writes, attributed to
+//! this actor), then per outcome the metrics and one log line. What differs between the
 //! callers — how they count, what they answer — stays with them; what must not differ (a write
 //! that is logged, counted and audited exactly as it happened) is here once.
-
-use std::collections::BTreeMap;
 
 use chrono::Utc;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 use tracing::{error, info, warn};
 
-use crate::audit::{self, AuditRecord};
-use crate::executor::{Outcome, Write, WriteKind, Writer};
+use crate::executor::{Attribution, Outcome, Write, WriteKind, Writer};
 use crate::index::events::IndexEvent;
 use crate::index::{LiveIndex, State};
 use crate::metrics::{Metrics, Trigger};
@@ -44,8 +42,8 @@ pub struct Planned {
 }
 
 impl Actor<'_> {
-    /// Performs `planned` and returns one outcome per write, in order, after counting, logging
-    /// and auditing them.
+    /// Performs `planned` (audited as this actor, by the scripts themselves) and returns one
+    /// outcome per write, in order, after counting and logging them.
     pub async fn act<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -61,7 +59,16 @@ impl Actor<'_> {
         let writes: Vec<Write> = planned.iter().map(|p| p.write.clone()).collect();
         let outcomes = snap
             .executor
-            .apply_as(con, &writes, Utc::now(), self.writer)
+            .apply_attributed(
+                con,
+                &writes,
+                Utc::now(),
+                self.writer,
+                Attribution {
+                    who: self.who,
+                    route: self.route,
+                },
+            )
             .await?;
         for (p, outcome) in planned.iter().zip(&outcomes) {
             self.record(metrics, p, outcome);
@@ -114,7 +121,6 @@ impl Actor<'_> {
             exhausted: marked.iter().map(|w| pair(w)).collect(),
         };
         self.announce(con, snap, &event).await;
-        self.audit(con, snap, &writes, &outcomes).await;
         Ok(outcomes)
     }
 
@@ -184,37 +190,5 @@ impl Actor<'_> {
             route = self.route,
             "{message}"
         );
-    }
-
-    /// One audit entry per (queue, action, why) for the writes that changed something.
-    async fn audit<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        snap: &Snapshot,
-        writes: &[Write],
-        outcomes: &[Outcome],
-    ) {
-        let mut groups: BTreeMap<(&str, &'static str, &str), Vec<String>> = BTreeMap::new();
-        for (w, outcome) in writes.iter().zip(outcomes) {
-            if let Some(action) = outcome.action() {
-                let why = self.route.unwrap_or(w.author.name());
-                groups
-                    .entry((w.queue.as_str(), action, why))
-                    .or_default()
-                    .push(w.job_id.clone());
-            }
-        }
-        for ((queue, action, why), job_ids) in groups {
-            let record = AuditRecord {
-                who: self.who,
-                action,
-                why,
-                queue,
-                job_ids: &job_ids,
-            };
-            if let Err(e) = audit::append(con, &snap.config.redis.key_prefix, &record).await {
-                warn!(error = %e, "cannot append to the audit stream");
-            }
-        }
     }
 }

@@ -1,6 +1,10 @@
 //! The audit trail: every manual and automatic action appended to a capped Redis stream
 //! (`<prefix>:retryd:audit`), newest last. One entry per action batch, naming who (a remote
 //! address or `supervisor`), what, which jobs (the first 100 ids and the count) and why.
+//!
+//! Requeues, purges and exhaustion marks are appended by the write scripts themselves, one
+//! entry per script call in the same atomic step as the writes (`executor/scripts/gate.lua`),
+//! so none is ever unrecorded; [`append`] is for the other actions (pause, resume).
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
@@ -14,7 +18,7 @@ pub const AUDIT_MAX_IDS: usize = 100;
 
 /// The stream key for a prefix.
 pub fn audit_key(prefix: &str) -> String {
-    format!("{prefix}:retryd:audit")
+    crate::rq::Keys::new(prefix).retryd_audit()
 }
 
 /// One action to record.
@@ -30,7 +34,7 @@ pub struct AuditRecord<'a> {
     pub job_ids: &'a [String],
 }
 
-/// Appends one entry (XADD with MAXLEN ~).
+/// Appends one entry (XADD with MAXLEN ~), in the fields the write scripts write too.
 pub async fn append<C: ConnectionLike + Send>(
     con: &mut C,
     prefix: &str,
@@ -62,6 +66,8 @@ pub async fn append<C: ConnectionLike + Send>(
         .arg(record.job_ids.len())
         .arg("job_ids")
         .arg(ids.join(","))
+        .arg("job_ids_json")
+        .arg(serde_json::to_string(&ids).expect("strings encode"))
         .query_async(con)
         .await?;
     Ok(())
@@ -78,6 +84,19 @@ pub struct AuditEntry {
     pub queue: String,
     pub count: u64,
     pub job_ids: Vec<String>,
+}
+
+/// An entry's job ids: from `job_ids_json` (a JSON array: ids may contain commas), else, for
+/// entries written before it existed, from the comma-joined `job_ids`.
+fn job_ids(json: &str, joined: &str) -> Vec<String> {
+    if let Ok(ids) = serde_json::from_str::<Vec<String>>(json) {
+        return ids;
+    }
+    joined
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The newest `limit` entries, newest first.
@@ -112,12 +131,24 @@ pub async fn recent<C: ConnectionLike + Send>(
                 why: get("why"),
                 queue: get("queue"),
                 count: get("count").parse().unwrap_or(0),
-                job_ids: get("job_ids")
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                job_ids: job_ids(&get("job_ids_json"), &get("job_ids")),
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_ids;
+
+    #[test]
+    fn job_ids_come_from_the_json_array_when_there_is_one() {
+        assert_eq!(job_ids(r#"["a,b","c"]"#, "a,b,c"), vec!["a,b", "c"]);
+    }
+
+    #[test]
+    fn entries_without_the_json_array_fall_back_to_the_joined_ids() {
+        assert_eq!(job_ids("", "a,b"), vec!["a", "b"]);
+        assert_eq!(job_ids("", ""), Vec::<String>::new());
+    }
 }

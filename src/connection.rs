@@ -193,6 +193,15 @@ pub const MIN_REDIS_VERSION: RedisVersion = RedisVersion {
     patch: 0,
 };
 
+/// The first server whose scripts can ask whether their user may run a command
+/// (`redis.acl_check_cmd`): only from there on do the write scripts refuse an ACL gap before
+/// their first write.
+pub const ACL_CHECK_VERSION: RedisVersion = RedisVersion {
+    major: 7,
+    minor: 0,
+    patch: 0,
+};
+
 /// `MAJOR.MINOR[.PATCH]`, each part read up to its first non-digit (so `7.2.4-rc1` is 7.2.4);
 /// `None` for anything else.
 pub fn parse_redis_version(text: &str) -> Option<RedisVersion> {
@@ -265,6 +274,10 @@ pub async fn require_supported_server<C: ConnectionLike + Send>(
         Err(e) => ServerVersion::Unknown(format!("INFO server failed: {e}")),
     };
     match verdict {
+        ServerVersion::Supported(found) if found < ACL_CHECK_VERSION => {
+            warn!(redis = %redact_url(&config.redis.url), version = %found, "Redis before 7.0 cannot tell a script whether its user may run a command: an ACL that denies a command the write scripts need (RPUSH, HSET, ...) can leave a job half-written; give rq-retryd's user every command it uses, or upgrade to Redis 7");
+            Ok(())
+        }
         ServerVersion::Supported(_) => Ok(()),
         ServerVersion::TooOld(found) => Err(UnsupportedRedis {
             url: redact_url(&config.redis.url),

@@ -32,9 +32,9 @@ pub struct ScanReport {
     /// Writes that found the job changed or moved by someone else (safe no-ops).
     pub conflicts: u64,
     /// Writes refused before any change (a key of the wrong type, a ttl EXPIRE cannot take,
-    /// or Redis refusing the call): those jobs are exactly as they were. Also counted in
-    /// `skipped_by_reason` (`wrong_type`, `invalid_ttl`, `write_error`); `once` exits with
-    /// code 3 when this is not 0.
+    /// a command the Redis user may not run, or Redis refusing the call): those jobs are
+    /// exactly as they were. Also counted in `skipped_by_reason` (`wrong_type`, `invalid_ttl`,
+    /// `forbidden_by_acl`, `write_error`); `once` exits with code 3 when this is not 0.
     pub refused: u64,
     pub skipped_by_reason: BTreeMap<String, u64>,
     /// Of the skips above, those that are events: the job was not skipped for that reason

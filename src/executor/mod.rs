@@ -50,6 +50,36 @@ impl Writer<'_> {
     }
 }
 
+/// Who a write is audited as. Every script call appends its own audit entry, in the same atomic
+/// step as its writes, so a requeue or purge is never unrecorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribution<'a> {
+    /// `supervisor`, or the operator (token name and client address).
+    pub who: &'a str,
+    /// Why, for a manual action: its route. `None` for automatic writes, whose why is each
+    /// write's policy.
+    pub route: Option<&'a str>,
+}
+
+impl Attribution<'static> {
+    /// What [`Executor::apply`] and [`Executor::apply_as`] audit writes as: not an operator's
+    /// action through the API nor the scan loop (those go through `actions::Actor`).
+    pub const UNNAMED: Attribution<'static> = Attribution {
+        who: "rq-retryd",
+        route: None,
+    };
+}
+
+impl<'a> Attribution<'a> {
+    /// The audit entry's why for `write`: the route, else the write's policy.
+    fn why<'w>(&self, write: &'w Write) -> &'w str
+    where
+        'a: 'w,
+    {
+        self.route.unwrap_or(write.author.name())
+    }
+}
+
 /// One write to perform on one failed job.
 #[derive(Debug, Clone)]
 pub struct Write {
@@ -113,6 +143,17 @@ pub enum WriteKind {
     MarkExhausted,
 }
 
+impl WriteKind {
+    /// The audit entry's action for the writes of this kind that changed something.
+    pub fn action(&self) -> &'static str {
+        match self {
+            WriteKind::Requeue { .. } => "requeue",
+            WriteKind::Purge => "purge",
+            WriteKind::MarkExhausted => "mark_exhausted",
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,28 +190,43 @@ pub struct Refusal {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
     /// A key holds another type than RQ gives it (a stray `SET rq:queue:default ...`).
     WrongType,
     /// The job's `ttl` field is a number Redis's EXPIRE cannot take.
     InvalidTtl,
+    /// The Redis user may not run `command` on the key (an ACL rule: a command, a key pattern
+    /// or a selector). Redis checks that only when the command runs, after a script's earlier
+    /// writes, so the scripts ask first and write nothing for the whole call. Redis before 7.0
+    /// cannot be asked (see `docs/reliability.md`).
+    ForbiddenByAcl { command: String },
 }
 
 impl RefusalReason {
     /// The skip reason in reports, logs and `rq_retryd_skipped_total{reason}`.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             RefusalReason::WrongType => "wrong_type",
             RefusalReason::InvalidTtl => "invalid_ttl",
+            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+        }
+    }
+
+    /// The error code of a single-job action's 409 answer: `forbidden_by_acl` names a
+    /// permission the operator must grant; every other refusal is `write_refused`.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+            _ => "write_refused",
         }
     }
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.reason {
+        match &self.reason {
             RefusalReason::WrongType => write!(f, "key {} has the wrong type", self.key),
             RefusalReason::InvalidTtl => {
                 write!(
@@ -179,22 +235,18 @@ impl std::fmt::Display for Refusal {
                     self.key
                 )
             }
+            // The script call itself was refused: Redis does not say which key.
+            RefusalReason::ForbiddenByAcl { command } if self.key.is_empty() => {
+                write!(f, "user may not run {command} on the keys of this call")
+            }
+            RefusalReason::ForbiddenByAcl { command } => {
+                write!(f, "user may not run {command} on {}", self.key)
+            }
         }
     }
 }
 
 impl Outcome {
-    /// The action that changed Redis (`requeue`, `purge`, `mark_exhausted`), for the audit
-    /// trail; `None` when the write was a no-op.
-    pub fn action(&self) -> Option<&'static str> {
-        match self {
-            Outcome::Requeued => Some("requeue"),
-            Outcome::Purged => Some("purge"),
-            Outcome::MarkedExhausted => Some("mark_exhausted"),
-            _ => None,
-        }
-    }
-
     /// A stable lowercase name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -256,7 +308,8 @@ impl Executor {
     /// means the call did not run.
     ///
     /// These are manual writes ([`Writer::Manual`]); automatic ones go through
-    /// [`Executor::apply_as`].
+    /// [`Executor::apply_as`]. Each script call audits what it changed as
+    /// [`Attribution::UNNAMED`].
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -275,12 +328,30 @@ impl Executor {
         now: DateTime<Utc>,
         writer: Writer<'_>,
     ) -> RedisResult<Vec<Outcome>> {
-        let now_text = format_rq_timestamp(now);
+        self.apply_attributed(con, writes, now, writer, Attribution::UNNAMED)
+            .await
+    }
+
+    /// [`Executor::apply_as`], each script call appending one audit entry (at `now`, by `by`)
+    /// for the jobs it changed, in the same atomic step as its writes.
+    pub async fn apply_attributed<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        writes: &[Write],
+        now: DateTime<Utc>,
+        writer: Writer<'_>,
+        by: Attribution<'_>,
+    ) -> RedisResult<Vec<Outcome>> {
+        let stamp = Stamp {
+            now: format_rq_timestamp(now),
+            at: now.to_rfc3339(),
+            by,
+        };
         // Writes that can share one script call, in order of first appearance: a requeue call
         // serves one registry, queue, policy and end of the queue; the others one kind.
         let mut groups: Vec<(CallKey<'_>, Vec<usize>)> = Vec::new();
         for (i, write) in writes.iter().enumerate() {
-            let key = CallKey::of(write);
+            let key = CallKey::of(write, &by);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((key, vec![i])),
@@ -299,7 +370,7 @@ impl Executor {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for &c in &pending {
-                pipe.add_command(self.command(writes, &calls[c], &now_text, writer));
+                pipe.add_command(self.command(writes, &calls[c], &stamp, writer));
             }
             let replies: Vec<RedisResult<redis::Value>> = pipe.query_async(con).await?;
             let mut retry = Vec::new();
@@ -313,14 +384,17 @@ impl Executor {
                         retry.push(c)
                     }
                     Err(e) => {
+                        let outcome =
+                            forbidden_script(&e).unwrap_or_else(|| Outcome::Error(e.to_string()));
                         for &i in members {
-                            outcomes[i] = Some(Outcome::Error(e.to_string()));
+                            outcomes[i] = Some(outcome.clone());
                         }
                     }
                     Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
                         for (&i, code) in members.iter().zip(codes) {
                             outcomes[i] = Some(match code {
                                 redis::Value::Int(code) => self.outcome_of(&writes[i], code),
+                                redis::Value::Array(denied) => forbidden_by_acl(&denied),
                                 other => {
                                     Outcome::Error(format!("unexpected script reply {other:?}"))
                                 }
@@ -373,28 +447,44 @@ impl Executor {
             (_, -12) => Outcome::NotActive,
             (_, -13) => wrong_type(keys.retryd_switches()),
             (_, -14) => wrong_type(keys.retryd_lease()),
+            (_, -16) => wrong_type(keys.retryd_audit()),
             (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
         }
     }
 
-    /// One script call for the writes at `members` (all of the same kind).
+    /// One script call for the writes at `members` (all of one [`CallKey`]).
     fn command(
         &self,
         writes: &[Write],
         members: &[usize],
-        now_text: &str,
+        stamp: &Stamp<'_>,
         writer: Writer<'_>,
     ) -> redis::Cmd {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         let first = &writes[members[0]];
-        // The gate's two keys come first in every script; its one argument follows the keys.
-        let gate_keys = [keys.retryd_switches(), keys.retryd_lease()];
+        let now_text = stamp.now.as_str();
+        // The prologue's keys come first in every script (the gate's two and the audit
+        // stream); its arguments (the writer, then the audit entry's who, why, action, at and
+        // queue) follow the keys.
+        let gate_keys = [
+            keys.retryd_switches(),
+            keys.retryd_lease(),
+            keys.retryd_audit(),
+        ];
+        let prologue = |cmd: &mut redis::Cmd| {
+            cmd.arg(writer.arg())
+                .arg(stamp.by.who)
+                .arg(stamp.by.why(first))
+                .arg(first.kind.action())
+                .arg(&stamp.at)
+                .arg(&first.queue);
+        };
         match first.kind {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() + 5)
+                    .arg(members.len() + 6)
                     .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
@@ -402,8 +492,8 @@ impl Executor {
                 for &i in members {
                     cmd.arg(keys.job(&writes[i].job_id));
                 }
-                cmd.arg(writer.arg())
-                    .arg(now_text)
+                prologue(&mut cmd);
+                cmd.arg(now_text)
                     .arg(first.author.name())
                     .arg(if at_front { "1" } else { "0" })
                     .arg(&queue_key);
@@ -424,7 +514,7 @@ impl Executor {
             }
             WriteKind::Purge => {
                 cmd.arg(self.purge.get_hash())
-                    .arg(members.len() * 5 + 2)
+                    .arg(members.len() * 5 + 3)
                     .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
@@ -434,7 +524,7 @@ impl Executor {
                         .arg(keys.dependencies(&w.job_id))
                         .arg(keys.results(&w.job_id));
                 }
-                cmd.arg(writer.arg());
+                prologue(&mut cmd);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -445,13 +535,13 @@ impl Executor {
             }
             WriteKind::MarkExhausted => {
                 cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(members.len() * 2 + 2)
+                    .arg(members.len() * 2 + 3)
                     .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
                 }
-                cmd.arg(writer.arg());
+                prologue(&mut cmd);
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -466,13 +556,46 @@ impl Executor {
     }
 }
 
+/// The outcome of a script's `{-15, COMMAND, key}` (forbidden_by_acl) in place of a job's code.
+fn forbidden_by_acl(denied: &[redis::Value]) -> Outcome {
+    let text = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    };
+    match (denied.first(), text(denied.get(1)), text(denied.get(2))) {
+        (Some(redis::Value::Int(-15)), Some(command), Some(key)) => Outcome::Refused(Refusal {
+            reason: RefusalReason::ForbiddenByAcl { command },
+            key,
+        }),
+        _ => Outcome::Error(format!("unexpected script reply {denied:?}")),
+    }
+}
+
+/// Redis refused the script call itself (NOPERM): the user may not run EVALSHA, or may not
+/// read and write one of the keys the call declares (Redis checks a script's declared keys
+/// for read and write access before running it). The script did not run, so nothing was
+/// written. A command denied inside a script is a plain ERR, never NOPERM, and the scripts
+/// ask before running one.
+fn forbidden_script(e: &redis::RedisError) -> Option<Outcome> {
+    (e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)).then(|| {
+        Outcome::Refused(Refusal {
+            reason: RefusalReason::ForbiddenByAcl {
+                command: "EVALSHA".into(),
+            },
+            key: String::new(),
+        })
+    })
+}
+
 /// Writes per script call: enough to share the call's fixed cost (per job, most of a call's
 /// cost is per job anyway), few enough that a call takes under a millisecond of Redis time
 /// (about 0.8 ms on the 2-core bench machine). A longer call is also likelier to be the one a
 /// host stall stretches past 10 ms.
 pub const SCRIPT_BATCH: usize = 50;
 
-/// What writes must share to go in one script call.
+/// What writes must share to go in one script call: its audit entry names one queue, one
+/// action and one why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallKey<'a> {
     /// The requeue script takes one failed registry, one target queue, one policy and one end
@@ -483,21 +606,40 @@ enum CallKey<'a> {
         policy: &'a str,
         at_front: bool,
     },
-    Purge,
-    MarkExhausted,
+    Purge {
+        queue: &'a str,
+        why: &'a str,
+    },
+    MarkExhausted {
+        queue: &'a str,
+        why: &'a str,
+    },
 }
 
 impl<'a> CallKey<'a> {
-    fn of(write: &'a Write) -> CallKey<'a> {
+    fn of(write: &'a Write, by: &Attribution<'a>) -> CallKey<'a> {
+        let queue = write.queue.as_str();
+        let why = by.why(write);
         match write.kind {
+            // The policy is stored in the jobs; the why (the same but for a manual action,
+            // whose route is the same for every write) follows it.
             WriteKind::Requeue { at_front, .. } => CallKey::Requeue {
-                queue: &write.queue,
+                queue,
                 origin: &write.origin,
                 policy: write.author.name(),
                 at_front,
             },
-            WriteKind::Purge => CallKey::Purge,
-            WriteKind::MarkExhausted => CallKey::MarkExhausted,
+            WriteKind::Purge => CallKey::Purge { queue, why },
+            WriteKind::MarkExhausted => CallKey::MarkExhausted { queue, why },
         }
     }
+}
+
+/// The times and the attribution every script call of one `apply` carries.
+struct Stamp<'a> {
+    /// In RQ's timestamp format, for the job hashes.
+    now: String,
+    /// RFC 3339, for the audit entries.
+    at: String,
+    by: Attribution<'a>,
 }

@@ -684,7 +684,7 @@ async fn manual_write(
             ),
         )),
         Outcome::Refused(refusal) => Err(ApiError::conflict(
-            "write_refused",
+            refusal.reason.error_code(),
             format!("job {} left as it was: {refusal}", f.job_id),
         )),
         Outcome::Error(e) => Err(ApiError::conflict(

@@ -88,6 +88,12 @@ impl Keys {
         format!("{}:retryd:lease", self.prefix)
     }
 
+    /// `rq:retryd:audit`: the audit trail, a capped stream (see `crate::audit`); the write
+    /// scripts append to it in the same atomic step as their writes.
+    pub fn retryd_audit(&self) -> String {
+        format!("{}:retryd:audit", self.prefix)
+    }
+
     /// `rq:retryd:index-events`: the pub/sub channel on which each instance announces what its
     /// writes took out of the failed registries (`crate::index::events`). A channel, not a key.
     pub fn retryd_index_events(&self) -> String {

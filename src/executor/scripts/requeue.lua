@@ -2,8 +2,8 @@
 -- This is RQ's FailedJobRegistry.requeue in one step per job: RQ does the ZREM and the enqueue
 -- in two round trips, so a crash between them loses the job; here both happen or neither does.
 -- One call handles up to 50 jobs (SCRIPT_BATCH) of one failed registry going to one queue, so the registry
--- check, the ZREM and the push are one command each for the whole call, and a job costs three:
--- HMGET (the compare), HSET and PERSIST/EXPIRE.
+-- check, the ZREM, the push and the audit entry (XADD) are one command each for the whole call,
+-- and a job costs three: HMGET (the compare), HSET and PERSIST/EXPIRE.
 --
 -- Redis does not roll back a script whose later command fails: the writes before it stay. So
 -- everything that could make a write fail is checked before the first write, and a job that
@@ -14,13 +14,25 @@
 -- LPUSH/RPUSH on a list, SADD on a set. Server-wide refusals (OOM, READONLY, MISCONF) hit the
 -- first write, when nothing is written yet.
 --
--- KEYS[1], KEYS[2], ARGV[1]: the gate (gate.lua, prepended)
--- KEYS[3] failed registry (zset), KEYS[4] queue list, KEYS[5] set of known queues (rq:queues),
--- KEYS[5+i] job hash of job i (1-based)
--- ARGV[2] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
--- ARGV[3] policy name (stored in retryd_policy), ARGV[4] "1" to push at the front (LPUSH) else
--- RPUSH, ARGV[5] the queue key as rq:queues holds it
--- For job i, ARGV[5i+1 .. 5i+5]: job id, expected origin ("" when missing), expected ended_at,
+-- Nor can an ACL refuse a command halfway: the script runs in two passes. The first only reads
+-- and decides, asking before each read and for each job it will write whether the user may run
+-- that command on that key (denied(), gate.lua); the second writes. Any denial returns
+-- forbidden_by_acl for every job of the call before the first write. Checked once per call:
+-- the gate's reads, TYPE of the three shared keys and of the audit stream, XADD on it, ZMSCORE
+-- and ZREM on the registry, the push (RPUSH or LPUSH, the one this call uses) on the queue,
+-- SADD on rq:queues; per job key:
+-- EXISTS and HGET when it reads them, HMGET only once its pcall failed (to tell a denied read
+-- from a wrong type; a read writes nothing, so asking after it is enough and keeps the hot path
+-- short), then for a job it will write HSET, HDEL (only when it clears retryd_exhausted) and the
+-- one of EXPIRE/PERSIST it will run.
+--
+-- KEYS[1..3], ARGV[1..6]: the gate and the audit entry (gate.lua, prepended)
+-- KEYS[4] failed registry (zset), KEYS[5] queue list, KEYS[6] set of known queues (rq:queues),
+-- KEYS[6+i] job hash of job i (1-based)
+-- ARGV[7] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
+-- ARGV[8] policy name (stored in retryd_policy), ARGV[9] "1" to push at the front (LPUSH) else
+-- RPUSH, ARGV[10] the queue key as rq:queues holds it
+-- For job i, ARGV[5i+6 .. 5i+10]: job id, expected origin ("" when missing), expected ended_at,
 --   expected retryd_attempts ("" when unset), new retryd_attempts ("" for a manual retry: left
 --   as it is)
 -- Returns one code per job:
@@ -33,13 +45,16 @@
 --   -5 rq:queues is not a set (nothing written for any job of the call)
 --   -6 the failed registry is not a sorted set (nothing written for any job of the call)
 --   -7 the job's ttl field is a number EXPIRE cannot take (nothing written)
+--  -16 the audit key is not a stream (nothing written for any job of the call)
 --   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
-local failed, queue, queues = KEYS[3], KEYS[4], KEYS[5]
-local now, policy = ARGV[2], ARGV[3]
-local n = #KEYS - 5
+--   {-15, COMMAND, key} forbidden_by_acl: the user may not run COMMAND on key (an array in
+--     place of the code; nothing written for any job of the call)
+local failed, queue, queues = KEYS[4], KEYS[5], KEYS[6]
+local now, policy = ARGV[7], ARGV[8]
+local n = #KEYS - 6
 local codes = {}
 
--- Keys every job of the call shares: one wrong type refuses the whole call, before any write.
+-- Refuses every job of the call: a key they share is of the wrong type, or a command is denied.
 local function refuse_all(code)
   for i = 1, n do
     codes[i] = code
@@ -47,6 +62,18 @@ local function refuse_all(code)
   return codes
 end
 local refused = gate()
+if refused then
+  return refuse_all(refused)
+end
+local push = ARGV[9] == '1' and 'LPUSH' or 'RPUSH'
+local ids = {}
+for i = 1, n do
+  ids[i] = ARGV[5*i+6]
+end
+refused = denied('TYPE', failed) or denied('TYPE', queue) or denied('TYPE', queues)
+  or denied('ZMSCORE', failed, ids[1]) or denied('ZREM', failed, ids[1])
+  or denied(push, queue, ids[1]) or denied('SADD', queues, ARGV[10])
+  or audit_refusal()
 if refused then
   return refuse_all(refused)
 end
@@ -63,77 +90,106 @@ if t ~= 'set' and t ~= 'none' then
   return refuse_all(-5)
 end
 
-local ids = {}
-for i = 1, n do
-  ids[i] = ARGV[5*i+1]
-end
 local scores = redis.call('ZMSCORE', failed, unpack(ids))
-local moved, seen = {}, {}
 -- What RQ's own requeue leaves in exc_info: zlib.compress(b'').
 local no_exc_info = 'x\156\3\0\0\0\0\1'
 -- EXPIRE takes whole seconds up to what its millisecond clock can hold; a bigger value (or one
 -- that Lua would print as 1e+15) is refused by Redis, so it is refused here, before writing.
 local max_ttl = 1e14
-for i = 1, n do
-  local job, a, id = KEYS[5+i], 5*i+1, ids[i]
-  local code
+
+-- Pass 1, reads only: the code of each job, and for each job to move what its write will run.
+-- Returns the job's code, or the forbidden_by_acl code (a table) to refuse the whole call with.
+local moved, seen = {}, {}
+local plan = {}
+local function decide(i)
+  local job, a, id = KEYS[6+i], 5*i+6, ids[i]
   if not scores[i] or seen[id] then
-    code = 0
-  else
-    -- Every field read here costs Lua time on the hot path: only what the compare and the
-    -- write need. A failed job has ended_at, except one RQ failed after its worker died
-    -- (AbandonedJobError): without one, the job is acted on only when the caller decided on
-    -- exactly that (expected "") and it is still a failure (status failed), else nothing is
-    -- written whatever the caller expected.
-    local cur = redis.pcall('HMGET', job, 'origin', 'ended_at', 'retryd_attempts', 'ttl', 'retryd_exhausted')
-    local ttl, no_end
-    if not cur.err then
-      ttl = tonumber(cur[4] or '')
-      no_end = (cur[2] or '') == ''
+    return 0
+  end
+  local no
+  -- Every field read here costs Lua time on the hot path: only what the compare and the
+  -- write need. A failed job has ended_at, except one RQ failed after its worker died
+  -- (AbandonedJobError): without one, the job is acted on only when the caller decided on
+  -- exactly that (expected "") and it is still a failure (status failed), else nothing is
+  -- written whatever the caller expected.
+  local cur = redis.pcall('HMGET', job, 'origin', 'ended_at', 'retryd_attempts', 'ttl', 'retryd_exhausted')
+  if cur.err then
+    -- Not a hash, or (asked only now, off the hot path) an HMGET the user may not run.
+    return denied('HMGET', job, 'origin') or -3
+  end
+  local ttl = tonumber(cur[4] or '')
+  if (cur[2] or '') == '' then
+    no = denied('EXISTS', job)
+    if no then
+      return no
     end
-    if cur.err then
-      code = -3
-    elseif no_end and redis.call('EXISTS', job) == 0 then
-      code = -1
-    elseif no_end and (ARGV[a+2] ~= '' or redis.call('HGET', job, 'status') ~= 'failed') then
-      code = -2
-    elseif (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
-      code = -2
-    elseif ttl and ttl > 0 and not (ttl < max_ttl) then
-      code = -7
-    else
-      if ARGV[a+4] ~= '' then
-        redis.call('HSET', job, 'status', 'queued', 'enqueued_at', now, 'started_at', '', 'ended_at', '',
-          'exc_info', no_exc_info, 'retryd_policy', policy, 'retryd_requeued_at', now,
-          'retryd_attempts', ARGV[a+4])
-      else
-        redis.call('HSET', job, 'status', 'queued', 'enqueued_at', now, 'started_at', '', 'ended_at', '',
-          'exc_info', no_exc_info, 'retryd_policy', policy, 'retryd_requeued_at', now)
-      end
-      if cur[5] then
-        redis.call('HDEL', job, 'retryd_exhausted')
-      end
-      -- Like RQ's enqueue: a job with its own ttl expires after it; otherwise it must not expire
-      -- while it waits in the queue (the failure_ttl EXPIRE from the failure would still be there).
-      if ttl and ttl > 0 then
-        redis.call('EXPIRE', job, string.format('%d', math.max(1, math.floor(ttl))))
-      else
-        redis.call('PERSIST', job)
-      end
-      moved[#moved+1] = id
-      code = 1
+    if redis.call('EXISTS', job) == 0 then
+      return -1
+    end
+    if ARGV[a+2] ~= '' then
+      return -2
+    end
+    no = denied('HGET', job, 'status')
+    if no then
+      return no
+    end
+    if redis.call('HGET', job, 'status') ~= 'failed' then
+      return -2
     end
   end
-  seen[id] = true
+  if (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
+    return -2
+  end
+  if ttl and ttl > 0 and not (ttl < max_ttl) then
+    return -7
+  end
+  local expire = ttl and ttl > 0
+  no = denied('HSET', job, 'status', 'queued')
+    or (cur[5] and denied('HDEL', job, 'retryd_exhausted'))
+    or (expire and denied('EXPIRE', job, '1'))
+    or (not expire and denied('PERSIST', job))
+  if no then
+    return no
+  end
+  plan[#plan+1] = {job = job, attempts = ARGV[a+4], exhausted = cur[5], ttl = expire and ttl}
+  moved[#moved+1] = id
+  return 1
+end
+for i = 1, n do
+  local code = decide(i)
+  if type(code) == 'table' then
+    return refuse_all(code)
+  end
+  seen[ids[i]] = true
   codes[i] = code
+end
+
+-- Pass 2, writes only: nothing here can fail on data or on the ACL.
+for _, p in ipairs(plan) do
+  local job = p.job
+  if p.attempts ~= '' then
+    redis.call('HSET', job, 'status', 'queued', 'enqueued_at', now, 'started_at', '', 'ended_at', '',
+      'exc_info', no_exc_info, 'retryd_policy', policy, 'retryd_requeued_at', now,
+      'retryd_attempts', p.attempts)
+  else
+    redis.call('HSET', job, 'status', 'queued', 'enqueued_at', now, 'started_at', '', 'ended_at', '',
+      'exc_info', no_exc_info, 'retryd_policy', policy, 'retryd_requeued_at', now)
+  end
+  if p.exhausted then
+    redis.call('HDEL', job, 'retryd_exhausted')
+  end
+  -- Like RQ's enqueue: a job with its own ttl expires after it; otherwise it must not expire
+  -- while it waits in the queue (the failure_ttl EXPIRE from the failure would still be there).
+  if p.ttl then
+    redis.call('EXPIRE', job, string.format('%d', math.max(1, math.floor(p.ttl))))
+  else
+    redis.call('PERSIST', job)
+  end
 end
 if #moved > 0 then
   redis.call('ZREM', failed, unpack(moved))
-  if ARGV[4] == '1' then
-    redis.call('LPUSH', queue, unpack(moved))
-  else
-    redis.call('RPUSH', queue, unpack(moved))
-  end
-  redis.call('SADD', queues, ARGV[5])
+  redis.call(push, queue, unpack(moved))
+  redis.call('SADD', queues, ARGV[10])
 end
+audit(moved)
 return codes
