@@ -184,3 +184,68 @@ fn the_cookie_is_secure_when_the_page_came_over_tls() {
         assert!(set_cookie.contains("; Secure"), "{header:?}: {set_cookie}");
     }
 }
+
+/// See: issue 19: identity can come from a reverse proxy a team already runs for single
+/// sign-on, trusted only from the proxy's own address.
+#[test]
+fn a_trusted_proxys_user_header_names_the_caller_and_no_one_else_can_send_it() {
+    use support::http::request_from;
+    let redis = RedisServer::start();
+    let proxy = r#"
+[http.proxy_identity]
+header = "X-Auth-Request-Email"
+trusted_proxies = ["127.0.0.2", "10.0.0.0/8"]
+operate = ["alice@example.com"]
+read = ["*@example.com"]
+"#;
+    let mut config = config(&redis, TOKENS);
+    // A table of its own: after the [[policy]] tables is as good a place as any.
+    config.policies = format!("{}\n{proxy}", config.policies);
+    let daemon = Daemon::start_ready(&config);
+    let mut con = redis.conn();
+    for id in ["j1", "j2"] {
+        job(id, "default", "app.tasks.charge", "ConnectionError", 100).write(&mut con);
+    }
+    daemon.scan();
+    let proxy_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let as_user = |user: &str, method: &str, path: &str| {
+        request_from(
+            proxy_ip,
+            daemon.addr,
+            method,
+            path,
+            &[("X-Auth-Request-Email", user)],
+            b"",
+        )
+    };
+
+    // From the proxy: alice operates, bob reads, eve has no role.
+    as_user("alice@example.com", "POST", "/api/v1/failed-jobs/j1/retry").expect(200);
+    assert!(!in_failed(&mut con, "default", "j1"));
+    let audit = as_user("bob@example.com", "GET", "/api/v1/audit").expect(200);
+    assert_eq!(
+        audit["entries"][0]["who"], "alice@example.com@127.0.0.2",
+        "{audit}"
+    );
+    as_user("bob@example.com", "POST", "/api/v1/failed-jobs/j2/retry")
+        .expect_error(403, "forbidden");
+    as_user("eve@evil.example", "GET", "/api/v1/jobs/failed").expect_error(403, "no_role");
+    assert!(in_failed(&mut con, "default", "j2"));
+
+    // The same header from any other address is refused, whatever it names, and nothing is done.
+    for source in ["127.0.0.1", "127.0.0.3"] {
+        let answer = request_from(
+            source.parse().unwrap(),
+            daemon.addr,
+            "POST",
+            "/api/v1/failed-jobs/j2/retry",
+            &[("X-Auth-Request-Email", "alice@example.com")],
+            b"",
+        );
+        answer.expect_error(403, "untrusted_proxy");
+    }
+    assert!(in_failed(&mut con, "default", "j2"));
+    assert!(daemon.log().contains("not a trusted proxy"), "logged");
+    // Without the header, the tokens still work from anywhere.
+    daemon.post("/api/v1/failed-jobs/j2/retry").expect(200);
+}
