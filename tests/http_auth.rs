@@ -36,6 +36,7 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/supervisor/scan"),
     ("GET", "/api/v1/policies"),
     ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/whoami"),
 ];
 
 #[test]
@@ -98,6 +99,55 @@ fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
         );
         assert!(r.status < 500, "{method} {path}: {} {}", r.status, r.text());
     }
+}
+
+/// See: issue 19 ("whoami"): the caller's token name and role; `anonymous`/`operate` without
+/// tokens; behind the same auth as the other routes, and in the OpenAPI document.
+#[test]
+fn whoami_names_the_callers_token_and_role() {
+    let redis = RedisServer::start();
+    let tokens = r#"
+[[http.tokens]]
+name = "dashboard"
+role = "read"
+token = "dashboard-secret-5b1e"
+"#;
+    let mut config = DaemonConfig::new(&redis.url(), &format!("{HANDS_OFF}\n{tokens}"));
+    config.auth_token = Some("operator-secret-9c2d".into());
+    let daemon = Daemon::start(&config);
+    let who = |token: &str| {
+        daemon
+            .raw(
+                "GET",
+                "/api/v1/whoami",
+                &[("Authorization", &format!("Bearer {token}"))],
+                b"",
+            )
+            .expect(200)
+    };
+    assert_eq!(
+        who("dashboard-secret-5b1e"),
+        json!({"name": "dashboard", "role": "read"})
+    );
+    assert_eq!(
+        who("operator-secret-9c2d"),
+        json!({"name": "auth_token", "role": "operate"})
+    );
+    daemon
+        .raw("GET", "/api/v1/whoami", &[], b"")
+        .expect_error(401, "unauthorized");
+    let doc = daemon
+        .raw("GET", "/api/v1/openapi.json", &[], b"")
+        .expect(200);
+    let op = &doc["paths"]["/api/v1/whoami"]["get"];
+    assert!(op["responses"]["200"].is_object(), "{op}");
+    assert!(op["responses"]["401"].is_object(), "{op}");
+
+    let open = Daemon::start(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    assert_eq!(
+        open.get("/api/v1/whoami").expect(200),
+        json!({"name": "anonymous", "role": "operate"})
+    );
 }
 
 #[test]

@@ -9,9 +9,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::config::{ApiToken, Role};
 
@@ -56,6 +59,38 @@ pub async fn require_token(
         role: token.role,
     });
     next.run(request).await
+}
+
+/// Who the API takes the caller for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's name (`[[http.tokens]]` `name`, or `auth_token`); `anonymous` when the
+    /// daemon has no token.
+    pub name: String,
+    /// `read` (every GET) or `operate` (everything); `operate` when the daemon has no token.
+    #[schema(value_type = String, example = "read")]
+    pub role: &'static str,
+}
+
+/// The name [`whoami`] gives the caller of a daemon without tokens (who may do everything).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The caller's token name and role, so that a client (the console) can show who is signed in
+/// and offer only what the role may do, instead of learning it from a 403.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth", responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub async fn whoami(caller: Option<Extension<Caller>>) -> Json<WhoAmI> {
+    // No `Caller`: the middleware let the request in without a token, which it only does
+    // when no token is configured.
+    Json(match caller {
+        Some(Extension(caller)) => WhoAmI {
+            name: caller.name.to_string(),
+            role: caller.role.as_str(),
+        },
+        None => WhoAmI {
+            name: ANONYMOUS.to_string(),
+            role: Role::Operate.as_str(),
+        },
+    })
 }
 
 /// The credentials of an `Authorization: Bearer <token>` header. The scheme is

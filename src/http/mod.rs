@@ -83,6 +83,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/policies", get(control::policies))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/whoami", get(auth::whoami))
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
         .route("/metrics", get(control::metrics))

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, docs, error, jobs, stats, AppState};
+use super::{auth, bulk, control, docs, error, jobs, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{bulk, control, docs, error, jobs, stats, AppState};
         stats::stats,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
         control::healthz, control::readyz, control::metrics, document, docs::page,
+        auth::whoami,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
