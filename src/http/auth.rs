@@ -1,12 +1,19 @@
 //! Bearer-token authentication and roles for `/api/` routes. Tokens are compared in constant
 //! time, and every configured token is compared on every request, so the time taken does not
 //! reveal which token (or how many) a guess came close to. No token is ever logged.
+//!
+//! Failed authentications are limited per client address ([`failures`]): after a small burst
+//! the address gets 429 on every route that needs a token, whatever token it sends.
 
+mod failures;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::Method;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,6 +24,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::config::{ApiToken, Role};
+use failures::LogDecision;
+pub use failures::{FailureLimiter, FailureReason};
 
 /// The token a request was let in with, put into the request's extensions by
 /// [`require_token`] for handlers (the audit's "who") to read. Absent when no token is
@@ -33,7 +42,8 @@ pub struct Caller {
 pub const OPEN_API_PATH: &str = "/api/v1/openapi.json";
 
 /// Rejects `/api/` requests without a configured token (401) and writes with a `read` token
-/// (403); passes everything through when no token is configured.
+/// (403); passes everything through when no token is configured. An address over its budget of
+/// failed authentications gets 429 instead, even with a valid token.
 pub async fn require_token(
     State(app): State<AppState>,
     mut request: Request,
@@ -43,13 +53,31 @@ pub async fn require_token(
     if app.tokens.is_empty() || !path.starts_with("/api/") || path == OPEN_API_PATH {
         return next.run(request).await;
     }
+    // Set for every connection by `serve`; absent only for a router driven in-process.
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let now = Instant::now();
+    if let Some(wait) = client.and_then(|ip| app.auth_failures.limited(ip, now)) {
+        refused(&app, client, path, FailureReason::Limited, now);
+        return too_many_failures(wait);
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_credentials);
-    let Some(token) = presented.and_then(|p| matching_token(&app.tokens, p)) else {
-        return ApiError::unauthorized().into_response();
+    let token = match presented {
+        None => Err(FailureReason::Missing),
+        Some(p) => matching_token(&app.tokens, p).ok_or(FailureReason::Invalid),
+    };
+    let token = match token {
+        Ok(token) => token,
+        Err(reason) => {
+            refused(&app, client, path, reason, now);
+            return ApiError::unauthorized().into_response();
+        }
     };
     if !allows(token.role, request.method()) {
         return ApiError::forbidden(&token.name, request.method()).into_response();
@@ -59,6 +87,52 @@ pub async fn require_token(
         role: token.role,
     });
     next.run(request).await
+}
+
+/// Longest route written to a log line: the path is the client's.
+const MAX_LOGGED_ROUTE: usize = 120;
+
+/// Counts a refused request, spends from its address's budget, and logs it (at most one line
+/// per address per minute, which counts the ones in between). Never the token.
+fn refused(
+    app: &AppState,
+    client: Option<std::net::IpAddr>,
+    path: &str,
+    reason: FailureReason,
+    now: Instant,
+) {
+    app.daemon.metrics.auth_failed(reason.as_str());
+    let Some(ip) = client else { return };
+    if let LogDecision::Log { earlier } = app.auth_failures.record(ip, reason, now) {
+        let mut end = path.len().min(MAX_LOGGED_ROUTE);
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        tracing::warn!(
+            address = %ip,
+            route = &path[..end],
+            reason = reason.as_str(),
+            earlier_unlogged = earlier,
+            "authentication failed (further failures from this address are logged at most once a minute, with their count)"
+        );
+    }
+}
+
+/// 429 `{"code": "too_many_auth_failures"}` with `Retry-After` in whole seconds (rounded up).
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_auth_failures",
+        message: format!(
+            "too many failed authentications from this address; try again in {seconds} s"
+        ),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 /// Who the API takes the caller for.

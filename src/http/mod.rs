@@ -44,6 +44,8 @@ pub struct AppState {
     /// The tokens read at start (a change needs a restart); empty: no token needed.
     pub tokens: Arc<[ApiToken]>,
     pub tasks: Arc<bulk::Tasks>,
+    /// Failed authentications per client address (429 after a burst).
+    pub auth_failures: Arc<auth::FailureLimiter>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             daemon,
             tokens: tokens.into(),
             tasks: Arc::new(bulk::Tasks::default()),
+            auth_failures: Arc::new(auth::FailureLimiter::default()),
         }
     }
 

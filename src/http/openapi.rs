@@ -122,6 +122,10 @@ pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
                     "401".into(),
                     error("missing or unknown bearer token").into(),
                 );
+                responses.insert(
+                    "429".into(),
+                    error("too many failed authentications from this client address (too_many_auth_failures; see Retry-After)").into(),
+                );
                 if method != HttpMethod::Get {
                     responses.insert(
                         "403".into(),
