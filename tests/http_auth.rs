@@ -308,7 +308,7 @@ fn a_token_from_auth_token_file_guards_a_non_loopback_listen_and_is_never_logged
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut config = DaemonConfig::new(&redis.url(), SLOW_POLICIES);
     config.listen_host = Some("0.0.0.0".into());
-    config.auth_token_file = Some(token_file);
+    config.auth_token_file = Some(token_file.clone());
     config.log_level = "trace".into();
     let daemon = Daemon::start_ready(&config);
     let mut con = redis.conn();
@@ -346,6 +346,13 @@ fn a_token_from_auth_token_file_guards_a_non_loopback_listen_and_is_never_logged
     assert!(
         !log.contains(token) && !log.contains("Zq8"),
         "the token appears in the log:\n{log}"
+    );
+    // See: issue 19: the token file can be read by others (written with the umask's 0644).
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!("{} holds the API token", token_file.display()))
+            && l.contains("chmod 600")),
+        "run warns about a token file others can read:\n{log}"
     );
 }
 

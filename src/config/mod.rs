@@ -16,7 +16,9 @@ use std::time::Duration;
 
 pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
-pub use tokens::{read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME};
+pub use tokens::{
+    read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
+};
 
 use crate::policy::{
     Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy,
@@ -48,6 +50,9 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// In evaluation order: the first that matches decides.
     pub policies: Vec<Policy>,
+    /// The secrets written in the config file itself (an inline token, a Redis URL with a
+    /// password), for the warning about a file others can read; empty for the defaults.
+    pub secrets_in_file: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -593,7 +598,7 @@ fn build(
         .auth_token_file
         .as_ref()
         .map(|f| PathBuf::from(f.get_ref()));
-    let (tokens, any_token) = tokens::build_tokens(&file.http, env, read_file, &mut err);
+    let (tokens, any_token) = tokens::build_tokens(&file.http, listen, env, read_file, &mut err);
     if !listen.ip().is_loopback() && !any_token {
         let message = format!(
             "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]] or RQ_RETRYD_AUTH_TOKEN"
@@ -626,6 +631,16 @@ fn build(
         }
         if let Some(policy) = build_policy(section, &mut err) {
             policies.push(policy);
+        }
+    }
+
+    let mut secrets_in_file = Vec::new();
+    if file.http.auth_token.is_some() || file.http.tokens.iter().any(|t| t.token.is_some()) {
+        secrets_in_file.push("an API token");
+    }
+    if let Some(url) = &file.redis.url {
+        if redact_url(url.get_ref()) != *url.get_ref() {
+            secrets_in_file.push("a Redis URL with a password");
         }
     }
 
@@ -662,6 +677,7 @@ fn build(
             max_files,
         },
         policies,
+        secrets_in_file,
     })
 }
 
@@ -1021,10 +1037,57 @@ fn one_line(text: &str) -> String {
 }
 
 impl Config {
+    /// The files that hold a secret, with what it is: the config file when it has one written
+    /// in it, and each token file.
+    pub fn secret_files(&self) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        if !self.secrets_in_file.is_empty() && self.source != "<embedded defaults>" {
+            files.push((
+                PathBuf::from(&self.source),
+                self.secrets_in_file.join(" and "),
+            ));
+        }
+        for token in &self.http.tokens {
+            if let TokenSource::File(path) = &token.source {
+                files.push((path.clone(), format!("the API token {:?}", token.name)));
+            }
+        }
+        files
+    }
+
     /// The Redis URL with any password replaced by `***`, safe to print and log.
     pub fn redacted_redis_url(&self) -> String {
         redact_url(&self.redis.url)
     }
+}
+
+/// A warning for each of `config`'s [secret files](Config::secret_files) that its group or
+/// others may read (`mode & 0o077`), naming the file and the fix. `check-config` and `run`
+/// show them; a file that cannot be examined is left to the checks that read it.
+pub fn loose_secret_files(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode_of = |path: &Path| std::fs::metadata(path).ok().map(|m| m.permissions().mode());
+    loose_secret_warnings(&config.secret_files(), &mode_of)
+}
+
+/// The pure core of [`loose_secret_files`]: `mode_of` answers a file's Unix mode.
+fn loose_secret_warnings(
+    files: &[(PathBuf, String)],
+    mode_of: &dyn Fn(&Path) -> Option<u32>,
+) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|(path, what)| {
+            let mode = mode_of(path)? & 0o777;
+            (mode & 0o077 != 0).then(|| {
+                format!(
+                    "{} holds {what} and can be read by its group or others (mode {mode:03o}); make it private: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Replaces the password (or lone user token) of a URL with `***`.
