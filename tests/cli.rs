@@ -626,3 +626,27 @@ fn check_config_and_run_refuse_a_bom_or_short_token_and_warn_about_a_readable_se
     let checked = rq_retryd(&config, &["check-config"]);
     assert_eq!(text(&checked.stderr), "", "no warning for a private file");
 }
+
+/// See: issue 19 ("text logs escape control characters"): a job id from Redis with a newline
+/// and an escape sequence is logged on its own line, escaped, and forges no line.
+#[test]
+fn a_job_id_with_a_newline_forges_no_log_line() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let id = "a\nINFO forged line \u{1b}[2J";
+    FailedJob::new(id).write(&mut con);
+    let (report, log) = once_retrying_everything(&server);
+    assert_eq!(report["requeued"], 1, "{report}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r"job_id=a\nINFO forged line \u{1b}[2J")),
+        "the id is logged, escaped:\n{log}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("INFO forged")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
