@@ -162,9 +162,9 @@ token = "dashboard-secret-5b1e"
 }
 
 /// See: issue 19 ("guessing is slow"): after a burst of failed authentications an address gets
-/// 429 with Retry-After on every route that needs a token, even with the right token (so a
-/// right guess cannot be told from a wrong one, nor used at once); another address is not
-/// affected; each failure is counted, and logged at most once a minute per address, never
+/// 429 with Retry-After for every token it presents, even the right one (so a right guess
+/// cannot be told from a wrong one, nor used at once), and still 401 without a token; another
+/// address is not affected; each failure is counted, and logged at most once a minute per address, never
 /// with the token.
 #[test]
 fn guessing_tokens_gets_429_after_a_burst_per_client_address() {
@@ -217,6 +217,9 @@ fn guessing_tokens_gets_429_after_a_burst_per_client_address() {
     );
     r.expect_error(429, "too_many_auth_failures");
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    // Without a token it guesses nothing: the usual 401 (which the console needs to sign in).
+    request_from(guesser, daemon.addr, "GET", "/api/v1/jobs/stats", &[], b"")
+        .expect_error(401, "unauthorized");
     // Another address, the right token: let in at once.
     request_from(
         loopback(2),
@@ -239,7 +242,7 @@ fn guessing_tokens_gets_429_after_a_burst_per_client_address() {
     };
     assert_eq!(count("invalid"), f64::from(refused));
     assert_eq!(count("limited"), f64::from(limited + 1));
-    assert_eq!(count("missing"), 0.0);
+    assert_eq!(count("missing"), 1.0);
 
     std::thread::sleep(std::time::Duration::from_secs(wait));
     request_from(

@@ -3,7 +3,8 @@
 //! reveal which token (or how many) a guess came close to. No token is ever logged.
 //!
 //! Failed authentications are limited per client address ([`failures`]): after a small burst
-//! the address gets 429 on every route that needs a token, whatever token it sends.
+//! the address gets 429 on every route that needs a token, whatever token it sends (a request
+//! without a token still gets its 401: it guesses nothing).
 
 mod failures;
 
@@ -43,7 +44,7 @@ pub const OPEN_API_PATH: &str = "/api/v1/openapi.json";
 
 /// Rejects `/api/` requests without a configured token (401) and writes with a `read` token
 /// (403); passes everything through when no token is configured. An address over its budget of
-/// failed authentications gets 429 instead, even with a valid token.
+/// failed authentications gets 429 for any token it presents, even a valid one.
 pub async fn require_token(
     State(app): State<AppState>,
     mut request: Request,
@@ -59,10 +60,6 @@ pub async fn require_token(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
     let now = Instant::now();
-    if let Some(wait) = client.and_then(|ip| app.auth_failures.limited(ip, now)) {
-        refused(&app, client, path, FailureReason::Limited, now);
-        return too_many_failures(wait);
-    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
@@ -70,7 +67,15 @@ pub async fn require_token(
         .and_then(bearer_credentials);
     let token = match presented {
         None => Err(FailureReason::Missing),
-        Some(p) => matching_token(&app.tokens, p).ok_or(FailureReason::Invalid),
+        Some(p) => {
+            // Over budget, a presented token is not looked at: a right guess answers as a
+            // wrong one. A request without a token reveals nothing and gets its 401.
+            if let Some(wait) = client.and_then(|ip| app.auth_failures.limited(ip, now)) {
+                refused(&app, client, path, FailureReason::Limited, now);
+                return too_many_failures(wait);
+            }
+            matching_token(&app.tokens, p).ok_or(FailureReason::Invalid)
+        }
     };
     let token = match token {
         Ok(token) => token,

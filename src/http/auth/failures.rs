@@ -32,7 +32,7 @@ pub enum FailureReason {
     Missing,
     /// A token no configured token equals: a guess.
     Invalid,
-    /// The address is over its budget: refused (429) without looking at the token.
+    /// The address is over its budget: the token it presented was refused (429) unseen.
     Limited,
 }
 
@@ -116,9 +116,9 @@ impl FailureLimiter {
         }
     }
 
-    /// `Some(how long until the next attempt)` when `ip` is over its budget: every request
-    /// that needs a token is then refused without looking at the token, so that a guess that
-    /// happens to be right is not told apart from a wrong one (guess, then use).
+    /// `Some(how long until the next attempt)` when `ip` is over its budget: every token it
+    /// presents is then refused without being looked at, so that a guess that happens to be
+    /// right is not told apart from a wrong one (guess, then use).
     pub fn limited(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let table = self.table.lock().expect("auth failure table");
         let entry = table.entries.get(&client_key(ip))?;
