@@ -1061,9 +1061,15 @@ impl Config {
     }
 }
 
-/// A warning for each of `config`'s [secret files](Config::secret_files) that its group or
-/// others may read (`mode & 0o077`), naming the file and the fix. `check-config` and `run`
-/// show them; a file that cannot be examined is left to the checks that read it.
+/// A warning for each of `config`'s [secret files](Config::secret_files) that others (not its
+/// owner, not its group) may read or write (`mode & 0o007`), naming the file and the fix.
+/// `check-config` and `run` show them; a file that cannot be examined is left to the checks
+/// that read it.
+///
+/// Group access is not warned about: the Debian package's layout is `root:rq-retryd` with mode
+/// 0640, and the service (user `rq-retryd`) reads its config and tokens through that group, so
+/// a warning there would fire on every packaged install, and its fix (`chmod 600` on a file
+/// owned by root) would lock the service out.
 pub fn loose_secret_files(config: &Config) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode_of = |path: &Path| std::fs::metadata(path).ok().map(|m| m.permissions().mode());
@@ -1079,9 +1085,9 @@ fn loose_secret_warnings(
         .iter()
         .filter_map(|(path, what)| {
             let mode = mode_of(path)? & 0o777;
-            (mode & 0o077 != 0).then(|| {
+            (mode & 0o007 != 0).then(|| {
                 format!(
-                    "{} holds {what} and can be read by its group or others (mode {mode:03o}); make it private: chmod 600 {}",
+                    "{} holds {what} and others can read it (mode {mode:03o}); make it private: chmod 600 {} (or 640 with the group the service reads it through, as the Debian package sets up)",
                     path.display(),
                     path.display()
                 )
