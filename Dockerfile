@@ -2,7 +2,7 @@
 #   docker build -t rq-retryd .
 #   docker run --rm -v $PWD/config/example.toml:/etc/rq-retryd/config.toml:ro \
 #     -e RQ_RETRYD_REDIS_URL=redis://redis:6379/0 -e RQ_RETRYD_HTTP_LISTEN=0.0.0.0:9732 \
-#     -e RQ_RETRYD_AUTH_TOKEN=change-me -p 9732:9732 rq-retryd
+#     -e RQ_RETRYD_AUTH_TOKEN="$(openssl rand -hex 32)" -p 9732:9732 rq-retryd
 # --build-arg RQ_RETRYD_GIT_COMMIT=$(git rev-parse --short=12 HEAD) names the commit in
 # --version and build_info (build.rs; there is no .git in the image, so "unknown" without it).
 FROM rust:1.88-slim-bookworm AS build

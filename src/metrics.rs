@@ -14,6 +14,9 @@ use prometheus::{
 /// Distinct queue label values before further queues fold into `overflow`.
 pub const MAX_QUEUE_LABELS: usize = 500;
 
+/// The `reason` labels of `auth_failures_total`, shown at 0 from the start.
+pub const AUTH_FAILURE_REASONS: [&str; 3] = ["missing", "invalid", "limited"];
+
 /// Per-queue figures from one scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueGauges {
@@ -63,6 +66,7 @@ pub struct Metrics {
     paused: IntGauge,
     leader: IntGauge,
     circuit_open: IntGaugeVec,
+    auth_failures: IntCounterVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
 }
@@ -145,6 +149,14 @@ impl Metrics {
             "Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
             &["queue", "policy"],
         );
+        let auth_failures = counter_vec(
+            "auth_failures_total",
+            "API requests refused for their token, by reason: missing, invalid, or limited (the client address is over its budget of failures and got 429).",
+            &["reason"],
+        );
+        for reason in AUTH_FAILURE_REASONS {
+            auth_failures.with_label_values(&[reason]).inc_by(0);
+        }
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry
@@ -242,6 +254,7 @@ impl Metrics {
             paused,
             leader,
             circuit_open,
+            auth_failures,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
         }
@@ -429,6 +442,11 @@ impl Metrics {
         for policy in policies {
             self.circuit_open.with_label_values(&[policy]).set(1);
         }
+    }
+
+    /// An API request was refused for its token; `reason` is one of [`AUTH_FAILURE_REASONS`].
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text exposition of every family.

@@ -1,4 +1,16 @@
 //! The tracing subscriber: text or JSON, to stderr (journald picks it up) or to rotated files.
+//!
+//! In the text format every message and field value is written with its control characters
+//! escaped ([`EscapedFields`]): queue names and job ids come from Redis and routes from
+//! requests, and a raw newline in one would forge whole log lines. The JSON format is escaped
+//! by serde already.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::FormatFields;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation as RollingRotation};
@@ -63,6 +75,7 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
                 .with_writer(writer)
                 .with_target(false)
                 .with_ansi(false)
+                .fmt_fields(EscapedFields)
                 .with_env_filter(filter)
                 .with_filter_reloading();
             let handle = builder.reload_handle();
@@ -96,4 +109,153 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
         _guard: guard,
         set_filter,
     })
+}
+
+/// The text format's field formatter: like tracing-subscriber's default (the message, then
+/// `name=value` pairs separated by spaces; strings quoted), with every control character of the
+/// message and the values escaped (`\n`, `\r`, `\t`, `\u{1b}`), so that one event is always
+/// one line whatever text it carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: Writer<'writer>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        // Fields of `log` records bridged into tracing are metadata, not values.
+        if name.starts_with("log.") {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = (|| {
+            self.writer.write_str(separator)?;
+            if name != "message" {
+                write!(self.writer, "{}=", name.strip_prefix("r#").unwrap_or(name))?;
+            }
+            write!(Escaping(&mut self.writer), "{value}")
+        })();
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, format_args!("{value}"));
+        } else {
+            self.write(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, format_args!("{value:?}"));
+    }
+}
+
+/// A writer that passes text through with control characters escaped: `\n`, `\r`, `\t`, and
+/// `\u{..}` for the other C0 and C1 controls, DEL and the Unicode line and paragraph
+/// separators.
+struct Escaping<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut clean = 0;
+        for (i, c) in text.char_indices() {
+            let escaped = match c {
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                _ => None,
+            };
+            if escaped.is_none() && !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}') {
+                continue;
+            }
+            self.0.write_str(&text[clean..i])?;
+            match escaped {
+                Some(e) => self.0.write_str(e)?,
+                None => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            clean = i + c.len_utf8();
+        }
+        self.0.write_str(&text[clean..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Everything `log` writes through a text subscriber with [`EscapedFields`].
+    fn text_log(log: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || SharedBuffer(sink.clone()))
+            .with_target(false)
+            .with_ansi(false)
+            .fmt_fields(EscapedFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// See: issue 19 ("text logs escape control characters").
+    #[test]
+    fn a_job_id_with_a_newline_cannot_forge_a_log_line() {
+        let job_id = "a\nINFO forged line";
+        let queue = "q\r\u{1b}[31mred\u{85}\u{2028}";
+        let log = text_log(|| {
+            tracing::info!(job_id = %job_id, queue, debugged = ?job_id, "requeued {job_id}\tnow");
+        });
+        assert_eq!(log.lines().count(), 1, "one event, one line: {log:?}");
+        assert!(
+            log.contains(r#"requeued a\nINFO forged line\tnow job_id=a\nINFO forged line queue="q\r\u{1b}[31mred\u{85}\u{2028}" debugged="a\nINFO forged line""#),
+            "{log}"
+        );
+        assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log:?}");
+    }
+
+    #[test]
+    fn plain_fields_read_as_before() {
+        let log = text_log(|| tracing::warn!(count = 3, name = "x y", ok = true, "plain message"));
+        assert!(
+            log.trim_end()
+                .ends_with(r#"WARN plain message count=3 name="x y" ok=true"#),
+            "{log}"
+        );
+    }
 }

@@ -128,6 +128,39 @@ async fn sign_in(browser: &Browser, token: &str) {
     browser.click("#sign-in button[type=submit]").await;
 }
 
+/// Clicks the first element matching `css` even when it is disabled (as a read token's
+/// buttons are): the page's own lock is only a courtesy, and the API must refuse anyway.
+async fn force_click(browser: &Browser, css: &str) {
+    browser.find(css).await;
+    browser
+        .js(
+            "const b = document.querySelector(arguments[0]); b.disabled = false; b.click();",
+            vec![json!(css)],
+        )
+        .await;
+}
+
+/// Waits until the first element matching `css` is disabled with a title saying the token may
+/// only read.
+async fn wait_locked(browser: &Browser, css: &str) {
+    browser
+        .wait_until(&format!("{css} to be locked for a read token"), || async {
+            let element = browser.find(css).await;
+            let disabled = element.prop("disabled").await.map_err(|e| e.to_string())?;
+            let title = element
+                .attr("title")
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if disabled.as_deref() == Some("true") && title.contains("may only read") {
+                Ok(())
+            } else {
+                Err(format!("disabled {disabled:?}, title {title:?}"))
+            }
+        })
+        .await
+}
+
 /// See: issue 13 §1, scenario 1: the overview shows the groups with the right counts, and
 /// the per-queue counts; `GET /` leads there. Also saves the overview's screenshot.
 #[tokio::test]
@@ -409,39 +442,49 @@ token = "viewer-s3cret"
     browser
         .wait_for_text(&format!("{row} [data-field=count]"), "2")
         .await;
+    // See: issue 19: the header says who is signed in, and a read token's buttons are
+    // disabled, saying why.
+    browser.wait_for_text("#whoami", "viewer · read").await;
+    for css in [
+        format!("{row} [data-action=retry-group]"),
+        format!("{row} [data-action=delete-group]"),
+        "[data-action=scan]".to_string(),
+        "[data-action=pause]".to_string(),
+        "[data-action=resume]".to_string(),
+    ] {
+        wait_locked(&browser, &css).await;
+    }
 
-    browser
-        .click(&format!("{row} [data-action=retry-group]"))
-        .await;
+    // The lock is a courtesy: a button clicked anyway is refused by the API.
+    // (Its preview is a dry run, a POST: refused already.)
+    force_click(&browser, &format!("{row} [data-action=retry-group]")).await;
     let text = outcome(&browser, "refused").await;
     assert!(
         text.starts_with("Refused:") && text.contains("viewer") && text.contains("role read"),
         "the page says why: {text}"
     );
-    browser.click("[data-action=pause]").await;
+    force_click(&browser, "[data-action=pause]").await;
     outcome(&browser, "refused").await;
-    browser.click("[data-action=scan]").await;
+    force_click(&browser, "[data-action=scan]").await;
     outcome(&browser, "refused").await;
 
     // The jobs page lists them (the token is kept for the tab); a row's retry is refused.
     browser
         .goto(&format!("{}/ui/jobs", daemon.base_url()))
         .await;
-    browser
-        .click(&format!(
-            "tr[data-job-id=\"{}\"] [data-action=retry]",
-            ids[0]
-        ))
-        .await;
+    let retry = format!("tr[data-job-id=\"{}\"] [data-action=retry]", ids[0]);
+    wait_locked(&browser, &retry).await;
+    wait_locked(&browser, "[data-action=retry-group]").await;
+    wait_locked(&browser, "[data-action=delete-group]").await;
+    force_click(&browser, &retry).await;
     outcome(&browser, "refused").await;
-    browser
-        .click(&format!(
-            "tr[data-job-id=\"{}\"] [data-action=delete]",
-            ids[1]
-        ))
-        .await;
-    browser.click("[data-action=confirm]").await;
+    let delete = format!("tr[data-job-id=\"{}\"] [data-action=delete]", ids[1]);
+    wait_locked(&browser, &delete).await;
+    force_click(&browser, &delete).await;
+    wait_locked(&browser, "[data-action=confirm]").await;
+    force_click(&browser, "[data-action=confirm]").await;
     outcome(&browser, "refused").await;
+    browser.wait_for_text("#whoami", "viewer · read").await;
     browser
         .goto(&format!("{}/ui/policies", daemon.base_url()))
         .await;
@@ -482,6 +525,14 @@ token = "alice-s3cret"
     let browser = Browser::start().await;
     browser.goto(&format!("{}/ui/", first.base_url())).await;
     sign_in(&browser, "alice-s3cret").await;
+    // See: issue 19: an operate token is named in the header and its buttons are enabled.
+    browser
+        .wait_for_text("#whoami", "ops-alice · operate")
+        .await;
+    for css in ["[data-action=pause]", "[data-action=scan]"] {
+        let disabled = browser.find(css).await.prop("disabled").await.unwrap();
+        assert_eq!(disabled.as_deref(), Some("false"), "{css} is enabled");
+    }
 
     browser.click("[data-action=pause]").await;
     let text = outcome(&browser, "done").await;

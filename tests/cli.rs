@@ -544,13 +544,13 @@ fn check_config_and_run_refuse_an_unreadable_or_empty_token_file_with_the_same_m
 fn check_config_lists_tokens_by_name_and_role_and_never_prints_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alice");
-    std::fs::write(&file, "alice-s3cret\n").unwrap();
+    std::fs::write(&file, "alice-s3cret-0123\n").unwrap();
     let config = write_config(
         &dir,
         &format!(
-            "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"legacy-s3cret\"\n\
+            "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"legacy-s3cret-0123\"\n\
              [[http.tokens]]\nname = \"ops-alice\"\nrole = \"operate\"\ntoken_file = \"{}\"\n\
-             [[http.tokens]]\nname = \"dashboard\"\nrole = \"read\"\ntoken = \"dash-s3cret\"\n",
+             [[http.tokens]]\nname = \"dashboard\"\nrole = \"read\"\ntoken = \"dash-s3cret-012345\"\n",
             file.display()
         ),
     );
@@ -568,4 +568,87 @@ fn check_config_lists_tokens_by_name_and_role_and_never_prints_a_secret() {
     );
     assert!(line.contains("dashboard (role read"), "{line}");
     assert!(!shown.contains("s3cret"), "a secret was printed: {shown}");
+}
+
+/// See: issue 19 ("token checks in config"): a token file with a BOM, or a short token on a
+/// non-loopback listen, is refused by `check-config` and `run` with the same located message;
+/// a valid config whose file holds a secret others can read passes with a warning that names
+/// the file and `chmod 600`.
+#[test]
+fn check_config_and_run_refuse_a_bom_or_short_token_and_warn_about_a_readable_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bom = dir.path().join("bom-token");
+    std::fs::write(&bom, "\u{feff}0123456789abcdef0123\n").unwrap();
+    for (http, says) in [
+        (
+            format!(
+                "[http]\nlisten = \"127.0.0.1:1\"\n[[http.tokens]]\nname = \"dash\"\nrole = \"read\"\ntoken_file = \"{}\"\n",
+                bom.display()
+            ),
+            format!("{}:1:1: the token (the first line) holds a byte-order mark", bom.display()),
+        ),
+        (
+            "[http]\nlisten = \"0.0.0.0:1\"\nauth_token = \"short-s3cret\"\n".to_string(),
+            "http.auth_token: the token is 12 bytes".to_string(),
+        ),
+    ] {
+        let config = write_config(
+            &dir,
+            &format!("[redis]\nurl = \"redis://127.0.0.1:1/0\"\n{http}"),
+        );
+        let checked = rq_retryd(&config, &["check-config"]);
+        assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stderr));
+        // A `run` that accepted the token would wait for Redis forever: give it 20 s.
+        let (code, ran) = support::http::run_to_exit(&std::fs::read_to_string(&config).unwrap());
+        assert_eq!(code, 2, "{ran}");
+        let message = text(&checked.stderr);
+        assert!(message.contains(&says), "{message}");
+        let located = message.lines().next().unwrap().split_once(": ").unwrap().1;
+        assert!(ran.contains(located), "run refuses the same way:\n{ran}");
+        assert!(!message.contains("s3cret") && !message.contains("0123"), "{message}");
+    }
+
+    let config = write_config(
+        &dir,
+        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:1/0\"\n[http]\nauth_token = \"a-s3cret-long-enough\"\n",
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let checked = rq_retryd(&config, &["check-config"]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stderr));
+    let warning = text(&checked.stderr);
+    assert!(
+        warning.contains(&format!(
+            "warning: {} holds an API token and a Redis URL with a password",
+            config.display()
+        )) && warning.contains(&format!("chmod 600 {}", config.display())),
+        "{warning}"
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let checked = rq_retryd(&config, &["check-config"]);
+    assert_eq!(text(&checked.stderr), "", "no warning for a private file");
+}
+
+/// See: issue 19 ("text logs escape control characters"): a job id from Redis with a newline
+/// and an escape sequence is logged on its own line, escaped, and forges no line.
+#[test]
+fn a_job_id_with_a_newline_forges_no_log_line() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let id = "a\nINFO forged line \u{1b}[2J";
+    FailedJob::new(id).write(&mut con);
+    let (report, log) = once_retrying_everything(&server);
+    assert_eq!(report["requeued"], 1, "{report}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r"job_id=a\nINFO forged line \u{1b}[2J")),
+        "the id is logged, escaped:\n{log}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("INFO forged")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 }

@@ -10,7 +10,9 @@ mod support;
 use serde_json::json;
 
 use support::api::*;
-use support::http::{run_to_exit, Daemon, DaemonConfig, HANDS_OFF};
+use support::http::{
+    metric, parse_metrics, request_from, run_to_exit, Daemon, DaemonConfig, HANDS_OFF,
+};
 use support::jobs::{snapshot, FailedJob};
 use support::RedisServer;
 
@@ -36,7 +38,14 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/supervisor/scan"),
     ("GET", "/api/v1/policies"),
     ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/whoami"),
 ];
+
+/// The `n`th loopback address but 127.0.0.1 (every `127.x.y.z` is this host): a client of its
+/// own, with its own budget of failed authentications.
+fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 0, 1, n).into()
+}
 
 #[test]
 fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
@@ -59,9 +68,11 @@ fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
         vec![("Authorization", token)],
         vec![("Authorization", "Bearer ")],
     ];
-    for (method, path) in API_ROUTES {
+    for (i, (method, path)) in API_ROUTES.iter().enumerate() {
+        // One client per route, so that no client goes over its budget of failures (429).
+        let client = loopback(i as u8 + 1);
         for headers in &wrong_headers {
-            let r = daemon.raw(method, path, headers, b"");
+            let r = request_from(client, daemon.addr, method, path, headers, b"");
             assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.text());
             r.expect_error(401, "unauthorized");
         }
@@ -100,6 +111,172 @@ fn with_a_token_every_api_route_needs_it_and_health_and_metrics_stay_open() {
     }
 }
 
+/// See: issue 19 ("whoami"): the caller's token name and role; `anonymous`/`operate` without
+/// tokens; behind the same auth as the other routes, and in the OpenAPI document.
+#[test]
+fn whoami_names_the_callers_token_and_role() {
+    let redis = RedisServer::start();
+    let tokens = r#"
+[[http.tokens]]
+name = "dashboard"
+role = "read"
+token = "dashboard-secret-5b1e"
+"#;
+    let mut config = DaemonConfig::new(&redis.url(), &format!("{HANDS_OFF}\n{tokens}"));
+    config.auth_token = Some("operator-secret-9c2d".into());
+    let daemon = Daemon::start(&config);
+    let who = |token: &str| {
+        daemon
+            .raw(
+                "GET",
+                "/api/v1/whoami",
+                &[("Authorization", &format!("Bearer {token}"))],
+                b"",
+            )
+            .expect(200)
+    };
+    assert_eq!(
+        who("dashboard-secret-5b1e"),
+        json!({"name": "dashboard", "role": "read"})
+    );
+    assert_eq!(
+        who("operator-secret-9c2d"),
+        json!({"name": "auth_token", "role": "operate"})
+    );
+    daemon
+        .raw("GET", "/api/v1/whoami", &[], b"")
+        .expect_error(401, "unauthorized");
+    let doc = daemon
+        .raw("GET", "/api/v1/openapi.json", &[], b"")
+        .expect(200);
+    let op = &doc["paths"]["/api/v1/whoami"]["get"];
+    assert!(op["responses"]["200"].is_object(), "{op}");
+    assert!(op["responses"]["401"].is_object(), "{op}");
+    assert!(op["responses"]["429"].is_object(), "{op}");
+
+    let open = Daemon::start(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    assert_eq!(
+        open.get("/api/v1/whoami").expect(200),
+        json!({"name": "anonymous", "role": "operate"})
+    );
+}
+
+/// See: issue 19 ("guessing is slow"): after a burst of failed authentications an address gets
+/// 429 with Retry-After for every token it presents, even the right one (so a right guess
+/// cannot be told from a wrong one, nor used at once), and still 401 without a token; another
+/// address is not affected; each failure is counted, and logged at most once a minute per address, never
+/// with the token.
+#[test]
+fn guessing_tokens_gets_429_after_a_burst_per_client_address() {
+    let redis = RedisServer::start();
+    let token = "tok-3f9a1c7e5b2d4a6c8e0f";
+    let mut config = DaemonConfig::new(&redis.url(), HANDS_OFF);
+    config.auth_token = Some(token.into());
+    let daemon = Daemon::start_ready(&config);
+    let good = format!("Bearer {token}");
+    let guesser = loopback(1);
+
+    let started = std::time::Instant::now();
+    let (mut refused, mut limited) = (0u32, 0u32);
+    for i in 0..5_000 {
+        let guess = format!("Bearer guess-{i:05}");
+        let r = request_from(
+            guesser,
+            daemon.addr,
+            "GET",
+            "/api/v1/jobs/stats",
+            &[("Authorization", &guess)],
+            b"",
+        );
+        match r.status {
+            401 => refused += 1,
+            429 => {
+                limited += 1;
+                r.expect_error(429, "too_many_auth_failures");
+                let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=6).contains(&wait), "Retry-After {wait}");
+            }
+            other => panic!("guess {i}: HTTP {other}: {}", r.text()),
+        }
+    }
+    // A burst of 10, then one every 6 s.
+    let allowed = 10 + started.elapsed().as_secs() as u32 / 6 + 1;
+    assert!(
+        (10..=allowed).contains(&refused),
+        "{refused} answered 401 (at most {allowed}), {limited} answered 429"
+    );
+
+    // The right token from the guessing address: still 429 until its time has passed.
+    let r = request_from(
+        guesser,
+        daemon.addr,
+        "GET",
+        "/api/v1/jobs/stats",
+        &[("Authorization", &good)],
+        b"",
+    );
+    r.expect_error(429, "too_many_auth_failures");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    // Without a token it guesses nothing: the usual 401 (which the console needs to sign in).
+    request_from(guesser, daemon.addr, "GET", "/api/v1/jobs/stats", &[], b"")
+        .expect_error(401, "unauthorized");
+    // Another address, the right token: let in at once.
+    request_from(
+        loopback(2),
+        daemon.addr,
+        "GET",
+        "/api/v1/jobs/stats",
+        &[("Authorization", &good)],
+        b"",
+    )
+    .expect(200);
+
+    let samples = parse_metrics(&daemon.get("/metrics").text());
+    let count = |reason: &str| {
+        metric(
+            &samples,
+            "rq_retryd_auth_failures_total",
+            &[("reason", reason)],
+        )
+        .unwrap()
+    };
+    assert_eq!(count("invalid"), f64::from(refused));
+    assert_eq!(count("limited"), f64::from(limited + 1));
+    assert_eq!(count("missing"), 1.0);
+
+    std::thread::sleep(std::time::Duration::from_secs(wait));
+    request_from(
+        guesser,
+        daemon.addr,
+        "GET",
+        "/api/v1/jobs/stats",
+        &[("Authorization", &good)],
+        b"",
+    )
+    .expect(200);
+
+    let (_, log) = daemon.stop();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 2,
+        "one line per address per minute, not one per guess: {} lines\n{log}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("127.0.1.1")),
+        "{lines:?}"
+    );
+    assert!(
+        !log.contains("guess-") && !log.contains(token) && !log.contains("tok-"),
+        "a token, or a guess, is in the log:\n{log}"
+    );
+}
+
 #[test]
 fn a_non_loopback_listen_without_a_token_refuses_to_start_with_exit_2() {
     let redis = RedisServer::start();
@@ -134,7 +311,7 @@ fn a_token_from_auth_token_file_guards_a_non_loopback_listen_and_is_never_logged
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut config = DaemonConfig::new(&redis.url(), SLOW_POLICIES);
     config.listen_host = Some("0.0.0.0".into());
-    config.auth_token_file = Some(token_file);
+    config.auth_token_file = Some(token_file.clone());
     config.log_level = "trace".into();
     let daemon = Daemon::start_ready(&config);
     let mut con = redis.conn();
@@ -172,6 +349,13 @@ fn a_token_from_auth_token_file_guards_a_non_loopback_listen_and_is_never_logged
     assert!(
         !log.contains(token) && !log.contains("Zq8"),
         "the token appears in the log:\n{log}"
+    );
+    // See: issue 19: the token file can be read by others (written with the umask's 0644).
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!("{} holds the API token", token_file.display()))
+            && l.contains("chmod 600")),
+        "run warns about a token file others can read:\n{log}"
     );
 }
 

@@ -145,6 +145,7 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
         ("redis_up", "gauge"),
         ("paused", "gauge"),
         ("build_info", "gauge"),
+        ("auth_failures_total", "counter"),
     ] {
         assert!(
             text.contains(&format!("# TYPE rq_retryd_{family} {kind}\n")),

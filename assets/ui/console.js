@@ -163,6 +163,7 @@ const RQ = (() => {
       error.textContent = message || "";
       $("#sign-in input[name=token]").focus();
       $("#sign-out").hidden = true;
+      $("#whoami").hidden = true;
     },
     hide() {
       this.shown = false;
@@ -170,6 +171,50 @@ const RQ = (() => {
       $("#page").hidden = false;
     },
   };
+
+  // ---- who is signed in --------------------------------------------------------------------
+
+  /** The buttons that change state (and the confirm step of every such action). */
+  const WRITES = ["retry", "delete", "retry-group", "delete-group", "pause", "resume", "scan", "confirm"]
+    .map((action) => `[data-action="${action}"]`).join(", ");
+  const READ_ONLY = "Your token may only read (role read): ask for a token with role operate to act";
+  let role = null;
+
+  /**
+   * With a `read` token, disables every button that changes state, with a title saying why.
+   * Pages draw and redraw their buttons (and enable them) as data comes in, so this runs on
+   * every change to the page. The API refuses such requests anyway (403); this only spares
+   * the user the refusal.
+   */
+  function lockWrites() {
+    if (role !== "read") return;
+    for (const button of document.querySelectorAll(WRITES)) {
+      if (!button.disabled) button.disabled = true;
+      if (button.title !== READ_ONLY) button.title = READ_ONLY;
+    }
+  }
+  new MutationObserver(lockWrites).observe(document.body, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["disabled", "title"],
+  });
+
+  /** Asks the API who the token is (GET whoami) and shows it in the header. */
+  async function identify() {
+    const me = await get("whoami");
+    // Signed in again with a token that may do more: redraw the buttons locked before.
+    if (role === "read" && me.role !== "read") window.location.reload();
+    role = me.role;
+    const badge = $("#whoami");
+    badge.textContent = `${me.name} · ${me.role}`;
+    badge.dataset.role = me.role;
+    const how = { session: "Signed in", token: "Signed in with a token", proxy: "Signed in through your single sign-on proxy" }[me.via];
+    badge.title = me.via === "none"
+      ? "No token is configured: this address may act"
+      : me.role === "read" ? `${how}, role read: every page, no action` : `${how}, role operate`;
+    badge.hidden = false;
+    // Only a session cookie can be signed out of here (a proxy's user signs out at the proxy).
+    $("#sign-out").hidden = me.via !== "session";
+    lockWrites();
+  }
 
   // ---- notices and the action panel ------------------------------------------------------
 
@@ -427,7 +472,7 @@ const RQ = (() => {
     });
     reload = async () => {
       try {
-        await load();
+        await Promise.all([identify(), load()]);
         notice(null);
         stamp();
       } catch (e) {

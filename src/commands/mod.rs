@@ -44,6 +44,9 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     if let Command::CheckConfig = cli.command() {
         print!("{}", render_config(&config));
+        for warning in config::loose_secret_files(&config) {
+            eprintln!("rq-retryd: warning: {warning}");
+        }
         return ExitCode::SUCCESS;
     }
     let telemetry = match telemetry::init(&config.logging) {
@@ -53,6 +56,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Command::Run = cli.command() {
+        for warning in config::loose_secret_files(&config) {
+            tracing::warn!("{warning}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

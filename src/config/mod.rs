@@ -20,7 +20,9 @@ pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
 pub use hosts::{AllowedHost, Host, Origin, Scheme};
 pub use identity::{Network, ProxyIdentity, DEFAULT_SESSION_TTL};
-pub use tokens::{read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME};
+pub use tokens::{
+    read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
+};
 
 use crate::policy::{
     Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy,
@@ -52,6 +54,9 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// In evaluation order: the first that matches decides.
     pub policies: Vec<Policy>,
+    /// The secrets written in the config file itself (an inline token, a Redis URL with a
+    /// password), for the warning about a file others can read; empty for the defaults.
+    pub secrets_in_file: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -619,7 +624,7 @@ fn build(
         .auth_token_file
         .as_ref()
         .map(|f| PathBuf::from(f.get_ref()));
-    let (tokens, any_token) = tokens::build_tokens(&file.http, env, read_file, &mut err);
+    let (tokens, any_token) = tokens::build_tokens(&file.http, listen, env, read_file, &mut err);
     let session_ttl = identity::session_ttl(file.http.session_ttl.as_ref(), &mut err);
     let proxy_identity =
         identity::build_proxy_identity(file.http.proxy_identity.as_ref(), &mut err);
@@ -660,6 +665,16 @@ fn build(
         }
     }
 
+    let mut secrets_in_file = Vec::new();
+    if file.http.auth_token.is_some() || file.http.tokens.iter().any(|t| t.token.is_some()) {
+        secrets_in_file.push("an API token");
+    }
+    if let Some(url) = &file.redis.url {
+        if redact_url(url.get_ref()) != *url.get_ref() {
+            secrets_in_file.push("a Redis URL with a password");
+        }
+    }
+
     Some(Config {
         source: source.to_string(),
         redis: RedisSettings {
@@ -697,6 +712,7 @@ fn build(
             max_files,
         },
         policies,
+        secrets_in_file,
     })
 }
 
@@ -1074,10 +1090,63 @@ fn one_line(text: &str) -> String {
 }
 
 impl Config {
+    /// The files that hold a secret, with what it is: the config file when it has one written
+    /// in it, and each token file.
+    pub fn secret_files(&self) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        if !self.secrets_in_file.is_empty() && self.source != "<embedded defaults>" {
+            files.push((
+                PathBuf::from(&self.source),
+                self.secrets_in_file.join(" and "),
+            ));
+        }
+        for token in &self.http.tokens {
+            if let TokenSource::File(path) = &token.source {
+                files.push((path.clone(), format!("the API token {:?}", token.name)));
+            }
+        }
+        files
+    }
+
     /// The Redis URL with any password replaced by `***`, safe to print and log.
     pub fn redacted_redis_url(&self) -> String {
         redact_url(&self.redis.url)
     }
+}
+
+/// A warning for each of `config`'s [secret files](Config::secret_files) that others (not its
+/// owner, not its group) may read or write (`mode & 0o007`), naming the file and the fix.
+/// `check-config` and `run` show them; a file that cannot be examined is left to the checks
+/// that read it.
+///
+/// Group access is not warned about: the Debian package's layout is `root:rq-retryd` with mode
+/// 0640, and the service (user `rq-retryd`) reads its config and tokens through that group, so
+/// a warning there would fire on every packaged install, and its fix (`chmod 600` on a file
+/// owned by root) would lock the service out.
+pub fn loose_secret_files(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode_of = |path: &Path| std::fs::metadata(path).ok().map(|m| m.permissions().mode());
+    loose_secret_warnings(&config.secret_files(), &mode_of)
+}
+
+/// The pure core of [`loose_secret_files`]: `mode_of` answers a file's Unix mode.
+fn loose_secret_warnings(
+    files: &[(PathBuf, String)],
+    mode_of: &dyn Fn(&Path) -> Option<u32>,
+) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|(path, what)| {
+            let mode = mode_of(path)? & 0o777;
+            (mode & 0o007 != 0).then(|| {
+                format!(
+                    "{} holds {what} and others can read it (mode {mode:03o}); make it private: chmod 600 {} (or 640 with the group the service reads it through, as the Debian package sets up)",
+                    path.display(),
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Replaces the password (or lone user token) of a URL with `***`.

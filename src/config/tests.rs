@@ -479,17 +479,21 @@ fn a_non_loopback_listen_needs_a_token() {
         "non-loopback address 0.0.0.0:9732 requires auth_token",
     );
 
-    let with_token = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"s3cret\"\n";
+    let with_token = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"s3cret-long-enough\"\n";
     let config = parse(with_token, SOURCE).expect("a token makes it valid");
-    assert_eq!(config.http.auth_token.as_deref(), Some("s3cret"));
+    assert_eq!(
+        config.http.auth_token.as_deref(),
+        Some("s3cret-long-enough")
+    );
 
     let with_file = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token_file = \"/run/token\"\n";
-    let fs = files(&[("/run/token", "from-file\n")]);
+    let fs = files(&[("/run/token", "from-file-0123456\n")]);
     assert!(parse_with(with_file, SOURCE, &no_env, &fs).is_ok());
 
-    let env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "from-env".to_string());
+    let env =
+        |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "from-env-01234567".to_string());
     let config = parse_with_env(open, SOURCE, &env).expect("an env token makes it valid");
-    assert_eq!(config.http.auth_token.as_deref(), Some("from-env"));
+    assert_eq!(config.http.auth_token.as_deref(), Some("from-env-01234567"));
 
     let empty_env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(String::new);
     assert!(
@@ -581,12 +585,15 @@ token_file = "/run/alice"
 [[http.tokens]]
 name = "dashboard"
 role = "read"
-token = "read-secret"
+token = "read-secret-0123456"
 "#;
 
 #[test]
 fn named_tokens_have_a_role_and_read_their_secret_from_the_first_line_of_a_file() {
-    let fs = files(&[("/run/alice", "  alice-secret  \nsecond line is ignored\n")]);
+    let fs = files(&[(
+        "/run/alice",
+        "  alice-secret-0123456  \nsecond line is ignored\n",
+    )]);
     let config = parse_with(TWO_ROLES, SOURCE, &no_env, &fs).expect("valid");
     let tokens: Vec<(&str, Role, &str)> = config
         .http
@@ -597,8 +604,8 @@ fn named_tokens_have_a_role_and_read_their_secret_from_the_first_line_of_a_file(
     assert_eq!(
         tokens,
         [
-            ("ops-alice", Role::Operate, "alice-secret"),
-            ("dashboard", Role::Read, "read-secret")
+            ("ops-alice", Role::Operate, "alice-secret-0123456"),
+            ("dashboard", Role::Read, "read-secret-0123456")
         ]
     );
     assert_eq!(
@@ -847,4 +854,165 @@ fn allowed_hosts_and_origins_are_parsed_and_each_bad_entry_is_refused_at_its_pla
     assert_problem(&all[1], 2, 55, "http.allowed_hosts", "wildcard");
     assert_problem(&all[2], 3, 42, "http.allowed_origins", "not an origin");
     assert_problem(&all[3], 3, 61, "http.allowed_origins", "no path");
+}
+
+/// See: issue 19 ("Tokens shorter than 16 bytes on a non-loopback listen are refused at
+/// start"): wherever the token comes from, at its place; a loopback listen keeps taking them.
+#[test]
+fn a_short_token_is_refused_on_a_non_loopback_listen_only() {
+    let inline = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token = \"s3cret\"\n";
+    let p = only_problem(inline);
+    assert_problem(&p, 3, 14, "http.auth_token", "the token is 6 bytes");
+    assert!(p.message.contains("at least 16"), "{p:?}");
+    assert!(
+        !p.message.contains("s3cret"),
+        "the secret is not shown: {p:?}"
+    );
+    assert!(parse(&inline.replace("0.0.0.0", "127.0.0.1"), SOURCE).is_ok());
+    assert!(parse(&inline.replace("0.0.0.0", "[::1]"), SOURCE).is_ok());
+
+    let named = "[http]\nlisten = \"0.0.0.0:9732\"\n[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"fifteen-bytes-x\"\n";
+    assert_problem(
+        &only_problem(named),
+        6,
+        9,
+        "http.tokens[1].token",
+        "the token is 15 bytes",
+    );
+    let sixteen = named.replace("fifteen-bytes-x", "sixteen-bytes-xy");
+    assert!(parse(&sixteen, SOURCE).is_ok());
+
+    let file = "[http]\nlisten = \"0.0.0.0:9732\"\nauth_token_file = \"/run/t\"\n";
+    let p = &problems_with(file, &files(&[("/run/t", "  short  \n")]))[..];
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_problem(
+        &p[0],
+        3,
+        19,
+        "http.auth_token_file",
+        "/run/t: the token is 5 bytes",
+    );
+
+    let env = |name: &str| (name == "RQ_RETRYD_AUTH_TOKEN").then(|| "short".to_string());
+    let open = "[http]\nlisten = \"0.0.0.0:9732\"\n";
+    let e = parse_with_env(open, SOURCE, &env).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert!(
+        e.problems[0]
+            .message
+            .starts_with("env RQ_RETRYD_AUTH_TOKEN: the token is 5 bytes"),
+        "{e}"
+    );
+}
+
+/// See: issue 19: a BOM, a non-ASCII character, whitespace or a control character in a token
+/// make a token no client sends as written; refused at the token, and in a token file at
+/// FILE:1:COL, without showing the token. Loopback or not.
+#[test]
+fn a_token_with_a_bom_non_ascii_or_whitespace_inside_is_refused_where_it_is() {
+    let file = "[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken_file = \"/run/t\"\n";
+    for (content, says) in [
+        (
+            "\u{feff}0123456789abcdef\n",
+            "/run/t:1:1: the token (the first line) holds a byte-order mark (U+FEFF)",
+        ),
+        (
+            "  0123 456789abcdef\n",
+            "/run/t:1:7: the token (the first line) holds whitespace",
+        ),
+        (
+            "0123456789abcdef\u{a0}x\n",
+            "/run/t:1:17: the token (the first line) holds whitespace",
+        ),
+        (
+            "0123456789ab\u{e9}cdef\n",
+            "/run/t:1:13: the token (the first line) holds a non-ASCII character",
+        ),
+        (
+            "0123456789abc\u{1b}def\n",
+            "/run/t:1:14: the token (the first line) holds a control character",
+        ),
+    ] {
+        let fs = move |_: &Path| Ok(content.to_string());
+        let p = &problems_with(file, &fs)[..];
+        assert_eq!(p.len(), 1, "{content:?}: {p:#?}");
+        assert_problem(&p[0], 4, 14, "http.tokens[1].token_file", says);
+        assert!(!p[0].message.contains("0123"), "{p:?}");
+    }
+
+    for (written, says) in [
+        ("0123456789 abcdef", "whitespace at character 11"),
+        ("0123456789abcdef ", "whitespace at character 17"),
+        ("0123456789\\tabcdef", "whitespace at character 11"),
+        (
+            "0123456789\\u0000abcdef",
+            "a control character at character 11",
+        ),
+        ("0123456789abcdéf", "a non-ASCII character at character 15"),
+        ("\\uFEFF0123456789abcdef", "a byte-order mark"),
+    ] {
+        let text = format!("[http]\nauth_token = \"{written}\"\n");
+        let p = only_problem(&text);
+        assert_problem(&p, 2, 14, "http.auth_token", says);
+        assert!(!p.message.contains("0123"), "{p:?}");
+    }
+}
+
+/// See: issue 19: `check-config` and `run` warn about a file holding a secret that others can
+/// read, naming the file and `chmod 600` (group access is how the packaged service reads it).
+#[test]
+fn secret_files_readable_by_others_are_named_with_the_fix() {
+    let text = "[redis]\nurl = \"redis://:pw@h:6379/0\"\n[[http.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken_file = \"/run/t\"\n";
+    let config = parse_with(
+        text,
+        "/etc/rq-retryd/config.toml",
+        &no_env,
+        &files(&[("/run/t", "0123456789abcdef\n")]),
+    )
+    .unwrap();
+    let secret_files = config.secret_files();
+    assert_eq!(
+        secret_files
+            .iter()
+            .map(|(p, _)| p.to_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["/etc/rq-retryd/config.toml", "/run/t"]
+    );
+    let modes = |path: &Path| {
+        Some(if path == Path::new("/run/t") {
+            0o100600
+        } else {
+            0o100644
+        })
+    };
+    let warnings = loose_secret_warnings(&secret_files, &modes);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("/etc/rq-retryd/config.toml holds a Redis URL with a password")
+            && warnings[0].contains("mode 644")
+            && warnings[0].contains("chmod 600 /etc/rq-retryd/config.toml"),
+        "{warnings:?}"
+    );
+    // The packaged layout (root:rq-retryd 0640, read through the group) is quiet.
+    let group = |_: &Path| Some(0o100640);
+    assert!(loose_secret_warnings(&secret_files, &group).is_empty());
+    let others = |_: &Path| Some(0o100604);
+    assert_eq!(loose_secret_warnings(&secret_files, &others).len(), 2);
+
+    // No secret in the file: nothing to say about it.
+    let plain = parse("[redis]\nurl = \"redis://h:6379/0\"\n", "/etc/x.toml").unwrap();
+    assert!(plain.secret_files().is_empty());
+    let inline = parse("[http]\nauth_token = \"t\"\n", "/etc/x.toml").unwrap();
+    assert_eq!(inline.secret_files()[0].1, "an API token");
+
+    // On disk.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[http]\nauth_token = \"t\"\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let config = parse("[http]\nauth_token = \"t\"\n", path.to_str().unwrap()).unwrap();
+    assert_eq!(loose_secret_files(&config).len(), 1);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(loose_secret_files(&config).is_empty());
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -86,19 +87,77 @@ pub fn read_token_file_from_disk(path: &Path) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
+/// The shortest token accepted on a non-loopback listen: 16 bytes (128 bits of a random hex
+/// or base64 token are many more), so that a guessable word is not the only guard of an
+/// API that others can reach.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Why `secret` cannot be a token, with the byte offset of the offending character; `None`
+/// when it can. Never quotes the secret. A client sends the token in an HTTP header, where
+/// only visible ASCII arrives as written: a BOM left by an editor, a non-breaking space or a
+/// tab inside would make a token that no client can present (or present as written).
+fn unusable_character(secret: &str) -> Option<(usize, &'static str)> {
+    secret.char_indices().find_map(|(i, c)| {
+        let what = match c {
+            '\u{feff}' => "a byte-order mark (U+FEFF): save the file as UTF-8 without BOM",
+            c if c.is_whitespace() => "whitespace",
+            c if c.is_control() => "a control character",
+            c if !c.is_ascii() => "a non-ASCII character",
+            _ => return None,
+        };
+        Some((i, what))
+    })
+}
+
+/// The length rule: `None` when `secret` is long enough for `listen`.
+fn too_short(secret: &str, listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback() && secret.len() < MIN_TOKEN_BYTES).then(|| {
+        format!(
+            "the token is {} bytes; on a non-loopback listen ({listen}) a token needs at least {MIN_TOKEN_BYTES} (e.g. `openssl rand -hex 32`)",
+            secret.len()
+        )
+    })
+}
+
+/// Checks a token written in the config or the environment; the message says where in the
+/// token (character N), never what it is.
+fn check_secret(secret: &str, listen: SocketAddr) -> Result<(), String> {
+    if let Some((i, what)) = unusable_character(secret) {
+        let n = secret[..i].chars().count() + 1;
+        return Err(format!(
+            "the token holds {what} at character {n}; a token is visible ASCII characters only"
+        ));
+    }
+    too_short(secret, listen).map_or(Ok(()), Err)
+}
+
 /// The secret of a token file: its first line, trimmed. The one check `run` and `check-config`
-/// share; the message names the path but never the content.
+/// share; the message names the path (and `PATH:1:COL` of a bad character) but never the
+/// content.
 fn secret_from_file(
     path: &Path,
+    listen: SocketAddr,
     read_file: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<String, String> {
     let text = read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let secret = text.lines().next().unwrap_or("").trim();
+    let line = text.lines().next().unwrap_or("");
+    let secret = line.trim();
     if secret.is_empty() {
         return Err(format!(
             "{} has an empty first line; the token is its first line",
             path.display()
         ));
+    }
+    if let Some((i, what)) = unusable_character(secret) {
+        let lead = line.len() - line.trim_start().len();
+        let col = line[..lead + i].chars().count() + 1;
+        return Err(format!(
+            "{}:1:{col}: the token (the first line) holds {what}; a token is visible ASCII characters only",
+            path.display()
+        ));
+    }
+    if let Some(message) = too_short(secret, listen) {
+        return Err(format!("{}: {message}", path.display()));
     }
     Ok(secret.to_string())
 }
@@ -108,6 +167,7 @@ fn secret_from_file(
 /// an unreadable file is reported once, not also as "no token").
 pub(super) fn build_tokens(
     http: &HttpSection,
+    listen: SocketAddr,
     env: &dyn Fn(&str) -> Option<String>,
     read_file: &dyn Fn(&Path) -> std::io::Result<String>,
     err: &mut impl FnMut(Option<Range<usize>>, String),
@@ -121,7 +181,14 @@ pub(super) fn build_tokens(
         env("RQ_RETRYD_AUTH_TOKEN").filter(|t| !t.is_empty()),
         &http.auth_token,
     ) {
-        (Some(secret), _) => Some((secret, TokenSource::Env)),
+        (Some(secret), _) => match check_secret(&secret, listen) {
+            Ok(()) => Some((secret, TokenSource::Env)),
+            Err(message) => {
+                configured = true;
+                err(None, format!("env RQ_RETRYD_AUTH_TOKEN: {message}"));
+                None
+            }
+        },
         (None, Some(inline)) => {
             configured = true;
             if inline.get_ref().trim().is_empty() {
@@ -130,6 +197,9 @@ pub(super) fn build_tokens(
                     "auth_token cannot be empty; leave it out for no token".into(),
                 );
                 None
+            } else if let Err(message) = check_secret(inline.get_ref(), listen) {
+                err(Some(inline.span()), message);
+                None
             } else {
                 Some((inline.get_ref().clone(), TokenSource::Inline))
             }
@@ -137,7 +207,7 @@ pub(super) fn build_tokens(
         (None, None) => http.auth_token_file.as_ref().and_then(|file| {
             configured = true;
             let path = PathBuf::from(file.get_ref());
-            match secret_from_file(&path, read_file) {
+            match secret_from_file(&path, listen, read_file) {
                 Ok(secret) => Some((secret, TokenSource::File(path))),
                 Err(message) => {
                     err(Some(file.span()), message);
@@ -203,6 +273,9 @@ pub(super) fn build_tokens(
                 if inline.get_ref().trim().is_empty() {
                     err(Some(inline.span()), "token cannot be empty".into());
                     (None, TokenSource::Inline, inline.span())
+                } else if let Err(message) = check_secret(inline.get_ref(), listen) {
+                    err(Some(inline.span()), message);
+                    (None, TokenSource::Inline, inline.span())
                 } else {
                     (
                         Some(inline.get_ref().clone()),
@@ -213,7 +286,7 @@ pub(super) fn build_tokens(
             }
             (None, Some(file)) => {
                 let path = PathBuf::from(file.get_ref());
-                match secret_from_file(&path, read_file) {
+                match secret_from_file(&path, listen, read_file) {
                     Ok(secret) => (Some(secret), TokenSource::File(path), file.span()),
                     Err(message) => {
                         err(Some(file.span()), message);

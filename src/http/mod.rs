@@ -51,6 +51,8 @@ pub struct AppState {
     /// How long a browser session lasts (`http.session_ttl`, read at start).
     pub session_ttl: Duration,
     pub tasks: Arc<bulk::Tasks>,
+    /// Failed authentications per client address (429 after a burst).
+    pub auth_failures: Arc<auth::FailureLimiter>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             proxy_identity: http.proxy_identity.map(Arc::new),
             session_ttl: http.session_ttl,
             tasks: Arc::new(bulk::Tasks::default()),
+            auth_failures: Arc::new(auth::FailureLimiter::default()),
         }
     }
 
@@ -112,6 +115,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/policies", get(control::policies))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/whoami", get(auth::whoami))
         .route("/healthz", get(control::healthz))
         .route("/readyz", get(control::readyz))
         .route("/metrics", get(control::metrics))

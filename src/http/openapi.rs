@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, control, docs, error, jobs, session, stats, AppState};
+use super::{auth, bulk, control, docs, error, jobs, session, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ neither header and no body (curl -X POST) are not affected."),
         session::sign_in, session::sign_out,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
         control::healthz, control::readyz, control::metrics, document, docs::page,
+        auth::whoami,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -143,6 +144,10 @@ pub fn for_daemon(auth: bool) -> utoipa::openapi::OpenApi {
                 responses.insert(
                     "401".into(),
                     error("missing or unknown bearer token").into(),
+                );
+                responses.insert(
+                    "429".into(),
+                    error("too many failed authentications from this client address (too_many_auth_failures; see Retry-After)").into(),
                 );
                 if method != HttpMethod::Get {
                     responses.insert(

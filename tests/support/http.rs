@@ -118,7 +118,50 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    exchange(stream, addr, method, target, headers, body)
+}
+
+/// Like [`request`], sent from the local address `source` (any `127.x.y.z` is this host), so
+/// that one test can be several clients, e.g. for limits kept per client address.
+pub fn request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let connect = || -> std::io::Result<TcpStream> {
+        // std cannot bind a client socket before connecting; tokio's `TcpSocket` can.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stream = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+                .await
+                .map_err(|_| std::io::Error::other("connect timed out"))?
+        })?;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    };
+    connect()
+        .and_then(|stream| exchange(stream, addr, method, target, headers, body))
+        .unwrap_or_else(|e| panic!("{method} {target} on {addr} from {source}: {e}"))
+}
+
+/// Sends one request on a connected `stream` and reads the whole answer.
+fn exchange(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     stream.set_read_timeout(Some(HTTP_DEADLINE))?;
     stream.set_write_timeout(Some(HTTP_DEADLINE))?;
     let mut head = format!("{method} {target} HTTP/1.1\r\n");
