@@ -800,3 +800,63 @@ async fn jobs_with_any_id_are_retried_and_deleted_alone_from_their_page() {
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }
+
+/// See: issue 19 ("signing in once serves every tab of that browser until sign-out"): the
+/// token typed once is exchanged for an HttpOnly session cookie; a second tab is signed in
+/// without asking, the page holds no token anywhere a script can read, and signing out in one
+/// tab signs the other out.
+#[tokio::test]
+async fn signing_in_once_serves_every_tab_until_sign_out() {
+    let redis = RedisServer::start();
+    let mut config = DaemonConfig::new(&redis.url(), POLICIES);
+    config.auth_token = Some("operator-0123456789abcdef".into());
+    let daemon = Daemon::start_ready(&config);
+    let browser = Browser::start().await;
+    let overview = format!("{}/ui/", daemon.base_url());
+    browser.goto(&overview).await;
+    sign_in(&browser, "operator-0123456789abcdef").await;
+    browser
+        .wait_for_text("#whoami", "auth_token · operate")
+        .await;
+    assert!(browser.is_shown("#sign-out").await);
+    let stored = browser
+        .js(
+            "return [document.cookie, JSON.stringify(sessionStorage), JSON.stringify(localStorage)]",
+            vec![],
+        )
+        .await;
+    let stored = stored.to_string();
+    assert!(
+        !stored.contains("operator-0123"),
+        "no token in the page: {stored}"
+    );
+    assert!(!stored.contains("rq_retryd_session"), "HttpOnly: {stored}");
+
+    // A second tab of the same browser is signed in.
+    let first = browser.client.window().await.unwrap();
+    let second = browser.client.new_window(true).await.unwrap();
+    browser
+        .client
+        .switch_to_window(second.handle)
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{}/ui/jobs", daemon.base_url()))
+        .await;
+    browser
+        .wait_for_text("#whoami", "auth_token · operate")
+        .await;
+    assert!(
+        !browser.is_shown("#sign-in").await,
+        "no sign-in in the second tab"
+    );
+
+    // Signing out there signs the first tab out too.
+    browser.click("#sign-out").await;
+    browser.wait_shown("#sign-in input[name=token]").await;
+    browser.client.switch_to_window(first).await.unwrap();
+    browser.goto(&overview).await;
+    browser.wait_shown("#sign-in input[name=token]").await;
+    assert_eq!(page_errors(&browser).await, Vec::<String>::new());
+    browser.close().await;
+}

@@ -137,11 +137,11 @@ token = "dashboard-secret-5b1e"
     };
     assert_eq!(
         who("dashboard-secret-5b1e"),
-        json!({"name": "dashboard", "role": "read"})
+        json!({"name": "dashboard", "role": "read", "via": "token"})
     );
     assert_eq!(
         who("operator-secret-9c2d"),
-        json!({"name": "auth_token", "role": "operate"})
+        json!({"name": "auth_token", "role": "operate", "via": "token"})
     );
     daemon
         .raw("GET", "/api/v1/whoami", &[], b"")
@@ -157,7 +157,7 @@ token = "dashboard-secret-5b1e"
     let open = Daemon::start(&DaemonConfig::new(&redis.url(), HANDS_OFF));
     assert_eq!(
         open.get("/api/v1/whoami").expect(200),
-        json!({"name": "anonymous", "role": "operate"})
+        json!({"name": "anonymous", "role": "operate", "via": "none"})
     );
 }
 
