@@ -304,7 +304,7 @@ fn manual_retry_racing_the_daemons_answers_200_404_or_409_and_never_doubles() {
                 let queue = jobs.iter().find(|j| &j.id == id).unwrap().queue.clone();
                 assert_eq!(
                     body,
-                    &serde_json::json!({"job_id": id, "queue": queue, "status": "queued"})
+                    &serde_json::json!({"job_id": id, "queue": queue, "status": "queued", "dry_run": false})
                 );
                 assert!(
                     retried.insert(id.clone()),
