@@ -43,6 +43,7 @@ for_both_rq_versions!(
     purge_policy_deletes_only_matching_jobs_and_leaves_unmatched_ones_untouched,
     requeue_matches_rqs_own_failed_job_registry_requeue,
     job_whose_worker_died_is_failed_by_rq_and_retried,
+    failures_rq_writes_itself_have_exception_types_policies_match,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -195,6 +196,82 @@ fn job_whose_worker_died_is_failed_by_rq_and_retried(rq: &Rq) {
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["return_value"], "survived", "{job}");
     assert_eq!(env.counter("test:fragile:runs"), 2, "ran once more, once");
+}
+
+/// Policies on the exception types of the failures RQ writes as sentences, not tracebacks.
+const BY_RQ_FAILURE_TYPE: &str = r#"
+[[policy]]
+name = "worker-died"
+exceptions = ["AbandonedJobError"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "1h" }
+
+[[policy]]
+name = "horse-killed"
+exceptions = ["WorkHorseTerminated"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "1h" }
+"#;
+
+/// RQ fails a job whose worker died ("Moved to FailedJobRegistry, due to AbandonedJobError, at
+/// <time>", from `StartedJobRegistry.cleanup`) and a job whose work horse was SIGKILLed
+/// ("Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ", from the worker) with
+/// sentences, not tracebacks. `explain` reports them as `AbandonedJobError` and
+/// `rq.WorkHorseTerminated`, and policies on those types match. See: issue 21 (the type was the
+/// sentence up to its first `:`, holding a date and an hour).
+fn failures_rq_writes_itself_have_exception_types_policies_match(rq: &Rq) {
+    let env = TestEnv::new(BY_RQ_FAILURE_TYPE);
+    let url = env.url();
+    let abandoned = rq.enqueue(
+        &url,
+        &JobSpec::new("fragile", "tasks.hang_first").args(json!(["test:fragile:runs"])),
+    );
+    let mut worker = rq.worker(&url, &["fragile"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.counter("test:fragile:runs") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started {abandoned}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    worker.kill9();
+    let cleaned = rq.ctl_json(&url, &["abandon", "--queue", "fragile"]);
+    assert_eq!(cleaned["failed"], json!([abandoned.clone()]), "{cleaned}");
+
+    let killed = rq.enqueue(&url, &JobSpec::new("horse", "tasks.kill_own_horse"));
+    rq.burst_worker(&url, &["horse"]);
+    assert_eq!(rq.failed_ids(&url, "horse"), vec![killed.clone()]);
+
+    for (id, text, exception_type, policy) in [
+        (
+            &abandoned,
+            "Moved to FailedJobRegistry, due to AbandonedJobError, at ",
+            "AbandonedJobError",
+            "worker-died",
+        ),
+        (
+            &killed,
+            "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ",
+            "rq.WorkHorseTerminated",
+            "horse-killed",
+        ),
+    ] {
+        let run = retryd(&env.config, &["explain", id, "--json"]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let explained: Value = serde_json::from_str(&run.stdout).expect("explain --json");
+        assert_eq!(explained["exception_type"], exception_type, "{explained:#}");
+        assert_eq!(explained["policy"], policy, "{explained:#}");
+        let tail = explained["failure_tail"].as_str().unwrap_or_default();
+        assert!(
+            tail.starts_with(text),
+            "RQ's own text is kept: {explained:#}"
+        );
+    }
+    let scan = retryd_once(&env.config, &[]);
+    assert_eq!(scan.count("waiting"), 2, "{:?}", scan.summary());
 }
 
 /// With a fixed 2s backoff, a scan right after the failure leaves the job in `rq:failed:<q>`;

@@ -2,9 +2,11 @@
 
 Workers import this module as ``tasks`` (``rq worker --path tests/python``), so the
 function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail``, ``tasks.hang_first``,
-``tasks.missing_key`` and ``tasks.ok``.
+``tasks.missing_key``, ``tasks.kill_own_horse`` and ``tasks.ok``.
 Works unchanged under RQ 1.16 and RQ 2.x.
 """
+import os
+import signal
 import time
 
 from rq import get_current_job
@@ -48,3 +50,10 @@ def hang_first(counter_key, value="done"):
 def missing_key(key="customer_id"):
     """A failure no demo policy matches: left alone, visible in the console."""
     return {}[key]
+
+
+def kill_own_horse():
+    """SIGKILL the process running the job (RQ 1.16 and 2.x fork a work horse per job), as the
+    OOM killer would: no exception is raised, so the worker writes its own failure text,
+    ``Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ``."""
+    os.kill(os.getpid(), signal.SIGKILL)
