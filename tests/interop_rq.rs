@@ -43,6 +43,7 @@ for_both_rq_versions!(
     purge_policy_deletes_only_matching_jobs_and_leaves_unmatched_ones_untouched,
     requeue_matches_rqs_own_failed_job_registry_requeue,
     job_whose_worker_died_is_failed_by_rq_and_retried,
+    a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -113,6 +114,47 @@ fn flaky_job_is_retried_until_finished(rq: &Rq) {
     let run = retryd_once(&env.config, &[]);
     assert_eq!(run.count("requeued"), 0, "a finished job is left alone");
     assert_eq!(rq.status(&url, &id), "finished");
+}
+
+/// A parent with a dependent child fails with a 3 s `failure_ttl`; rq-retryd requeues it; a
+/// worker runs it only after those 3 s have passed. The child must still run: the parent's
+/// dependents set lives as long as the parent, not as long as its failure.
+/// See: issue 21, item 3 (the dependents set expired with the failure, the parent finished
+/// and its child stayed `deferred` for good).
+fn a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl(rq: &Rq) {
+    let env = TestEnv::new(RETRY_TIMEOUTS_NOW);
+    let url = env.url();
+    let parent = rq.enqueue(
+        &url,
+        &JobSpec::new("chain", "tasks.fail_first")
+            .args(json!(["test:chain:runs", 1]))
+            .ttls(180, 500, 3),
+    );
+    let child = rq.enqueue(
+        &url,
+        &JobSpec::new("chain", "tasks.ok")
+            .kwargs(json!({"value": "child ran"}))
+            .depends_on(&parent),
+    );
+    assert_eq!(rq.status(&url, &child), "deferred");
+    rq.burst_worker(&url, &["chain"]);
+    assert_eq!(rq.status(&url, &parent), "failed");
+    assert!(env.exists(&format!("rq:job:{parent}:dependents")));
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(
+        env.exists(&format!("rq:job:{parent}:dependents")),
+        "the parent's dependents set expired with its failure_ttl while it waited"
+    );
+
+    rq.burst_worker(&url, &["chain"]);
+    let job = rq.fetch(&url, &parent);
+    assert_eq!(job["status"], "finished", "{job}");
+    let job = rq.fetch(&url, &child);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "child ran", "{job}");
 }
 
 /// Retries what RQ fails after a worker died under the job, after a delay.

@@ -440,8 +440,12 @@ impl Executor {
             (WriteKind::Requeue { .. }, -7) => {
                 refused(RefusalReason::InvalidTtl, keys.job(&write.job_id))
             }
-            (WriteKind::Purge, -8) => wrong_type(keys.dependents(&write.job_id)),
-            (WriteKind::Purge, -9) => wrong_type(keys.dependencies(&write.job_id)),
+            (WriteKind::Requeue { .. } | WriteKind::Purge, -8) => {
+                wrong_type(keys.dependents(&write.job_id))
+            }
+            (WriteKind::Requeue { .. } | WriteKind::Purge, -9) => {
+                wrong_type(keys.dependencies(&write.job_id))
+            }
             (WriteKind::Purge, -10) => wrong_type(keys.results(&write.job_id)),
             (_, -11) => Outcome::Paused,
             (_, -12) => Outcome::NotActive,
@@ -484,13 +488,16 @@ impl Executor {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() + 6)
+                    .arg(members.len() * 3 + 6)
                     .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
                     .arg(keys.queues_set());
                 for &i in members {
-                    cmd.arg(keys.job(&writes[i].job_id));
+                    let id = &writes[i].job_id;
+                    cmd.arg(keys.job(id))
+                        .arg(keys.dependents(id))
+                        .arg(keys.dependencies(id));
                 }
                 prologue(&mut cmd);
                 cmd.arg(now_text)

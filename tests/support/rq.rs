@@ -129,6 +129,9 @@ impl Rq {
         if let Some(meta) = &job.meta {
             argv.extend(["--meta".into(), meta.to_string()]);
         }
+        if let Some(parent) = &job.depends_on {
+            argv.extend(["--depends-on".into(), parent.clone()]);
+        }
         for (flag, value) in [
             ("--timeout", job.timeout),
             ("--result-ttl", job.result_ttl),
@@ -248,6 +251,9 @@ pub struct JobSpec {
     pub timeout: Option<i64>,
     pub result_ttl: Option<i64>,
     pub failure_ttl: Option<i64>,
+    /// The id of a job this one waits for (`depends_on`): it stays deferred until that one
+    /// finishes.
+    pub depends_on: Option<String>,
 }
 
 impl JobSpec {
@@ -263,6 +269,7 @@ impl JobSpec {
             timeout: None,
             result_ttl: None,
             failure_ttl: None,
+            depends_on: None,
         }
     }
 
@@ -281,6 +288,12 @@ impl JobSpec {
     /// `job.meta`, a JSON object.
     pub fn meta(mut self, meta: Value) -> JobSpec {
         self.meta = Some(meta);
+        self
+    }
+
+    /// Waits for job `parent` (RQ's `depends_on`).
+    pub fn depends_on(mut self, parent: &str) -> JobSpec {
+        self.depends_on = Some(parent.to_string());
         self
     }
 
