@@ -235,6 +235,12 @@ fn exhausted(id: &str) -> FailedJob {
     FailedJob::new(id).field("retryd_exhausted", b"1")
 }
 
+/// In RQ 2.x group `nightly` (its hash names it; the script asks for SREM on the group's set
+/// whether or not the set exists).
+fn grouped(id: &str) -> FailedJob {
+    FailedJob::new(id).field("group_id", b"nightly")
+}
+
 /// Failed by RQ after its worker died: no `ended_at`.
 fn abandoned(id: &str) -> FailedJob {
     FailedJob::new(id).field("ended_at", b"")
@@ -406,6 +412,21 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             writer: Writer::Manual,
             job: plain,
             key: "rq:job:j000",
+        },
+        // What RQ 2.x's Job.delete also removes: the execution records, the group membership.
+        Case {
+            command: "ZRANGE",
+            kind: WriteKind::Purge,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:executions:j000",
+        },
+        Case {
+            command: "SREM",
+            kind: WriteKind::Purge,
+            writer: Writer::Manual,
+            job: grouped,
+            key: "rq:group:nightly",
         },
         // mark_exhausted.lua
         Case {

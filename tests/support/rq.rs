@@ -132,6 +132,12 @@ impl Rq {
         if let Some(parent) = &job.depends_on {
             argv.extend(["--depends-on".into(), parent.clone()]);
         }
+        if let Some(id) = &job.id {
+            argv.extend(["--job-id".into(), id.clone()]);
+        }
+        if let Some(group) = &job.group {
+            argv.extend(["--group".into(), group.clone()]);
+        }
         for (flag, value) in [
             ("--timeout", job.timeout),
             ("--result-ttl", job.result_ttl),
@@ -254,6 +260,10 @@ pub struct JobSpec {
     /// The id of a job this one waits for (`depends_on`): it stays deferred until that one
     /// finishes.
     pub depends_on: Option<String>,
+    /// The job's id (RQ makes one up when `None`).
+    pub id: Option<String>,
+    /// RQ 2.x: the group the job joins (`Group(name).enqueue_many`).
+    pub group: Option<String>,
 }
 
 impl JobSpec {
@@ -270,6 +280,8 @@ impl JobSpec {
             result_ttl: None,
             failure_ttl: None,
             depends_on: None,
+            id: None,
+            group: None,
         }
     }
 
@@ -294,6 +306,18 @@ impl JobSpec {
     /// Waits for job `parent` (RQ's `depends_on`).
     pub fn depends_on(mut self, parent: &str) -> JobSpec {
         self.depends_on = Some(parent.to_string());
+        self
+    }
+
+    /// The job's id.
+    pub fn id(mut self, id: &str) -> JobSpec {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    /// Enqueues the job into group `name` (RQ 2.x).
+    pub fn group(mut self, name: &str) -> JobSpec {
+        self.group = Some(name.to_string());
         self
     }
 
