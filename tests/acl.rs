@@ -235,6 +235,12 @@ fn exhausted(id: &str) -> FailedJob {
     FailedJob::new(id).field("retryd_exhausted", b"1")
 }
 
+/// In RQ 2.x group `nightly` (its hash names it; the script asks for SREM on the group's set
+/// whether or not the set exists).
+fn grouped(id: &str) -> FailedJob {
+    FailedJob::new(id).field("group_id", b"nightly")
+}
+
 /// Failed by RQ after its worker died: no `ended_at`.
 fn abandoned(id: &str) -> FailedJob {
     FailedJob::new(id).field("ended_at", b"")
@@ -333,6 +339,14 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             job: abandoned,
             key: "rq:job:j000",
         },
+        // Whether the job has dependency sets to keep alive with it (one EXISTS for both).
+        Case {
+            command: "EXISTS",
+            kind: REQUEUE,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:job:j000:dependents",
+        },
         // The audit entry every script appends in the same step as its writes.
         Case {
             command: "XADD",
@@ -398,6 +412,21 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             writer: Writer::Manual,
             job: plain,
             key: "rq:job:j000",
+        },
+        // What RQ 2.x's Job.delete also removes: the execution records, the group membership.
+        Case {
+            command: "ZRANGE",
+            kind: WriteKind::Purge,
+            writer: Writer::Manual,
+            job: plain,
+            key: "rq:executions:j000",
+        },
+        Case {
+            command: "SREM",
+            kind: WriteKind::Purge,
+            writer: Writer::Manual,
+            job: grouped,
+            key: "rq:group:nightly",
         },
         // mark_exhausted.lua
         Case {
@@ -503,6 +532,85 @@ async fn a_key_pattern_or_selector_that_spares_some_job_hashes_refuses_exactly_t
         let count = fates(&server, "default", &before);
         assert_eq!(untouched(&count), 10, "{count:?}");
         assert_eq!(count.get("requeued"), Some(&50), "{count:?}");
+    }
+}
+
+/// How a case's failed jobs are made.
+type JobMaker = fn(&str) -> FailedJob;
+
+/// Seeds `ids` made by `make`, each with the dependency set `set` (`dependents` or
+/// `dependencies`) expiring with the failure, as RQ's failure leaves it.
+fn seed_with_set(server: &RedisServer, ids: &[String], make: JobMaker, set: &str) {
+    seed(server, ids, make);
+    let mut con = server.conn();
+    for id in ids {
+        let key = format!("rq:job:{id}:{set}");
+        let _: () = con.sadd(&key, "child").unwrap();
+        let _: () = con.expire(&key, 31_536_000).unwrap();
+    }
+}
+
+/// The requeue script keeps a job's dependency sets alive with it (issue 21): TYPE, then
+/// PERSIST or EXPIRE on each set that exists. A user who may run those on the job hash but not
+/// on the sets (a selector) gets forbidden_by_acl naming the set, and nothing is written: not
+/// the hash, not the registry, not the set's expiry.
+#[tokio::test]
+async fn a_requeue_lacking_a_command_on_a_dependency_set_writes_nothing_and_names_it() {
+    let server = RedisServer::start();
+    let only_hashes = |command: &str| {
+        // The job hashes are rq:job:jNNN; the sets rq:job:jNNN:dependents and :dependencies.
+        user(
+            &server,
+            &format!("sets-no-{command}"),
+            &[
+                "~*",
+                "&*",
+                "+@all",
+                &format!("-{command}"),
+                &format!("(+{command} ~rq:job:j??? ~rq:failed:* ~rq:queue* ~rq:retryd:*)"),
+            ],
+        )
+    };
+    // The command lacked on the sets, how the jobs are made, and which set they have.
+    let cases: [(&str, JobMaker, &str); 4] = [
+        ("TYPE", plain, "dependents"),
+        ("PERSIST", plain, "dependents"),
+        ("PERSIST", plain, "dependencies"),
+        ("EXPIRE", with_ttl, "dependents"),
+    ];
+    let mut admin = server.conn();
+    let ids = ids("j");
+    for (command, job, set) in cases {
+        let _: () = redis::cmd("FLUSHALL").query(&mut admin).unwrap();
+        seed_with_set(&server, &ids, job, set);
+        let url = only_hashes(&command.to_ascii_lowercase());
+        let before = states(&server, "default", &ids);
+        let sets_before: Vec<KeyContent> = ids
+            .iter()
+            .map(|id| key_content(&mut admin, format!("rq:job:{id}:{set}").as_bytes()))
+            .collect();
+
+        let outcomes = apply_as_user(&server, &url, &ids, REQUEUE, Writer::Manual).await;
+
+        let what = format!("requeue without {command} on the {set} sets");
+        let key = format!("rq:job:j000:{set}");
+        assert_eq!(outcomes[0], refusal(command, &key), "{what}");
+        assert!(
+            outcomes.iter().all(|o| matches!(
+                o,
+                Outcome::Refused(Refusal { reason: RefusalReason::ForbiddenByAcl { command: c }, .. })
+                    if c == command
+            )),
+            "{what}: {outcomes:?}"
+        );
+        assert_eq!(states(&server, "default", &ids), before, "{what}");
+        let sets_now: Vec<KeyContent> = ids
+            .iter()
+            .map(|id| key_content(&mut admin, format!("rq:job:{id}:{set}").as_bytes()))
+            .collect();
+        assert_eq!(sets_now, sets_before, "{what}");
+        let queued: bool = admin.exists("rq:queue:default").unwrap();
+        assert!(!queued, "{what}");
     }
 }
 

@@ -531,3 +531,107 @@ async fn one_call_serving_several_queues_policies_and_duplicates_maps_every_outc
         assert!(known, "{queue}");
     }
 }
+
+/// A requeued job's dependency sets live exactly as long as its hash: PERSISTed with it, or
+/// given its own ttl with it, never left with the failure's EXPIRE.
+/// See: issue 21, item 3 (the dependents set expired, and the children stayed deferred).
+#[tokio::test]
+async fn a_requeued_job_keeps_its_dependency_sets_as_long_as_itself() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("plain").write(&mut sync);
+    FailedJob::new("timed")
+        .field("ttl", b"600")
+        .write(&mut sync);
+    for id in ["plain", "timed"] {
+        for set in ["dependents", "dependencies"] {
+            let key = format!("rq:job:{id}:{set}");
+            let _: () = sync.sadd(&key, "other").unwrap();
+            let _: () = sync.expire(&key, 5).unwrap();
+        }
+    }
+    let mut con = async_con(&server).await;
+    let plain = facts(&mut con, "default", "plain").await;
+    let timed = facts(&mut con, "default", "timed").await;
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(
+            &mut con,
+            &[
+                requeue(&plain, Some(1), false),
+                requeue(&timed, Some(1), false),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued, Outcome::Requeued]);
+    for key in [
+        "rq:job:plain",
+        "rq:job:plain:dependents",
+        "rq:job:plain:dependencies",
+    ] {
+        let ttl: i64 = sync.ttl(key).unwrap();
+        assert_eq!(ttl, -1, "{key}");
+    }
+    for key in [
+        "rq:job:timed",
+        "rq:job:timed:dependents",
+        "rq:job:timed:dependencies",
+    ] {
+        let ttl: i64 = sync.ttl(key).unwrap();
+        assert!((590..=600).contains(&ttl), "{key}: ttl {ttl}");
+    }
+}
+
+/// A dependents or dependencies key that is not a set is not RQ's: the requeue leaves the job
+/// (and that key) exactly as they were, as purge does.
+#[tokio::test]
+async fn a_dependency_key_that_is_not_a_set_refuses_the_requeue_before_any_write() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    for id in ["a", "b", "c"] {
+        FailedJob::new(id).write(&mut sync);
+    }
+    let _: () = sync.set("rq:job:a:dependents", "stray").unwrap();
+    let _: () = sync.set("rq:job:b:dependencies", "stray").unwrap();
+    let mut con = async_con(&server).await;
+    let mut writes = Vec::new();
+    for id in ["a", "b", "c"] {
+        writes.push(requeue(
+            &facts(&mut con, "default", id).await,
+            Some(1),
+            false,
+        ));
+    }
+    let hash_a: std::collections::BTreeMap<String, Vec<u8>> = sync.hgetall("rq:job:a").unwrap();
+
+    let outcomes = Executor::new(Keys::new("rq"))
+        .apply(&mut con, &writes, Utc::now())
+        .await
+        .unwrap();
+
+    let wrong = |key: &str| {
+        Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: key.into(),
+        })
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            wrong("rq:job:a:dependents"),
+            wrong("rq:job:b:dependencies"),
+            Outcome::Requeued
+        ]
+    );
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["c"]);
+    let failed: Vec<String> = sync.zrange("rq:failed:default", 0, -1).unwrap();
+    assert_eq!(failed, vec!["a", "b"]);
+    let hash_a_now: std::collections::BTreeMap<String, Vec<u8>> = sync.hgetall("rq:job:a").unwrap();
+    assert_eq!(hash_a_now, hash_a);
+    let ttl: i64 = sync.ttl("rq:job:a").unwrap();
+    assert!(ttl > 0, "the refused job keeps its failure expiry");
+}

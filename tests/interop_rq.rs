@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use support::rq::{config_with_policies, retryd, retryd_once, write_config, JobSpec, Rq};
 use support::RedisServer;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ for_both_rq_versions!(
     requeue_matches_rqs_own_failed_job_registry_requeue,
     job_whose_worker_died_is_failed_by_rq_and_retried,
     failures_rq_writes_itself_have_exception_types_policies_match,
+    a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -114,6 +116,47 @@ fn flaky_job_is_retried_until_finished(rq: &Rq) {
     let run = retryd_once(&env.config, &[]);
     assert_eq!(run.count("requeued"), 0, "a finished job is left alone");
     assert_eq!(rq.status(&url, &id), "finished");
+}
+
+/// A parent with a dependent child fails with a 3 s `failure_ttl`; rq-retryd requeues it; a
+/// worker runs it only after those 3 s have passed. The child must still run: the parent's
+/// dependents set lives as long as the parent, not as long as its failure.
+/// See: issue 21, item 3 (the dependents set expired with the failure, the parent finished
+/// and its child stayed `deferred` for good).
+fn a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl(rq: &Rq) {
+    let env = TestEnv::new(RETRY_TIMEOUTS_NOW);
+    let url = env.url();
+    let parent = rq.enqueue(
+        &url,
+        &JobSpec::new("chain", "tasks.fail_first")
+            .args(json!(["test:chain:runs", 1]))
+            .ttls(180, 500, 3),
+    );
+    let child = rq.enqueue(
+        &url,
+        &JobSpec::new("chain", "tasks.ok")
+            .kwargs(json!({"value": "child ran"}))
+            .depends_on(&parent),
+    );
+    assert_eq!(rq.status(&url, &child), "deferred");
+    rq.burst_worker(&url, &["chain"]);
+    assert_eq!(rq.status(&url, &parent), "failed");
+    assert!(env.exists(&format!("rq:job:{parent}:dependents")));
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(
+        env.exists(&format!("rq:job:{parent}:dependents")),
+        "the parent's dependents set expired with its failure_ttl while it waited"
+    );
+
+    rq.burst_worker(&url, &["chain"]);
+    let job = rq.fetch(&url, &parent);
+    assert_eq!(job["status"], "finished", "{job}");
+    let job = rq.fetch(&url, &child);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "child ran", "{job}");
 }
 
 /// Retries what RQ fails after a worker died under the job, after a delay.
@@ -610,6 +653,32 @@ impl TestEnv {
             == 1
     }
 
+    /// The keys matching `pattern`.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.server.conn())
+            .expect("KEYS")
+    }
+
+    /// Every key with its content as text (type, items, whether it expires), for comparing
+    /// what two writes left.
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        support::jobs::snapshot(&mut self.server.conn())
+            .into_iter()
+            .map(|(k, (kind, items, expires))| {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|i| String::from_utf8_lossy(i).into_owned())
+                    .collect();
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    format!("{kind} {items:?} expires={expires}"),
+                )
+            })
+            .collect()
+    }
+
     /// A key's serialized value (DUMP) and absolute expiry in ms (PEXPIRETIME; -1 none, -2 gone).
     fn key_state(&self, key: &str) -> (Option<Vec<u8>>, i64) {
         let con = &mut self.server.conn();
@@ -647,4 +716,93 @@ impl TestEnv {
             .expect("GET")
             .unwrap_or(0)
     }
+}
+
+/// Purges every job that RQ failed after its worker died.
+const PURGE_ABANDONED: &str = r#"
+[[policy]]
+name = "drop-abandoned"
+error_pattern = "AbandonedJobError"
+action = "purge"
+"#;
+
+/// Twin jobs of the same shape, made by real RQ 2.12: in one group (with a bystander that
+/// stays), each run by a worker killed under it (so its execution records stay) and failed by
+/// RQ's own cleanup. RQ's own `job.delete()` deletes one; rq-retryd's purge the other. What is
+/// left of each, its id substituted, must be the same, and neither may stay in a key they
+/// shared (failed and started registries, the group). The one deliberate difference: rq-retryd
+/// also deletes the results stream, which RQ leaves to expire with failure_ttl.
+/// See: issue 21, item 5 (a purge left the execution records and the group membership).
+#[test]
+fn rq2_purge_removes_what_rqs_own_delete_removes() {
+    let rq = Rq::rq2();
+    let env = TestEnv::new(PURGE_ABANDONED);
+    let url = env.url();
+    rq.enqueue(
+        &url,
+        &JobSpec::new("elsewhere", "tasks.ok")
+            .id("bystander")
+            .group("nightly"),
+    );
+    for twin in ["twin-a", "twin-b"] {
+        rq.enqueue(
+            &url,
+            &JobSpec::new("twins", "tasks.hang_first")
+                .args(json!([format!("test:{twin}:runs")]))
+                .id(twin)
+                .group("nightly"),
+        );
+        let mut worker = rq.worker(&url, &["twins"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.counter(&format!("test:{twin}:runs")) == 0 {
+            assert!(Instant::now() < deadline, "the worker never started {twin}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        worker.kill9();
+    }
+    let cleaned = rq.ctl_json(&url, &["abandon", "--queue", "twins"]);
+    assert_eq!(cleaned["failed"], json!(["twin-a", "twin-b"]), "{cleaned}");
+    for twin in ["twin-a", "twin-b"] {
+        // The shape the comparison is about: both have what RQ's delete must remove.
+        assert!(env.exists(&format!("rq:executions:{twin}")), "{twin}");
+        assert_eq!(
+            env.keys(&format!("rq:execution:{twin}:*")).len(),
+            1,
+            "{twin}"
+        );
+        assert!(env.exists(&format!("rq:results:{twin}")), "{twin}");
+        assert_eq!(env.job_field(twin, "group_id").as_deref(), Some("nightly"));
+    }
+
+    rq.ctl_json(&url, &["delete", "twin-a"]);
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("purged"), 1, "{:?}", run.summary());
+
+    let left = env.snapshot();
+    let of = |twin: &str| -> BTreeMap<String, String> {
+        left.iter()
+            .filter(|(k, _)| k.contains(twin) && !k.starts_with("rq:retryd:"))
+            .map(|(k, v)| (k.replace(twin, "<id>"), v.replace(twin, "<id>")))
+            .collect()
+    };
+    let (mut by_rq, by_retryd) = (of("twin-a"), of("twin-b"));
+    assert!(
+        by_rq.remove("rq:results:<id>").is_some(),
+        "RQ's delete leaves the results stream"
+    );
+    assert_eq!(by_retryd, by_rq, "left of RQ's delete vs rq-retryd's purge");
+    for (key, content) in &left {
+        // A killed worker's own record names the job it was running; no delete touches it.
+        if key.starts_with("rq:retryd:") || key.starts_with("rq:worker:") || key.contains("twin-") {
+            continue;
+        }
+        assert!(
+            !content.contains("twin-"),
+            "{key} still holds a twin: {content}"
+        );
+    }
+    assert!(
+        env.exists("rq:group:nightly"),
+        "the bystander keeps the group"
+    );
 }

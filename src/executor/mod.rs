@@ -10,6 +10,7 @@ use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
 use serde::Serialize;
 
 use crate::rq::job::format_rq_timestamp;
+use crate::rq::keys::OtherRegistry;
 use crate::rq::{CasToken, JobFacts, Keys};
 
 // Every script starts with the gate (the shared switches and the lease), checked in the same
@@ -394,7 +395,7 @@ impl Executor {
                         for (&i, code) in members.iter().zip(codes) {
                             outcomes[i] = Some(match code {
                                 redis::Value::Int(code) => self.outcome_of(&writes[i], code),
-                                redis::Value::Array(denied) => forbidden_by_acl(&denied),
+                                redis::Value::Array(refused) => refused_with_key(&refused),
                                 other => {
                                     Outcome::Error(format!("unexpected script reply {other:?}"))
                                 }
@@ -440,8 +441,12 @@ impl Executor {
             (WriteKind::Requeue { .. }, -7) => {
                 refused(RefusalReason::InvalidTtl, keys.job(&write.job_id))
             }
-            (WriteKind::Purge, -8) => wrong_type(keys.dependents(&write.job_id)),
-            (WriteKind::Purge, -9) => wrong_type(keys.dependencies(&write.job_id)),
+            (WriteKind::Requeue { .. } | WriteKind::Purge, -8) => {
+                wrong_type(keys.dependents(&write.job_id))
+            }
+            (WriteKind::Requeue { .. } | WriteKind::Purge, -9) => {
+                wrong_type(keys.dependencies(&write.job_id))
+            }
             (WriteKind::Purge, -10) => wrong_type(keys.results(&write.job_id)),
             (_, -11) => Outcome::Paused,
             (_, -12) => Outcome::NotActive,
@@ -484,13 +489,16 @@ impl Executor {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() + 6)
+                    .arg(members.len() * 3 + 6)
                     .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
                     .arg(keys.queues_set());
                 for &i in members {
-                    cmd.arg(keys.job(&writes[i].job_id));
+                    let id = &writes[i].job_id;
+                    cmd.arg(keys.job(id))
+                        .arg(keys.dependents(id))
+                        .arg(keys.dependencies(id));
                 }
                 prologue(&mut cmd);
                 cmd.arg(now_text)
@@ -514,7 +522,7 @@ impl Executor {
             }
             WriteKind::Purge => {
                 cmd.arg(self.purge.get_hash())
-                    .arg(members.len() * 5 + 3)
+                    .arg(members.len() * 7 + 3)
                     .arg(&gate_keys);
                 for &i in members {
                     let w = &writes[i];
@@ -522,9 +530,12 @@ impl Executor {
                         .arg(keys.job(&w.job_id))
                         .arg(keys.dependents(&w.job_id))
                         .arg(keys.dependencies(&w.job_id))
-                        .arg(keys.results(&w.job_id));
+                        .arg(keys.results(&w.job_id))
+                        .arg(keys.executions(&w.job_id))
+                        .arg(keys.registry(OtherRegistry::Started, &w.origin));
                 }
                 prologue(&mut cmd);
+                cmd.arg(keys.group_prefix()).arg(keys.execution_prefix());
                 for &i in members {
                     let w = &writes[i];
                     cmd.arg(&w.job_id)
@@ -556,19 +567,25 @@ impl Executor {
     }
 }
 
-/// The outcome of a script's `{-15, COMMAND, key}` (forbidden_by_acl) in place of a job's code.
-fn forbidden_by_acl(denied: &[redis::Value]) -> Outcome {
+/// The outcome of a script's array in place of a job's code: `{-15, COMMAND, key}`
+/// (forbidden_by_acl), or `{-17, key}` (a key of the wrong type whose name only the script
+/// knows, e.g. the group a job's hash names).
+fn refused_with_key(refused: &[redis::Value]) -> Outcome {
     let text = |v: Option<&redis::Value>| match v {
         Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         Some(redis::Value::SimpleString(s)) => Some(s.clone()),
         _ => None,
     };
-    match (denied.first(), text(denied.get(1)), text(denied.get(2))) {
+    match (refused.first(), text(refused.get(1)), text(refused.get(2))) {
         (Some(redis::Value::Int(-15)), Some(command), Some(key)) => Outcome::Refused(Refusal {
             reason: RefusalReason::ForbiddenByAcl { command },
             key,
         }),
-        _ => Outcome::Error(format!("unexpected script reply {denied:?}")),
+        (Some(redis::Value::Int(-17)), Some(key), None) => Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key,
+        }),
+        _ => Outcome::Error(format!("unexpected script reply {refused:?}")),
     }
 }
 

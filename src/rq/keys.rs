@@ -72,6 +72,25 @@ impl Keys {
         format!("{}:job:{job_id}:dependencies", self.prefix)
     }
 
+    /// `rq:executions:<id>`: the job's ExecutionRegistry (RQ 2.x; a sorted set of execution
+    /// ids). A worker removes its execution when the run ends; one whose worker died stays
+    /// until it expires.
+    pub fn executions(&self, job_id: &str) -> String {
+        format!("{}:executions:{job_id}", self.prefix)
+    }
+
+    /// `rq:execution:`: what an execution record's key (`rq:execution:<job id>:<execution
+    /// id>`, a hash) starts with.
+    pub fn execution_prefix(&self) -> String {
+        format!("{}:execution:", self.prefix)
+    }
+
+    /// `rq:group:`: what a group's key (`rq:group:<name>`, the set of its job ids; RQ 2.x) starts
+    /// with. A job names its group in its hash's `group_id` field.
+    pub fn group_prefix(&self) -> String {
+        format!("{}:group:", self.prefix)
+    }
+
     /// `rq:results:<id>`: the results stream (RQ >= 1.12).
     pub fn results(&self, job_id: &str) -> String {
         format!("{}:results:{job_id}", self.prefix)

@@ -68,6 +68,22 @@ def cmd_enqueue(conn, a):
         )
         print(job.id)
         return
+    if a.group is not None:
+        # RQ 2.x only: the job joins group rq:group:<name> (and names it in group_id).
+        from rq.group import Group
+
+        data = Queue.prepare_data(
+            a.func,
+            args=json.loads(a.args),
+            kwargs=json.loads(a.kwargs),
+            timeout=a.timeout,
+            result_ttl=a.result_ttl,
+            failure_ttl=a.failure_ttl,
+            job_id=a.job_id,
+        )
+        (job,) = Group.create(connection=conn, name=a.group).enqueue_many(queue, [data])
+        print(job.id)
+        return
     job = queue.enqueue_call(
         a.func,
         args=json.loads(a.args),
@@ -80,6 +96,12 @@ def cmd_enqueue(conn, a):
         depends_on=a.depends_on,
     )
     print(job.id)
+
+
+def cmd_delete(conn, a):
+    """RQ's own Job.delete() (remove_from_queue=True, delete_dependents=False)."""
+    Job.fetch(a.job_id, connection=conn).delete()
+    print(json.dumps({"deleted": a.job_id}))
 
 
 def cmd_fetch(conn, a):
@@ -168,7 +190,12 @@ def main(argv):
     p.add_argument("--job-id", default=None)
     p.add_argument("--depends-on", default=None, help="a job id; the new job is deferred until it finishes")
     p.add_argument("--in-seconds", type=int, default=None, help="schedule instead: enqueue_in(timedelta(seconds=N))")
+    p.add_argument("--group", default=None, help="RQ 2.x: enqueue through Group(name).enqueue_many")
     p.set_defaults(run=cmd_enqueue)
+
+    p = sub.add_parser("delete", help="RQ's own Job.delete()")
+    p.add_argument("job_id")
+    p.set_defaults(run=cmd_delete)
 
     p = sub.add_parser("fetch", help="Job.fetch and print its state as JSON")
     p.add_argument("job_id")

@@ -129,6 +129,15 @@ impl Rq {
         if let Some(meta) = &job.meta {
             argv.extend(["--meta".into(), meta.to_string()]);
         }
+        if let Some(parent) = &job.depends_on {
+            argv.extend(["--depends-on".into(), parent.clone()]);
+        }
+        if let Some(id) = &job.id {
+            argv.extend(["--job-id".into(), id.clone()]);
+        }
+        if let Some(group) = &job.group {
+            argv.extend(["--group".into(), group.clone()]);
+        }
         for (flag, value) in [
             ("--timeout", job.timeout),
             ("--result-ttl", job.result_ttl),
@@ -248,6 +257,13 @@ pub struct JobSpec {
     pub timeout: Option<i64>,
     pub result_ttl: Option<i64>,
     pub failure_ttl: Option<i64>,
+    /// The id of a job this one waits for (`depends_on`): it stays deferred until that one
+    /// finishes.
+    pub depends_on: Option<String>,
+    /// The job's id (RQ makes one up when `None`).
+    pub id: Option<String>,
+    /// RQ 2.x: the group the job joins (`Group(name).enqueue_many`).
+    pub group: Option<String>,
 }
 
 impl JobSpec {
@@ -263,6 +279,9 @@ impl JobSpec {
             timeout: None,
             result_ttl: None,
             failure_ttl: None,
+            depends_on: None,
+            id: None,
+            group: None,
         }
     }
 
@@ -281,6 +300,24 @@ impl JobSpec {
     /// `job.meta`, a JSON object.
     pub fn meta(mut self, meta: Value) -> JobSpec {
         self.meta = Some(meta);
+        self
+    }
+
+    /// Waits for job `parent` (RQ's `depends_on`).
+    pub fn depends_on(mut self, parent: &str) -> JobSpec {
+        self.depends_on = Some(parent.to_string());
+        self
+    }
+
+    /// The job's id.
+    pub fn id(mut self, id: &str) -> JobSpec {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    /// Enqueues the job into group `name` (RQ 2.x).
+    pub fn group(mut self, name: &str) -> JobSpec {
+        self.group = Some(name.to_string());
         self
     }
 

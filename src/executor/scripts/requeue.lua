@@ -3,13 +3,24 @@
 -- in two round trips, so a crash between them loses the job; here both happen or neither does.
 -- One call handles up to 50 jobs (SCRIPT_BATCH) of one failed registry going to one queue, so the registry
 -- check, the ZREM, the push and the audit entry (XADD) are one command each for the whole call,
--- and a job costs three: HMGET (the compare), HSET and PERSIST/EXPIRE.
+-- and a job costs four: HMGET (the compare), EXISTS (its dependency sets), HSET and
+-- PERSIST/EXPIRE; a job with dependency sets also a TYPE and a PERSIST/EXPIRE per set.
+--
+-- The job's dependency sets (rq:job:<id>:dependents, :dependencies) got the failure's EXPIRE
+-- with the hash (RQ's Job.cleanup(failure_ttl)). They are made to live exactly as long as the
+-- job: PERSISTed with it, or given its own ttl with it (what RQ's enqueue, Job.cleanup(ttl),
+-- does to all three keys). Else a parent requeued near its failure_ttl loses its dependents
+-- set, finishes with no one to enqueue, and its children stay deferred for good (issue 21).
+-- RQ's own requeue leaves all three keys with the failure's EXPIRE when the job has no ttl
+-- (only the worker's perform() PERSISTs the hash, never the sets): that is RQ's gap, not kept.
 --
 -- Redis does not roll back a script whose later command fails: the writes before it stay. So
 -- everything that could make a write fail is checked before the first write, and a job that
 -- cannot be written whole is not written at all. Checked: the type of the failed registry, the
 -- queue list and rq:queues (once per call), the type of each job hash (HMGET under pcall) and
--- each job's ttl (EXPIRE refuses a value it cannot represent). Nothing after the checks can
+-- each job's ttl (EXPIRE refuses a value it cannot represent), and the type of each
+-- dependency set that exists (one that is not a set is not RQ's: the job is not written,
+-- as purge.lua leaves such a job). Nothing after the checks can
 -- fail on data: HSET/HDEL/PERSIST/EXPIRE on a hash with a valid ttl, ZREM on a sorted set,
 -- LPUSH/RPUSH on a list, SADD on a set. Server-wide refusals (OOM, READONLY, MISCONF) hit the
 -- first write, when nothing is written yet.
@@ -23,12 +34,13 @@
 -- SADD on rq:queues; per job key:
 -- EXISTS and HGET when it reads them, HMGET only once its pcall failed (to tell a denied read
 -- from a wrong type; a read writes nothing, so asking after it is enough and keeps the hot path
--- short), then for a job it will write HSET, HDEL (only when it clears retryd_exhausted) and the
--- one of EXPIRE/PERSIST it will run.
+-- short), EXISTS on its two dependency sets (one call for both) and TYPE on each that exists,
+-- then for a job it will write HSET, HDEL (only when it clears retryd_exhausted) and the
+-- one of EXPIRE/PERSIST it will run, on the hash and on each dependency set that exists.
 --
 -- KEYS[1..3], ARGV[1..6]: the gate and the audit entry (gate.lua, prepended)
 -- KEYS[4] failed registry (zset), KEYS[5] queue list, KEYS[6] set of known queues (rq:queues),
--- KEYS[6+i] job hash of job i (1-based)
+-- For job i (1-based), KEYS[3i+4 .. 3i+6]: its job hash, dependents set, dependencies set
 -- ARGV[7] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
 -- ARGV[8] policy name (stored in retryd_policy), ARGV[9] "1" to push at the front (LPUSH) else
 -- RPUSH, ARGV[10] the queue key as rq:queues holds it
@@ -45,13 +57,15 @@
 --   -5 rq:queues is not a set (nothing written for any job of the call)
 --   -6 the failed registry is not a sorted set (nothing written for any job of the call)
 --   -7 the job's ttl field is a number EXPIRE cannot take (nothing written)
+--   -8 the dependents key is not a set (nothing written)
+--   -9 the dependencies key is not a set (nothing written)
 --  -16 the audit key is not a stream (nothing written for any job of the call)
 --   -11..-14 the gate refused the call (see gate.lua; nothing written for any job)
 --   {-15, COMMAND, key} forbidden_by_acl: the user may not run COMMAND on key (an array in
 --     place of the code; nothing written for any job of the call)
 local failed, queue, queues = KEYS[4], KEYS[5], KEYS[6]
 local now, policy = ARGV[7], ARGV[8]
-local n = #KEYS - 6
+local n = (#KEYS - 6) / 3
 local codes = {}
 
 -- Refuses every job of the call: a key they share is of the wrong type, or a command is denied.
@@ -102,7 +116,7 @@ local max_ttl = 1e14
 local moved, seen = {}, {}
 local plan = {}
 local function decide(i)
-  local job, a, id = KEYS[6+i], 5*i+6, ids[i]
+  local job, a, id = KEYS[3*i+4], 5*i+6, ids[i]
   if not scores[i] or seen[id] then
     return 0
   end
@@ -143,15 +157,41 @@ local function decide(i)
   if ttl and ttl > 0 and not (ttl < max_ttl) then
     return -7
   end
-  local expire = ttl and ttl > 0
-  no = denied('HSET', job, 'status', 'queued')
-    or (cur[5] and denied('HDEL', job, 'retryd_exhausted'))
-    or (expire and denied('EXPIRE', job, '1'))
-    or (not expire and denied('PERSIST', job))
+  -- The dependency sets that exist go with the hash. Most jobs have none: one EXISTS for both.
+  local lives = {job}
+  local dependents, dependencies = KEYS[3*i+5], KEYS[3*i+6]
+  no = denied('EXISTS', dependents, dependencies)
   if no then
     return no
   end
-  plan[#plan+1] = {job = job, attempts = ARGV[a+4], exhausted = cur[5], ttl = expire and ttl}
+  if redis.call('EXISTS', dependents, dependencies) > 0 then
+    for _, set in ipairs({{dependents, -8}, {dependencies, -9}}) do
+      no = denied('TYPE', set[1])
+      if no then
+        return no
+      end
+      local kind = redis.call('TYPE', set[1]).ok
+      if kind == 'set' then
+        lives[#lives+1] = set[1]
+      elseif kind ~= 'none' then
+        return set[2]
+      end
+    end
+  end
+  local expire = ttl and ttl > 0
+  no = denied('HSET', job, 'status', 'queued')
+    or (cur[5] and denied('HDEL', job, 'retryd_exhausted'))
+  if no then
+    return no
+  end
+  for _, key in ipairs(lives) do
+    no = (expire and denied('EXPIRE', key, '1')) or (not expire and denied('PERSIST', key))
+    if no then
+      return no
+    end
+  end
+  plan[#plan+1] = {job = job, lives = lives, attempts = ARGV[a+4], exhausted = cur[5],
+    ttl = expire and ttl}
   moved[#moved+1] = id
   return 1
 end
@@ -178,12 +218,15 @@ for _, p in ipairs(plan) do
   if p.exhausted then
     redis.call('HDEL', job, 'retryd_exhausted')
   end
-  -- Like RQ's enqueue: a job with its own ttl expires after it; otherwise it must not expire
-  -- while it waits in the queue (the failure_ttl EXPIRE from the failure would still be there).
-  if p.ttl then
-    redis.call('EXPIRE', job, string.format('%d', math.max(1, math.floor(p.ttl))))
-  else
-    redis.call('PERSIST', job)
+  -- Like RQ's enqueue: a job with its own ttl expires after it, its dependency sets with it;
+  -- otherwise none of them may expire while it waits in the queue (the failure_ttl EXPIRE
+  -- from the failure would still be there).
+  for _, key in ipairs(p.lives) do
+    if p.ttl then
+      redis.call('EXPIRE', key, string.format('%d', math.max(1, math.floor(p.ttl))))
+    else
+      redis.call('PERSIST', key)
+    end
   end
 end
 if #moved > 0 then
