@@ -163,14 +163,17 @@ async fn within(limit: Duration, request: Request, next: Next) -> Response {
     }
 }
 
-/// Answers 413 before reading a body whose declared length is over the limit.
-async fn reject_large_bodies(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
+/// The body length a request declares (`Content-Length`), if it declares one.
+fn declared_body_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Answers 413 before reading a body whose declared length is over the limit.
+async fn reject_large_bodies(request: Request, next: Next) -> Response {
+    if declared_body_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return ApiError::too_large(MAX_BODY_BYTES).into_response();
     }
     next.run(request).await

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use axum::http::header::TRANSFER_ENCODING;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -117,12 +117,8 @@ pub async fn refuse_undeclared(
         return next.run(request).await;
     };
     let headers = request.headers();
-    let declared_length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let has_body =
-        declared_length.is_some_and(|n| n > 0) || headers.contains_key(TRANSFER_ENCODING);
+    let has_body = super::declared_body_length(headers).is_some_and(|n| n > 0)
+        || headers.contains_key(TRANSFER_ENCODING);
     let query = request.uri().query().unwrap_or("");
     match declared.check(request.method(), &path, query, has_body) {
         Some(refusal) => refusal.into_response(),

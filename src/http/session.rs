@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use super::auth::{Caller, Via};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
-use crate::config::Role;
+use crate::config::{Origin, Role, Scheme};
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "rq_retryd_session";
@@ -211,7 +211,8 @@ fn came_over_tls(headers: &HeaderMap) -> bool {
     let origin = headers
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| o.to_ascii_lowercase().starts_with("https://"));
+        .and_then(|o| Origin::parse(o).ok())
+        .is_some_and(|o| o.scheme == Scheme::Https);
     let forwarded = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
