@@ -660,3 +660,21 @@ struct Stamp<'a> {
     at: String,
     by: Attribution<'a>,
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scripts append their audit entries themselves, with their own copy of the bounds
+    /// `audit::append` uses: the two must not drift apart.
+    #[test]
+    fn the_scripts_bound_the_audit_as_audit_rs_does() {
+        let line = format!(
+            "local AUDIT_MAX_IDS, AUDIT_MAXLEN = {}, {}\n",
+            crate::audit::AUDIT_MAX_IDS,
+            crate::audit::AUDIT_MAXLEN
+        );
+        assert!(
+            include_str!("scripts/gate.lua").contains(&line),
+            "gate.lua should say {line:?}"
+        );
+    }
+}
