@@ -142,7 +142,7 @@ export RQ_RETRYD_VENV_TOOLS="$repo/target/venv-tools"
 
 command -v cargo >/dev/null || die "cargo is not installed (rust-version in Cargo.toml says which toolchain)"
 # Never let a developer's environment point the binary under test at a real Redis.
-unset RQ_RETRYD_CONFIG RQ_RETRYD_REDIS_URL RQ_RETRYD_HTTP_LISTEN RQ_RETRYD_AUTH_TOKEN
+unset RQ_RETRYD_CONFIG RQ_RETRYD_REDIS_URL RQ_RETRYD_HTTP_LISTEN RQ_RETRYD_AUTH_TOKEN RQ_RETRYD_ALLOWED_HOSTS REDIS_URL PORT
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

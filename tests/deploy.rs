@@ -452,3 +452,108 @@ fn an_acl_user_and_password_in_the_url_work_and_are_never_printed() {
         "a wrong password is not echoed either"
     );
 }
+
+/// One request with a chosen `Host` and optional bearer token: the status code.
+fn status_with(port: u16, path: &str, host: &str, token: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
+/// The Procfile line of README "On a platform": `retryd: rq-retryd run` with nothing but the
+/// platform's variables (`REDIS_URL`, `PORT`) and rq-retryd's token, host name and policies
+/// file. A job a real RQ worker failed is retried and finishes; the API answers on `PORT` under
+/// the platform's host name with the token, and refuses without it or under another name.
+#[test]
+fn run_from_a_procfile_line_takes_redis_url_port_token_and_policies_from_the_environment() {
+    use support::rq::{JobSpec, Rq};
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let rq = Rq::rq2();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.toml");
+    std::fs::write(
+        &policies,
+        "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    )
+    .unwrap();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("default", "tasks.fail_first")
+            .args(serde_json::json!(["test:procfile:runs", 1]))
+            .kwargs(serde_json::json!({"value": "done"})),
+    );
+    rq.burst_worker(&url, &["default"]);
+    assert_eq!(rq.status(&url, &id), "failed");
+
+    let port = free_port();
+    let token = "procfile-token-0123456789";
+    let mut child = KillOnDrop(
+        Command::new(binary())
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .env_remove("RQ_RETRYD_REDIS_URL")
+            .env_remove("RQ_RETRYD_HTTP_LISTEN")
+            .env("RQ_RETRYD_CONFIG", &policies)
+            .env("REDIS_URL", &url)
+            .env("PORT", port.to_string())
+            .env("RQ_RETRYD_AUTH_TOKEN", token)
+            .env("RQ_RETRYD_ALLOWED_HOSTS", "myapp.example.com")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start daemon"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rq.status(&url, &id) != "queued" {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("the daemon exited ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "the failed job was not requeued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rq.burst_worker(&url, &["default"]);
+    assert_eq!(rq.status(&url, &id), "finished");
+
+    let api = "/api/v1/supervisor";
+    assert_eq!(
+        status_with(port, api, "myapp.example.com", Some(token)),
+        200
+    );
+    assert_eq!(status_with(port, api, "myapp.example.com", None), 401);
+    assert_eq!(status_with(port, api, "evil.example", Some(token)), 421);
+    // Probes take the platform's own names for the container.
+    assert_eq!(status_with(port, "/healthz", "10.1.2.3:5000", None), 200);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

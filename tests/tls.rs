@@ -231,3 +231,45 @@ fn tls_files_without_a_rediss_url_are_a_config_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A platform (Heroku's Redis) hands the app `REDIS_URL=rediss://…` for a server with a
+/// certificate no CA vouches for, and RQ apps add redis-py's `ssl_cert_reqs=none`: the same URL,
+/// in the same variable, with no config file, works for rq-retryd, and without the parameter it
+/// is refused as before.
+#[test]
+fn a_platforms_redis_url_with_ssl_cert_reqs_none_connects_without_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let (server, tls_port) = tls_server(dir.path(), false);
+    let mut con = server.conn();
+    FailedJob::new("from-platform").write(&mut con);
+    let run = |url: &str| {
+        Command::new(binary())
+            .args(["once", "--json"])
+            .env_remove("RQ_RETRYD_REDIS_URL")
+            .env_remove("RQ_RETRYD_CONFIG")
+            .env("REDIS_URL", url)
+            .output()
+            .unwrap()
+    };
+    let verified = run(&format!("rediss://127.0.0.1:{tls_port}/0"));
+    assert_eq!(
+        verified.status.code(),
+        Some(1),
+        "an unverifiable certificate is refused unless the URL says otherwise: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let out = run(&format!(
+        "rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The embedded defaults' policy waits a minute before the first retry: the job was seen
+    // over TLS and decided on, not requeued yet.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["scanned"], 1, "{report}");
+    assert_eq!(report["waiting"], 1, "{report}");
+}

@@ -59,6 +59,9 @@ pub async fn run(
         dry_run = config.supervisor.dry_run,
         "rq-retryd starting"
     );
+    if config.redis.url.ends_with("#insecure") {
+        warn!("the Redis server's TLS certificate is not verified (ssl_cert_reqs=none or #insecure in the URL)");
+    }
     let state = DaemonState::new(config.clone());
     let http_task = tokio::spawn(http::serve(
         listener,

@@ -8,6 +8,7 @@ mod duration;
 mod file;
 mod hosts;
 mod identity;
+mod platform_url;
 mod tokens;
 
 use std::fmt;
@@ -434,18 +435,37 @@ fn build(
         |span: Option<Range<usize>>, message: String| problems.push(loc.problem(span, message));
 
     // [redis]
-    let (url, url_span) = match (env("RQ_RETRYD_REDIS_URL"), &file.redis.url) {
-        (Some(v), _) => (v, None),
-        (None, Some(s)) => (s.get_ref().clone(), Some(s.span())),
-        (None, None) => ("redis://127.0.0.1:6379/0".to_string(), None),
+    // RQ_RETRYD_REDIS_URL > the file's url > the platform's REDIS_URL (Heroku, Render, Dokku
+    // and compose files set it) > local Redis.
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let (url, url_span, url_env) = match (set("RQ_RETRYD_REDIS_URL"), &file.redis.url) {
+        (Some(v), _) => (v, None, "RQ_RETRYD_REDIS_URL"),
+        (None, Some(s)) => (s.get_ref().clone(), Some(s.span()), "RQ_RETRYD_REDIS_URL"),
+        (None, None) => match set("REDIS_URL") {
+            Some(v) => (v, None, "REDIS_URL"),
+            None => (
+                "redis://127.0.0.1:6379/0".to_string(),
+                None,
+                "RQ_RETRYD_REDIS_URL",
+            ),
+        },
     };
-    if let Err(e) = redis::Client::open(url.as_str()) {
-        let message = format!(
-            "invalid Redis URL: {}",
-            e.detail().unwrap_or(&e.to_string())
-        );
-        report_at(&mut err, url_span, message, "RQ_RETRYD_REDIS_URL");
-    }
+    let url = match platform_url::translate(&url) {
+        Ok(url) => {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                let message = format!(
+                    "invalid Redis URL: {}",
+                    e.detail().unwrap_or(&e.to_string())
+                );
+                report_at(&mut err, url_span, message, url_env);
+            }
+            url
+        }
+        Err(message) => {
+            report_at(&mut err, url_span, message, url_env);
+            url
+        }
+    };
     let key_prefix = file
         .redis
         .key_prefix
@@ -593,26 +613,25 @@ fn build(
     }
 
     // [http]
-    let listen_text = env("RQ_RETRYD_HTTP_LISTEN")
-        .or_else(|| file.http.listen.as_ref().map(|l| l.get_ref().clone()))
-        .unwrap_or_else(|| "127.0.0.1:9732".to_string());
-    let listen_span = if env("RQ_RETRYD_HTTP_LISTEN").is_some() {
-        None
-    } else {
-        file.http.listen.as_ref().map(|l| l.span())
-    };
+    // RQ_RETRYD_HTTP_LISTEN > the file's listen > the platform's PORT (on every address, as a
+    // platform's router must reach it; a token is then required like any non-loopback listen)
+    // > 127.0.0.1:9732.
+    let (listen_text, listen_span, listen_env) =
+        match (set("RQ_RETRYD_HTTP_LISTEN"), &file.http.listen) {
+            (Some(v), _) => (v, None, "RQ_RETRYD_HTTP_LISTEN"),
+            (None, Some(l)) => (l.get_ref().clone(), Some(l.span()), "RQ_RETRYD_HTTP_LISTEN"),
+            (None, None) => match set("PORT") {
+                Some(port) => (platform_url::listen_on_port(&port), None, "PORT"),
+                None => ("127.0.0.1:9732".to_string(), None, "RQ_RETRYD_HTTP_LISTEN"),
+            },
+        };
     let listen: SocketAddr = match listen_text.parse() {
         Ok(a) => a,
         Err(_) => {
             let message = format!(
                 "invalid listen address {listen_text:?}; expected HOST:PORT such as 127.0.0.1:9732"
             );
-            report_at(
-                &mut err,
-                listen_span.clone(),
-                message,
-                "RQ_RETRYD_HTTP_LISTEN",
-            );
+            report_at(&mut err, listen_span.clone(), message, listen_env);
             "127.0.0.1:9732".parse().expect("static address")
         }
     };
@@ -632,9 +651,19 @@ fn build(
         let message = format!(
             "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]], [http.proxy_identity] or RQ_RETRYD_AUTH_TOKEN"
         );
-        report_at(&mut err, listen_span, message, "RQ_RETRYD_HTTP_LISTEN");
+        report_at(&mut err, listen_span, message, listen_env);
     }
-    let allowed_hosts = each_entry(&file.http.allowed_hosts, AllowedHost::parse, &mut err);
+    let mut allowed_hosts = each_entry(&file.http.allowed_hosts, AllowedHost::parse, &mut err);
+    // The names a platform's router sends (`myapp.onrender.com`), for a config without a file.
+    for entry in set("RQ_RETRYD_ALLOWED_HOSTS")
+        .iter()
+        .flat_map(|v| v.split(','))
+    {
+        match AllowedHost::parse(entry.trim()) {
+            Ok(host) => allowed_hosts.push(host),
+            Err(message) => err(None, format!("env RQ_RETRYD_ALLOWED_HOSTS: {message}")),
+        }
+    }
     let allowed_origins = each_entry(&file.http.allowed_origins, Origin::parse, &mut err);
 
     // [logging]

@@ -520,6 +520,74 @@ fn env_overrides_win_over_the_file() {
 }
 
 #[test]
+fn a_platforms_redis_url_and_port_apply_only_where_nothing_else_says() {
+    let platform = |name: &str| match name {
+        "REDIS_URL" => Some("rediss://:pw@platform:6380?ssl_cert_reqs=none".to_string()),
+        "PORT" => Some("5000".to_string()),
+        "RQ_RETRYD_AUTH_TOKEN" => Some("a-token-of-twenty-bytes".to_string()),
+        "RQ_RETRYD_ALLOWED_HOSTS" => Some("myapp.example.com, other.example.com".to_string()),
+        _ => None,
+    };
+    let config = parse_with_env("", SOURCE, &platform).expect("valid");
+    assert_eq!(config.redis.url, "rediss://:pw@platform:6380#insecure");
+    assert_eq!(config.http.listen.to_string(), "0.0.0.0:5000");
+    assert_eq!(config.http.allowed_hosts.len(), 2);
+
+    // The file and rq-retryd's own variables win over the platform's.
+    let text = "[redis]\nurl = \"redis://file-host:6379/0\"\n[http]\nlisten = \"127.0.0.1:1111\"\n";
+    let config = parse_with_env(text, SOURCE, &platform).expect("valid");
+    assert_eq!(config.redis.url, "redis://file-host:6379/0");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:1111");
+    let own = |name: &str| match name {
+        "RQ_RETRYD_REDIS_URL" => Some("redis://own:6379/1".to_string()),
+        "RQ_RETRYD_HTTP_LISTEN" => Some("127.0.0.1:2222".to_string()),
+        other => platform(other),
+    };
+    let config = parse_with_env("", SOURCE, &own).expect("valid");
+    assert_eq!(config.redis.url, "redis://own:6379/1");
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:2222");
+}
+
+#[test]
+fn a_platforms_port_without_a_token_or_with_a_bad_value_is_refused_naming_it() {
+    let port_only = |name: &str| (name == "PORT").then(|| "5000".to_string());
+    let err = parse_with_env("", SOURCE, &port_only).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.problems[0].message.starts_with("env PORT:")
+            && err.problems[0].message.contains("requires auth_token"),
+        "{err}"
+    );
+    let bad = |name: &str| match name {
+        "PORT" => Some("http".to_string()),
+        "REDIS_URL" => Some("redis://h:1?ssl_cert_reqs=none".to_string()),
+        "RQ_RETRYD_ALLOWED_HOSTS" => Some("ok.example.com,bad host".to_string()),
+        _ => None,
+    };
+    let err = parse_with_env("", SOURCE, &bad).unwrap_err();
+    let messages: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("env PORT: invalid listen address")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("env REDIS_URL:") && m.contains("rediss://")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("env RQ_RETRYD_ALLOWED_HOSTS:")),
+        "{messages:?}"
+    );
+}
+
+#[test]
 fn a_bad_env_override_is_blamed_on_the_variable_not_the_file() {
     let env = |name: &str| (name == "RQ_RETRYD_HTTP_LISTEN").then(|| "0.0.0.0:80".to_string());
     let err = parse_with_env("", SOURCE, &env).unwrap_err();
