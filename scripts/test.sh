@@ -16,6 +16,9 @@
 #     missing): tests/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
 #   - target/venv-tools (schemathesis, pinned): tests/api_fuzz.rs fuzzes the HTTP API from its
 #     OpenAPI document; reused like the RQ venvs.
+#   - target/venv-deploy (kubernetes-validate, the Prometheus Operator's models,
+#     check-jsonschema, dockerfile; pinned): tests/deploy.rs validates deploy/kubernetes,
+#     deploy/compose and the Dockerfile (scripts/kubernetes.py, scripts/containers.py).
 #   - chromium and chromedriver (Debian's chromium and chromium-driver packages, only when
 #     missing): tests/browser.rs drives the console and /docs in headless Chromium.
 #   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
@@ -36,6 +39,11 @@ RQ2_PINS=(rq==2.12.0 redis==8.1.0)
 RQ1_PINS=(rq==1.16.2 redis==8.1.0)
 # The API fuzzer (its `st run` flags are used by tests/api_fuzz.rs).
 TOOLS_PINS=(schemathesis==4.32.5)
+# deploy/ is validated strictly: Kubernetes' own schemas and the Prometheus Operator's CRDs as
+# cloudcoil's models carry them (scripts/kubernetes.py), the compose spec (check-jsonschema),
+# and the Dockerfile with BuildKit's parser (scripts/containers.py).
+DEPLOY_PINS=(kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 cloudcoil==0.6.0
+  pydantic==2.14.4 jsonschema==4.26.0 PyYAML==6.0.4 check-jsonschema==0.39.0 dockerfile==3.4.0)
 
 setup_only=false
 case "${1:-}" in
@@ -139,6 +147,8 @@ fi
 "${RQ_RETRYD_CHROMEDRIVER:-/usr/bin/chromedriver}" --version
 ensure_venv "$repo/target/venv-tools" "${TOOLS_PINS[@]}"
 export RQ_RETRYD_VENV_TOOLS="$repo/target/venv-tools"
+ensure_venv "$repo/target/venv-deploy" "${DEPLOY_PINS[@]}"
+export RQ_RETRYD_VENV_DEPLOY="$repo/target/venv-deploy"
 
 command -v cargo >/dev/null || die "cargo is not installed (rust-version in Cargo.toml says which toolchain)"
 # Never let a developer's environment point the binary under test at a real Redis.

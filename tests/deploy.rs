@@ -557,3 +557,308 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The venv scripts/test.sh makes for scripts/kubernetes.py and scripts/containers.py.
+fn deploy_venv() -> PathBuf {
+    std::env::var_os("RQ_RETRYD_VENV_DEPLOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/venv-deploy"))
+}
+
+fn deploy_python() -> PathBuf {
+    let venv = deploy_venv();
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: ./scripts/test.sh creates the venv",
+        python.display()
+    );
+    python
+}
+
+fn kubernetes_check(dir: &Path) -> Output {
+    Command::new(deploy_python())
+        .arg(repo_root().join("scripts/kubernetes.py"))
+        .args(["check", env!("CARGO_PKG_VERSION")])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// deploy/kubernetes validates strictly against Kubernetes' schemas and the Prometheus
+/// Operator's CRDs, its PrometheusRule is what deploy/prometheus/alerts.yml generates, and the
+/// objects fit together; a misspelt field or a drifted rule fails the check.
+#[test]
+fn the_kubernetes_manifests_validate_strictly_and_their_rules_are_generated() {
+    let dir = repo_root().join("deploy/kubernetes");
+    let out = kubernetes_check(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "Secret",
+        "Service",
+        "ServiceMonitor",
+    ] {
+        assert!(stdout.contains(&format!("\"{kind}\"")), "{kind}: {stdout}");
+    }
+
+    let broken = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("  replicas: 2", "  replicass: 2")
+            .replace("      interval: 30s", "      intervall: 30s")
+            .replace("      for: 5m", "      forr: 5m");
+        std::fs::write(broken.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let out = kubernetes_check(broken.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "'replicass' was unexpected",
+        "'intervall' was unexpected",
+        "'forr' was unexpected",
+        "prometheusrule.yaml differs from deploy/prometheus/alerts.yml",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+}
+
+/// The ConfigMap's config runs as the Deployment runs it: refused without a token (and with
+/// the example Secret's placeholder), and with one, two replicas share the Redis and exactly one
+/// holds the lease while both answer the probes.
+#[test]
+fn the_kubernetes_config_runs_two_replicas_with_one_active() {
+    let out = Command::new(deploy_python())
+        .arg(repo_root().join("scripts/kubernetes.py"))
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, &out.stdout).unwrap();
+    let redis = RedisServer::start();
+    let check = |token: Option<&str>| {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("check-config")
+            .env("RQ_RETRYD_REDIS_URL", redis.url())
+            .env_remove("RQ_RETRYD_HTTP_LISTEN")
+            .env_remove("RQ_RETRYD_AUTH_TOKEN");
+        if let Some(t) = token {
+            cmd.env("RQ_RETRYD_AUTH_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(check(None).status.code(), Some(2), "a token is required");
+    let placeholder = check(Some("REPLACE-ME"));
+    assert_eq!(
+        placeholder.status.code(),
+        Some(2),
+        "secret.example.yaml's placeholder must not start: {}",
+        String::from_utf8_lossy(&placeholder.stderr)
+    );
+    assert!(check(Some("a-real-token-0123456789")).status.success());
+
+    let pods: Vec<(KillOnDrop, u16)> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            let child = Command::new(binary())
+                .arg("run")
+                .env("RQ_RETRYD_CONFIG", &config)
+                .env("RQ_RETRYD_REDIS_URL", redis.url())
+                .env("RQ_RETRYD_AUTH_TOKEN", "a-real-token-0123456789")
+                .env("RQ_RETRYD_HTTP_LISTEN", format!("0.0.0.0:{port}"))
+                .env("RQ_RETRYD_ALLOWED_HOSTS", "rq-retryd,rq-retryd.rq.svc")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (KillOnDrop(child), port)
+        })
+        .collect();
+    let leader = |port: u16| -> Option<u8> {
+        let (_, body) = http_get(port, "/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("rq_retryd_leader "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders: Vec<Option<u8>> = pods.iter().map(|(_, port)| leader(*port)).collect();
+        if leaders.iter().flatten().count() == 2 && leaders.iter().flatten().sum::<u8>() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected one active and one standby: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (_, port) in &pods {
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(status_with(*port, probe, "10.0.0.7:9732", None), 200);
+        }
+        let api = "/api/v1/supervisor";
+        let host = "rq-retryd.rq.svc";
+        assert_eq!(
+            status_with(*port, api, host, Some("a-real-token-0123456789")),
+            200
+        );
+    }
+}
+
+fn containers_check(args: &[&str]) -> Output {
+    Command::new(deploy_python())
+        .arg(repo_root().join("scripts/containers.py"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// No container engine or registry is reachable here, so the Dockerfile is checked with
+/// BuildKit's parser: it copies everything the crate compiles in, builds with the crate's Rust,
+/// and runs unprivileged; a Dockerfile that misses one of those is refused.
+#[test]
+fn the_dockerfile_copies_what_the_build_reads_and_runs_as_a_numeric_non_root_user() {
+    let out = containers_check(&["dockerfile"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let broken: String = original
+        .lines()
+        .filter(|l| !l.starts_with("USER ") && !l.starts_with("COPY assets"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.path().join("Dockerfile");
+    std::fs::write(&path, broken).unwrap();
+    let out = containers_check(&["dockerfile", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the build reads assets/ui/console.js"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no USER: it would run as root"), "{stdout}");
+}
+
+/// deploy/compose: valid against the compose specification, tied to the repository, its
+/// policies load with the variables it sets, its Prometheus config and rules pass promtool, and
+/// its example job is one a real RQ 2.12 worker runs (and fails, the first time).
+#[test]
+fn the_compose_example_is_valid_and_its_parts_work() {
+    let compose = repo_root().join("deploy/compose");
+    let out = Command::new(deploy_venv().join("bin/check-jsonschema"))
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(compose.join("compose.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = containers_check(&["compose"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let redis = RedisServer::start();
+    let config = Command::new(binary())
+        .arg("check-config")
+        .env("RQ_RETRYD_CONFIG", compose.join("policies.toml"))
+        .env("REDIS_URL", redis.url())
+        .env("PORT", "9732")
+        .env("RQ_RETRYD_AUTH_TOKEN", "compose-token-0123456789")
+        .env("RQ_RETRYD_ALLOWED_HOSTS", "rq-retryd")
+        .env_remove("RQ_RETRYD_REDIS_URL")
+        .env_remove("RQ_RETRYD_HTTP_LISTEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(config.status.success(), "{text}");
+    assert!(
+        text.contains("0.0.0.0:9732") && text.contains("retry-quickly"),
+        "{text}"
+    );
+
+    require("promtool");
+    let prometheus = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        compose.join("prometheus.yml"),
+        prometheus.path().join("prometheus.yml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo_root().join("deploy/prometheus/alerts.yml"),
+        prometheus.path().join("alerts.yml"),
+    )
+    .unwrap();
+    run(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(prometheus.path().join("prometheus.yml")));
+
+    let rq = support::rq::Rq::rq2();
+    let venv = std::env::var_os("RQ_RETRYD_VENV_RQ2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/venv-rq2"));
+    let out = Command::new(venv.join("bin/python"))
+        .arg("enqueue.py")
+        .current_dir(compose.join("app"))
+        .env("REDIS_URL", redis.url())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let id = printed
+        .strip_prefix("enqueued ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("{printed}"))
+        .to_string();
+    let worker = Command::new(venv.join("bin/rq"))
+        .args(["worker", "--burst", "--url", &redis.url(), "default"])
+        .current_dir(compose.join("app"))
+        .env("REDIS_URL", redis.url())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(worker.status.success());
+    assert_eq!(rq.failed_ids(&redis.url(), "default"), vec![id.clone()]);
+    // rq-retryd reads the failure RQ stored (compressed in the results stream) as its type.
+    let explain = Command::new(binary())
+        .args(["explain", &id, "--json"])
+        .env("REDIS_URL", redis.url())
+        .env_remove("RQ_RETRYD_CONFIG")
+        .env_remove("RQ_RETRYD_REDIS_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(explain.status.success(), "{text}");
+    assert!(
+        text.contains("\"ConnectionError\"") && text.contains("downstream unavailable (run 1)"),
+        "the example task's own failure: {text}"
+    );
+}
