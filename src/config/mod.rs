@@ -1000,7 +1000,7 @@ fn build_meta(
                 value: glob,
             }),
             Err(e) => {
-                err(Some(value.span()), format!("meta.{key}: {e}"));
+                err(Some(value.span()), e);
                 ok = false;
             }
         }

@@ -189,6 +189,10 @@ pub struct PolicyView {
     pub at_front: Option<bool>,
     pub on_exhausted: Option<String>,
     pub purge_after_seconds: Option<f64>,
+    /// Retry policies: the job is given up once this old since RQ created it.
+    pub max_age_seconds: Option<f64>,
+    /// `meta = { key = "glob" }`: every key's value must match its glob.
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -225,6 +229,16 @@ fn view(p: &Policy) -> PolicyView {
         at_front,
         on_exhausted,
         purge_after_seconds: purge_after,
+        max_age_seconds: match &p.action {
+            Action::Retry(s) => s.max_age.map(|a| a.as_secs_f64()),
+            _ => None,
+        },
+        meta: m.meta.as_ref().map(|patterns| {
+            patterns
+                .iter()
+                .map(|p| (p.key.clone(), p.value.patterns().join(", ")))
+                .collect()
+        }),
     }
 }
 
