@@ -1070,6 +1070,14 @@ fn max_age_and_meta_mistakes_are_refused_at_their_place() {
             "invalid glob \"[\"",
         ),
         (
+            "an empty meta key",
+            "[[policy]]\nname = \"a\"\nmeta = { \"\" = \"x\" }\n",
+            3,
+            15,
+            "policy[1].meta",
+            "a meta key cannot be empty",
+        ),
+        (
             "a meta value that is not a string",
             "[[policy]]\nname = \"a\"\nmeta = { priority = 1 }\n",
             3,

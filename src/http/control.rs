@@ -329,3 +329,21 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod policy_view_tests {
+    /// Issue 21: the policies API shows `max_age` (seconds) and the `meta` globs by key.
+    #[test]
+    fn a_policy_view_carries_max_age_and_meta() {
+        let config = crate::config::parse(
+            "[[policy]]\nname = \"acme\"\nmax_age = \"2d\"\nmeta = { tenant = \"acme-*\" }\n[[policy]]\nname = \"rest\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let json = |i: usize| serde_json::to_value(super::view(&config.policies[i])).unwrap();
+        assert_eq!(json(0)["max_age_seconds"], 172_800.0);
+        assert_eq!(json(0)["meta"], serde_json::json!({"tenant": "acme-*"}));
+        assert_eq!(json(1)["max_age_seconds"], serde_json::Value::Null);
+        assert_eq!(json(1)["meta"], serde_json::Value::Null);
+    }
+}
