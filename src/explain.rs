@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::policy::{self, Action, Decision, Policy};
+use crate::policy::{self, Action, Decision, Exhaustion, Policy};
 use crate::rq::JobFacts;
 
 /// Everything `explain` reports about one job.
@@ -32,6 +32,11 @@ pub struct Explanation {
     pub purge_at: Option<DateTime<Utc>>,
     /// The last lines of the failure text.
     pub failure_tail: Option<String>,
+    /// When RQ created the job (`created_at`), when readable.
+    pub created_at: Option<DateTime<Utc>>,
+    /// What the deciding policy's `max_age` means for this job (when it has one): when it
+    /// gives the job up, or that it cannot apply because `created_at` is unreadable.
+    pub max_age: Option<String>,
 }
 
 /// How one policy related to the job.
@@ -98,14 +103,64 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         exhausted: job.exhausted,
         policy: chosen.map(str::to_string),
         policies: verdicts,
-        decision: describe_decision(&evaluation.decision),
+        decision: match retry_spec.and_then(|spec| policy::exhaustion(spec, job, now)) {
+            Some(reason) => describe_exhausted(&evaluation.decision, reason),
+            None => describe_decision(&evaluation.decision),
+        },
         next_retry_at,
         purge_at: match evaluation.decision {
             Decision::PurgeAt { due } => Some(due),
             _ => None,
         },
         failure_tail: job.failure_text().map(|t| tail(t, 5)),
+        created_at: job.created_at,
+        max_age: retry_spec.and_then(|spec| describe_max_age(spec, job)),
     }
+}
+
+/// The sentence for a decision of a retry policy that gave the job up, saying why.
+fn describe_exhausted(decision: &Decision, reason: Exhaustion) -> String {
+    let why = match reason {
+        Exhaustion::Attempts => return describe_decision(decision),
+        Exhaustion::MaxAge { deadline } => {
+            format!(
+                "max_age used up: the job is older than it since {}",
+                ts(deadline)
+            )
+        }
+        Exhaustion::NextRetryTooLate { deadline, due } => format!(
+            "max_age used up: it ends at {}, before the next retry would be due at {}",
+            ts(deadline),
+            ts(due)
+        ),
+    };
+    match decision {
+        Decision::PurgeNow { exhausted: true } => {
+            format!("purge now ({why}, on_exhausted = purge)")
+        }
+        Decision::MarkExhausted => format!("mark exhausted ({why}); keep in the failed registry"),
+        Decision::Exhausted => {
+            format!("exhausted ({why}; already marked); left in the failed registry")
+        }
+        other => describe_decision(other),
+    }
+}
+
+/// What a retry policy's `max_age` means for `job`, `None` when the policy has none.
+fn describe_max_age(spec: &policy::RetrySpec, job: &JobFacts) -> Option<String> {
+    let age = spec.max_age?;
+    let age_text = humantime::format_duration(age).to_string();
+    Some(match job.created_at {
+        Some(created) => {
+            let deadline = created
+                .checked_add_signed(chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            format!("{age_text}: created at {}, given up from {}", ts(created), ts(deadline))
+        }
+        None => format!(
+            "{age_text}: cannot apply, the job has no readable created_at; retried up to max_attempts"
+        ),
+    })
 }
 
 /// A sentence for the decision.
@@ -151,6 +206,9 @@ pub fn render(e: &Explanation) -> String {
         }
     };
     let _ = writeln!(out, "failed at    {}{from}", ts(e.failed_at));
+    if let Some(at) = e.created_at {
+        let _ = writeln!(out, "created at   {}", ts(at));
+    }
     let max = e
         .max_attempts
         .map(|m| format!(" of {m}"))
@@ -181,6 +239,9 @@ pub fn render(e: &Explanation) -> String {
     if e.policies.is_empty() {
         let _ = writeln!(out, "  (no policies configured)");
     }
+    if let Some(max_age) = &e.max_age {
+        let _ = writeln!(out, "max age      {max_age}");
+    }
     if let Some(at) = e.next_retry_at {
         let _ = writeln!(out, "next retry   {}", ts(at));
     }
@@ -204,4 +265,86 @@ fn ts(at: DateTime<Utc>) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::rq::{CasToken, Meta, MetaValue, Reads};
+
+    fn policies(toml: &str) -> Vec<Policy> {
+        crate::config::parse(toml, "t.toml").unwrap().policies
+    }
+
+    fn failed_at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+    }
+
+    fn job(created_at: Option<DateTime<Utc>>, tenant: &str) -> JobFacts {
+        JobFacts {
+            job_id: "j".into(),
+            queue: "default".into(),
+            origin: "default".into(),
+            status: Some("failed".into()),
+            func_name: Some("app.tasks.work".into()),
+            description: None,
+            failed_at: failed_at(),
+            failed_at_from: crate::rq::job::FailedAt::EndedAt,
+            attempts: 0,
+            exhausted: false,
+            last_policy: None,
+            requeued_at: None,
+            failure: None,
+            cas: CasToken::default(),
+            reads: Reads::ALL,
+            created_at,
+            meta: Some(Meta::Read(vec![(
+                "tenant".into(),
+                MetaValue::Text(tenant.into()),
+            )])),
+        }
+    }
+
+    const AGED: &str = "[[policy]]\nname = \"aged\"\nmax_attempts = 5\nmax_age = \"2d\"\nbackoff = { strategy = \"fixed\", delay = \"60s\" }\n";
+
+    #[test]
+    fn a_job_given_up_by_max_age_says_so_and_when() {
+        let p = policies(AGED);
+        let old = job(Some(failed_at() - chrono::Duration::days(3)), "x");
+        let e = explain(&p, &old, failed_at());
+        assert_eq!(
+            e.decision,
+            "mark exhausted (max_age used up: the job is older than it since 2024-04-30T12:00:00Z); keep in the failed registry"
+        );
+        assert_eq!(
+            e.max_age.as_deref(),
+            Some("2days: created at 2024-04-28T12:00:00Z, given up from 2024-04-30T12:00:00Z")
+        );
+        let text = render(&e);
+        assert!(text.contains("created at   2024-04-28T12:00:00Z"), "{text}");
+        assert!(text.contains("max age      2days"), "{text}");
+    }
+
+    #[test]
+    fn max_age_without_created_at_says_it_cannot_apply() {
+        let p = policies(AGED);
+        let e = explain(&p, &job(None, "x"), failed_at());
+        assert_eq!(
+            e.max_age.as_deref(),
+            Some("2days: cannot apply, the job has no readable created_at; retried up to max_attempts")
+        );
+        assert!(e.decision.starts_with("wait: attempt 1"), "{}", e.decision);
+    }
+
+    #[test]
+    fn a_meta_mismatch_names_the_key_the_value_and_the_pattern() {
+        let p = policies("[[policy]]\nname = \"acme\"\nmeta = { tenant = \"acme-*\" }\n");
+        let e = explain(&p, &job(None, "other"), failed_at());
+        assert_eq!(
+            e.policies[0].reason.as_deref(),
+            Some("meta tenant = \"other\" does not match \"acme-*\"")
+        );
+    }
 }

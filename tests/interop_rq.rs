@@ -46,6 +46,9 @@ for_both_rq_versions!(
     job_whose_worker_died_is_failed_by_rq_and_retried,
     failures_rq_writes_itself_have_exception_types_policies_match,
     a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl,
+    an_old_job_is_given_up_by_max_age_and_a_young_one_retried,
+    meta_policies_match_job_meta_with_the_pickle_and_the_json_serializer,
+    an_instance_method_is_shown_and_matched_as_module_class_method,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -598,6 +601,179 @@ fn requeue_matches_rqs_own_failed_job_registry_requeue(rq: &Rq) {
         assert_eq!(job["status"], "finished", "{job}");
         assert_eq!(job["return_value"], "same", "{job}");
     }
+}
+
+/// Retries `ValueError`s at once, up to 5 times, for jobs younger than 2 days.
+const RETRY_WHILE_FRESH: &str = r#"
+[[policy]]
+name = "fresh-only"
+exceptions = ["ValueError"]
+action = "retry"
+max_attempts = 5
+max_age = "2d"
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// Two failing jobs under a policy with `max_age = "2d"` and attempts to spare: the one RQ
+/// created 3 days ago (its `created_at`, which the worker keeps, written before it ran) is
+/// given up and marked exhausted, not requeued; the one created now is requeued.
+/// See: issue 21 ("max_age").
+fn an_old_job_is_given_up_by_max_age_and_a_young_one_retried(rq: &Rq) {
+    let env = TestEnv::new(RETRY_WHILE_FRESH);
+    let url = env.url();
+    let old = rq.enqueue(&url, &JobSpec::new("aging", "tasks.always_fail"));
+    let young = rq.enqueue(&url, &JobSpec::new("aging", "tasks.always_fail"));
+    let three_days_ago =
+        rq_retryd::rq::job::format_rq_timestamp(chrono::Utc::now() - chrono::Duration::days(3));
+    redis::cmd("HSET")
+        .arg(format!("rq:job:{old}"))
+        .arg("created_at")
+        .arg(&three_days_ago)
+        .exec(&mut env.server.conn())
+        .expect("HSET created_at");
+    rq.burst_worker(&url, &["aging"]);
+    assert_eq!(rq.failed_ids(&url, "aging").len(), 2);
+    assert_eq!(
+        env.job_field(&old, "created_at").as_deref(),
+        Some(three_days_ago.as_str()),
+        "RQ's worker kept the job's created_at"
+    );
+
+    let explained = retryd(&env.config, &["explain", &old, "--json"]);
+    assert_eq!(
+        explained.code, 0,
+        "{}\n{}",
+        explained.stdout, explained.stderr
+    );
+    let explained: Value = serde_json::from_str(&explained.stdout).expect("explain --json");
+    let decision = explained["decision"].as_str().unwrap_or_default();
+    assert!(
+        decision.starts_with("mark exhausted (max_age used up"),
+        "{explained:#}"
+    );
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    assert_eq!(run.count("exhausted"), 1, "{:?}", run.summary());
+    assert_eq!(rq.queued_ids(&url, "aging"), vec![young.clone()]);
+    assert_eq!(rq.failed_ids(&url, "aging"), vec![old.clone()]);
+    assert_eq!(rq.status(&url, &old), "failed");
+    assert_eq!(
+        env.job_field(&old, "retryd_exhausted").as_deref(),
+        Some("1")
+    );
+    assert_eq!(env.job_field(&old, "retryd_attempts"), None);
+
+    let again = retryd_once(&env.config, &[]);
+    assert_eq!(again.count("requeued"), 0, "{:?}", again.summary());
+    assert_eq!(rq.failed_ids(&url, "aging"), vec![old]);
+}
+
+/// Retries failed jobs whose `meta["tenant"]` starts with `acme-`.
+const RETRY_ACME_TENANTS: &str = r#"
+[[policy]]
+name = "acme-tenants"
+meta = { tenant = "acme-*" }
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// With RQ's default (pickle) serializer and with `JSONSerializer`, a failed job enqueued with
+/// `meta={"tenant": "acme-1"}` is retried by a `meta = { tenant = "acme-*" }` policy and one
+/// with `tenant = "other"` is left alone, and `explain` says why. See: issue 21 ("meta").
+fn meta_policies_match_job_meta_with_the_pickle_and_the_json_serializer(rq: &Rq) {
+    let env = TestEnv::new(RETRY_ACME_TENANTS);
+    let url = env.url();
+    let mut jobs = Vec::new();
+    for (queue, json) in [("tenants", false), ("tenants-json", true)] {
+        for tenant in ["acme-1", "other"] {
+            let mut spec =
+                JobSpec::new(queue, "tasks.always_fail").meta(json!({"tenant": tenant, "n": 1}));
+            if json {
+                spec = spec.json_serializer();
+            }
+            jobs.push((queue, tenant, rq.enqueue(&url, &spec)));
+        }
+    }
+    rq.burst_worker(&url, &["tenants"]);
+    rq.burst_worker_with(
+        &url,
+        &["tenants-json"],
+        &["--serializer", "rq.serializers.JSONSerializer"],
+    );
+    let stored = env.job_field(&jobs[2].2, "meta").unwrap_or_default();
+    assert!(stored.starts_with('{'), "JSON meta: {stored:?}");
+
+    let (other_queue, _, other) = &jobs[3];
+    let explained = retryd(&env.config, &["explain", other, "--json"]);
+    assert_eq!(
+        explained.code, 0,
+        "{}\n{}",
+        explained.stdout, explained.stderr
+    );
+    let explained: Value = serde_json::from_str(&explained.stdout).expect("explain --json");
+    assert_eq!(
+        explained["policies"][0]["reason"], "meta tenant = \"other\" does not match \"acme-*\"",
+        "{explained:#}"
+    );
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 2, "{:?}", run.summary());
+    for (queue, tenant, id) in &jobs {
+        if *tenant == "acme-1" {
+            assert_eq!(rq.queued_ids(&url, queue), vec![id.clone()], "{queue}");
+            assert_eq!(env.job_field(id, "retryd_attempts").as_deref(), Some("1"));
+        } else {
+            assert_eq!(rq.failed_ids(&url, queue), vec![id.clone()], "{queue}");
+            assert_eq!(env.job_field(id, "retryd_attempts"), None, "{queue}");
+        }
+    }
+    assert_eq!(rq.failed_ids(&url, other_queue), vec![other.clone()]);
+}
+
+/// Retries any method of `tasks.Greeter`.
+const RETRY_GREETER_METHODS: &str = r#"
+[[policy]]
+name = "greeter"
+functions = ["tasks.Greeter.*"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// `queue.enqueue(Greeter().greet)`: RQ stores `func_name = "greet"` and the pickled instance;
+/// rq-retryd names the function `tasks.Greeter.greet` (explain, matching) and a `functions`
+/// policy on `tasks.Greeter.*` retries it. See: issue 21 ("a job's function as a user writes
+/// it").
+fn an_instance_method_is_shown_and_matched_as_module_class_method(rq: &Rq) {
+    let env = TestEnv::new(RETRY_GREETER_METHODS);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("greetings", "tasks.Greeter.greet").instance_method(),
+    );
+    rq.burst_worker(&url, &["greetings"]);
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["func_name"], "greet", "what RQ itself stores: {job}");
+
+    let explained = retryd(&env.config, &["explain", &id, "--json"]);
+    assert_eq!(
+        explained.code, 0,
+        "{}\n{}",
+        explained.stdout, explained.stderr
+    );
+    let explained: Value = serde_json::from_str(&explained.stdout).expect("explain --json");
+    assert_eq!(
+        explained["function"], "tasks.Greeter.greet",
+        "{explained:#}"
+    );
+    assert_eq!(explained["policy"], "greeter", "{explained:#}");
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    assert_eq!(rq.queued_ids(&url, "greetings"), vec![id]);
 }
 
 /// One scenario's world: its own redis-server and a config pointing at it. The raw-key helpers

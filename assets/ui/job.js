@@ -65,7 +65,9 @@
       fact("Function", "function", e.function ? h("code", {}, e.function) : none("unknown")),
       fact("Exception", "exception", e.exception_type ?? none("unknown")),
       fact("Failed", "failed-at", when(e.failed_at),
-        e.failed_at_from === "failed_registry" ? none(" (no ended_at: when RQ moved it to the failed registry)") : ""));
+        e.failed_at_from === "failed_registry" ? none(" (no ended_at: when RQ moved it to the failed registry)") : ""),
+      fact("Created", "created-at", e.created_at ? when(e.created_at) : none("unknown (no readable created_at)")),
+      e.max_age ? fact("Max age", "max-age", e.max_age) : null);
     fill($("#verdicts tbody"), (e.policies || []).map((p, i) => h("tr", { "data-policy": p.name, class: p.result },
       h("td", { class: "n" }, String(i + 1)),
       h("td", {}, h("strong", {}, p.name)),

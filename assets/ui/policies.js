@@ -32,7 +32,9 @@
         p.at_front ? h("div", { class: "muted small" }, "at the front") : null),
       h("td", {}, p.backoff ?? h("span", { class: "muted" }, "—")),
       h("td", {}, p.on_exhausted ?? h("span", { class: "muted" }, "—")),
-      h("td", {}, p.action === "purge" ? duration(p.purge_after_seconds) : h("span", { class: "muted" }, "—")))));
+      h("td", {}, p.action === "purge" ? duration(p.purge_after_seconds) : h("span", { class: "muted" }, "—")),
+      h("td", { "data-field": "meta" }, p.meta ? Object.entries(p.meta).map(([k, v], i) => [i ? " and " : "", h("code", {}, `${k} = ${v}`)]) : any()),
+      h("td", { "data-field": "max-age" }, p.max_age_seconds ? duration(p.max_age_seconds) : h("span", { class: "muted" }, "—")))));
     $("#policies-empty").hidden = policies.length > 0;
   }
 

@@ -320,6 +320,8 @@ fn check(raw: &RawJob) {
     if let Ok(values) = &raw.hash {
         for value in values.iter().flatten() {
             let _ = payload::func_name_from_data(value);
+            let _ = rq_retryd::rq::meta::decode(Some(value));
+            let _ = rq_retryd::rq::pickle::second_element_class(value);
             let _ = failure::from_exc_info(value).map_err(|e| e.to_string());
             let _ = failure::from_exc_string(value).map_err(|e| e.to_string());
             if let Ok(text) = std::str::from_utf8(value) {
@@ -384,10 +386,17 @@ fn check(raw: &RawJob) {
                 Reads {
                     function: true,
                     failure: false,
+                    meta: false,
                 },
                 Reads {
                     function: false,
                     failure: true,
+                    meta: false,
+                },
+                Reads {
+                    function: false,
+                    failure: false,
+                    meta: true,
                 },
             ] {
                 match decode(&project(raw, reads)) {

@@ -161,6 +161,13 @@ fn describe_match(p: &Policy) -> String {
     if let Some(r) = &m.error_pattern {
         parts.push(format!("error_pattern={:?}", r.as_str()));
     }
+    for meta in m.meta.iter().flatten() {
+        parts.push(format!(
+            "meta.{}={}",
+            meta.key,
+            meta.value.patterns().join("|")
+        ));
+    }
     if parts.is_empty() {
         "every failed job".to_string()
     } else {
@@ -171,13 +178,32 @@ fn describe_match(p: &Policy) -> String {
 fn describe_action(p: &Policy) -> String {
     match &p.action {
         Action::Retry(s) => format!(
-            "max_attempts={} backoff={} at_front={} on_exhausted={}",
+            "max_attempts={} backoff={} at_front={} on_exhausted={}{}",
             s.max_attempts,
             s.backoff.describe(),
             s.at_front,
-            format!("{:?}", s.on_exhausted).to_lowercase()
+            format!("{:?}", s.on_exhausted).to_lowercase(),
+            s.max_age
+                .map(|a| format!(" max_age={}", humantime::format_duration(a)))
+                .unwrap_or_default()
         ),
         Action::Purge { after } => format!("purge_after={}", humantime::format_duration(*after)),
         Action::Ignore => "leave alone".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 21: `meta` is part of what a policy matches, `max_age` of what it then does.
+    #[test]
+    fn the_policy_table_shows_meta_and_max_age() {
+        let config = crate::config::parse(
+            "[[policy]]\nname = \"acme\"\nmax_age = \"2d\"\nmeta = { tenant = \"acme-*\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let out = super::render_config(&config);
+        assert!(out.contains("match: meta.tenant=acme-*\n"), "{out}");
+        assert!(out.contains("on_exhausted=keep max_age=2days\n"), "{out}");
     }
 }

@@ -120,6 +120,10 @@ pub(super) struct PolicySection {
     pub on_exhausted: Option<Spanned<OnExhaustedKind>>,
     pub purge_after: Option<Spanned<HumanDuration>>,
     pub circuit_breaker: Option<Spanned<BreakerSection>>,
+    /// Retry policies: give up once the job is this old since RQ created it.
+    pub max_age: Option<Spanned<HumanDuration>>,
+    /// Match on top-level `job.meta` values: key -> glob.
+    pub meta: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 /// `circuit_breaker = { window = "10m", threshold = 0.9, min_requeues = 20, cool_down = "10m" }`

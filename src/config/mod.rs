@@ -26,8 +26,8 @@ pub use tokens::{
 };
 
 use crate::policy::{
-    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, OnExhausted, Policy,
-    RetrySpec,
+    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, MetaPattern, OnExhausted,
+    Policy, RetrySpec,
 };
 use file::{
     ActionKind, BackoffSection, BreakerSection, FileConfig, OnExhaustedKind, PolicySection,
@@ -892,7 +892,7 @@ fn build_policy(
         ActionKind::Ignore => "ignore",
     };
     if action_kind != ActionKind::Retry {
-        let retry_only: [(&str, Option<Range<usize>>); 5] = [
+        let retry_only: [(&str, Option<Range<usize>>); 6] = [
             ("max_attempts", s.max_attempts.as_ref().map(|v| v.span())),
             ("backoff", s.backoff.as_ref().map(|v| v.span())),
             ("at_front", s.at_front.as_ref().map(|v| v.span())),
@@ -901,6 +901,7 @@ fn build_policy(
                 "circuit_breaker",
                 s.circuit_breaker.as_ref().map(|v| v.span()),
             ),
+            ("max_age", s.max_age.as_ref().map(|v| v.span())),
         ];
         for (field, span) in retry_only {
             if let Some(span) = span {
@@ -952,9 +953,15 @@ fn build_policy(
                         None
                     },
                 ),
+                max_age: build_max_age(s.max_age.as_ref(), err).unwrap_or_else(|| {
+                    ok = false;
+                    None
+                }),
             })
         }
     };
+    let meta = build_meta(s.meta.as_ref(), err);
+    ok &= meta.is_some();
     ok.then_some(Policy {
         name,
         matcher: Matcher {
@@ -962,9 +969,72 @@ fn build_policy(
             functions,
             exceptions,
             error_pattern,
+            meta: meta.flatten(),
         },
         action,
     })
+}
+
+/// A retry policy's `max_age`: more than zero and at most ten years (the longest time the
+/// policy engine computes with). `None` (outer) when invalid (reported through `err`).
+fn build_max_age(
+    max_age: Option<&toml::Spanned<HumanDuration>>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Option<Duration>> {
+    let Some(v) = max_age else {
+        return Some(None);
+    };
+    let age = v.get_ref().0;
+    if age.is_zero() || age > crate::policy::MAX_DELAY {
+        err(
+            Some(v.span()),
+            format!(
+                "max_age must be more than 0 and at most 3650 days, got {}",
+                v.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(Some(age))
+}
+
+/// A policy's `meta = { key = "glob", ... }`: at least one key, no empty key, valid globs.
+/// `None` (outer) when invalid (reported through `err`).
+fn build_meta(
+    meta: Option<&toml::Spanned<std::collections::BTreeMap<String, toml::Spanned<String>>>>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Option<Vec<MetaPattern>>> {
+    let Some(table) = meta else {
+        return Some(None);
+    };
+    if table.get_ref().is_empty() {
+        err(
+            Some(table.span()),
+            "meta is an empty table, which would match everything; leave it out to match all"
+                .into(),
+        );
+        return None;
+    }
+    let mut patterns = Vec::new();
+    let mut ok = true;
+    for (key, value) in table.get_ref() {
+        if key.trim().is_empty() {
+            err(Some(value.span()), "a meta key cannot be empty".into());
+            ok = false;
+            continue;
+        }
+        match GlobList::new(std::slice::from_ref(value.get_ref())) {
+            Ok(glob) => patterns.push(MetaPattern {
+                key: key.clone(),
+                value: glob,
+            }),
+            Err(e) => {
+                err(Some(value.span()), e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Some(patterns))
 }
 
 /// The policy's circuit breaker: the default when not configured, `None` when disabled, and

@@ -1084,3 +1084,108 @@ fn secret_files_readable_by_others_are_named_with_the_fix() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(loose_secret_files(&config).is_empty());
 }
+
+/// Issue 21: `max_age` and `meta`, each mistake refused at its place.
+#[test]
+fn max_age_and_meta_mistakes_are_refused_at_their_place() {
+    let cases: &[(&str, &str, usize, usize, &str, &str)] = &[
+        (
+            "max_age on a purge policy",
+            "[[policy]]\nname = \"a\"\naction = \"purge\"\nmax_age = \"2d\"\n",
+            4,
+            11,
+            "policy[1].max_age",
+            "max_age has no effect with action = \"purge\"",
+        ),
+        (
+            "max_age on an ignore policy",
+            "[[policy]]\nname = \"a\"\naction = \"ignore\"\nmax_age = \"2d\"\n",
+            4,
+            11,
+            "policy[1].max_age",
+            "max_age has no effect with action = \"ignore\"",
+        ),
+        (
+            "max_age of zero",
+            "[[policy]]\nname = \"a\"\nmax_age = \"0s\"\n",
+            3,
+            11,
+            "policy[1].max_age",
+            "max_age must be more than 0",
+        ),
+        (
+            "max_age that is no duration",
+            "[[policy]]\nname = \"a\"\nmax_age = \"two days\"\n",
+            3,
+            11,
+            "policy[1].max_age",
+            "invalid duration",
+        ),
+        (
+            "an empty meta table",
+            "[[policy]]\nname = \"a\"\nmeta = {}\n",
+            3,
+            8,
+            "policy[1].meta",
+            "meta is an empty table",
+        ),
+        (
+            "an invalid meta glob",
+            "[[policy]]\nname = \"a\"\nmeta = { tenant = \"[\" }\n",
+            3,
+            19,
+            "policy[1].meta.tenant",
+            "invalid glob \"[\"",
+        ),
+        (
+            "an empty meta key",
+            "[[policy]]\nname = \"a\"\nmeta = { \"\" = \"x\" }\n",
+            3,
+            15,
+            "policy[1].meta",
+            "a meta key cannot be empty",
+        ),
+        (
+            "a meta value that is not a string",
+            "[[policy]]\nname = \"a\"\nmeta = { priority = 1 }\n",
+            3,
+            21,
+            "policy[1].meta.priority",
+            "invalid type: integer `1`, expected a string",
+        ),
+    ];
+    for (what, text, line, col, key, says) in cases {
+        let all = problems(text);
+        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
+        let p = &all[0];
+        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
+        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
+        assert!(p.message.contains(says), "{what}: {:?}", p.message);
+    }
+}
+
+#[test]
+fn max_age_and_meta_compile_into_the_policy() {
+    let config = crate::config::parse(
+        "[[policy]]\nname = \"a\"\nmax_age = \"2d\"\nmeta = { tenant = \"acme-*\", tier = \"1\" }\n",
+        "t.toml",
+    )
+    .unwrap();
+    let p = &config.policies[0];
+    let crate::policy::Action::Retry(spec) = &p.action else {
+        panic!("{:?}", p.action)
+    };
+    assert_eq!(spec.max_age, Some(Duration::from_secs(2 * 86_400)));
+    let meta = p.matcher.meta.as_ref().unwrap();
+    let keys: Vec<(&str, &[String])> = meta
+        .iter()
+        .map(|m| (m.key.as_str(), m.value.patterns()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("tenant", &["acme-*".to_string()][..]),
+            ("tier", &["1".to_string()][..])
+        ]
+    );
+}

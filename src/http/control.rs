@@ -189,6 +189,10 @@ pub struct PolicyView {
     pub at_front: Option<bool>,
     pub on_exhausted: Option<String>,
     pub purge_after_seconds: Option<f64>,
+    /// Retry policies: the job is given up once this old since RQ created it.
+    pub max_age_seconds: Option<f64>,
+    /// `meta = { key = "glob" }`: every key's value must match its glob.
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -225,6 +229,16 @@ fn view(p: &Policy) -> PolicyView {
         at_front,
         on_exhausted,
         purge_after_seconds: purge_after,
+        max_age_seconds: match &p.action {
+            Action::Retry(s) => s.max_age.map(|a| a.as_secs_f64()),
+            _ => None,
+        },
+        meta: m.meta.as_ref().map(|patterns| {
+            patterns
+                .iter()
+                .map(|p| (p.key.clone(), p.value.patterns().join(", ")))
+                .collect()
+        }),
     }
 }
 
@@ -314,4 +328,22 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         app.daemon.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod policy_view_tests {
+    /// Issue 21: the policies API shows `max_age` (seconds) and the `meta` globs by key.
+    #[test]
+    fn a_policy_view_carries_max_age_and_meta() {
+        let config = crate::config::parse(
+            "[[policy]]\nname = \"acme\"\nmax_age = \"2d\"\nmeta = { tenant = \"acme-*\" }\n[[policy]]\nname = \"rest\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let json = |i: usize| serde_json::to_value(super::view(&config.policies[i])).unwrap();
+        assert_eq!(json(0)["max_age_seconds"], 172_800.0);
+        assert_eq!(json(0)["meta"], serde_json::json!({"tenant": "acme-*"}));
+        assert_eq!(json(1)["max_age_seconds"], serde_json::Value::Null);
+        assert_eq!(json(1)["meta"], serde_json::Value::Null);
+    }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use regex::Regex;
 
 pub use crate::glob::{ExceptionPattern, GlobList};
-use crate::rq::JobFacts;
+use crate::rq::{JobFacts, Meta, MetaValue};
 
 /// The match half of a policy.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +15,29 @@ pub struct Matcher {
     pub functions: Option<GlobList>,
     pub exceptions: Option<Vec<ExceptionPattern>>,
     pub error_pattern: Option<Regex>,
+    /// `meta = { key = "glob", ... }`: every key must be set in the job's `meta` and its
+    /// value match the glob (see [`crate::rq::meta`] for how values compare).
+    pub meta: Option<Vec<MetaPattern>>,
+}
+
+/// One `key = "glob"` of a policy's `meta`.
+#[derive(Debug, Clone)]
+pub struct MetaPattern {
+    pub key: String,
+    pub value: GlobList,
+}
+
+/// What a job's `meta` held where a `meta` pattern looked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaFound {
+    /// The key is not set (or meta is empty).
+    Missing,
+    /// A value that is compared, and did not match.
+    Value(String),
+    /// A value of a type no pattern matches (`float`, `list`, ...).
+    NotComparable(&'static str),
+    /// The whole `meta` field could not be read; why.
+    Unreadable(String),
 }
 
 /// Why a policy did not match a job: the first field that failed, with what was compared.
@@ -35,6 +58,11 @@ pub enum Mismatch {
     ErrorPattern {
         pattern: String,
         has_text: bool,
+    },
+    Meta {
+        key: String,
+        pattern: String,
+        found: MetaFound,
     },
 }
 
@@ -89,6 +117,26 @@ impl fmt::Display for Mismatch {
                     "no failure text recorded, policy requires error_pattern {pattern:?}"
                 )
             }
+            Mismatch::Meta {
+                key,
+                pattern,
+                found,
+            } => match found {
+                MetaFound::Missing => {
+                    write!(f, "meta has no {key:?}, policy requires {key} = {pattern:?}")
+                }
+                MetaFound::Value(value) => {
+                    write!(f, "meta {key} = {value:?} does not match {pattern:?}")
+                }
+                MetaFound::NotComparable(kind) => write!(
+                    f,
+                    "meta {key} is a {kind}, which no pattern matches (only strings, integers, booleans and None compare); policy requires {key} = {pattern:?}"
+                ),
+                MetaFound::Unreadable(why) => write!(
+                    f,
+                    "meta unreadable ({why}), policy requires {key} = {pattern:?}"
+                ),
+            },
         }
     }
 }
@@ -144,6 +192,26 @@ impl Matcher {
                 return Err(Mismatch::ErrorPattern {
                     pattern: pattern.as_str().to_string(),
                     has_text: text.is_some(),
+                });
+            }
+        }
+        if let Some(patterns) = &self.meta {
+            debug_assert!(job.reads.meta, "a meta matcher on facts read without it");
+            for p in patterns {
+                let found = match job.meta.as_ref() {
+                    None => MetaFound::Unreadable("not read".to_string()),
+                    Some(Meta::Unreadable(why)) => MetaFound::Unreadable(why.clone()),
+                    Some(meta) => match meta.get(&p.key) {
+                        None => MetaFound::Missing,
+                        Some(MetaValue::Text(t)) if p.value.is_match(t) => continue,
+                        Some(MetaValue::Text(t)) => MetaFound::Value(t.clone()),
+                        Some(MetaValue::Other(kind)) => MetaFound::NotComparable(kind),
+                    },
+                };
+                return Err(Mismatch::Meta {
+                    key: p.key.clone(),
+                    pattern: p.value.patterns().join(", "),
+                    found,
                 });
             }
         }

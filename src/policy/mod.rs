@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use backoff::{Backoff, MAX_DELAY};
-pub use matching::{ExceptionPattern, GlobList, Matcher, Mismatch};
+pub use matching::{ExceptionPattern, GlobList, Matcher, MetaFound, MetaPattern, Mismatch};
 
 use crate::rq::{JobFacts, Reads};
 
@@ -45,6 +45,9 @@ pub struct RetrySpec {
     pub on_exhausted: OnExhausted,
     /// When most requeues fail again, stop requeueing for a while (`None`: never).
     pub circuit_breaker: Option<BreakerSpec>,
+    /// Give up once the job is this old since RQ created it (`created_at`), whatever attempts
+    /// remain (`None`: no limit). See [`exhaustion`].
+    pub max_age: Option<Duration>,
 }
 
 /// A retry policy's circuit breaker: open when at least `min_requeues` requeues happened in
@@ -153,7 +156,8 @@ pub struct Evaluation<'p> {
 
 /// What a scan of `queue`'s failed registry must read for [`decide`] to see everything the
 /// policies can look at: the function only if a policy that may be reached matches on it, the
-/// failure text only if one matches on the exception or the traceback. Evaluation never gets
+/// failure text only if one matches on the exception or the traceback, `meta` only if one
+/// matches on it. Evaluation never gets
 /// past a policy that matches every job of the queue, so nothing after it counts. Decisions on
 /// facts read this way equal decisions on everything (a property test checks it); tracebacks,
 /// often the biggest part of a failed job, are then not read at all for queue-wide retries.
@@ -172,7 +176,8 @@ pub fn reads_for(policies: &[Policy], queue: &str) -> Reads {
         let on_failure = m.exceptions.is_some() || m.error_pattern.is_some();
         reads.function |= m.functions.is_some();
         reads.failure |= on_failure;
-        if m.functions.is_none() && !on_failure {
+        reads.meta |= m.meta.is_some();
+        if m.functions.is_none() && !on_failure && m.meta.is_none() {
             break;
         }
     }
@@ -229,7 +234,7 @@ fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
             }
         }
         Action::Retry(spec) => {
-            if job.attempts >= spec.max_attempts {
+            if exhaustion(spec, job, now).is_some() {
                 return match (spec.on_exhausted, job.exhausted) {
                     (OnExhausted::Purge, _) => Decision::PurgeNow { exhausted: true },
                     (OnExhausted::Keep, true) => Decision::Exhausted,
@@ -248,6 +253,35 @@ fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
             }
         }
     }
+}
+
+/// Why a retry policy gives a job up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhaustion {
+    /// `max_attempts` requeues have been made.
+    Attempts,
+    /// The job is `max_age` old: `created_at + max_age` (`deadline`) has passed.
+    MaxAge { deadline: DateTime<Utc> },
+    /// The next retry would be due after the deadline (`created_at + max_age`), so it is given
+    /// up as soon as that is known rather than kept waiting for a retry that cannot happen.
+    NextRetryTooLate {
+        deadline: DateTime<Utc>,
+        due: DateTime<Utc>,
+    },
+}
+
+/// Whether `spec` gives `job` up at `now`, and why. `max_age` counts from RQ's `created_at`;
+/// a job without a readable one is never given up because of `max_age` (explain says so).
+pub fn exhaustion(spec: &RetrySpec, job: &JobFacts, now: DateTime<Utc>) -> Option<Exhaustion> {
+    if job.attempts >= spec.max_attempts {
+        return Some(Exhaustion::Attempts);
+    }
+    let deadline = add(job.created_at?, spec.max_age?);
+    if now >= deadline {
+        return Some(Exhaustion::MaxAge { deadline });
+    }
+    let due = next_retry_at(spec, job);
+    (due > deadline).then_some(Exhaustion::NextRetryTooLate { deadline, due })
 }
 
 /// When the next automatic requeue of this failure is due: `ended_at + delay(retryd_attempts)`.

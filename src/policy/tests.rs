@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::rq::{CasToken, Failure, JobFacts, Reads};
+use crate::rq::{CasToken, Failure, JobFacts, Meta, MetaValue, Reads};
 
 /// When every test job failed.
 fn failed_at() -> DateTime<Utc> {
@@ -47,6 +47,8 @@ fn job(queue: &str, func: Option<&str>, last_line: &str) -> JobFacts {
         failure: Some(Failure::from_text(traceback(last_line))),
         cas: CasToken::default(),
         reads: Reads::ALL,
+        created_at: None,
+        meta: Some(Meta::Read(vec![])),
     }
 }
 
@@ -578,6 +580,7 @@ fn any_retry_spec() -> impl Strategy<Value = RetrySpec> {
                 OnExhausted::Keep
             },
             circuit_breaker: None,
+            max_age: None,
         },
     )
 }
@@ -705,18 +708,29 @@ fn any_matcher() -> impl Strategy<Value = Matcher> {
         proptest::option::of(proptest::sample::select(
             &["timed out", "(?i)bad", "line \\d+"][..],
         )),
+        proptest::option::of(proptest::sample::select(&["acme-*", "other", "1"][..])),
     )
-        .prop_map(|(queues, functions, exception, pattern)| Matcher {
+        .prop_map(|(queues, functions, exception, pattern, tenant)| Matcher {
             queues,
             functions,
             exceptions: exception.map(|e| vec![ExceptionPattern::new(e).unwrap()]),
             error_pattern: pattern.map(|p| regex::Regex::new(p).unwrap()),
+            meta: tenant.map(|t| {
+                vec![MetaPattern {
+                    key: "tenant".to_string(),
+                    value: GlobList::new(&[t.to_string()]).unwrap(),
+                }]
+            }),
         })
 }
 
 fn any_policies() -> impl Strategy<Value = Vec<Policy>> {
     let action = prop_oneof![
-        any_retry_spec().prop_map(Action::Retry),
+        (
+            any_retry_spec(),
+            proptest::option::of(1u64..400_000_000).prop_map(|a| a.map(Duration::from_secs)),
+        )
+            .prop_map(|(spec, max_age)| Action::Retry(RetrySpec { max_age, ..spec })),
         (0u64..100_000).prop_map(|s| Action::Purge {
             after: Duration::from_secs(s)
         }),
@@ -748,12 +762,23 @@ fn any_failed_job() -> impl Strategy<Value = (JobFacts, DateTime<Utc>)> {
                 "KeyError: 'id'",
             ][..],
         )),
+        proptest::option::of(-100_000_000i64..100_000),
+        0usize..5,
     )
-        .prop_map(|((mut j, now), queue, func, last_line)| {
+        .prop_map(|((mut j, now), queue, func, last_line, created, meta)| {
             j.queue = queue.to_string();
             j.origin = queue.to_string();
             j.func_name = func.map(str::to_string);
             j.failure = last_line.map(|l| Failure::from_text(traceback(l)));
+            j.created_at = created.map(|offset| j.failed_at + secs(offset));
+            let tenant = |v: MetaValue| Meta::Read(vec![("tenant".to_string(), v)]);
+            j.meta = Some(match meta {
+                0 => Meta::Read(vec![]),
+                1 => tenant(MetaValue::Text("acme-1".to_string())),
+                2 => tenant(MetaValue::Text("1".to_string())),
+                3 => tenant(MetaValue::Other("list")),
+                _ => Meta::Unreadable("not a readable pickle".to_string()),
+            });
             (j, now)
         })
 }
@@ -783,15 +808,24 @@ fn a_queue_wide_policy_ends_what_is_read_and_other_queues_policies_do_not_count(
         reads("default"),
         Reads {
             function: false,
-            failure: true
+            failure: true,
+            meta: false,
         }
     );
-    assert_eq!(reads("reports"), Reads::ALL);
+    assert_eq!(
+        reads("reports"),
+        Reads {
+            function: true,
+            failure: true,
+            meta: false,
+        }
+    );
     assert_eq!(
         reads("emails"),
         Reads {
             function: false,
-            failure: true
+            failure: true,
+            meta: false,
         }
     );
     assert_eq!(reads_for(&p[2..3], "default"), Reads::DECISION);
@@ -838,6 +872,9 @@ proptest! {
         if !reads.failure {
             part.failure = None;
         }
+        if !reads.meta {
+            part.meta = None;
+        }
         // Matchers debug_assert that what they look at was read, so a policy reached without
         // its part fails here too.
         let all = decide(&policies, &full, now);
@@ -845,4 +882,227 @@ proptest! {
         prop_assert_eq!(&narrow.decision, &all.decision);
         prop_assert_eq!(narrow.policy.map(|p| &p.name), all.policy.map(|p| &p.name));
     }
+}
+
+// ---- max_age -------------------------------------------------------------------------------
+
+fn days(n: i64) -> chrono::Duration {
+    chrono::Duration::days(n)
+}
+
+/// `any_job()` created `age` before it failed.
+fn created_before_failure(age: chrono::Duration) -> JobFacts {
+    let mut j = any_job();
+    j.created_at = Some(failed_at() - age);
+    j
+}
+
+#[test]
+fn max_age_gives_up_a_job_older_than_it_whatever_attempts_remain() {
+    let now = failed_at() + secs(120);
+    let old = created_before_failure(days(3));
+    let keep = fixed_retry("max_attempts = 5\nmax_age = \"2d\"");
+    assert_eq!(decided(&keep, &old, now).0, Decision::MarkExhausted);
+    let Action::Retry(spec) = &keep[0].action else {
+        unreachable!()
+    };
+    assert_eq!(
+        exhaustion(spec, &old, now),
+        Some(Exhaustion::MaxAge {
+            deadline: failed_at() - days(1)
+        })
+    );
+    let mut marked = old.clone();
+    marked.exhausted = true;
+    assert_eq!(decided(&keep, &marked, now).0, Decision::Exhausted);
+    let purge = fixed_retry("max_attempts = 5\nmax_age = \"2d\"\non_exhausted = \"purge\"");
+    assert_eq!(
+        decided(&purge, &old, now).0,
+        Decision::PurgeNow { exhausted: true }
+    );
+    // A young job under the same policy is retried as usual.
+    let young = created_before_failure(secs(10));
+    assert_eq!(
+        decided(&keep, &young, now).0,
+        Decision::RequeueNow {
+            attempt: 1,
+            at_front: false
+        }
+    );
+}
+
+#[test]
+fn max_age_gives_up_as_soon_as_the_next_retry_would_come_after_it() {
+    // Created 2 days minus 30 s before it failed: the deadline is 30 s after the failure, the
+    // next retry (60 s fixed) would be 60 s after it.
+    let j = created_before_failure(days(2) - secs(30));
+    let p = fixed_retry("max_age = \"2d\"");
+    let Action::Retry(spec) = &p[0].action else {
+        unreachable!()
+    };
+    let now = failed_at() + secs(1);
+    assert_eq!(
+        exhaustion(spec, &j, now),
+        Some(Exhaustion::NextRetryTooLate {
+            deadline: failed_at() + secs(30),
+            due: failed_at() + secs(60),
+        })
+    );
+    assert_eq!(decided(&p, &j, now).0, Decision::MarkExhausted);
+    // With room for the retry, it waits for it.
+    let j = created_before_failure(days(1));
+    assert_eq!(
+        decided(&p, &j, now).0,
+        Decision::RequeueAt {
+            due: failed_at() + secs(60),
+            attempt: 1
+        }
+    );
+}
+
+#[test]
+fn a_job_without_created_at_is_never_given_up_because_of_max_age() {
+    let mut j = any_job();
+    j.created_at = None;
+    let with_age = fixed_retry("max_age = \"1s\"");
+    let without = fixed_retry("");
+    for offset in [0, 59, 60, 86_400 * 400] {
+        let now = failed_at() + secs(offset);
+        assert_eq!(
+            decided(&with_age, &j, now).0,
+            decided(&without, &j, now).0,
+            "{offset}"
+        );
+    }
+}
+
+proptest! {
+    /// `max_age` only ever gives a job up earlier: where a policy without it requeues or waits,
+    /// the same policy with it decides the same or gives up exactly as `max_attempts` would;
+    /// without a `created_at` it changes nothing.
+    #[test]
+    fn max_age_only_ever_gives_up_earlier_and_never_without_created_at(
+        spec in any_retry_spec(),
+        (mut j, now) in any_job_and_now(),
+        max_age in 1u64..400_000_000,
+        created in proptest::option::of(-100_000_000i64..100_000),
+    ) {
+        j.created_at = created.map(|offset| j.failed_at + secs(offset));
+        let without = decide(&retry_policy(spec.clone()), &j, now).decision;
+        let aged = RetrySpec { max_age: Some(Duration::from_secs(max_age)), ..spec.clone() };
+        let with = decide(&retry_policy(aged.clone()), &j, now).decision;
+        if j.created_at.is_none() {
+            prop_assert_eq!(&with, &without);
+        }
+        if with != without {
+            let used_up = RetrySpec { max_attempts: j.attempts.min(spec.max_attempts), ..spec };
+            prop_assert_eq!(&with, &decide(&retry_policy(used_up), &j, now).decision);
+            let by_age = matches!(
+                exhaustion(&aged, &j, now),
+                Some(Exhaustion::MaxAge { .. } | Exhaustion::NextRetryTooLate { .. })
+            );
+            prop_assert!(by_age, "{:?} without max_age, {:?} with it", without, with);
+        }
+    }
+}
+
+// ---- meta ----------------------------------------------------------------------------------
+
+fn with_meta(items: &[(&str, MetaValue)]) -> JobFacts {
+    let mut j = any_job();
+    j.meta = Some(Meta::Read(
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    ));
+    j
+}
+
+fn text(t: &str) -> MetaValue {
+    MetaValue::Text(t.to_string())
+}
+
+#[test]
+fn meta_globs_match_top_level_values_and_every_key_must_match() {
+    let p = policies(
+        r#"
+[[policy]]
+name = "acme"
+meta = { tenant = "acme-*", priority = "1" }
+"#,
+    );
+    let now = failed_at();
+    let hit = with_meta(&[("tenant", text("acme-1")), ("priority", text("1"))]);
+    assert_eq!(decided(&p, &hit, now).1.as_deref(), Some("acme"));
+    let miss = |j: &JobFacts| explain(&p, j, now).misses[0].1.clone();
+    assert_eq!(
+        miss(&with_meta(&[
+            ("tenant", text("other")),
+            ("priority", text("1"))
+        ])),
+        Mismatch::Meta {
+            key: "tenant".into(),
+            pattern: "acme-*".into(),
+            found: MetaFound::Value("other".into())
+        }
+    );
+    assert_eq!(
+        miss(&with_meta(&[("tenant", text("acme-1"))])),
+        Mismatch::Meta {
+            key: "priority".into(),
+            pattern: "1".into(),
+            found: MetaFound::Missing
+        }
+    );
+    let listed = miss(&with_meta(&[
+        ("tenant", MetaValue::Other("list")),
+        ("priority", text("1")),
+    ]));
+    assert!(listed.to_string().contains("tenant is a list"), "{listed}");
+    let mut unreadable = any_job();
+    unreadable.meta = Some(Meta::Unreadable("not a readable pickle: x".into()));
+    let why = miss(&unreadable).to_string();
+    assert!(
+        why.contains("meta unreadable (not a readable pickle: x)"),
+        "{why}"
+    );
+    assert_eq!(decided(&p, &unreadable, now).0, Decision::Unmatched);
+}
+
+#[test]
+fn meta_integers_booleans_and_none_compare_as_python_prints_them() {
+    let p = policies(
+        r#"
+[[policy]]
+name = "flags"
+meta = { vip = "True", tier = "2", owner = "None" }
+"#,
+    );
+    // What meta decoding makes of True, 2 and None (see rq::meta).
+    let j = with_meta(&[
+        ("vip", text("True")),
+        ("tier", text("2")),
+        ("owner", text("None")),
+    ]);
+    assert_eq!(decided(&p, &j, failed_at()).1.as_deref(), Some("flags"));
+}
+
+#[test]
+fn a_meta_policy_makes_a_scan_read_meta_only_while_it_can_be_reached() {
+    let p = policies(
+        r#"
+[[policy]]
+name = "acme"
+queues = ["default"]
+meta = { tenant = "acme-*" }
+[[policy]]
+name = "everything-else"
+[[policy]]
+name = "never-reached"
+meta = { tenant = "x" }
+"#,
+    );
+    assert!(reads_for(&p, "default").meta);
+    assert_eq!(reads_for(&p, "emails"), Reads::DECISION);
 }

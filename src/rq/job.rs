@@ -10,10 +10,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use super::failure::{self, Failure, FailureTextError};
+use super::meta::{self, Meta};
 use super::payload;
 
 /// The hash fields read for every failed job, in this order (one HMGET).
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 13] = [
     "status",
     "origin",
     "description",
@@ -25,18 +26,23 @@ pub const FIELDS: [&str; 11] = [
     "retryd_requeued_at",
     "retryd_exhausted",
     "failure_ttl",
+    "created_at",
+    "meta",
 ];
 
 /// Which optional parts of a failed job a read fetches. Deciding needs only the fields in
-/// [`Reads::fields`] with both flags off; a policy that matches on the function or the failure
-/// asks for more (see `policy::reads_for`), and explain and the HTTP API read everything.
-/// A part that is not read cannot make a job undecodable, and is `None` in [`JobFacts`].
+/// [`Reads::fields`] with every flag off; a policy that matches on the function, the failure
+/// or `meta` asks for more (see `policy::reads_for`), and explain and the HTTP API read
+/// everything. A part that is not read cannot make a job undecodable, and is `None` in
+/// [`JobFacts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reads {
     /// `data` and `description`, where the function name comes from.
     pub function: bool,
     /// The failure text: the newest `rq:results:<id>` entry and the legacy `exc_info` field.
     pub failure: bool,
+    /// `meta`, RQ's `job.meta` (see [`super::meta`]).
+    pub meta: bool,
 }
 
 impl Reads {
@@ -44,48 +50,30 @@ impl Reads {
     pub const DECISION: Reads = Reads {
         function: false,
         failure: false,
+        meta: false,
     };
     /// Every field in [`FIELDS`] and the newest result.
     pub const ALL: Reads = Reads {
         function: true,
         failure: true,
+        meta: true,
     };
 
-    /// The hash fields to HMGET, in reply order.
-    pub fn fields(self) -> &'static [&'static str] {
-        const BASE: [&str; 6] = [
-            "status",
-            "origin",
-            "ended_at",
-            "retryd_attempts",
-            "retryd_exhausted",
-            "failure_ttl",
-        ];
-        const FUNCTION: [&str; 8] = [
-            "status",
-            "origin",
-            "ended_at",
-            "retryd_attempts",
-            "retryd_exhausted",
-            "failure_ttl",
-            "description",
-            "data",
-        ];
-        const FAILURE: [&str; 7] = [
-            "status",
-            "origin",
-            "ended_at",
-            "retryd_attempts",
-            "retryd_exhausted",
-            "failure_ttl",
-            "exc_info",
-        ];
-        match (self.function, self.failure) {
-            (false, false) => &BASE,
-            (true, false) => &FUNCTION,
-            (false, true) => &FAILURE,
-            (true, true) => &FIELDS,
-        }
+    /// The hash fields to HMGET, in reply order: those every decision needs (`created_at`
+    /// among them, a few bytes, for `max_age`), then the parts asked for. `retryd_policy`
+    /// and `retryd_requeued_at` are only shown, and fetched with both the function and the failure.
+    pub fn fields(self) -> Vec<&'static str> {
+        FIELDS
+            .iter()
+            .copied()
+            .filter(|field| match *field {
+                "description" | "data" => self.function,
+                "exc_info" => self.failure,
+                "meta" => self.meta,
+                "retryd_policy" | "retryd_requeued_at" => self.function && self.failure,
+                _ => true,
+            })
+            .collect()
     }
 }
 
@@ -137,9 +125,16 @@ pub struct JobFacts {
     #[serde(skip)]
     pub cas: CasToken,
     /// What was read: without `function`, `func_name` and `description` are `None`; without
-    /// `failure`, `failure` is.
+    /// `failure`, `failure` is; without `meta`, `meta` is.
     #[serde(skip)]
     pub reads: Reads,
+    /// When RQ created the job (`created_at`); `None` when it is missing or not an RQ
+    /// timestamp, which never makes the job undecodable (only `max_age` looks at it).
+    #[serde(skip)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// RQ's `job.meta`, when read; unreadable meta only fails `meta` matchers.
+    #[serde(skip)]
+    pub meta: Option<Meta>,
 }
 
 /// The stored values that identify one failure of one job. A script writes only when all three
@@ -301,6 +296,10 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
             attempts: attempts_raw,
         },
         reads: raw.reads,
+        created_at: field("created_at")
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(parse_rq_timestamp),
+        meta: raw.reads.meta.then(|| meta::decode(field("meta"))),
     }))
 }
 

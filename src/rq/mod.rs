@@ -4,10 +4,13 @@
 pub mod failure;
 pub mod job;
 pub mod keys;
+pub mod meta;
 pub mod payload;
+pub mod pickle;
 pub mod registry;
 
 pub use failure::Failure;
 pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads};
 pub use keys::Keys;
+pub use meta::{Meta, MetaValue};
 pub use registry::Registry;

@@ -69,6 +69,11 @@ fn inflate_up_to(bytes: &[u8], limit: usize) -> Inflated {
 
 /// The dotted function name stored in a job's `data`, or `None` when it cannot be read.
 /// Like RQ, falls back to the raw bytes when they are not zlib-compressed.
+///
+/// For an instance method (`queue.enqueue(obj.greet)`) RQ stores only `greet` and pickles the
+/// instance next to it; the name is then `module.Class.greet` when the pickle names the
+/// instance's class (`GLOBAL`/`STACK_GLOBAL` then `NEWOBJ`, as pickle writes an ordinary
+/// object), else the bare name RQ stored.
 pub fn func_name_from_data(data: &[u8]) -> Option<String> {
     let inflated = inflate_up_to(data, DATA_HEAD);
     let payload = match &inflated {
@@ -79,7 +84,14 @@ pub fn func_name_from_data(data: &[u8]) -> Option<String> {
     if first == b'[' {
         func_name_from_json(payload)
     } else {
-        func_name_from_pickle(payload)
+        let name = func_name_from_pickle(payload)?;
+        if name.contains('.') {
+            return Some(name);
+        }
+        match super::pickle::second_element_class(payload) {
+            Some((module, class)) => Some(format!("{module}.{class}.{name}")),
+            None => Some(name),
+        }
     }
 }
 
@@ -181,6 +193,22 @@ mod tests {
             func_name_from_data(PICKLE5).as_deref(),
             Some("app.tasks.send")
         );
+    }
+
+    /// `pickle.dumps(("greet", mod_tasks.Greeter(), ("x",), {}), protocol=5)`: an instance
+    /// method as RQ stores it (1.16 and 2.12 alike).
+    const METHOD5: &[u8] = b"\x80\x05\x95F\x00\x00\x00\x00\x00\x00\x00(\x8c\x05greet\x94\x8c\tmod_tasks\x94\x8c\x07Greeter\x94\x93\x94)\x81\x94}\x94\x8c\x08greeting\x94\x8c\x05hello\x94sb\x8c\x01x\x94\x85\x94}\x94t\x94.";
+
+    #[test]
+    fn instance_methods_are_named_after_the_instances_class() {
+        assert_eq!(
+            func_name_from_data(&zlib(METHOD5)).as_deref(),
+            Some("mod_tasks.Greeter.greet")
+        );
+        // Where the class cannot be read, the bare name RQ stored stays.
+        let mut damaged = METHOD5.to_vec();
+        damaged[32] = 0x01; // the class name is no longer a string
+        assert_eq!(func_name_from_data(&damaged).as_deref(), Some("greet"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ one line on stdout: a job id, or one JSON object.
 
     rqctl.py --url URL enqueue --queue Q --func tasks.fail_first [--args JSON] [--kwargs JSON]
              [--meta JSON] [--timeout N] [--result-ttl N] [--failure-ttl N] [--job-id ID]
-             [--depends-on JOB_ID] [--in-seconds N]
+             [--depends-on JOB_ID] [--in-seconds N] [--serializer json] [--method]
     rqctl.py --url URL fetch JOB_ID          {"id", "status", "origin", "func_name", ...}
     rqctl.py --url URL failed --queue Q      {"count": N, "ids": [...]}
     rqctl.py --url URL requeue --queue Q JOB_ID   {"id", "status"}
@@ -18,6 +18,7 @@ one line on stdout: a job id, or one JSON object.
                                              "failed", "finished", "deferred", "scheduled"}}}
 """
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ from datetime import timedelta
 from redis import Redis
 from rq import Queue
 from rq.job import Job
+from rq.serializers import JSONSerializer
 from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
@@ -56,7 +58,12 @@ def return_value(job):
 
 
 def cmd_enqueue(conn, a):
-    queue = Queue(a.queue, connection=conn)
+    serializer = JSONSerializer if a.serializer == "json" else None
+    queue = Queue(a.queue, connection=conn, serializer=serializer)
+    if a.method:
+        # module.Class.method: that method of a new instance, as `queue.enqueue(obj.method)`.
+        module, cls, method = a.func.rsplit(".", 2)
+        a.func = getattr(getattr(importlib.import_module(module), cls)(), method)
     if a.in_seconds is not None:
         # Scheduled: lands in the queue's ScheduledJobRegistry until a scheduler moves it.
         job = queue.enqueue_in(
@@ -191,6 +198,8 @@ def main(argv):
     p.add_argument("--depends-on", default=None, help="a job id; the new job is deferred until it finishes")
     p.add_argument("--in-seconds", type=int, default=None, help="schedule instead: enqueue_in(timedelta(seconds=N))")
     p.add_argument("--group", default=None, help="RQ 2.x: enqueue through Group(name).enqueue_many")
+    p.add_argument("--serializer", default=None, choices=["json"], help="enqueue with rq.serializers.JSONSerializer")
+    p.add_argument("--method", action="store_true", help="--func is module.Class.method: enqueue that method of a new instance")
     p.set_defaults(run=cmd_enqueue)
 
     p = sub.add_parser("delete", help="RQ's own Job.delete()")

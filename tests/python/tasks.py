@@ -2,7 +2,8 @@
 
 Workers import this module as ``tasks`` (``rq worker --path tests/python``), so the
 function names RQ stores are ``tasks.fail_first``, ``tasks.always_fail``, ``tasks.hang_first``,
-``tasks.missing_key``, ``tasks.kill_own_horse`` and ``tasks.ok``.
+``tasks.missing_key``, ``tasks.kill_own_horse`` and ``tasks.ok``; for ``Greeter().greet``, an
+instance method, RQ stores only ``greet`` and pickles the instance.
 Works unchanged under RQ 1.16 and RQ 2.x.
 """
 import os
@@ -57,3 +58,14 @@ def kill_own_horse():
     OOM killer would: no exception is raised, so the worker writes its own failure text,
     ``Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ``."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Greeter:
+    """A class whose bound method is enqueued (``queue.enqueue(Greeter().greet)``): RQ stores
+    ``func_name = "greet"`` and the pickled instance, from which rq-retryd reads the class."""
+
+    def __init__(self, greeting="hello"):
+        self.greeting = greeting
+
+    def greet(self, name="world"):
+        raise ValueError(f"cannot say {self.greeting} to {name}")

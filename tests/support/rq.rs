@@ -138,6 +138,12 @@ impl Rq {
         if let Some(group) = &job.group {
             argv.extend(["--group".into(), group.clone()]);
         }
+        if job.json_serializer {
+            argv.extend(["--serializer".into(), "json".into()]);
+        }
+        if job.instance_method {
+            argv.push("--method".into());
+        }
         for (flag, value) in [
             ("--timeout", job.timeout),
             ("--result-ttl", job.result_ttl),
@@ -194,9 +200,18 @@ impl Rq {
     /// exited successfully (a job failing is a success for the worker; a crash is not).
     #[track_caller]
     pub fn burst_worker(&self, url: &str, queues: &[&str]) {
+        self.burst_worker_with(url, queues, &[]);
+    }
+
+    /// [`burst_worker`](Self::burst_worker) with extra `rq worker` options, e.g.
+    /// `["--serializer", "rq.serializers.JSONSerializer"]`.
+    #[track_caller]
+    pub fn burst_worker_with(&self, url: &str, queues: &[&str], options: &[&str]) {
         let mut cmd = Command::new(self.venv.join("bin").join("rq"));
         python_env(&mut cmd);
-        cmd.args(["worker", "--burst", "-u", url, "--path"])
+        cmd.args(["worker", "--burst", "-u", url])
+            .args(options)
+            .arg("--path")
             .arg(python_dir())
             .args(queues);
         let what = format!(
@@ -264,6 +279,10 @@ pub struct JobSpec {
     pub id: Option<String>,
     /// RQ 2.x: the group the job joins (`Group(name).enqueue_many`).
     pub group: Option<String>,
+    /// Enqueued with `rq.serializers.JSONSerializer` instead of pickle.
+    pub json_serializer: bool,
+    /// `func` is `module.Class.method`: enqueue that method of a new instance.
+    pub instance_method: bool,
 }
 
 impl JobSpec {
@@ -282,7 +301,21 @@ impl JobSpec {
             depends_on: None,
             id: None,
             group: None,
+            json_serializer: false,
+            instance_method: false,
         }
+    }
+
+    /// Enqueues with `rq.serializers.JSONSerializer` (workers need the same serializer).
+    pub fn json_serializer(mut self) -> JobSpec {
+        self.json_serializer = true;
+        self
+    }
+
+    /// `func` names `module.Class.method`: enqueue that method of a new instance.
+    pub fn instance_method(mut self) -> JobSpec {
+        self.instance_method = true;
+        self
     }
 
     /// Positional arguments, a JSON array.

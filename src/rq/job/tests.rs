@@ -62,6 +62,7 @@ fn rq2_fields() -> Vec<(&'static str, Vec<u8>)> {
         ("description", b"app.tasks.send(42, to='x')".to_vec()),
         ("data", zlib(PICKLE5)),
         ("ended_at", ENDED_AT.as_bytes().to_vec()),
+        ("created_at", b"2024-05-01T11:59:00.000001Z".to_vec()),
     ]
 }
 
@@ -241,6 +242,54 @@ fn the_function_name_comes_from_data_or_else_from_the_description() {
 
 /// What RQ's `StartedJobRegistry.cleanup` leaves after a worker died under the job: status
 /// failed, no `ended_at`, registry score = when it was added + the job's `failure_ttl`.
+/// `max_age` counts from `created_at`; a job without a readable one still decodes (policies
+/// without `max_age` never look at it), with no creation time.
+#[test]
+fn created_at_is_read_and_an_unreadable_one_never_makes_the_job_corrupt() {
+    let job = facts(decode(&rq2_job(&[])));
+    assert_eq!(
+        job.created_at,
+        parse_rq_timestamp("2024-05-01T11:59:00.000001Z")
+    );
+    for bad in [&b"yesterday"[..], b"", b"\xff\xfe"] {
+        let job = facts(decode(&rq2_job(&[("created_at", bad.to_vec())])));
+        assert_eq!(job.created_at, None, "{bad:?}");
+    }
+    let mut missing = rq2_fields();
+    missing.retain(|(k, _)| *k != "created_at");
+    assert_eq!(facts(decode(&raw(&missing, None))).created_at, None);
+}
+
+/// `meta` is read with either serializer when asked for; unreadable meta is a value of the
+/// facts (it only fails `meta` matchers), never a corrupt job; not asked for, it is not read.
+#[test]
+fn meta_is_decoded_when_read_and_unreadable_meta_is_not_corruption() {
+    use crate::rq::{Meta, MetaValue};
+    let pickled =
+        b"\x80\x05\x95\x16\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x06tenant\x94\x8c\x06acme-1\x94s."
+            .to_vec();
+    for stored in [pickled, br#"{"tenant": "acme-1"}"#.to_vec()] {
+        let job = facts(decode(&rq2_job(&[("meta", stored)])));
+        let meta = job.meta.expect("meta is read by Reads::ALL");
+        assert_eq!(
+            meta.get("tenant"),
+            Some(&MetaValue::Text("acme-1".to_string()))
+        );
+    }
+    assert_eq!(facts(decode(&rq2_job(&[]))).meta, Some(Meta::Read(vec![])));
+    let garbage = facts(decode(&rq2_job(&[("meta", b"\x80\x05\x93".to_vec())])));
+    assert!(
+        matches!(garbage.meta, Some(Meta::Unreadable(_))),
+        "{:?}",
+        garbage.meta
+    );
+    let not_read = facts(decode(&project(
+        &rq2_job(&[("meta", b"\x80\x05\x93".to_vec())]),
+        Reads::DECISION,
+    )));
+    assert_eq!(not_read.meta, None);
+}
+
 fn abandoned(failure_ttl: Option<&str>, score: Option<f64>) -> RawJob {
     let mut fields: Vec<(&str, Vec<u8>)> = rq2_fields()
         .into_iter()
@@ -571,14 +620,23 @@ fn garbled(garbage: Vec<Option<Vec<u8>>>, keep: &[bool]) -> Vec<Option<Vec<u8>>>
 }
 
 fn any_reads() -> impl Strategy<Value = Reads> {
-    (any::<bool>(), any::<bool>()).prop_map(|(function, failure)| Reads { function, failure })
+    (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(function, failure, meta)| Reads {
+        function,
+        failure,
+        meta,
+    })
 }
 
 #[test]
 fn every_read_fetches_what_deciding_needs_and_all_reads_everything() {
     for function in [false, true] {
         for failure in [false, true] {
-            let fields = Reads { function, failure }.fields();
+            let fields = Reads {
+                function,
+                failure,
+                meta: false,
+            }
+            .fields();
             for needed in [
                 "status",
                 "origin",
@@ -615,6 +673,7 @@ fn a_part_that_is_not_read_neither_decodes_nor_makes_the_job_corrupt() {
         Reads {
             function: true,
             failure: false,
+            meta: false,
         },
     )));
     assert!(with_function.func_name.is_some());
@@ -650,6 +709,8 @@ proptest! {
             prop_assert_eq!(&part.cas, &all.cas);
             prop_assert_eq!(&part.func_name, if reads.function { &all.func_name } else { &None });
             prop_assert_eq!(&part.failure, if reads.failure { &all.failure } else { &None });
+            prop_assert_eq!(&part.meta, if reads.meta { &all.meta } else { &None });
+            prop_assert_eq!(part.created_at, all.created_at);
         }
     }
 
