@@ -5,7 +5,10 @@
 -- check, the ZREM, the push and the audit entry (XADD) are one command each for the whole call,
 -- and a job costs four: HMGET (the compare), EXISTS (its dependency sets), HSET and
 -- PERSIST/EXPIRE; a job with dependency sets also a TYPE and a PERSIST/EXPIRE per set; a
--- policy's requeue also an XREVRANGE (its results, below).
+-- policy's requeue also an XREVRANGE of its newest result (a second one, of two entries, only
+-- when that result is a registry cleanup's failure; see below). Measured on 20,000 requeues
+-- (50 per call, Redis 7.0, 2 shared cores, median of 5): 193 ms of EVALSHA time before the
+-- check, 281 ms with it, about 4.5 us more per job.
 --
 -- A policy's requeue (one that counts an attempt; never an operator's) leaves alone a job
 -- that must not run again by itself (issue 21): one RQ marks stopped (an operator stopped
@@ -127,32 +130,41 @@ local no_exc_info = 'x\156\3\0\0\0\0\1'
 -- that Lua would print as 1e+15) is refused by Redis, so it is refused here, before writing.
 local max_ttl = 1e14
 
+-- The value of field `name` of stream entry `entry` ({id, {field, value, ...}}), or nil.
+local function entry_field(entry, name)
+  local fields = entry and entry[2] or {}
+  for f = 1, #fields, 2 do
+    if fields[f] == name then
+      return fields[f+1]
+    end
+  end
+  return nil
+end
+
 -- Whether the last run of the job whose results stream is `results` succeeded (see the
 -- header): true/false, or the code to return for the job (a denied read, a wrong type).
+-- The newest entry alone settles it but for a registry cleanup's failure; only then is the
+-- one before it read (most results hold a traceback: reading two would copy both).
 local function succeeded(results)
   local no = denied('XREVRANGE', results, '+', '-', 'COUNT', '2')
   if no then
     return no
   end
-  local entries = redis.pcall('XREVRANGE', results, '+', '-', 'COUNT', 2)
+  local entries = redis.pcall('XREVRANGE', results, '+', '-', 'COUNT', 1)
   if entries.err then
     return -10
   end
-  local function field(entry, name)
-    local fields = entry and entry[2] or {}
-    for f = 1, #fields, 2 do
-      if fields[f] == name then
-        return fields[f+1]
-      end
-    end
-    return nil
-  end
   local newest = entries[1]
-  if field(newest, 'type') == '1' then
+  local kind = entry_field(newest, 'type')
+  if kind == '1' then
     return true
   end
-  return field(newest, 'type') == '2' and field(newest, 'worker_name') == ''
-    and field(newest, 'execution_id') == nil and field(entries[2], 'type') == '1'
+  if kind ~= '2' or entry_field(newest, 'worker_name') ~= ''
+    or entry_field(newest, 'execution_id') ~= nil then
+    return false
+  end
+  entries = redis.call('XREVRANGE', results, '+', '-', 'COUNT', 2)
+  return entry_field(entries[2], 'type') == '1'
 end
 
 -- Pass 1, reads only: the code of each job, and for each job to move what its write will run.
