@@ -801,7 +801,7 @@ fn a_failed_job_whose_last_run_succeeded_is_known_by_its_results() {
         &[("type", "1"), ("return_value", "gA==")],
     );
     assert_eq!(
-        succeeded_at(&[success_1x.clone()]),
+        succeeded_at(std::slice::from_ref(&success_1x)),
         DateTime::from_timestamp_millis(1_796_288_544_239)
     );
     // A worker's own failure after a success (the job ran again and failed) is a failure.
