@@ -499,7 +499,8 @@ pub struct FailureGroup {
     pub key: String,
     /// The earliest next automatic action among the group's waiting jobs.
     pub next_due: Option<DateTime<Utc>>,
-    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`).
+    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`,
+    /// `stopped`, `succeeded`).
     pub by_state: BTreeMap<String, u64>,
     /// False while the function or exception type of some of its jobs is not read yet.
     pub known: bool,
