@@ -196,45 +196,59 @@ fn metric(d: &support::http::Daemon, sample: &str) -> Option<String> {
     })
 }
 
-/// An operator stops a running job with RQ's `send_stop_job_command`; RQ's worker fails it with
-/// status `stopped` and no `ended_at`. Under a policy that retries everything, neither `once`
-/// nor the daemon requeues it: it is listed `stopped` (not undecodable, no warning), counted in
-/// `rq_retryd_stopped_jobs`, explained; an operator's retry through the HTTP API requeues it
-/// and a worker runs it. See: issue 21, item 2.
+/// An operator stops two running jobs with RQ's `send_stop_job_command`; RQ's worker fails each
+/// with status `stopped` and no `ended_at`. Under a policy that retries everything, neither
+/// `once` nor the daemon requeues them: they are listed `stopped` (not undecodable, no
+/// warning), counted in `rq_retryd_stopped_jobs`, explained; an operator's retry through the
+/// HTTP API requeues one and a worker runs it, an operator's delete deletes the other.
+/// See: issue 21, item 2.
 fn a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand(rq: &Rq) {
     let env = TestEnv::new(RETRY_EVERYTHING);
     let url = env.url();
-    let id = rq.enqueue(
-        &url,
-        &JobSpec::new("long", "tasks.hang_first")
-            .args(json!(["test:long:runs"]))
-            .kwargs(json!({"value": "ran by hand"})),
-    );
+    let hanging = |counter: &str| {
+        JobSpec::new("long", "tasks.hang_first")
+            .args(json!([counter]))
+            .kwargs(json!({"value": "ran by hand"}))
+    };
+    let id = rq.enqueue(&url, &hanging("test:long:runs"));
+    let other = rq.enqueue(&url, &hanging("test:other:runs"));
     let mut worker = rq.worker(&url, &["long"]);
-    wait_for("the worker to start the job", || {
-        env.counter("test:long:runs") == 1
-    });
-    let sent = rq.ctl_json(&url, &["stop", &id]);
-    assert_eq!(sent["stopped"], id.as_str());
-    wait_for("RQ to fail the stopped job", || {
-        rq.failed_ids(&url, "long") == vec![id.clone()]
-    });
+    for (job, counter) in [(&id, "test:long:runs"), (&other, "test:other:runs")] {
+        wait_for("the worker to start the job", || env.counter(counter) == 1);
+        let sent = rq.ctl_json(&url, &["stop", job]);
+        assert_eq!(sent["stopped"], job.as_str());
+        wait_for("RQ to fail the stopped job", || {
+            rq.failed_ids(&url, "long").contains(job)
+        });
+    }
     worker.kill9();
-    assert_eq!(rq.status(&url, &id), "stopped");
-    assert_eq!(env.job_field(&id, "ended_at").unwrap_or_default(), "");
+    for job in [&id, &other] {
+        assert_eq!(rq.status(&url, job), "stopped");
+        assert_eq!(env.job_field(job, "ended_at").unwrap_or_default(), "");
+    }
+    let both = {
+        let mut v = vec![id.clone(), other.clone()];
+        v.sort();
+        v
+    };
+    let failed = || {
+        let mut v = rq.failed_ids(&url, "long");
+        v.sort();
+        v
+    };
 
     let run = retryd_once(&env.config, &[]);
     let summary = run.summary();
     assert_eq!(run.count("requeued"), 0, "{summary}");
     assert_eq!(run.count("purged"), 0, "{summary}");
-    assert_eq!(run.count("stopped"), 1, "{summary}");
+    assert_eq!(run.count("stopped"), 2, "{summary}");
     assert_eq!(summary["skipped"], 0, "not undecodable: {summary}");
     assert!(
         !run.stderr.contains("cannot decode"),
         "no warning for a stopped job:\n{}",
         run.stderr
     );
-    assert_eq!(rq.failed_ids(&url, "long"), vec![id.clone()]);
+    assert_eq!(failed(), both);
     assert_eq!(rq.status(&url, &id), "stopped");
     assert_eq!(env.job_field(&id, "retryd_attempts"), None);
 
@@ -250,23 +264,22 @@ fn a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand(r
     let d = daemon(&env, RETRY_EVERYTHING);
     d.scan();
     let listed = d.get("/api/v1/jobs/failed?state=stopped").expect(200);
-    assert_eq!(listed["total"], 1, "{listed:#}");
-    assert_eq!(listed["jobs"][0]["job_id"], id.as_str(), "{listed:#}");
+    assert_eq!(listed["total"], 2, "{listed:#}");
     assert_eq!(listed["jobs"][0]["state"], "stopped", "{listed:#}");
     assert_eq!(
         metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
-        Some("1")
+        Some("2")
     );
-    assert_eq!(
-        rq.failed_ids(&url, "long"),
-        vec![id.clone()],
-        "the daemon left it"
-    );
+    assert_eq!(failed(), both, "the daemon left them");
     assert!(!d.log().contains("cannot decode"), "{}", d.log());
 
     d.post(&format!("/api/v1/jobs/failed/{id}/retry"))
         .expect(200);
+    d.delete(&format!("/api/v1/jobs/failed/{other}"))
+        .expect(200);
     assert_eq!(rq.queued_ids(&url, "long"), vec![id.clone()]);
+    assert!(rq.failed_ids(&url, "long").is_empty());
+    assert!(!env.exists(&format!("rq:job:{other}")), "deleted by hand");
     assert_eq!(
         metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
         Some("0")
