@@ -14,10 +14,10 @@
 -- that must not run again by itself (issue 21): one RQ marks stopped (an operator stopped
 -- it), and one whose last run succeeded (rq/rq#2424: RQ's StartedJobRegistry.cleanup failed a
 -- finished job as abandoned). The scan does not read the results stream when it decides
--- (for cost), so this is where that is checked, before the first write: the two newest
--- results entries, by the rule of `rq::job::succeeded_at` (keep the two in step): the newest
--- is a success (type 1), or it is the failure a registry cleanup writes (type 2, worker_name
--- present and empty, no execution_id; RQ 2.x) on top of a success.
+-- (for cost), so this is where that is checked, before the first write, by the rule of
+-- `rq::job::succeeded_at` (keep the two in step): the newest results entry is a success
+-- (type 1), or it is the failure a registry cleanup writes (type 2, worker_name present and
+-- empty, no execution_id; RQ 2.x) and the entry before it is a success.
 --
 -- The job's dependency sets (rq:job:<id>:dependents, :dependencies) got the failure's EXPIRE
 -- with the hash (RQ's Job.cleanup(failure_ttl)). They are made to live exactly as long as the
