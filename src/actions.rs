@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::executor::{Attribution, Outcome, Write, WriteKind, Writer};
 use crate::index::events::IndexEvent;
 use crate::index::{LiveIndex, State};
-use crate::metrics::{Metrics, Trigger};
+use crate::metrics::{Metrics, StateGauge, Trigger};
 use crate::state::Snapshot;
 
 /// Who acts, and why, for the log and the audit trail.
@@ -104,12 +104,14 @@ impl Actor<'_> {
                     let Some(state) = state else { continue };
                     let requeued_to =
                         matches!(outcome, Outcome::Requeued).then_some(w.origin.as_str());
-                    metrics.job_left_registry(
-                        &w.queue,
-                        state == State::Waiting,
-                        state == State::Exhausted,
-                        requeued_to,
-                    );
+                    let counted_in = match state {
+                        State::Waiting => Some(StateGauge::Waiting),
+                        State::Exhausted => Some(StateGauge::Exhausted),
+                        State::Stopped => Some(StateGauge::Stopped),
+                        State::Succeeded => Some(StateGauge::Succeeded),
+                        _ => None,
+                    };
+                    metrics.job_left_registry(&w.queue, counted_in, requeued_to);
                 }
             }
             index.mark_exhausted_all(marked.iter().map(|w| (w.queue.as_str(), w.job_id.as_str())));

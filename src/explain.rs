@@ -188,6 +188,15 @@ pub fn describe_decision(decision: &Decision) -> String {
         }
         Decision::Ignore => "ignore (an ignore policy matched); left alone".to_string(),
         Decision::Unmatched => "unmatched: no policy applies; left alone".to_string(),
+        Decision::Stopped => "stopped: RQ marks this job stopped (an operator stopped it): \
+            rq-retryd never retries it automatically; retry or delete it by hand"
+            .to_string(),
+        Decision::Succeeded { at } => format!(
+            "succeeded: its last run succeeded (RQ's results record a success at {}; RQ \
+             failed it afterwards, e.g. as abandoned): rq-retryd never retries it \
+             automatically, as that would repeat its work; retry or delete it by hand",
+            ts(*at)
+        ),
     }
 }
 
@@ -201,6 +210,11 @@ pub fn render(e: &Explanation) -> String {
     let _ = writeln!(out, "exception    {}", or_unknown(&e.exception_type));
     let from = match e.failed_at_from {
         crate::rq::job::FailedAt::EndedAt => "",
+        crate::rq::job::FailedAt::FailedRegistry
+            if e.status.as_deref() == Some(crate::rq::job::STOPPED) =>
+        {
+            " (no ended_at: when RQ moved it to the failed registry; it was stopped)"
+        }
         crate::rq::job::FailedAt::FailedRegistry => {
             " (no ended_at: when RQ moved it to the failed registry; its worker died)"
         }
@@ -299,6 +313,7 @@ mod tests {
             failure: None,
             cas: CasToken::default(),
             reads: Reads::ALL,
+            succeeded_at: None,
             created_at,
             meta: Some(Meta::Read(vec![(
                 "tenant".into(),

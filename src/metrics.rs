@@ -24,7 +24,20 @@ pub struct QueueGauges {
     pub waiting: u64,
     pub exhausted: u64,
     pub oldest_failed_age_seconds: u64,
+    /// Failed jobs RQ marks stopped (issue 21).
+    pub stopped: u64,
+    /// Failed jobs whose last run succeeded (issue 21).
+    pub succeeded: u64,
     pub queued: u64,
+}
+
+/// The per-queue gauges that count failed jobs by where they stand (besides `failed_jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateGauge {
+    Waiting,
+    Exhausted,
+    Stopped,
+    Succeeded,
 }
 
 /// Who caused an action: the supervisor's policies or a person through the API.
@@ -49,6 +62,8 @@ pub struct Metrics {
     failed_jobs: IntGaugeVec,
     waiting_jobs: IntGaugeVec,
     exhausted_jobs: IntGaugeVec,
+    stopped_jobs: IntGaugeVec,
+    succeeded_jobs: IntGaugeVec,
     oldest_failed_age: IntGaugeVec,
     queued_jobs: IntGaugeVec,
     requeued: IntCounterVec,
@@ -105,6 +120,14 @@ impl Metrics {
         let exhausted_jobs = gauge_vec(
             "exhausted_jobs",
             "Failed jobs whose max_attempts is used up, per queue.",
+        );
+        let stopped_jobs = gauge_vec(
+            "stopped_jobs",
+            "Failed jobs RQ marks stopped (an operator stopped them), never retried automatically, per queue.",
+        );
+        let succeeded_jobs = gauge_vec(
+            "succeeded_jobs",
+            "Failed jobs whose last run succeeded (RQ's results), never retried automatically, per queue.",
         );
         let oldest_failed_age = gauge_vec(
             "oldest_failed_job_age_seconds",
@@ -238,6 +261,8 @@ impl Metrics {
             failed_jobs,
             waiting_jobs,
             exhausted_jobs,
+            stopped_jobs,
+            succeeded_jobs,
             oldest_failed_age,
             queued_jobs,
             requeued,
@@ -314,14 +339,13 @@ impl Metrics {
 
     /// Records a completed scan: duration, time, and the per-queue gauges (stale queues removed).
     /// One job left `queue`'s failed registry through an operator's action (requeued onto
-    /// `requeued_to`, or deleted); it was `waiting` (in backoff) or `exhausted` there. The
-    /// per-queue gauges follow at once instead of at the next scan. Only gauges a scan has
-    /// set move.
+    /// `requeued_to`, or deleted); it was counted in the per-queue gauge `counted_in` there
+    /// (none for the other states). The per-queue gauges follow at once instead of at the
+    /// next scan. Only gauges a scan has set move.
     pub fn job_left_registry(
         &self,
         queue: &str,
-        waiting: bool,
-        exhausted: bool,
+        counted_in: Option<StateGauge>,
         requeued_to: Option<&str>,
     ) {
         let current = self.gauge_queues.lock().expect("metrics lock");
@@ -335,11 +359,16 @@ impl Metrics {
         };
         let label = self.queue_label(queue);
         dec(&self.failed_jobs, &label);
-        if waiting {
-            dec(&self.waiting_jobs, &label);
-        }
-        if exhausted {
-            dec(&self.exhausted_jobs, &label);
+        if let Some(gauge) = counted_in {
+            dec(
+                match gauge {
+                    StateGauge::Waiting => &self.waiting_jobs,
+                    StateGauge::Exhausted => &self.exhausted_jobs,
+                    StateGauge::Stopped => &self.stopped_jobs,
+                    StateGauge::Succeeded => &self.succeeded_jobs,
+                },
+                &label,
+            );
         }
         if let Some(origin) = requeued_to {
             let label = self.queue_label(origin);
@@ -364,6 +393,8 @@ impl Metrics {
             entry.failed += g.failed;
             entry.waiting += g.waiting;
             entry.exhausted += g.exhausted;
+            entry.stopped += g.stopped;
+            entry.succeeded += g.succeeded;
             entry.queued += g.queued;
             entry.oldest_failed_age_seconds = entry
                 .oldest_failed_age_seconds
@@ -384,6 +415,12 @@ impl Metrics {
             self.exhausted_jobs
                 .with_label_values(&label)
                 .set(g.exhausted as i64);
+            self.stopped_jobs
+                .with_label_values(&label)
+                .set(g.stopped as i64);
+            self.succeeded_jobs
+                .with_label_values(&label)
+                .set(g.succeeded as i64);
             self.oldest_failed_age
                 .with_label_values(&label)
                 .set(g.oldest_failed_age_seconds as i64);
@@ -412,6 +449,8 @@ impl Metrics {
             &self.failed_jobs,
             &self.waiting_jobs,
             &self.exhausted_jobs,
+            &self.stopped_jobs,
+            &self.succeeded_jobs,
             &self.oldest_failed_age,
             &self.queued_jobs,
         ] {

@@ -27,6 +27,10 @@ pub struct ScanReport {
     pub waiting: u64,
     pub ignored: u64,
     pub unmatched: u64,
+    /// Jobs RQ marks stopped, left to the operator (never retried automatically).
+    pub stopped: u64,
+    /// Jobs whose last run succeeded (RQ's results), left to the operator.
+    pub succeeded: u64,
     /// Entries skipped without a decision; see `skipped_by_reason`.
     pub skipped: u64,
     /// Writes that found the job changed or moved by someone else (safe no-ops).
@@ -99,6 +103,8 @@ impl ScanReport {
         self.waiting += other.waiting;
         self.ignored += other.ignored;
         self.unmatched += other.unmatched;
+        self.stopped += other.stopped;
+        self.succeeded += other.succeeded;
         self.skipped += other.skipped;
         self.conflicts += other.conflicts;
         self.refused += other.refused;
@@ -114,6 +120,8 @@ impl ScanReport {
             mine.failed += g.failed;
             mine.waiting += g.waiting;
             mine.exhausted += g.exhausted;
+            mine.stopped += g.stopped;
+            mine.succeeded += g.succeeded;
             mine.queued += g.queued;
             mine.oldest_failed_age_seconds = mine
                 .oldest_failed_age_seconds

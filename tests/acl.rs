@@ -332,12 +332,13 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             job: abandoned,
             key: "rq:job:j000",
         },
+        // A policy's requeue reads the job's results (is its last run a success?).
         Case {
-            command: "HGET",
+            command: "XREVRANGE",
             kind: REQUEUE,
             writer: Writer::Manual,
-            job: abandoned,
-            key: "rq:job:j000",
+            job: plain,
+            key: "rq:results:j000",
         },
         // Whether the job has dependency sets to keep alive with it (one EXISTS for both).
         Case {
@@ -500,6 +501,7 @@ async fn a_key_pattern_or_selector_that_spares_some_job_hashes_refuses_exactly_t
             "~rq:queue:*",
             "~rq:queues",
             "~rq:retryd:*",
+            "~rq:results:*",
             "~rq:job:w*",
             "&*",
             "+@all",

@@ -635,3 +635,132 @@ async fn a_dependency_key_that_is_not_a_set_refuses_the_requeue_before_any_write
     let ttl: i64 = sync.ttl("rq:job:a").unwrap();
     assert!(ttl > 0, "the refused job keeps its failure expiry");
 }
+
+/// Appends a results entry to job `id`'s stream, as RQ's `Result.save` does.
+fn add_result(con: &mut redis::Connection, id: &str, fields: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(format!("rq:results:{id}")).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
+    }
+    let _: String = cmd.query(con).unwrap();
+}
+
+/// What RQ 2.12's StartedJobRegistry.cleanup stores as exc_string: base64(zlib("Moved to
+/// FailedJobRegistry, due to AbandonedJobError, at 2026-12-03 09:02:24.052659+00:00")).
+const ABANDONED: &str = "eJzzzS9LTVEoyVdwS8zMSU3xyk8KSk3PLC4pqtRRSClNBck4JiXmpeTngSVdi4ryi3QUEksUjAyMzHQNjXQNjBUMLK0MjKyMTPQMTI3MTC21DQysDAwASlsapA==";
+
+// See: issue 21, items 2 and 6. The scan decides without reading the results stream, so the
+// requeue script itself leaves a stopped job and one whose last run succeeded to the operator:
+// a policy's requeue writes nothing for them, an operator's goes ahead.
+#[tokio::test]
+async fn a_policys_requeue_leaves_stopped_and_succeeded_jobs_and_an_operators_does_not() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    // stopped by an operator (RQ: status stopped, no ended_at)
+    FailedJob::new("stopped")
+        .field("status", b"stopped")
+        .field("ended_at", b"")
+        .write(&mut sync);
+    // RQ 1.16: cleanup wrote no result; the newest is the success.
+    FailedJob::new("ok-rq1").write(&mut sync);
+    add_result(
+        &mut sync,
+        "ok-rq1",
+        &[("type", "1"), ("return_value", "gA==")],
+    );
+    // RQ 2.x: cleanup's failure (empty worker_name, no execution_id) on top of the success.
+    FailedJob::new("ok-rq2").write(&mut sync);
+    add_result(
+        &mut sync,
+        "ok-rq2",
+        &[("type", "1"), ("worker_name", "w1"), ("execution_id", "e1")],
+    );
+    add_result(
+        &mut sync,
+        "ok-rq2",
+        &[
+            ("type", "2"),
+            ("worker_name", ""),
+            ("exc_string", ABANDONED),
+        ],
+    );
+    // Succeeded once, then ran again and failed in a worker: a failure like any other.
+    FailedJob::new("failed-again").write(&mut sync);
+    add_result(
+        &mut sync,
+        "failed-again",
+        &[("type", "1"), ("worker_name", "w1")],
+    );
+    add_result(
+        &mut sync,
+        "failed-again",
+        &[("type", "2"), ("worker_name", "w2"), ("execution_id", "e2")],
+    );
+    let mut con = async_con(&server).await;
+    let ids = ["stopped", "ok-rq1", "ok-rq2", "failed-again"];
+    let mut all = Vec::new();
+    for id in ids {
+        all.push(facts(&mut con, "default", id).await);
+    }
+    let executor = Executor::new(Keys::new("rq"));
+
+    let automatic: Vec<Write> = all.iter().map(|f| requeue(f, Some(1), false)).collect();
+    let outcomes = executor
+        .apply(&mut con, &automatic, Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Stopped,
+            Outcome::Succeeded,
+            Outcome::Succeeded,
+            Outcome::Requeued
+        ]
+    );
+    for id in &ids[..3] {
+        let score: Option<f64> = sync.zscore("rq:failed:default", *id).unwrap();
+        assert!(score.is_some(), "{id} stays in the failed registry");
+        let attempts: Option<String> = sync
+            .hget(format!("rq:job:{id}"), "retryd_attempts")
+            .unwrap();
+        assert_eq!(attempts, None, "{id}: nothing written");
+    }
+    let queued: Vec<String> = sync.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, vec!["failed-again"]);
+
+    let manual: Vec<Write> = all[..3].iter().map(|f| requeue(f, None, false)).collect();
+    let outcomes = executor.apply(&mut con, &manual, Utc::now()).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Requeued; 3]);
+    let status: String = sync.hget("rq:job:stopped", "status").unwrap();
+    assert_eq!(status, "queued");
+}
+
+#[tokio::test]
+async fn a_results_key_that_is_not_a_stream_refuses_a_policys_requeue_before_any_write() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "default", "j1").await;
+    let _: () = sync.del("rq:results:j1").unwrap();
+    let _: () = sync.set("rq:results:j1", "stray").unwrap();
+    let executor = Executor::new(Keys::new("rq"));
+
+    let outcomes = executor
+        .apply(&mut con, &[requeue(&f, Some(1), false)], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: "rq:results:j1".into()
+        })]
+    );
+    let score: Option<f64> = sync.zscore("rq:failed:default", "j1").unwrap();
+    assert!(score.is_some());
+}

@@ -49,6 +49,8 @@ for_both_rq_versions!(
     an_old_job_is_given_up_by_max_age_and_a_young_one_retried,
     meta_policies_match_job_meta_with_the_pickle_and_the_json_serializer,
     an_instance_method_is_shown_and_matched_as_module_class_method,
+    a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand,
+    a_finished_job_rq_fails_as_abandoned_is_succeeded_and_never_rerun_automatically,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -160,6 +162,204 @@ fn a_requeued_parent_still_runs_its_dependent_after_its_failure_ttl(rq: &Rq) {
     let job = rq.fetch(&url, &child);
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["return_value"], "child ran", "{job}");
+}
+
+/// Retries every failed job at once, whatever it is. Queue-wide and never deleting, so a scan
+/// reads neither failure texts nor results to decide (`policy::reads_for`).
+const RETRY_EVERYTHING: &str = r#"
+[[policy]]
+name = "everything"
+action = "retry"
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// Waits until `check` holds (polling), panicking with `what` after 60 s.
+#[track_caller]
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon with `policies` on the scenario's Redis, its startup scan done.
+fn daemon(env: &TestEnv, policies: &str) -> support::http::Daemon {
+    support::http::Daemon::start_ready(&support::http::DaemonConfig::new(&env.url(), policies))
+}
+
+/// The value of one sample line of the daemon's `/metrics` (`name{labels}`), if present.
+fn metric(d: &support::http::Daemon, sample: &str) -> Option<String> {
+    let text = d.get("/metrics").text();
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')
+            .map(str::to_string)
+    })
+}
+
+/// An operator stops two running jobs with RQ's `send_stop_job_command`; RQ's worker fails each
+/// with status `stopped` and no `ended_at`. Under a policy that retries everything, neither
+/// `once` nor the daemon requeues them: they are listed `stopped` (not undecodable, no
+/// warning), counted in `rq_retryd_stopped_jobs`, explained; an operator's retry through the
+/// HTTP API requeues one and a worker runs it, an operator's delete deletes the other.
+/// See: issue 21, item 2.
+fn a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand(rq: &Rq) {
+    let env = TestEnv::new(RETRY_EVERYTHING);
+    let url = env.url();
+    let hanging = |counter: &str| {
+        JobSpec::new("long", "tasks.hang_first")
+            .args(json!([counter]))
+            .kwargs(json!({"value": "ran by hand"}))
+    };
+    let id = rq.enqueue(&url, &hanging("test:long:runs"));
+    let other = rq.enqueue(&url, &hanging("test:other:runs"));
+    let mut worker = rq.worker(&url, &["long"]);
+    for (job, counter) in [(&id, "test:long:runs"), (&other, "test:other:runs")] {
+        wait_for("the worker to start the job", || env.counter(counter) == 1);
+        let sent = rq.ctl_json(&url, &["stop", job]);
+        assert_eq!(sent["stopped"], job.as_str());
+        wait_for("RQ to fail the stopped job", || {
+            rq.failed_ids(&url, "long").contains(job)
+        });
+    }
+    worker.kill9();
+    for job in [&id, &other] {
+        assert_eq!(rq.status(&url, job), "stopped");
+        assert_eq!(env.job_field(job, "ended_at").unwrap_or_default(), "");
+    }
+    let both = {
+        let mut v = vec![id.clone(), other.clone()];
+        v.sort();
+        v
+    };
+    let failed = || {
+        let mut v = rq.failed_ids(&url, "long");
+        v.sort();
+        v
+    };
+
+    let run = retryd_once(&env.config, &[]);
+    let summary = run.summary();
+    assert_eq!(run.count("requeued"), 0, "{summary}");
+    assert_eq!(run.count("purged"), 0, "{summary}");
+    assert_eq!(run.count("stopped"), 2, "{summary}");
+    assert_eq!(summary["skipped"], 0, "not undecodable: {summary}");
+    assert!(
+        !run.stderr.contains("cannot decode"),
+        "no warning for a stopped job:\n{}",
+        run.stderr
+    );
+    assert_eq!(failed(), both);
+    assert_eq!(rq.status(&url, &id), "stopped");
+    assert_eq!(env.job_field(&id, "retryd_attempts"), None);
+
+    let explain = retryd(&env.config, &["explain", &id, "--json"]);
+    let explained: Value = serde_json::from_str(&explain.stdout).expect("explain --json");
+    let decision = explained["decision"].as_str().unwrap_or_default();
+    assert!(
+        decision.starts_with("stopped: RQ marks this job stopped")
+            && decision.contains("never retries it automatically"),
+        "{explained:#}"
+    );
+
+    let d = daemon(&env, RETRY_EVERYTHING);
+    d.scan();
+    let listed = d.get("/api/v1/jobs/failed?state=stopped").expect(200);
+    assert_eq!(listed["total"], 2, "{listed:#}");
+    assert_eq!(listed["jobs"][0]["state"], "stopped", "{listed:#}");
+    assert_eq!(
+        metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
+        Some("2")
+    );
+    assert_eq!(failed(), both, "the daemon left them");
+    assert!(!d.log().contains("cannot decode"), "{}", d.log());
+
+    d.post(&format!("/api/v1/jobs/failed/{id}/retry"))
+        .expect(200);
+    d.delete(&format!("/api/v1/jobs/failed/{other}"))
+        .expect(200);
+    assert_eq!(rq.queued_ids(&url, "long"), vec![id.clone()]);
+    assert!(rq.failed_ids(&url, "long").is_empty());
+    assert!(!env.exists(&format!("rq:job:{other}")), "deleted by hand");
+    assert_eq!(
+        metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
+        Some("0")
+    );
+    rq.burst_worker(&url, &["long"]);
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "ran by hand", "{job}");
+}
+
+/// A job runs to success; RQ's own `StartedJobRegistry.cleanup` later finds it still listed as
+/// started and fails it as abandoned (rq/rq#2424). Under a queue-wide retry policy `once`
+/// decides without reading the job's results, so the requeue script is what finds the success
+/// and writes nothing; the daemon, which reads everything, lists it `succeeded` with that
+/// reason. An operator may still retry it. See: issue 21, item 6.
+fn a_finished_job_rq_fails_as_abandoned_is_succeeded_and_never_rerun_automatically(rq: &Rq) {
+    let env = TestEnv::new(RETRY_EVERYTHING);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("done", "tasks.fail_first")
+            .args(json!(["test:done:runs", 0]))
+            .kwargs(json!({"value": "charged once"})),
+    );
+    rq.burst_worker(&url, &["done"]);
+    assert_eq!(rq.status(&url, &id), "finished");
+    rq.ctl_json(&url, &["leave-started", "--queue", "done", &id]);
+    let cleaned = rq.ctl_json(&url, &["abandon", "--queue", "done"]);
+    assert_eq!(cleaned["failed"], json!([id.clone()]), "{cleaned}");
+    assert_eq!(rq.status(&url, &id), "failed");
+
+    for round in 1..=2 {
+        let run = retryd_once(&env.config, &[]);
+        let summary = run.summary();
+        assert_eq!(run.count("requeued"), 0, "round {round}: {summary}");
+        assert_eq!(run.count("purged"), 0, "round {round}: {summary}");
+        assert_eq!(run.count("succeeded"), 1, "round {round}: {summary}");
+        // The scan decided to requeue (it read no results); the script refused.
+        assert!(
+            run.stderr.contains("outcome=\"succeeded\"")
+                || run.stderr.contains("outcome=succeeded"),
+            "round {round}: the requeue script found the success:\n{}",
+            run.stderr
+        );
+        assert_eq!(rq.failed_ids(&url, "done"), vec![id.clone()]);
+        assert_eq!(env.job_field(&id, "retryd_attempts"), None);
+    }
+    assert_eq!(env.counter("test:done:runs"), 1);
+
+    let d = daemon(&env, RETRY_EVERYTHING);
+    d.scan();
+    let listed = d.get("/api/v1/jobs/failed?state=succeeded").expect(200);
+    assert_eq!(listed["total"], 1, "{listed:#}");
+    assert_eq!(listed["jobs"][0]["job_id"], id.as_str(), "{listed:#}");
+    let explained = d
+        .get(&format!("/api/v1/jobs/failed/{id}/explain"))
+        .expect(200);
+    let decision = explained["decision"].as_str().unwrap_or_default();
+    assert!(
+        decision.starts_with("succeeded: its last run succeeded"),
+        "{explained:#}"
+    );
+    assert_eq!(
+        metric(&d, "rq_retryd_succeeded_jobs{queue=\"done\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        rq.failed_ids(&url, "done"),
+        vec![id.clone()],
+        "the daemon left it"
+    );
+
+    d.post(&format!("/api/v1/jobs/failed/{id}/retry"))
+        .expect(200);
+    rq.burst_worker(&url, &["done"]);
+    assert_eq!(rq.status(&url, &id), "finished");
+    assert_eq!(env.counter("test:done:runs"), 2, "run again by hand, once");
 }
 
 /// Retries what RQ fails after a worker died under the job, after a delay.

@@ -100,6 +100,12 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
     FailedJob::new("c")
         .field("ended_at", b"yesterday")
         .write(&mut con);
+    // Stopped by an operator (issue 21): counted apart, never acted on.
+    FailedJob::new("s1")
+        .queue("halted")
+        .field("status", b"stopped")
+        .field("ended_at", b"")
+        .write(&mut con);
     FailedJob::new("l1").queue("loose").write(&mut con);
     FailedJob::new("l2")
         .queue("loose")
@@ -132,6 +138,8 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
         ("failed_jobs", "gauge"),
         ("waiting_jobs", "gauge"),
         ("exhausted_jobs", "gauge"),
+        ("stopped_jobs", "gauge"),
+        ("succeeded_jobs", "gauge"),
         ("oldest_failed_job_age_seconds", "gauge"),
         ("queued_jobs", "gauge"),
         ("requeued_total", "counter"),
@@ -168,6 +176,9 @@ fn metrics_pass_promtool_and_carry_every_family_with_exact_values() {
     assert_eq!(g("rq_retryd_waiting_jobs", "loose"), 0.0);
     assert_eq!(g("rq_retryd_exhausted_jobs", "default"), 1.0);
     assert_eq!(g("rq_retryd_exhausted_jobs", "loose"), 0.0);
+    assert_eq!(g("rq_retryd_stopped_jobs", "halted"), 1.0);
+    assert_eq!(g("rq_retryd_stopped_jobs", "default"), 0.0);
+    assert_eq!(g("rq_retryd_succeeded_jobs", "halted"), 0.0);
     assert_eq!(g("rq_retryd_queued_jobs", "default"), 1.0);
     assert_eq!(g("rq_retryd_queued_jobs", "auto"), 1.0);
     assert_eq!(g("rq_retryd_queued_jobs", "trash"), 0.0);

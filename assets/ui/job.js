@@ -57,7 +57,9 @@
     $("#verdicts").hidden = false;
     const decision = $("#decision");
     decision.textContent = e.decision;
-    decision.className = `badge ${e.exhausted ? "warn" : ""}`;
+    // Stopped and succeeded jobs are left to the operator: the decision says why.
+    const leftToOperator = /^(stopped|succeeded):/.test(e.decision || "");
+    decision.className = `badge ${e.exhausted || leftToOperator ? "warn" : ""}`;
     fill($("#explain-facts"),
       fact("Deciding policy", "policy", e.policy ?? none("none: no policy matches, the job is left alone")),
       fact("Next retry", "next-retry", e.next_retry_at ? when(e.next_retry_at) : none("none")),

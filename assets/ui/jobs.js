@@ -100,6 +100,12 @@
     node.hidden = false;
   }
 
+  /** States never retried automatically (issue 21): why, for the badge's title. */
+  const LEFT_TO_OPERATOR = {
+    stopped: "RQ marks it stopped (an operator stopped it): never retried automatically; retry or delete it by hand",
+    succeeded: "its last run succeeded (RQ's results): never retried automatically; retry or delete it by hand",
+  };
+
   async function loadList() {
     const answer = await get("jobs/failed", { ...filters, limit, offset });
     if (RQ.unchanged("jobs", answer)) return;
@@ -114,7 +120,9 @@
         h("td", {}, when(j.failed_at)),
         h("td", { class: "n", "data-field": "attempts" }, fmt(j.attempts), j.exhausted ? [" ", h("span", { class: "badge warn" }, "exhausted")] : ""),
         h("td", { "data-field": "policy" }, j.policy ?? h("span", { class: "muted" }, "(unmatched)"),
-          j.state || j.decision ? h("div", { class: "muted small", "data-field": "state" }, j.state || j.decision) : null),
+          j.state || j.decision ? h("div", { class: "muted small", "data-field": "state" }, LEFT_TO_OPERATOR[j.state]
+            ? h("span", { class: "badge warn", title: LEFT_TO_OPERATOR[j.state] }, j.state)
+            : j.state || j.decision) : null),
         h("td", {}, when(j.next_retry_at)),
         h("td", { class: "row-actions" },
           h("button", { type: "button", class: "small", "data-action": "retry", disabled: !!j.decode_error }, "Retry"),

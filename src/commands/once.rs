@@ -93,6 +93,13 @@ pub fn summary(r: &ScanReport) -> String {
         "waiting {}{next}, ignored {}, unmatched {}, conflicts {}",
         r.waiting, r.ignored, r.unmatched, r.conflicts
     );
+    if r.stopped + r.succeeded > 0 {
+        let _ = writeln!(
+            out,
+            "left to the operator: stopped {}, succeeded {} (never retried automatically)",
+            r.stopped, r.succeeded
+        );
+    }
     if r.refused > 0 {
         let _ = writeln!(out, "refused {} (jobs left as they were)", r.refused);
     }
@@ -105,4 +112,27 @@ pub fn summary(r: &ScanReport) -> String {
         let _ = writeln!(out, "skipped {} ({})", r.skipped, reasons.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // See: issue 21. Jobs never retried automatically are named in the human summary.
+    #[test]
+    fn the_summary_names_stopped_and_succeeded_jobs_only_when_there_are_some() {
+        let none = summary(&ScanReport::default());
+        assert!(!none.contains("left to the operator"), "{none}");
+        let some = summary(&ScanReport {
+            stopped: 2,
+            succeeded: 1,
+            ..ScanReport::default()
+        });
+        assert!(
+            some.contains(
+                "left to the operator: stopped 2, succeeded 1 (never retried automatically)"
+            ),
+            "{some}"
+        );
+    }
 }

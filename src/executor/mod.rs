@@ -174,6 +174,12 @@ pub enum Outcome {
     /// This instance no longer holds the lease: its automatic write did nothing (the active
     /// instance decides again).
     NotActive,
+    /// A policy's requeue found the job marked stopped by RQ (an operator stopped it): never
+    /// retried automatically, nothing written. See: issue 21.
+    Stopped,
+    /// A policy's requeue found the job's last run a success in RQ's results (rq/rq#2424):
+    /// never retried automatically, nothing written. See: issue 21.
+    Succeeded,
     /// The script found, before its first write, a key it cannot write whole (e.g. of the
     /// wrong type): nothing was written for this job, which is exactly where and as it was.
     Refused(Refusal),
@@ -260,6 +266,8 @@ impl Outcome {
             Outcome::Changed => "changed",
             Outcome::Paused => "paused",
             Outcome::NotActive => "not_active",
+            Outcome::Stopped => "stopped",
+            Outcome::Succeeded => "succeeded",
             Outcome::Refused(_) => "refused",
             Outcome::Error(_) => "error",
         }
@@ -447,12 +455,16 @@ impl Executor {
             (WriteKind::Requeue { .. } | WriteKind::Purge, -9) => {
                 wrong_type(keys.dependencies(&write.job_id))
             }
-            (WriteKind::Purge, -10) => wrong_type(keys.results(&write.job_id)),
+            (WriteKind::Requeue { .. } | WriteKind::Purge, -10) => {
+                wrong_type(keys.results(&write.job_id))
+            }
             (_, -11) => Outcome::Paused,
             (_, -12) => Outcome::NotActive,
             (_, -13) => wrong_type(keys.retryd_switches()),
             (_, -14) => wrong_type(keys.retryd_lease()),
             (_, -16) => wrong_type(keys.retryd_audit()),
+            (WriteKind::Requeue { .. }, -18) => Outcome::Stopped,
+            (WriteKind::Requeue { .. }, -19) => Outcome::Succeeded,
             (_, other) => Outcome::Error(format!("unexpected script reply {other}")),
         }
     }
@@ -489,7 +501,7 @@ impl Executor {
             WriteKind::Requeue { at_front, .. } => {
                 let queue_key = keys.queue(&first.origin);
                 cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() * 3 + 6)
+                    .arg(members.len() * 4 + 6)
                     .arg(&gate_keys)
                     .arg(keys.failed(&first.queue))
                     .arg(&queue_key)
@@ -498,7 +510,8 @@ impl Executor {
                     let id = &writes[i].job_id;
                     cmd.arg(keys.job(id))
                         .arg(keys.dependents(id))
-                        .arg(keys.dependencies(id));
+                        .arg(keys.dependencies(id))
+                        .arg(keys.results(id));
                 }
                 prologue(&mut cmd);
                 cmd.arg(now_text)

@@ -87,7 +87,8 @@ pub struct ListParams {
 }
 
 /// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-/// exhausted, no policy matches, an `ignore` policy matches, or it cannot be decoded.
+/// exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
+/// stopped, or its last run succeeded (the last two are never retried automatically).
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateParam {
@@ -97,6 +98,8 @@ pub enum StateParam {
     Unmatched,
     Ignored,
     Undecodable,
+    Stopped,
+    Succeeded,
 }
 
 impl StateParam {
@@ -109,6 +112,8 @@ impl StateParam {
             StateParam::Unmatched => State::Unmatched,
             StateParam::Ignored => State::Ignored,
             StateParam::Undecodable => State::Undecodable,
+            StateParam::Stopped => State::Stopped,
+            StateParam::Succeeded => State::Succeeded,
         }
     }
 }
@@ -141,7 +146,8 @@ pub struct FailedJob {
     pub next_retry_at: Option<DateTime<Utc>>,
     /// Set when the stored job could not be decoded (it is left untouched).
     pub decode_error: Option<String>,
-    /// `due`, `waiting`, `exhausted`, `unmatched`, `ignored` or `undecodable`.
+    /// `due`, `waiting`, `exhausted`, `unmatched`, `ignored`, `undecodable`, `stopped` or
+    /// `succeeded`.
     pub state: Option<String>,
 }
 
@@ -493,7 +499,8 @@ pub struct FailureGroup {
     pub key: String,
     /// The earliest next automatic action among the group's waiting jobs.
     pub next_due: Option<DateTime<Utc>>,
-    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`).
+    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`,
+    /// `stopped`, `succeeded`).
     pub by_state: BTreeMap<String, u64>,
     /// False while the function or exception type of some of its jobs is not read yet.
     pub known: bool,
@@ -695,11 +702,14 @@ async fn manual_write(
             ),
         )),
         Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
-        // Manual writes pass the gate whatever the switches and the lease say.
-        Outcome::Paused | Outcome::NotActive => Err(ApiError::conflict(
-            "write_refused",
-            format!("job {} left as it was: {}", f.job_id, outcome.name()),
-        )),
+        // Manual writes pass the gate whatever the switches and the lease say, and are never
+        // refused as stopped or succeeded (that is for policies' requeues).
+        Outcome::Paused | Outcome::NotActive | Outcome::Stopped | Outcome::Succeeded => {
+            Err(ApiError::conflict(
+                "write_refused",
+                format!("job {} left as it was: {}", f.job_id, outcome.name()),
+            ))
+        }
     }
 }
 

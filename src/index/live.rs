@@ -111,6 +111,14 @@ impl LiveIndex {
         }
     }
 
+    /// Notes jobs a write found stopped or succeeded (the automatic requeue refused them).
+    pub fn settle_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str, State)>) {
+        let mut inner = self.write();
+        for (queue, id, state) in jobs {
+            inner.index.settle(queue, id, state);
+        }
+    }
+
     /// Ends a completed full scan of `queues` at `at`: from now on the index answers.
     pub fn end_scan(&self, queues: &[String], at: DateTime<Utc>) {
         let mut inner = self.write();

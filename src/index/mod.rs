@@ -48,16 +48,24 @@ pub enum State {
     /// The stored job cannot be decoded (or its hash is gone): listed so an operator sees it,
     /// never acted on.
     Undecodable,
+    /// RQ marks it stopped (an operator stopped it): never retried automatically, left to the
+    /// operator (who may retry or delete it).
+    Stopped,
+    /// Its last run succeeded (its newest RQ result is a success, rq/rq#2424): never retried
+    /// automatically, left to the operator.
+    Succeeded,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 8] = [
         State::Due,
         State::Waiting,
         State::Exhausted,
         State::Unmatched,
         State::Ignored,
         State::Undecodable,
+        State::Stopped,
+        State::Succeeded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +76,8 @@ impl State {
             State::Unmatched => "unmatched",
             State::Ignored => "ignored",
             State::Undecodable => "undecodable",
+            State::Stopped => "stopped",
+            State::Succeeded => "succeeded",
         }
     }
 
@@ -88,6 +98,8 @@ impl State {
             Decision::Exhausted => (State::Exhausted, None),
             Decision::Ignore => (State::Ignored, None),
             Decision::Unmatched => (State::Unmatched, None),
+            Decision::Stopped => (State::Stopped, None),
+            Decision::Succeeded { .. } => (State::Succeeded, None),
         }
     }
 }
@@ -522,6 +534,19 @@ impl FailureIndex {
         let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
         self.version += 1;
         Some(removed.state)
+    }
+
+    /// Sets one indexed job's state to one without a next action (e.g. `stopped`, found by a
+    /// write the script refused), keeping its exhausted mark. Returns whether it was indexed.
+    pub fn settle(&mut self, queue: &str, job_id: &str, state: State) -> bool {
+        let exhausted = match self.queues.ids.get(queue) {
+            Some(&q) => self
+                .entries
+                .get(&(q as u16, JobKey::new(job_id)))
+                .is_some_and(|e| e.exhausted),
+            None => return false,
+        };
+        self.set_state(queue, job_id, state, exhausted)
     }
 
     /// Sets one indexed job's state (e.g. just marked exhausted). Returns whether it was indexed.

@@ -425,3 +425,36 @@ fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
         }
     }
 }
+
+// See: issue 21. A policy's requeue the script refused as stopped or succeeded is listed so at
+// once (its exhausted mark kept), in the state filter and in the groups' counts.
+#[test]
+fn settle_lists_a_job_stopped_or_succeeded_and_keeps_its_exhausted_mark() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    index.observe(&obs("default", "b", 2));
+    assert!(index.set_state("default", "b", State::Exhausted, true));
+    assert!(index.settle("default", "a", State::Stopped));
+    assert!(index.settle("default", "b", State::Succeeded));
+    assert!(!index.settle("default", "zz", State::Stopped));
+    assert!(!index.settle("other", "a", State::Stopped));
+    for (state, id, exhausted) in [(State::Stopped, "a", false), (State::Succeeded, "b", true)] {
+        let page = index.page(
+            &Query {
+                state: Some(state),
+                ..Query::default()
+            },
+            Order::Newest,
+            0,
+            10,
+        );
+        assert_eq!(ids(&page), vec![id]);
+        assert_eq!(page.jobs[0].exhausted, exhausted);
+        assert_eq!(page.jobs[0].next_due, None);
+    }
+    let by_state = &index.groups()[0].by_state;
+    assert_eq!(by_state.get(&State::Stopped), Some(&1));
+    assert_eq!(by_state.get(&State::Succeeded), Some(&1));
+    assert_eq!(State::parse("stopped"), Some(State::Stopped));
+    assert_eq!(State::parse("succeeded"), Some(State::Succeeded));
+}

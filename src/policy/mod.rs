@@ -120,6 +120,13 @@ pub enum Decision {
     Ignore,
     /// No policy matched: the job is left alone.
     Unmatched,
+    /// RQ marks the job stopped (an operator stopped it): never retried automatically, left
+    /// to the operator. What a retry policy (or none) decides; purge and ignore policies
+    /// apply as to any job.
+    Stopped,
+    /// The job's last run succeeded (RQ's results; rq/rq#2424): never retried automatically,
+    /// left to the operator. Decided like [`Decision::Stopped`].
+    Succeeded { at: DateTime<Utc> },
 }
 
 impl Decision {
@@ -134,6 +141,8 @@ impl Decision {
             Decision::Exhausted => "exhausted",
             Decision::Ignore => "ignore",
             Decision::Unmatched => "unmatched",
+            Decision::Stopped => "stopped",
+            Decision::Succeeded { .. } => "succeeded",
         }
     }
 
@@ -216,10 +225,20 @@ fn evaluate<'p>(
         }
     }
     Evaluation {
-        decision: Decision::Unmatched,
+        decision: left_to_operator(job).unwrap_or(Decision::Unmatched),
         policy: None,
         misses,
     }
+}
+
+/// What a job that must never be retried automatically gets instead of a retry policy's
+/// decision (or none): it was stopped by an operator, or its last run succeeded. `None` for
+/// every other job. See: issue 21, items 2 and 6.
+fn left_to_operator(job: &JobFacts) -> Option<Decision> {
+    if job.stopped() {
+        return Some(Decision::Stopped);
+    }
+    job.succeeded_at.map(|at| Decision::Succeeded { at })
 }
 
 fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
@@ -234,6 +253,10 @@ fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
             }
         }
         Action::Retry(spec) => {
+            // Neither requeued, nor marked exhausted, nor purged on_exhausted.
+            if let Some(decision) = left_to_operator(job) {
+                return decision;
+            }
             if exhaustion(spec, job, now).is_some() {
                 return match (spec.on_exhausted, job.exhausted) {
                     (OnExhausted::Purge, _) => Decision::PurgeNow { exhausted: true },

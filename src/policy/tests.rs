@@ -44,6 +44,7 @@ fn job(queue: &str, func: Option<&str>, last_line: &str) -> JobFacts {
         exhausted: false,
         last_policy: None,
         requeued_at: None,
+        succeeded_at: None,
         failure: Some(Failure::from_text(traceback(last_line))),
         cas: CasToken::default(),
         reads: Reads::ALL,
@@ -1105,4 +1106,64 @@ meta = { tenant = "x" }
     );
     assert!(reads_for(&p, "default").meta);
     assert_eq!(reads_for(&p, "emails"), Reads::DECISION);
+}
+
+// ---- jobs left to the operator (issue 21, items 2 and 6) -----------------------------------
+
+/// `job` as RQ leaves it when an operator stopped it.
+fn stopped(mut job: JobFacts) -> JobFacts {
+    job.status = Some("stopped".to_string());
+    job
+}
+
+/// `job` whose last run succeeded (rq/rq#2424).
+fn succeeded(mut job: JobFacts) -> JobFacts {
+    job.succeeded_at = Some(failed_at() - secs(5));
+    job
+}
+
+#[test]
+fn a_retry_policy_never_requeues_exhausts_or_purges_a_stopped_or_succeeded_job() {
+    let now = failed_at() + secs(3600);
+    let at = failed_at() - secs(5);
+    for (extra, attempts) in [
+        ("", 0),
+        ("max_attempts = 2\non_exhausted = \"keep\"", 2),
+        ("max_attempts = 2\non_exhausted = \"purge\"", 2),
+    ] {
+        let p = fixed_retry(extra);
+        let mut job = any_job();
+        job.attempts = attempts;
+        assert_eq!(
+            decided(&p, &stopped(job.clone()), now),
+            (Decision::Stopped, Some("retry".to_string())),
+            "{extra}"
+        );
+        assert_eq!(
+            decided(&p, &succeeded(job.clone()), now),
+            (Decision::Succeeded { at }, Some("retry".to_string())),
+            "{extra}"
+        );
+        assert_ne!(decided(&p, &job, now).0, Decision::Stopped);
+    }
+    // No policy at all: listed as what it is, not as unmatched.
+    assert_eq!(decided(&[], &stopped(any_job()), now).0, Decision::Stopped);
+    assert_eq!(
+        decided(&[], &succeeded(any_job()), now).0,
+        Decision::Succeeded { at }
+    );
+}
+
+#[test]
+fn purge_and_ignore_policies_apply_to_stopped_and_succeeded_jobs_as_to_any_job() {
+    let now = failed_at() + secs(3600);
+    let purge = policies("[[policy]]\nname = \"drop\"\naction = \"purge\"\n");
+    let ignore = policies("[[policy]]\nname = \"quiet\"\naction = \"ignore\"\n");
+    for job in [stopped(any_job()), succeeded(any_job())] {
+        assert_eq!(
+            decided(&purge, &job, now).0,
+            Decision::PurgeNow { exhausted: false }
+        );
+        assert_eq!(decided(&ignore, &job, now).0, Decision::Ignore);
+    }
 }

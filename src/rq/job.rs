@@ -39,7 +39,8 @@ pub const FIELDS: [&str; 13] = [
 pub struct Reads {
     /// `data` and `description`, where the function name comes from.
     pub function: bool,
-    /// The failure text: the newest `rq:results:<id>` entry and the legacy `exc_info` field.
+    /// The failure text: the newest `rq:results:<id>` entry and the legacy `exc_info` field;
+    /// and from the two newest entries, whether the job's last run succeeded.
     pub failure: bool,
     /// `meta`, RQ's `job.meta` (see [`super::meta`]).
     pub meta: bool,
@@ -96,6 +97,9 @@ pub struct RawJob {
     pub score: Option<f64>,
     /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
     pub newest_result: Result<Option<StreamFields>, String>,
+    /// The two newest `rq:results:<id>` entries (stream id, fields), newest first, when
+    /// `reads.failure`: whether the job's last run succeeded (see [`succeeded_at`]).
+    pub latest_results: Vec<(String, StreamFields)>,
 }
 
 /// Everything the policy engine needs to know about one failed job.
@@ -119,6 +123,10 @@ pub struct JobFacts {
     pub exhausted: bool,
     pub last_policy: Option<String>,
     pub requeued_at: Option<String>,
+    /// When RQ recorded the job's last run as a success, although the job is in the failed
+    /// registry (rq/rq#2424: a finished job later failed as abandoned; see [`succeeded_at`]).
+    /// Known only when the results were read (`reads.failure`); `None` otherwise.
+    pub succeeded_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub failure: Option<Failure>,
     /// The stored values the executor compares before writing (compare-and-set).
@@ -154,7 +162,16 @@ impl JobFacts {
     pub fn failure_text(&self) -> Option<&str> {
         self.failure.as_ref().map(|f| f.text.as_str())
     }
+
+    /// RQ marks the job stopped (`status=stopped`): an operator stopped it (`rq job stop`,
+    /// `send_stop_job_command`). Never retried automatically.
+    pub fn stopped(&self) -> bool {
+        self.status.as_deref() == Some(STOPPED)
+    }
 }
+
+/// The status RQ's worker gives a job an operator stopped (`JobStatus.STOPPED`).
+pub const STOPPED: &str = "stopped";
 
 /// The result of decoding one registry entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,10 +250,11 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
     let ended_at = text("ended_at")?.unwrap_or_default();
     let (failed_at, failed_at_from) = if ended_at.is_empty() {
         // RQ fails a job whose worker died (StartedJobRegistry.cleanup: AbandonedJobError;
-        // 2.x's intermediate queue cleanup) without an ended_at. Such a job is a failure all
-        // the same when RQ says so; anything else without ended_at is not safe to act on.
+        // 2.x's intermediate queue cleanup) without an ended_at, and so it fails a job an
+        // operator stopped (status stopped). Such a job is a failure all the same when RQ
+        // says so; anything else without ended_at is not safe to act on.
         let failure_ttl = text("failure_ttl")?;
-        let added = (status.as_deref() == Some("failed"))
+        let added = matches!(status.as_deref(), Some("failed" | STOPPED))
             .then(|| added_to_failed_registry(raw.score, failure_ttl.as_deref()))
             .flatten();
         (
@@ -289,6 +307,11 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
         exhausted: text("retryd_exhausted")?.as_deref() == Some("1"),
         last_policy: text("retryd_policy")?.filter(|p| !p.is_empty()),
         requeued_at: text("retryd_requeued_at")?.filter(|p| !p.is_empty()),
+        succeeded_at: if raw.reads.failure {
+            succeeded_at(&raw.latest_results)
+        } else {
+            None
+        },
         failure,
         cas: CasToken {
             origin: origin_raw,
@@ -357,6 +380,53 @@ fn read_failure(raw: &RawJob, exc_info: Option<&[u8]>) -> Result<Option<Failure>
             .map_err(CorruptReason::FailureText),
         None => Ok(None),
     }
+}
+
+/// The `type` RQ's `Result` stores for a success (`Result.Type.SUCCESSFUL`, the same in RQ
+/// 1.16 and 2.x, written as the integer's text).
+const RESULT_SUCCESSFUL: &[u8] = b"1";
+/// The `type` of a failure (`Result.Type.FAILED`).
+const RESULT_FAILED: &[u8] = b"2";
+
+/// When the job's last run succeeded, from its two newest results entries (newest first), or
+/// `None`. A failed job whose last run succeeded was moved to the failed registry afterwards:
+/// RQ's `StartedJobRegistry.cleanup` found it still listed as started (rq/rq#2424) and failed
+/// it as abandoned. RQ 1.16 writes no result for that, so the newest entry is the success;
+/// RQ 2.x writes a failure result on top of it, the one a registry cleanup writes
+/// (`worker_name` present and empty, no `execution_id`; a worker's own failure results name
+/// the worker). The job's work was done: running it again repeats its side effects.
+/// The time is the success entry's (its stream id's milliseconds). `requeue.lua` applies the
+/// same rule (keep the two in step).
+pub fn succeeded_at(latest: &[(String, StreamFields)]) -> Option<DateTime<Utc>> {
+    let field = |fields: &StreamFields, name: &[u8]| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let success = |(id, fields): &(String, StreamFields)| {
+        (field(fields, b"type").as_deref() == Some(RESULT_SUCCESSFUL)).then(|| stream_time(id))
+    };
+    let newest = latest.first()?;
+    if let Some(at) = success(newest) {
+        return Some(at);
+    }
+    let by_cleanup = field(&newest.1, b"type").as_deref() == Some(RESULT_FAILED)
+        && field(&newest.1, b"worker_name").as_deref() == Some(b"".as_slice())
+        && field(&newest.1, b"execution_id").is_none();
+    if by_cleanup {
+        return latest.get(1).and_then(success);
+    }
+    None
+}
+
+/// The time a stream entry id (`<ms>-<seq>`) names; the epoch for an id that is no time.
+fn stream_time(id: &str) -> DateTime<Utc> {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_default()
 }
 
 /// RQ's timestamp format, `%Y-%m-%dT%H:%M:%S.%fZ` in UTC (fraction optional, as RQ accepts).

@@ -277,7 +277,7 @@ impl Registry {
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
-                    .arg(1);
+                    .arg(2);
             }
         }
         // Each id's score in the same round trip: it dates a failure RQ recorded without an
@@ -292,11 +292,17 @@ impl Registry {
         let mut jobs = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let hash = replies.next().unwrap_or(Ok(Value::Nil));
-            let newest_result = if reads.failure {
+            let (newest_result, latest_results) = if reads.failure {
                 let result = replies.next().unwrap_or(Ok(Value::Nil));
-                result.map_err(|e| e.to_string()).and_then(newest_entry)
+                match result.map_err(|e| e.to_string()).and_then(stream_entries) {
+                    Ok(entries) => (
+                        Ok(entries.first().map(|(_, fields)| fields.clone())),
+                        entries,
+                    ),
+                    Err(e) => (Err(e), Vec::new()),
+                }
             } else {
-                Ok(None)
+                (Ok(None), Vec::new())
             };
             jobs.push(RawJob {
                 job_id: id.clone(),
@@ -305,6 +311,7 @@ impl Registry {
                 hash: hash.map_err(|e| e.to_string()).and_then(hash_fields),
                 score: scores.get(i).copied().flatten(),
                 newest_result,
+                latest_results,
             });
         }
         Ok(jobs)
@@ -538,6 +545,38 @@ fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
 }
 
 /// The fields of the newest entry in an XREVRANGE reply.
+/// The entries of an XRANGE/XREVRANGE reply (stream id, fields), in reply order.
+pub fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
+    let Value::Array(entries) = value else {
+        return Err(format!("unexpected XREVRANGE reply {value:?}"));
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut entry) = entry else {
+            return Err("malformed stream entry".into());
+        };
+        let fields = entry.pop();
+        let id = entry.pop().and_then(bytes_of).unwrap_or_default();
+        let Some(Value::Array(fields)) = fields.map(|f| match f {
+            Value::Map(pairs) => {
+                Value::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+            }
+            other => other,
+        }) else {
+            return Err("malformed stream entry".into());
+        };
+        let mut pairs = Vec::with_capacity(fields.len() / 2);
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
+                pairs.push((k, v));
+            }
+        }
+        out.push((String::from_utf8_lossy(&id).into_owned(), pairs));
+    }
+    Ok(out)
+}
+
 pub fn newest_entry(value: Value) -> Result<Option<StreamFields>, String> {
     let Value::Array(entries) = value else {
         return Err(format!("unexpected XREVRANGE reply {value:?}"));

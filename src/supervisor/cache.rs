@@ -29,6 +29,11 @@ pub enum Verdict {
     Exhausted,
     Ignored,
     Unmatched,
+    /// RQ marks it stopped: left to the operator (issue 21).
+    Stopped,
+    /// Its last run succeeded: left to the operator (issue 21). Remembered also when the
+    /// requeue script found it so, so that it is not read and refused again every scan.
+    Succeeded,
 }
 
 /// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
@@ -49,6 +54,8 @@ const WAITING: u8 = 0;
 const EXHAUSTED: u8 = 1;
 const IGNORED: u8 = 2;
 const UNMATCHED: u8 = 3;
+const STOPPED: u8 = 4;
+const SUCCEEDED: u8 = 5;
 
 /// A remembered failure as the supervisor uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +122,8 @@ impl FactsCache {
             },
             EXHAUSTED => Verdict::Exhausted,
             IGNORED => Verdict::Ignored,
+            STOPPED => Verdict::Stopped,
+            SUCCEEDED => Verdict::Succeeded,
             _ => Verdict::Unmatched,
         };
         CacheEntry {
@@ -165,6 +174,8 @@ impl FactsCache {
             Verdict::Exhausted => (EXHAUSTED, 0),
             Verdict::Ignored => (IGNORED, 0),
             Verdict::Unmatched => (UNMATCHED, 0),
+            Verdict::Stopped => (STOPPED, 0),
+            Verdict::Succeeded => (SUCCEEDED, 0),
         };
         let packed = Packed {
             score,

@@ -23,7 +23,7 @@ pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 
 use crate::actions::{Actor, Planned};
 use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
-use crate::index::Observation;
+use crate::index::{Observation, State};
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
 use crate::rq::registry::anchors_of;
@@ -585,6 +585,14 @@ impl Supervisor {
                     settle(Verdict::Unmatched);
                     continue;
                 }
+                Decision::Stopped => {
+                    settle(Verdict::Stopped);
+                    continue;
+                }
+                Decision::Succeeded { .. } => {
+                    settle(Verdict::Succeeded);
+                    continue;
+                }
             };
             writes.push((
                 Write::of(facts, Author::Policy(policy.to_string()), kind),
@@ -713,6 +721,7 @@ impl Supervisor {
         let outcomes = actor.act(con, snap, metrics, &planned).await?;
         let mut failed_again: HashMap<&str, usize> = HashMap::new();
         let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
+        let mut settled: Vec<(&str, &str, State)> = Vec::new();
         for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
             let retried_before = match (decision, outcome) {
                 (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
@@ -748,9 +757,29 @@ impl Supervisor {
                 // since the batch began. Nothing was written; the next pass decides again.
                 Outcome::Paused => report.skip("paused", &write.job_id),
                 Outcome::NotActive => report.skip("not_active", &write.job_id),
+                // The requeue script found what the scan's reads did not show (the results
+                // are not read to decide): the job is left to the operator, and remembered
+                // so that it is not read and refused again every scan.
+                Outcome::Stopped | Outcome::Succeeded => {
+                    let (verdict, state) = if *outcome == Outcome::Stopped {
+                        (Verdict::Stopped, State::Stopped)
+                    } else {
+                        (Verdict::Succeeded, State::Succeeded)
+                    };
+                    count_verdict(report, &write.queue, verdict);
+                    batch
+                        .verdicts
+                        .push((write.job_id.clone(), write.failed_at, verdict));
+                    if self.indexing {
+                        settled.push((write.queue.as_str(), write.job_id.as_str(), state));
+                    }
+                }
                 Outcome::Refused(refusal) => report.refuse(refusal.reason.name(), &write.job_id),
                 Outcome::Error(_) => report.refuse("write_error", &write.job_id),
             }
+        }
+        if !settled.is_empty() {
+            self.state.index.settle_all(settled);
         }
         self.feed_breakers(snap, &requeued_by_policy, &failed_again);
         Ok(())
@@ -946,6 +975,22 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         Verdict::Unmatched => {
             report.unmatched += 1;
             report.count_skip("unmatched");
+        }
+        Verdict::Stopped => {
+            report.stopped += 1;
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .stopped += 1;
+        }
+        Verdict::Succeeded => {
+            report.succeeded += 1;
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .succeeded += 1;
         }
     }
 }

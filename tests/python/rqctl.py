@@ -14,6 +14,8 @@ one line on stdout: a job id, or one JSON object.
     rqctl.py --url URL requeue --queue Q JOB_ID   {"id", "status"}
     rqctl.py --url URL queue --queue Q       {"count": N, "ids": [...]}
     rqctl.py --url URL abandon --queue Q     {"failed": [...]}  (StartedJobRegistry.cleanup)
+    rqctl.py --url URL stop JOB_ID           {"stopped": ID}  (send_stop_job_command)
+    rqctl.py --url URL leave-started --queue Q JOB_ID   {"started": [...]}
     rqctl.py --url URL stats                 {"failed_count": N, "queues": {"<q>": {"queued", "started",
                                              "failed", "finished", "deferred", "scheduled"}}}
 """
@@ -162,6 +164,29 @@ def cmd_abandon(conn, a):
     print(json.dumps({"failed": FailedJobRegistry(a.queue, connection=conn).get_job_ids()}))
 
 
+def cmd_stop(conn, a):
+    """RQ's own ``send_stop_job_command`` (what ``rq job stop`` sends): the worker running the
+    job kills its work horse and fails the job with status ``stopped``."""
+    from rq.command import send_stop_job_command
+
+    send_stop_job_command(conn, a.job_id)
+    print(json.dumps({"stopped": a.job_id}))
+
+
+def cmd_leave_started(conn, a):
+    """Lists a job in its queue's StartedJobRegistry again, expired long ago, as rq/rq#2424
+    found finished jobs left there; RQ's cleanup (``abandon``) then fails it as abandoned.
+    The member is what a worker adds: ``<id>:<execution id>`` in RQ 2.x, ``<id>`` in 1.x."""
+    import uuid
+
+    import rq
+
+    registry = StartedJobRegistry(a.queue, connection=conn)
+    member = a.job_id if rq.__version__.startswith("1.") else f"{a.job_id}:{uuid.uuid4().hex}"
+    conn.zadd(registry.key, {member: 1})
+    print(json.dumps({"started": [m.decode() for m in conn.zrange(registry.key, 0, -1)]}))
+
+
 def cmd_stats(conn, a):
     """What RQ itself counts for every queue it knows (``Queue.all``): ``Queue.count`` and each
     registry's ``count`` (which runs RQ's own cleanup first)."""
@@ -201,6 +226,15 @@ def main(argv):
     p.add_argument("--serializer", default=None, choices=["json"], help="enqueue with rq.serializers.JSONSerializer")
     p.add_argument("--method", action="store_true", help="--func is module.Class.method: enqueue that method of a new instance")
     p.set_defaults(run=cmd_enqueue)
+
+    p = sub.add_parser("stop", help="RQ's own send_stop_job_command")
+    p.add_argument("job_id")
+    p.set_defaults(run=cmd_stop)
+
+    p = sub.add_parser("leave-started", help="list a job in its StartedJobRegistry, expired")
+    p.add_argument("--queue", default="default")
+    p.add_argument("job_id")
+    p.set_defaults(run=cmd_leave_started)
 
     p = sub.add_parser("delete", help="RQ's own Job.delete()")
     p.add_argument("job_id")

@@ -111,8 +111,9 @@ local function decide(i)
   if (cur[1] or '') ~= ARGV[a+1] or (cur[2] or '') ~= ARGV[a+2] or (cur[3] or '') ~= ARGV[a+3] then
     return -2
   end
-  if (cur[2] or '') == '' and cur[4] ~= 'failed' then
-    -- No ended_at (RQ failed it after its worker died): only while it is still a failure.
+  if (cur[2] or '') == '' and cur[4] ~= 'failed' and cur[4] ~= 'stopped' then
+    -- No ended_at (RQ failed it after its worker died, or an operator stopped it): only while
+    -- it is still that failure.
     return -2
   end
   no = denied('TYPE', KEYS[k+3]) or denied('TYPE', KEYS[k+4]) or denied('TYPE', KEYS[k+5])

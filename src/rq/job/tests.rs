@@ -74,6 +74,10 @@ fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>
         reads: Reads::ALL,
         hash: Ok(hash(&borrowed)),
         score: None,
+        latest_results: newest_result
+            .clone()
+            .map(|fields| vec![("1714564800100-0".to_string(), fields)])
+            .unwrap_or_default(),
         newest_result: Ok(newest_result),
     }
 }
@@ -382,6 +386,7 @@ fn a_registry_entry_without_a_job_hash_is_an_orphan() {
         hash: Ok(vec![None; FIELDS.len()]),
         score: None,
         newest_result: Ok(None),
+        latest_results: Vec::new(),
     };
     assert_eq!(decode(&orphan), DecodeOutcome::Orphan);
 }
@@ -505,6 +510,7 @@ fn every_unsafe_job_is_corrupt_with_its_reason() {
             "the results stream cannot be read",
             RawJob {
                 newest_result: Err(wrongtype.to_string()),
+                latest_results: Vec::new(),
                 ..rq2_job(&[])
             },
             CorruptReason::Results(wrongtype.to_string()),
@@ -601,6 +607,11 @@ fn project(full: &RawJob, reads: Reads) -> RawJob {
         } else {
             Ok(None)
         },
+        latest_results: if reads.failure {
+            full.latest_results.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -658,6 +669,7 @@ fn a_part_that_is_not_read_neither_decodes_nor_makes_the_job_corrupt() {
     let bad_text = rq2_job(&[]);
     let bad_text = RawJob {
         newest_result: Ok(failed_result(b"not base64 zlib".to_vec())),
+        latest_results: Vec::new(),
         ..bad_text
     };
     assert!(matches!(
@@ -695,6 +707,7 @@ proptest! {
             hash: Ok(fields),
             score: Some(1_800_000_000.0),
             newest_result: results,
+            latest_results: Vec::new(),
         };
         // Reading less never turns a decodable job corrupt or an orphan.
         if let DecodeOutcome::Job(all) = decode(&full) {
@@ -733,6 +746,7 @@ proptest! {
             hash: Ok(fields),
             score: Some(1_800_000_000.0),
             newest_result: results,
+            latest_results: Vec::new(),
         });
     }
 
@@ -750,6 +764,7 @@ proptest! {
             hash: Ok(fields.clone()),
             score: Some(1_800_000_000.0),
             newest_result: results.clone(),
+            latest_results: Vec::new(),
         });
         if let DecodeOutcome::Job(job) = outcome {
             // Whatever was decoded is what is stored: the CAS token never invents values.
@@ -762,4 +777,118 @@ proptest! {
             prop_assert_eq!(job.cas.ended_at.into_bytes(), ended_at.unwrap_or_default());
         }
     }
+}
+
+/// What RQ's worker leaves when an operator stops a job (`send_stop_job_command`): status
+/// stopped, no `ended_at`, the failure text `Job stopped by user, work-horse terminated.`.
+fn stopped_job(score: Option<f64>) -> RawJob {
+    let mut fields: Vec<(&str, Vec<u8>)> = rq2_fields()
+        .into_iter()
+        .filter(|(k, _)| *k != "ended_at" && *k != "status")
+        .collect();
+    fields.push(("status", b"stopped".to_vec()));
+    RawJob {
+        score,
+        ..raw(
+            &fields,
+            failed_result(exc_string(b"Job stopped by user, work-horse terminated.")),
+        )
+    }
+}
+
+// See: issue 21, item 2 (a stopped job was listed undecodable: "field ended_at is missing").
+#[test]
+fn a_stopped_job_decodes_dated_by_its_failed_registry_score() {
+    let added = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+    let t = added.timestamp() as f64;
+    let f = facts(decode(&stopped_job(Some(t + 31_536_000.0))));
+    assert!(f.stopped());
+    assert_eq!(f.failed_at, added);
+    assert_eq!(f.failed_at_from, FailedAt::FailedRegistry);
+    assert_eq!(f.cas.ended_at, "");
+    assert_eq!(f.exc_type(), Some(crate::rq::failure::JOB_STOPPED));
+    assert_eq!(f.succeeded_at, None);
+
+    // Read the way a scan decides (no failure text): still a stopped job.
+    let narrow = facts(decode(&project(
+        &stopped_job(Some(t + 60.0)),
+        Reads::DECISION,
+    )));
+    assert!(narrow.stopped());
+    assert!(!facts(decode(&rq2_job(&[]))).stopped());
+    // Without a score it cannot be dated, as for any failure without ended_at.
+    assert_eq!(
+        corrupt(&stopped_job(None)),
+        CorruptReason::MissingField("ended_at")
+    );
+}
+
+fn entry(id: &str, fields: &[(&str, &str)]) -> (String, StreamFields) {
+    (
+        id.to_string(),
+        fields
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+    )
+}
+
+// See: issue 21, item 6 (rq/rq#2424). The entries are what RQ 1.16.2 and 2.12.0 wrote for a
+// finished job moved to the failed registry by StartedJobRegistry.cleanup.
+#[test]
+fn a_failed_job_whose_last_run_succeeded_is_known_by_its_results() {
+    let success_2x = entry(
+        "1796288544045-0",
+        &[
+            ("type", "1"),
+            ("worker_name", "fff2a902"),
+            ("return_value", "gAWVBgAAAAAAAACMAm9rlC4="),
+            ("execution_id", "79bd8ff7"),
+        ],
+    );
+    let cleanup_2x = entry(
+        "1796288544053-0",
+        &[("type", "2"), ("worker_name", ""), ("exc_string", "eJzz")],
+    );
+    let at = DateTime::from_timestamp_millis(1_796_288_544_045).unwrap();
+    // RQ 2.x: cleanup's failure result on top of the success.
+    assert_eq!(
+        succeeded_at(&[cleanup_2x.clone(), success_2x.clone()]),
+        Some(at)
+    );
+    // RQ 1.16: cleanup writes no result; the newest is the success.
+    let success_1x = entry(
+        "1796288544239-0",
+        &[("type", "1"), ("return_value", "gA==")],
+    );
+    assert_eq!(
+        succeeded_at(std::slice::from_ref(&success_1x)),
+        DateTime::from_timestamp_millis(1_796_288_544_239)
+    );
+    // A worker's own failure after a success (the job ran again and failed) is a failure.
+    let worker_failure = entry(
+        "1796288544999-0",
+        &[("type", "2"), ("worker_name", "w2"), ("execution_id", "e2")],
+    );
+    assert_eq!(succeeded_at(&[worker_failure, success_2x.clone()]), None);
+    // RQ 1.16's failure results name no worker: not cleanup's.
+    let failure_1x = entry("1796288544999-0", &[("type", "2"), ("exc_string", "eJzz")]);
+    assert_eq!(succeeded_at(&[failure_1x, success_1x]), None);
+    // Cleanup's failure on top of a failure, and no results at all.
+    let failed = entry("1-0", &[("type", "2"), ("worker_name", "w")]);
+    assert_eq!(succeeded_at(&[cleanup_2x.clone(), failed]), None);
+    assert_eq!(succeeded_at(&[cleanup_2x]), None);
+    assert_eq!(succeeded_at(&[]), None);
+
+    // Decoded with everything read; unknown (None) when the results were not read.
+    let mut raw = abandoned(None, Some(2e9));
+    raw.latest_results = vec![
+        entry("1796288544053-0", &[("type", "2"), ("worker_name", "")]),
+        success_2x,
+    ];
+    assert_eq!(facts(decode(&raw)).succeeded_at, Some(at));
+    assert_eq!(
+        facts(decode(&project(&raw, Reads::DECISION))).succeeded_at,
+        None
+    );
 }
