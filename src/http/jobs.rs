@@ -228,13 +228,26 @@ pub async fn list_failed(
     }
     let now = Utc::now();
     let mut read: std::collections::HashMap<(String, String), FailedJob> = Default::default();
+    // Rows whose job left its registry since the index last heard of it (requeued or deleted
+    // by RQ, a dashboard, a script): the read says so (no score), and they are dropped from the
+    // answer and the index rather than shown as undecodable. See: issue 21, item 4.
+    let mut left: Vec<(String, String)> = Vec::new();
     for (queue, ids) in by_queue {
         for raw in snap.registry.read_jobs(&mut con, queue, &ids).await? {
+            if raw.score.is_none() {
+                left.push((raw.queue, raw.job_id));
+                continue;
+            }
             read.insert(
                 (raw.queue.clone(), raw.job_id.clone()),
                 listing_entry(&snap, &raw, now),
             );
         }
+    }
+    if !left.is_empty() && freshness.source == "index" {
+        app.daemon
+            .index
+            .remove_all(left.iter().map(|(q, id)| (q.as_str(), id.as_str())));
     }
     let jobs = page
         .jobs
@@ -242,7 +255,7 @@ pub async fn list_failed(
         .filter_map(|j| read.remove(&(j.queue.clone(), j.job_id.clone())))
         .collect();
     Ok(Json(FailedList {
-        total: page.total,
+        total: page.total.saturating_sub(left.len() as u64),
         limit,
         offset,
         jobs,

@@ -1,7 +1,10 @@
 //! Reacting to new failures without waiting for `scan_interval`: with Redis keyspace
 //! notifications enabled (`notify-keyspace-events` with `z` and `K` or `E`), every ZADD to a
-//! `rq:failed:<q>` registry names its queue, and the scan loop looks at just that queue. Without
-//! notifications nothing arrives and the regular scans do the work.
+//! `rq:failed:<q>` registry names its queue, and the scan loop looks at just that queue. Every
+//! removal from one (ZREM by RQ's requeue and delete, ZREMRANGEBYSCORE by its cleanup; DEL and
+//! expiry with `g` and `x`) names its queue too, and the index drops what left it within a
+//! second (`Supervisor::reconcile`; issue 21, item 4). Without notifications nothing arrives:
+//! the regular scans find new failures, and a size check every second what left.
 
 use std::time::Duration;
 
@@ -14,37 +17,80 @@ use crate::index::events::IndexEvent;
 use crate::rq::Keys;
 use crate::state::DaemonState;
 
+/// The keyevent channels of removals from sorted sets that are subscribed to (the keyspace
+/// pattern on the failed registries carries every event of theirs already).
+const REMOVAL_EVENTS: [&str; 3] = ["zrem", "zremrangebyscore", "zremrangebyrank"];
+
+/// Keyspace payloads that mean members may have left a failed registry.
+const REMOVALS: [&str; 9] = [
+    "zrem",
+    "zremrangebyscore",
+    "zremrangebyrank",
+    "zremrangebylex",
+    "zpopmin",
+    "zpopmax",
+    "del",
+    "expired",
+    "evicted",
+];
+
 /// The channels to subscribe to for a database and key prefix: keyspace events on every failed
-/// registry (payload `zadd`) and keyevent `zadd` events (payload = the key).
-pub fn patterns(db: i64, prefix: &str) -> [String; 2] {
+/// registry (payload `zadd`, or a removal) and keyevent `zadd` and removal events (payload =
+/// the key).
+pub fn patterns(db: i64, prefix: &str) -> Vec<String> {
     let keys = Keys::new(prefix);
-    [
+    let mut out = vec![
         format!("__keyspace@{db}__:{}", keys.failed_pattern()),
         format!("__keyevent@{db}__:zadd"),
-    ]
+    ];
+    out.extend(REMOVAL_EVENTS.iter().map(|e| format!("__keyevent@{db}__:{e}")));
+    out
+}
+
+/// What a notification says about one of our failed registries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notified {
+    /// A failure was added to the queue's registry.
+    Added(String),
+    /// Members may have left the queue's registry.
+    Removed(String),
+}
+
+/// What a notification on `channel` with `payload` says about our failed registries, if
+/// anything.
+pub fn classify(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<Notified> {
+    let keys = Keys::new(prefix);
+    let (event, key) = if let Some(key) = channel.strip_prefix(&format!("__keyspace@{db}__:")) {
+        (std::str::from_utf8(payload).ok()?, key)
+    } else {
+        let event = channel.strip_prefix(&format!("__keyevent@{db}__:"))?;
+        (event, std::str::from_utf8(payload).ok()?)
+    };
+    let queue = keys.queue_name_from_failed_key(key)?.to_string();
+    if event == "zadd" {
+        Some(Notified::Added(queue))
+    } else if REMOVALS.contains(&event) {
+        Some(Notified::Removed(queue))
+    } else {
+        None
+    }
 }
 
 /// The queue a notification is about, if it is an addition to one of our failed registries.
 pub fn queue_of(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<String> {
-    let keys = Keys::new(prefix);
-    if let Some(key) = channel.strip_prefix(&format!("__keyspace@{db}__:")) {
-        return (payload == b"zadd")
-            .then(|| keys.queue_name_from_failed_key(key))
-            .flatten()
-            .map(str::to_string);
+    match classify(channel, payload, db, prefix)? {
+        Notified::Added(queue) => Some(queue),
+        Notified::Removed(_) => None,
     }
-    if channel == format!("__keyevent@{db}__:zadd") {
-        let key = std::str::from_utf8(payload).ok()?;
-        return keys.queue_name_from_failed_key(key).map(str::to_string);
-    }
-    None
 }
 
-/// Subscribes and forwards queue names until `cancel` fires, resubscribing with capped backoff
-/// when the connection drops.
+/// Subscribes and forwards queue names until `cancel` fires (those with a new failure to `tx`,
+/// those something left to `removed`), resubscribing with capped backoff when the connection
+/// drops.
 pub async fn listen(
     state: std::sync::Arc<DaemonState>,
     tx: mpsc::Sender<String>,
+    removed: mpsc::Sender<String>,
     cancel: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(250);
@@ -89,13 +135,18 @@ pub async fn listen(
                                         Err(e) => warn!(channel = %events, error = %e, "ignored a message that is not an index event"),
                                     }
                                 }
-                                Some(msg) => {
-                                    if let Some(queue) = queue_of(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
+                                Some(msg) => match classify(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
+                                    Some(Notified::Added(queue)) => {
                                         debug!(queue, "new failure notified");
                                         // A full channel means a pass is pending anyway.
                                         let _ = tx.try_send(queue);
                                     }
-                                }
+                                    Some(Notified::Removed(queue)) => {
+                                        debug!(queue, "removal from a failed registry notified");
+                                        let _ = removed.try_send(queue);
+                                    }
+                                    None => {}
+                                },
                                 None => break,
                             },
                         }
