@@ -248,20 +248,31 @@ async fn reconcile_loop(
                 "size_check"
             }
         };
-        let Some(mut con) = state.redis() else { continue };
+        let Some(mut con) = state.redis() else {
+            continue;
+        };
         for queue in queues {
             let started = Instant::now();
             match supervisor.reconcile(&mut con, &queue).await {
                 Ok(done) => {
                     state.metrics.reconciled(trigger);
                     if done.dropped > 0 {
-                        info!(queue, trigger, dropped = done.dropped, commands = done.commands, duration_ms = started.elapsed().as_millis() as u64, "index: dropped failed jobs that others removed from the registry");
+                        info!(
+                            queue,
+                            trigger,
+                            dropped = done.dropped,
+                            commands = done.commands,
+                            duration_ms = started.elapsed().as_millis() as u64,
+                            "index: dropped failed jobs that others removed from the registry"
+                        );
                     }
                     if done.unknown > 0 {
                         let _ = notified.try_send(queue);
                     }
                 }
-                Err(e) => debug!(queue, error = %e, "reconciling the index with a failed registry failed; the next check retries"),
+                Err(e) => {
+                    debug!(queue, error = %e, "reconciling the index with a failed registry failed; the next check retries")
+                }
             }
         }
     }

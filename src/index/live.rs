@@ -119,7 +119,11 @@ impl LiveIndex {
 
     /// See [`FailureIndex::scores_of`].
     pub fn scores_of(&self, queue: &str) -> Vec<f64> {
-        self.inner.read().expect("index lock").index.scores_of(queue)
+        self.inner
+            .read()
+            .expect("index lock")
+            .index
+            .scores_of(queue)
     }
 
     /// See [`FailureIndex::drop_absent`].

@@ -537,7 +537,11 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
         (b"d".to_vec(), score(4)),
         (b"x".to_vec(), score(2)),
     ];
-    let dropped = index.drop_absent("default", &[(score(1), score(2)), (score(3), score(4))], &present);
+    let dropped = index.drop_absent(
+        "default",
+        &[(score(1), score(2)), (score(3), score(4))],
+        &present,
+    );
     let mut gone: Vec<&str> = dropped.gone.iter().map(|(id, _)| id.as_str()).collect();
     gone.sort();
     assert_eq!(gone, ["b", "c"]);
@@ -561,7 +565,12 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
     let spans = index.queue_spans();
     assert_eq!(spans.len(), 2);
     assert_eq!(
-        (spans[0].queue.as_str(), spans[0].indexed, spans[0].lo, spans[0].hi),
+        (
+            spans[0].queue.as_str(),
+            spans[0].indexed,
+            spans[0].lo,
+            spans[0].hi
+        ),
         ("default", 3, score(1), score(50))
     );
 }

@@ -441,7 +441,10 @@ impl Registry {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (queue, lo, hi) in spans {
-            pipe.cmd("ZCOUNT").arg(self.keys.failed(queue)).arg(*lo).arg(*hi);
+            pipe.cmd("ZCOUNT")
+                .arg(self.keys.failed(queue))
+                .arg(*lo)
+                .arg(*hi);
         }
         let replies: Vec<RedisResult<u64>> = pipe.query_async(con).await?;
         replies

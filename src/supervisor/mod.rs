@@ -612,9 +612,7 @@ impl Supervisor {
         debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
         report.conflicts += 1;
         if self.indexing {
-            self.state
-                .index
-                .remove_all([(queue, raw.job_id.as_str())]);
+            self.state.index.remove_all([(queue, raw.job_id.as_str())]);
         }
         self.cache.lock().expect("cache lock").forget(&raw.job_id);
     }

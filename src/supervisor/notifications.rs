@@ -43,7 +43,11 @@ pub fn patterns(db: i64, prefix: &str) -> Vec<String> {
         format!("__keyspace@{db}__:{}", keys.failed_pattern()),
         format!("__keyevent@{db}__:zadd"),
     ];
-    out.extend(REMOVAL_EVENTS.iter().map(|e| format!("__keyevent@{db}__:{e}")));
+    out.extend(
+        REMOVAL_EVENTS
+            .iter()
+            .map(|e| format!("__keyevent@{db}__:{e}")),
+    );
     out
 }
 
@@ -189,5 +193,44 @@ mod tests {
             queue_of("__keyspace@1__:rq:failed:emails", b"zadd", 0, "rq"),
             None
         );
+    }
+
+    // See: issue 21, item 4 (requeues and deletes by RQ's API stayed listed for a scan).
+    #[test]
+    fn removals_from_a_failed_registry_name_its_queue() {
+        let removed = |q: &str| Some(Notified::Removed(q.to_string()));
+        for event in ["zrem", "zremrangebyscore", "del", "expired"] {
+            assert_eq!(
+                classify("__keyspace@0__:rq:failed:emails", event.as_bytes(), 0, "rq"),
+                removed("emails"),
+                "{event}"
+            );
+        }
+        assert_eq!(
+            classify("__keyevent@0__:zrem", b"rq:failed:emails", 0, "rq"),
+            removed("emails")
+        );
+        assert_eq!(
+            classify("__keyevent@0__:zremrangebyscore", b"rq:failed:a:b", 0, "rq"),
+            removed("a:b")
+        );
+        assert_eq!(
+            classify("__keyevent@0__:zadd", b"rq:failed:emails", 0, "rq"),
+            Some(Notified::Added("emails".into()))
+        );
+        // Other keys, other databases, other events: nothing.
+        assert_eq!(
+            classify("__keyevent@0__:zrem", b"rq:wip:emails", 0, "rq"),
+            None
+        );
+        assert_eq!(
+            classify("__keyevent@1__:zrem", b"rq:failed:emails", 0, "rq"),
+            None
+        );
+        assert_eq!(
+            classify("__keyspace@0__:rq:failed:emails", b"zincrby", 0, "rq"),
+            None
+        );
+        assert!(patterns(0, "rq").contains(&"__keyevent@0__:zrem".to_string()));
     }
 }
