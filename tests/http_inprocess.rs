@@ -917,6 +917,14 @@ async fn bench_reconcile_of_one_removal_at_100k_and_1m() {
         let changed = supervisor.changed_registries(&mut acon).await.unwrap();
         let check = started.elapsed();
         assert_eq!(changed, ["bench"]);
+        // The in-memory parts on their own: the index's scores, and their sort.
+        let started = std::time::Instant::now();
+        let scores = state.index.scores_of("bench");
+        let collect = started.elapsed();
+        let started = std::time::Instant::now();
+        drop(rq_retryd::index::bisect::Bisect::new(scores, 256));
+        let sort = started.elapsed();
+        eprintln!("n={n}: collecting the scores {collect:?}, sorting them {sort:?}");
         let started = std::time::Instant::now();
         let done = supervisor.reconcile(&mut acon, "bench").await.unwrap();
         let took = started.elapsed();

@@ -133,7 +133,26 @@ impl LiveIndex {
         ranges: &[(f64, f64)],
         present: &[(Vec<u8>, f64)],
     ) -> Dropped {
-        self.write().index.drop_absent(queue, ranges, present)
+        // Found under the read lock (a pass over every entry); removed under the write lock,
+        // each only while it still records the failure found absent.
+        let (absent, unknown) = self
+            .inner
+            .read()
+            .expect("index lock")
+            .index
+            .absent_in(queue, ranges, present);
+        if absent.is_empty() {
+            return Dropped {
+                gone: absent,
+                unknown,
+            };
+        }
+        let mut inner = self.write();
+        let gone = absent
+            .into_iter()
+            .filter(|(id, score)| inner.index.take_scored(queue, id, *score))
+            .collect();
+        Dropped { gone, unknown }
     }
 
     /// Ends a completed full scan of `queues` at `at`: from now on the index answers.

@@ -949,17 +949,32 @@ impl FailureIndex {
         ranges: &[(f64, f64)],
         present: &[(Vec<u8>, f64)],
     ) -> Dropped {
-        let mut out = Dropped::default();
+        let (absent, unknown) = self.absent_in(queue, ranges, present);
+        let gone = absent
+            .into_iter()
+            .filter(|(id, score)| self.take_scored(queue, id, *score))
+            .collect();
+        Dropped { gone, unknown }
+    }
+
+    /// What [`FailureIndex::drop_absent`] would drop (id, score), and how many of `present`
+    /// the index does not hold as they are; one pass that changes nothing, so that the index
+    /// is locked for writing only for the removals.
+    pub fn absent_in(
+        &self,
+        queue: &str,
+        ranges: &[(f64, f64)],
+        present: &[(Vec<u8>, f64)],
+    ) -> (Vec<(String, f64)>, usize) {
         let Some(&q) = self.queues.ids.get(queue) else {
-            out.unknown = present.len();
-            return out;
+            return (Vec::new(), present.len());
         };
         let q = q as u16;
         let there: std::collections::HashSet<(JobKey, u64)> = present
             .iter()
             .map(|(member, score)| (JobKey::from_bytes(member), score.to_bits()))
             .collect();
-        out.unknown = present
+        let unknown = present
             .iter()
             .filter(|(member, score)| {
                 self.entries
@@ -971,20 +986,32 @@ impl FailureIndex {
             let i = ranges.partition_point(|(_, hi)| *hi < score);
             ranges.get(i).is_some_and(|(lo, _)| *lo <= score)
         };
-        let gone = &mut out.gone;
-        self.entries.retain(|(eq, key), e| {
-            let absent = *eq == q
-                && in_ranges(e.score)
-                && !there.contains(&(key.clone(), e.score.to_bits()));
-            if absent {
-                gone.push((key.to_id().into(), e.score));
-            }
-            !absent
-        });
-        if !out.gone.is_empty() {
-            self.version += 1;
+        let absent = self
+            .entries
+            .iter()
+            .filter(|((eq, key), e)| {
+                *eq == q
+                    && in_ranges(e.score)
+                    && !there.contains(&(key.clone(), e.score.to_bits()))
+            })
+            .map(|((_, key), e)| (key.to_id().into(), e.score))
+            .collect();
+        (absent, unknown)
+    }
+
+    /// Removes one entry while it still has `score` (the failure it recorded); returns
+    /// whether it did.
+    pub fn take_scored(&mut self, queue: &str, job_id: &str, score: f64) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        let key = (q as u16, JobKey::new(job_id));
+        if self.entries.get(&key).is_none_or(|e| e.score != score) {
+            return false;
         }
-        out
+        self.entries.swap_remove(&key);
+        self.version += 1;
+        true
     }
 }
 
