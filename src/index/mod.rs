@@ -990,9 +990,7 @@ impl FailureIndex {
             .entries
             .iter()
             .filter(|((eq, key), e)| {
-                *eq == q
-                    && in_ranges(e.score)
-                    && !there.contains(&(key.clone(), e.score.to_bits()))
+                *eq == q && in_ranges(e.score) && !there.contains(&(key.clone(), e.score.to_bits()))
             })
             .map(|((_, key), e)| (key.to_id().into(), e.score))
             .collect();

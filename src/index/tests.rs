@@ -426,13 +426,12 @@ fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
     }
 }
 
-/// Runs a [`bisect::Bisect`] against a registry simulated by its sorted scores: returns the
-/// ZCOUNTs it asked for, its round trips, the leaves it reads and the ranges it found empty.
-fn bisect_against(
-    index_scores: Vec<f64>,
-    registry: &[f64],
-    leaf: usize,
-) -> (usize, usize, Vec<(f64, f64, u64)>, Vec<(f64, f64)>) {
+/// What a bisect asked and found: ZCOUNTs, round trips, the leaves read (lo, hi, indexed
+/// entries) and the ranges found empty.
+type Bisected = (usize, usize, Vec<(f64, f64, u64)>, Vec<(f64, f64)>);
+
+/// Runs a [`bisect::Bisect`] against a registry simulated by its sorted scores.
+fn bisect_against(index_scores: Vec<f64>, registry: &[f64], leaf: usize) -> Bisected {
     let mut registry = registry.to_vec();
     registry.sort_by(f64::total_cmp);
     let zcount = |lo: f64, hi: f64| {
