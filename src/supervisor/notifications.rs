@@ -35,20 +35,22 @@ const REMOVALS: [&str; 9] = [
 ];
 
 /// The channels to subscribe to for a database and key prefix: keyspace events on every failed
-/// registry (payload `zadd`, or a removal) and keyevent `zadd` and removal events (payload =
-/// the key).
-pub fn patterns(db: i64, prefix: &str) -> Vec<String> {
+/// registry (payload `zadd`, or a removal) and keyevent `zadd` events (payload = the key).
+pub fn patterns(db: i64, prefix: &str) -> [String; 2] {
     let keys = Keys::new(prefix);
-    let mut out = vec![
+    [
         format!("__keyspace@{db}__:{}", keys.failed_pattern()),
         format!("__keyevent@{db}__:zadd"),
-    ];
-    out.extend(
-        REMOVAL_EVENTS
-            .iter()
-            .map(|e| format!("__keyevent@{db}__:{e}")),
-    );
-    out
+    ]
+}
+
+/// The keyevent channels of removals from sorted sets (payload = the key), subscribed to as
+/// well; a Redis user that may not subscribe to them still gets the others.
+pub fn removal_channels(db: i64) -> Vec<String> {
+    REMOVAL_EVENTS
+        .iter()
+        .map(|e| format!("__keyevent@{db}__:{e}"))
+        .collect()
 }
 
 /// What a notification says about one of our failed registries.
@@ -117,6 +119,11 @@ pub async fn listen(
                     if let Err(e) = pubsub.psubscribe(&pattern).await {
                         warn!(error = %e, "cannot subscribe to keyspace notifications");
                         subscribed = false;
+                    }
+                }
+                for channel in removal_channels(db) {
+                    if let Err(e) = pubsub.subscribe(&channel).await {
+                        warn!(error = %e, channel, "cannot subscribe to removals from the failed registries; the size check finds them within a second or two");
                     }
                 }
                 // The other instances' writes, for this one's index (needs no Redis setting).
@@ -231,6 +238,6 @@ mod tests {
             classify("__keyspace@0__:rq:failed:emails", b"zincrby", 0, "rq"),
             None
         );
-        assert!(patterns(0, "rq").contains(&"__keyevent@0__:zrem".to_string()));
+        assert!(removal_channels(0).contains(&"__keyevent@0__:zrem".to_string()));
     }
 }
