@@ -394,6 +394,8 @@ pub struct FailureIndex {
     version: u64,
     /// The last `groups` answer and the version it is of.
     groups_cache: std::sync::Mutex<Option<(u64, Vec<Group>)>>,
+    /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
+    spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
 }
 
 /// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back
@@ -915,8 +917,21 @@ impl FailureIndex {
             .collect()
     }
 
-    /// Per queue with entries: how many, and their lowest and highest score (one pass).
+    /// Per queue with entries: how many, and their lowest and highest score (one pass, or
+    /// none while the index is unchanged: the size check asks every second).
     pub fn queue_spans(&self) -> Vec<QueueSpan> {
+        let mut cache = self.spans_cache.lock().expect("spans cache lock");
+        if let Some((version, spans)) = &*cache {
+            if *version == self.version {
+                return spans.clone();
+            }
+        }
+        let spans = self.spans_now();
+        *cache = Some((self.version, spans.clone()));
+        spans
+    }
+
+    fn spans_now(&self) -> Vec<QueueSpan> {
         let mut per: Vec<(u64, f64, f64)> =
             vec![(0, f64::INFINITY, f64::NEG_INFINITY); self.queues.names.len()];
         for ((q, _), e) in &self.entries {

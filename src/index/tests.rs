@@ -572,4 +572,12 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
         ),
         ("default", 3, score(1), score(50))
     );
+    // Asked again after a change, the spans follow it (they are kept while nothing changes).
+    assert_eq!(index.queue_spans(), spans);
+    index.observe(&obs("other", "z", 70));
+    let spans = index.queue_spans();
+    assert_eq!(
+        (spans[1].queue.as_str(), spans[1].indexed, spans[1].hi),
+        ("other", 2, score(70))
+    );
 }
