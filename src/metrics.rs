@@ -84,6 +84,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
+    reconciles: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -256,6 +257,15 @@ impl Metrics {
             // The commit is set by build.rs ("unknown" outside git).
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RQ_RETRYD_GIT_COMMIT")])
             .set(1);
+        // See: issue 21, item 4.
+        let reconciles = counter_vec(
+            "reconciles_total",
+            "Looks at one failed registry for jobs others removed (requeued or deleted by RQ, a dashboard, a script), by trigger: notification (a keyspace notification of a removal) or size_check (the registry's count changed against the index's).",
+            &["trigger"],
+        );
+        for trigger in ["notification", "size_check"] {
+            reconciles.with_label_values(&[trigger]).inc_by(0);
+        }
         Metrics {
             registry,
             failed_jobs,
@@ -282,6 +292,7 @@ impl Metrics {
             auth_failures,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
+            reconciles,
         }
     }
 
@@ -489,6 +500,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every family.
+    /// One reconcile of one failed registry (`notification` or `size_check`).
+    pub fn reconciled(&self, trigger: &str) {
+        self.reconciles.with_label_values(&[trigger]).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         TextEncoder::new()

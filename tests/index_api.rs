@@ -483,6 +483,28 @@ fn a_standby_answers_from_its_own_index_and_follows_the_other_instances_writes()
     assert_eq!(a["matched_count"], 6, "{a}");
     assert_eq!(b["matched_count"], 6, "{b}");
     assert_eq!(a["skipped"], b["skipped"]);
+
+    // A job deleted by someone else (as RQ's Job.delete does; no keyspace notifications
+    // here) leaves both instances' counts within seconds, with no scan: each checks the
+    // registries' counts every second. See: issue 21, item 4.
+    let _: () = redis::pipe()
+        .atomic()
+        .zrem("rq:failed:default", "s4")
+        .del("rq:job:s4")
+        .query(&mut con)
+        .unwrap();
+    let deleted = Instant::now();
+    for d in [&active, &standby] {
+        d.wait_until("the deletion leaves the groups and the dry run", |d| {
+            d.get("/api/v1/jobs/failed/groups").expect(200)["total"] == 10
+                && d.post(dry).expect(200)["matched_count"] == 5
+        });
+    }
+    assert!(
+        deleted.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        deleted.elapsed()
+    );
 }
 
 /// Entries taken out of a registry below the scan's position while a full pass runs (another

@@ -51,6 +51,8 @@ for_both_rq_versions!(
     an_instance_method_is_shown_and_matched_as_module_class_method,
     a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand,
     a_finished_job_rq_fails_as_abandoned_is_succeeded_and_never_rerun_automatically,
+    jobs_requeued_or_deleted_by_rqs_api_leave_at_once_with_notifications,
+    jobs_requeued_or_deleted_by_rqs_api_leave_within_seconds_without_notifications,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -974,6 +976,138 @@ fn an_instance_method_is_shown_and_matched_as_module_class_method(rq: &Rq) {
     let run = retryd_once(&env.config, &[]);
     assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
     assert_eq!(rq.queued_ids(&url, "greetings"), vec![id]);
+}
+
+/// Waits a job out of its failed registry for 1 h: listed as `waiting`, and counted by the
+/// listing, the groups and a retry-all dry run.
+const RETRY_IN_AN_HOUR: &str = r#"
+[[policy]]
+name = "later"
+exceptions = ["ValueError"]
+action = "retry"
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "1h" }
+"#;
+
+fn jobs_requeued_or_deleted_by_rqs_api_leave_at_once_with_notifications(rq: &Rq) {
+    others_removals_leave_every_count(rq, true, Duration::from_secs(1));
+}
+
+fn jobs_requeued_or_deleted_by_rqs_api_leave_within_seconds_without_notifications(rq: &Rq) {
+    others_removals_leave_every_count(rq, false, Duration::from_secs(3));
+}
+
+/// Three jobs failed by a real worker are listed by a daemon that scans only every 60 s. RQ's
+/// own API requeues one (`FailedJobRegistry.requeue`, as rq-dashboard and django-rq call it),
+/// then deletes another (`Job.delete`): each leaves the listing's total, the groups and a
+/// retry-all dry run's count within `within` of RQ's call returning (keyspace notifications on
+/// or off), no full scan runs meanwhile, and neither is ever listed as undecodable.
+/// See: issue 21, item 4 (both stayed listed for 52-54 s, as undecodable).
+fn others_removals_leave_every_count(rq: &Rq, notifications: bool, within: Duration) {
+    use support::http::{Daemon, DaemonConfig};
+    let server = RedisServer::start();
+    let url = server.url();
+    if notifications {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("Kz")
+            .query(&mut server.conn())
+            .expect("CONFIG SET notify-keyspace-events");
+    }
+    let ids: Vec<String> = (0..3)
+        .map(|_| rq.enqueue(&url, &JobSpec::new("reports", "tasks.always_fail")))
+        .collect();
+    rq.burst_worker(&url, &["reports"]);
+    assert_eq!(rq.failed_ids(&url, "reports").len(), 3);
+    let mut config = DaemonConfig::new(&url, RETRY_IN_AN_HOUR);
+    config.scan_interval = "60s".into();
+    let daemon = Daemon::start_ready(&config);
+    let last_scan =
+        |d: &Daemon| d.get("/api/v1/supervisor").expect(200)["last_scan"]["finished_at"].clone();
+    let scanned = last_scan(&daemon);
+    // (groups total, dry-run matches) from the index alone, and no job ever undecodable. The
+    // full listing is read only once the counts are right: its page read drops what it finds
+    // gone by itself, which must not be what makes the counts right.
+    let counts = |d: &Daemon| {
+        let broken = d.get("/api/v1/jobs/failed?state=undecodable").expect(200);
+        assert_eq!(broken["total"], 0, "listed as undecodable: {broken}");
+        let groups = d.get("/api/v1/jobs/failed/groups").expect(200);
+        assert_eq!(groups["undecodable"], 0, "{groups}");
+        let dry = d
+            .post("/api/v1/jobs/failed/retry-all?dry_run=true")
+            .expect(200);
+        (
+            groups["total"].as_u64().unwrap(),
+            dry["matched_count"].as_u64().unwrap(),
+        )
+    };
+    let listing = |d: &Daemon| {
+        let list = d.get("/api/v1/jobs/failed?queue=reports").expect(200);
+        let jobs = list["jobs"].as_array().expect("jobs").clone();
+        for job in &jobs {
+            assert_eq!(job["state"], "waiting", "{list}");
+        }
+        let mut listed: Vec<String> = jobs
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect();
+        listed.sort();
+        (list["total"].as_u64().unwrap(), listed)
+    };
+    let mut expected: Vec<String> = ids.clone();
+    expected.sort();
+    assert_eq!(counts(&daemon), (3, 3));
+    assert_eq!(listing(&daemon), (3, expected.clone()));
+    // Give the notification listener a moment to subscribe.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut wait_gone = |what: &str, id: &str| {
+        expected.retain(|e| e != id);
+        let n = expected.len() as u64;
+        let since = Instant::now();
+        let mut last = counts(&daemon);
+        while last != (n, n) {
+            assert!(
+                since.elapsed() < within + Duration::from_secs(10),
+                "{what}: still {last:?} after {:?}, want {n}:\n{}",
+                since.elapsed(),
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            last = counts(&daemon);
+        }
+        let took = since.elapsed();
+        eprintln!("{what}: left every count after {took:?}");
+        assert!(
+            took <= within,
+            "{what}: left every count after {took:?}, want <= {within:?}"
+        );
+        assert_eq!(listing(&daemon), (n, expected.clone()), "{what}");
+    };
+    rq.requeue(&url, "reports", &ids[0]);
+    wait_gone("requeued by RQ", &ids[0]);
+    rq.ctl(&url, &["delete", &ids[1]]);
+    wait_gone("deleted by RQ", &ids[1]);
+    assert_eq!(last_scan(&daemon), scanned, "no full scan ran meanwhile");
+    // What noticed: the notifications when they are on, else the size check.
+    let metrics = daemon.get("/metrics").text();
+    let reconciles = |trigger: &str| {
+        let line = format!("rq_retryd_reconciles_total{{trigger=\"{trigger}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+    };
+    if notifications {
+        assert!(reconciles("notification") >= 2.0, "{metrics}");
+    } else {
+        assert_eq!(reconciles("notification"), 0.0, "{metrics}");
+        assert!(reconciles("size_check") >= 2.0, "{metrics}");
+    }
+    assert_eq!(rq.status(&url, &ids[0]), "queued");
+    assert_eq!(rq.failed_ids(&url, "reports"), vec![ids[2].clone()]);
 }
 
 /// One scenario's world: its own redis-server and a config pointing at it. The raw-key helpers

@@ -114,10 +114,18 @@ pub async fn run(
 }
 
 async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
-    let supervisor = Supervisor::new(state.clone());
+    let supervisor = Arc::new(Supervisor::new(state.clone()));
     let (notified_tx, mut notified) = tokio::sync::mpsc::channel::<String>(NOTIFY_BACKLOG);
+    let (removed_tx, removed) = tokio::sync::mpsc::channel::<String>(NOTIFY_BACKLOG);
     tokio::spawn(notifications::listen(
         state.clone(),
+        notified_tx.clone(),
+        removed_tx,
+        cancel.clone(),
+    ));
+    tokio::spawn(reconcile_loop(
+        supervisor.clone(),
+        removed,
         notified_tx,
         cancel.clone(),
     ));
@@ -202,6 +210,81 @@ async fn scan_loop(state: &Arc<DaemonState>, cancel: &CancellationToken) {
         }
     }
 }
+
+/// Keeps this instance's index in step with what others remove from the failed registries
+/// (see `supervisor::reconcile`), on active and standby instances alike: a notified removal is
+/// looked at within [`REMOVAL_DEBOUNCE`], and every [`SIZE_CHECK_INTERVAL`] one pipelined
+/// ZCOUNT per indexed queue finds the registries whose count changed (notifications off, or a
+/// message lost). One queue is reconciled at a time, each at most once per round: removals
+/// notified meanwhile are coalesced. Members the index does not know found on the way are
+/// handed to the notified pass (`notified`).
+async fn reconcile_loop(
+    supervisor: Arc<Supervisor>,
+    mut removed: tokio::sync::mpsc::Receiver<String>,
+    notified: tokio::sync::mpsc::Sender<String>,
+    cancel: CancellationToken,
+) {
+    let state = supervisor.state().clone();
+    let mut tick = tokio::time::interval(SIZE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut queues: Vec<String> = Vec::new();
+        let trigger = tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(queue) = removed.recv() => {
+                // Let a burst of removals (a bulk requeue, RQ's cleanup) land first.
+                tokio::time::sleep(REMOVAL_DEBOUNCE).await;
+                queues.push(queue);
+                while let Ok(q) = removed.try_recv() {
+                    if !queues.contains(&q) {
+                        queues.push(q);
+                    }
+                }
+                "notification"
+            }
+            _ = tick.tick() => {
+                let Some(mut con) = state.redis() else { continue };
+                match supervisor.changed_registries(&mut con).await {
+                    Ok(changed) => queues = changed,
+                    Err(e) => debug!(error = %e, "size check of the failed registries failed; retrying at the next"),
+                }
+                "size_check"
+            }
+        };
+        let Some(mut con) = state.redis() else {
+            continue;
+        };
+        for queue in queues {
+            let started = Instant::now();
+            match supervisor.reconcile(&mut con, &queue).await {
+                Ok(done) => {
+                    state.metrics.reconciled(trigger);
+                    if done.dropped > 0 {
+                        info!(
+                            queue,
+                            trigger,
+                            dropped = done.dropped,
+                            commands = done.commands,
+                            duration_ms = started.elapsed().as_millis() as u64,
+                            "index: dropped failed jobs that others removed from the registry"
+                        );
+                    }
+                    if done.unknown > 0 {
+                        let _ = notified.try_send(queue);
+                    }
+                }
+                Err(e) => {
+                    debug!(queue, error = %e, "reconciling the index with a failed registry failed; the next check retries")
+                }
+            }
+        }
+    }
+}
+
+/// How often the failed registries' counts are compared with the index's.
+const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a notified removal waits for more to arrive before its queue is reconciled.
+const REMOVAL_DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// A standby's observing full pass (see `scan_loop`); returns when the next one is due: at
 /// once when the instance became active meanwhile (the pass is cut short), else after

@@ -220,11 +220,51 @@ pub async fn list_failed(
     };
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let (page, freshness) = from_index(&app, &mut con, &snap, p.queue.as_deref(), move |index| {
-        index.page(&query, order, offset as usize, limit as usize)
-    })
-    .await?;
-    // Only the page's jobs come from Redis: one pipelined read per queue on the page.
+    let now = Utc::now();
+    // Rows whose job left its registry since the index last heard of it (requeued or deleted
+    // by RQ, a dashboard, a script) are left out of the answer and dropped from the index
+    // rather than shown as undecodable; the page is then asked for again, so that it is full
+    // while the index holds more. See: issue 21, item 4.
+    let mut round = 0;
+    loop {
+        round += 1;
+        let asked = query.clone();
+        let (page, freshness) =
+            from_index(&app, &mut con, &snap, p.queue.as_deref(), move |index| {
+                index.page(&asked, order, offset as usize, limit as usize)
+            })
+            .await?;
+        let (jobs, left) = read_page(&snap, &mut con, &page, now).await?;
+        let again = !left.is_empty() && freshness.source == "index";
+        if again {
+            app.daemon
+                .index
+                .remove_all(left.iter().map(|(q, id)| (q.as_str(), id.as_str())));
+        }
+        if !again || round == PAGE_ROUNDS {
+            return Ok(Json(FailedList {
+                total: page.total.saturating_sub(left.len() as u64),
+                limit,
+                offset,
+                jobs,
+                unknown: page.unknown,
+                freshness,
+            }));
+        }
+    }
+}
+
+/// How many times a listing asks the index for its page again after finding rows gone.
+const PAGE_ROUNDS: usize = 4;
+
+/// Reads a page's jobs from Redis (one pipelined read per queue on the page), in the page's
+/// order, and the (queue, id) of the rows no longer in their registry (no score at the read).
+async fn read_page(
+    snap: &Snapshot,
+    con: &mut ConnectionManager,
+    page: &crate::index::Page,
+    now: DateTime<Utc>,
+) -> ApiResult<(Vec<FailedJob>, Vec<(String, String)>)> {
     let mut by_queue: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for job in &page.jobs {
         by_queue
@@ -232,13 +272,17 @@ pub async fn list_failed(
             .or_default()
             .push(job.job_id.clone());
     }
-    let now = Utc::now();
     let mut read: std::collections::HashMap<(String, String), FailedJob> = Default::default();
+    let mut left: Vec<(String, String)> = Vec::new();
     for (queue, ids) in by_queue {
-        for raw in snap.registry.read_jobs(&mut con, queue, &ids).await? {
+        for raw in snap.registry.read_jobs(con, queue, &ids).await? {
+            if raw.score.is_none() {
+                left.push((raw.queue, raw.job_id));
+                continue;
+            }
             read.insert(
                 (raw.queue.clone(), raw.job_id.clone()),
-                listing_entry(&snap, &raw, now),
+                listing_entry(snap, &raw, now),
             );
         }
     }
@@ -247,14 +291,7 @@ pub async fn list_failed(
         .iter()
         .filter_map(|j| read.remove(&(j.queue.clone(), j.job_id.clone())))
         .collect();
-    Ok(Json(FailedList {
-        total: page.total,
-        limit,
-        offset,
-        jobs,
-        unknown: page.unknown,
-        freshness,
-    }))
+    Ok((jobs, left))
 }
 
 /// 400 with `code` for a queue or policy name (`what`) the API does not take.

@@ -9,7 +9,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 
-use super::{FailureIndex, Observation, State};
+use super::{Dropped, FailureIndex, Observation, QueueSpan, State};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -117,6 +117,50 @@ impl LiveIndex {
         for (queue, id, state) in jobs {
             inner.index.settle(queue, id, state);
         }
+    }
+
+    /// Each queue's entries and score range, once the index is built (before that there is
+    /// nothing to reconcile: the first full pass builds it from Redis).
+    pub fn queue_spans(&self) -> Vec<QueueSpan> {
+        self.read().map(|r| r.queue_spans()).unwrap_or_default()
+    }
+
+    /// See [`FailureIndex::scores_of`].
+    pub fn scores_of(&self, queue: &str) -> Vec<f64> {
+        self.inner
+            .read()
+            .expect("index lock")
+            .index
+            .scores_of(queue)
+    }
+
+    /// See [`FailureIndex::drop_absent`].
+    pub fn drop_absent(
+        &self,
+        queue: &str,
+        ranges: &[(f64, f64)],
+        present: &[(Vec<u8>, f64)],
+    ) -> Dropped {
+        // Found under the read lock (a pass over every entry); removed under the write lock,
+        // each only while it still records the failure found absent.
+        let (absent, unknown) = self
+            .inner
+            .read()
+            .expect("index lock")
+            .index
+            .absent_in(queue, ranges, present);
+        if absent.is_empty() {
+            return Dropped {
+                gone: absent,
+                unknown,
+            };
+        }
+        let mut inner = self.write();
+        let gone = absent
+            .into_iter()
+            .filter(|(id, score)| inner.index.take_scored(queue, id, *score))
+            .collect();
+        Dropped { gone, unknown }
     }
 
     /// Ends a completed full scan of `queues` at `at`: from now on the index answers.

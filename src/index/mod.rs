@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::jobkey::JobKey;
 use crate::policy::{ExceptionPattern, GlobList};
 
+pub mod bisect;
 pub mod events;
 mod live;
 pub use live::{LiveIndex, Reading};
@@ -405,6 +406,8 @@ pub struct FailureIndex {
     version: u64,
     /// The last `groups` answer and the version it is of.
     groups_cache: std::sync::Mutex<Option<(u64, Vec<Group>)>>,
+    /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
+    spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
 }
 
 /// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back
@@ -900,6 +903,153 @@ impl FailureIndex {
             .filter(|(_, c)| c.failed > 0)
             .map(|(n, c)| (n.to_string(), c))
             .collect()
+    }
+}
+
+/// One queue's share of the index, as the reconcile's size check compares it with Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpan {
+    pub queue: String,
+    /// Entries the index holds for the queue.
+    pub indexed: u64,
+    /// Their lowest and highest registry scores.
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// What dropping the absent entries of some score ranges found (see
+/// [`FailureIndex::drop_absent`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dropped {
+    /// (job id, registry score) of each entry dropped.
+    pub gone: Vec<(String, f64)>,
+    /// Registry members of those ranges the index does not hold as they are (new failures).
+    pub unknown: usize,
+}
+
+/// Reconciling with the registries (see [`bisect`]). See: issue 21, item 4.
+impl FailureIndex {
+    /// The registry scores of one queue's entries, in no order.
+    pub fn scores_of(&self, queue: &str) -> Vec<f64> {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return Vec::new();
+        };
+        let q = q as u16;
+        self.entries
+            .iter()
+            .filter(|((eq, _), _)| *eq == q)
+            .map(|(_, e)| e.score)
+            .collect()
+    }
+
+    /// Per queue with entries: how many, and their lowest and highest score (one pass, or
+    /// none while the index is unchanged: the size check asks every second).
+    pub fn queue_spans(&self) -> Vec<QueueSpan> {
+        let mut cache = self.spans_cache.lock().expect("spans cache lock");
+        if let Some((version, spans)) = &*cache {
+            if *version == self.version {
+                return spans.clone();
+            }
+        }
+        let spans = self.spans_now();
+        *cache = Some((self.version, spans.clone()));
+        spans
+    }
+
+    fn spans_now(&self) -> Vec<QueueSpan> {
+        let mut per: Vec<(u64, f64, f64)> =
+            vec![(0, f64::INFINITY, f64::NEG_INFINITY); self.queues.names.len()];
+        for ((q, _), e) in &self.entries {
+            let p = &mut per[usize::from(*q)];
+            p.0 += 1;
+            p.1 = p.1.min(e.score);
+            p.2 = p.2.max(e.score);
+        }
+        self.queues
+            .names
+            .iter()
+            .zip(per)
+            .filter(|(_, p)| p.0 > 0)
+            .map(|(name, (indexed, lo, hi))| QueueSpan {
+                queue: name.to_string(),
+                indexed,
+                lo,
+                hi,
+            })
+            .collect()
+    }
+
+    /// Drops the queue's entries whose score lies in one of `ranges` (inclusive, sorted and
+    /// disjoint) but which `present` (the registry's members of those ranges with their
+    /// scores, read after the entries were indexed) does not hold with that score: the job
+    /// left the registry, or failed again (a new failure, for the next pass to read).
+    pub fn drop_absent(
+        &mut self,
+        queue: &str,
+        ranges: &[(f64, f64)],
+        present: &[(Vec<u8>, f64)],
+    ) -> Dropped {
+        let (absent, unknown) = self.absent_in(queue, ranges, present);
+        let gone = absent
+            .into_iter()
+            .filter(|(id, score)| self.take_scored(queue, id, *score))
+            .collect();
+        Dropped { gone, unknown }
+    }
+
+    /// What [`FailureIndex::drop_absent`] would drop (id, score), and how many of `present`
+    /// the index does not hold as they are; one pass that changes nothing, so that the index
+    /// is locked for writing only for the removals.
+    pub fn absent_in(
+        &self,
+        queue: &str,
+        ranges: &[(f64, f64)],
+        present: &[(Vec<u8>, f64)],
+    ) -> (Vec<(String, f64)>, usize) {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return (Vec::new(), present.len());
+        };
+        let q = q as u16;
+        let there: std::collections::HashSet<(JobKey, u64)> = present
+            .iter()
+            .map(|(member, score)| (JobKey::from_bytes(member), score.to_bits()))
+            .collect();
+        let unknown = present
+            .iter()
+            .filter(|(member, score)| {
+                self.entries
+                    .get(&(q, JobKey::from_bytes(member)))
+                    .is_none_or(|e| e.score != *score)
+            })
+            .count();
+        let in_ranges = |score: f64| {
+            let i = ranges.partition_point(|(_, hi)| *hi < score);
+            ranges.get(i).is_some_and(|(lo, _)| *lo <= score)
+        };
+        let absent = self
+            .entries
+            .iter()
+            .filter(|((eq, key), e)| {
+                *eq == q && in_ranges(e.score) && !there.contains(&(key.clone(), e.score.to_bits()))
+            })
+            .map(|((_, key), e)| (key.to_id().into(), e.score))
+            .collect();
+        (absent, unknown)
+    }
+
+    /// Removes one entry while it still has `score` (the failure it recorded); returns
+    /// whether it did.
+    pub fn take_scored(&mut self, queue: &str, job_id: &str, score: f64) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        let key = (q as u16, JobKey::new(job_id));
+        if self.entries.get(&key).is_none_or(|e| e.score != score) {
+            return false;
+        }
+        self.entries.swap_remove(&key);
+        self.version += 1;
+        true
     }
 }
 

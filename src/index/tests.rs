@@ -458,3 +458,159 @@ fn settle_lists_a_job_stopped_or_succeeded_and_keeps_its_exhausted_mark() {
     assert_eq!(State::parse("stopped"), Some(State::Stopped));
     assert_eq!(State::parse("succeeded"), Some(State::Succeeded));
 }
+
+/// What a bisect asked and found: ZCOUNTs, round trips, the leaves read (lo, hi, indexed
+/// entries) and the ranges found empty.
+type Bisected = (usize, usize, Vec<(f64, f64, u64)>, Vec<(f64, f64)>);
+
+/// Runs a [`bisect::Bisect`] against a registry simulated by its sorted scores.
+fn bisect_against(index_scores: Vec<f64>, registry: &[f64], leaf: usize) -> Bisected {
+    let mut registry = registry.to_vec();
+    registry.sort_by(f64::total_cmp);
+    let zcount = |lo: f64, hi: f64| {
+        (registry.partition_point(|s| *s <= hi) - registry.partition_point(|s| *s < lo)) as u64
+    };
+    let mut b = bisect::Bisect::new(index_scores, leaf);
+    let (mut commands, mut trips) = (0, 0);
+    while !b.is_done() {
+        let counts: Vec<u64> = b.asking().iter().map(|s| zcount(s.lo, s.hi)).collect();
+        commands += counts.len();
+        trips += 1;
+        b.answer(&counts);
+    }
+    let leaves = b
+        .leaves()
+        .iter()
+        .map(|s| (s.lo, s.hi, s.indexed()))
+        .collect();
+    let empty = b.empty().iter().map(|s| (s.lo, s.hi)).collect();
+    (commands, trips, leaves, empty)
+}
+
+// See: issue 21, item 4 (jobs others removed stayed listed until the next full scan).
+#[test]
+fn one_removal_among_a_million_is_found_with_a_few_dozen_counts_and_one_small_read() {
+    for n in [100_000usize, 1_000_000] {
+        let scores: Vec<f64> = (0..n).map(|i| 1e9 + i as f64).collect();
+        let mut registry = scores.clone();
+        let gone = registry.remove(n / 3);
+        let started = std::time::Instant::now();
+        let (commands, trips, leaves, empty) = bisect_against(scores, &registry, 256);
+        let took = started.elapsed();
+        let depth = (n as f64 / 256.0).log2().ceil() as usize;
+        assert!(trips <= depth + 2, "n={n}: {trips} round trips");
+        assert!(commands <= 2 * depth + 1, "n={n}: {commands} ZCOUNTs");
+        assert_eq!(leaves.len(), 1, "n={n}: {leaves:?}");
+        let (lo, hi, indexed) = leaves[0];
+        assert!(lo <= gone && gone <= hi && indexed <= 256, "{leaves:?}");
+        assert!(empty.is_empty());
+        eprintln!("n={n}: {commands} ZCOUNTs in {trips} round trips, 1 leaf of {indexed}; planning took {took:?}");
+    }
+}
+
+#[test]
+fn removals_in_two_places_are_two_leaves_and_matching_ranges_are_not_descended() {
+    let scores: Vec<f64> = (0..10_000).map(|i| 1e9 + i as f64).collect();
+    let registry: Vec<f64> = scores
+        .iter()
+        .copied()
+        .filter(|s| *s != 1e9 + 10.0 && *s != 1e9 + 9_000.0)
+        .collect();
+    let (_, _, leaves, empty) = bisect_against(scores.clone(), &registry, 100);
+    assert_eq!(leaves.len(), 2, "{leaves:?}");
+    assert!(leaves[0].0 <= 1e9 + 10.0 && 1e9 + 10.0 <= leaves[0].1);
+    assert!(leaves[1].0 <= 1e9 + 9_000.0 && 1e9 + 9_000.0 <= leaves[1].1);
+    assert!(empty.is_empty());
+    // Nothing removed: one ZCOUNT, nothing read.
+    let (commands, trips, leaves, _) = bisect_against(scores.clone(), &scores, 100);
+    assert_eq!((commands, trips, leaves.len()), (1, 1, 0));
+    // An empty index asks nothing.
+    let (commands, _, leaves, _) = bisect_against(Vec::new(), &scores, 100);
+    assert_eq!((commands, leaves.len()), (0, 0));
+}
+
+#[test]
+fn a_range_the_registry_emptied_is_dropped_without_a_read() {
+    // RQ's cleanup (ZREMRANGEBYSCORE 0 now) took the oldest fifth.
+    let scores: Vec<f64> = (0..10_000).map(|i| 1e9 + i as f64).collect();
+    let registry: Vec<f64> = scores[2_000..].to_vec();
+    let (_, _, leaves, empty) = bisect_against(scores, &registry, 100);
+    let emptied: f64 = empty.iter().map(|(lo, hi)| hi - lo + 1.0).sum();
+    let read: u64 = leaves.iter().map(|l| l.2).sum();
+    assert!(read <= 100, "at most one boundary leaf is read: {leaves:?}");
+    assert!(emptied + read as f64 >= 2_000.0, "{empty:?} {leaves:?}");
+    assert!(empty.iter().all(|(_, hi)| *hi < 1e9 + 2_000.0), "{empty:?}");
+}
+
+#[test]
+fn a_burst_sharing_one_score_is_read_as_one_leaf() {
+    // RQ's scores are whole seconds: 1,000 jobs failed in the same second.
+    let mut scores = vec![5e9; 1_000];
+    scores.extend((0..1_000).map(|i| 6e9 + i as f64));
+    let mut registry = scores.clone();
+    registry.remove(0);
+    let (_, _, leaves, _) = bisect_against(scores, &registry, 100);
+    assert_eq!(leaves, vec![(5e9, 5e9, 1_000)]);
+}
+
+#[test]
+fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
+    let mut index = FailureIndex::default();
+    for (id, s) in [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 50)] {
+        index.observe(&obs("default", id, s));
+    }
+    index.observe(&obs("other", "b", 2));
+    let score = |s: i64| 1e10 + s as f64;
+    // In [1, 4]: a is still there, b is gone, c failed again (another score), d is there, and
+    // x is a new failure the index does not know. e is outside the ranges read.
+    let present = vec![
+        (b"a".to_vec(), score(1)),
+        (b"c".to_vec(), score(30)),
+        (b"d".to_vec(), score(4)),
+        (b"x".to_vec(), score(2)),
+    ];
+    let dropped = index.drop_absent(
+        "default",
+        &[(score(1), score(2)), (score(3), score(4))],
+        &present,
+    );
+    let mut gone: Vec<&str> = dropped.gone.iter().map(|(id, _)| id.as_str()).collect();
+    gone.sort();
+    assert_eq!(gone, ["b", "c"]);
+    assert_eq!(dropped.unknown, 2, "x, and c with its new score");
+    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    let mut left: Vec<(String, &str)> = page
+        .jobs
+        .iter()
+        .map(|j| (j.queue.clone(), j.job_id.as_str()))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ("default".to_string(), "a"),
+            ("default".to_string(), "d"),
+            ("default".to_string(), "e"),
+            ("other".to_string(), "b")
+        ]
+    );
+    let spans = index.queue_spans();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(
+        (
+            spans[0].queue.as_str(),
+            spans[0].indexed,
+            spans[0].lo,
+            spans[0].hi
+        ),
+        ("default", 3, score(1), score(50))
+    );
+    // Asked again after a change, the spans follow it (they are kept while nothing changes).
+    assert_eq!(index.queue_spans(), spans);
+    index.observe(&obs("other", "z", 70));
+    let spans = index.queue_spans();
+    assert_eq!(
+        (spans[1].queue.as_str(), spans[1].indexed, spans[1].hi),
+        ("other", 2, score(70))
+    );
+}

@@ -417,6 +417,83 @@ impl Registry {
         .await
     }
 
+    /// `ZCOUNT rq:failed:<q> lo hi` (inclusive) for each range, in one round trip.
+    pub async fn count_by_score<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        ranges: &[(f64, f64)],
+    ) -> RedisResult<Vec<u64>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.failed(queue);
+        let mut pipe = redis::pipe();
+        for (lo, hi) in ranges {
+            pipe.cmd("ZCOUNT").arg(&key).arg(*lo).arg(*hi);
+        }
+        pipe.query_async(con).await
+    }
+
+    /// `ZCOUNT rq:failed:<q> lo hi` for each (queue, lo, hi), in one round trip (a key of the
+    /// wrong type counts `None`).
+    pub async fn count_by_score_each<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        spans: &[(String, f64, f64)],
+    ) -> RedisResult<Vec<Count>> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (queue, lo, hi) in spans {
+            pipe.cmd("ZCOUNT")
+                .arg(self.keys.failed(queue))
+                .arg(*lo)
+                .arg(*hi);
+        }
+        let replies: Vec<RedisResult<u64>> = pipe.query_async(con).await?;
+        replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if is_wrong_type(&e) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Every member of a failed registry with a score in `lo..=hi`, with its score, in
+    /// ZRANGEBYSCORE pages of `window`.
+    pub async fn failed_by_score<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        queue: &str,
+        (lo, hi): (f64, f64),
+        window: usize,
+    ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
+        let key = self.keys.failed(queue);
+        let mut out: Vec<(Vec<u8>, f64)> = Vec::new();
+        loop {
+            let page: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg(lo)
+                .arg(hi)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(out.len())
+                .arg(window.max(1))
+                .query_async(con)
+                .await?;
+            let short = page.len() < window.max(1);
+            out.extend(page);
+            if short {
+                return Ok(out);
+            }
+        }
+    }
+
     /// `LLEN rq:queue:<q>` for each queue, in one round trip.
     pub async fn queue_lengths<C: ConnectionLike + Send>(
         &self,

@@ -4,6 +4,7 @@
 
 mod cache;
 pub mod notifications;
+mod reconcile;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ pub use crate::breaker::{Breakers, OpenCircuit};
 pub use crate::limiter::RequeueLimiter;
 pub use crate::report::ScanReport;
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
+pub use reconcile::{Reconciled, RECONCILE_LEAF};
 
 use crate::actions::{Actor, Planned};
 use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
@@ -92,6 +94,8 @@ pub struct Supervisor {
     /// Whether the scans feed the state's failure index (the daemon; not `once`), and so read
     /// every failure's function and text once.
     indexing: bool,
+    /// What the registries hold beyond the index, per queue, as last reconciled.
+    settled: Mutex<reconcile::Settled>,
 }
 
 impl Supervisor {
@@ -116,6 +120,7 @@ impl Supervisor {
             cache: Mutex::new(FactsCache::default()),
             skips: Mutex::new(SkipMemory::default()),
             scanned_registries: Mutex::new(None),
+            settled: Mutex::new(Default::default()),
         }
     }
 
@@ -532,10 +537,17 @@ impl Supervisor {
         } = read;
         for (raw, outcome) in raws.iter().zip(decoded) {
             report.scanned += 1;
+            if raw.score.is_none() || moved.contains(&raw.job_id) {
+                // It left the registry between the listing and this read (requeued or
+                // deleted by someone else): not a decode error, not an orphan, and no longer
+                // a failure to list. See: issue 21, item 4.
+                self.left_meanwhile(queue, raw, report);
+                continue;
+            }
             let facts = match outcome {
                 DecodeOutcome::Job(facts) => facts,
                 undecodable => {
-                    self.skip_undecodable(queue, raw, undecodable, moved, report);
+                    self.skip_undecodable(queue, raw, undecodable, report);
                     continue;
                 }
             };
@@ -602,22 +614,28 @@ impl Supervisor {
         writes
     }
 
-    /// Counts a job that did not decode: moved meanwhile (a conflict), an orphan, or corrupt
+    /// Counts a job that left the registry between the listing and the read (a conflict) and
+    /// forgets it.
+    fn left_meanwhile(&self, queue: &str, raw: &crate::rq::RawJob, report: &mut ScanReport) {
+        debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
+        report.conflicts += 1;
+        if self.indexing {
+            self.state.index.remove_all([(queue, raw.job_id.as_str())]);
+        }
+        self.cache.lock().expect("cache lock").forget(&raw.job_id);
+    }
+
+    /// Counts a job still in its registry that did not decode: an orphan, or corrupt
     /// (at WARN once per failure); the index lists it as undecodable. Never acted on.
     fn skip_undecodable(
         &self,
         queue: &str,
         raw: &crate::rq::RawJob,
         outcome: &DecodeOutcome,
-        moved: &HashSet<String>,
         report: &mut ScanReport,
     ) {
         match outcome {
             DecodeOutcome::Job(_) => {}
-            _ if moved.contains(&raw.job_id) => {
-                debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
-                report.conflicts += 1;
-            }
             DecodeOutcome::Orphan => {
                 debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
                 report.skip("orphan", &raw.job_id);

@@ -1,7 +1,10 @@
 //! Reacting to new failures without waiting for `scan_interval`: with Redis keyspace
 //! notifications enabled (`notify-keyspace-events` with `z` and `K` or `E`), every ZADD to a
-//! `rq:failed:<q>` registry names its queue, and the scan loop looks at just that queue. Without
-//! notifications nothing arrives and the regular scans do the work.
+//! `rq:failed:<q>` registry names its queue, and the scan loop looks at just that queue. Every
+//! removal from one (ZREM by RQ's requeue and delete, ZREMRANGEBYSCORE by its cleanup; DEL and
+//! expiry with `g` and `x`) names its queue too, and the index drops what left it within a
+//! second (`Supervisor::reconcile`; issue 21, item 4). Without notifications nothing arrives:
+//! the regular scans find new failures, and a size check every second what left.
 
 use std::time::Duration;
 
@@ -14,8 +17,25 @@ use crate::index::events::IndexEvent;
 use crate::rq::Keys;
 use crate::state::DaemonState;
 
+/// The keyevent channels of removals from sorted sets that are subscribed to (the keyspace
+/// pattern on the failed registries carries every event of theirs already).
+const REMOVAL_EVENTS: [&str; 3] = ["zrem", "zremrangebyscore", "zremrangebyrank"];
+
+/// Keyspace payloads that mean members may have left a failed registry.
+const REMOVALS: [&str; 9] = [
+    "zrem",
+    "zremrangebyscore",
+    "zremrangebyrank",
+    "zremrangebylex",
+    "zpopmin",
+    "zpopmax",
+    "del",
+    "expired",
+    "evicted",
+];
+
 /// The channels to subscribe to for a database and key prefix: keyspace events on every failed
-/// registry (payload `zadd`) and keyevent `zadd` events (payload = the key).
+/// registry (payload `zadd`, or a removal) and keyevent `zadd` events (payload = the key).
 pub fn patterns(db: i64, prefix: &str) -> [String; 2] {
     let keys = Keys::new(prefix);
     [
@@ -24,27 +44,59 @@ pub fn patterns(db: i64, prefix: &str) -> [String; 2] {
     ]
 }
 
-/// The queue a notification is about, if it is an addition to one of our failed registries.
-pub fn queue_of(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<String> {
-    let keys = Keys::new(prefix);
-    if let Some(key) = channel.strip_prefix(&format!("__keyspace@{db}__:")) {
-        return (payload == b"zadd")
-            .then(|| keys.queue_name_from_failed_key(key))
-            .flatten()
-            .map(str::to_string);
-    }
-    if channel == format!("__keyevent@{db}__:zadd") {
-        let key = std::str::from_utf8(payload).ok()?;
-        return keys.queue_name_from_failed_key(key).map(str::to_string);
-    }
-    None
+/// The keyevent channels of removals from sorted sets (payload = the key), subscribed to as
+/// well; a Redis user that may not subscribe to them still gets the others.
+pub fn removal_channels(db: i64) -> Vec<String> {
+    REMOVAL_EVENTS
+        .iter()
+        .map(|e| format!("__keyevent@{db}__:{e}"))
+        .collect()
 }
 
-/// Subscribes and forwards queue names until `cancel` fires, resubscribing with capped backoff
-/// when the connection drops.
+/// What a notification says about one of our failed registries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notified {
+    /// A failure was added to the queue's registry.
+    Added(String),
+    /// Members may have left the queue's registry.
+    Removed(String),
+}
+
+/// What a notification on `channel` with `payload` says about our failed registries, if
+/// anything.
+pub fn classify(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<Notified> {
+    let keys = Keys::new(prefix);
+    let (event, key) = if let Some(key) = channel.strip_prefix(&format!("__keyspace@{db}__:")) {
+        (std::str::from_utf8(payload).ok()?, key)
+    } else {
+        let event = channel.strip_prefix(&format!("__keyevent@{db}__:"))?;
+        (event, std::str::from_utf8(payload).ok()?)
+    };
+    let queue = keys.queue_name_from_failed_key(key)?.to_string();
+    if event == "zadd" {
+        Some(Notified::Added(queue))
+    } else if REMOVALS.contains(&event) {
+        Some(Notified::Removed(queue))
+    } else {
+        None
+    }
+}
+
+/// The queue a notification is about, if it is an addition to one of our failed registries.
+pub fn queue_of(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<String> {
+    match classify(channel, payload, db, prefix)? {
+        Notified::Added(queue) => Some(queue),
+        Notified::Removed(_) => None,
+    }
+}
+
+/// Subscribes and forwards queue names until `cancel` fires (those with a new failure to `tx`,
+/// those something left to `removed`), resubscribing with capped backoff when the connection
+/// drops.
 pub async fn listen(
     state: std::sync::Arc<DaemonState>,
     tx: mpsc::Sender<String>,
+    removed: mpsc::Sender<String>,
     cancel: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(250);
@@ -69,6 +121,11 @@ pub async fn listen(
                         subscribed = false;
                     }
                 }
+                for channel in removal_channels(db) {
+                    if let Err(e) = pubsub.subscribe(&channel).await {
+                        warn!(error = %e, channel, "cannot subscribe to removals from the failed registries; the size check finds them within a second or two");
+                    }
+                }
                 // The other instances' writes, for this one's index (needs no Redis setting).
                 let events = crate::rq::Keys::new(&prefix).retryd_index_events();
                 if let Err(e) = pubsub.subscribe(&events).await {
@@ -89,13 +146,18 @@ pub async fn listen(
                                         Err(e) => warn!(channel = %events, error = %e, "ignored a message that is not an index event"),
                                     }
                                 }
-                                Some(msg) => {
-                                    if let Some(queue) = queue_of(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
+                                Some(msg) => match classify(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
+                                    Some(Notified::Added(queue)) => {
                                         debug!(queue, "new failure notified");
                                         // A full channel means a pass is pending anyway.
                                         let _ = tx.try_send(queue);
                                     }
-                                }
+                                    Some(Notified::Removed(queue)) => {
+                                        debug!(queue, "removal from a failed registry notified");
+                                        let _ = removed.try_send(queue);
+                                    }
+                                    None => {}
+                                },
                                 None => break,
                             },
                         }
@@ -138,5 +200,44 @@ mod tests {
             queue_of("__keyspace@1__:rq:failed:emails", b"zadd", 0, "rq"),
             None
         );
+    }
+
+    // See: issue 21, item 4 (requeues and deletes by RQ's API stayed listed for a scan).
+    #[test]
+    fn removals_from_a_failed_registry_name_its_queue() {
+        let removed = |q: &str| Some(Notified::Removed(q.to_string()));
+        for event in ["zrem", "zremrangebyscore", "del", "expired"] {
+            assert_eq!(
+                classify("__keyspace@0__:rq:failed:emails", event.as_bytes(), 0, "rq"),
+                removed("emails"),
+                "{event}"
+            );
+        }
+        assert_eq!(
+            classify("__keyevent@0__:zrem", b"rq:failed:emails", 0, "rq"),
+            removed("emails")
+        );
+        assert_eq!(
+            classify("__keyevent@0__:zremrangebyscore", b"rq:failed:a:b", 0, "rq"),
+            removed("a:b")
+        );
+        assert_eq!(
+            classify("__keyevent@0__:zadd", b"rq:failed:emails", 0, "rq"),
+            Some(Notified::Added("emails".into()))
+        );
+        // Other keys, other databases, other events: nothing.
+        assert_eq!(
+            classify("__keyevent@0__:zrem", b"rq:wip:emails", 0, "rq"),
+            None
+        );
+        assert_eq!(
+            classify("__keyevent@1__:zrem", b"rq:failed:emails", 0, "rq"),
+            None
+        );
+        assert_eq!(
+            classify("__keyspace@0__:rq:failed:emails", b"zincrby", 0, "rq"),
+            None
+        );
+        assert!(removal_channels(0).contains(&"__keyevent@0__:zrem".to_string()));
     }
 }
