@@ -170,13 +170,22 @@ fn describe_match(p: &Policy) -> String {
 
 fn describe_action(p: &Policy) -> String {
     match &p.action {
-        Action::Retry(s) => format!(
-            "max_attempts={} backoff={} at_front={} on_exhausted={}",
-            s.max_attempts,
-            s.backoff.describe(),
-            s.at_front,
-            format!("{:?}", s.on_exhausted).to_lowercase()
-        ),
+        Action::Retry(s) => {
+            let mut text = format!(
+                "max_attempts={} backoff={} at_front={} on_exhausted={}",
+                s.max_attempts,
+                s.backoff.describe(),
+                s.at_front,
+                format!("{:?}", s.on_exhausted).to_lowercase()
+            );
+            if let Some(q) = &s.requeue_to {
+                let _ = write!(text, " requeue_to={q}");
+            }
+            if let Some(h) = &s.hold_when {
+                let _ = write!(text, " hold_when={}", h.describe());
+            }
+            text
+        }
         Action::Purge { after } => format!("purge_after={}", humantime::format_duration(*after)),
         Action::Ignore => "leave alone".to_string(),
     }

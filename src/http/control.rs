@@ -189,6 +189,10 @@ pub struct PolicyView {
     pub at_front: Option<bool>,
     pub on_exhausted: Option<String>,
     pub purge_after_seconds: Option<f64>,
+    /// The queue a retry policy requeues into instead of the job's origin.
+    pub requeue_to: Option<String>,
+    /// When a retry policy holds requeues back (`no_workers|queue_longer_than=N`).
+    pub hold_when: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -199,6 +203,10 @@ pub struct Policies {
 
 fn view(p: &Policy) -> PolicyView {
     let m = &p.matcher;
+    let retry = match &p.action {
+        Action::Retry(s) => Some(s),
+        _ => None,
+    };
     let (max_attempts, backoff, at_front, on_exhausted, purge_after) = match &p.action {
         Action::Retry(s) => (
             Some(s.max_attempts),
@@ -225,6 +233,8 @@ fn view(p: &Policy) -> PolicyView {
         at_front,
         on_exhausted,
         purge_after_seconds: purge_after,
+        requeue_to: retry.and_then(|s| s.requeue_to.clone()),
+        hold_when: retry.and_then(|s| s.hold_when.map(|h| h.describe())),
     }
 }
 

@@ -578,6 +578,8 @@ fn any_retry_spec() -> impl Strategy<Value = RetrySpec> {
                 OnExhausted::Keep
             },
             circuit_breaker: None,
+            requeue_to: None,
+            hold_when: None,
         },
     )
 }
