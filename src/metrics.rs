@@ -69,6 +69,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
+    held_jobs: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,6 +234,17 @@ impl Metrics {
             // The commit is set by build.rs ("unknown" outside git).
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RQ_RETRYD_GIT_COMMIT")])
             .set(1);
+        let held_jobs = IntGaugeVec::new(
+            Opts::new(
+                "held_jobs",
+                "Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
+            ),
+            &["queue", "reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(held_jobs.clone()))
+            .expect("register once");
         Metrics {
             registry,
             failed_jobs,
@@ -257,6 +269,7 @@ impl Metrics {
             auth_failures,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
+            held_jobs,
         }
     }
 
@@ -441,6 +454,17 @@ impl Metrics {
         self.circuit_open.reset();
         for policy in policies {
             self.circuit_open.with_label_values(&[policy]).set(1);
+        }
+    }
+
+    /// Sets `held_jobs{queue,reason}` to these counts and removes every other series.
+    pub fn set_held<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
+        self.held_jobs.reset();
+        for (queue, reason, n) in counts {
+            let label = self.queue_label(queue);
+            self.held_jobs
+                .with_label_values(&[label.as_str(), reason])
+                .add(n as i64);
         }
     }
 

@@ -87,7 +87,8 @@ pub struct ListParams {
 }
 
 /// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-/// exhausted, no policy matches, an `ignore` policy matches, or it cannot be decoded.
+/// exhausted, no policy matches, an `ignore` policy matches, or it cannot be decoded; `held`:
+/// a requeue is due but its policy's `hold_when` holds it back.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateParam {
@@ -97,6 +98,7 @@ pub enum StateParam {
     Unmatched,
     Ignored,
     Undecodable,
+    Held,
 }
 
 impl StateParam {
@@ -109,6 +111,7 @@ impl StateParam {
             StateParam::Unmatched => State::Unmatched,
             StateParam::Ignored => State::Ignored,
             StateParam::Undecodable => State::Undecodable,
+            StateParam::Held => State::Held,
         }
     }
 }
@@ -711,6 +714,9 @@ pub struct RetryResult {
     pub status: String,
     /// True when nothing was written (`dry_run=true`): the job would be requeued.
     pub dry_run: bool,
+    /// Conditions under which the deciding policy's `hold_when` would have held an automatic
+    /// requeue back (no live RQ worker, queue too long). The retry is done anyway.
+    pub warnings: Vec<crate::hold::Warning>,
 }
 
 /// `dry_run` on a single-job action: answer what would happen, write nothing.
@@ -774,6 +780,14 @@ async fn retry(
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, &job_id).await?;
     let dry_run = p.dry_run.unwrap_or(false);
+    let warnings = crate::hold::manual_warnings(
+        &mut con,
+        &app.daemon.worlds,
+        snap.registry.keys(),
+        &snap.config.policies,
+        &[&f],
+    )
+    .await?;
     if !dry_run {
         let kind = WriteKind::Requeue {
             attempt: None,
@@ -786,6 +800,7 @@ async fn retry(
         queue: f.origin,
         status: if dry_run { "failed" } else { "queued" }.into(),
         dry_run,
+        warnings,
     }))
 }
 
@@ -872,11 +887,19 @@ async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, job_id).await?;
-    Ok(Json(explain::explain(
-        &snap.config.policies,
-        &f,
-        Utc::now(),
-    )))
+    let mut e = explain::explain(&snap.config.policies, &f, Utc::now());
+    if let Some((hold, target)) = explain::pending_hold(&snap.config.policies, &e) {
+        let worlds = app
+            .daemon
+            .worlds
+            .get(&mut con, snap.registry.keys(), &[target.as_str()])
+            .await?;
+        let world = worlds.get(&target).copied().unwrap_or_default();
+        if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
+            explain::hold(&mut e, &reason);
+        }
+    }
+    Ok(Json(e))
 }
 
 /// Any job's state, not only failed ones.

@@ -48,16 +48,20 @@ pub enum State {
     /// The stored job cannot be decoded (or its hash is gone): listed so an operator sees it,
     /// never acted on.
     Undecodable,
+    /// A requeue is due, but its policy's `hold_when` holds it back: the target queue has no
+    /// live RQ worker or is too long. Requeued as soon as that clears (issue 21).
+    Held,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Due,
         State::Waiting,
         State::Exhausted,
         State::Unmatched,
         State::Ignored,
         State::Undecodable,
+        State::Held,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl State {
             State::Unmatched => "unmatched",
             State::Ignored => "ignored",
             State::Undecodable => "undecodable",
+            State::Held => "held",
         }
     }
 
@@ -533,6 +538,23 @@ impl FailureIndex {
             Some(e) => {
                 e.state = state;
                 e.exhausted = exhausted;
+                e.due_us = i64::MAX;
+                self.version += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a job `held`: its due requeue waits for the target queue (`hold_when`); the
+    /// rest of what is known about it stays. Returns whether the job is indexed.
+    pub fn set_held(&mut self, queue: &str, job_id: &str) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        match self.entries.get_mut(&(q as u16, JobKey::new(job_id))) {
+            Some(e) => {
+                e.state = State::Held;
                 e.due_us = i64::MAX;
                 self.version += 1;
                 true

@@ -29,6 +29,11 @@ pub enum Verdict {
     Exhausted,
     Ignored,
     Unmatched,
+    /// A due requeue held back by its policy's `hold_when`: decided again at `due` (about a
+    /// second later), so it goes as soon as the target queue can take it.
+    Held {
+        due: DateTime<Utc>,
+    },
 }
 
 /// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
@@ -49,6 +54,7 @@ const WAITING: u8 = 0;
 const EXHAUSTED: u8 = 1;
 const IGNORED: u8 = 2;
 const UNMATCHED: u8 = 3;
+const HELD: u8 = 4;
 
 /// A remembered failure as the supervisor uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +121,9 @@ impl FactsCache {
             },
             EXHAUSTED => Verdict::Exhausted,
             IGNORED => Verdict::Ignored,
+            HELD => Verdict::Held {
+                due: time(p.due_ms),
+            },
             _ => Verdict::Unmatched,
         };
         CacheEntry {
@@ -165,6 +174,11 @@ impl FactsCache {
             Verdict::Exhausted => (EXHAUSTED, 0),
             Verdict::Ignored => (IGNORED, 0),
             Verdict::Unmatched => (UNMATCHED, 0),
+            Verdict::Held { due } => {
+                let due_ms = ms(due);
+                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
+                (HELD, due_ms)
+            }
         };
         let packed = Packed {
             score,
@@ -199,7 +213,7 @@ impl FactsCache {
         let mut due = Vec::new();
         let queues = &self.queues;
         self.entries.retain(|id, e| {
-            if e.verdict == WAITING && e.due_ms <= now_ms {
+            if (e.verdict == WAITING || e.verdict == HELD) && e.due_ms <= now_ms {
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
@@ -217,7 +231,7 @@ impl FactsCache {
         self.next_due_ms = self
             .entries
             .values()
-            .filter(|e| e.verdict == WAITING)
+            .filter(|e| e.verdict == WAITING || e.verdict == HELD)
             .map(|e| e.due_ms)
             .min();
     }

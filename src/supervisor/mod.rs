@@ -392,7 +392,9 @@ impl Supervisor {
                         .failed += 1;
                     let hit = cache
                         .hit(queue, &id, score)
-                        .filter(|e| !matches!(e.verdict, Verdict::Waiting { due } if due <= now))
+                        .filter(|e| {
+                            !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
+                        })
                         // The index must hold it too, or it is read again (for the index).
                         .filter(|_| {
                             !self.indexing || self.state.index.still_there(queue, &id, score)
@@ -471,6 +473,12 @@ impl Supervisor {
         let mut writes = self.decide_batch(snap, queue, &read, &mut batch);
         // A standby decided for its index; the active instance writes.
         if observe || !self.hold_back(&mut batch.report, &mut writes) {
+            return Ok(batch);
+        }
+        if !self
+            .hold_for_target(con, snap, &mut writes, &mut batch)
+            .await?
+        {
             return Ok(batch);
         }
         self.write_batch(con, snap, &writes, &mut batch).await?;
@@ -586,10 +594,13 @@ impl Supervisor {
                     continue;
                 }
             };
-            writes.push((
-                Write::of(facts, Author::Policy(policy.to_string()), kind),
-                decision,
-            ));
+            let mut write = Write::of(facts, Author::Policy(policy.to_string()), kind);
+            if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
+                (kind, evaluation.policy.map(|p| &p.action))
+            {
+                write = write.to_queue(spec.target_queue(facts));
+            }
+            writes.push((write, decision));
         }
         writes
     }
@@ -679,6 +690,90 @@ impl Supervisor {
                 .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
         }
         !writes.is_empty()
+    }
+
+    /// Takes out of `writes` the requeues whose policy's `hold_when` holds them back: their
+    /// target queue has no live RQ worker, or is longer than allowed (one small read per
+    /// target queue, at most once a second). They become `held` (index, gauge) and are
+    /// decided again about a second later, so they go as soon as the queue can take them.
+    /// Returns whether anything is left to write. See: issue 21.
+    async fn hold_for_target<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        writes: &mut Vec<(Write, Decision)>,
+        batch: &mut Batch,
+    ) -> RedisResult<bool> {
+        let hold_of = |w: &Write| -> Option<crate::policy::HoldWhen> {
+            if !matches!(w.kind, WriteKind::Requeue { .. }) {
+                return None;
+            }
+            let Author::Policy(name) = &w.author else {
+                return None;
+            };
+            snap.config
+                .policies
+                .iter()
+                .find(|p| &p.name == name)
+                .and_then(|p| match &p.action {
+                    crate::policy::Action::Retry(spec) => spec.hold_when,
+                    _ => None,
+                })
+        };
+        let mut targets: Vec<&str> = Vec::new();
+        for (w, _) in writes.iter() {
+            if hold_of(w).is_some() && !targets.contains(&w.origin.as_str()) {
+                targets.push(&w.origin);
+            }
+        }
+        if targets.is_empty() {
+            return Ok(!writes.is_empty());
+        }
+        let worlds = self
+            .state
+            .worlds
+            .get(con, snap.registry.keys(), &targets)
+            .await?;
+        let recheck =
+            Utc::now() + chrono::Duration::from_std(crate::hold::RECHECK).unwrap_or_default();
+        let mut held: Vec<(String, String)> = Vec::new();
+        writes.retain(|(w, _)| {
+            let reason = hold_of(w).and_then(|hold| {
+                let world = worlds.get(&w.origin).copied().unwrap_or_default();
+                crate::hold::hold_reason(&hold, &w.origin, world)
+            });
+            match reason {
+                Some(reason) => {
+                    debug!(job_id = %w.job_id, queue = %w.queue, to_queue = %w.origin, policy = %w.author.name(), "held: {reason}");
+                    self.state.held.hold(&w.queue, &w.job_id, reason.name());
+                    batch.verdicts.push((
+                        w.job_id.clone(),
+                        w.failed_at,
+                        Verdict::Held { due: recheck },
+                    ));
+                    held.push((w.queue.clone(), w.job_id.clone()));
+                    false
+                }
+                None => {
+                    self.state.held.release(&w.queue, &w.job_id);
+                    true
+                }
+            }
+        });
+        if self.indexing && !held.is_empty() {
+            self.state
+                .index
+                .mark_held_all(held.iter().map(|(q, id)| (q.as_str(), id.as_str())));
+        }
+        batch.report.held += held.len() as u64;
+        self.state.metrics.set_held(
+            self.state
+                .held
+                .counts()
+                .iter()
+                .map(|(q, r, n)| (q.as_str(), *r, *n)),
+        );
+        Ok(!writes.is_empty())
     }
 
     /// Writes through the one write path and counts each outcome; feeds the breakers.
@@ -943,6 +1038,8 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
                 .exhausted += 1;
         }
         Verdict::Ignored => report.ignored += 1,
+        // Counted by the held_jobs gauge, which the hold itself keeps.
+        Verdict::Held { .. } => report.held += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
             report.count_skip("unmatched");

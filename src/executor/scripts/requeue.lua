@@ -4,7 +4,8 @@
 -- One call handles up to 50 jobs (SCRIPT_BATCH) of one failed registry going to one queue, so the registry
 -- check, the ZREM, the push and the audit entry (XADD) are one command each for the whole call,
 -- and a job costs four: HMGET (the compare), EXISTS (its dependency sets), HSET and
--- PERSIST/EXPIRE; a job with dependency sets also a TYPE and a PERSIST/EXPIRE per set.
+-- PERSIST/EXPIRE; a job with dependency sets also a TYPE and a PERSIST/EXPIRE per set, a job
+-- going to another queue than its origin (a policy's requeue_to) one more HSET (its origin).
 --
 -- The job's dependency sets (rq:job:<id>:dependents, :dependencies) got the failure's EXPIRE
 -- with the hash (RQ's Job.cleanup(failure_ttl)). They are made to live exactly as long as the
@@ -43,7 +44,9 @@
 -- For job i (1-based), KEYS[3i+4 .. 3i+6]: its job hash, dependents set, dependencies set
 -- ARGV[7] now in RQ's timestamp format (enqueued_at, retryd_requeued_at)
 -- ARGV[8] policy name (stored in retryd_policy), ARGV[9] "1" to push at the front (LPUSH) else
--- RPUSH, ARGV[10] the queue key as rq:queues holds it
+-- RPUSH, ARGV[10] the queue key as rq:queues holds it, ARGV[11] the name of the queue KEYS[5]
+-- is: a job whose origin differs (a policy's requeue_to) gets it as its origin, so RQ's
+-- workers and registries see the job there; a job already of that origin is left as it is
 -- For job i, ARGV[5i+6 .. 5i+10]: job id, expected origin ("" when missing), expected ended_at,
 --   expected retryd_attempts ("" when unset), new retryd_attempts ("" for a manual retry: left
 --   as it is)
@@ -64,7 +67,7 @@
 --   {-15, COMMAND, key} forbidden_by_acl: the user may not run COMMAND on key (an array in
 --     place of the code; nothing written for any job of the call)
 local failed, queue, queues = KEYS[4], KEYS[5], KEYS[6]
-local now, policy = ARGV[7], ARGV[8]
+local now, policy, target = ARGV[7], ARGV[8], ARGV[11]
 local n = (#KEYS - 6) / 3
 local codes = {}
 
@@ -191,7 +194,7 @@ local function decide(i)
     end
   end
   plan[#plan+1] = {job = job, lives = lives, attempts = ARGV[a+4], exhausted = cur[5],
-    ttl = expire and ttl}
+    ttl = expire and ttl, origin = (cur[1] or '') ~= target}
   moved[#moved+1] = id
   return 1
 end
@@ -218,6 +221,9 @@ for _, p in ipairs(plan) do
   if p.exhausted then
     redis.call('HDEL', job, 'retryd_exhausted')
   end
+  if p.origin then
+    redis.call('HSET', job, 'origin', target)
+  end
   -- Like RQ's enqueue: a job with its own ttl expires after it, its dependency sets with it;
   -- otherwise none of them may expire while it waits in the queue (the failure_ttl EXPIRE
   -- from the failure would still be there).
@@ -234,5 +240,5 @@ if #moved > 0 then
   redis.call(push, queue, unpack(moved))
   redis.call('SADD', queues, ARGV[10])
 end
-audit(moved)
+audit(moved, target)
 return codes
