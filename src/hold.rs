@@ -312,6 +312,12 @@ impl HeldJobs {
         }
     }
 
+    /// Sets `rq_retryd_held_jobs` to what is held now.
+    pub fn publish(&self, metrics: &crate::metrics::Metrics) {
+        let counts = self.counts();
+        metrics.set_held(counts.iter().map(|(q, r, n)| (q.as_str(), *r, *n)));
+    }
+
     /// Held jobs per (queue, reason), after forgetting those not decided again lately.
     pub fn counts(&self) -> Vec<(String, &'static str, u64)> {
         let mut jobs = self.jobs.lock().expect("held lock");

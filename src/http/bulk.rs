@@ -675,6 +675,13 @@ async fn settle(
         instance: &app.daemon.instance,
     };
     let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
+    // An operator's write ends a hold at once (the gauge follows).
+    for ((f, _), outcome) in selected.iter().zip(&outcomes) {
+        if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
+            app.daemon.held.release(&f.queue, &f.job_id);
+        }
+    }
+    app.daemon.held.publish(&app.daemon.metrics);
     let done = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))

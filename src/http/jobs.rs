@@ -673,6 +673,11 @@ async fn manual_write(
         )
         .await?
         .remove(0);
+    if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
+        // An operator's write ends a hold at once (the gauge follows).
+        app.daemon.held.release(&f.queue, &f.job_id);
+        app.daemon.held.publish(&app.daemon.metrics);
+    }
     match outcome {
         Outcome::Requeued | Outcome::Purged => Ok(()),
         Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(

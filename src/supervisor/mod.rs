@@ -244,6 +244,7 @@ impl Supervisor {
                 if !cancel.is_cancelled() {
                     metrics.set_skipped_jobs(&report.skipped_by_reason);
                 }
+                self.state.held.publish(metrics);
                 self.state.record_scan(report.clone());
                 Ok(report)
             }
@@ -766,13 +767,7 @@ impl Supervisor {
                 .mark_held_all(held.iter().map(|(q, id)| (q.as_str(), id.as_str())));
         }
         batch.report.held += held.len() as u64;
-        self.state.metrics.set_held(
-            self.state
-                .held
-                .counts()
-                .iter()
-                .map(|(q, r, n)| (q.as_str(), *r, *n)),
-        );
+        self.state.held.publish(&self.state.metrics);
         Ok(!writes.is_empty())
     }
 
@@ -929,9 +924,15 @@ impl Supervisor {
                 let scores = snap.registry.scores(con, &queue, chunk).await?;
                 let present: Vec<(String, f64)> = chunk
                     .iter()
-                    .zip(scores)
+                    .zip(&scores)
                     .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
                     .collect();
+                // A held job that left the registry meanwhile is held no more.
+                for (id, score) in chunk.iter().zip(&scores) {
+                    if score.is_none() {
+                        self.state.held.release(&queue, id);
+                    }
+                }
                 let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
                 let mut batch = self
                     .process(con, &snap, &queue, &ids, report.dry_run, false)
@@ -951,6 +952,7 @@ impl Supervisor {
         for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
+        self.state.held.publish(&self.state.metrics);
         Ok(report)
     }
 }

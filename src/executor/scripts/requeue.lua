@@ -47,7 +47,7 @@
 -- RPUSH, ARGV[10] the queue key as rq:queues holds it, ARGV[11] the name of the queue KEYS[5]
 -- is: a job whose origin differs (a policy's requeue_to) gets it as its origin, so RQ's
 -- workers and registries see the job there; a job already of that origin is left as it is
--- For job i, ARGV[5i+6 .. 5i+10]: job id, expected origin ("" when missing), expected ended_at,
+-- For job i, ARGV[5i+7 .. 5i+11]: job id, expected origin ("" when missing), expected ended_at,
 --   expected retryd_attempts ("" when unset), new retryd_attempts ("" for a manual retry: left
 --   as it is)
 -- Returns one code per job:
@@ -85,7 +85,7 @@ end
 local push = ARGV[9] == '1' and 'LPUSH' or 'RPUSH'
 local ids = {}
 for i = 1, n do
-  ids[i] = ARGV[5*i+6]
+  ids[i] = ARGV[5*i+7]
 end
 refused = denied('TYPE', failed) or denied('TYPE', queue) or denied('TYPE', queues)
   or denied('ZMSCORE', failed, ids[1]) or denied('ZREM', failed, ids[1])
@@ -119,7 +119,7 @@ local max_ttl = 1e14
 local moved, seen = {}, {}
 local plan = {}
 local function decide(i)
-  local job, a, id = KEYS[3*i+4], 5*i+6, ids[i]
+  local job, a, id = KEYS[3*i+4], 5*i+7, ids[i]
   if not scores[i] or seen[id] then
     return 0
   end
