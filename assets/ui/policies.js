@@ -29,7 +29,9 @@
       h("td", {}, list(p.exceptions)),
       h("td", {}, p.error_pattern ? h("code", {}, p.error_pattern) : any()),
       h("td", {}, p.max_attempts !== null && p.max_attempts !== undefined ? `up to ${fmt(p.max_attempts)}` : h("span", { class: "muted" }, "—"),
-        p.at_front ? h("div", { class: "muted small" }, "at the front") : null),
+        p.at_front ? h("div", { class: "muted small" }, "at the front") : null,
+        p.requeue_to ? h("div", { class: "muted small", "data-field": "requeue-to" }, "into queue ", h("code", {}, p.requeue_to)) : null,
+        p.hold_when ? h("div", { class: "muted small", "data-field": "hold-when" }, `held when ${p.hold_when.replace("|", " or ").replace("queue_longer_than=", "queue longer than ")}`) : null),
       h("td", {}, p.backoff ?? h("span", { class: "muted" }, "—")),
       h("td", {}, p.on_exhausted ?? h("span", { class: "muted" }, "—")),
       h("td", {}, p.action === "purge" ? duration(p.purge_after_seconds) : h("span", { class: "muted" }, "—")))));
