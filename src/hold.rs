@@ -81,7 +81,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -292,8 +292,11 @@ const HELD_STALE: Duration = Duration::from_secs(5);
 /// `rq_retryd_held_jobs{queue,reason}` counts.
 #[derive(Debug, Default)]
 pub struct HeldJobs {
-    jobs: Mutex<HashMap<(String, String), (&'static str, Instant)>>,
+    jobs: Mutex<HashMap<HeldKey, (&'static str, Instant)>>,
 }
+
+/// A held job: its failed registry's queue and its id.
+type HeldKey = (String, String);
 
 impl HeldJobs {
     /// Notes `job_id` of `queue`'s failed registry as held for `reason` now.
