@@ -721,6 +721,8 @@ pub struct RetryResult {
     pub dry_run: bool,
     /// Conditions under which the deciding policy's `hold_when` would have held an automatic
     /// requeue back (no live RQ worker, queue too long). The retry is done anyway.
+    /// Left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<crate::hold::Warning>,
 }
 
