@@ -227,8 +227,10 @@ impl From<&HoldReason> for Warning {
 
 /// What an operator's retry of `jobs` would be held for, were it automatic: for each job
 /// whose deciding retry policy has a `hold_when`, that policy's conditions on the job's
-/// origin (a manual retry goes to the origin, never to `requeue_to`). One read per queue
-/// (cached for a second); at most one warning per queue and condition.
+/// origin (a manual retry goes to the origin, never to `requeue_to`). A job read without the
+/// facts its policies match on (a bulk action's fast path) gets the conditions of every policy
+/// of its queue that has one. Nothing is read when no policy has a `hold_when`; else one read
+/// per queue (cached for a second); at most one warning per queue and condition.
 pub async fn manual_warnings<C: ConnectionLike + Send>(
     con: &mut C,
     worlds: &WorldCache,
@@ -236,26 +238,41 @@ pub async fn manual_warnings<C: ConnectionLike + Send>(
     policies: &[crate::policy::Policy],
     jobs: &[&crate::rq::JobFacts],
 ) -> RedisResult<Vec<Warning>> {
+    use crate::policy::Action;
+    let hold_of = |p: &crate::policy::Policy| match &p.action {
+        Action::Retry(spec) => spec.hold_when,
+        _ => None,
+    };
+    if !policies.iter().any(|p| hold_of(p).is_some()) {
+        return Ok(Vec::new());
+    }
     let now = chrono::Utc::now();
     let mut holds: Vec<(String, HoldWhen)> = Vec::new();
     for job in jobs {
-        let evaluation = crate::policy::decide(policies, job, now);
-        let Some(crate::policy::Action::Retry(spec)) = evaluation.policy.map(|p| &p.action) else {
-            continue;
-        };
-        let Some(hold) = spec.hold_when else {
-            continue;
-        };
-        match holds.iter_mut().find(|(q, _)| *q == job.origin) {
-            Some((_, merged)) => {
-                merged.no_workers |= hold.no_workers;
-                merged.queue_longer_than = match (merged.queue_longer_than, hold.queue_longer_than)
-                {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            None => holds.push((job.origin.clone(), hold)),
+        let need = crate::policy::reads_for(policies, &job.queue);
+        let found: Vec<HoldWhen> =
+            if (!need.function || job.reads.function) && (!need.failure || job.reads.failure) {
+                crate::policy::decide(policies, job, now)
+                    .policy
+                    .and_then(hold_of)
+                    .into_iter()
+                    .collect()
+            } else {
+                // Read without what the policies match on (a bulk action reads only what its
+                // selection needs): every policy of the job's queue that may hold it.
+                policies
+                    .iter()
+                    .filter(|p| {
+                        p.matcher
+                            .queues
+                            .as_ref()
+                            .is_none_or(|q| q.is_match(&job.queue))
+                    })
+                    .filter_map(hold_of)
+                    .collect()
+            };
+        for hold in found {
+            merge(&mut holds, &job.origin, hold);
         }
     }
     if holds.is_empty() {
@@ -281,6 +298,20 @@ pub async fn manual_warnings<C: ConnectionLike + Send>(
         }
     }
     Ok(out)
+}
+
+/// Adds `hold` for `queue` to `holds`: the conditions of every policy, the strictest limit.
+fn merge(holds: &mut Vec<(String, HoldWhen)>, queue: &str, hold: HoldWhen) {
+    match holds.iter_mut().find(|(q, _)| q == queue) {
+        Some((_, merged)) => {
+            merged.no_workers |= hold.no_workers;
+            merged.queue_longer_than = match (merged.queue_longer_than, hold.queue_longer_than) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        None => holds.push((queue.to_string(), hold)),
+    }
 }
 
 /// How long a held job counts in the gauge without being decided again: held jobs are

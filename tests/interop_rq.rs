@@ -806,26 +806,27 @@ backoff = { strategy = "fixed", delay = "0s" }
 hold_when = { queue_longer_than = 2 }
 "#;
 
-/// Two failed jobs of a queue holding 3 jobs (more than the policy's 2) are held; an
-/// operator's retry of one through the HTTP API goes ahead and warns; the other is requeued
-/// once a worker has drained the queue, and runs. See: issue 21 (`queue_longer_than`, manual
+/// Three failed jobs of a queue holding 3 jobs (more than the policy's 2) are held; an
+/// operator's retry of one, and a bulk retry of another, through the HTTP API go ahead and
+/// warn; the third is requeued once a worker has drained the queue, and runs. See: issue 21 (`queue_longer_than`, manual
 /// retries warn but are not blocked).
 fn a_held_job_waits_for_its_queue_to_drain_and_a_manual_retry_warns(rq: &Rq) {
     let env = TestEnv::new("");
     let url = env.url();
-    let ids: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            rq.enqueue(
-                &url,
-                &JobSpec::new("busy", "tasks.fail_first")
-                    .args(json!([format!("test:busy:{n}"), 1]))
-                    .kwargs(json!({"value": n})),
-            )
-        })
-        .collect();
+    let failing = |n: &str| {
+        rq.enqueue(
+            &url,
+            &JobSpec::new("busy", "tasks.fail_first")
+                .args(json!([format!("test:busy:{n}"), 1]))
+                .kwargs(json!({"value": n})),
+        )
+    };
+    let mut ids: Vec<String> = vec![failing("a"), failing("b")];
     rq.burst_worker(&url, &["busy"]);
-    assert_eq!(rq.failed_ids(&url, "busy").len(), 2);
+    // c fails later than a and b, so that a bulk selection can take it alone.
+    ids.push(failing("c"));
+    rq.burst_worker(&url, &["busy"]);
+    assert_eq!(rq.failed_ids(&url, "busy").len(), 3);
     for _ in 0..3 {
         rq.enqueue(&url, &JobSpec::new("busy", "tasks.ok"));
     }
@@ -836,7 +837,7 @@ fn a_held_job_waits_for_its_queue_to_drain_and_a_manual_retry_warns(rq: &Rq) {
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(held, expected);
-    assert_eq!(held_gauge(&daemon, "busy", "queue_longer_than"), 2.0);
+    assert_eq!(held_gauge(&daemon, "busy", "queue_longer_than"), 3.0);
     let explain = daemon
         .get(&format!("/api/v1/failed-jobs/{}/explain", enc(&ids[1])))
         .expect(200);
@@ -856,12 +857,40 @@ fn a_held_job_waits_for_its_queue_to_drain_and_a_manual_retry_warns(rq: &Rq) {
         "{retried}"
     );
     assert_eq!(rq.status(&url, &ids[0]), "queued");
+    // A bulk retry of the last failure (c) goes ahead and warns alike.
+    let listed = daemon.get("/api/v1/jobs/failed?queue=busy").expect(200);
+    let b_failed_at = listed["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["job_id"] == ids[1].as_str())
+        .and_then(|j| j["failed_at"].as_str())
+        .expect("b is listed")
+        .to_string();
+    let bulk = daemon
+        .post(&format!(
+            "/api/v1/jobs/failed/retry-all?queue=busy&failed_after={}",
+            enc(&b_failed_at)
+        ))
+        .expect(200);
+    assert_eq!(bulk["requeued_count"], 1, "{bulk}");
+    assert_eq!(rq.status(&url, &ids[2]), "queued");
+    let warnings = bulk["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{bulk}");
+    assert_eq!(warnings[0]["code"], "queue_longer_than", "{bulk}");
+    assert!(
+        warnings[0]["message"].as_str().is_some_and(
+            |m| m.starts_with("queue busy holds ") && m.ends_with(" jobs, more than 2")
+        ),
+        "{bulk}"
+    );
     daemon.scan();
     assert_eq!(held_ids(&daemon), vec![ids[1].clone()]);
     assert_eq!(rq.status(&url, &ids[1]), "failed");
 
     rq.burst_worker(&url, &["busy"]);
     assert_eq!(rq.status(&url, &ids[0]), "finished");
+    assert_eq!(rq.status(&url, &ids[2]), "finished");
     daemon.wait_until("the held job is requeued", |_| {
         env.failed_score("busy", &ids[1]).is_none()
     });

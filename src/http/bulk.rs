@@ -280,7 +280,8 @@ pub struct BulkResult {
     pub finished_at: Option<DateTime<Utc>>,
     /// For `retry-all`: conditions under which the matched jobs' policies' `hold_when` would
     /// have held automatic requeues back (no live RQ worker, queue too long), one per queue
-    /// and condition (at most 100). The jobs are requeued anyway.
+    /// and condition (at most 100). The jobs are requeued anyway. A dry run answered from the
+    /// failure index carries none (it reads no job).
     /// Left out when there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<crate::hold::Warning>,
