@@ -637,6 +637,13 @@ fn a_requeue_to_queue_is_served_by_its_own_worker(rq: &Rq) {
     );
     rq.burst_worker(&url, &["fast"]);
     assert_eq!(rq.failed_ids(&url, "fast"), vec![id.clone()]);
+    let explain = retryd(&env.config, &["explain", &id]);
+    assert!(
+        explain.stdout.contains("requeue to queue slow"),
+        "{}\n{}",
+        explain.stdout,
+        explain.stderr
+    );
 
     let run = retryd_once(&env.config, &[]);
     assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
@@ -733,7 +740,7 @@ fn held_gauge(daemon: &Daemon, queue: &str, reason: &str) -> f64 {
 /// the job within a couple of seconds (no scan needed), and the worker runs it.
 /// See: issue 21 (`hold_when.no_workers`).
 fn a_held_job_goes_once_a_live_worker_listens_to_its_queue(rq: &Rq) {
-    let env = TestEnv::new("");
+    let env = TestEnv::new(HOLD_WITHOUT_WORKERS);
     let url = env.url();
     let id = rq.enqueue(
         &url,
@@ -762,6 +769,15 @@ fn a_held_job_goes_once_a_live_worker_listens_to_its_queue(rq: &Rq) {
             .unwrap_or("")
             .starts_with("held: "),
         "{explain}"
+    );
+    let explain = retryd(&env.config, &["explain", &id]);
+    assert!(
+        explain
+            .stdout
+            .contains("held: no live RQ worker listens to queue lonely"),
+        "{}\n{}",
+        explain.stdout,
+        explain.stderr
     );
     // No full scan from here on (scan_interval is an hour, and none is requested, which
     // would also decide again): only the due-time pass, about every second, can requeue it.
