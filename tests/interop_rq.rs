@@ -752,6 +752,15 @@ fn a_held_job_goes_once_a_live_worker_listens_to_its_queue(rq: &Rq) {
     assert_eq!(rq.failed_ids(&url, "lonely"), vec![id.clone()]);
     let gone = rq.ctl_json(&url, &["workers", "--queue", "lonely"]);
     assert_eq!(gone["names"], json!([]), "the burst worker left: {gone}");
+    // A dry run says so too: held, not "would requeue".
+    let dry = retryd_once(&env.config, &["--dry-run"]);
+    assert_eq!(dry.count("held"), 1, "{:?}", dry.summary());
+    assert_eq!(dry.count("requeued"), 0, "{:?}", dry.summary());
+    // So does a real `once`, which leaves the job as it was.
+    let once = retryd_once(&env.config, &[]);
+    assert_eq!(once.count("held"), 1, "{:?}", once.summary());
+    assert_eq!(once.count("requeued"), 0, "{:?}", once.summary());
+    assert_eq!(rq.status(&url, &id), "failed");
 
     let daemon = Daemon::start_ready(&DaemonConfig::new(&url, HOLD_WITHOUT_WORKERS));
     assert_eq!(held_ids(&daemon), vec![id.clone()]);

@@ -473,12 +473,14 @@ impl Supervisor {
         let read = self.read_batch(con, snap, queue, ids).await?;
         let mut writes = self.decide_batch(snap, queue, &read, &mut batch);
         // A standby decided for its index; the active instance writes.
-        if observe || !self.hold_back(&mut batch.report, &mut writes) {
+        if observe {
             return Ok(batch);
         }
+        // Held first, so that a dry run or a pause counts them as held, not as due.
         if !self
             .hold_for_target(con, snap, &mut writes, &mut batch)
             .await?
+            || !self.hold_back(&mut batch.report, &mut writes)
         {
             return Ok(batch);
         }
