@@ -732,11 +732,27 @@ impl Supervisor {
         if targets.is_empty() {
             return Ok(!writes.is_empty());
         }
-        let worlds = self
+        let worlds = match self
             .state
             .worlds
             .get(con, snap.registry.keys(), &targets)
-            .await?;
+            .await
+        {
+            Ok(worlds) => worlds,
+            // Unknown whether the queues can take them (e.g. the ACL denies reading
+            // rq:workers:*): these requeues wait for a later pass; the batch's other writes go.
+            Err(e) => {
+                warn!(error = %e, queues = ?targets, "cannot read the target queues' workers and lengths for hold_when; their requeues wait");
+                writes.retain(|(w, _)| {
+                    let unknown = hold_of(w).is_some();
+                    if unknown {
+                        batch.report.skip("hold_unknown", &w.job_id);
+                    }
+                    !unknown
+                });
+                return Ok(!writes.is_empty());
+            }
+        };
         let recheck =
             Utc::now() + chrono::Duration::from_std(crate::hold::RECHECK).unwrap_or_default();
         let mut held: Vec<(String, String)> = Vec::new();
