@@ -720,7 +720,10 @@ fn held_ids(daemon: &Daemon) -> Vec<String> {
         .as_array()
         .expect("jobs")
         .iter()
-        .map(|j| j["job_id"].as_str().expect("job_id").to_string())
+        .map(|j| {
+            assert_eq!(j["state"], "held", "{j}");
+            j["job_id"].as_str().expect("job_id").to_string()
+        })
         .collect()
 }
 

@@ -242,7 +242,17 @@ pub async fn list_failed(
     let jobs = page
         .jobs
         .iter()
-        .filter_map(|j| read.remove(&(j.queue.clone(), j.job_id.clone())))
+        .filter_map(|j| {
+            let mut entry = read.remove(&(j.queue.clone(), j.job_id.clone()))?;
+            // Whether a due requeue is held depends on the target queue, which only the
+            // supervisor's write path reads: the index says so.
+            if j.state == crate::index::State::Held
+                && entry.state.as_deref() == Some(crate::index::State::Due.name())
+            {
+                entry.state = Some(crate::index::State::Held.name().to_string());
+            }
+            Some(entry)
+        })
         .collect();
     Ok(Json(FailedList {
         total: page.total,
