@@ -84,6 +84,10 @@ pub struct AuditEntry {
     pub queue: String,
     pub count: u64,
     pub job_ids: Vec<String>,
+    /// For a requeue, the queue the jobs went to: their origin, or a policy's `requeue_to`
+    /// (absent in entries written before issue 21 and for other actions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_queue: Option<String>,
 }
 
 /// An entry's job ids: from `job_ids_json` (a JSON array: ids may contain commas), else, for
@@ -132,6 +136,10 @@ pub async fn recent<C: ConnectionLike + Send>(
                 queue: get("queue"),
                 count: get("count").parse().unwrap_or(0),
                 job_ids: job_ids(&get("job_ids_json"), &get("job_ids")),
+                to_queue: fields
+                    .iter()
+                    .find(|(k, _)| k == "to_queue")
+                    .map(|(_, v)| v.clone()),
             }
         })
         .collect())

@@ -37,6 +37,35 @@ pub struct Explanation {
     /// What the deciding policy's `max_age` means for this job (when it has one): when it
     /// gives the job up, or that it cannot apply because `created_at` is unreadable.
     pub max_age: Option<String>,
+    /// The queue the deciding retry policy requeues into instead of the job's origin.
+    pub requeue_to: Option<String>,
+    /// Why a due requeue is held back (the policy's `hold_when`), when it is; see [`hold`].
+    pub held: Option<String>,
+}
+
+/// The deciding retry policy's `hold_when` and the queue to check, when the decision is to
+/// requeue now: what the caller reads (one read of the queue) before calling [`hold`].
+pub fn pending_hold(policies: &[Policy], e: &Explanation) -> Option<(policy::HoldWhen, String)> {
+    if !e.decision.starts_with("requeue now") {
+        return None;
+    }
+    let p = policies
+        .iter()
+        .find(|p| Some(&p.name) == e.policy.as_ref())?;
+    let Action::Retry(spec) = &p.action else {
+        return None;
+    };
+    let target = spec.requeue_to.clone().unwrap_or_else(|| e.origin.clone());
+    spec.hold_when.map(|h| (h, target))
+}
+
+/// Records that the due requeue is held back for `reason` (the decision then says so).
+pub fn hold(e: &mut Explanation, reason: &crate::hold::HoldReason) {
+    e.held = Some(reason.to_string());
+    e.decision = format!(
+        "held: {reason}; requeued as soon as that clears ({})",
+        e.decision
+    );
 }
 
 /// How one policy related to the job.
@@ -89,6 +118,16 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         }
         _ => None,
     };
+    let requeue_to = retry_spec.and_then(|s| s.requeue_to.as_deref());
+    let mut decision = match retry_spec.and_then(|spec| policy::exhaustion(spec, job, now)) {
+        Some(reason) => describe_exhausted(&evaluation.decision, reason),
+        None => describe_decision(&evaluation.decision),
+    };
+    if let (Decision::RequeueNow { .. } | Decision::RequeueAt { .. }, Some(q)) =
+        (&evaluation.decision, requeue_to)
+    {
+        let _ = write!(decision, ", requeue to queue {q}");
+    }
     Explanation {
         job_id: job.job_id.clone(),
         queue: job.queue.clone(),
@@ -103,10 +142,7 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         exhausted: job.exhausted,
         policy: chosen.map(str::to_string),
         policies: verdicts,
-        decision: match retry_spec.and_then(|spec| policy::exhaustion(spec, job, now)) {
-            Some(reason) => describe_exhausted(&evaluation.decision, reason),
-            None => describe_decision(&evaluation.decision),
-        },
+        decision,
         next_retry_at,
         purge_at: match evaluation.decision {
             Decision::PurgeAt { due } => Some(due),
@@ -115,6 +151,8 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         failure_tail: job.failure_text().map(|t| tail(t, 5)),
         created_at: job.created_at,
         max_age: retry_spec.and_then(|spec| describe_max_age(spec, job)),
+        requeue_to: requeue_to.map(str::to_string),
+        held: None,
     }
 }
 
@@ -286,7 +324,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::rq::{CasToken, Meta, MetaValue, Reads};
+    use crate::hold::{hold_reason, QueueWorld};
+    use crate::rq::{CasToken, Failure, Meta, MetaValue, Reads};
 
     fn policies(toml: &str) -> Vec<Policy> {
         crate::config::parse(toml, "t.toml").unwrap().policies
@@ -361,5 +400,88 @@ mod tests {
             e.policies[0].reason.as_deref(),
             Some("meta tenant = \"other\" does not match \"acme-*\"")
         );
+    }
+
+    /// A job on `emails` that failed long ago (any backoff has ended).
+    fn emails_job() -> JobFacts {
+        JobFacts {
+            job_id: "j1".to_string(),
+            queue: "emails".to_string(),
+            origin: "emails".to_string(),
+            status: Some("failed".to_string()),
+            func_name: Some("app.send".to_string()),
+            description: None,
+            failed_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+            failed_at_from: crate::rq::job::FailedAt::EndedAt,
+            attempts: 0,
+            exhausted: false,
+            last_policy: None,
+            requeued_at: None,
+            failure: Some(Failure::from_text("ValueError: x\n".to_string())),
+            cas: CasToken::default(),
+            reads: Reads::ALL,
+            succeeded_at: None,
+            created_at: None,
+            meta: None,
+        }
+    }
+
+    /// See: issue 21.
+    #[test]
+    fn a_requeue_to_policy_says_where_the_job_goes() {
+        let p = policies("[[policy]]\nname = \"slow-lane\"\nrequeue_to = \"slow\"\n");
+        let e = explain(&p, &emails_job(), Utc::now());
+        assert_eq!(e.requeue_to.as_deref(), Some("slow"));
+        assert!(
+            e.decision.contains("requeue to queue slow"),
+            "{}",
+            e.decision
+        );
+        assert!(render(&e).contains("requeue to queue slow"));
+        // Without requeue_to the decision names no other queue.
+        let plain = explain(
+            &policies("[[policy]]\nname = \"r\"\n"),
+            &emails_job(),
+            Utc::now(),
+        );
+        assert!(!plain.decision.contains("to queue"), "{}", plain.decision);
+        assert_eq!(plain.requeue_to, None);
+    }
+
+    /// See: issue 21.
+    #[test]
+    fn a_held_requeue_names_the_condition_and_the_target_queue() {
+        let p = policies(
+            "[[policy]]\nname = \"slow-lane\"\nrequeue_to = \"slow\"\nhold_when = { no_workers = true }\n",
+        );
+        let mut e = explain(&p, &emails_job(), Utc::now());
+        let (hold, target) = pending_hold(&p, &e).expect("a due requeue with hold_when");
+        assert_eq!(target, "slow");
+        let reason = hold_reason(&hold, &target, QueueWorld::default()).expect("held");
+        super::hold(&mut e, &reason);
+        assert_eq!(
+            e.held.as_deref(),
+            Some("no live RQ worker listens to queue slow")
+        );
+        assert!(
+            e.decision
+                .starts_with("held: no live RQ worker listens to queue slow"),
+            "{}",
+            e.decision
+        );
+        // The origin is checked when the policy has no requeue_to.
+        let p = policies("[[policy]]\nname = \"r\"\nhold_when = { queue_longer_than = 10000 }\n");
+        let e = explain(&p, &emails_job(), Utc::now());
+        assert_eq!(
+            pending_hold(&p, &e).map(|(_, q)| q).as_deref(),
+            Some("emails")
+        );
+        // Nothing to hold when no requeue is due.
+        let p = policies(
+            "[[policy]]\nname = \"r\"\nmax_attempts = 1\nhold_when = { no_workers = true }\n",
+        );
+        let mut used_up = emails_job();
+        used_up.attempts = 1;
+        assert!(pending_hold(&p, &explain(&p, &used_up, Utc::now())).is_none());
     }
 }

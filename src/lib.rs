@@ -13,6 +13,7 @@ pub mod connection;
 pub mod executor;
 pub mod explain;
 pub mod glob;
+pub mod hold;
 pub mod http;
 pub mod index;
 pub mod jobkey;

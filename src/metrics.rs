@@ -85,6 +85,7 @@ pub struct Metrics {
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
     reconciles: IntCounterVec,
+    held_jobs: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +267,17 @@ impl Metrics {
         for trigger in ["notification", "size_check"] {
             reconciles.with_label_values(&[trigger]).inc_by(0);
         }
+        let held_jobs = IntGaugeVec::new(
+            Opts::new(
+                "held_jobs",
+                "Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
+            ),
+            &["queue", "reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(held_jobs.clone()))
+            .expect("register once");
         Metrics {
             registry,
             failed_jobs,
@@ -293,6 +305,7 @@ impl Metrics {
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
             reconciles,
+            held_jobs,
         }
     }
 
@@ -491,6 +504,17 @@ impl Metrics {
         self.circuit_open.reset();
         for policy in policies {
             self.circuit_open.with_label_values(&[policy]).set(1);
+        }
+    }
+
+    /// Sets `held_jobs{queue,reason}` to these counts and removes every other series.
+    pub fn set_held<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
+        self.held_jobs.reset();
+        for (queue, reason, n) in counts {
+            let label = self.queue_label(queue);
+            self.held_jobs
+                .with_label_values(&[label.as_str(), reason])
+                .add(n as i64);
         }
     }
 

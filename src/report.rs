@@ -57,6 +57,9 @@ pub struct ScanReport {
     /// The earliest time a waiting job becomes due.
     pub next_due_at: Option<DateTime<Utc>>,
     pub duration_ms: u64,
+    /// Due requeues a retry policy's `hold_when` held back (the target queue has no live
+    /// worker or is too long); decided again about a second later. See: issue 21.
+    pub held: u64,
 }
 
 impl ScanReport {
@@ -108,6 +111,7 @@ impl ScanReport {
         self.skipped += other.skipped;
         self.conflicts += other.conflicts;
         self.refused += other.refused;
+        self.held += other.held;
         for (reason, n) in &other.skipped_by_reason {
             *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
         }

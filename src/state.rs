@@ -85,6 +85,11 @@ pub struct DaemonState {
     /// The queues of the `rq:failed:*` keys the last registry SCAN found (the scans refresh it
     /// at most every few minutes), so that HTTP requests need not SCAN the keyspace.
     pub found_registries: Mutex<Vec<String>>,
+    /// The target queues' workers and lengths, read at most once a second per queue, for
+    /// `hold_when` and the warnings of manual retries (issue 21).
+    pub worlds: crate::hold::WorldCache,
+    /// The jobs `hold_when` holds back now (the `held_jobs` gauge).
+    pub held: crate::hold::HeldJobs,
 }
 
 impl DaemonState {
@@ -103,6 +108,8 @@ impl DaemonState {
             started_at: Utc::now(),
             index: Default::default(),
             found_registries: Mutex::new(Vec::new()),
+            worlds: Default::default(),
+            held: Default::default(),
         })
     }
 

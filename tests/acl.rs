@@ -942,3 +942,60 @@ async fn an_audit_key_of_the_wrong_type_refuses_the_write_rather_than_leave_it_u
     }
     assert_eq!(states(&server, "default", &ids), before);
 }
+
+/// A `hold_when` policy whose target queue the user may not read (no key pattern covers
+/// `rq:workers:*`) holds its requeues back (`hold_unknown`, nothing written), while the
+/// requeues of a policy without `hold_when` in the same registry go ahead. See: issue 21.
+#[test]
+fn a_hold_when_the_user_may_not_read_holds_its_requeues_and_spares_the_others() {
+    let server = RedisServer::start();
+    let held = ids("h");
+    let free = ids("f");
+    seed(&server, &held, |id| {
+        plain(id).exception("ConnectionError", "down")
+    });
+    seed(&server, &free, |id| {
+        plain(id).exception("ValueError", "bad")
+    });
+    // Every key rq-retryd reads and writes but RQ's worker registry.
+    let url = user(
+        &server,
+        "no-workers",
+        &[
+            "&*",
+            "+@all",
+            "~rq:failed:*",
+            "~rq:job:*",
+            "~rq:queue:*",
+            "~rq:queues",
+            "~rq:retryd:*",
+            "~rq:results:*",
+            "~rq:executions:*",
+            "~rq:execution:*",
+            "~rq:wip:*",
+            "~rq:group:*",
+        ],
+    );
+    let policies = "[[policy]]\nname = \"held\"\nexceptions = [\"ConnectionError\"]\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\nhold_when = { no_workers = true }\n\n[[policy]]\nname = \"free\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n";
+    let before = states(&server, "default", &held);
+
+    let out = once(&url, policies);
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["requeued"], JOBS as u64, "{report}");
+    assert_eq!(
+        report["skipped_by_reason"]["hold_unknown"], JOBS as u64,
+        "{report}"
+    );
+    let count = fates(&server, "default", &before);
+    assert_eq!(untouched(&count), JOBS, "{count:?}");
+    let mut con = server.conn();
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, free);
+    assert!(
+        stderr.contains("cannot read the target queues' workers and lengths"),
+        "{stderr}"
+    );
+}

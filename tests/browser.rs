@@ -860,3 +860,62 @@ async fn signing_in_once_serves_every_tab_until_sign_out() {
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }
+
+/// A job whose requeue `hold_when` holds: the list shows it `held`, its page names the
+/// condition and the policy's `requeue_to`, and a retry from the page goes ahead and shows the
+/// answer's warning. See: issue 21.
+#[tokio::test]
+async fn a_held_job_shows_why_and_its_retry_warns() {
+    const HOLD: &str = r#"
+[[policy]]
+name = "slow-lane"
+queues = ["lonely"]
+backoff = { strategy = "fixed", delay = "0s" }
+requeue_to = "slow"
+hold_when = { no_workers = true }
+"#;
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), HOLD));
+    let mut con = redis.conn();
+    FailedJob::new("held-1")
+        .queue("lonely")
+        .exception("ConnectionError", "down")
+        .write(&mut con);
+    daemon.scan();
+    let browser = Browser::start().await;
+
+    browser
+        .goto(&format!("{}/ui/jobs?state=held", daemon.base_url()))
+        .await;
+    browser.wait_for_text("[data-field=state]", "held").await;
+
+    browser
+        .goto(&format!("{}/ui/job?id=held-1", daemon.base_url()))
+        .await;
+    browser
+        .wait_for_text(
+            "#explain-facts [data-field=held]",
+            "no live RQ worker listens to queue slow (requeued as soon as that clears)",
+        )
+        .await;
+    browser
+        .wait_for_text("#explain-facts [data-field=requeue-to]", "slow")
+        .await;
+
+    browser.click("[data-action=retry]").await;
+    browser.find("#action .outcome[data-outcome=done]").await;
+    browser
+        .wait_for_text(
+            "#action .outcome",
+            "Job held-1 is queued again on lonely. Warning: no live RQ worker listens to queue lonely.",
+        )
+        .await;
+    let queued: Vec<String> = con.lrange("rq:queue:lonely", 0, -1).unwrap();
+    assert_eq!(
+        queued,
+        vec!["held-1"],
+        "an operator's retry goes to the origin"
+    );
+    assert_eq!(page_errors(&browser).await, Vec::<String>::new());
+    browser.close().await;
+}

@@ -764,3 +764,91 @@ async fn a_results_key_that_is_not_a_stream_refuses_a_policys_requeue_before_any
     let score: Option<f64> = sync.zscore("rq:failed:default", "j1").unwrap();
     assert!(score.is_some());
 }
+
+/// `requeue_to`: several jobs of one registry, some going to their origin and some to another
+/// queue, in one apply. Each lands in its target queue, whose name becomes the origin of the
+/// moved ones only; a job requeued into its own origin keeps its hash as before (no origin
+/// written). One audit entry per (registry, target) call, naming the target. See: issue 21.
+#[tokio::test]
+async fn a_requeue_to_another_queue_moves_the_origin_with_the_job() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    for id in ["stay", "move1", "move2"] {
+        FailedJob::new(id).queue("fast").write(&mut sync);
+    }
+    let mut con = async_con(&server).await;
+    let executor = Executor::new(Keys::new("rq"));
+    let mut writes = Vec::new();
+    for id in ["stay", "move1", "move2"] {
+        let f = facts(&mut con, "fast", id).await;
+        let w = requeue(&f, Some(1), false);
+        writes.push(if id == "stay" { w } else { w.to_queue("slow") });
+    }
+
+    let outcomes = executor.apply(&mut con, &writes, Utc::now()).await.unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Requeued; 3]);
+    let fast: Vec<String> = sync.lrange("rq:queue:fast", 0, -1).unwrap();
+    let slow: Vec<String> = sync.lrange("rq:queue:slow", 0, -1).unwrap();
+    assert_eq!(fast, vec!["stay"]);
+    assert_eq!(slow, vec!["move1", "move2"]);
+    for (id, origin) in [("stay", "fast"), ("move1", "slow"), ("move2", "slow")] {
+        let got: String = sync.hget(format!("rq:job:{id}"), "origin").unwrap();
+        assert_eq!(got, origin, "{id}");
+    }
+    let known: Vec<String> = sync.smembers("rq:queues").unwrap();
+    assert!(known.contains(&"rq:queue:slow".to_string()), "{known:?}");
+    let failed: Vec<String> = sync.zrange("rq:failed:fast", 0, -1).unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("rq:retryd:audit")
+        .arg("-")
+        .arg("+")
+        .query(&mut sync)
+        .unwrap();
+    let calls: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|(_, e)| {
+            (
+                e["queue"].clone(),
+                e["to_queue"].clone(),
+                e["count"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("fast".into(), "fast".into(), "1".into()),
+            ("fast".into(), "slow".into(), "2".into())
+        ]
+    );
+}
+
+/// The compare-and-set still compares the origin the decision saw, not the target: a job
+/// whose origin changed since is not moved. See: issue 21.
+#[tokio::test]
+async fn a_requeue_to_compares_the_origin_the_decision_saw() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    FailedJob::new("j1").queue("fast").write(&mut sync);
+    let mut con = async_con(&server).await;
+    let f = facts(&mut con, "fast", "j1").await;
+    let _: () = sync.hset("rq:job:j1", "origin", "elsewhere").unwrap();
+    let executor = Executor::new(Keys::new("rq"));
+
+    let outcomes = executor
+        .apply(
+            &mut con,
+            &[requeue(&f, Some(1), false).to_queue("slow")],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(outcomes, vec![Outcome::Changed]);
+    let slow: Vec<String> = sync.lrange("rq:queue:slow", 0, -1).unwrap();
+    assert!(slow.is_empty());
+    let origin: String = sync.hget("rq:job:j1", "origin").unwrap();
+    assert_eq!(origin, "elsewhere");
+}

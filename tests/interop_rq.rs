@@ -6,6 +6,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use support::http::{enc, metric, parse_metrics, Daemon, DaemonConfig};
 use support::rq::{config_with_policies, retryd, retryd_once, write_config, JobSpec, Rq};
 use support::RedisServer;
 
@@ -53,6 +54,9 @@ for_both_rq_versions!(
     a_finished_job_rq_fails_as_abandoned_is_succeeded_and_never_rerun_automatically,
     jobs_requeued_or_deleted_by_rqs_api_leave_at_once_with_notifications,
     jobs_requeued_or_deleted_by_rqs_api_leave_within_seconds_without_notifications,
+    a_requeue_to_queue_is_served_by_its_own_worker,
+    a_held_job_goes_once_a_live_worker_listens_to_its_queue,
+    a_held_job_waits_for_its_queue_to_drain_and_a_manual_retry_warns,
 );
 
 /// Retries the `ConnectionError("upstream timed out")` that `tasks.fail_first` raises, at once.
@@ -192,7 +196,7 @@ fn daemon(env: &TestEnv, policies: &str) -> support::http::Daemon {
 }
 
 /// The value of one sample line of the daemon's `/metrics` (`name{labels}`), if present.
-fn metric(d: &support::http::Daemon, sample: &str) -> Option<String> {
+fn metric_line(d: &support::http::Daemon, sample: &str) -> Option<String> {
     let text = d.get("/metrics").text();
     text.lines().find_map(|l| {
         l.strip_prefix(sample)?
@@ -272,7 +276,7 @@ fn a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand(r
     assert_eq!(listed["total"], 2, "{listed:#}");
     assert_eq!(listed["jobs"][0]["state"], "stopped", "{listed:#}");
     assert_eq!(
-        metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
+        metric_line(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
         Some("2")
     );
     assert_eq!(failed(), both, "the daemon left them");
@@ -286,7 +290,7 @@ fn a_job_an_operator_stopped_is_never_retried_automatically_but_can_be_by_hand(r
     assert!(rq.failed_ids(&url, "long").is_empty());
     assert!(!env.exists(&format!("rq:job:{other}")), "deleted by hand");
     assert_eq!(
-        metric(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
+        metric_line(&d, "rq_retryd_stopped_jobs{queue=\"long\"}").as_deref(),
         Some("0")
     );
     rq.burst_worker(&url, &["long"]);
@@ -348,7 +352,7 @@ fn a_finished_job_rq_fails_as_abandoned_is_succeeded_and_never_rerun_automatical
         "{explained:#}"
     );
     assert_eq!(
-        metric(&d, "rq_retryd_succeeded_jobs{queue=\"done\"}").as_deref(),
+        metric_line(&d, "rq_retryd_succeeded_jobs{queue=\"done\"}").as_deref(),
         Some("1")
     );
     assert_eq!(
@@ -1110,6 +1114,333 @@ fn others_removals_leave_every_count(rq: &Rq, notifications: bool, within: Durat
     assert_eq!(rq.failed_ids(&url, "reports"), vec![ids[2].clone()]);
 }
 
+/// Retries failures on `fast` in a slow lane, and retries again there.
+const SLOW_LANE: &str = r#"
+[[policy]]
+name = "to-slow-lane"
+queues = ["fast"]
+exceptions = ["ConnectionError"]
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+requeue_to = "slow"
+
+[[policy]]
+name = "slow-lane"
+queues = ["slow"]
+exceptions = ["ConnectionError"]
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+"#;
+
+/// A job failing on `fast` is requeued into `slow` (`requeue_to`): RQ sees it there (origin,
+/// queue, `rq:queues`), a worker of `slow` alone runs it, its next failure lands in `slow`'s
+/// failed registry, where the slow lane's own policy retries it with the attempts carried
+/// over, and it finishes in `slow`. See: issue 21 (`requeue_to`).
+fn a_requeue_to_queue_is_served_by_its_own_worker(rq: &Rq) {
+    let env = TestEnv::new(SLOW_LANE);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("fast", "tasks.fail_first")
+            .args(json!(["test:lane:runs", 2]))
+            .kwargs(json!({"value": "slowly"})),
+    );
+    rq.burst_worker(&url, &["fast"]);
+    assert_eq!(rq.failed_ids(&url, "fast"), vec![id.clone()]);
+    let explain = retryd(&env.config, &["explain", &id]);
+    assert!(
+        explain.stdout.contains("requeue to queue slow"),
+        "{}\n{}",
+        explain.stdout,
+        explain.stderr
+    );
+
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["origin"], "slow", "{job}");
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(rq.queued_ids(&url, "slow"), vec![id.clone()]);
+    assert!(rq.queued_ids(&url, "fast").is_empty());
+    assert!(rq.failed_ids(&url, "fast").is_empty());
+    let stats = rq.ctl_json(&url, &["stats"]);
+    assert_eq!(
+        stats["queues"]["slow"]["queued"], 1,
+        "RQ knows the queue: {stats}"
+    );
+    let last = env.newest_audit_entry();
+    assert_eq!(
+        last.get("queue").map(String::as_str),
+        Some("fast"),
+        "{last:?}"
+    );
+    assert_eq!(
+        last.get("to_queue").map(String::as_str),
+        Some("slow"),
+        "{last:?}"
+    );
+
+    // A worker of `fast` has nothing to do; the slow lane's worker runs it, and it fails again.
+    rq.burst_worker(&url, &["fast"]);
+    assert_eq!(env.counter("test:lane:runs"), 1, "a fast worker ran it");
+    rq.burst_worker(&url, &["slow"]);
+    assert_eq!(env.counter("test:lane:runs"), 2);
+    assert_eq!(rq.failed_ids(&url, "slow"), vec![id.clone()]);
+    assert!(rq.failed_ids(&url, "fast").is_empty());
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("1"));
+
+    // The policy of the registry's queue decides now: the slow lane's, attempts carried over.
+    let run = retryd_once(&env.config, &[]);
+    assert_eq!(run.count("requeued"), 1, "{:?}", run.summary());
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("2"));
+    assert_eq!(
+        env.job_field(&id, "retryd_policy").as_deref(),
+        Some("slow-lane")
+    );
+    assert_eq!(rq.queued_ids(&url, "slow"), vec![id.clone()]);
+
+    rq.burst_worker(&url, &["slow"]);
+    let job = rq.fetch(&url, &id);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["origin"], "slow", "{job}");
+    assert_eq!(job["return_value"], "slowly", "{job}");
+    let finished = rq.ctl_json(&url, &["registry", "--queue", "slow", "--name", "finished"]);
+    assert_eq!(finished["ids"], json!([id.clone()]), "{finished}");
+    let finished = rq.ctl_json(&url, &["registry", "--queue", "fast", "--name", "finished"]);
+    assert_eq!(finished["ids"], json!([]), "{finished}");
+    let started = rq.ctl_json(&url, &["registry", "--queue", "slow", "--name", "started"]);
+    assert_eq!(started["ids"], json!([]), "{started}");
+}
+
+/// Holds requeues into `lonely` while no live RQ worker listens to it.
+const HOLD_WITHOUT_WORKERS: &str = r#"
+[[policy]]
+name = "when-served"
+queues = ["lonely"]
+exceptions = ["ConnectionError"]
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+hold_when = { no_workers = true }
+"#;
+
+/// The listing's `held` jobs, by id.
+fn held_ids(daemon: &Daemon) -> Vec<String> {
+    let page = daemon.get("/api/v1/jobs/failed?state=held").expect(200);
+    page["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            assert_eq!(j["state"], "held", "{j}");
+            j["job_id"].as_str().expect("job_id").to_string()
+        })
+        .collect()
+}
+
+/// `rq_retryd_held_jobs{queue, reason}`, 0 when absent.
+fn held_gauge(daemon: &Daemon, queue: &str, reason: &str) -> f64 {
+    let text = daemon.get("/metrics").text();
+    metric(
+        &parse_metrics(&text),
+        "rq_retryd_held_jobs",
+        &[("queue", queue), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// A due job of a queue no worker listens to is `held` (listing, gauge, explain) and stays
+/// failed; a real worker started in the background registers itself, and rq-retryd requeues
+/// the job within a couple of seconds (no scan needed), and the worker runs it.
+/// See: issue 21 (`hold_when.no_workers`).
+fn a_held_job_goes_once_a_live_worker_listens_to_its_queue(rq: &Rq) {
+    let env = TestEnv::new(HOLD_WITHOUT_WORKERS);
+    let url = env.url();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("lonely", "tasks.fail_first")
+            .args(json!(["test:lonely:runs", 1]))
+            .kwargs(json!({"value": "served"})),
+    );
+    rq.burst_worker(&url, &["lonely"]);
+    assert_eq!(rq.failed_ids(&url, "lonely"), vec![id.clone()]);
+    let gone = rq.ctl_json(&url, &["workers", "--queue", "lonely"]);
+    assert_eq!(gone["names"], json!([]), "the burst worker left: {gone}");
+    // A dry run says so too: held, not "would requeue".
+    let dry = retryd_once(&env.config, &["--dry-run"]);
+    assert_eq!(dry.count("held"), 1, "{:?}", dry.summary());
+    assert_eq!(dry.count("requeued"), 0, "{:?}", dry.summary());
+    // So does a real `once`, which leaves the job as it was.
+    let once = retryd_once(&env.config, &[]);
+    assert_eq!(once.count("held"), 1, "{:?}", once.summary());
+    assert_eq!(once.count("requeued"), 0, "{:?}", once.summary());
+    assert_eq!(rq.status(&url, &id), "failed");
+
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&url, HOLD_WITHOUT_WORKERS));
+    assert_eq!(held_ids(&daemon), vec![id.clone()]);
+    assert_eq!(held_gauge(&daemon, "lonely", "no_workers"), 1.0);
+    let explain = daemon
+        .get(&format!("/api/v1/failed-jobs/{}/explain", enc(&id)))
+        .expect(200);
+    assert_eq!(
+        explain["held"], "no live RQ worker listens to queue lonely",
+        "{explain}"
+    );
+    assert!(
+        explain["decision"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("held: "),
+        "{explain}"
+    );
+    let explain = retryd(&env.config, &["explain", &id]);
+    assert!(
+        explain
+            .stdout
+            .contains("held: no live RQ worker listens to queue lonely"),
+        "{}\n{}",
+        explain.stdout,
+        explain.stderr
+    );
+    // No full scan from here on (scan_interval is an hour, and none is requested, which
+    // would also decide again): only the due-time pass, about every second, can requeue it.
+    assert_eq!(rq.status(&url, &id), "failed");
+    assert_eq!(env.counter("test:lonely:runs"), 1);
+
+    let mut worker = rq.worker(&url, &["lonely"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rq.ctl_json(&url, &["workers", "--queue", "lonely"])["names"] == json!([]) {
+        assert!(Instant::now() < deadline, "the worker never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let registered = Instant::now();
+    daemon.wait_until("the held job is requeued", |_| {
+        env.failed_score("lonely", &id).is_none()
+    });
+    let waited = registered.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "requeued {waited:?} after a worker registered"
+    );
+    daemon.wait_until("the worker ran the job", |_| {
+        rq.status(&url, &id) == "finished"
+    });
+    assert_eq!(rq.fetch(&url, &id)["return_value"], "served");
+    assert_eq!(env.job_field(&id, "retryd_attempts").as_deref(), Some("1"));
+    daemon.wait_until("the held gauge is back to 0", |d| {
+        held_gauge(d, "lonely", "no_workers") == 0.0
+    });
+    assert!(held_ids(&daemon).is_empty());
+    worker.kill9();
+}
+
+/// Holds requeues into `busy` while it holds more than 2 jobs.
+const HOLD_WHILE_BUSY: &str = r#"
+[[policy]]
+name = "when-quiet"
+queues = ["busy"]
+exceptions = ["ConnectionError"]
+max_attempts = 5
+backoff = { strategy = "fixed", delay = "0s" }
+hold_when = { queue_longer_than = 2 }
+"#;
+
+/// Three failed jobs of a queue holding 3 jobs (more than the policy's 2) are held; an
+/// operator's retry of one, and a bulk retry of another, through the HTTP API go ahead and
+/// warn; the third is requeued once a worker has drained the queue, and runs. See: issue 21 (`queue_longer_than`, manual
+/// retries warn but are not blocked).
+fn a_held_job_waits_for_its_queue_to_drain_and_a_manual_retry_warns(rq: &Rq) {
+    let env = TestEnv::new("");
+    let url = env.url();
+    let failing = |n: &str| {
+        rq.enqueue(
+            &url,
+            &JobSpec::new("busy", "tasks.fail_first")
+                .args(json!([format!("test:busy:{n}"), 1]))
+                .kwargs(json!({"value": n})),
+        )
+    };
+    let mut ids: Vec<String> = vec![failing("a"), failing("b")];
+    rq.burst_worker(&url, &["busy"]);
+    // c fails later than a and b, so that a bulk selection can take it alone.
+    ids.push(failing("c"));
+    rq.burst_worker(&url, &["busy"]);
+    assert_eq!(rq.failed_ids(&url, "busy").len(), 3);
+    for _ in 0..3 {
+        rq.enqueue(&url, &JobSpec::new("busy", "tasks.ok"));
+    }
+
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&url, HOLD_WHILE_BUSY));
+    let mut held = held_ids(&daemon);
+    held.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(held, expected);
+    assert_eq!(held_gauge(&daemon, "busy", "queue_longer_than"), 3.0);
+    let explain = daemon
+        .get(&format!("/api/v1/failed-jobs/{}/explain", enc(&ids[1])))
+        .expect(200);
+    assert_eq!(
+        explain["held"], "queue busy holds 3 jobs, more than 2",
+        "{explain}"
+    );
+
+    let retried = daemon
+        .post(&format!("/api/v1/failed-jobs/{}/retry", enc(&ids[0])))
+        .expect(200);
+    assert_eq!(retried["status"], "queued", "{retried}");
+    assert_eq!(
+        retried["warnings"],
+        json!([{"code": "queue_longer_than", "queue": "busy",
+                "message": "queue busy holds 3 jobs, more than 2"}]),
+        "{retried}"
+    );
+    assert_eq!(rq.status(&url, &ids[0]), "queued");
+    // A bulk retry of the last failure (c) goes ahead and warns alike.
+    let listed = daemon.get("/api/v1/jobs/failed?queue=busy").expect(200);
+    let b_failed_at = listed["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["job_id"] == ids[1].as_str())
+        .and_then(|j| j["failed_at"].as_str())
+        .expect("b is listed")
+        .to_string();
+    let bulk = daemon
+        .post(&format!(
+            "/api/v1/jobs/failed/retry-all?queue=busy&failed_after={}",
+            enc(&b_failed_at)
+        ))
+        .expect(200);
+    assert_eq!(bulk["requeued_count"], 1, "{bulk}");
+    assert_eq!(rq.status(&url, &ids[2]), "queued");
+    let warnings = bulk["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{bulk}");
+    assert_eq!(warnings[0]["code"], "queue_longer_than", "{bulk}");
+    assert!(
+        warnings[0]["message"].as_str().is_some_and(
+            |m| m.starts_with("queue busy holds ") && m.ends_with(" jobs, more than 2")
+        ),
+        "{bulk}"
+    );
+    daemon.scan();
+    assert_eq!(held_ids(&daemon), vec![ids[1].clone()]);
+    assert_eq!(rq.status(&url, &ids[1]), "failed");
+
+    rq.burst_worker(&url, &["busy"]);
+    assert_eq!(rq.status(&url, &ids[0]), "finished");
+    assert_eq!(rq.status(&url, &ids[2]), "finished");
+    daemon.wait_until("the held job is requeued", |_| {
+        env.failed_score("busy", &ids[1]).is_none()
+    });
+    rq.burst_worker(&url, &["busy"]);
+    let job = rq.fetch(&url, &ids[1]);
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["return_value"], "b", "{job}");
+    daemon.wait_until("the held gauge is back to 0", |d| {
+        held_gauge(d, "busy", "queue_longer_than") == 0.0
+    });
+}
+
 /// One scenario's world: its own redis-server and a config pointing at it. The raw-key helpers
 /// open a fresh connection each (cheap on loopback) so the env can be shared by reference.
 struct TestEnv {
@@ -1216,6 +1547,19 @@ impl TestEnv {
             .arg(-1)
             .query(&mut self.server.conn())
             .expect("LRANGE")
+    }
+
+    /// The newest entry of rq-retryd's audit trail, field by field.
+    fn newest_audit_entry(&self) -> BTreeMap<String, String> {
+        let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg("rq:retryd:audit")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut self.server.conn())
+            .expect("XREVRANGE");
+        entries.into_iter().next().expect("an audit entry").1
     }
 
     /// A counter a task INCRs on every run (0 when it never ran).

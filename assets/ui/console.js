@@ -406,17 +406,26 @@ const RQ = (() => {
         if (r.conflicts) extra.push(`${fmt(r.conflicts)} changed meanwhile and were left alone`);
         if (r.refused) extra.push(`${fmt(r.refused)} refused by Redis and left as they were`);
         if (r.skipped) extra.push(`${fmt(r.skipped)} undecodable and never touched`);
-        return `${done} ${plural(count, "job")}${extra.length ? `; ${extra.join("; ")}` : ""}.`;
+        return `${done} ${plural(count, "job")}${extra.length ? `; ${extra.join("; ")}` : ""}.${warned(r.warnings)}`;
       },
       after,
     });
+  }
+
+  /**
+   * A retry's warnings (the policy's hold_when conditions it met: no live worker, a long
+   * queue) after its outcome; the retry itself went ahead.
+   */
+  function warned(warnings) {
+    if (!warnings || !warnings.length) return "";
+    return ` Warning: ${warnings.map((w) => w.message).join("; ")}.`;
   }
 
   /** Retry one job now (not destructive: no confirmation). */
   function retryJob(id, after) {
     return act(`Retry job ${id}`, async () => {
       const { body } = await call("POST", `failed-jobs/${enc(id)}/retry`);
-      return `Job ${body.job_id} is queued again on ${body.queue}.`;
+      return `Job ${body.job_id} is queued again on ${body.queue}.${warned(body.warnings)}`;
     }, after);
   }
 

@@ -59,9 +59,11 @@
     decision.textContent = e.decision;
     // Stopped and succeeded jobs are left to the operator: the decision says why.
     const leftToOperator = /^(stopped|succeeded):/.test(e.decision || "");
-    decision.className = `badge ${e.exhausted || leftToOperator ? "warn" : ""}`;
+    decision.className = `badge ${e.exhausted || e.held || leftToOperator ? "warn" : ""}`;
     fill($("#explain-facts"),
       fact("Deciding policy", "policy", e.policy ?? none("none: no policy matches, the job is left alone")),
+      e.held ? fact("Held", "held", e.held, none(" (requeued as soon as that clears)")) : null,
+      e.requeue_to ? fact("Requeue to", "requeue-to", h("code", {}, e.requeue_to)) : null,
       fact("Next retry", "next-retry", e.next_retry_at ? when(e.next_retry_at) : none("none")),
       e.purge_at ? fact("Purge at", "purge-at", when(e.purge_at)) : null,
       fact("Function", "function", e.function ? h("code", {}, e.function) : none("unknown")),

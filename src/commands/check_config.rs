@@ -177,16 +177,25 @@ fn describe_match(p: &Policy) -> String {
 
 fn describe_action(p: &Policy) -> String {
     match &p.action {
-        Action::Retry(s) => format!(
-            "max_attempts={} backoff={} at_front={} on_exhausted={}{}",
-            s.max_attempts,
-            s.backoff.describe(),
-            s.at_front,
-            format!("{:?}", s.on_exhausted).to_lowercase(),
-            s.max_age
-                .map(|a| format!(" max_age={}", humantime::format_duration(a)))
-                .unwrap_or_default()
-        ),
+        Action::Retry(s) => {
+            let mut text = format!(
+                "max_attempts={} backoff={} at_front={} on_exhausted={}",
+                s.max_attempts,
+                s.backoff.describe(),
+                s.at_front,
+                format!("{:?}", s.on_exhausted).to_lowercase()
+            );
+            if let Some(a) = s.max_age {
+                let _ = write!(text, " max_age={}", humantime::format_duration(a));
+            }
+            if let Some(q) = &s.requeue_to {
+                let _ = write!(text, " requeue_to={q}");
+            }
+            if let Some(h) = &s.hold_when {
+                let _ = write!(text, " hold_when={}", h.describe());
+            }
+            text
+        }
         Action::Purge { after } => format!("purge_after={}", humantime::format_duration(*after)),
         Action::Ignore => "leave alone".to_string(),
     }

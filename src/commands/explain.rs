@@ -7,7 +7,7 @@ use chrono::Utc;
 use super::EXIT_RUNTIME;
 use crate::config::Config;
 use crate::connection::{connect, require_supported_server};
-use crate::explain::{explain as build, render};
+use crate::explain::{explain as build, hold as hold_back, pending_hold, render};
 use crate::rq::{decode, DecodeOutcome, Keys, Registry};
 
 pub async fn explain(config: Arc<Config>, job_id: &str, json: bool) -> u8 {
@@ -58,7 +58,21 @@ pub async fn explain(config: Arc<Config>, job_id: &str, json: bool) -> u8 {
             return EXIT_RUNTIME;
         }
     };
-    let explanation = build(&config.policies, &facts, Utc::now());
+    let mut explanation = build(&config.policies, &facts, Utc::now());
+    if let Some((hold, target)) = pending_hold(&config.policies, &explanation) {
+        match crate::hold::read_worlds(&mut con, registry.keys(), &[target.as_str()]).await {
+            Ok(worlds) => {
+                let world = worlds.get(&target).copied().unwrap_or_default();
+                if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
+                    hold_back(&mut explanation, &reason);
+                }
+            }
+            Err(e) => {
+                eprintln!("rq-retryd: {e}");
+                return EXIT_RUNTIME;
+            }
+        }
+    }
     if json {
         println!(
             "{}",

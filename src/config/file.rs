@@ -124,6 +124,17 @@ pub(super) struct PolicySection {
     pub max_age: Option<Spanned<HumanDuration>>,
     /// Match on top-level `job.meta` values: key -> glob.
     pub meta: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    pub requeue_to: Option<Spanned<String>>,
+    pub hold_when: Option<Spanned<HoldWhenSection>>,
+}
+
+/// `hold_when = { no_workers = true, queue_longer_than = 10000 }`: when not to requeue into
+/// the target queue (issue 21).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HoldWhenSection {
+    pub no_workers: Option<bool>,
+    pub queue_longer_than: Option<i64>,
 }
 
 /// `circuit_breaker = { window = "10m", threshold = 0.9, min_requeues = 20, cool_down = "10m" }`

@@ -26,12 +26,12 @@ pub use tokens::{
 };
 
 use crate::policy::{
-    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, Matcher, MetaPattern, OnExhausted,
-    Policy, RetrySpec,
+    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, HoldWhen, Matcher, MetaPattern,
+    OnExhausted, Policy, RetrySpec,
 };
 use file::{
-    ActionKind, BackoffSection, BreakerSection, FileConfig, OnExhaustedKind, PolicySection,
-    StrategyKind,
+    ActionKind, BackoffSection, BreakerSection, FileConfig, HoldWhenSection, OnExhaustedKind,
+    PolicySection, StrategyKind,
 };
 
 /// The configuration that runs when no file is found; also shipped as `config/default.toml`.
@@ -892,7 +892,7 @@ fn build_policy(
         ActionKind::Ignore => "ignore",
     };
     if action_kind != ActionKind::Retry {
-        let retry_only: [(&str, Option<Range<usize>>); 6] = [
+        let retry_only: [(&str, Option<Range<usize>>); 8] = [
             ("max_attempts", s.max_attempts.as_ref().map(|v| v.span())),
             ("backoff", s.backoff.as_ref().map(|v| v.span())),
             ("at_front", s.at_front.as_ref().map(|v| v.span())),
@@ -902,6 +902,8 @@ fn build_policy(
                 s.circuit_breaker.as_ref().map(|v| v.span()),
             ),
             ("max_age", s.max_age.as_ref().map(|v| v.span())),
+            ("requeue_to", s.requeue_to.as_ref().map(|v| v.span())),
+            ("hold_when", s.hold_when.as_ref().map(|v| v.span())),
         ];
         for (field, span) in retry_only {
             if let Some(span) = span {
@@ -956,6 +958,16 @@ fn build_policy(
                 max_age: build_max_age(s.max_age.as_ref(), err).unwrap_or_else(|| {
                     ok = false;
                     None
+                }),
+                requeue_to: s.requeue_to.as_ref().and_then(|q| {
+                    let name = build_requeue_to(q, err);
+                    ok &= name.is_some();
+                    name
+                }),
+                hold_when: s.hold_when.as_ref().and_then(|h| {
+                    let hold = build_hold_when(h, err);
+                    ok &= hold.is_some();
+                    hold
                 }),
             })
         }
@@ -1035,6 +1047,81 @@ fn build_meta(
         }
     }
     ok.then_some(Some(patterns))
+}
+
+/// The longest queue name `requeue_to` takes: RQ sets no limit, but a name this long is a
+/// mistake (a pasted value), and every key of the queue repeats it.
+const MAX_QUEUE_NAME: usize = 200;
+
+/// `requeue_to`: one queue, named exactly (the queue RQ's workers listen to), or `None` when
+/// invalid (reported through `err`).
+fn build_requeue_to(
+    q: &toml::Spanned<String>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<String> {
+    let name = q.get_ref();
+    let problem = if name.trim().is_empty() {
+        Some("requeue_to cannot be empty; leave it out to requeue into the job's own queue".into())
+    } else if name.trim() != name {
+        Some(format!(
+            "requeue_to {name:?} starts or ends with white space; RQ's queue names do not"
+        ))
+    } else if let Some(c) = name.chars().find(|c| matches!(c, '*' | '?' | '[' | ']')) {
+        Some(format!(
+            "requeue_to {name:?} contains the glob character {c:?}: it names one queue, exactly as RQ's workers listen to it"
+        ))
+    } else if name.chars().any(char::is_control) {
+        Some(format!("requeue_to {name:?} contains a control character"))
+    } else if name.len() > MAX_QUEUE_NAME {
+        Some(format!(
+            "requeue_to is {} bytes long; at most {MAX_QUEUE_NAME}",
+            name.len()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => {
+            err(Some(q.span()), p);
+            None
+        }
+        None => Some(name.clone()),
+    }
+}
+
+/// `hold_when`, or `None` when invalid (reported through `err`): at least one condition, and
+/// `queue_longer_than` a count of jobs.
+fn build_hold_when(
+    h: &toml::Spanned<HoldWhenSection>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<HoldWhen> {
+    let section = h.get_ref();
+    let queue_longer_than = match section.queue_longer_than {
+        None => None,
+        Some(n) if (0..=1_000_000_000_000).contains(&n) => Some(n as u64),
+        Some(n) => {
+            err(
+                Some(h.span()),
+                format!(
+                    "hold_when.queue_longer_than must be between 0 and 1000000000000 jobs, got {n}"
+                ),
+            );
+            return None;
+        }
+    };
+    let hold = HoldWhen {
+        no_workers: section.no_workers.unwrap_or(false),
+        queue_longer_than,
+    };
+    if hold == HoldWhen::default() {
+        err(
+            Some(h.span()),
+            "hold_when holds nothing: set no_workers = true or queue_longer_than = N, or remove it"
+                .into(),
+        );
+        return None;
+    }
+    Some(hold)
 }
 
 /// The policy's circuit breaker: the default when not configured, `None` when disabled, and

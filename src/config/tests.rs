@@ -1189,3 +1189,127 @@ fn max_age_and_meta_compile_into_the_policy() {
         ]
     );
 }
+
+/// See: issue 21 (`requeue_to`, `hold_when`).
+#[test]
+fn requeue_to_and_hold_when_parse_into_the_retry_spec() {
+    let text = "[[policy]]\nname = \"slow-lane\"\nrequeue_to = \"slow\"\nhold_when = { no_workers = true, queue_longer_than = 10000 }\n";
+    let config = parse(text, SOURCE).expect("valid");
+    match &config.policies[0].action {
+        Action::Retry(spec) => {
+            assert_eq!(spec.requeue_to.as_deref(), Some("slow"));
+            assert_eq!(
+                spec.hold_when,
+                Some(crate::policy::HoldWhen {
+                    no_workers: true,
+                    queue_longer_than: Some(10_000),
+                })
+            );
+        }
+        other => panic!("must retry, got {other:?}"),
+    }
+    let shown = crate::commands::render_config(&config);
+    assert!(
+        shown.contains("requeue_to=slow hold_when=no_workers|queue_longer_than=10000"),
+        "{shown}"
+    );
+}
+
+/// See: issue 21. Each invalid `requeue_to` or `hold_when` is refused where it is written.
+#[test]
+fn an_invalid_requeue_to_or_hold_when_is_refused_at_its_place() {
+    let cases: &[(&str, &str, usize, usize, &str, &str)] = &[
+        (
+            "an empty queue name",
+            "[[policy]]\nname = \"a\"\nrequeue_to = \"  \"\n",
+            3,
+            14,
+            "policy[1].requeue_to",
+            "requeue_to cannot be empty",
+        ),
+        (
+            "a glob",
+            "[[policy]]\nname = \"a\"\nrequeue_to = \"slow*\"\n",
+            3,
+            14,
+            "policy[1].requeue_to",
+            "glob character '*'",
+        ),
+        (
+            "a bracket",
+            "[[policy]]\nname = \"a\"\nrequeue_to = \"s[lo]w\"\n",
+            3,
+            14,
+            "policy[1].requeue_to",
+            "glob character '['",
+        ),
+        (
+            "white space around the name",
+            "[[policy]]\nname = \"a\"\nrequeue_to = \"slow \"\n",
+            3,
+            14,
+            "policy[1].requeue_to",
+            "white space",
+        ),
+        (
+            "requeue_to on a purge policy",
+            "[[policy]]\nname = \"a\"\naction = \"purge\"\nrequeue_to = \"slow\"\n",
+            4,
+            14,
+            "policy[1].requeue_to",
+            "requeue_to has no effect with action = \"purge\"",
+        ),
+        (
+            "hold_when on an ignore policy",
+            "[[policy]]\nname = \"a\"\naction = \"ignore\"\nhold_when = { no_workers = true }\n",
+            4,
+            13,
+            "policy[1].hold_when",
+            "hold_when has no effect with action = \"ignore\"",
+        ),
+        (
+            "a hold_when that holds nothing",
+            "[[policy]]\nname = \"a\"\nhold_when = { no_workers = false }\n",
+            3,
+            13,
+            "policy[1].hold_when",
+            "hold_when holds nothing",
+        ),
+        (
+            "a negative queue length",
+            "[[policy]]\nname = \"a\"\nhold_when = { queue_longer_than = -1 }\n",
+            3,
+            13,
+            "policy[1].hold_when",
+            "queue_longer_than must be between 0 and",
+        ),
+    ];
+    for (what, text, line, col, key, says) in cases {
+        let p = only_problem(text);
+        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
+        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
+        assert!(
+            p.message.contains(says),
+            "{what}: {:?} should say {says:?}",
+            p.message
+        );
+    }
+    let long = format!(
+        "[[policy]]\nname = \"a\"\nrequeue_to = \"{}\"\n",
+        "q".repeat(201)
+    );
+    assert!(only_problem(&long).message.contains("at most 200"));
+}
+
+/// See: issue 21. A misspelled condition inside `hold_when` is refused, not ignored.
+#[test]
+fn an_unknown_key_inside_hold_when_is_refused() {
+    let text = "[[policy]]\nname = \"a\"\nhold_when = { no_worker = true }\n";
+    let p = only_problem(text);
+    assert!(
+        p.message.contains("unknown field `no_worker`"),
+        "{:?}",
+        p.message
+    );
+    assert_eq!(p.position.map(|(l, _)| l), Some(3), "{p:?}");
+}

@@ -87,7 +87,8 @@ pub struct Write {
     pub job_id: String,
     /// The queue whose failed registry holds the job.
     pub queue: String,
-    /// The queue to requeue onto (the job's origin).
+    /// The queue to requeue onto: the job's origin, or a policy's `requeue_to` (the requeue
+    /// then makes it the job's origin). Compared against: `cas.origin`.
     pub origin: String,
     pub cas: CasToken,
     /// When the failure failed (the facts' `failed_at`): with the id, it names the failure the
@@ -120,6 +121,12 @@ impl Author {
 
 impl Write {
     /// The write of `kind` on the failure `facts` describes, compared against what was read.
+    /// The same write, requeueing into `queue` instead (a policy's `requeue_to`).
+    pub fn to_queue(mut self, queue: &str) -> Write {
+        self.origin = queue.to_string();
+        self
+    }
+
     pub fn of(facts: &JobFacts, author: Author, kind: WriteKind) -> Write {
         Write {
             job_id: facts.job_id.clone(),
@@ -517,7 +524,8 @@ impl Executor {
                 cmd.arg(now_text)
                     .arg(first.author.name())
                     .arg(if at_front { "1" } else { "0" })
-                    .arg(&queue_key);
+                    .arg(&queue_key)
+                    .arg(&first.origin);
                 for &i in members {
                     let w = &writes[i];
                     let WriteKind::Requeue { attempt, .. } = w.kind else {

@@ -227,6 +227,9 @@ fn parse_time(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
         })
 }
 
+/// Warnings a bulk task's answer lists at most (one per queue and condition).
+const MAX_WARNINGS: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BulkAction {
     Retry,
@@ -275,6 +278,13 @@ pub struct BulkResult {
     pub code: Option<&'static str>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// For `retry-all`: conditions under which the matched jobs' policies' `hold_when` would
+    /// have held automatic requeues back (no live RQ worker, queue too long), one per queue
+    /// and condition (at most 100). The jobs are requeued anyway. A dry run answered from the
+    /// failure index carries none (it reads no job).
+    /// Left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::hold::Warning>,
 }
 
 /// Bulk tasks, newest last; finished ones are dropped beyond [`TASKS_KEPT`].
@@ -386,6 +396,7 @@ async fn start(
         code: None,
         started_at: Utc::now(),
         finished_at: None,
+        warnings: Vec::new(),
     }));
     app.tasks.add(result.clone());
     let progress = result.clone();
@@ -624,6 +635,23 @@ async fn settle(
             }
         }
     }
+    if action == BulkAction::Retry && !selected.is_empty() {
+        let jobs: Vec<&JobFacts> = selected.iter().map(|(f, _)| &**f).collect();
+        let found = crate::hold::manual_warnings(
+            con,
+            &app.daemon.worlds,
+            snap.registry.keys(),
+            &snap.config.policies,
+            &jobs,
+        )
+        .await?;
+        let mut r = progress.lock().expect("task lock");
+        for w in found {
+            if r.warnings.len() < MAX_WARNINGS && !r.warnings.contains(&w) {
+                r.warnings.push(w);
+            }
+        }
+    }
     if dry_run || selected.is_empty() {
         return Ok(());
     }
@@ -650,6 +678,13 @@ async fn settle(
         instance: &app.daemon.instance,
     };
     let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
+    // An operator's write ends a hold at once (the gauge follows).
+    for ((f, _), outcome) in selected.iter().zip(&outcomes) {
+        if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
+            app.daemon.held.release(&f.queue, &f.job_id);
+        }
+    }
+    app.daemon.held.publish(&app.daemon.metrics);
     let done = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))

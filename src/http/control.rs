@@ -193,6 +193,10 @@ pub struct PolicyView {
     pub max_age_seconds: Option<f64>,
     /// `meta = { key = "glob" }`: every key's value must match its glob.
     pub meta: Option<std::collections::BTreeMap<String, String>>,
+    /// The queue a retry policy requeues into instead of the job's origin.
+    pub requeue_to: Option<String>,
+    /// When a retry policy holds requeues back (`no_workers|queue_longer_than=N`).
+    pub hold_when: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -203,6 +207,10 @@ pub struct Policies {
 
 fn view(p: &Policy) -> PolicyView {
     let m = &p.matcher;
+    let retry = match &p.action {
+        Action::Retry(s) => Some(s),
+        _ => None,
+    };
     let (max_attempts, backoff, at_front, on_exhausted, purge_after) = match &p.action {
         Action::Retry(s) => (
             Some(s.max_attempts),
@@ -239,6 +247,8 @@ fn view(p: &Policy) -> PolicyView {
                 .map(|p| (p.key.clone(), p.value.patterns().join(", ")))
                 .collect()
         }),
+        requeue_to: retry.and_then(|s| s.requeue_to.clone()),
+        hold_when: retry.and_then(|s| s.hold_when.map(|h| h.describe())),
     }
 }
 

@@ -88,7 +88,8 @@ pub struct ListParams {
 
 /// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
 /// exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
-/// stopped, or its last run succeeded (the last two are never retried automatically).
+/// stopped, or its last run succeeded (the last two are never retried automatically); `held`:
+/// a requeue is due but its policy's `hold_when` holds it back.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateParam {
@@ -100,6 +101,7 @@ pub enum StateParam {
     Undecodable,
     Stopped,
     Succeeded,
+    Held,
 }
 
 impl StateParam {
@@ -114,6 +116,7 @@ impl StateParam {
             StateParam::Undecodable => State::Undecodable,
             StateParam::Stopped => State::Stopped,
             StateParam::Succeeded => State::Succeeded,
+            StateParam::Held => State::Held,
         }
     }
 }
@@ -289,7 +292,17 @@ async fn read_page(
     let jobs = page
         .jobs
         .iter()
-        .filter_map(|j| read.remove(&(j.queue.clone(), j.job_id.clone())))
+        .filter_map(|j| {
+            let mut entry = read.remove(&(j.queue.clone(), j.job_id.clone()))?;
+            // Whether a due requeue is held depends on the target queue, which only the
+            // supervisor's write path reads: the index says so.
+            if j.state == crate::index::State::Held
+                && entry.state.as_deref() == Some(crate::index::State::Due.name())
+            {
+                entry.state = Some(crate::index::State::Held.name().to_string());
+            }
+            Some(entry)
+        })
         .collect();
     Ok((jobs, left))
 }
@@ -714,6 +727,11 @@ async fn manual_write(
         )
         .await?
         .remove(0);
+    if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
+        // An operator's write ends a hold at once (the gauge follows).
+        app.daemon.held.release(&f.queue, &f.job_id);
+        app.daemon.held.publish(&app.daemon.metrics);
+    }
     match outcome {
         Outcome::Requeued | Outcome::Purged => Ok(()),
         Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(
@@ -758,6 +776,11 @@ pub struct RetryResult {
     pub status: String,
     /// True when nothing was written (`dry_run=true`): the job would be requeued.
     pub dry_run: bool,
+    /// Conditions under which the deciding policy's `hold_when` would have held an automatic
+    /// requeue back (no live RQ worker, queue too long). The retry is done anyway.
+    /// Left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::hold::Warning>,
 }
 
 /// `dry_run` on a single-job action: answer what would happen, write nothing.
@@ -821,6 +844,14 @@ async fn retry(
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, &job_id).await?;
     let dry_run = p.dry_run.unwrap_or(false);
+    let warnings = crate::hold::manual_warnings(
+        &mut con,
+        &app.daemon.worlds,
+        snap.registry.keys(),
+        &snap.config.policies,
+        &[&f],
+    )
+    .await?;
     if !dry_run {
         let kind = WriteKind::Requeue {
             attempt: None,
@@ -833,6 +864,7 @@ async fn retry(
         queue: f.origin,
         status: if dry_run { "failed" } else { "queued" }.into(),
         dry_run,
+        warnings,
     }))
 }
 
@@ -919,11 +951,19 @@ async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let f = failed_job(&mut con, &snap, job_id).await?;
-    Ok(Json(explain::explain(
-        &snap.config.policies,
-        &f,
-        Utc::now(),
-    )))
+    let mut e = explain::explain(&snap.config.policies, &f, Utc::now());
+    if let Some((hold, target)) = explain::pending_hold(&snap.config.policies, &e) {
+        let worlds = app
+            .daemon
+            .worlds
+            .get(&mut con, snap.registry.keys(), &[target.as_str()])
+            .await?;
+        let world = worlds.get(&target).copied().unwrap_or_default();
+        if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
+            explain::hold(&mut e, &reason);
+        }
+    }
+    Ok(Json(e))
 }
 
 /// Any job's state, not only failed ones.

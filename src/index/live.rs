@@ -163,6 +163,14 @@ impl LiveIndex {
         Dropped { gone, unknown }
     }
 
+    /// Marks these jobs `held` (their due requeue is held back by `hold_when`).
+    pub fn mark_held_all<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut inner = self.write();
+        for (queue, id) in jobs {
+            inner.index.set_held(queue, id);
+        }
+    }
+
     /// Ends a completed full scan of `queues` at `at`: from now on the index answers.
     pub fn end_scan(&self, queues: &[String], at: DateTime<Utc>) {
         let mut inner = self.write();

@@ -55,10 +55,13 @@ pub enum State {
     /// Its last run succeeded (its newest RQ result is a success, rq/rq#2424): never retried
     /// automatically, left to the operator.
     Succeeded,
+    /// A requeue is due, but its policy's `hold_when` holds it back: the target queue has no
+    /// live RQ worker or is too long. Requeued as soon as that clears (issue 21).
+    Held,
 }
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Due,
         State::Waiting,
         State::Exhausted,
@@ -67,6 +70,7 @@ impl State {
         State::Undecodable,
         State::Stopped,
         State::Succeeded,
+        State::Held,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl State {
             State::Undecodable => "undecodable",
             State::Stopped => "stopped",
             State::Succeeded => "succeeded",
+            State::Held => "held",
         }
     }
 
@@ -561,6 +566,23 @@ impl FailureIndex {
             Some(e) => {
                 e.state = state;
                 e.exhausted = exhausted;
+                e.due_us = i64::MAX;
+                self.version += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a job `held`: its due requeue waits for the target queue (`hold_when`); the
+    /// rest of what is known about it stays. Returns whether the job is indexed.
+    pub fn set_held(&mut self, queue: &str, job_id: &str) -> bool {
+        let Some(&q) = self.queues.ids.get(queue) else {
+            return false;
+        };
+        match self.entries.get_mut(&(q as u16, JobKey::new(job_id))) {
+            Some(e) => {
+                e.state = State::Held;
                 e.due_us = i64::MAX;
                 self.version += 1;
                 true

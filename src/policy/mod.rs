@@ -48,6 +48,42 @@ pub struct RetrySpec {
     /// Give up once the job is this old since RQ created it (`created_at`), whatever attempts
     /// remain (`None`: no limit). See [`exhaustion`].
     pub max_age: Option<Duration>,
+    /// Requeue into this queue instead of the job's origin (`origin` follows), e.g. a slow
+    /// lane for retries (`None`: the job's origin).
+    pub requeue_to: Option<String>,
+    /// When not to requeue automatically into the target queue (`None`: always requeue).
+    pub hold_when: Option<HoldWhen>,
+}
+
+/// A retry policy's `hold_when`: conditions of the target queue under which a due requeue is
+/// held (state `held`) until they clear. Operators' manual retries only warn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HoldWhen {
+    /// Hold while no live RQ worker listens to the target queue.
+    pub no_workers: bool,
+    /// Hold while the target queue holds more than this many jobs.
+    pub queue_longer_than: Option<u64>,
+}
+
+impl HoldWhen {
+    /// As `check-config` and the policies API show it: `no_workers|queue_longer_than=N`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.no_workers {
+            parts.push("no_workers".to_string());
+        }
+        if let Some(n) = self.queue_longer_than {
+            parts.push(format!("queue_longer_than={n}"));
+        }
+        parts.join("|")
+    }
+}
+
+impl RetrySpec {
+    /// The queue a requeue of `job` under this policy goes to.
+    pub fn target_queue<'a>(&'a self, job: &'a JobFacts) -> &'a str {
+        self.requeue_to.as_deref().unwrap_or(&job.origin)
+    }
 }
 
 /// A retry policy's circuit breaker: open when at least `min_requeues` requeues happened in

@@ -582,6 +582,8 @@ fn any_retry_spec() -> impl Strategy<Value = RetrySpec> {
             },
             circuit_breaker: None,
             max_age: None,
+            requeue_to: None,
+            hold_when: None,
         },
     )
 }

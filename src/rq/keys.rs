@@ -43,6 +43,13 @@ impl Keys {
         format!("{}:queue:{queue}", self.prefix)
     }
 
+    /// `rq:workers:<q>`: RQ's worker registry of one queue, the set of the keys
+    /// (`rq:worker:<name>`) of the workers listening to it. A worker's key lives while its
+    /// heartbeat renews its expiry; a worker that died keeps its member until RQ cleans up.
+    pub fn workers_of(&self, queue: &str) -> String {
+        format!("{}:workers:{queue}", self.prefix)
+    }
+
     /// `rq:failed:<q>`: the FailedJobRegistry (score = expiry time, not failure time).
     pub fn failed(&self, queue: &str) -> String {
         format!("{}:failed:{queue}", self.prefix)

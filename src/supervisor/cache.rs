@@ -34,6 +34,11 @@ pub enum Verdict {
     /// Its last run succeeded: left to the operator (issue 21). Remembered also when the
     /// requeue script found it so, so that it is not read and refused again every scan.
     Succeeded,
+    /// A due requeue held back by its policy's `hold_when`: decided again at `due` (about a
+    /// second later), so it goes as soon as the target queue can take it.
+    Held {
+        due: DateTime<Utc>,
+    },
 }
 
 /// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
@@ -56,6 +61,7 @@ const IGNORED: u8 = 2;
 const UNMATCHED: u8 = 3;
 const STOPPED: u8 = 4;
 const SUCCEEDED: u8 = 5;
+const HELD: u8 = 6;
 
 /// A remembered failure as the supervisor uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +130,9 @@ impl FactsCache {
             IGNORED => Verdict::Ignored,
             STOPPED => Verdict::Stopped,
             SUCCEEDED => Verdict::Succeeded,
+            HELD => Verdict::Held {
+                due: time(p.due_ms),
+            },
             _ => Verdict::Unmatched,
         };
         CacheEntry {
@@ -176,6 +185,11 @@ impl FactsCache {
             Verdict::Unmatched => (UNMATCHED, 0),
             Verdict::Stopped => (STOPPED, 0),
             Verdict::Succeeded => (SUCCEEDED, 0),
+            Verdict::Held { due } => {
+                let due_ms = ms(due);
+                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
+                (HELD, due_ms)
+            }
         };
         let packed = Packed {
             score,
@@ -210,7 +224,7 @@ impl FactsCache {
         let mut due = Vec::new();
         let queues = &self.queues;
         self.entries.retain(|id, e| {
-            if e.verdict == WAITING && e.due_ms <= now_ms {
+            if (e.verdict == WAITING || e.verdict == HELD) && e.due_ms <= now_ms {
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
@@ -228,7 +242,7 @@ impl FactsCache {
         self.next_due_ms = self
             .entries
             .values()
-            .filter(|e| e.verdict == WAITING)
+            .filter(|e| e.verdict == WAITING || e.verdict == HELD)
             .map(|e| e.due_ms)
             .min();
     }

@@ -249,6 +249,7 @@ impl Supervisor {
                 if !cancel.is_cancelled() {
                     metrics.set_skipped_jobs(&report.skipped_by_reason);
                 }
+                self.state.held.publish(metrics);
                 self.state.record_scan(report.clone());
                 Ok(report)
             }
@@ -397,7 +398,9 @@ impl Supervisor {
                         .failed += 1;
                     let hit = cache
                         .hit(queue, &id, score)
-                        .filter(|e| !matches!(e.verdict, Verdict::Waiting { due } if due <= now))
+                        .filter(|e| {
+                            !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
+                        })
                         // The index must hold it too, or it is read again (for the index).
                         .filter(|_| {
                             !self.indexing || self.state.index.still_there(queue, &id, score)
@@ -475,7 +478,15 @@ impl Supervisor {
         let read = self.read_batch(con, snap, queue, ids).await?;
         let mut writes = self.decide_batch(snap, queue, &read, &mut batch);
         // A standby decided for its index; the active instance writes.
-        if observe || !self.hold_back(&mut batch.report, &mut writes) {
+        if observe {
+            return Ok(batch);
+        }
+        // Held first, so that a dry run or a pause counts them as held, not as due.
+        if !self
+            .hold_for_target(con, snap, &mut writes, &mut batch)
+            .await?
+            || !self.hold_back(&mut batch.report, &mut writes)
+        {
             return Ok(batch);
         }
         self.write_batch(con, snap, &writes, &mut batch).await?;
@@ -606,10 +617,13 @@ impl Supervisor {
                     continue;
                 }
             };
-            writes.push((
-                Write::of(facts, Author::Policy(policy.to_string()), kind),
-                decision,
-            ));
+            let mut write = Write::of(facts, Author::Policy(policy.to_string()), kind);
+            if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
+                (kind, evaluation.policy.map(|p| &p.action))
+            {
+                write = write.to_queue(spec.target_queue(facts));
+            }
+            writes.push((write, decision));
         }
         writes
     }
@@ -705,6 +719,100 @@ impl Supervisor {
                 .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
         }
         !writes.is_empty()
+    }
+
+    /// Takes out of `writes` the requeues whose policy's `hold_when` holds them back: their
+    /// target queue has no live RQ worker, or is longer than allowed (one small read per
+    /// target queue, at most once a second). They become `held` (index, gauge) and are
+    /// decided again about a second later, so they go as soon as the queue can take them.
+    /// Returns whether anything is left to write. See: issue 21.
+    async fn hold_for_target<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        writes: &mut Vec<(Write, Decision)>,
+        batch: &mut Batch,
+    ) -> RedisResult<bool> {
+        let hold_of = |w: &Write| -> Option<crate::policy::HoldWhen> {
+            if !matches!(w.kind, WriteKind::Requeue { .. }) {
+                return None;
+            }
+            let Author::Policy(name) = &w.author else {
+                return None;
+            };
+            snap.config
+                .policies
+                .iter()
+                .find(|p| &p.name == name)
+                .and_then(|p| match &p.action {
+                    crate::policy::Action::Retry(spec) => spec.hold_when,
+                    _ => None,
+                })
+        };
+        let mut targets: Vec<&str> = Vec::new();
+        for (w, _) in writes.iter() {
+            if hold_of(w).is_some() && !targets.contains(&w.origin.as_str()) {
+                targets.push(&w.origin);
+            }
+        }
+        if targets.is_empty() {
+            return Ok(!writes.is_empty());
+        }
+        let worlds = match self
+            .state
+            .worlds
+            .get(con, snap.registry.keys(), &targets)
+            .await
+        {
+            Ok(worlds) => worlds,
+            // Unknown whether the queues can take them (e.g. the ACL denies reading
+            // rq:workers:*): these requeues wait for a later pass; the batch's other writes go.
+            Err(e) => {
+                warn!(error = %e, queues = ?targets, "cannot read the target queues' workers and lengths for hold_when; their requeues wait");
+                writes.retain(|(w, _)| {
+                    let unknown = hold_of(w).is_some();
+                    if unknown {
+                        batch.report.skip("hold_unknown", &w.job_id);
+                    }
+                    !unknown
+                });
+                return Ok(!writes.is_empty());
+            }
+        };
+        let recheck =
+            Utc::now() + chrono::Duration::from_std(crate::hold::RECHECK).unwrap_or_default();
+        let mut held: Vec<(String, String)> = Vec::new();
+        writes.retain(|(w, _)| {
+            let reason = hold_of(w).and_then(|hold| {
+                let world = worlds.get(&w.origin).copied().unwrap_or_default();
+                crate::hold::hold_reason(&hold, &w.origin, world)
+            });
+            match reason {
+                Some(reason) => {
+                    debug!(job_id = %w.job_id, queue = %w.queue, to_queue = %w.origin, policy = %w.author.name(), "held: {reason}");
+                    self.state.held.hold(&w.queue, &w.job_id, reason.name());
+                    batch.verdicts.push((
+                        w.job_id.clone(),
+                        w.failed_at,
+                        Verdict::Held { due: recheck },
+                    ));
+                    held.push((w.queue.clone(), w.job_id.clone()));
+                    false
+                }
+                None => {
+                    self.state.held.release(&w.queue, &w.job_id);
+                    true
+                }
+            }
+        });
+        if self.indexing && !held.is_empty() {
+            self.state
+                .index
+                .mark_held_all(held.iter().map(|(q, id)| (q.as_str(), id.as_str())));
+        }
+        batch.report.held += held.len() as u64;
+        self.state.held.publish(&self.state.metrics);
+        Ok(!writes.is_empty())
     }
 
     /// Writes through the one write path and counts each outcome; feeds the breakers.
@@ -881,9 +989,15 @@ impl Supervisor {
                 let scores = snap.registry.scores(con, &queue, chunk).await?;
                 let present: Vec<(String, f64)> = chunk
                     .iter()
-                    .zip(scores)
+                    .zip(&scores)
                     .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
                     .collect();
+                // A held job that left the registry meanwhile is held no more.
+                for (id, score) in chunk.iter().zip(&scores) {
+                    if score.is_none() {
+                        self.state.held.release(&queue, id);
+                    }
+                }
                 let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
                 let mut batch = self
                     .process(con, &snap, &queue, &ids, report.dry_run, false)
@@ -903,6 +1017,7 @@ impl Supervisor {
         for (reason, n) in &report.newly_skipped {
             self.state.metrics.skipped(reason, *n);
         }
+        self.state.held.publish(&self.state.metrics);
         Ok(report)
     }
 }
@@ -990,6 +1105,8 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
                 .exhausted += 1;
         }
         Verdict::Ignored => report.ignored += 1,
+        // Counted by the held_jobs gauge, which the hold itself keeps.
+        Verdict::Held { .. } => report.held += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
             report.count_skip("unmatched");

@@ -16,6 +16,8 @@ one line on stdout: a job id, or one JSON object.
     rqctl.py --url URL abandon --queue Q     {"failed": [...]}  (StartedJobRegistry.cleanup)
     rqctl.py --url URL stop JOB_ID           {"stopped": ID}  (send_stop_job_command)
     rqctl.py --url URL leave-started --queue Q JOB_ID   {"started": [...]}
+    rqctl.py --url URL registry --queue Q --name finished|started   {"count": N, "ids": [...]}
+    rqctl.py --url URL workers --queue Q     {"names": [...]}  (Worker.all(queue=...): live workers)
     rqctl.py --url URL stats                 {"failed_count": N, "queues": {"<q>": {"queued", "started",
                                              "failed", "finished", "deferred", "scheduled"}}}
 """
@@ -187,6 +189,22 @@ def cmd_leave_started(conn, a):
     print(json.dumps({"started": [m.decode() for m in conn.zrange(registry.key, 0, -1)]}))
 
 
+def cmd_registry(conn, a):
+    """The ids in one of the queue's other registries, as RQ lists them."""
+    kinds = {"finished": FinishedJobRegistry, "started": StartedJobRegistry}
+    ids = kinds[a.name](a.queue, connection=conn).get_job_ids()
+    print(json.dumps({"count": len(ids), "ids": ids}))
+
+
+def cmd_workers(conn, a):
+    """The workers RQ itself lists for the queue (its worker registry, dead keys left out)."""
+    from rq import Worker
+
+    queue = Queue(a.queue, connection=conn)
+    names = sorted(w.name for w in Worker.all(queue=queue))
+    print(json.dumps({"names": names}))
+
+
 def cmd_stats(conn, a):
     """What RQ itself counts for every queue it knows (``Queue.all``): ``Queue.count`` and each
     registry's ``count`` (which runs RQ's own cleanup first)."""
@@ -260,6 +278,15 @@ def main(argv):
     p = sub.add_parser("abandon", help="StartedJobRegistry.cleanup: fail the jobs of dead workers")
     p.add_argument("--queue", default="default")
     p.set_defaults(run=cmd_abandon)
+
+    p = sub.add_parser("registry", help="ids in the queue's finished or started registry")
+    p.add_argument("--queue", default="default")
+    p.add_argument("--name", required=True, choices=["finished", "started"])
+    p.set_defaults(run=cmd_registry)
+
+    p = sub.add_parser("workers", help="names of the live workers RQ lists for the queue")
+    p.add_argument("--queue", default="default")
+    p.set_defaults(run=cmd_workers)
 
     p = sub.add_parser("stats", help="Queue.count and every registry's count, per queue RQ knows")
     p.set_defaults(run=cmd_stats)

@@ -89,7 +89,9 @@ local function audit_refusal()
 end
 
 -- Appends the entry for `ids`, the jobs this call changed; nothing when it changed none.
-local function audit(ids)
+-- `to_queue`, for a requeue, names the queue the jobs went to (their origin, or the policy's
+-- requeue_to); nil leaves the field out.
+local function audit(ids, to_queue)
   if #ids == 0 then
     return
   end
@@ -97,7 +99,12 @@ local function audit(ids)
   for i = 1, math.min(#ids, AUDIT_MAX_IDS) do
     listed[i] = ids[i]
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', ARGV[5], 'who', ARGV[2],
+  local entry = {'XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', ARGV[5], 'who', ARGV[2],
     'action', ARGV[4], 'why', ARGV[3], 'queue', ARGV[6], 'count', #ids,
-    'job_ids', table.concat(listed, ','), 'job_ids_json', cjson.encode(listed))
+    'job_ids', table.concat(listed, ','), 'job_ids_json', cjson.encode(listed)}
+  if to_queue then
+    entry[#entry+1] = 'to_queue'
+    entry[#entry+1] = to_queue
+  end
+  redis.call(unpack(entry))
 end
