@@ -352,14 +352,7 @@ fn each_invalid_value_is_reported_at_its_line_column_and_key() {
             "duplicate key",
         ),
     ];
-    for (what, text, line, col, key, says) in cases {
-        let all = problems(text);
-        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
-        let p = &all[0];
-        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
-        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
-        assert!(p.message.contains(says), "{what}: {:?}", p.message);
-    }
+    assert_each_refused_at_its_place(cases);
 }
 
 #[test]
@@ -1154,14 +1147,7 @@ fn max_age_and_meta_mistakes_are_refused_at_their_place() {
             "invalid type: integer `1`, expected a string",
         ),
     ];
-    for (what, text, line, col, key, says) in cases {
-        let all = problems(text);
-        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
-        let p = &all[0];
-        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
-        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
-        assert!(p.message.contains(says), "{what}: {:?}", p.message);
-    }
+    assert_each_refused_at_its_place(cases);
 }
 
 #[test]
@@ -1284,16 +1270,7 @@ fn an_invalid_requeue_to_or_hold_when_is_refused_at_its_place() {
             "queue_longer_than must be between 0 and",
         ),
     ];
-    for (what, text, line, col, key, says) in cases {
-        let p = only_problem(text);
-        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
-        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
-        assert!(
-            p.message.contains(says),
-            "{what}: {:?} should say {says:?}",
-            p.message
-        );
-    }
+    assert_each_refused_at_its_place(cases);
     let long = format!(
         "[[policy]]\nname = \"a\"\nrequeue_to = \"{}\"\n",
         "q".repeat(201)
@@ -1312,4 +1289,17 @@ fn an_unknown_key_inside_hold_when_is_refused() {
         p.message
     );
     assert_eq!(p.position.map(|(l, _)| l), Some(3), "{p:?}");
+}
+
+/// One invalid config per case (what, text, line, column, key, message part): each is refused
+/// with exactly one problem, at that place, naming that key, saying that.
+fn assert_each_refused_at_its_place(cases: &[(&str, &str, usize, usize, &str, &str)]) {
+    for (what, text, line, col, key, says) in cases {
+        let all = problems(text);
+        assert_eq!(all.len(), 1, "{what}: expected one problem, got {all:#?}");
+        let p = &all[0];
+        assert_eq!(p.position, Some((*line, *col)), "{what}: position of {p:?}");
+        assert_eq!(p.key.as_deref(), Some(*key), "{what}: key of {p:?}");
+        assert!(p.message.contains(says), "{what}: {:?}", p.message);
+    }
 }

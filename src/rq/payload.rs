@@ -84,7 +84,7 @@ pub fn func_name_from_data(data: &[u8]) -> Option<String> {
     if first == b'[' {
         func_name_from_json(payload)
     } else {
-        let name = func_name_from_pickle(payload)?;
+        let name = super::pickle::first_element_str(payload)?;
         if name.contains('.') {
             return Some(name);
         }
@@ -116,40 +116,6 @@ fn func_name_from_json(payload: &[u8]) -> Option<String> {
         None
     })?;
     serde_json::from_slice(&rest[..=end]).ok()
-}
-
-/// Walks the pickle opcodes up to the first string: PROTO, FRAME and MARK come first, then the
-/// function name (SHORT_BINUNICODE, BINUNICODE, BINUNICODE8 or protocol-0 UNICODE).
-fn func_name_from_pickle(p: &[u8]) -> Option<String> {
-    let mut i = 0usize;
-    let take = |from: usize, len: usize| -> Option<&[u8]> { p.get(from..from.checked_add(len)?) };
-    loop {
-        let op = *p.get(i)?;
-        i += 1;
-        match op {
-            0x80 => i += 1,          // PROTO n
-            0x95 => i += 8,          // FRAME len (8 bytes)
-            b'(' | b'}' | b']' => {} // MARK, EMPTY_DICT, EMPTY_LIST
-            0x8c => {
-                // SHORT_BINUNICODE: 1-byte length
-                let len = usize::from(*p.get(i)?);
-                return String::from_utf8(take(i + 1, len)?.to_vec()).ok();
-            }
-            b'X' => {
-                let len = u32::from_le_bytes(take(i, 4)?.try_into().ok()?) as usize;
-                return String::from_utf8(take(i + 4, len)?.to_vec()).ok();
-            }
-            0x8d => {
-                let len = usize::try_from(u64::from_le_bytes(take(i, 8)?.try_into().ok()?)).ok()?;
-                return String::from_utf8(take(i + 8, len)?.to_vec()).ok();
-            }
-            b'V' => {
-                let end = p[i..].iter().position(|&b| b == b'\n')?;
-                return String::from_utf8(p[i..i + end].to_vec()).ok();
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// The function name in a default description such as `app.tasks.send(42, to='x')`.
@@ -209,6 +175,34 @@ mod tests {
         let mut damaged = METHOD5.to_vec();
         damaged[32] = 0x01; // the class name is no longer a string
         assert_eq!(func_name_from_data(&damaged).as_deref(), Some("greet"));
+    }
+
+    /// `pickle.dumps(("app.tasks.send", None, (42, "x"), {"k": [1, 2]}), protocol=N)` for every
+    /// protocol Python writes: the function name is read from each.
+    #[test]
+    fn reads_the_function_name_from_every_pickle_protocol() {
+        let protocols: [&[u8]; 6] = [
+            b"(Vapp.tasks.send\np0\nN(I42\nVx\np1\ntp2\n(dp3\nVk\np4\n(lp5\nI1\naI2\nastp6\n.",
+            b"(X\x0e\x00\x00\x00app.tasks.sendq\x00N(K*X\x01\x00\x00\x00xq\x01tq\x02}q\x03X\x01\x00\x00\x00kq\x04]q\x05(K\x01K\x02estq\x06.",
+            b"\x80\x02(X\x0e\x00\x00\x00app.tasks.sendq\x00NK*X\x01\x00\x00\x00xq\x01\x86q\x02}q\x03X\x01\x00\x00\x00kq\x04]q\x05(K\x01K\x02estq\x06.",
+            b"\x80\x03(X\x0e\x00\x00\x00app.tasks.sendq\x00NK*X\x01\x00\x00\x00xq\x01\x86q\x02}q\x03X\x01\x00\x00\x00kq\x04]q\x05(K\x01K\x02estq\x06.",
+            b"\x80\x04\x95-\x00\x00\x00\x00\x00\x00\x00(\x8c\x0eapp.tasks.send\x94NK*\x8c\x01x\x94\x86\x94}\x94\x8c\x01k\x94]\x94(K\x01K\x02est\x94.",
+            b"\x80\x05\x95-\x00\x00\x00\x00\x00\x00\x00(\x8c\x0eapp.tasks.send\x94NK*\x8c\x01x\x94\x86\x94}\x94\x8c\x01k\x94]\x94(K\x01K\x02est\x94.",
+        ];
+        for (protocol, bytes) in protocols.iter().enumerate() {
+            assert_eq!(
+                func_name_from_data(&zlib(bytes)).as_deref(),
+                Some("app.tasks.send"),
+                "protocol {protocol}"
+            );
+            // Cut off after the name, as a 64 KiB head of a huge payload can be.
+            let cut = bytes.len() / 2;
+            assert_eq!(
+                func_name_from_data(&bytes[..cut]).as_deref(),
+                Some("app.tasks.send"),
+                "protocol {protocol}, cut at {cut}"
+            );
+        }
     }
 
     #[test]

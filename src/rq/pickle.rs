@@ -79,6 +79,24 @@ pub fn load(bytes: &[u8]) -> Result<Value, PickleError> {
     }
 }
 
+/// The first element of the tuple a pickle starts building, when it is a string (RQ's
+/// `func_name`). Reads only as far as needed, so `bytes` may be cut off after it.
+pub fn first_element_str(bytes: &[u8]) -> Option<String> {
+    let mut machine = Machine::new(bytes);
+    loop {
+        if machine.step().ok()?.is_some() {
+            return None;
+        }
+        let [base] = machine.marks[..] else { continue };
+        if machine.stack.len() == base + 1 {
+            return match machine.stack.get(base) {
+                Some(Value::Str(name)) => Some(name.to_string()),
+                _ => None,
+            };
+        }
+    }
+}
+
 /// The class of the second element of the tuple a pickle starts building (RQ's
 /// `(func_name, instance, args, kwargs)`), when that element is an object made from a class.
 /// Reads only as far as needed, so `bytes` may be cut off after the instance.

@@ -442,26 +442,12 @@ impl Registry {
         con: &mut C,
         spans: &[(String, f64, f64)],
     ) -> RedisResult<Vec<Count>> {
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for (queue, lo, hi) in spans {
-            pipe.cmd("ZCOUNT")
-                .arg(self.keys.failed(queue))
-                .arg(*lo)
-                .arg(*hi);
-        }
-        let replies: Vec<RedisResult<u64>> = pipe.query_async(con).await?;
-        replies
-            .into_iter()
-            .map(|r| match r {
-                Ok(n) => Ok(Some(n)),
-                Err(e) if is_wrong_type(&e) => Ok(None),
-                Err(e) => Err(e),
-            })
-            .collect()
+        count_each(con, spans, |(queue, lo, hi)| {
+            let mut cmd = redis::cmd("ZCOUNT");
+            cmd.arg(self.keys.failed(queue)).arg(*lo).arg(*hi);
+            cmd
+        })
+        .await
     }
 
     /// Every member of a failed registry with a score in `lo..=hi`, with its score, in
@@ -583,12 +569,12 @@ pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
 /// counts of every other queue.
 pub type Count = Option<u64>;
 
-/// One counting command per queue, pipelined; an empty list sends nothing. A WRONGTYPE reply
-/// is that queue's `None`; any other error fails the whole call.
-async fn count_each<C: ConnectionLike + Send>(
+/// One counting command per queue (or per queue and range), pipelined; an empty list sends
+/// nothing. A WRONGTYPE reply is that item's `None`; any other error fails the whole call.
+async fn count_each<C: ConnectionLike + Send, T>(
     con: &mut C,
-    queues: &[String],
-    command: impl Fn(&str) -> redis::Cmd,
+    queues: &[T],
+    command: impl Fn(&T) -> redis::Cmd,
 ) -> RedisResult<Vec<Count>> {
     if queues.is_empty() {
         return Ok(Vec::new());
