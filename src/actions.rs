@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::executor::{Attribution, Outcome, Write, WriteKind, Writer};
 use crate::index::events::IndexEvent;
-use crate::index::{LiveIndex, State};
+use crate::index::LiveIndex;
 use crate::metrics::{Metrics, StateGauge, Trigger};
 use crate::state::Snapshot;
 
@@ -104,14 +104,7 @@ impl Actor<'_> {
                     let Some(state) = state else { continue };
                     let requeued_to =
                         matches!(outcome, Outcome::Requeued).then_some(w.origin.as_str());
-                    let counted_in = match state {
-                        State::Waiting => Some(StateGauge::Waiting),
-                        State::Exhausted => Some(StateGauge::Exhausted),
-                        State::Stopped => Some(StateGauge::Stopped),
-                        State::Succeeded => Some(StateGauge::Succeeded),
-                        _ => None,
-                    };
-                    metrics.job_left_registry(&w.queue, counted_in, requeued_to);
+                    metrics.job_left_registry(&w.queue, StateGauge::of(state), requeued_to);
                 }
             }
             index.mark_exhausted_all(marked.iter().map(|w| (w.queue.as_str(), w.job_id.as_str())));

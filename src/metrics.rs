@@ -40,6 +40,20 @@ pub enum StateGauge {
     Succeeded,
 }
 
+impl StateGauge {
+    /// The gauge a job in the index's `state` is counted in, if any.
+    pub fn of(state: crate::index::State) -> Option<StateGauge> {
+        use crate::index::State;
+        match state {
+            State::Waiting => Some(StateGauge::Waiting),
+            State::Exhausted => Some(StateGauge::Exhausted),
+            State::Stopped => Some(StateGauge::Stopped),
+            State::Succeeded => Some(StateGauge::Succeeded),
+            _ => None,
+        }
+    }
+}
+
 /// Who caused an action: the supervisor's policies or a person through the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {

@@ -93,6 +93,20 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
+    /// A failed job left `queue`'s registry by another hand (RQ, a dashboard, a script),
+    /// found by a reconcile or a read (`was`: its state in the index, `None` when the index did
+    /// not hold it): the per-queue gauges and the held jobs follow at once instead of at the
+    /// next full scan. See: issue 21, item 4.
+    pub fn job_left(&self, queue: &str, job_id: &str, was: Option<crate::index::State>) {
+        let Some(state) = was else { return };
+        self.metrics
+            .job_left_registry(queue, crate::metrics::StateGauge::of(state), None);
+        if state == crate::index::State::Held {
+            self.held.release(queue, job_id);
+            self.held.publish(&self.metrics);
+        }
+    }
+
     pub fn new(config: Arc<Config>) -> Arc<DaemonState> {
         Arc::new(DaemonState {
             snapshot: RwLock::new(Arc::new(Snapshot::new(config))),

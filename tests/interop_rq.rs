@@ -1041,9 +1041,16 @@ fn others_removals_leave_every_count(rq: &Rq, notifications: bool, within: Durat
         let dry = d
             .post("/api/v1/jobs/failed/retry-all?dry_run=true")
             .expect(200);
+        // The per-queue gauges follow too, not only at the next full scan.
+        let samples = support::http::parse_metrics(&d.get("/metrics").text());
+        let gauge = |name: &str| {
+            support::http::metric(&samples, name, &[("queue", "reports")]).unwrap_or(-1.0) as u64
+        };
         (
             groups["total"].as_u64().unwrap(),
             dry["matched_count"].as_u64().unwrap(),
+            gauge("rq_retryd_failed_jobs"),
+            gauge("rq_retryd_waiting_jobs"),
         )
     };
     let listing = |d: &Daemon| {
@@ -1061,7 +1068,7 @@ fn others_removals_leave_every_count(rq: &Rq, notifications: bool, within: Durat
     };
     let mut expected: Vec<String> = ids.clone();
     expected.sort();
-    assert_eq!(counts(&daemon), (3, 3));
+    assert_eq!(counts(&daemon), (3, 3, 3, 3));
     assert_eq!(listing(&daemon), (3, expected.clone()));
     // Give the notification listener a moment to subscribe.
     std::thread::sleep(Duration::from_millis(300));
@@ -1071,7 +1078,7 @@ fn others_removals_leave_every_count(rq: &Rq, notifications: bool, within: Durat
         let n = expected.len() as u64;
         let since = Instant::now();
         let mut last = counts(&daemon);
-        while last != (n, n) {
+        while last != (n, n, n, n) {
             assert!(
                 since.elapsed() < within + Duration::from_secs(10),
                 "{what}: still {last:?} after {:?}, want {n}:\n{}",

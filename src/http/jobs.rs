@@ -240,9 +240,13 @@ pub async fn list_failed(
         let (jobs, left) = read_page(&snap, &mut con, &page, now).await?;
         let again = !left.is_empty() && freshness.source == "index";
         if again {
-            app.daemon
+            let was = app
+                .daemon
                 .index
                 .remove_all(left.iter().map(|(q, id)| (q.as_str(), id.as_str())));
+            for ((queue, id), was) in left.iter().zip(was) {
+                app.daemon.job_left(queue, id, was);
+            }
         }
         if !again || round == PAGE_ROUNDS {
             return Ok(Json(FailedList {

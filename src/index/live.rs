@@ -151,14 +151,17 @@ impl LiveIndex {
             .absent_in(queue, ranges, present);
         if absent.is_empty() {
             return Dropped {
-                gone: absent,
+                gone: Vec::new(),
                 unknown,
             };
         }
         let mut inner = self.write();
         let gone = absent
             .into_iter()
-            .filter(|(id, score)| inner.index.take_scored(queue, id, *score))
+            .filter_map(|(id, score)| {
+                let state = inner.index.take_scored(queue, &id, score)?;
+                Some((id, score, state))
+            })
             .collect();
         Dropped { gone, unknown }
     }

@@ -943,8 +943,8 @@ pub struct QueueSpan {
 /// [`FailureIndex::drop_absent`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dropped {
-    /// (job id, registry score) of each entry dropped.
-    pub gone: Vec<(String, f64)>,
+    /// (job id, registry score, the state it was in) of each entry dropped.
+    pub gone: Vec<(String, f64, State)>,
     /// Registry members of those ranges the index does not hold as they are (new failures).
     pub unknown: usize,
 }
@@ -1014,7 +1014,10 @@ impl FailureIndex {
         let (absent, unknown) = self.absent_in(queue, ranges, present);
         let gone = absent
             .into_iter()
-            .filter(|(id, score)| self.take_scored(queue, id, *score))
+            .filter_map(|(id, score)| {
+                let state = self.take_scored(queue, &id, score)?;
+                Some((id, score, state))
+            })
             .collect();
         Dropped { gone, unknown }
     }
@@ -1061,17 +1064,15 @@ impl FailureIndex {
 
     /// Removes one entry while it still has `score` (the failure it recorded); returns
     /// whether it did.
-    pub fn take_scored(&mut self, queue: &str, job_id: &str, score: f64) -> bool {
-        let Some(&q) = self.queues.ids.get(queue) else {
-            return false;
-        };
+    pub fn take_scored(&mut self, queue: &str, job_id: &str, score: f64) -> Option<State> {
+        let &q = self.queues.ids.get(queue)?;
         let key = (q as u16, JobKey::new(job_id));
         if self.entries.get(&key).is_none_or(|e| e.score != score) {
-            return false;
+            return None;
         }
-        self.entries.swap_remove(&key);
+        let removed = self.entries.swap_remove(&key)?;
         self.version += 1;
-        true
+        Some(removed.state)
     }
 }
 

@@ -574,7 +574,7 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
         &[(score(1), score(2)), (score(3), score(4))],
         &present,
     );
-    let mut gone: Vec<&str> = dropped.gone.iter().map(|(id, _)| id.as_str()).collect();
+    let mut gone: Vec<&str> = dropped.gone.iter().map(|(id, _, _)| id.as_str()).collect();
     gone.sort();
     assert_eq!(gone, ["b", "c"]);
     assert_eq!(dropped.unknown, 2, "x, and c with its new score");

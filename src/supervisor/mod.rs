@@ -634,7 +634,9 @@ impl Supervisor {
         debug!(job_id = %raw.job_id, queue, "requeued or deleted by someone else meanwhile");
         report.conflicts += 1;
         if self.indexing {
-            self.state.index.remove_all([(queue, raw.job_id.as_str())]);
+            let was = self.state.index.remove_all([(queue, raw.job_id.as_str())]);
+            self.state
+                .job_left(queue, &raw.job_id, was.into_iter().next().flatten());
         }
         self.cache.lock().expect("cache lock").forget(&raw.job_id);
     }

@@ -113,9 +113,12 @@ impl Supervisor {
         };
         if !dropped.gone.is_empty() {
             let mut cache = self.cache.lock().expect("cache lock");
-            for (id, _) in &dropped.gone {
+            for (id, _, _) in &dropped.gone {
                 cache.forget(id);
             }
+        }
+        for (id, _, was) in &dropped.gone {
+            self.state.job_left(queue, id, Some(*was));
         }
         out.dropped = dropped.gone.len();
         out.unknown = dropped.unknown;
