@@ -578,3 +578,36 @@ fn entries_removed_during_a_pass_make_it_skip_none() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// A due requeue that `hold_when` holds back is `held` on the standby too: its observing pass
+/// runs the same read-only check of the target queue as the active instance, so both list,
+/// count and group the jobs alike instead of the standby calling them due. See: issue 21.
+#[test]
+fn a_standby_lists_held_jobs_as_held_as_the_active_instance_does() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    for id in ["h1", "h2"] {
+        FailedJob::new(id).write(&mut con);
+    }
+    let config = DaemonConfig::new(
+        &redis.url(),
+        "[[policy]]\nname = \"hold\"\nhold_when = { no_workers = true }\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    );
+    let active = Daemon::start_ready(&config);
+    let standby = Daemon::start(&config);
+    standby.wait_ready();
+    standby.wait_until("the standby sees the active instance", |d| {
+        let s = d.get("/api/v1/supervisor").expect(200);
+        s["active"] == false && s["active_instance"].is_string()
+    });
+    for d in [&active, &standby] {
+        d.wait_until("both jobs are listed as held", |d| {
+            d.get("/api/v1/jobs/failed?state=held").expect(200)["total"] == 2
+        });
+        let groups = d.get("/api/v1/jobs/failed/groups").expect(200);
+        assert_eq!(groups["groups"][0]["by_state"]["held"], 2, "{groups}");
+    }
+    // Nobody requeued them: no worker listens to the queue.
+    let failed: u64 = con.zcard("rq:failed:default").unwrap();
+    assert_eq!(failed, 2);
+}

@@ -477,16 +477,13 @@ impl Supervisor {
         };
         let read = self.read_batch(con, snap, queue, ids).await?;
         let mut writes = self.decide_batch(snap, queue, &read, &mut batch);
-        // A standby decided for its index; the active instance writes.
-        if observe {
-            return Ok(batch);
-        }
-        // Held first, so that a dry run or a pause counts them as held, not as due.
-        if !self
+        // Held first, so that a dry run, a pause or a standby's index counts them as held, not
+        // as due (the check only reads).
+        let left = self
             .hold_for_target(con, snap, &mut writes, &mut batch)
-            .await?
-            || !self.hold_back(&mut batch.report, &mut writes)
-        {
+            .await?;
+        // A standby decided for its index; the active instance writes.
+        if observe || !left || !self.hold_back(&mut batch.report, &mut writes) {
             return Ok(batch);
         }
         self.write_batch(con, snap, &writes, &mut batch).await?;
