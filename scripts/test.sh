@@ -32,7 +32,7 @@
 #     the RQ venvs): `scripts/wheel.sh --dev` builds the wheel ($RQ_RETRYD_WHEEL) with maturin
 #     --zig for manylinux_2_17, with cargo's dev profile without debug info (about 3 minutes on
 #     2 cores, since --zig builds into its own target/x86_64-unknown-linux-gnu/; the release
-#     wheel of scripts/wheel.sh would take twice that) and checks it with `auditwheel show`;
+#     wheel of scripts/wheel.sh takes about 5) and checks it with `auditwheel show`;
 #     tests/deploy.rs pip-installs it into a fresh venv next to rq==2.12.0 (from PyPI, or pip's
 #     cache) and runs the installed command as a Procfile line would.
 # Works unattended (CI=true, no stdin).
