@@ -28,6 +28,13 @@
 #     when missing): scripts/package.sh builds the Debian package, and tests/package.rs
 #     installs it with dpkg -i, checks it (`man -l` renders the page), removes and purges it
 #     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap.
+#   - target/venv-wheel (maturin, ziglang, auditwheel; pinned in scripts/wheel.sh, reused like
+#     the RQ venvs): `scripts/wheel.sh --dev` builds the wheel ($RQ_RETRYD_WHEEL) with maturin
+#     --zig for manylinux_2_17, with cargo's dev profile without debug info (about 3 minutes on
+#     2 cores, since --zig builds into its own target/x86_64-unknown-linux-gnu/; the release
+#     wheel of scripts/wheel.sh takes about 5) and checks it with `auditwheel show`;
+#     tests/deploy.rs pip-installs it into a fresh venv next to rq==2.12.0 (from PyPI, or pip's
+#     cache) and runs the installed command as a Procfile line would.
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
 
@@ -213,6 +220,13 @@ done
 RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1)
 export RQ_RETRYD_DEB
 echo "built $RQ_RETRYD_DEB"
+
+# The wheel (issue 23; scripts/wheel.sh). --dev: what is checked is the same kind of artifact as
+# the release wheel (maturin, zig, the manylinux_2_17 tag, auditwheel), built without optimising.
+step "building the wheel (scripts/wheel.sh --dev)"
+RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1)
+export RQ_RETRYD_WHEEL RQ_RETRYD_VENV_WHEEL=$repo/target/venv-wheel
+echo "built $RQ_RETRYD_WHEEL"
 
 step "cargo test --all-targets"
 cargo test --all-targets

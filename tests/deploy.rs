@@ -455,6 +455,11 @@ fn an_acl_user_and_password_in_the_url_work_and_are_never_printed() {
 
 /// One request with a chosen `Host` and optional bearer token: the status code.
 fn status_with(port: u16, path: &str, host: &str, token: Option<&str>) -> u16 {
+    request_with(port, path, host, token).0
+}
+
+/// Like [`status_with`]: the status code and the whole response after it (headers and body).
+fn request_with(port: u16, path: &str, host: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -467,11 +472,13 @@ fn status_with(port: u16, path: &str, host: &str, token: Option<&str>) -> u16 {
     .unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    text.split_whitespace()
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text)
 }
 
 /// The Procfile line of README "On a platform": `retryd: rq-retryd run` with nothing but the
@@ -546,6 +553,165 @@ fn run_from_a_procfile_line_takes_redis_url_port_token_and_policies_from_the_env
     assert_eq!(status_with(port, api, "evil.example", Some(token)), 421);
     // Probes take the platform's own names for the container.
     assert_eq!(status_with(port, "/healthz", "10.1.2.3:5000", None), 200);
+}
+
+/// The wheel under test, or a failure that says how to get one: this test installs it, so it
+/// never passes without one.
+fn wheel_under_test() -> PathBuf {
+    let wheel = std::env::var_os("RQ_RETRYD_WHEEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "RQ_RETRYD_WHEEL is not set: this test installs the wheel. Run ./scripts/test.sh \
+                 (it builds the wheel and sets it), or \
+                 RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1) cargo test --test deploy wheel"
+            )
+        });
+    assert!(
+        wheel.is_file(),
+        "RQ_RETRYD_WHEEL={} is not a file",
+        wheel.display()
+    );
+    wheel
+}
+
+/// Issue 23's wheel, as a Python team uses it: `pip install` it next to `rq==2.12.0` in a fresh
+/// venv, then start the `rq-retryd` that pip put on the venv's PATH exactly as the Procfile line
+/// of README "On a platform" does (`rq-retryd run`, nothing but environment variables), against
+/// a real Redis and that venv's own `rq worker`. The wheel is Cargo.toml's version, tagged
+/// manylinux_2_17 and clean under `auditwheel show`; the installed command names the commit it
+/// was built from, retries a failing-then-succeeding job until it finishes, and serves the
+/// console and the API with the token.
+#[test]
+fn the_wheel_installs_with_pip_next_to_rq_and_runs_from_a_procfile_line() {
+    use support::rq::{JobSpec, Rq};
+    let wheel = wheel_under_test();
+    let name = wheel.file_name().unwrap().to_str().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        name.starts_with(&format!("rq_retryd-{version}-py3-none-"))
+            && name.ends_with(".manylinux_2_17_x86_64.whl"),
+        "{name}: not rq-retryd {version} for manylinux_2_17_x86_64"
+    );
+    let tools = std::env::var_os("RQ_RETRYD_VENV_WHEEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/venv-wheel"));
+    let audit = run(Command::new(tools.join("bin/auditwheel"))
+        .arg("show")
+        .arg(&wheel));
+    let audit = String::from_utf8_lossy(&audit.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        audit.contains("is consistent with the following platform tag: \"manylinux_2_17_x86_64\""),
+        "auditwheel show: {audit}"
+    );
+
+    // A fresh venv with the wheel and RQ, as `pip install rq-retryd rq==2.12.0` makes it.
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+    run(Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-q",
+        ])
+        .arg(&wheel)
+        .args(["rq==2.12.0", "redis==8.1.0"]));
+    let installed = venv.join("bin/rq-retryd");
+    assert!(installed.is_file(), "pip put no {}", installed.display());
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        venv.join("bin").display()
+    );
+
+    // `--version` names the version and the commit the wheel was built from: the same as the
+    // binary cargo built from this checkout.
+    let shown = run(Command::new("rq-retryd")
+        .arg("--version")
+        .env_clear()
+        .env("PATH", &path));
+    let shown = String::from_utf8_lossy(&shown.stdout).trim().to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "rq-retryd {version} (commit {})",
+            env!("RQ_RETRYD_GIT_COMMIT")
+        )
+    );
+    assert!(!shown.contains("unknown"), "{shown}");
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let rq = Rq::in_venv(venv.clone(), "2.12.0");
+    let policies = dir.path().join("policies.toml");
+    std::fs::write(
+        &policies,
+        "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    )
+    .unwrap();
+    let id = rq.enqueue(
+        &url,
+        &JobSpec::new("default", "tasks.fail_first")
+            .args(serde_json::json!(["test:wheel:runs", 1]))
+            .kwargs(serde_json::json!({"value": "done"})),
+    );
+    rq.burst_worker(&url, &["default"]);
+    assert_eq!(rq.status(&url, &id), "failed");
+
+    // The Procfile line `retryd: rq-retryd run`: a shell finds the command on the venv's PATH,
+    // and only the platform's and rq-retryd's variables are set.
+    let port = free_port();
+    let token = "wheel-token-0123456789abcdef";
+    let mut child = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", "exec rq-retryd run"])
+            .env_clear()
+            .env("PATH", &path)
+            .env("RQ_RETRYD_CONFIG", &policies)
+            .env("REDIS_URL", &url)
+            .env("PORT", port.to_string())
+            .env("RQ_RETRYD_AUTH_TOKEN", token)
+            .env("RQ_RETRYD_ALLOWED_HOSTS", "myapp.example.com")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the installed rq-retryd"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rq.status(&url, &id) != "queued" {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("the installed rq-retryd exited ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "the failed job was not requeued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rq.burst_worker(&url, &["default"]);
+    assert_eq!(rq.status(&url, &id), "finished");
+
+    // The console's pages need no token (its data comes from the API, which does).
+    let (status, page) = request_with(port, "/ui/", "myapp.example.com", None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("rq-retryd"), "{page}");
+    let api = "/api/v1/supervisor";
+    assert_eq!(
+        status_with(port, api, "myapp.example.com", Some(token)),
+        200
+    );
+    assert_eq!(status_with(port, api, "myapp.example.com", None), 401);
 }
 
 /// A child process killed when the test ends, passed or not.

@@ -58,6 +58,16 @@ impl Rq {
                 path.display()
             );
         }
+        Rq::in_venv(venv, version)
+    }
+
+    /// The RQ of any venv (e.g. one a test made itself), checked like [`rq2`](Self::rq2)'s.
+    #[track_caller]
+    pub fn in_venv(venv: PathBuf, version: &'static str) -> Rq {
+        for tool in ["python", "rq"] {
+            let path = venv.join("bin").join(tool);
+            assert!(path.is_file(), "{} is missing", path.display());
+        }
         let dist_info = format!("rq-{version}.dist-info");
         let has_version = std::fs::read_dir(venv.join("lib"))
             .into_iter()
