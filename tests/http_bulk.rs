@@ -135,6 +135,19 @@ fn dry_runs_answer_the_selection_by_every_filter_and_write_nothing() {
             vec!["a1", "a2"],
             json!({"ConnectionError": 2}),
         ),
+        // Times ago, as a person types them (jobs failed 100 and 120 s, and 10,000 s ago).
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?dry_run=true&failed_after=17m".into(),
+            vec!["a1", "a2", "b2", "b3"],
+            json!({"ConnectionError": 2, "ValueError": 1, "smtplib.SMTPServerDisconnected": 1}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear?dry_run=true&failed_before=1h".into(),
+            vec!["a3", "b1"],
+            json!({"ConnectionError": 1, "ValueError": 1}),
+        ),
         (
             "DELETE",
             format!(

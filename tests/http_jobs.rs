@@ -416,6 +416,16 @@ fn bad_input_is_a_400_with_a_code_and_never_acts() {
         ),
         (
             "POST",
+            "/api/v1/jobs/failed/retry-all?failed_after=1y",
+            "invalid_time",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?failed_after=123456h",
+            "invalid_time",
+        ),
+        (
+            "POST",
             "/api/v1/jobs/failed/retry-all?dry_run=maybe",
             "invalid_query",
         ),

@@ -46,10 +46,12 @@ pub struct BulkParams {
     /// Exception type, bare (`TimeoutError`) or dotted; `*` and `?` globs only. Not blank.
     #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
     pub exception: Option<String>,
-    /// Only jobs that failed before this time: RFC 3339 (`2026-01-31T12:00:00Z`) or unix seconds.
+    /// Only jobs that failed before this time: RFC 3339 (`2026-01-31T12:00:00Z`), unix seconds,
+    /// or that long ago (`15m`, `1h`, `2d`).
     #[param(value_type = Option<FailureTime>, inline)]
     pub failed_before: Option<String>,
-    /// Only jobs that failed after this time: RFC 3339 (`2026-01-31T12:00:00Z`) or unix seconds.
+    /// Only jobs that failed after this time: RFC 3339 (`2026-01-31T12:00:00Z`), unix seconds,
+    /// or that long ago (`15m`, `1h`, `2d`).
     #[param(value_type = Option<FailureTime>, inline)]
     pub failed_after: Option<String>,
     /// Answer what would be touched; write nothing.
@@ -59,8 +61,8 @@ pub struct BulkParams {
     pub wait_ms: Option<u64>,
 }
 
-/// The schema of a failure time in a filter: RFC 3339, or unix seconds within ±10^11 (what
-/// `parse_time` takes). Only a schema: the parameter itself is read as text.
+/// The schema of a failure time in a filter: RFC 3339, unix seconds within ±10^11, or a time
+/// ago (`15m`; what `parse_time` takes). Only a schema: the parameter itself is read as text.
 pub struct FailureTime;
 
 impl utoipa::PartialSchema for FailureTime {
@@ -79,6 +81,12 @@ impl utoipa::PartialSchema for FailureTime {
                     .schema_type(Type::Number)
                     .minimum(Some(-99_999_999_999.0))
                     .maximum(Some(99_999_999_999.0)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[0-9]{1,5}[smhdw]$"))
+                    .description(Some("that long ago: 15m, 1h, 2d")),
             )
             .into()
     }
@@ -210,6 +218,9 @@ fn check_glob(code: &'static str, what: &str, glob: Option<&str>) -> ApiResult<(
 }
 
 fn parse_time(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
+    if let Some(ago) = relative_time(text.trim()) {
+        return Ok(Utc::now() - ago);
+    }
     if let Ok(secs) = text.trim().parse::<f64>() {
         if secs.is_finite() && secs.abs() < 1e11 {
             if let Some(t) = Utc.timestamp_millis_opt((secs * 1000.0) as i64).single() {
@@ -222,9 +233,29 @@ fn parse_time(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
         .map_err(|_| {
             ApiError::bad_request(
                 "invalid_time",
-                format!("{name} must be RFC 3339 (2026-01-31T12:00:00Z) or unix seconds"),
+                format!(
+                    "{name} must be RFC 3339 (2026-01-31T12:00:00Z), unix seconds, or a time ago such as 15m, 1h, 2d (s, m, h, d or w, up to 5 digits)"
+                ),
             )
         })
+}
+
+/// A time ago as a person types it in a filter (issue 22, "relative times"): up to five digits
+/// and one unit, `s`, `m`, `h`, `d` or `w` (`15m`, `1h`, `2d`); `None` for anything else.
+fn relative_time(text: &str) -> Option<chrono::Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    match unit {
+        "s" => Some(chrono::Duration::seconds(n)),
+        "m" => Some(chrono::Duration::minutes(n)),
+        "h" => Some(chrono::Duration::hours(n)),
+        "d" => Some(chrono::Duration::days(n)),
+        "w" => Some(chrono::Duration::weeks(n)),
+        _ => None,
+    }
 }
 
 /// Warnings a bulk task's answer lists at most (one per queue and condition).

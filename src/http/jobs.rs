@@ -69,10 +69,10 @@ pub struct ListParams {
     /// Exception type, bare or dotted; `*` and `?` globs allowed (as retry-all takes it).
     #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
     pub exception: Option<String>,
-    /// Only jobs that failed before this time: RFC 3339 or unix seconds.
+    /// Only jobs that failed before this time: RFC 3339, unix seconds, or that long ago (`1h`).
     #[param(value_type = Option<super::bulk::FailureTime>, inline)]
     pub failed_before: Option<String>,
-    /// Only jobs that failed after this time: RFC 3339 or unix seconds.
+    /// Only jobs that failed after this time: RFC 3339, unix seconds, or that long ago (`1h`).
     #[param(value_type = Option<super::bulk::FailureTime>, inline)]
     pub failed_after: Option<String>,
     /// Only jobs this policy decides (1 to 512 characters).
