@@ -509,40 +509,14 @@ fn run_from_a_procfile_line_takes_redis_url_port_token_and_policies_from_the_env
 
     let port = free_port();
     let token = "procfile-token-0123456789";
-    let mut child = KillOnDrop(
-        Command::new(binary())
-            .arg("run")
-            .env_remove("RUST_LOG")
-            .env_remove("RQ_RETRYD_REDIS_URL")
-            .env_remove("RQ_RETRYD_HTTP_LISTEN")
-            .env("RQ_RETRYD_CONFIG", &policies)
-            .env("REDIS_URL", &url)
-            .env("PORT", port.to_string())
-            .env("RQ_RETRYD_AUTH_TOKEN", token)
-            .env("RQ_RETRYD_ALLOWED_HOSTS", "myapp.example.com")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start daemon"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rq.status(&url, &id) != "queued" {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            panic!("the daemon exited ({status}): {stderr}");
-        }
-        assert!(Instant::now() < deadline, "the failed job was not requeued");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    rq.burst_worker(&url, &["default"]);
-    assert_eq!(rq.status(&url, &id), "finished");
+    let mut command = Command::new(binary());
+    command
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("RQ_RETRYD_REDIS_URL")
+        .env_remove("RQ_RETRYD_HTTP_LISTEN");
+    let mut daemon = start_as_procfile(command, &policies, &url, port, token);
+    requeued_then_finished(&rq, &url, &id, &mut daemon);
 
     let api = "/api/v1/supervisor";
     assert_eq!(
@@ -668,39 +642,13 @@ fn the_wheel_installs_with_pip_next_to_rq_and_runs_from_a_procfile_line() {
     // and only the platform's and rq-retryd's variables are set.
     let port = free_port();
     let token = "wheel-token-0123456789abcdef";
-    let mut child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", "exec rq-retryd run"])
-            .env_clear()
-            .env("PATH", &path)
-            .env("RQ_RETRYD_CONFIG", &policies)
-            .env("REDIS_URL", &url)
-            .env("PORT", port.to_string())
-            .env("RQ_RETRYD_AUTH_TOKEN", token)
-            .env("RQ_RETRYD_ALLOWED_HOSTS", "myapp.example.com")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the installed rq-retryd"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rq.status(&url, &id) != "queued" {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            panic!("the installed rq-retryd exited ({status}): {stderr}");
-        }
-        assert!(Instant::now() < deadline, "the failed job was not requeued");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    rq.burst_worker(&url, &["default"]);
-    assert_eq!(rq.status(&url, &id), "finished");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "exec rq-retryd run"])
+        .env_clear()
+        .env("PATH", &path);
+    let mut daemon = start_as_procfile(command, &policies, &url, port, token);
+    requeued_then_finished(&rq, &url, &id, &mut daemon);
 
     // The console's pages need no token (its data comes from the API, which does).
     let (status, page) = request_with(port, "/ui/", "myapp.example.com", None);
@@ -712,6 +660,48 @@ fn the_wheel_installs_with_pip_next_to_rq_and_runs_from_a_procfile_line() {
         200
     );
     assert_eq!(status_with(port, api, "myapp.example.com", None), 401);
+}
+
+/// Starts `command` (an rq-retryd `run`) as a Procfile line runs it: the platform's
+/// `REDIS_URL` and `PORT`, rq-retryd's token, host name and policies file, nothing else.
+fn start_as_procfile(
+    mut command: Command,
+    policies: &Path,
+    url: &str,
+    port: u16,
+    token: &str,
+) -> KillOnDrop {
+    KillOnDrop(
+        command
+            .env("RQ_RETRYD_CONFIG", policies)
+            .env("REDIS_URL", url)
+            .env("PORT", port.to_string())
+            .env("RQ_RETRYD_AUTH_TOKEN", token)
+            .env("RQ_RETRYD_ALLOWED_HOSTS", "myapp.example.com")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rq-retryd"),
+    )
+}
+
+/// Waits (30 s at most) for `daemon` to requeue the failed job `id` of queue `default`, then
+/// has a real worker run it to the end; a daemon that exits meanwhile fails with its stderr.
+fn requeued_then_finished(rq: &support::rq::Rq, url: &str, id: &str, daemon: &mut KillOnDrop) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rq.status(url, id) != "queued" {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = daemon.0.stderr.take() {
+                pipe.read_to_string(&mut stderr).unwrap();
+            }
+            panic!("rq-retryd exited ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "the failed job was not requeued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rq.burst_worker(url, &["default"]);
+    assert_eq!(rq.status(url, id), "finished");
 }
 
 /// A child process killed when the test ends, passed or not.
