@@ -433,13 +433,7 @@ fn a_standby_answers_from_its_own_index_and_follows_the_other_instances_writes()
         .field("ended_at", b"yesterday")
         .write(&mut con);
     let config = DaemonConfig::new(&redis.url(), SLOW);
-    let active = Daemon::start_ready(&config);
-    let standby = Daemon::start(&config);
-    standby.wait_ready();
-    standby.wait_until("the standby sees the active instance", |d| {
-        let s = d.get("/api/v1/supervisor").expect(200);
-        s["active"] == false && s["active_instance"].is_string()
-    });
+    let (active, standby) = active_and_standby(&config);
     let strip = |mut v: Value| {
         let o = v.as_object_mut().unwrap();
         o.remove("as_of");
@@ -593,13 +587,7 @@ fn a_standby_lists_held_jobs_as_held_as_the_active_instance_does() {
         &redis.url(),
         "[[policy]]\nname = \"hold\"\nhold_when = { no_workers = true }\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
     );
-    let active = Daemon::start_ready(&config);
-    let standby = Daemon::start(&config);
-    standby.wait_ready();
-    standby.wait_until("the standby sees the active instance", |d| {
-        let s = d.get("/api/v1/supervisor").expect(200);
-        s["active"] == false && s["active_instance"].is_string()
-    });
+    let (active, standby) = active_and_standby(&config);
     for d in [&active, &standby] {
         d.wait_until("both jobs are listed as held", |d| {
             d.get("/api/v1/jobs/failed?state=held").expect(200)["total"] == 2
@@ -610,4 +598,17 @@ fn a_standby_lists_held_jobs_as_held_as_the_active_instance_does() {
     // Nobody requeued them: no worker listens to the queue.
     let failed: u64 = con.zcard("rq:failed:default").unwrap();
     assert_eq!(failed, 2);
+}
+
+/// Two instances on one Redis: the first holds the lease, the second is ready and knows it is
+/// the standby.
+fn active_and_standby(config: &DaemonConfig) -> (Daemon, Daemon) {
+    let active = Daemon::start_ready(config);
+    let standby = Daemon::start(config);
+    standby.wait_ready();
+    standby.wait_until("the standby sees the active instance", |d| {
+        let s = d.get("/api/v1/supervisor").expect(200);
+        s["active"] == false && s["active_instance"].is_string()
+    });
+    (active, standby)
 }
