@@ -12,6 +12,7 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod selection;
 mod session;
 mod stats;
 mod ui;
