@@ -297,4 +297,74 @@ mod tests {
         }
         assert_eq!(refusal(Typed::default()), None);
     }
+
+    fn job(queue: &str, last_line: &str) -> JobFacts {
+        use crate::rq::{CasToken, Failure, Meta, Reads};
+        JobFacts {
+            job_id: "j".into(),
+            queue: queue.into(),
+            origin: queue.into(),
+            status: Some("failed".into()),
+            func_name: Some("app.tasks.work".into()),
+            description: None,
+            failed_at: now() - chrono::Duration::minutes(5),
+            failed_at_from: crate::rq::job::FailedAt::EndedAt,
+            attempts: 0,
+            exhausted: false,
+            last_policy: None,
+            requeued_at: None,
+            succeeded_at: None,
+            failure: Some(Failure::from_text(format!(
+                "Traceback (most recent call last):\n{last_line}\n"
+            ))),
+            cas: CasToken::default(),
+            reads: Reads::ALL,
+            created_at: None,
+            meta: Some(Meta::Read(vec![])),
+        }
+    }
+
+    #[test]
+    fn a_job_read_whole_is_matched_by_the_policy_and_state_the_policies_give_it_now() {
+        let policies = crate::config::parse(
+            "[[policy]]\nname = \"slow\"\nqueues = [\"default\"]\nbackoff = { strategy = \"fixed\", delay = \"1h\" }\n",
+            "t.toml",
+        )
+        .unwrap()
+        .policies;
+        let waiting = job("default", "ValueError: x");
+        let unmatched = job("emails", "ValueError: x");
+        let select = |policy: Option<&str>, state: Option<State>| Selection {
+            policy: policy.map(str::to_string),
+            state,
+            ..Selection::default()
+        };
+        let cases = [
+            (select(Some("slow"), None), true, false),
+            (select(Some("other"), None), false, false),
+            (select(None, Some(State::Waiting)), true, false),
+            (select(None, Some(State::Unmatched)), false, true),
+            (select(Some("slow"), Some(State::Due)), false, false),
+            (select(None, Some(State::Held)), false, false),
+            (Selection::default(), true, true),
+        ];
+        for (selection, default, emails) in cases {
+            assert_eq!(
+                selection.matches(&waiting, &policies, now()),
+                default,
+                "{selection:?}"
+            );
+            assert_eq!(
+                selection.matches(&unmatched, &policies, now()),
+                emails,
+                "{selection:?}"
+            );
+        }
+        let emails_only = Selection {
+            queue: Some("emails".into()),
+            ..Selection::default()
+        };
+        assert!(!emails_only.matches(&waiting, &policies, now()));
+        assert!(emails_only.matches(&unmatched, &policies, now()));
+    }
 }
