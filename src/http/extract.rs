@@ -40,7 +40,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
                 || "unknown".to_string(),
                 |ConnectInfo(a)| a.ip().to_string(),
             );
-        Ok(Who(match parts.extensions.get::<super::auth::Caller>() {
+        Ok(Who(match parts.extensions.get::<super::caller::Caller>() {
             Some(caller) => format!("{}@{addr}", caller.name),
             None => addr,
         }))
