@@ -26,6 +26,7 @@ use crate::state::Snapshot;
 /// exception); `GET /api/v1/jobs/status/{id}` returns the whole text.
 pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
 
+/// What the listing takes beside its selection ([`SelectionParams`]): the page's shape.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {

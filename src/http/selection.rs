@@ -175,14 +175,14 @@ impl utoipa::PartialSchema for FailureTime {
 
 impl ToSchema for FailureTime {}
 
-/// The queue named by the client, or every queue that has a failed registry or is known to RQ.
+/// The queue a selection names (validated by `Selection::parse`), or every queue that has a
+/// failed registry or is known to RQ.
 pub async fn selected_queues(
     daemon: &DaemonState,
     con: &mut ConnectionManager,
     snap: &Snapshot,
     queue: Option<&str>,
 ) -> ApiResult<Vec<String>> {
-    crate::index::check_name("invalid_queue", "queue", queue).map_err(refused)?;
     match queue {
         Some(q) => Ok(vec![q.to_string()]),
         None => {

@@ -31,7 +31,7 @@ pub mod events;
 mod live;
 mod selection;
 pub use live::{LiveIndex, Reading};
-pub use selection::{check_name, Invalid, Selection, Typed};
+pub use selection::{Invalid, Selection, Typed};
 
 /// Where a failed job stands, as the deciding policy sees it (the listing's `state` filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -145,7 +145,7 @@ fn check_glob(code: &'static str, what: &str, glob: Option<&str>) -> Result<(), 
 }
 
 /// Refuses a queue or policy name (`what`) the API does not take.
-pub fn check_name(code: &'static str, what: &str, name: Option<&str>) -> Result<(), Invalid> {
+fn check_name(code: &'static str, what: &str, name: Option<&str>) -> Result<(), Invalid> {
     match name {
         // Characters, not bytes: what the OpenAPI document's maxLength counts.
         Some(n) if n.is_empty() || n.chars().count() > 512 => Err(Invalid::new(
