@@ -918,6 +918,11 @@ hold_when = { no_workers = true }
         .goto(&format!("{}/ui/jobs?state=held", daemon.base_url()))
         .await;
     browser.wait_for_text("[data-field=state]", "held").await;
+    // See: issue 20: retry-all and clear take every filter the listing takes, `state` too.
+    for css in ["[data-action=retry-group]", "[data-action=delete-group]"] {
+        let disabled = browser.find(css).await.prop("disabled").await.unwrap();
+        assert_eq!(disabled.as_deref(), Some("false"), "{css} is enabled");
+    }
 
     browser
         .goto(&format!("{}/ui/job?id=held-1", daemon.base_url()))
