@@ -551,3 +551,127 @@ impl Metrics {
         String::from_utf8(buffer).expect("text format is UTF-8")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family of a fresh registry as `name type [labels] help`, one a line, sorted by name;
+    /// each vec is given one series first, since an empty vec is not exposed at all.
+    fn exposition_shape(m: &Metrics) -> String {
+        for vec in [
+            &m.failed_jobs,
+            &m.waiting_jobs,
+            &m.exhausted_jobs,
+            &m.stopped_jobs,
+            &m.succeeded_jobs,
+            &m.oldest_failed_age,
+            &m.queued_jobs,
+            &m.skipped_jobs,
+            &m.circuit_open,
+        ] {
+            vec.with_label_values(&["x"]).set(0);
+        }
+        m.held_jobs.with_label_values(&["x", "y"]).set(0);
+        for vec in [&m.requeued, &m.purged] {
+            vec.with_label_values(&["x", "y", "z"]).inc_by(0);
+        }
+        m.failed_again.with_label_values(&["x", "y"]).inc_by(0);
+        m.skipped.with_label_values(&["x"]).inc_by(0);
+        let mut lines: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|family| {
+                let labels: Vec<&str> = family.get_metric()[0]
+                    .get_label()
+                    .iter()
+                    .map(|l| l.name())
+                    .collect();
+                format!(
+                    "{} {:?} [{}] {}",
+                    family.name(),
+                    family.get_field_type(),
+                    labels.join(","),
+                    family.help()
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// The public contract of `/metrics` (docs/interface.md): names, types, label names and help
+    /// texts byte for byte. A change here is a change for every dashboard and alert.
+    /// See: issue 20 (registration split into named groups without changing a byte).
+    #[test]
+    fn a_fresh_registry_exposes_every_family_with_its_type_labels_and_help() {
+        let expected = [
+            "rq_retryd_auth_failures_total COUNTER [reason] API requests refused for their token, by reason: missing, invalid, or limited (the client address is over its budget of failures and got 429).",
+            "rq_retryd_build_info GAUGE [commit,version] Build information (crate version, git commit); always 1.",
+            "rq_retryd_circuit_open GAUGE [policy] 1 while a retry policy's circuit breaker holds its requeues back.",
+            "rq_retryd_exhausted_jobs GAUGE [queue] Failed jobs whose max_attempts is used up, per queue.",
+            "rq_retryd_failed_jobs GAUGE [queue] Jobs in the failed registry, per queue (at the last scan).",
+            "rq_retryd_held_jobs GAUGE [queue,reason] Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
+            "rq_retryd_last_scan_timestamp_seconds GAUGE [] Unix time of the last completed scan.",
+            "rq_retryd_leader GAUGE [] 1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",
+            "rq_retryd_oldest_failed_job_age_seconds GAUGE [queue] Age of the oldest failure in the failed registry, per queue.",
+            "rq_retryd_paused GAUGE [] 1 while automatic actions are paused (on every instance sharing this Redis).",
+            "rq_retryd_purged_total COUNTER [policy,queue,trigger] Jobs purged, by queue, policy and trigger (auto|manual).",
+            "rq_retryd_queued_jobs GAUGE [queue] Jobs waiting in the queue list, per queue.",
+            "rq_retryd_reconciles_total COUNTER [trigger] Looks at one failed registry for jobs others removed (requeued or deleted by RQ, a dashboard, a script), by trigger: notification (a keyspace notification of a removal) or size_check (the registry's count changed against the index's).",
+            "rq_retryd_redis_up GAUGE [] 1 when the last Redis command succeeded, else 0.",
+            "rq_retryd_requeued_total COUNTER [policy,queue,trigger] Jobs requeued, by queue, policy and trigger (auto|manual).",
+            "rq_retryd_retries_failed_again_total COUNTER [policy,queue] Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
+            "rq_retryd_scan_duration_seconds HISTOGRAM [] Duration of a full scan pass.",
+            "rq_retryd_scan_errors_total COUNTER [] Scan passes that failed (e.g. Redis unreachable).",
+            "rq_retryd_scans_total COUNTER [] Completed scan passes.",
+            "rq_retryd_skipped_jobs GAUGE [reason] Failed jobs skipped without an action at the last full scan, by reason.",
+            "rq_retryd_skipped_total COUNTER [reason] Failed jobs that became skipped without an action, by reason: each failure counted once per reason, not once per scan (rq_retryd_skipped_jobs is how many are skipped now).",
+            "rq_retryd_stopped_jobs GAUGE [queue] Failed jobs RQ marks stopped (an operator stopped them), never retried automatically, per queue.",
+            "rq_retryd_succeeded_jobs GAUGE [queue] Failed jobs whose last run succeeded (RQ's results), never retried automatically, per queue.",
+            "rq_retryd_waiting_jobs GAUGE [queue] Failed jobs waiting for their backoff to end, per queue.",
+        ];
+        assert_eq!(exposition_shape(&Metrics::new()), expected.join("\n"));
+    }
+
+    /// Before any scan, what a scrape shows: the label values that read 0 from the start, the
+    /// scan histogram's buckets and `build_info` at 1.
+    #[test]
+    fn a_fresh_registry_shows_zero_series_the_histogram_buckets_and_build_info() {
+        let text = Metrics::new().render();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let build_info = format!(
+            "rq_retryd_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+            env!("RQ_RETRYD_GIT_COMMIT"),
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut expected = vec![
+            "rq_retryd_auth_failures_total{reason=\"invalid\"} 0",
+            "rq_retryd_auth_failures_total{reason=\"limited\"} 0",
+            "rq_retryd_auth_failures_total{reason=\"missing\"} 0",
+            build_info.as_str(),
+            "rq_retryd_last_scan_timestamp_seconds 0",
+            "rq_retryd_leader 0",
+            "rq_retryd_paused 0",
+            "rq_retryd_reconciles_total{trigger=\"notification\"} 0",
+            "rq_retryd_reconciles_total{trigger=\"size_check\"} 0",
+            "rq_retryd_redis_up 0",
+        ];
+        let buckets = [
+            "0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "+Inf",
+        ];
+        let bucket_lines: Vec<String> = buckets
+            .iter()
+            .map(|le| format!("rq_retryd_scan_duration_seconds_bucket{{le=\"{le}\"}} 0"))
+            .collect();
+        expected.extend(bucket_lines.iter().map(String::as_str));
+        expected.extend([
+            "rq_retryd_scan_duration_seconds_sum 0",
+            "rq_retryd_scan_duration_seconds_count 0",
+            "rq_retryd_scan_errors_total 0",
+            "rq_retryd_scans_total 0",
+        ]);
+        assert_eq!(series, expected);
+    }
+}
