@@ -9,6 +9,7 @@ mod file;
 mod hosts;
 mod identity;
 mod platform_url;
+mod role;
 mod tokens;
 
 use std::fmt;
@@ -21,8 +22,9 @@ pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
 pub use hosts::{AllowedHost, Host, Origin, Scheme};
 pub use identity::{Network, ProxyIdentity, DEFAULT_SESSION_TTL};
+pub use role::Role;
 pub use tokens::{
-    read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
+    read_token_file_from_disk, ApiToken, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
 };
 
 use crate::policy::{
