@@ -429,8 +429,9 @@ type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// How the parser reads a token file: a function that tests can replace.
 type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
 
-/// The configuration from the file's sections, section by section in the file's order, so
-/// that problems are reported in that order; every problem goes to `err`.
+/// The configuration from the file's sections, built one section after the other (redis,
+/// supervisor, http, logging, policies) so that problems are always reported in that order;
+/// every problem goes to `err`.
 fn build(
     file: &FileConfig,
     source: &str,
@@ -463,6 +464,14 @@ struct Overridable {
 }
 
 impl Overridable {
+    fn new(value: String, span: Option<Range<usize>>, env_name: &'static str) -> Overridable {
+        Overridable {
+            value,
+            span,
+            env_name,
+        }
+    }
+
     fn report(&self, err: &mut impl FnMut(Option<Range<usize>>, String), message: String) {
         report_at(err, self.span.clone(), message, self.env_name);
     }
@@ -515,17 +524,14 @@ fn redis_url(
     env: Env<'_>,
     err: &mut impl FnMut(Option<Range<usize>>, String),
 ) -> String {
-    let given = |value: String, span, env_name| Overridable {
-        value,
-        span,
-        env_name,
-    };
     let url = match (env_set(env, "RQ_RETRYD_REDIS_URL"), file_url) {
-        (Some(v), _) => given(v, None, "RQ_RETRYD_REDIS_URL"),
-        (None, Some(s)) => given(s.get_ref().clone(), Some(s.span()), "RQ_RETRYD_REDIS_URL"),
+        (Some(v), _) => Overridable::new(v, None, "RQ_RETRYD_REDIS_URL"),
+        (None, Some(s)) => {
+            Overridable::new(s.get_ref().clone(), Some(s.span()), "RQ_RETRYD_REDIS_URL")
+        }
         (None, None) => match env_set(env, "REDIS_URL") {
-            Some(v) => given(v, None, "REDIS_URL"),
-            None => given(
+            Some(v) => Overridable::new(v, None, "REDIS_URL"),
+            None => Overridable::new(
                 "redis://127.0.0.1:6379/0".to_string(),
                 None,
                 "RQ_RETRYD_REDIS_URL",
@@ -736,17 +742,14 @@ fn listen_address(
     env: Env<'_>,
     err: &mut impl FnMut(Option<Range<usize>>, String),
 ) -> (SocketAddr, Overridable) {
-    let given = |value: String, span, env_name| Overridable {
-        value,
-        span,
-        env_name,
-    };
     let text = match (env_set(env, "RQ_RETRYD_HTTP_LISTEN"), file_listen) {
-        (Some(v), _) => given(v, None, "RQ_RETRYD_HTTP_LISTEN"),
-        (None, Some(l)) => given(l.get_ref().clone(), Some(l.span()), "RQ_RETRYD_HTTP_LISTEN"),
+        (Some(v), _) => Overridable::new(v, None, "RQ_RETRYD_HTTP_LISTEN"),
+        (None, Some(l)) => {
+            Overridable::new(l.get_ref().clone(), Some(l.span()), "RQ_RETRYD_HTTP_LISTEN")
+        }
         (None, None) => match env_set(env, "PORT") {
-            Some(port) => given(platform_url::listen_on_port(&port), None, "PORT"),
-            None => given("127.0.0.1:9732".to_string(), None, "RQ_RETRYD_HTTP_LISTEN"),
+            Some(port) => Overridable::new(platform_url::listen_on_port(&port), None, "PORT"),
+            None => Overridable::new("127.0.0.1:9732".to_string(), None, "RQ_RETRYD_HTTP_LISTEN"),
         },
     };
     let listen = match text.value.parse() {
