@@ -432,7 +432,7 @@ async fn start(
     app.tasks.add(result.clone());
     let progress = result.clone();
     let task_app = app.clone();
-    let handle = tokio::spawn(async move {
+    let handle = app.bulk_tasks.spawn(async move {
         let outcome = run(
             &task_app, &who, action, &filter, &queues, dry_run, &progress,
         )
