@@ -17,9 +17,6 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use crate::breaker::{Breakers, OpenCircuit};
-pub use crate::limiter::RequeueLimiter;
-pub use crate::report::ScanReport;
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use reconcile::{Reconciled, RECONCILE_LEAF};
 
@@ -28,6 +25,7 @@ use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
 use crate::index::{Observation, State};
 use crate::metrics::Trigger;
 use crate::policy::{decide, reads_for, Decision};
+use crate::report::ScanReport;
 use crate::rq::registry::anchors_of;
 use crate::rq::{decode, DecodeOutcome};
 use crate::state::{DaemonState, Snapshot};
