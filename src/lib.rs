@@ -25,6 +25,7 @@ pub mod reload;
 pub mod report;
 pub mod rq;
 pub mod shutdown;
+pub mod skip;
 pub mod state;
 pub mod supervisor;
 pub mod switchboard;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::rq::job::format_rq_timestamp;
 use crate::rq::keys::OtherRegistry;
 use crate::rq::{CasToken, JobFacts, Keys};
+use crate::skip::SkipReason;
 
 // Every script starts with the gate (the shared switches and the lease), checked in the same
 // atomic step as its writes.
@@ -219,13 +220,19 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    /// The skip reason in reports, logs and `rq_retryd_skipped_total{reason}`.
-    pub fn name(&self) -> &'static str {
+    /// The skip reason a refused job counts under in reports and
+    /// `rq_retryd_skipped_total{reason}`.
+    pub fn skip_reason(&self) -> SkipReason {
         match self {
-            RefusalReason::WrongType => "wrong_type",
-            RefusalReason::InvalidTtl => "invalid_ttl",
-            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+            RefusalReason::WrongType => SkipReason::WrongType,
+            RefusalReason::InvalidTtl => SkipReason::InvalidTtl,
+            RefusalReason::ForbiddenByAcl { .. } => SkipReason::ForbiddenByAcl,
         }
+    }
+
+    /// The skip reason's label, for the log.
+    pub fn name(&self) -> &'static str {
+        self.skip_reason().label()
     }
 
     /// The error code of a single-job action's 409 answer: `forbidden_by_acl` names a

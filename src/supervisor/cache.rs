@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::skip::SkipReason;
+
 /// A decision that needs no write now, remembered for one failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -268,14 +270,12 @@ pub struct SkipMemory {
     scan: u32,
     entries: HashMap<(u16, JobKey), Skip>,
     queue_index: HashMap<Arc<str>, u16>,
-    reasons: Vec<Box<str>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Skip {
     score: f64,
-    /// Index into `reasons`.
-    reason: u8,
+    reason: SkipReason,
     /// The scan that last saw it skipped.
     seen: u32,
 }
@@ -287,13 +287,10 @@ impl SkipMemory {
     }
 
     /// Notes that this failure is skipped for `reason` now; `true` when that is news (it was
-    /// not skipped for that reason when last seen). Beyond 65,536 queues or 256 reasons
+    /// not skipped for that reason when last seen). Beyond 65,536 queues
     /// nothing more is remembered and every skip counts as news.
-    pub fn note(&mut self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
+    pub fn note(&mut self, queue: &str, member: &[u8], score: f64, reason: SkipReason) -> bool {
         let Some(queue) = self.queue_index(queue) else {
-            return true;
-        };
-        let Some(reason) = self.reason_index(reason) else {
             return true;
         };
         let skip = Skip {
@@ -311,16 +308,13 @@ impl SkipMemory {
     }
 
     /// Whether this failure is remembered as skipped for `reason` already (nothing noted).
-    pub fn knows(&self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
-        let (Some(queue), Some(reason)) = (
-            self.queue_index.get(queue),
-            self.reasons.iter().position(|r| &**r == reason),
-        ) else {
+    pub fn knows(&self, queue: &str, member: &[u8], score: f64, reason: SkipReason) -> bool {
+        let Some(queue) = self.queue_index.get(queue) else {
             return false;
         };
         self.entries
             .get(&(*queue, JobKey::from_bytes(member)))
-            .is_some_and(|e| e.score == score && usize::from(e.reason) == reason)
+            .is_some_and(|e| e.score == score && e.reason == reason)
     }
 
     fn queue_index(&mut self, queue: &str) -> Option<u16> {
@@ -329,15 +323,6 @@ impl SkipMemory {
         }
         let i = u16::try_from(self.queue_index.len()).ok()?;
         self.queue_index.insert(Arc::from(queue), i);
-        Some(i)
-    }
-
-    fn reason_index(&mut self, reason: &str) -> Option<u8> {
-        if let Some(i) = self.reasons.iter().position(|r| &**r == reason) {
-            return u8::try_from(i).ok();
-        }
-        let i = u8::try_from(self.reasons.len()).ok()?;
-        self.reasons.push(reason.into());
         Some(i)
     }
 
@@ -464,29 +449,29 @@ mod tests {
     fn a_skip_is_news_once_per_failure_and_reason() {
         let mut skips = SkipMemory::default();
         skips.begin_scan();
-        assert!(skips.note("default", b"corrupt", 1.0, "decode_error"));
+        assert!(skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            !skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "same pass"
         );
         assert!(
-            skips.note("other", b"corrupt", 1.0, "decode_error"),
+            skips.note("other", b"corrupt", 1.0, SkipReason::DecodeError),
             "another queue"
         );
-        assert!(skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        assert!(skips.note("default", b"\xff\xfe", 1.0, SkipReason::InvalidId));
         skips.end_scan();
         skips.begin_scan();
         assert!(
-            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            !skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "next scan"
         );
-        assert!(!skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        assert!(!skips.note("default", b"\xff\xfe", 1.0, SkipReason::InvalidId));
         assert!(
-            skips.note("default", b"corrupt", 2.0, "decode_error"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::DecodeError),
             "a new failure"
         );
         assert!(
-            skips.note("default", b"corrupt", 2.0, "paused"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::Paused),
             "another reason"
         );
         skips.end_scan();
@@ -496,7 +481,7 @@ mod tests {
         assert!(skips.is_empty());
         skips.begin_scan();
         assert!(
-            skips.note("default", b"corrupt", 2.0, "paused"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::Paused),
             "skipped again after a scan that did not skip it"
         );
     }
@@ -505,28 +490,28 @@ mod tests {
     #[test]
     fn knows_answers_for_the_same_failure_and_reason_only_and_notes_nothing() {
         let mut skips = SkipMemory::default();
-        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(!skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         skips.begin_scan();
-        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(!skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            skips.note("default", b"corrupt", 1.0, "decode_error"),
+            skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "knows noted nothing"
         );
-        assert!(skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            !skips.knows("default", b"corrupt", 2.0, "decode_error"),
+            !skips.knows("default", b"corrupt", 2.0, SkipReason::DecodeError),
             "a new failure"
         );
         assert!(
-            !skips.knows("default", b"corrupt", 1.0, "paused"),
+            !skips.knows("default", b"corrupt", 1.0, SkipReason::Paused),
             "another reason"
         );
         assert!(
-            !skips.knows("other", b"corrupt", 1.0, "decode_error"),
+            !skips.knows("other", b"corrupt", 1.0, SkipReason::DecodeError),
             "another queue"
         );
         assert!(
-            !skips.knows("default", b"other", 1.0, "decode_error"),
+            !skips.knows("default", b"other", 1.0, SkipReason::DecodeError),
             "another job"
         );
     }

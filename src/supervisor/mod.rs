@@ -28,6 +28,7 @@ use crate::policy::{decide, reads_for, Decision};
 use crate::report::ScanReport;
 use crate::rq::registry::anchors_of;
 use crate::rq::{decode, DecodeOutcome};
+use crate::skip::SkipReason;
 use crate::state::{DaemonState, Snapshot};
 
 /// Batches of one failed registry in flight at once during a scan. It also bounds how late a
@@ -195,9 +196,9 @@ impl Supervisor {
                 if size.is_some() {
                     queues.push(queue);
                 } else {
-                    error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = "wrong_type", "failed registry is not a sorted set; queue skipped, nothing touched");
+                    error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = SkipReason::WrongType.label(), "failed registry is not a sorted set; queue skipped, nothing touched");
                     // Not a job: remembered under the queue with an empty id, so counted once.
-                    self.skip_member(&queue, b"", 0.0, "wrong_type", &mut report);
+                    self.skip_member(&queue, b"", 0.0, SkipReason::WrongType, &mut report);
                 }
             }
             let total = sizes.iter().flatten().sum::<u64>() as usize;
@@ -242,7 +243,7 @@ impl Supervisor {
                     &report.per_queue,
                 );
                 for (reason, n) in &report.newly_skipped {
-                    metrics.skipped(reason, *n);
+                    metrics.skipped(*reason, *n);
                 }
                 if !cancel.is_cancelled() {
                     metrics.set_skipped_jobs(&report.skipped_by_reason);
@@ -322,7 +323,7 @@ impl Supervisor {
         }
         if !observe {
             for (reason, n) in &report.newly_skipped {
-                self.state.metrics.skipped(reason, *n);
+                self.state.metrics.skipped(*reason, *n);
             }
         }
         Ok(report)
@@ -379,13 +380,19 @@ impl Supervisor {
                 let mut cache = self.cache.lock().expect("cache lock");
                 for (member, score) in page {
                     if score < now_unix {
-                        self.skip_member(queue, &member, score, "expired", report);
+                        self.skip_member(queue, &member, score, SkipReason::Expired, report);
                         continue;
                     }
                     let id = match String::from_utf8(member) {
                         Ok(id) => id,
                         Err(e) => {
-                            self.skip_member(queue, e.as_bytes(), score, "invalid_id", report);
+                            self.skip_member(
+                                queue,
+                                e.as_bytes(),
+                                score,
+                                SkipReason::InvalidId,
+                                report,
+                            );
                             continue;
                         }
                     };
@@ -574,7 +581,7 @@ impl Supervisor {
                 count_verdict(report, queue, verdict);
                 if verdict == Verdict::Unmatched {
                     // Decided now, not remembered from an earlier scan: news for the counter.
-                    report.new_skip("unmatched");
+                    report.new_skip(SkipReason::Unmatched);
                 }
                 batch
                     .verdicts
@@ -649,7 +656,7 @@ impl Supervisor {
             DecodeOutcome::Job(_) => {}
             DecodeOutcome::Orphan => {
                 debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
-                report.skip("orphan", &raw.job_id);
+                report.skip(SkipReason::Orphan, &raw.job_id);
                 if self.indexing {
                     self.index_undecodable(raw);
                 }
@@ -662,7 +669,7 @@ impl Supervisor {
                         queue,
                         raw.job_id.as_bytes(),
                         score,
-                        "decode_error",
+                        SkipReason::DecodeError,
                     )
                 });
                 if known {
@@ -670,7 +677,7 @@ impl Supervisor {
                 } else {
                     warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
                 }
-                report.skip("decode_error", &raw.job_id);
+                report.skip(SkipReason::DecodeError, &raw.job_id);
                 if self.indexing {
                     self.index_undecodable(raw);
                 }
@@ -694,7 +701,7 @@ impl Supervisor {
                 };
                 info!(job_id = %write.job_id, queue = %write.queue, policy = %write.author.name(), decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
-                    report.skip("paused", &write.job_id);
+                    report.skip(SkipReason::Paused, &write.job_id);
                 }
             }
             return false;
@@ -707,7 +714,7 @@ impl Supervisor {
                 let held = matches!(w.kind, WriteKind::Requeue { .. })
                     && !breakers.allows(w.author.name(), now);
                 if held {
-                    report.skip("circuit_open", &w.job_id);
+                    report.skip(SkipReason::CircuitOpen, &w.job_id);
                 }
                 !held
             });
@@ -769,7 +776,7 @@ impl Supervisor {
                 writes.retain(|(w, _)| {
                     let unknown = hold_of(w).is_some();
                     if unknown {
-                        batch.report.skip("hold_unknown", &w.job_id);
+                        batch.report.skip(SkipReason::HoldUnknown, &w.job_id);
                     }
                     !unknown
                 });
@@ -875,11 +882,11 @@ impl Supervisor {
                         .exhausted += 1;
                 }
                 Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
-                Outcome::JobMissing => report.skip("orphan", &write.job_id),
+                Outcome::JobMissing => report.skip(SkipReason::Orphan, &write.job_id),
                 // The gate: another instance paused everything, or this one lost its lease
                 // since the batch began. Nothing was written; the next pass decides again.
-                Outcome::Paused => report.skip("paused", &write.job_id),
-                Outcome::NotActive => report.skip("not_active", &write.job_id),
+                Outcome::Paused => report.skip(SkipReason::Paused, &write.job_id),
+                Outcome::NotActive => report.skip(SkipReason::NotActive, &write.job_id),
                 // The requeue script found what the scan's reads did not show (the results
                 // are not read to decide): the job is left to the operator, and remembered
                 // so that it is not read and refused again every scan.
@@ -897,8 +904,10 @@ impl Supervisor {
                         settled.push((write.queue.as_str(), write.job_id.as_str(), state));
                     }
                 }
-                Outcome::Refused(refusal) => report.refuse(refusal.reason.name(), &write.job_id),
-                Outcome::Error(_) => report.refuse("write_error", &write.job_id),
+                Outcome::Refused(refusal) => {
+                    report.refuse(refusal.reason.skip_reason(), &write.job_id)
+                }
+                Outcome::Error(_) => report.refuse(SkipReason::WriteError, &write.job_id),
             }
         }
         if !settled.is_empty() {
@@ -1012,7 +1021,7 @@ impl Supervisor {
             }
         }
         for (reason, n) in &report.newly_skipped {
-            self.state.metrics.skipped(reason, *n);
+            self.state.metrics.skipped(*reason, *n);
         }
         self.state.held.publish(&self.state.metrics);
         Ok(report)
@@ -1027,7 +1036,7 @@ impl Supervisor {
         queue: &str,
         member: &[u8],
         score: f64,
-        reason: &str,
+        reason: SkipReason,
         report: &mut ScanReport,
     ) {
         report.count_skip(reason);
@@ -1055,11 +1064,11 @@ impl Supervisor {
         let mut skips = self.skips.lock().expect("skips lock");
         for (id, reason) in std::mem::take(&mut report.skipped_jobs) {
             let news = match score_of(&id) {
-                Some(score) => skips.note(queue, id.as_bytes(), score, &reason),
+                Some(score) => skips.note(queue, id.as_bytes(), score, reason),
                 None => true,
             };
             if news {
-                report.new_skip(&reason);
+                report.new_skip(reason);
             }
         }
     }
@@ -1106,7 +1115,7 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         Verdict::Held { .. } => report.held += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
-            report.count_skip("unmatched");
+            report.count_skip(SkipReason::Unmatched);
         }
         Verdict::Stopped => {
             report.stopped += 1;
