@@ -56,7 +56,8 @@ impl StateGauge {
     }
 }
 
-/// Who caused an action: the supervisor's policies or a person through the API.
+/// Who caused an action, as the metrics' `trigger` label says it: the supervisor's policies or
+/// a person through the API (`manual`, the word the config reserves for operators' actions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Auto,
@@ -67,7 +68,7 @@ impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Auto => "auto",
-            Trigger::Manual => "manual",
+            Trigger::Manual => crate::config::MANUAL,
         }
     }
 }

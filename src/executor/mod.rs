@@ -290,8 +290,46 @@ impl Outcome {
     /// Whether the write was refused (by the script's checks or by Redis): the job was left
     /// as it was, and `once` exits with [`crate::commands::EXIT_REFUSED`].
     pub fn is_refused(&self) -> bool {
-        matches!(self, Outcome::Refused(_) | Outcome::Error(_))
+        self.meaning() == Meaning::Refused
     }
+
+    /// What this outcome means to the caller that asked for the write.
+    pub fn meaning(&self) -> Meaning {
+        match self {
+            Outcome::Requeued
+            | Outcome::Purged
+            | Outcome::MarkedExhausted
+            | Outcome::AlreadyExhausted => Meaning::Done,
+            Outcome::NotInRegistry | Outcome::JobMissing => Meaning::Gone,
+            Outcome::Changed => Meaning::Conflict,
+            Outcome::Refused(_) | Outcome::Error(_) => Meaning::Refused,
+            Outcome::Paused | Outcome::NotActive => Meaning::HeldBack,
+            Outcome::Stopped | Outcome::Succeeded => Meaning::LeftToOperator,
+        }
+    }
+}
+
+/// What an [`Outcome`] means to a caller, whatever the script said in detail: the one
+/// classification the scan loop, the write path and the HTTP handlers share. Callers still
+/// look at the outcome for details (a refusal's key, which registry count to raise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meaning {
+    /// The write did what was asked: the job was requeued or purged, or is marked exhausted
+    /// (now or before).
+    Done,
+    /// Nothing to write any more: the job left the failed registry meanwhile, or its hash is
+    /// gone.
+    Gone,
+    /// The job failed again, was retried or moved since it was read: decide again.
+    Conflict,
+    /// Refused before any change (a script's check, or Redis): the job is exactly as it was.
+    Refused,
+    /// The gate held an automatic write back (the pause switch, a lost lease): nothing was
+    /// written, and the next pass decides again.
+    HeldBack,
+    /// A policy's requeue found the job stopped or succeeded: nothing was written, and the
+    /// job is left to the operator.
+    LeftToOperator,
 }
 
 /// Runs writes against Redis.
@@ -691,6 +729,41 @@ struct Stamp<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The one classification callers share: a manual write's answer, the bulk counts and
+    /// the scan report all start from it.
+    #[test]
+    fn each_outcome_means_one_thing_to_a_caller() {
+        let refused = Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: "rq:job:x".into(),
+        });
+        let table = [
+            (Outcome::Requeued, Meaning::Done),
+            (Outcome::Purged, Meaning::Done),
+            (Outcome::MarkedExhausted, Meaning::Done),
+            (Outcome::AlreadyExhausted, Meaning::Done),
+            (Outcome::NotInRegistry, Meaning::Gone),
+            (Outcome::JobMissing, Meaning::Gone),
+            (Outcome::Changed, Meaning::Conflict),
+            (refused, Meaning::Refused),
+            (Outcome::Error("OOM".into()), Meaning::Refused),
+            (Outcome::Paused, Meaning::HeldBack),
+            (Outcome::NotActive, Meaning::HeldBack),
+            (Outcome::Stopped, Meaning::LeftToOperator),
+            (Outcome::Succeeded, Meaning::LeftToOperator),
+        ];
+        for (outcome, meaning) in table {
+            assert_eq!(outcome.meaning(), meaning, "{outcome:?}");
+            assert_eq!(
+                outcome.is_refused(),
+                meaning == Meaning::Refused,
+                "{outcome:?}"
+            );
+        }
+    }
+
     /// The scripts append their audit entries themselves, with their own copy of the bounds
     /// `audit::append` uses: the two must not drift apart.
     #[test]

@@ -22,8 +22,7 @@ use super::extract::ApiQuery;
 use super::jobs::{selected_queues, Who};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
-use crate::metrics::Trigger;
+use crate::executor::{Meaning, WriteKind};
 use crate::policy::{ExceptionPattern, GlobList};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
 
@@ -695,33 +694,27 @@ async fn settle(
     };
     let planned: Vec<Planned> = selected
         .iter()
-        .map(|(f, _)| Planned {
-            write: Write::of(f, Author::Operator, kind),
-            decision: "manual",
-        })
+        .map(|(f, _)| Planned::manual(f, kind))
         .collect();
-    let actor = Actor {
-        who,
-        route: Some(route),
-        trigger: Trigger::Manual,
-        writer: Writer::Manual,
-        index: Some(&app.daemon.index),
-        instance: &app.daemon.instance,
-    };
-    let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
-    // An operator's write ends a hold at once (the gauge follows).
-    for ((f, _), outcome) in selected.iter().zip(&outcomes) {
-        if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
-            app.daemon.held.release(&f.queue, &f.job_id);
+    let actor = Actor::operator(who, route, &app.daemon.index, &app.daemon.instance);
+    let settled = actor.act(con, snap, &app.daemon.metrics, planned).await?;
+    let (mut done, mut refused, mut conflicts) = (0, 0, 0);
+    for s in &settled {
+        match s.meaning() {
+            Meaning::Done => {
+                // An operator's write ends a hold at once (the gauge follows).
+                app.daemon.held.release(&s.write.queue, &s.write.job_id);
+                done += 1;
+            }
+            Meaning::Refused => refused += 1,
+            // Everything else is answered as a conflict (left to whoever moved the job);
+            // a manual write never meets the pause, the lease or the stopped/succeeded check.
+            Meaning::Gone | Meaning::Conflict | Meaning::HeldBack | Meaning::LeftToOperator => {
+                conflicts += 1
+            }
         }
     }
     app.daemon.held.publish(&app.daemon.metrics);
-    let done = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
-        .count() as u64;
-    let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
-    let conflicts = outcomes.len() as u64 - done - refused;
     let mut r = progress.lock().expect("task lock");
     r.conflicts += conflicts;
     r.refused += refused;

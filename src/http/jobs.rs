@@ -15,9 +15,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::executor::{Meaning, Outcome, WriteKind};
 use crate::explain::{self, Explanation};
-use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
 use crate::rq::failure;
 use crate::rq::{decode, DecodeOutcome, JobFacts};
@@ -80,45 +79,10 @@ pub struct ListParams {
     pub policy: Option<String>,
     /// Only jobs in this state.
     #[param(inline)]
-    pub state: Option<StateParam>,
+    pub state: Option<crate::index::State>,
     /// Newest failure first (the default) or oldest first.
     #[param(inline)]
     pub order: Option<OrderParam>,
-}
-
-/// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-/// exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
-/// stopped, or its last run succeeded (the last two are never retried automatically); `held`:
-/// a requeue is due but its policy's `hold_when` holds it back.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StateParam {
-    Due,
-    Waiting,
-    Exhausted,
-    Unmatched,
-    Ignored,
-    Undecodable,
-    Stopped,
-    Succeeded,
-    Held,
-}
-
-impl StateParam {
-    fn state(self) -> crate::index::State {
-        use crate::index::State;
-        match self {
-            StateParam::Due => State::Due,
-            StateParam::Waiting => State::Waiting,
-            StateParam::Exhausted => State::Exhausted,
-            StateParam::Unmatched => State::Unmatched,
-            StateParam::Ignored => State::Ignored,
-            StateParam::Undecodable => State::Undecodable,
-            StateParam::Stopped => State::Stopped,
-            StateParam::Succeeded => State::Succeeded,
-            StateParam::Held => State::Held,
-        }
-    }
 }
 
 /// Newest or oldest failure first.
@@ -216,7 +180,7 @@ pub async fn list_failed(
     check_name("invalid_queue", "queue", p.queue.as_deref())?;
     let mut query = filter.query();
     query.policy = p.policy.clone();
-    query.state = p.state.map(StateParam::state);
+    query.state = p.state;
     let order = match p.order {
         Some(OrderParam::Oldest) => crate::index::Order::Oldest,
         _ => crate::index::Order::Newest,
@@ -709,66 +673,57 @@ async fn manual_write(
     f: &JobFacts,
     kind: WriteKind,
 ) -> ApiResult<()> {
-    let write = Write::of(f, Author::Operator, kind);
-    let actor = Actor {
-        who,
-        route: Some(route),
-        trigger: Trigger::Manual,
-        writer: Writer::Manual,
-        index: Some(&app.daemon.index),
-        instance: &app.daemon.instance,
-    };
-    let planned = Planned {
-        write,
-        decision: "manual",
-    };
+    let actor = Actor::operator(who, route, &app.daemon.index, &app.daemon.instance);
+    let planned = vec![Planned::manual(f, kind)];
     let outcome = actor
-        .act(
-            con,
-            snap,
-            &app.daemon.metrics,
-            std::slice::from_ref(&planned),
-        )
+        .act(con, snap, &app.daemon.metrics, planned)
         .await?
-        .remove(0);
-    if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
-        // An operator's write ends a hold at once (the gauge follows).
-        app.daemon.held.release(&f.queue, &f.job_id);
-        app.daemon.held.publish(&app.daemon.metrics);
-    }
-    match outcome {
-        Outcome::Requeued | Outcome::Purged => Ok(()),
-        Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(
+        .remove(0)
+        .outcome;
+    match outcome.meaning() {
+        Meaning::Done => {
+            // An operator's write ends a hold at once (the gauge follows).
+            app.daemon.held.release(&f.queue, &f.job_id);
+            app.daemon.held.publish(&app.daemon.metrics);
+            Ok(())
+        }
+        Meaning::Gone => Err(ApiError::not_found(
             "not_in_failed_registry",
             format!("job {} was moved or deleted meanwhile", f.job_id),
         )),
-        Outcome::Changed => Err(ApiError::conflict(
+        Meaning::Conflict => Err(ApiError::conflict(
             "job_changed",
             format!(
                 "job {} changed meanwhile (retried or failed again); try again",
                 f.job_id
             ),
         )),
-        Outcome::Refused(refusal) => Err(ApiError::conflict(
-            refusal.reason.error_code(),
-            format!("job {} left as it was: {refusal}", f.job_id),
-        )),
-        Outcome::Error(e) => Err(ApiError::conflict(
-            "write_refused",
-            format!(
-                "job {} left as it was: Redis refused the write: {e}",
-                f.job_id
-            ),
-        )),
-        Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
+        Meaning::Refused => Err(refused(&f.job_id, &outcome)),
         // Manual writes pass the gate whatever the switches and the lease say, and are never
         // refused as stopped or succeeded (that is for policies' requeues).
-        Outcome::Paused | Outcome::NotActive | Outcome::Stopped | Outcome::Succeeded => {
-            Err(ApiError::conflict(
-                "write_refused",
-                format!("job {} left as it was: {}", f.job_id, outcome.name()),
-            ))
-        }
+        Meaning::HeldBack | Meaning::LeftToOperator => Err(ApiError::conflict(
+            "write_refused",
+            format!("job {} left as it was: {}", f.job_id, outcome.name()),
+        )),
+    }
+}
+
+/// The 409 answer to a refused manual write: `forbidden_by_acl` names a permission to grant,
+/// every other refusal is `write_refused`.
+fn refused(job_id: &str, outcome: &Outcome) -> ApiError {
+    match outcome {
+        Outcome::Refused(refusal) => ApiError::conflict(
+            refusal.reason.error_code(),
+            format!("job {job_id} left as it was: {refusal}"),
+        ),
+        Outcome::Error(e) => ApiError::conflict(
+            "write_refused",
+            format!("job {job_id} left as it was: Redis refused the write: {e}"),
+        ),
+        other => ApiError::conflict(
+            "write_refused",
+            format!("job {job_id} left as it was: {}", other.name()),
+        ),
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::index::State;
 use crate::skip::SkipReason;
 
 /// A decision that needs no write now, remembered for one failure.
@@ -43,27 +44,57 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// Where the verdict leaves the job, in the index's terms.
+    pub fn state(self) -> State {
+        match self {
+            Verdict::Waiting { .. } => State::Waiting,
+            Verdict::Exhausted => State::Exhausted,
+            Verdict::Ignored => State::Ignored,
+            Verdict::Unmatched => State::Unmatched,
+            Verdict::Stopped => State::Stopped,
+            Verdict::Succeeded => State::Succeeded,
+            Verdict::Held { .. } => State::Held,
+        }
+    }
+
+    /// When the job is decided again (waiting and held jobs).
+    fn due(self) -> Option<DateTime<Utc>> {
+        match self {
+            Verdict::Waiting { due } | Verdict::Held { due } => Some(due),
+            _ => None,
+        }
+    }
+
+    /// The verdict a job in `state` was remembered with (`due_ms` for waiting and held jobs).
+    fn of(state: State, due_ms: i64) -> Verdict {
+        match state {
+            State::Waiting => Verdict::Waiting { due: time(due_ms) },
+            State::Held => Verdict::Held { due: time(due_ms) },
+            State::Exhausted => Verdict::Exhausted,
+            State::Ignored => Verdict::Ignored,
+            State::Stopped => Verdict::Stopped,
+            State::Succeeded => Verdict::Succeeded,
+            // Never remembered: a due job is written, an undecodable one is not decided.
+            State::Unmatched | State::Due | State::Undecodable => Verdict::Unmatched,
+        }
+    }
+}
+
 /// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
 /// hundreds of thousands of them.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     score: f64,
     failed_at_ms: i64,
-    /// The due time for `Waiting`, else 0.
+    /// The due time for `Waiting` and `Held`, else 0.
     due_ms: i64,
     /// The scan that last saw it.
     seen: u32,
     queue: u16,
-    verdict: u8,
+    /// The verdict's [`State`] (one byte); with `due_ms`, the verdict.
+    state: State,
 }
-
-const WAITING: u8 = 0;
-const EXHAUSTED: u8 = 1;
-const IGNORED: u8 = 2;
-const UNMATCHED: u8 = 3;
-const STOPPED: u8 = 4;
-const SUCCEEDED: u8 = 5;
-const HELD: u8 = 6;
 
 /// A remembered failure as the supervisor uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,22 +155,9 @@ impl FactsCache {
     }
 
     fn unpack(p: &Packed) -> CacheEntry {
-        let verdict = match p.verdict {
-            WAITING => Verdict::Waiting {
-                due: time(p.due_ms),
-            },
-            EXHAUSTED => Verdict::Exhausted,
-            IGNORED => Verdict::Ignored,
-            STOPPED => Verdict::Stopped,
-            SUCCEEDED => Verdict::Succeeded,
-            HELD => Verdict::Held {
-                due: time(p.due_ms),
-            },
-            _ => Verdict::Unmatched,
-        };
         CacheEntry {
             failed_at: time(p.failed_at_ms),
-            verdict,
+            verdict: Verdict::of(p.state, p.due_ms),
         }
     }
 
@@ -176,30 +194,17 @@ impl FactsCache {
                 i
             }
         };
-        let (code, due_ms) = match verdict {
-            Verdict::Waiting { due } => {
-                let due_ms = ms(due);
-                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
-                (WAITING, due_ms)
-            }
-            Verdict::Exhausted => (EXHAUSTED, 0),
-            Verdict::Ignored => (IGNORED, 0),
-            Verdict::Unmatched => (UNMATCHED, 0),
-            Verdict::Stopped => (STOPPED, 0),
-            Verdict::Succeeded => (SUCCEEDED, 0),
-            Verdict::Held { due } => {
-                let due_ms = ms(due);
-                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
-                (HELD, due_ms)
-            }
-        };
+        let due_ms = verdict.due().map_or(0, ms);
+        if verdict.due().is_some() {
+            self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
+        }
         let packed = Packed {
             score,
             failed_at_ms: ms(failed_at),
             due_ms,
             seen: self.scan,
             queue: index,
-            verdict: code,
+            state: verdict.state(),
         };
         self.entries.insert(JobKey::new(job_id), packed);
     }
@@ -226,7 +231,7 @@ impl FactsCache {
         let mut due = Vec::new();
         let queues = &self.queues;
         self.entries.retain(|id, e| {
-            if (e.verdict == WAITING || e.verdict == HELD) && e.due_ms <= now_ms {
+            if matches!(e.state, State::Waiting | State::Held) && e.due_ms <= now_ms {
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
@@ -244,7 +249,7 @@ impl FactsCache {
         self.next_due_ms = self
             .entries
             .values()
-            .filter(|e| e.verdict == WAITING || e.verdict == HELD)
+            .filter(|e| matches!(e.state, State::Waiting | State::Held))
             .map(|e| e.due_ms)
             .min();
     }

@@ -20,10 +20,10 @@ use tracing::{debug, error, info, warn};
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use reconcile::{Reconciled, RECONCILE_LEAF};
 
-use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::actions::{Actor, Decided, Planned, Settled};
+use crate::executor::{Author, Meaning, Outcome, Write, WriteKind};
 use crate::index::{Observation, State};
-use crate::metrics::Trigger;
+use crate::metrics::Metrics;
 use crate::policy::{decide, reads_for, Decision};
 use crate::report::ScanReport;
 use crate::rq::registry::anchors_of;
@@ -491,7 +491,7 @@ impl Supervisor {
         if observe || !left || !self.hold_back(&mut batch.report, &mut writes) {
             return Ok(batch);
         }
-        self.write_batch(con, snap, &writes, &mut batch).await?;
+        self.write_batch(con, snap, writes, &mut batch).await?;
         Ok(batch)
     }
 
@@ -824,96 +824,31 @@ impl Supervisor {
         &self,
         con: &mut C,
         snap: &Snapshot,
-        writes: &[(Write, Decision)],
+        writes: Vec<(Write, Decision)>,
         batch: &mut Batch,
     ) -> RedisResult<()> {
-        let report = &mut batch.report;
-        let actor = Actor {
-            who: "supervisor",
-            route: None,
-            trigger: Trigger::Auto,
-            writer: if self.leased {
-                Writer::Leader(&self.state.instance)
-            } else {
-                Writer::Automatic
-            },
-            index: self.indexing.then_some(&self.state.index),
-            instance: &self.state.instance,
-        };
-        let planned: Vec<Planned> = writes
-            .iter()
-            .map(|(w, d)| Planned {
-                write: w.clone(),
-                decision: d.name(),
-            })
+        let index = self.indexing.then_some(&self.state.index);
+        let actor = Actor::supervisor(&self.state.instance, self.leased, index);
+        let planned = writes
+            .into_iter()
+            .map(|(write, decision)| Planned::decided(write, decision))
             .collect();
         let metrics = &self.state.metrics;
-        let outcomes = actor.act(con, snap, metrics, &planned).await?;
-        let mut failed_again: HashMap<&str, usize> = HashMap::new();
-        let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
-        let mut settled: Vec<(&str, &str, State)> = Vec::new();
-        for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
-            let retried_before = match (decision, outcome) {
-                (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
-                (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
-                (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
-                _ => false,
-            };
-            if retried_before {
-                metrics.retry_failed_again(&write.queue, write.author.name());
-                *failed_again.entry(write.author.name()).or_default() += 1;
-            }
-            match outcome {
-                Outcome::Requeued => {
-                    *requeued_by_policy.entry(write.author.name()).or_default() += 1;
-                    report.requeued += 1;
-                    batch.removed += 1;
+        let settled = actor.act(con, snap, metrics, planned).await?;
+        let mut tally = BreakerTally::default();
+        let mut left: Vec<(&str, &str, State)> = Vec::new();
+        for s in &settled {
+            tally.note(metrics, s);
+            if let Some(verdict) = count_settled(s, batch) {
+                if self.indexing {
+                    left.push((&s.write.queue, &s.write.job_id, verdict.state()));
                 }
-                Outcome::Purged => {
-                    report.purged += 1;
-                    batch.removed += 1;
-                }
-                Outcome::MarkedExhausted | Outcome::AlreadyExhausted => {
-                    report.exhausted += 1;
-                    report
-                        .per_queue
-                        .entry(write.queue.clone())
-                        .or_default()
-                        .exhausted += 1;
-                }
-                Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
-                Outcome::JobMissing => report.skip(SkipReason::Orphan, &write.job_id),
-                // The gate: another instance paused everything, or this one lost its lease
-                // since the batch began. Nothing was written; the next pass decides again.
-                Outcome::Paused => report.skip(SkipReason::Paused, &write.job_id),
-                Outcome::NotActive => report.skip(SkipReason::NotActive, &write.job_id),
-                // The requeue script found what the scan's reads did not show (the results
-                // are not read to decide): the job is left to the operator, and remembered
-                // so that it is not read and refused again every scan.
-                Outcome::Stopped | Outcome::Succeeded => {
-                    let (verdict, state) = if *outcome == Outcome::Stopped {
-                        (Verdict::Stopped, State::Stopped)
-                    } else {
-                        (Verdict::Succeeded, State::Succeeded)
-                    };
-                    count_verdict(report, &write.queue, verdict);
-                    batch
-                        .verdicts
-                        .push((write.job_id.clone(), write.failed_at, verdict));
-                    if self.indexing {
-                        settled.push((write.queue.as_str(), write.job_id.as_str(), state));
-                    }
-                }
-                Outcome::Refused(refusal) => {
-                    report.refuse(refusal.reason.skip_reason(), &write.job_id)
-                }
-                Outcome::Error(_) => report.refuse(SkipReason::WriteError, &write.job_id),
             }
         }
-        if !settled.is_empty() {
-            self.state.index.settle_all(settled);
+        if !left.is_empty() {
+            self.state.index.settle_all(left);
         }
-        self.feed_breakers(snap, &requeued_by_policy, &failed_again);
+        self.feed_breakers(snap, &tally.requeued, &tally.failed_again);
         Ok(())
     }
 
@@ -1071,6 +1006,92 @@ impl Supervisor {
                 report.new_skip(reason);
             }
         }
+    }
+}
+
+/// Counts one write's outcome in the batch. Returns the verdict of a job the requeue found
+/// stopped or succeeded (remembered, so it is not read and refused again every scan).
+fn count_settled(s: &Settled, batch: &mut Batch) -> Option<Verdict> {
+    let (write, report) = (&s.write, &mut batch.report);
+    match (s.meaning(), &s.outcome) {
+        (Meaning::Done, Outcome::Requeued) => {
+            report.requeued += 1;
+            batch.removed += 1;
+        }
+        (Meaning::Done, Outcome::Purged) => {
+            report.purged += 1;
+            batch.removed += 1;
+        }
+        (Meaning::Done, _) => {
+            report.exhausted += 1;
+            report
+                .per_queue
+                .entry(write.queue.clone())
+                .or_default()
+                .exhausted += 1;
+        }
+        // A registry entry without a job hash is an orphan, as when the scan reads one.
+        (Meaning::Gone, Outcome::JobMissing) => report.skip(SkipReason::Orphan, &write.job_id),
+        (Meaning::Gone | Meaning::Conflict, _) => report.conflicts += 1,
+        // The gate: another instance paused everything, or this one lost its lease since the
+        // batch began. Nothing was written; the next pass decides again.
+        (Meaning::HeldBack, Outcome::Paused) => report.skip(SkipReason::Paused, &write.job_id),
+        (Meaning::HeldBack, _) => report.skip(SkipReason::NotActive, &write.job_id),
+        (Meaning::Refused, Outcome::Refused(refusal)) => {
+            report.refuse(refusal.reason.skip_reason(), &write.job_id)
+        }
+        (Meaning::Refused, _) => report.refuse(SkipReason::WriteError, &write.job_id),
+        // The requeue script found what the scan's reads did not show (the results are not
+        // read to decide): the job is left to the operator.
+        (Meaning::LeftToOperator, outcome) => {
+            let verdict = if *outcome == Outcome::Stopped {
+                Verdict::Stopped
+            } else {
+                Verdict::Succeeded
+            };
+            count_verdict(report, &write.queue, verdict);
+            batch
+                .verdicts
+                .push((write.job_id.clone(), write.failed_at, verdict));
+            return Some(verdict);
+        }
+    }
+    None
+}
+
+/// What a batch's writes tell each retry policy's circuit breaker, by policy: its requeues,
+/// and its automatic retries that failed again.
+#[derive(Debug, Default)]
+struct BreakerTally<'a> {
+    requeued: HashMap<&'a str, usize>,
+    failed_again: HashMap<&'a str, usize>,
+}
+
+impl<'a> BreakerTally<'a> {
+    /// Counts one write (and the failed-again metric).
+    fn note(&mut self, metrics: &Metrics, s: &'a Settled) {
+        let policy = s.write.author.name();
+        if retried_before(&s.decision, &s.outcome) {
+            metrics.retry_failed_again(&s.write.queue, policy);
+            *self.failed_again.entry(policy).or_default() += 1;
+        }
+        if s.outcome == Outcome::Requeued {
+            *self.requeued.entry(policy).or_default() += 1;
+        }
+    }
+}
+
+/// Whether this write settles a job an automatic retry had requeued before, which then failed
+/// again: a requeue from attempt 2 on, or giving the job up once its attempts are used up.
+fn retried_before(decision: &Decided, outcome: &Outcome) -> bool {
+    let Decided::ByPolicy(decision) = decision else {
+        return false;
+    };
+    match (decision, outcome) {
+        (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
+        (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
+        (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
+        _ => false,
     }
 }
 
