@@ -71,6 +71,52 @@ pub struct Batch {
     pub removed: usize,
 }
 
+/// The failures of one listed window that must be read (new, or due), with the registry
+/// score that names each one's failure.
+#[derive(Debug, Default)]
+struct Unread {
+    ids: Vec<String>,
+    score_of: HashMap<String, f64>,
+}
+
+/// Lists the next window of a failed registry: up to [`SCAN_WINDOW`] entries from rank
+/// `start` (or after `anchors`, the previous window's last entries), in ZRANGEs of
+/// [`LIST_WINDOW`].
+async fn list_window<C: ConnectionLike + Send>(
+    con: &mut C,
+    snap: &Snapshot,
+    queue: &str,
+    anchors: &[Vec<u8>],
+    start: usize,
+    pass: Pass,
+) -> RedisResult<Vec<(Vec<u8>, f64)>> {
+    let newest = pass == Pass::NewestOnly;
+    let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
+    while page.len() < SCAN_WINDOW {
+        // Each part resumes after the last listed entry still there (the previous window's,
+        // for the first part), at its rank now and in the same atomic step: entries removed
+        // meanwhile shift nothing, so none is skipped (and dropped from the index by
+        // `end_scan`). The ranks this pass expects are the fallback.
+        let part = if page.is_empty() {
+            snap.registry
+                .failed_window_after(con, queue, anchors, start, LIST_WINDOW, newest)
+                .await?
+        } else {
+            let after = anchors_of(&page);
+            let fallback = start + page.len();
+            snap.registry
+                .failed_window_after(con, queue, &after, fallback, LIST_WINDOW, newest)
+                .await?
+        };
+        let short = part.len() < LIST_WINDOW;
+        page.extend(part);
+        if short {
+            break;
+        }
+    }
+    Ok(page)
+}
+
 /// One batch as read: each entry's raw data and decoding, and the ids among the undecodable
 /// ones that were no longer in the registry when checked.
 struct ReadBatch {
@@ -174,10 +220,9 @@ impl Supervisor {
     ) -> RedisResult<ScanReport> {
         let started = Instant::now();
         let snap = self.state.snapshot();
-        let config = &snap.config;
         let mut report = ScanReport {
             started_at: Some(Utc::now()),
-            dry_run: force_dry_run || config.supervisor.dry_run,
+            dry_run: force_dry_run || snap.config.supervisor.dry_run,
             observe,
             ..ScanReport::default()
         };
@@ -186,80 +231,112 @@ impl Supervisor {
             .expect("cache lock")
             .begin_scan(snap.generation);
         self.skips.lock().expect("skips lock").begin_scan();
-        let result = async {
-            let found = self.discover_queues(con, &snap).await?;
-            let sizes = snap.registry.registry_sizes(con, &found).await?;
-            // A failed registry that is not a sorted set cannot be read (and is not RQ's): it
-            // is reported and left alone, and every other queue is scanned as usual.
-            let mut queues = Vec::with_capacity(found.len());
-            for (queue, size) in found.into_iter().zip(&sizes) {
-                if size.is_some() {
-                    queues.push(queue);
-                } else {
-                    error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = SkipReason::WrongType.label(), "failed registry is not a sorted set; queue skipped, nothing touched");
-                    // Not a job: remembered under the queue with an empty id, so counted once.
-                    self.skip_member(&queue, b"", 0.0, SkipReason::WrongType, &mut report);
-                }
-            }
-            let total = sizes.iter().flatten().sum::<u64>() as usize;
-            self.cache.lock().expect("cache lock").reserve_total(total);
-            if self.indexing {
-                self.state.index.begin_scan(total);
-            }
-            for queue in &queues {
-                self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::Full)
-                    .await?;
-            }
-            let lengths = snap.registry.queue_lengths(con, &queues).await?;
-            for (queue, len) in queues.iter().zip(lengths) {
-                if len.is_none() {
-                    warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
-                }
-                report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
-            }
-            report.queues = queues;
-            Ok::<(), redis::RedisError>(())
-        }
-        .await;
+        let result = self.scan_all(con, &snap, &mut report, cancel).await;
         if result.is_ok() && !cancel.is_cancelled() {
-            self.cache.lock().expect("cache lock").end_scan();
-            self.skips.lock().expect("skips lock").end_scan();
-            if self.indexing {
-                self.state.index.end_scan(&report.queues, Utc::now());
-            }
-            crate::memory::give_back();
+            self.end_full_pass(&report);
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         if observe {
             return result.map(|()| report);
         }
-        let metrics = &self.state.metrics;
-        match result {
-            Ok(()) => {
-                metrics.set_redis_up(true);
-                metrics.scan_finished(
-                    started.elapsed().as_secs_f64(),
-                    Utc::now().timestamp_millis() as f64 / 1000.0,
-                    &report.per_queue,
-                );
-                for (reason, n) in &report.newly_skipped {
-                    metrics.skipped(*reason, *n);
-                }
-                if !cancel.is_cancelled() {
-                    metrics.set_skipped_jobs(&report.skipped_by_reason);
-                }
-                self.state.held.publish(metrics);
-                self.state.record_scan(report.clone());
-                Ok(report)
+        self.publish_pass(result, report, started, cancel)
+    }
+
+    /// Every supervised failed registry, one after the other, then each queue's length.
+    async fn scan_all<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        report: &mut ScanReport,
+        cancel: &CancellationToken,
+    ) -> RedisResult<()> {
+        let queues = self.readable_queues(con, snap, report).await?;
+        for queue in &queues {
+            self.scan_queue(con, snap, queue, report, cancel, Pass::Full)
+                .await?;
+        }
+        let lengths = snap.registry.queue_lengths(con, &queues).await?;
+        for (queue, len) in queues.iter().zip(lengths) {
+            if len.is_none() {
+                warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
             }
-            Err(e) => {
-                metrics.scan_failed();
-                if crate::connection::is_unreachable(&e) {
-                    metrics.set_redis_up(false);
-                }
-                Err(e)
+            report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
+        }
+        report.queues = queues;
+        Ok(())
+    }
+
+    /// The supervised queues whose failed registry can be read. A failed registry that is not
+    /// a sorted set cannot be read (and is not RQ's): it is reported and left alone, and every
+    /// other queue is scanned as usual. Sizes the decision memory and the index for the pass.
+    async fn readable_queues<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        report: &mut ScanReport,
+    ) -> RedisResult<Vec<String>> {
+        let found = self.discover_queues(con, snap).await?;
+        let sizes = snap.registry.registry_sizes(con, &found).await?;
+        let mut queues = Vec::with_capacity(found.len());
+        for (queue, size) in found.into_iter().zip(&sizes) {
+            if size.is_some() {
+                queues.push(queue);
+            } else {
+                error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = SkipReason::WrongType.label(), "failed registry is not a sorted set; queue skipped, nothing touched");
+                // Not a job: remembered under the queue with an empty id, so counted once.
+                self.skip_member(&queue, b"", 0.0, SkipReason::WrongType, report);
             }
         }
+        let total = sizes.iter().flatten().sum::<u64>() as usize;
+        self.cache.lock().expect("cache lock").reserve_total(total);
+        if self.indexing {
+            self.state.index.begin_scan(total);
+        }
+        Ok(queues)
+    }
+
+    /// After a full pass that saw everything: forgets what it no longer saw (remembered
+    /// verdicts, skips, index entries) and gives freed memory back.
+    fn end_full_pass(&self, report: &ScanReport) {
+        self.cache.lock().expect("cache lock").end_scan();
+        self.skips.lock().expect("skips lock").end_scan();
+        if self.indexing {
+            self.state.index.end_scan(&report.queues, Utc::now());
+        }
+        crate::memory::give_back();
+    }
+
+    /// The metrics and the last-scan record of a full pass of the active instance.
+    fn publish_pass(
+        &self,
+        result: RedisResult<()>,
+        report: ScanReport,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> RedisResult<ScanReport> {
+        let metrics = &self.state.metrics;
+        if let Err(e) = result {
+            metrics.scan_failed();
+            if crate::connection::is_unreachable(&e) {
+                metrics.set_redis_up(false);
+            }
+            return Err(e);
+        }
+        metrics.set_redis_up(true);
+        metrics.scan_finished(
+            started.elapsed().as_secs_f64(),
+            Utc::now().timestamp_millis() as f64 / 1000.0,
+            &report.per_queue,
+        );
+        for (reason, n) in &report.newly_skipped {
+            metrics.skipped(*reason, *n);
+        }
+        if !cancel.is_cancelled() {
+            metrics.set_skipped_jobs(&report.skipped_by_reason);
+        }
+        self.state.held.publish(metrics);
+        self.state.record_scan(report.clone());
+        Ok(report)
     }
 
     /// The supervised queues: `rq:queues` as of now, plus the failed registries found by a
@@ -342,112 +419,18 @@ impl Supervisor {
         cancel: &CancellationToken,
         pass: Pass,
     ) -> RedisResult<()> {
-        let queue_name: Arc<str> = Arc::from(queue);
-        let batch_size = snap.config.supervisor.batch_size;
         let mut start = 0usize;
         let mut anchors: Vec<Vec<u8>> = Vec::new();
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
-            let newest = pass == Pass::NewestOnly;
-            let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
-            while page.len() < SCAN_WINDOW {
-                // Each part resumes after the last listed entry still there (the previous
-                // window's, for the first part), at its rank now and in the same atomic step:
-                // entries removed meanwhile shift nothing, so none is skipped (and dropped
-                // from the index by `end_scan`). The ranks this pass expects are the fallback.
-                let (anchors, fallback) = if page.is_empty() {
-                    (anchors.clone(), start)
-                } else {
-                    (anchors_of(&page), start + page.len())
-                };
-                let part = snap
-                    .registry
-                    .failed_window_after(con, queue, &anchors, fallback, LIST_WINDOW, newest)
-                    .await?;
-                let short = part.len() < LIST_WINDOW;
-                page.extend(part);
-                if short {
-                    break;
-                }
-            }
+            let page = list_window(con, snap, queue, &anchors, start, pass).await?;
             let listed = page.len();
             anchors = anchors_of(&page);
-            let now = Utc::now();
-            let now_unix = now.timestamp_millis() as f64 / 1000.0;
-            let mut to_read: Vec<String> = Vec::new();
-            let mut score_of: HashMap<String, f64> = HashMap::new();
-            {
-                let mut cache = self.cache.lock().expect("cache lock");
-                for (member, score) in page {
-                    if score < now_unix {
-                        self.skip_member(queue, &member, score, SkipReason::Expired, report);
-                        continue;
-                    }
-                    let id = match String::from_utf8(member) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            self.skip_member(
-                                queue,
-                                e.as_bytes(),
-                                score,
-                                SkipReason::InvalidId,
-                                report,
-                            );
-                            continue;
-                        }
-                    };
-                    report
-                        .per_queue
-                        .entry(queue.to_string())
-                        .or_default()
-                        .failed += 1;
-                    let hit = cache
-                        .hit(queue, &id, score)
-                        .filter(|e| {
-                            !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
-                        })
-                        // The index must hold it too, or it is read again (for the index).
-                        .filter(|_| {
-                            !self.indexing || self.state.index.still_there(queue, &id, score)
-                        });
-                    match hit {
-                        Some(entry) => {
-                            report.scanned += 1;
-                            note_age(report, queue, entry.failed_at, now);
-                            count_verdict(report, queue, entry.verdict);
-                        }
-                        None => {
-                            score_of.insert(id.clone(), score);
-                            to_read.push(id);
-                        }
-                    }
-                }
-            }
-            let (dry_run, observe) = (report.dry_run, report.observe);
-            let read = to_read.len();
-            let mut batches = futures::stream::iter(to_read.chunks(batch_size))
-                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-                .map(|chunk| {
-                    let mut con = con.clone();
-                    async move {
-                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
-                            .await
-                    }
-                })
-                .buffered(PARALLEL_BATCHES);
-            let mut removed = 0;
-            while let Some(batch) = batches.next().await {
-                let mut batch = batch?;
-                self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
-                report.absorb(&batch.report);
-                removed += batch.removed;
-                let mut cache = self.cache.lock().expect("cache lock");
-                for (id, failed_at, verdict) in batch.verdicts {
-                    if let Some(score) = score_of.get(&id) {
-                        cache.remember(&queue_name, &id, *score, failed_at, verdict);
-                    }
-                }
-            }
+            let unread = self.sort_window(queue, page, report);
+            let read = unread.ids.len();
+            let removed = self
+                .read_window(con, snap, queue, &unread, report, cancel)
+                .await?;
             // A newest-first pass stops at the first window with nothing new: new failures get
             // the highest scores (failure time + failure_ttl), and full scans catch the rest.
             if listed < SCAN_WINDOW || (pass == Pass::NewestOnly && read == 0) {
@@ -458,6 +441,101 @@ impl Supervisor {
             start += SCAN_WINDOW - removed.min(SCAN_WINDOW);
         }
         Ok(())
+    }
+
+    /// Counts one listed window: expired and invalid entries are skipped, failures remembered
+    /// with an unchanged score (and not due) are counted from memory, and the rest are
+    /// returned to be read.
+    fn sort_window(
+        &self,
+        queue: &str,
+        page: Vec<(Vec<u8>, f64)>,
+        report: &mut ScanReport,
+    ) -> Unread {
+        let now = Utc::now();
+        let now_unix = now.timestamp_millis() as f64 / 1000.0;
+        let mut unread = Unread::default();
+        let mut cache = self.cache.lock().expect("cache lock");
+        for (member, score) in page {
+            if score < now_unix {
+                self.skip_member(queue, &member, score, SkipReason::Expired, report);
+                continue;
+            }
+            let id = match String::from_utf8(member) {
+                Ok(id) => id,
+                Err(e) => {
+                    let member = e.as_bytes();
+                    self.skip_member(queue, member, score, SkipReason::InvalidId, report);
+                    continue;
+                }
+            };
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .failed += 1;
+            let hit = cache
+                .hit(queue, &id, score)
+                .filter(|e| {
+                    !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
+                })
+                // The index must hold it too, or it is read again (for the index).
+                .filter(|_| !self.indexing || self.state.index.still_there(queue, &id, score));
+            match hit {
+                Some(entry) => {
+                    report.scanned += 1;
+                    note_age(report, queue, entry.failed_at, now);
+                    count_verdict(report, queue, entry.verdict);
+                }
+                None => {
+                    unread.score_of.insert(id.clone(), score);
+                    unread.ids.push(id);
+                }
+            }
+        }
+        unread
+    }
+
+    /// Reads, decides and acts on a window's unread failures, [`PARALLEL_BATCHES`] batches
+    /// at a time, and remembers what they decided. Returns how many jobs they took out of
+    /// the registry.
+    async fn read_window<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        queue: &str,
+        unread: &Unread,
+        report: &mut ScanReport,
+        cancel: &CancellationToken,
+    ) -> RedisResult<usize> {
+        let queue_name: Arc<str> = Arc::from(queue);
+        let (dry_run, observe) = (report.dry_run, report.observe);
+        let mut batches =
+            futures::stream::iter(unread.ids.chunks(snap.config.supervisor.batch_size))
+                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+                .map(|chunk| {
+                    let mut con = con.clone();
+                    async move {
+                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
+                            .await
+                    }
+                })
+                .buffered(PARALLEL_BATCHES);
+        let score_of = &unread.score_of;
+        let mut removed = 0;
+        while let Some(batch) = batches.next().await {
+            let mut batch = batch?;
+            self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
+            report.absorb(&batch.report);
+            removed += batch.removed;
+            let mut cache = self.cache.lock().expect("cache lock");
+            for (id, failed_at, verdict) in batch.verdicts {
+                if let Some(score) = score_of.get(&id) {
+                    cache.remember(&queue_name, &id, *score, failed_at, verdict);
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads, decides and acts on the given ids of one failed registry (one batch): reads and
@@ -540,7 +618,6 @@ impl Supervisor {
         read: &ReadBatch,
         batch: &mut Batch,
     ) -> Vec<(Write, Decision)> {
-        let report = &mut batch.report;
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
         let ReadBatch {
@@ -549,6 +626,7 @@ impl Supervisor {
             moved,
         } = read;
         for (raw, outcome) in raws.iter().zip(decoded) {
+            let report = &mut batch.report;
             report.scanned += 1;
             if raw.score.is_none() || moved.contains(&raw.job_id) {
                 // It left the registry between the listing and this read (requeued or
@@ -557,77 +635,57 @@ impl Supervisor {
                 self.left_meanwhile(queue, raw, report);
                 continue;
             }
-            let facts = match outcome {
-                DecodeOutcome::Job(facts) => facts,
-                undecodable => {
-                    self.skip_undecodable(queue, raw, undecodable, report);
-                    continue;
+            match outcome {
+                DecodeOutcome::Job(facts) => {
+                    writes.extend(self.decide_job(snap, queue, raw, facts, now, batch));
                 }
-            };
-            note_age(report, queue, facts.failed_at, now);
-            let evaluation = decide(&snap.config.policies, facts, now);
-            let policy = evaluation.policy.map_or("", |p| p.name.as_str());
-            let decision = evaluation.decision;
-            if self.indexing {
-                self.index_decided(
-                    raw,
-                    facts,
-                    evaluation.policy.map(|p| p.name.as_str()),
-                    &decision,
-                );
+                undecodable => self.skip_undecodable(queue, raw, undecodable, report),
             }
+        }
+        writes
+    }
+
+    /// Decides one decoded job (and indexes it): the write it needs now, or none, when the
+    /// decision is only counted and remembered.
+    fn decide_job(
+        &self,
+        snap: &Snapshot,
+        queue: &str,
+        raw: &crate::rq::RawJob,
+        facts: &crate::rq::JobFacts,
+        now: DateTime<Utc>,
+        batch: &mut Batch,
+    ) -> Option<(Write, Decision)> {
+        note_age(&mut batch.report, queue, facts.failed_at, now);
+        let evaluation = decide(&snap.config.policies, facts, now);
+        let policy = evaluation.policy;
+        let decision = evaluation.decision;
+        if self.indexing {
+            self.index_decided(raw, facts, policy.map(|p| p.name.as_str()), &decision);
+        }
+        let kind = match Step::of(&decision) {
+            Step::Write(kind) => kind,
             // A decision without a write: counted and remembered.
-            let mut settle = |verdict: Verdict| {
-                count_verdict(report, queue, verdict);
+            Step::Settle(verdict) => {
+                count_verdict(&mut batch.report, queue, verdict);
                 if verdict == Verdict::Unmatched {
                     // Decided now, not remembered from an earlier scan: news for the counter.
-                    report.new_skip(SkipReason::Unmatched);
+                    batch.report.new_skip(SkipReason::Unmatched);
                 }
                 batch
                     .verdicts
                     .push((facts.job_id.clone(), facts.failed_at, verdict));
-            };
-            let kind = match &decision {
-                Decision::RequeueNow { attempt, at_front } => WriteKind::Requeue {
-                    attempt: Some(*attempt),
-                    at_front: *at_front,
-                },
-                Decision::PurgeNow { .. } => WriteKind::Purge,
-                Decision::MarkExhausted => WriteKind::MarkExhausted,
-                Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
-                    settle(Verdict::Waiting { due: *due });
-                    continue;
-                }
-                Decision::Exhausted => {
-                    settle(Verdict::Exhausted);
-                    continue;
-                }
-                Decision::Ignore => {
-                    settle(Verdict::Ignored);
-                    continue;
-                }
-                Decision::Unmatched => {
-                    settle(Verdict::Unmatched);
-                    continue;
-                }
-                Decision::Stopped => {
-                    settle(Verdict::Stopped);
-                    continue;
-                }
-                Decision::Succeeded { .. } => {
-                    settle(Verdict::Succeeded);
-                    continue;
-                }
-            };
-            let mut write = Write::of(facts, Author::Policy(policy.to_string()), kind);
-            if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
-                (kind, evaluation.policy.map(|p| &p.action))
-            {
-                write = write.to_queue(spec.target_queue(facts));
+                return None;
             }
-            writes.push((write, decision));
+        };
+        let name = policy.map_or("", |p| p.name.as_str());
+        let mut write = Write::of(facts, Author::Policy(name.to_string()), kind);
+        if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
+            (kind, policy.map(|p| &p.action))
+        {
+            write = write.to_queue(spec.target_queue(facts));
         }
-        writes
+        Some((write, decision))
     }
 
     /// Counts a job that left the registry between the listing and the read (a conflict) and
@@ -737,57 +795,52 @@ impl Supervisor {
         writes: &mut Vec<(Write, Decision)>,
         batch: &mut Batch,
     ) -> RedisResult<bool> {
-        let hold_of = |w: &Write| -> Option<crate::policy::HoldWhen> {
-            if !matches!(w.kind, WriteKind::Requeue { .. }) {
-                return None;
-            }
-            let Author::Policy(name) = &w.author else {
-                return None;
-            };
-            snap.config
-                .policies
-                .iter()
-                .find(|p| &p.name == name)
-                .and_then(|p| match &p.action {
-                    crate::policy::Action::Retry(spec) => spec.hold_when,
-                    _ => None,
-                })
-        };
         let mut targets: Vec<&str> = Vec::new();
         for (w, _) in writes.iter() {
-            if hold_of(w).is_some() && !targets.contains(&w.origin.as_str()) {
+            if hold_when_of(snap, w).is_some() && !targets.contains(&w.origin.as_str()) {
                 targets.push(&w.origin);
             }
         }
         if targets.is_empty() {
             return Ok(!writes.is_empty());
         }
-        let worlds = match self
+        let worlds = self
             .state
             .worlds
             .get(con, snap.registry.keys(), &targets)
-            .await
-        {
-            Ok(worlds) => worlds,
+            .await;
+        match worlds {
+            Ok(worlds) => self.hold_where_needed(snap, writes, &worlds, batch),
             // Unknown whether the queues can take them (e.g. the ACL denies reading
             // rq:workers:*): these requeues wait for a later pass; the batch's other writes go.
             Err(e) => {
                 warn!(error = %e, queues = ?targets, "cannot read the target queues' workers and lengths for hold_when; their requeues wait");
                 writes.retain(|(w, _)| {
-                    let unknown = hold_of(w).is_some();
+                    let unknown = hold_when_of(snap, w).is_some();
                     if unknown {
                         batch.report.skip(SkipReason::HoldUnknown, &w.job_id);
                     }
                     !unknown
                 });
-                return Ok(!writes.is_empty());
             }
-        };
+        }
+        Ok(!writes.is_empty())
+    }
+
+    /// Takes out of `writes` the requeues whose target queue (as `worlds` says it is) their
+    /// policy's `hold_when` holds them back from, and marks them held; releases the others.
+    fn hold_where_needed(
+        &self,
+        snap: &Snapshot,
+        writes: &mut Vec<(Write, Decision)>,
+        worlds: &HashMap<String, crate::hold::QueueWorld>,
+        batch: &mut Batch,
+    ) {
         let recheck =
             Utc::now() + chrono::Duration::from_std(crate::hold::RECHECK).unwrap_or_default();
         let mut held: Vec<(String, String)> = Vec::new();
         writes.retain(|(w, _)| {
-            let reason = hold_of(w).and_then(|hold| {
+            let reason = hold_when_of(snap, w).and_then(|hold| {
                 let world = worlds.get(&w.origin).copied().unwrap_or_default();
                 crate::hold::hold_reason(&hold, &w.origin, world)
             });
@@ -816,7 +869,6 @@ impl Supervisor {
         }
         batch.report.held += held.len() as u64;
         self.state.held.publish(&self.state.metrics);
-        Ok(!writes.is_empty())
     }
 
     /// Writes through the one write path and counts each outcome; feeds the breakers.
@@ -1092,6 +1144,52 @@ fn retried_before(decision: &Decided, outcome: &Outcome) -> bool {
         (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
         (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
         _ => false,
+    }
+}
+
+/// The `hold_when` of the retry policy behind `w`, when `w` is a policy's requeue.
+fn hold_when_of(snap: &Snapshot, w: &Write) -> Option<crate::policy::HoldWhen> {
+    if !matches!(w.kind, WriteKind::Requeue { .. }) {
+        return None;
+    }
+    let Author::Policy(name) = &w.author else {
+        return None;
+    };
+    snap.config
+        .policies
+        .iter()
+        .find(|p| &p.name == name)
+        .and_then(|p| match &p.action {
+            crate::policy::Action::Retry(spec) => spec.hold_when,
+            _ => None,
+        })
+}
+
+/// What a decision asks of the scan now: a write, or only to count and remember a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Write(WriteKind),
+    Settle(Verdict),
+}
+
+impl Step {
+    fn of(decision: &Decision) -> Step {
+        match decision {
+            Decision::RequeueNow { attempt, at_front } => Step::Write(WriteKind::Requeue {
+                attempt: Some(*attempt),
+                at_front: *at_front,
+            }),
+            Decision::PurgeNow { .. } => Step::Write(WriteKind::Purge),
+            Decision::MarkExhausted => Step::Write(WriteKind::MarkExhausted),
+            Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
+                Step::Settle(Verdict::Waiting { due: *due })
+            }
+            Decision::Exhausted => Step::Settle(Verdict::Exhausted),
+            Decision::Ignore => Step::Settle(Verdict::Ignored),
+            Decision::Unmatched => Step::Settle(Verdict::Unmatched),
+            Decision::Stopped => Step::Settle(Verdict::Stopped),
+            Decision::Succeeded { .. } => Step::Settle(Verdict::Succeeded),
+        }
     }
 }
 
