@@ -302,3 +302,73 @@ impl<'a> Actor<'a> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rq::CasToken;
+
+    fn settled(kind: WriteKind, outcome: Outcome) -> Settled {
+        let write = Write {
+            job_id: "j".into(),
+            queue: "default".into(),
+            origin: "default".into(),
+            cas: CasToken {
+                origin: "default".into(),
+                ended_at: String::new(),
+                attempts: String::new(),
+            },
+            failed_at: Utc::now(),
+            author: Author::Operator,
+            kind,
+        };
+        Settled {
+            write,
+            decision: Decided::ByOperator,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn an_operator_acts_manually_and_the_supervisor_automatically() {
+        let index = LiveIndex::default();
+        let operator = Actor::operator("ops@127.0.0.1", "/retry", &index, "a");
+        assert_eq!(operator.writer, Writer::Manual);
+        assert_eq!(operator.trigger(), Trigger::Manual);
+        let leased = Actor::supervisor("a", true, None);
+        assert_eq!(leased.writer, Writer::Leader("a"));
+        assert_eq!(leased.trigger(), Trigger::Auto);
+        let unleased = Actor::supervisor("a", false, None);
+        assert_eq!(unleased.writer, Writer::Automatic);
+        assert_eq!(unleased.trigger(), Trigger::Auto);
+        assert_eq!(Decided::ByOperator.name(), "manual");
+        assert_eq!(Trigger::Manual.as_str(), "manual");
+    }
+
+    #[test]
+    fn the_index_drops_jobs_that_left_and_marks_jobs_exhausted() {
+        let requeue = WriteKind::Requeue {
+            attempt: None,
+            at_front: false,
+        };
+        let left = [
+            (requeue, Outcome::Requeued),
+            (WriteKind::Purge, Outcome::Purged),
+            (requeue, Outcome::NotInRegistry),
+            (WriteKind::Purge, Outcome::JobMissing),
+        ];
+        for (kind, outcome) in left {
+            let s = settled(kind, outcome);
+            assert!(s.left_registry() && !s.marked_exhausted(), "{s:?}");
+        }
+        for outcome in [Outcome::MarkedExhausted, Outcome::AlreadyExhausted] {
+            let s = settled(WriteKind::MarkExhausted, outcome);
+            assert!(s.marked_exhausted() && !s.left_registry(), "{s:?}");
+        }
+        let stays = [Outcome::Changed, Outcome::Paused, Outcome::Stopped];
+        for outcome in stays {
+            let s = settled(requeue, outcome);
+            assert!(!s.left_registry() && !s.marked_exhausted(), "{s:?}");
+        }
+    }
+}

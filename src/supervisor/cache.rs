@@ -356,6 +356,30 @@ mod tests {
     }
 
     #[test]
+    fn every_verdict_is_remembered_as_it_was_through_its_state() {
+        let q: Arc<str> = Arc::from("default");
+        let verdicts = [
+            Verdict::Waiting { due: at(50) },
+            Verdict::Exhausted,
+            Verdict::Ignored,
+            Verdict::Unmatched,
+            Verdict::Stopped,
+            Verdict::Succeeded,
+            Verdict::Held { due: at(60) },
+        ];
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let id = format!("j{i}");
+            cache.remember(&q, &id, 1.0, at(0), verdict);
+            let entry = cache.hit("default", &id, 1.0).unwrap();
+            assert_eq!(entry.verdict, verdict);
+            assert_eq!(entry.verdict.state(), verdict.state());
+        }
+        assert_eq!(cache.next_due(), Some(at(50)));
+    }
+
+    #[test]
     fn a_new_failure_of_the_same_job_is_a_miss() {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
