@@ -73,9 +73,18 @@ pub fn hold(e: &mut Explanation, reason: &crate::hold::HoldReason) {
 pub struct PolicyVerdict {
     pub name: String,
     pub action: &'static str,
-    /// `matched`, `not_matched` or `not_evaluated` (an earlier policy matched).
-    pub result: &'static str,
+    pub result: Match,
     pub reason: Option<String>,
+}
+
+/// Whether one policy matched the job, serialised as `matched`, `not_matched` or
+/// `not_evaluated` (an earlier policy matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Match {
+    Matched,
+    NotMatched,
+    NotEvaluated,
 }
 
 /// Builds the explanation of `job` at `now`.
@@ -92,14 +101,14 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
             .map(|(_, m)| m.to_string());
         let (result, reason) = if passed_match {
             (
-                "not_evaluated",
+                Match::NotEvaluated,
                 Some("an earlier policy matched".to_string()),
             )
         } else if Some(p.name.as_str()) == chosen {
             passed_match = true;
-            ("matched", None)
+            (Match::Matched, None)
         } else {
-            ("not_matched", miss)
+            (Match::NotMatched, miss)
         };
         verdicts.push(PolicyVerdict {
             name: p.name.clone(),
@@ -278,9 +287,9 @@ pub fn render(e: &Explanation) -> String {
     let _ = writeln!(out, "policies");
     for v in &e.policies {
         let mark = match v.result {
-            "matched" => "=> matched",
-            "not_matched" => "   no     ",
-            _ => "   -      ",
+            Match::Matched => "=> matched",
+            Match::NotMatched => "   no     ",
+            Match::NotEvaluated => "   -      ",
         };
         let _ = write!(out, "  {mark} {} ({})", v.name, v.action);
         if let Some(reason) = &v.reason {
@@ -329,6 +338,14 @@ mod tests {
 
     fn policies(toml: &str) -> Vec<Policy> {
         crate::config::parse(toml, "t.toml").unwrap().policies
+    }
+
+    #[test]
+    fn a_policys_match_result_serialises_as_the_json_always_spelled_it() {
+        let spelled = |m: Match| serde_json::to_string(&m).unwrap();
+        assert_eq!(spelled(Match::Matched), r#""matched""#);
+        assert_eq!(spelled(Match::NotMatched), r#""not_matched""#);
+        assert_eq!(spelled(Match::NotEvaluated), r#""not_evaluated""#);
     }
 
     fn failed_at() -> DateTime<Utc> {

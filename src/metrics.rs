@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
+use crate::skip::SkipReason;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -54,7 +56,8 @@ impl StateGauge {
     }
 }
 
-/// Who caused an action: the supervisor's policies or a person through the API.
+/// Who caused an action, as the metrics' `trigger` label says it: the supervisor's policies or
+/// a person through the API (`manual`, the word the config reserves for operators' actions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Auto,
@@ -65,7 +68,7 @@ impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Auto => "auto",
-            Trigger::Manual => "manual",
+            Trigger::Manual => crate::config::MANUAL,
         }
     }
 }
@@ -85,7 +88,7 @@ pub struct Metrics {
     skipped: IntCounterVec,
     skipped_jobs: IntGaugeVec,
     /// The reasons `skipped_jobs` has had, so a reason gone from a scan reads 0, not stale.
-    skip_reasons: Mutex<HashSet<String>>,
+    skip_reasons: Mutex<HashSet<SkipReason>>,
     failed_again: IntCounterVec,
     scans: IntCounter,
     scan_errors: IntCounter,
@@ -416,22 +419,24 @@ impl Metrics {
     }
 
     /// `n` jobs became skipped for `reason` (events, not sightings: see `ScanReport`).
-    pub fn skipped(&self, reason: &str, n: u64) {
-        self.skipped.with_label_values(&[reason]).inc_by(n);
+    pub fn skipped(&self, reason: SkipReason, n: u64) {
+        self.skipped.with_label_values(&[reason.label()]).inc_by(n);
     }
 
     /// Sets `skipped_jobs{reason}` from a completed full scan's counts; reasons seen before and
     /// absent now read 0.
-    pub fn set_skipped_jobs(&self, by_reason: &BTreeMap<String, u64>) {
+    pub fn set_skipped_jobs(&self, by_reason: &BTreeMap<SkipReason, u64>) {
         let mut reasons = self.skip_reasons.lock().expect("metrics lock");
         for reason in reasons.iter().filter(|r| !by_reason.contains_key(*r)) {
-            self.skipped_jobs.with_label_values(&[reason]).set(0);
+            self.skipped_jobs
+                .with_label_values(&[reason.label()])
+                .set(0);
         }
         for (reason, n) in by_reason {
             self.skipped_jobs
-                .with_label_values(&[reason])
+                .with_label_values(&[reason.label()])
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
-            reasons.insert(reason.clone());
+            reasons.insert(*reason);
         }
     }
 

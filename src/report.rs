@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::metrics::QueueGauges;
+use crate::skip::SkipReason;
 
 /// Counts for one pass. In a dry run the action counts say what would have been done.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -40,17 +41,17 @@ pub struct ScanReport {
     /// exactly as they were. Also counted in `skipped_by_reason` (`wrong_type`, `invalid_ttl`,
     /// `forbidden_by_acl`, `write_error`); `once` exits with code 3 when this is not 0.
     pub refused: u64,
-    pub skipped_by_reason: BTreeMap<String, u64>,
+    pub skipped_by_reason: BTreeMap<SkipReason, u64>,
     /// Of the skips above, those that are events: the job was not skipped for that reason
     /// before (its failure is new, or it was skipped for another reason or not at all). The
     /// source of `skipped_total`, which must not grow by the whole skipped backlog on every
     /// scan. See: issue 11.
     #[serde(skip)]
-    pub newly_skipped: BTreeMap<String, u64>,
+    pub newly_skipped: BTreeMap<SkipReason, u64>,
     /// (job id, reason) of each [`skip`](Self::skip) of a batch, until the pass, which knows
     /// each job's registry score, settles which of them are new (`Supervisor::settle_skips`).
     #[serde(skip)]
-    pub skipped_jobs: Vec<(String, String)>,
+    pub skipped_jobs: Vec<(String, SkipReason)>,
     pub queues: Vec<String>,
     /// Per-queue figures (the metrics gauges).
     pub per_queue: BTreeMap<String, QueueGauges>,
@@ -65,29 +66,25 @@ pub struct ScanReport {
 impl ScanReport {
     /// Job `job_id` is skipped for `reason` in this pass. Whether that is news (for the
     /// counter) is settled later, by the pass that knows the job's failure (its score).
-    pub fn skip(&mut self, reason: &str, job_id: &str) {
+    pub fn skip(&mut self, reason: SkipReason, job_id: &str) {
         self.count_skip(reason);
-        self.skipped_jobs
-            .push((job_id.to_string(), reason.to_string()));
+        self.skipped_jobs.push((job_id.to_string(), reason));
     }
 
     /// A skip seen in this pass, counted in `skipped_by_reason` only (the caller settles
     /// whether it is new, or knows it is not).
-    pub fn count_skip(&mut self, reason: &str) {
+    pub fn count_skip(&mut self, reason: SkipReason) {
         self.skipped += 1;
-        *self
-            .skipped_by_reason
-            .entry(reason.to_string())
-            .or_default() += 1;
+        *self.skipped_by_reason.entry(reason).or_default() += 1;
     }
 
     /// A skip that is an event (see `newly_skipped`).
-    pub fn new_skip(&mut self, reason: &str) {
-        *self.newly_skipped.entry(reason.to_string()).or_default() += 1;
+    pub fn new_skip(&mut self, reason: SkipReason) {
+        *self.newly_skipped.entry(reason).or_default() += 1;
     }
 
     /// A write refused before any change, for `reason`: skipped, and counted as refused.
-    pub fn refuse(&mut self, reason: &str, job_id: &str) {
+    pub fn refuse(&mut self, reason: SkipReason, job_id: &str) {
         self.refused += 1;
         self.skip(reason, job_id);
     }
@@ -113,10 +110,10 @@ impl ScanReport {
         self.refused += other.refused;
         self.held += other.held;
         for (reason, n) in &other.skipped_by_reason {
-            *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
+            *self.skipped_by_reason.entry(*reason).or_default() += n;
         }
         for (reason, n) in &other.newly_skipped {
-            *self.newly_skipped.entry(reason.clone()).or_default() += n;
+            *self.newly_skipped.entry(*reason).or_default() += n;
         }
         self.skipped_jobs.extend(other.skipped_jobs.iter().cloned());
         for (queue, g) in &other.per_queue {

@@ -8,9 +8,10 @@ use tracing::error;
 use super::{EXIT_REFUSED, EXIT_RUNTIME};
 use crate::config::Config;
 use crate::connection::{connect, require_supported_server};
+use crate::report::ScanReport;
 use crate::shutdown;
 use crate::state::DaemonState;
-use crate::supervisor::{ScanReport, Supervisor};
+use crate::supervisor::Supervisor;
 
 pub async fn once(config: Arc<Config>, dry_run: bool, json: bool) -> u8 {
     let cancel = shutdown::on_signals();

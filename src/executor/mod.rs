@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::rq::job::format_rq_timestamp;
 use crate::rq::keys::OtherRegistry;
 use crate::rq::{CasToken, JobFacts, Keys};
+use crate::skip::SkipReason;
 
 // Every script starts with the gate (the shared switches and the lease), checked in the same
 // atomic step as its writes.
@@ -219,13 +220,19 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    /// The skip reason in reports, logs and `rq_retryd_skipped_total{reason}`.
-    pub fn name(&self) -> &'static str {
+    /// The skip reason a refused job counts under in reports and
+    /// `rq_retryd_skipped_total{reason}`.
+    pub fn skip_reason(&self) -> SkipReason {
         match self {
-            RefusalReason::WrongType => "wrong_type",
-            RefusalReason::InvalidTtl => "invalid_ttl",
-            RefusalReason::ForbiddenByAcl { .. } => "forbidden_by_acl",
+            RefusalReason::WrongType => SkipReason::WrongType,
+            RefusalReason::InvalidTtl => SkipReason::InvalidTtl,
+            RefusalReason::ForbiddenByAcl { .. } => SkipReason::ForbiddenByAcl,
         }
+    }
+
+    /// The skip reason's label, for the log.
+    pub fn name(&self) -> &'static str {
+        self.skip_reason().label()
     }
 
     /// The error code of a single-job action's 409 answer: `forbidden_by_acl` names a
@@ -283,8 +290,46 @@ impl Outcome {
     /// Whether the write was refused (by the script's checks or by Redis): the job was left
     /// as it was, and `once` exits with [`crate::commands::EXIT_REFUSED`].
     pub fn is_refused(&self) -> bool {
-        matches!(self, Outcome::Refused(_) | Outcome::Error(_))
+        self.meaning() == Meaning::Refused
     }
+
+    /// What this outcome means to the caller that asked for the write.
+    pub fn meaning(&self) -> Meaning {
+        match self {
+            Outcome::Requeued
+            | Outcome::Purged
+            | Outcome::MarkedExhausted
+            | Outcome::AlreadyExhausted => Meaning::Done,
+            Outcome::NotInRegistry | Outcome::JobMissing => Meaning::Gone,
+            Outcome::Changed => Meaning::Conflict,
+            Outcome::Refused(_) | Outcome::Error(_) => Meaning::Refused,
+            Outcome::Paused | Outcome::NotActive => Meaning::HeldBack,
+            Outcome::Stopped | Outcome::Succeeded => Meaning::LeftToOperator,
+        }
+    }
+}
+
+/// What an [`Outcome`] means to a caller, whatever the script said in detail: the one
+/// classification the scan loop, the write path and the HTTP handlers share. Callers still
+/// look at the outcome for details (a refusal's key, which registry count to raise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meaning {
+    /// The write did what was asked: the job was requeued or purged, or is marked exhausted
+    /// (now or before).
+    Done,
+    /// Nothing to write any more: the job left the failed registry meanwhile, or its hash is
+    /// gone.
+    Gone,
+    /// The job failed again, was retried or moved since it was read: decide again.
+    Conflict,
+    /// Refused before any change (a script's check, or Redis): the job is exactly as it was.
+    Refused,
+    /// The gate held an automatic write back (the pause switch, a lost lease): nothing was
+    /// written, and the next pass decides again.
+    HeldBack,
+    /// A policy's requeue found the job stopped or succeeded: nothing was written, and the
+    /// job is left to the operator.
+    LeftToOperator,
 }
 
 /// Runs writes against Redis.
@@ -363,20 +408,7 @@ impl Executor {
             at: now.to_rfc3339(),
             by,
         };
-        // Writes that can share one script call, in order of first appearance: a requeue call
-        // serves one registry, queue, policy and end of the queue; the others one kind.
-        let mut groups: Vec<(CallKey<'_>, Vec<usize>)> = Vec::new();
-        for (i, write) in writes.iter().enumerate() {
-            let key = CallKey::of(write, &by);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((key, vec![i])),
-            }
-        }
-        let calls: Vec<Vec<usize>> = groups
-            .iter()
-            .flat_map(|(_, members)| members.chunks(SCRIPT_BATCH).map(<[usize]>::to_vec))
-            .collect();
+        let calls = calls_of(writes, &by);
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         let mut pending: Vec<usize> = (0..calls.len()).collect();
         for round in 0..2 {
@@ -391,7 +423,6 @@ impl Executor {
             let replies: Vec<RedisResult<redis::Value>> = pipe.query_async(con).await?;
             let mut retry = Vec::new();
             for (&c, reply) in pending.iter().zip(replies) {
-                let members = &calls[c];
                 match reply {
                     Err(e)
                         if round == 0
@@ -399,30 +430,7 @@ impl Executor {
                     {
                         retry.push(c)
                     }
-                    Err(e) => {
-                        let outcome =
-                            forbidden_script(&e).unwrap_or_else(|| Outcome::Error(e.to_string()));
-                        for &i in members {
-                            outcomes[i] = Some(outcome.clone());
-                        }
-                    }
-                    Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
-                        for (&i, code) in members.iter().zip(codes) {
-                            outcomes[i] = Some(match code {
-                                redis::Value::Int(code) => self.outcome_of(&writes[i], code),
-                                redis::Value::Array(refused) => refused_with_key(&refused),
-                                other => {
-                                    Outcome::Error(format!("unexpected script reply {other:?}"))
-                                }
-                            });
-                        }
-                    }
-                    Ok(other) => {
-                        for &i in members {
-                            outcomes[i] =
-                                Some(Outcome::Error(format!("unexpected script reply {other:?}")));
-                        }
-                    }
+                    reply => self.read_reply(writes, &calls[c], reply, &mut outcomes),
                 }
             }
             if !retry.is_empty() {
@@ -434,6 +442,40 @@ impl Executor {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Error("script could not be loaded".into())))
             .collect())
+    }
+
+    /// Sets the outcomes of the writes at `members` from their script call's reply: one code
+    /// per write, or one error for all of them.
+    fn read_reply(
+        &self,
+        writes: &[Write],
+        members: &[usize],
+        reply: RedisResult<redis::Value>,
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        match reply {
+            Err(e) => {
+                let outcome = forbidden_script(&e).unwrap_or_else(|| Outcome::Error(e.to_string()));
+                for &i in members {
+                    outcomes[i] = Some(outcome.clone());
+                }
+            }
+            Ok(redis::Value::Array(codes)) if codes.len() == members.len() => {
+                for (&i, code) in members.iter().zip(codes) {
+                    outcomes[i] = Some(match code {
+                        redis::Value::Int(code) => self.outcome_of(&writes[i], code),
+                        redis::Value::Array(refused) => refused_with_key(&refused),
+                        other => Outcome::Error(format!("unexpected script reply {other:?}")),
+                    });
+                }
+            }
+            Ok(other) => {
+                for &i in members {
+                    outcomes[i] =
+                        Some(Outcome::Error(format!("unexpected script reply {other:?}")));
+                }
+            }
+        }
     }
 
     /// The outcome a script's return code stands for; refusals name the key.
@@ -484,107 +526,145 @@ impl Executor {
         stamp: &Stamp<'_>,
         writer: Writer<'_>,
     ) -> redis::Cmd {
-        let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
-        let first = &writes[members[0]];
-        let now_text = stamp.now.as_str();
-        // The prologue's keys come first in every script (the gate's two and the audit
-        // stream); its arguments (the writer, then the audit entry's who, why, action, at and
-        // queue) follow the keys.
-        let gate_keys = [
+        let call = Call {
+            writes,
+            members,
+            stamp,
+            writer,
+        };
+        match call.first().kind {
+            WriteKind::Requeue { at_front, .. } => self.requeue_call(&mut cmd, &call, at_front),
+            WriteKind::Purge => self.purge_call(&mut cmd, &call),
+            WriteKind::MarkExhausted => self.mark_exhausted_call(&mut cmd, &call),
+        }
+        cmd
+    }
+
+    /// The gate's two keys and the audit stream, which come first in every script's keys.
+    fn gate_keys(&self) -> [String; 3] {
+        let keys = &self.keys;
+        [
             keys.retryd_switches(),
             keys.retryd_lease(),
             keys.retryd_audit(),
-        ];
-        let prologue = |cmd: &mut redis::Cmd| {
-            cmd.arg(writer.arg())
-                .arg(stamp.by.who)
-                .arg(stamp.by.why(first))
-                .arg(first.kind.action())
-                .arg(&stamp.at)
-                .arg(&first.queue);
-        };
-        match first.kind {
-            WriteKind::Requeue { at_front, .. } => {
-                let queue_key = keys.queue(&first.origin);
-                cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() * 4 + 6)
-                    .arg(&gate_keys)
-                    .arg(keys.failed(&first.queue))
-                    .arg(&queue_key)
-                    .arg(keys.queues_set());
-                for &i in members {
-                    let id = &writes[i].job_id;
-                    cmd.arg(keys.job(id))
-                        .arg(keys.dependents(id))
-                        .arg(keys.dependencies(id))
-                        .arg(keys.results(id));
-                }
-                prologue(&mut cmd);
-                cmd.arg(now_text)
-                    .arg(first.author.name())
-                    .arg(if at_front { "1" } else { "0" })
-                    .arg(&queue_key)
-                    .arg(&first.origin);
-                for &i in members {
-                    let w = &writes[i];
-                    let WriteKind::Requeue { attempt, .. } = w.kind else {
-                        unreachable!("grouped by kind")
-                    };
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts);
-                    match attempt {
-                        Some(a) => cmd.arg(a),
-                        None => cmd.arg(""),
-                    };
-                }
-            }
-            WriteKind::Purge => {
-                cmd.arg(self.purge.get_hash())
-                    .arg(members.len() * 7 + 3)
-                    .arg(&gate_keys);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(keys.failed(&w.queue))
-                        .arg(keys.job(&w.job_id))
-                        .arg(keys.dependents(&w.job_id))
-                        .arg(keys.dependencies(&w.job_id))
-                        .arg(keys.results(&w.job_id))
-                        .arg(keys.executions(&w.job_id))
-                        .arg(keys.registry(OtherRegistry::Started, &w.origin));
-                }
-                prologue(&mut cmd);
-                cmd.arg(keys.group_prefix()).arg(keys.execution_prefix());
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts);
-                }
-            }
-            WriteKind::MarkExhausted => {
-                cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(members.len() * 2 + 3)
-                    .arg(&gate_keys);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
-                }
-                prologue(&mut cmd);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts)
-                        .arg(w.author.name());
-                }
-            }
+        ]
+    }
+
+    /// The requeue script's keys and arguments: one failed registry and one target queue per
+    /// call, then four keys and four arguments per job.
+    fn requeue_call(&self, cmd: &mut redis::Cmd, call: &Call<'_>, at_front: bool) {
+        let keys = &self.keys;
+        let first = call.first();
+        let queue_key = keys.queue(&first.origin);
+        cmd.arg(self.requeue.get_hash())
+            .arg(call.members.len() * 4 + 6)
+            .arg(&self.gate_keys())
+            .arg(keys.failed(&first.queue))
+            .arg(&queue_key)
+            .arg(keys.queues_set());
+        for w in call.writes() {
+            let id = &w.job_id;
+            cmd.arg(keys.job(id))
+                .arg(keys.dependents(id))
+                .arg(keys.dependencies(id))
+                .arg(keys.results(id));
         }
-        cmd
+        call.prologue(cmd);
+        cmd.arg(call.stamp.now.as_str())
+            .arg(first.author.name())
+            .arg(if at_front { "1" } else { "0" })
+            .arg(&queue_key)
+            .arg(&first.origin);
+        for w in call.writes() {
+            let WriteKind::Requeue { attempt, .. } = w.kind else {
+                unreachable!("grouped by kind")
+            };
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts);
+            match attempt {
+                Some(a) => cmd.arg(a),
+                None => cmd.arg(""),
+            };
+        }
+    }
+
+    /// The purge script's keys and arguments: seven keys and four arguments per job.
+    fn purge_call(&self, cmd: &mut redis::Cmd, call: &Call<'_>) {
+        let keys = &self.keys;
+        cmd.arg(self.purge.get_hash())
+            .arg(call.members.len() * 7 + 3)
+            .arg(&self.gate_keys());
+        for w in call.writes() {
+            cmd.arg(keys.failed(&w.queue))
+                .arg(keys.job(&w.job_id))
+                .arg(keys.dependents(&w.job_id))
+                .arg(keys.dependencies(&w.job_id))
+                .arg(keys.results(&w.job_id))
+                .arg(keys.executions(&w.job_id))
+                .arg(keys.registry(OtherRegistry::Started, &w.origin));
+        }
+        call.prologue(cmd);
+        cmd.arg(keys.group_prefix()).arg(keys.execution_prefix());
+        for w in call.writes() {
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts);
+        }
+    }
+
+    /// The mark-exhausted script's keys and arguments: two keys and five arguments per job.
+    fn mark_exhausted_call(&self, cmd: &mut redis::Cmd, call: &Call<'_>) {
+        let keys = &self.keys;
+        cmd.arg(self.mark_exhausted.get_hash())
+            .arg(call.members.len() * 2 + 3)
+            .arg(&self.gate_keys());
+        for w in call.writes() {
+            cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
+        }
+        call.prologue(cmd);
+        for w in call.writes() {
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts)
+                .arg(w.author.name());
+        }
+    }
+}
+
+/// One script call being built: the writes at `members`, all of one [`CallKey`].
+struct Call<'a> {
+    writes: &'a [Write],
+    members: &'a [usize],
+    stamp: &'a Stamp<'a>,
+    writer: Writer<'a>,
+}
+
+impl Call<'_> {
+    /// The call's first write, which speaks for all of them where they agree.
+    fn first(&self) -> &Write {
+        &self.writes[self.members[0]]
+    }
+
+    /// The call's writes, in order.
+    fn writes(&self) -> impl Iterator<Item = &Write> {
+        self.members.iter().map(|&i| &self.writes[i])
+    }
+
+    /// The prologue's arguments, after the keys in every script: the writer, then the audit
+    /// entry's who, why, action, at and queue.
+    fn prologue(&self, cmd: &mut redis::Cmd) {
+        let first = self.first();
+        cmd.arg(self.writer.arg())
+            .arg(self.stamp.by.who)
+            .arg(self.stamp.by.why(first))
+            .arg(first.kind.action())
+            .arg(&self.stamp.at)
+            .arg(&first.queue);
     }
 }
 
@@ -673,6 +753,24 @@ impl<'a> CallKey<'a> {
     }
 }
 
+/// The script calls for `writes`, each the indexes of the writes it carries: writes that can
+/// share one call (see [`CallKey`]) in order of first appearance, at most [`SCRIPT_BATCH`]
+/// per call.
+fn calls_of(writes: &[Write], by: &Attribution<'_>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(CallKey<'_>, Vec<usize>)> = Vec::new();
+    for (i, write) in writes.iter().enumerate() {
+        let key = CallKey::of(write, by);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups
+        .iter()
+        .flat_map(|(_, members)| members.chunks(SCRIPT_BATCH).map(<[usize]>::to_vec))
+        .collect()
+}
+
 /// The times and the attribution every script call of one `apply` carries.
 struct Stamp<'a> {
     /// In RQ's timestamp format, for the job hashes.
@@ -684,6 +782,41 @@ struct Stamp<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The one classification callers share: a manual write's answer, the bulk counts and
+    /// the scan report all start from it.
+    #[test]
+    fn each_outcome_means_one_thing_to_a_caller() {
+        let refused = Outcome::Refused(Refusal {
+            reason: RefusalReason::WrongType,
+            key: "rq:job:x".into(),
+        });
+        let table = [
+            (Outcome::Requeued, Meaning::Done),
+            (Outcome::Purged, Meaning::Done),
+            (Outcome::MarkedExhausted, Meaning::Done),
+            (Outcome::AlreadyExhausted, Meaning::Done),
+            (Outcome::NotInRegistry, Meaning::Gone),
+            (Outcome::JobMissing, Meaning::Gone),
+            (Outcome::Changed, Meaning::Conflict),
+            (refused, Meaning::Refused),
+            (Outcome::Error("OOM".into()), Meaning::Refused),
+            (Outcome::Paused, Meaning::HeldBack),
+            (Outcome::NotActive, Meaning::HeldBack),
+            (Outcome::Stopped, Meaning::LeftToOperator),
+            (Outcome::Succeeded, Meaning::LeftToOperator),
+        ];
+        for (outcome, meaning) in table {
+            assert_eq!(outcome.meaning(), meaning, "{outcome:?}");
+            assert_eq!(
+                outcome.is_refused(),
+                meaning == Meaning::Refused,
+                "{outcome:?}"
+            );
+        }
+    }
+
     /// The scripts append their audit entries themselves, with their own copy of the bounds
     /// `audit::append` uses: the two must not drift apart.
     #[test]

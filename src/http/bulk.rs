@@ -26,9 +26,9 @@ use super::extract::{ApiQuery, Who};
 use super::selection::{selected_queues, SelectionParams};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::actions::Settled;
+use crate::executor::{Meaning, WriteKind};
 use crate::index::{KnownMatch, Selection};
-use crate::metrics::Trigger;
 use crate::rq::registry::FailedIds;
 use crate::rq::{decode, DecodeOutcome, JobFacts};
 use crate::state::Snapshot;
@@ -591,7 +591,7 @@ impl BulkTask {
         &self,
         con: &mut ConnectionManager,
         selected: &[Selected],
-    ) -> RedisResult<Vec<Outcome>> {
+    ) -> RedisResult<Vec<Settled>> {
         let daemon = &self.app.daemon;
         let kind = match self.action {
             BulkAction::Retry => WriteKind::Requeue {
@@ -602,40 +602,33 @@ impl BulkTask {
         };
         let planned: Vec<Planned> = selected
             .iter()
-            .map(|(f, _)| Planned {
-                write: Write::of(f, Author::Operator, kind),
-                decision: "manual",
-            })
+            .map(|(f, _)| Planned::manual(f, kind))
             .collect();
-        let actor = Actor {
-            who: &self.who,
-            route: Some(&self.why),
-            trigger: Trigger::Manual,
-            writer: Writer::Manual,
-            index: Some(&daemon.index),
-            instance: &daemon.instance,
-        };
-        let outcomes = actor
-            .act(con, &self.snap, &daemon.metrics, &planned)
-            .await?;
-        for ((f, _), outcome) in selected.iter().zip(&outcomes) {
-            if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
-                daemon.held.release(&f.queue, &f.job_id);
+        let actor = Actor::operator(&self.who, &self.why, &daemon.index, &daemon.instance);
+        let settled = actor.act(con, &self.snap, &daemon.metrics, planned).await?;
+        for s in &settled {
+            if s.meaning() == Meaning::Done {
+                daemon.held.release(&s.write.queue, &s.write.job_id);
             }
         }
         daemon.held.publish(&daemon.metrics);
-        Ok(outcomes)
+        Ok(settled)
     }
 
     /// Adds a batch's outcomes to the counts: done, refused before any change, and conflicts
-    /// (moved or changed by someone else meanwhile: everything else).
-    fn record(&self, outcomes: &[Outcome]) {
-        let done = outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
-            .count() as u64;
-        let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
-        let conflicts = outcomes.len() as u64 - done - refused;
+    /// (everything else is answered as a conflict, left to whoever moved the job; a manual
+    /// write never meets the pause, the lease or the stopped/succeeded check).
+    fn record(&self, settled: &[Settled]) {
+        let (mut done, mut refused, mut conflicts) = (0, 0, 0);
+        for s in settled {
+            match s.meaning() {
+                Meaning::Done => done += 1,
+                Meaning::Refused => refused += 1,
+                Meaning::Gone | Meaning::Conflict | Meaning::HeldBack | Meaning::LeftToOperator => {
+                    conflicts += 1
+                }
+            }
+        }
         let mut r = self.progress.lock().expect("task lock");
         r.conflicts += conflicts;
         r.refused += refused;

@@ -17,9 +17,9 @@ use super::extract::ApiQuery;
 use super::extract::Who;
 use super::AppState;
 use crate::audit::{self, AuditEntry, AuditRecord};
+use crate::breaker::OpenCircuit;
 use crate::policy::{Action, Policy};
 use crate::state::LastScan;
-use crate::supervisor::OpenCircuit;
 
 /// The supervisor's state.
 #[derive(Debug, Serialize, ToSchema)]

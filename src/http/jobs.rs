@@ -14,9 +14,8 @@ use super::extract::{ApiQuery, JobId, Who, JOB_ID_DESCRIPTION};
 use super::selection::{queue_selection, selected_queues, SelectionParams};
 use super::AppState;
 use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::executor::{Meaning, Outcome, WriteKind};
 use crate::explain::{self, Explanation};
-use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
 use crate::rq::failure;
 use crate::rq::{decode, DecodeOutcome, JobFacts};
@@ -585,66 +584,57 @@ async fn manual_write(
     f: &JobFacts,
     kind: WriteKind,
 ) -> ApiResult<()> {
-    let write = Write::of(f, Author::Operator, kind);
-    let actor = Actor {
-        who,
-        route: Some(route),
-        trigger: Trigger::Manual,
-        writer: Writer::Manual,
-        index: Some(&app.daemon.index),
-        instance: &app.daemon.instance,
-    };
-    let planned = Planned {
-        write,
-        decision: "manual",
-    };
+    let actor = Actor::operator(who, route, &app.daemon.index, &app.daemon.instance);
+    let planned = vec![Planned::manual(f, kind)];
     let outcome = actor
-        .act(
-            con,
-            snap,
-            &app.daemon.metrics,
-            std::slice::from_ref(&planned),
-        )
+        .act(con, snap, &app.daemon.metrics, planned)
         .await?
-        .remove(0);
-    if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
-        // An operator's write ends a hold at once (the gauge follows).
-        app.daemon.held.release(&f.queue, &f.job_id);
-        app.daemon.held.publish(&app.daemon.metrics);
-    }
-    match outcome {
-        Outcome::Requeued | Outcome::Purged => Ok(()),
-        Outcome::NotInRegistry | Outcome::JobMissing => Err(ApiError::not_found(
+        .remove(0)
+        .outcome;
+    match outcome.meaning() {
+        Meaning::Done => {
+            // An operator's write ends a hold at once (the gauge follows).
+            app.daemon.held.release(&f.queue, &f.job_id);
+            app.daemon.held.publish(&app.daemon.metrics);
+            Ok(())
+        }
+        Meaning::Gone => Err(ApiError::not_found(
             "not_in_failed_registry",
             format!("job {} was moved or deleted meanwhile", f.job_id),
         )),
-        Outcome::Changed => Err(ApiError::conflict(
+        Meaning::Conflict => Err(ApiError::conflict(
             "job_changed",
             format!(
                 "job {} changed meanwhile (retried or failed again); try again",
                 f.job_id
             ),
         )),
-        Outcome::Refused(refusal) => Err(ApiError::conflict(
-            refusal.reason.error_code(),
-            format!("job {} left as it was: {refusal}", f.job_id),
-        )),
-        Outcome::Error(e) => Err(ApiError::conflict(
-            "write_refused",
-            format!(
-                "job {} left as it was: Redis refused the write: {e}",
-                f.job_id
-            ),
-        )),
-        Outcome::MarkedExhausted | Outcome::AlreadyExhausted => Ok(()),
+        Meaning::Refused => Err(refused(&f.job_id, &outcome)),
         // Manual writes pass the gate whatever the switches and the lease say, and are never
         // refused as stopped or succeeded (that is for policies' requeues).
-        Outcome::Paused | Outcome::NotActive | Outcome::Stopped | Outcome::Succeeded => {
-            Err(ApiError::conflict(
-                "write_refused",
-                format!("job {} left as it was: {}", f.job_id, outcome.name()),
-            ))
-        }
+        Meaning::HeldBack | Meaning::LeftToOperator => Err(ApiError::conflict(
+            "write_refused",
+            format!("job {} left as it was: {}", f.job_id, outcome.name()),
+        )),
+    }
+}
+
+/// The 409 answer to a refused manual write: `forbidden_by_acl` names a permission to grant,
+/// every other refusal is `write_refused`.
+fn refused(job_id: &str, outcome: &Outcome) -> ApiError {
+    match outcome {
+        Outcome::Refused(refusal) => ApiError::conflict(
+            refusal.reason.error_code(),
+            format!("job {job_id} left as it was: {refusal}"),
+        ),
+        Outcome::Error(e) => ApiError::conflict(
+            "write_refused",
+            format!("job {job_id} left as it was: Redis refused the write: {e}"),
+        ),
+        other => ApiError::conflict(
+            "write_refused",
+            format!("job {job_id} left as it was: {}", other.name()),
+        ),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct SelectionParams {
     pub policy: Option<String>,
     /// Only jobs in this state.
     #[param(inline)]
-    pub state: Option<StateParam>,
+    pub state: Option<State>,
 }
 
 impl SelectionParams {
@@ -61,7 +61,7 @@ impl SelectionParams {
             failed_before: self.failed_before.as_deref(),
             failed_after: self.failed_after.as_deref(),
             policy: self.policy.as_deref(),
-            state: self.state.map(StateParam::state),
+            state: self.state,
         }
     }
 
@@ -69,7 +69,7 @@ impl SelectionParams {
     /// empty for everything), for the audit's "why": a bulk entry says what it selected.
     pub fn as_query(&self) -> String {
         let mut text = url::form_urlencoded::Serializer::new(String::new());
-        let state = self.state.map(|s| s.state().name());
+        let state = self.state.map(State::name);
         for (name, value) in [
             ("queue", self.queue.as_deref()),
             ("function", self.function.as_deref()),
@@ -104,41 +104,6 @@ pub fn queue_selection(queue: Option<&str>) -> ApiResult<Selection> {
 
 fn refused(invalid: Invalid) -> ApiError {
     ApiError::bad_request(invalid.code, invalid.message)
-}
-
-/// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-/// exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
-/// stopped, or its last run succeeded (the last two are never retried automatically); `held`:
-/// a requeue is due but its policy's `hold_when` holds it back. Bulk actions never touch an
-/// undecodable job: with `undecodable` they select none and count them as skipped.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StateParam {
-    Due,
-    Waiting,
-    Exhausted,
-    Unmatched,
-    Ignored,
-    Undecodable,
-    Stopped,
-    Succeeded,
-    Held,
-}
-
-impl StateParam {
-    fn state(self) -> State {
-        match self {
-            StateParam::Due => State::Due,
-            StateParam::Waiting => State::Waiting,
-            StateParam::Exhausted => State::Exhausted,
-            StateParam::Unmatched => State::Unmatched,
-            StateParam::Ignored => State::Ignored,
-            StateParam::Undecodable => State::Undecodable,
-            StateParam::Stopped => State::Stopped,
-            StateParam::Succeeded => State::Succeeded,
-            StateParam::Held => State::Held,
-        }
-    }
 }
 
 /// The schema of a failure time in a filter: RFC 3339, unix seconds within ±10^11, or a time
@@ -215,7 +180,7 @@ mod tests {
             queue: Some("emails".into()),
             failed_after: Some("1h".into()),
             policy: Some("slow lane".into()),
-            state: Some(StateParam::Due),
+            state: Some(State::Due),
             ..SelectionParams::default()
         };
         assert_eq!(

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::jobkey::JobKey;
 
@@ -33,9 +34,20 @@ mod selection;
 pub use live::{LiveIndex, Reading};
 pub use selection::{Invalid, Selection, Typed};
 
-/// Where a failed job stands, as the deciding policy sees it (the listing's `state` filter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
+/// the index keeps, the scan loop's remembered verdicts map to, and the API filters by (the
+/// listing's `state` parameter) and answers with. The schema's description is the API's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
+exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
+stopped, or its last run succeeded (the last two are never retried automatically); `held`:
+a requeue is due but its policy's `hold_when` holds it back. Bulk actions never touch an
+undecodable job: with `undecodable` they select none and count them as skipped."
+)]
 pub enum State {
     /// A write is due now (requeue, purge or the exhausted mark).
     Due,

@@ -18,6 +18,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::index::State;
+use crate::skip::SkipReason;
+
 /// A decision that needs no write now, remembered for one failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -41,27 +44,57 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// Where the verdict leaves the job, in the index's terms.
+    pub fn state(self) -> State {
+        match self {
+            Verdict::Waiting { .. } => State::Waiting,
+            Verdict::Exhausted => State::Exhausted,
+            Verdict::Ignored => State::Ignored,
+            Verdict::Unmatched => State::Unmatched,
+            Verdict::Stopped => State::Stopped,
+            Verdict::Succeeded => State::Succeeded,
+            Verdict::Held { .. } => State::Held,
+        }
+    }
+
+    /// When the job is decided again (waiting and held jobs).
+    fn due(self) -> Option<DateTime<Utc>> {
+        match self {
+            Verdict::Waiting { due } | Verdict::Held { due } => Some(due),
+            _ => None,
+        }
+    }
+
+    /// The verdict a job in `state` was remembered with (`due_ms` for waiting and held jobs).
+    fn of(state: State, due_ms: i64) -> Verdict {
+        match state {
+            State::Waiting => Verdict::Waiting { due: time(due_ms) },
+            State::Held => Verdict::Held { due: time(due_ms) },
+            State::Exhausted => Verdict::Exhausted,
+            State::Ignored => Verdict::Ignored,
+            State::Stopped => Verdict::Stopped,
+            State::Succeeded => Verdict::Succeeded,
+            // Never remembered: a due job is written, an undecodable one is not decided.
+            State::Unmatched | State::Due | State::Undecodable => Verdict::Unmatched,
+        }
+    }
+}
+
 /// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
 /// hundreds of thousands of them.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     score: f64,
     failed_at_ms: i64,
-    /// The due time for `Waiting`, else 0.
+    /// The due time for `Waiting` and `Held`, else 0.
     due_ms: i64,
     /// The scan that last saw it.
     seen: u32,
     queue: u16,
-    verdict: u8,
+    /// The verdict's [`State`] (one byte); with `due_ms`, the verdict.
+    state: State,
 }
-
-const WAITING: u8 = 0;
-const EXHAUSTED: u8 = 1;
-const IGNORED: u8 = 2;
-const UNMATCHED: u8 = 3;
-const STOPPED: u8 = 4;
-const SUCCEEDED: u8 = 5;
-const HELD: u8 = 6;
 
 /// A remembered failure as the supervisor uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,22 +155,9 @@ impl FactsCache {
     }
 
     fn unpack(p: &Packed) -> CacheEntry {
-        let verdict = match p.verdict {
-            WAITING => Verdict::Waiting {
-                due: time(p.due_ms),
-            },
-            EXHAUSTED => Verdict::Exhausted,
-            IGNORED => Verdict::Ignored,
-            STOPPED => Verdict::Stopped,
-            SUCCEEDED => Verdict::Succeeded,
-            HELD => Verdict::Held {
-                due: time(p.due_ms),
-            },
-            _ => Verdict::Unmatched,
-        };
         CacheEntry {
             failed_at: time(p.failed_at_ms),
-            verdict,
+            verdict: Verdict::of(p.state, p.due_ms),
         }
     }
 
@@ -174,30 +194,17 @@ impl FactsCache {
                 i
             }
         };
-        let (code, due_ms) = match verdict {
-            Verdict::Waiting { due } => {
-                let due_ms = ms(due);
-                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
-                (WAITING, due_ms)
-            }
-            Verdict::Exhausted => (EXHAUSTED, 0),
-            Verdict::Ignored => (IGNORED, 0),
-            Verdict::Unmatched => (UNMATCHED, 0),
-            Verdict::Stopped => (STOPPED, 0),
-            Verdict::Succeeded => (SUCCEEDED, 0),
-            Verdict::Held { due } => {
-                let due_ms = ms(due);
-                self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
-                (HELD, due_ms)
-            }
-        };
+        let due_ms = verdict.due().map_or(0, ms);
+        if verdict.due().is_some() {
+            self.next_due_ms = Some(self.next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
+        }
         let packed = Packed {
             score,
             failed_at_ms: ms(failed_at),
             due_ms,
             seen: self.scan,
             queue: index,
-            verdict: code,
+            state: verdict.state(),
         };
         self.entries.insert(JobKey::new(job_id), packed);
     }
@@ -224,7 +231,7 @@ impl FactsCache {
         let mut due = Vec::new();
         let queues = &self.queues;
         self.entries.retain(|id, e| {
-            if (e.verdict == WAITING || e.verdict == HELD) && e.due_ms <= now_ms {
+            if matches!(e.state, State::Waiting | State::Held) && e.due_ms <= now_ms {
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
@@ -242,7 +249,7 @@ impl FactsCache {
         self.next_due_ms = self
             .entries
             .values()
-            .filter(|e| e.verdict == WAITING || e.verdict == HELD)
+            .filter(|e| matches!(e.state, State::Waiting | State::Held))
             .map(|e| e.due_ms)
             .min();
     }
@@ -268,14 +275,12 @@ pub struct SkipMemory {
     scan: u32,
     entries: HashMap<(u16, JobKey), Skip>,
     queue_index: HashMap<Arc<str>, u16>,
-    reasons: Vec<Box<str>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Skip {
     score: f64,
-    /// Index into `reasons`.
-    reason: u8,
+    reason: SkipReason,
     /// The scan that last saw it skipped.
     seen: u32,
 }
@@ -287,13 +292,10 @@ impl SkipMemory {
     }
 
     /// Notes that this failure is skipped for `reason` now; `true` when that is news (it was
-    /// not skipped for that reason when last seen). Beyond 65,536 queues or 256 reasons
+    /// not skipped for that reason when last seen). Beyond 65,536 queues
     /// nothing more is remembered and every skip counts as news.
-    pub fn note(&mut self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
+    pub fn note(&mut self, queue: &str, member: &[u8], score: f64, reason: SkipReason) -> bool {
         let Some(queue) = self.queue_index(queue) else {
-            return true;
-        };
-        let Some(reason) = self.reason_index(reason) else {
             return true;
         };
         let skip = Skip {
@@ -311,16 +313,13 @@ impl SkipMemory {
     }
 
     /// Whether this failure is remembered as skipped for `reason` already (nothing noted).
-    pub fn knows(&self, queue: &str, member: &[u8], score: f64, reason: &str) -> bool {
-        let (Some(queue), Some(reason)) = (
-            self.queue_index.get(queue),
-            self.reasons.iter().position(|r| &**r == reason),
-        ) else {
+    pub fn knows(&self, queue: &str, member: &[u8], score: f64, reason: SkipReason) -> bool {
+        let Some(queue) = self.queue_index.get(queue) else {
             return false;
         };
         self.entries
             .get(&(*queue, JobKey::from_bytes(member)))
-            .is_some_and(|e| e.score == score && usize::from(e.reason) == reason)
+            .is_some_and(|e| e.score == score && e.reason == reason)
     }
 
     fn queue_index(&mut self, queue: &str) -> Option<u16> {
@@ -329,15 +328,6 @@ impl SkipMemory {
         }
         let i = u16::try_from(self.queue_index.len()).ok()?;
         self.queue_index.insert(Arc::from(queue), i);
-        Some(i)
-    }
-
-    fn reason_index(&mut self, reason: &str) -> Option<u8> {
-        if let Some(i) = self.reasons.iter().position(|r| &**r == reason) {
-            return u8::try_from(i).ok();
-        }
-        let i = u8::try_from(self.reasons.len()).ok()?;
-        self.reasons.push(reason.into());
         Some(i)
     }
 
@@ -363,6 +353,30 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn every_verdict_is_remembered_as_it_was_through_its_state() {
+        let q: Arc<str> = Arc::from("default");
+        let verdicts = [
+            Verdict::Waiting { due: at(50) },
+            Verdict::Exhausted,
+            Verdict::Ignored,
+            Verdict::Unmatched,
+            Verdict::Stopped,
+            Verdict::Succeeded,
+            Verdict::Held { due: at(60) },
+        ];
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let id = format!("j{i}");
+            cache.remember(&q, &id, 1.0, at(0), verdict);
+            let entry = cache.hit("default", &id, 1.0).unwrap();
+            assert_eq!(entry.verdict, verdict);
+            assert_eq!(entry.verdict.state(), verdict.state());
+        }
+        assert_eq!(cache.next_due(), Some(at(50)));
     }
 
     #[test]
@@ -464,29 +478,29 @@ mod tests {
     fn a_skip_is_news_once_per_failure_and_reason() {
         let mut skips = SkipMemory::default();
         skips.begin_scan();
-        assert!(skips.note("default", b"corrupt", 1.0, "decode_error"));
+        assert!(skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            !skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "same pass"
         );
         assert!(
-            skips.note("other", b"corrupt", 1.0, "decode_error"),
+            skips.note("other", b"corrupt", 1.0, SkipReason::DecodeError),
             "another queue"
         );
-        assert!(skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        assert!(skips.note("default", b"\xff\xfe", 1.0, SkipReason::InvalidId));
         skips.end_scan();
         skips.begin_scan();
         assert!(
-            !skips.note("default", b"corrupt", 1.0, "decode_error"),
+            !skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "next scan"
         );
-        assert!(!skips.note("default", b"\xff\xfe", 1.0, "invalid_id"));
+        assert!(!skips.note("default", b"\xff\xfe", 1.0, SkipReason::InvalidId));
         assert!(
-            skips.note("default", b"corrupt", 2.0, "decode_error"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::DecodeError),
             "a new failure"
         );
         assert!(
-            skips.note("default", b"corrupt", 2.0, "paused"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::Paused),
             "another reason"
         );
         skips.end_scan();
@@ -496,7 +510,7 @@ mod tests {
         assert!(skips.is_empty());
         skips.begin_scan();
         assert!(
-            skips.note("default", b"corrupt", 2.0, "paused"),
+            skips.note("default", b"corrupt", 2.0, SkipReason::Paused),
             "skipped again after a scan that did not skip it"
         );
     }
@@ -505,28 +519,28 @@ mod tests {
     #[test]
     fn knows_answers_for_the_same_failure_and_reason_only_and_notes_nothing() {
         let mut skips = SkipMemory::default();
-        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(!skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         skips.begin_scan();
-        assert!(!skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(!skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            skips.note("default", b"corrupt", 1.0, "decode_error"),
+            skips.note("default", b"corrupt", 1.0, SkipReason::DecodeError),
             "knows noted nothing"
         );
-        assert!(skips.knows("default", b"corrupt", 1.0, "decode_error"));
+        assert!(skips.knows("default", b"corrupt", 1.0, SkipReason::DecodeError));
         assert!(
-            !skips.knows("default", b"corrupt", 2.0, "decode_error"),
+            !skips.knows("default", b"corrupt", 2.0, SkipReason::DecodeError),
             "a new failure"
         );
         assert!(
-            !skips.knows("default", b"corrupt", 1.0, "paused"),
+            !skips.knows("default", b"corrupt", 1.0, SkipReason::Paused),
             "another reason"
         );
         assert!(
-            !skips.knows("other", b"corrupt", 1.0, "decode_error"),
+            !skips.knows("other", b"corrupt", 1.0, SkipReason::DecodeError),
             "another queue"
         );
         assert!(
-            !skips.knows("default", b"other", 1.0, "decode_error"),
+            !skips.knows("default", b"other", 1.0, SkipReason::DecodeError),
             "another job"
         );
     }

@@ -18,19 +18,18 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use crate::breaker::{Breakers, OpenCircuit};
-pub use crate::limiter::RequeueLimiter;
-pub use crate::report::ScanReport;
 pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
 pub use reconcile::{Reconciled, RECONCILE_LEAF};
 
-use crate::actions::{Actor, Planned};
-use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::actions::{Actor, Decided, Planned, Settled};
+use crate::executor::{Author, Meaning, Outcome, Write, WriteKind};
 use crate::index::{Observation, State};
-use crate::metrics::Trigger;
+use crate::metrics::Metrics;
 use crate::policy::{decide, reads_for, Decision};
+use crate::report::ScanReport;
 use crate::rq::registry::anchors_of;
 use crate::rq::{decode, DecodeOutcome};
+use crate::skip::SkipReason;
 use crate::state::{DaemonState, Snapshot};
 
 /// Batches of one failed registry in flight at once during a scan. It also bounds how late a
@@ -71,6 +70,52 @@ pub struct Batch {
     pub verdicts: BatchVerdicts,
     /// Jobs this batch took out of the registry (requeued or purged).
     pub removed: usize,
+}
+
+/// The failures of one listed window that must be read (new, or due), with the registry
+/// score that names each one's failure.
+#[derive(Debug, Default)]
+struct Unread {
+    ids: Vec<String>,
+    score_of: HashMap<String, f64>,
+}
+
+/// Lists the next window of a failed registry: up to [`SCAN_WINDOW`] entries from rank
+/// `start` (or after `anchors`, the previous window's last entries), in ZRANGEs of
+/// [`LIST_WINDOW`].
+async fn list_window<C: ConnectionLike + Send>(
+    con: &mut C,
+    snap: &Snapshot,
+    queue: &str,
+    anchors: &[Vec<u8>],
+    start: usize,
+    pass: Pass,
+) -> RedisResult<Vec<(Vec<u8>, f64)>> {
+    let newest = pass == Pass::NewestOnly;
+    let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
+    while page.len() < SCAN_WINDOW {
+        // Each part resumes after the last listed entry still there (the previous window's,
+        // for the first part), at its rank now and in the same atomic step: entries removed
+        // meanwhile shift nothing, so none is skipped (and dropped from the index by
+        // `end_scan`). The ranks this pass expects are the fallback.
+        let part = if page.is_empty() {
+            snap.registry
+                .failed_window_after(con, queue, anchors, start, LIST_WINDOW, newest)
+                .await?
+        } else {
+            let after = anchors_of(&page);
+            let fallback = start + page.len();
+            snap.registry
+                .failed_window_after(con, queue, &after, fallback, LIST_WINDOW, newest)
+                .await?
+        };
+        let short = part.len() < LIST_WINDOW;
+        page.extend(part);
+        if short {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// One batch as read: each entry's raw data and decoding, and the ids among the undecodable
@@ -176,10 +221,9 @@ impl Supervisor {
     ) -> RedisResult<ScanReport> {
         let started = Instant::now();
         let snap = self.state.snapshot();
-        let config = &snap.config;
         let mut report = ScanReport {
             started_at: Some(Utc::now()),
-            dry_run: force_dry_run || config.supervisor.dry_run,
+            dry_run: force_dry_run || snap.config.supervisor.dry_run,
             observe,
             ..ScanReport::default()
         };
@@ -188,80 +232,112 @@ impl Supervisor {
             .expect("cache lock")
             .begin_scan(snap.generation);
         self.skips.lock().expect("skips lock").begin_scan();
-        let result = async {
-            let found = self.discover_queues(con, &snap).await?;
-            let sizes = snap.registry.registry_sizes(con, &found).await?;
-            // A failed registry that is not a sorted set cannot be read (and is not RQ's): it
-            // is reported and left alone, and every other queue is scanned as usual.
-            let mut queues = Vec::with_capacity(found.len());
-            for (queue, size) in found.into_iter().zip(&sizes) {
-                if size.is_some() {
-                    queues.push(queue);
-                } else {
-                    error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = "wrong_type", "failed registry is not a sorted set; queue skipped, nothing touched");
-                    // Not a job: remembered under the queue with an empty id, so counted once.
-                    self.skip_member(&queue, b"", 0.0, "wrong_type", &mut report);
-                }
-            }
-            let total = sizes.iter().flatten().sum::<u64>() as usize;
-            self.cache.lock().expect("cache lock").reserve_total(total);
-            if self.indexing {
-                self.state.index.begin_scan(total);
-            }
-            for queue in &queues {
-                self.scan_queue(con, &snap, queue, &mut report, cancel, Pass::Full)
-                    .await?;
-            }
-            let lengths = snap.registry.queue_lengths(con, &queues).await?;
-            for (queue, len) in queues.iter().zip(lengths) {
-                if len.is_none() {
-                    warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
-                }
-                report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
-            }
-            report.queues = queues;
-            Ok::<(), redis::RedisError>(())
-        }
-        .await;
+        let result = self.scan_all(con, &snap, &mut report, cancel).await;
         if result.is_ok() && !cancel.is_cancelled() {
-            self.cache.lock().expect("cache lock").end_scan();
-            self.skips.lock().expect("skips lock").end_scan();
-            if self.indexing {
-                self.state.index.end_scan(&report.queues, Utc::now());
-            }
-            crate::memory::give_back();
+            self.end_full_pass(&report);
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         if observe {
             return result.map(|()| report);
         }
-        let metrics = &self.state.metrics;
-        match result {
-            Ok(()) => {
-                metrics.set_redis_up(true);
-                metrics.scan_finished(
-                    started.elapsed().as_secs_f64(),
-                    Utc::now().timestamp_millis() as f64 / 1000.0,
-                    &report.per_queue,
-                );
-                for (reason, n) in &report.newly_skipped {
-                    metrics.skipped(reason, *n);
-                }
-                if !cancel.is_cancelled() {
-                    metrics.set_skipped_jobs(&report.skipped_by_reason);
-                }
-                self.state.held.publish(metrics);
-                self.state.record_scan(report.clone());
-                Ok(report)
+        self.publish_pass(result, report, started, cancel)
+    }
+
+    /// Every supervised failed registry, one after the other, then each queue's length.
+    async fn scan_all<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        report: &mut ScanReport,
+        cancel: &CancellationToken,
+    ) -> RedisResult<()> {
+        let queues = self.readable_queues(con, snap, report).await?;
+        for queue in &queues {
+            self.scan_queue(con, snap, queue, report, cancel, Pass::Full)
+                .await?;
+        }
+        let lengths = snap.registry.queue_lengths(con, &queues).await?;
+        for (queue, len) in queues.iter().zip(lengths) {
+            if len.is_none() {
+                warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
             }
-            Err(e) => {
-                metrics.scan_failed();
-                if crate::connection::is_unreachable(&e) {
-                    metrics.set_redis_up(false);
-                }
-                Err(e)
+            report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
+        }
+        report.queues = queues;
+        Ok(())
+    }
+
+    /// The supervised queues whose failed registry can be read. A failed registry that is not
+    /// a sorted set cannot be read (and is not RQ's): it is reported and left alone, and every
+    /// other queue is scanned as usual. Sizes the decision memory and the index for the pass.
+    async fn readable_queues<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        report: &mut ScanReport,
+    ) -> RedisResult<Vec<String>> {
+        let found = self.discover_queues(con, snap).await?;
+        let sizes = snap.registry.registry_sizes(con, &found).await?;
+        let mut queues = Vec::with_capacity(found.len());
+        for (queue, size) in found.into_iter().zip(&sizes) {
+            if size.is_some() {
+                queues.push(queue);
+            } else {
+                error!(queue = %queue, key = %snap.registry.keys().failed(&queue), reason = SkipReason::WrongType.label(), "failed registry is not a sorted set; queue skipped, nothing touched");
+                // Not a job: remembered under the queue with an empty id, so counted once.
+                self.skip_member(&queue, b"", 0.0, SkipReason::WrongType, report);
             }
         }
+        let total = sizes.iter().flatten().sum::<u64>() as usize;
+        self.cache.lock().expect("cache lock").reserve_total(total);
+        if self.indexing {
+            self.state.index.begin_scan(total);
+        }
+        Ok(queues)
+    }
+
+    /// After a full pass that saw everything: forgets what it no longer saw (remembered
+    /// verdicts, skips, index entries) and gives freed memory back.
+    fn end_full_pass(&self, report: &ScanReport) {
+        self.cache.lock().expect("cache lock").end_scan();
+        self.skips.lock().expect("skips lock").end_scan();
+        if self.indexing {
+            self.state.index.end_scan(&report.queues, Utc::now());
+        }
+        crate::memory::give_back();
+    }
+
+    /// The metrics and the last-scan record of a full pass of the active instance.
+    fn publish_pass(
+        &self,
+        result: RedisResult<()>,
+        report: ScanReport,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> RedisResult<ScanReport> {
+        let metrics = &self.state.metrics;
+        if let Err(e) = result {
+            metrics.scan_failed();
+            if crate::connection::is_unreachable(&e) {
+                metrics.set_redis_up(false);
+            }
+            return Err(e);
+        }
+        metrics.set_redis_up(true);
+        metrics.scan_finished(
+            started.elapsed().as_secs_f64(),
+            Utc::now().timestamp_millis() as f64 / 1000.0,
+            &report.per_queue,
+        );
+        for (reason, n) in &report.newly_skipped {
+            metrics.skipped(*reason, *n);
+        }
+        if !cancel.is_cancelled() {
+            metrics.set_skipped_jobs(&report.skipped_by_reason);
+        }
+        self.state.held.publish(metrics);
+        self.state.record_scan(report.clone());
+        Ok(report)
     }
 
     /// The supervised queues: `rq:queues` as of now, plus the failed registries found by a
@@ -325,7 +401,7 @@ impl Supervisor {
         }
         if !observe {
             for (reason, n) in &report.newly_skipped {
-                self.state.metrics.skipped(reason, *n);
+                self.state.metrics.skipped(*reason, *n);
             }
         }
         Ok(report)
@@ -344,106 +420,18 @@ impl Supervisor {
         cancel: &CancellationToken,
         pass: Pass,
     ) -> RedisResult<()> {
-        let queue_name: Arc<str> = Arc::from(queue);
-        let batch_size = snap.config.supervisor.batch_size;
         let mut start = 0usize;
         let mut anchors: Vec<Vec<u8>> = Vec::new();
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
-            let newest = pass == Pass::NewestOnly;
-            let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
-            while page.len() < SCAN_WINDOW {
-                // Each part resumes after the last listed entry still there (the previous
-                // window's, for the first part), at its rank now and in the same atomic step:
-                // entries removed meanwhile shift nothing, so none is skipped (and dropped
-                // from the index by `end_scan`). The ranks this pass expects are the fallback.
-                let (anchors, fallback) = if page.is_empty() {
-                    (anchors.clone(), start)
-                } else {
-                    (anchors_of(&page), start + page.len())
-                };
-                let part = snap
-                    .registry
-                    .failed_window_after(con, queue, &anchors, fallback, LIST_WINDOW, newest)
-                    .await?;
-                let short = part.len() < LIST_WINDOW;
-                page.extend(part);
-                if short {
-                    break;
-                }
-            }
+            let page = list_window(con, snap, queue, &anchors, start, pass).await?;
             let listed = page.len();
             anchors = anchors_of(&page);
-            let now = Utc::now();
-            let now_unix = now.timestamp_millis() as f64 / 1000.0;
-            let mut to_read: Vec<String> = Vec::new();
-            let mut score_of: HashMap<String, f64> = HashMap::new();
-            {
-                let mut cache = self.cache.lock().expect("cache lock");
-                for (member, score) in page {
-                    if score < now_unix {
-                        self.skip_member(queue, &member, score, "expired", report);
-                        continue;
-                    }
-                    let id = match String::from_utf8(member) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            self.skip_member(queue, e.as_bytes(), score, "invalid_id", report);
-                            continue;
-                        }
-                    };
-                    report
-                        .per_queue
-                        .entry(queue.to_string())
-                        .or_default()
-                        .failed += 1;
-                    let hit = cache
-                        .hit(queue, &id, score)
-                        .filter(|e| {
-                            !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
-                        })
-                        // The index must hold it too, or it is read again (for the index).
-                        .filter(|_| {
-                            !self.indexing || self.state.index.still_there(queue, &id, score)
-                        });
-                    match hit {
-                        Some(entry) => {
-                            report.scanned += 1;
-                            note_age(report, queue, entry.failed_at, now);
-                            count_verdict(report, queue, entry.verdict);
-                        }
-                        None => {
-                            score_of.insert(id.clone(), score);
-                            to_read.push(id);
-                        }
-                    }
-                }
-            }
-            let (dry_run, observe) = (report.dry_run, report.observe);
-            let read = to_read.len();
-            let mut batches = futures::stream::iter(to_read.chunks(batch_size))
-                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-                .map(|chunk| {
-                    let mut con = con.clone();
-                    async move {
-                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
-                            .await
-                    }
-                })
-                .buffered(PARALLEL_BATCHES);
-            let mut removed = 0;
-            while let Some(batch) = batches.next().await {
-                let mut batch = batch?;
-                self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
-                report.absorb(&batch.report);
-                removed += batch.removed;
-                let mut cache = self.cache.lock().expect("cache lock");
-                for (id, failed_at, verdict) in batch.verdicts {
-                    if let Some(score) = score_of.get(&id) {
-                        cache.remember(&queue_name, &id, *score, failed_at, verdict);
-                    }
-                }
-            }
+            let unread = self.sort_window(queue, page, report);
+            let read = unread.ids.len();
+            let removed = self
+                .read_window(con, snap, queue, &unread, report, cancel)
+                .await?;
             // A newest-first pass stops at the first window with nothing new: new failures get
             // the highest scores (failure time + failure_ttl), and full scans catch the rest.
             if listed < SCAN_WINDOW || (pass == Pass::NewestOnly && read == 0) {
@@ -454,6 +442,101 @@ impl Supervisor {
             start += SCAN_WINDOW - removed.min(SCAN_WINDOW);
         }
         Ok(())
+    }
+
+    /// Counts one listed window: expired and invalid entries are skipped, failures remembered
+    /// with an unchanged score (and not due) are counted from memory, and the rest are
+    /// returned to be read.
+    fn sort_window(
+        &self,
+        queue: &str,
+        page: Vec<(Vec<u8>, f64)>,
+        report: &mut ScanReport,
+    ) -> Unread {
+        let now = Utc::now();
+        let now_unix = now.timestamp_millis() as f64 / 1000.0;
+        let mut unread = Unread::default();
+        let mut cache = self.cache.lock().expect("cache lock");
+        for (member, score) in page {
+            if score < now_unix {
+                self.skip_member(queue, &member, score, SkipReason::Expired, report);
+                continue;
+            }
+            let id = match String::from_utf8(member) {
+                Ok(id) => id,
+                Err(e) => {
+                    let member = e.as_bytes();
+                    self.skip_member(queue, member, score, SkipReason::InvalidId, report);
+                    continue;
+                }
+            };
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .failed += 1;
+            let hit = cache
+                .hit(queue, &id, score)
+                .filter(|e| {
+                    !matches!(e.verdict, Verdict::Waiting { due } | Verdict::Held { due } if due <= now)
+                })
+                // The index must hold it too, or it is read again (for the index).
+                .filter(|_| !self.indexing || self.state.index.still_there(queue, &id, score));
+            match hit {
+                Some(entry) => {
+                    report.scanned += 1;
+                    note_age(report, queue, entry.failed_at, now);
+                    count_verdict(report, queue, entry.verdict);
+                }
+                None => {
+                    unread.score_of.insert(id.clone(), score);
+                    unread.ids.push(id);
+                }
+            }
+        }
+        unread
+    }
+
+    /// Reads, decides and acts on a window's unread failures, [`PARALLEL_BATCHES`] batches
+    /// at a time, and remembers what they decided. Returns how many jobs they took out of
+    /// the registry.
+    async fn read_window<C: ConnectionLike + Clone + Send + Sync>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        queue: &str,
+        unread: &Unread,
+        report: &mut ScanReport,
+        cancel: &CancellationToken,
+    ) -> RedisResult<usize> {
+        let queue_name: Arc<str> = Arc::from(queue);
+        let (dry_run, observe) = (report.dry_run, report.observe);
+        let mut batches =
+            futures::stream::iter(unread.ids.chunks(snap.config.supervisor.batch_size))
+                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+                .map(|chunk| {
+                    let mut con = con.clone();
+                    async move {
+                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
+                            .await
+                    }
+                })
+                .buffered(PARALLEL_BATCHES);
+        let score_of = &unread.score_of;
+        let mut removed = 0;
+        while let Some(batch) = batches.next().await {
+            let mut batch = batch?;
+            self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
+            report.absorb(&batch.report);
+            removed += batch.removed;
+            let mut cache = self.cache.lock().expect("cache lock");
+            for (id, failed_at, verdict) in batch.verdicts {
+                if let Some(score) = score_of.get(&id) {
+                    cache.remember(&queue_name, &id, *score, failed_at, verdict);
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads, decides and acts on the given ids of one failed registry (one batch): reads and
@@ -487,7 +570,7 @@ impl Supervisor {
         if observe || !left || !self.hold_back(&mut batch.report, &mut writes) {
             return Ok(batch);
         }
-        self.write_batch(con, snap, &writes, &mut batch).await?;
+        self.write_batch(con, snap, writes, &mut batch).await?;
         Ok(batch)
     }
 
@@ -536,7 +619,6 @@ impl Supervisor {
         read: &ReadBatch,
         batch: &mut Batch,
     ) -> Vec<(Write, Decision)> {
-        let report = &mut batch.report;
         let now = Utc::now();
         let mut writes: Vec<(Write, Decision)> = Vec::new();
         let ReadBatch {
@@ -545,6 +627,7 @@ impl Supervisor {
             moved,
         } = read;
         for (raw, outcome) in raws.iter().zip(decoded) {
+            let report = &mut batch.report;
             report.scanned += 1;
             if raw.score.is_none() || moved.contains(&raw.job_id) {
                 // It left the registry between the listing and this read (requeued or
@@ -553,77 +636,57 @@ impl Supervisor {
                 self.left_meanwhile(queue, raw, report);
                 continue;
             }
-            let facts = match outcome {
-                DecodeOutcome::Job(facts) => facts,
-                undecodable => {
-                    self.skip_undecodable(queue, raw, undecodable, report);
-                    continue;
+            match outcome {
+                DecodeOutcome::Job(facts) => {
+                    writes.extend(self.decide_job(snap, queue, raw, facts, now, batch));
                 }
-            };
-            note_age(report, queue, facts.failed_at, now);
-            let evaluation = decide(&snap.config.policies, facts, now);
-            let policy = evaluation.policy.map_or("", |p| p.name.as_str());
-            let decision = evaluation.decision;
-            if self.indexing {
-                self.index_decided(
-                    raw,
-                    facts,
-                    evaluation.policy.map(|p| p.name.as_str()),
-                    &decision,
-                );
+                undecodable => self.skip_undecodable(queue, raw, undecodable, report),
             }
+        }
+        writes
+    }
+
+    /// Decides one decoded job (and indexes it): the write it needs now, or none, when the
+    /// decision is only counted and remembered.
+    fn decide_job(
+        &self,
+        snap: &Snapshot,
+        queue: &str,
+        raw: &crate::rq::RawJob,
+        facts: &crate::rq::JobFacts,
+        now: DateTime<Utc>,
+        batch: &mut Batch,
+    ) -> Option<(Write, Decision)> {
+        note_age(&mut batch.report, queue, facts.failed_at, now);
+        let evaluation = decide(&snap.config.policies, facts, now);
+        let policy = evaluation.policy;
+        let decision = evaluation.decision;
+        if self.indexing {
+            self.index_decided(raw, facts, policy.map(|p| p.name.as_str()), &decision);
+        }
+        let kind = match Step::of(&decision) {
+            Step::Write(kind) => kind,
             // A decision without a write: counted and remembered.
-            let mut settle = |verdict: Verdict| {
-                count_verdict(report, queue, verdict);
+            Step::Settle(verdict) => {
+                count_verdict(&mut batch.report, queue, verdict);
                 if verdict == Verdict::Unmatched {
                     // Decided now, not remembered from an earlier scan: news for the counter.
-                    report.new_skip("unmatched");
+                    batch.report.new_skip(SkipReason::Unmatched);
                 }
                 batch
                     .verdicts
                     .push((facts.job_id.clone(), facts.failed_at, verdict));
-            };
-            let kind = match &decision {
-                Decision::RequeueNow { attempt, at_front } => WriteKind::Requeue {
-                    attempt: Some(*attempt),
-                    at_front: *at_front,
-                },
-                Decision::PurgeNow { .. } => WriteKind::Purge,
-                Decision::MarkExhausted => WriteKind::MarkExhausted,
-                Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
-                    settle(Verdict::Waiting { due: *due });
-                    continue;
-                }
-                Decision::Exhausted => {
-                    settle(Verdict::Exhausted);
-                    continue;
-                }
-                Decision::Ignore => {
-                    settle(Verdict::Ignored);
-                    continue;
-                }
-                Decision::Unmatched => {
-                    settle(Verdict::Unmatched);
-                    continue;
-                }
-                Decision::Stopped => {
-                    settle(Verdict::Stopped);
-                    continue;
-                }
-                Decision::Succeeded { .. } => {
-                    settle(Verdict::Succeeded);
-                    continue;
-                }
-            };
-            let mut write = Write::of(facts, Author::Policy(policy.to_string()), kind);
-            if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
-                (kind, evaluation.policy.map(|p| &p.action))
-            {
-                write = write.to_queue(spec.target_queue(facts));
+                return None;
             }
-            writes.push((write, decision));
+        };
+        let name = policy.map_or("", |p| p.name.as_str());
+        let mut write = Write::of(facts, Author::Policy(name.to_string()), kind);
+        if let (WriteKind::Requeue { .. }, Some(crate::policy::Action::Retry(spec))) =
+            (kind, policy.map(|p| &p.action))
+        {
+            write = write.to_queue(spec.target_queue(facts));
         }
-        writes
+        Some((write, decision))
     }
 
     /// Counts a job that left the registry between the listing and the read (a conflict) and
@@ -652,7 +715,7 @@ impl Supervisor {
             DecodeOutcome::Job(_) => {}
             DecodeOutcome::Orphan => {
                 debug!(job_id = %raw.job_id, queue, "registry entry without a job hash; skipped");
-                report.skip("orphan", &raw.job_id);
+                report.skip(SkipReason::Orphan, &raw.job_id);
                 if self.indexing {
                     self.index_undecodable(raw);
                 }
@@ -665,7 +728,7 @@ impl Supervisor {
                         queue,
                         raw.job_id.as_bytes(),
                         score,
-                        "decode_error",
+                        SkipReason::DecodeError,
                     )
                 });
                 if known {
@@ -673,7 +736,7 @@ impl Supervisor {
                 } else {
                     warn!(job_id = %raw.job_id, queue, %reason, "cannot decode failed job; skipped, left untouched");
                 }
-                report.skip("decode_error", &raw.job_id);
+                report.skip(SkipReason::DecodeError, &raw.job_id);
                 if self.indexing {
                     self.index_undecodable(raw);
                 }
@@ -697,7 +760,7 @@ impl Supervisor {
                 };
                 info!(job_id = %write.job_id, queue = %write.queue, policy = %write.author.name(), decision = decision.name(), dry_run = report.dry_run, "{counted}");
                 if !report.dry_run {
-                    report.skip("paused", &write.job_id);
+                    report.skip(SkipReason::Paused, &write.job_id);
                 }
             }
             return false;
@@ -710,7 +773,7 @@ impl Supervisor {
                 let held = matches!(w.kind, WriteKind::Requeue { .. })
                     && !breakers.allows(w.author.name(), now);
                 if held {
-                    report.skip("circuit_open", &w.job_id);
+                    report.skip(SkipReason::CircuitOpen, &w.job_id);
                 }
                 !held
             });
@@ -733,57 +796,52 @@ impl Supervisor {
         writes: &mut Vec<(Write, Decision)>,
         batch: &mut Batch,
     ) -> RedisResult<bool> {
-        let hold_of = |w: &Write| -> Option<crate::policy::HoldWhen> {
-            if !matches!(w.kind, WriteKind::Requeue { .. }) {
-                return None;
-            }
-            let Author::Policy(name) = &w.author else {
-                return None;
-            };
-            snap.config
-                .policies
-                .iter()
-                .find(|p| &p.name == name)
-                .and_then(|p| match &p.action {
-                    crate::policy::Action::Retry(spec) => spec.hold_when,
-                    _ => None,
-                })
-        };
         let mut targets: Vec<&str> = Vec::new();
         for (w, _) in writes.iter() {
-            if hold_of(w).is_some() && !targets.contains(&w.origin.as_str()) {
+            if hold_when_of(snap, w).is_some() && !targets.contains(&w.origin.as_str()) {
                 targets.push(&w.origin);
             }
         }
         if targets.is_empty() {
             return Ok(!writes.is_empty());
         }
-        let worlds = match self
+        let worlds = self
             .state
             .worlds
             .get(con, snap.registry.keys(), &targets)
-            .await
-        {
-            Ok(worlds) => worlds,
+            .await;
+        match worlds {
+            Ok(worlds) => self.hold_where_needed(snap, writes, &worlds, batch),
             // Unknown whether the queues can take them (e.g. the ACL denies reading
             // rq:workers:*): these requeues wait for a later pass; the batch's other writes go.
             Err(e) => {
                 warn!(error = %e, queues = ?targets, "cannot read the target queues' workers and lengths for hold_when; their requeues wait");
                 writes.retain(|(w, _)| {
-                    let unknown = hold_of(w).is_some();
+                    let unknown = hold_when_of(snap, w).is_some();
                     if unknown {
-                        batch.report.skip("hold_unknown", &w.job_id);
+                        batch.report.skip(SkipReason::HoldUnknown, &w.job_id);
                     }
                     !unknown
                 });
-                return Ok(!writes.is_empty());
             }
-        };
+        }
+        Ok(!writes.is_empty())
+    }
+
+    /// Takes out of `writes` the requeues whose target queue (as `worlds` says it is) their
+    /// policy's `hold_when` holds them back from, and marks them held; releases the others.
+    fn hold_where_needed(
+        &self,
+        snap: &Snapshot,
+        writes: &mut Vec<(Write, Decision)>,
+        worlds: &HashMap<String, crate::hold::QueueWorld>,
+        batch: &mut Batch,
+    ) {
         let recheck =
             Utc::now() + chrono::Duration::from_std(crate::hold::RECHECK).unwrap_or_default();
         let mut held: Vec<(String, String)> = Vec::new();
         writes.retain(|(w, _)| {
-            let reason = hold_of(w).and_then(|hold| {
+            let reason = hold_when_of(snap, w).and_then(|hold| {
                 let world = worlds.get(&w.origin).copied().unwrap_or_default();
                 crate::hold::hold_reason(&hold, &w.origin, world)
             });
@@ -812,7 +870,6 @@ impl Supervisor {
         }
         batch.report.held += held.len() as u64;
         self.state.held.publish(&self.state.metrics);
-        Ok(!writes.is_empty())
     }
 
     /// Writes through the one write path and counts each outcome; feeds the breakers.
@@ -820,94 +877,31 @@ impl Supervisor {
         &self,
         con: &mut C,
         snap: &Snapshot,
-        writes: &[(Write, Decision)],
+        writes: Vec<(Write, Decision)>,
         batch: &mut Batch,
     ) -> RedisResult<()> {
-        let report = &mut batch.report;
-        let actor = Actor {
-            who: "supervisor",
-            route: None,
-            trigger: Trigger::Auto,
-            writer: if self.leased {
-                Writer::Leader(&self.state.instance)
-            } else {
-                Writer::Automatic
-            },
-            index: self.indexing.then_some(&self.state.index),
-            instance: &self.state.instance,
-        };
-        let planned: Vec<Planned> = writes
-            .iter()
-            .map(|(w, d)| Planned {
-                write: w.clone(),
-                decision: d.name(),
-            })
+        let index = self.indexing.then_some(&self.state.index);
+        let actor = Actor::supervisor(&self.state.instance, self.leased, index);
+        let planned = writes
+            .into_iter()
+            .map(|(write, decision)| Planned::decided(write, decision))
             .collect();
         let metrics = &self.state.metrics;
-        let outcomes = actor.act(con, snap, metrics, &planned).await?;
-        let mut failed_again: HashMap<&str, usize> = HashMap::new();
-        let mut requeued_by_policy: HashMap<&str, usize> = HashMap::new();
-        let mut settled: Vec<(&str, &str, State)> = Vec::new();
-        for ((write, decision), outcome) in writes.iter().zip(&outcomes) {
-            let retried_before = match (decision, outcome) {
-                (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
-                (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
-                (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
-                _ => false,
-            };
-            if retried_before {
-                metrics.retry_failed_again(&write.queue, write.author.name());
-                *failed_again.entry(write.author.name()).or_default() += 1;
-            }
-            match outcome {
-                Outcome::Requeued => {
-                    *requeued_by_policy.entry(write.author.name()).or_default() += 1;
-                    report.requeued += 1;
-                    batch.removed += 1;
+        let settled = actor.act(con, snap, metrics, planned).await?;
+        let mut tally = BreakerTally::default();
+        let mut left: Vec<(&str, &str, State)> = Vec::new();
+        for s in &settled {
+            tally.note(metrics, s);
+            if let Some(verdict) = count_settled(s, batch) {
+                if self.indexing {
+                    left.push((&s.write.queue, &s.write.job_id, verdict.state()));
                 }
-                Outcome::Purged => {
-                    report.purged += 1;
-                    batch.removed += 1;
-                }
-                Outcome::MarkedExhausted | Outcome::AlreadyExhausted => {
-                    report.exhausted += 1;
-                    report
-                        .per_queue
-                        .entry(write.queue.clone())
-                        .or_default()
-                        .exhausted += 1;
-                }
-                Outcome::NotInRegistry | Outcome::Changed => report.conflicts += 1,
-                Outcome::JobMissing => report.skip("orphan", &write.job_id),
-                // The gate: another instance paused everything, or this one lost its lease
-                // since the batch began. Nothing was written; the next pass decides again.
-                Outcome::Paused => report.skip("paused", &write.job_id),
-                Outcome::NotActive => report.skip("not_active", &write.job_id),
-                // The requeue script found what the scan's reads did not show (the results
-                // are not read to decide): the job is left to the operator, and remembered
-                // so that it is not read and refused again every scan.
-                Outcome::Stopped | Outcome::Succeeded => {
-                    let (verdict, state) = if *outcome == Outcome::Stopped {
-                        (Verdict::Stopped, State::Stopped)
-                    } else {
-                        (Verdict::Succeeded, State::Succeeded)
-                    };
-                    count_verdict(report, &write.queue, verdict);
-                    batch
-                        .verdicts
-                        .push((write.job_id.clone(), write.failed_at, verdict));
-                    if self.indexing {
-                        settled.push((write.queue.as_str(), write.job_id.as_str(), state));
-                    }
-                }
-                Outcome::Refused(refusal) => report.refuse(refusal.reason.name(), &write.job_id),
-                Outcome::Error(_) => report.refuse("write_error", &write.job_id),
             }
         }
-        if !settled.is_empty() {
-            self.state.index.settle_all(settled);
+        if !left.is_empty() {
+            self.state.index.settle_all(left);
         }
-        self.feed_breakers(snap, &requeued_by_policy, &failed_again);
+        self.feed_breakers(snap, &tally.requeued, &tally.failed_again);
         Ok(())
     }
 
@@ -1015,7 +1009,7 @@ impl Supervisor {
             }
         }
         for (reason, n) in &report.newly_skipped {
-            self.state.metrics.skipped(reason, *n);
+            self.state.metrics.skipped(*reason, *n);
         }
         self.state.held.publish(&self.state.metrics);
         Ok(report)
@@ -1030,7 +1024,7 @@ impl Supervisor {
         queue: &str,
         member: &[u8],
         score: f64,
-        reason: &str,
+        reason: SkipReason,
         report: &mut ScanReport,
     ) {
         report.count_skip(reason);
@@ -1058,12 +1052,144 @@ impl Supervisor {
         let mut skips = self.skips.lock().expect("skips lock");
         for (id, reason) in std::mem::take(&mut report.skipped_jobs) {
             let news = match score_of(&id) {
-                Some(score) => skips.note(queue, id.as_bytes(), score, &reason),
+                Some(score) => skips.note(queue, id.as_bytes(), score, reason),
                 None => true,
             };
             if news {
-                report.new_skip(&reason);
+                report.new_skip(reason);
             }
+        }
+    }
+}
+
+/// Counts one write's outcome in the batch. Returns the verdict of a job the requeue found
+/// stopped or succeeded (remembered, so it is not read and refused again every scan).
+fn count_settled(s: &Settled, batch: &mut Batch) -> Option<Verdict> {
+    let (write, report) = (&s.write, &mut batch.report);
+    match (s.meaning(), &s.outcome) {
+        (Meaning::Done, Outcome::Requeued) => {
+            report.requeued += 1;
+            batch.removed += 1;
+        }
+        (Meaning::Done, Outcome::Purged) => {
+            report.purged += 1;
+            batch.removed += 1;
+        }
+        (Meaning::Done, _) => {
+            report.exhausted += 1;
+            report
+                .per_queue
+                .entry(write.queue.clone())
+                .or_default()
+                .exhausted += 1;
+        }
+        // A registry entry without a job hash is an orphan, as when the scan reads one.
+        (Meaning::Gone, Outcome::JobMissing) => report.skip(SkipReason::Orphan, &write.job_id),
+        (Meaning::Gone | Meaning::Conflict, _) => report.conflicts += 1,
+        // The gate: another instance paused everything, or this one lost its lease since the
+        // batch began. Nothing was written; the next pass decides again.
+        (Meaning::HeldBack, Outcome::Paused) => report.skip(SkipReason::Paused, &write.job_id),
+        (Meaning::HeldBack, _) => report.skip(SkipReason::NotActive, &write.job_id),
+        (Meaning::Refused, Outcome::Refused(refusal)) => {
+            report.refuse(refusal.reason.skip_reason(), &write.job_id)
+        }
+        (Meaning::Refused, _) => report.refuse(SkipReason::WriteError, &write.job_id),
+        // The requeue script found what the scan's reads did not show (the results are not
+        // read to decide): the job is left to the operator.
+        (Meaning::LeftToOperator, outcome) => {
+            let verdict = if *outcome == Outcome::Stopped {
+                Verdict::Stopped
+            } else {
+                Verdict::Succeeded
+            };
+            count_verdict(report, &write.queue, verdict);
+            batch
+                .verdicts
+                .push((write.job_id.clone(), write.failed_at, verdict));
+            return Some(verdict);
+        }
+    }
+    None
+}
+
+/// What a batch's writes tell each retry policy's circuit breaker, by policy: its requeues,
+/// and its automatic retries that failed again.
+#[derive(Debug, Default)]
+struct BreakerTally<'a> {
+    requeued: HashMap<&'a str, usize>,
+    failed_again: HashMap<&'a str, usize>,
+}
+
+impl<'a> BreakerTally<'a> {
+    /// Counts one write (and the failed-again metric).
+    fn note(&mut self, metrics: &Metrics, s: &'a Settled) {
+        let policy = s.write.author.name();
+        if retried_before(&s.decision, &s.outcome) {
+            metrics.retry_failed_again(&s.write.queue, policy);
+            *self.failed_again.entry(policy).or_default() += 1;
+        }
+        if s.outcome == Outcome::Requeued {
+            *self.requeued.entry(policy).or_default() += 1;
+        }
+    }
+}
+
+/// Whether this write settles a job an automatic retry had requeued before, which then failed
+/// again: a requeue from attempt 2 on, or giving the job up once its attempts are used up.
+fn retried_before(decision: &Decided, outcome: &Outcome) -> bool {
+    let Decided::ByPolicy(decision) = decision else {
+        return false;
+    };
+    match (decision, outcome) {
+        (Decision::RequeueNow { attempt, .. }, Outcome::Requeued) => *attempt >= 2,
+        (Decision::MarkExhausted, Outcome::MarkedExhausted) => true,
+        (Decision::PurgeNow { exhausted: true }, Outcome::Purged) => true,
+        _ => false,
+    }
+}
+
+/// The `hold_when` of the retry policy behind `w`, when `w` is a policy's requeue.
+fn hold_when_of(snap: &Snapshot, w: &Write) -> Option<crate::policy::HoldWhen> {
+    if !matches!(w.kind, WriteKind::Requeue { .. }) {
+        return None;
+    }
+    let Author::Policy(name) = &w.author else {
+        return None;
+    };
+    snap.config
+        .policies
+        .iter()
+        .find(|p| &p.name == name)
+        .and_then(|p| match &p.action {
+            crate::policy::Action::Retry(spec) => spec.hold_when,
+            _ => None,
+        })
+}
+
+/// What a decision asks of the scan now: a write, or only to count and remember a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Write(WriteKind),
+    Settle(Verdict),
+}
+
+impl Step {
+    fn of(decision: &Decision) -> Step {
+        match decision {
+            Decision::RequeueNow { attempt, at_front } => Step::Write(WriteKind::Requeue {
+                attempt: Some(*attempt),
+                at_front: *at_front,
+            }),
+            Decision::PurgeNow { .. } => Step::Write(WriteKind::Purge),
+            Decision::MarkExhausted => Step::Write(WriteKind::MarkExhausted),
+            Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
+                Step::Settle(Verdict::Waiting { due: *due })
+            }
+            Decision::Exhausted => Step::Settle(Verdict::Exhausted),
+            Decision::Ignore => Step::Settle(Verdict::Ignored),
+            Decision::Unmatched => Step::Settle(Verdict::Unmatched),
+            Decision::Stopped => Step::Settle(Verdict::Stopped),
+            Decision::Succeeded { .. } => Step::Settle(Verdict::Succeeded),
         }
     }
 }
@@ -1109,7 +1235,7 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         Verdict::Held { .. } => report.held += 1,
         Verdict::Unmatched => {
             report.unmatched += 1;
-            report.count_skip("unmatched");
+            report.count_skip(SkipReason::Unmatched);
         }
         Verdict::Stopped => {
             report.stopped += 1;
