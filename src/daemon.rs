@@ -227,3 +227,26 @@ async fn drain(http: JoinHandle<std::io::Result<()>>, bulk: &TaskTracker, tasks:
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `run` can be handed to `tokio::spawn`: its future is `Send` (a test or an embedding
+    /// program runs the daemon as one task among others).
+    #[test]
+    fn the_daemon_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let config = crate::config::parse("[redis]\nurl = \"redis://127.0.0.1:1/0\"\n", "test.toml")
+            .expect("valid config");
+        let state = crate::state::DaemonState::new(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let run = super::run(listener, state, tokio_util::sync::CancellationToken::new());
+        send(&run);
+    }
+}

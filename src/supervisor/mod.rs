@@ -511,17 +511,23 @@ impl Supervisor {
     ) -> RedisResult<usize> {
         let queue_name: Arc<str> = Arc::from(queue);
         let (dry_run, observe) = (report.dry_run, report.observe);
-        let mut batches =
-            futures::stream::iter(unread.ids.chunks(snap.config.supervisor.batch_size))
-                .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-                .map(|chunk| {
-                    let mut con = con.clone();
-                    async move {
-                        self.process(&mut con, snap, queue, chunk, dry_run, observe)
-                            .await
-                    }
-                })
-                .buffered(PARALLEL_BATCHES);
+        // Owned batches: a stream over borrowed chunks makes the future not provably `Send`
+        // (closures over a higher-ranked lifetime), and `daemon::run` must be spawnable.
+        let chunks: Vec<Vec<String>> = unread
+            .ids
+            .chunks(snap.config.supervisor.batch_size)
+            .map(<[String]>::to_vec)
+            .collect();
+        let mut batches = futures::stream::iter(chunks)
+            .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+            .map(|chunk| {
+                let mut con = con.clone();
+                async move {
+                    self.process(&mut con, snap, queue, &chunk, dry_run, observe)
+                        .await
+                }
+            })
+            .buffered(PARALLEL_BATCHES);
         let score_of = &unread.score_of;
         let mut removed = 0;
         while let Some(batch) = batches.next().await {
