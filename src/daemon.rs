@@ -235,8 +235,9 @@ mod tests {
     #[test]
     fn the_daemon_future_is_send() {
         fn send<T: Send>(_: &T) {}
-        let config = crate::config::parse("[redis]\nurl = \"redis://127.0.0.1:1/0\"\n", "test.toml")
-            .expect("valid config");
+        let config =
+            crate::config::parse("[redis]\nurl = \"redis://127.0.0.1:1/0\"\n", "test.toml")
+                .expect("valid config");
         let state = crate::state::DaemonState::new(std::sync::Arc::new(config));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();

@@ -229,8 +229,18 @@ async fn the_overview_shows_each_group_and_each_queue_with_its_counts() {
     // hour after the failure (5 s ago, FailedJob's default) under "Next retry", the purge a
     // week after it under "Purge at"; the other column of each says "—".
     for (group, field, other, delay) in [
-        ("default|app.sync.pull|ConnectionError", "next", "purge-at", 3600),
-        ("default|app.billing.charge|ValueError", "purge-at", "next", 7 * 86400),
+        (
+            "default|app.sync.pull|ConnectionError",
+            "next",
+            "purge-at",
+            3600,
+        ),
+        (
+            "default|app.billing.charge|ValueError",
+            "purge-at",
+            "next",
+            7 * 86400,
+        ),
     ] {
         assert_eq!(
             browser
@@ -536,7 +546,14 @@ token = "alice-s3cret"
     let mut con = redis.conn();
     // A job in backoff, whose next retry must not count down while automatic actions are
     // paused (issue 22, item 8).
-    write_jobs(&mut con, "p", 1, "default", "app.sync.pull", "ConnectionError");
+    write_jobs(
+        &mut con,
+        "p",
+        1,
+        "default",
+        "app.sync.pull",
+        "ConnectionError",
+    );
     first.scan();
     let browser = Browser::start().await;
     browser.goto(&format!("{}/ui/", first.base_url())).await;
@@ -575,7 +592,10 @@ token = "alice-s3cret"
         )
         .await;
     assert_eq!(counting, json!(0), "no countdown while paused");
-    assert!(browser.text("#supervisor-state").await.contains("nothing while paused"));
+    assert!(browser
+        .text("#supervisor-state")
+        .await
+        .contains("nothing while paused"));
 
     browser.click("[data-action=resume]").await;
     browser.wait_for_text("#supervisor-badge", "Running").await;
@@ -1017,7 +1037,10 @@ async fn every_page_fits_a_phone_screen_with_its_nav_and_sign_out_on_it() {
         assert!(inner <= 400.0, "/ui/{page}: the window is {inner} px wide");
         for part in ["page", "nav", "signOut", "brand"] {
             let right = fit[part].as_f64().unwrap();
-            assert!(right <= inner, "/ui/{page}: {part} ends at {right} px of {inner}: {fit}");
+            assert!(
+                right <= inner,
+                "/ui/{page}: {part} ends at {right} px of {inner}: {fit}"
+            );
         }
         assert_eq!(fit["links"], fit["reachable"], "/ui/{page}: {fit}");
         assert_eq!(fit["links"], 5, "/ui/{page}: {fit}");
