@@ -362,47 +362,6 @@ impl Registry {
             .collect())
     }
 
-    /// Live entries (expiry after `now_unix`) in each queue's failed registry, in one round trip.
-    pub async fn live_counts<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        queues: &[String],
-        now_unix: f64,
-    ) -> RedisResult<Vec<Count>> {
-        let after = format!("({now_unix}");
-        count_each(con, queues, |q| {
-            let mut cmd = redis::cmd("ZCOUNT");
-            cmd.arg(self.keys.failed(q)).arg(&after).arg("+inf");
-            cmd
-        })
-        .await
-    }
-
-    /// One page of live ids of a failed registry, oldest expiry first.
-    pub async fn live_page<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        queue: &str,
-        now_unix: f64,
-        offset: u64,
-        count: u64,
-    ) -> RedisResult<Vec<String>> {
-        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(self.keys.failed(queue))
-            .arg(format!("({now_unix}"))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(offset)
-            .arg(count)
-            .query_async(con)
-            .await?;
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| String::from_utf8(id).ok())
-            .collect())
-    }
-
     /// `ZCARD rq:failed:<q>` for each queue, in one round trip.
     pub async fn registry_sizes<C: ConnectionLike + Send>(
         &self,
