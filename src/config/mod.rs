@@ -25,9 +25,9 @@ pub use tokens::{
     read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
 };
 
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::policy::{
-    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, HoldWhen, Matcher, MetaPattern,
-    OnExhausted, Policy, RetrySpec,
+    Action, Backoff, BreakerSpec, HoldWhen, Matcher, MetaPattern, OnExhausted, Policy, RetrySpec,
 };
 use file::{
     ActionKind, BackoffSection, BreakerSection, FileConfig, HoldWhenSection, OnExhaustedKind,

@@ -23,8 +23,8 @@ use super::jobs::{selected_queues, Who};
 use super::AppState;
 use crate::actions::{Actor, Planned};
 use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::metrics::Trigger;
-use crate::policy::{ExceptionPattern, GlobList};
 use crate::rq::{decode, DecodeOutcome, JobFacts};
 
 /// Ids listed in a dry run's answer.

@@ -509,7 +509,7 @@ pub async fn selected_queues(
     match queue {
         Some(q) => Ok(vec![q.to_string()]),
         None => {
-            let everything = crate::policy::GlobList::new(&["*".to_string()]).expect("static glob");
+            let everything = crate::glob::GlobList::new(&["*".to_string()]).expect("static glob");
             let found = daemon
                 .found_registries
                 .lock()

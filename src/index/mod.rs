@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::jobkey::JobKey;
-use crate::policy::{ExceptionPattern, GlobList};
 
 pub mod bisect;
 pub mod events;
