@@ -1,5 +1,5 @@
 //! Every instance's index follows every instance's writes: after each write batch, the one
-//! write path ([`crate::actions::Actor`]) PUBLISHes what left the failed registries and what was
+//! write path (the actor of `actions`, a layer up) PUBLISHes what left the failed registries and what was
 //! marked exhausted on `<prefix>:retryd:index-events`; every instance subscribes (with the
 //! keyspace notifications) and applies what the others did. A standby's index thus forgets a job
 //! the moment the active instance requeues it, and the active's forgets one an operator retried

@@ -1,5 +1,5 @@
 //! RQ's Redis layout: key names, decoding a job into [`JobFacts`] (pure), and the read-only
-//! registry queries. Nothing in this module writes to Redis; [`crate::executor`] does.
+//! registry queries. Nothing in this module writes to Redis: the executor, one layer up, does.
 
 pub mod failure;
 pub mod job;
