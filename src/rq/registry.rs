@@ -4,7 +4,7 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-use super::job::{RawJob, Reads, StreamFields};
+use super::job::{decode, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads, StreamFields};
 use super::keys::Keys;
 use crate::glob::GlobList;
 
@@ -24,6 +24,42 @@ pub struct FailedIds {
     pub expired: usize,
     /// Members that are not UTF-8 and so cannot be a job id RQ wrote.
     pub invalid: usize,
+}
+
+/// What looking for one failed job found ([`Registry::lookup`]): the one answer the `explain`
+/// command and the single-job HTTP routes put in their own words.
+#[derive(Debug)]
+pub enum Lookup {
+    /// In a failed registry, decoded.
+    Failed(Box<JobFacts>),
+    /// In no failed registry: never failed, or requeued, deleted or expired since.
+    NotFailed,
+    /// In `queue`'s failed registry when looked for, gone from it by the time its hash was
+    /// read: requeued or deleted by someone else meanwhile. Its hash then looks orphaned or
+    /// corrupt (`ended_at` cleared), which it is not.
+    Moved { queue: String },
+    /// In `queue`'s failed registry, but its hash is gone (expired or deleted).
+    Orphan { queue: String },
+    /// In `queue`'s failed registry, but its hash cannot be decoded safely; left untouched.
+    Corrupt {
+        queue: String,
+        reason: CorruptReason,
+    },
+}
+
+/// Any job's stored fields, failed or not ([`Registry::read_job`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredJob {
+    /// There is no job hash.
+    Missing,
+    /// The job key holds another type than a hash.
+    NotAHash,
+    /// The fields asked for, in order (`None` where unset), and the fields of the job's newest
+    /// result (empty when it has none or they cannot be read).
+    Hash {
+        fields: Vec<Option<Vec<u8>>>,
+        newest_result: StreamFields,
+    },
 }
 
 /// One queue's counts, as RQ counts them (see [`Registry::queue_counts`]).
@@ -464,6 +500,76 @@ impl Registry {
         self.failed_ids(con, queue, now_unix, window).await
     }
 
+    /// The `fields` of any job's hash and its newest result, in one pipelined round trip
+    /// (unlike [`Registry::read_jobs`], for a job in any state, not one failed registry's).
+    pub async fn read_job<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        job_id: &str,
+        fields: &[&str],
+    ) -> RedisResult<StoredJob> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("HMGET").arg(self.keys.job(job_id)).arg(fields);
+        pipe.cmd("XREVRANGE")
+            .arg(self.keys.results(job_id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        pipe.cmd("EXISTS").arg(self.keys.job(job_id));
+        let replies: Vec<RedisResult<Value>> = pipe.query_async(con).await?;
+        let mut replies = replies.into_iter();
+        let hash = replies.next().unwrap_or(Ok(Value::Nil));
+        let newest_result = match replies.next() {
+            Some(Ok(v)) => newest_entry(v).ok().flatten().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if !matches!(replies.next(), Some(Ok(Value::Int(n))) if n != 0) {
+            return Ok(StoredJob::Missing);
+        }
+        let Ok(Value::Array(items)) = hash else {
+            return Ok(StoredJob::NotAHash);
+        };
+        let fields = items
+            .into_iter()
+            .map(|v| match v {
+                Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        Ok(StoredJob::Hash {
+            fields,
+            newest_result,
+        })
+    }
+
+    /// Finds `job_id` in a failed registry, reads everything stored about it and decodes it.
+    /// The registry and the hash are read in separate round trips, so a job that did not
+    /// decode is checked once more: if it left the registry meanwhile, it was moved, not broken.
+    pub async fn lookup<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        job_id: &str,
+    ) -> RedisResult<Lookup> {
+        let Some(queue) = self.find_failed(con, job_id).await? else {
+            return Ok(Lookup::NotFailed);
+        };
+        let ids = [job_id.to_string()];
+        let raw = self.read_jobs(con, &queue, &ids).await?.remove(0);
+        let outcome = decode(&raw);
+        if !matches!(outcome, DecodeOutcome::Job(_))
+            && !self.moved_meanwhile(con, &queue, &ids).await?.is_empty()
+        {
+            return Ok(Lookup::Moved { queue });
+        }
+        Ok(match outcome {
+            DecodeOutcome::Job(facts) => Lookup::Failed(facts),
+            DecodeOutcome::Orphan => Lookup::Orphan { queue },
+            DecodeOutcome::Corrupt(reason) => Lookup::Corrupt { queue, reason },
+        })
+    }
+
     /// The queue whose failed registry holds `job_id`: the job's `origin` first, then every
     /// failed registry (a job may sit in another queue's registry after a move).
     pub async fn find_failed<C: ConnectionLike + Send>(
@@ -627,5 +733,128 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
         Value::SimpleString(s) => Some(s.into_bytes()),
         Value::Int(i) => Some(i.to_string().into_bytes()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::aio::ConnectionLike;
+    use redis::{Arg, Cmd, Pipeline, RedisFuture};
+
+    /// A connection that answers each command with `reply(words of the command)`: enough to
+    /// play a sequence of reads in which another client moves a job in between.
+    struct Scripted<F>(F);
+
+    fn words(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "0".to_string(),
+            })
+            .collect()
+    }
+
+    impl<F: FnMut(&[String]) -> Value + Send> ConnectionLike for Scripted<F> {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            let reply = (self.0)(&words(cmd));
+            Box::pin(async move { Ok(reply) })
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            pipe: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            let replies: Vec<Value> = pipe.cmd_iter().map(|c| (self.0)(&words(c))).collect();
+            let replies = replies.into_iter().skip(offset).take(count).collect();
+            Box::pin(async move { Ok(replies) })
+        }
+
+        fn get_db(&self) -> i64 {
+            0
+        }
+    }
+
+    /// Job `j` of queue `default` is in the failed registry when looked for; its hash reads as
+    /// `hash` (one value per field); the registry still holds it at the second look when
+    /// `still_there`.
+    async fn look_up(hash: Value, still_there: bool) -> Lookup {
+        let mut zmscores = 0;
+        let mut con = Scripted(move |words: &[String]| match words[0].as_str() {
+            "HGET" => Value::BulkString(b"default".to_vec()),
+            "ZSCORE" => Value::BulkString(b"1e10".to_vec()),
+            "HMGET" => hash.clone(),
+            "XREVRANGE" => Value::Array(Vec::new()),
+            "ZMSCORE" => {
+                zmscores += 1;
+                Value::Array(vec![if zmscores == 1 || still_there {
+                    Value::BulkString(b"1e10".to_vec())
+                } else {
+                    Value::Nil
+                }])
+            }
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        registry
+            .lookup(&mut con, "j")
+            .await
+            .expect("scripted replies")
+    }
+
+    fn gone_hash() -> Value {
+        Value::Array(vec![Value::Nil; Reads::ALL.fields().len()])
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_hash_vanished_while_it_stayed_in_the_registry_is_an_orphan() {
+        let found = look_up(gone_hash(), true).await;
+        assert!(
+            matches!(&found, Lookup::Orphan { queue } if queue == "default"),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_left_the_registry_while_it_was_read_is_moved_not_an_orphan() {
+        let found = look_up(gone_hash(), false).await;
+        assert!(
+            matches!(&found, Lookup::Moved { queue } if queue == "default"),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requeued_job_whose_ended_at_was_cleared_meanwhile_is_moved_not_corrupt() {
+        // RQ's requeue clears ended_at: read halfway through, the hash looks corrupt.
+        let mut hash = vec![Value::Nil; Reads::ALL.fields().len()];
+        let status = Reads::ALL.fields().iter().position(|f| *f == "status");
+        hash[status.expect("status is read")] = Value::BulkString(b"queued".to_vec());
+        let found = look_up(Value::Array(hash.clone()), false).await;
+        assert!(matches!(&found, Lookup::Moved { .. }), "{found:?}");
+        let found = look_up(Value::Array(hash), true).await;
+        assert!(matches!(&found, Lookup::Corrupt { .. }), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_in_no_failed_registry_is_not_failed() {
+        let mut con = Scripted(|words: &[String]| match words[0].as_str() {
+            "HGET" => Value::BulkString(b"default".to_vec()),
+            "ZSCORE" => Value::Nil,
+            "SMEMBERS" => Value::Array(vec![Value::BulkString(b"rq:queue:default".to_vec())]),
+            "SCAN" => Value::Array(vec![
+                Value::BulkString(b"0".to_vec()),
+                Value::Array(vec![Value::BulkString(b"rq:failed:other".to_vec())]),
+            ]),
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        let found = registry
+            .lookup(&mut con, "j")
+            .await
+            .expect("scripted replies");
+        assert!(matches!(found, Lookup::NotFailed), "{found:?}");
     }
 }
