@@ -484,107 +484,136 @@ impl Executor {
         stamp: &Stamp<'_>,
         writer: Writer<'_>,
     ) -> redis::Cmd {
+        let batch: Vec<&Write> = members.iter().map(|&i| &writes[i]).collect();
+        let prologue = Prologue {
+            writer,
+            stamp,
+            first: batch[0],
+        };
+        match batch[0].kind {
+            WriteKind::Requeue { at_front, .. } => {
+                self.requeue_command(&batch, &prologue, at_front)
+            }
+            WriteKind::Purge => self.purge_command(&batch, &prologue),
+            WriteKind::MarkExhausted => self.mark_exhausted_command(&batch, &prologue),
+        }
+    }
+
+    /// `EVALSHA <script> <numkeys>` and the keys every script starts with: the gate's two and
+    /// the audit stream.
+    fn script_call(&self, script: &Script, numkeys: usize) -> redis::Cmd {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
-        let first = &writes[members[0]];
-        let now_text = stamp.now.as_str();
-        // The prologue's keys come first in every script (the gate's two and the audit
-        // stream); its arguments (the writer, then the audit entry's who, why, action, at and
-        // queue) follow the keys.
-        let gate_keys = [
+        cmd.arg(script.get_hash()).arg(numkeys).arg(&[
             keys.retryd_switches(),
             keys.retryd_lease(),
             keys.retryd_audit(),
-        ];
-        let prologue = |cmd: &mut redis::Cmd| {
-            cmd.arg(writer.arg())
-                .arg(stamp.by.who)
-                .arg(stamp.by.why(first))
-                .arg(first.kind.action())
-                .arg(&stamp.at)
-                .arg(&first.queue);
-        };
-        match first.kind {
-            WriteKind::Requeue { at_front, .. } => {
-                let queue_key = keys.queue(&first.origin);
-                cmd.arg(self.requeue.get_hash())
-                    .arg(members.len() * 4 + 6)
-                    .arg(&gate_keys)
-                    .arg(keys.failed(&first.queue))
-                    .arg(&queue_key)
-                    .arg(keys.queues_set());
-                for &i in members {
-                    let id = &writes[i].job_id;
-                    cmd.arg(keys.job(id))
-                        .arg(keys.dependents(id))
-                        .arg(keys.dependencies(id))
-                        .arg(keys.results(id));
-                }
-                prologue(&mut cmd);
-                cmd.arg(now_text)
-                    .arg(first.author.name())
-                    .arg(if at_front { "1" } else { "0" })
-                    .arg(&queue_key)
-                    .arg(&first.origin);
-                for &i in members {
-                    let w = &writes[i];
-                    let WriteKind::Requeue { attempt, .. } = w.kind else {
-                        unreachable!("grouped by kind")
-                    };
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts);
-                    match attempt {
-                        Some(a) => cmd.arg(a),
-                        None => cmd.arg(""),
-                    };
-                }
-            }
-            WriteKind::Purge => {
-                cmd.arg(self.purge.get_hash())
-                    .arg(members.len() * 7 + 3)
-                    .arg(&gate_keys);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(keys.failed(&w.queue))
-                        .arg(keys.job(&w.job_id))
-                        .arg(keys.dependents(&w.job_id))
-                        .arg(keys.dependencies(&w.job_id))
-                        .arg(keys.results(&w.job_id))
-                        .arg(keys.executions(&w.job_id))
-                        .arg(keys.registry(OtherRegistry::Started, &w.origin));
-                }
-                prologue(&mut cmd);
-                cmd.arg(keys.group_prefix()).arg(keys.execution_prefix());
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts);
-                }
-            }
-            WriteKind::MarkExhausted => {
-                cmd.arg(self.mark_exhausted.get_hash())
-                    .arg(members.len() * 2 + 3)
-                    .arg(&gate_keys);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
-                }
-                prologue(&mut cmd);
-                for &i in members {
-                    let w = &writes[i];
-                    cmd.arg(&w.job_id)
-                        .arg(&w.cas.origin)
-                        .arg(&w.cas.ended_at)
-                        .arg(&w.cas.attempts)
-                        .arg(w.author.name());
-                }
-            }
+        ]);
+        cmd
+    }
+
+    /// `requeue.lua` for jobs of one failed registry and one origin queue.
+    fn requeue_command(
+        &self,
+        batch: &[&Write],
+        prologue: &Prologue<'_>,
+        at_front: bool,
+    ) -> redis::Cmd {
+        let keys = &self.keys;
+        let first = prologue.first;
+        let queue_key = keys.queue(&first.origin);
+        let mut cmd = self.script_call(&self.requeue, batch.len() * 4 + 6);
+        cmd.arg(keys.failed(&first.queue))
+            .arg(&queue_key)
+            .arg(keys.queues_set());
+        for w in batch {
+            let id = &w.job_id;
+            cmd.arg(keys.job(id))
+                .arg(keys.dependents(id))
+                .arg(keys.dependencies(id))
+                .arg(keys.results(id));
+        }
+        prologue.add_to(&mut cmd);
+        cmd.arg(prologue.stamp.now.as_str())
+            .arg(first.author.name())
+            .arg(if at_front { "1" } else { "0" })
+            .arg(&queue_key)
+            .arg(&first.origin);
+        for w in batch {
+            let WriteKind::Requeue { attempt, .. } = w.kind else {
+                unreachable!("grouped by kind")
+            };
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts);
+            match attempt {
+                Some(a) => cmd.arg(a),
+                None => cmd.arg(""),
+            };
         }
         cmd
+    }
+
+    /// `purge.lua` for jobs of any failed registries.
+    fn purge_command(&self, batch: &[&Write], prologue: &Prologue<'_>) -> redis::Cmd {
+        let keys = &self.keys;
+        let mut cmd = self.script_call(&self.purge, batch.len() * 7 + 3);
+        for w in batch {
+            cmd.arg(keys.failed(&w.queue))
+                .arg(keys.job(&w.job_id))
+                .arg(keys.dependents(&w.job_id))
+                .arg(keys.dependencies(&w.job_id))
+                .arg(keys.results(&w.job_id))
+                .arg(keys.executions(&w.job_id))
+                .arg(keys.registry(OtherRegistry::Started, &w.origin));
+        }
+        prologue.add_to(&mut cmd);
+        cmd.arg(keys.group_prefix()).arg(keys.execution_prefix());
+        for w in batch {
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts);
+        }
+        cmd
+    }
+
+    /// `mark_exhausted.lua` for jobs of any failed registries.
+    fn mark_exhausted_command(&self, batch: &[&Write], prologue: &Prologue<'_>) -> redis::Cmd {
+        let keys = &self.keys;
+        let mut cmd = self.script_call(&self.mark_exhausted, batch.len() * 2 + 3);
+        for w in batch {
+            cmd.arg(keys.failed(&w.queue)).arg(keys.job(&w.job_id));
+        }
+        prologue.add_to(&mut cmd);
+        for w in batch {
+            cmd.arg(&w.job_id)
+                .arg(&w.cas.origin)
+                .arg(&w.cas.ended_at)
+                .arg(&w.cas.attempts)
+                .arg(w.author.name());
+        }
+        cmd
+    }
+}
+
+/// The arguments every script takes first, right after its keys: the writer (for the gate),
+/// then the audit entry's who, why, action, at and queue (of the call's first write).
+struct Prologue<'a> {
+    writer: Writer<'a>,
+    stamp: &'a Stamp<'a>,
+    first: &'a Write,
+}
+
+impl Prologue<'_> {
+    fn add_to(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.writer.arg())
+            .arg(self.stamp.by.who)
+            .arg(self.stamp.by.why(self.first))
+            .arg(self.first.kind.action())
+            .arg(&self.stamp.at)
+            .arg(&self.first.queue);
     }
 }
 
