@@ -21,7 +21,7 @@ use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
 use crate::rq::failure;
 use crate::rq::job::StreamFields;
-use crate::rq::{decode, DecodeOutcome, JobFacts, Lookup, StoredJob};
+use crate::rq::{decode, DecodeOutcome, JobFacts, Lookup, RegistryScan, StoredJob};
 use crate::state::Snapshot;
 
 /// Failure texts longer than this are cut to their last part in listings (the end holds the
@@ -511,20 +511,19 @@ pub async fn selected_queues(
         Some(q) => Ok(vec![q.to_string()]),
         None => {
             let everything = crate::glob::GlobList::new(&["*".to_string()]).expect("static glob");
-            let found = daemon
-                .found_registries
-                .lock()
-                .expect("registries lock")
-                .clone();
-            if found.is_empty() && daemon.index.as_of().is_none() {
-                // No scan of this instance has looked for failed registries yet (a standby).
-                return Ok(snap.registry.discover_queues(con, &everything).await?);
-            }
+            let found = &daemon.found_registries;
             // rq:queues now, plus the registries the daemon's scans found (they SCAN for
-            // them at most every few minutes): no request walks the keyspace.
-            let mut names = snap.registry.known_queues(con).await?;
-            names.extend(found);
-            Ok(crate::rq::registry::select_queues(names, &everything))
+            // them at most every few minutes): no request walks the keyspace, unless no scan
+            // of this instance has looked for failed registries yet (a standby).
+            let scan = if !found.scanned() && daemon.index.as_of().is_none() {
+                RegistryScan::Now
+            } else {
+                RegistryScan::Remembered(found)
+            };
+            Ok(snap
+                .registry
+                .discover_queues(con, &everything, scan)
+                .await?)
         }
     }
 }

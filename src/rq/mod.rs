@@ -13,4 +13,4 @@ pub use failure::Failure;
 pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads};
 pub use keys::Keys;
 pub use meta::{Meta, MetaValue};
-pub use registry::{Lookup, Registry, StoredJob};
+pub use registry::{FoundRegistries, Lookup, Registry, RegistryScan, StoredJob};

@@ -82,20 +82,33 @@ impl Registry {
         &self.keys
     }
 
-    /// Queue names from `rq:queues` and from every `rq:failed:*` key (SCAN, never KEYS),
-    /// filtered by the configured globs, sorted and deduplicated.
+    /// Queue names from `rq:queues` (read now) and from the `rq:failed:*` keys (SCAN, never
+    /// KEYS; now or remembered, as `scan` says), filtered by `filter`, sorted and deduplicated:
+    /// the one way every part of the daemon finds the queues and their failed registries.
     pub async fn discover_queues<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         filter: &GlobList,
+        scan: RegistryScan<'_>,
     ) -> RedisResult<Vec<String>> {
         let mut names = self.known_queues(con).await?;
-        names.extend(self.scan_failed_registries(con).await?);
+        match scan {
+            RegistryScan::Now => names.extend(self.scan_failed_registries(con).await?),
+            RegistryScan::Reuse { found, max_age } => match found.younger_than(max_age) {
+                Some(remembered) => names.extend(remembered),
+                None => {
+                    let scanned = self.scan_failed_registries(con).await?;
+                    names.extend(scanned.iter().cloned());
+                    found.remember(scanned);
+                }
+            },
+            RegistryScan::Remembered(found) => names.extend(found.remembered()),
+        }
         Ok(select_queues(names, filter))
     }
 
     /// The queues RQ registered in `rq:queues` (every enqueue adds its queue): one SMEMBERS.
-    pub async fn known_queues<C: ConnectionLike + Send>(
+    async fn known_queues<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
     ) -> RedisResult<Vec<String>> {
@@ -123,7 +136,7 @@ impl Registry {
     /// The queue of every `rq:failed:*` key, including registries whose queue left
     /// `rq:queues`. SCAN walks the whole keyspace (about a microsecond of Redis time per key),
     /// so callers that repeat it should not do so on every pass.
-    pub async fn scan_failed_registries<C: ConnectionLike + Send>(
+    async fn scan_failed_registries<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
     ) -> RedisResult<Vec<String>> {
@@ -594,7 +607,10 @@ impl Registry {
             }
         }
         let everything = GlobList::new(&["*".to_string()]).expect("static glob");
-        for queue in self.discover_queues(con, &everything).await? {
+        for queue in self
+            .discover_queues(con, &everything, RegistryScan::Now)
+            .await?
+        {
             let score: Option<f64> = redis::cmd("ZSCORE")
                 .arg(self.keys.failed(&queue))
                 .arg(job_id)
@@ -621,8 +637,61 @@ pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Where [`Registry::discover_queues`] takes the failed registries whose queue is not in
+/// `rq:queues` from. The SCAN that finds them walks the whole keyspace (at 200,000 failed jobs,
+/// about 400,000 keys), so only one-off lookups run it every time.
+#[derive(Debug, Clone, Copy)]
+pub enum RegistryScan<'a> {
+    /// A SCAN now, remembered nowhere (one job's lookup, the CLI).
+    Now,
+    /// The SCAN `found` remembers when it is younger than `max_age`; else a SCAN now, which
+    /// `found` then remembers (the scan loop).
+    Reuse {
+        found: &'a FoundRegistries,
+        max_age: std::time::Duration,
+    },
+    /// Only what `found` remembers, nothing when no SCAN ran yet (HTTP requests: none walks
+    /// the keyspace).
+    Remembered(&'a FoundRegistries),
+}
+
+/// The queues of the `rq:failed:*` keys the last registry SCAN found, and when it ran: one
+/// memory shared by the scan loop, which refreshes it at most every few minutes, and the HTTP
+/// handlers, which read it.
+#[derive(Debug, Default)]
+pub struct FoundRegistries(std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>);
+
+impl FoundRegistries {
+    /// Whether a SCAN has run (and so [`RegistryScan::Remembered`] knows something).
+    pub fn scanned(&self) -> bool {
+        self.0.lock().expect("found registries lock").is_some()
+    }
+
+    fn younger_than(&self, max_age: std::time::Duration) -> Option<Vec<String>> {
+        self.0
+            .lock()
+            .expect("found registries lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, found)| found.clone())
+    }
+
+    fn remembered(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("found registries lock")
+            .as_ref()
+            .map(|(_, found)| found.clone())
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, found: Vec<String>) {
+        *self.0.lock().expect("found registries lock") = Some((std::time::Instant::now(), found));
+    }
+}
+
 /// The names `filter` accepts, sorted and deduplicated.
-pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
+fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
     names.retain(|q| filter.is_match(q));
     names.sort();
     names.dedup();
@@ -856,5 +925,65 @@ mod tests {
             .await
             .expect("scripted replies");
         assert!(matches!(found, Lookup::NotFailed), "{found:?}");
+    }
+
+    /// `rq:queues` names `default`; the only failed registry is `gone`'s (its queue left
+    /// `rq:queues`). Counts the SCANs.
+    fn keyspace(scans: &std::sync::atomic::AtomicUsize) -> impl FnMut(&[String]) -> Value + '_ {
+        move |words: &[String]| match words[0].as_str() {
+            "SMEMBERS" => Value::Array(vec![Value::BulkString(b"rq:queue:default".to_vec())]),
+            "SCAN" => {
+                scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Value::Array(vec![
+                    Value::BulkString(b"0".to_vec()),
+                    Value::Array(vec![Value::BulkString(b"rq:failed:gone".to_vec())]),
+                ])
+            }
+            other => panic!("unexpected command {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scan_loop_scans_for_registries_once_per_interval_and_requests_never() {
+        let scans = std::sync::atomic::AtomicUsize::new(0);
+        let mut con = Scripted(keyspace(&scans));
+        let registry = Registry::new(Keys::new("rq"));
+        let all = GlobList::new(&["*".to_string()]).unwrap();
+        let found = FoundRegistries::default();
+        // A request before any scan loop pass: rq:queues only.
+        let remembered = RegistryScan::Remembered(&found);
+        let queues = registry
+            .discover_queues(&mut con, &all, remembered)
+            .await
+            .unwrap();
+        assert_eq!(queues, ["default"]);
+        assert!(!found.scanned());
+        let hour = std::time::Duration::from_secs(3600);
+        let reuse = RegistryScan::Reuse {
+            found: &found,
+            max_age: hour,
+        };
+        let mut con = Scripted(keyspace(&scans));
+        for _ in 0..2 {
+            let queues = registry
+                .discover_queues(&mut con, &all, reuse)
+                .await
+                .unwrap();
+            assert_eq!(queues, ["default", "gone"]);
+        }
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let remembered = RegistryScan::Remembered(&found);
+        let queues = registry
+            .discover_queues(&mut con, &all, remembered)
+            .await
+            .unwrap();
+        assert_eq!(queues, ["default", "gone"]);
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let now = registry
+            .discover_queues(&mut con, &all, RegistryScan::Now)
+            .await
+            .unwrap();
+        assert_eq!(now, ["default", "gone"]);
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
