@@ -208,7 +208,7 @@ impl Registry {
 
     /// One window of a failed registry by rank, lowest score first or (`newest_first`) highest
     /// first: (member, score) pairs, O(log N + count).
-    pub async fn failed_window<C: ConnectionLike + Send>(
+    async fn failed_window<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
@@ -535,7 +535,11 @@ impl Registry {
         let mut replies = replies.into_iter();
         let hash = replies.next().unwrap_or(Ok(Value::Nil));
         let newest_result = match replies.next() {
-            Some(Ok(v)) => newest_entry(v).ok().flatten().unwrap_or_default(),
+            Some(Ok(v)) => stream_entries(v)
+                .ok()
+                .and_then(|entries| entries.into_iter().next())
+                .map(|(_, fields)| fields)
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         if !matches!(replies.next(), Some(Ok(Value::Int(n))) if n != 0) {
@@ -741,9 +745,8 @@ fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
     }
 }
 
-/// The fields of the newest entry in an XREVRANGE reply.
 /// The entries of an XRANGE/XREVRANGE reply (stream id, fields), in reply order.
-pub fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
+fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
     let Value::Array(entries) = value else {
         return Err(format!("unexpected XREVRANGE reply {value:?}"));
     };
@@ -772,28 +775,6 @@ pub fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, Strin
         out.push((String::from_utf8_lossy(&id).into_owned(), pairs));
     }
     Ok(out)
-}
-
-pub fn newest_entry(value: Value) -> Result<Option<StreamFields>, String> {
-    let Value::Array(entries) = value else {
-        return Err(format!("unexpected XREVRANGE reply {value:?}"));
-    };
-    let Some(Value::Array(mut entry)) = entries.into_iter().next() else {
-        return Ok(None);
-    };
-    let fields = match entry.pop() {
-        Some(Value::Array(flat)) => flat,
-        Some(Value::Map(pairs)) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => return Err("malformed stream entry".into()),
-    };
-    let mut pairs = Vec::with_capacity(fields.len() / 2);
-    let mut it = fields.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
-            pairs.push((k, v));
-        }
-    }
-    Ok(Some(pairs))
 }
 
 fn bytes_of(value: Value) -> Option<Vec<u8>> {
@@ -985,5 +966,42 @@ mod tests {
             .unwrap();
         assert_eq!(now, ["default", "gone"]);
         assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// `read_job` of a job whose hash replies `hash` and whose key exists when `exists`; its
+    /// results stream holds one entry with an `exc_string`.
+    async fn read_any(hash: Value, exists: i64) -> StoredJob {
+        let mut con = Scripted(move |words: &[String]| match words[0].as_str() {
+            "HMGET" => hash.clone(),
+            "XREVRANGE" => Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("exc_string"), bulk("eJw=")]),
+            ])]),
+            "EXISTS" => Value::Int(exists),
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        registry
+            .read_job(&mut con, "j", &["status", "origin"])
+            .await
+            .expect("scripted replies")
+    }
+
+    #[tokio::test]
+    async fn any_job_is_read_with_its_newest_result_missing_or_not_a_hash() {
+        let hash = Value::Array(vec![bulk("finished"), Value::Nil]);
+        assert_eq!(
+            read_any(hash.clone(), 1).await,
+            StoredJob::Hash {
+                fields: vec![Some(b"finished".to_vec()), None],
+                newest_result: vec![(b"exc_string".to_vec(), b"eJw=".to_vec())],
+            }
+        );
+        assert_eq!(read_any(hash, 0).await, StoredJob::Missing);
+        assert_eq!(read_any(Value::Int(3), 1).await, StoredJob::NotAHash);
     }
 }
