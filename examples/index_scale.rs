@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use rq_retryd::glob::{ExceptionPattern, GlobList};
-use rq_retryd::index::{FailureIndex, Known, Observation, Order, Query, State};
+use rq_retryd::index::{FailureIndex, Known, Observation, Order, Selection, State};
 
 fn main() {
     let n: usize = std::env::args()
@@ -73,17 +73,17 @@ fn main() {
             ms[4], ms[8]
         );
     };
-    let all = Query::default();
-    let conn = Query {
+    let all = Selection::default();
+    let conn = Selection {
         exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
-        ..Query::default()
+        ..Selection::default()
     };
-    let mixed = Query {
+    let mixed = Selection {
         queue: Some("emails".into()),
         function: Some(GlobList::new(&["app.tasks.*".to_string()]).unwrap()),
         state: Some(State::Waiting),
         failed_after: Some(t0 + chrono::Duration::hours(2)),
-        ..Query::default()
+        ..Selection::default()
     };
     time("queue counts", &mut || index.queue_counts().len());
     time("first page, all queues, newest", &mut || {

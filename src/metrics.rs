@@ -114,212 +114,272 @@ impl Default for Metrics {
     }
 }
 
+/// Registers families on the one registry and hands back their handles; a name registered
+/// twice is a programming error, so registration panics rather than returning it.
+struct Families<'r>(&'r Registry);
+
+impl Families<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("register once");
+        metric
+    }
+
+    fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+}
+
+/// The per-queue gauges a full scan sets (`queue` label).
+struct QueueFamilies {
+    failed_jobs: IntGaugeVec,
+    waiting_jobs: IntGaugeVec,
+    exhausted_jobs: IntGaugeVec,
+    stopped_jobs: IntGaugeVec,
+    succeeded_jobs: IntGaugeVec,
+    oldest_failed_age: IntGaugeVec,
+    queued_jobs: IntGaugeVec,
+}
+
+impl QueueFamilies {
+    fn register(f: &Families) -> QueueFamilies {
+        let per_queue = |name: &str, help: &str| f.int_gauge_vec(name, help, &["queue"]);
+        QueueFamilies {
+            failed_jobs: per_queue(
+                "failed_jobs",
+                "Jobs in the failed registry, per queue (at the last scan).",
+            ),
+            waiting_jobs: per_queue(
+                "waiting_jobs",
+                "Failed jobs waiting for their backoff to end, per queue.",
+            ),
+            exhausted_jobs: per_queue(
+                "exhausted_jobs",
+                "Failed jobs whose max_attempts is used up, per queue.",
+            ),
+            stopped_jobs: per_queue(
+                "stopped_jobs",
+                "Failed jobs RQ marks stopped (an operator stopped them), never retried automatically, per queue.",
+            ),
+            succeeded_jobs: per_queue(
+                "succeeded_jobs",
+                "Failed jobs whose last run succeeded (RQ's results), never retried automatically, per queue.",
+            ),
+            oldest_failed_age: per_queue(
+                "oldest_failed_job_age_seconds",
+                "Age of the oldest failure in the failed registry, per queue.",
+            ),
+            queued_jobs: per_queue("queued_jobs", "Jobs waiting in the queue list, per queue."),
+        }
+    }
+}
+
+/// What the policies and the operators did to failed jobs: the writes, what was left alone
+/// and what was held back.
+struct ActionFamilies {
+    requeued: IntCounterVec,
+    purged: IntCounterVec,
+    failed_again: IntCounterVec,
+    skipped: IntCounterVec,
+    skipped_jobs: IntGaugeVec,
+    held_jobs: IntGaugeVec,
+}
+
+impl ActionFamilies {
+    fn register(f: &Families) -> ActionFamilies {
+        ActionFamilies {
+            requeued: f.int_counter_vec(
+                "requeued_total",
+                "Jobs requeued, by queue, policy and trigger (auto|manual).",
+                &["queue", "policy", "trigger"],
+            ),
+            purged: f.int_counter_vec(
+                "purged_total",
+                "Jobs purged, by queue, policy and trigger (auto|manual).",
+                &["queue", "policy", "trigger"],
+            ),
+            failed_again: f.int_counter_vec(
+                "retries_failed_again_total",
+                "Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
+                &["queue", "policy"],
+            ),
+            skipped: f.int_counter_vec(
+                "skipped_total",
+                "Failed jobs that became skipped without an action, by reason: each failure counted once per reason, not once per scan (rq_retryd_skipped_jobs is how many are skipped now).",
+                &["reason"],
+            ),
+            skipped_jobs: f.int_gauge_vec(
+                "skipped_jobs",
+                "Failed jobs skipped without an action at the last full scan, by reason.",
+                &["reason"],
+            ),
+            held_jobs: f.int_gauge_vec(
+                "held_jobs",
+                "Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
+                &["queue", "reason"],
+            ),
+        }
+    }
+}
+
+/// The scan loop's own health: passes, failures, duration, and when the last one ended.
+struct ScanFamilies {
+    scans: IntCounter,
+    scan_errors: IntCounter,
+    scan_duration: Histogram,
+    last_scan: Gauge,
+}
+
+impl ScanFamilies {
+    fn register(f: &Families) -> ScanFamilies {
+        let buckets = vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+        ];
+        let duration = HistogramOpts::new("scan_duration_seconds", "Duration of a full scan pass.");
+        ScanFamilies {
+            scans: f.int_counter("scans_total", "Completed scan passes."),
+            scan_errors: f.int_counter(
+                "scan_errors_total",
+                "Scan passes that failed (e.g. Redis unreachable).",
+            ),
+            scan_duration: f
+                .add(Histogram::with_opts(duration.buckets(buckets)).expect("valid metric")),
+            last_scan: f.add(
+                Gauge::new(
+                    "last_scan_timestamp_seconds",
+                    "Unix time of the last completed scan.",
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+}
+
+/// Where this instance stands: Redis reachable, paused, the lease held, open breakers.
+struct StateFamilies {
+    redis_up: IntGauge,
+    paused: IntGauge,
+    leader: IntGauge,
+    circuit_open: IntGaugeVec,
+}
+
+impl StateFamilies {
+    fn register(f: &Families) -> StateFamilies {
+        StateFamilies {
+            redis_up: f.int_gauge(
+                "redis_up",
+                "1 when the last Redis command succeeded, else 0.",
+            ),
+            paused: f.int_gauge(
+                "paused",
+                "1 while automatic actions are paused (on every instance sharing this Redis).",
+            ),
+            leader: f.int_gauge(
+                "leader",
+                "1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",
+            ),
+            circuit_open: f.int_gauge_vec(
+                "circuit_open",
+                "1 while a retry policy's circuit breaker holds its requeues back.",
+                &["policy"],
+            ),
+        }
+    }
+}
+
+/// `auth_failures_total`, with every reason at 0 from the start so that a rate alert sees a
+/// series before the first refusal.
+fn register_auth_failures(f: &Families) -> IntCounterVec {
+    let auth_failures = f.int_counter_vec(
+        "auth_failures_total",
+        "API requests refused for their token, by reason: missing, invalid, or limited (the client address is over its budget of failures and got 429).",
+        &["reason"],
+    );
+    for reason in AUTH_FAILURE_REASONS {
+        auth_failures.with_label_values(&[reason]).inc_by(0);
+    }
+    auth_failures
+}
+
+/// `reconciles_total`, both triggers at 0 from the start. See: issue 21, item 4.
+fn register_reconciles(f: &Families) -> IntCounterVec {
+    let reconciles = f.int_counter_vec(
+        "reconciles_total",
+        "Looks at one failed registry for jobs others removed (requeued or deleted by RQ, a dashboard, a script), by trigger: notification (a keyspace notification of a removal) or size_check (the registry's count changed against the index's).",
+        &["trigger"],
+    );
+    for trigger in ["notification", "size_check"] {
+        reconciles.with_label_values(&[trigger]).inc_by(0);
+    }
+    reconciles
+}
+
+/// `build_info`, set once: nothing changes it while the process lives.
+fn register_build_info(f: &Families) {
+    f.int_gauge_vec(
+        "build_info",
+        "Build information (crate version, git commit); always 1.",
+        &["version", "commit"],
+    )
+    // The commit is set by build.rs ("unknown" outside git).
+    .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RQ_RETRYD_GIT_COMMIT")])
+    .set(1);
+}
+
 impl Metrics {
+    /// A registry with every family registered once, in groups by what they describe.
     pub fn new() -> Metrics {
         let registry =
             Registry::new_custom(Some("rq_retryd".to_string()), None).expect("valid prefix");
-        let gauge_vec = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["queue"]).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("register once");
-            g
-        };
-        let failed_jobs = gauge_vec(
-            "failed_jobs",
-            "Jobs in the failed registry, per queue (at the last scan).",
-        );
-        let waiting_jobs = gauge_vec(
-            "waiting_jobs",
-            "Failed jobs waiting for their backoff to end, per queue.",
-        );
-        let exhausted_jobs = gauge_vec(
-            "exhausted_jobs",
-            "Failed jobs whose max_attempts is used up, per queue.",
-        );
-        let stopped_jobs = gauge_vec(
-            "stopped_jobs",
-            "Failed jobs RQ marks stopped (an operator stopped them), never retried automatically, per queue.",
-        );
-        let succeeded_jobs = gauge_vec(
-            "succeeded_jobs",
-            "Failed jobs whose last run succeeded (RQ's results), never retried automatically, per queue.",
-        );
-        let oldest_failed_age = gauge_vec(
-            "oldest_failed_job_age_seconds",
-            "Age of the oldest failure in the failed registry, per queue.",
-        );
-        let queued_jobs = gauge_vec("queued_jobs", "Jobs waiting in the queue list, per queue.");
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("register once");
-            c
-        };
-        let requeued = counter_vec(
-            "requeued_total",
-            "Jobs requeued, by queue, policy and trigger (auto|manual).",
-            &["queue", "policy", "trigger"],
-        );
-        let purged = counter_vec(
-            "purged_total",
-            "Jobs purged, by queue, policy and trigger (auto|manual).",
-            &["queue", "policy", "trigger"],
-        );
-        let skipped = counter_vec(
-            "skipped_total",
-            "Failed jobs that became skipped without an action, by reason: each failure counted once per reason, not once per scan (rq_retryd_skipped_jobs is how many are skipped now).",
-            &["reason"],
-        );
-        let skipped_jobs = IntGaugeVec::new(
-            Opts::new(
-                "skipped_jobs",
-                "Failed jobs skipped without an action at the last full scan, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(skipped_jobs.clone()))
-            .expect("register once");
-        let failed_again = counter_vec(
-            "retries_failed_again_total",
-            "Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
-            &["queue", "policy"],
-        );
-        let auth_failures = counter_vec(
-            "auth_failures_total",
-            "API requests refused for their token, by reason: missing, invalid, or limited (the client address is over its budget of failures and got 429).",
-            &["reason"],
-        );
-        for reason in AUTH_FAILURE_REASONS {
-            auth_failures.with_label_values(&[reason]).inc_by(0);
-        }
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("register once");
-            c
-        };
-        let scans = counter("scans_total", "Completed scan passes.");
-        let scan_errors = counter(
-            "scan_errors_total",
-            "Scan passes that failed (e.g. Redis unreachable).",
-        );
-        let scan_duration = Histogram::with_opts(
-            HistogramOpts::new("scan_duration_seconds", "Duration of a full scan pass.").buckets(
-                vec![
-                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                ],
-            ),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(scan_duration.clone()))
-            .expect("register once");
-        let last_scan = Gauge::new(
-            "last_scan_timestamp_seconds",
-            "Unix time of the last completed scan.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_scan.clone()))
-            .expect("register once");
-        let int_gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("register once");
-            g
-        };
-        let redis_up = int_gauge(
-            "redis_up",
-            "1 when the last Redis command succeeded, else 0.",
-        );
-        let paused = int_gauge(
-            "paused",
-            "1 while automatic actions are paused (on every instance sharing this Redis).",
-        );
-        let leader = int_gauge(
-            "leader",
-            "1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",
-        );
-        let circuit_open = IntGaugeVec::new(
-            Opts::new(
-                "circuit_open",
-                "1 while a retry policy's circuit breaker holds its requeues back.",
-            ),
-            &["policy"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(circuit_open.clone()))
-            .expect("register once");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "build_info",
-                "Build information (crate version, git commit); always 1.",
-            ),
-            &["version", "commit"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("register once");
-        build_info
-            // The commit is set by build.rs ("unknown" outside git).
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RQ_RETRYD_GIT_COMMIT")])
-            .set(1);
-        // See: issue 21, item 4.
-        let reconciles = counter_vec(
-            "reconciles_total",
-            "Looks at one failed registry for jobs others removed (requeued or deleted by RQ, a dashboard, a script), by trigger: notification (a keyspace notification of a removal) or size_check (the registry's count changed against the index's).",
-            &["trigger"],
-        );
-        for trigger in ["notification", "size_check"] {
-            reconciles.with_label_values(&[trigger]).inc_by(0);
-        }
-        let held_jobs = IntGaugeVec::new(
-            Opts::new(
-                "held_jobs",
-                "Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
-            ),
-            &["queue", "reason"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(held_jobs.clone()))
-            .expect("register once");
+        let f = Families(&registry);
+        let queue = QueueFamilies::register(&f);
+        let actions = ActionFamilies::register(&f);
+        let scan = ScanFamilies::register(&f);
+        let state = StateFamilies::register(&f);
+        let auth_failures = register_auth_failures(&f);
+        let reconciles = register_reconciles(&f);
+        register_build_info(&f);
         Metrics {
             registry,
-            failed_jobs,
-            waiting_jobs,
-            exhausted_jobs,
-            stopped_jobs,
-            succeeded_jobs,
-            oldest_failed_age,
-            queued_jobs,
-            requeued,
-            purged,
-            skipped,
-            skipped_jobs,
+            failed_jobs: queue.failed_jobs,
+            waiting_jobs: queue.waiting_jobs,
+            exhausted_jobs: queue.exhausted_jobs,
+            stopped_jobs: queue.stopped_jobs,
+            succeeded_jobs: queue.succeeded_jobs,
+            oldest_failed_age: queue.oldest_failed_age,
+            queued_jobs: queue.queued_jobs,
+            requeued: actions.requeued,
+            purged: actions.purged,
+            skipped: actions.skipped,
+            skipped_jobs: actions.skipped_jobs,
             skip_reasons: Mutex::new(HashSet::new()),
-            failed_again,
-            scans,
-            scan_errors,
-            scan_duration,
-            last_scan,
-            redis_up,
-            paused,
-            leader,
-            circuit_open,
+            failed_again: actions.failed_again,
+            scans: scan.scans,
+            scan_errors: scan.scan_errors,
+            scan_duration: scan.scan_duration,
+            last_scan: scan.last_scan,
+            redis_up: state.redis_up,
+            paused: state.paused,
+            leader: state.leader,
+            circuit_open: state.circuit_open,
             auth_failures,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
             reconciles,
-            held_jobs,
+            held_jobs: actions.held_jobs,
         }
     }
 
@@ -549,5 +609,129 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding never fails");
         String::from_utf8(buffer).expect("text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family of a fresh registry as `name type [labels] help`, one a line, sorted by name;
+    /// each vec is given one series first, since an empty vec is not exposed at all.
+    fn exposition_shape(m: &Metrics) -> String {
+        for vec in [
+            &m.failed_jobs,
+            &m.waiting_jobs,
+            &m.exhausted_jobs,
+            &m.stopped_jobs,
+            &m.succeeded_jobs,
+            &m.oldest_failed_age,
+            &m.queued_jobs,
+            &m.skipped_jobs,
+            &m.circuit_open,
+        ] {
+            vec.with_label_values(&["x"]).set(0);
+        }
+        m.held_jobs.with_label_values(&["x", "y"]).set(0);
+        for vec in [&m.requeued, &m.purged] {
+            vec.with_label_values(&["x", "y", "z"]).inc_by(0);
+        }
+        m.failed_again.with_label_values(&["x", "y"]).inc_by(0);
+        m.skipped.with_label_values(&["x"]).inc_by(0);
+        let mut lines: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|family| {
+                let labels: Vec<&str> = family.get_metric()[0]
+                    .get_label()
+                    .iter()
+                    .map(|l| l.name())
+                    .collect();
+                format!(
+                    "{} {:?} [{}] {}",
+                    family.name(),
+                    family.get_field_type(),
+                    labels.join(","),
+                    family.help()
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// The public contract of `/metrics` (docs/interface.md): names, types, label names and help
+    /// texts byte for byte. A change here is a change for every dashboard and alert.
+    /// See: issue 20 (registration split into named groups without changing a byte).
+    #[test]
+    fn a_fresh_registry_exposes_every_family_with_its_type_labels_and_help() {
+        let expected = [
+            "rq_retryd_auth_failures_total COUNTER [reason] API requests refused for their token, by reason: missing, invalid, or limited (the client address is over its budget of failures and got 429).",
+            "rq_retryd_build_info GAUGE [commit,version] Build information (crate version, git commit); always 1.",
+            "rq_retryd_circuit_open GAUGE [policy] 1 while a retry policy's circuit breaker holds its requeues back.",
+            "rq_retryd_exhausted_jobs GAUGE [queue] Failed jobs whose max_attempts is used up, per queue.",
+            "rq_retryd_failed_jobs GAUGE [queue] Jobs in the failed registry, per queue (at the last scan).",
+            "rq_retryd_held_jobs GAUGE [queue,reason] Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
+            "rq_retryd_last_scan_timestamp_seconds GAUGE [] Unix time of the last completed scan.",
+            "rq_retryd_leader GAUGE [] 1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",
+            "rq_retryd_oldest_failed_job_age_seconds GAUGE [queue] Age of the oldest failure in the failed registry, per queue.",
+            "rq_retryd_paused GAUGE [] 1 while automatic actions are paused (on every instance sharing this Redis).",
+            "rq_retryd_purged_total COUNTER [policy,queue,trigger] Jobs purged, by queue, policy and trigger (auto|manual).",
+            "rq_retryd_queued_jobs GAUGE [queue] Jobs waiting in the queue list, per queue.",
+            "rq_retryd_reconciles_total COUNTER [trigger] Looks at one failed registry for jobs others removed (requeued or deleted by RQ, a dashboard, a script), by trigger: notification (a keyspace notification of a removal) or size_check (the registry's count changed against the index's).",
+            "rq_retryd_redis_up GAUGE [] 1 when the last Redis command succeeded, else 0.",
+            "rq_retryd_requeued_total COUNTER [policy,queue,trigger] Jobs requeued, by queue, policy and trigger (auto|manual).",
+            "rq_retryd_retries_failed_again_total COUNTER [policy,queue] Automatic retries that failed again (seen as the next attempt or as exhaustion), by queue and policy.",
+            "rq_retryd_scan_duration_seconds HISTOGRAM [] Duration of a full scan pass.",
+            "rq_retryd_scan_errors_total COUNTER [] Scan passes that failed (e.g. Redis unreachable).",
+            "rq_retryd_scans_total COUNTER [] Completed scan passes.",
+            "rq_retryd_skipped_jobs GAUGE [reason] Failed jobs skipped without an action at the last full scan, by reason.",
+            "rq_retryd_skipped_total COUNTER [reason] Failed jobs that became skipped without an action, by reason: each failure counted once per reason, not once per scan (rq_retryd_skipped_jobs is how many are skipped now).",
+            "rq_retryd_stopped_jobs GAUGE [queue] Failed jobs RQ marks stopped (an operator stopped them), never retried automatically, per queue.",
+            "rq_retryd_succeeded_jobs GAUGE [queue] Failed jobs whose last run succeeded (RQ's results), never retried automatically, per queue.",
+            "rq_retryd_waiting_jobs GAUGE [queue] Failed jobs waiting for their backoff to end, per queue.",
+        ];
+        assert_eq!(exposition_shape(&Metrics::new()), expected.join("\n"));
+    }
+
+    /// Before any scan, what a scrape shows: the label values that read 0 from the start, the
+    /// scan histogram's buckets and `build_info` at 1.
+    #[test]
+    fn a_fresh_registry_shows_zero_series_the_histogram_buckets_and_build_info() {
+        let text = Metrics::new().render();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let build_info = format!(
+            "rq_retryd_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+            env!("RQ_RETRYD_GIT_COMMIT"),
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut expected = vec![
+            "rq_retryd_auth_failures_total{reason=\"invalid\"} 0",
+            "rq_retryd_auth_failures_total{reason=\"limited\"} 0",
+            "rq_retryd_auth_failures_total{reason=\"missing\"} 0",
+            build_info.as_str(),
+            "rq_retryd_last_scan_timestamp_seconds 0",
+            "rq_retryd_leader 0",
+            "rq_retryd_paused 0",
+            "rq_retryd_reconciles_total{trigger=\"notification\"} 0",
+            "rq_retryd_reconciles_total{trigger=\"size_check\"} 0",
+            "rq_retryd_redis_up 0",
+        ];
+        let buckets = [
+            "0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "+Inf",
+        ];
+        let bucket_lines: Vec<String> = buckets
+            .iter()
+            .map(|le| format!("rq_retryd_scan_duration_seconds_bucket{{le=\"{le}\"}} 0"))
+            .collect();
+        expected.extend(bucket_lines.iter().map(String::as_str));
+        expected.extend([
+            "rq_retryd_scan_duration_seconds_sum 0",
+            "rq_retryd_scan_duration_seconds_count 0",
+            "rq_retryd_scan_errors_total 0",
+            "rq_retryd_scans_total 0",
+        ]);
+        assert_eq!(series, expected);
     }
 }

@@ -225,15 +225,23 @@ async fn the_overview_shows_each_group_and_each_queue_with_its_counts() {
             "{group}"
         );
     }
-    // The next automatic action: the retry an hour after the failure (5 s ago, FailedJob's
-    // default), the purge a week after it.
-    for (group, delay) in [
-        ("default|app.sync.pull|ConnectionError", 3600),
-        ("default|app.billing.charge|ValueError", 7 * 86400),
+    // The next automatic action, in the column of its kind (issue 22, item 8): the retry an
+    // hour after the failure (5 s ago, FailedJob's default) under "Next retry", the purge a
+    // week after it under "Purge at"; the other column of each says "—".
+    for (group, field, other, delay) in [
+        ("default|app.sync.pull|ConnectionError", "next", "purge-at", 3600),
+        ("default|app.billing.charge|ValueError", "purge-at", "next", 7 * 86400),
     ] {
+        assert_eq!(
+            browser
+                .text(&format!("tr[data-group=\"{group}\"] [data-field={other}]"))
+                .await,
+            "—",
+            "{group}: {other}"
+        );
         let time = browser
             .find(&format!(
-                "tr[data-group=\"{group}\"] [data-field=next] time"
+                "tr[data-group=\"{group}\"] [data-field={field}] time"
             ))
             .await;
         let at = time.attr("datetime").await.unwrap().unwrap();
@@ -281,10 +289,14 @@ async fn the_overview_shows_each_group_and_each_queue_with_its_counts() {
             browser.text(&format!("{row} [data-field=waiting]")).await,
             waiting
         );
-        assert_eq!(
-            browser.text(&format!("{row} [data-field=exhausted]")).await,
-            "0"
-        );
+        // Every job here has a policy: none unmatched, none ignored (issue 22, item 8).
+        for field in ["exhausted", "unmatched", "ignored"] {
+            assert_eq!(
+                browser.text(&format!("{row} [data-field={field}]")).await,
+                "0",
+                "{queue}: {field}"
+            );
+        }
         assert_eq!(
             browser.text(&format!("{row} [data-field=queued]")).await,
             queued
@@ -522,9 +534,15 @@ token = "alice-s3cret"
     let second = Daemon::start(&config);
     second.wait_ready();
     let mut con = redis.conn();
+    // A job in backoff, whose next retry must not count down while automatic actions are
+    // paused (issue 22, item 8).
+    write_jobs(&mut con, "p", 1, "default", "app.sync.pull", "ConnectionError");
+    first.scan();
     let browser = Browser::start().await;
     browser.goto(&format!("{}/ui/", first.base_url())).await;
     sign_in(&browser, "alice-s3cret").await;
+    let next = "tr[data-group=\"default|app.sync.pull|ConnectionError\"] [data-field=next]";
+    browser.find(&format!("{next} time")).await;
     // See: issue 19: an operate token is named in the header and its buttons are enabled.
     browser
         .wait_for_text("#whoami", "ops-alice · operate")
@@ -547,9 +565,21 @@ token = "alice-s3cret"
         by.starts_with("ops-alice@"),
         "the audit names the token: {state}"
     );
+    browser
+        .wait_for_text(&format!("{next} [data-field=paused]"), "paused")
+        .await;
+    let counting = browser
+        .js(
+            "return document.querySelectorAll(arguments[0]).length",
+            vec![json!(format!("{next} time"))],
+        )
+        .await;
+    assert_eq!(counting, json!(0), "no countdown while paused");
+    assert!(browser.text("#supervisor-state").await.contains("nothing while paused"));
 
     browser.click("[data-action=resume]").await;
     browser.wait_for_text("#supervisor-badge", "Running").await;
+    browser.find(&format!("{next} time")).await;
     assert_eq!(
         second.get("/api/v1/supervisor").expect(200)["paused"],
         false
@@ -888,6 +918,11 @@ hold_when = { no_workers = true }
         .goto(&format!("{}/ui/jobs?state=held", daemon.base_url()))
         .await;
     browser.wait_for_text("[data-field=state]", "held").await;
+    // See: issue 20: retry-all and clear take every filter the listing takes, `state` too.
+    for css in ["[data-action=retry-group]", "[data-action=delete-group]"] {
+        let disabled = browser.find(css).await.prop("disabled").await.unwrap();
+        assert_eq!(disabled.as_deref(), Some("false"), "{css} is enabled");
+    }
 
     browser
         .goto(&format!("{}/ui/job?id=held-1", daemon.base_url()))
@@ -916,6 +951,87 @@ hold_when = { no_workers = true }
         vec!["held-1"],
         "an operator's retry goes to the origin"
     );
+    assert_eq!(page_errors(&browser).await, Vec::<String>::new());
+    browser.close().await;
+}
+
+/// See: issue 22, item 8: at 390 px (a phone during an on-call page) no page is wider than
+/// the screen, the nav and Sign out stay on the screen, and names in tables are never broken
+/// (a table too wide for its card scrolls inside it).
+#[tokio::test]
+async fn every_page_fits_a_phone_screen_with_its_nav_and_sign_out_on_it() {
+    const TOKEN: &str = "operator-0123456789abcdef";
+    let redis = RedisServer::start();
+    let mut config = DaemonConfig::new(&redis.url(), POLICIES);
+    config.auth_token = Some(TOKEN.into());
+    let daemon = Daemon::start_ready(&config);
+    let ids = write_jobs(
+        &mut redis.conn(),
+        "on-call",
+        2,
+        "notifications-high-priority",
+        "app.workers.notifications.deliver_push_notification",
+        "smtplib.SMTPServerDisconnected",
+    );
+    daemon.scan();
+    let browser = Browser::start().await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let base = format!("{}/ui/", daemon.base_url());
+    browser.goto(&base).await;
+    sign_in(&browser, TOKEN).await;
+    browser.wait_shown("#sign-out").await;
+    // Each page, and an element that shows its data has arrived.
+    let job_page = format!("job?id={}", ids[0]);
+    for (page, loaded) in [
+        ("", "tr[data-group]"),
+        ("jobs", "tr[data-job-id]"),
+        ("policies", "tr[data-policy]"),
+        ("audit", "#updated"),
+        (job_page.as_str(), "#explain-facts [data-field=policy]"),
+    ] {
+        browser.goto(&format!("{base}{page}")).await;
+        browser.find(loaded).await;
+        browser
+            .wait_until(&format!("/ui/{page} to load"), || async {
+                let stamp = browser.text("#updated").await;
+                if stamp.starts_with("updated") {
+                    Ok(())
+                } else {
+                    Err(format!("#updated is {stamp:?}"))
+                }
+            })
+            .await;
+        let fit = browser
+            .js(
+                "const inner = window.innerWidth; \
+                 const right = (css) => document.querySelector(css).getBoundingClientRect().right; \
+                 const links = [...document.querySelectorAll('.topbar nav a')]; \
+                 return { inner, page: document.documentElement.scrollWidth, \
+                   nav: right('.topbar nav'), signOut: right('#sign-out'), \
+                   brand: right('.brand'), links: links.length, \
+                   reachable: links.filter((a) => a.offsetParent !== null).length };",
+                vec![],
+            )
+            .await;
+        let inner = fit["inner"].as_f64().unwrap();
+        assert!(inner <= 400.0, "/ui/{page}: the window is {inner} px wide");
+        for part in ["page", "nav", "signOut", "brand"] {
+            let right = fit[part].as_f64().unwrap();
+            assert!(right <= inner, "/ui/{page}: {part} ends at {right} px of {inner}: {fit}");
+        }
+        assert_eq!(fit["links"], fit["reachable"], "/ui/{page}: {fit}");
+        assert_eq!(fit["links"], 5, "/ui/{page}: {fit}");
+        // A name in a table is one piece: an inline element broken across lines has more
+        // than one client rectangle.
+        let broken = browser
+            .js(
+                "return [...document.querySelectorAll('.table td code, .table td .exc')] \
+                   .filter((e) => e.getClientRects().length > 1).map((e) => e.textContent);",
+                vec![],
+            )
+            .await;
+        assert_eq!(broken, json!([]), "/ui/{page}: names broken across lines");
+    }
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }

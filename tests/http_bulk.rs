@@ -289,6 +289,195 @@ fn retry_all_and_clear_act_on_exactly_the_selection() {
     assert_eq!(manual("rq_retryd_purged_total", "other"), Some(2.0));
 }
 
+/// The ids the listing shows for `filters` (every page of them), sorted.
+fn listed(daemon: &Daemon, filters: &str) -> Vec<String> {
+    let page = daemon
+        .get(&format!("/api/v1/jobs/failed?limit=1000&{filters}"))
+        .expect(200);
+    sorted(ids_in(&page["jobs"]))
+}
+
+/// The ids a dry run names for `filters`, sorted.
+fn dry_run_ids(daemon: &Daemon, method: &str, path: &str, filters: &str) -> Vec<String> {
+    let body = daemon
+        .call(method, &format!("{path}?dry_run=true&{filters}"))
+        .expect(200);
+    assert_eq!(body["state"], "done", "{filters}: {body}");
+    assert_eq!(body["job_ids_truncated"], false, "{filters}: {body}");
+    let ids: Vec<String> = body["job_ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{filters}: no job_ids in {body}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(body["matched_count"], ids.len(), "{filters}: {body}");
+    sorted(ids)
+}
+
+#[test]
+fn bulk_takes_every_state_and_policy_the_listing_takes_and_selects_what_it_lists() {
+    // See: issue 20 (bulk lacked `policy` and `state`; the console disabled its buttons).
+    let (redis, daemon) = start(SLOW_POLICIES);
+    let mut con = redis.conn();
+    // a1, a2: slow-retry, waiting; a3, b3: drop-bad-input, waiting; b1, b2: unmatched;
+    // c: undecodable.
+    seed_selection(&mut con);
+    daemon.scan();
+    let before = snapshot(&mut con);
+
+    let states = [
+        "due",
+        "waiting",
+        "exhausted",
+        "unmatched",
+        "ignored",
+        "stopped",
+        "succeeded",
+        "held",
+    ];
+    let mut selections: Vec<String> = states.iter().map(|s| format!("state={s}")).collect();
+    selections.extend(
+        [
+            "policy=slow-retry",
+            "policy=drop-bad-input",
+            "policy=nosuch",
+            "policy=drop-bad-input&state=waiting&queue=emails",
+            "policy=slow-retry&state=unmatched",
+            "state=unmatched&exception=ConnectionError",
+        ]
+        .map(String::from),
+    );
+    for filters in &selections {
+        let shown = listed(&daemon, filters);
+        for (method, path) in [
+            ("POST", "/api/v1/jobs/failed/retry-all"),
+            ("DELETE", "/api/v1/jobs/failed/clear"),
+        ] {
+            assert_eq!(
+                dry_run_ids(&daemon, method, path, filters),
+                shown,
+                "{method} {path} with {filters} selects what the listing shows"
+            );
+        }
+    }
+    assert_eq!(
+        listed(&daemon, "state=waiting"),
+        strings(&["a1", "a2", "a3", "b3"])
+    );
+    assert_eq!(listed(&daemon, "state=unmatched"), strings(&["b1", "b2"]));
+    assert_eq!(listed(&daemon, "policy=slow-retry"), strings(&["a1", "a2"]));
+
+    // The listing shows undecodable jobs; a bulk action takes the filter and never touches
+    // them: it selects none and counts them as skipped.
+    assert_eq!(listed(&daemon, "state=undecodable"), strings(&["c"]));
+    let r = daemon
+        .delete("/api/v1/jobs/failed/clear?dry_run=true&state=undecodable")
+        .expect(200);
+    assert_eq!(
+        (r["matched_count"].clone(), r["skipped"].clone()),
+        (json!(0), json!(1)),
+        "{r}"
+    );
+    assert_eq!(snapshot(&mut con), before, "dry runs write nothing");
+}
+
+#[test]
+fn retry_all_and_clear_by_state_and_policy_touch_exactly_the_listed_jobs() {
+    // See: issue 20.
+    let (redis, daemon) = start(SLOW_POLICIES);
+    let mut con = redis.conn();
+    seed_selection(&mut con);
+    daemon.scan();
+
+    let shown = listed(&daemon, "state=unmatched");
+    assert_eq!(shown, strings(&["b1", "b2"]));
+    let r = daemon
+        .delete("/api/v1/jobs/failed/clear?state=unmatched")
+        .expect(200);
+    assert_eq!(r["deleted_count"], shown.len(), "{r}");
+    assert_eq!(r["matched_count"], shown.len(), "{r}");
+    for id in &shown {
+        assert!(!exists(&mut con, &format!("rq:job:{id}")), "{id} deleted");
+    }
+    for id in ["a1", "a2", "a3", "b3", "c"] {
+        assert!(exists(&mut con, &format!("rq:job:{id}")), "{id} stays");
+    }
+
+    let shown = listed(&daemon, "policy=slow-retry&state=waiting");
+    assert_eq!(shown, strings(&["a1", "a2"]));
+    let r = daemon
+        .post("/api/v1/jobs/failed/retry-all?policy=slow-retry&state=waiting")
+        .expect(200);
+    assert_eq!(r["requeued_count"], shown.len(), "{r}");
+    assert_eq!(sorted(queue_ids(&mut con, "default")), shown);
+    assert!(in_failed(&mut con, "default", "a3"), "drop-bad-input stays");
+    assert!(in_failed(&mut con, "emails", "b3"), "drop-bad-input stays");
+
+    // The audit says what was selected.
+    let audit = daemon.get("/api/v1/audit").expect(200).to_string();
+    assert!(
+        audit.contains("clear?state=unmatched"),
+        "the audit names the selection: {audit}"
+    );
+    assert!(
+        audit.contains("retry-all?policy=slow-retry&state=waiting"),
+        "the audit names the selection: {audit}"
+    );
+}
+
+#[test]
+fn a_misspelt_or_unknown_bulk_filter_is_refused_and_nothing_is_touched() {
+    // See: issues 19 and 20: a filter dropped on the way selects everything.
+    let (redis, daemon) = start(SLOW_POLICIES);
+    let mut con = redis.conn();
+    seed_selection(&mut con);
+    daemon.scan();
+    let before = snapshot(&mut con);
+    for (method, path, code) in [
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?stat=due",
+            "unknown_parameter",
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear?State=waiting",
+            "unknown_parameter",
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear?polcy=slow-retry",
+            "unknown_parameter",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?policies=slow-retry",
+            "unknown_parameter",
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear?state=sleepy",
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?state=",
+            "invalid_query",
+        ),
+        (
+            "DELETE",
+            "/api/v1/jobs/failed/clear?policy=",
+            "invalid_policy",
+        ),
+    ] {
+        daemon.call(method, path).expect_error(400, code);
+        // The listing refuses the same.
+        let listing = path.replace("/retry-all", "").replace("/clear", "");
+        daemon.get(&listing).expect_error(400, code);
+    }
+    assert_eq!(snapshot(&mut con), before, "nothing touched");
+}
+
 #[test]
 fn a_bulk_action_with_wait_ms_0_answers_202_and_its_task_reaches_done() {
     let redis = RedisServer::start();

@@ -35,6 +35,14 @@ const RQ = (() => {
     return node;
   }
 
+  /**
+   * A dotted name (function, exception type) that may wrap after a `.` but never inside a
+   * word: `<wbr>` adds a break opportunity and no text.
+   */
+  function dotted(text) {
+    return String(text).split(/(?<=\.)/).flatMap((part, i) => (i ? [h("wbr", {}), part] : [part]));
+  }
+
   /** Replaces the children of `node`. */
   function fill(node, ...children) {
     node.replaceChildren();
@@ -568,7 +576,7 @@ const RQ = (() => {
   });
 
   return {
-    $, h, fill, enc, fmt, plural, when, jobLink, call, get, ApiError, describe, unchanged,
+    $, h, dotted, fill, enc, fmt, plural, when, jobLink, call, get, ApiError, describe, unchanged,
     on, start, act, confirmThen, bulk, retryJob, deleteJob,
     get reload() { return reload; },
   };

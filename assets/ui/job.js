@@ -66,7 +66,7 @@
       e.requeue_to ? fact("Requeue to", "requeue-to", h("code", {}, e.requeue_to)) : null,
       fact("Next retry", "next-retry", e.next_retry_at ? when(e.next_retry_at) : none("none")),
       e.purge_at ? fact("Purge at", "purge-at", when(e.purge_at)) : null,
-      fact("Function", "function", e.function ? h("code", {}, e.function) : none("unknown")),
+      fact("Function", "function", e.function ? h("code", {}, RQ.dotted(e.function)) : none("unknown")),
       fact("Exception", "exception", e.exception_type ?? none("unknown")),
       fact("Failed", "failed-at", when(e.failed_at),
         e.failed_at_from === "failed_registry" ? none(" (no ended_at: when RQ moved it to the failed registry)") : ""),

@@ -5,10 +5,11 @@
 (() => {
   const { $, h, fill, fmt, plural, when, get, jobLink } = RQ;
 
-  /** The listing's filters, named as the API names them; passed through as they are. */
+  /**
+   * The listing's filters, named as the API names them; passed through as they are. Every one
+   * but the order is a filter of the selection, which retry-all and clear take too (issue 20).
+   */
   const FILTERS = ["queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
-  /** What retry-all and clear take when their OpenAPI entries cannot be read. */
-  const BULK_FILTERS = ["queue", "function", "exception", "failed_after", "failed_before"];
   /** Parameters that shape the page, not the selection. */
   const PAGING = ["order", "limit", "offset"];
 
@@ -33,58 +34,19 @@
   }
 
   let total = null;
-  /** The filters the listing, and both retry-all and clear, declare (null until known). */
-  let listFilters = null;
-  let bulkFilters = null;
 
-  /**
-   * Which filters this daemon's API takes, from its OpenAPI document (which needs no token):
-   * an older daemon ignores a query parameter it does not know, and a bulk action must never
-   * select more than the page shows because a filter was silently dropped.
-   */
-  async function loadCapabilities() {
-    try {
-      const response = await fetch(new URL("../api/v1/openapi.json", document.baseURI), { cache: "no-store" });
-      const doc = await response.json();
-      const names = (path, method) => new Set((((doc.paths[path] || {})[method] || {}).parameters || []).map((p) => p.name));
-      const list = names("/api/v1/jobs/failed", "get");
-      const retry = names("/api/v1/jobs/failed/retry-all", "post");
-      const clear = names("/api/v1/jobs/failed/clear", "delete");
-      listFilters = FILTERS.filter((f) => list.has(f));
-      bulkFilters = FILTERS.filter((f) => !PAGING.includes(f) && retry.has(f) && clear.has(f));
-    } catch (_) {
-      listFilters = FILTERS;
-      bulkFilters = BULK_FILTERS;
-    }
-  }
-
-  /** The selection for retry-all / clear, and the filters in use that they do not take. */
+  /** The selection for retry-all / clear: the listing's filters, less the page's shape. */
   function selection() {
     const chosen = {};
-    const unsupported = [];
     for (const [name, value] of Object.entries(filters)) {
-      if (PAGING.includes(name)) continue;
-      if (bulkFilters.includes(name)) chosen[name] = value;
-      else unsupported.push(name);
+      if (!PAGING.includes(name)) chosen[name] = value;
     }
-    return { chosen, unsupported };
+    return chosen;
   }
 
   function renderSelection() {
     const buttons = document.querySelectorAll("[data-action=retry-group], [data-action=delete-group]");
-    if (!bulkFilters) {
-      buttons.forEach((b) => { b.disabled = true; });
-      return;
-    }
-    const { unsupported } = selection();
-    const ignored = Object.keys(filters).filter((f) => f !== "order" && !listFilters.includes(f));
-    const notes = [];
-    if (ignored.length) notes.push(`This daemon's listing does not take the filter ${ignored.join(", ")}: the list shows jobs it would have left out.`);
-    if (unsupported.length) notes.push(`retry-all and clear do not take the filter ${unsupported.join(", ")}: narrow the selection with ${bulkFilters.join(", ")} to act on it.`);
-    const note = $("#selection-note");
-    note.hidden = !notes.length;
-    fill(note, notes.map((text, i) => [i ? h("br") : null, text]));
-    buttons.forEach((b) => { b.disabled = unsupported.length > 0 || !total; });
+    buttons.forEach((b) => { b.disabled = !total; });
   }
 
   /** The last line of a traceback, for the list (the exception and its message). */
@@ -148,8 +110,7 @@
 
   function bulkAction(kind) {
     return () => {
-      const { chosen } = selection();
-      RQ.bulk(kind, chosen, { label: "the selection", expected: total, after: loadList });
+      RQ.bulk(kind, selection(), { label: "the selection", expected: total, after: loadList });
     };
   }
 
@@ -160,7 +121,7 @@
   RQ.on("delete-group", bulkAction("delete"));
 
   RQ.start({
-    load: () => Promise.all([loadCapabilities(), loadList()]).then(renderSelection),
+    load: loadList,
     sources: [loadList],
   });
 })();

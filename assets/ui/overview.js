@@ -7,6 +7,8 @@
   let stats = null;
   let supervisor = null;
   let groupsAnswer = null;
+  /** Each policy's action (retry, purge, ignore) by name, to tell a retry from a purge. */
+  let actions = new Map();
 
   const loadStats = async () => {
     stats = await get("jobs/stats");
@@ -14,13 +16,30 @@
   };
   const loadSupervisor = async () => {
     supervisor = await get("supervisor");
-    if (!RQ.unchanged("supervisor", supervisor)) {
-      renderSupervisor();
-      renderQueues();
-    }
+    if (!RQ.unchanged("supervisor", supervisor)) supervisorChanged();
+  };
+  /** Paused or not also decides whether the groups' next actions count down. */
+  const supervisorChanged = () => {
+    renderSupervisor();
+    renderQueues();
+    if (groupsAnswer) renderGroups(groupsAnswer);
+  };
+  /**
+   * The policies' actions, read once with the page's first load (a live tick sends one
+   * request): they change only with a reload of the config, which a page load picks up.
+   */
+  let policiesRead = null;
+  const loadPolicies = () => {
+    policiesRead = policiesRead || get("policies").then((answer) => {
+      actions = new Map((answer.policies || []).map((p) => [p.name, p.action]));
+    }, () => {
+      policiesRead = null; // asked again next time; meanwhile every next action shows as a retry
+    });
+    return policiesRead;
   };
   const loadGroups = async () => {
-    groupsAnswer = await get("jobs/failed/groups");
+    const [answer] = await Promise.all([get("jobs/failed/groups"), loadPolicies()]);
+    groupsAnswer = answer;
     if (!RQ.unchanged("groups", groupsAnswer)) {
       renderGroups(groupsAnswer);
       renderQueues();
@@ -60,9 +79,21 @@
     return { of: () => ({}), note: "waiting and exhausted come with the first scan" };
   }
 
+  /** Unmatched and ignored jobs per queue, summed over the groups' by_state. */
+  function leftAlone() {
+    const sums = {};
+    for (const g of (groupsAnswer && groupsAnswer.groups) || []) {
+      const sum = sums[g.queue] || (sums[g.queue] = { unmatched: 0, ignored: 0 });
+      sum.unmatched += (g.by_state && g.by_state.unmatched) || 0;
+      sum.ignored += (g.by_state && g.by_state.ignored) || 0;
+    }
+    return (q) => (groupsAnswer ? sums[q] || { unmatched: 0, ignored: 0 } : {});
+  }
+
   function renderQueues() {
     if (!stats) return;
     const { of, note } = backlog();
+    const alone = leftAlone();
     const names = Object.keys(stats.queues || {}).sort();
     fill($("#queues tbody"), names.map((queue) => {
       const s = stats.queues[queue];
@@ -72,6 +103,8 @@
         number("failed", s.failed),
         number("waiting", b.waiting),
         number("exhausted", b.exhausted),
+        number("unmatched", alone(queue).unmatched),
+        number("ignored", alone(queue).ignored),
         number("queued", s.queued));
     }));
     $("#queues-empty").hidden = names.length > 0;
@@ -102,7 +135,9 @@
       fact("Last scan", scan
         ? [when(scan.finished_at), ` · ${fmt(report.duration_ms)} ms · ${fmt(report.scanned)} scanned, ${fmt(report.requeued)} requeued, ${fmt(report.purged)} purged`]
         : "none yet"),
-      fact("Next due", report.next_due_at ? when(report.next_due_at) : h("span", { class: "muted" }, "nothing waiting")),
+      fact("Next due", !report.next_due_at ? h("span", { class: "muted" }, "nothing waiting")
+        : s.paused ? h("span", { class: "warn-text", title: report.next_due_at }, "nothing while paused")
+        : when(report.next_due_at)),
       fact("Circuit breakers", circuits.length
         ? h("ul", { class: "plain" }, circuits.map((c) => h("li", { "data-circuit": c.policy },
           h("strong", {}, c.policy), " open until ", when(c.until),
@@ -134,6 +169,26 @@
     return h("div", { class: "muted small", "data-field": "states" }, entries.map(([state, n]) => `${fmt(n)} ${state}`).join(" · "));
   }
 
+  /**
+   * The "Next retry" and "Purge at" cells: the group's next automatic action goes into the
+   * column of its policy's action; the by_state summary follows it. While automatic actions
+   * are paused nothing is due, so no time counts down: the cell says paused (time on hover).
+   */
+  function nextActions(g, next) {
+    const purge = actions.get(g.policy) === "purge";
+    const paused = !!(supervisor && supervisor.paused);
+    const at = (shown) => {
+      if (!shown || !next) return h("span", { class: "muted" }, "—");
+      if (!paused) return when(next);
+      const date = new Date(next);
+      return h("span", { class: "badge warn", "data-field": "paused", title: `paused; due ${date.toLocaleString()} (${next}) once resumed` }, "paused");
+    };
+    return [
+      h("td", { "data-field": "next" }, at(!purge), purge ? null : states(g)),
+      h("td", { "data-field": "purge-at" }, at(purge), purge ? states(g) : null),
+    ];
+  }
+
   /** Where the answer comes from, for the note. */
   const SOURCES = { index: "from the failure index", redis: "read from Redis" };
 
@@ -157,11 +212,11 @@
         h("td", {}, h("code", {}, g.func_name ?? "—")),
         h("td", {}, h("span", { class: "exc" }, g.exc_type ?? "—")),
         number("count", g.count),
-        h("td", {}, when(g.oldest_failed_at ?? g.first_failed_at)),
-        h("td", {}, when(g.newest_failed_at ?? g.last_failed_at)),
+        h("td", { "data-field": "failed" }, when(g.newest_failed_at ?? g.last_failed_at),
+          h("div", { class: "muted small nowrap" }, "first ", when(g.oldest_failed_at ?? g.first_failed_at))),
         h("td", { "data-field": "policy", title: policies.map(([p, n]) => `${p}: ${n}`).join("\n") || null },
           policy, policies.length > 1 ? h("span", { class: "muted" }, ` +${policies.length - 1} more`) : ""),
-        h("td", { "data-field": "next" }, next ? when(next) : h("span", { class: "muted" }, "—"), states(g)),
+        ...nextActions(g, next),
         h("td", { class: "row-actions" },
           h("a", { href: `jobs?${filter}`, class: "button small" }, "Jobs"),
           h("button", { type: "button", class: "small", "data-action": "retry-group", disabled: !!why, title: why || "Retry this group, after a preview" }, "Retry…"),
@@ -192,14 +247,14 @@
     const { body } = await call("POST", "supervisor/pause");
     supervisor = body;
     RQ.unchanged("supervisor", body);
-    renderSupervisor();
+    supervisorChanged();
     return "Automatic actions are paused on every instance sharing this Redis. Manual actions still work.";
   }));
   RQ.on("resume", () => RQ.act("Resume all instances", async () => {
     const { body } = await call("POST", "supervisor/resume");
     supervisor = body;
     RQ.unchanged("supervisor", body);
-    renderSupervisor();
+    supervisorChanged();
     return "Automatic actions are running again on every instance.";
   }));
   RQ.on("scan", () => RQ.act("Scan now", async () => {

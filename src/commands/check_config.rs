@@ -1,101 +1,124 @@
 //! `check-config`: the effective configuration and the policy table.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use crate::config::{ApiToken, Config, TokenSource};
+use crate::config::{
+    ApiToken, Config, HttpSettings, LoggingSettings, ProxyIdentity, SupervisorSettings, TokenSource,
+};
 use crate::policy::{Action, Policy};
 
 /// Renders the effective configuration (secrets redacted) and the policies in evaluation order.
 pub fn render_config(c: &Config) -> String {
     let mut out = String::new();
-    let d = |v: std::time::Duration| humantime::format_duration(v).to_string();
     let _ = writeln!(out, "config: {} (valid)", c.source);
-    let rows: Vec<(&str, String)> = vec![
+    let sections = [
+        redis_rows(c),
+        supervisor_rows(&c.supervisor),
+        http_rows(&c.http),
+        logging_rows(&c.logging),
+    ];
+    for (key, value) in sections.concat() {
+        let _ = writeln!(out, "{key:<36} {value}");
+    }
+    render_policies(&mut out, &c.policies);
+    out
+}
+
+/// A key of the effective configuration and its value as shown.
+type Row = (&'static str, String);
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn redis_rows(c: &Config) -> Vec<Row> {
+    let sentinel = c.redis.sentinel.as_ref().map_or("none".to_string(), |s| {
+        format!("master {:?} via {}", s.master_name, s.addresses.join(", "))
+    });
+    vec![
         ("redis.url", c.redacted_redis_url()),
         ("redis.key_prefix", c.redis.key_prefix.clone()),
-        (
-            "redis.sentinel",
-            c.redis.sentinel.as_ref().map_or("none".to_string(), |s| {
-                format!("master {:?} via {}", s.master_name, s.addresses.join(", "))
-            }),
-        ),
-        ("supervisor.scan_interval", d(c.supervisor.scan_interval)),
-        ("supervisor.batch_size", c.supervisor.batch_size.to_string()),
-        (
-            "supervisor.queues",
-            c.supervisor.queues.patterns().join(", "),
-        ),
-        ("supervisor.dry_run", c.supervisor.dry_run.to_string()),
+        ("redis.sentinel", sentinel),
+    ]
+}
+
+fn supervisor_rows(s: &SupervisorSettings) -> Vec<Row> {
+    vec![
+        ("supervisor.scan_interval", duration(s.scan_interval)),
+        ("supervisor.batch_size", s.batch_size.to_string()),
+        ("supervisor.queues", s.queues.patterns().join(", ")),
+        ("supervisor.dry_run", s.dry_run.to_string()),
         (
             "supervisor.max_requeues_per_second",
-            c.supervisor.max_requeues_per_second.to_string(),
+            s.max_requeues_per_second.to_string(),
         ),
-        ("http.listen", c.http.listen.to_string()),
-        ("http.auth", describe_tokens(&c.http.tokens)),
+    ]
+}
+
+fn http_rows(h: &HttpSettings) -> Vec<Row> {
+    vec![
+        ("http.listen", h.listen.to_string()),
+        ("http.auth", describe_tokens(&h.tokens)),
         (
             "http.allowed_hosts",
-            listed(
-                &c.http.allowed_hosts,
-                "none (local names and addresses only)",
-            ),
+            listed(&h.allowed_hosts, "none (local names and addresses only)"),
         ),
         (
             "http.allowed_origins",
-            listed(&c.http.allowed_origins, "none (the daemon's own only)"),
+            listed(&h.allowed_origins, "none (the daemon's own only)"),
         ),
-        (
-            "http.session_ttl",
-            humantime::format_duration(c.http.session_ttl).to_string(),
-        ),
+        ("http.session_ttl", duration(h.session_ttl)),
         (
             "http.proxy_identity",
-            c.http
-                .proxy_identity
+            h.proxy_identity
                 .as_ref()
-                .map_or("none".to_string(), |p| {
-                    let proxies: Vec<String> = p
-                        .trusted_proxies
-                        .iter()
-                        .map(|n| format!("{}/{}", n.addr, n.prefix))
-                        .collect();
-                    format!("header {} from {}", p.header, proxies.join(", "))
-                }),
+                .map_or("none".to_string(), describe_proxy_identity),
         ),
-        ("logging.level", c.logging.level.clone()),
-        (
-            "logging.format",
-            format!("{:?}", c.logging.format).to_lowercase(),
-        ),
-        (
-            "logging.directory",
-            c.logging
-                .directory
-                .as_ref()
-                .map_or("(stderr)".to_string(), |p| {
-                    format!(
-                        "{} (rotation {:?}, max_files {})",
-                        p.display(),
-                        c.logging.rotation,
-                        c.logging.max_files
-                    )
-                    .to_lowercase()
-                }),
-        ),
-    ];
-    for (key, value) in rows {
-        let _ = writeln!(out, "{key:<36} {value}");
-    }
+    ]
+}
+
+/// The header a trusted proxy names the user in, and the proxies trusted.
+fn describe_proxy_identity(p: &ProxyIdentity) -> String {
+    let proxies: Vec<String> = p
+        .trusted_proxies
+        .iter()
+        .map(|n| format!("{}/{}", n.addr, n.prefix))
+        .collect();
+    format!("header {} from {}", p.header, proxies.join(", "))
+}
+
+fn logging_rows(l: &LoggingSettings) -> Vec<Row> {
+    let directory = l.directory.as_ref().map_or("(stderr)".to_string(), |p| {
+        format!(
+            "{} (rotation {:?}, max_files {})",
+            p.display(),
+            l.rotation,
+            l.max_files
+        )
+        .to_lowercase()
+    });
+    vec![
+        ("logging.level", l.level.clone()),
+        ("logging.format", format!("{:?}", l.format).to_lowercase()),
+        ("logging.directory", directory),
+    ]
+}
+
+/// The policy table: each policy's number, name and action kind, what it matches and what it
+/// then does.
+fn render_policies(out: &mut String, policies: &[Policy]) {
     let _ = writeln!(
         out,
         "\npolicies (evaluated in order; the first that matches decides):"
     );
-    if c.policies.is_empty() {
+    if policies.is_empty() {
         let _ = writeln!(
             out,
             "  (none: every failed job is unmatched and left alone)"
         );
     }
-    for (i, p) in c.policies.iter().enumerate() {
+    for (i, p) in policies.iter().enumerate() {
         let _ = writeln!(
             out,
             "  {}. {:<24} {:<7} match: {}",
@@ -112,7 +135,6 @@ pub fn render_config(c: &Config) -> String {
             describe_action(p)
         );
     }
-    out
 }
 
 /// A list as `a, b`, or `empty` when it has nothing.

@@ -197,86 +197,95 @@ fn usage(arg: &Arg) -> Vec<Inline> {
 /// EXIT STATUS, ENVIRONMENT, FILES, SIGNALS and SEE ALSO: what docs/interface.md fixes, with
 /// the exit codes and the system config path taken from the code that uses them.
 fn reference_sections(roff: &mut Roff) {
-    let definitions = |roff: &mut Roff, title: &str, items: &[(&str, String)]| {
-        roff.control("SH", [title]);
-        for (term, text) in items {
-            roff.control("TP", []);
-            roff.text([bold(*term)]);
-            roff.text([roman(text.as_str())]);
-        }
-    };
+    exit_status_section(roff);
+    environment_section(roff);
+    files_section(roff);
+    signals_section(roff);
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([roman(
+        "systemctl(1), systemd.service(5); rq-retryd.service and rq-retryd@.service.",
+    )]);
+}
+
+/// A section of terms, each in bold with its text below.
+fn definitions(roff: &mut Roff, title: &str, items: &[(&str, &str)]) {
+    roff.control("SH", [title]);
+    for (term, text) in items {
+        roff.control("TP", []);
+        roff.text([bold(*term)]);
+        roff.text([roman(*text)]);
+    }
+}
+
+fn exit_status_section(roff: &mut Roff) {
     definitions(
         roff,
         "EXIT STATUS",
         &[
-            ("0", "Success.".into()),
+            ("0", "Success."),
             (
                 &EXIT_RUNTIME.to_string(),
-                "Runtime failure, e.g. Redis unreachable (or older than 6.2) for once or explain."
-                    .into(),
+                "Runtime failure, e.g. Redis unreachable (or older than 6.2) for once or explain.",
             ),
             (
                 &EXIT_CONFIG.to_string(),
                 "Invalid configuration or usage, reported as FILE:LINE:COL before anything \
-                 starts."
-                    .into(),
+                 starts.",
             ),
             (
                 &EXIT_REFUSED.to_string(),
                 "once: the pass completed but Redis refused some writes (a key of the wrong \
                  type, say); those jobs were left exactly as they were, and the summary still \
-                 prints."
-                    .into(),
+                 prints.",
             ),
         ],
+    );
+}
+
+fn environment_section(roff: &mut Roff) {
+    let config = format!(
+        "Config file when --config is not given; without either, {SYSTEM_CONFIG} \
+         is read when it exists, else the embedded defaults."
     );
     definitions(
         roff,
         "ENVIRONMENT",
         &[
-            (
-                "RQ_RETRYD_CONFIG",
-                format!(
-                    "Config file when --config is not given; without either, {SYSTEM_CONFIG} \
-                     is read when it exists, else the embedded defaults."
-                ),
-            ),
+            ("RQ_RETRYD_CONFIG", &config),
             (
                 "RQ_RETRYD_REDIS_URL",
-                "Overrides redis.url (keeps a password out of the file).".into(),
+                "Overrides redis.url (keeps a password out of the file).",
             ),
-            ("RQ_RETRYD_HTTP_LISTEN", "Overrides http.listen.".into()),
-            (
-                "RQ_RETRYD_AUTH_TOKEN",
-                "Overrides the HTTP API token.".into(),
-            ),
-            (
-                "RUST_LOG",
-                "A tracing filter that overrides logging.level.".into(),
-            ),
+            ("RQ_RETRYD_HTTP_LISTEN", "Overrides http.listen."),
+            ("RQ_RETRYD_AUTH_TOKEN", "Overrides the HTTP API token."),
+            ("RUST_LOG", "A tracing filter that overrides logging.level."),
         ],
     );
+}
+
+fn files_section(roff: &mut Roff) {
     definitions(
         roff,
         "FILES",
         &[
             (
                 SYSTEM_CONFIG,
-                "The configuration (mode 0640; the Debian package installs it as a conffile)."
-                    .into(),
+                "The configuration (mode 0640; the Debian package installs it as a conffile).",
             ),
             (
                 "/etc/rq-retryd/INSTANCE.toml",
                 "The configuration of rq-retryd@INSTANCE.service, the template unit for one \
-                 rq-retryd per RQ deployment; each needs its own http.listen port."
-                    .into(),
+                 rq-retryd per RQ deployment; each needs its own http.listen port.",
             ),
             (
                 "/usr/share/doc/rq-retryd/",
-                "README.md (configuration reference, HTTP API, metrics) and examples/.".into(),
+                "README.md (configuration reference, HTTP API, metrics) and examples/.",
             ),
         ],
     );
+}
+
+fn signals_section(roff: &mut Roff) {
     definitions(
         roff,
         "SIGNALS",
@@ -284,19 +293,14 @@ fn reference_sections(roff: &mut Roff) {
             (
                 "SIGHUP",
                 "Reload the config file; an invalid one is logged and the running \
-                 configuration stays."
-                    .into(),
+                 configuration stays.",
             ),
             (
                 "SIGTERM, SIGINT",
-                "Finish the batch in flight, drain HTTP requests, exit 0.".into(),
+                "Finish the batch in flight, drain HTTP requests, exit 0.",
             ),
         ],
     );
-    roff.control("SH", ["SEE ALSO"]);
-    roff.text([roman(
-        "systemctl(1), systemd.service(5); rq-retryd.service and rq-retryd@.service.",
-    )]);
 }
 
 #[cfg(test)]

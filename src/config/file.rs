@@ -68,7 +68,7 @@ pub(super) struct HttpSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenSection {
     pub name: Spanned<String>,
-    pub role: Spanned<super::tokens::Role>,
+    pub role: Spanned<super::role::Role>,
     pub token: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
 }

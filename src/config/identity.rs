@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
-use super::tokens::Role;
+use super::role::Role;
 use crate::glob::GlobList;
 
 /// How long a browser session lasts when `http.session_ttl` is not set.

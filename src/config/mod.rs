@@ -9,6 +9,8 @@ mod file;
 mod hosts;
 mod identity;
 mod platform_url;
+mod policies;
+mod role;
 mod tokens;
 
 use std::fmt;
@@ -21,18 +23,14 @@ pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
 pub use hosts::{AllowedHost, Host, Origin, Scheme};
 pub use identity::{Network, ProxyIdentity, DEFAULT_SESSION_TTL};
+pub use role::Role;
 pub use tokens::{
-    read_token_file_from_disk, ApiToken, Role, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
+    read_token_file_from_disk, ApiToken, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
 };
 
-use crate::glob::{ExceptionPattern, GlobList};
-use crate::policy::{
-    Action, Backoff, BreakerSpec, HoldWhen, Matcher, MetaPattern, OnExhausted, Policy, RetrySpec,
-};
-use file::{
-    ActionKind, BackoffSection, BreakerSection, FileConfig, HoldWhenSection, OnExhaustedKind,
-    PolicySection, StrategyKind,
-};
+use crate::glob::GlobList;
+use crate::policy::Policy;
+use file::{FileConfig, HttpSection, LoggingSection, RedisSection, SupervisorSection};
 
 /// The configuration that runs when no file is found; also shipped as `config/default.toml`.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -262,13 +260,16 @@ pub fn parse_with(
         problems: vec![locator.problem(e.span(), e.message().trim().to_string())],
     })?;
     let mut problems = Vec::new();
-    let config = build(file, source, env, read_file, &locator, &mut problems);
-    match config {
-        Some(config) if problems.is_empty() => Ok(config),
-        _ => Err(ConfigError {
+    let mut err =
+        |span: Option<Range<usize>>, message: String| problems.push(locator.problem(span, message));
+    let config = build(&file, source, env, read_file, &mut err);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError {
             source: source.to_string(),
             problems,
-        }),
+        })
     }
 }
 
@@ -423,55 +424,72 @@ fn inline_key<'l>(before: &'l str, after: &'l str) -> Option<&'l str> {
     }
 }
 
-fn build(
-    file: FileConfig,
-    source: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
-    loc: &Locator<'_>,
-    problems: &mut Vec<ConfigProblem>,
-) -> Option<Config> {
-    let mut err =
-        |span: Option<Range<usize>>, message: String| problems.push(loc.problem(span, message));
+/// The environment as the parser sees it: a lookup that tests can replace.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-    // [redis]
-    // RQ_RETRYD_REDIS_URL > the file's url > the platform's REDIS_URL (Heroku, Render, Dokku
-    // and compose files set it) > local Redis.
-    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let (url, url_span, url_env) = match (set("RQ_RETRYD_REDIS_URL"), &file.redis.url) {
-        (Some(v), _) => (v, None, "RQ_RETRYD_REDIS_URL"),
-        (None, Some(s)) => (s.get_ref().clone(), Some(s.span()), "RQ_RETRYD_REDIS_URL"),
-        (None, None) => match set("REDIS_URL") {
-            Some(v) => (v, None, "REDIS_URL"),
-            None => (
-                "redis://127.0.0.1:6379/0".to_string(),
-                None,
-                "RQ_RETRYD_REDIS_URL",
-            ),
-        },
-    };
-    let url = match platform_url::translate(&url) {
-        Ok(url) => {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                let message = format!(
-                    "invalid Redis URL: {}",
-                    e.detail().unwrap_or(&e.to_string())
-                );
-                report_at(&mut err, url_span, message, url_env);
-            }
-            url
+/// How the parser reads a token file: a function that tests can replace.
+type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// The configuration from the file's sections, built one section after the other (redis,
+/// supervisor, http, logging, policies) so that problems are always reported in that order;
+/// every problem goes to `err`.
+fn build(
+    file: &FileConfig,
+    source: &str,
+    env: Env<'_>,
+    read_file: ReadFile<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Config {
+    Config {
+        source: source.to_string(),
+        redis: build_redis(&file.redis, env, err),
+        supervisor: build_supervisor(&file.supervisor, err),
+        http: build_http(&file.http, env, read_file, err),
+        logging: build_logging(&file.logging, err),
+        policies: policies::build_policies(&file.policies, err),
+        secrets_in_file: secrets_in_file(file),
+    }
+}
+
+/// An environment variable that is set to something besides white space.
+fn env_set(env: Env<'_>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+/// A value that the file or the environment gives: where a problem with it is reported (the
+/// file's span, or else the env variable named).
+struct Overridable {
+    value: String,
+    span: Option<Range<usize>>,
+    env_name: &'static str,
+}
+
+impl Overridable {
+    fn new(value: String, span: Option<Range<usize>>, env_name: &'static str) -> Overridable {
+        Overridable {
+            value,
+            span,
+            env_name,
         }
-        Err(message) => {
-            report_at(&mut err, url_span, message, url_env);
-            url
-        }
-    };
-    let key_prefix = file
-        .redis
+    }
+
+    fn report(&self, err: &mut impl FnMut(Option<Range<usize>>, String), message: String) {
+        report_at(err, self.span.clone(), message, self.env_name);
+    }
+}
+
+/// `[redis]`: the URL, the key prefix, the TLS files and Sentinel.
+fn build_redis(
+    r: &RedisSection,
+    env: Env<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> RedisSettings {
+    let url = redis_url(r.url.as_ref(), env, err);
+    let key_prefix = r
         .key_prefix
         .as_ref()
         .map_or("rq".to_string(), |p| p.get_ref().clone());
-    if let Some(p) = &file.redis.key_prefix {
+    if let Some(p) = &r.key_prefix {
         if p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace) {
             err(
                 Some(p.span()),
@@ -479,20 +497,75 @@ fn build(
             );
         }
     }
+    check_tls_files(r, &url, err);
+    let sentinel = build_sentinel(r.sentinel_master.as_ref(), r.sentinels.as_ref(), err);
+    if r.tls_cert_file.is_some() != r.tls_key_file.is_some() {
+        let span = r.tls_cert_file.as_ref().or(r.tls_key_file.as_ref());
+        err(
+            span.map(|f| f.span()),
+            "tls_cert_file and tls_key_file go together (mutual TLS needs both)".into(),
+        );
+    }
     let tls_path =
         |field: &Option<toml::Spanned<String>>| field.as_ref().map(|p| PathBuf::from(p.get_ref()));
-    let (tls_ca_file, tls_cert_file, tls_key_file) = (
-        tls_path(&file.redis.tls_ca_file),
-        tls_path(&file.redis.tls_cert_file),
-        tls_path(&file.redis.tls_key_file),
-    );
-    for field in [
-        &file.redis.tls_ca_file,
-        &file.redis.tls_cert_file,
-        &file.redis.tls_key_file,
-    ]
-    .into_iter()
-    .flatten()
+    RedisSettings {
+        url,
+        key_prefix,
+        tls_ca_file: tls_path(&r.tls_ca_file),
+        tls_cert_file: tls_path(&r.tls_cert_file),
+        tls_key_file: tls_path(&r.tls_key_file),
+        sentinel,
+    }
+}
+
+/// The Redis URL: RQ_RETRYD_REDIS_URL > the file's url > the platform's REDIS_URL (Heroku,
+/// Render, Dokku and compose files set it) > local Redis; a platform's URL is translated.
+fn redis_url(
+    file_url: Option<&toml::Spanned<String>>,
+    env: Env<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> String {
+    let url = match (env_set(env, "RQ_RETRYD_REDIS_URL"), file_url) {
+        (Some(v), _) => Overridable::new(v, None, "RQ_RETRYD_REDIS_URL"),
+        (None, Some(s)) => {
+            Overridable::new(s.get_ref().clone(), Some(s.span()), "RQ_RETRYD_REDIS_URL")
+        }
+        (None, None) => match env_set(env, "REDIS_URL") {
+            Some(v) => Overridable::new(v, None, "REDIS_URL"),
+            None => Overridable::new(
+                "redis://127.0.0.1:6379/0".to_string(),
+                None,
+                "RQ_RETRYD_REDIS_URL",
+            ),
+        },
+    };
+    match platform_url::translate(&url.value) {
+        Ok(translated) => {
+            if let Err(e) = redis::Client::open(translated.as_str()) {
+                let message = format!(
+                    "invalid Redis URL: {}",
+                    e.detail().unwrap_or(&e.to_string())
+                );
+                url.report(err, message);
+            }
+            translated
+        }
+        Err(message) => {
+            url.report(err, message);
+            url.value
+        }
+    }
+}
+
+/// Each TLS file needs a `rediss://` URL and must be readable.
+fn check_tls_files(
+    r: &RedisSection,
+    url: &str,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) {
+    for field in [&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file]
+        .into_iter()
+        .flatten()
     {
         if !url.starts_with("rediss://") {
             err(Some(field.span()), "TLS files need a rediss:// url".into());
@@ -503,7 +576,15 @@ fn build(
             );
         }
     }
-    let sentinel = match (&file.redis.sentinel_master, &file.redis.sentinels) {
+}
+
+/// `sentinel_master` and `sentinels` go together; each address is `host:port`.
+fn build_sentinel(
+    master: Option<&toml::Spanned<String>>,
+    sentinels: Option<&toml::Spanned<Vec<String>>>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<SentinelSettings> {
+    match (master, sentinels) {
         (None, None) => None,
         (Some(name), Some(addresses)) => {
             if name.get_ref().trim().is_empty() {
@@ -545,22 +626,14 @@ fn build(
             );
             None
         }
-    };
-    if tls_cert_file.is_some() != tls_key_file.is_some() {
-        let span = file
-            .redis
-            .tls_cert_file
-            .as_ref()
-            .or(file.redis.tls_key_file.as_ref())
-            .map(|f| f.span());
-        err(
-            span,
-            "tls_cert_file and tls_key_file go together (mutual TLS needs both)".into(),
-        );
     }
+}
 
-    // [supervisor]
-    let sup = &file.supervisor;
+/// `[supervisor]`: the scan's pace and reach, and leader election.
+fn build_supervisor(
+    sup: &SupervisorSection,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> SupervisorSettings {
     let scan_interval = sup
         .scan_interval
         .as_ref()
@@ -586,88 +659,139 @@ fn build(
             );
         }
     }
-    let batch_size = positive(&sup.batch_size, 500, 100_000, "batch_size", &mut err);
+    let batch_size = positive(&sup.batch_size, 500, 100_000, "batch_size", err);
     let max_rps = positive(
         &sup.max_requeues_per_second,
         500,
         1_000_000,
         "max_requeues_per_second",
-        &mut err,
+        err,
     );
-    let queue_patterns = sup
-        .queues
-        .as_ref()
-        .map_or(vec!["*".to_string()], |q| q.get_ref().clone());
-    let queues = match GlobList::new(&queue_patterns) {
+    SupervisorSettings {
+        scan_interval,
+        batch_size: batch_size as usize,
+        queues: supervised_queues(sup.queues.as_ref(), err),
+        dry_run: sup.dry_run.unwrap_or(false),
+        max_requeues_per_second: max_rps as u32,
+        leader_election: sup.leader_election.unwrap_or(true),
+        lease_ttl,
+    }
+}
+
+/// `supervisor.queues`: globs over queue names, all of them when not given; never empty.
+fn supervised_queues(
+    queues: Option<&toml::Spanned<Vec<String>>>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> GlobList {
+    let patterns = queues.map_or(vec!["*".to_string()], |q| q.get_ref().clone());
+    let globs = match GlobList::new(&patterns) {
         Ok(g) => g,
         Err(e) => {
-            err(sup.queues.as_ref().map(|q| q.span()), e);
+            err(queues.map(|q| q.span()), e);
             GlobList::new(&["*".to_string()]).expect("static glob")
         }
     };
-    if queue_patterns.is_empty() {
+    if patterns.is_empty() {
         err(
-            sup.queues.as_ref().map(|q| q.span()),
+            queues.map(|q| q.span()),
             "queues is empty: nothing would be supervised (use [\"*\"] for all)".into(),
         );
     }
+    globs
+}
 
-    // [http]
-    // RQ_RETRYD_HTTP_LISTEN > the file's listen > the platform's PORT (on every address, as a
-    // platform's router must reach it; a token is then required like any non-loopback listen)
-    // > 127.0.0.1:9732.
-    let (listen_text, listen_span, listen_env) =
-        match (set("RQ_RETRYD_HTTP_LISTEN"), &file.http.listen) {
-            (Some(v), _) => (v, None, "RQ_RETRYD_HTTP_LISTEN"),
-            (None, Some(l)) => (l.get_ref().clone(), Some(l.span()), "RQ_RETRYD_HTTP_LISTEN"),
-            (None, None) => match set("PORT") {
-                Some(port) => (platform_url::listen_on_port(&port), None, "PORT"),
-                None => ("127.0.0.1:9732".to_string(), None, "RQ_RETRYD_HTTP_LISTEN"),
-            },
-        };
-    let listen: SocketAddr = match listen_text.parse() {
-        Ok(a) => a,
-        Err(_) => {
-            let message = format!(
-                "invalid listen address {listen_text:?}; expected HOST:PORT such as 127.0.0.1:9732"
-            );
-            report_at(&mut err, listen_span.clone(), message, listen_env);
-            "127.0.0.1:9732".parse().expect("static address")
-        }
-    };
+/// `[http]`: where the API listens and who may call it.
+fn build_http(
+    http: &HttpSection,
+    env: Env<'_>,
+    read_file: ReadFile<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> HttpSettings {
+    let (listen, listen_given) = listen_address(http.listen.as_ref(), env, err);
     let auth_token = env("RQ_RETRYD_AUTH_TOKEN")
         .filter(|t| !t.is_empty())
-        .or(file.http.auth_token.as_ref().map(|t| t.get_ref().clone()));
-    let auth_token_file = file
-        .http
-        .auth_token_file
-        .as_ref()
-        .map(|f| PathBuf::from(f.get_ref()));
-    let (tokens, any_token) = tokens::build_tokens(&file.http, listen, env, read_file, &mut err);
-    let session_ttl = identity::session_ttl(file.http.session_ttl.as_ref(), &mut err);
-    let proxy_identity =
-        identity::build_proxy_identity(file.http.proxy_identity.as_ref(), &mut err);
-    if !listen.ip().is_loopback() && !any_token && file.http.proxy_identity.is_none() {
+        .or(http.auth_token.as_ref().map(|t| t.get_ref().clone()));
+    let (tokens, any_token) = tokens::build_tokens(http, listen, env, read_file, err);
+    let session_ttl = identity::session_ttl(http.session_ttl.as_ref(), err);
+    let proxy_identity = identity::build_proxy_identity(http.proxy_identity.as_ref(), err);
+    if !listen.ip().is_loopback() && !any_token && http.proxy_identity.is_none() {
         let message = format!(
             "listening on non-loopback address {listen} requires auth_token, auth_token_file, [[http.tokens]], [http.proxy_identity] or RQ_RETRYD_AUTH_TOKEN"
         );
-        report_at(&mut err, listen_span, message, listen_env);
+        listen_given.report(err, message);
     }
-    let mut allowed_hosts = each_entry(&file.http.allowed_hosts, AllowedHost::parse, &mut err);
-    // The names a platform's router sends (`myapp.onrender.com`), for a config without a file.
-    for entry in set("RQ_RETRYD_ALLOWED_HOSTS")
+    HttpSettings {
+        listen,
+        auth_token,
+        auth_token_file: http
+            .auth_token_file
+            .as_ref()
+            .map(|f| PathBuf::from(f.get_ref())),
+        tokens,
+        allowed_hosts: allowed_hosts(http, env, err),
+        allowed_origins: each_entry(&http.allowed_origins, Origin::parse, err),
+        session_ttl,
+        proxy_identity,
+    }
+}
+
+/// The listen address, and where it was given: RQ_RETRYD_HTTP_LISTEN > the file's listen >
+/// the platform's PORT (on every address, as a platform's router must reach it; a token is
+/// then required like any non-loopback listen) > 127.0.0.1:9732.
+fn listen_address(
+    file_listen: Option<&toml::Spanned<String>>,
+    env: Env<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> (SocketAddr, Overridable) {
+    let text = match (env_set(env, "RQ_RETRYD_HTTP_LISTEN"), file_listen) {
+        (Some(v), _) => Overridable::new(v, None, "RQ_RETRYD_HTTP_LISTEN"),
+        (None, Some(l)) => {
+            Overridable::new(l.get_ref().clone(), Some(l.span()), "RQ_RETRYD_HTTP_LISTEN")
+        }
+        (None, None) => match env_set(env, "PORT") {
+            Some(port) => Overridable::new(platform_url::listen_on_port(&port), None, "PORT"),
+            None => Overridable::new("127.0.0.1:9732".to_string(), None, "RQ_RETRYD_HTTP_LISTEN"),
+        },
+    };
+    let listen = match text.value.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            let message = format!(
+                "invalid listen address {:?}; expected HOST:PORT such as 127.0.0.1:9732",
+                text.value
+            );
+            text.report(err, message);
+            "127.0.0.1:9732".parse().expect("static address")
+        }
+    };
+    (listen, text)
+}
+
+/// `http.allowed_hosts`, then the names a platform's router sends (`myapp.onrender.com`) in
+/// RQ_RETRYD_ALLOWED_HOSTS, for a config without a file.
+fn allowed_hosts(
+    http: &HttpSection,
+    env: Env<'_>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Vec<AllowedHost> {
+    let mut hosts = each_entry(&http.allowed_hosts, AllowedHost::parse, err);
+    for entry in env_set(env, "RQ_RETRYD_ALLOWED_HOSTS")
         .iter()
         .flat_map(|v| v.split(','))
     {
         match AllowedHost::parse(entry.trim()) {
-            Ok(host) => allowed_hosts.push(host),
+            Ok(host) => hosts.push(host),
             Err(message) => err(None, format!("env RQ_RETRYD_ALLOWED_HOSTS: {message}")),
         }
     }
-    let allowed_origins = each_entry(&file.http.allowed_origins, Origin::parse, &mut err);
+    hosts
+}
 
-    // [logging]
-    let lg = &file.logging;
+/// `[logging]`: the level or filter, the format, and the files.
+fn build_logging(
+    lg: &LoggingSection,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> LoggingSettings {
     let level = lg
         .level
         .as_ref()
@@ -677,72 +801,27 @@ fn build(
             err(Some(l.span()), format!("invalid log level or filter: {e}"));
         }
     }
-    let max_files = positive(&lg.max_files, 7, 10_000, "max_files", &mut err) as usize;
-
-    // [[policy]]
-    let mut policies = Vec::with_capacity(file.policies.len());
-    let mut names = std::collections::HashSet::new();
-    for section in &file.policies {
-        if !names.insert(section.name.get_ref().clone()) {
-            err(
-                Some(section.name.span()),
-                format!("duplicate policy name {:?}", section.name.get_ref()),
-            );
-        }
-        if let Some(policy) = build_policy(section, &mut err) {
-            policies.push(policy);
-        }
+    LoggingSettings {
+        level,
+        format: lg.format.unwrap_or_default(),
+        directory: lg.directory.as_ref().map(PathBuf::from),
+        rotation: lg.rotation.unwrap_or_default(),
+        max_files: positive(&lg.max_files, 7, 10_000, "max_files", err) as usize,
     }
+}
 
-    let mut secrets_in_file = Vec::new();
+/// What secrets the file itself holds, for the warning about a file others can read.
+fn secrets_in_file(file: &FileConfig) -> Vec<&'static str> {
+    let mut secrets = Vec::new();
     if file.http.auth_token.is_some() || file.http.tokens.iter().any(|t| t.token.is_some()) {
-        secrets_in_file.push("an API token");
+        secrets.push("an API token");
     }
     if let Some(url) = &file.redis.url {
         if redact_url(url.get_ref()) != *url.get_ref() {
-            secrets_in_file.push("a Redis URL with a password");
+            secrets.push("a Redis URL with a password");
         }
     }
-
-    Some(Config {
-        source: source.to_string(),
-        redis: RedisSettings {
-            url,
-            key_prefix,
-            tls_ca_file,
-            tls_cert_file,
-            tls_key_file,
-            sentinel,
-        },
-        supervisor: SupervisorSettings {
-            scan_interval,
-            batch_size: batch_size as usize,
-            queues,
-            dry_run: sup.dry_run.unwrap_or(false),
-            max_requeues_per_second: max_rps as u32,
-            leader_election: sup.leader_election.unwrap_or(true),
-            lease_ttl,
-        },
-        http: HttpSettings {
-            listen,
-            auth_token,
-            auth_token_file,
-            tokens,
-            allowed_hosts,
-            allowed_origins,
-            session_ttl,
-            proxy_identity,
-        },
-        logging: LoggingSettings {
-            level,
-            format: lg.format.unwrap_or_default(),
-            directory: lg.directory.as_ref().map(PathBuf::from),
-            rotation: lg.rotation.unwrap_or_default(),
-            max_files,
-        },
-        policies,
-        secrets_in_file,
-    })
+    secrets
 }
 
 /// Parses each entry of a list with `parse`, reporting every entry it refuses at its place.
@@ -794,485 +873,6 @@ fn positive(
             default
         }
     }
-}
-
-fn build_policy(
-    s: &PolicySection,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<Policy> {
-    let mut ok = true;
-    let name = s.name.get_ref().trim().to_string();
-    if name.is_empty() {
-        err(Some(s.name.span()), "policy name cannot be empty".into());
-        ok = false;
-    }
-    if name == MANUAL {
-        err(
-            Some(s.name.span()),
-            format!("policy name {MANUAL:?} is reserved: it names operators' manual actions in the metrics, the audit and retryd_policy"),
-        );
-        ok = false;
-    }
-    let mut globs = |field: &Option<toml::Spanned<Vec<String>>>, what: &str| -> Option<GlobList> {
-        let list = field.as_ref()?;
-        if list.get_ref().is_empty() {
-            err(
-                Some(list.span()),
-                format!(
-                    "{what} is an empty list, which would match nothing; leave it out to match all"
-                ),
-            );
-            ok = false;
-            return None;
-        }
-        match GlobList::new(list.get_ref()) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                err(Some(list.span()), e);
-                ok = false;
-                None
-            }
-        }
-    };
-    let queues = globs(&s.queues, "queues");
-    let functions = globs(&s.functions, "functions");
-    let exceptions = match &s.exceptions {
-        None => None,
-        Some(list) if list.get_ref().is_empty() => {
-            err(
-                Some(list.span()),
-                "exceptions is an empty list, which would match nothing; leave it out to match all"
-                    .into(),
-            );
-            ok = false;
-            None
-        }
-        Some(list) => match list
-            .get_ref()
-            .iter()
-            .map(|p| ExceptionPattern::new(p))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(v) => Some(v),
-            Err(e) => {
-                err(Some(list.span()), e);
-                ok = false;
-                None
-            }
-        },
-    };
-    let error_pattern = match &s.error_pattern {
-        None => None,
-        Some(p) => match regex::RegexBuilder::new(p.get_ref())
-            .size_limit(10 << 20)
-            .build()
-        {
-            Ok(r) => Some(r),
-            Err(e) => {
-                err(
-                    Some(p.span()),
-                    format!("invalid regex: {}", one_line(&e.to_string())),
-                );
-                ok = false;
-                None
-            }
-        },
-    };
-
-    let action_kind = s
-        .action
-        .as_ref()
-        .map_or(ActionKind::Retry, |a| *a.get_ref());
-    let not_for = |field: &str, kind: &str| {
-        format!("{field} has no effect with action = \"{kind}\"; remove it")
-    };
-    let kind_name = match action_kind {
-        ActionKind::Retry => "retry",
-        ActionKind::Purge => "purge",
-        ActionKind::Ignore => "ignore",
-    };
-    if action_kind != ActionKind::Retry {
-        let retry_only: [(&str, Option<Range<usize>>); 8] = [
-            ("max_attempts", s.max_attempts.as_ref().map(|v| v.span())),
-            ("backoff", s.backoff.as_ref().map(|v| v.span())),
-            ("at_front", s.at_front.as_ref().map(|v| v.span())),
-            ("on_exhausted", s.on_exhausted.as_ref().map(|v| v.span())),
-            (
-                "circuit_breaker",
-                s.circuit_breaker.as_ref().map(|v| v.span()),
-            ),
-            ("max_age", s.max_age.as_ref().map(|v| v.span())),
-            ("requeue_to", s.requeue_to.as_ref().map(|v| v.span())),
-            ("hold_when", s.hold_when.as_ref().map(|v| v.span())),
-        ];
-        for (field, span) in retry_only {
-            if let Some(span) = span {
-                err(Some(span), not_for(field, kind_name));
-                ok = false;
-            }
-        }
-    }
-    if action_kind != ActionKind::Purge {
-        if let Some(p) = &s.purge_after {
-            err(Some(p.span()), not_for("purge_after", kind_name));
-            ok = false;
-        }
-    }
-    let action = match action_kind {
-        ActionKind::Ignore => Action::Ignore,
-        ActionKind::Purge => Action::Purge {
-            after: s
-                .purge_after
-                .as_ref()
-                .map_or(Duration::ZERO, |d| d.get_ref().0),
-        },
-        ActionKind::Retry => {
-            let max_attempts = match &s.max_attempts {
-                None => 3,
-                Some(v) if (1..=1_000_000).contains(v.get_ref()) => *v.get_ref() as u32,
-                Some(v) => {
-                    err(Some(v.span()), format!("max_attempts must be between 1 and 1000000, got {} (use action = \"ignore\" to never retry)", v.get_ref()));
-                    ok = false;
-                    1
-                }
-            };
-            let backoff = match &s.backoff {
-                None => Some(Backoff::conservative()),
-                Some(b) => build_backoff(b.get_ref(), b.span(), err),
-            };
-            ok &= backoff.is_some();
-            Action::Retry(RetrySpec {
-                max_attempts,
-                backoff: backoff.unwrap_or_else(Backoff::conservative),
-                at_front: s.at_front.as_ref().is_some_and(|a| *a.get_ref()),
-                on_exhausted: match s.on_exhausted.as_ref().map(|o| *o.get_ref()) {
-                    Some(OnExhaustedKind::Purge) => OnExhausted::Purge,
-                    _ => OnExhausted::Keep,
-                },
-                circuit_breaker: build_breaker(s.circuit_breaker.as_ref(), err).unwrap_or_else(
-                    || {
-                        ok = false;
-                        None
-                    },
-                ),
-                max_age: build_max_age(s.max_age.as_ref(), err).unwrap_or_else(|| {
-                    ok = false;
-                    None
-                }),
-                requeue_to: s.requeue_to.as_ref().and_then(|q| {
-                    let name = build_requeue_to(q, err);
-                    ok &= name.is_some();
-                    name
-                }),
-                hold_when: s.hold_when.as_ref().and_then(|h| {
-                    let hold = build_hold_when(h, err);
-                    ok &= hold.is_some();
-                    hold
-                }),
-            })
-        }
-    };
-    let meta = build_meta(s.meta.as_ref(), err);
-    ok &= meta.is_some();
-    ok.then_some(Policy {
-        name,
-        matcher: Matcher {
-            queues,
-            functions,
-            exceptions,
-            error_pattern,
-            meta: meta.flatten(),
-        },
-        action,
-    })
-}
-
-/// A retry policy's `max_age`: more than zero and at most ten years (the longest time the
-/// policy engine computes with). `None` (outer) when invalid (reported through `err`).
-fn build_max_age(
-    max_age: Option<&toml::Spanned<HumanDuration>>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<Option<Duration>> {
-    let Some(v) = max_age else {
-        return Some(None);
-    };
-    let age = v.get_ref().0;
-    if age.is_zero() || age > crate::policy::MAX_DELAY {
-        err(
-            Some(v.span()),
-            format!(
-                "max_age must be more than 0 and at most 3650 days, got {}",
-                v.get_ref()
-            ),
-        );
-        return None;
-    }
-    Some(Some(age))
-}
-
-/// A policy's `meta = { key = "glob", ... }`: at least one key, no empty key, valid globs.
-/// `None` (outer) when invalid (reported through `err`).
-fn build_meta(
-    meta: Option<&toml::Spanned<std::collections::BTreeMap<String, toml::Spanned<String>>>>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<Option<Vec<MetaPattern>>> {
-    let Some(table) = meta else {
-        return Some(None);
-    };
-    if table.get_ref().is_empty() {
-        err(
-            Some(table.span()),
-            "meta is an empty table, which would match everything; leave it out to match all"
-                .into(),
-        );
-        return None;
-    }
-    let mut patterns = Vec::new();
-    let mut ok = true;
-    for (key, value) in table.get_ref() {
-        if key.trim().is_empty() {
-            err(Some(value.span()), "a meta key cannot be empty".into());
-            ok = false;
-            continue;
-        }
-        match GlobList::new(std::slice::from_ref(value.get_ref())) {
-            Ok(glob) => patterns.push(MetaPattern {
-                key: key.clone(),
-                value: glob,
-            }),
-            Err(e) => {
-                err(Some(value.span()), e);
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(Some(patterns))
-}
-
-/// The longest queue name `requeue_to` takes: RQ sets no limit, but a name this long is a
-/// mistake (a pasted value), and every key of the queue repeats it.
-const MAX_QUEUE_NAME: usize = 200;
-
-/// `requeue_to`: one queue, named exactly (the queue RQ's workers listen to), or `None` when
-/// invalid (reported through `err`).
-fn build_requeue_to(
-    q: &toml::Spanned<String>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<String> {
-    let name = q.get_ref();
-    let problem = if name.trim().is_empty() {
-        Some("requeue_to cannot be empty; leave it out to requeue into the job's own queue".into())
-    } else if name.trim() != name {
-        Some(format!(
-            "requeue_to {name:?} starts or ends with white space; RQ's queue names do not"
-        ))
-    } else if let Some(c) = name.chars().find(|c| matches!(c, '*' | '?' | '[' | ']')) {
-        Some(format!(
-            "requeue_to {name:?} contains the glob character {c:?}: it names one queue, exactly as RQ's workers listen to it"
-        ))
-    } else if name.chars().any(char::is_control) {
-        Some(format!("requeue_to {name:?} contains a control character"))
-    } else if name.len() > MAX_QUEUE_NAME {
-        Some(format!(
-            "requeue_to is {} bytes long; at most {MAX_QUEUE_NAME}",
-            name.len()
-        ))
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => {
-            err(Some(q.span()), p);
-            None
-        }
-        None => Some(name.clone()),
-    }
-}
-
-/// `hold_when`, or `None` when invalid (reported through `err`): at least one condition, and
-/// `queue_longer_than` a count of jobs.
-fn build_hold_when(
-    h: &toml::Spanned<HoldWhenSection>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<HoldWhen> {
-    let section = h.get_ref();
-    let queue_longer_than = match section.queue_longer_than {
-        None => None,
-        Some(n) if (0..=1_000_000_000_000).contains(&n) => Some(n as u64),
-        Some(n) => {
-            err(
-                Some(h.span()),
-                format!(
-                    "hold_when.queue_longer_than must be between 0 and 1000000000000 jobs, got {n}"
-                ),
-            );
-            return None;
-        }
-    };
-    let hold = HoldWhen {
-        no_workers: section.no_workers.unwrap_or(false),
-        queue_longer_than,
-    };
-    if hold == HoldWhen::default() {
-        err(
-            Some(h.span()),
-            "hold_when holds nothing: set no_workers = true or queue_longer_than = N, or remove it"
-                .into(),
-        );
-        return None;
-    }
-    Some(hold)
-}
-
-/// The policy's circuit breaker: the default when not configured, `None` when disabled, and
-/// `None` (outer) when the settings are invalid (reported through `err`).
-fn build_breaker(
-    section: Option<&toml::Spanned<BreakerSection>>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<Option<BreakerSpec>> {
-    let default = BreakerSpec::default();
-    let Some(section) = section else {
-        return Some(Some(default));
-    };
-    match section.get_ref() {
-        BreakerSection::Enabled(true) => Some(Some(default)),
-        BreakerSection::Enabled(false) => Some(None),
-        BreakerSection::Settings(b) => {
-            let spec = BreakerSpec {
-                window: b.window.map_or(default.window, |d| d.0),
-                threshold: b.threshold.unwrap_or(default.threshold),
-                min_requeues: b
-                    .min_requeues
-                    .map_or(Ok(default.min_requeues), usize::try_from)
-                    .unwrap_or(0),
-                cool_down: b.cool_down.map_or(default.cool_down, |d| d.0),
-            };
-            let mut problems = Vec::new();
-            if !(spec.threshold > 0.0 && spec.threshold <= 1.0) {
-                problems.push(format!(
-                    "threshold must be above 0.0 and at most 1.0, got {}",
-                    spec.threshold
-                ));
-            }
-            if spec.min_requeues == 0 {
-                problems.push("min_requeues must be at least 1".to_string());
-            }
-            if spec.window.is_zero() || spec.cool_down.is_zero() {
-                problems.push("window and cool_down must be longer than 0s".to_string());
-            }
-            if problems.is_empty() {
-                return Some(Some(spec));
-            }
-            for p in problems {
-                err(Some(section.span()), p);
-            }
-            None
-        }
-    }
-}
-
-fn build_backoff(
-    b: &BackoffSection,
-    span: Range<usize>,
-    err: &mut impl FnMut(Option<Range<usize>>, String),
-) -> Option<Backoff> {
-    let mut ok = true;
-    // Reported at the field when it has a span of its own, else at the backoff table.
-    let mut problem_at = |at: Option<Range<usize>>, message: String| {
-        err(Some(at.unwrap_or_else(|| span.clone())), message);
-        ok = false;
-    };
-    let jitter = b.jitter.as_ref().map_or(0.0, |j| *j.get_ref());
-    if !(0.0..=1.0).contains(&jitter) {
-        problem_at(
-            b.jitter.as_ref().map(|j| j.span()),
-            format!("jitter must be between 0.0 and 1.0, got {jitter}"),
-        );
-    }
-
-    let strategy = *b.strategy.get_ref();
-    let allowed: &[&str] = match strategy {
-        StrategyKind::Fixed => &["delay", "jitter"],
-        StrategyKind::Linear => &["initial", "step", "max", "jitter"],
-        StrategyKind::Exponential => &["initial", "multiplier", "max", "jitter"],
-    };
-    let present = [
-        ("delay", b.delay.is_some()),
-        ("initial", b.initial.is_some()),
-        ("step", b.step.is_some()),
-        ("multiplier", b.multiplier.is_some()),
-        ("max", b.max.is_some()),
-    ];
-    let strategy_name = format!("{strategy:?}").to_lowercase();
-    for (field, is_set) in present {
-        if is_set && !allowed.contains(&field) {
-            problem_at(
-                None,
-                format!(
-                    "{field} is not a parameter of strategy \"{strategy_name}\" (it takes {})",
-                    allowed.join(", ")
-                ),
-            );
-        }
-    }
-    let d = |v: Option<HumanDuration>| v.map(|h| h.0);
-    let backoff = match strategy {
-        StrategyKind::Fixed => match d(b.delay) {
-            Some(delay) => Backoff::Fixed { delay, jitter },
-            None => {
-                problem_at(
-                    None,
-                    "strategy \"fixed\" needs delay, e.g. delay = \"30s\"".into(),
-                );
-                return None;
-            }
-        },
-        StrategyKind::Linear => match (d(b.initial), d(b.step)) {
-            (Some(initial), Some(step)) => Backoff::Linear {
-                initial,
-                step,
-                max: d(b.max),
-                jitter,
-            },
-            _ => {
-                problem_at(None, "strategy \"linear\" needs initial and step, e.g. initial = \"30s\", step = \"30s\"".into());
-                return None;
-            }
-        },
-        StrategyKind::Exponential => {
-            let multiplier = b.multiplier.as_ref().map_or(2.0, |m| *m.get_ref());
-            if !(1.0..=100.0).contains(&multiplier) {
-                problem_at(
-                    b.multiplier.as_ref().map(|m| m.span()),
-                    format!("multiplier must be between 1.0 and 100.0, got {multiplier}"),
-                );
-            }
-            match d(b.initial) {
-                Some(initial) => Backoff::Exponential {
-                    initial,
-                    multiplier,
-                    max: d(b.max).unwrap_or(Duration::from_secs(3600)),
-                    jitter,
-                },
-                None => {
-                    problem_at(
-                        None,
-                        "strategy \"exponential\" needs initial, e.g. initial = \"30s\"".into(),
-                    );
-                    return None;
-                }
-            }
-        }
-    };
-    ok.then_some(backoff)
-}
-
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 impl Config {

@@ -11,32 +11,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use toml::Spanned;
 
-use super::file::HttpSection;
-
-/// What a token may do. `read` may send every GET (and HEAD); `operate` may do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Read,
-    Operate,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Operate => "operate",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::file::{HttpSection, TokenSection};
+use super::role::Role;
 
 /// Where a token's secret came from, shown by `check-config` instead of the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,149 +150,180 @@ pub(super) fn build_tokens(
     read_file: &dyn Fn(&Path) -> std::io::Result<String>,
     err: &mut impl FnMut(Option<Range<usize>>, String),
 ) -> (Vec<ApiToken>, bool) {
-    let mut tokens: Vec<ApiToken> = Vec::new();
-    let mut configured = false;
+    let legacy = legacy_token(http, listen, env, read_file, err);
+    let configured = legacy.is_some() || !http.tokens.is_empty();
+    let mut tokens: Vec<ApiToken> = legacy.flatten().into_iter().collect();
+    for section in &http.tokens {
+        if let Some(token) = named_token(section, listen, read_file, &tokens, err) {
+            tokens.push(token);
+        }
+    }
+    (tokens, configured)
+}
 
-    // The token of before roles: the env variable wins over `auth_token`, which wins over the
-    // file (which is then not read, as `run` never read it).
-    let legacy = match (
-        env("RQ_RETRYD_AUTH_TOKEN").filter(|t| !t.is_empty()),
-        &http.auth_token,
-    ) {
-        (Some(secret), _) => match check_secret(&secret, listen) {
+/// The token of before roles, named [`LEGACY_TOKEN_NAME`] with role `operate`: `None` when
+/// none is configured, `Some(None)` when the configured one is refused (reported through
+/// `err`). The env variable wins over `auth_token`, which wins over the file (which is then
+/// not read, as `run` never read it).
+fn legacy_token(
+    http: &HttpSection,
+    listen: SocketAddr,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<Option<ApiToken>> {
+    let from_env = env("RQ_RETRYD_AUTH_TOKEN").filter(|t| !t.is_empty());
+    let secret = match (from_env, &http.auth_token, &http.auth_token_file) {
+        (Some(secret), _, _) => match check_secret(&secret, listen) {
             Ok(()) => Some((secret, TokenSource::Env)),
             Err(message) => {
-                configured = true;
                 err(None, format!("env RQ_RETRYD_AUTH_TOKEN: {message}"));
                 None
             }
         },
-        (None, Some(inline)) => {
-            configured = true;
-            if inline.get_ref().trim().is_empty() {
-                err(
-                    Some(inline.span()),
-                    "auth_token cannot be empty; leave it out for no token".into(),
-                );
-                None
-            } else if let Err(message) = check_secret(inline.get_ref(), listen) {
-                err(Some(inline.span()), message);
-                None
-            } else {
-                Some((inline.get_ref().clone(), TokenSource::Inline))
-            }
+        (None, Some(inline), _) => {
+            let empty = "auth_token cannot be empty; leave it out for no token";
+            inline_secret(inline, listen, empty, err).map(|s| (s, TokenSource::Inline))
         }
-        (None, None) => http.auth_token_file.as_ref().and_then(|file| {
-            configured = true;
-            let path = PathBuf::from(file.get_ref());
-            match secret_from_file(&path, listen, read_file) {
-                Ok(secret) => Some((secret, TokenSource::File(path))),
-                Err(message) => {
-                    err(Some(file.span()), message);
-                    None
-                }
-            }
-        }),
+        (None, None, Some(file)) => {
+            let (secret, path) = file_secret(file, listen, read_file, err);
+            secret.map(|s| (s, TokenSource::File(path)))
+        }
+        (None, None, None) => return None,
     };
-    if let Some((secret, source)) = legacy {
-        configured = true;
-        tokens.push(ApiToken {
-            name: LEGACY_TOKEN_NAME.to_string(),
-            role: Role::Operate,
-            secret,
-            source,
-        });
-    }
+    Some(secret.map(|(secret, source)| ApiToken {
+        name: LEGACY_TOKEN_NAME.to_string(),
+        role: Role::Operate,
+        secret,
+        source,
+    }))
+}
 
-    for section in &http.tokens {
-        configured = true;
-        let name = section.name.get_ref().trim().to_string();
-        let mut ok = true;
-        if name.is_empty() {
-            err(
-                Some(section.name.span()),
-                "a token name cannot be empty".into(),
-            );
-            ok = false;
-        } else if name.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@') {
-            err(
-                Some(section.name.span()),
-                format!("token name {name:?} cannot contain whitespace, control characters or '@' (the audit writes NAME@ADDRESS)"),
-            );
-            ok = false;
-        } else if tokens.iter().any(|t| t.name == name) {
-            let by = if name == LEGACY_TOKEN_NAME {
-                "the token of http.auth_token"
-            } else {
-                "an earlier token"
-            };
-            err(
-                Some(section.name.span()),
-                format!("duplicate token name {name:?}: {by} has it"),
-            );
-            ok = false;
-        }
-        let (secret, source, place) = match (&section.token, &section.token_file) {
-            (Some(_), Some(file)) => {
-                err(
-                    Some(file.span()),
-                    "give token or token_file, not both".into(),
-                );
-                (None, TokenSource::Inline, section.name.span())
-            }
-            (None, None) => {
-                err(
-                    Some(section.name.span()),
-                    format!("token {name:?} needs token or token_file"),
-                );
-                (None, TokenSource::Inline, section.name.span())
-            }
-            (Some(inline), None) => {
-                if inline.get_ref().trim().is_empty() {
-                    err(Some(inline.span()), "token cannot be empty".into());
-                    (None, TokenSource::Inline, inline.span())
-                } else if let Err(message) = check_secret(inline.get_ref(), listen) {
-                    err(Some(inline.span()), message);
-                    (None, TokenSource::Inline, inline.span())
-                } else {
-                    (
-                        Some(inline.get_ref().clone()),
-                        TokenSource::Inline,
-                        inline.span(),
-                    )
-                }
-            }
-            (None, Some(file)) => {
-                let path = PathBuf::from(file.get_ref());
-                match secret_from_file(&path, listen, read_file) {
-                    Ok(secret) => (Some(secret), TokenSource::File(path), file.span()),
-                    Err(message) => {
-                        err(Some(file.span()), message);
-                        (None, TokenSource::File(path), file.span())
-                    }
-                }
-            }
+/// One `[[http.tokens]]` table as a token, or `None` when it is refused (every reason reported
+/// through `err`). `earlier` are the tokens accepted before it, which its name and its secret
+/// must not repeat.
+fn named_token(
+    section: &TokenSection,
+    listen: SocketAddr,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    earlier: &[ApiToken],
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<ApiToken> {
+    let name = section.name.get_ref().trim().to_string();
+    let mut ok = check_token_name(&name, section.name.span(), earlier, err);
+    let (secret, source, place) = token_secret(section, &name, listen, read_file, err)?;
+    if let Some(other) = earlier.iter().find(|t| t.secret == secret) {
+        // Two names for one secret would make the audit name the wrong person.
+        err(
+            Some(place),
+            format!(
+                "token {name:?} has the same secret as token {:?}; every token needs its own",
+                other.name
+            ),
+        );
+        ok = false;
+    }
+    ok.then(|| ApiToken {
+        name,
+        role: *section.role.get_ref(),
+        secret,
+        source,
+    })
+}
+
+/// Whether a token's (trimmed) name can name it in the audit: not empty, one word without '@',
+/// and not taken by an `earlier` token. A refusal is reported at `span`.
+fn check_token_name(
+    name: &str,
+    span: Range<usize>,
+    earlier: &[ApiToken],
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> bool {
+    let problem = if name.is_empty() {
+        "a token name cannot be empty".to_string()
+    } else if name.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@') {
+        format!("token name {name:?} cannot contain whitespace, control characters or '@' (the audit writes NAME@ADDRESS)")
+    } else if earlier.iter().any(|t| t.name == name) {
+        let by = if name == LEGACY_TOKEN_NAME {
+            "the token of http.auth_token"
+        } else {
+            "an earlier token"
         };
-        let Some(secret) = secret else { continue };
-        if let Some(other) = tokens.iter().find(|t| t.secret == secret) {
-            // Two names for one secret would make the audit name the wrong person.
+        format!("duplicate token name {name:?}: {by} has it")
+    } else {
+        return true;
+    };
+    err(Some(span), problem);
+    false
+}
+
+/// The secret of one `[[http.tokens]]` table, where it came from and the place to blame for
+/// it; `None` when there is none to use (reported through `err`): exactly one of `token` and
+/// `token_file` must give one.
+fn token_secret(
+    section: &TokenSection,
+    name: &str,
+    listen: SocketAddr,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<(String, TokenSource, Range<usize>)> {
+    match (&section.token, &section.token_file) {
+        (Some(_), Some(file)) => {
             err(
-                Some(place),
-                format!(
-                    "token {name:?} has the same secret as token {:?}; every token needs its own",
-                    other.name
-                ),
+                Some(file.span()),
+                "give token or token_file, not both".into(),
             );
-            ok = false;
+            None
         }
-        if ok {
-            tokens.push(ApiToken {
-                name,
-                role: *section.role.get_ref(),
-                secret,
-                source,
-            });
+        (None, None) => {
+            err(
+                Some(section.name.span()),
+                format!("token {name:?} needs token or token_file"),
+            );
+            None
+        }
+        (Some(inline), None) => inline_secret(inline, listen, "token cannot be empty", err)
+            .map(|secret| (secret, TokenSource::Inline, inline.span())),
+        (None, Some(file)) => {
+            let (secret, path) = file_secret(file, listen, read_file, err);
+            secret.map(|secret| (secret, TokenSource::File(path), file.span()))
         }
     }
-    (tokens, configured)
+}
+
+/// A token written in the config (`auth_token`, `token`), or `None` when it is refused at its
+/// place: blank (`empty` says so) or failing [`check_secret`].
+fn inline_secret(
+    inline: &Spanned<String>,
+    listen: SocketAddr,
+    empty: &str,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> Option<String> {
+    let problem = if inline.get_ref().trim().is_empty() {
+        empty.to_string()
+    } else if let Err(message) = check_secret(inline.get_ref(), listen) {
+        message
+    } else {
+        return Some(inline.get_ref().clone());
+    };
+    err(Some(inline.span()), problem);
+    None
+}
+
+/// The secret of a token file named in the config (`auth_token_file`, `token_file`), with its
+/// path; `None` when [`secret_from_file`] refuses it, reported at the key.
+fn file_secret(
+    file: &Spanned<String>,
+    listen: SocketAddr,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    err: &mut impl FnMut(Option<Range<usize>>, String),
+) -> (Option<String>, PathBuf) {
+    let path = PathBuf::from(file.get_ref());
+    match secret_from_file(&path, listen, read_file) {
+        Ok(secret) => (Some(secret), path),
+        Err(message) => {
+            err(Some(file.span()), message);
+            (None, path)
+        }
+    }
 }

@@ -22,46 +22,12 @@ use serde::Serialize;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use utoipa::ToSchema;
 
+use super::caller::{Caller, Via, ANONYMOUS};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::config::{ApiToken, Role};
 use failures::LogDecision;
 pub use failures::{FailureLimiter, FailureReason};
-
-/// Who a request was let in as, put into the request's extensions by [`require_token`] for
-/// handlers (the audit's "who", `whoami`) to read. Absent when the API asks nobody (no token
-/// and no proxy identity configured).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The token's name, or the user a trusted proxy named.
-    pub name: Arc<str>,
-    pub role: Role,
-    pub via: Via,
-}
-
-/// How a caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// `Authorization: Bearer <token>`.
-    Token,
-    /// The console's session cookie (`session.rs`).
-    Session,
-    /// The user header of a trusted reverse proxy (`[http.proxy_identity]`).
-    Proxy,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Token => "token",
-            Via::Session => "session",
-            Via::Proxy => "proxy",
-        }
-    }
-}
-
-/// The name of everyone when the API asks nobody who they are.
-pub const ANONYMOUS: &str = "anonymous";
 
 /// The one `/api/` route that needs no token: the API's description is no secret (it is
 /// generated from the code), and `/docs` must be able to load it before the user has typed a

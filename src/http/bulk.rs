@@ -1,8 +1,10 @@
-//! Bulk actions: retry-all and clear, with a selection (queue, function glob, exception type,
-//! failure time window) and `dry_run`. They run as tracked tasks in bounded batches under the
-//! daemon's requeue rate limit, so 200,000 failed jobs neither block Redis nor hold a request
-//! open: the request waits up to `wait_ms` (default 20 s) and otherwise answers 202 with a task
-//! id to follow at `GET /api/v1/tasks/{task_id}`.
+//! Bulk actions: retry-all and clear, with a selection (the listing's filters: queue, function
+//! glob, exception type, failure time window, policy, state) and `dry_run`. They touch exactly
+//! the jobs the listing shows for the same filters (less the undecodable ones, never touched).
+//! They run as tracked tasks in bounded batches under the daemon's requeue rate limit, so
+//! 200,000 failed jobs neither block Redis nor hold a request open: the request waits up to
+//! `wait_ms` (default 20 s) and otherwise answers 202 with a task id to follow at
+//! `GET /api/v1/tasks/{task_id}`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,20 +14,24 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::RedisResult;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiQuery;
-use super::jobs::{selected_queues, Who};
+use super::extract::{ApiQuery, Who};
+use super::selection::{selected_queues, SelectionParams};
 use super::AppState;
 use crate::actions::{Actor, Planned};
 use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
-use crate::glob::{ExceptionPattern, GlobList};
+use crate::index::{KnownMatch, Selection};
 use crate::metrics::Trigger;
+use crate::rq::registry::FailedIds;
 use crate::rq::{decode, DecodeOutcome, JobFacts};
+use crate::state::Snapshot;
 
 /// Ids listed in a dry run's answer.
 pub const DRY_RUN_MAX_IDS: usize = 100;
@@ -33,229 +39,15 @@ pub const DRY_RUN_MAX_IDS: usize = 100;
 pub const TASKS_KEPT: usize = 100;
 const DEFAULT_WAIT_MS: u64 = 20_000;
 
+/// What a bulk action takes beside its selection ([`SelectionParams`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BulkParams {
-    /// Only this queue (1 to 512 characters).
-    #[param(min_length = 1, max_length = 512)]
-    pub queue: Option<String>,
-    /// Glob over the dotted function name, e.g. `app.workers.*`: `*` and `?` only (no `[...]`
-    /// classes, `{a,b}` alternates or `\\` escapes, which are refused).
-    #[param(pattern = r"^[^\[\]{}\\]*$")]
-    pub function: Option<String>,
-    /// Exception type, bare (`TimeoutError`) or dotted; `*` and `?` globs only. Not blank.
-    #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
-    pub exception: Option<String>,
-    /// Only jobs that failed before this time: RFC 3339 (`2026-01-31T12:00:00Z`), unix seconds,
-    /// or that long ago (`15m`, `1h`, `2d`).
-    #[param(value_type = Option<FailureTime>, inline)]
-    pub failed_before: Option<String>,
-    /// Only jobs that failed after this time: RFC 3339 (`2026-01-31T12:00:00Z`), unix seconds,
-    /// or that long ago (`15m`, `1h`, `2d`).
-    #[param(value_type = Option<FailureTime>, inline)]
-    pub failed_after: Option<String>,
     /// Answer what would be touched; write nothing.
     pub dry_run: Option<bool>,
     /// How long to wait for the task before answering 202 (0 to 30000 ms, default 20000).
     #[param(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
-}
-
-/// The schema of a failure time in a filter: RFC 3339, unix seconds within ±10^11, or a time
-/// ago (`15m`; what `parse_time` takes). Only a schema: the parameter itself is read as text.
-pub struct FailureTime;
-
-impl utoipa::PartialSchema for FailureTime {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
-        };
-        AnyOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Number)
-                    .minimum(Some(-99_999_999_999.0))
-                    .maximum(Some(99_999_999_999.0)),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(r"^[0-9]{1,5}[smhdw]$"))
-                    .description(Some("that long ago: 15m, 1h, 2d")),
-            )
-            .into()
-    }
-}
-
-impl ToSchema for FailureTime {}
-
-/// The selection, validated.
-#[derive(Debug, Clone)]
-pub(super) struct Filter {
-    queue: Option<String>,
-    function: Option<GlobList>,
-    exception: Option<ExceptionPattern>,
-    before: Option<DateTime<Utc>>,
-    after: Option<DateTime<Utc>>,
-    /// The selection as a query string (`?queue=emails&exception=TimeoutError`, empty for
-    /// everything), for the audit's "why": a bulk entry says what it selected.
-    text: String,
-}
-
-impl Filter {
-    fn from_params(p: &BulkParams) -> ApiResult<Filter> {
-        Filter::parse(
-            p.queue.as_deref(),
-            p.function.as_deref(),
-            p.exception.as_deref(),
-            p.failed_before.as_deref(),
-            p.failed_after.as_deref(),
-        )
-    }
-
-    /// The selection from its query parameters (the listing takes the same ones).
-    pub(super) fn parse(
-        queue: Option<&str>,
-        function: Option<&str>,
-        exception: Option<&str>,
-        failed_before: Option<&str>,
-        failed_after: Option<&str>,
-    ) -> ApiResult<Filter> {
-        // What the OpenAPI document declares is what is taken: a value it does not admit is
-        // refused, not read by a richer parser (see: issue 19).
-        check_glob("invalid_function", "function", function)?;
-        check_glob("invalid_exception", "exception", exception)?;
-        if exception.is_some_and(|e| e.trim().is_empty()) {
-            return Err(ApiError::bad_request(
-                "invalid_exception",
-                "exception cannot be blank",
-            ));
-        }
-        let mut text = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [
-            ("queue", queue),
-            ("function", function),
-            ("exception", exception),
-            ("failed_before", failed_before),
-            ("failed_after", failed_after),
-        ] {
-            if let Some(value) = value {
-                text.append_pair(name, value);
-            }
-        }
-        let text = text.finish();
-        let function = function
-            .map(|f| {
-                GlobList::new(&[f.to_string()])
-                    .map_err(|e| ApiError::bad_request("invalid_function", e))
-            })
-            .transpose()?;
-        let exception = exception
-            .map(|e| {
-                ExceptionPattern::new(e).map_err(|m| ApiError::bad_request("invalid_exception", m))
-            })
-            .transpose()?;
-        Ok(Filter {
-            text: if text.is_empty() {
-                text
-            } else {
-                format!("?{text}")
-            },
-            queue: queue.map(str::to_string),
-            function,
-            exception,
-            before: failed_before
-                .map(|t| parse_time("failed_before", t))
-                .transpose()?,
-            after: failed_after
-                .map(|t| parse_time("failed_after", t))
-                .transpose()?,
-        })
-    }
-
-    /// The same selection as an index query.
-    pub(super) fn query(&self) -> crate::index::Query {
-        crate::index::Query {
-            queue: self.queue.clone(),
-            function: self.function.clone(),
-            exception: self.exception.clone(),
-            failed_before: self.before,
-            failed_after: self.after,
-            policy: None,
-            state: None,
-        }
-    }
-
-    fn matches(&self, f: &JobFacts) -> bool {
-        self.function
-            .as_ref()
-            .is_none_or(|g| f.func_name.as_deref().is_some_and(|n| g.is_match(n)))
-            && self
-                .exception
-                .as_ref()
-                .is_none_or(|e| f.exc_type().is_some_and(|t| e.is_match(t)))
-            && self.before.is_none_or(|t| f.failed_at < t)
-            && self.after.is_none_or(|t| f.failed_at > t)
-    }
-}
-
-/// 400 with `code` for a filter glob with `[`, `]`, `{`, `}` or `\\`: the API's filters take
-/// `*` and `?` only, as the OpenAPI document declares (policies in the config file take the
-/// full glob syntax).
-fn check_glob(code: &'static str, what: &str, glob: Option<&str>) -> ApiResult<()> {
-    match glob {
-        Some(g) if g.contains(['[', ']', '{', '}', '\\']) => Err(ApiError::bad_request(
-            code,
-            format!("{what} takes `*` and `?` globs only, not `[`, `]`, `{{`, `}}` or `\\`"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn parse_time(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
-    if let Some(ago) = relative_time(text.trim()) {
-        return Ok(Utc::now() - ago);
-    }
-    if let Ok(secs) = text.trim().parse::<f64>() {
-        if secs.is_finite() && secs.abs() < 1e11 {
-            if let Some(t) = Utc.timestamp_millis_opt((secs * 1000.0) as i64).single() {
-                return Ok(t);
-            }
-        }
-    }
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_time",
-                format!(
-                    "{name} must be RFC 3339 (2026-01-31T12:00:00Z), unix seconds, or a time ago such as 15m, 1h, 2d (s, m, h, d or w, up to 5 digits)"
-                ),
-            )
-        })
-}
-
-/// A time ago as a person types it in a filter (issue 22, "relative times"): up to five digits
-/// and one unit, `s`, `m`, `h`, `d` or `w` (`15m`, `1h`, `2d`); `None` for anything else.
-fn relative_time(text: &str) -> Option<chrono::Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: i64 = digits.parse().ok()?;
-    match unit {
-        "s" => Some(chrono::Duration::seconds(n)),
-        "m" => Some(chrono::Duration::minutes(n)),
-        "h" => Some(chrono::Duration::hours(n)),
-        "d" => Some(chrono::Duration::days(n)),
-        "w" => Some(chrono::Duration::weeks(n)),
-        _ => None,
-    }
 }
 
 /// Warnings a bulk task's answer lists at most (one per queue and condition).
@@ -265,6 +57,24 @@ const MAX_WARNINGS: usize = 100;
 enum BulkAction {
     Retry,
     Clear,
+}
+
+impl BulkAction {
+    /// The action's name in its answer.
+    fn name(self) -> &'static str {
+        match self {
+            BulkAction::Retry => "retry-all",
+            BulkAction::Clear => "clear",
+        }
+    }
+
+    /// The action's route, for the audit's "why".
+    fn route(self) -> &'static str {
+        match self {
+            BulkAction::Retry => "POST /api/v1/jobs/failed/retry-all",
+            BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
+        }
+    }
 }
 
 /// A bulk task's progress.
@@ -318,6 +128,32 @@ pub struct BulkResult {
     pub warnings: Vec<crate::hold::Warning>,
 }
 
+impl BulkResult {
+    /// A task just started, nothing counted yet.
+    fn started(action: BulkAction, dry_run: bool) -> BulkResult {
+        BulkResult {
+            task_id: new_task_id(),
+            action: action.name().into(),
+            state: TaskState::Running,
+            dry_run,
+            matched_count: 0,
+            requeued_count: (action == BulkAction::Retry).then_some(0),
+            deleted_count: (action == BulkAction::Clear).then_some(0),
+            conflicts: 0,
+            refused: 0,
+            skipped: 0,
+            by_exception: BTreeMap::new(),
+            job_ids: Vec::new(),
+            job_ids_truncated: false,
+            error: None,
+            code: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// Bulk tasks, newest last; finished ones are dropped beyond [`TASKS_KEPT`].
 #[derive(Debug, Default)]
 pub struct Tasks {
@@ -351,27 +187,29 @@ impl Tasks {
 }
 
 /// Requeues every failed job in the selection (manual: attempts are not counted).
-#[utoipa::path(post, path = "/api/v1/jobs/failed/retry-all", params(BulkParams), tag = "bulk",
+#[utoipa::path(post, path = "/api/v1/jobs/failed/retry-all", params(SelectionParams, BulkParams), tag = "bulk",
     responses((status = 200, body = BulkResult, description = "done; requeued_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "Redis unreachable; or the task was cut short part-way: the body is then the task's result, with `code` `interrupted`, `error`, and the counts of what was done")))]
 pub async fn retry_all(
     State(app): State<AppState>,
     Who(who): Who,
+    ApiQuery(filters): ApiQuery<SelectionParams>,
     ApiQuery(p): ApiQuery<BulkParams>,
 ) -> ApiResult<Response> {
-    start(app, who, BulkAction::Retry, p).await
+    start(app, who, BulkAction::Retry, filters, p).await
 }
 
 /// Deletes every failed job in the selection (undecodable jobs are never deleted).
-#[utoipa::path(delete, path = "/api/v1/jobs/failed/clear", params(BulkParams), tag = "bulk",
+#[utoipa::path(delete, path = "/api/v1/jobs/failed/clear", params(SelectionParams, BulkParams), tag = "bulk",
     responses((status = 200, body = BulkResult, description = "done; deleted_count says how many"), (status = 202, body = BulkResult, description = "still running; follow task_id"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "Redis unreachable; or the task was cut short part-way: the body is then the task's result, with `code` `interrupted`, `error`, and the counts of what was done")))]
 pub async fn clear(
     State(app): State<AppState>,
     Who(who): Who,
+    ApiQuery(filters): ApiQuery<SelectionParams>,
     ApiQuery(p): ApiQuery<BulkParams>,
 ) -> ApiResult<Response> {
-    start(app, who, BulkAction::Clear, p).await
+    start(app, who, BulkAction::Clear, filters, p).await
 }
 
 /// A bulk task's progress or result.
@@ -391,9 +229,10 @@ async fn start(
     app: AppState,
     who: String,
     action: BulkAction,
+    filters: SelectionParams,
     p: BulkParams,
 ) -> ApiResult<Response> {
-    let filter = Filter::from_params(&p)?;
+    let selection = filters.selection()?;
     let wait = p.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     if wait > 30_000 {
         return Err(ApiError::bad_request(
@@ -403,40 +242,23 @@ async fn start(
     }
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let queues = selected_queues(&app.daemon, &mut con, &snap, filter.queue.as_deref()).await?;
+    let queues = selected_queues(&app.daemon, &mut con, &snap, selection.queue.as_deref()).await?;
     let dry_run = p.dry_run.unwrap_or(false);
-    let result = Arc::new(Mutex::new(BulkResult {
-        task_id: new_task_id(),
-        action: match action {
-            BulkAction::Retry => "retry-all",
-            BulkAction::Clear => "clear",
-        }
-        .into(),
-        state: TaskState::Running,
-        dry_run,
-        matched_count: 0,
-        requeued_count: (action == BulkAction::Retry).then_some(0),
-        deleted_count: (action == BulkAction::Clear).then_some(0),
-        conflicts: 0,
-        refused: 0,
-        skipped: 0,
-        by_exception: BTreeMap::new(),
-        job_ids: Vec::new(),
-        job_ids_truncated: false,
-        error: None,
-        code: None,
-        started_at: Utc::now(),
-        finished_at: None,
-        warnings: Vec::new(),
-    }));
+    let result = Arc::new(Mutex::new(BulkResult::started(action, dry_run)));
     app.tasks.add(result.clone());
     let progress = result.clone();
-    let task_app = app.clone();
+    let task = BulkTask {
+        app: app.clone(),
+        who,
+        why: format!("{}{}", action.route(), filters.as_query()),
+        action,
+        dry_run,
+        selection,
+        snap,
+        progress: progress.clone(),
+    };
     let handle = tokio::spawn(async move {
-        let outcome = run(
-            &task_app, &who, action, &filter, &queues, dry_run, &progress,
-        )
-        .await;
+        let outcome = task.run(&queues).await;
         let mut r = progress.lock().expect("task lock");
         r.finished_at = Some(Utc::now());
         match outcome {
@@ -481,68 +303,110 @@ fn new_task_id() -> String {
 /// Batches of a bulk action read ahead of the one being written.
 const BULK_READ_AHEAD: usize = 2;
 
-async fn run(
-    app: &AppState,
-    who: &str,
+/// A selected job and its exception type (as the index or the read knows it).
+type Selected = (Box<JobFacts>, String);
+
+/// One bulk action on one selection, as its steps share it: who asked, why, and where it
+/// counts its progress.
+struct BulkTask {
+    app: AppState,
+    who: String,
+    /// The route and the selection as typed (`POST /api/v1/jobs/failed/retry-all?queue=x`):
+    /// the audit's "why".
+    why: String,
     action: BulkAction,
-    filter: &Filter,
-    queues: &[String],
     dry_run: bool,
-    progress: &Mutex<BulkResult>,
-) -> redis::RedisResult<()> {
-    let mut con = app
-        .daemon
-        .redis()
-        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "Redis not reached yet")))?;
-    let snap = app.daemon.snapshot();
-    let route = match action {
-        BulkAction::Retry => "POST /api/v1/jobs/failed/retry-all",
-        BulkAction::Clear => "DELETE /api/v1/jobs/failed/clear",
-    };
-    let why = format!("{route}{}", filter.text);
-    let route = why.as_str();
-    let query = filter.query();
-    let covered = queues
-        .iter()
-        .all(|q| snap.config.supervisor.queues.is_match(q));
-    // A dry run is answered from the index when the scans have built it: nothing is read
-    // from Redis (it is as fresh as the index's `as_of`).
-    if dry_run && covered {
-        let (daemon, q) = (app.daemon.clone(), query.clone());
+    selection: Selection,
+    snap: Arc<Snapshot>,
+    progress: Arc<Mutex<BulkResult>>,
+}
+
+impl BulkTask {
+    /// Runs the action over `queues`: a dry run from the index when it can answer it, else
+    /// queue by queue from the registries as they are now.
+    async fn run(&self, queues: &[String]) -> RedisResult<()> {
+        let mut con = self.app.daemon.redis().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "Redis not reached yet"))
+        })?;
+        let covered = queues
+            .iter()
+            .all(|q| self.snap.config.supervisor.queues.is_match(q));
+        // A dry run is answered from the index when the scans have built it: nothing is read
+        // from Redis (it is as fresh as the index's `as_of`).
+        if self.dry_run && covered && self.tally_from_index().await {
+            return Ok(());
+        }
+        for queue in queues {
+            self.run_queue(&mut con, queue, covered).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers a dry run from the index; false when it cannot (not built yet, or a job the
+    /// selection may match has a fact not read yet).
+    async fn tally_from_index(&self) -> bool {
+        let (daemon, selection) = (self.app.daemon.clone(), self.selection.clone());
         let tally = tokio::task::spawn_blocking(move || {
             daemon
                 .index
                 .read()
-                .map(|index| index.tally(&q, DRY_RUN_MAX_IDS))
+                .map(|index| index.tally(&selection, DRY_RUN_MAX_IDS))
         })
         .await
         .ok()
         .flatten();
-        if let Some(tally) = tally.filter(|t| t.unknown == 0) {
-            let mut r = progress.lock().expect("task lock");
-            r.matched_count = tally.matched;
-            r.skipped = tally.undecodable;
-            r.by_exception = tally.by_exception;
-            r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
-            r.job_ids = tally.sample;
-            return Ok(());
-        }
+        let Some(tally) = tally.filter(|t| t.unknown == 0) else {
+            return false;
+        };
+        let mut r = self.progress.lock().expect("task lock");
+        r.matched_count = tally.matched;
+        r.skipped = tally.undecodable;
+        r.by_exception = tally.by_exception;
+        r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
+        r.job_ids = tally.sample;
+        true
     }
-    let batch = snap.config.supervisor.batch_size;
-    for queue in queues {
-        // The registry as it is now, so that an action misses no failure newer than the
-        // index; of those ids, only the ones the selection may match are read.
-        let listed = snap
+
+    /// One queue's failed registry as it is now, so that an action misses no failure newer
+    /// than the index: the jobs the index matches are settled on a light read, the others are
+    /// read whole and matched.
+    async fn run_queue(
+        &self,
+        con: &mut ConnectionManager,
+        queue: &str,
+        covered: bool,
+    ) -> RedisResult<()> {
+        let batch = self.snap.config.supervisor.batch_size;
+        let listed = self
+            .snap
             .registry
-            .live_failed_ids(&mut con, queue, batch)
+            .live_failed_ids(con, queue, batch)
             .await?;
+        let (known, check) = self.split(queue, listed, covered).await?;
+        let check = self.settle_known(con, queue, &known, check).await?;
+        self.settle_checked(con, queue, &check).await
+    }
+
+    /// Of a registry's ids, only the ones the selection may match are read: the jobs the index
+    /// matches as they are now, and the ids to read whole (all of them when the index does not
+    /// cover the queue). Undecodable jobs the index knows are counted as skipped.
+    async fn split(
+        &self,
+        queue: &str,
+        listed: FailedIds,
+        covered: bool,
+    ) -> RedisResult<(Vec<KnownMatch>, Vec<String>)> {
         let split = if covered {
-            let (daemon, query, queue) = (app.daemon.clone(), query.clone(), queue.clone());
+            let (daemon, selection, queue) = (
+                self.app.daemon.clone(),
+                self.selection.clone(),
+                queue.to_string(),
+            );
             tokio::task::spawn_blocking(move || {
                 daemon
                     .index
                     .read()
-                    .map(|index| index.to_read(&query, &queue, &listed.live, &listed.scores))
+                    .map(|index| index.to_read(&selection, &queue, &listed.live, &listed.scores))
                     .ok_or(listed.live)
             })
             .await
@@ -552,20 +416,31 @@ async fn run(
         } else {
             Err(listed.live)
         };
-        let (known, mut check) = match split {
+        Ok(match split {
             Ok(split) => {
-                progress.lock().expect("task lock").skipped += split.undecodable;
+                self.progress.lock().expect("task lock").skipped += split.undecodable;
                 (split.matches, split.check)
             }
             Err(all) => (Vec::new(), all),
-        };
-        // Jobs the index matched as they are now (same score: the same failure) need only what
-        // the write compares: the facts the selection looked at are the index's.
+        })
+    }
+
+    /// Settles the jobs the index matched as they are now (same score: the same failure): they
+    /// need only what the write compares, since the facts the selection looked at are the
+    /// index's. Returns `check` with the ones found changed since (to be read whole).
+    async fn settle_known(
+        &self,
+        con: &mut ConnectionManager,
+        queue: &str,
+        known: &[KnownMatch],
+        mut check: Vec<String>,
+    ) -> RedisResult<Vec<String>> {
+        let batch = self.snap.config.supervisor.batch_size;
         // The next batches are read while one is written (on a clone of the multiplexed
         // connection): one batch at a time, Redis idled between the read and the write round
         // trips. Reading ahead is safe, the writes compare what was read.
         let reader = con.clone();
-        let registry = &snap.registry;
+        let registry = &self.snap.registry;
         // (Owned ids per batch: a closure over borrowed chunks is not Send enough for the
         // spawned task.)
         let batches: Vec<Vec<String>> = known
@@ -596,17 +471,27 @@ async fn run(
                     _ => check.push(k.id.clone()),
                 }
             }
-            settle(
-                app, who, route, action, dry_run, &mut con, &snap, progress, 0, selected,
-            )
-            .await?;
+            self.settle(con, 0, selected).await?;
         }
-        for chunk in check.chunks(batch) {
+        Ok(check)
+    }
+
+    /// Reads `check` whole, batch by batch, and settles the jobs the selection matches, as
+    /// the policies decide them now.
+    async fn settle_checked(
+        &self,
+        con: &mut ConnectionManager,
+        queue: &str,
+        check: &[String],
+    ) -> RedisResult<()> {
+        let policies = &self.snap.config.policies;
+        for chunk in check.chunks(self.snap.config.supervisor.batch_size) {
+            let now = Utc::now();
             let mut selected = Vec::new();
             let mut undecodable: Vec<String> = Vec::new();
-            for raw in snap.registry.read_jobs(&mut con, queue, chunk).await? {
+            for raw in self.snap.registry.read_jobs(con, queue, chunk).await? {
                 match decode(&raw) {
-                    DecodeOutcome::Job(f) if filter.matches(&f) => {
+                    DecodeOutcome::Job(f) if self.selection.matches(&f, policies, now) => {
                         let exception = f.exc_type().unwrap_or("(unknown)").to_string();
                         selected.push((f, exception))
                     }
@@ -616,48 +501,60 @@ async fn run(
                     }
                 }
             }
-            // Jobs requeued or deleted by someone else between listing and reading are not
-            // undecodable: they are simply gone.
-            let skipped = if undecodable.is_empty() {
-                0
-            } else {
-                let moved = snap
-                    .registry
-                    .moved_meanwhile(&mut con, queue, &undecodable)
-                    .await?;
-                (undecodable.len() - moved.len()) as u64
-            };
-            settle(
-                app, who, route, action, dry_run, &mut con, &snap, progress, skipped, selected,
-            )
-            .await?;
+            let skipped = self.still_undecodable(con, queue, &undecodable).await?;
+            self.settle(con, skipped, selected).await?;
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Counts one batch of selected jobs (with their exception type) and, unless a dry run, acts
-/// on them through the one write path.
-#[allow(clippy::too_many_arguments)]
-async fn settle(
-    app: &AppState,
-    who: &str,
-    route: &str,
-    action: BulkAction,
-    dry_run: bool,
-    con: &mut redis::aio::ConnectionManager,
-    snap: &crate::state::Snapshot,
-    progress: &Mutex<BulkResult>,
-    skipped: u64,
-    selected: Vec<(Box<JobFacts>, String)>,
-) -> redis::RedisResult<()> {
-    {
-        let mut r = progress.lock().expect("task lock");
+    /// How many of the `undecodable` jobs read are still in the registry: jobs requeued or
+    /// deleted by someone else between listing and reading are not undecodable, they are
+    /// simply gone.
+    async fn still_undecodable(
+        &self,
+        con: &mut ConnectionManager,
+        queue: &str,
+        undecodable: &[String],
+    ) -> RedisResult<u64> {
+        if undecodable.is_empty() {
+            return Ok(0);
+        }
+        let moved = self
+            .snap
+            .registry
+            .moved_meanwhile(con, queue, undecodable)
+            .await?;
+        Ok((undecodable.len() - moved.len()) as u64)
+    }
+
+    /// Counts one batch of selected jobs (with their exception type) and, unless a dry run,
+    /// acts on them through the one write path.
+    async fn settle(
+        &self,
+        con: &mut ConnectionManager,
+        skipped: u64,
+        selected: Vec<Selected>,
+    ) -> RedisResult<()> {
+        self.count(skipped, &selected);
+        if self.action == BulkAction::Retry && !selected.is_empty() {
+            self.warn(con, &selected).await?;
+        }
+        if self.dry_run || selected.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.write(con, &selected).await?;
+        self.record(&outcomes);
+        Ok(())
+    }
+
+    /// Adds a batch to the matched and skipped counts (and, on a dry run, its ids).
+    fn count(&self, skipped: u64, selected: &[Selected]) {
+        let mut r = self.progress.lock().expect("task lock");
         r.skipped += skipped;
         r.matched_count += selected.len() as u64;
-        for (f, exception) in &selected {
+        for (f, exception) in selected {
             *r.by_exception.entry(exception.clone()).or_default() += 1;
-            if dry_run {
+            if self.dry_run {
                 if r.job_ids.len() < DRY_RUN_MAX_IDS {
                     r.job_ids.push(f.job_id.clone());
                 } else {
@@ -666,68 +563,85 @@ async fn settle(
             }
         }
     }
-    if action == BulkAction::Retry && !selected.is_empty() {
+
+    /// Notes the conditions under which the batch's policies' `hold_when` would have held an
+    /// automatic requeue back (the jobs are requeued anyway).
+    async fn warn(&self, con: &mut ConnectionManager, selected: &[Selected]) -> RedisResult<()> {
         let jobs: Vec<&JobFacts> = selected.iter().map(|(f, _)| &**f).collect();
         let found = crate::hold::manual_warnings(
             con,
-            &app.daemon.worlds,
-            snap.registry.keys(),
-            &snap.config.policies,
+            &self.app.daemon.worlds,
+            self.snap.registry.keys(),
+            &self.snap.config.policies,
             &jobs,
         )
         .await?;
-        let mut r = progress.lock().expect("task lock");
+        let mut r = self.progress.lock().expect("task lock");
         for w in found {
             if r.warnings.len() < MAX_WARNINGS && !r.warnings.contains(&w) {
                 r.warnings.push(w);
             }
         }
+        Ok(())
     }
-    if dry_run || selected.is_empty() {
-        return Ok(());
+
+    /// Requeues or purges the batch through the one write path; an operator's write ends a
+    /// hold at once (the gauge follows).
+    async fn write(
+        &self,
+        con: &mut ConnectionManager,
+        selected: &[Selected],
+    ) -> RedisResult<Vec<Outcome>> {
+        let daemon = &self.app.daemon;
+        let kind = match self.action {
+            BulkAction::Retry => WriteKind::Requeue {
+                attempt: None,
+                at_front: false,
+            },
+            BulkAction::Clear => WriteKind::Purge,
+        };
+        let planned: Vec<Planned> = selected
+            .iter()
+            .map(|(f, _)| Planned {
+                write: Write::of(f, Author::Operator, kind),
+                decision: "manual",
+            })
+            .collect();
+        let actor = Actor {
+            who: &self.who,
+            route: Some(&self.why),
+            trigger: Trigger::Manual,
+            writer: Writer::Manual,
+            index: Some(&daemon.index),
+            instance: &daemon.instance,
+        };
+        let outcomes = actor
+            .act(con, &self.snap, &daemon.metrics, &planned)
+            .await?;
+        for ((f, _), outcome) in selected.iter().zip(&outcomes) {
+            if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
+                daemon.held.release(&f.queue, &f.job_id);
+            }
+        }
+        daemon.held.publish(&daemon.metrics);
+        Ok(outcomes)
     }
-    let kind = match action {
-        BulkAction::Retry => WriteKind::Requeue {
-            attempt: None,
-            at_front: false,
-        },
-        BulkAction::Clear => WriteKind::Purge,
-    };
-    let planned: Vec<Planned> = selected
-        .iter()
-        .map(|(f, _)| Planned {
-            write: Write::of(f, Author::Operator, kind),
-            decision: "manual",
-        })
-        .collect();
-    let actor = Actor {
-        who,
-        route: Some(route),
-        trigger: Trigger::Manual,
-        writer: Writer::Manual,
-        index: Some(&app.daemon.index),
-        instance: &app.daemon.instance,
-    };
-    let outcomes = actor.act(con, snap, &app.daemon.metrics, &planned).await?;
-    // An operator's write ends a hold at once (the gauge follows).
-    for ((f, _), outcome) in selected.iter().zip(&outcomes) {
-        if matches!(outcome, Outcome::Requeued | Outcome::Purged) {
-            app.daemon.held.release(&f.queue, &f.job_id);
+
+    /// Adds a batch's outcomes to the counts: done, refused before any change, and conflicts
+    /// (moved or changed by someone else meanwhile: everything else).
+    fn record(&self, outcomes: &[Outcome]) {
+        let done = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
+            .count() as u64;
+        let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
+        let conflicts = outcomes.len() as u64 - done - refused;
+        let mut r = self.progress.lock().expect("task lock");
+        r.conflicts += conflicts;
+        r.refused += refused;
+        match self.action {
+            BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
+            BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
         }
     }
-    app.daemon.held.publish(&app.daemon.metrics);
-    let done = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Requeued | Outcome::Purged))
-        .count() as u64;
-    let refused = outcomes.iter().filter(|o| o.is_refused()).count() as u64;
-    let conflicts = outcomes.len() as u64 - done - refused;
-    let mut r = progress.lock().expect("task lock");
-    r.conflicts += conflicts;
-    r.refused += refused;
-    match action {
-        BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
-        BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
-    }
-    Ok(())
 }

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
-use super::jobs::Who;
+use super::extract::Who;
 use super::AppState;
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::policy::{Action, Policy};

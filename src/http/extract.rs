@@ -1,6 +1,9 @@
-//! Extractors whose rejections are API errors (JSON, 400) rather than axum's plain text.
+//! Extractors whose rejections are API errors (JSON, 400) rather than axum's plain text, and
+//! [`Who`], the caller as logs and the audit name them.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +20,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Who made a request, for logs and the audit trail: the name of the token it came with and
+/// the client's address (`ops-alice@10.0.0.5`), or the address alone when the API needs no
+/// token. The address is the IP without the port: an ephemeral port names no one, and two
+/// actions of one person would otherwise read as two people.
+pub struct Who(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(
+                || "unknown".to_string(),
+                |ConnectInfo(a)| a.ip().to_string(),
+            );
+        Ok(Who(match parts.extensions.get::<super::caller::Caller>() {
+            Some(caller) => format!("{}@{addr}", caller.name),
+            None => addr,
+        }))
     }
 }
 

@@ -1,10 +1,8 @@
 //! Single jobs and listings: list failed jobs, groups, retry one, delete one, status, explain.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -12,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiQuery, JobId, JOB_ID_DESCRIPTION};
+use super::extract::{ApiQuery, JobId, Who, JOB_ID_DESCRIPTION};
+use super::selection::{queue_selection, selected_queues, SelectionParams};
 use super::AppState;
 use crate::actions::{Actor, Planned};
 use crate::executor::{Author, Outcome, Write, WriteKind, Writer};
@@ -21,105 +20,26 @@ use crate::metrics::Trigger;
 use crate::policy::{self, Action, Decision};
 use crate::rq::failure;
 use crate::rq::job::StreamFields;
-use crate::rq::{decode, DecodeOutcome, JobFacts, Lookup, RegistryScan, StoredJob};
+use crate::rq::{decode, DecodeOutcome, JobFacts, Lookup, StoredJob};
 use crate::state::Snapshot;
 
 /// Failure texts longer than this are cut to their last part in listings (the end holds the
 /// exception); `GET /api/v1/jobs/status/{id}` returns the whole text.
 pub const LIST_EXC_INFO_MAX: usize = 256 * 1024;
 
-/// Who made a request, for logs and the audit trail: the name of the token it came with and
-/// the client's address (`ops-alice@10.0.0.5`), or the address alone when the API needs no
-/// token. The address is the IP without the port: an ephemeral port names no one, and two
-/// actions of one person would otherwise read as two people.
-pub struct Who(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Who {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(
-                || "unknown".to_string(),
-                |ConnectInfo(a)| a.ip().to_string(),
-            );
-        Ok(Who(match parts.extensions.get::<super::auth::Caller>() {
-            Some(caller) => format!("{}@{addr}", caller.name),
-            None => addr,
-        }))
-    }
-}
-
+/// What the listing takes beside its selection ([`SelectionParams`]): the page's shape.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this queue (1 to 512 characters).
-    #[param(min_length = 1, max_length = 512)]
-    pub queue: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// Jobs to skip, 0 to 1000000000 (default 0).
     #[param(minimum = 0, maximum = 1_000_000_000)]
     pub offset: Option<u64>,
-    /// Glob over the dotted function name, e.g. `app.workers.*` (as retry-all takes it).
-    #[param(pattern = r"^[^\[\]{}\\]*$")]
-    pub function: Option<String>,
-    /// Exception type, bare or dotted; `*` and `?` globs allowed (as retry-all takes it).
-    #[param(pattern = r"^[^\[\]{}\\]*[^\s\[\]{}\\][^\[\]{}\\]*$")]
-    pub exception: Option<String>,
-    /// Only jobs that failed before this time: RFC 3339, unix seconds, or that long ago (`1h`).
-    #[param(value_type = Option<super::bulk::FailureTime>, inline)]
-    pub failed_before: Option<String>,
-    /// Only jobs that failed after this time: RFC 3339, unix seconds, or that long ago (`1h`).
-    #[param(value_type = Option<super::bulk::FailureTime>, inline)]
-    pub failed_after: Option<String>,
-    /// Only jobs this policy decides (1 to 512 characters).
-    #[param(min_length = 1, max_length = 512)]
-    pub policy: Option<String>,
-    /// Only jobs in this state.
-    #[param(inline)]
-    pub state: Option<StateParam>,
     /// Newest failure first (the default) or oldest first.
     #[param(inline)]
     pub order: Option<OrderParam>,
-}
-
-/// Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-/// exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
-/// stopped, or its last run succeeded (the last two are never retried automatically); `held`:
-/// a requeue is due but its policy's `hold_when` holds it back.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StateParam {
-    Due,
-    Waiting,
-    Exhausted,
-    Unmatched,
-    Ignored,
-    Undecodable,
-    Stopped,
-    Succeeded,
-    Held,
-}
-
-impl StateParam {
-    fn state(self) -> crate::index::State {
-        use crate::index::State;
-        match self {
-            StateParam::Due => State::Due,
-            StateParam::Waiting => State::Waiting,
-            StateParam::Exhausted => State::Exhausted,
-            StateParam::Unmatched => State::Unmatched,
-            StateParam::Ignored => State::Ignored,
-            StateParam::Undecodable => State::Undecodable,
-            StateParam::Stopped => State::Stopped,
-            StateParam::Succeeded => State::Succeeded,
-            StateParam::Held => State::Held,
-        }
-    }
 }
 
 /// Newest or oldest failure first.
@@ -181,7 +101,7 @@ pub struct Freshness {
 }
 
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
-#[utoipa::path(get, path = "/api/v1/jobs/failed", params(ListParams), tag = "jobs",
+#[utoipa::path(get, path = "/api/v1/jobs/failed", params(SelectionParams, ListParams), tag = "jobs",
     responses((status = 200, body = FailedList, links(
             ("Explain" = (operation_id = "explain_job", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
             ("Status" = (operation_id = "status", parameters(("job_id" = "$response.body#/jobs/0/job_id")))),
@@ -190,6 +110,7 @@ pub struct Freshness {
         )), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_failed(
     State(app): State<AppState>,
+    ApiQuery(filters): ApiQuery<SelectionParams>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<FailedList>> {
     let limit = p.limit.unwrap_or(50);
@@ -206,18 +127,7 @@ pub async fn list_failed(
             "offset must be at most 1000000000",
         ));
     }
-    let filter = super::bulk::Filter::parse(
-        p.queue.as_deref(),
-        p.function.as_deref(),
-        p.exception.as_deref(),
-        p.failed_before.as_deref(),
-        p.failed_after.as_deref(),
-    )?;
-    check_name("invalid_policy", "policy", p.policy.as_deref())?;
-    check_name("invalid_queue", "queue", p.queue.as_deref())?;
-    let mut query = filter.query();
-    query.policy = p.policy.clone();
-    query.state = p.state.map(StateParam::state);
+    let query = filters.selection()?;
     let order = match p.order {
         Some(OrderParam::Oldest) => crate::index::Order::Oldest,
         _ => crate::index::Order::Newest,
@@ -233,11 +143,14 @@ pub async fn list_failed(
     loop {
         round += 1;
         let asked = query.clone();
-        let (page, freshness) =
-            from_index(&app, &mut con, &snap, p.queue.as_deref(), move |index| {
-                index.page(&asked, order, offset as usize, limit as usize)
-            })
-            .await?;
+        let (page, freshness) = from_index(
+            &app,
+            &mut con,
+            &snap,
+            query.queue.as_deref(),
+            move |index| index.page(&asked, order, offset as usize, limit as usize),
+        )
+        .await?;
         let (jobs, left) = read_page(&snap, &mut con, &page, now).await?;
         let again = !left.is_empty() && freshness.source == "index";
         if again {
@@ -310,18 +223,6 @@ async fn read_page(
         })
         .collect();
     Ok((jobs, left))
-}
-
-/// 400 with `code` for a queue or policy name (`what`) the API does not take.
-fn check_name(code: &'static str, what: &str, name: Option<&str>) -> ApiResult<()> {
-    match name {
-        // Characters, not bytes: what the OpenAPI document's maxLength counts.
-        Some(n) if n.is_empty() || n.chars().count() > 512 => Err(ApiError::bad_request(
-            code,
-            format!("{what} must have 1 to 512 characters"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Answers `question` from this instance's failure index when `queue` is supervised (all
@@ -499,35 +400,6 @@ fn tail_bytes(text: &str, max: usize) -> (String, bool) {
     (text[start..].to_string(), true)
 }
 
-/// The queue named by the client, or every queue that has a failed registry or is known to RQ.
-pub async fn selected_queues(
-    daemon: &crate::state::DaemonState,
-    con: &mut ConnectionManager,
-    snap: &Snapshot,
-    queue: Option<&str>,
-) -> ApiResult<Vec<String>> {
-    check_name("invalid_queue", "queue", queue)?;
-    match queue {
-        Some(q) => Ok(vec![q.to_string()]),
-        None => {
-            let everything = crate::glob::GlobList::new(&["*".to_string()]).expect("static glob");
-            let found = &daemon.found_registries;
-            // rq:queues now, plus the registries the daemon's scans found (they SCAN for
-            // them at most every few minutes): no request walks the keyspace, unless no scan
-            // of this instance has looked for failed registries yet (a standby).
-            let scan = if !found.scanned() && daemon.index.as_of().is_none() {
-                RegistryScan::Now
-            } else {
-                RegistryScan::Remembered(found)
-            };
-            Ok(snap
-                .registry
-                .discover_queues(con, &everything, scan)
-                .await?)
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GroupParams {
@@ -578,12 +450,16 @@ pub async fn groups(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<GroupParams>,
 ) -> ApiResult<Json<FailureGroups>> {
-    check_name("invalid_queue", "queue", p.queue.as_deref())?;
+    let selection = queue_selection(p.queue.as_deref())?;
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let queue = p.queue.clone();
-    let ((total, undecodable, groups), freshness) =
-        from_index(&app, &mut con, &snap, p.queue.as_deref(), move |index| {
+    let queue = selection.queue.clone();
+    let ((total, undecodable, groups), freshness) = from_index(
+        &app,
+        &mut con,
+        &snap,
+        selection.queue.as_deref(),
+        move |index| {
             let mut total = 0;
             let mut undecodable = 0;
             let mut groups = Vec::new();
@@ -603,8 +479,9 @@ pub async fn groups(
                 }
             }
             (total, undecodable, groups)
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(Json(FailureGroups {
         total,
         undecodable,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bulk;
+mod caller;
 mod control;
 mod docs;
 mod error;
@@ -12,6 +13,7 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod selection;
 mod session;
 mod stats;
 mod ui;
@@ -28,7 +30,8 @@ use axum::Router;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{bearer_credentials, Caller, Via};
+pub use auth::bearer_credentials;
+pub use caller::{Caller, Via};
 pub use docs::SWAGGER_UI_VERSION;
 pub use error::{ApiError, ErrorBody};
 

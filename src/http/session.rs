@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Caller, Via};
+use super::caller::{Caller, Via};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
 use crate::config::{Origin, Role, Scheme};
@@ -61,7 +61,7 @@ pub async fn sign_in(
     let Some(Extension(caller)) = caller else {
         // Nothing to sign in to: the API asks nobody who they are.
         return Ok(Json(SessionAnswer {
-            name: super::auth::ANONYMOUS.into(),
+            name: super::caller::ANONYMOUS.into(),
             role: Role::Operate.as_str().into(),
             expires_at: None,
         })

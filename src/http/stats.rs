@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiResult, ErrorBody};
-use super::jobs::selected_queues;
+use super::selection::selected_queues;
 use super::AppState;
 
 /// One queue's counts.

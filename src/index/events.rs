@@ -57,12 +57,12 @@ fn each(list: &[WrittenFailure]) -> impl Iterator<Item = (&str, &str, DateTime<U
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Known, Observation, Order, Query, State};
+    use crate::index::{Known, Observation, Order, Selection, State};
 
     fn states(index: &LiveIndex) -> Vec<(String, State)> {
         let reading = index.read().expect("built");
         let mut jobs: Vec<(String, State)> = reading
-            .page(&Query::default(), Order::Newest, 0, 10)
+            .page(&Selection::default(), Order::Newest, 0, 10)
             .jobs
             .into_iter()
             .map(|j| (j.job_id, j.state))

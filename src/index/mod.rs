@@ -24,13 +24,14 @@ use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::glob::{ExceptionPattern, GlobList};
 use crate::jobkey::JobKey;
 
 pub mod bisect;
 pub mod events;
 mod live;
+mod selection;
 pub use live::{LiveIndex, Reading};
+pub use selection::{Invalid, Selection, Typed};
 
 /// Where a failed job stands, as the deciding policy sees it (the listing's `state` filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -312,19 +313,6 @@ pub enum Order {
     #[default]
     Newest,
     Oldest,
-}
-
-/// A selection of failed jobs; every field that is set must hold.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub queue: Option<String>,
-    pub function: Option<GlobList>,
-    pub exception: Option<ExceptionPattern>,
-    /// Failed strictly before / after.
-    pub failed_before: Option<DateTime<Utc>>,
-    pub failed_after: Option<DateTime<Utc>>,
-    pub policy: Option<String>,
-    pub state: Option<State>,
 }
 
 /// Up to this many matches (offset + limit), a page keeps only them while it filters.
@@ -635,7 +623,7 @@ impl FailureIndex {
     }
 
     /// The filter of `query`, compiled against the interned names.
-    fn compile(&self, query: &Query) -> Compiled {
+    fn compile(&self, query: &Selection) -> Compiled {
         let queue = match &query.queue {
             None => Some(None),
             // A queue the index has never seen matches nothing.
@@ -670,7 +658,7 @@ impl FailureIndex {
     /// A bulk dry run's answer: what `query` selects, by exception type, a sample of up to
     /// `sample` ids, and the undecodable jobs of the queues it looks at (which no selection
     /// can match; a bulk action skips them).
-    pub fn tally(&self, query: &Query, sample: usize) -> Tally {
+    pub fn tally(&self, query: &Selection, sample: usize) -> Tally {
         let c = self.compile(query);
         let mut t = Tally::default();
         let mut by_exception: IdMap<u32, u64> = IdMap::default();
@@ -718,7 +706,13 @@ impl FailureIndex {
     /// match them once read, or the index does not know them as they are now: not indexed, or
     /// another score, a new failure). Also how many it knows to be undecodable (skipped, never
     /// read). The action acts only through the compare-and-set scripts.
-    pub fn to_read(&self, query: &Query, queue: &str, ids: &[String], scores: &[f64]) -> ToRead {
+    pub fn to_read(
+        &self,
+        query: &Selection,
+        queue: &str,
+        ids: &[String],
+        scores: &[f64],
+    ) -> ToRead {
         let mut out = ToRead::default();
         let Some(&q) = self.queues.ids.get(queue) else {
             out.check = ids.to_vec();
@@ -754,7 +748,7 @@ impl FailureIndex {
 
     /// One page of `query` in `order`, from `offset`: linear in the index's size (one pass to
     /// filter, one selection to find the page), whatever the offset.
-    pub fn page(&self, query: &Query, order: Order, offset: usize, limit: usize) -> Page {
+    pub fn page(&self, query: &Selection, order: Order, offset: usize, limit: usize) -> Page {
         let c = self.compile(query);
         let mut unknown = 0u64;
         // (sort key, position): newest first sorts by descending failure time; ties in failure

@@ -1,4 +1,5 @@
 use super::*;
+use crate::glob::{ExceptionPattern, GlobList};
 use chrono::TimeZone;
 use proptest::prelude::*;
 
@@ -31,7 +32,7 @@ fn a_failure_seen_once_is_listed_with_every_fact_and_seen_again_without_a_read()
     let mut index = FailureIndex::default();
     index.begin_scan();
     index.observe(&obs("default", "a", 10));
-    let page = index.page(&Query::default(), Order::Newest, 0, 10);
+    let page = index.page(&Selection::default(), Order::Newest, 0, 10);
     assert_eq!(page.total, 1);
     let a = &page.jobs[0];
     assert_eq!(a.queue, "default");
@@ -56,9 +57,9 @@ fn an_action_is_reflected_in_the_next_answer() {
     }
     assert!(index.remove("default", "b"));
     assert!(!index.remove("default", "b"));
-    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    let page = index.page(&Selection::default(), Order::Oldest, 0, 10);
     assert_eq!(ids(&page), vec!["a", "c"]);
-    let all = index.tally(&Query::default(), 0);
+    let all = index.tally(&Selection::default(), 0);
     assert_eq!((all.matched, all.unknown), (2, 0));
 }
 
@@ -72,7 +73,7 @@ fn a_completed_scan_drops_what_it_did_not_see_in_the_queues_it_scanned() {
     index.begin_scan();
     assert!(index.still_there("default", "a", 1e10 + 1.0));
     index.end_scan(&["default".to_string()]);
-    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    let page = index.page(&Selection::default(), Order::Oldest, 0, 10);
     assert_eq!(
         ids(&page),
         vec!["a", "x"],
@@ -105,8 +106,8 @@ fn every_filter_combines_and_unknown_facts_are_counted_apart() {
         exception: Known::Missing,
         ..obs("emails", "e", 5)
     });
-    let q = |f: &dyn Fn(&mut Query)| {
-        let mut query = Query::default();
+    let q = |f: &dyn Fn(&mut Selection)| {
+        let mut query = Selection::default();
         f(&mut query);
         index.page(&query, Order::Oldest, 0, 100)
     };
@@ -205,9 +206,9 @@ fn a_tally_counts_the_selection_over_every_queue_by_exception() {
         exception: Known::Is("ValueError"),
         ..obs("emails", "c", 3)
     });
-    let query = Query {
+    let query = Selection {
         exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
-        ..Query::default()
+        ..Selection::default()
     };
     let tally = index.tally(&query, 10);
     assert_eq!((tally.matched, tally.unknown, tally.undecodable), (2, 0, 0));
@@ -250,7 +251,7 @@ proptest! {
             let (q, id, _) = model.remove(r.index(model.len()));
             prop_assert!(index.remove(&q, &id));
         }
-        let query = Query { queue: queue_filter.then(|| "q1".to_string()), ..Query::default() };
+        let query = Selection { queue: queue_filter.then(|| "q1".to_string()), ..Selection::default() };
         let order = if newest { Order::Newest } else { Order::Oldest };
         let mut want: Vec<&(String, String, i64)> = model.iter().filter(|m| !queue_filter || m.0 == "q1").collect();
         want.sort_by_key(|m| if newest { -m.2 } else { m.2 });
@@ -292,9 +293,9 @@ fn a_tally_counts_the_selection_by_exception_with_a_sample_and_the_undecodable_a
     index.observe(&undecodable("emails", "broken-too"));
 
     let all_default = index.tally(
-        &Query {
+        &Selection {
             queue: Some("default".into()),
-            ..Query::default()
+            ..Selection::default()
         },
         3,
     );
@@ -311,9 +312,9 @@ fn a_tally_counts_the_selection_by_exception_with_a_sample_and_the_undecodable_a
         .collect()
     );
     let timeouts = index.tally(
-        &Query {
+        &Selection {
             exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
-            ..Query::default()
+            ..Selection::default()
         },
         100,
     );
@@ -321,9 +322,9 @@ fn a_tally_counts_the_selection_by_exception_with_a_sample_and_the_undecodable_a
     assert_eq!(timeouts.undecodable, 2);
     assert_eq!(timeouts.unknown, 0, "undecodable jobs are not 'unknown'");
     let nowhere = index.tally(
-        &Query {
+        &Selection {
             queue: Some("nosuch".into()),
-            ..Query::default()
+            ..Selection::default()
         },
         10,
     );
@@ -339,9 +340,9 @@ fn a_bulk_action_reads_only_what_may_match_or_what_the_index_does_not_know_as_it
         ..obs("default", "bad-input", 2)
     });
     index.observe(&undecodable("default", "broken"));
-    let query = Query {
+    let query = Selection {
         exception: Some(ExceptionPattern::new("ConnectionError").unwrap()),
-        ..Query::default()
+        ..Selection::default()
     };
     let ids: Vec<String> = ["timeout", "bad-input", "broken", "new", "failed-again"]
         .map(String::from)
@@ -378,9 +379,9 @@ fn take_returns_the_indexed_state_and_set_state_marks_exhausted() {
     assert!(index.set_state("default", "b", State::Exhausted, true));
     assert!(!index.set_state("default", "zz", State::Exhausted, true));
     let b = index.page(
-        &Query {
+        &Selection {
             state: Some(State::Exhausted),
-            ..Query::default()
+            ..Selection::default()
         },
         Order::Newest,
         0,
@@ -406,7 +407,7 @@ fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
         index.observe(&obs("default", id, ((i * 7919) % 3_001) as i64));
     }
     for order in [Order::Newest, Order::Oldest] {
-        let everything = index.page(&Query::default(), order, 0, n);
+        let everything = index.page(&Selection::default(), order, 0, n);
         assert_eq!(everything.jobs.len(), n);
         let all: Vec<&str> = ids(&everything);
         for (offset, limit) in [
@@ -415,7 +416,7 @@ fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
             (TOP_K_MAX - 40, 41),
             (TOP_K_MAX + 5, 100),
         ] {
-            let page = index.page(&Query::default(), order, offset, limit);
+            let page = index.page(&Selection::default(), order, offset, limit);
             assert_eq!(page.total, n as u64);
             assert_eq!(
                 ids(&page),
@@ -440,9 +441,9 @@ fn settle_lists_a_job_stopped_or_succeeded_and_keeps_its_exhausted_mark() {
     assert!(!index.settle("other", "a", State::Stopped));
     for (state, id, exhausted) in [(State::Stopped, "a", false), (State::Succeeded, "b", true)] {
         let page = index.page(
-            &Query {
+            &Selection {
                 state: Some(state),
-                ..Query::default()
+                ..Selection::default()
             },
             Order::Newest,
             0,
@@ -578,7 +579,7 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
     gone.sort();
     assert_eq!(gone, ["b", "c"]);
     assert_eq!(dropped.unknown, 2, "x, and c with its new score");
-    let page = index.page(&Query::default(), Order::Oldest, 0, 10);
+    let page = index.page(&Selection::default(), Order::Oldest, 0, 10);
     let mut left: Vec<(String, &str)> = page
         .jobs
         .iter()
