@@ -1,6 +1,11 @@
 //! Connecting to Redis: a connection manager that reconnects by itself, with timeouts so a hung
 //! Redis cannot hang the daemon; and the check that the server is new enough for the commands
-//! rq-retryd sends.
+//! rq-retryd sends. [`follow_sentinel`] and [`watch_redis`] keep the connection current while
+//! the daemon runs.
+
+mod upkeep;
+
+pub use upkeep::{follow_sentinel, watch_redis};
 
 use std::time::Duration;
 

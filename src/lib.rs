@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod executor;
 pub mod explain;
 pub mod glob;

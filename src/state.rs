@@ -15,7 +15,7 @@ use crate::limiter::RequeueLimiter;
 use crate::metrics::Metrics;
 use crate::report::ScanReport;
 use crate::rq::{Keys, Registry};
-use crate::switchboard::{Beat, Switchboard};
+use crate::switchboard::{Beat, Lease, Switchboard};
 
 /// Where snapshot generations come from: one counter for the whole process, so no two
 /// snapshots built in it ever share a generation (not even in tests that run several daemons).
@@ -69,8 +69,8 @@ pub struct DaemonState {
     master: Mutex<Option<(String, u16)>>,
     /// This instance's name on the switchboard, and its lease token.
     pub instance: String,
-    /// This instance's view of the shared switches and the lease (see [`crate::switchboard`]).
-    shared: Mutex<SharedView>,
+    /// This instance's lease and its view of the shared switches (see [`crate::switchboard`]).
+    pub lease: Lease,
     /// When a command last succeeded (a beat), so the health check need not ping as well.
     last_contact: Mutex<Option<std::time::Instant>>,
     /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
@@ -108,12 +108,13 @@ impl DaemonState {
     }
 
     pub fn new(config: Arc<Config>) -> Arc<DaemonState> {
+        let instance = crate::switchboard::instance_id();
         Arc::new(DaemonState {
             snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
             redis: RwLock::new(None),
             master: Mutex::new(None),
-            instance: crate::switchboard::instance_id(),
-            shared: Mutex::new(SharedView::default()),
+            lease: Lease::new(instance.clone()),
+            instance,
             last_contact: Mutex::new(None),
             scan_now: Notify::new(),
             metrics: Metrics::new(),
@@ -161,22 +162,12 @@ impl DaemonState {
     /// Whether automatic writes are held back on every instance, as last seen (the write
     /// scripts check the switch itself in the same step as their writes).
     pub fn is_paused(&self) -> bool {
-        self.shared
-            .lock()
-            .expect("shared lock")
-            .beat
-            .switches
-            .holds_writes()
+        self.lease.holds_writes()
     }
 
     /// Notes a pause or resume this instance just wrote to the switchboard.
     pub fn set_paused(&self, paused: bool) {
-        self.shared
-            .lock()
-            .expect("shared lock")
-            .beat
-            .switches
-            .paused = paused;
+        self.lease.set_paused(paused);
         self.metrics.set_paused(paused);
     }
 
@@ -184,50 +175,12 @@ impl DaemonState {
     /// its last successful beat, and no longer than the lease lasts), or leader election is off.
     pub fn is_active(&self) -> bool {
         let config = self.config();
-        if !config.supervisor.leader_election {
-            return true;
-        }
-        let shared = self.shared.lock().expect("shared lock");
-        shared.beat.lease.holder.as_deref() == Some(self.instance.as_str())
-            && shared
-                .renewed
-                .is_some_and(|at| at.elapsed() < config.supervisor.lease_ttl)
+        !config.supervisor.leader_election || self.lease.holds(config.supervisor.lease_ttl)
     }
 
     /// The last beat's view of the switchboard.
     pub fn shared(&self) -> Beat {
-        self.shared.lock().expect("shared lock").beat.clone()
-    }
-
-    /// Takes in one beat (at `sent`, when the beat was sent: the lease runs from then), updates
-    /// the metrics, and says what changed.
-    pub fn absorb_beat(&self, beat: Beat, sent: std::time::Instant) -> BeatChange {
-        let mine = beat.lease.holder.as_deref() == Some(self.instance.as_str());
-        let lease_ttl = self.config().supervisor.lease_ttl;
-        let mut shared = self.shared.lock().expect("shared lock");
-        // Active as `is_active` saw it: a lease whose last renewal is older than the lease
-        // time counted as lost (the scan loop stood by), even though no beat said so. A beat
-        // that renews it is then a new start, and must wake the scan loop.
-        let held = shared.beat.lease.holder.as_deref() == Some(self.instance.as_str())
-            && shared.renewed.is_some();
-        let was_active = held && shared.renewed.is_some_and(|at| at.elapsed() < lease_ttl);
-        let scan_requested = beat.switches.scan_requested_at.is_some()
-            && beat.switches.scan_requested_at != shared.beat.switches.scan_requested_at
-            && shared.seen_first_beat;
-        shared.renewed = if mine { Some(sent) } else { None };
-        shared.seen_first_beat = true;
-        let change = BeatChange {
-            became_active: mine && !was_active,
-            stopped_being_active: !mine && held,
-            scan_requested,
-        };
-        self.metrics.set_paused(beat.switches.holds_writes());
-        // With leader election off every instance does the automatic work: each counts as
-        // active, so the no-active-instance alert stays meaningful.
-        self.metrics
-            .set_leader(mine || !self.config().supervisor.leader_election);
-        shared.beat = beat;
-        change
+        self.lease.last_beat()
     }
 
     /// Notes that Redis just answered (and sets `rq_retryd_redis_up`).
@@ -244,14 +197,6 @@ impl DaemonState {
             .map(|at| at.elapsed())
     }
 
-    /// Forgets the lease (after releasing it, or when beats fail for longer than it lasts).
-    pub fn drop_lease(&self) {
-        let mut shared = self.shared.lock().expect("shared lock");
-        shared.renewed = None;
-        shared.beat.lease.holder = None;
-        self.metrics.set_leader(false);
-    }
-
     pub fn last_scan(&self) -> Option<LastScan> {
         self.last_scan.lock().expect("last scan lock").clone()
     }
@@ -262,25 +207,6 @@ impl DaemonState {
             report,
         });
     }
-}
-
-/// This instance's view of the switchboard.
-#[derive(Debug, Default)]
-struct SharedView {
-    beat: Beat,
-    /// When the lease was last taken or renewed by this instance.
-    renewed: Option<std::time::Instant>,
-    /// Whether any beat has been seen (a scan request older than this instance is not news).
-    seen_first_beat: bool,
-}
-
-/// What one beat changed for this instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BeatChange {
-    pub became_active: bool,
-    pub stopped_being_active: bool,
-    /// Another instance (or this one) asked for a scan since the last beat.
-    pub scan_requested: bool,
 }
 
 #[cfg(test)]
@@ -308,43 +234,5 @@ mod tests {
             seen.push(generation);
         }
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
-    }
-
-    fn beat_held_by(holder: &str) -> Beat {
-        Beat {
-            lease: crate::switchboard::LeaseView {
-                holder: Some(holder.to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    // See: issue 11 (CI: Redis killed and restarted while the daemon was stopped for longer
-    // than the lease; its next beat renewed the lease it still held in Redis, but the scan
-    // loop, which had stood by, was never woken and the remaining jobs were never requeued).
-    #[test]
-    fn a_beat_that_renews_a_lease_which_ran_out_locally_makes_the_instance_active_again() {
-        let state = DaemonState::new(config("a"));
-        let me = state.instance.clone();
-        let first = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
-        assert!(first.became_active, "{first:?}");
-        assert!(state.is_active());
-        let second = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
-        assert!(
-            !second.became_active,
-            "a plain renewal is no news: {second:?}"
-        );
-
-        // No renewal reached Redis for longer than the lease (a stalled process, a hung
-        // Redis): the instance counts itself as standing by...
-        let ttl = state.config().supervisor.lease_ttl;
-        state.shared.lock().unwrap().renewed = Some(std::time::Instant::now() - ttl * 2);
-        assert!(!state.is_active());
-        // ...and the beat that finds the lease still its own is a new start.
-        let back = state.absorb_beat(beat_held_by(&me), std::time::Instant::now());
-        assert!(back.became_active, "{back:?}");
-        assert!(!back.stopped_being_active, "{back:?}");
-        assert!(state.is_active());
     }
 }

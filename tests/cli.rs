@@ -462,6 +462,118 @@ fn the_daemon_requeues_a_job_when_its_backoff_ends_and_stops_cleanly_on_sigterm(
     assert!(stderr.contains("rq-retryd stopped"), "{stderr}");
 }
 
+/// What the daemon told systemd (`NOTIFY_SOCKET`), one line per state, in order.
+struct Notifications {
+    socket: std::os::unix::net::UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Notifications {
+    fn bind(path: &std::path::Path) -> Notifications {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Notifications {
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until `count` lines (from `since` on) satisfy `wanted`; panics after 20 s.
+    #[track_caller]
+    fn wait_for(&mut self, since: usize, count: usize, wanted: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        loop {
+            let found: Vec<usize> = (since..self.seen.len())
+                .filter(|&i| wanted(&self.seen[i]))
+                .collect();
+            if found.len() >= count {
+                return found[count - 1];
+            }
+            assert!(Instant::now() < deadline, "not told: {:?}", self.seen);
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen
+                    .extend(datagram.lines().filter(|l| !l.is_empty()).map(String::from));
+            }
+        }
+    }
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec`): READY once listening, then the status while
+/// Redis is reached, WATCHDOG pings from the scan loop, RELOADING then READY around a SIGHUP
+/// reload, STOPPING last at SIGTERM, and exit 0. See: issue 20 (the daemon as a library; the
+/// process around it tells systemd what it told before).
+#[test]
+fn the_daemon_tells_systemd_ready_watchdog_reloading_and_stopping_in_order() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify.sock");
+    let mut told = Notifications::bind(&socket);
+    let path = write_config(
+        &dir,
+        &format!(
+            "[redis]\nurl = \"{}\"\n[supervisor]\nscan_interval = \"1h\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[policy]]\nname = \"p\"\naction = \"ignore\"\n",
+            server.url()
+        ),
+    );
+    let mut child = support::retryd_command()
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = told.wait_for(0, 1, |l| l == "READY=1");
+    let connecting = told.wait_for(0, 1, |l| l == "STATUS=connecting to Redis");
+    let scanned = told.wait_for(0, 1, |l| l.starts_with("STATUS=last scan "));
+    told.wait_for(scanned, 2, |l| l == "WATCHDOG=1");
+    assert!(
+        ready < connecting && connecting < scanned,
+        "{:?}",
+        told.seen
+    );
+
+    let hup = told.seen.len();
+    support::faults::signal(child.id(), "HUP");
+    let reloading = told.wait_for(hup, 1, |l| l == "RELOADING=1");
+    told.wait_for(reloading, 1, |l| l == "READY=1");
+
+    unsafe_sigterm(child.id());
+    told.wait_for(0, 1, |l| l == "STOPPING=1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = told.socket.recv(&mut buf) {
+        told.seen
+            .extend(String::from_utf8_lossy(&buf[..n]).lines().map(String::from));
+    }
+    assert_eq!(
+        told.seen.iter().filter(|l| *l == "STOPPING=1").count(),
+        1,
+        "{:?}",
+        told.seen
+    );
+    assert_eq!(
+        told.seen.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{:?}",
+        told.seen
+    );
+}
+
 fn unsafe_sigterm(pid: u32) {
     let status = Command::new("kill")
         .arg("-TERM")

@@ -1,9 +1,11 @@
 //! The router in-process (`tower::ServiceExt::oneshot`): status codes and JSON shapes of the
 //! cases that need no socket: the auth layer, the body limit, unknown routes and methods, and
 //! the 503 answers before Redis was ever reached. With a Redis, the same router answers the
-//! job routes (the end-to-end flows are in `tests/http_*.rs`).
+//! job routes (the end-to-end flows are in `tests/http_*.rs`). And the whole daemon in-process
+//! (`daemon::run` on a port-0 listener): it requeues, serves, and stops when its token is
+//! cancelled, after the bulk task in flight.
 //!
-//! See: issue 3 (HTTP control surface).
+//! See: issue 3 (HTTP control surface), issue 20 (the daemon as a library).
 
 mod support;
 
@@ -969,4 +971,92 @@ async fn reconcile_of_one_removal_costs_log_n_commands() {
             done.commands, done.round_trips
         );
     }
+}
+
+/// `rq:queue:<queue>`, in order.
+fn queued(con: &mut redis::Connection, queue: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(format!("rq:queue:{queue}"))
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .unwrap()
+}
+
+// See: issue 20 (the daemon as a library; shutdown did not wait for bulk tasks).
+#[test]
+fn the_daemon_in_process_requeues_and_a_cancel_stops_it_after_the_bulk_task_in_flight() {
+    const BULK: usize = 300;
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    FailedJob::new("due-now").write(&mut con);
+    for i in 0..BULK {
+        FailedJob::new(&format!("by-hand-{i}"))
+            .queue("by-hand")
+            .write(&mut con);
+    }
+    // 100 requeues a second: the bulk retry of 300 takes about two seconds, well within the
+    // shutdown grace.
+    let daemon = support::daemon::InProcess::start(&format!(
+        r#"
+[redis]
+url = "{}"
+
+[supervisor]
+scan_interval = "1h"
+max_requeues_per_second = 100
+
+[[policy]]
+name = "retry-default-now"
+queues = ["default"]
+action = "retry"
+max_attempts = 1
+backoff = {{ strategy = "fixed", delay = "0s" }}
+
+[[policy]]
+name = "hands-off"
+action = "ignore"
+"#,
+        redis.url()
+    ));
+
+    // The daemon's own scan requeues the due job; the API says so too.
+    daemon.wait_until("due-now requeued", |_| {
+        queued(&mut con, "default") == ["due-now"]
+    });
+    let status = daemon.get("/api/v1/jobs/status/due-now").expect(200);
+    assert_eq!(status["status"], "queued", "{status}");
+    assert_eq!(status["failed_registry"], Value::Null, "{status}");
+    assert!(
+        queued(&mut con, "by-hand").is_empty(),
+        "left to the operator"
+    );
+
+    let lease = |con: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET").arg("rq:retryd:lease").query(con).unwrap()
+    };
+    assert_eq!(lease(&mut con), Some(daemon.state.instance.clone()));
+
+    let task = daemon
+        .post("/api/v1/jobs/failed/retry-all?queue=by-hand&wait_ms=0")
+        .expect(202);
+    assert_eq!(task["state"], "running", "{task}");
+    let at_cancel = queued(&mut con, "by-hand").len();
+    assert!(at_cancel < BULK, "the bulk task finished before the cancel");
+
+    let cancelled = std::time::Instant::now();
+    daemon
+        .stop()
+        .expect("daemon::run returns Ok after a cancel");
+    let took = cancelled.elapsed();
+    assert!(
+        took < rq_retryd::daemon::SHUTDOWN_GRACE + std::time::Duration::from_secs(2),
+        "run returned {took:?} after the cancel"
+    );
+    assert_eq!(
+        queued(&mut con, "by-hand").len(),
+        BULK,
+        "run returned before the bulk task in flight finished ({at_cancel} of {BULK} at the cancel, {took:?} before)"
+    );
+    assert_eq!(lease(&mut con), None, "the lease was given up");
 }

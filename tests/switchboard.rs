@@ -1,20 +1,24 @@
 //! One switchboard for every instance (issue 11): the pause switch lives in Redis, so pausing
 //! through any instance stops every instance before its next write; one instance holds the
 //! lease and does the automatic work; after `kill -9` of the holder a standby takes over within
-//! two lease times and finishes, nothing lost, nothing doubled.
+//! two lease times and finishes, nothing lost, nothing doubled. The lease's own round trips run
+//! in-process too, on a paused clock ([`LeasesOnRedis`]).
 //!
-//! See: issue 11 ("One switchboard for every instance", "One active scanner, standbys ready").
+//! See: issue 11 ("One switchboard for every instance", "One active scanner, standbys ready"),
+//! issue 20 (the lease as a struct).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use rq_retryd::switchboard::{BeatChange, Lease};
 use serde_json::Value;
 use support::faults::{
     assert_all_auto_requeued, audited, check_invariant, metric_sum, seed, KillableDaemon,
     RETRY_EVERYTHING_NOW,
 };
 use support::RedisServer;
+use tokio::time::advance;
 
 const QUEUES: [&str; 2] = ["alpha", "beta"];
 
@@ -345,4 +349,115 @@ fn a_standby_takes_over_within_two_lease_times_after_kill_9_and_finishes_the_wor
         jobs.len()
     );
     assert_eq!(daemons[last].stop(), 0);
+}
+
+/// Leases beating on one real Redis with the tokio clock paused: what each instance decides
+/// goes by its own clock from when its beat was sent, while Redis keeps the lease by its own
+/// time. Redis answers in real time while the paused clock stands still: the clock does not
+/// jump ahead to the next timer (a beat's timeout) while a blocking task runs, here one that
+/// waits until the fixture is dropped.
+///
+/// See: issue 11 (one active scanner, standbys ready), issue 20 (the lease as a struct, tested
+/// in-process).
+struct LeasesOnRedis {
+    server: RedisServer,
+    con: redis::aio::MultiplexedConnection,
+    board: rq_retryd::switchboard::Switchboard,
+    _clock_held: std::sync::mpsc::Sender<()>,
+}
+
+/// The lease time of [`LeasesOnRedis`]' instances.
+const TTL: Duration = Duration::from_secs(30);
+
+impl LeasesOnRedis {
+    async fn start() -> LeasesOnRedis {
+        let server = RedisServer::start();
+        let (clock_held, until_dropped) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || until_dropped.recv());
+        let con = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        LeasesOnRedis {
+            server,
+            con,
+            board: rq_retryd::switchboard::Switchboard::new(rq_retryd::rq::Keys::new("rq")),
+            _clock_held: clock_held,
+        }
+    }
+
+    /// One beat of `lease`, taking part in the election.
+    async fn beat(&mut self, lease: &Lease) -> BeatChange {
+        lease
+            .beat(&self.board, &mut self.con, true, TTL)
+            .await
+            .unwrap()
+    }
+
+    /// Who holds the lease, as Redis says.
+    fn holder(&self) -> Option<String> {
+        redis::cmd("GET")
+            .arg("rq:retryd:lease")
+            .query(&mut self.server.conn())
+            .unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_ran_out_on_the_holder_s_clock_but_not_in_redis_is_renewed_as_a_new_start() {
+    let mut redis = LeasesOnRedis::start().await;
+    let (a, b) = (Lease::new("a".into()), Lease::new("b".into()));
+    assert!(redis.beat(&a).await.became_active);
+    assert_eq!(redis.beat(&b).await, BeatChange::default());
+    assert_eq!(b.last_beat().lease.holder.as_deref(), Some("a"));
+    assert!(a.holds(TTL) && !b.holds(TTL));
+    assert_eq!(redis.holder().as_deref(), Some("a"));
+    for _ in 0..3 {
+        advance(TTL / 3).await;
+        assert_eq!(redis.beat(&a).await, BeatChange::default(), "no news");
+        assert!(a.holds(TTL), "renewed every third of the lease");
+    }
+
+    // A's beats stall for two lease times by its clock (a stopped process): it stands by,
+    // though Redis still holds its lease; the beat that renews it is a new start.
+    advance(TTL * 2).await;
+    assert!(!a.holds(TTL));
+    assert_eq!(redis.holder().as_deref(), Some("a"));
+    let back = redis.beat(&a).await;
+    assert!(back.became_active && !back.stopped_being_active, "{back:?}");
+    assert!(a.holds(TTL));
+    assert_eq!(redis.beat(&b).await, BeatChange::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_lease_goes_to_the_standby_at_its_next_beat() {
+    let mut redis = LeasesOnRedis::start().await;
+    let (a, b) = (Lease::new("a".into()), Lease::new("b".into()));
+    assert!(redis.beat(&a).await.became_active);
+    redis.beat(&b).await;
+
+    // A scan asked for on the switchboard is news to every instance at its next beat, once.
+    redis.board.request_scan(&mut redis.con).await.unwrap();
+    assert!(redis.beat(&a).await.scan_requested);
+    assert!(redis.beat(&b).await.scan_requested);
+    assert_eq!(redis.beat(&b).await, BeatChange::default());
+
+    // Released (on shutdown): B takes over at its next beat, not a lease time later; a second
+    // release gives nothing up.
+    assert!(a.release(&redis.board, &mut redis.con).await);
+    assert!(!a.holds(TTL));
+    assert_eq!(redis.holder(), None);
+    assert!(redis.beat(&b).await.became_active);
+    assert!(b.holds(TTL));
+    assert!(!a.release(&redis.board, &mut redis.con).await);
+    assert_eq!(redis.holder().as_deref(), Some("b"));
+    assert_eq!(redis.beat(&a).await, BeatChange::default(), "A stands by");
+    assert!(!a.holds(TTL));
+
+    // An instance outside the election only reads.
+    let reader = Lease::new("reader".into());
+    let read = reader.beat(&redis.board, &mut redis.con, false, TTL).await;
+    assert_eq!(read.unwrap(), BeatChange::default());
+    assert_eq!(redis.holder().as_deref(), Some("b"));
 }

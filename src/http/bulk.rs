@@ -257,7 +257,7 @@ async fn start(
         snap,
         progress: progress.clone(),
     };
-    let handle = tokio::spawn(async move {
+    let handle = app.bulk_tasks.spawn(async move {
         let outcome = task.run(&queues).await;
         let mut r = progress.lock().expect("task lock");
         r.finished_at = Some(Utc::now());

@@ -29,6 +29,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use auth::bearer_credentials;
 pub use caller::{Caller, Via};
@@ -54,6 +55,8 @@ pub struct AppState {
     /// How long a browser session lasts (`http.session_ttl`, read at start).
     pub session_ttl: Duration,
     pub tasks: Arc<bulk::Tasks>,
+    /// The bulk actions still running: `daemon::run` waits for them on shutdown.
+    pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
     pub auth_failures: Arc<auth::FailureLimiter>,
 }
@@ -69,6 +72,7 @@ impl AppState {
             proxy_identity: http.proxy_identity.map(Arc::new),
             session_ttl: http.session_ttl,
             tasks: Arc::new(bulk::Tasks::default()),
+            bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
         }
     }

@@ -5,6 +5,7 @@
 mod cache;
 pub mod notifications;
 mod reconcile;
+pub mod schedule;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

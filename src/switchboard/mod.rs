@@ -8,7 +8,12 @@
 //! serve the HTTP API. The write scripts check both in the same atomic step as their writes
 //! (`executor/scripts/gate.lua`): the state held here is only each instance's view of it, for
 //! its loops, its answers and its metrics. These keys are rq-retryd's own; RQ's data is still
-//! written only by the executor.
+//! written only by the executor. [`Lease`] is this instance's side of it: its token, the
+//! last beat it saw, and the two round trips (beat, release) that change them.
+
+pub mod lease;
+
+pub use lease::{BeatChange, Lease};
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod daemon;
 pub mod faults;
 pub mod http;
 pub mod jobs;
