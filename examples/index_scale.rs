@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
+use rq_retryd::glob::{ExceptionPattern, GlobList};
 use rq_retryd::index::{FailureIndex, Known, Observation, Order, Selection, State};
-use rq_retryd::policy::{ExceptionPattern, GlobList};
 
 fn main() {
     let n: usize = std::env::args()

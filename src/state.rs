@@ -84,7 +84,7 @@ pub struct DaemonState {
     pub index: crate::index::LiveIndex,
     /// The queues of the `rq:failed:*` keys the last registry SCAN found (the scans refresh it
     /// at most every few minutes), so that HTTP requests need not SCAN the keyspace.
-    pub found_registries: Mutex<Vec<String>>,
+    pub found_registries: crate::rq::FoundRegistries,
     /// The target queues' workers and lengths, read at most once a second per queue, for
     /// `hold_when` and the warnings of manual retries (issue 21).
     pub worlds: crate::hold::WorldCache,
@@ -122,7 +122,7 @@ impl DaemonState {
             last_scan: Mutex::new(None),
             started_at: Utc::now(),
             index: Default::default(),
-            found_registries: Mutex::new(Vec::new()),
+            found_registries: Default::default(),
             worlds: Default::default(),
             held: Default::default(),
         })

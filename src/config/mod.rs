@@ -28,7 +28,8 @@ pub use tokens::{
     read_token_file_from_disk, ApiToken, TokenSource, LEGACY_TOKEN_NAME, MIN_TOKEN_BYTES,
 };
 
-use crate::policy::{GlobList, Policy};
+use crate::glob::GlobList;
+use crate::policy::Policy;
 use file::{FileConfig, HttpSection, LoggingSection, RedisSection, SupervisorSection};
 
 /// The configuration that runs when no file is found; also shipped as `config/default.toml`.

@@ -11,9 +11,9 @@ use super::file::{
     StrategyKind,
 };
 use super::MANUAL;
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::policy::{
-    Action, Backoff, BreakerSpec, ExceptionPattern, GlobList, HoldWhen, Matcher, MetaPattern,
-    OnExhausted, Policy, RetrySpec,
+    Action, Backoff, BreakerSpec, HoldWhen, Matcher, MetaPattern, OnExhausted, Policy, RetrySpec,
 };
 
 /// `[[policy]]` in order: the valid ones; each name once.

@@ -18,7 +18,8 @@ use crate::executor::{Meaning, Outcome, WriteKind};
 use crate::explain::{self, Explanation};
 use crate::policy::{self, Action, Decision};
 use crate::rq::failure;
-use crate::rq::{decode, DecodeOutcome, JobFacts};
+use crate::rq::job::StreamFields;
+use crate::rq::{decode, DecodeOutcome, JobFacts, Lookup, StoredJob};
 use crate::state::Snapshot;
 
 /// Failure texts longer than this are cut to their last part in listings (the end holds the
@@ -537,37 +538,21 @@ async fn failed_job(
     snap: &Snapshot,
     job_id: &str,
 ) -> ApiResult<JobFacts> {
-    let Some(queue) = snap.registry.find_failed(con, job_id).await? else {
-        return Err(ApiError::not_found(
+    match snap.registry.lookup(con, job_id).await? {
+        Lookup::Failed(f) => Ok(*f),
+        Lookup::NotFailed => Err(ApiError::not_found(
             "not_in_failed_registry",
             format!("job {job_id} is not in a failed registry"),
-        ));
-    };
-    let raw = snap
-        .registry
-        .read_jobs(con, &queue, &[job_id.to_string()])
-        .await?
-        .remove(0);
-    let outcome = decode(&raw);
-    if !matches!(outcome, DecodeOutcome::Job(_))
-        && !snap
-            .registry
-            .moved_meanwhile(con, &queue, &[job_id.to_string()])
-            .await?
-            .is_empty()
-    {
-        return Err(ApiError::not_found(
+        )),
+        Lookup::Moved { .. } => Err(ApiError::not_found(
             "not_in_failed_registry",
             format!("job {job_id} was moved or deleted meanwhile"),
-        ));
-    }
-    match outcome {
-        DecodeOutcome::Job(f) => Ok(*f),
-        DecodeOutcome::Orphan => Err(ApiError::not_found(
+        )),
+        Lookup::Orphan { queue } => Err(ApiError::not_found(
             "job_missing",
             format!("job {job_id} is in failed registry {queue:?} but its hash is gone"),
         )),
-        DecodeOutcome::Corrupt(reason) => Err(ApiError::conflict(
+        Lookup::Corrupt { reason, .. } => Err(ApiError::conflict(
             "corrupt_job",
             format!("job {job_id} cannot be decoded ({reason}); it is left untouched"),
         )),
@@ -858,6 +843,19 @@ pub struct JobStatus {
     pub description: Option<String>,
 }
 
+/// The hash fields a status answer shows, in the order [`job_status`] reads them.
+const STATUS_FIELDS: [&str; 9] = [
+    "status",
+    "origin",
+    "enqueued_at",
+    "started_at",
+    "ended_at",
+    "retryd_attempts",
+    "exc_info",
+    "retryd_exhausted",
+    "description",
+];
+
 /// The status of any job.
 #[utoipa::path(get, path = "/api/v1/jobs/status/{job_id}", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1)), tag = "jobs",
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -867,88 +865,72 @@ pub async fn status(
 ) -> ApiResult<Json<JobStatus>> {
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
-    let keys = snap.registry.keys().clone();
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    pipe.cmd("HMGET").arg(keys.job(&job_id)).arg(&[
-        "status",
-        "origin",
-        "enqueued_at",
-        "started_at",
-        "ended_at",
-        "retryd_attempts",
-        "exc_info",
-        "retryd_exhausted",
-        "description",
-    ]);
-    pipe.cmd("XREVRANGE")
-        .arg(keys.results(&job_id))
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1);
-    pipe.cmd("EXISTS").arg(keys.job(&job_id));
-    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut con).await?;
-    let mut replies = replies.into_iter();
-    let fields = replies.next().unwrap_or(Ok(redis::Value::Nil));
-    let newest: Vec<(Vec<u8>, Vec<u8>)> = match replies.next() {
-        Some(Ok(v)) => crate::rq::registry::newest_entry(v)
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    let exists: i64 = match replies.next() {
-        Some(Ok(redis::Value::Int(n))) => n,
-        _ => 0,
-    };
-    if exists == 0 {
-        return Err(ApiError::not_found(
-            "no_such_job",
-            format!("job {job_id} does not exist"),
-        ));
-    }
-    let raw: Vec<Option<Vec<u8>>> = match fields {
-        Ok(redis::Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                redis::Value::BulkString(b) => Some(b),
-                _ => None,
-            })
-            .collect(),
-        Ok(_) | Err(_) => {
+    let stored = snap
+        .registry
+        .read_job(&mut con, &job_id, &STATUS_FIELDS)
+        .await?;
+    let (fields, newest_result) = match stored {
+        StoredJob::Missing => {
+            return Err(ApiError::not_found(
+                "no_such_job",
+                format!("job {job_id} does not exist"),
+            ))
+        }
+        StoredJob::NotAHash => {
             return Err(ApiError::conflict(
                 "corrupt_job",
                 format!("job {job_id} is not a hash"),
             ))
         }
+        StoredJob::Hash {
+            fields,
+            newest_result,
+        } => (fields, newest_result),
     };
+    let failed_registry = snap.registry.find_failed(&mut con, &job_id).await?;
+    Ok(Json(job_status(
+        job_id,
+        &fields,
+        &newest_result,
+        failed_registry,
+    )))
+}
+
+/// A job's status from its [`STATUS_FIELDS`], its newest result and the failed registry
+/// holding it.
+fn job_status(
+    job_id: String,
+    fields: &[Option<Vec<u8>>],
+    newest_result: &StreamFields,
+    failed_registry: Option<String>,
+) -> JobStatus {
     let get = |i: usize| {
-        raw.get(i)
+        fields
+            .get(i)
             .cloned()
             .flatten()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .filter(|s| !s.is_empty())
     };
-    let exc_info = newest
+    let exc_info = newest_result
         .iter()
         .find(|(k, _)| k == b"exc_string")
         .and_then(|(_, v)| failure::from_exc_string(v).ok())
         .or_else(|| {
-            raw.get(6)
+            fields
+                .get(6)
                 .cloned()
                 .flatten()
                 .filter(|b| !b.is_empty())
                 .and_then(|b| failure::from_exc_info(&b).ok())
         })
         .map(|f| f.text);
-    let failed_registry = snap.registry.find_failed(&mut con, &job_id).await?;
     let status = get(0);
     // See: issue 11: the mark stays in the hash when someone else requeues the job.
     let exhausted = get(7).as_deref() == Some("1")
         && status.as_deref() == Some("failed")
         && failed_registry.is_some();
-    Ok(Json(JobStatus {
+    JobStatus {
         job_id,
         status,
         queue: get(1),
@@ -960,5 +942,5 @@ pub async fn status(
         failed_registry,
         exhausted,
         description: get(8),
-    }))
+    }
 }

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use crate::index::{Invalid, Selection, State, Typed};
+use crate::rq::RegistryScan;
 use crate::state::{DaemonState, Snapshot};
 
 /// The filters of a selection of failed jobs, as query parameters.
@@ -151,21 +152,20 @@ pub async fn selected_queues(
     match queue {
         Some(q) => Ok(vec![q.to_string()]),
         None => {
-            let everything = crate::policy::GlobList::new(&["*".to_string()]).expect("static glob");
-            let found = daemon
-                .found_registries
-                .lock()
-                .expect("registries lock")
-                .clone();
-            if found.is_empty() && daemon.index.as_of().is_none() {
-                // No scan of this instance has looked for failed registries yet (a standby).
-                return Ok(snap.registry.discover_queues(con, &everything).await?);
-            }
+            let everything = crate::glob::GlobList::new(&["*".to_string()]).expect("static glob");
+            let found = &daemon.found_registries;
             // rq:queues now, plus the registries the daemon's scans found (they SCAN for
-            // them at most every few minutes): no request walks the keyspace.
-            let mut names = snap.registry.known_queues(con).await?;
-            names.extend(found);
-            Ok(crate::rq::registry::select_queues(names, &everything))
+            // them at most every few minutes): no request walks the keyspace, unless no scan
+            // of this instance has looked for failed registries yet (a standby).
+            let scan = if !found.scanned() && daemon.index.as_of().is_none() {
+                RegistryScan::Now
+            } else {
+                RegistryScan::Remembered(found)
+            };
+            Ok(snap
+                .registry
+                .discover_queues(con, &everything, scan)
+                .await?)
         }
     }
 }

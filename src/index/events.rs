@@ -1,10 +1,10 @@
 //! Every instance's index follows every instance's writes: after each write batch, the one
-//! write path ([`crate::actions::Actor`]) PUBLISHes what left the failed registries and what was
-//! marked exhausted on `<prefix>:retryd:index-events`; every instance subscribes (with the
-//! keyspace notifications) and applies what the others did. A standby's index thus forgets a job
-//! the moment the active instance requeues it, and the active's forgets one an operator retried
-//! on a standby. One PUBLISH per write batch, nothing when idle; a message lost on the way (a
-//! reconnect) is repaired by the next full scan, as before.
+//! write path (the actor in `actions`, a layer up) PUBLISHes what left the failed registries
+//! and what was marked exhausted on `<prefix>:retryd:index-events`; every instance subscribes
+//! (with the keyspace notifications) and applies what the others did. A standby's index thus
+//! forgets a job the moment the active instance requeues it, and the active's forgets one an
+//! operator retried on a standby. One PUBLISH per write batch, nothing when idle; a message
+//! lost on the way (a reconnect) is repaired by the next full scan, as before.
 //!
 //! See: issue 12 (standbys answer from their own index) and issue 11 ("standbys keep whatever
 //! they need for the HTTP API current cheaply").

@@ -12,7 +12,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::State;
-use crate::policy::{ExceptionPattern, GlobList, Policy};
+use crate::glob::{ExceptionPattern, GlobList};
+use crate::policy::Policy;
 use crate::rq::JobFacts;
 
 /// A selection of failed jobs; every field that is set must hold.

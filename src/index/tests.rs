@@ -1,5 +1,5 @@
 use super::*;
-use crate::policy::{ExceptionPattern, GlobList};
+use crate::glob::{ExceptionPattern, GlobList};
 use chrono::TimeZone;
 use proptest::prelude::*;
 

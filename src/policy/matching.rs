@@ -5,7 +5,7 @@ use std::fmt;
 
 use regex::Regex;
 
-pub use crate::glob::{ExceptionPattern, GlobList};
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::rq::{JobFacts, Meta, MetaValue};
 
 /// The match half of a policy.

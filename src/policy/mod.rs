@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use backoff::{Backoff, MAX_DELAY};
-pub use matching::{ExceptionPattern, GlobList, Matcher, MetaFound, MetaPattern, Mismatch};
+pub use matching::{Matcher, MetaFound, MetaPattern, Mismatch};
 
 use crate::rq::{JobFacts, Reads};
 

@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
+use crate::glob::{ExceptionPattern, GlobList};
 use crate::rq::{CasToken, Failure, JobFacts, Meta, MetaValue, Reads};
 
 /// When every test job failed.

@@ -229,59 +229,24 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let fields = raw.reads.fields();
-    let field = |name: &'static str| -> Option<&[u8]> {
-        let index = fields.iter().position(|f| *f == name)?;
-        values.get(index).and_then(|v| v.as_deref())
+    let hash = Hash {
+        fields: raw.reads.fields(),
+        values,
     };
-    let text = |name: &'static str| -> Result<Option<String>, CorruptReason> {
-        field(name)
-            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| CorruptReason::NotUtf8(name)))
-            .transpose()
-    };
-
-    let origin_raw = text("origin")?.unwrap_or_default();
+    let origin_raw = hash.text("origin")?.unwrap_or_default();
     let origin = if origin_raw.is_empty() {
         raw.queue.clone()
     } else {
         origin_raw.clone()
     };
-    let status = text("status")?;
-    let ended_at = text("ended_at")?.unwrap_or_default();
-    let (failed_at, failed_at_from) = if ended_at.is_empty() {
-        // RQ fails a job whose worker died (StartedJobRegistry.cleanup: AbandonedJobError;
-        // 2.x's intermediate queue cleanup) without an ended_at, and so it fails a job an
-        // operator stopped (status stopped). Such a job is a failure all the same when RQ
-        // says so; anything else without ended_at is not safe to act on.
-        let failure_ttl = text("failure_ttl")?;
-        let added = matches!(status.as_deref(), Some("failed" | STOPPED))
-            .then(|| added_to_failed_registry(raw.score, failure_ttl.as_deref()))
-            .flatten();
-        (
-            added.ok_or(CorruptReason::MissingField("ended_at"))?,
-            FailedAt::FailedRegistry,
-        )
-    } else {
-        let at = parse_rq_timestamp(&ended_at).ok_or_else(|| CorruptReason::BadTimestamp {
-            field: "ended_at",
-            value: ended_at.clone(),
-        })?;
-        (at, FailedAt::EndedAt)
-    };
-    let attempts_raw = text("retryd_attempts")?.unwrap_or_default();
-    let attempts = if attempts_raw.is_empty() {
-        0
-    } else {
-        attempts_raw
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| CorruptReason::BadNumber {
-                field: "retryd_attempts",
-                value: attempts_raw.clone(),
-            })?
-    };
-    let description = text("description")?;
-    let func_name = field("data")
+    let status = hash.text("status")?;
+    let ended_at = hash.text("ended_at")?.unwrap_or_default();
+    let (failed_at, failed_at_from) = failure_time(raw, &hash, status.as_deref(), &ended_at)?;
+    let attempts_raw = hash.text("retryd_attempts")?.unwrap_or_default();
+    let attempts = parse_attempts(&attempts_raw)?;
+    let description = hash.text("description")?;
+    let func_name = hash
+        .field("data")
         .and_then(payload::func_name_from_data)
         .or_else(|| {
             description
@@ -289,7 +254,7 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
                 .and_then(payload::func_name_from_description)
         });
     let failure = if raw.reads.failure {
-        read_failure(raw, field("exc_info"))?
+        read_failure(raw, hash.field("exc_info"))?
     } else {
         None
     };
@@ -304,9 +269,9 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
         failed_at,
         failed_at_from,
         attempts,
-        exhausted: text("retryd_exhausted")?.as_deref() == Some("1"),
-        last_policy: text("retryd_policy")?.filter(|p| !p.is_empty()),
-        requeued_at: text("retryd_requeued_at")?.filter(|p| !p.is_empty()),
+        exhausted: hash.text("retryd_exhausted")?.as_deref() == Some("1"),
+        last_policy: hash.text("retryd_policy")?.filter(|p| !p.is_empty()),
+        requeued_at: hash.text("retryd_requeued_at")?.filter(|p| !p.is_empty()),
         succeeded_at: if raw.reads.failure {
             succeeded_at(&raw.latest_results)
         } else {
@@ -319,11 +284,77 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
             attempts: attempts_raw,
         },
         reads: raw.reads,
-        created_at: field("created_at")
+        created_at: hash
+            .field("created_at")
             .and_then(|b| std::str::from_utf8(b).ok())
             .and_then(parse_rq_timestamp),
-        meta: raw.reads.meta.then(|| meta::decode(field("meta"))),
+        meta: raw.reads.meta.then(|| meta::decode(hash.field("meta"))),
     }))
+}
+
+/// The HMGET reply of one job: the values of `fields`, in order.
+struct Hash<'a> {
+    fields: Vec<&'static str>,
+    values: &'a [Option<Vec<u8>>],
+}
+
+impl Hash<'_> {
+    /// The stored bytes of `name`, when it is set (and was read).
+    fn field(&self, name: &'static str) -> Option<&[u8]> {
+        let index = self.fields.iter().position(|f| *f == name)?;
+        self.values.get(index).and_then(|v| v.as_deref())
+    }
+
+    /// `name` as text; a field that is not UTF-8 makes the job corrupt.
+    fn text(&self, name: &'static str) -> Result<Option<String>, CorruptReason> {
+        self.field(name)
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| CorruptReason::NotUtf8(name)))
+            .transpose()
+    }
+}
+
+/// When the job failed, and where that time comes from: its `ended_at`, or for a job RQ
+/// failed without one, the time it was added to the failed registry.
+fn failure_time(
+    raw: &RawJob,
+    hash: &Hash<'_>,
+    status: Option<&str>,
+    ended_at: &str,
+) -> Result<(DateTime<Utc>, FailedAt), CorruptReason> {
+    if ended_at.is_empty() {
+        // RQ fails a job whose worker died (StartedJobRegistry.cleanup: AbandonedJobError;
+        // 2.x's intermediate queue cleanup) without an ended_at, and so it fails a job an
+        // operator stopped (status stopped). Such a job is a failure all the same when RQ
+        // says so; anything else without ended_at is not safe to act on.
+        let failure_ttl = hash.text("failure_ttl")?;
+        let added = matches!(status, Some("failed" | STOPPED))
+            .then(|| added_to_failed_registry(raw.score, failure_ttl.as_deref()))
+            .flatten();
+        Ok((
+            added.ok_or(CorruptReason::MissingField("ended_at"))?,
+            FailedAt::FailedRegistry,
+        ))
+    } else {
+        let at = parse_rq_timestamp(ended_at).ok_or_else(|| CorruptReason::BadTimestamp {
+            field: "ended_at",
+            value: ended_at.to_string(),
+        })?;
+        Ok((at, FailedAt::EndedAt))
+    }
+}
+
+/// rq-retryd's attempt count as stored (`retryd_attempts`; unset is 0).
+fn parse_attempts(stored: &str) -> Result<u32, CorruptReason> {
+    if stored.is_empty() {
+        return Ok(0);
+    }
+    stored
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| CorruptReason::BadNumber {
+            field: "retryd_attempts",
+            value: stored.to_string(),
+        })
 }
 
 /// Where a job's failure time comes from.

@@ -1,5 +1,5 @@
 //! RQ's Redis layout: key names, decoding a job into [`JobFacts`] (pure), and the read-only
-//! registry queries. Nothing in this module writes to Redis; [`crate::executor`] does.
+//! registry queries. Nothing in this module writes to Redis: the executor, one layer up, does.
 
 pub mod failure;
 pub mod job;
@@ -13,4 +13,4 @@ pub use failure::Failure;
 pub use job::{decode, CasToken, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads};
 pub use keys::Keys;
 pub use meta::{Meta, MetaValue};
-pub use registry::Registry;
+pub use registry::{FoundRegistries, Lookup, Registry, RegistryScan, StoredJob};

@@ -4,7 +4,7 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-use super::job::{RawJob, Reads, StreamFields};
+use super::job::{decode, CorruptReason, DecodeOutcome, JobFacts, RawJob, Reads, StreamFields};
 use super::keys::Keys;
 use crate::glob::GlobList;
 
@@ -24,6 +24,42 @@ pub struct FailedIds {
     pub expired: usize,
     /// Members that are not UTF-8 and so cannot be a job id RQ wrote.
     pub invalid: usize,
+}
+
+/// What looking for one failed job found ([`Registry::lookup`]): the one answer the `explain`
+/// command and the single-job HTTP routes put in their own words.
+#[derive(Debug)]
+pub enum Lookup {
+    /// In a failed registry, decoded.
+    Failed(Box<JobFacts>),
+    /// In no failed registry: never failed, or requeued, deleted or expired since.
+    NotFailed,
+    /// In `queue`'s failed registry when looked for, gone from it by the time its hash was
+    /// read: requeued or deleted by someone else meanwhile. Its hash then looks orphaned or
+    /// corrupt (`ended_at` cleared), which it is not.
+    Moved { queue: String },
+    /// In `queue`'s failed registry, but its hash is gone (expired or deleted).
+    Orphan { queue: String },
+    /// In `queue`'s failed registry, but its hash cannot be decoded safely; left untouched.
+    Corrupt {
+        queue: String,
+        reason: CorruptReason,
+    },
+}
+
+/// Any job's stored fields, failed or not ([`Registry::read_job`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredJob {
+    /// There is no job hash.
+    Missing,
+    /// The job key holds another type than a hash.
+    NotAHash,
+    /// The fields asked for, in order (`None` where unset), and the fields of the job's newest
+    /// result (empty when it has none or they cannot be read).
+    Hash {
+        fields: Vec<Option<Vec<u8>>>,
+        newest_result: StreamFields,
+    },
 }
 
 /// One queue's counts, as RQ counts them (see [`Registry::queue_counts`]).
@@ -46,20 +82,33 @@ impl Registry {
         &self.keys
     }
 
-    /// Queue names from `rq:queues` and from every `rq:failed:*` key (SCAN, never KEYS),
-    /// filtered by the configured globs, sorted and deduplicated.
+    /// Queue names from `rq:queues` (read now) and from the `rq:failed:*` keys (SCAN, never
+    /// KEYS; now or remembered, as `scan` says), filtered by `filter`, sorted and deduplicated:
+    /// the one way every part of the daemon finds the queues and their failed registries.
     pub async fn discover_queues<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         filter: &GlobList,
+        scan: RegistryScan<'_>,
     ) -> RedisResult<Vec<String>> {
         let mut names = self.known_queues(con).await?;
-        names.extend(self.scan_failed_registries(con).await?);
+        match scan {
+            RegistryScan::Now => names.extend(self.scan_failed_registries(con).await?),
+            RegistryScan::Reuse { found, max_age } => match found.younger_than(max_age) {
+                Some(remembered) => names.extend(remembered),
+                None => {
+                    let scanned = self.scan_failed_registries(con).await?;
+                    names.extend(scanned.iter().cloned());
+                    found.remember(scanned);
+                }
+            },
+            RegistryScan::Remembered(found) => names.extend(found.remembered()),
+        }
         Ok(select_queues(names, filter))
     }
 
     /// The queues RQ registered in `rq:queues` (every enqueue adds its queue): one SMEMBERS.
-    pub async fn known_queues<C: ConnectionLike + Send>(
+    async fn known_queues<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
     ) -> RedisResult<Vec<String>> {
@@ -87,7 +136,7 @@ impl Registry {
     /// The queue of every `rq:failed:*` key, including registries whose queue left
     /// `rq:queues`. SCAN walks the whole keyspace (about a microsecond of Redis time per key),
     /// so callers that repeat it should not do so on every pass.
-    pub async fn scan_failed_registries<C: ConnectionLike + Send>(
+    async fn scan_failed_registries<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
     ) -> RedisResult<Vec<String>> {
@@ -159,7 +208,7 @@ impl Registry {
 
     /// One window of a failed registry by rank, lowest score first or (`newest_first`) highest
     /// first: (member, score) pairs, O(log N + count).
-    pub async fn failed_window<C: ConnectionLike + Send>(
+    async fn failed_window<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
@@ -362,47 +411,6 @@ impl Registry {
             .collect())
     }
 
-    /// Live entries (expiry after `now_unix`) in each queue's failed registry, in one round trip.
-    pub async fn live_counts<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        queues: &[String],
-        now_unix: f64,
-    ) -> RedisResult<Vec<Count>> {
-        let after = format!("({now_unix}");
-        count_each(con, queues, |q| {
-            let mut cmd = redis::cmd("ZCOUNT");
-            cmd.arg(self.keys.failed(q)).arg(&after).arg("+inf");
-            cmd
-        })
-        .await
-    }
-
-    /// One page of live ids of a failed registry, oldest expiry first.
-    pub async fn live_page<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        queue: &str,
-        now_unix: f64,
-        offset: u64,
-        count: u64,
-    ) -> RedisResult<Vec<String>> {
-        let ids: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(self.keys.failed(queue))
-            .arg(format!("({now_unix}"))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(offset)
-            .arg(count)
-            .query_async(con)
-            .await?;
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| String::from_utf8(id).ok())
-            .collect())
-    }
-
     /// `ZCARD rq:failed:<q>` for each queue, in one round trip.
     pub async fn registry_sizes<C: ConnectionLike + Send>(
         &self,
@@ -505,6 +513,80 @@ impl Registry {
         self.failed_ids(con, queue, now_unix, window).await
     }
 
+    /// The `fields` of any job's hash and its newest result, in one pipelined round trip
+    /// (unlike [`Registry::read_jobs`], for a job in any state, not one failed registry's).
+    pub async fn read_job<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        job_id: &str,
+        fields: &[&str],
+    ) -> RedisResult<StoredJob> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("HMGET").arg(self.keys.job(job_id)).arg(fields);
+        pipe.cmd("XREVRANGE")
+            .arg(self.keys.results(job_id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        pipe.cmd("EXISTS").arg(self.keys.job(job_id));
+        let replies: Vec<RedisResult<Value>> = pipe.query_async(con).await?;
+        let mut replies = replies.into_iter();
+        let hash = replies.next().unwrap_or(Ok(Value::Nil));
+        let newest_result = match replies.next() {
+            Some(Ok(v)) => stream_entries(v)
+                .ok()
+                .and_then(|entries| entries.into_iter().next())
+                .map(|(_, fields)| fields)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if !matches!(replies.next(), Some(Ok(Value::Int(n))) if n != 0) {
+            return Ok(StoredJob::Missing);
+        }
+        let Ok(Value::Array(items)) = hash else {
+            return Ok(StoredJob::NotAHash);
+        };
+        let fields = items
+            .into_iter()
+            .map(|v| match v {
+                Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        Ok(StoredJob::Hash {
+            fields,
+            newest_result,
+        })
+    }
+
+    /// Finds `job_id` in a failed registry, reads everything stored about it and decodes it.
+    /// The registry and the hash are read in separate round trips, so a job that did not
+    /// decode is checked once more: if it left the registry meanwhile, it was moved, not broken.
+    pub async fn lookup<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        job_id: &str,
+    ) -> RedisResult<Lookup> {
+        let Some(queue) = self.find_failed(con, job_id).await? else {
+            return Ok(Lookup::NotFailed);
+        };
+        let ids = [job_id.to_string()];
+        let raw = self.read_jobs(con, &queue, &ids).await?.remove(0);
+        let outcome = decode(&raw);
+        if !matches!(outcome, DecodeOutcome::Job(_))
+            && !self.moved_meanwhile(con, &queue, &ids).await?.is_empty()
+        {
+            return Ok(Lookup::Moved { queue });
+        }
+        Ok(match outcome {
+            DecodeOutcome::Job(facts) => Lookup::Failed(facts),
+            DecodeOutcome::Orphan => Lookup::Orphan { queue },
+            DecodeOutcome::Corrupt(reason) => Lookup::Corrupt { queue, reason },
+        })
+    }
+
     /// The queue whose failed registry holds `job_id`: the job's `origin` first, then every
     /// failed registry (a job may sit in another queue's registry after a move).
     pub async fn find_failed<C: ConnectionLike + Send>(
@@ -529,7 +611,10 @@ impl Registry {
             }
         }
         let everything = GlobList::new(&["*".to_string()]).expect("static glob");
-        for queue in self.discover_queues(con, &everything).await? {
+        for queue in self
+            .discover_queues(con, &everything, RegistryScan::Now)
+            .await?
+        {
             let score: Option<f64> = redis::cmd("ZSCORE")
                 .arg(self.keys.failed(&queue))
                 .arg(job_id)
@@ -556,8 +641,61 @@ pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Where [`Registry::discover_queues`] takes the failed registries whose queue is not in
+/// `rq:queues` from. The SCAN that finds them walks the whole keyspace (at 200,000 failed jobs,
+/// about 400,000 keys), so only one-off lookups run it every time.
+#[derive(Debug, Clone, Copy)]
+pub enum RegistryScan<'a> {
+    /// A SCAN now, remembered nowhere (one job's lookup, the CLI).
+    Now,
+    /// The SCAN `found` remembers when it is younger than `max_age`; else a SCAN now, which
+    /// `found` then remembers (the scan loop).
+    Reuse {
+        found: &'a FoundRegistries,
+        max_age: std::time::Duration,
+    },
+    /// Only what `found` remembers, nothing when no SCAN ran yet (HTTP requests: none walks
+    /// the keyspace).
+    Remembered(&'a FoundRegistries),
+}
+
+/// The queues of the `rq:failed:*` keys the last registry SCAN found, and when it ran: one
+/// memory shared by the scan loop, which refreshes it at most every few minutes, and the HTTP
+/// handlers, which read it.
+#[derive(Debug, Default)]
+pub struct FoundRegistries(std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>);
+
+impl FoundRegistries {
+    /// Whether a SCAN has run (and so [`RegistryScan::Remembered`] knows something).
+    pub fn scanned(&self) -> bool {
+        self.0.lock().expect("found registries lock").is_some()
+    }
+
+    fn younger_than(&self, max_age: std::time::Duration) -> Option<Vec<String>> {
+        self.0
+            .lock()
+            .expect("found registries lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, found)| found.clone())
+    }
+
+    fn remembered(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("found registries lock")
+            .as_ref()
+            .map(|(_, found)| found.clone())
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, found: Vec<String>) {
+        *self.0.lock().expect("found registries lock") = Some((std::time::Instant::now(), found));
+    }
+}
+
 /// The names `filter` accepts, sorted and deduplicated.
-pub fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
+fn select_queues(mut names: Vec<String>, filter: &GlobList) -> Vec<String> {
     names.retain(|q| filter.is_match(q));
     names.sort();
     names.dedup();
@@ -607,9 +745,8 @@ fn hash_fields(value: Value) -> Result<Vec<Option<Vec<u8>>>, String> {
     }
 }
 
-/// The fields of the newest entry in an XREVRANGE reply.
 /// The entries of an XRANGE/XREVRANGE reply (stream id, fields), in reply order.
-pub fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
+fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
     let Value::Array(entries) = value else {
         return Err(format!("unexpected XREVRANGE reply {value:?}"));
     };
@@ -640,33 +777,231 @@ pub fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, Strin
     Ok(out)
 }
 
-pub fn newest_entry(value: Value) -> Result<Option<StreamFields>, String> {
-    let Value::Array(entries) = value else {
-        return Err(format!("unexpected XREVRANGE reply {value:?}"));
-    };
-    let Some(Value::Array(mut entry)) = entries.into_iter().next() else {
-        return Ok(None);
-    };
-    let fields = match entry.pop() {
-        Some(Value::Array(flat)) => flat,
-        Some(Value::Map(pairs)) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => return Err("malformed stream entry".into()),
-    };
-    let mut pairs = Vec::with_capacity(fields.len() / 2);
-    let mut it = fields.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
-            pairs.push((k, v));
-        }
-    }
-    Ok(Some(pairs))
-}
-
 fn bytes_of(value: Value) -> Option<Vec<u8>> {
     match value {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),
         Value::Int(i) => Some(i.to_string().into_bytes()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::aio::ConnectionLike;
+    use redis::{Arg, Cmd, Pipeline, RedisFuture};
+
+    /// A connection that answers each command with `reply(words of the command)`: enough to
+    /// play a sequence of reads in which another client moves a job in between.
+    struct Scripted<F>(F);
+
+    fn words(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "0".to_string(),
+            })
+            .collect()
+    }
+
+    impl<F: FnMut(&[String]) -> Value + Send> ConnectionLike for Scripted<F> {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            let reply = (self.0)(&words(cmd));
+            Box::pin(async move { Ok(reply) })
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            pipe: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            let replies: Vec<Value> = pipe.cmd_iter().map(|c| (self.0)(&words(c))).collect();
+            let replies = replies.into_iter().skip(offset).take(count).collect();
+            Box::pin(async move { Ok(replies) })
+        }
+
+        fn get_db(&self) -> i64 {
+            0
+        }
+    }
+
+    /// Job `j` of queue `default` is in the failed registry when looked for; its hash reads as
+    /// `hash` (one value per field); the registry still holds it at the second look when
+    /// `still_there`.
+    async fn look_up(hash: Value, still_there: bool) -> Lookup {
+        let mut zmscores = 0;
+        let mut con = Scripted(move |words: &[String]| match words[0].as_str() {
+            "HGET" => Value::BulkString(b"default".to_vec()),
+            "ZSCORE" => Value::BulkString(b"1e10".to_vec()),
+            "HMGET" => hash.clone(),
+            "XREVRANGE" => Value::Array(Vec::new()),
+            "ZMSCORE" => {
+                zmscores += 1;
+                Value::Array(vec![if zmscores == 1 || still_there {
+                    Value::BulkString(b"1e10".to_vec())
+                } else {
+                    Value::Nil
+                }])
+            }
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        registry
+            .lookup(&mut con, "j")
+            .await
+            .expect("scripted replies")
+    }
+
+    fn gone_hash() -> Value {
+        Value::Array(vec![Value::Nil; Reads::ALL.fields().len()])
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_hash_vanished_while_it_stayed_in_the_registry_is_an_orphan() {
+        let found = look_up(gone_hash(), true).await;
+        assert!(
+            matches!(&found, Lookup::Orphan { queue } if queue == "default"),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_left_the_registry_while_it_was_read_is_moved_not_an_orphan() {
+        let found = look_up(gone_hash(), false).await;
+        assert!(
+            matches!(&found, Lookup::Moved { queue } if queue == "default"),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requeued_job_whose_ended_at_was_cleared_meanwhile_is_moved_not_corrupt() {
+        // RQ's requeue clears ended_at: read halfway through, the hash looks corrupt.
+        let mut hash = vec![Value::Nil; Reads::ALL.fields().len()];
+        let status = Reads::ALL.fields().iter().position(|f| *f == "status");
+        hash[status.expect("status is read")] = Value::BulkString(b"queued".to_vec());
+        let found = look_up(Value::Array(hash.clone()), false).await;
+        assert!(matches!(&found, Lookup::Moved { .. }), "{found:?}");
+        let found = look_up(Value::Array(hash), true).await;
+        assert!(matches!(&found, Lookup::Corrupt { .. }), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_in_no_failed_registry_is_not_failed() {
+        let mut con = Scripted(|words: &[String]| match words[0].as_str() {
+            "HGET" => Value::BulkString(b"default".to_vec()),
+            "ZSCORE" => Value::Nil,
+            "SMEMBERS" => Value::Array(vec![Value::BulkString(b"rq:queue:default".to_vec())]),
+            "SCAN" => Value::Array(vec![
+                Value::BulkString(b"0".to_vec()),
+                Value::Array(vec![Value::BulkString(b"rq:failed:other".to_vec())]),
+            ]),
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        let found = registry
+            .lookup(&mut con, "j")
+            .await
+            .expect("scripted replies");
+        assert!(matches!(found, Lookup::NotFailed), "{found:?}");
+    }
+
+    /// `rq:queues` names `default`; the only failed registry is `gone`'s (its queue left
+    /// `rq:queues`). Counts the SCANs.
+    fn keyspace(scans: &std::sync::atomic::AtomicUsize) -> impl FnMut(&[String]) -> Value + '_ {
+        move |words: &[String]| match words[0].as_str() {
+            "SMEMBERS" => Value::Array(vec![Value::BulkString(b"rq:queue:default".to_vec())]),
+            "SCAN" => {
+                scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Value::Array(vec![
+                    Value::BulkString(b"0".to_vec()),
+                    Value::Array(vec![Value::BulkString(b"rq:failed:gone".to_vec())]),
+                ])
+            }
+            other => panic!("unexpected command {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scan_loop_scans_for_registries_once_per_interval_and_requests_never() {
+        let scans = std::sync::atomic::AtomicUsize::new(0);
+        let mut con = Scripted(keyspace(&scans));
+        let registry = Registry::new(Keys::new("rq"));
+        let all = GlobList::new(&["*".to_string()]).unwrap();
+        let found = FoundRegistries::default();
+        // A request before any scan loop pass: rq:queues only.
+        let remembered = RegistryScan::Remembered(&found);
+        let queues = registry
+            .discover_queues(&mut con, &all, remembered)
+            .await
+            .unwrap();
+        assert_eq!(queues, ["default"]);
+        assert!(!found.scanned());
+        let hour = std::time::Duration::from_secs(3600);
+        let reuse = RegistryScan::Reuse {
+            found: &found,
+            max_age: hour,
+        };
+        let mut con = Scripted(keyspace(&scans));
+        for _ in 0..2 {
+            let queues = registry
+                .discover_queues(&mut con, &all, reuse)
+                .await
+                .unwrap();
+            assert_eq!(queues, ["default", "gone"]);
+        }
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let remembered = RegistryScan::Remembered(&found);
+        let queues = registry
+            .discover_queues(&mut con, &all, remembered)
+            .await
+            .unwrap();
+        assert_eq!(queues, ["default", "gone"]);
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let now = registry
+            .discover_queues(&mut con, &all, RegistryScan::Now)
+            .await
+            .unwrap();
+        assert_eq!(now, ["default", "gone"]);
+        assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// `read_job` of a job whose hash replies `hash` and whose key exists when `exists`; its
+    /// results stream holds one entry with an `exc_string`.
+    async fn read_any(hash: Value, exists: i64) -> StoredJob {
+        let mut con = Scripted(move |words: &[String]| match words[0].as_str() {
+            "HMGET" => hash.clone(),
+            "XREVRANGE" => Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("exc_string"), bulk("eJw=")]),
+            ])]),
+            "EXISTS" => Value::Int(exists),
+            other => panic!("unexpected command {other}"),
+        });
+        let registry = Registry::new(Keys::new("rq"));
+        registry
+            .read_job(&mut con, "j", &["status", "origin"])
+            .await
+            .expect("scripted replies")
+    }
+
+    #[tokio::test]
+    async fn any_job_is_read_with_its_newest_result_missing_or_not_a_hash() {
+        let hash = Value::Array(vec![bulk("finished"), Value::Nil]);
+        assert_eq!(
+            read_any(hash.clone(), 1).await,
+            StoredJob::Hash {
+                fields: vec![Some(b"finished".to_vec()), None],
+                newest_result: vec![(b"exc_string".to_vec(), b"eJw=".to_vec())],
+            }
+        );
+        assert_eq!(read_any(hash, 0).await, StoredJob::Missing);
+        assert_eq!(read_any(Value::Int(3), 1).await, StoredJob::NotAHash);
     }
 }

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::policy::{decide, reads_for, Decision};
 use crate::report::ScanReport;
 use crate::rq::registry::anchors_of;
-use crate::rq::{decode, DecodeOutcome};
+use crate::rq::{decode, DecodeOutcome, RegistryScan};
 use crate::skip::SkipReason;
 use crate::state::{DaemonState, Snapshot};
 
@@ -135,8 +135,6 @@ pub struct Supervisor {
     cache: Mutex<FactsCache>,
     /// Which jobs are skipped and why, so each skip is counted once (lock after `cache`).
     skips: Mutex<SkipMemory>,
-    /// The queues of the `rq:failed:*` keys found by the last SCAN, and when it ran.
-    scanned_registries: Mutex<Option<(Instant, Vec<String>)>>,
     /// Whether the scans feed the state's failure index (the daemon; not `once`), and so read
     /// every failure's function and text once.
     indexing: bool,
@@ -165,7 +163,6 @@ impl Supervisor {
             state,
             cache: Mutex::new(FactsCache::default()),
             skips: Mutex::new(SkipMemory::default()),
-            scanned_registries: Mutex::new(None),
             settled: Mutex::new(Default::default()),
         }
     }
@@ -347,28 +344,13 @@ impl Supervisor {
         con: &mut C,
         snap: &Snapshot,
     ) -> RedisResult<Vec<String>> {
-        let mut names = snap.registry.known_queues(con).await?;
-        let cached = self
-            .scanned_registries
-            .lock()
-            .expect("registry scan lock")
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < REGISTRY_SCAN_INTERVAL)
-            .map(|(_, found)| found.clone());
-        match cached {
-            Some(found) => names.extend(found),
-            None => {
-                let found = snap.registry.scan_failed_registries(con).await?;
-                names.extend(found.iter().cloned());
-                found.clone_into(&mut self.state.found_registries.lock().expect("registries lock"));
-                *self.scanned_registries.lock().expect("registry scan lock") =
-                    Some((Instant::now(), found));
-            }
-        }
-        Ok(crate::rq::registry::select_queues(
-            names,
-            &snap.config.supervisor.queues,
-        ))
+        let scan = RegistryScan::Reuse {
+            found: &self.state.found_registries,
+            max_age: REGISTRY_SCAN_INTERVAL,
+        };
+        snap.registry
+            .discover_queues(con, &snap.config.supervisor.queues, scan)
+            .await
     }
 
     /// A quick pass over the named queues only (a notified new failure): new failures are read
