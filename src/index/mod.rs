@@ -839,71 +839,16 @@ impl FailureIndex {
                 return groups.clone();
             }
         }
-        #[derive(Default)]
-        struct Acc {
-            count: u64,
-            first: i64,
-            last: i64,
-            next_due: i64,
-            policies: IdMap<u16, u64>,
-            by_state: [u64; State::ALL.len()],
-        }
-        let mut groups: IdMap<(u16, u32, u32), Acc> = IdMap::default();
+        let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
         for (key, e) in &self.entries {
-            let acc = groups
+            groups
                 .entry((key.0, e.function, e.exception))
-                .or_insert_with(|| Acc {
-                    first: i64::MAX,
-                    last: i64::MIN,
-                    next_due: i64::MAX,
-                    ..Acc::default()
-                });
-            acc.count += 1;
-            acc.first = acc.first.min(e.failed_at_us);
-            acc.last = acc.last.max(e.failed_at_us);
-            acc.next_due = acc.next_due.min(e.due_us);
-            *acc.policies.entry(e.policy).or_default() += 1;
-            acc.by_state[e.state as usize] += 1;
+                .or_insert_with(GroupSums::new)
+                .add(e);
         }
         let mut out: Vec<Group> = groups
             .into_iter()
-            .map(|((q, f, x), acc)| {
-                let name = |i: &Interner, id| match i.name(id) {
-                    Known::Is(n) => Some(n.to_string()),
-                    _ => None,
-                };
-                let policy = acc
-                    .policies
-                    .iter()
-                    .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
-                    .map(|(id, _)| *id)
-                    .unwrap_or(0);
-                Group {
-                    queue: self.queues.names[usize::from(q)].to_string(),
-                    function: name(&self.functions, f),
-                    exception: name(&self.exceptions, x),
-                    known: f != UNKNOWN && x != UNKNOWN,
-                    count: acc.count,
-                    first_failed_at: time(acc.first),
-                    last_failed_at: time(acc.last),
-                    policy: self.policy_name(policy),
-                    next_due: (acc.next_due != i64::MAX).then(|| time(acc.next_due)),
-                    by_state: State::ALL
-                        .into_iter()
-                        .zip(acc.by_state)
-                        .filter(|(_, n)| *n > 0)
-                        .collect(),
-                    policies: {
-                        let mut p: Vec<(Option<String>, u64)> = acc
-                            .policies
-                            .iter()
-                            .map(|(id, n)| (self.policy_name(*id), *n))
-                            .collect();
-                        p.sort();
-                        p
-                    },
-                }
-            })
+            .map(|(key, sums)| self.group(key, sums))
             .collect();
         out.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| {
@@ -914,6 +859,44 @@ impl FailureIndex {
         // concurrent readers then cost a copy of a few groups.
         *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
         out
+    }
+
+    /// One group's answer from its sums: names for the interned ids, the policy that decides
+    /// most of its jobs (the lowest id on a tie), its jobs by state and by policy.
+    fn group(&self, (q, f, x): (u16, u32, u32), sums: GroupSums) -> Group {
+        let name = |i: &Interner, id| match i.name(id) {
+            Known::Is(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let policy = sums
+            .policies
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+            .unwrap_or(0);
+        let mut policies: Vec<(Option<String>, u64)> = sums
+            .policies
+            .iter()
+            .map(|(id, n)| (self.policy_name(*id), *n))
+            .collect();
+        policies.sort();
+        Group {
+            queue: self.queues.names[usize::from(q)].to_string(),
+            function: name(&self.functions, f),
+            exception: name(&self.exceptions, x),
+            known: f != UNKNOWN && x != UNKNOWN,
+            count: sums.count,
+            first_failed_at: time(sums.first),
+            last_failed_at: time(sums.last),
+            policy: self.policy_name(policy),
+            next_due: (sums.next_due != i64::MAX).then(|| time(sums.next_due)),
+            by_state: State::ALL
+                .into_iter()
+                .zip(sums.by_state)
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            policies,
+        }
     }
 
     /// Counts per queue, by state.
@@ -1132,6 +1115,38 @@ impl Compiled {
         } else {
             Test::Match
         }
+    }
+}
+
+/// What [`FailureIndex::groups`] adds up per group while it walks the entries.
+struct GroupSums {
+    count: u64,
+    first: i64,
+    last: i64,
+    next_due: i64,
+    policies: IdMap<u16, u64>,
+    by_state: [u64; State::ALL.len()],
+}
+
+impl GroupSums {
+    fn new() -> GroupSums {
+        GroupSums {
+            count: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+            next_due: i64::MAX,
+            policies: IdMap::default(),
+            by_state: [0; State::ALL.len()],
+        }
+    }
+
+    fn add(&mut self, e: &Entry) {
+        self.count += 1;
+        self.first = self.first.min(e.failed_at_us);
+        self.last = self.last.max(e.failed_at_us);
+        self.next_due = self.next_due.min(e.due_us);
+        *self.policies.entry(e.policy).or_default() += 1;
+        self.by_state[e.state as usize] += 1;
     }
 }
 
