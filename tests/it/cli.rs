@@ -226,7 +226,7 @@ fn corrupt_jobs_are_skipped_counted_and_never_touched() {
         .field("origin", b"def\xffault")
         .write(&mut con);
     // No ended_at on a job that is not `failed` (a failed one without it is what RQ leaves
-    // when a worker dies, and is retried: tests/interop_rq.rs).
+    // when a worker dies, and is retried: tests/it/interop_rq.rs).
     FailedJob::new("no-ended-at")
         .field("ended_at", b"")
         .field("status", b"started")

@@ -538,7 +538,7 @@ fn wheel_under_test() -> PathBuf {
             panic!(
                 "RQ_RETRYD_WHEEL is not set: this test installs the wheel. Run ./scripts/test.sh \
                  (it builds the wheel and sets it), or \
-                 RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1) cargo test --test deploy wheel"
+                 RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1) cargo test --test it deploy::the_wheel"
             )
         });
     assert!(

@@ -137,7 +137,7 @@ fn the_same_form_posts_from_the_daemons_own_origin_work() {
             ("Sec-Fetch-Site", "same-origin"),
             ("Content-Type", content_type),
         ];
-        // No body: the API reads none and refuses one (400 unexpected_body, tests/http_any_input.rs).
+        // No body: the API reads none and refuses one (400 unexpected_body, tests/it/http_any_input.rs).
         daemon.raw(method, target, &headers, b"")
     };
     let r = same("POST", "/api/v1/jobs/failed/j1/retry", FORM_TYPES[0]).expect(200);

@@ -625,7 +625,7 @@ async fn docs_serves_swagger_ui_from_this_host_only() {
 }
 
 /// See: issue 13 part 4 ("The OpenAPI document tells the truth"); the full check is
-/// `tests/api_fuzz.rs` (schemathesis --checks all).
+/// `tests/it/api_fuzz.rs` (schemathesis --checks all).
 #[tokio::test]
 async fn the_document_claims_a_token_only_when_one_is_configured_and_states_the_limits() {
     let (_, open) = send(&offline(vec![]), req("GET", "/api/v1/openapi.json")).await;
@@ -879,8 +879,8 @@ async fn a_reconcile_drops_what_others_removed_and_a_read_that_finds_a_job_gone_
 /// One removal among `n` indexed failures is found by the size check and reconciled with a
 /// number of commands that grows with log2(n), against a real Redis; prints commands, round
 /// trips and times. CI runs it at 20,000; the measurement in the README is
-/// `RQ_RETRYD_RECONCILE_SIZES=100000,1000000 cargo test --release --test http_inprocess
-/// reconcile_of_one_removal -- --nocapture`. See: issue 21, item 4.
+/// `RQ_RETRYD_RECONCILE_SIZES=100000,1000000 cargo test --release --test it
+/// http_inprocess::reconcile_of_one_removal -- --nocapture`. See: issue 21, item 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_of_one_removal_costs_log_n_commands() {
     let redis = RedisServer::start();

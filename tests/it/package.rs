@@ -239,7 +239,7 @@ fn deb_under_test() -> PathBuf {
             panic!(
                 "RQ_RETRYD_DEB is not set: this test installs the Debian package. Run \
              ./scripts/test.sh (it builds the package and sets it), or \
-             RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1) cargo test --test package"
+             RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1) cargo test --test it package::"
             )
         });
     assert!(

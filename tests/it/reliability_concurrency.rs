@@ -23,7 +23,7 @@ const QUEUES: [&str; 3] = ["alpha", "beta", "gamma"];
 /// Leader election off: every daemon scans and writes, as with `leader_election = false` (or
 /// before it existed), so the three really race for every job and only the compare-and-set
 /// keeps each requeue single. With the lease on, one daemon does the automatic work
-/// (tests/switchboard.rs).
+/// (tests/it/switchboard.rs).
 const SUPERVISOR: &str = "scan_interval = \"1h\"\nbatch_size = 200\nqueues = [\"*\"]\nmax_requeues_per_second = 100000\nleader_election = false";
 
 /// Spawns three daemons at once (none waits for another) and waits until all are ready.
