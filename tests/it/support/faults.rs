@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -81,14 +80,6 @@ impl PersistentRedis {
     /// `redis://127.0.0.1:PORT/0`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Starts (or restarts) the server on the same port with the same data, and waits until it
@@ -422,7 +413,6 @@ pub enum Place {
 #[derive(Debug, Clone)]
 pub struct JobState {
     pub place: Place,
-    pub status: String,
     pub attempts: Option<String>,
     pub policy: Option<String>,
 }
@@ -562,7 +552,6 @@ pub fn check_invariant(con: &mut redis::Connection, jobs: &[Seeded]) -> Census {
             j.id.clone(),
             JobState {
                 place,
-                status,
                 attempts,
                 policy,
             },

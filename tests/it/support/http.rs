@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -522,11 +522,6 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         };
         (code, self.log())
-    }
-
-    /// The directory holding the config and the logs (for files such as a token file).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The config file the daemon was started with (rewrite it, then [`signal`](Self::signal)

@@ -3,7 +3,6 @@
 //!
 //! Nothing here skips: a missing `redis-server` or venv is a test failure with a message that says
 //! how to get it (`scripts/test.sh` installs everything).
-#![allow(dead_code)]
 
 pub mod api;
 pub mod browser;
