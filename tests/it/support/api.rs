@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use redis::Commands;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::http::{Daemon, DaemonConfig};
 use super::jobs::FailedJob;
@@ -122,13 +122,9 @@ pub fn has_keys(v: &Value, expected: &[&str]) {
 pub fn kill_redis(redis: &RedisServer) {
     let mut con = redis.conn();
     let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut con);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .is_ok()
-    {
-        assert!(Instant::now() < deadline, "redis-server did not shut down");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let down = super::wait_until(Duration::from_secs(10), || {
+        client.get_connection().is_err().then_some(())
+    });
+    assert!(down.is_some(), "redis-server did not shut down");
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::free_port;
 use super::http::{try_request, Response};
 use super::jobs::FailedJob;
-use super::spawn_daemon;
+use super::{spawn_daemon, wait_until};
 
 /// A small deterministic RNG (splitmix64): the tests print their seed, so a failing sequence of
 /// kill moments can be replayed with `RQ_RETRYD_FAULT_SEED=<seed>`.
@@ -268,20 +268,20 @@ impl KillableDaemon {
     /// Polls `/healthz` until it answers 200 (or panics with the log after 30 s).
     #[track_caller]
     pub fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        let healthy = wait_until(Duration::from_secs(30), || {
             if let Some(code) = self.exited() {
                 panic!(
                     "rq-retryd exited with {code} while starting:\n{}",
                     self.log()
                 );
             }
-            if matches!(self.try_call("GET", "/healthz"), Ok(r) if r.status == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("rq-retryd never answered /healthz:\n{}", self.log());
+            matches!(self.try_call("GET", "/healthz"), Ok(r) if r.status == 200).then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "rq-retryd never answered /healthz:\n{}",
+            self.log()
+        );
     }
 
     /// Everything the daemon wrote so far.
@@ -301,17 +301,13 @@ impl KillableDaemon {
             .take()
             .expect("daemon is running");
         signal(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
+        match wait_until(Duration::from_secs(20), || child.try_wait().expect("wait")) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("rq-retryd ignored SIGTERM for 20 s:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

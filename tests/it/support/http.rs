@@ -406,10 +406,9 @@ impl Daemon {
     /// Polls `check` every 50 ms until it holds; panics with the log after 30 s.
     #[track_caller]
     pub fn wait_until(&self, what: &str, mut check: impl FnMut(&Daemon) -> bool) {
-        let deadline = Instant::now() + START_DEADLINE;
-        while Instant::now() < deadline {
+        let held = super::wait_until(START_DEADLINE, || {
             if check(self) {
-                return;
+                return Some(());
             }
             if let Some(code) = self.try_exit_code() {
                 panic!(
@@ -417,9 +416,10 @@ impl Daemon {
                     self.log()
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
+            None
+        });
+        assert!(
+            held.is_some(),
             "timed out after {START_DEADLINE:?} waiting for {what}; log:\n{}",
             self.log()
         );
@@ -506,22 +506,18 @@ impl Daemon {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let code = loop {
-            if let Some(status) = child.try_wait().expect("wait for rq-retryd") {
-                break status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rq-retryd did not exit within 20 s of SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = super::wait_until(Duration::from_secs(20), || {
+            child.try_wait().expect("wait for rq-retryd")
+        });
+        let Some(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "rq-retryd did not exit within 20 s of SIGTERM:\n{}",
+                self.log()
+            );
         };
-        (code, self.log())
+        (status.code().unwrap_or(-1), self.log())
     }
 
     /// The config file the daemon was started with (rewrite it, then [`signal`](Self::signal)
@@ -560,17 +556,14 @@ pub fn run_to_exit(toml: &str) -> (i32, String) {
     let config_path = dir.path().join("rq-retryd.toml");
     std::fs::write(&config_path, toml).expect("write config");
     let mut child = super::spawn_daemon(&config_path, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
+    let code = match super::wait_until(Duration::from_secs(20), || child.try_wait().expect("wait"))
+    {
+        Some(status) => status.code().unwrap_or(-1),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break -100;
+            -100
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
     (

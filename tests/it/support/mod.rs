@@ -68,21 +68,19 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        let url = self.url();
+        wait_until(timeout, || {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
+                return Some(false);
             }
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut con) = client.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                        return true;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut con = client.get_connection().ok()?;
+            redis::cmd("PING")
+                .query::<String>(&mut con)
+                .is_ok()
+                .then_some(true)
+        })
+        .unwrap_or(false)
     }
 
     /// `redis://127.0.0.1:PORT/0`
@@ -103,6 +101,25 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How often [`wait_until`] asks.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Asks `ready` every 20 ms until it answers `Some`, and returns that; `None` once `timeout` has
+/// passed without it. For waiting on what another process does (a server coming up, a child
+/// exiting, a daemon's state); a test that means to let time pass sleeps instead.
+pub fn wait_until<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
     }
 }
 

@@ -10,11 +10,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::repo_root;
+use super::{repo_root, wait_until};
 
 /// How long one `rq worker --burst` may take; a healthy one takes about a second.
 const WORKER_DEADLINE: Duration = Duration::from_secs(90);
@@ -498,17 +498,11 @@ fn run_with_deadline(cmd: &mut Command, deadline: Duration, what: &str) -> Finis
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {deadline:?}; killed it");
-        }
-        thread::sleep(Duration::from_millis(10));
+    let exited = wait_until(deadline, || child.try_wait().expect("wait for child"));
+    let Some(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {deadline:?}; killed it");
     };
     Finished {
         code: status.code().unwrap_or(-1),
