@@ -12,6 +12,7 @@ use support::{binary, RedisServer};
 
 #[test]
 fn max_requeues_per_second_holds_within_ten_percent() {
+    let _alone = support::one_heavy_test_at_a_time();
     let server = RedisServer::start();
     let mut con = server.conn();
     let (total, rate) = (450usize, 150usize);

@@ -30,6 +30,7 @@ const SUPERVISOR: &str = "scan_interval = \"1h\"\nbatch_size = 200\nqueues = [\"
 
 #[test]
 fn kill_9_at_random_moments_never_loses_or_doubles_a_job() {
+    let _alone = support::one_heavy_test_at_a_time();
     let started = Instant::now();
     let server = RedisServer::start();
     let mut con = server.conn();

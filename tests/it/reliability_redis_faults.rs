@@ -120,6 +120,7 @@ fn assert_finished(redis: &PersistentRedis, daemon: &KillableDaemon, jobs: &[See
 
 #[test]
 fn redis_killed_and_restarted_mid_scan_the_daemon_reconnects_and_resumes() {
+    let _alone = support::one_heavy_test_at_a_time();
     const RESTARTS: usize = 4;
     let started = Instant::now();
     let mut redis = PersistentRedis::started();
@@ -220,6 +221,7 @@ fn redis_killed_and_restarted_mid_scan_the_daemon_reconnects_and_resumes() {
 
 #[test]
 fn daemon_started_before_redis_waits_then_connects_and_requeues() {
+    let _alone = support::one_heavy_test_at_a_time();
     let mut redis = PersistentRedis::started();
     let jobs = seed(&mut redis.conn(), "late", &QUEUES, 2_000);
     redis.kill9();
@@ -266,6 +268,7 @@ fn daemon_started_before_redis_waits_then_connects_and_requeues() {
 
 #[test]
 fn hung_redis_cannot_hang_the_daemon_or_its_http_server() {
+    let _alone = support::one_heavy_test_at_a_time();
     let redis = PersistentRedis::started();
     let jobs = seed(&mut redis.conn(), "hung", &QUEUES, 3_000);
     let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(1_500), RETRY_EVERYTHING_NOW);

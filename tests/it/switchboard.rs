@@ -101,6 +101,7 @@ fn ready(d: &KillableDaemon) {
 /// stays paused; resume lets B finish.
 #[test]
 fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
+    let _alone = support::one_heavy_test_at_a_time();
     let server = RedisServer::start();
     let mut con = server.conn();
     let jobs = seed(&mut con, "pause", &QUEUES, 6_000);
@@ -230,6 +231,7 @@ fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
 /// next holder releases the lease, so the last standby takes over within a beat or two.
 #[test]
 fn a_standby_takes_over_within_two_lease_times_after_kill_9_and_finishes_the_work() {
+    let _alone = support::one_heavy_test_at_a_time();
     let lease_ttl = Duration::from_secs(2);
     let server = RedisServer::start();
     let mut con = server.conn();

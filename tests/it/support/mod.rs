@@ -14,6 +14,7 @@ pub mod rq;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` owned by one test, killed on drop. It keeps nothing on disk.
@@ -102,6 +103,22 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Held by the tests that load the machine or time it closely: crash and fault injection,
+/// three racing daemons, a 12,000-job requeue, a rate within 10 %, a breaker that counts batches.
+/// As separate programs some ran alone (`cargo test` runs one program at a time) and the others
+/// only beside each other; in one process they would meet any module's tests on the other
+/// thread, and each other (a daemon that must log two connection attempts within 2.5 s logged
+/// one beside the kill -9 test). With this guard no two of them run at once.
+static LOADS_OR_TIMES_THE_MACHINE: Mutex<()> = Mutex::new(());
+
+/// Taken first by each test that loads or times the machine (see
+/// `LOADS_OR_TIMES_THE_MACHINE`); a test that panicked while holding it does not fail the next.
+pub fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
+    LOADS_OR_TIMES_THE_MACHINE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How often [`wait_until`] asks.
