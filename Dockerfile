@@ -4,7 +4,7 @@
 #     -e RQ_RETRYD_AUTH_TOKEN="$(openssl rand -hex 32)" -p 127.0.0.1:9732:9732 rq-retryd:0.1.0
 # (README "On a platform"; add -v policies.toml:/etc/rq-retryd/policies.toml:ro and
 # -e RQ_RETRYD_CONFIG=/etc/rq-retryd/policies.toml for your own policies.) Checked instruction
-# by instruction by scripts/containers.py (tests/deploy.rs); see deploy/README.md "Container".
+# by instruction by scripts/containers.py (tests/it/deploy.rs); see deploy/README.md "Container".
 # --build-arg RQ_RETRYD_GIT_COMMIT=$(git rev-parse --short=12 HEAD) names the commit in
 # --version and build_info (build.rs; there is no .git in the image, so "unknown" without it).
 FROM rust:1.88-slim-bookworm AS build

@@ -15,7 +15,7 @@ the CRD does not declare. It also checks what ties the objects together: the sel
 labels, the Service port the ServiceMonitor and probes name, the ConfigMap and Secret keys the
 Deployment reads, the image tag (the crate's VERSION) and the kustomization's list.
 
-Needs the venv tests/deploy.rs uses (scripts/test.sh makes it): kubernetes-validate,
+Needs the venv tests/it/deploy.rs uses (scripts/test.sh makes it): kubernetes-validate,
 cloudcoil-models-prometheus-operator, PyYAML.
 """
 

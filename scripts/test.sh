@@ -10,22 +10,22 @@
 #   - target/venv-rq2 (rq 2.12.0) and target/venv-rq1 (rq 1.16.2): the interop tests drive real
 #     RQ workers of both major versions. Reused when they already hold the pinned versions, so
 #     re-runs cost nothing; rebuilt when a pin changes.
-#   - promtool (Debian's prometheus package, only when missing): tests/metrics_promtool.rs runs
+#   - promtool (Debian's prometheus package, only when missing): tests/it/metrics_promtool.rs runs
 #     `promtool check metrics` on the daemon's /metrics.
 #   - prometheus and systemd-analyze (Debian's prometheus and systemd packages, only when
-#     missing): tests/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
-#   - target/venv-tools (schemathesis, pinned): tests/api_fuzz.rs fuzzes the HTTP API from its
+#     missing): tests/it/deploy.rs scrapes the daemon with a real Prometheus and verifies the unit.
+#   - target/venv-tools (schemathesis, pinned): tests/it/api_fuzz.rs fuzzes the HTTP API from its
 #     OpenAPI document; reused like the RQ venvs.
 #   - target/venv-deploy (kubernetes-validate, the Prometheus Operator's models,
-#     check-jsonschema, dockerfile; pinned): tests/deploy.rs validates deploy/kubernetes,
+#     check-jsonschema, dockerfile; pinned): tests/it/deploy.rs validates deploy/kubernetes,
 #     deploy/compose and the Dockerfile (scripts/kubernetes.py, scripts/containers.py).
 #   - chromium and chromedriver (Debian's chromium and chromium-driver packages, only when
-#     missing): tests/browser.rs drives the console and /docs in headless Chromium.
+#     missing): tests/it/browser.rs drives the console and /docs in headless Chromium.
 #   - cargo-fuzz (pinned, cargo install only when missing): a bounded fuzz run of the job
 #     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
 #     target (default 20).
 #   - cargo-deb (pinned, cargo install only when missing), man-db and debootstrap (apt, only
-#     when missing): scripts/package.sh builds the Debian package, and tests/package.rs
+#     when missing): scripts/package.sh builds the Debian package, and tests/it/package.rs
 #     installs it with dpkg -i, checks it (`man -l` renders the page), removes and purges it
 #     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap.
 #   - target/venv-wheel (maturin, ziglang, auditwheel; pinned in scripts/wheel.sh, reused like
@@ -33,7 +33,7 @@
 #     --zig for manylinux_2_17, with cargo's dev profile without debug info (about 3 minutes on
 #     2 cores, since --zig builds into its own target/x86_64-unknown-linux-gnu/; the release
 #     wheel of scripts/wheel.sh takes about 5) and checks it with `auditwheel show`;
-#     tests/deploy.rs pip-installs it into a fresh venv next to rq==2.12.0 (from PyPI, or pip's
+#     tests/it/deploy.rs pip-installs it into a fresh venv next to rq==2.12.0 (from PyPI, or pip's
 #     cache) and runs the installed command as a Procfile line would.
 # Works unattended (CI=true, no stdin).
 set -euo pipefail
@@ -44,7 +44,7 @@ repo=$(pwd)
 # Pins: RQ itself, plus redis-py so a new client release cannot change what the tests see.
 RQ2_PINS=(rq==2.12.0 redis==8.1.0)
 RQ1_PINS=(rq==1.16.2 redis==8.1.0)
-# The API fuzzer (its `st run` flags are used by tests/api_fuzz.rs).
+# The API fuzzer (its `st run` flags are used by tests/it/api_fuzz.rs).
 TOOLS_PINS=(schemathesis==4.32.5)
 # deploy/ is validated strictly: Kubernetes' own schemas and the Prometheus Operator's CRDs as
 # cloudcoil's models carry them (scripts/kubernetes.py), the compose spec (check-jsonschema),
@@ -138,15 +138,15 @@ if ! command -v promtool >/dev/null; then
   apt_install --no-install-recommends prometheus
 fi
 promtool --version 2>&1 | sed -n 1p
-# tests/deploy.rs also starts a real Prometheus (same package) and checks the systemd unit.
+# tests/it/deploy.rs also starts a real Prometheus (same package) and checks the systemd unit.
 command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus
-# tests/tls.rs makes its CA and certificates with the openssl command.
+# tests/it/tls.rs makes its CA and certificates with the openssl command.
 command -v openssl >/dev/null || apt_install --no-install-recommends openssl
 if ! command -v systemd-analyze >/dev/null; then
   echo "systemd-analyze is missing: installing Debian's systemd package with apt-get"
   apt_install --no-install-recommends systemd
 fi
-# tests/browser.rs runs the console in headless Chromium through chromedriver (WebDriver).
+# tests/it/browser.rs runs the console in headless Chromium through chromedriver (WebDriver).
 if [[ ! -x ${RQ_RETRYD_CHROMIUM:-/usr/bin/chromium} || ! -x ${RQ_RETRYD_CHROMEDRIVER:-/usr/bin/chromedriver} ]]; then
   echo "chromium or chromedriver is missing: installing Debian's chromium and chromium-driver with apt-get"
   apt_install chromium chromium-driver
@@ -197,7 +197,7 @@ done
 
 # The Debian package (issue 14). package.sh does a release build of the binary (the only
 # release build here), renders the man page and completions with it, and runs cargo deb;
-# tests/package.rs (in the cargo test below) installs that .deb, checks it and purges it.
+# tests/it/package.rs (in the cargo test below) installs that .deb, checks it and purges it.
 CARGO_DEB_VERSION=3.8.0
 step "building the Debian package (scripts/package.sh)"
 if [[ $(cargo deb --version 2>/dev/null) != "cargo-deb $CARGO_DEB_VERSION" ]]; then
@@ -208,14 +208,14 @@ if ! command -v man >/dev/null; then
   echo "man is missing: installing Debian's man-db package with apt-get"
   apt_install --no-install-recommends man-db
 fi
-# tests/package.rs also installs the .deb into a bare Debian 12 it makes with debootstrap
+# tests/it/package.rs also installs the .deb into a bare Debian 12 it makes with debootstrap
 # (from Debian's mirror), where a missing dependency shows.
 if ! command -v debootstrap >/dev/null; then
   echo "debootstrap is missing: installing it with apt-get"
   apt_install --no-install-recommends debootstrap
 fi
 for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers chroot mount; do
-  command -v "$tool" >/dev/null || die "$tool is missing: tests/package.rs needs a Debian system with systemd installed"
+  command -v "$tool" >/dev/null || die "$tool is missing: tests/it/package.rs needs a Debian system with systemd installed"
 done
 RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1)
 export RQ_RETRYD_DEB

@@ -34,7 +34,7 @@ use crate::state::{DaemonState, Snapshot};
 
 /// Batches of one failed registry in flight at once during a scan. It also bounds how late a
 /// circuit breaker opens: a batch passes the breaker's gate before the batches ahead of it
-/// have reported their requeues (tests/circuit_breaker.rs: at most 3 batches of a storm).
+/// have reported their requeues (tests/it/circuit_breaker.rs: at most 3 batches of a storm).
 pub const PARALLEL_BATCHES: usize = 3;
 /// Registry ids listed per ZRANGE WITHSCORES: about 1 ms of Redis time (5,000 took about
 /// 4 ms, and a host stall during one reached 19 ms in the bench).

@@ -1,0 +1,188 @@
+//! The daemon's memory between scans (issue 5): a re-scan that finds nothing due reads no job
+//! hash and no traceback, a new failure of a known job is read again, and a job in backoff is
+//! requeued within a second of its due time by the timer, not by the next scan.
+
+use crate::support;
+
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use support::http::{Daemon, DaemonConfig};
+use support::jobs::FailedJob;
+use support::RedisServer;
+
+fn calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until `job` is the only id in `rq:queue:<queue>`; returns how long after `since` that
+/// was, and fails after 10 s saying `what` was never requeued.
+fn wait_until_queued(
+    con: &mut redis::Connection,
+    queue: &str,
+    job: &str,
+    since: Instant,
+    what: &str,
+) -> Duration {
+    loop {
+        let queued: Vec<String> = con.lrange(format!("rq:queue:{queue}"), 0, -1).unwrap();
+        if queued == vec![job] {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{what} was never requeued"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    for i in 0..300 {
+        FailedJob::new(&format!("w{i}"))
+            .queue(if i % 2 == 0 { "a" } else { "b" })
+            .write(&mut con);
+    }
+    let config = DaemonConfig::new(
+        &server.url(),
+        // An exception filter, so that deciding needs the failure text (a queue-wide policy
+        // would read none at all).
+        "[[policy]]\nname = \"later\"\nexceptions = [\"ConnectionError\"]\nbackoff = { strategy = \"fixed\", delay = \"1h\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    let first = daemon.get("/api/v1/supervisor").expect(200)["last_scan"]["report"].clone();
+    assert_eq!(first["waiting"], 300, "{first}");
+    assert_eq!(
+        calls(&mut con, "xrevrange"),
+        300,
+        "the first scan reads each traceback"
+    );
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 300, "{report}");
+    assert_eq!(report["scanned"], 300, "{report}");
+    assert_eq!(calls(&mut con, "hmget"), 0, "no job hash re-read");
+    assert_eq!(calls(&mut con, "xrevrange"), 0, "no traceback re-read");
+
+    // w0 fails again: RQ re-adds it with a new score; only it is read again.
+    let _: () = con
+        .zadd(
+            "rq:failed:a",
+            "w0",
+            chrono::Utc::now().timestamp() + 31_536_001,
+        )
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 300, "{report}");
+    assert_eq!(calls(&mut con, "hmget"), 1, "only the new failure is read");
+    assert_eq!(calls(&mut con, "xrevrange"), 1);
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_job_in_backoff_is_requeued_by_its_timer_within_a_second_of_its_due_time() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"soon\"\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    FailedJob::new("t1").failed_secs_ago(0).write(&mut con);
+    let failed = Instant::now();
+    // The scan sees it waiting (due in about 3 s); scan_interval is 1h, so only the timer can act.
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 1, "{report}");
+    let requeued_after = wait_until_queued(&mut con, "default", "t1", failed, "the timer: the job");
+    assert!(
+        requeued_after >= Duration::from_millis(2900),
+        "requeued before its due time: {requeued_after:?}"
+    );
+    assert!(
+        requeued_after <= Duration::from_millis(4000),
+        "requeued more than a second after its due time: {requeued_after:?}"
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+/// See issue 5, target 3: with keyspace notifications on, a new failure that a policy retries at
+/// once is requeued without waiting for `scan_interval` (1h here).
+#[test]
+fn a_notified_new_failure_is_requeued_without_waiting_for_the_scan_interval() {
+    for events in ["Kz", "Ez"] {
+        let server = RedisServer::start_with(&["--notify-keyspace-events", events]);
+        let mut con = server.conn();
+        let config = DaemonConfig::new(
+            &server.url(),
+            "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+        );
+        let daemon = Daemon::start_ready(&config);
+        // Give the listener a moment to subscribe after the first scan.
+        daemon.wait_until("the notification listener subscribed", |d| {
+            d.log()
+                .contains("listening for failed-registry notifications")
+        });
+        FailedJob::new("fresh").queue("emails").write(&mut con);
+        wait_until_queued(
+            &mut con,
+            "emails",
+            "fresh",
+            Instant::now(),
+            &format!("notify-keyspace-events {events}: the new failure"),
+        );
+        let scans = daemon
+            .get("/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with("rq_retryd_scans_total "))
+            .map(str::to_string);
+        assert_eq!(
+            scans.as_deref(),
+            Some("rq_retryd_scans_total 1"),
+            "requeued by the notification, not by another full scan"
+        );
+        let (code, _) = daemon.stop();
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn without_notifications_the_scan_interval_still_finds_new_failures() {
+    let server = RedisServer::start_with(&["--notify-keyspace-events", ""]);
+    let mut con = server.conn();
+    let mut config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    );
+    config.scan_interval = "1s".into();
+    let daemon = Daemon::start_ready(&config);
+    FailedJob::new("later").write(&mut con);
+    wait_until_queued(
+        &mut con,
+        "default",
+        "later",
+        Instant::now(),
+        "the periodic scan: the new failure",
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
