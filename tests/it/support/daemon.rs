@@ -4,8 +4,8 @@
 //! support code (its HTTP client blocks).
 //!
 //! `run` gets a thread and a runtime of its own and is driven by `block_on`, as the binary
-//! drives it: its future is not `Send` yet (the scan's batch stream in `supervisor`), so it
-//! cannot be `tokio::spawn`ed.
+//! drives it, so that the blocking HTTP client of the tests never stalls the daemon's runtime.
+//! (Its future is `Send`: `daemon::tests::the_daemon_future_is_send`.)
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
