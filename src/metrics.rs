@@ -76,33 +76,16 @@ impl Trigger {
 /// All of rq-retryd's metrics.
 pub struct Metrics {
     registry: Registry,
-    failed_jobs: IntGaugeVec,
-    waiting_jobs: IntGaugeVec,
-    exhausted_jobs: IntGaugeVec,
-    stopped_jobs: IntGaugeVec,
-    succeeded_jobs: IntGaugeVec,
-    oldest_failed_age: IntGaugeVec,
-    queued_jobs: IntGaugeVec,
-    requeued: IntCounterVec,
-    purged: IntCounterVec,
-    skipped: IntCounterVec,
-    skipped_jobs: IntGaugeVec,
+    queue: QueueFamilies,
+    actions: ActionFamilies,
+    scan: ScanFamilies,
+    state: StateFamilies,
     /// The reasons `skipped_jobs` has had, so a reason gone from a scan reads 0, not stale.
     skip_reasons: Mutex<HashSet<SkipReason>>,
-    failed_again: IntCounterVec,
-    scans: IntCounter,
-    scan_errors: IntCounter,
-    scan_duration: Histogram,
-    last_scan: Gauge,
-    redis_up: IntGauge,
-    paused: IntGauge,
-    leader: IntGauge,
-    circuit_open: IntGaugeVec,
     auth_failures: IntCounterVec,
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
     reconciles: IntCounterVec,
-    held_jobs: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -357,32 +340,15 @@ impl Metrics {
         register_build_info(&f);
         Metrics {
             registry,
-            failed_jobs: queue.failed_jobs,
-            waiting_jobs: queue.waiting_jobs,
-            exhausted_jobs: queue.exhausted_jobs,
-            stopped_jobs: queue.stopped_jobs,
-            succeeded_jobs: queue.succeeded_jobs,
-            oldest_failed_age: queue.oldest_failed_age,
-            queued_jobs: queue.queued_jobs,
-            requeued: actions.requeued,
-            purged: actions.purged,
-            skipped: actions.skipped,
-            skipped_jobs: actions.skipped_jobs,
+            queue,
+            actions,
+            scan,
+            state,
             skip_reasons: Mutex::new(HashSet::new()),
-            failed_again: actions.failed_again,
-            scans: scan.scans,
-            scan_errors: scan.scan_errors,
-            scan_duration: scan.scan_duration,
-            last_scan: scan.last_scan,
-            redis_up: state.redis_up,
-            paused: state.paused,
-            leader: state.leader,
-            circuit_open: state.circuit_open,
             auth_failures,
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
             reconciles,
-            held_jobs: actions.held_jobs,
         }
     }
 
@@ -400,27 +366,33 @@ impl Metrics {
     }
 
     pub fn requeued(&self, queue: &str, policy: &str, trigger: Trigger) {
-        self.requeued
+        self.actions
+            .requeued
             .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
             .inc();
     }
 
     pub fn purged(&self, queue: &str, policy: &str, trigger: Trigger) {
-        self.purged
+        self.actions
+            .purged
             .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
             .inc();
     }
 
     /// An automatic retry of this job failed again (the success-rate alert and circuit breaker).
     pub fn retry_failed_again(&self, queue: &str, policy: &str) {
-        self.failed_again
+        self.actions
+            .failed_again
             .with_label_values(&[&self.queue_label(queue), policy])
             .inc();
     }
 
     /// `n` jobs became skipped for `reason` (events, not sightings: see `ScanReport`).
     pub fn skipped(&self, reason: SkipReason, n: u64) {
-        self.skipped.with_label_values(&[reason.label()]).inc_by(n);
+        self.actions
+            .skipped
+            .with_label_values(&[reason.label()])
+            .inc_by(n);
     }
 
     /// Sets `skipped_jobs{reason}` from a completed full scan's counts; reasons seen before and
@@ -428,12 +400,14 @@ impl Metrics {
     pub fn set_skipped_jobs(&self, by_reason: &BTreeMap<SkipReason, u64>) {
         let mut reasons = self.skip_reasons.lock().expect("metrics lock");
         for reason in reasons.iter().filter(|r| !by_reason.contains_key(*r)) {
-            self.skipped_jobs
+            self.actions
+                .skipped_jobs
                 .with_label_values(&[reason.label()])
                 .set(0);
         }
         for (reason, n) in by_reason {
-            self.skipped_jobs
+            self.actions
+                .skipped_jobs
                 .with_label_values(&[reason.label()])
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
             reasons.insert(*reason);
@@ -461,14 +435,14 @@ impl Metrics {
             }
         };
         let label = self.queue_label(queue);
-        dec(&self.failed_jobs, &label);
+        dec(&self.queue.failed_jobs, &label);
         if let Some(gauge) = counted_in {
             dec(
                 match gauge {
-                    StateGauge::Waiting => &self.waiting_jobs,
-                    StateGauge::Exhausted => &self.exhausted_jobs,
-                    StateGauge::Stopped => &self.stopped_jobs,
-                    StateGauge::Succeeded => &self.succeeded_jobs,
+                    StateGauge::Waiting => &self.queue.waiting_jobs,
+                    StateGauge::Exhausted => &self.queue.exhausted_jobs,
+                    StateGauge::Stopped => &self.queue.stopped_jobs,
+                    StateGauge::Succeeded => &self.queue.succeeded_jobs,
                 },
                 &label,
             );
@@ -476,7 +450,10 @@ impl Metrics {
         if let Some(origin) = requeued_to {
             let label = self.queue_label(origin);
             if current.contains(&label) {
-                self.queued_jobs.with_label_values(&[label.as_str()]).inc();
+                self.queue
+                    .queued_jobs
+                    .with_label_values(&[label.as_str()])
+                    .inc();
             }
         }
     }
@@ -487,9 +464,9 @@ impl Metrics {
         at_unix: f64,
         queues: &BTreeMap<String, QueueGauges>,
     ) {
-        self.scans.inc();
-        self.scan_duration.observe(duration_seconds);
-        self.last_scan.set(at_unix);
+        self.scan.scans.inc();
+        self.scan.scan_duration.observe(duration_seconds);
+        self.scan.last_scan.set(at_unix);
         let mut folded: BTreeMap<String, QueueGauges> = BTreeMap::new();
         for (queue, g) in queues {
             let entry = folded.entry(self.queue_label(queue)).or_default();
@@ -509,25 +486,32 @@ impl Metrics {
         }
         for (queue, g) in &folded {
             let label = [queue.as_str()];
-            self.failed_jobs
+            self.queue
+                .failed_jobs
                 .with_label_values(&label)
                 .set(g.failed as i64);
-            self.waiting_jobs
+            self.queue
+                .waiting_jobs
                 .with_label_values(&label)
                 .set(g.waiting as i64);
-            self.exhausted_jobs
+            self.queue
+                .exhausted_jobs
                 .with_label_values(&label)
                 .set(g.exhausted as i64);
-            self.stopped_jobs
+            self.queue
+                .stopped_jobs
                 .with_label_values(&label)
                 .set(g.stopped as i64);
-            self.succeeded_jobs
+            self.queue
+                .succeeded_jobs
                 .with_label_values(&label)
                 .set(g.succeeded as i64);
-            self.oldest_failed_age
+            self.queue
+                .oldest_failed_age
                 .with_label_values(&label)
                 .set(g.oldest_failed_age_seconds as i64);
-            self.queued_jobs
+            self.queue
+                .queued_jobs
                 .with_label_values(&label)
                 .set(g.queued as i64);
         }
@@ -549,49 +533,50 @@ impl Metrics {
     /// Removes one queue's per-queue gauges.
     fn remove_queue_gauges(&self, queue: &str) {
         for vec in [
-            &self.failed_jobs,
-            &self.waiting_jobs,
-            &self.exhausted_jobs,
-            &self.stopped_jobs,
-            &self.succeeded_jobs,
-            &self.oldest_failed_age,
-            &self.queued_jobs,
+            &self.queue.failed_jobs,
+            &self.queue.waiting_jobs,
+            &self.queue.exhausted_jobs,
+            &self.queue.stopped_jobs,
+            &self.queue.succeeded_jobs,
+            &self.queue.oldest_failed_age,
+            &self.queue.queued_jobs,
         ] {
             let _ = vec.remove_label_values(&[queue]);
         }
     }
 
     pub fn scan_failed(&self) {
-        self.scan_errors.inc();
+        self.scan.scan_errors.inc();
     }
 
     pub fn set_redis_up(&self, up: bool) {
-        self.redis_up.set(i64::from(up));
+        self.state.redis_up.set(i64::from(up));
     }
 
     pub fn set_paused(&self, paused: bool) {
-        self.paused.set(i64::from(paused));
+        self.state.paused.set(i64::from(paused));
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.set(i64::from(leader));
+        self.state.leader.set(i64::from(leader));
     }
 
     /// Sets `circuit_open{policy}` to 1 for the open breakers and removes the others.
     /// The retry policies whose circuit breaker is open now.
     pub fn set_open_circuits<'a>(&self, policies: impl IntoIterator<Item = &'a str>) {
-        self.circuit_open.reset();
+        self.state.circuit_open.reset();
         for policy in policies {
-            self.circuit_open.with_label_values(&[policy]).set(1);
+            self.state.circuit_open.with_label_values(&[policy]).set(1);
         }
     }
 
     /// Sets `held_jobs{queue,reason}` to these counts and removes every other series.
     pub fn set_held<'a>(&self, counts: impl IntoIterator<Item = (&'a str, &'a str, u64)>) {
-        self.held_jobs.reset();
+        self.actions.held_jobs.reset();
         for (queue, reason, n) in counts {
             let label = self.queue_label(queue);
-            self.held_jobs
+            self.actions
+                .held_jobs
                 .with_label_values(&[label.as_str(), reason])
                 .add(n as i64);
         }
@@ -625,24 +610,27 @@ mod tests {
     /// each vec is given one series first, since an empty vec is not exposed at all.
     fn exposition_shape(m: &Metrics) -> String {
         for vec in [
-            &m.failed_jobs,
-            &m.waiting_jobs,
-            &m.exhausted_jobs,
-            &m.stopped_jobs,
-            &m.succeeded_jobs,
-            &m.oldest_failed_age,
-            &m.queued_jobs,
-            &m.skipped_jobs,
-            &m.circuit_open,
+            &m.queue.failed_jobs,
+            &m.queue.waiting_jobs,
+            &m.queue.exhausted_jobs,
+            &m.queue.stopped_jobs,
+            &m.queue.succeeded_jobs,
+            &m.queue.oldest_failed_age,
+            &m.queue.queued_jobs,
+            &m.actions.skipped_jobs,
+            &m.state.circuit_open,
         ] {
             vec.with_label_values(&["x"]).set(0);
         }
-        m.held_jobs.with_label_values(&["x", "y"]).set(0);
-        for vec in [&m.requeued, &m.purged] {
+        m.actions.held_jobs.with_label_values(&["x", "y"]).set(0);
+        for vec in [&m.actions.requeued, &m.actions.purged] {
             vec.with_label_values(&["x", "y", "z"]).inc_by(0);
         }
-        m.failed_again.with_label_values(&["x", "y"]).inc_by(0);
-        m.skipped.with_label_values(&["x"]).inc_by(0);
+        m.actions
+            .failed_again
+            .with_label_values(&["x", "y"])
+            .inc_by(0);
+        m.actions.skipped.with_label_values(&["x"]).inc_by(0);
         let mut lines: Vec<String> = m
             .registry
             .gather()
