@@ -587,12 +587,12 @@ impl Metrics {
         self.auth_failures.with_label_values(&[reason]).inc();
     }
 
-    /// The Prometheus text exposition of every family.
     /// One reconcile of one failed registry (`notification` or `size_check`).
     pub fn reconciled(&self, trigger: &str) {
         self.reconciles.with_label_values(&[trigger]).inc();
     }
 
+    /// The Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         TextEncoder::new()
