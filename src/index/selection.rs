@@ -185,6 +185,11 @@ fn parse_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc
 /// A time ago as a person types it in a filter (issue 22, "relative times"): up to five digits
 /// and one unit, `s`, `m`, `h`, `d` or `w` (`15m`, `1h`, `2d`); `None` for anything else.
 fn relative_time(text: &str) -> Option<chrono::Duration> {
+    // A byte index into text that is not ASCII may fall inside a character (a 400, not a
+    // panic: schemathesis sent `ö5+󌒯􆿞`).
+    if !text.is_ascii() {
+        return None;
+    }
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -227,8 +232,38 @@ mod tests {
         for text in ["2w", "30s", "2d", "99999m"] {
             assert!(relative_time(text).is_some(), "{text}");
         }
-        for text in ["", "h", "1y", "123456m", "-1h", "1.5h", "1 h"] {
+        for text in [
+            "",
+            "h",
+            "1y",
+            "123456m",
+            "-1h",
+            "1.5h",
+            "1 h",
+            "1ö",
+            "ö",
+            "5\u{106fde}",
+        ] {
             assert!(relative_time(text).is_none(), "{text}");
+        }
+    }
+
+    /// See: schemathesis (CI, session 10) sent `failed_after=ö5+󌒯􆿞`, and the daemon's handler
+    /// panicked slicing inside a character: any text is a time or a 400, never a panic.
+    #[test]
+    fn a_time_that_is_not_ascii_is_refused_not_a_panic() {
+        for text in [
+            "ö5+\u{10c4af}\u{106fde}",
+            "1\u{e9}",
+            "\u{1f600}h",
+            "15m\u{301}",
+        ] {
+            let typed = Typed {
+                failed_after: Some(text),
+                ..Typed::default()
+            };
+            let refused = Selection::parse(&typed, now()).unwrap_err();
+            assert_eq!(refused.code, "invalid_time", "{text:?}");
         }
     }
 
