@@ -402,6 +402,7 @@ const RQ = (() => {
           byException.length > 1
             ? h("p", { class: "muted" }, "By exception: ", byException.map(([e, n]) => `${e} ${fmt(n)}`).join(", "))
             : null,
+          waitingNote(kind, r.by_state),
           h("p", { class: "sample" }, "Sample: ",
             sample.map((id, i) => [i ? ", " : "", jobLink(id)]),
             more > 0 ? ` and ${fmt(more)} more` : ""),
@@ -418,6 +419,19 @@ const RQ = (() => {
       },
       after,
     });
+  }
+
+  /**
+   * How many of the selected jobs an automatic retry or purge is coming for anyway (their
+   * policy's backoff or purge_after is running): a manual retry takes them early. From a dry
+   * run answered by the failure index (`by_state`); nothing when it was read from Redis.
+   */
+  function waitingNote(kind, byState) {
+    const waiting = (byState && byState.waiting) || 0;
+    if (!waiting) return null;
+    return h("p", { class: "muted", "data-field": "preview-waiting" },
+      `${plural(waiting, "of them is", "of them are")} waiting for an automatic retry or purge`,
+      kind === "retry" ? "; retrying now takes them early." : ".");
   }
 
   /**

@@ -126,7 +126,8 @@
     const circuits = s.open_circuits || [];
     fill($("#supervisor-state"),
       fact("Automatic actions", s.paused
-        ? ["paused on every instance", s.paused_by ? ` by ${s.paused_by}` : "", s.paused_at ? [", ", when(s.paused_at)] : ""]
+        ? ["paused on every instance", s.paused_by ? ` by ${s.paused_by}` : "", s.paused_at ? [", ", when(s.paused_at)] : "",
+          s.paused_reason ? [": ", h("q", { "data-field": "paused-reason" }, s.paused_reason)] : ""]
         : "running"),
       fact("Active instance", s.active_instance
         ? [h("code", {}, s.active_instance), s.active_instance === s.instance ? " (this one)" : ""]
@@ -243,12 +244,25 @@
 
   RQ.on("retry-group", groupAction("retry"));
   RQ.on("delete-group", groupAction("delete"));
-  RQ.on("pause", () => RQ.act("Pause all instances", async () => {
-    const { body } = await call("POST", "supervisor/pause");
-    supervisor = body;
-    RQ.unchanged("supervisor", body);
-    supervisorChanged();
-    return "Automatic actions are paused on every instance sharing this Redis. Manual actions still work.";
+  // A pause stops every instance's automatic retries and purges: it asks first, and takes a
+  // reason that goes to the audit and shows beside "paused by" (issue 22, item 8).
+  RQ.on("pause", () => RQ.confirmThen({
+    title: "Pause all instances",
+    preview: async () => [
+      h("p", {}, "Automatic retries and purges stop on every instance sharing this Redis until someone resumes them. Scans go on; manual actions still work."),
+      h("label", { class: "reason" }, "Reason (for the audit and the overview) ",
+        h("input", { name: "reason", type: "text", maxlength: "500", placeholder: "e.g. payments API down, INC-1234", spellcheck: "false" })),
+    ],
+    confirmLabel: "Pause all instances",
+    danger: true,
+    commit: async () => {
+      const reason = ($("#action input[name=reason]").value || "").trim();
+      const { body } = await call("POST", "supervisor/pause", { reason });
+      supervisor = body;
+      RQ.unchanged("supervisor", body);
+      supervisorChanged();
+      return "Automatic actions are paused on every instance sharing this Redis. Manual actions still work.";
+    },
   }));
   RQ.on("resume", () => RQ.act("Resume all instances", async () => {
     const { body } = await call("POST", "supervisor/resume");

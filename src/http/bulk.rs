@@ -109,6 +109,10 @@ pub struct BulkResult {
     pub skipped: u64,
     /// Matched jobs by exception type.
     pub by_exception: BTreeMap<String, u64>,
+    /// Matched jobs by state (`waiting`: in backoff, an automatic retry or purge will come),
+    /// when a dry run is answered from the failure index; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_state: Option<BTreeMap<String, u64>>,
     /// Matched job ids (dry run only, at most 100).
     pub job_ids: Vec<String>,
     pub job_ids_truncated: bool,
@@ -143,6 +147,7 @@ impl BulkResult {
             refused: 0,
             skipped: 0,
             by_exception: BTreeMap::new(),
+            by_state: None,
             job_ids: Vec::new(),
             job_ids_truncated: false,
             error: None,
@@ -362,6 +367,13 @@ impl BulkTask {
         r.matched_count = tally.matched;
         r.skipped = tally.undecodable;
         r.by_exception = tally.by_exception;
+        r.by_state = Some(
+            tally
+                .by_state
+                .into_iter()
+                .map(|(state, n)| (state.name().to_string(), n))
+                .collect(),
+        );
         r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
         r.job_ids = tally.sample;
         true

@@ -30,6 +30,8 @@ pub struct SupervisorState {
     /// Who paused (token name and client address) and when (RFC 3339); null unless paused.
     pub paused_by: Option<String>,
     pub paused_at: Option<String>,
+    /// Why, as given with the pause (`reason`); null unless paused with one.
+    pub paused_reason: Option<String>,
     pub dry_run: bool,
     pub redis_connected: bool,
     pub started_at: DateTime<Utc>,
@@ -71,6 +73,7 @@ async fn state_of(app: &AppState) -> SupervisorState {
         paused: shared.switches.holds_writes(),
         paused_by: shared.switches.paused_by,
         paused_at: shared.switches.paused_at,
+        paused_reason: shared.switches.paused_reason,
         dry_run: config.supervisor.dry_run,
         redis_connected: app.daemon.redis().is_some(),
         started_at: app.daemon.started_at,
@@ -94,14 +97,15 @@ pub async fn supervisor(State(app): State<AppState>) -> Json<SupervisorState> {
     Json(state_of(&app).await)
 }
 
-async fn record_switch(app: &AppState, who: &str, action: &str) {
-    info!(who, action, "supervisor switch");
+async fn record_switch(app: &AppState, who: &str, action: &str, reason: Option<&str>) {
+    info!(who, action, reason, "supervisor switch");
     if let Some(mut con) = app.daemon.redis() {
         let prefix = app.daemon.config().redis.key_prefix.clone();
+        let why = reason.map_or_else(|| "api".to_string(), |r| format!("api: {r}"));
         let record = AuditRecord {
             who,
             action,
-            why: "api",
+            why: &why,
             queue: "",
             job_ids: &[],
         };
@@ -113,23 +117,55 @@ async fn record_switch(app: &AppState, who: &str, action: &str) {
 
 /// Writes the shared pause switch; 503 when Redis cannot take it (a pause that only this
 /// process knew of would leave the other instances writing).
-async fn switch(app: &AppState, paused: bool, who: &str) -> ApiResult<Json<SupervisorState>> {
+async fn switch(
+    app: &AppState,
+    paused: bool,
+    who: &str,
+    reason: Option<&str>,
+) -> ApiResult<Json<SupervisorState>> {
     let mut con = app.redis()?;
     app.daemon
         .snapshot()
         .switchboard
-        .set_paused(&mut con, paused, who)
+        .set_paused(&mut con, paused, who, reason)
         .await?;
     app.daemon.set_paused(paused);
-    record_switch(app, who, if paused { "pause" } else { "resume" }).await;
+    record_switch(app, who, if paused { "pause" } else { "resume" }, reason).await;
     Ok(Json(state_of(app).await))
+}
+
+/// The most a pause's reason may hold, in characters.
+pub const PAUSE_REASON_MAX: usize = 500;
+
+/// A pause's parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PauseParams {
+    /// Why (1 to 500 characters, no control characters): shown with "paused by" and written to
+    /// the audit.
+    #[param(min_length = 1, max_length = 500)]
+    pub reason: Option<String>,
 }
 
 /// Stops automatic actions on every instance sharing this Redis, before their next write
 /// (scans still run and report); manual actions still work.
-#[utoipa::path(post, path = "/api/v1/supervisor/pause", tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn pause(State(app): State<AppState>, Who(who): Who) -> ApiResult<Json<SupervisorState>> {
-    switch(&app, true, &who).await
+#[utoipa::path(post, path = "/api/v1/supervisor/pause", params(PauseParams), tag = "supervisor", responses((status = 200, body = SupervisorState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn pause(
+    State(app): State<AppState>,
+    Who(who): Who,
+    ApiQuery(p): ApiQuery<PauseParams>,
+) -> ApiResult<Json<SupervisorState>> {
+    let reason = p.reason.as_deref();
+    if let Some(reason) = reason {
+        let chars = reason.chars().count();
+        if chars == 0 || chars > PAUSE_REASON_MAX || reason.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_reason",
+                "reason must be 1 to 500 characters without control characters",
+            ));
+        }
+    }
+    switch(&app, true, &who, reason).await
 }
 
 /// Resumes automatic actions on every instance.
@@ -138,7 +174,7 @@ pub async fn resume(
     State(app): State<AppState>,
     Who(who): Who,
 ) -> ApiResult<Json<SupervisorState>> {
-    switch(&app, false, &who).await
+    switch(&app, false, &who, None).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

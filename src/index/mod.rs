@@ -367,6 +367,8 @@ pub struct Tally {
     /// Undecodable jobs in the selection's queues.
     pub undecodable: u64,
     pub by_exception: std::collections::BTreeMap<String, u64>,
+    /// Matched jobs by state.
+    pub by_state: std::collections::BTreeMap<State, u64>,
     pub sample: Vec<String>,
 }
 
@@ -685,6 +687,7 @@ impl FailureIndex {
                 Test::Match => {
                     t.matched += 1;
                     *by_exception.entry(e.exception).or_default() += 1;
+                    *t.by_state.entry(e.state).or_default() += 1;
                     if t.sample.len() < sample {
                         t.sample.push(key.1.to_id().into());
                     }

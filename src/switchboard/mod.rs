@@ -35,6 +35,8 @@ pub struct Switches {
     /// Who paused (the audit's "who") and when (RFC 3339), while paused.
     pub paused_by: Option<String>,
     pub paused_at: Option<String>,
+    /// Why, as the operator who paused said it (`POST …/pause?reason=`), while paused.
+    pub paused_reason: Option<String>,
     /// The last `POST /api/v1/supervisor/scan` on any instance (RFC 3339): the active
     /// instance scans when it changes.
     #[serde(skip)]
@@ -56,6 +58,7 @@ impl Switches {
                 "paused" => s.paused = value == "1",
                 "paused_by" => s.paused_by = Some(value),
                 "paused_at" => s.paused_at = Some(value),
+                "paused_reason" => s.paused_reason = Some(value),
                 "scan_requested_at" => s.scan_requested_at = Some(value),
                 _ => {}
             }
@@ -63,6 +66,7 @@ impl Switches {
         if !s.paused {
             s.paused_by = None;
             s.paused_at = None;
+            s.paused_reason = None;
         }
         s
     }
@@ -171,12 +175,14 @@ impl Switchboard {
         Ok(Beat { switches, lease })
     }
 
-    /// Turns the shared pause on (`paused`) or off, naming who did it.
+    /// Turns the shared pause on (`paused`) or off, naming who did it and, for a pause, why
+    /// (`reason`; a pause without one clears an earlier one's).
     pub async fn set_paused<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         paused: bool,
         who: &str,
+        reason: Option<&str>,
     ) -> RedisResult<()> {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         let key = self.keys.retryd_switches();
@@ -192,6 +198,15 @@ impl Switchboard {
                 .arg("paused_at")
                 .arg(&now)
                 .ignore();
+            match reason {
+                Some(reason) => pipe
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg("paused_reason")
+                    .arg(reason)
+                    .ignore(),
+                None => pipe.cmd("HDEL").arg(&key).arg("paused_reason").ignore(),
+            };
         } else {
             pipe.cmd("HSET")
                 .arg(&key)
@@ -206,6 +221,7 @@ impl Switchboard {
                 .arg(&key)
                 .arg("paused_by")
                 .arg("paused_at")
+                .arg("paused_reason")
                 .ignore();
         }
         pipe.query_async(con).await

@@ -378,6 +378,13 @@ async fn retrying_a_group_previews_its_exact_count_then_queues_exactly_its_jobs(
         .await;
     let preview = browser.text("[data-field=preview-count]").await;
     assert_eq!(leading_number(&preview), 4, "the preview counts the group");
+    // All four are in their policy's 1 h backoff: the preview says a retry takes them early
+    // (issue 22, item 8).
+    let waiting = browser.text("[data-field=preview-waiting]").await;
+    assert!(
+        waiting.starts_with("4 of them are waiting for an automatic retry"),
+        "{waiting}"
+    );
     assert_eq!(
         members(&mut con, "rq:queue:default"),
         BTreeSet::new(),
@@ -485,7 +492,9 @@ token = "viewer-s3cret"
         text.starts_with("Refused:") && text.contains("viewer") && text.contains("role read"),
         "the page says why: {text}"
     );
+    // Pausing asks first (issue 22, item 8); the API refuses the confirmed pause.
     force_click(&browser, "[data-action=pause]").await;
+    force_click(&browser, "#action [data-action=confirm]").await;
     outcome(&browser, "refused").await;
     force_click(&browser, "[data-action=scan]").await;
     outcome(&browser, "refused").await;
@@ -569,18 +578,42 @@ token = "alice-s3cret"
         assert_eq!(disabled.as_deref(), Some("false"), "{css} is enabled");
     }
 
+    // Pausing asks first and takes a reason (issue 22, item 8): nothing is paused before the
+    // confirmation.
     browser.click("[data-action=pause]").await;
+    let reason = browser.find("#action input[name=reason]").await;
+    let paused: Option<String> = con.hget("rq:retryd:switches", "paused").unwrap();
+    assert_eq!(paused, None, "paused before the confirmation");
+    reason
+        .send_keys("payments API down, INC-1234")
+        .await
+        .unwrap();
+    browser.click("#action [data-action=confirm]").await;
     let text = outcome(&browser, "done").await;
     assert!(text.contains("paused on every instance"), "{text}");
     browser.wait_for_text("#supervisor-badge", "Paused").await;
     let switched: Option<String> = con.hget("rq:retryd:switches", "paused").unwrap();
     assert_eq!(switched.as_deref(), Some("1"));
+    browser
+        .wait_for_text("[data-field=paused-reason]", "payments API down, INC-1234")
+        .await;
     let state = second.get("/api/v1/supervisor").expect(200);
     assert_eq!(state["paused"], true, "{state}");
     let by = state["paused_by"].as_str().unwrap_or_default();
     assert!(
         by.starts_with("ops-alice@"),
         "the audit names the token: {state}"
+    );
+    assert_eq!(
+        state["paused_reason"], "payments API down, INC-1234",
+        "{state}"
+    );
+    let audit = second.get("/api/v1/audit").expect(200);
+    assert!(
+        audit
+            .to_string()
+            .contains("api: payments API down, INC-1234"),
+        "the audit keeps the reason: {audit}"
     );
     browser
         .wait_for_text(&format!("{next} [data-field=paused]"), "paused")

@@ -252,8 +252,15 @@ fn a_misspelt_parameter_a_bad_value_or_a_body_is_refused_and_nothing_changes() {
         ),
         (
             "POST",
-            "/api/v1/supervisor/pause?reason=x",
+            "/api/v1/supervisor/pause?reasn=x",
             "unknown_parameter",
+        ),
+        // A pause's reason (issue 22, item 8): 1 to 500 characters, no control characters.
+        ("POST", "/api/v1/supervisor/pause?reason=", "invalid_reason"),
+        (
+            "POST",
+            "/api/v1/supervisor/pause?reason=a%0Ab",
+            "invalid_reason",
         ),
         ("POST", "/api/v1/supervisor/scan?now=1", "unknown_parameter"),
         (

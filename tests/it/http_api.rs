@@ -497,9 +497,13 @@ backoff = { strategy = "fixed", delay = "2s" }
 "#,
     );
     let mut con = redis.conn();
-    let paused = daemon.post("/api/v1/supervisor/pause").expect(200);
+    let paused = daemon
+        .post("/api/v1/supervisor/pause?reason=deploy%20in%20progress")
+        .expect(200);
     assert_eq!(paused["paused"], true);
-    assert_eq!(daemon.get("/api/v1/supervisor").expect(200)["paused"], true);
+    let state = daemon.get("/api/v1/supervisor").expect(200);
+    assert_eq!(state["paused"], true);
+    assert_eq!(state["paused_reason"], "deploy in progress", "{state}");
     let samples = parse_metrics(&daemon.get("/metrics").text());
     assert_eq!(metric(&samples, "rq_retryd_paused", &[]), Some(1.0));
 
@@ -523,6 +527,7 @@ backoff = { strategy = "fixed", delay = "2s" }
 
     let resumed = daemon.post("/api/v1/supervisor/resume").expect(200);
     assert_eq!(resumed["paused"], false);
+    assert_eq!(resumed["paused_reason"], Value::Null, "{resumed}");
     let started = Instant::now();
     let report = daemon.scan();
     assert!(

@@ -180,6 +180,14 @@ fn dry_runs_answer_the_selection_by_every_filter_and_write_nothing() {
         got.sort();
         assert_eq!(got, strings(ids), "{path}: {body}");
         assert_eq!(&body["by_exception"], by_exception, "{path}: {body}");
+        // Answered from the index, a dry run also counts by state (issue 22, item 8): here
+        // the hands-off policy ignores every decodable job.
+        let by_state = if ids.is_empty() {
+            json!({})
+        } else {
+            json!({ "ignored": ids.len() })
+        };
+        assert_eq!(body["by_state"], by_state, "{path}: {body}");
         let count_field = if *method == "POST" {
             "requeued_count"
         } else {
