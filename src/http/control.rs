@@ -143,7 +143,11 @@ pub const PAUSE_REASON_MAX: usize = 500;
 pub struct PauseParams {
     /// Why (1 to 500 characters, no control characters): shown with "paused by" and written to
     /// the audit.
-    #[param(min_length = 1, max_length = 500)]
+    #[param(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub reason: Option<String>,
 }
 
