@@ -60,16 +60,8 @@
     }
     const groups = (groupsAnswer && groupsAnswer.groups) || [];
     if (groupsAnswer && groups.every((g) => g.by_state)) {
-      const sums = {};
-      for (const g of groups) {
-        const sum = sums[g.queue] || (sums[g.queue] = { waiting: 0, exhausted: 0 });
-        sum.waiting += g.by_state.waiting || 0;
-        sum.exhausted += g.by_state.exhausted || 0;
-      }
-      return {
-        of: (q) => sums[q] || { waiting: 0, exhausted: 0 },
-        note: ["waiting and exhausted as of ", when(groupsAnswer.as_of)],
-      };
+      const sums = byQueue(["waiting", "exhausted"]);
+      return { of: sums, note: ["waiting and exhausted as of ", when(groupsAnswer.as_of)] };
     }
     const scan = supervisor && supervisor.last_scan;
     if (scan) {
@@ -79,21 +71,24 @@
     return { of: () => ({}), note: "waiting and exhausted come with the first scan" };
   }
 
-  /** Unmatched and ignored jobs per queue, summed over the groups' by_state. */
-  function leftAlone() {
+  /**
+   * The groups' `by_state` counts of `states`, summed per queue: a function from a queue to
+   * its sums (zeros for a queue without groups; empty before the groups' first answer).
+   */
+  function byQueue(states) {
+    const zero = () => Object.fromEntries(states.map((state) => [state, 0]));
     const sums = {};
     for (const g of (groupsAnswer && groupsAnswer.groups) || []) {
-      const sum = sums[g.queue] || (sums[g.queue] = { unmatched: 0, ignored: 0 });
-      sum.unmatched += (g.by_state && g.by_state.unmatched) || 0;
-      sum.ignored += (g.by_state && g.by_state.ignored) || 0;
+      const sum = sums[g.queue] || (sums[g.queue] = zero());
+      for (const state of states) sum[state] += (g.by_state && g.by_state[state]) || 0;
     }
-    return (q) => (groupsAnswer ? sums[q] || { unmatched: 0, ignored: 0 } : {});
+    return (q) => (groupsAnswer ? sums[q] || zero() : {});
   }
 
   function renderQueues() {
     if (!stats) return;
     const { of, note } = backlog();
-    const alone = leftAlone();
+    const alone = byQueue(["unmatched", "ignored"]);
     const names = Object.keys(stats.queues || {}).sort();
     fill($("#queues tbody"), names.map((queue) => {
       const s = stats.queues[queue];
