@@ -206,26 +206,27 @@ async fn drain(http: JoinHandle<std::io::Result<()>>, bulk: &TaskTracker, tasks:
         Ok(Err(e)) => error!(error = %e, "HTTP server task panicked"),
         Err(_) => warn!("HTTP requests still in flight after the grace period; closing"),
     }
-    bulk.close();
-    if tokio::time::timeout_at(deadline, bulk.wait())
-        .await
-        .is_err()
-    {
+    if !closed_by(bulk, deadline).await {
         warn!(
             tasks = bulk.len(),
             "bulk tasks still running after the grace period; they stop here (each task's counts say what it did)"
         );
     }
-    tasks.close();
-    if tokio::time::timeout_at(deadline, tasks.wait())
-        .await
-        .is_err()
-    {
+    if !closed_by(tasks, deadline).await {
         debug!(
             tasks = tasks.len(),
             "tasks still running after the grace period"
         );
     }
+}
+
+/// Closes `tracker` to new tasks and waits for those running until `deadline`; whether they
+/// all finished by then.
+async fn closed_by(tracker: &TaskTracker, deadline: Instant) -> bool {
+    tracker.close();
+    tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]
