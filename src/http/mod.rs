@@ -2,6 +2,7 @@
 //! groups, stats, audit, metrics). Every write goes through the executor's atomic scripts, like
 //! the daemon's own actions. No GET changes state.
 
+mod audit;
 mod auth;
 mod bulk;
 mod caller;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
     pub auth_failures: Arc<auth::FailureLimiter>,
+    /// The audit stream summarized in memory, for its filters (`audit::mirror`).
+    pub audit: Arc<crate::audit::mirror::AuditMirror>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             tasks: Arc::new(bulk::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
+            audit: Arc::default(),
         }
     }
 
@@ -120,7 +124,7 @@ pub fn router(app: AppState) -> Router {
             post(session::sign_in).delete(session::sign_out),
         )
         .route("/api/v1/policies", get(control::policies))
-        .route("/api/v1/audit", get(control::audit))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/healthz", get(control::healthz))

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, bulk, control, docs, error, jobs, session, stats, AppState};
+use super::{audit, auth, bulk, control, docs, error, jobs, session, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,7 +21,7 @@ neither header and no body (curl -X POST) are not affected."),
         bulk::retry_all, bulk::clear, bulk::task,
         stats::stats,
         session::sign_in, session::sign_out,
-        control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
+        control::supervisor, control::pause, control::resume, control::scan_now, control::policies, audit::list,
         control::healthz, control::readyz, control::metrics, document, docs::page,
         auth::whoami,
     ),

@@ -32,6 +32,7 @@ pub mod events;
 mod live;
 mod selection;
 pub use live::{LiveIndex, Reading};
+pub use selection::parse_time;
 pub use selection::{Invalid, Selection, Typed};
 
 /// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
