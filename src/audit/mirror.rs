@@ -17,6 +17,20 @@ use tokio::sync::Mutex;
 use super::filter::{AuditFilter, StreamId, Summary};
 use super::{entry_of, AuditEntry, RawEntry};
 
+/// Why a page could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The audit key holds another type than a stream (nothing can be read until it is fixed).
+    NotAStream,
+    Redis(redis::RedisError),
+}
+
+impl From<redis::RedisError> for ReadError {
+    fn from(e: redis::RedisError) -> ReadError {
+        ReadError::Redis(e)
+    }
+}
+
 /// Entries read from Redis per round trip while catching up.
 pub const READ_CHUNK: usize = 1000;
 
@@ -51,6 +65,27 @@ impl AuditMirror {
     /// Up to `limit` entries of stream `key` that `filter` asks for, newest first, older than
     /// `before` when given.
     pub async fn page<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        key: &str,
+        filter: &AuditFilter,
+        before: Option<StreamId>,
+        limit: usize,
+    ) -> Result<Page, ReadError> {
+        match self.read_page(con, key, filter, before, limit).await {
+            Ok(page) => Ok(page),
+            // Redis tells a wrong type inside a pipeline's failures; ask once to say it plainly.
+            Err(e) => {
+                let kind: RedisResult<String> = redis::cmd("TYPE").arg(key).query_async(con).await;
+                match kind {
+                    Ok(k) if k != "stream" && k != "none" => Err(ReadError::NotAStream),
+                    _ => Err(ReadError::Redis(e)),
+                }
+            }
+        }
+    }
+
+    async fn read_page<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         key: &str,

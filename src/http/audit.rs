@@ -14,6 +14,7 @@ use super::extract::ApiQuery;
 use super::selection::FailureTime;
 use super::AppState;
 use crate::audit::filter::{AuditFilter, StreamId};
+use crate::audit::mirror::ReadError;
 use crate::audit::{audit_key, AuditAction, AuditEntry};
 use crate::index::parse_time;
 
@@ -147,11 +148,11 @@ pub async fn list(
         .audit
         .page(&mut con, &key, &filter, cursor, limit)
         .await
-        .map_err(|e| match e.code() {
-            Some("WRONGTYPE") => {
+        .map_err(|e| match e {
+            ReadError::NotAStream => {
                 ApiError::conflict("corrupt_audit", "the audit key is not a stream")
             }
-            _ => ApiError::from(e),
+            ReadError::Redis(e) => ApiError::from(e),
         })?;
     Ok(Json(AuditLog {
         entries: page.entries,

@@ -14,6 +14,7 @@ mod support;
 
 mod acl;
 mod api_fuzz;
+mod audit;
 mod browser;
 mod circuit_breaker;
 mod cli;
