@@ -16,6 +16,7 @@ mod acl;
 mod api_fuzz;
 mod audit;
 mod browser;
+mod browser_audit;
 mod circuit_breaker;
 mod cli;
 mod deploy;
