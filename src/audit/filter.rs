@@ -15,11 +15,12 @@ pub struct StreamId {
 }
 
 impl StreamId {
-    /// `<ms>-<seq>` as Redis writes it; `None` for anything else.
+    /// `<ms>-<seq>` as Redis writes it, each part of 1 to 19 digits (what a u64 always
+    /// holds, and what the API's `cursor` pattern says); `None` for anything else.
     pub fn parse(text: &str) -> Option<StreamId> {
         let (ms, seq) = text.split_once('-')?;
         let digits =
-            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+            |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return None;
         }
@@ -175,7 +176,8 @@ mod tests {
             "a-1",
             "+1-1",
             "1 -1",
-            "99999999999999999999999-0",
+            "99999999999999999999-0",
+            "1-12345678901234567890",
         ] {
             assert_eq!(StreamId::parse(bad), None, "{bad:?}");
         }

@@ -31,7 +31,7 @@ pub struct AuditParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// The next (older) page: the `next_cursor` of the answer before.
-    #[param(pattern = r"^[0-9]{1,20}-[0-9]{1,20}$")]
+    #[param(pattern = r"^[0-9]{1,19}-[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// Who acted, any part of it, case-insensitive: a token's name (`ops-alice`), a client
     /// address, or `supervisor` (1 to 1024 characters).
