@@ -11,6 +11,7 @@ HTTP from this process, wall clock per request:
   cold        the first GET /api/v1/audit after start (the daemon reads the whole stream once)
   <filter>    --repeat requests of each filter (p50, p99, max), limit 100
   walk        paging through the whole stream with limit=1000 and the cursor (total)
+  healthz     the same client's floor: GET /healthz (p50)
 
 and the daemon's RSS before the first request and after (VmRSS, VmHWM). Prints one JSON line.
 
@@ -73,8 +74,8 @@ def fill(r, entries, n_ids, now_ms):
     return deep_job
 
 
-def get(port, query):
-    url = f"http://127.0.0.1:{port}/api/v1/audit?{query}"
+def get(port, query, path="/api/v1/audit"):
+    url = f"http://127.0.0.1:{port}{path}?{query}"
     start = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as response:
         body = json.loads(response.read())
@@ -148,6 +149,9 @@ def main():
                 "range_people": "since=12h&until=11h&people_only=true",
                 "all_filters": "who=bob&action=requeue&queue=emails&since=1d&people_only=true",
             }
+            # The floor on this machine: a request that does nothing (GET /healthz).
+            floor = sorted(get(port, "", "/healthz")[0] for _ in range(args.repeat))
+            result["healthz_p50_ms"] = percentile(floor, 50)
             timings = {}
             for name, query in filters.items():
                 times = []

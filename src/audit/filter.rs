@@ -102,25 +102,46 @@ pub struct AuditFilter {
     pub until_ms: Option<u64>,
 }
 
-impl AuditFilter {
+/// A filter made ready to test many entries: `who` lowercased and the job id hashed once.
+#[derive(Debug)]
+pub struct Compiled<'a> {
+    filter: &'a AuditFilter,
+    who: Option<String>,
+    job_hash: Option<u64>,
+}
+
+impl Compiled<'_> {
     /// Whether the entry `s` is asked for. A job id match is by hash here: the caller confirms
     /// it on the entry itself ([`AuditFilter::confirms`]).
     pub fn matches(&self, s: &Summary) -> bool {
-        self.since_ms.is_none_or(|t| s.id.ms >= t)
-            && self.until_ms.is_none_or(|t| s.id.ms <= t)
-            && !(self.people_only && s.is_automatic())
-            && self.action.is_none_or(|a| s.action == Some(a))
-            && self
-                .who
-                .as_ref()
-                .is_none_or(|w| s.who.contains(&w.to_lowercase()))
-            && self.queue.as_ref().is_none_or(|q| {
+        let f = self.filter;
+        f.since_ms.is_none_or(|t| s.id.ms >= t)
+            && f.until_ms.is_none_or(|t| s.id.ms <= t)
+            && !(f.people_only && s.is_automatic())
+            && f.action.is_none_or(|a| s.action == Some(a))
+            && self.who.as_ref().is_none_or(|w| s.who.contains(w.as_str()))
+            && f.queue.as_ref().is_none_or(|q| {
                 &*s.queue == q.as_str() || s.to_queue.as_deref() == Some(q.as_str())
             })
             && self
-                .job_id
-                .as_ref()
-                .is_none_or(|j| s.job_ids.binary_search(&id_hash(j)).is_ok())
+                .job_hash
+                .is_none_or(|h| s.job_ids.binary_search(&h).is_ok())
+    }
+}
+
+impl AuditFilter {
+    /// The filter, ready to test entries.
+    pub fn compile(&self) -> Compiled<'_> {
+        Compiled {
+            filter: self,
+            who: self.who.as_ref().map(|w| w.to_lowercase()),
+            job_hash: self.job_id.as_deref().map(id_hash),
+        }
+    }
+
+    /// Whether the entry `s` is asked for (see [`Compiled::matches`]).
+    pub fn matches(&self, s: &Summary) -> bool {
+        self.compile().matches(s)
     }
 
     /// Whether an entry read back (whose summary matched) lists the job id asked for.

@@ -219,6 +219,7 @@ impl Mirrored {
             Some(t) => end.min(self.entries.partition_point(|s| s.id.ms <= t)),
             None => end,
         };
+        let compiled = filter.compile();
         let mut found: Vec<StreamId> = Vec::new();
         let mut searched = 0;
         for s in self.entries[..end].iter().rev() {
@@ -226,7 +227,7 @@ impl Mirrored {
                 break;
             }
             searched += 1;
-            if filter.matches(s) {
+            if compiled.matches(s) {
                 if found.len() == limit {
                     return (found.clone(), found.last().copied(), searched);
                 }
