@@ -42,5 +42,6 @@ mod reliability_redis_faults;
 mod sentinel;
 mod small_holes;
 mod steady_state;
+mod storm;
 mod switchboard;
 mod tls;
