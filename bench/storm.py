@@ -341,7 +341,9 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
                 due_lat.append(seen - (t + BACKOFF_S))
                 pending.remove((j, t))
 
-    pollers = [Poller(0.1, read), Poller(0.02, probe_poll), Poller(0.02, due_poll)]
+    pollers = [Poller(0.02, probe_poll), Poller(0.02, due_poll)]
+    if not args.no_reader:
+        pollers.append(Poller(0.1, read))
     for t in pollers:
         t.start()
     # What the daemon sends for the readers alone (no failures arriving), per second: subtracted
@@ -478,6 +480,8 @@ def main():
     ap.add_argument("--producers", type=int, default=3)
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "rq-retryd"))
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--no-reader", action="store_true",
+                    help="no listing/groups/stats reader: what the daemon alone costs Redis, by command")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rq-retryd-storm-")
     out = []
