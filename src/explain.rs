@@ -27,7 +27,11 @@ pub struct Explanation {
     pub exhausted: bool,
     pub policy: Option<String>,
     pub policies: Vec<PolicyVerdict>,
+    /// The decision in words (see [`describe_decision`]).
     pub decision: String,
+    /// The decision itself, for the code that acts on it (the sentence is for people).
+    #[serde(skip)]
+    pub decided: Decision,
     pub next_retry_at: Option<DateTime<Utc>>,
     pub purge_at: Option<DateTime<Utc>>,
     /// The last lines of the failure text.
@@ -46,7 +50,7 @@ pub struct Explanation {
 /// The deciding retry policy's `hold_when` and the queue to check, when the decision is to
 /// requeue now: what the caller reads (one read of the queue) before calling [`hold`].
 pub fn pending_hold(policies: &[Policy], e: &Explanation) -> Option<(policy::HoldWhen, String)> {
-    if !e.decision.starts_with("requeue now") {
+    if !matches!(e.decided, Decision::RequeueNow { .. }) {
         return None;
     }
     let p = policies
@@ -152,6 +156,7 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         policy: chosen.map(str::to_string),
         policies: verdicts,
         decision,
+        decided: evaluation.decision.clone(),
         next_retry_at,
         purge_at: match evaluation.decision {
             Decision::PurgeAt { due } => Some(due),
