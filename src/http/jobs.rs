@@ -814,9 +814,7 @@ async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation
             .get(&mut con, snap.registry.keys(), &[target.as_str()])
             .await?;
         let world = worlds.get(&target).copied().unwrap_or_default();
-        if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
-            explain::hold(&mut e, &reason);
-        }
+        explain::hold(&mut e, &hold, &target, world);
     }
     Ok(Json(e))
 }
