@@ -44,3 +44,4 @@ mod small_holes;
 mod steady_state;
 mod switchboard;
 mod tls;
+mod trend;
