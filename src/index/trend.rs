@@ -160,14 +160,15 @@ impl FailureIndex {
     }
 
     /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
-    /// microsecond, not aligned): one pass over the entries.
+    /// microsecond, not aligned), undecodable jobs left out: one pass over the entries.
     pub fn recent(&self, now: DateTime<Utc>) -> RecentFailures {
         let now_us = us(now);
         let last_from = now_us - QUARTER_US;
         let prev_from = last_from - QUARTER_US;
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
         for (key, e) in &self.entries {
-            if e.failed_at_us < prev_from {
+            // Undecodable jobs are in no group's count (see `http::jobs::groups`).
+            if e.failed_at_us < prev_from || e.state == super::State::Undecodable {
                 continue;
             }
             let counts = by_group
@@ -337,6 +338,12 @@ mod tests {
             failed("edges", "e15", "ValueError", 15 * 60),
             failed("edges", "e30", "ValueError", 30 * 60),
         ]);
+        let mut index = index;
+        index.observe(&Observation::undecodable("edges", "broken", 1e10));
+        index.observe(&Observation {
+            state: State::Undecodable,
+            ..failed("edges", "broken-now", "ValueError", 0)
+        });
         let recent = index.recent(now());
         let of = |queue: &str, exception: &str| {
             let g = index
