@@ -16,6 +16,7 @@ mod params;
 mod selection;
 mod session;
 mod stats;
+mod trend;
 mod ui;
 
 use std::sync::Arc;
@@ -110,6 +111,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
+        .route("/api/v1/jobs/timeline", get(trend::timeline))
         .route("/api/v1/tasks/{task_id}", get(bulk::task))
         .route("/api/v1/supervisor", get(control::supervisor))
         .route("/api/v1/supervisor/pause", post(control::pause))
