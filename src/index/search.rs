@@ -278,6 +278,110 @@ mod tests {
         assert_eq!(found("nowhere"), (vec![], 1));
     }
 
+    /// A bulk action reads the jobs the index does not know as they are now whole and matches
+    /// them with `Selection::matches`: the two must agree on every search, or a bulk action
+    /// would touch what the listing does not show. See: issue 22, item 1.
+    #[test]
+    fn a_job_read_whole_is_found_exactly_when_the_index_finds_it() {
+        use crate::index::{FailureIndex, Observation, Order, Selection};
+        use crate::rq::{CasToken, Failure, Reads};
+        let long = format!("Stripe said {} card_declined", "ß".repeat(FIELD_MAX));
+        let texts = [
+            (
+                "0f8fad5b-d9cb-469f-a165-70867728950e",
+                "ValueError: x",
+                Some("a.b(1)"),
+            ),
+            (
+                "Clear",
+                &*format!("KeyError: {long}"),
+                Some("İstanbul.Ünïcode('ΣΑΣ')"),
+            ),
+            (
+                "a%2Fb",
+                "Work-horse terminated unexpectedly; waitpid returned 9",
+                None,
+            ),
+            (
+                "x",
+                "Traceback (most recent call last):\n  File \"t.py\"\nboom: card_declined",
+                None,
+            ),
+        ];
+        let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let facts: Vec<JobFacts> = texts
+            .iter()
+            .map(|(id, text, description)| JobFacts {
+                job_id: id.to_string(),
+                queue: "q".into(),
+                origin: "q".into(),
+                status: Some("failed".into()),
+                func_name: Some("App.Billing.Charge".into()),
+                description: description.map(str::to_string),
+                failed_at: now,
+                failed_at_from: crate::rq::job::FailedAt::EndedAt,
+                attempts: 0,
+                exhausted: false,
+                last_policy: None,
+                requeued_at: None,
+                succeeded_at: None,
+                failure: Some(Failure::from_text(text.to_string())),
+                cas: CasToken::default(),
+                reads: Reads::ALL,
+                created_at: None,
+                meta: None,
+            })
+            .collect();
+        let mut index = FailureIndex::default();
+        for f in &facts {
+            let decision = crate::policy::Decision::Unmatched;
+            index.observe(&Observation::decided(f, 1e10, None, &decision));
+        }
+        for q in [
+            "card_declined",
+            "BILLING",
+            "d9cb-469f",
+            "clear",
+            "%2f",
+            "workhorse",
+            "rq.workhorse",
+            "istanbul",
+            "i̇stanbul",
+            "σας",
+            "ünï",
+            "valueerror: x",
+            "ßß",
+            "a.b(1)",
+            "boom",
+        ] {
+            let query = Selection {
+                q: Some(Needle::parse(q).unwrap()),
+                ..Selection::default()
+            };
+            let mut by_index: Vec<String> = index
+                .page(&query, Order::Newest, 0, 10)
+                .jobs
+                .into_iter()
+                .map(|j| j.job_id)
+                .collect();
+            by_index.sort();
+            let mut by_read: Vec<String> = facts
+                .iter()
+                .filter(|f| query.matches(f, &[], now))
+                .map(|f| f.job_id.clone())
+                .collect();
+            by_read.sort();
+            assert_eq!(by_index, by_read, "q={q:?}");
+            if q == "card_declined" {
+                // Clear's mention lies past the first 200 bytes of its exception line.
+                assert_eq!(by_index, vec!["x"]);
+            }
+            if q == "BILLING" {
+                assert_eq!(by_index.len(), 4, "every job's function");
+            }
+        }
+    }
+
     #[test]
     fn ids_are_searched_case_insensitively_whatever_their_key() {
         let c = |q: &str| Compiled::new(&Needle::parse(q).unwrap());
