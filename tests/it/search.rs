@@ -201,3 +201,61 @@ fn a_bad_search_is_refused_everywhere_and_writes_nothing() {
         .expect_error(400, "unknown_parameter");
     assert_eq!(snapshot(&mut con), before);
 }
+
+/// Whole tracebacks are searched from Redis a bounded stretch at a time: the pages of a
+/// traceback search together find every job whose failure text holds the text (here one
+/// whose mention is on a line after the exception line, which `q` on the listing does not
+/// see), and say how far through the selection they are.
+#[test]
+fn a_traceback_search_pages_through_the_selection_and_says_how_far_it_is() {
+    let (redis, daemon) = start(HANDS_OFF);
+    let mut con = redis.conn();
+    seed(&mut con);
+    daemon.scan();
+    let before = snapshot(&mut con);
+    let mut found = Vec::new();
+    let mut from = 0;
+    let mut stretches = 0;
+    loop {
+        let v = daemon
+            .get(&format!(
+                "/api/v1/jobs/traceback-search?q=CARD_declined&budget=3&from={from}"
+            ))
+            .expect(200);
+        stretches += 1;
+        assert_eq!(v["of"], 8, "{v}");
+        assert!(v["searched"].as_u64().unwrap() <= 3, "{v}");
+        assert_eq!(
+            v["searched_through"],
+            from + v["searched"].as_u64().unwrap()
+        );
+        found.extend(ids_in(&v["jobs"]));
+        match v["next"].as_u64() {
+            Some(next) => from = next,
+            None => {
+                assert_eq!(v["searched_through"], 8, "{v}");
+                break;
+            }
+        }
+    }
+    assert_eq!(stretches, 3, "8 jobs, 3 a stretch");
+    assert_eq!(sorted(found), strings(&["card-1", "clear", "multi-5"]));
+    let v = daemon
+        .get("/api/v1/jobs/traceback-search?q=second%20line&queue=default")
+        .expect(200);
+    assert_eq!(
+        (v["of"].as_u64(), ids_in(&v["jobs"])),
+        (Some(5), strings(&["multi-5"]))
+    );
+    assert_eq!(v["jobs"][0]["line"], "second line card_declined");
+    daemon
+        .get("/api/v1/jobs/traceback-search?queue=default")
+        .expect_error(400, "missing_q");
+    daemon
+        .get("/api/v1/jobs/traceback-search?q=x&budget=0")
+        .expect_error(400, "invalid_budget");
+    daemon
+        .get("/api/v1/jobs/traceback-search?q=%09")
+        .expect_error(400, "invalid_q");
+    assert_eq!(snapshot(&mut con), before, "a search writes nothing");
+}
