@@ -3,8 +3,9 @@
 //! `q=` on the listing searches what the failure index keeps in memory (exception line,
 //! function, description, id). Whole tracebacks are too large to keep for a million jobs, so a
 //! search through them reads them from Redis: this route walks the selection (the listing's
-//! filters, newest failure first, as the index orders them) from `from`, reads at most
-//! `budget` jobs' failure texts per request, and answers the jobs whose text holds `q`, how many
+//! filters, `q` included, newest failure first, as the index orders them) from `from`, reads at
+//! most `budget` jobs' failure texts per request, and answers the jobs whose text holds `text`
+//! (case-insensitive, as `q`), how many
 //! it looked through (`searched`, `searched_through` of `of`) and where the next request goes on
 //! (`next`). Reads of every request together go through one token bucket of
 //! [`READS_PER_SECOND`] jobs a second, so however many people search, Redis sees at most that
@@ -25,7 +26,7 @@ use super::extract::ApiQuery;
 use super::jobs::{from_index, Freshness};
 use super::selection::SelectionParams;
 use super::AppState;
-use crate::index::{Listed, Order};
+use crate::index::{Listed, Needle, Order};
 use crate::rq::{decode, DecodeOutcome, Reads};
 
 /// Jobs' failure texts read per second by every traceback search together, at most.
@@ -39,6 +40,14 @@ const LINE_MAX: usize = 300;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TracebackParams {
+    /// What to look for in the whole failure text, case-insensitive: 1 to 200 characters, not
+    /// blank, no control characters (else 400 `invalid_text`).
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub text: String,
     /// Jobs of the selection already searched (the previous answer's `next`), 0 to 1000000000.
     #[param(minimum = 0, maximum = 1_000_000_000)]
     pub from: Option<u64>,
@@ -76,19 +85,16 @@ pub struct TracebackHits {
 
 /// Searches whole failure texts, a bounded stretch of the selection per request.
 #[utoipa::path(get, path = "/api/v1/jobs/traceback-search", params(SelectionParams, TracebackParams), tag = "jobs",
-    responses((status = 200, body = TracebackHits), (status = 400, body = ErrorBody, description = "`q` missing (`missing_q`) or refused (`invalid_q`), or a bad filter"),
+    responses((status = 200, body = TracebackHits), (status = 400, body = ErrorBody, description = "`text` refused (`invalid_text`), or a bad filter or budget"),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn traceback_search(
     State(app): State<AppState>,
     ApiQuery(filters): ApiQuery<SelectionParams>,
     ApiQuery(p): ApiQuery<TracebackParams>,
 ) -> ApiResult<Json<TracebackHits>> {
-    let mut selection = filters.selection()?;
-    // The other filters choose what to read; q is looked for in what is read.
-    let needle = selection
-        .q
-        .take()
-        .ok_or_else(|| ApiError::bad_request("missing_q", "q is required: the text to look for"))?;
+    let selection = filters.selection()?;
+    let needle = Needle::parse_as("text", "invalid_text", &p.text)
+        .map_err(|i| ApiError::bad_request(i.code, i.message))?;
     let from = p.from.unwrap_or(0).min(1_000_000_000) as usize;
     let budget = p.budget.unwrap_or(500);
     if !(1..=1000).contains(&budget) {

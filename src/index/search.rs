@@ -36,7 +36,12 @@ impl Needle {
     /// `text` as a search: refused when blank, longer than [`Q_MAX_CHARS`] characters, or
     /// holding a control character (a search cannot span fields or lines).
     pub fn parse(text: &str) -> Result<Needle, Invalid> {
-        let refuse = |why: &str| Err(Invalid::new("invalid_q", format!("q {why}")));
+        Needle::parse_as("q", "invalid_q", text)
+    }
+
+    /// [`Needle::parse`] for a parameter `name`, refused with `code`.
+    pub fn parse_as(name: &str, code: &'static str, text: &str) -> Result<Needle, Invalid> {
+        let refuse = |why: &str| Err(Invalid::new(code, format!("{name} {why}")));
         if text.trim().is_empty() {
             return refuse("cannot be empty or blank");
         }

@@ -219,7 +219,7 @@ fn a_traceback_search_pages_through_the_selection_and_says_how_far_it_is() {
     loop {
         let v = daemon
             .get(&format!(
-                "/api/v1/jobs/traceback-search?q=CARD_declined&budget=3&from={from}"
+                "/api/v1/jobs/traceback-search?text=CARD_declined&budget=3&from={from}"
             ))
             .expect(200);
         stretches += 1;
@@ -241,21 +241,32 @@ fn a_traceback_search_pages_through_the_selection_and_says_how_far_it_is() {
     assert_eq!(stretches, 3, "8 jobs, 3 a stretch");
     assert_eq!(sorted(found), strings(&["card-1", "clear", "multi-5"]));
     let v = daemon
-        .get("/api/v1/jobs/traceback-search?q=second%20line&queue=default")
+        .get("/api/v1/jobs/traceback-search?text=second%20line&queue=default")
         .expect(200);
     assert_eq!(
         (v["of"].as_u64(), ids_in(&v["jobs"])),
         (Some(5), strings(&["multi-5"]))
     );
     assert_eq!(v["jobs"][0]["line"], "second line card_declined");
+    // The listing's q narrows what is read: only the CardErrors' texts.
+    let v = daemon
+        .get("/api/v1/jobs/traceback-search?text=declined&q=carderror")
+        .expect(200);
+    assert_eq!(
+        (v["of"].as_u64(), sorted(ids_in(&v["jobs"]))),
+        (Some(2), strings(&["card-1"]))
+    );
     daemon
         .get("/api/v1/jobs/traceback-search?queue=default")
-        .expect_error(400, "missing_q");
+        .expect_error(400, "invalid_query");
     daemon
-        .get("/api/v1/jobs/traceback-search?q=x&budget=0")
+        .get("/api/v1/jobs/traceback-search?text=x&budget=0")
         .expect_error(400, "invalid_budget");
     daemon
-        .get("/api/v1/jobs/traceback-search?q=%09")
+        .get("/api/v1/jobs/traceback-search?text=%09")
+        .expect_error(400, "invalid_text");
+    daemon
+        .get("/api/v1/jobs/traceback-search?text=x&q=%20")
         .expect_error(400, "invalid_q");
     assert_eq!(snapshot(&mut con), before, "a search writes nothing");
 }
