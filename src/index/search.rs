@@ -157,7 +157,9 @@ impl Compiled {
     /// Whether the job id holds it (lowercased like the rest).
     pub fn in_id(&self, key: &JobKey) -> bool {
         match key {
-            JobKey::Uuid(_) => self.uuid_like && key.to_id().contains(&self.lower),
+            JobKey::Uuid(bytes) => {
+                self.uuid_like && self.finder.find(&crate::jobkey::uuid_text(bytes)).is_some()
+            }
             JobKey::Text(id) => {
                 let mut buf = self.id_buf.borrow_mut();
                 buf.clear();
@@ -391,7 +393,9 @@ mod tests {
     fn ids_are_searched_case_insensitively_whatever_their_key() {
         let c = |q: &str| Compiled::new(&Needle::parse(q).unwrap());
         let uuid = JobKey::new("0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(&*uuid.to_id(), "0f8fad5b-d9cb-469f-a165-70867728950e");
         assert!(c("D9CB-469F").in_id(&uuid));
+        assert!(c("0f8fad5b-d9cb-469f-a165-70867728950e").in_id(&uuid));
         assert!(!c("d9cbx").in_id(&uuid));
         assert!(c("ÉTÉ").in_id(&JobKey::new("job-été-1")));
         assert!(c("%2f").in_id(&JobKey::new("a%2Fb")));
