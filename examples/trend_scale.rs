@@ -39,6 +39,7 @@ fn main() {
             policy: Some("transient"),
             state: State::Waiting,
             next_due: None,
+            text: Known::Unknown,
         });
     }
     println!(
@@ -74,7 +75,7 @@ fn main() {
     time(
         "recent (every group's last 15 min and the 15 before)",
         &mut || {
-            let recent = index.recent(Utc::now());
+            let recent = index.recent(&Selection::default(), Utc::now());
             index.groups().iter().map(|g| recent.of(g).last_15m).sum()
         },
     );

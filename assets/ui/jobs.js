@@ -9,7 +9,7 @@
    * The listing's filters, named as the API names them; passed through as they are. Every one
    * but the order is a filter of the selection, which retry-all and clear take too (issue 20).
    */
-  const FILTERS = ["queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
+  const FILTERS = ["q", "queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
   /** Parameters that shape the page, not the selection. */
   const PAGING = ["order", "limit", "offset"];
 
@@ -31,6 +31,16 @@
       field.append(h("option", { value }, value));
     }
     field.value = value;
+  }
+
+  // A search in force is shown, with a link to the same listing without it.
+  if (filters.q) {
+    $("#searching [data-field=q]").textContent = filters.q;
+    const without = new URLSearchParams(query);
+    without.delete("q");
+    without.delete("offset");
+    $("#unsearch").href = `jobs?${without}`;
+    $("#searching").hidden = false;
   }
 
   let total = null;

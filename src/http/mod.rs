@@ -16,6 +16,7 @@ mod params;
 mod selection;
 mod session;
 mod stats;
+mod traceback_search;
 mod trend;
 mod ui;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
     pub auth_failures: Arc<auth::FailureLimiter>,
+    /// The one bound on what every traceback search together reads from Redis.
+    pub traceback_reads: Arc<crate::limiter::RequeueLimiter>,
 }
 
 impl AppState {
@@ -75,6 +78,9 @@ impl AppState {
             tasks: Arc::new(bulk::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
+            traceback_reads: Arc::new(crate::limiter::RequeueLimiter::new(
+                traceback_search::READS_PER_SECOND,
+            )),
         }
     }
 
@@ -112,6 +118,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
         .route("/api/v1/jobs/timeline", get(trend::timeline))
+        .route(
+            "/api/v1/jobs/traceback-search",
+            get(traceback_search::traceback_search),
+        )
         .route("/api/v1/tasks/{task_id}", get(bulk::task))
         .route("/api/v1/supervisor", get(control::supervisor))
         .route("/api/v1/supervisor/pause", post(control::pause))

@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, bulk, control, docs, error, jobs, session, stats, trend, AppState};
+use super::{
+    auth, bulk, control, docs, error, jobs, session, stats, traceback_search, trend, AppState,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +27,7 @@ neither header and no body (curl -X POST) are not affected."),
         control::healthz, control::readyz, control::metrics, document, docs::page,
         auth::whoami,
         trend::timeline,
+        traceback_search::traceback_search,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -116,6 +116,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/ui/audit.js"),
     ),
     (
+        "search.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/search.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../assets/ui/favicon.svg"),
@@ -297,8 +302,12 @@ mod tests {
             let scripts: Vec<&String> = urls.iter().filter(|u| u.ends_with(".js")).collect();
             assert_eq!(
                 scripts.len(),
-                2,
-                "the shared script and the page's: {urls:?}"
+                3,
+                "the shared script, the search box's and the page's: {urls:?}"
+            );
+            assert!(
+                urls.contains(&format!("assets/{}/search.js", version())),
+                "every page has the search box (issue 22, item 1): {urls:?}"
             );
             for url in urls.iter().filter(|u| u.starts_with("assets/")) {
                 let (status, headers, body) = get(&format!("/ui/{url}")).await;

@@ -137,7 +137,7 @@ impl FailureIndex {
         };
         let c = self.compile(query);
         for (key, e) in &self.entries {
-            match c.test(key.0, e) {
+            match c.test((key.0, &key.1), e) {
                 Test::Match => {}
                 Test::Unknown => {
                     t.unknown += 1;
@@ -161,14 +161,19 @@ impl FailureIndex {
 
     /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
     /// microsecond, not aligned), undecodable jobs left out: one pass over the entries.
-    pub fn recent(&self, now: DateTime<Utc>) -> RecentFailures {
+    pub fn recent(&self, query: &Selection, now: DateTime<Utc>) -> RecentFailures {
         let now_us = us(now);
         let last_from = now_us - QUARTER_US;
         let prev_from = last_from - QUARTER_US;
+        let c = self.compile(query);
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
         for (key, e) in &self.entries {
-            // Undecodable jobs are in no group's count (see `http::jobs::groups`).
-            if e.failed_at_us < prev_from || e.state == super::State::Undecodable {
+            // Undecodable jobs are in no group's count (see `http::jobs::groups`); with a
+            // search, only the jobs it finds count, as in the groups' `count`.
+            if e.failed_at_us < prev_from
+                || e.state == super::State::Undecodable
+                || c.test((key.0, &key.1), e) != Test::Match
+            {
                 continue;
             }
             let counts = by_group
@@ -217,6 +222,7 @@ mod tests {
             policy: None,
             state: State::Unmatched,
             next_due: None,
+            text: Known::Unknown,
         }
     }
 
@@ -344,7 +350,7 @@ mod tests {
             state: State::Undecodable,
             ..failed("edges", "broken-now", "ValueError", 0)
         });
-        let recent = index.recent(now());
+        let recent = index.recent(&Selection::default(), now());
         let of = |queue: &str, exception: &str| {
             let g = index
                 .groups()
@@ -362,5 +368,17 @@ mod tests {
         assert_eq!(of("default", "TimeoutError"), trend(2, 0, true));
         assert_eq!(of("emails", "ValueError"), trend(0, 0, false));
         assert_eq!(of("edges", "ValueError"), trend(1, 1, false));
+
+        // With a search (the groups' `q`), only the jobs it finds count, as in `count`.
+        let searched = Selection {
+            q: Some(super::super::Needle::parse("old-4").unwrap()),
+            ..Selection::default()
+        };
+        let recent = index.recent(&searched, now());
+        let g = index.groups_matching(&searched);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].count, 1);
+        // `new` goes by the group as searched: its one job failed just now.
+        assert_eq!(recent.of(&g[0]), trend(1, 0, true));
     }
 }
