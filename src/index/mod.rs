@@ -30,8 +30,10 @@ use crate::jobkey::JobKey;
 pub mod bisect;
 pub mod events;
 mod live;
+mod rows;
 mod selection;
 pub use live::{LiveIndex, Reading};
+pub use rows::{GroupId, GroupNames, Row};
 pub use selection::{Invalid, Selection, Typed};
 
 /// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
