@@ -106,7 +106,10 @@ mod tests {
             text.contains("candidate:3:16: policy[1].max_attempts: "),
             "{text}"
         );
-        assert!(text.contains("candidate:5:8: policy[2].name: duplicate policy name"), "{text}");
+        assert!(
+            text.contains("candidate:5:8: policy[2].name: duplicate policy name"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 2, "{text}");
     }
 

@@ -15,6 +15,7 @@ mod openapi;
 mod params;
 mod selection;
 mod session;
+mod simulate;
 mod stats;
 mod ui;
 
@@ -120,6 +121,7 @@ pub fn router(app: AppState) -> Router {
             post(session::sign_in).delete(session::sign_out),
         )
         .route("/api/v1/policies", get(control::policies))
+        .route(simulate::SIMULATE_PATH, post(simulate::simulate))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))

@@ -57,7 +57,7 @@ impl FailureIndex {
 
     /// The names of a group some row of this index named.
     pub fn group_names(&self, g: GroupId) -> GroupNames<'_> {
-        fn known<'a>(k: Known<&'a std::sync::Arc<str>>) -> Known<&'a str> {
+        fn known(k: Known<&std::sync::Arc<str>>) -> Known<&str> {
             match k {
                 Known::Is(n) => Known::Is(&**n),
                 Known::Missing => Known::Missing,

@@ -40,6 +40,7 @@ mod reliability_concurrency;
 mod reliability_crash;
 mod reliability_redis_faults;
 mod sentinel;
+mod simulate;
 mod small_holes;
 mod steady_state;
 mod switchboard;
