@@ -122,6 +122,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/api/v1/policies", get(control::policies))
         .route(simulate::SIMULATE_PATH, post(simulate::simulate))
+        .route("/api/v1/policies/file", get(simulate::running_file))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))

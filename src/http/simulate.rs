@@ -113,3 +113,20 @@ async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Repor
     .map_err(|e| ApiError::unavailable(format!("the simulation failed: {e}")))?;
     report.ok_or_else(|| ApiError::index_building(INDEX_WAIT))
 }
+
+/// The running policies as a policy file (TOML), to edit and simulate: parsing it gives the
+/// running policies again.
+#[utoipa::path(get, path = "/api/v1/policies/file", tag = "supervisor",
+    responses((status = 200, content_type = "application/toml", body = String, description = "`[[policy]]` tables of the running policies"),
+        (status = 401, body = ErrorBody)))]
+pub async fn running_file(State(app): State<AppState>) -> Response {
+    let text = crate::simulate::policy_file(&app.daemon.config().policies);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/toml; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

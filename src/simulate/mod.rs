@@ -11,9 +11,11 @@
 //! same jobs (the index records which running policy decided each job), and one that is the
 //! same policy decides the same.
 
+mod file;
 mod over_index;
 mod report;
 
+pub use file::policy_file;
 pub use over_index::over_index;
 pub use report::{GroupDiff, Move, PolicyTally, Report};
 

@@ -131,7 +131,7 @@ fn fill(facts: &mut JobFacts, row: &Row<'_>) {
 }
 
 /// A matcher's identity: two matchers with the same one match the same jobs.
-fn match_signature(m: &Matcher) -> String {
+pub(super) fn match_signature(m: &Matcher) -> String {
     let exceptions = m
         .exceptions
         .as_ref()
