@@ -39,13 +39,18 @@ fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// Whole seconds as `90s`, else milliseconds (`1500ms`): what the config reads back exactly.
+/// In the largest unit that is exact (`7d`, `90m`, `45s`, `1500ms`): what people write, and
+/// what the config reads back exactly.
 fn duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
     }
+    let secs = d.as_secs();
+    let (size, unit) = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        .into_iter()
+        .find(|(size, _)| secs % size == 0 && secs > 0)
+        .unwrap_or((1, "s"));
+    format!("{}{unit}", secs / size)
 }
 
 fn write_match(out: &mut String, p: &Policy) {
