@@ -17,6 +17,9 @@ use super::AppState;
 use crate::config::{parse_policy_file, ConfigError};
 use crate::simulate::{over_index, GroupLabel, Report};
 
+/// Simulations running in this process: one at a time (see [`answer`]).
+static SIMULATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// The path, which a `read` token may POST to.
 pub const SIMULATE_PATH: &str = "/api/v1/policies/simulate";
 
@@ -98,6 +101,12 @@ async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Repor
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // One simulation at a time: each is a pass over every indexed job (a few hundred ms of
+    // CPU at a million), and a read token must not be able to pin every core with them.
+    let _turn = SIMULATIONS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("simulations are closed"))?;
     let daemon = app.daemon.clone();
     let config = daemon.config();
     // A pass over every indexed job: off the runtime's threads, like the index's other answers.
@@ -107,6 +116,7 @@ async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Repor
         let tally = over_index(&reading, &config.policies, &file.policies, now);
         let mut report = tally.report(GroupLabel::clone, &file.policies, now, "index");
         report.ignored_sections = file.ignored_sections;
+        report.index_as_of = Some(reading.as_of);
         Some(report)
     })
     .await

@@ -19,6 +19,9 @@ pub struct Report {
     /// `index` (the daemon's failure index, as of its last complete scan) or `redis` (every
     /// failed job read now, `check-config --simulate`).
     pub source: &'static str,
+    /// For `index`: when the index was last complete (kept current since by notifications
+    /// and writes); null for `redis`.
+    pub index_as_of: Option<DateTime<Utc>>,
     /// Failed jobs looked at.
     pub jobs: u64,
     /// Jobs by what the running policies do with them.
@@ -193,6 +196,7 @@ fn totals(
     let mut report = Report {
         as_of,
         source,
+        index_as_of: None,
         jobs: 0,
         running: BTreeMap::new(),
         candidate: BTreeMap::new(),

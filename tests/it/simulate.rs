@@ -109,6 +109,11 @@ fn a_faster_backoff_changes_one_group_to_retried_now_and_writes_nothing() {
 
     let report = simulate(&daemon, &faster()).expect(200);
     assert_eq!(report["source"], "index", "{report}");
+    let index_as_of = support::api::time_of(&report["index_as_of"]);
+    assert!(
+        index_as_of <= support::api::time_of(&report["as_of"]),
+        "{report}"
+    );
     assert_eq!(report["jobs"], 10, "{report}");
     assert_eq!(report["changed_groups"], 1, "{report}");
     assert_eq!(report["changed_jobs"], 5, "{report}");
@@ -349,6 +354,7 @@ fn check_config_simulate_reads_redis_without_a_daemon_and_writes_nothing() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["source"], "redis");
+    assert_eq!(report["index_as_of"], Value::Null);
     assert_eq!(
         group(&report, "ConnectionError")["candidate"],
         serde_json::json!({"retry_now": 5})
