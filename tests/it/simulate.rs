@@ -375,3 +375,32 @@ fn check_config_simulate_reads_redis_without_a_daemon_and_writes_nothing() {
         "{err}"
     );
 }
+
+/// The index keeps neither `job.meta` nor the traceback: a candidate that matches on them
+/// cannot be decided from it, and says so, with the fact, rather than guessing.
+#[test]
+fn what_the_index_does_not_hold_is_counted_as_uncertain_with_the_missing_fact() {
+    let (redis, daemon) = start(SLOW_POLICIES);
+    backlog(&mut redis.conn());
+    daemon.scan();
+    let by_meta = format!(
+        "[[policy]]\nname = \"acme\"\nmeta = {{ tenant = \"acme\" }}\naction = \"ignore\"\n{SLOW_POLICIES}"
+    );
+    let report = simulate(&daemon, &by_meta).expect(200);
+    assert_eq!(report["jobs"], 10, "{report}");
+    assert_eq!(report["uncertain"], 10, "{report}");
+    assert_eq!(report["uncertain_because"], serde_json::json!({"meta": 10}));
+    assert_eq!(report["changed_jobs"], 0, "{report}");
+    assert_eq!(report["candidate"], serde_json::json!({}), "{report}");
+
+    let by_text = format!(
+        "{SLOW_POLICIES}[[policy]]\nname = \"timeouts\"\nerror_pattern = \"went wrong\"\naction = \"purge\"\n"
+    );
+    let report = simulate(&daemon, &by_text).expect(200);
+    // Only the unmatched KeyErrors reach the new last policy.
+    assert_eq!(
+        report["uncertain_because"],
+        serde_json::json!({"traceback": 2})
+    );
+    assert_eq!(group(&report, "ConnectionError")["uncertain"], 0);
+}
