@@ -48,7 +48,7 @@ fn duration(d: Duration) -> String {
     let secs = d.as_secs();
     let (size, unit) = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
         .into_iter()
-        .find(|(size, _)| secs % size == 0 && secs > 0)
+        .find(|(size, _)| secs.is_multiple_of(*size) && secs > 0)
         .unwrap_or((1, "s"));
     format!("{}{unit}", secs / size)
 }
