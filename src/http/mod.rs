@@ -15,6 +15,7 @@ mod openapi;
 mod params;
 mod selection;
 mod session;
+mod simulate;
 mod stats;
 mod traceback_search;
 mod trend;
@@ -132,6 +133,8 @@ pub fn router(app: AppState) -> Router {
             post(session::sign_in).delete(session::sign_out),
         )
         .route("/api/v1/policies", get(control::policies))
+        .route(simulate::SIMULATE_PATH, post(simulate::simulate))
+        .route("/api/v1/policies/file", get(simulate::running_file))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))

@@ -5,7 +5,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    auth, bulk, control, docs, error, jobs, session, stats, traceback_search, trend, AppState,
+    auth, bulk, control, docs, error, jobs, session, simulate, stats, traceback_search, trend,
+    AppState,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +29,7 @@ neither header and no body (curl -X POST) are not affected."),
         auth::whoami,
         trend::timeline,
         traceback_search::traceback_search,
+        simulate::simulate, simulate::running_file,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -71,6 +71,12 @@ const PAGES: &[Page] = &[
         body: include_str!("../../assets/ui/policies.html"),
     },
     Page {
+        path: "/ui/simulate",
+        name: "simulate",
+        title: "Simulate",
+        body: include_str!("../../assets/ui/simulate.html"),
+    },
+    Page {
         path: "/ui/audit",
         name: "audit",
         title: "Audit",
@@ -109,6 +115,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "policies.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/ui/policies.js"),
+    ),
+    (
+        "simulate.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/simulate.js"),
     ),
     (
         "audit.js",

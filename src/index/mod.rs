@@ -30,15 +30,17 @@ use crate::jobkey::JobKey;
 pub mod bisect;
 pub mod events;
 mod live;
+mod rows;
 pub mod search;
 mod selection;
 mod texts;
 mod trend;
 pub use live::{LiveIndex, Reading};
+pub use rows::{GroupId, GroupNames, Row};
 pub use search::{Needle, SearchText};
 pub use selection::{Invalid, Selection, Typed};
 use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
-pub use trend::{Buckets, GroupId, Recent, RecentFailures, Timeline};
+pub use trend::{Buckets, Recent, RecentFailures, Timeline};
 
 /// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
 /// the index keeps, the scan loop's remembered verdicts map to, and the API filters by (the
@@ -993,7 +995,11 @@ impl FailureIndex {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             policies,
-            id: GroupId(q, f, x),
+            id: GroupId {
+                queue: q,
+                function: f,
+                exception: x,
+            },
         }
     }
 

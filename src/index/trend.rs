@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{time, us, FailureIndex, IdMap, Selection, Test};
+use super::{time, us, FailureIndex, GroupId, IdMap, Selection, Test};
 
 /// Minutes in the per-minute window, and hours in the per-hour one.
 pub const MINUTES: usize = 60;
@@ -87,11 +87,6 @@ pub struct Recent {
     /// Its first failure is within the last 15 minutes.
     pub new: bool,
 }
-
-/// A group's identity in one index (its interned ids), to join per-group answers to
-/// [`super::Group`]s. Meaningless across indexes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct GroupId(pub(super) u16, pub(super) u32, pub(super) u32);
 
 /// Every group's failures of the last half hour, as of one time (see
 /// [`FailureIndex::recent`]).
@@ -177,7 +172,11 @@ impl FailureIndex {
                 continue;
             }
             let counts = by_group
-                .entry(GroupId(key.0, e.function, e.exception))
+                .entry(GroupId {
+                    queue: key.0,
+                    function: e.function,
+                    exception: e.exception,
+                })
                 .or_default();
             if e.failed_at_us >= last_from {
                 counts.0 += 1;
