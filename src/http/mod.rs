@@ -13,9 +13,11 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod reason;
 mod selection;
 mod session;
 mod stats;
+mod tasks;
 mod ui;
 
 use std::sync::Arc;
@@ -54,7 +56,7 @@ pub struct AppState {
     pub proxy_identity: Option<Arc<ProxyIdentity>>,
     /// How long a browser session lasts (`http.session_ttl`, read at start).
     pub session_ttl: Duration,
-    pub tasks: Arc<bulk::Tasks>,
+    pub tasks: Arc<tasks::Tasks>,
     /// The bulk actions still running: `daemon::run` waits for them on shutdown.
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
@@ -71,7 +73,7 @@ impl AppState {
             tokens: tokens.into(),
             proxy_identity: http.proxy_identity.map(Arc::new),
             session_ttl: http.session_ttl,
-            tasks: Arc::new(bulk::Tasks::default()),
+            tasks: Arc::new(tasks::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
         }
@@ -110,7 +112,10 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
-        .route("/api/v1/tasks/{task_id}", get(bulk::task))
+        .route(
+            "/api/v1/tasks/{task_id}",
+            get(tasks::task).delete(tasks::cancel),
+        )
         .route("/api/v1/supervisor", get(control::supervisor))
         .route("/api/v1/supervisor/pause", post(control::pause))
         .route("/api/v1/supervisor/resume", post(control::resume))

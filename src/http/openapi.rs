@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, bulk, control, docs, error, jobs, session, stats, AppState};
+use super::{auth, bulk, control, docs, error, jobs, session, stats, tasks, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ neither header and no body (curl -X POST) are not affected."),
     paths(
         jobs::list_failed, jobs::groups, jobs::retry_job, jobs::delete_job, jobs::explain_job,
         jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
-        bulk::retry_all, bulk::clear, bulk::task,
+        bulk::retry_all, bulk::clear, tasks::task, tasks::cancel,
         stats::stats,
         session::sign_in, session::sign_out,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,

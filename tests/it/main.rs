@@ -39,6 +39,7 @@ mod refused_writes;
 mod reliability_concurrency;
 mod reliability_crash;
 mod reliability_redis_faults;
+mod replay;
 mod sentinel;
 mod small_holes;
 mod steady_state;
