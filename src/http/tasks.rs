@@ -8,7 +8,8 @@
 //! last wrote, never `running`. So any instance answers `GET /api/v1/tasks/{id}`, and any
 //! instance takes `DELETE /api/v1/tasks/{id}`: it sets a flag in the hash that the owner reads
 //! at its next beat; the owner stops between two batches and the jobs it has not written yet
-//! stay where they were.
+//! stay where they were. A dry run writes nothing to Redis, its task included: only the
+//! instance that runs it answers for it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -316,11 +317,15 @@ async fn save<C: ConnectionLike + Send>(
 
 /// Runs `work` as `task`'s owner: the task is in Redis before the first write, its counts
 /// follow once a second (with the beat and a look for a cancel request) and once more when
-/// it ends.
+/// it ends. A dry run writes nothing, not even its task: only this instance knows it.
 pub async fn run_owned<F>(app: &AppState, task: &Task, work: F)
 where
     F: Future<Output = RedisResult<()>>,
 {
+    if task.snapshot().dry_run {
+        task.finish(work.await);
+        return;
+    }
     let keys = app.daemon.snapshot().registry.keys().clone();
     tokio::pin!(work);
     let outcome = tokio::select! {

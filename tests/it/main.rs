@@ -15,6 +15,7 @@ mod support;
 mod acl;
 mod api_fuzz;
 mod browser;
+mod browser_replay;
 mod circuit_breaker;
 mod cli;
 mod deploy;
