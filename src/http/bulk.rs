@@ -222,6 +222,10 @@ async fn start(
         &app.daemon.instance,
     )));
     app.tasks.add(task.clone());
+    if !dry_run {
+        // In Redis before the answer names it, so that every instance knows the id it gives.
+        tasks::flush(&app, snap.registry.keys(), &task).await;
+    }
     let bulk = BulkTask {
         app: app.clone(),
         who,

@@ -210,6 +210,8 @@ fn another_instance_cancels_a_task_and_reads_a_killed_instances_task_as_interrup
     other.wait_ready();
 
     let first = start_retry(&owner, "queue=replay&rate=20");
+    // In Redis before the 202 names it: the other instance knows it at once.
+    assert_eq!(task(&other, &first)["task_id"], first.as_str());
     let seen = wait_task(&other, &first, Duration::from_secs(30), |t| {
         t["done"].as_u64().unwrap() >= 20
     });
