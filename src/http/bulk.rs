@@ -62,6 +62,26 @@ pub struct BulkParams {
     pub reason: Option<String>,
 }
 
+/// Gives every `rate` parameter of the OpenAPI document `doc` this daemon's global limit as its
+/// maximum: the limit is configuration, which the annotations cannot know, and a client that
+/// reads the document should not meet a 400 for a rate it declares valid.
+pub fn declare_rate_limit(doc: &mut serde_json::Value, limit: u32) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let parameters = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters")?.as_array_mut())
+        .flatten();
+    for parameter in parameters {
+        if parameter["name"] == "rate" && parameter["in"] == "query" {
+            parameter["schema"]["maximum"] = limit.into();
+        }
+    }
+}
+
 /// A bulk task's own rate and reason, as checked.
 #[derive(Debug, Clone, Default)]
 struct Control {

@@ -52,6 +52,10 @@ pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
     let doc = for_daemon(app.needs_identity());
     let mut value = serde_json::to_value(doc).unwrap_or_default();
     camel_case_links(&mut value);
+    bulk::declare_rate_limit(
+        &mut value,
+        app.daemon.config().supervisor.max_requeues_per_second,
+    );
     Json(value)
 }
 

@@ -339,4 +339,15 @@ fn an_invalid_rate_or_reason_is_refused_and_only_an_operator_of_this_site_cancel
         "{params:?}"
     );
     assert!(doc["paths"]["/api/v1/tasks/{task_id}"]["delete"].is_object());
+    let rate = doc["paths"]["/api/v1/jobs/failed/retry-all"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rate")
+        .unwrap();
+    assert_eq!(
+        rate["schema"]["maximum"], 200,
+        "the configured limit: {rate}"
+    );
+    assert_eq!(rate["schema"]["minimum"], 1, "{rate}");
 }
