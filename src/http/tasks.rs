@@ -148,6 +148,8 @@ pub struct Task {
     /// The task's own rate (`rate`), besides the global one every requeue waits for.
     rate: Option<u32>,
     pace: Option<RequeueLimiter>,
+    /// Set when the instance shuts down under the task: it ends `interrupted`, not cancelled.
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl Task {
@@ -157,6 +159,7 @@ impl Task {
             pace: result.rate.map(RequeueLimiter::new),
             progress: Mutex::new(result),
             cancel: CancellationToken::new(),
+            shut_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -197,14 +200,28 @@ impl Task {
         self.cancel.cancel();
     }
 
-    /// Ends the task: done, cancelled (a cancel was asked and it stopped), or failed with
-    /// `error` (its counts say what was done before).
+    /// Stops the task at its next batch because its instance shuts down.
+    fn shut_down(&self) {
+        self.shut_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cancel.cancel();
+    }
+
+    /// Ends the task: done, cancelled (a cancel was asked and it stopped), interrupted (its
+    /// instance shut down), or failed with `error` (its counts say what was done before).
     pub fn finish(&self, outcome: RedisResult<()>) {
         let mut r = self.progress.lock().expect("task lock");
         let now = Utc::now();
         r.finished_at = Some(now);
         r.updated_at = now;
         match outcome {
+            Ok(()) if self.shut_down.load(std::sync::atomic::Ordering::Relaxed) => {
+                r.state = TaskState::Interrupted;
+                r.error = Some(format!(
+                    "interrupted: its instance ({}) stopped; the counts say what was done before",
+                    r.instance
+                ));
+            }
             Ok(()) if self.cancel.is_cancelled() => r.state = TaskState::Cancelled,
             Ok(()) => {
                 r.state = TaskState::Done;
@@ -357,8 +374,13 @@ pub async fn flush(app: &AppState, keys: &Keys, task: &Task) {
 }
 
 /// The owner's beat: every [`BEAT`], the counts, the beat and a look for a cancel request.
+/// Once the daemon shuts down (it closes the bulk task tracker before it waits for the tasks)
+/// the task stops at its next batch and ends `interrupted`, with its counts, at once.
 async fn keep(app: &AppState, keys: &Keys, task: &Task) -> std::convert::Infallible {
     loop {
+        if app.bulk_tasks.is_closed() {
+            task.shut_down();
+        }
         flush(app, keys, task).await;
         tokio::time::sleep(BEAT).await;
     }

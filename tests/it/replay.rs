@@ -351,3 +351,31 @@ fn an_invalid_rate_or_reason_is_refused_and_only_an_operator_of_this_site_cancel
     );
     assert_eq!(rate["schema"]["minimum"], 1, "{rate}");
 }
+
+/// See: issue 22, item 6. An instance stopped the ordinary way (SIGTERM) stops its task at the
+/// next batch and writes it `interrupted` with its counts before it exits: another instance
+/// reads it so at once, not a beat later.
+#[test]
+fn a_task_of_an_instance_stopped_with_sigterm_reads_as_interrupted_at_once() {
+    let redis = RedisServer::start();
+    let ids = seed(&redis, "replay", 200);
+    let config = DaemonConfig::new(&redis.url(), HANDS_OFF);
+    let owner = Daemon::start_ready(&config);
+    let other = Daemon::start(&config);
+    other.wait_ready();
+
+    let id = start_retry(&owner, "queue=replay&rate=20");
+    wait_task(&other, &id, Duration::from_secs(30), |t| {
+        t["done"].as_u64().unwrap() >= 20
+    });
+    let (code, log) = owner.stop();
+    assert_eq!(code, 0, "{log}");
+    let t = task(&other, &id);
+    assert_eq!(t["state"], "interrupted", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("stopped"), "{t}");
+    let counted = t["requeued_count"].as_u64().unwrap();
+    assert_eq!(
+        none_lost_or_doubled(&redis, "replay", &ids),
+        (counted, 200 - counted)
+    );
+}
