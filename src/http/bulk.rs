@@ -651,3 +651,64 @@ impl BulkTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(rate: Option<&str>, reason: Option<&str>) -> BulkParams {
+        BulkParams {
+            dry_run: None,
+            wait_ms: None,
+            rate: rate.map(str::to_string),
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_rate_is_a_whole_number_from_1_to_the_global_limit() {
+        for ok in ["1", "200"] {
+            let control = params(Some(ok), None).control(200).unwrap();
+            assert_eq!(control.rate, Some(ok.parse().unwrap()));
+        }
+        assert_eq!(params(None, None).control(200).unwrap().rate, None);
+        for bad in ["0", "201", "-1", "1.5", "", " 5", "abc", "4294967296"] {
+            let e = params(Some(bad), None).control(200).unwrap_err();
+            assert_eq!(e.code, "invalid_rate", "{bad:?}");
+            assert!(e.message.contains("200"), "names the limit: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_reason_leads_the_audits_why_and_a_bad_one_is_refused() {
+        let control = params(None, Some("INC-7")).control(10).unwrap();
+        assert_eq!(
+            control.why("POST /r?queue=q".into()),
+            "api: INC-7; POST /r?queue=q"
+        );
+        let none = params(None, None).control(10).unwrap();
+        assert_eq!(none.why("POST /r".into()), "POST /r");
+        let e = params(None, Some("a\nb")).control(10).unwrap_err();
+        assert_eq!(e.code, "invalid_reason");
+    }
+
+    #[test]
+    fn every_rate_parameter_of_the_document_gets_the_limit_as_its_maximum() {
+        let mut doc = serde_json::json!({"paths": {
+            "/a": {"post": {"parameters": [
+                {"name": "rate", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "queue", "in": "query", "schema": {"type": "string"}}]}},
+            "/b": {"delete": {"parameters": [
+                {"name": "rate", "in": "query", "schema": {"type": "integer"}}]}}}});
+        declare_rate_limit(&mut doc, 300);
+        assert_eq!(
+            doc["paths"]["/a"]["post"]["parameters"][0]["schema"]["maximum"],
+            300
+        );
+        assert_eq!(
+            doc["paths"]["/b"]["delete"]["parameters"][0]["schema"]["maximum"],
+            300
+        );
+        assert!(doc["paths"]["/a"]["post"]["parameters"][1]["schema"]["maximum"].is_null());
+    }
+}
