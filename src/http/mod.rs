@@ -18,6 +18,7 @@ mod selection;
 mod session;
 mod stats;
 mod tasks;
+mod trend;
 mod ui;
 
 use std::sync::Arc;
@@ -112,6 +113,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
+        .route("/api/v1/jobs/timeline", get(trend::timeline))
         .route(
             "/api/v1/tasks/{task_id}",
             get(tasks::task).delete(tasks::cancel),

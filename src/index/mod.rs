@@ -31,8 +31,10 @@ pub mod bisect;
 pub mod events;
 mod live;
 mod selection;
+mod trend;
 pub use live::{LiveIndex, Reading};
 pub use selection::{Invalid, Selection, Typed};
+pub use trend::{Buckets, GroupId, Recent, RecentFailures, Timeline};
 
 /// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
 /// the index keeps, the scan loop's remembered verdicts map to, and the API filters by (the
@@ -391,6 +393,9 @@ pub struct Group {
     pub by_state: std::collections::BTreeMap<State, u64>,
     /// How many of the group's jobs each policy decides (`None`: no policy).
     pub policies: Vec<(Option<String>, u64)>,
+    /// Its identity in this index, to join it to [`RecentFailures`].
+    #[serde(skip)]
+    pub id: GroupId,
 }
 
 /// Per-queue counts by state.
@@ -467,13 +472,15 @@ impl FailureIndex {
         }
     }
 
-    /// Adds or replaces what a read established about one failure.
-    pub fn observe(&mut self, o: &Observation<'_>) {
+    /// Adds or replaces what a read established about one failure. Returns whether the
+    /// failure is new to the index: the job was not indexed, or with another failure time (it
+    /// failed again).
+    pub fn observe(&mut self, o: &Observation<'_>) -> bool {
         let queue = self.queues.id(o.queue);
         let Ok(queue) = u16::try_from(queue) else {
             // Beyond 65,535 distinct queues nothing more is indexed (the metrics fold queues
             // into "overflow" long before that).
-            return;
+            return false;
         };
         let policy = o
             .policy
@@ -490,8 +497,9 @@ impl FailureIndex {
             state: o.state,
             exhausted: o.exhausted,
         };
-        self.entries.insert((queue, JobKey::new(o.job_id)), entry);
+        let was = self.entries.insert((queue, JobKey::new(o.job_id)), entry);
         self.version += 1;
+        was.is_none_or(|was| was.failed_at_us != entry.failed_at_us)
     }
 
     /// Forgets one job (requeued, purged or gone): read-your-writes for the next answer.
@@ -899,6 +907,7 @@ impl FailureIndex {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             policies,
+            id: GroupId(q, f, x),
         }
     }
 
