@@ -13,10 +13,12 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod reason;
 mod selection;
 mod session;
 mod simulate;
 mod stats;
+mod tasks;
 mod traceback_search;
 mod trend;
 mod ui;
@@ -57,7 +59,7 @@ pub struct AppState {
     pub proxy_identity: Option<Arc<ProxyIdentity>>,
     /// How long a browser session lasts (`http.session_ttl`, read at start).
     pub session_ttl: Duration,
-    pub tasks: Arc<bulk::Tasks>,
+    pub tasks: Arc<tasks::Tasks>,
     /// The bulk actions still running: `daemon::run` waits for them on shutdown.
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
@@ -76,7 +78,7 @@ impl AppState {
             tokens: tokens.into(),
             proxy_identity: http.proxy_identity.map(Arc::new),
             session_ttl: http.session_ttl,
-            tasks: Arc::new(bulk::Tasks::default()),
+            tasks: Arc::new(tasks::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
             traceback_reads: Arc::new(crate::limiter::RequeueLimiter::new(
@@ -123,7 +125,10 @@ pub fn router(app: AppState) -> Router {
             "/api/v1/jobs/traceback-search",
             get(traceback_search::traceback_search),
         )
-        .route("/api/v1/tasks/{task_id}", get(bulk::task))
+        .route(
+            "/api/v1/tasks/{task_id}",
+            get(tasks::task).delete(tasks::cancel),
+        )
         .route("/api/v1/supervisor", get(control::supervisor))
         .route("/api/v1/supervisor/pause", post(control::pause))
         .route("/api/v1/supervisor/resume", post(control::resume))
