@@ -124,6 +124,48 @@
     };
   }
 
+  /**
+   * Whole tracebacks (issue 22, item 1): `q` searches what the index keeps; this reads the
+   * selection's failure texts from Redis, stretch by stretch, and lists the lines that hold
+   * the search, saying how far it is. The other filters choose what is read.
+   */
+  let deepStopped = false;
+  async function searchTracebacks() {
+    const params = { ...selection(), text: filters.q };
+    delete params.q;
+    deepStopped = false;
+    $("#deep-search").disabled = true;
+    $("#deep-stop").hidden = false;
+    $("#deep-hits").hidden = false;
+    const hits = $("#deep-hits tbody");
+    hits.replaceChildren();
+    let from = 0;
+    let found = 0;
+    try {
+      while (from !== null && !deepStopped) {
+        const answer = await get("jobs/traceback-search", { ...params, from });
+        for (const j of answer.jobs) {
+          found += 1;
+          hits.append(h("tr", { "data-hit-id": j.job_id },
+            h("td", { class: "job" }, jobLink(j.job_id)), h("td", {}, j.queue),
+            h("td", {}, h("span", { class: "line" }, j.line))));
+        }
+        from = answer.next;
+        $("#deep-progress").textContent =
+          `${plural(found, "match", "matches")}; searched ${fmt(answer.searched_through)} of ${fmt(answer.of)}${from === null ? "" : "…"}`;
+      }
+    } catch (e) {
+      $("#deep-progress").textContent = `search failed: ${e.message}`;
+    }
+    $("#deep-search").disabled = false;
+    $("#deep-stop").hidden = true;
+  }
+  if (filters.q) {
+    $("#deep").hidden = false;
+    $("#deep-search").addEventListener("click", searchTracebacks);
+    $("#deep-stop").addEventListener("click", () => { deepStopped = true; });
+  }
+
   const rowId = (button) => button.closest("[data-job-id]").dataset.jobId;
   RQ.on("retry", (button) => RQ.retryJob(rowId(button), loadList));
   RQ.on("delete", (button) => RQ.deleteJob(rowId(button), loadList));

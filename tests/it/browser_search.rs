@@ -193,3 +193,57 @@ async fn an_exact_job_id_in_the_search_box_opens_that_jobs_page() {
     assert_eq!(path_and_query(&browser).await, "/ui/jobs?q=CLEA");
     browser.close().await;
 }
+
+/// "Find the job whose traceback mentions `card_declined`" (issue 22's incident task), when the
+/// mention is not on the exception line: the search lists nothing, and "Search whole
+/// tracebacks…" reads the failure texts and shows the job with its line, and how far it got.
+#[tokio::test]
+async fn a_mention_deep_in_a_traceback_is_found_by_searching_whole_tracebacks() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    let mut con = redis.conn();
+    write(
+        &mut con,
+        "deep-1",
+        "default",
+        "RuntimeError",
+        "payment failed\n  gateway said card_declined",
+    );
+    write(
+        &mut con,
+        "other-2",
+        "default",
+        "RuntimeError",
+        "payment failed",
+    );
+    write(&mut con, "other-3", "emails", "ValueError", "bad input");
+    daemon.scan();
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/jobs", daemon.base_url()))
+        .await;
+    search(&browser, "card_declined").await;
+    browser.wait_for_text("#total", "(0)").await;
+    browser.click("#deep-search").await;
+    browser
+        .wait_for_text("#deep-progress", "1 match; searched 3 of 3")
+        .await;
+    let hit = browser.find("#deep-hits tr[data-hit-id]").await;
+    assert_eq!(
+        hit.attr("data-hit-id").await.unwrap().as_deref(),
+        Some("deep-1")
+    );
+    assert_eq!(
+        browser.text("#deep-hits .line").await,
+        "gateway said card_declined"
+    );
+    browser.click("#deep-hits a.job-id").await;
+    browser
+        .wait_for_text("#explain-facts [data-field=policy]", "hands-off")
+        .await;
+    assert_eq!(
+        members(&mut con, "rq:failed:default"),
+        set(&["deep-1", "other-2"])
+    );
+    browser.close().await;
+}
