@@ -86,6 +86,7 @@ pub struct Metrics {
     known_queues: Mutex<HashSet<String>>,
     gauge_queues: Mutex<HashSet<String>>,
     reconciles: IntCounterVec,
+    failures_seen: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -313,6 +314,19 @@ fn register_reconciles(f: &Families) -> IntCounterVec {
     reconciles
 }
 
+/// `failures_seen_total{queue}`: the record of new failures that "failure rate rising" alerts
+/// on. A counter of what this instance saw arrive, rather than a gauge of what the failed
+/// registries hold now, because a registry shrinks whenever jobs are retried: its size (and the
+/// index's timeline) cannot tell a storm being retried away from a quiet queue. See: issue 22,
+/// item 2.
+fn register_failures_seen(f: &Families) -> IntCounterVec {
+    f.int_counter_vec(
+        "failures_seen_total",
+        "New failures this instance saw arrive in a failed registry (a job not indexed before, or one that failed again), per queue; the failures already there when it started are not counted.",
+        &["queue"],
+    )
+}
+
 /// `build_info`, set once: nothing changes it while the process lives.
 fn register_build_info(f: &Families) {
     f.int_gauge_vec(
@@ -337,6 +351,7 @@ impl Metrics {
         let state = StateFamilies::register(&f);
         let auth_failures = register_auth_failures(&f);
         let reconciles = register_reconciles(&f);
+        let failures_seen = register_failures_seen(&f);
         register_build_info(&f);
         Metrics {
             registry,
@@ -349,6 +364,7 @@ impl Metrics {
             known_queues: Mutex::new(HashSet::new()),
             gauge_queues: Mutex::new(HashSet::new()),
             reconciles,
+            failures_seen,
         }
     }
 
@@ -592,6 +608,15 @@ impl Metrics {
         self.reconciles.with_label_values(&[trigger]).inc();
     }
 
+    /// A failure of `queue` was indexed: counted when `new` (see `failures_seen_total`); the
+    /// queue's series exists, at 0, from its first indexed failure on, so that a rate sees the
+    /// first new one.
+    pub fn failure_seen(&self, queue: &str, new: bool) {
+        self.failures_seen
+            .with_label_values(&[&self.queue_label(queue)])
+            .inc_by(u64::from(new));
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -631,6 +656,7 @@ mod tests {
             .with_label_values(&["x", "y"])
             .inc_by(0);
         m.actions.skipped.with_label_values(&["x"]).inc_by(0);
+        m.failure_seen("x", false);
         let mut lines: Vec<String> = m
             .registry
             .gather()
@@ -665,6 +691,7 @@ mod tests {
             "rq_retryd_circuit_open GAUGE [policy] 1 while a retry policy's circuit breaker holds its requeues back.",
             "rq_retryd_exhausted_jobs GAUGE [queue] Failed jobs whose max_attempts is used up, per queue.",
             "rq_retryd_failed_jobs GAUGE [queue] Jobs in the failed registry, per queue (at the last scan).",
+            "rq_retryd_failures_seen_total COUNTER [queue] New failures this instance saw arrive in a failed registry (a job not indexed before, or one that failed again), per queue; the failures already there when it started are not counted.",
             "rq_retryd_held_jobs GAUGE [queue,reason] Failed jobs whose due requeue a retry policy's hold_when holds back, per queue (of the failed registry) and reason (no_workers, queue_longer_than).",
             "rq_retryd_last_scan_timestamp_seconds GAUGE [] Unix time of the last completed scan.",
             "rq_retryd_leader GAUGE [] 1 on the instance that holds the lease and does the automatic scans and writes, 0 on standbys.",

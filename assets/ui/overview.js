@@ -1,5 +1,6 @@
-// Overview (/ui/): per-queue counts, the supervisor's state and switches, the failure groups
-// with their group actions. Live refresh takes the three sources in turn, one per tick.
+// Overview (/ui/): the failures per minute and per hour, per-queue counts, the supervisor's
+// state and switches, the failure groups with their group actions. Live refresh takes the
+// four sources in turn, one per tick.
 "use strict";
 
 (() => {
@@ -7,6 +8,7 @@
   let stats = null;
   let supervisor = null;
   let groupsAnswer = null;
+  let timeline = null;
   /** Each policy's action (retry, purge, ignore) by name, to tell a retry from a purge. */
   let actions = new Map();
 
@@ -45,7 +47,11 @@
       renderQueues();
     }
   };
-  const loadAll = () => Promise.all([loadStats(), loadSupervisor(), loadGroups()]);
+  const loadTimeline = async () => {
+    timeline = await get("jobs/timeline");
+    if (!RQ.unchanged("timeline", timeline)) renderTrend();
+  };
+  const loadAll = () => Promise.all([loadTimeline(), loadStats(), loadSupervisor(), loadGroups()]);
 
   const number = (field, value) => h("td", { class: "n", "data-field": field }, fmt(value));
 
@@ -145,6 +151,80 @@
     $("[data-action=resume]").hidden = !s.paused;
   }
 
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  /** An SVG element (h() makes HTML ones); its text is only ever text nodes, like h()'s. */
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
+    return node;
+  }
+
+  const clock = (date) => date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const failures = (n) => plural(n, "failure");
+
+  /**
+   * One bar chart of a timeline series (`minutes` or `hours`), with its text alternative: the
+   * SVG is an image labelled by its <title>, and the same sentence is the caption under it.
+   */
+  function chart(figure, series, what) {
+    const counts = series.counts || [];
+    const step = series.step_seconds * 1000;
+    const start = new Date(series.start).getTime();
+    const at = (i) => new Date(start + i * step);
+    const label = (i) => (series.step_seconds >= 3600
+      ? `${at(i).toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(at(i))}–${clock(at(i + 1))}`
+      : clock(at(i)));
+    const total = counts.reduce((a, b) => a + b, 0);
+    const max = Math.max(0, ...counts);
+    const busiest = counts.indexOf(max);
+    let text = total
+      ? `${failures(total)} in ${what.span}, the most ${fmt(max)} in ${what.unit} ${label(busiest)}`
+      : `No failures in ${what.span}`;
+    if (what.recent) {
+      const last = counts.slice(-15).reduce((a, b) => a + b, 0);
+      const prev = counts.slice(-30, -15).reduce((a, b) => a + b, 0);
+      if (total) text += `; ${fmt(last)} in the last 15 minutes, ${fmt(prev)} in the 15 before`;
+    }
+    text += ".";
+    const id = `${figure.id}-title`;
+    const bars = counts.map((n, i) => {
+      const height = n ? Math.max(3, (n / max) * 96) : 0;
+      return n ? svg("rect", {
+        class: i === counts.length - 1 ? "bar current" : "bar",
+        x: i * 10 + 1, y: 100 - height, width: 8, height,
+        "data-count": n,
+      }, svg("title", {}, `${label(i)}: ${failures(n)}`)) : null;
+    });
+    fill(figure,
+      svg("svg", { viewBox: `0 0 ${counts.length * 10} 100`, preserveAspectRatio: "none", role: "img", "aria-labelledby": id },
+        svg("title", { id }, text), bars),
+      h("div", { class: "axis", "aria-hidden": "true" }, h("span", {}, what.from), h("span", {}, "now")),
+      h("figcaption", { "data-field": "summary" }, text));
+  }
+
+  function renderTrend() {
+    chart($("#trend-minutes"), timeline.minutes, { span: "the last hour", unit: "the minute", from: "60 min ago", recent: true });
+    chart($("#trend-hours"), timeline.hours, { span: "the last 24 hours", unit: "the hour", from: "24 h ago" });
+    const notes = ["failed jobs in the registries now, by failure time"];
+    if (timeline.earlier) notes.push(`${fmt(timeline.earlier)} earlier`);
+    if (timeline.later) notes.push(`${fmt(timeline.later)} dated ahead of this clock`);
+    fill($("#trend-note"), notes.join(" · "), timeline.as_of ? [" · as of ", when(timeline.as_of)] : "");
+  }
+
+  /**
+   * A group's last 15 minutes against the 15 before (rising ↑, falling ↓), under its count;
+   * nothing for a group quiet for half an hour.
+   */
+  function recent(g) {
+    const last = g.last_15m || 0;
+    const prev = g.prev_15m || 0;
+    if (!last && !prev) return null;
+    const arrow = last > prev ? h("span", { class: "rising" }, " ↑") : last < prev ? " ↓" : "";
+    return h("div", { class: "muted small nowrap", "data-field": "recent", title: `${failures(last)} in the last 15 minutes, ${fmt(prev)} in the 15 before` },
+      `${fmt(last)} in 15 min`, arrow);
+  }
+
   /** The group's key in data-group: queue|function|exception (empty for a missing one). */
   const groupKey = (g) => g.key ?? [g.queue, g.func_name ?? "", g.exc_type ?? ""].join("|");
   const GLOB = /[*?[\]{}\\]/;
@@ -204,10 +284,11 @@
       if (g.func_name) filter.set("function", g.func_name);
       if (g.exc_type) filter.set("exception", g.exc_type);
       return h("tr", { "data-group": key },
-        h("td", {}, g.queue),
+        h("td", {}, g.queue,
+          g.new ? h("span", { class: "badge new", "data-field": "new", title: "Its first failure is within the last 15 minutes" }, "new") : null),
         h("td", {}, h("code", {}, g.func_name ?? "—")),
         h("td", {}, h("span", { class: "exc" }, g.exc_type ?? "—")),
-        number("count", g.count),
+        h("td", { class: "n" }, h("span", { "data-field": "count" }, fmt(g.count)), recent(g)),
         h("td", { "data-field": "failed" }, when(g.newest_failed_at ?? g.last_failed_at),
           h("div", { class: "muted small nowrap" }, "first ", when(g.oldest_failed_at ?? g.first_failed_at))),
         h("td", { "data-field": "policy", title: policies.map(([p, n]) => `${p}: ${n}`).join("\n") || null },
@@ -272,5 +353,5 @@
     return "Scan requested: the active instance scans now.";
   }));
 
-  RQ.start({ load: loadAll, sources: [loadStats, loadSupervisor, loadGroups] });
+  RQ.start({ load: loadAll, sources: [loadStats, loadSupervisor, loadGroups, loadTimeline] });
 })();

@@ -312,9 +312,13 @@ async fn index_from_redis(
                         ));
                     }
                     // Listed so that an operator sees them; never acted on.
-                    DecodeOutcome::Corrupt(_) | DecodeOutcome::Orphan => index.observe(
-                        &crate::index::Observation::undecodable(&raw.queue, &raw.job_id, score),
-                    ),
+                    DecodeOutcome::Corrupt(_) | DecodeOutcome::Orphan => {
+                        index.observe(&crate::index::Observation::undecodable(
+                            &raw.queue,
+                            &raw.job_id,
+                            score,
+                        ));
+                    }
                 }
             }
         }
@@ -405,6 +409,14 @@ pub struct GroupParams {
     /// Only this queue (1 to 512 characters).
     #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
+    /// Only the jobs this text search finds (as the listing's `q`): the groups of what a
+    /// search shows.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub q: Option<String>,
 }
 
 /// Failed jobs that share a queue, function and exception type.
@@ -429,6 +441,13 @@ pub struct FailureGroup {
     pub by_state: BTreeMap<String, u64>,
     /// False while the function or exception type of some of its jobs is not read yet.
     pub known: bool,
+    /// Its jobs that failed in the last 15 minutes (or are dated after now).
+    pub last_15m: u64,
+    /// Its jobs that failed in the 15 minutes before those: with `last_15m`, whether the group
+    /// is rising.
+    pub prev_15m: u64,
+    /// Its first failure is within the last 15 minutes: the group appeared since.
+    pub new: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -449,10 +468,11 @@ pub async fn groups(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<GroupParams>,
 ) -> ApiResult<Json<FailureGroups>> {
-    let selection = queue_selection(p.queue.as_deref())?;
+    let selection = queue_selection(p.queue.as_deref(), p.q.as_deref())?;
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let queue = selection.queue.clone();
+    let searched = selection.clone();
     let ((total, undecodable, groups), freshness) = from_index(
         &app,
         &mut con,
@@ -462,7 +482,12 @@ pub async fn groups(
             let mut total = 0;
             let mut undecodable = 0;
             let mut groups = Vec::new();
-            for g in index.groups() {
+            let recent = index.recent(&searched, Utc::now());
+            let all = match searched.q {
+                Some(_) => index.groups_matching(&searched),
+                None => index.groups(),
+            };
+            for g in all {
                 if queue.as_ref().is_some_and(|q| *q != g.queue) {
                     continue;
                 }
@@ -474,7 +499,8 @@ pub async fn groups(
                     .unwrap_or(0);
                 undecodable += broken;
                 if g.count > broken {
-                    groups.push(group_answer(g, broken));
+                    let trend = recent.of(&g);
+                    groups.push(group_answer(g, broken, trend));
                 }
             }
             (total, undecodable, groups)
@@ -490,7 +516,7 @@ pub async fn groups(
 }
 
 /// One index group as the API shows it, without its `broken` undecodable jobs.
-fn group_answer(g: crate::index::Group, broken: u64) -> FailureGroup {
+fn group_answer(g: crate::index::Group, broken: u64, trend: crate::index::Recent) -> FailureGroup {
     let policies = g
         .policies
         .into_iter()
@@ -529,6 +555,9 @@ fn group_answer(g: crate::index::Group, broken: u64) -> FailureGroup {
             .map(|(s, n)| (s.name().to_string(), n))
             .collect(),
         known: g.known,
+        last_15m: trend.last_15m,
+        prev_15m: trend.prev_15m,
+        new: trend.new,
     }
 }
 
@@ -814,9 +843,7 @@ async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation
             .get(&mut con, snap.registry.keys(), &[target.as_str()])
             .await?;
         let world = worlds.get(&target).copied().unwrap_or_default();
-        if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
-            explain::hold(&mut e, &reason);
-        }
+        explain::hold(&mut e, &hold, &target, world);
     }
     Ok(Json(e))
 }

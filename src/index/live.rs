@@ -65,6 +65,11 @@ impl LiveIndex {
         self.write().index.still_there(queue, job_id, score)
     }
 
+    /// See [`FailureIndex::observe`]: whether the failure is new to the index.
+    pub fn observe(&self, observation: &Observation<'_>) -> bool {
+        self.write().index.observe(observation)
+    }
+
     pub fn observe_all(&self, observations: &[Observation<'_>]) {
         if observations.is_empty() {
             return;

@@ -902,17 +902,25 @@ impl Supervisor {
         decision: &Decision,
     ) {
         if let Some(score) = raw.score {
-            let o = Observation::decided(facts, score, policy, decision);
-            self.state.index.observe_all(&[o]);
+            self.index_observed(&Observation::decided(facts, score, policy, decision));
         }
     }
 
     /// Lists a job that cannot be decoded (see [`Observation::undecodable`]).
     fn index_undecodable(&self, raw: &crate::rq::RawJob) {
         if let Some(score) = raw.score {
-            let o = Observation::undecodable(&raw.queue, &raw.job_id, score);
-            self.state.index.observe_all(&[o]);
+            self.index_observed(&Observation::undecodable(&raw.queue, &raw.job_id, score));
         }
+    }
+
+    /// Indexes one failure, and counts it in `failures_seen_total` when it is new to the index
+    /// and happened since this instance started: the failures already there when it started
+    /// are its baseline, not a burst (a restart must not look like a failure storm). See:
+    /// issue 22, item 2.
+    fn index_observed(&self, o: &Observation<'_>) {
+        let new = self.state.index.observe(o);
+        let counted = new && o.failed_at >= self.state.started_at;
+        self.state.metrics.failure_seen(o.queue, counted);
     }
 
     /// Tells each retry policy's breaker what this batch did.

@@ -1,0 +1,98 @@
+//! How fast the failure index answers the trend questions (issue 22, item 2) at a given size,
+//! in memory only: `cargo run --release --example trend_scale -- 1000000`. The failures are
+//! spread over the last two days, a tenth of them in the last hour, so that every bucket
+//! counts. Prints the median and the slowest of 9 runs of each question; the HTTP answer adds
+//! the handler's few hundred microseconds (see docs/benchmarks.md, "Trend").
+
+use std::time::Instant;
+
+use chrono::Utc;
+use rq_retryd::glob::ExceptionPattern;
+use rq_retryd::index::{FailureIndex, Known, Observation, Selection, State};
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let queues = ["default", "emails", "reports"];
+    let functions = ["app.tasks.send", "app.tasks.bill", "app.reports.build"];
+    let exceptions = ["ConnectionError", "ValueError", "TimeoutError", "KeyError"];
+    let now = Utc::now();
+    let mut index = FailureIndex::default();
+    let started = Instant::now();
+    index.reserve_total(n);
+    for i in 0..n {
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
+        // One in ten within the last hour, the rest over two days.
+        let window_ms = if i % 10 == 0 { 3_600_000 } else { 172_800_000 };
+        let ago_ms = (i as i64 * 7919) % window_ms;
+        index.observe(&Observation {
+            queue: queues[i % 3],
+            job_id: &id,
+            score: 1e10 + i as f64,
+            failed_at: now - chrono::Duration::milliseconds(ago_ms),
+            function: Known::Is(functions[i % 3]),
+            exception: Known::Is(exceptions[i % 4]),
+            attempts: 0,
+            exhausted: false,
+            policy: Some("transient"),
+            state: State::Waiting,
+            next_due: None,
+            text: Known::Unknown,
+        });
+    }
+    println!(
+        "built {n} entries in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let time = |name: &str, f: &mut dyn FnMut() -> u64| {
+        let mut ms: Vec<f64> = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{name:<52} {:7.2} ms (median of 9; max {:.2})",
+            ms[4], ms[8]
+        );
+    };
+    let all = Selection::default();
+    let one_group = Selection {
+        queue: Some("emails".into()),
+        exception: Some(ExceptionPattern::new("ValueError").unwrap()),
+        ..Selection::default()
+    };
+    time("timeline, everything", &mut || {
+        index.timeline(&all, Utc::now()).total
+    });
+    time("timeline, queue + exception", &mut || {
+        index.timeline(&one_group, Utc::now()).total
+    });
+    time(
+        "recent (every group's last 15 min and the 15 before)",
+        &mut || {
+            let recent = index.recent(&Selection::default(), Utc::now());
+            index.groups().iter().map(|g| recent.of(g).last_15m).sum()
+        },
+    );
+    let t = index.timeline(&all, Utc::now());
+    println!(
+        "check: total {} = hours {} + earlier {} + later {}; last hour by minute {}",
+        t.total,
+        t.hours.counts.iter().sum::<u64>(),
+        t.earlier,
+        t.later,
+        t.minutes.counts.iter().sum::<u64>()
+    );
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .to_string();
+    println!("{rss}");
+}

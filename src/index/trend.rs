@@ -1,0 +1,383 @@
+//! When the failures happened: failures per minute over the last hour and per hour over the
+//! last day for any selection ([`FailureIndex::timeline`]), and how each group moved in the
+//! last half hour ([`FailureIndex::recent`]: the last 15 minutes against the 15 before, and
+//! whether the group is new). See: issue 22, item 2.
+//!
+//! Answered from the index, so only from the failures that are **in a failed registry now**:
+//! a job requeued (by rq-retryd, RQ or anyone) or deleted leaves its bucket. The counter
+//! `rq_retryd_failures_seen_total` (see `metrics.rs`) is the record of every new failure.
+//!
+//! Pure like the rest of the index: the current time is a parameter. The buckets are aligned on
+//! whole minutes and hours (UTC), so two answers within the same minute agree and a bar's
+//! label is a clock time; the last bucket is the current, partial one.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{time, us, FailureIndex, GroupId, IdMap, Selection, Test};
+
+/// Minutes in the per-minute window, and hours in the per-hour one.
+pub const MINUTES: usize = 60;
+pub const HOURS: usize = 24;
+
+const MINUTE_US: i64 = 60_000_000;
+const HOUR_US: i64 = 60 * MINUTE_US;
+/// The two windows a group's recent failures are counted in.
+const QUARTER_US: i64 = 15 * MINUTE_US;
+
+/// Failures counted in consecutive buckets of equal length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Buckets {
+    /// When the first bucket begins (a whole minute or hour, UTC); bucket `i` holds the
+    /// failures from `start + i × step` up to, not including, the next bucket's start.
+    pub start: DateTime<Utc>,
+    pub step_seconds: u32,
+    pub counts: Vec<u64>,
+}
+
+impl Buckets {
+    fn new(start_us: i64, step_us: i64, n: usize) -> Buckets {
+        Buckets {
+            start: time(start_us),
+            step_seconds: (step_us / 1_000_000) as u32,
+            counts: vec![0; n],
+        }
+    }
+
+    /// Counts a failure at `at_us` when it falls in one of the buckets; returns whether it did.
+    fn count(&mut self, start_us: i64, step_us: i64, at_us: i64) -> bool {
+        if at_us < start_us {
+            return false;
+        }
+        let i = ((at_us - start_us) / step_us) as usize;
+        match self.counts.get_mut(i) {
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// When the failures of a selection happened (see [`FailureIndex::timeline`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// Failed jobs the selection matches (the listing's `total` for the same filters).
+    pub total: u64,
+    /// Jobs left out because a fact the selection needs is not read yet.
+    pub unknown: u64,
+    /// The last 60 minutes, the current one last.
+    pub minutes: Buckets,
+    /// The last 24 hours, the current one last.
+    pub hours: Buckets,
+    /// Matched failures before the first hour.
+    pub earlier: u64,
+    /// Matched failures dated after the current hour (a worker's clock ahead of this host's).
+    pub later: u64,
+}
+
+/// How one group moved lately (see [`FailureIndex::recent`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Recent {
+    /// Failures in the last 15 minutes (and any dated after now).
+    pub last_15m: u64,
+    /// Failures in the 15 minutes before those.
+    pub prev_15m: u64,
+    /// Its first failure is within the last 15 minutes.
+    pub new: bool,
+}
+
+/// Every group's failures of the last half hour, as of one time (see
+/// [`FailureIndex::recent`]).
+#[derive(Debug, Default)]
+pub struct RecentFailures {
+    now_us: i64,
+    /// Per group, the count in the last 15 minutes and in the 15 before.
+    by_group: IdMap<GroupId, (u64, u64)>,
+}
+
+impl RecentFailures {
+    /// How `group` moved: its counts, and whether its first failure is recent.
+    pub fn of(&self, group: &super::Group) -> Recent {
+        let (last_15m, prev_15m) = self.by_group.get(&group.id).copied().unwrap_or_default();
+        Recent {
+            last_15m,
+            prev_15m,
+            new: us(group.first_failed_at) >= self.now_us - QUARTER_US,
+        }
+    }
+}
+
+/// The start of the whole `step_us` that holds `at_us`.
+fn floor(at_us: i64, step_us: i64) -> i64 {
+    at_us - at_us.rem_euclid(step_us)
+}
+
+impl FailureIndex {
+    /// The failures `query` matches, per minute over the last hour and per hour over the last
+    /// day as of `now`: one pass over the entries, like a listing's.
+    pub fn timeline(&self, query: &Selection, now: DateTime<Utc>) -> Timeline {
+        let now_us = us(now);
+        let minutes_start = floor(now_us, MINUTE_US) - (MINUTES as i64 - 1) * MINUTE_US;
+        let hours_start = floor(now_us, HOUR_US) - (HOURS as i64 - 1) * HOUR_US;
+        let hours_end = hours_start + HOURS as i64 * HOUR_US;
+        let mut t = Timeline {
+            total: 0,
+            unknown: 0,
+            minutes: Buckets::new(minutes_start, MINUTE_US, MINUTES),
+            hours: Buckets::new(hours_start, HOUR_US, HOURS),
+            earlier: 0,
+            later: 0,
+        };
+        let c = self.compile(query);
+        for (key, e) in &self.entries {
+            match c.test((key.0, &key.1), e) {
+                Test::Match => {}
+                Test::Unknown => {
+                    t.unknown += 1;
+                    continue;
+                }
+                Test::No => continue,
+            }
+            t.total += 1;
+            let at = e.failed_at_us;
+            if at < hours_start {
+                t.earlier += 1;
+            } else if at >= hours_end {
+                t.later += 1;
+            } else {
+                t.hours.count(hours_start, HOUR_US, at);
+                t.minutes.count(minutes_start, MINUTE_US, at);
+            }
+        }
+        t
+    }
+
+    /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
+    /// microsecond, not aligned), undecodable jobs left out: one pass over the entries.
+    pub fn recent(&self, query: &Selection, now: DateTime<Utc>) -> RecentFailures {
+        let now_us = us(now);
+        let last_from = now_us - QUARTER_US;
+        let prev_from = last_from - QUARTER_US;
+        let c = self.compile(query);
+        let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
+        for (key, e) in &self.entries {
+            // Undecodable jobs are in no group's count (see `http::jobs::groups`); with a
+            // search, only the jobs it finds count, as in the groups' `count`.
+            if e.failed_at_us < prev_from
+                || e.state == super::State::Undecodable
+                || c.test((key.0, &key.1), e) != Test::Match
+            {
+                continue;
+            }
+            let counts = by_group
+                .entry(GroupId {
+                    queue: key.0,
+                    function: e.function,
+                    exception: e.exception,
+                })
+                .or_default();
+            if e.failed_at_us >= last_from {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        RecentFailures { now_us, by_group }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Known, Observation, State};
+    use super::*;
+    use chrono::TimeZone;
+
+    /// 12:30:30 UTC: half past, and half a minute into the minute.
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 3, 12, 30, 30).unwrap()
+    }
+
+    fn ago(secs: i64) -> DateTime<Utc> {
+        now() - chrono::Duration::seconds(secs)
+    }
+
+    fn failed<'a>(
+        queue: &'a str,
+        id: &'a str,
+        exception: &'a str,
+        secs_ago: i64,
+    ) -> Observation<'a> {
+        Observation {
+            queue,
+            job_id: id,
+            score: 1e10,
+            failed_at: ago(secs_ago),
+            function: Known::Is("app.tasks.send"),
+            exception: Known::Is(exception),
+            attempts: 0,
+            exhausted: false,
+            policy: None,
+            state: State::Unmatched,
+            next_due: None,
+            text: Known::Unknown,
+        }
+    }
+
+    fn index_of(failures: &[Observation<'_>]) -> FailureIndex {
+        let mut index = FailureIndex::default();
+        for o in failures {
+            index.observe(o);
+        }
+        index
+    }
+
+    /// What `failures_seen_total` counts: a failure is new once, and again only when the job
+    /// failed again (a new failure time), not when a scan reads it again.
+    #[test]
+    fn a_failure_is_new_once_and_again_only_when_the_job_fails_again() {
+        let mut index = FailureIndex::default();
+        assert!(index.observe(&failed("default", "a", "ValueError", 60)));
+        assert!(!index.observe(&failed("default", "a", "ValueError", 60)));
+        assert!(!index.observe(&Observation {
+            state: State::Exhausted,
+            ..failed("default", "a", "ValueError", 60)
+        }));
+        assert!(index.observe(&failed("default", "a", "ValueError", 5)));
+        assert!(index.observe(&failed("emails", "a", "ValueError", 5)));
+        assert!(index.remove("default", "a"));
+        assert!(index.observe(&failed("default", "a", "ValueError", 5)));
+    }
+
+    #[test]
+    fn failures_fall_into_whole_minutes_and_hours_the_current_one_last() {
+        let index = index_of(&[
+            failed("default", "now", "ValueError", 0),
+            // 12:30:00: the start of the current minute.
+            failed("default", "minute-start", "ValueError", 30),
+            // 12:29:59: the minute before.
+            failed("default", "minute-before", "ValueError", 31),
+            // 11:31:00: the first minute of the window; 11:30:59 is before it.
+            failed("default", "first-minute", "ValueError", 59 * 60 + 30),
+            failed("default", "hour-only", "ValueError", 59 * 60 + 31),
+            // 13:00 yesterday is the first hour; 12:59:59 yesterday is earlier.
+            failed(
+                "default",
+                "first-hour",
+                "ValueError",
+                23 * 3600 + 30 * 60 + 30,
+            ),
+            failed("default", "earlier", "ValueError", 23 * 3600 + 30 * 60 + 31),
+            // 13:00:00 today: after the current hour.
+            failed("default", "later", "ValueError", -(29 * 60 + 30)),
+        ]);
+        let t = index.timeline(&Selection::default(), now());
+        assert_eq!(
+            t.minutes.start,
+            Utc.with_ymd_and_hms(2026, 12, 3, 11, 31, 0).unwrap()
+        );
+        assert_eq!(t.minutes.step_seconds, 60);
+        assert_eq!(
+            t.hours.start,
+            Utc.with_ymd_and_hms(2026, 12, 2, 13, 0, 0).unwrap()
+        );
+        assert_eq!(t.hours.step_seconds, 3600);
+        let minutes = &t.minutes.counts;
+        assert_eq!(minutes.len(), 60);
+        assert_eq!((minutes[59], minutes[58], minutes[0]), (2, 1, 1));
+        assert_eq!(minutes.iter().sum::<u64>(), 4);
+        let hours = &t.hours.counts;
+        assert_eq!(hours.len(), 24);
+        // 11:30:59 is in the 11 o'clock hour with the first minute; the rest in the current.
+        assert_eq!((hours[23], hours[22], hours[0]), (3, 2, 1));
+        assert_eq!((t.earlier, t.later, t.total, t.unknown), (1, 1, 8, 0));
+        assert_eq!(hours.iter().sum::<u64>() + t.earlier + t.later, t.total);
+    }
+
+    #[test]
+    fn a_timeline_counts_only_what_the_selection_matches_and_says_what_it_cannot_tell() {
+        let mut index = index_of(&[
+            failed("default", "a", "ValueError", 10),
+            failed("default", "b", "TimeoutError", 10),
+            failed("emails", "c", "ValueError", 10),
+        ]);
+        index.observe(&Observation {
+            exception: Known::Unknown,
+            ..failed("default", "d", "-", 10)
+        });
+        let select = |queue: Option<&str>, exception: Option<&str>| Selection {
+            queue: queue.map(str::to_string),
+            exception: exception.map(|e| crate::glob::ExceptionPattern::new(e).unwrap()),
+            ..Selection::default()
+        };
+        let cases = [
+            (select(None, None), 4, 0),
+            (select(Some("default"), None), 3, 0),
+            (select(None, Some("ValueError")), 2, 1),
+            (select(Some("emails"), Some("TimeoutError")), 0, 0),
+            (select(Some("never-seen"), None), 0, 0),
+        ];
+        for (selection, total, unknown) in cases {
+            let t = index.timeline(&selection, now());
+            assert_eq!((t.total, t.unknown), (total, unknown), "{selection:?}");
+            assert_eq!(t.minutes.counts[59], total, "{selection:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_counts_its_last_quarter_hour_against_the_one_before_and_is_new_only_if_it_began_in_it(
+    ) {
+        let index = index_of(&[
+            // Old group, rising: 1 failure 20 minutes ago, 2 in the last 15, 1 an hour ago.
+            failed("default", "old-1", "ValueError", 3600),
+            failed("default", "old-2", "ValueError", 20 * 60),
+            failed("default", "old-3", "ValueError", 14 * 60 + 59),
+            failed("default", "old-4", "ValueError", 0),
+            // New group: its first failure 10 minutes ago; and one dated ahead of now.
+            failed("default", "new-1", "TimeoutError", 10 * 60),
+            failed("default", "new-2", "TimeoutError", -5),
+            // Quiet group: nothing in the last half hour.
+            failed("emails", "quiet", "ValueError", 31 * 60),
+            // On the edges: exactly 15 and exactly 30 minutes ago.
+            failed("edges", "e15", "ValueError", 15 * 60),
+            failed("edges", "e30", "ValueError", 30 * 60),
+        ]);
+        let mut index = index;
+        index.observe(&Observation::undecodable("edges", "broken", 1e10));
+        index.observe(&Observation {
+            state: State::Undecodable,
+            ..failed("edges", "broken-now", "ValueError", 0)
+        });
+        let recent = index.recent(&Selection::default(), now());
+        let of = |queue: &str, exception: &str| {
+            let g = index
+                .groups()
+                .into_iter()
+                .find(|g| g.queue == queue && g.exception.as_deref() == Some(exception))
+                .unwrap();
+            recent.of(&g)
+        };
+        let trend = |last_15m, prev_15m, new| Recent {
+            last_15m,
+            prev_15m,
+            new,
+        };
+        assert_eq!(of("default", "ValueError"), trend(2, 1, false));
+        assert_eq!(of("default", "TimeoutError"), trend(2, 0, true));
+        assert_eq!(of("emails", "ValueError"), trend(0, 0, false));
+        assert_eq!(of("edges", "ValueError"), trend(1, 1, false));
+
+        // With a search (the groups' `q`), only the jobs it finds count, as in `count`.
+        let searched = Selection {
+            q: Some(super::super::Needle::parse("old-4").unwrap()),
+            ..Selection::default()
+        };
+        let recent = index.recent(&searched, now());
+        let g = index.groups_matching(&searched);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].count, 1);
+        // `new` goes by the group as searched: its one job failed just now.
+        assert_eq!(recent.of(&g[0]), trend(1, 0, true));
+    }
+}
