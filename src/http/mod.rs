@@ -10,6 +10,7 @@ mod docs;
 mod error;
 mod extract;
 mod guard;
+mod history;
 mod jobs;
 mod openapi;
 mod params;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
     pub auth_failures: Arc<auth::FailureLimiter>,
+    /// Which audit entries name which job, for job histories (read from the stream lazily).
+    pub mentions: Arc<crate::audit_mentions::AuditMentions>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             tasks: Arc::new(bulk::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
+            mentions: Arc::default(),
         }
     }
 
@@ -107,6 +111,10 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/api/v1/failed-jobs/{job_id}/explain",
             get(jobs::explain_job),
+        )
+        .route(
+            "/api/v1/failed-jobs/{job_id}/history",
+            get(history::history),
         )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, bulk, control, docs, error, jobs, session, stats, AppState};
+use super::{auth, bulk, control, docs, error, history, jobs, session, stats, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ neither header and no body (curl -X POST) are not affected."),
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
         control::healthz, control::readyz, control::metrics, document, docs::page,
         auth::whoami,
+        history::history,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
