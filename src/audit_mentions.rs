@@ -155,8 +155,7 @@ impl AuditMentions {
 impl Held {
     /// Drops what the stream no longer holds and reads what it gained; returns the entries read.
     async fn refresh<C: ConnectionLike + Send>(&mut self, con: &mut C) -> RedisResult<usize> {
-        let first = edge(con, "XRANGE", &self.key, "-", "+").await?;
-        let last = edge(con, "XREVRANGE", &self.key, "+", "-").await?;
+        let (first, last) = edges(con, &self.key).await?;
         let (Some(first), Some(last)) = (first, last) else {
             self.entries.clear();
             return Ok(0);
@@ -229,24 +228,28 @@ impl Held {
     }
 }
 
-/// The first (XRANGE) or last (XREVRANGE) entry id of the stream; `None` when it is empty or
-/// missing.
-async fn edge<C: ConnectionLike + Send>(
+/// The first and the last entry id of the stream; `None` when it is empty or missing. Two
+/// commands, not one pipeline: a pipeline's error would hide the WRONGTYPE the caller reports.
+async fn edges<C: ConnectionLike + Send>(
     con: &mut C,
-    command: &str,
     key: &str,
-    start: &str,
-    end: &str,
-) -> RedisResult<Option<EntryId>> {
-    let ids: Vec<(String, Value)> = redis::cmd(command)
-        .arg(key)
-        .arg(start)
-        .arg(end)
-        .arg("COUNT")
-        .arg(1)
-        .query_async(con)
-        .await?;
-    Ok(ids.first().and_then(|(id, _)| EntryId::parse(id)))
+) -> RedisResult<(Option<EntryId>, Option<EntryId>)> {
+    let mut ids = [None, None];
+    for (slot, (command, start, end)) in [("XRANGE", "-", "+"), ("XREVRANGE", "+", "-")]
+        .into_iter()
+        .enumerate()
+    {
+        let entries: Vec<(String, Value)> = redis::cmd(command)
+            .arg(key)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(1)
+            .query_async(con)
+            .await?;
+        ids[slot] = entries.first().and_then(|(id, _)| EntryId::parse(id));
+    }
+    Ok((ids[0], ids[1]))
 }
 
 /// Up to [`CHUNK`] entries from `start` to `end`, each with the hashes of the ids it lists.

@@ -262,6 +262,12 @@ fn a_deleted_job_keeps_the_history_of_its_deletion_and_an_unknown_one_is_404() {
         doc["paths"]["/api/v1/failed-jobs/{job_id}/history"]["get"].is_object(),
         "the route is in the OpenAPI document"
     );
+    for schema in ["JobHistory", "HistoryEvent", "EventKind", "EventSource"] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} is in the OpenAPI document"
+        );
+    }
 }
 
 /// Appends an audit entry naming `ids`, as the write scripts do.
