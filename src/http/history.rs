@@ -112,6 +112,9 @@ pub struct JobHistory {
     pub events: Vec<HistoryEvent>,
     /// Audit entries searched for this job (the whole capped stream).
     pub audit_searched: u64,
+    /// Audit entries read from Redis for this answer: the whole stream on the first request
+    /// after the daemon starts, then only the entries appended since the request before.
+    pub audit_read: u64,
     /// More audit entries named the job than are listed; the oldest were left out.
     pub audit_truncated: bool,
     /// What could not be read (a key of the wrong type), for people.
@@ -163,6 +166,7 @@ pub async fn history(
         queue: stored.origin,
         events,
         audit_searched: mentions.searched as u64,
+        audit_read: mentions.read_now as u64,
         audit_truncated: mentions.truncated,
         notes,
     }))
