@@ -1,5 +1,7 @@
-// One job (/ui/job?id=…): its facts and full traceback (jobs/status), the explain view
-// (which policy decides, why the others do not, the next retry) and retry / delete.
+// One job (/ui/job?id=…): led by its error (the final exception's type and whole message),
+// its facts and full traceback (jobs/status) shown at its end with library frames folded, its
+// history (failed-jobs/{id}/history: RQ's runs and the actions on it, newest first), the
+// explain view (which policy decides, why the others do not, the next retry) and retry / delete.
 "use strict";
 
 (() => {
@@ -19,7 +21,7 @@
       if (!(e instanceof ApiError && e.status === 404)) throw e;
       if (RQ.unchanged("status", null)) return;
       fill($("#facts"), fact("Status", "status", none("no such job: deleted, or its TTL ran out")));
-      $("#traceback").textContent = "";
+      showTraceback("");
       return;
     }
     if (RQ.unchanged("status", s)) return;
@@ -32,7 +34,7 @@
       fact("Enqueued", "enqueued-at", when(s.enqueued_at)),
       fact("Started", "started-at", when(s.started_at)),
       fact("Ended", "ended-at", when(s.ended_at)));
-    $("#traceback").textContent = s.exc_info ?? "(no failure text stored)";
+    showTraceback(s.exc_info ?? "(no failure text stored)");
     if (s.description) {
       described = true;
       $("#description").textContent = s.description;
@@ -93,9 +95,128 @@
     document.querySelectorAll("[data-action=retry], [data-action=delete]").forEach((b) => { b.disabled = true; });
   }
 
+  /** A frame of library code: installed packages and Python's own standard library. */
+  const LIBRARY = /[\\/](site-packages|dist-packages)[\\/]|[\\/]lib[\\/]python\d+(\.\d+)?[\\/]/;
+  /** A frame's first line, also inside an exception group's `  | ` margin. */
+  const FRAME = /^[ |]*File "([^"]*)"/;
+
+  /**
+   * The traceback as text, each run of library frames folded into a <details> whose label is
+   * drawn by CSS (so the text of the box stays the traceback, byte for byte), scrolled to its
+   * end where the exception is.
+   */
+  function showTraceback(text) {
+    const box = $("#traceback");
+    const lines = text.split(/(?<=\n)/);
+    const parts = [];
+    let folded = [];
+    let frames = 0;
+    let total = 0;
+    const fold = () => {
+      if (!folded.length) return;
+      const label = `${frames} library frame${frames === 1 ? "" : "s"}`;
+      parts.push(h("details", { class: "library-frames" },
+        h("summary", { "data-label": label, "aria-label": label }), folded.join("")));
+      total += frames;
+      folded = [];
+      frames = 0;
+    };
+    for (let i = 0; i < lines.length; i++) {
+      const match = FRAME.exec(lines[i]);
+      if (!match) {
+        fold();
+        parts.push(lines[i]);
+        continue;
+      }
+      // The frame: its File line and the indented source and marker lines under it.
+      const margin = lines[i].length - lines[i].replace(/^[ |]*/, "").length;
+      let frame = lines[i];
+      while (i + 1 < lines.length && !FRAME.test(lines[i + 1])
+        && /^[ |]*$/.test(lines[i + 1].slice(0, margin + 2)) && lines[i + 1].trim()) {
+        frame += lines[++i];
+      }
+      if (LIBRARY.test(match[1])) {
+        folded.push(frame);
+        frames += 1;
+      } else {
+        fold();
+        parts.push(frame);
+      }
+    }
+    fold();
+    if (total) fill(box, parts);
+    else box.textContent = text;
+    $("#traceback-note").textContent = total ? `${total} library frames folded` : "";
+    box.scrollTop = box.scrollHeight;
+  }
+
+  /** What each kind of history event is called on the page. */
+  const KINDS = {
+    failed_run: "Failed",
+    succeeded_run: "Succeeded",
+    stopped_run: "Stopped",
+    retried_run: "Failed; RQ's Retry ran it again",
+    retries_exceeded_run: "Failed; RQ's Retry used up",
+    unreadable_run: "Result unreadable",
+    requeue: "Requeued by rq-retryd",
+    operator_retry: "Retried by an operator",
+    purge: "Purged by rq-retryd",
+    operator_delete: "Deleted by an operator",
+    marked_exhausted: "Marked exhausted",
+  };
+  const RUNS = new Set(["failed_run", "stopped_run", "retried_run", "retries_exceeded_run"]);
+
+  /** The page's header: the newest failure's final exception, type and whole message. */
+  function showError(events) {
+    const failure = events.find((e) => RUNS.has(e.kind) && (e.exc_type || e.message));
+    $("#error").hidden = !failure;
+    if (!failure) return;
+    fill($("#error [data-field=exc-type]"), failure.exc_type ? RQ.dotted(failure.exc_type) : "Exception");
+    $("#error [data-field=exc-message]").textContent =
+      (failure.message || "(no message)") + (failure.message_truncated ? " …" : "");
+  }
+
+  function historyItem(e) {
+    const who = e.who ? h("span", { class: "who" }, e.source === "audit" ? `by ${e.who}` : `on ${e.who}`) : null;
+    const why = e.why ? h("span", { class: "muted" }, ` (${e.why})`) : null;
+    const exception = e.exc_type || e.message
+      ? h("div", { class: "event-exception" },
+        e.exc_type ? h("strong", { class: "exc" }, RQ.dotted(e.exc_type)) : null,
+        e.message ? `: ${e.message}${e.message_truncated ? " …" : ""}` : "")
+      : null;
+    return h("li", { "data-kind": e.kind, "data-source": e.source },
+      h("div", { class: "event-head" },
+        when(e.at), " ",
+        h("strong", { class: "event-kind" }, KINDS[e.kind] || `Action ${e.action}`), " ",
+        who, why,
+        e.count > 1 ? none(` · one of ${fmt(e.count)} jobs`) : null),
+      exception,
+      e.unreadable ? h("div", { class: "warning" }, e.unreadable) : null);
+  }
+
+  async function loadHistory() {
+    let history;
+    try {
+      history = await get(`failed-jobs/${enc(id)}/history`);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+      history = { events: [], notes: [], audit_searched: 0 };
+    }
+    if (RQ.unchanged("history", history)) return;
+    showError(history.events);
+    fill($("#history"), history.events.length
+      ? history.events.map(historyItem)
+      : h("li", { class: "muted" }, "Nothing recorded: no results from RQ and no action in the audit."));
+    $("#history-note").textContent = [
+      `newest first · ${fmt(history.audit_searched)} audit entries searched`,
+      ...history.notes,
+    ].join(" · ");
+  }
+
   const load = async () => {
     await loadExplain();
     await loadStatus();
+    await loadHistory();
   };
 
   if (!id) {
@@ -106,5 +227,5 @@
   document.title = `Job ${id} · rq-retryd`;
   RQ.on("retry", () => RQ.retryJob(id, load));
   RQ.on("delete", () => RQ.deleteJob(id, load));
-  RQ.start({ load, sources: [loadStatus, loadExplain] });
+  RQ.start({ load, sources: [loadStatus, loadExplain, loadHistory] });
 })();

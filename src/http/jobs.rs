@@ -676,7 +676,7 @@ pub struct SingleParams {
 }
 
 /// The path parameter of the single-job routes under `/api/v1/failed-jobs/`.
-const ANY_JOB_ID: &str = "RQ job id, percent-encoded: any non-empty text (`clear`, `groups`, `%`, `/`, spaces, non-ASCII included)";
+pub(super) const ANY_JOB_ID: &str = "RQ job id, percent-encoded: any non-empty text (`clear`, `groups`, `%`, `/`, spaces, non-ASCII included)";
 
 /// Requeues one failed job now (does not count as an automatic attempt). Takes any id.
 #[utoipa::path(post, path = "/api/v1/failed-jobs/{job_id}/retry", params(("job_id" = String, Path, description = ANY_JOB_ID, min_length = 1), SingleParams), tag = "jobs",

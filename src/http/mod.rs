@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod extract;
 mod guard;
+mod history;
 mod jobs;
 mod openapi;
 mod params;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub traceback_reads: Arc<crate::limiter::RequeueLimiter>,
     /// The audit stream summarized in memory, for its filters (`audit::mirror`).
     pub audit: Arc<crate::audit::mirror::AuditMirror>,
+    /// Which audit entries name which job, for job histories (read from the stream lazily).
+    pub mentions: Arc<crate::audit_mentions::AuditMentions>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
                 traceback_search::READS_PER_SECOND,
             )),
             audit: Arc::default(),
+            mentions: Arc::default(),
         }
     }
 
@@ -121,6 +125,10 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/api/v1/failed-jobs/{job_id}/explain",
             get(jobs::explain_job),
+        )
+        .route(
+            "/api/v1/failed-jobs/{job_id}/history",
+            get(history::history),
         )
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))

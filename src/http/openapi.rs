@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    audit, auth, bulk, control, docs, error, jobs, session, simulate, stats, tasks,
+    audit, auth, bulk, control, docs, error, history, jobs, session, simulate, stats, tasks,
     traceback_search, trend, AppState,
 };
 
@@ -30,6 +30,7 @@ neither header and no body (curl -X POST) are not affected."),
         trend::timeline,
         traceback_search::traceback_search,
         simulate::simulate, simulate::running_file,
+        history::history,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -69,3 +69,15 @@ class Greeter:
 
     def greet(self, name="world"):
         raise ValueError(f"cannot say {self.greeting} to {name}")
+
+
+def chained_fail(order="42"):
+    """Raise while handling another exception that came from library code (the standard
+    library's json): a chained traceback whose final line is ``ValueError: order 42:
+    card_declined``, with library frames before it. The job page leads with that final line."""
+    import json
+
+    try:
+        json.loads("{not json")
+    except ValueError as e:
+        raise ValueError(f"order {order}: card_declined (gateway said no)") from e

@@ -121,6 +121,18 @@ impl Rq {
         run_with_deadline(&mut cmd, deadline, &what)
     }
 
+    /// Runs `tests/python/<script> ARGS...` in this venv and returns its stdout; any failure
+    /// panics with stderr.
+    #[track_caller]
+    pub fn script(&self, script: &str, args: &[&str]) -> String {
+        let mut cmd = self.python();
+        cmd.arg(python_dir().join(script)).args(args);
+        let what = format!("{script} {} (RQ {})", args.join(" "), self.version);
+        let run = run_with_deadline(&mut cmd, COMMAND_DEADLINE, &what);
+        assert_eq!(run.code, 0, "{what} failed:\n{}", run.stderr);
+        run.stdout.trim().to_string()
+    }
+
     /// Like [`ctl`](Self::ctl), parsing the one JSON object it prints.
     #[track_caller]
     pub fn ctl_json(&self, url: &str, args: &[&str]) -> Value {
