@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use rq_retryd::glob::ExceptionPattern;
-use rq_retryd::index::{FailureIndex, Known, Observation, Selection, State};
+use rq_retryd::index::{FailureIndex, Known, Observation, RecentFailures, Selection, State};
 
 fn main() {
     let n: usize = std::env::args()
@@ -76,12 +76,33 @@ fn main() {
         index.timeline(&one_group, Utc::now()).total
     });
     time(
-        "recent (every group's last 15 min and the 15 before)",
+        "recent + groups (index unchanged: kept failures)",
         &mut || {
             let recent = index.recent(Utc::now());
             index.groups().iter().map(|g| recent.of(g).last_15m).sum()
         },
     );
+    // One new failure before each call makes every answer a pass over all entries, as during
+    // an incident.
+    let mut extra = 0usize;
+    time("recent alone (after a change: a pass)", &mut || {
+        extra += 1;
+        let id = format!("ffffffff-0000-4000-8000-{extra:012x}");
+        index.observe(&Observation {
+            queue: "default",
+            job_id: &id,
+            score: 2e10 + extra as f64,
+            failed_at: Utc::now(),
+            function: Known::Is(functions[0]),
+            exception: Known::Is(exceptions[0]),
+            attempts: 0,
+            exhausted: false,
+            policy: Some("transient"),
+            state: State::Waiting,
+            next_due: None,
+        });
+        u64::from(index.recent(Utc::now()) != RecentFailures::default())
+    });
     let t = index.timeline(&all, Utc::now());
     println!(
         "check: total {} = hours {} + earlier {} + later {}; last hour by minute {}",
