@@ -53,6 +53,7 @@ fn main() {
                 State::Unmatched,
             ][i % 4],
             next_due: Some(failed_at + chrono::Duration::minutes(5)),
+            text: Known::Unknown,
         });
     }
     println!(
@@ -119,6 +120,7 @@ fn main() {
             policy: Some("transient"),
             state: State::Waiting,
             next_due: None,
+            text: Known::Unknown,
         });
         index.groups().len()
     });

@@ -39,6 +39,7 @@ fn main() {
             policy: Some("transient"),
             state: State::Waiting,
             next_due: None,
+            text: Known::Unknown,
         });
     }
     println!(
@@ -78,7 +79,7 @@ fn main() {
     time(
         "recent + groups (index unchanged: kept failures)",
         &mut || {
-            let recent = index.recent(Utc::now());
+            let recent = index.recent(&Selection::default(), Utc::now());
             index.groups().iter().map(|g| recent.of(g).last_15m).sum()
         },
     );
@@ -100,8 +101,9 @@ fn main() {
             policy: Some("transient"),
             state: State::Waiting,
             next_due: None,
+            text: Known::Unknown,
         });
-        u64::from(index.recent(Utc::now()) != RecentFailures::default())
+        u64::from(index.recent(&all, Utc::now()) != RecentFailures::default())
     });
     let t = index.timeline(&all, Utc::now());
     println!(

@@ -25,7 +25,8 @@
 #     decoder and the config loader (fuzz/README.md); RQ_RETRYD_FUZZ_SECONDS sets the time per
 #     target (default 20).
 #   - cargo-deb (pinned, cargo install only when missing), man-db and debootstrap (apt, only
-#     when missing): scripts/package.sh builds the Debian package, and tests/it/package.rs
+#     when missing): `scripts/package.sh --dev` builds the Debian package around the tests'
+#     binary (no release build in CI), and tests/it/package.rs
 #     installs it with dpkg -i, checks it (`man -l` renders the page), removes and purges it
 #     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap.
 #   - target/venv-wheel (maturin, ziglang, auditwheel; pinned in scripts/wheel.sh, reused like
@@ -167,36 +168,14 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-# Bounded fuzzing of the job decoder and the config loader with cargo-fuzz (fuzz/README.md).
-# cargo-fuzz passes -Zsanitizer=address, which the stable toolchain accepts with
-# RUSTC_BOOTSTRAP=1 (set for these commands only). --dev: debug assertions and overflow checks,
-# with opt-level 1 only for the code the targets run (fuzz/Cargo.toml). New inputs go to a
-# scratch corpus under fuzz/target; the committed seeds in fuzz/corpus are only read. A crash,
-# a failed check, a timeout or an out-of-memory fails the script; the input is left in
-# fuzz/artifacts/<target>/ and the log's tail is printed.
-CARGO_FUZZ_VERSION=0.13.2
-FUZZ_SECONDS=${RQ_RETRYD_FUZZ_SECONDS:-20}
-step "cargo fuzz: decode_job and parse_config, ${FUZZ_SECONDS}s each"
-if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
-  echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: installing it with cargo install"
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
-fi
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev)
-for target in decode_job parse_config; do
-  scratch=$repo/fuzz/target/corpus/$target
-  log=$repo/fuzz/target/fuzz-$target.log
-  mkdir -p "$scratch"
-  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$scratch" "corpus/$target" -- \
-    -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
-    >"$log" 2>&1; then
-    tail -n 80 "$log"
-    die "cargo fuzz found a failure in $target (input in fuzz/artifacts/$target/, log $log)"
-  fi
-  grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
-done
+# The tests' build first: the .deb below packages its binary (package.sh --dev), and
+# `cargo test` at the end then builds nothing.
+step "cargo build --all-targets"
+cargo build --all-targets
 
-# The Debian package (issue 14). package.sh does a release build of the binary (the only
-# release build here), renders the man page and completions with it, and runs cargo deb;
+# The Debian package (issue 14). package.sh --dev renders the man page and completions with
+# the tests' dev-profile binary and runs cargo deb around it: the same package as a release
+# one, without a second, release build (scripts/package.sh builds that one);
 # tests/it/package.rs (in the cargo test below) installs that .deb, checks it and purges it.
 CARGO_DEB_VERSION=3.8.0
 step "building the Debian package (scripts/package.sh)"
@@ -217,7 +196,7 @@ fi
 for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers chroot mount; do
   command -v "$tool" >/dev/null || die "$tool is missing: tests/it/package.rs needs a Debian system with systemd installed"
 done
-RQ_RETRYD_DEB=$(./scripts/package.sh | tail -n 1)
+RQ_RETRYD_DEB=$(./scripts/package.sh --dev | tail -n 1)
 export RQ_RETRYD_DEB
 echo "built $RQ_RETRYD_DEB"
 
@@ -227,6 +206,40 @@ step "building the wheel (scripts/wheel.sh --dev)"
 RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1)
 export RQ_RETRYD_WHEEL RQ_RETRYD_VENV_WHEEL=$repo/target/venv-wheel
 echo "built $RQ_RETRYD_WHEEL"
+
+# Bounded fuzzing of the job decoder and the config loader with cargo-fuzz (fuzz/README.md).
+# cargo-fuzz passes -Zsanitizer=address, which the stable toolchain accepts with
+# RUSTC_BOOTSTRAP=1 (set for these commands only). --dev: debug assertions and overflow checks,
+# with opt-level 1 only for the code the targets run (fuzz/Cargo.toml). New inputs go to a
+# scratch corpus under fuzz/target; the committed seeds in fuzz/corpus are only read. A crash,
+# a failed check, a timeout or an out-of-memory fails the script; the input is left in
+# fuzz/artifacts/<target>/ and the log's tail is printed.
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_SECONDS=${RQ_RETRYD_FUZZ_SECONDS:-20}
+step "cargo fuzz: decode_job and parse_config, ${FUZZ_SECONDS}s each"
+if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: installing it with cargo install"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev)
+# The two targets side by side, one core each (a libFuzzer run is single-threaded).
+declare -A fuzzing=()
+for target in decode_job parse_config; do
+  scratch=$repo/fuzz/target/corpus/$target
+  mkdir -p "$scratch"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$scratch" "corpus/$target" -- \
+    -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
+    >"$repo/fuzz/target/fuzz-$target.log" 2>&1 &
+  fuzzing[$target]=$!
+done
+for target in decode_job parse_config; do
+  log=$repo/fuzz/target/fuzz-$target.log
+  if ! wait "${fuzzing[$target]}"; then
+    tail -n 80 "$log"
+    die "cargo fuzz found a failure in $target (input in fuzz/artifacts/$target/, log $log)"
+  fi
+  grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
+done
 
 step "cargo test --all-targets"
 cargo test --all-targets

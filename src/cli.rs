@@ -42,7 +42,16 @@ pub enum Command {
         json: bool,
     },
     /// Validate the config and print the effective configuration and policy table.
-    CheckConfig,
+    CheckConfig {
+        /// Instead, what the policies of FILE (a policy file, or a whole config of which only
+        /// the policies count) would do with every failed job in Redis (the config's
+        /// `[redis]`), by group, against the config's own policies. Reads; writes nothing.
+        #[arg(long, value_name = "FILE")]
+        simulate: Option<PathBuf>,
+        /// With --simulate: print the answer as one JSON object (the API's shape).
+        #[arg(long, requires = "simulate")]
+        json: bool,
+    },
     /// Which policy matches this failed job, why, its attempts and next retry time.
     Explain {
         /// The RQ job id.

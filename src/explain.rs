@@ -27,7 +27,11 @@ pub struct Explanation {
     pub exhausted: bool,
     pub policy: Option<String>,
     pub policies: Vec<PolicyVerdict>,
+    /// The decision in words (see [`describe_decision`]).
     pub decision: String,
+    /// The decision itself, for the code that acts on it (the sentence is for people).
+    #[serde(skip)]
+    pub decided: Decision,
     pub next_retry_at: Option<DateTime<Utc>>,
     pub purge_at: Option<DateTime<Utc>>,
     /// The last lines of the failure text.
@@ -46,7 +50,7 @@ pub struct Explanation {
 /// The deciding retry policy's `hold_when` and the queue to check, when the decision is to
 /// requeue now: what the caller reads (one read of the queue) before calling [`hold`].
 pub fn pending_hold(policies: &[Policy], e: &Explanation) -> Option<(policy::HoldWhen, String)> {
-    if !e.decision.starts_with("requeue now") {
+    if !matches!(e.decided, Decision::RequeueNow { .. }) {
         return None;
     }
     let p = policies
@@ -59,8 +63,18 @@ pub fn pending_hold(policies: &[Policy], e: &Explanation) -> Option<(policy::Hol
     spec.hold_when.map(|h| (h, target))
 }
 
-/// Records that the due requeue is held back for `reason` (the decision then says so).
-pub fn hold(e: &mut Explanation, reason: &crate::hold::HoldReason) {
+/// Holds the due requeue back when `hold` holds for `target` in `world` (the queue as read
+/// after [`pending_hold`]); the decision then says so. The same rule the supervisor applies
+/// (`hold::hold_reason`).
+pub fn hold(
+    e: &mut Explanation,
+    hold: &policy::HoldWhen,
+    target: &str,
+    world: crate::hold::QueueWorld,
+) {
+    let Some(reason) = crate::hold::hold_reason(hold, target, world) else {
+        return;
+    };
     e.held = Some(reason.to_string());
     e.decision = format!(
         "held: {reason}; requeued as soon as that clears ({})",
@@ -152,6 +166,7 @@ pub fn explain(policies: &[Policy], job: &JobFacts, now: DateTime<Utc>) -> Expla
         policy: chosen.map(str::to_string),
         policies: verdicts,
         decision,
+        decided: evaluation.decision.clone(),
         next_retry_at,
         purge_at: match evaluation.decision {
             Decision::PurgeAt { due } => Some(due),
@@ -333,7 +348,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::hold::{hold_reason, QueueWorld};
+    use crate::hold::QueueWorld;
     use crate::rq::{CasToken, Failure, Meta, MetaValue, Reads};
 
     fn policies(toml: &str) -> Vec<Policy> {
@@ -474,8 +489,14 @@ mod tests {
         let mut e = explain(&p, &emails_job(), Utc::now());
         let (hold, target) = pending_hold(&p, &e).expect("a due requeue with hold_when");
         assert_eq!(target, "slow");
-        let reason = hold_reason(&hold, &target, QueueWorld::default()).expect("held");
-        super::hold(&mut e, &reason);
+        let working = QueueWorld {
+            live_workers: 1,
+            length: 0,
+        };
+        super::hold(&mut e, &hold, &target, working);
+        assert_eq!(e.held, None, "a live worker: not held");
+        assert!(e.decision.starts_with("requeue now"), "{}", e.decision);
+        super::hold(&mut e, &hold, &target, QueueWorld::default());
         assert_eq!(
             e.held.as_deref(),
             Some("no live RQ worker listens to queue slow")

@@ -31,20 +31,26 @@ impl JobKey {
         match self {
             JobKey::Text(text) => text.clone(),
             JobKey::Bytes(bytes) => String::from_utf8_lossy(bytes).into(),
-            JobKey::Uuid(bytes) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut out = String::with_capacity(36);
-                for (i, b) in bytes.iter().enumerate() {
-                    if matches!(i, 4 | 6 | 8 | 10) {
-                        out.push('-');
-                    }
-                    out.push(char::from(HEX[usize::from(b >> 4)]));
-                    out.push(char::from(HEX[usize::from(b & 0xf)]));
-                }
-                out.into_boxed_str()
-            }
+            JobKey::Uuid(bytes) => String::from_utf8_lossy(&uuid_text(bytes)).into(),
         }
     }
+}
+
+/// The canonical lowercase text of a UUID's 16 bytes, without allocating (a search looks at
+/// a million ids per request).
+pub fn uuid_text(bytes: &[u8; 16]) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0xf)];
+        at += 2;
+    }
+    out
 }
 
 /// The 16 bytes of a UUID in canonical lowercase text (`8-4-4-4-12` hex digits), else `None`:

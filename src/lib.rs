@@ -26,6 +26,7 @@ pub mod reload;
 pub mod report;
 pub mod rq;
 pub mod shutdown;
+pub mod simulate;
 pub mod skip;
 pub mod state;
 pub mod supervisor;

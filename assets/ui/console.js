@@ -330,7 +330,7 @@ const RQ = (() => {
       cancel.disabled = true;
       p.outcome("working", "Working…");
       try {
-        p.outcome("done", await commit());
+        p.outcome("done", await commit(p));
         p.buttons();
       } catch (e) {
         p.failed(e);
@@ -350,17 +350,70 @@ const RQ = (() => {
 
   /**
    * retry-all or clear with `params`. Large selections answer 202 with a task id: follow it
-   * at tasks/{id} (once a second) until it is done.
+   * at tasks/{id} (once a second) until it is no longer running, showing each answer to
+   * `watch` (if given).
    */
-  async function runBulk(kind, params) {
+  async function runBulk(kind, params, watch) {
     const { method, path } = BULK[kind];
     let { body } = await call(method, path, params);
     while (body && body.state === "running") {
+      if (watch) watch(body);
       await sleep(1000);
       body = await get(`tasks/${enc(body.task_id)}`);
     }
     if (body && body.state === "failed") throw new ApiError(503, "task_failed", body.error || "the task failed");
+    if (body && body.state === "interrupted") {
+      throw new ApiError(503, "task_interrupted", `The instance running this task stopped after ${counts(kind, body)}; the rest stays failed.`);
+    }
     return body;
+  }
+
+  /** "120 of 500 gone through: requeued 118, conflicts 2, refused 0". */
+  function counts(kind, t) {
+    const moved = kind === "retry" ? t.requeued_count : t.deleted_count;
+    const of = t.total === null || t.total === undefined ? "" : ` of ${fmt(t.total)}`;
+    return `${fmt(t.done)}${of} gone through: ${BULK[kind].done.toLowerCase()} ${fmt(moved)}, conflicts ${fmt(t.conflicts)}, refused ${fmt(t.refused)}`;
+  }
+
+  /**
+   * A running task in the panel: a progress bar, its counts, and a Cancel button that asks
+   * once more before it stops the task (DELETE tasks/{id}); what it has not written yet stays
+   * as it is. Returns the `watch` for runBulk.
+   */
+  function watchTask(kind, p) {
+    let asked = false;
+    const cancel = (t) => {
+      const stop = h("button", { type: "button", class: "danger", "data-action": "cancel-task" }, "Cancel task…");
+      stop.addEventListener("click", () => {
+        const sure = h("button", { type: "button", class: "danger", "data-action": "confirm-cancel-task" }, "Yes, stop it");
+        const keep = h("button", { type: "button", "data-action": "keep-task" }, "Keep going");
+        keep.addEventListener("click", () => p.buttons(stop));
+        sure.addEventListener("click", async () => {
+          asked = true;
+          sure.disabled = keep.disabled = true;
+          p.outcome("working", "Stopping… what is not requeued yet stays failed.");
+          await call("DELETE", `tasks/${enc(t.task_id)}`).catch((e) => {
+            if (!(e instanceof ApiError && e.status === 409)) p.failed(e);
+          });
+        });
+        p.buttons(h("span", { class: "muted" }, "Stop the task? The jobs not handled yet stay where they are."), sure, keep);
+      });
+      return stop;
+    };
+    let shown = false;
+    return (t) => {
+      const bar = h("progress", { max: t.total || 1, value: t.total ? Math.min(t.done, t.total) : null, "aria-label": "progress" });
+      p.body(h("div", { class: "task-progress", "data-field": "task-progress" },
+        bar,
+        h("p", { "data-field": "task-counts" }, counts(kind, t)),
+        t.rate ? h("p", { class: "muted" }, `At most ${plural(t.rate, "job")} a second.`) : null,
+        t.reason ? h("p", { class: "muted" }, "Reason: ", h("q", {}, t.reason)) : null));
+      if (!asked) p.outcome("working", "Running…");
+      if (!shown) {
+        shown = true;
+        p.buttons(cancel(t));
+      }
+    };
   }
 
   /** "queue = default · function = app.x" for a selection. */
@@ -406,10 +459,24 @@ const RQ = (() => {
           h("p", { class: "sample" }, "Sample: ",
             sample.map((id, i) => [i ? ", " : "", jobLink(id)]),
             more > 0 ? ` and ${fmt(more)} more` : ""),
+          h("div", { class: "bulk-options" },
+            h("label", {}, "Rate (jobs a second; empty: as fast as the global limit) ",
+              h("input", { name: "rate", type: "number", min: "1", step: "1", inputmode: "numeric", placeholder: "e.g. 50" })),
+            h("label", {}, "Reason (for the audit) ",
+              h("input", { name: "reason", type: "text", maxlength: "500", placeholder: "e.g. INC-1234, payments API back", spellcheck: "false" }))),
         ];
       },
-      async commit() {
-        const r = await runBulk(kind, selection);
+      async commit(p) {
+        const option = (name) => ($(`#action .bulk-options input[name=${name}]`).value || "").trim() || undefined;
+        const params = { ...selection, rate: option("rate"), reason: option("reason"), wait_ms: 1000 };
+        const watch = watchTask(kind, p);
+        const r = await runBulk(kind, params, watch);
+        if (r.state === "cancelled") {
+          watch(r);
+          const left = r.total === null || r.total === undefined ? "" : `; the other ${fmt(Math.max(r.total - r.done, 0))} stay failed`;
+          p.buttons();
+          return `Cancelled${r.cancel_requested_by ? ` by ${r.cancel_requested_by}` : ""}: ${counts(kind, r)}${left}.`;
+        }
         const count = kind === "retry" ? r.requeued_count : r.deleted_count;
         const extra = [];
         if (r.conflicts) extra.push(`${fmt(r.conflicts)} changed meanwhile and were left alone`);

@@ -9,7 +9,7 @@
    * The listing's filters, named as the API names them; passed through as they are. Every one
    * but the order is a filter of the selection, which retry-all and clear take too (issue 20).
    */
-  const FILTERS = ["queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
+  const FILTERS = ["q", "queue", "function", "exception", "failed_after", "failed_before", "policy", "state", "order"];
   /** Parameters that shape the page, not the selection. */
   const PAGING = ["order", "limit", "offset"];
 
@@ -31,6 +31,16 @@
       field.append(h("option", { value }, value));
     }
     field.value = value;
+  }
+
+  // A search in force is shown, with a link to the same listing without it.
+  if (filters.q) {
+    $("#searching [data-field=q]").textContent = filters.q;
+    const without = new URLSearchParams(query);
+    without.delete("q");
+    without.delete("offset");
+    $("#unsearch").href = `jobs?${without}`;
+    $("#searching").hidden = false;
   }
 
   let total = null;
@@ -112,6 +122,48 @@
     return () => {
       RQ.bulk(kind, selection(), { label: "the selection", expected: total, after: loadList });
     };
+  }
+
+  /**
+   * Whole tracebacks (issue 22, item 1): `q` searches what the index keeps; this reads the
+   * selection's failure texts from Redis, stretch by stretch, and lists the lines that hold
+   * the search, saying how far it is. The other filters choose what is read.
+   */
+  let deepStopped = false;
+  async function searchTracebacks() {
+    const params = { ...selection(), text: filters.q };
+    delete params.q;
+    deepStopped = false;
+    $("#deep-search").disabled = true;
+    $("#deep-stop").hidden = false;
+    $("#deep-hits").hidden = false;
+    const hits = $("#deep-hits tbody");
+    hits.replaceChildren();
+    let from = 0;
+    let found = 0;
+    try {
+      while (from !== null && !deepStopped) {
+        const answer = await get("jobs/traceback-search", { ...params, from });
+        for (const j of answer.jobs) {
+          found += 1;
+          hits.append(h("tr", { "data-hit-id": j.job_id },
+            h("td", { class: "job" }, jobLink(j.job_id)), h("td", {}, j.queue),
+            h("td", {}, h("span", { class: "line" }, j.line))));
+        }
+        from = answer.next;
+        $("#deep-progress").textContent =
+          `${plural(found, "match", "matches")}; searched ${fmt(answer.searched_through)} of ${fmt(answer.of)}${from === null ? "" : "…"}`;
+      }
+    } catch (e) {
+      $("#deep-progress").textContent = `search failed: ${e.message}`;
+    }
+    $("#deep-search").disabled = false;
+    $("#deep-stop").hidden = true;
+  }
+  if (filters.q) {
+    $("#deep").hidden = false;
+    $("#deep-search").addEventListener("click", searchTracebacks);
+    $("#deep-stop").addEventListener("click", () => { deepStopped = true; });
   }
 
   const rowId = (button) => button.closest("[data-job-id]").dataset.jobId;

@@ -44,9 +44,7 @@ pub async fn explain(config: Arc<Config>, job_id: &str, json: bool) -> u8 {
         match crate::hold::read_worlds(&mut con, registry.keys(), &[target.as_str()]).await {
             Ok(worlds) => {
                 let world = worlds.get(&target).copied().unwrap_or_default();
-                if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
-                    hold_back(&mut explanation, &reason);
-                }
+                hold_back(&mut explanation, &hold, &target, world);
             }
             Err(e) => {
                 eprintln!("rq-retryd: {e}");

@@ -6,6 +6,7 @@ mod explain;
 mod generate;
 mod once;
 mod run;
+mod simulate;
 
 pub use check_config::render_config;
 pub use generate::{completions, man_page};
@@ -42,7 +43,7 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::CheckConfig = cli.command() {
+    if let Command::CheckConfig { simulate: None, .. } = cli.command() {
         print!("{}", render_config(&config));
         for warning in config::loose_secret_files(&config) {
             eprintln!("rq-retryd: warning: {warning}");
@@ -82,7 +83,13 @@ async fn dispatch(cli: &Cli, config: Arc<Config>, telemetry: Arc<telemetry::Tele
         Command::Run => run::run(config, cli.config.clone(), telemetry).await,
         Command::Once { dry_run, json } => once::once(config, *dry_run, *json).await,
         Command::Explain { job_id, json } => explain::explain(config, job_id, *json).await,
-        Command::CheckConfig => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig {
+            simulate: Some(file),
+            json,
+        } => simulate::simulate(config, file, *json).await,
+        Command::CheckConfig { simulate: None, .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Generate { .. } => unreachable!("handled before the config is loaded"),
     }
 }

@@ -4,6 +4,7 @@
 //! is reported as `FILE:LINE:COL: key: message`; semantic checks collect every error, not just
 //! the first.
 
+mod candidate;
 mod duration;
 mod file;
 mod hosts;
@@ -19,6 +20,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use candidate::{parse_policy_file, PolicyFile};
 pub use duration::{parse_duration, HumanDuration};
 pub use file::{LogFormat, Rotation};
 pub use hosts::{AllowedHost, Host, Origin, Scheme};

@@ -60,9 +60,10 @@ pub async fn require_token(
         Ok(caller) => caller,
         Err(refusal) => return refusal,
     };
-    // Signing in or out changes no job: a `read` token may do it.
+    // Signing in or out changes no job, nor does a simulation: a `read` token may do them.
     let signing = request.uri().path() == super::session::SESSION_PATH;
-    if !signing && !allows(caller.role, request.method()) {
+    let simulating = request.uri().path() == super::simulate::SIMULATE_PATH;
+    if !signing && !simulating && !allows(caller.role, request.method()) {
         return ApiError::forbidden(&caller.name, request.method()).into_response();
     }
     request.extensions_mut().insert(caller);

@@ -6,24 +6,25 @@
 //! `wait_ms` (default 20 s) and otherwise answers 202 with a task id to follow at
 //! `GET /api/v1/tasks/{task_id}`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::RedisResult;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, Who};
 use super::selection::{selected_queues, SelectionParams};
+use super::tasks::{self, new_task_id, BulkResult, Task, TaskState};
 use super::AppState;
 use crate::actions::Settled;
 use crate::actions::{Actor, Planned};
@@ -35,8 +36,6 @@ use crate::state::Snapshot;
 
 /// Ids listed in a dry run's answer.
 pub const DRY_RUN_MAX_IDS: usize = 100;
-/// Finished tasks remembered for `GET /api/v1/tasks/{id}`.
-pub const TASKS_KEPT: usize = 100;
 const DEFAULT_WAIT_MS: u64 = 20_000;
 
 /// What a bulk action takes beside its selection ([`SelectionParams`]).
@@ -48,6 +47,78 @@ pub struct BulkParams {
     /// How long to wait for the task before answering 202 (0 to 30000 ms, default 20000).
     #[param(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
+    /// Writes per second for this task (1 to `supervisor.max_requeues_per_second`), under the
+    /// global limit as well; default: the global limit alone. A task with a rate writes one
+    /// second's worth at a time, so a cancel stops it within about a second.
+    #[param(value_type = Option<u32>, minimum = 1)]
+    pub rate: Option<String>,
+    /// Why (1 to 500 characters, no control characters): kept with the task and written to
+    /// the audit's "why" (`api: <reason>; <route and selection>`).
+    #[param(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub reason: Option<String>,
+}
+
+/// Gives every `rate` parameter of the OpenAPI document `doc` this daemon's global limit as its
+/// maximum: the limit is configuration, which the annotations cannot know, and a client that
+/// reads the document should not meet a 400 for a rate it declares valid.
+pub fn declare_rate_limit(doc: &mut serde_json::Value, limit: u32) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let parameters = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters")?.as_array_mut())
+        .flatten();
+    for parameter in parameters {
+        if parameter["name"] == "rate" && parameter["in"] == "query" {
+            parameter["schema"]["maximum"] = limit.into();
+        }
+    }
+}
+
+/// A bulk task's own rate and reason, as checked.
+#[derive(Debug, Clone, Default)]
+struct Control {
+    rate: Option<u32>,
+    reason: Option<String>,
+}
+
+impl BulkParams {
+    /// The rate (1 to `limit`, the global requeue limit) and the reason, or 400
+    /// `invalid_rate`/`invalid_reason`.
+    fn control(&self, limit: u32) -> ApiResult<Control> {
+        let reason = super::reason::checked(self.reason.as_deref())?.map(str::to_string);
+        let rate = match self.rate.as_deref() {
+            None => None,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=limit).contains(&n) => Some(n),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_rate",
+                        format!("rate must be a whole number of writes per second from 1 to {limit} (supervisor.max_requeues_per_second)"),
+                    ))
+                }
+            },
+        };
+        Ok(Control { rate, reason })
+    }
+}
+
+impl Control {
+    /// The audit's "why" for `route` (the route and the selection): the reason first, when
+    /// one was given.
+    fn why(&self, route: String) -> String {
+        match &self.reason {
+            Some(reason) => format!("api: {reason}; {route}"),
+            None => route,
+        }
+    }
 }
 
 /// Warnings a bulk task's answer lists at most (one per queue and condition).
@@ -77,117 +148,43 @@ impl BulkAction {
     }
 }
 
-/// A bulk task's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Running,
-    Done,
-    Failed,
-}
-
-/// Where a bulk task stands; also the final answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BulkResult {
-    pub task_id: String,
-    /// `retry-all` or `clear`.
-    pub action: String,
-    pub state: TaskState,
-    pub dry_run: bool,
-    /// Jobs that matched the selection (so far).
-    pub matched_count: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requeued_count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deleted_count: Option<u64>,
-    /// Jobs moved or changed by someone else meanwhile (left to them).
-    pub conflicts: u64,
-    /// Jobs whose write was refused before any change (a key of the wrong type, say): left
-    /// exactly as they were; the log names the key.
-    pub refused: u64,
-    /// Entries skipped because they could not be decoded (never touched).
-    pub skipped: u64,
-    /// Matched jobs by exception type.
-    pub by_exception: BTreeMap<String, u64>,
-    /// Matched jobs by state (`waiting`: in backoff, an automatic retry or purge will come),
-    /// when a dry run is answered from the failure index; left out otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub by_state: Option<BTreeMap<String, u64>>,
-    /// Matched job ids (dry run only, at most 100).
-    pub job_ids: Vec<String>,
-    pub job_ids_truncated: bool,
-    pub error: Option<String>,
-    /// Set when the task stopped part-way (`interrupted`: Redis failed under it): with
-    /// `error`, the answer is also an API error, and the counts say what was done before.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// For `retry-all`: conditions under which the matched jobs' policies' `hold_when` would
-    /// have held automatic requeues back (no live RQ worker, queue too long), one per queue
-    /// and condition (at most 100). The jobs are requeued anyway. A dry run answered from the
-    /// failure index carries none (it reads no job).
-    /// Left out when there is none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<crate::hold::Warning>,
-}
-
-impl BulkResult {
-    /// A task just started, nothing counted yet.
-    fn started(action: BulkAction, dry_run: bool) -> BulkResult {
-        BulkResult {
-            task_id: new_task_id(),
-            action: action.name().into(),
-            state: TaskState::Running,
-            dry_run,
-            matched_count: 0,
-            requeued_count: (action == BulkAction::Retry).then_some(0),
-            deleted_count: (action == BulkAction::Clear).then_some(0),
-            conflicts: 0,
-            refused: 0,
-            skipped: 0,
-            by_exception: BTreeMap::new(),
-            by_state: None,
-            job_ids: Vec::new(),
-            job_ids_truncated: false,
-            error: None,
-            code: None,
-            started_at: Utc::now(),
-            finished_at: None,
-            warnings: Vec::new(),
-        }
-    }
-}
-
-/// Bulk tasks, newest last; finished ones are dropped beyond [`TASKS_KEPT`].
-#[derive(Debug, Default)]
-pub struct Tasks {
-    tasks: Mutex<VecDeque<Arc<Mutex<BulkResult>>>>,
-}
-
-impl Tasks {
-    fn add(&self, task: Arc<Mutex<BulkResult>>) {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        tasks.push_back(task);
-        while tasks.len() > TASKS_KEPT {
-            let finished = tasks
-                .iter()
-                .position(|t| t.lock().expect("task lock").state != TaskState::Running);
-            match finished {
-                Some(i) => {
-                    tasks.remove(i);
-                }
-                None => break,
-            }
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<BulkResult> {
-        let tasks = self.tasks.lock().expect("tasks lock");
-        tasks
-            .iter()
-            .map(|t| t.lock().expect("task lock").clone())
-            .find(|t| t.task_id == id)
+/// A task just started, nothing counted yet.
+fn started(
+    action: BulkAction,
+    dry_run: bool,
+    who: &str,
+    control: &Control,
+    instance: &str,
+) -> BulkResult {
+    let now = Utc::now();
+    BulkResult {
+        task_id: new_task_id(),
+        action: action.name().into(),
+        state: TaskState::Running,
+        dry_run,
+        matched_count: 0,
+        requeued_count: (action == BulkAction::Retry).then_some(0),
+        deleted_count: (action == BulkAction::Clear).then_some(0),
+        conflicts: 0,
+        refused: 0,
+        skipped: 0,
+        total: None,
+        done: 0,
+        rate: control.rate,
+        reason: control.reason.clone(),
+        who: who.to_string(),
+        instance: instance.to_string(),
+        cancel_requested_by: None,
+        by_exception: BTreeMap::new(),
+        by_state: None,
+        job_ids: Vec::new(),
+        job_ids_truncated: false,
+        error: None,
+        code: None,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -217,19 +214,6 @@ pub async fn clear(
     start(app, who, BulkAction::Clear, filters, p).await
 }
 
-/// A bulk task's progress or result.
-#[utoipa::path(get, path = "/api/v1/tasks/{task_id}", params(("task_id" = String, Path, description = "from a 202 answer")), tag = "bulk",
-    responses((status = 200, body = BulkResult), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn task(
-    State(app): State<AppState>,
-    Path(task_id): Path<String>,
-) -> ApiResult<Json<BulkResult>> {
-    app.tasks
-        .get(&task_id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("no_such_task", format!("no task {task_id:?}")))
-}
-
 async fn start(
     app: AppState,
     who: String,
@@ -245,64 +229,46 @@ async fn start(
             "wait_ms must be between 0 and 30000",
         ));
     }
-    let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
+    let control = p.control(snap.config.supervisor.max_requeues_per_second)?;
+    let mut con = app.redis()?;
     let queues = selected_queues(&app.daemon, &mut con, &snap, selection.queue.as_deref()).await?;
     let dry_run = p.dry_run.unwrap_or(false);
-    let result = Arc::new(Mutex::new(BulkResult::started(action, dry_run)));
-    app.tasks.add(result.clone());
-    let progress = result.clone();
-    let task = BulkTask {
+    let task = Arc::new(Task::new(started(
+        action,
+        dry_run,
+        &who,
+        &control,
+        &app.daemon.instance,
+    )));
+    app.tasks.add(task.clone());
+    if !dry_run {
+        // In Redis before the answer names it, so that every instance knows the id it gives.
+        tasks::flush(&app, snap.registry.keys(), &task).await;
+    }
+    let bulk = BulkTask {
         app: app.clone(),
         who,
-        why: format!("{}{}", action.route(), filters.as_query()),
+        why: control.why(format!("{}{}", action.route(), filters.as_query())),
         action,
         dry_run,
         selection,
         snap,
-        progress: progress.clone(),
+        task: task.clone(),
     };
     let handle = app.bulk_tasks.spawn(async move {
-        let outcome = task.run(&queues).await;
-        let mut r = progress.lock().expect("task lock");
-        r.finished_at = Some(Utc::now());
-        match outcome {
-            Ok(()) => r.state = TaskState::Done,
-            Err(e) => {
-                r.state = TaskState::Failed;
-                r.error = Some(format!(
-                    "interrupted: {e}; the counts say what was done before (task {})",
-                    r.task_id
-                ));
-                r.code = Some("interrupted");
-            }
-        }
+        tasks::run_owned(&bulk.app, &bulk.task, bulk.run(&queues)).await;
     });
     let _ = tokio::time::timeout(Duration::from_millis(wait), handle).await;
-    let snapshot = result.lock().expect("task lock").clone();
-    let status = if snapshot.state == TaskState::Running {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    // Cut short by Redis: an error (503, with `error` and `code`), and still the whole
-    // result, so the caller knows how many jobs were requeued or deleted before it stopped.
-    let status = if snapshot.state == TaskState::Failed {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        status
+    let snapshot = task.snapshot();
+    let status = match snapshot.state {
+        TaskState::Running => StatusCode::ACCEPTED,
+        // Cut short by Redis: an error (503, with `error` and `code`), and still the whole
+        // result, so the caller knows how many jobs were requeued or deleted before it stopped.
+        TaskState::Failed | TaskState::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+        TaskState::Done | TaskState::Cancelled => StatusCode::OK,
     };
     Ok((status, Json(snapshot)).into_response())
-}
-
-fn new_task_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "{}-{}",
-        Utc::now().timestamp_millis(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Batches of a bulk action read ahead of the one being written.
@@ -323,7 +289,7 @@ struct BulkTask {
     dry_run: bool,
     selection: Selection,
     snap: Arc<Snapshot>,
-    progress: Arc<Mutex<BulkResult>>,
+    task: Arc<Task>,
 }
 
 impl BulkTask {
@@ -338,32 +304,50 @@ impl BulkTask {
             .all(|q| self.snap.config.supervisor.queues.is_match(q));
         // A dry run is answered from the index when the scans have built it: nothing is read
         // from Redis (it is as fresh as the index's `as_of`).
-        if self.dry_run && covered && self.tally_from_index().await {
-            return Ok(());
+        let tally = match covered {
+            true => self.index_tally().await,
+            false => None,
+        };
+        match tally {
+            Some(tally) if self.dry_run && tally.unknown == 0 => {
+                self.answer_from_index(tally);
+                return Ok(());
+            }
+            // What the progress counts towards; the index may know of a job not read yet.
+            tally => {
+                self.task.progress.lock().expect("task lock").total =
+                    tally.map(|t| t.matched + t.unknown)
+            }
         }
         for queue in queues {
+            if self.task.cancelled() {
+                break;
+            }
             self.run_queue(&mut con, queue, covered).await?;
         }
         Ok(())
     }
 
-    /// Answers a dry run from the index; false when it cannot (not built yet, or a job the
-    /// selection may match has a fact not read yet).
-    async fn tally_from_index(&self) -> bool {
+    /// The index's count of the selection (with a sample of ids for a dry run); none while
+    /// the index is not built.
+    async fn index_tally(&self) -> Option<crate::index::Tally> {
         let (daemon, selection) = (self.app.daemon.clone(), self.selection.clone());
-        let tally = tokio::task::spawn_blocking(move || {
+        let sample = if self.dry_run { DRY_RUN_MAX_IDS } else { 0 };
+        tokio::task::spawn_blocking(move || {
             daemon
                 .index
                 .read()
-                .map(|index| index.tally(&selection, DRY_RUN_MAX_IDS))
+                .map(|index| index.tally(&selection, sample))
         })
         .await
         .ok()
-        .flatten();
-        let Some(tally) = tally.filter(|t| t.unknown == 0) else {
-            return false;
-        };
-        let mut r = self.progress.lock().expect("task lock");
+        .flatten()
+    }
+
+    /// Answers a dry run from the index's `tally` (nothing unknown in it).
+    fn answer_from_index(&self, tally: crate::index::Tally) {
+        let mut r = self.task.progress.lock().expect("task lock");
+        r.done = tally.matched;
         r.matched_count = tally.matched;
         r.skipped = tally.undecodable;
         r.by_exception = tally.by_exception;
@@ -376,7 +360,6 @@ impl BulkTask {
         );
         r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
         r.job_ids = tally.sample;
-        true
     }
 
     /// One queue's failed registry as it is now, so that an action misses no failure newer
@@ -430,7 +413,7 @@ impl BulkTask {
         };
         Ok(match split {
             Ok(split) => {
-                self.progress.lock().expect("task lock").skipped += split.undecodable;
+                self.task.progress.lock().expect("task lock").skipped += split.undecodable;
                 (split.matches, split.check)
             }
             Err(all) => (Vec::new(), all),
@@ -471,6 +454,9 @@ impl BulkTask {
             .buffered(BULK_READ_AHEAD);
         let mut chunks = known.chunks(batch);
         while let Some(read) = reads.next().await {
+            if self.task.cancelled() {
+                break;
+            }
             let raws = read?;
             let chunk = chunks.next().expect("one chunk per batch read");
             let mut selected = Vec::with_capacity(chunk.len());
@@ -498,6 +484,9 @@ impl BulkTask {
     ) -> RedisResult<()> {
         let policies = &self.snap.config.policies;
         for chunk in check.chunks(self.snap.config.supervisor.batch_size) {
+            if self.task.cancelled() {
+                break;
+            }
             let now = Utc::now();
             let mut selected = Vec::new();
             let mut undecodable: Vec<String> = Vec::new();
@@ -554,16 +543,27 @@ impl BulkTask {
         if self.dry_run || selected.is_empty() {
             return Ok(());
         }
-        let outcomes = self.write(con, &selected).await?;
-        self.record(&outcomes);
+        for batch in selected.chunks(self.task.batch(selected.len())) {
+            // A cancel stops here: the rest of the selection stays as it is.
+            if !self.task.admit(batch.len()).await {
+                break;
+            }
+            let outcomes = self.write(con, batch).await?;
+            self.record(&outcomes);
+            tasks::flush(&self.app, self.snap.registry.keys(), &self.task).await;
+        }
         Ok(())
     }
 
     /// Adds a batch to the matched and skipped counts (and, on a dry run, its ids).
     fn count(&self, skipped: u64, selected: &[Selected]) {
-        let mut r = self.progress.lock().expect("task lock");
+        let mut r = self.task.progress.lock().expect("task lock");
         r.skipped += skipped;
         r.matched_count += selected.len() as u64;
+        r.total = r.total.map(|t| t.max(r.matched_count));
+        if self.dry_run {
+            r.done += selected.len() as u64;
+        }
         for (f, exception) in selected {
             *r.by_exception.entry(exception.clone()).or_default() += 1;
             if self.dry_run {
@@ -588,7 +588,7 @@ impl BulkTask {
             &jobs,
         )
         .await?;
-        let mut r = self.progress.lock().expect("task lock");
+        let mut r = self.task.progress.lock().expect("task lock");
         for w in found {
             if r.warnings.len() < MAX_WARNINGS && !r.warnings.contains(&w) {
                 r.warnings.push(w);
@@ -641,12 +641,74 @@ impl BulkTask {
                 }
             }
         }
-        let mut r = self.progress.lock().expect("task lock");
+        let mut r = self.task.progress.lock().expect("task lock");
         r.conflicts += conflicts;
         r.refused += refused;
+        r.done += settled.len() as u64;
         match self.action {
             BulkAction::Retry => *r.requeued_count.get_or_insert(0) += done,
             BulkAction::Clear => *r.deleted_count.get_or_insert(0) += done,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(rate: Option<&str>, reason: Option<&str>) -> BulkParams {
+        BulkParams {
+            dry_run: None,
+            wait_ms: None,
+            rate: rate.map(str::to_string),
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_rate_is_a_whole_number_from_1_to_the_global_limit() {
+        for ok in ["1", "200"] {
+            let control = params(Some(ok), None).control(200).unwrap();
+            assert_eq!(control.rate, Some(ok.parse().unwrap()));
+        }
+        assert_eq!(params(None, None).control(200).unwrap().rate, None);
+        for bad in ["0", "201", "-1", "1.5", "", " 5", "abc", "4294967296"] {
+            let e = params(Some(bad), None).control(200).unwrap_err();
+            assert_eq!(e.code, "invalid_rate", "{bad:?}");
+            assert!(e.message.contains("200"), "names the limit: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_reason_leads_the_audits_why_and_a_bad_one_is_refused() {
+        let control = params(None, Some("INC-7")).control(10).unwrap();
+        assert_eq!(
+            control.why("POST /r?queue=q".into()),
+            "api: INC-7; POST /r?queue=q"
+        );
+        let none = params(None, None).control(10).unwrap();
+        assert_eq!(none.why("POST /r".into()), "POST /r");
+        let e = params(None, Some("a\nb")).control(10).unwrap_err();
+        assert_eq!(e.code, "invalid_reason");
+    }
+
+    #[test]
+    fn every_rate_parameter_of_the_document_gets_the_limit_as_its_maximum() {
+        let mut doc = serde_json::json!({"paths": {
+            "/a": {"post": {"parameters": [
+                {"name": "rate", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "queue", "in": "query", "schema": {"type": "string"}}]}},
+            "/b": {"delete": {"parameters": [
+                {"name": "rate", "in": "query", "schema": {"type": "integer"}}]}}}});
+        declare_rate_limit(&mut doc, 300);
+        assert_eq!(
+            doc["paths"]["/a"]["post"]["parameters"][0]["schema"]["maximum"],
+            300
+        );
+        assert_eq!(
+            doc["paths"]["/b"]["delete"]["parameters"][0]["schema"]["maximum"],
+            300
+        );
+        assert!(doc["paths"]["/a"]["post"]["parameters"][1]["schema"]["maximum"].is_null());
     }
 }

@@ -134,9 +134,6 @@ async fn switch(
     Ok(Json(state_of(app).await))
 }
 
-/// The most a pause's reason may hold, in characters.
-pub const PAUSE_REASON_MAX: usize = 500;
-
 /// A pause's parameters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -159,16 +156,7 @@ pub async fn pause(
     Who(who): Who,
     ApiQuery(p): ApiQuery<PauseParams>,
 ) -> ApiResult<Json<SupervisorState>> {
-    let reason = p.reason.as_deref();
-    if let Some(reason) = reason {
-        let chars = reason.chars().count();
-        if chars == 0 || chars > PAUSE_REASON_MAX || reason.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "invalid_reason",
-                "reason must be 1 to 500 characters without control characters",
-            ));
-        }
-    }
+    let reason = super::reason::checked(p.reason.as_deref())?;
     switch(&app, true, &who, reason).await
 }
 

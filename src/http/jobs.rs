@@ -409,6 +409,14 @@ pub struct GroupParams {
     /// Only this queue (1 to 512 characters).
     #[param(min_length = 1, max_length = 512)]
     pub queue: Option<String>,
+    /// Only the jobs this text search finds (as the listing's `q`): the groups of what a
+    /// search shows.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub q: Option<String>,
 }
 
 /// Failed jobs that share a queue, function and exception type.
@@ -460,10 +468,11 @@ pub async fn groups(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<GroupParams>,
 ) -> ApiResult<Json<FailureGroups>> {
-    let selection = queue_selection(p.queue.as_deref())?;
+    let selection = queue_selection(p.queue.as_deref(), p.q.as_deref())?;
     let mut con = app.redis()?;
     let snap = app.daemon.snapshot();
     let queue = selection.queue.clone();
+    let searched = selection.clone();
     let ((total, undecodable, groups), freshness) = from_index(
         &app,
         &mut con,
@@ -473,8 +482,12 @@ pub async fn groups(
             let mut total = 0;
             let mut undecodable = 0;
             let mut groups = Vec::new();
-            let recent = index.recent(Utc::now());
-            for g in index.groups() {
+            let recent = index.recent(&searched, Utc::now());
+            let all = match searched.q {
+                Some(_) => index.groups_matching(&searched),
+                None => index.groups(),
+            };
+            for g in all {
                 if queue.as_ref().is_some_and(|q| *q != g.queue) {
                     continue;
                 }
@@ -830,9 +843,7 @@ async fn explanation(app: &AppState, job_id: &str) -> ApiResult<Json<Explanation
             .get(&mut con, snap.registry.keys(), &[target.as_str()])
             .await?;
         let world = worlds.get(&target).copied().unwrap_or_default();
-        if let Some(reason) = crate::hold::hold_reason(&hold, &target, world) {
-            explain::hold(&mut e, &reason);
-        }
+        explain::hold(&mut e, &hold, &target, world);
     }
     Ok(Json(e))
 }

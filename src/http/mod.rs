@@ -13,9 +13,13 @@ mod guard;
 mod jobs;
 mod openapi;
 mod params;
+mod reason;
 mod selection;
 mod session;
+mod simulate;
 mod stats;
+mod tasks;
+mod traceback_search;
 mod trend;
 mod ui;
 
@@ -55,11 +59,13 @@ pub struct AppState {
     pub proxy_identity: Option<Arc<ProxyIdentity>>,
     /// How long a browser session lasts (`http.session_ttl`, read at start).
     pub session_ttl: Duration,
-    pub tasks: Arc<bulk::Tasks>,
+    pub tasks: Arc<tasks::Tasks>,
     /// The bulk actions still running: `daemon::run` waits for them on shutdown.
     pub bulk_tasks: TaskTracker,
     /// Failed authentications per client address (429 after a burst).
     pub auth_failures: Arc<auth::FailureLimiter>,
+    /// The one bound on what every traceback search together reads from Redis.
+    pub traceback_reads: Arc<crate::limiter::RequeueLimiter>,
 }
 
 impl AppState {
@@ -72,9 +78,12 @@ impl AppState {
             tokens: tokens.into(),
             proxy_identity: http.proxy_identity.map(Arc::new),
             session_ttl: http.session_ttl,
-            tasks: Arc::new(bulk::Tasks::default()),
+            tasks: Arc::new(tasks::Tasks::default()),
             bulk_tasks: TaskTracker::new(),
             auth_failures: Arc::new(auth::FailureLimiter::default()),
+            traceback_reads: Arc::new(crate::limiter::RequeueLimiter::new(
+                traceback_search::READS_PER_SECOND,
+            )),
         }
     }
 
@@ -112,7 +121,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/jobs/status/{job_id}", get(jobs::status))
         .route("/api/v1/jobs/stats", get(stats::stats))
         .route("/api/v1/jobs/timeline", get(trend::timeline))
-        .route("/api/v1/tasks/{task_id}", get(bulk::task))
+        .route(
+            "/api/v1/jobs/traceback-search",
+            get(traceback_search::traceback_search),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}",
+            get(tasks::task).delete(tasks::cancel),
+        )
         .route("/api/v1/supervisor", get(control::supervisor))
         .route("/api/v1/supervisor/pause", post(control::pause))
         .route("/api/v1/supervisor/resume", post(control::resume))
@@ -122,6 +138,8 @@ pub fn router(app: AppState) -> Router {
             post(session::sign_in).delete(session::sign_out),
         )
         .route("/api/v1/policies", get(control::policies))
+        .route(simulate::SIMULATE_PATH, post(simulate::simulate))
+        .route("/api/v1/policies/file", get(simulate::running_file))
         .route("/api/v1/audit", get(control::audit))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))

@@ -4,7 +4,10 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, bulk, control, docs, error, jobs, session, stats, trend, AppState};
+use super::{
+    auth, bulk, control, docs, error, jobs, session, simulate, stats, tasks, traceback_search,
+    trend, AppState,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,13 +21,15 @@ neither header and no body (curl -X POST) are not affected."),
     paths(
         jobs::list_failed, jobs::groups, jobs::retry_job, jobs::delete_job, jobs::explain_job,
         jobs::retry_one, jobs::delete_one, jobs::explain, jobs::status,
-        bulk::retry_all, bulk::clear, bulk::task,
+        bulk::retry_all, bulk::clear, tasks::task, tasks::cancel,
         stats::stats,
         session::sign_in, session::sign_out,
         control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
         control::healthz, control::readyz, control::metrics, document, docs::page,
         auth::whoami,
         trend::timeline,
+        traceback_search::traceback_search,
+        simulate::simulate, simulate::running_file,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -53,6 +58,10 @@ pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
     let doc = for_daemon(app.needs_identity());
     let mut value = serde_json::to_value(doc).unwrap_or_default();
     camel_case_links(&mut value);
+    bulk::declare_rate_limit(
+        &mut value,
+        app.daemon.config().supervisor.max_requeues_per_second,
+    );
     Json(value)
 }
 

@@ -45,6 +45,16 @@ pub struct SelectionParams {
     /// Only jobs in this state.
     #[param(inline)]
     pub state: Option<State>,
+    /// Text search, case-insensitive: only jobs whose exception type or exception line,
+    /// function, description (with its arguments) or id holds this text. Of the exception line
+    /// and the description the first 200 bytes (lowercased) are searched; tracebacks are not.
+    /// 1 to 200 characters, not blank, no control characters (else 400 `invalid_q`).
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub q: Option<String>,
 }
 
 impl SelectionParams {
@@ -63,6 +73,7 @@ impl SelectionParams {
             failed_after: self.failed_after.as_deref(),
             policy: self.policy.as_deref(),
             state: self.state,
+            q: self.q.as_deref(),
         }
     }
 
@@ -79,6 +90,7 @@ impl SelectionParams {
             ("failed_after", self.failed_after.as_deref()),
             ("policy", self.policy.as_deref()),
             ("state", state),
+            ("q", self.q.as_deref()),
         ] {
             if let Some(value) = value {
                 text.append_pair(name, value);
@@ -93,11 +105,12 @@ impl SelectionParams {
     }
 }
 
-/// The selection of one queue (or of every queue): what the routes that take no other filter
-/// select (`groups`).
-pub fn queue_selection(queue: Option<&str>) -> ApiResult<Selection> {
+/// The selection of one queue (or of every queue), maybe searched (`q`): what `groups`
+/// selects.
+pub fn queue_selection(queue: Option<&str>, q: Option<&str>) -> ApiResult<Selection> {
     let typed = Typed {
         queue,
+        q,
         ..Typed::default()
     };
     Selection::parse(&typed, Utc::now()).map_err(refused)

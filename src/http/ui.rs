@@ -71,6 +71,12 @@ const PAGES: &[Page] = &[
         body: include_str!("../../assets/ui/policies.html"),
     },
     Page {
+        path: "/ui/simulate",
+        name: "simulate",
+        title: "Simulate",
+        body: include_str!("../../assets/ui/simulate.html"),
+    },
+    Page {
         path: "/ui/audit",
         name: "audit",
         title: "Audit",
@@ -111,9 +117,19 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/ui/policies.js"),
     ),
     (
+        "simulate.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/simulate.js"),
+    ),
+    (
         "audit.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/ui/audit.js"),
+    ),
+    (
+        "search.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/ui/search.js"),
     ),
     (
         "favicon.svg",
@@ -297,8 +313,12 @@ mod tests {
             let scripts: Vec<&String> = urls.iter().filter(|u| u.ends_with(".js")).collect();
             assert_eq!(
                 scripts.len(),
-                2,
-                "the shared script and the page's: {urls:?}"
+                3,
+                "the shared script, the search box's and the page's: {urls:?}"
+            );
+            assert!(
+                urls.contains(&format!("assets/{}/search.js", version())),
+                "every page has the search box (issue 22, item 1): {urls:?}"
             );
             for url in urls.iter().filter(|u| u.starts_with("assets/")) {
                 let (status, headers, body) = get(&format!("/ui/{url}")).await;

@@ -90,6 +90,7 @@ mod tests {
                 policy: None,
                 state: State::Unmatched,
                 next_due: None,
+                text: Known::Unknown,
             })
             .collect();
         index.observe_all(&observations);

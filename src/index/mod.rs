@@ -30,11 +30,17 @@ use crate::jobkey::JobKey;
 pub mod bisect;
 pub mod events;
 mod live;
+mod rows;
+pub mod search;
 mod selection;
+mod texts;
 mod trend;
 pub use live::{LiveIndex, Reading};
+pub use rows::{GroupId, GroupNames, Row};
+pub use search::{Needle, SearchText};
 pub use selection::{Invalid, Selection, Typed};
-pub use trend::{Buckets, GroupId, Recent, RecentFailures, Timeline};
+use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
+pub use trend::{Buckets, Recent, RecentFailures, Timeline};
 
 /// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
 /// the index keeps, the scan loop's remembered verdicts map to, and the API filters by (the
@@ -154,6 +160,8 @@ pub struct Observation<'a> {
     pub state: State,
     /// When the next automatic action is due (waiting jobs).
     pub next_due: Option<DateTime<Utc>>,
+    /// What a `q=` search looks through besides the names and the id.
+    pub text: Known<SearchText<'a>>,
 }
 
 impl<'a> Observation<'a> {
@@ -189,6 +197,11 @@ impl<'a> Observation<'a> {
             policy,
             state,
             next_due,
+            text: if facts.reads.function && facts.reads.failure {
+                Known::Is(SearchText::of(facts))
+            } else {
+                Known::Unknown
+            },
         }
     }
 
@@ -208,6 +221,7 @@ impl<'a> Observation<'a> {
             policy: None,
             state: State::Undecodable,
             next_due: None,
+            text: Known::Missing,
         }
     }
 }
@@ -285,7 +299,7 @@ impl Interner {
 }
 
 /// One indexed failure, packed: 48 bytes plus its key (queue id and job id; a UUID id is kept
-/// in the key's 16 bytes, any other on the heap).
+/// in the key's 16 bytes, any other on the heap) and its search text (in [`Texts`]).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     score: f64,
@@ -297,6 +311,8 @@ struct Entry {
     attempts: u32,
     /// The scan that last saw this entry.
     seen: u32,
+    /// Its search text (what would otherwise be padding).
+    text: TextRef,
     /// Interned policy id + 1; 0 for none.
     policy: u16,
     state: State,
@@ -413,6 +429,8 @@ pub struct FailureIndex {
     functions: Interner,
     exceptions: Interner,
     policies: Interner,
+    /// The entries' search texts.
+    texts: Texts,
     scan: u32,
     /// Bumped on every change, so derived answers can be cached by version.
     version: u64,
@@ -495,13 +513,44 @@ impl FailureIndex {
             exception: self.exceptions.known(o.exception),
             attempts: o.attempts,
             seen: self.scan,
+            text: self.store_text(o.text),
             policy,
             state: o.state,
             exhausted: o.exhausted,
         };
         let was = self.entries.insert((queue, JobKey::new(o.job_id)), entry);
+        if let Some(old) = was {
+            self.texts.release(old.text);
+        }
         self.version += 1;
+        self.rebuild_texts_if_worth_it();
         was.is_none_or(|was| was.failed_at_us != entry.failed_at_us)
+    }
+
+    /// Stores an observation's search text.
+    fn store_text(&mut self, text: Known<SearchText<'_>>) -> TextRef {
+        match text {
+            Known::Unknown => TEXT_UNKNOWN,
+            Known::Missing => TEXT_MISSING,
+            Known::Is(t) => {
+                let mut bytes = Vec::with_capacity(64);
+                t.write_to(&mut bytes);
+                self.texts.push(&bytes)
+            }
+        }
+    }
+
+    /// Gives back the space of replaced and removed texts once it outweighs the live ones.
+    fn rebuild_texts_if_worth_it(&mut self) {
+        if self.texts.worth_rebuilding() {
+            self.texts
+                .rebuild(self.entries.values_mut().map(|e| &mut e.text));
+        }
+    }
+
+    /// Bytes the search texts hold (for the benchmark's cost per job).
+    pub fn search_text_bytes(&self) -> usize {
+        self.texts.held_bytes()
     }
 
     /// Forgets one job (requeued, purged or gone): read-your-writes for the next answer.
@@ -552,7 +601,7 @@ impl FailureIndex {
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
         let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
-        self.version += 1;
+        self.forget(&removed);
         Some(removed.state)
     }
 
@@ -611,11 +660,25 @@ impl FailureIndex {
             .matching(|name| queues.iter().any(|q| q == name));
         let scan = self.scan;
         let before = self.entries.len();
-        self.entries
-            .retain(|(q, _), e| e.seen == scan || !scanned[usize::from(*q)]);
+        let texts = &mut self.texts;
+        self.entries.retain(|(q, _), e| {
+            let keep = e.seen == scan || !scanned[usize::from(*q)];
+            if !keep {
+                texts.release(e.text);
+            }
+            keep
+        });
         if self.entries.len() != before {
             self.version += 1;
+            self.rebuild_texts_if_worth_it();
         }
+    }
+
+    /// What removing an entry changes besides the map: its text is garbage, answers change.
+    fn forget(&mut self, removed: &Entry) {
+        self.texts.release(removed.text);
+        self.version += 1;
+        self.rebuild_texts_if_worth_it();
     }
 
     fn listed(&self, (queue, id): &(u16, JobKey), e: &Entry) -> Listed {
@@ -647,7 +710,7 @@ impl FailureIndex {
     }
 
     /// The filter of `query`, compiled against the interned names.
-    fn compile(&self, query: &Selection) -> Compiled {
+    fn compile(&self, query: &Selection) -> Compiled<'_> {
         let queue = match &query.queue {
             None => Some(None),
             // A queue the index has never seen matches nothing.
@@ -676,6 +739,17 @@ impl FailureIndex {
             before: query.failed_before.map(us),
             after: query.failed_after.map(us),
             state: query.state,
+            search: query.q.as_ref().map(|needle| self.search_filter(needle)),
+        }
+    }
+
+    fn search_filter(&self, needle: &Needle) -> SearchFilter<'_> {
+        let needle = search::Compiled::new(needle);
+        SearchFilter {
+            functions: self.functions.matching(|n| needle.in_name(n)),
+            exceptions: self.exceptions.matching(|n| needle.in_name(n)),
+            needle,
+            texts: &self.texts,
         }
     }
 
@@ -693,7 +767,7 @@ impl FailureIndex {
                 }
                 continue;
             }
-            match c.test(key.0, e) {
+            match c.test((key.0, &key.1), e) {
                 Test::Match => {
                     t.matched += 1;
                     *by_exception.entry(e.exception).or_default() += 1;
@@ -746,13 +820,14 @@ impl FailureIndex {
         let q = q as u16;
         let c = self.compile(query);
         for (id, score) in ids.iter().zip(scores) {
-            match self.entries.get(&(q, JobKey::new(id))) {
+            let key = (q, JobKey::new(id));
+            match self.entries.get(&key) {
                 Some(e) if e.score == *score => {
                     if e.state == State::Undecodable {
                         out.undecodable += 1;
                         continue;
                     }
-                    match c.test(q, e) {
+                    match c.test((q, &key.1), e) {
                         Test::Match => out.matches.push(KnownMatch {
                             id: id.clone(),
                             score: *score,
@@ -790,7 +865,7 @@ impl FailureIndex {
             // rather than a vector of every match (16 MB at a million).
             let mut heap = std::collections::BinaryHeap::with_capacity(wanted + 1);
             for (pos, (key, e)) in self.entries.iter().enumerate() {
-                match c.test(key.0, e) {
+                match c.test((key.0, &key.1), e) {
                     Test::Match => {
                         total += 1;
                         let hit = (sort_key(e), pos as u32);
@@ -809,7 +884,7 @@ impl FailureIndex {
         } else {
             hits = Vec::new();
             for (pos, (key, e)) in self.entries.iter().enumerate() {
-                match c.test(key.0, e) {
+                match c.test((key.0, &key.1), e) {
                     Test::Match => hits.push((sort_key(e), pos as u32)),
                     Test::Unknown => unknown += 1,
                     Test::No => {}
@@ -852,8 +927,24 @@ impl FailureIndex {
                 return groups.clone();
             }
         }
+        let out = self.grouped(|_, _| true);
+        // Answers between two changes of the index are the same: the console's refreshes and
+        // concurrent readers then cost a copy of a few groups.
+        *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
+        out
+    }
+
+    /// The groups of the jobs `query` matches (a search's groups), largest first; not cached
+    /// (a search is answered in one pass).
+    pub fn groups_matching(&self, query: &Selection) -> Vec<Group> {
+        let c = self.compile(query);
+        self.grouped(|key, e| c.test((key.0, &key.1), e) == Test::Match)
+    }
+
+    /// The groups of the entries `keep` keeps, largest first.
+    fn grouped(&self, keep: impl Fn(&(u16, JobKey), &Entry) -> bool) -> Vec<Group> {
         let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
-        for (key, e) in &self.entries {
+        for (key, e) in self.entries.iter().filter(|(k, e)| keep(k, e)) {
             groups
                 .entry((key.0, e.function, e.exception))
                 .or_insert_with(GroupSums::new)
@@ -868,9 +959,6 @@ impl FailureIndex {
                 (&a.queue, &a.function, &a.exception).cmp(&(&b.queue, &b.function, &b.exception))
             })
         });
-        // Answers between two changes of the index are the same: the console's refreshes and
-        // concurrent readers then cost a copy of a few groups.
-        *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
         out
     }
 
@@ -909,7 +997,11 @@ impl FailureIndex {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             policies,
-            id: GroupId(q, f, x),
+            id: GroupId {
+                queue: q,
+                function: f,
+                exception: x,
+            },
         }
     }
 
@@ -1074,13 +1166,13 @@ impl FailureIndex {
             return None;
         }
         let removed = self.entries.swap_remove(&key)?;
-        self.version += 1;
+        self.forget(&removed);
         Some(removed.state)
     }
 }
 
 /// A query compiled against the interned names.
-struct Compiled {
+struct Compiled<'t> {
     /// The query names a queue or policy the index has never seen.
     nothing: bool,
     queue: Option<u16>,
@@ -1090,6 +1182,33 @@ struct Compiled {
     before: Option<i64>,
     after: Option<i64>,
     state: Option<State>,
+    search: Option<SearchFilter<'t>>,
+}
+
+/// A `q=` search compiled against the interned names: which functions and exception types
+/// hold it (one test per distinct name), and the finder for texts and ids.
+struct SearchFilter<'t> {
+    needle: search::Compiled,
+    functions: Vec<bool>,
+    exceptions: Vec<bool>,
+    texts: &'t Texts,
+}
+
+impl SearchFilter<'_> {
+    fn test(&self, id: &JobKey, e: &Entry) -> Test {
+        let named = |hits: &[bool], id: u32| hits.get(id as usize).copied().unwrap_or(false);
+        if named(&self.functions, e.function)
+            || named(&self.exceptions, e.exception)
+            || (e.text < TEXT_MISSING && self.needle.in_text(self.texts.get(e.text)))
+            || self.needle.in_id(id)
+        {
+            Test::Match
+        } else if e.text == TEXT_UNKNOWN {
+            Test::Unknown
+        } else {
+            Test::No
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1100,8 +1219,8 @@ enum Test {
     Unknown,
 }
 
-impl Compiled {
-    fn test(&self, queue: u16, e: &Entry) -> Test {
+impl Compiled<'_> {
+    fn test(&self, (queue, id): (u16, &JobKey), e: &Entry) -> Test {
         if self.nothing
             || self.queue.is_some_and(|q| q != queue)
             || self.policy.is_some_and(|p| p != e.policy)
@@ -1124,10 +1243,11 @@ impl Compiled {
                 _ => {}
             }
         }
-        if unknown {
-            Test::Unknown
-        } else {
-            Test::Match
+        let found = self.search.as_ref().map_or(Test::Match, |s| s.test(id, e));
+        match found {
+            Test::No => Test::No,
+            _ if unknown => Test::Unknown,
+            found => found,
         }
     }
 }

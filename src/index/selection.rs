@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::search::Needle;
 use super::State;
 use crate::glob::{ExceptionPattern, GlobList};
 use crate::policy::Policy;
@@ -28,6 +29,8 @@ pub struct Selection {
     /// The deciding policy's name.
     pub policy: Option<String>,
     pub state: Option<State>,
+    /// A text search (see [`super::search`]).
+    pub q: Option<Needle>,
 }
 
 /// A selection as a person typed it: each filter's text, as the query string carries it (the
@@ -41,6 +44,7 @@ pub struct Typed<'a> {
     pub failed_after: Option<&'a str>,
     pub policy: Option<&'a str>,
     pub state: Option<State>,
+    pub q: Option<&'a str>,
 }
 
 /// Why a filter's text is refused: the API's error code and a message naming the filter.
@@ -51,7 +55,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(code: &'static str, message: impl Into<String>) -> Invalid {
+    pub(super) fn new(code: &'static str, message: impl Into<String>) -> Invalid {
         Invalid {
             code,
             message: message.into(),
@@ -92,6 +96,7 @@ impl Selection {
             .transpose()?;
         check_name("invalid_policy", "policy", typed.policy)?;
         check_name("invalid_queue", "queue", typed.queue)?;
+        let q = typed.q.map(Needle::parse).transpose()?;
         Ok(Selection {
             queue: typed.queue.map(str::to_string),
             function,
@@ -100,6 +105,7 @@ impl Selection {
             failed_after,
             policy: typed.policy.map(str::to_string),
             state: typed.state,
+            q,
         })
     }
 
@@ -118,7 +124,8 @@ impl Selection {
                 .as_ref()
                 .is_none_or(|e| f.exc_type().is_some_and(|t| e.is_match(t)))
             && self.failed_before.is_none_or(|t| f.failed_at < t)
-            && self.failed_after.is_none_or(|t| f.failed_at > t);
+            && self.failed_after.is_none_or(|t| f.failed_at > t)
+            && self.q.as_ref().is_none_or(|q| q.finds_in(f));
         if !by_facts || (self.policy.is_none() && self.state.is_none()) {
             return by_facts;
         }

@@ -20,6 +20,7 @@ fn obs<'a>(queue: &'a str, id: &'a str, secs: i64) -> Observation<'a> {
         policy: Some("transient"),
         state: State::Waiting,
         next_due: Some(at(secs + 60)),
+        text: Known::Unknown,
     }
 }
 

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{time, us, FailureIndex, IdMap, Selection, Test};
+use super::{time, us, FailureIndex, GroupId, IdMap, Selection, Test};
 
 /// Minutes in the per-minute window, and hours in the per-hour one.
 pub const MINUTES: usize = 60;
@@ -88,11 +88,6 @@ pub struct Recent {
     pub new: bool,
 }
 
-/// A group's identity in one index (its interned ids), to join per-group answers to
-/// [`super::Group`]s. Meaningless across indexes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct GroupId(pub(super) u16, pub(super) u32, pub(super) u32);
-
 /// Every group's failures of the last half hour, as of one time (see
 /// [`FailureIndex::recent`]).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -125,7 +120,8 @@ const HORIZON_US: i64 = QUARTER_US;
 pub(super) struct RecentCache {
     version: u64,
     from_us: i64,
-    failures: Vec<(GroupId, i64)>,
+    /// (position in the entries, failure time).
+    failures: Vec<(u32, i64)>,
 }
 
 /// The start of the whole `step_us` that holds `at_us`.
@@ -151,7 +147,7 @@ impl FailureIndex {
         };
         let c = self.compile(query);
         for (key, e) in &self.entries {
-            match c.test(key.0, e) {
+            match c.test((key.0, &key.1), e) {
                 Test::Match => {}
                 Test::Unknown => {
                     t.unknown += 1;
@@ -174,10 +170,11 @@ impl FailureIndex {
     }
 
     /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
-    /// microsecond, not aligned), undecodable jobs left out: counted from the recent failures
-    /// kept for this version of the index, gathered by one pass over the entries when there
-    /// are none for it yet or they do not reach back far enough for `now`.
-    pub fn recent(&self, now: DateTime<Utc>) -> RecentFailures {
+    /// microsecond, not aligned), of the jobs `query` matches, undecodable jobs left out:
+    /// counted from the recent failures kept for this version of the index, gathered by one
+    /// pass over the entries when there are none for it yet or they do not reach back far
+    /// enough for `now`.
+    pub fn recent(&self, query: &Selection, now: DateTime<Utc>) -> RecentFailures {
         let now_us = us(now);
         let last_from = now_us - QUARTER_US;
         let prev_from = last_from - QUARTER_US;
@@ -188,10 +185,25 @@ impl FailureIndex {
         if !fresh {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
-        let failures = &cache.as_ref().expect("filled above").failures;
+        let kept = &cache.as_ref().expect("filled above").failures;
+        let c = self.compile(query);
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
-        for &(group, at) in failures.iter().filter(|(_, at)| *at >= prev_from) {
-            let counts = by_group.entry(group).or_default();
+        for &(pos, at) in kept.iter().filter(|(_, at)| *at >= prev_from) {
+            let (key, e) = self
+                .entries
+                .get_index(pos as usize)
+                .expect("a kept position");
+            // With a search, only the jobs it finds count, as in the groups' `count`.
+            if c.test((key.0, &key.1), e) != Test::Match {
+                continue;
+            }
+            let counts = by_group
+                .entry(GroupId {
+                    queue: key.0,
+                    function: e.function,
+                    exception: e.exception,
+                })
+                .or_default();
             if at >= last_from {
                 counts.0 += 1;
             } else {
@@ -201,14 +213,16 @@ impl FailureIndex {
         RecentFailures { now_us, by_group }
     }
 
-    /// The failures from `from_us` on, with their group; undecodable jobs are in no group's
-    /// count (see `http::jobs::groups`).
+    /// The positions of the failures from `from_us` on, with their failure times; undecodable
+    /// jobs are in no group's count (see `http::jobs::groups`). Positions hold while the
+    /// version does.
     fn recent_from(&self, from_us: i64) -> RecentCache {
         let failures = self
             .entries
-            .iter()
+            .values()
+            .enumerate()
             .filter(|(_, e)| e.failed_at_us >= from_us && e.state != super::State::Undecodable)
-            .map(|(key, e)| (GroupId(key.0, e.function, e.exception), e.failed_at_us))
+            .map(|(pos, e)| (pos as u32, e.failed_at_us))
             .collect();
         RecentCache {
             version: self.version,
@@ -251,6 +265,7 @@ mod tests {
             policy: None,
             state: State::Unmatched,
             next_due: None,
+            text: Known::Unknown,
         }
     }
 
@@ -276,26 +291,29 @@ mod tests {
         let later = |mins: i64| now() + chrono::Duration::minutes(mins);
         for mins in [0, 5, 14, 15, 16, 40, -1, -20] {
             let kept = index_of(&failures);
-            kept.recent(now());
+            kept.recent(&Selection::default(), now());
             let fresh = index_of(&failures);
             assert_eq!(
-                kept.recent(later(mins)),
-                fresh.recent(later(mins)),
+                kept.recent(&Selection::default(), later(mins)),
+                fresh.recent(&Selection::default(), later(mins)),
                 "{mins} min"
             );
         }
         let mut kept = index_of(&failures);
-        kept.recent(now());
+        kept.recent(&Selection::default(), now());
         kept.observe(&failed("default", "f", "ValueError", 0));
         let mut fresh = index_of(&failures);
         fresh.observe(&failed("default", "f", "ValueError", 0));
-        assert_eq!(kept.recent(now()), fresh.recent(now()));
+        assert_eq!(
+            kept.recent(&Selection::default(), now()),
+            fresh.recent(&Selection::default(), now())
+        );
         let g = kept
             .groups()
             .into_iter()
             .find(|g| g.queue == "default")
             .unwrap();
-        assert_eq!(kept.recent(now()).of(&g).last_15m, 2);
+        assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
     }
 
     /// What `failures_seen_total` counts: a failure is new once, and again only when the job
@@ -414,7 +432,7 @@ mod tests {
             state: State::Undecodable,
             ..failed("edges", "broken-now", "ValueError", 0)
         });
-        let recent = index.recent(now());
+        let recent = index.recent(&Selection::default(), now());
         let of = |queue: &str, exception: &str| {
             let g = index
                 .groups()
@@ -432,5 +450,17 @@ mod tests {
         assert_eq!(of("default", "TimeoutError"), trend(2, 0, true));
         assert_eq!(of("emails", "ValueError"), trend(0, 0, false));
         assert_eq!(of("edges", "ValueError"), trend(1, 1, false));
+
+        // With a search (the groups' `q`), only the jobs it finds count, as in `count`.
+        let searched = Selection {
+            q: Some(super::super::Needle::parse("old-4").unwrap()),
+            ..Selection::default()
+        };
+        let recent = index.recent(&searched, now());
+        let g = index.groups_matching(&searched);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].count, 1);
+        // `new` goes by the group as searched: its one job failed just now.
+        assert_eq!(recent.of(&g[0]), trend(1, 0, true));
     }
 }

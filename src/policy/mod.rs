@@ -277,7 +277,9 @@ fn left_to_operator(job: &JobFacts) -> Option<Decision> {
     job.succeeded_at.map(|at| Decision::Succeeded { at })
 }
 
-fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
+/// What `action` decides for `job` at `now`, once its policy matched (the what-if of a
+/// candidate policy file applies actions to what the failure index knows).
+pub fn apply(action: &Action, job: &JobFacts, now: DateTime<Utc>) -> Decision {
     match action {
         Action::Ignore => Decision::Ignore,
         Action::Purge { after } => {

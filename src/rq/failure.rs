@@ -181,6 +181,16 @@ fn is_python_type_name(name: &str) -> bool {
 /// (`ExceptionGroup`), what was raised. A text without a traceback header (a hand-written
 /// `exc_info`) keeps the plain rule: its last non-empty line up to its first `:`.
 pub fn traceback_type(text: &str) -> Option<String> {
+    let line = exception_line(text)?;
+    let head = line.split(':').next().unwrap_or(line).trim();
+    (!head.is_empty()).then(|| head.to_string())
+}
+
+/// The exception line of a failure text, trimmed: the line [`traceback_type`] reads the type
+/// off (`ValueError: card_declined for order 42`), or for a text without a traceback header
+/// (RQ's own one-line sentences, a hand-written `exc_info`) its last non-empty line. What a
+/// `q=` search looks through besides the function, description and id (issue 22, item 1).
+pub fn exception_line(text: &str) -> Option<&str> {
     // Only headers at the left margin start a top-level section; those inside a group's box
     // (`    | Traceback …`) belong to its sub-exceptions.
     const HEADER: &str = "Traceback (most recent call last):";
@@ -189,7 +199,7 @@ pub fn traceback_type(text: &str) -> Option<String> {
     let last_header = lines
         .iter()
         .rposition(|l| l.starts_with(HEADER) || l.starts_with(GROUP_HEADER));
-    let exception_line = last_header.and_then(|at| {
+    let found = last_header.and_then(|at| {
         let section = &lines[at + 1..];
         if lines[at].starts_with(GROUP_HEADER) {
             // The group's own frames and exception line are prefixed `  | `, its sub-exceptions
@@ -205,13 +215,11 @@ pub fn traceback_type(text: &str) -> Option<String> {
                 .copied()
         }
     });
-    let line = match exception_line {
+    let line = match found {
         Some(l) => l,
         None => lines.iter().rev().find(|l| !l.trim().is_empty())?,
-    }
-    .trim();
-    let head = line.split(':').next().unwrap_or(line).trim();
-    (!head.is_empty()).then(|| head.to_string())
+    };
+    Some(line.trim())
 }
 
 #[cfg(test)]

@@ -133,6 +133,19 @@ impl Keys {
         format!("{}:retryd:session:{digest}", self.prefix)
     }
 
+    /// `rq:retryd:task:<id>`: one bulk task as every instance reads it (a hash: `state`,
+    /// `owner`, `updated_at`, `result` as JSON, `cancel_requested_by`/`_at`; expires a day after
+    /// its last write; see `http::tasks`).
+    pub fn retryd_task(&self, id: &str) -> String {
+        format!("{}:retryd:task:{id}", self.prefix)
+    }
+
+    /// `rq:retryd:task:<id>:alive`: the owner's beat for a running task (a string expiring
+    /// within seconds unless renewed): without it a task that says `running` is interrupted.
+    pub fn retryd_task_alive(&self, id: &str) -> String {
+        format!("{}:retryd:task:{id}:alive", self.prefix)
+    }
+
     /// The queue name in a queue key from `rq:queues`, if it is one of ours.
     pub fn queue_name_from_key<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix(":queue:")

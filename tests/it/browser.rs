@@ -1040,6 +1040,7 @@ async fn every_page_fits_a_phone_screen_with_its_nav_and_sign_out_on_it() {
         ("jobs", "tr[data-job-id]"),
         ("policies", "tr[data-policy]"),
         ("audit", "#updated"),
+        ("simulate", "#candidate"),
         (job_page.as_str(), "#explain-facts [data-field=policy]"),
     ] {
         browser.goto(&format!("{base}{page}")).await;

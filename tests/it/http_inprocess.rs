@@ -926,6 +926,7 @@ async fn reconcile_of_one_removal_costs_log_n_commands() {
                 policy: None,
                 state: rq_retryd::index::State::Unmatched,
                 next_due: None,
+                text: rq_retryd::index::Known::Unknown,
             })
             .collect();
         state.index.begin_scan(n);

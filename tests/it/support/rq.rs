@@ -110,6 +110,17 @@ impl Rq {
         run.stdout.trim().to_string()
     }
 
+    /// Runs one of the repository's benchmark scripts (`bench/NAME`) in this venv with `args`,
+    /// within `deadline`.
+    #[track_caller]
+    pub fn bench_script(&self, name: &str, args: &[&str], deadline: Duration) -> Finished {
+        let mut cmd = self.python();
+        cmd.arg(super::repo_root().join("bench").join(name))
+            .args(args);
+        let what = format!("bench/{name} {} (RQ {})", args.join(" "), self.version);
+        run_with_deadline(&mut cmd, deadline, &what)
+    }
+
     /// Like [`ctl`](Self::ctl), parsing the one JSON object it prints.
     #[track_caller]
     pub fn ctl_json(&self, url: &str, args: &[&str]) -> Value {
@@ -474,10 +485,10 @@ fn ids_of(listing: &Value) -> Vec<String> {
 }
 
 /// What a finished child printed, and its exit code (-1 when killed by a signal).
-struct Finished {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs `cmd` to completion with no stdin, capturing output, and panics if it takes longer

@@ -1,0 +1,172 @@
+//! How fast the failure index answers a `q=` search, and what its search texts cost, in memory
+//! only (no Redis, no HTTP): `cargo run --release --example search_scale -- 1000000`, and with
+//! `--no-text` the same index without search texts (the difference in RSS is their cost).
+//! Prints p50 / p99 over 41 runs of each search (a page of 50, newest first) and of a dry-run
+//! tally, and the bytes the texts take per job. See docs/benchmarks.md, "Search".
+
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use rq_retryd::index::State;
+use rq_retryd::index::{FailureIndex, Known, Needle, Observation, Order, SearchText, Selection};
+
+const RUNS: usize = 41;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let with_text = !args.iter().any(|a| a == "--no-text");
+    let rss_before = status_kib("VmRSS");
+    let started = Instant::now();
+    let index = build(n, with_text);
+    println!(
+        "built {n} entries (texts: {with_text}) in {:.0} ms; VmRSS {:.1} -> {:.1} MiB ({:.0} B/job); search texts {:.1} MiB ({:.0} B/job)",
+        started.elapsed().as_secs_f64() * 1000.0,
+        rss_before as f64 / 1024.0,
+        status_kib("VmRSS") as f64 / 1024.0,
+        (status_kib("VmRSS") - rss_before) as f64 * 1024.0 / n as f64,
+        index.search_text_bytes() as f64 / 1048576.0,
+        index.search_text_bytes() as f64 / n as f64,
+    );
+    if !with_text {
+        return;
+    }
+    for q in [
+        "card_declined",
+        "TIMED OUT",
+        "app.tasks.bill",
+        "order=4242",
+        "0000-4000-8000-00000000",
+        "no such text anywhere",
+    ] {
+        let query = Selection {
+            q: Some(Needle::parse(q).expect("a valid search")),
+            ..Selection::default()
+        };
+        let mut total = 0;
+        let page = percentiles(|| {
+            total = index.page(&query, Order::Newest, 0, 50).total;
+        });
+        let tally = percentiles(|| {
+            index.tally(&query, 100);
+        });
+        println!(
+            "q={q:?}: {total} found; page wall p50 {:.1} p99 {:.1} ms, cpu p50 {:.1} p99 {:.1} ms; tally wall p50 {:.1} p99 {:.1} ms, cpu p50 {:.1} p99 {:.1} ms",
+            page.0 .0, page.0 .1, page.1 .0, page.1 .1, tally.0 .0, tally.0 .1, tally.1 .0, tally.1 .1
+        );
+    }
+    println!("VmHWM {:.1} MiB", status_kib("VmHWM") as f64 / 1024.0);
+}
+
+/// An index of `n` failures over 3 queues, 4 functions and 5 exception types, each with its
+/// own description (its arguments) and exception line (its message names the order); one in
+/// a thousand was declined with `card_declined`.
+fn build(n: usize, with_text: bool) -> FailureIndex {
+    let queues = ["default", "emails", "reports"];
+    let functions = [
+        "app.tasks.send",
+        "app.tasks.bill",
+        "app.reports.build",
+        "app.sync.pull",
+    ];
+    let exceptions = [
+        "ConnectionError",
+        "ValueError",
+        "TimeoutError",
+        "KeyError",
+        "stripe.error.CardError",
+    ];
+    let t0 = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+    let mut index = FailureIndex::default();
+    index.reserve_total(n);
+    index.begin_scan();
+    for i in 0..n {
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
+        let failed_at = t0 + chrono::Duration::milliseconds((i as i64 * 7919) % 86_400_000);
+        let function = functions[i % 4];
+        let exception = exceptions[i % 5];
+        let line = match i % 5 {
+            0 => format!(
+                "{exception}: Error 111 connecting to db-{}:5432. Connection refused.",
+                i % 7
+            ),
+            1 => format!("{exception}: invalid literal for int() with base 10: 'order={i}'"),
+            2 => format!(
+                "{exception}: timed out after 30 s waiting for smtp-{}",
+                i % 3
+            ),
+            3 => format!("{exception}: 'customer_{}'", i % 10_000),
+            _ if i % 1000 == 4 => format!("{exception}: Your card was declined. (card_declined)"),
+            _ => format!("{exception}: Your card has insufficient funds. order={i}"),
+        };
+        let description = format!("{function}({i}, to='user{}@example.com')", i % 50_000);
+        index.observe(&Observation {
+            queue: queues[i % 3],
+            job_id: &id,
+            score: 1e10 + i as f64,
+            failed_at,
+            function: Known::Is(function),
+            exception: Known::Is(exception),
+            attempts: (i % 3) as u32,
+            exhausted: false,
+            policy: Some("transient"),
+            state: [
+                State::Waiting,
+                State::Due,
+                State::Exhausted,
+                State::Unmatched,
+            ][i % 4],
+            next_due: Some(failed_at + chrono::Duration::minutes(5)),
+            text: if with_text {
+                Known::Is(SearchText {
+                    exception_line: Some(&line),
+                    description: Some(&description),
+                })
+            } else {
+                Known::Unknown
+            },
+        });
+    }
+    index
+}
+
+/// (p50, p99) in milliseconds of [`RUNS`] runs of `f`: wall-clock time, and the CPU time of
+/// this thread (which other processes on a shared machine do not inflate).
+fn percentiles(mut f: impl FnMut()) -> ((f64, f64), (f64, f64)) {
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..RUNS)
+        .map(|_| {
+            let (t, c) = (Instant::now(), thread_cpu_ms());
+            f();
+            (t.elapsed().as_secs_f64() * 1000.0, thread_cpu_ms() - c)
+        })
+        .unzip();
+    let p = |ms: &mut Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+        (at(0.5), at(0.99))
+    };
+    (p(&mut wall), p(&mut cpu))
+}
+
+fn thread_cpu_ms() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
+}
+
+/// A `/proc/self/status` field in KiB.
+fn status_kib(field: &str) -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

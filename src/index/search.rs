@@ -1,0 +1,404 @@
+//! The `q=` text search of a selection (issue 22, item 1): a case-insensitive substring over a
+//! failed job's exception type and exception line, its function, its description (with its
+//! arguments) and its id.
+//!
+//! The index answers it from memory at a million jobs, so what it keeps per job is bounded:
+//! the exception line and the description, lowercased, each cut to its first
+//! [`FIELD_MAX`] bytes (see [`SearchText`]); function and exception type are interned names,
+//! the id is the entry's key. A job read whole (a bulk action's check, a queue outside the
+//! index) is searched through exactly the same text, so a bulk action with `q` touches exactly
+//! what the listing with the same `q` shows. Whole tracebacks are not kept and not searched.
+//!
+//! Case-insensitive means: both sides are lowercased character by character (Unicode
+//! `char::to_lowercase`), then compared byte for byte.
+
+use std::cell::RefCell;
+
+use memchr::memmem::Finder;
+
+use super::selection::Invalid;
+use crate::jobkey::JobKey;
+use crate::rq::JobFacts;
+
+/// Bytes kept of each searched field (exception line, description), after lowercasing, cut on
+/// a character boundary: a search finds what lies in the first 200 bytes of each.
+pub const FIELD_MAX: usize = 200;
+/// The longest `q` taken, in characters.
+pub const Q_MAX_CHARS: usize = 200;
+
+/// A search as typed, checked and lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needle {
+    lower: String,
+}
+
+impl Needle {
+    /// `text` as a search: refused when blank, longer than [`Q_MAX_CHARS`] characters, or
+    /// holding a control character (a search cannot span fields or lines).
+    pub fn parse(text: &str) -> Result<Needle, Invalid> {
+        Needle::parse_as("q", "invalid_q", text)
+    }
+
+    /// [`Needle::parse`] for a parameter `name`, refused with `code`.
+    pub fn parse_as(name: &str, code: &'static str, text: &str) -> Result<Needle, Invalid> {
+        let refuse = |why: &str| Err(Invalid::new(code, format!("{name} {why}")));
+        if text.trim().is_empty() {
+            return refuse("cannot be empty or blank");
+        }
+        if text.chars().count() > Q_MAX_CHARS {
+            return refuse(&format!("must have at most {Q_MAX_CHARS} characters"));
+        }
+        if text.chars().any(char::is_control) {
+            return refuse("cannot hold control characters (tabs, line breaks, ...)");
+        }
+        Ok(Needle { lower: lower(text) })
+    }
+
+    /// The search lowercased.
+    pub fn as_str(&self) -> &str {
+        &self.lower
+    }
+
+    /// Whether a job read whole is found: the same fields and bounds as the index's.
+    pub fn finds_in(&self, f: &JobFacts) -> bool {
+        let finder = Finder::new(self.lower.as_bytes());
+        let found = |name: Option<&str>| name.is_some_and(|n| lower(n).contains(&self.lower));
+        found(f.func_name.as_deref())
+            || found(f.exc_type())
+            || lower(&f.job_id).contains(&self.lower)
+            || finder.find(&SearchText::of(f).to_bytes()).is_some()
+    }
+}
+
+/// Lowercases `text` character by character (see the module documentation).
+pub fn lower(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// What a search looks through in a job's own texts, as read: its exception line and its
+/// description. Stored in the index as bytes ([`SearchText::write_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchText<'a> {
+    pub exception_line: Option<&'a str>,
+    pub description: Option<&'a str>,
+}
+
+impl<'a> SearchText<'a> {
+    /// A decoded job's texts (its exception line from its failure text, when read).
+    pub fn of(f: &'a JobFacts) -> SearchText<'a> {
+        SearchText {
+            exception_line: f
+                .failure_text()
+                .and_then(crate::rq::failure::exception_line),
+            description: f.description.as_deref(),
+        }
+    }
+
+    /// Appends the searched bytes: each field lowercased and cut to [`FIELD_MAX`] bytes, the
+    /// two joined by a line break (which no search holds, so none spans both).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        push_lower(out, self.exception_line.unwrap_or(""));
+        out.push(b'\n');
+        push_lower(out, self.description.unwrap_or(""));
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+}
+
+/// Appends `text` lowercased, up to [`FIELD_MAX`] bytes, whole characters only.
+fn push_lower(out: &mut Vec<u8>, text: &str) {
+    let mut room = FIELD_MAX;
+    let mut buf = [0u8; 4];
+    for c in text.chars().flat_map(char::to_lowercase) {
+        let encoded = c.encode_utf8(&mut buf);
+        if encoded.len() > room {
+            break;
+        }
+        room -= encoded.len();
+        out.extend_from_slice(encoded.as_bytes());
+    }
+}
+
+/// A needle compiled for a pass over the index: a substring finder, and whether it could be
+/// in a UUID id at all (only hex digits and dashes), so most searches never format one.
+pub struct Compiled {
+    finder: Finder<'static>,
+    lower: String,
+    uuid_like: bool,
+    /// A buffer for ids lowercased on the fly, reused across the pass.
+    id_buf: RefCell<String>,
+}
+
+impl Compiled {
+    pub fn new(needle: &Needle) -> Compiled {
+        let lower = needle.as_str().to_string();
+        Compiled {
+            finder: Finder::new(lower.as_bytes()).into_owned(),
+            uuid_like: lower.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+            lower,
+            id_buf: RefCell::new(String::new()),
+        }
+    }
+
+    /// Whether a name (a function, an exception type) holds the search.
+    pub fn in_name(&self, name: &str) -> bool {
+        lower(name).contains(&self.lower)
+    }
+
+    /// Whether stored search text holds it.
+    pub fn in_text(&self, text: &[u8]) -> bool {
+        self.finder.find(text).is_some()
+    }
+
+    /// Whether the job id holds it (lowercased like the rest).
+    pub fn in_id(&self, key: &JobKey) -> bool {
+        match key {
+            JobKey::Uuid(bytes) => {
+                self.uuid_like && self.finder.find(&crate::jobkey::uuid_text(bytes)).is_some()
+            }
+            JobKey::Text(id) => {
+                let mut buf = self.id_buf.borrow_mut();
+                buf.clear();
+                buf.extend(id.chars().flat_map(char::to_lowercase));
+                buf.contains(&self.lower)
+            }
+            JobKey::Bytes(_) => lower(&key.to_id()).contains(&self.lower),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_long_or_control_search_is_refused_with_invalid_q() {
+        let long = "é".repeat(Q_MAX_CHARS + 1);
+        for text in ["", "   ", "a\tb", "line\nbreak", "nul\0", long.as_str()] {
+            let refused = Needle::parse(text).unwrap_err();
+            assert_eq!(refused.code, "invalid_q", "{text:?}");
+            assert!(refused.message.starts_with("q "), "{refused:?}");
+        }
+        let longest = "é".repeat(Q_MAX_CHARS);
+        assert!(Needle::parse(&longest).is_ok(), "200 characters, 400 bytes");
+        assert_eq!(
+            Needle::parse("Card_DECLINED").unwrap().as_str(),
+            "card_declined"
+        );
+    }
+
+    #[test]
+    fn each_field_is_cut_to_its_bound_on_a_character_boundary() {
+        let line = format!("ValueError: {}", "ä".repeat(FIELD_MAX));
+        let text = SearchText {
+            exception_line: Some(&line),
+            description: Some("App.Tasks.Charge(42, TOKEN='X')"),
+        }
+        .to_bytes();
+        let text = String::from_utf8(text).expect("whole characters only");
+        let (first, second) = text.split_once('\n').unwrap();
+        assert!(
+            first.len() <= FIELD_MAX && first.len() >= FIELD_MAX - 1,
+            "{}",
+            first.len()
+        );
+        assert!(first.starts_with("valueerror: ää"));
+        assert_eq!(second, "app.tasks.charge(42, token='x')");
+    }
+
+    /// The index answers a search from what it keeps: every field, ids like `clear` and
+    /// `%2F`, a job whose texts are not read counted apart, the same set for pages, dry-run
+    /// tallies and groups.
+    #[test]
+    fn the_index_finds_by_exception_line_function_description_and_id() {
+        use crate::index::{FailureIndex, Known, Observation, Order, Selection, State};
+        let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let obs = |id: &'static str, function, line, description| Observation {
+            queue: "default",
+            job_id: id,
+            score: 1e10,
+            failed_at: at,
+            function: Known::Is(function),
+            exception: Known::Is("ValueError"),
+            attempts: 0,
+            exhausted: false,
+            policy: None,
+            state: State::Unmatched,
+            next_due: None,
+            text: Known::Is(SearchText {
+                exception_line: line,
+                description,
+            }),
+        };
+        let mut index = FailureIndex::default();
+        let card = "stripe.error.CardError: Your card was declined (card_declined)";
+        index.observe(&obs(
+            "a",
+            "app.billing.charge",
+            Some(card),
+            Some("charge(42, 'EUR')"),
+        ));
+        index.observe(&obs(
+            "Clear",
+            "app.mail.send",
+            Some("TimeoutError: timed out"),
+            None,
+        ));
+        index.observe(&Observation {
+            text: Known::Unknown,
+            ..obs("c", "app.x", None, None)
+        });
+        index.observe(&Observation::undecodable("default", "café-%2F", 1e10));
+        let found = |q: &str| {
+            let query = Selection {
+                q: Some(Needle::parse(q).unwrap()),
+                ..Selection::default()
+            };
+            let page = index.page(&query, Order::Oldest, 0, 10);
+            let mut ids: Vec<String> = page.jobs.into_iter().map(|j| j.job_id).collect();
+            ids.sort();
+            let tally = index.tally(&query, 10);
+            let grouped: u64 = index.groups_matching(&query).iter().map(|g| g.count).sum();
+            assert_eq!(
+                grouped, page.total,
+                "{q}: groups count what the page counts"
+            );
+            // A bulk action never selects an undecodable job (the tally skips them).
+            let decodable = ids.iter().filter(|i| !i.starts_with("café")).count();
+            assert_eq!(
+                tally.matched, decodable as u64,
+                "{q}: a dry run selects the same"
+            );
+            (ids, page.unknown)
+        };
+        assert_eq!(found("CARD_DECLINED"), (vec!["a".into()], 1));
+        assert_eq!(found("'eur'"), (vec!["a".into()], 1));
+        assert_eq!(found("mail.SEND"), (vec!["Clear".into()], 1));
+        assert_eq!(found("clear"), (vec!["Clear".into()], 1));
+        assert_eq!(found("valueerror").0, vec!["Clear", "a", "c"]);
+        assert_eq!(found("%2f"), (vec!["café-%2F".into()], 1));
+        assert_eq!(found("CAFÉ"), (vec!["café-%2F".into()], 1));
+        assert_eq!(found("nowhere"), (vec![], 1));
+    }
+
+    /// A bulk action reads the jobs the index does not know as they are now whole and matches
+    /// them with `Selection::matches`: the two must agree on every search, or a bulk action
+    /// would touch what the listing does not show. See: issue 22, item 1.
+    #[test]
+    fn a_job_read_whole_is_found_exactly_when_the_index_finds_it() {
+        use crate::index::{FailureIndex, Observation, Order, Selection};
+        use crate::rq::{CasToken, Failure, Reads};
+        let long = format!("Stripe said {} card_declined", "ß".repeat(FIELD_MAX));
+        let texts = [
+            (
+                "0f8fad5b-d9cb-469f-a165-70867728950e",
+                "ValueError: x",
+                Some("a.b(1)"),
+            ),
+            (
+                "Clear",
+                &*format!("KeyError: {long}"),
+                Some("İstanbul.Ünïcode('ΣΑΣ')"),
+            ),
+            (
+                "a%2Fb",
+                "Work-horse terminated unexpectedly; waitpid returned 9",
+                None,
+            ),
+            (
+                "x",
+                "Traceback (most recent call last):\n  File \"t.py\"\nboom: card_declined",
+                None,
+            ),
+        ];
+        let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let facts: Vec<JobFacts> = texts
+            .iter()
+            .map(|(id, text, description)| JobFacts {
+                job_id: id.to_string(),
+                queue: "q".into(),
+                origin: "q".into(),
+                status: Some("failed".into()),
+                func_name: Some("App.Billing.Charge".into()),
+                description: description.map(str::to_string),
+                failed_at: now,
+                failed_at_from: crate::rq::job::FailedAt::EndedAt,
+                attempts: 0,
+                exhausted: false,
+                last_policy: None,
+                requeued_at: None,
+                succeeded_at: None,
+                failure: Some(Failure::from_text(text.to_string())),
+                cas: CasToken::default(),
+                reads: Reads::ALL,
+                created_at: None,
+                meta: None,
+            })
+            .collect();
+        let mut index = FailureIndex::default();
+        for f in &facts {
+            let decision = crate::policy::Decision::Unmatched;
+            index.observe(&Observation::decided(f, 1e10, None, &decision));
+        }
+        for q in [
+            "card_declined",
+            "BILLING",
+            "d9cb-469f",
+            "clear",
+            "%2f",
+            "workhorse",
+            "rq.workhorse",
+            "istanbul",
+            "i̇stanbul",
+            "σας",
+            "ünï",
+            "valueerror: x",
+            "ßß",
+            "a.b(1)",
+            "boom",
+        ] {
+            let query = Selection {
+                q: Some(Needle::parse(q).unwrap()),
+                ..Selection::default()
+            };
+            let mut by_index: Vec<String> = index
+                .page(&query, Order::Newest, 0, 10)
+                .jobs
+                .into_iter()
+                .map(|j| j.job_id)
+                .collect();
+            by_index.sort();
+            let mut by_read: Vec<String> = facts
+                .iter()
+                .filter(|f| query.matches(f, &[], now))
+                .map(|f| f.job_id.clone())
+                .collect();
+            by_read.sort();
+            assert_eq!(by_index, by_read, "q={q:?}");
+            if q == "card_declined" {
+                // Clear's mention lies past the first 200 bytes of its exception line.
+                assert_eq!(by_index, vec!["x"]);
+            }
+            if q == "BILLING" {
+                assert_eq!(by_index.len(), 4, "every job's function");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_searched_case_insensitively_whatever_their_key() {
+        let c = |q: &str| Compiled::new(&Needle::parse(q).unwrap());
+        let uuid = JobKey::new("0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(&*uuid.to_id(), "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert!(c("D9CB-469F").in_id(&uuid));
+        assert!(c("0f8fad5b-d9cb-469f-a165-70867728950e").in_id(&uuid));
+        assert!(!c("d9cbx").in_id(&uuid));
+        assert!(c("ÉTÉ").in_id(&JobKey::new("job-été-1")));
+        assert!(c("%2f").in_id(&JobKey::new("a%2Fb")));
+        assert!(!c("clear").in_id(&JobKey::new("cle-ar")));
+    }
+}

@@ -1,0 +1,262 @@
+//! What-if before reload (issue 22, item 5): what a candidate policy file would do with
+//! today's backlog, against what the running policies do, without writing anything.
+//!
+//! Pure. Two sources feed one [`Tally`]: the daemon's failure index ([`over_index`], what
+//! `POST /api/v1/policies/simulate` answers from) and jobs read whole from Redis
+//! ([`Tally::add_facts`], what `check-config --simulate` reads). The index holds what the scans
+//! read, not everything a policy can match on (no traceback, no `meta`, no `created_at`), so a
+//! job whose candidate decision depends on a fact it does not hold is counted as uncertain,
+//! with the fact ([`Unknown`]), never guessed. What the running decisions of the scans
+//! establish is used, though: a candidate policy that matches like a running one matches the
+//! same jobs (the index records which running policy decided each job), and one that is the
+//! same policy decides the same.
+
+mod file;
+mod over_index;
+mod report;
+
+pub use file::policy_file;
+pub use over_index::over_index;
+pub use report::{GroupDiff, Move, PolicyTally, Report};
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::policy::{self, Decision, Policy};
+use crate::rq::JobFacts;
+
+/// What a policy file does with one failed job now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Requeued now.
+    RetryNow,
+    /// Requeued when its backoff ends.
+    Wait,
+    /// `max_attempts` or `max_age` used up: marked exhausted and kept.
+    Exhaust,
+    /// Deleted now (a purge policy, or `on_exhausted = "purge"`).
+    Purge,
+    /// Deleted once `purge_after` has passed.
+    PurgeLater,
+    /// An `ignore` policy matches.
+    Ignore,
+    /// No policy matches.
+    Unmatched,
+    /// RQ marks it stopped: never retried automatically.
+    Stopped,
+    /// Its last run succeeded: never retried automatically.
+    Succeeded,
+    /// Due, but held back by its policy's `hold_when` (running policies only: the daemon
+    /// knows the target queue's condition).
+    Held,
+    /// Cannot be decoded: never acted on, whatever the policies.
+    Undecodable,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 11] = [
+        Outcome::RetryNow,
+        Outcome::Wait,
+        Outcome::Exhaust,
+        Outcome::Purge,
+        Outcome::PurgeLater,
+        Outcome::Ignore,
+        Outcome::Unmatched,
+        Outcome::Stopped,
+        Outcome::Succeeded,
+        Outcome::Held,
+        Outcome::Undecodable,
+    ];
+
+    /// What a decision does to the job.
+    pub fn of(decision: &Decision) -> Outcome {
+        match decision {
+            Decision::RequeueNow { .. } => Outcome::RetryNow,
+            Decision::RequeueAt { .. } => Outcome::Wait,
+            Decision::PurgeNow { .. } => Outcome::Purge,
+            Decision::PurgeAt { .. } => Outcome::PurgeLater,
+            Decision::MarkExhausted | Decision::Exhausted => Outcome::Exhaust,
+            Decision::Ignore => Outcome::Ignore,
+            Decision::Unmatched => Outcome::Unmatched,
+            Decision::Stopped => Outcome::Stopped,
+            Decision::Succeeded { .. } => Outcome::Succeeded,
+        }
+    }
+
+    /// As JSON and the CLI name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::RetryNow => "retry_now",
+            Outcome::Wait => "wait",
+            Outcome::Exhaust => "exhaust",
+            Outcome::Purge => "purge",
+            Outcome::PurgeLater => "purge_later",
+            Outcome::Ignore => "ignore",
+            Outcome::Unmatched => "unmatched",
+            Outcome::Stopped => "stopped",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Held => "held",
+            Outcome::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// A fact the candidate's decision on a job depends on that the failure index does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unknown {
+    /// The function name was not read (no running policy needed it).
+    Function,
+    /// The exception type was not read (no running policy needed it).
+    Exception,
+    /// An `error_pattern` looks into the traceback, which the index does not keep.
+    Traceback,
+    /// A `meta` pattern looks into `job.meta`, which the index does not keep.
+    Meta,
+    /// A `max_age` counts from `created_at`, which the index does not keep.
+    CreatedAt,
+    /// Whether RQ marks the job stopped or its last run succeeded (a retry policy, or none,
+    /// leaves those to the operator) was not established by a running purge or ignore policy.
+    RqStatus,
+}
+
+impl Unknown {
+    pub const ALL: [Unknown; 6] = [
+        Unknown::Function,
+        Unknown::Exception,
+        Unknown::Traceback,
+        Unknown::Meta,
+        Unknown::CreatedAt,
+        Unknown::RqStatus,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unknown::Function => "function",
+            Unknown::Exception => "exception",
+            Unknown::Traceback => "traceback",
+            Unknown::Meta => "meta",
+            Unknown::CreatedAt => "created_at",
+            Unknown::RqStatus => "rq_status",
+        }
+    }
+}
+
+/// What the candidate file does with one job: an outcome under one of its policies (`None`:
+/// no policy), or not known because of a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Decided {
+        outcome: Outcome,
+        policy: Option<usize>,
+    },
+    Uncertain(Unknown),
+}
+
+/// A group's names as the answer shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupLabel {
+    pub queue: String,
+    /// `None`: none, or not known (then `known` is false).
+    pub function: Option<String>,
+    pub exception: Option<String>,
+    pub known: bool,
+}
+
+/// The sums of one group while jobs are added.
+#[derive(Debug, Clone, Default)]
+struct GroupSums {
+    jobs: u64,
+    running: [u64; Outcome::ALL.len()],
+    candidate: [u64; Outcome::ALL.len()],
+    uncertain: [u64; Unknown::ALL.len()],
+    /// (running, candidate) → jobs, for the jobs whose outcome changes.
+    moves: HashMap<(Outcome, Outcome), u64>,
+    /// (candidate policy index (`None`: no policy), its outcome) → jobs.
+    policies: HashMap<(Option<usize>, Outcome), u64>,
+}
+
+/// Jobs added one by one, summed per group (`K`: how the source names a group).
+#[derive(Debug)]
+pub struct Tally<K> {
+    groups: HashMap<K, GroupSums>,
+}
+
+impl<K: Hash + Eq> Default for Tally<K> {
+    fn default() -> Self {
+        Tally {
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq> Tally<K> {
+    /// One job of group `key`: what the running policies do with it and what the candidate
+    /// does.
+    pub fn add(&mut self, key: K, running: Outcome, candidate: Verdict) {
+        let sums = self.groups.entry(key).or_default();
+        sums.jobs += 1;
+        sums.running[running as usize] += 1;
+        match candidate {
+            Verdict::Decided { outcome, policy } => {
+                sums.candidate[outcome as usize] += 1;
+                *sums.policies.entry((policy, outcome)).or_default() += 1;
+                if outcome != running {
+                    *sums.moves.entry((running, outcome)).or_default() += 1;
+                }
+            }
+            Verdict::Uncertain(fact) => sums.uncertain[fact as usize] += 1,
+        }
+    }
+}
+
+impl Tally<GroupLabel> {
+    /// One job read whole (every fact known): both files decide it exactly.
+    pub fn add_facts(
+        &mut self,
+        job: &JobFacts,
+        running: &[Policy],
+        candidate: &[Policy],
+        now: DateTime<Utc>,
+    ) {
+        let label = GroupLabel {
+            queue: job.queue.clone(),
+            function: job.func_name.clone(),
+            exception: job.exc_type().map(str::to_string),
+            known: true,
+        };
+        let was = Outcome::of(&policy::decide(running, job, now).decision);
+        let evaluation = policy::decide(candidate, job, now);
+        let policy = evaluation
+            .policy
+            .and_then(|p| candidate.iter().position(|c| std::ptr::eq(c, p)));
+        let verdict = Verdict::Decided {
+            outcome: Outcome::of(&evaluation.decision),
+            policy,
+        };
+        self.add(label, was, verdict);
+    }
+
+    /// A job that cannot be decoded: undecodable under any policies.
+    pub fn add_undecodable(&mut self, queue: &str) {
+        let label = GroupLabel {
+            queue: queue.to_string(),
+            function: None,
+            exception: None,
+            known: false,
+        };
+        let verdict = Verdict::Decided {
+            outcome: Outcome::Undecodable,
+            policy: None,
+        };
+        self.add(label, Outcome::Undecodable, verdict);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! A slow replay from the console, as an on-call operator on a phone does it: a bulk retry
+//! with a rate and a reason, its progress, and Cancel. Real headless Chromium, real daemon,
+//! real Redis, failed jobs written by RQ's own code (`seed_failed_jobs.py`). What the page
+//! says is checked against Redis.
+//!
+//! See: issue 22, item 6 ("Requeue these 50,000 slowly, and stop if it goes wrong").
+
+use crate::support;
+
+use redis::Commands;
+use support::browser::Browser;
+use support::http::{Daemon, DaemonConfig, HANDS_OFF};
+use support::rq::Rq;
+use support::RedisServer;
+
+/// Waits for the action panel's outcome to leave `working`/`preview`; its kind and text.
+async fn settled_outcome(browser: &Browser) -> (String, String) {
+    browser
+        .wait_until("the action's outcome", || async {
+            let outcome = browser.find("#action .outcome").await;
+            let kind = outcome
+                .attr("data-outcome")
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            let text = outcome.text().await.unwrap();
+            match kind.as_str() {
+                "working" | "preview" => Err(format!("{kind}: {text}")),
+                _ => Ok((kind, text)),
+            }
+        })
+        .await
+}
+
+/// The first number in `text` after `word` (e.g. "requeued 12").
+fn number_after(text: &str, word: &str) -> u64 {
+    let rest = &text[text
+        .find(word)
+        .unwrap_or_else(|| panic!("{word:?} in {text:?}"))
+        + word.len()..];
+    rest.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {word:?} in {text:?}"))
+}
+
+#[tokio::test]
+async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_rest_failed() {
+    let redis = RedisServer::start();
+    Rq::rq2().seed_failed_jobs(&redis.url(), 200, &["replay"]);
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), HANDS_OFF));
+    let mut con = redis.conn();
+
+    let browser = Browser::start().await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser
+        .goto(&format!("{}/ui/jobs?queue=replay", daemon.base_url()))
+        .await;
+    browser.find("tr[data-job-id]").await;
+    browser.click("[data-action=retry-group]").await;
+    browser
+        .wait_for_text("[data-field=preview-count]", "200 failed jobs")
+        .await;
+    let rate = browser.find("#action input[name=rate]").await;
+    rate.send_keys("10").await.unwrap();
+    let reason = browser.find("#action input[name=reason]").await;
+    reason.send_keys("INC-7: replay slowly").await.unwrap();
+    browser.click("[data-action=confirm]").await;
+
+    // The progress: a bar and the counts, moving.
+    browser
+        .wait_shown("[data-field=task-progress] progress")
+        .await;
+    let counts = browser
+        .wait_until("some jobs requeued", || async {
+            let text = browser.text("[data-field=task-counts]").await;
+            match text.contains("of 200") && number_after(&text, "requeued") >= 10 {
+                true => Ok(text),
+                false => Err(text),
+            }
+        })
+        .await;
+    assert!(
+        counts.contains("conflicts 0") && counts.contains("refused 0"),
+        "{counts}"
+    );
+    assert!(
+        browser
+            .text("[data-field=task-progress]")
+            .await
+            .contains("INC-7: replay slowly"),
+        "the reason is shown"
+    );
+    let width = browser
+        .js("return document.documentElement.scrollWidth;", vec![])
+        .await;
+    assert!(
+        width.as_f64().unwrap() <= 390.0,
+        "the page is {width} px wide at 390"
+    );
+    let dir = support::repo_root().join("target").join("ci-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("console-replay-progress.png"),
+        browser.screenshot().await,
+    )
+    .unwrap();
+
+    // Cancel asks once more, then stops the task.
+    browser.click("[data-action=cancel-task]").await;
+    browser.click("[data-action=confirm-cancel-task]").await;
+    let (kind, text) = settled_outcome(&browser).await;
+    assert_eq!(kind, "done", "{text}");
+    assert!(text.starts_with("Cancelled by "), "{text}");
+    std::fs::write(
+        dir.join("console-replay-cancelled.png"),
+        browser.screenshot().await,
+    )
+    .unwrap();
+
+    let requeued = number_after(&text, "requeued");
+    assert!((10..200).contains(&requeued), "{text}");
+    assert!(
+        text.contains(&format!("the other {} stay failed", 200 - requeued)),
+        "{text}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let queued: u64 = con.llen("rq:queue:replay").unwrap();
+    let failed: u64 = con.zcard("rq:failed:replay").unwrap();
+    assert_eq!(
+        (queued, failed),
+        (requeued, 200 - requeued),
+        "Redis agrees with the page"
+    );
+
+    let audit = daemon.get("/api/v1/audit").expect(200);
+    let whys: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "requeue")
+        .map(|e| e["why"].as_str().unwrap())
+        .collect();
+    assert!(!whys.is_empty(), "{audit}");
+    assert!(
+        whys.iter()
+            .all(|w| w.starts_with("api: INC-7: replay slowly; ")),
+        "{whys:?}"
+    );
+    let errors: Vec<String> = browser
+        .errors()
+        .await
+        .into_iter()
+        .filter(|e| !e.contains("Failed to load resource"))
+        .collect();
+    assert_eq!(errors, Vec::<String>::new());
+    browser.close().await;
+}
