@@ -1,10 +1,21 @@
 //! The audit trail: every manual and automatic action appended to a capped Redis stream
-//! (`<prefix>:retryd:audit`), newest last. One entry per action batch, naming who (a remote
-//! address or `supervisor`), what, which jobs (the first 100 ids and the count) and why.
+//! (`<prefix>:retryd:audit`), newest last. One entry per action batch, naming who (the token's
+//! name and the client's address, or `supervisor`), what, which jobs (the first 100 ids and
+//! the count) and why (a policy, or the route with the selection a bulk action used).
 //!
 //! Requeues, purges and exhaustion marks are appended by the write scripts themselves, one
 //! entry per script call in the same atomic step as the writes (`executor/scripts/gate.lua`),
-//! so none is ever unrecorded; [`append`] is for the other actions (pause, resume).
+//! so none is ever unrecorded; the supervisor's automatic calls fold into the entry of the
+//! same kind written in the same minute (up to [`AUDIT_MAX_IDS`] ids), so that its many small
+//! batches do not push people's actions out of the capped stream. [`append`] is for the other
+//! actions (pause, resume). Reading: [`recent`] for the newest entries, [`mirror`] to filter
+//! and page through the whole stream.
+
+pub mod action;
+pub mod filter;
+pub mod mirror;
+
+pub use action::AuditAction;
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
@@ -15,6 +26,12 @@ use utoipa::ToSchema;
 pub const AUDIT_MAXLEN: usize = 10_000;
 /// Job ids listed per entry; the count is always exact.
 pub const AUDIT_MAX_IDS: usize = 100;
+/// How many of the newest entries an automatic script call looks through for the entry to
+/// fold into (gate.lua keeps its own copy; a test keeps the two equal).
+pub const AUDIT_FOLD_LOOKBACK: usize = 16;
+/// Who the automatic writers are in the audit: the scan loop, and writes made outside it
+/// (`executor::Attribution::UNNAMED`). Everyone else is a person (a token, an address).
+pub const AUTOMATIC_WHO: [&str; 2] = ["supervisor", "rq-retryd"];
 
 /// The stream key for a prefix.
 pub fn audit_key(prefix: &str) -> String {
@@ -26,8 +43,7 @@ pub fn audit_key(prefix: &str) -> String {
 pub struct AuditRecord<'a> {
     /// `supervisor`, or the client's address for API calls.
     pub who: &'a str,
-    /// `requeue`, `purge`, `mark_exhausted`, `pause`, `resume`, ...
-    pub action: &'a str,
+    pub action: AuditAction,
     /// The policy name, or the API route for manual actions.
     pub why: &'a str,
     pub queue: &'a str,
@@ -57,7 +73,7 @@ pub async fn append<C: ConnectionLike + Send>(
         .arg("who")
         .arg(record.who)
         .arg("action")
-        .arg(record.action)
+        .arg(record.action.name())
         .arg("why")
         .arg(record.why)
         .arg("queue")
@@ -88,6 +104,10 @@ pub struct AuditEntry {
     /// (absent in entries written before issue 21 and for other actions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_queue: Option<String>,
+    /// For automatic writes folded into one entry (see the module's doc), when the last of
+    /// them was written; `at` is the first. Absent for an entry written once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
 }
 
 /// An entry's job ids: from `job_ids_json` (a JSON array: ids may contain commas), else, for
@@ -103,13 +123,43 @@ fn job_ids(json: &str, joined: &str) -> Vec<String> {
         .collect()
 }
 
+/// One entry's fields as Redis returns them: names and values are bytes, read lossily (a job
+/// id that is not UTF-8 must not make the whole audit unreadable).
+pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The field `name` of a raw entry, if it has one.
+pub(crate) fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// An entry as the API shows it, from its stream id and fields; a field an entry lacks reads
+/// as empty (entries written by older versions, or by hand).
+pub fn entry_of((id, fields): RawEntry) -> AuditEntry {
+    let get = |name: &str| field(&fields, name).unwrap_or_default();
+    AuditEntry {
+        at: get("at"),
+        who: get("who"),
+        action: get("action"),
+        why: get("why"),
+        queue: get("queue"),
+        count: get("count").parse().unwrap_or(0),
+        job_ids: job_ids(&get("job_ids_json"), &get("job_ids")),
+        to_queue: field(&fields, "to_queue"),
+        last_at: field(&fields, "last_at"),
+        id,
+    }
+}
+
 /// The newest `limit` entries, newest first.
 pub async fn recent<C: ConnectionLike + Send>(
     con: &mut C,
     prefix: &str,
     limit: usize,
 ) -> RedisResult<Vec<AuditEntry>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+    let entries: Vec<RawEntry> = redis::cmd("XREVRANGE")
         .arg(audit_key(prefix))
         .arg("+")
         .arg("-")
@@ -117,32 +167,7 @@ pub async fn recent<C: ConnectionLike + Send>(
         .arg(limit)
         .query_async(con)
         .await?;
-    Ok(entries
-        .into_iter()
-        .map(|(id, fields)| {
-            let get = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            AuditEntry {
-                id,
-                at: get("at"),
-                who: get("who"),
-                action: get("action"),
-                why: get("why"),
-                queue: get("queue"),
-                count: get("count").parse().unwrap_or(0),
-                job_ids: job_ids(&get("job_ids_json"), &get("job_ids")),
-                to_queue: fields
-                    .iter()
-                    .find(|(k, _)| k == "to_queue")
-                    .map(|(_, v)| v.clone()),
-            }
-        })
-        .collect())
+    Ok(entries.into_iter().map(entry_of).collect())
 }
 
 #[cfg(test)]

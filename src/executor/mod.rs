@@ -9,6 +9,7 @@ use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
 use serde::Serialize;
 
+use crate::audit::AuditAction;
 use crate::rq::job::format_rq_timestamp;
 use crate::rq::keys::OtherRegistry;
 use crate::rq::{CasToken, JobFacts, Keys};
@@ -154,11 +155,11 @@ pub enum WriteKind {
 
 impl WriteKind {
     /// The audit entry's action for the writes of this kind that changed something.
-    pub fn action(&self) -> &'static str {
+    pub fn action(&self) -> AuditAction {
         match self {
-            WriteKind::Requeue { .. } => "requeue",
-            WriteKind::Purge => "purge",
-            WriteKind::MarkExhausted => "mark_exhausted",
+            WriteKind::Requeue { .. } => AuditAction::Requeue,
+            WriteKind::Purge => AuditAction::Purge,
+            WriteKind::MarkExhausted => AuditAction::MarkExhausted,
         }
     }
 }
@@ -662,7 +663,7 @@ impl Call<'_> {
         cmd.arg(self.writer.arg())
             .arg(self.stamp.by.who)
             .arg(self.stamp.by.why(first))
-            .arg(first.kind.action())
+            .arg(first.kind.action().name())
             .arg(&self.stamp.at)
             .arg(&first.queue);
     }
@@ -821,14 +822,22 @@ mod tests {
     /// `audit::append` uses: the two must not drift apart.
     #[test]
     fn the_scripts_bound_the_audit_as_audit_rs_does() {
-        let line = format!(
-            "local AUDIT_MAX_IDS, AUDIT_MAXLEN = {}, {}\n",
-            crate::audit::AUDIT_MAX_IDS,
-            crate::audit::AUDIT_MAXLEN
-        );
-        assert!(
-            include_str!("scripts/gate.lua").contains(&line),
-            "gate.lua should say {line:?}"
-        );
+        let lines = [
+            format!(
+                "local AUDIT_MAX_IDS, AUDIT_MAXLEN = {}, {}\n",
+                crate::audit::AUDIT_MAX_IDS,
+                crate::audit::AUDIT_MAXLEN
+            ),
+            format!(
+                "local AUDIT_FOLD_LOOKBACK = {}\n",
+                crate::audit::AUDIT_FOLD_LOOKBACK
+            ),
+        ];
+        for line in lines {
+            assert!(
+                include_str!("scripts/gate.lua").contains(&line),
+                "gate.lua should say {line:?}"
+            );
+        }
     }
 }

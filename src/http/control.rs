@@ -1,5 +1,5 @@
 //! The supervisor's switches and the operator's overview: state, pause/resume/scan, policies,
-//! audit, health, readiness and metrics.
+//! health, readiness and metrics (the audit trail is `http::audit`).
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
 use super::extract::Who;
 use super::AppState;
-use crate::audit::{self, AuditEntry, AuditRecord};
+use crate::audit::{self, AuditAction, AuditRecord};
 use crate::breaker::OpenCircuit;
 use crate::policy::{Action, Policy};
 use crate::state::LastScan;
@@ -97,8 +97,8 @@ pub async fn supervisor(State(app): State<AppState>) -> Json<SupervisorState> {
     Json(state_of(&app).await)
 }
 
-async fn record_switch(app: &AppState, who: &str, action: &str, reason: Option<&str>) {
-    info!(who, action, reason, "supervisor switch");
+async fn record_switch(app: &AppState, who: &str, action: AuditAction, reason: Option<&str>) {
+    info!(who, action = action.name(), reason, "supervisor switch");
     if let Some(mut con) = app.daemon.redis() {
         let prefix = app.daemon.config().redis.key_prefix.clone();
         let why = reason.map_or_else(|| "api".to_string(), |r| format!("api: {r}"));
@@ -130,7 +130,12 @@ async fn switch(
         .set_paused(&mut con, paused, who, reason)
         .await?;
     app.daemon.set_paused(paused);
-    record_switch(app, who, if paused { "pause" } else { "resume" }, reason).await;
+    let action = if paused {
+        AuditAction::Pause
+    } else {
+        AuditAction::Resume
+    };
+    record_switch(app, who, action, reason).await;
     Ok(Json(state_of(app).await))
 }
 
@@ -286,46 +291,6 @@ pub async fn policies(State(app): State<AppState>) -> Json<Policies> {
     Json(Policies {
         policies: app.daemon.config().policies.iter().map(view).collect(),
     })
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditParams {
-    /// Entries to return, newest first (1 to 1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditLog {
-    pub entries: Vec<AuditEntry>,
-}
-
-/// Recent manual and automatic actions, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams), tag = "supervisor",
-    responses((status = 200, body = AuditLog), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn audit(
-    State(app): State<AppState>,
-    ApiQuery(p): ApiQuery<AuditParams>,
-) -> ApiResult<Json<AuditLog>> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let mut con = app.redis()?;
-    let prefix = app.daemon.config().redis.key_prefix.clone();
-    let entries = audit::recent(&mut con, &prefix, limit as usize)
-        .await
-        .map_err(|e| match e.kind() {
-            _ if e.code() == Some("WRONGTYPE") => {
-                ApiError::conflict("corrupt_audit", "the audit key is not a stream")
-            }
-            _ => ApiError::from(e),
-        })?;
-    Ok(Json(AuditLog { entries }))
 }
 
 /// The process is alive.

@@ -2,6 +2,7 @@
 //! groups, stats, audit, metrics). Every write goes through the executor's atomic scripts, like
 //! the daemon's own actions. No GET changes state.
 
+mod audit;
 mod auth;
 mod bulk;
 mod caller;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub auth_failures: Arc<auth::FailureLimiter>,
     /// The one bound on what every traceback search together reads from Redis.
     pub traceback_reads: Arc<crate::limiter::RequeueLimiter>,
+    /// The audit stream summarized in memory, for its filters (`audit::mirror`).
+    pub audit: Arc<crate::audit::mirror::AuditMirror>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
             traceback_reads: Arc::new(crate::limiter::RequeueLimiter::new(
                 traceback_search::READS_PER_SECOND,
             )),
+            audit: Arc::default(),
         }
     }
 
@@ -140,7 +144,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/policies", get(control::policies))
         .route(simulate::SIMULATE_PATH, post(simulate::simulate))
         .route("/api/v1/policies/file", get(simulate::running_file))
-        .route("/api/v1/audit", get(control::audit))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/healthz", get(control::healthz))

@@ -5,8 +5,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    auth, bulk, control, docs, error, jobs, session, simulate, stats, tasks, traceback_search,
-    trend, AppState,
+    audit, auth, bulk, control, docs, error, jobs, session, simulate, stats, tasks,
+    traceback_search, trend, AppState,
 };
 
 #[derive(OpenApi)]
@@ -24,7 +24,7 @@ neither header and no body (curl -X POST) are not affected."),
         bulk::retry_all, bulk::clear, tasks::task, tasks::cancel,
         stats::stats,
         session::sign_in, session::sign_out,
-        control::supervisor, control::pause, control::resume, control::scan_now, control::policies, control::audit,
+        control::supervisor, control::pause, control::resume, control::scan_now, control::policies, audit::list,
         control::healthz, control::readyz, control::metrics, document, docs::page,
         auth::whoami,
         trend::timeline,

@@ -38,6 +38,7 @@ mod trend;
 pub use live::{LiveIndex, Reading};
 pub use rows::{GroupId, GroupNames, Row};
 pub use search::{Needle, SearchText};
+pub use selection::parse_time;
 pub use selection::{Invalid, Selection, Typed};
 use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
 pub use trend::{Buckets, Recent, RecentFailures, Timeline};

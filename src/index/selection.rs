@@ -166,7 +166,7 @@ fn check_name(code: &'static str, what: &str, name: Option<&str>) -> Result<(), 
 
 /// A failure time filter (`name`): RFC 3339, unix seconds within ±10^11, or a time ago before
 /// `now`.
-fn parse_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Invalid> {
+pub fn parse_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Invalid> {
     if let Some(ago) = relative_time(text.trim()) {
         return Ok(now - ago);
     }

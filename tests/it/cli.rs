@@ -303,9 +303,10 @@ fn a_queue_wide_policy_reads_no_failure_texts_and_is_not_stopped_by_one_it_canno
         "the jobs were read: {stats}"
     );
     // The scan reads no results stream; the requeue script reads each requeued job's newest
-    // result once, to leave a job whose last run succeeded alone (issue 21): 2 calls, not 4.
+    // result once, to leave a job whose last run succeeded alone (issue 21): 2 calls, not 4;
+    // and its one call reads the audit's newest entries for one to fold into (issue 22): 3.
     assert!(
-        stats.contains("cmdstat_xrevrange:calls=2,"),
+        stats.contains("cmdstat_xrevrange:calls=3,"),
         "no results stream is read but by the requeue's own check: {stats}"
     );
     let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();

@@ -206,7 +206,7 @@ fn dry_runs_answer_the_selection_by_every_filter_and_write_nothing() {
     assert!(!exists(&mut con, "rq:retryd:audit"));
     assert_eq!(
         daemon.get("/api/v1/audit").expect(200),
-        json!({"entries": []})
+        json!({"entries": [], "next_cursor": null, "searched": 0, "stream_len": 0})
     );
 }
 

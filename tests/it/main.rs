@@ -14,7 +14,9 @@ mod support;
 
 mod acl;
 mod api_fuzz;
+mod audit;
 mod browser;
+mod browser_audit;
 mod browser_replay;
 mod browser_search;
 mod browser_simulate;

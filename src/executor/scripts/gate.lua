@@ -69,15 +69,33 @@ end
 -- changed, in the same atomic step, so no requeue or purge is ever unrecorded (a crash or a
 -- refusal between a write and a separate XADD could leave one so). audit_refusal() runs with
 -- the checks, before the first write: XADD on a key that is not a stream would fail after the
--- writes, and so would one the ACL denies. It returns nil, -16 (the audit key is not a
--- stream: nothing written for any job of the call) or the forbidden_by_acl code.
--- Entry fields, as `audit::recent` reads them: at, who, action, why, queue, count (exact),
+-- writes, and so would one the ACL denies (and, for an automatic write, the XREVRANGE and
+-- XDEL of the fold below). It returns nil, -16 (the audit key is not a stream: nothing
+-- written for any job of the call) or the forbidden_by_acl code.
+-- Entry fields, as `audit::entry_of` reads them: at, who, action, why, queue, count (exact),
 -- job_ids (the first 100, comma-joined, for readers older than job_ids_json) and job_ids_json
--- (the same ids as a JSON array: an id may contain a comma). MAXLEN ~ 10000, as audit::append.
+-- (the same ids as a JSON array: an id may contain a comma); a folded entry also last_at and
+-- replaces (below). MAXLEN ~ 10000, as audit::append.
+--
+-- Automatic writes fold (issue 22: the supervisor wrote 598 entries in 13 minutes, and a
+-- person's action scrolled out in 3): an automatic call whose entry would say the same who,
+-- action, why, queue and to_queue as one of the newest AUDIT_FOLD_LOOKBACK entries, written
+-- in the same minute (the first 16 characters of `at`: the caller's clock), adds its jobs to
+-- that entry instead, as long as it then lists at most AUDIT_MAX_IDS ids (so every job an
+-- automatic write changed stays listed in some entry). Stream entries cannot change, so the
+-- fold deletes the old entry (XDEL) and appends the merged one, which keeps the first `at`,
+-- says `last_at` and names the entry it `replaces` (readers that mirror the stream drop
+-- that one). All in the same atomic step as the writes. Manual writes never fold: each of a
+-- person's actions stays an entry of its own.
 local AUDIT_MAX_IDS, AUDIT_MAXLEN = 100, 10000
+local AUDIT_FOLD_LOOKBACK = 16
 local function audit_refusal()
   local no = denied('TYPE', KEYS[3])
     or denied('XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', ARGV[5])
+  if not no and ARGV[1] ~= '' then
+    no = denied('XREVRANGE', KEYS[3], '+', '-', 'COUNT', AUDIT_FOLD_LOOKBACK)
+      or denied('XDEL', KEYS[3], '0-1')
+  end
   if no then
     return no
   end
@@ -88,23 +106,72 @@ local function audit_refusal()
   return nil
 end
 
+-- The newest entry this automatic call may fold into (see above), as {id, fields by name,
+-- its ids}; nil when there is none. Reads only, and nothing in it can fail on data: the key
+-- is a stream (audit_refusal) and a field that is not what this script writes (a count that
+-- is no number, ids that are no JSON array) makes the entry one not to fold into.
+local function fold_target(n_ids, to_queue)
+  if ARGV[1] == '' then
+    return nil
+  end
+  local minute = string.sub(ARGV[5], 1, 16)
+  local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', AUDIT_FOLD_LOOKBACK)
+  for _, entry in ipairs(newest) do
+    local f = {}
+    for i = 1, #entry[2], 2 do
+      f[entry[2][i]] = entry[2][i+1]
+    end
+    if f.who == ARGV[2] and f.action == ARGV[4] and f.why == ARGV[3] and f.queue == ARGV[6]
+      and f.to_queue == to_queue and type(f.at) == 'string'
+      and string.sub(f.at, 1, 16) == minute then
+      local ok, decoded = pcall(cjson.decode, f.job_ids_json or '')
+      local count = tonumber(f.count)
+      if not ok or type(decoded) ~= 'table' or not count or count < 1
+        or count + n_ids > AUDIT_MAX_IDS then
+        return nil
+      end
+      local ids = {}
+      for i = 1, count do
+        if type(decoded[i]) ~= 'string' then
+          return nil
+        end
+        ids[i] = decoded[i]
+      end
+      return {entry[1], f, ids}
+    end
+  end
+  return nil
+end
+
 -- Appends the entry for `ids`, the jobs this call changed; nothing when it changed none.
 -- `to_queue`, for a requeue, names the queue the jobs went to (their origin, or the policy's
--- requeue_to); nil leaves the field out.
+-- requeue_to); nil leaves the field out. An automatic call may fold into an entry before it.
 local function audit(ids, to_queue)
   if #ids == 0 then
     return
   end
-  local listed = {}
-  for i = 1, math.min(#ids, AUDIT_MAX_IDS) do
-    listed[i] = ids[i]
+  local at, listed, folded = ARGV[5], {}, fold_target(#ids, to_queue)
+  if folded then
+    redis.call('XDEL', KEYS[3], folded[1])
+    at, listed = folded[2].at, folded[3]
   end
-  local entry = {'XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', ARGV[5], 'who', ARGV[2],
-    'action', ARGV[4], 'why', ARGV[3], 'queue', ARGV[6], 'count', #ids,
+  local count = #listed + #ids
+  local room = math.min(#ids, AUDIT_MAX_IDS - #listed)
+  for i = 1, room do
+    listed[#listed+1] = ids[i]
+  end
+  local entry = {'XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', at, 'who', ARGV[2],
+    'action', ARGV[4], 'why', ARGV[3], 'queue', ARGV[6], 'count', count,
     'job_ids', table.concat(listed, ','), 'job_ids_json', cjson.encode(listed)}
   if to_queue then
     entry[#entry+1] = 'to_queue'
     entry[#entry+1] = to_queue
+  end
+  if folded then
+    entry[#entry+1] = 'last_at'
+    entry[#entry+1] = ARGV[5]
+    entry[#entry+1] = 'replaces'
+    entry[#entry+1] = folded[1]
   end
   redis.call(unpack(entry))
 end
