@@ -439,6 +439,8 @@ pub struct FailureIndex {
     groups_cache: std::sync::Mutex<Option<(u64, Vec<Group>)>>,
     /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
     spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
+    /// The recent failures [`FailureIndex::recent`] last gathered, and the version they are of.
+    recent_cache: std::sync::Mutex<Option<trend::RecentCache>>,
 }
 
 /// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back

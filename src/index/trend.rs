@@ -90,7 +90,7 @@ pub struct Recent {
 
 /// Every group's failures of the last half hour, as of one time (see
 /// [`FailureIndex::recent`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct RecentFailures {
     now_us: i64,
     /// Per group, the count in the last 15 minutes and in the 15 before.
@@ -107,6 +107,21 @@ impl RecentFailures {
             new: us(group.first_failed_at) >= self.now_us - QUARTER_US,
         }
     }
+}
+
+/// How long a [`RecentCache`] answers after it was filled: it keeps this much more than the
+/// half hour it needs.
+const HORIZON_US: i64 = QUARTER_US;
+
+/// The failures of one version of the index from a little over half an hour before a time on,
+/// with their group: later `recent` answers of the same version (the console asks every few
+/// seconds) count these instead of passing over every entry again.
+#[derive(Debug)]
+pub(super) struct RecentCache {
+    version: u64,
+    from_us: i64,
+    /// (position in the entries, failure time).
+    failures: Vec<(u32, i64)>,
 }
 
 /// The start of the whole `step_us` that holds `at_us`.
@@ -155,20 +170,31 @@ impl FailureIndex {
     }
 
     /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
-    /// microsecond, not aligned), undecodable jobs left out: one pass over the entries.
+    /// microsecond, not aligned), of the jobs `query` matches, undecodable jobs left out:
+    /// counted from the recent failures kept for this version of the index, gathered by one
+    /// pass over the entries when there are none for it yet or they do not reach back far
+    /// enough for `now`.
     pub fn recent(&self, query: &Selection, now: DateTime<Utc>) -> RecentFailures {
         let now_us = us(now);
         let last_from = now_us - QUARTER_US;
         let prev_from = last_from - QUARTER_US;
+        let mut cache = self.recent_cache.lock().expect("recent cache lock");
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
+        if !fresh {
+            *cache = Some(self.recent_from(prev_from - HORIZON_US));
+        }
+        let kept = &cache.as_ref().expect("filled above").failures;
         let c = self.compile(query);
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
-        for (key, e) in &self.entries {
-            // Undecodable jobs are in no group's count (see `http::jobs::groups`); with a
-            // search, only the jobs it finds count, as in the groups' `count`.
-            if e.failed_at_us < prev_from
-                || e.state == super::State::Undecodable
-                || c.test((key.0, &key.1), e) != Test::Match
-            {
+        for &(pos, at) in kept.iter().filter(|(_, at)| *at >= prev_from) {
+            let (key, e) = self
+                .entries
+                .get_index(pos as usize)
+                .expect("a kept position");
+            // With a search, only the jobs it finds count, as in the groups' `count`.
+            if c.test((key.0, &key.1), e) != Test::Match {
                 continue;
             }
             let counts = by_group
@@ -178,13 +204,31 @@ impl FailureIndex {
                     exception: e.exception,
                 })
                 .or_default();
-            if e.failed_at_us >= last_from {
+            if at >= last_from {
                 counts.0 += 1;
             } else {
                 counts.1 += 1;
             }
         }
         RecentFailures { now_us, by_group }
+    }
+
+    /// The positions of the failures from `from_us` on, with their failure times; undecodable
+    /// jobs are in no group's count (see `http::jobs::groups`). Positions hold while the
+    /// version does.
+    fn recent_from(&self, from_us: i64) -> RecentCache {
+        let failures = self
+            .entries
+            .values()
+            .enumerate()
+            .filter(|(_, e)| e.failed_at_us >= from_us && e.state != super::State::Undecodable)
+            .map(|(pos, e)| (pos as u32, e.failed_at_us))
+            .collect();
+        RecentCache {
+            version: self.version,
+            from_us,
+            failures,
+        }
     }
 }
 
@@ -231,6 +275,45 @@ mod tests {
             index.observe(o);
         }
         index
+    }
+
+    /// A later answer of an unchanged index comes from the failures kept for it, and is the
+    /// answer a fresh pass gives; a change or a clock past the horizon makes a fresh pass.
+    #[test]
+    fn a_kept_answer_equals_a_fresh_pass_until_the_index_changes_or_the_clock_moves_on() {
+        let failures = [
+            failed("default", "a", "ValueError", 60),
+            failed("default", "b", "ValueError", 20 * 60),
+            failed("default", "c", "ValueError", 40 * 60),
+            failed("emails", "d", "TimeoutError", 50 * 60),
+            failed("emails", "e", "TimeoutError", 80 * 60),
+        ];
+        let later = |mins: i64| now() + chrono::Duration::minutes(mins);
+        for mins in [0, 5, 14, 15, 16, 40, -1, -20] {
+            let kept = index_of(&failures);
+            kept.recent(&Selection::default(), now());
+            let fresh = index_of(&failures);
+            assert_eq!(
+                kept.recent(&Selection::default(), later(mins)),
+                fresh.recent(&Selection::default(), later(mins)),
+                "{mins} min"
+            );
+        }
+        let mut kept = index_of(&failures);
+        kept.recent(&Selection::default(), now());
+        kept.observe(&failed("default", "f", "ValueError", 0));
+        let mut fresh = index_of(&failures);
+        fresh.observe(&failed("default", "f", "ValueError", 0));
+        assert_eq!(
+            kept.recent(&Selection::default(), now()),
+            fresh.recent(&Selection::default(), now())
+        );
+        let g = kept
+            .groups()
+            .into_iter()
+            .find(|g| g.queue == "default")
+            .unwrap();
+        assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
     }
 
     /// What `failures_seen_total` counts: a failure is new once, and again only when the job
