@@ -28,8 +28,10 @@ pub const SIMULATE_PATH: &str = "/api/v1/policies/simulate";
 pub struct InvalidPolicyFile {
     /// Every problem as `check-config` prints it, one per line (`candidate:LINE:COL: key: message`).
     pub error: String,
-    /// `invalid_policy_file`.
+    /// `invalid_policy_file`; the other 400s of the route (`invalid_body`,
+    /// `unknown_parameter`) have the plain error shape, without `problems`.
     pub code: String,
+    #[serde(default)]
     pub problems: Vec<Problem>,
 }
 
@@ -69,11 +71,11 @@ impl From<ConfigError> for InvalidPolicyFile {
     }
 }
 
-/// What a candidate policy file (TOML: `[[policy]]` tables, or a whole config file of which
+/// What a candidate policy file (TOML, sent as `application/toml` or any type but a form's: `[[policy]]` tables, or a whole config file of which
 /// only the policies are simulated) would do with every failed job the daemon's index holds,
 /// by group, against the running policies. Writes nothing; any role may ask.
 #[utoipa::path(post, path = "/api/v1/policies/simulate", tag = "supervisor",
-    request_body(content = String, content_type = "application/toml",
+    request_body(content = Option<String>, content_type = "application/toml",
         description = "A policy file: `[[policy]]` tables as in the config (a whole config file is accepted; its other sections are ignored and named in `ignored_sections`). At most 64 KiB."),
     responses((status = 200, body = Report), (status = 400, body = InvalidPolicyFile, description = "invalid_policy_file: the file's problems, located; or invalid_body: not UTF-8"),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -283,6 +283,12 @@ fn a_read_token_may_simulate_although_it_may_not_write() {
             faster().as_bytes(),
         )
         .expect_error(401, "unauthorized");
+    // The document says so: the route's 403 is only the cross-site guard's.
+    let doc = daemon.get("/api/v1/openapi.json").expect(200);
+    let post = &doc["paths"]["/api/v1/policies/simulate"]["post"]["responses"];
+    let refused = post["403"]["description"].as_str().unwrap();
+    assert!(refused.starts_with("cross_site"), "{refused}");
+    assert!(post["401"].is_object(), "{post}");
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
