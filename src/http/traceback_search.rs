@@ -45,7 +45,7 @@ pub struct TracebackParams {
     #[param(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub text: String,
     /// Jobs of the selection already searched (the previous answer's `next`), 0 to 1000000000.
