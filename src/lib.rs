@@ -5,7 +5,6 @@
 
 pub mod actions;
 pub mod audit;
-pub mod audit_mentions;
 pub mod breaker;
 pub mod cli;
 pub mod commands;

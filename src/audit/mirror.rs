@@ -50,7 +50,7 @@ struct Mirrored {
 }
 
 /// One page of filtered entries, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
     pub entries: Vec<AuditEntry>,
     /// Where the next (older) page starts, when there is one.

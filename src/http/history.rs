@@ -14,7 +14,9 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JobId;
 use super::AppState;
-use crate::audit_mentions::{Mentions, RawEntry};
+use crate::audit::filter::AuditFilter;
+use crate::audit::mirror::{Page, ReadError};
+use crate::audit::AuditEntry;
 use crate::rq::exception::{final_exception, ExceptionLine};
 use crate::rq::failure::from_exc_info;
 use crate::rq::job::{parse_rq_timestamp, StreamFields};
@@ -23,6 +25,8 @@ use crate::rq::Keys;
 
 /// Results entries read at most (RQ keeps 10; a stream someone else filled costs no more).
 pub const MAX_RUNS: usize = 50;
+/// Audit entries naming the job listed at most (the newest).
+pub const MAX_ACTIONS: usize = 500;
 /// A message longer than this is cut (at its end) and marked `message_truncated`; the whole
 /// traceback stays in `GET /api/v1/jobs/status/{job_id}`.
 pub const MESSAGE_MAX: usize = 64 * 1024;
@@ -110,11 +114,9 @@ pub struct JobHistory {
     pub queue: Option<String>,
     /// Newest first.
     pub events: Vec<HistoryEvent>,
-    /// Audit entries searched for this job (the whole capped stream).
+    /// Audit entries searched for this job (the whole capped stream, unless more than
+    /// [`MAX_ACTIONS`] name it).
     pub audit_searched: u64,
-    /// Audit entries read from Redis for this answer: the whole stream on the first request
-    /// after the daemon starts, then only the entries appended since the request before.
-    pub audit_read: u64,
     /// More audit entries named the job than are listed; the oldest were left out.
     pub audit_truncated: bool,
     /// What could not be read (a key of the wrong type), for people.
@@ -135,17 +137,23 @@ pub async fn history(
     let keys = Keys::new(&app.daemon.config().redis.key_prefix);
     let stored = read_stored(&mut con, &keys, &job_id).await?;
     let mut notes = stored.notes.clone();
+    // The entries naming this job, from the audit's in-memory summary (`audit::mirror`, the
+    // same one `GET /api/v1/audit?job_id=` answers from).
+    let named = AuditFilter {
+        job_id: Some(job_id.clone()),
+        ..AuditFilter::default()
+    };
     let mentions = match app
-        .mentions
-        .naming(&mut con, &keys.retryd_audit(), &job_id)
+        .audit
+        .page(&mut con, &keys.retryd_audit(), &named, None, MAX_ACTIONS)
         .await
     {
-        Ok(m) => m,
-        Err(e) if crate::rq::registry::is_wrong_type(&e) => {
+        Ok(page) => page,
+        Err(ReadError::NotAStream) => {
             notes.push("the audit key is not a stream: no actions shown".into());
-            Mentions::default()
+            Page::default()
         }
-        Err(e) => return Err(e.into()),
+        Err(ReadError::Redis(e)) => return Err(e.into()),
     };
     if !stored.hash_exists && stored.runs.is_empty() && mentions.entries.is_empty() {
         return Err(ApiError::not_found(
@@ -166,8 +174,7 @@ pub async fn history(
         queue: stored.origin,
         events,
         audit_searched: mentions.searched as u64,
-        audit_read: mentions.read_now as u64,
-        audit_truncated: mentions.truncated,
+        audit_truncated: mentions.next_cursor.is_some(),
         notes,
     }))
 }
@@ -325,23 +332,9 @@ fn hash_failure(stored: &Stored) -> Option<HistoryEvent> {
     Some(e)
 }
 
-/// Whether an audit entry's `who` is rq-retryd itself (the scan loop, or `once` and the other
-/// writers without an operator) rather than an operator.
-fn is_automatic(who: &str) -> bool {
-    who == "supervisor" || who == crate::executor::Attribution::UNNAMED.who
-}
-
-fn audit_event((id, fields): &RawEntry) -> HistoryEvent {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    let who = get("who").unwrap_or_default();
-    let action = get("action").unwrap_or_default();
-    let automatic = is_automatic(&who);
-    let kind = match action.as_str() {
+fn audit_event(entry: &AuditEntry) -> HistoryEvent {
+    let automatic = crate::audit::AUTOMATIC_WHO.contains(&entry.who.as_str());
+    let kind = match entry.action.as_str() {
         "requeue" if automatic => EventKind::Requeue,
         "requeue" => EventKind::OperatorRetry,
         "purge" if automatic => EventKind::Purge,
@@ -351,18 +344,18 @@ fn audit_event((id, fields): &RawEntry) -> HistoryEvent {
     };
     let mut e = event(kind, EventSource::Audit);
     // The entry id's time is Redis's clock, as the results' are: the two interleave truly.
-    e.at = stream_time(id).or_else(|| {
-        get("at")
-            .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
+    e.at = stream_time(&entry.id).or_else(|| {
+        DateTime::parse_from_rfc3339(&entry.at)
+            .ok()
             .map(|at| at.with_timezone(&Utc))
     });
-    e.entry_id = Some(id.clone());
-    e.who = Some(who);
-    e.why = get("why");
-    e.action = Some(action);
-    e.queue = get("queue");
-    e.to_queue = get("to_queue");
-    e.count = get("count").and_then(|c| c.parse().ok());
+    e.entry_id = Some(entry.id.clone());
+    e.who = Some(entry.who.clone());
+    e.why = Some(entry.why.clone());
+    e.action = Some(entry.action.clone());
+    e.queue = Some(entry.queue.clone());
+    e.to_queue = entry.to_queue.clone();
+    e.count = Some(entry.count);
     e
 }
 
@@ -370,14 +363,25 @@ fn audit_event((id, fields): &RawEntry) -> HistoryEvent {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, pairs: &[(&str, &str)]) -> RawEntry {
-        (
-            id.to_string(),
+    fn entry(id: &str, pairs: &[(&str, &str)]) -> AuditEntry {
+        let get = |k: &str| {
             pairs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        )
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        AuditEntry {
+            id: id.to_string(),
+            at: get("at").unwrap_or_default(),
+            who: get("who").unwrap_or_default(),
+            action: get("action").unwrap_or_default(),
+            why: get("why").unwrap_or_default(),
+            queue: get("queue").unwrap_or_default(),
+            count: get("count").and_then(|c| c.parse().ok()).unwrap_or(0),
+            job_ids: Vec::new(),
+            to_queue: get("to_queue"),
+            last_at: None,
+        }
     }
 
     #[test]

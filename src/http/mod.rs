@@ -70,8 +70,6 @@ pub struct AppState {
     pub traceback_reads: Arc<crate::limiter::RequeueLimiter>,
     /// The audit stream summarized in memory, for its filters (`audit::mirror`).
     pub audit: Arc<crate::audit::mirror::AuditMirror>,
-    /// Which audit entries name which job, for job histories (read from the stream lazily).
-    pub mentions: Arc<crate::audit_mentions::AuditMentions>,
 }
 
 impl AppState {
@@ -91,7 +89,6 @@ impl AppState {
                 traceback_search::READS_PER_SECOND,
             )),
             audit: Arc::default(),
-            mentions: Arc::default(),
         }
     }
 

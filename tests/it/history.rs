@@ -320,11 +320,7 @@ fn the_audit_is_searched_whole_and_followed_as_it_grows_is_trimmed_and_is_replac
     let h = history(&daemon, "a,b");
     assert_eq!(kinds(&h), ["requeue"]);
     assert_eq!(h["events"][0]["entry_id"], first.as_str());
-    assert_eq!(h["audit_searched"], 10_001);
-    assert_eq!(
-        h["audit_read"], 10_001,
-        "the first request reads the whole stream"
-    );
+    assert_eq!(h["audit_searched"], 10_001, "the whole stream is searched");
     assert_eq!(
         kinds(&history(&daemon, "filler-5000-99")),
         ["requeue"],
@@ -335,8 +331,8 @@ fn the_audit_is_searched_whole_and_followed_as_it_grows_is_trimmed_and_is_replac
     audit(&mut con, "ops@127.0.0.1", "purge", &["a,b"]);
     let h = history(&daemon, "a,b");
     assert_eq!(kinds(&h), ["operator_delete", "requeue"]);
+    // (How much is read from Redis per request is the audit mirror's, tested in audit::.)
     assert_eq!(h["audit_searched"], 10_002);
-    assert_eq!(h["audit_read"], 1, "only what was appended is read");
 
     // Trimmed entries are gone from the history.
     let _: () = redis::cmd("XTRIM")
