@@ -366,6 +366,22 @@ def fixed_questions(n, indexed):
     no `order`; its listing is oldest expiry first, i.e. `oldest`)."""
     oldest = "oldest" if indexed else None
     deep = n * 3 // 4  # 150,000 at 200k, the issue's before-table
+    return fixed_reads(n, oldest, deep) | (search_and_trend(n) if indexed else {})
+
+
+def search_and_trend(n):
+    """Issue 22's questions (search, trend), which builds before it cannot answer."""
+    return {
+        "search q=unexpectedly closed (50)": ("GET", "/api/v1/jobs/failed?" + qs(q="unexpectedly closed", limit=50)),
+        "search q=acme at offset n/2 (50)": ("GET", "/api/v1/jobs/failed?" + qs(q="acme", limit=50, offset=n // 2)),
+        "search q=4e7a (hex: ids too) (50)": ("GET", "/api/v1/jobs/failed?" + qs(q="4e7a", limit=50)),
+        "groups q=timeout": ("GET", "/api/v1/jobs/failed/groups?" + qs(q="timeout")),
+        "timeline": ("GET", "/api/v1/jobs/timeline"),
+        "timeline queue default": ("GET", "/api/v1/jobs/timeline?" + qs(queue="default")),
+    }
+
+
+def fixed_reads(n, oldest, deep):
     return {
         "stats": ("GET", "/api/v1/jobs/stats"),
         "list first page, all queues (50)": ("GET", "/api/v1/jobs/failed?" + qs(limit=50)),
