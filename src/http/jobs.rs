@@ -482,7 +482,12 @@ pub async fn groups(
             let mut total = 0;
             let mut undecodable = 0;
             let mut groups = Vec::new();
-            let recent = index.recent(&searched, Utc::now());
+            // Without a search, the groups are the queue's whole groups: their counts need no
+            // filter (the fast path of `recent`).
+            let recent = match searched.q {
+                Some(_) => index.recent(&searched, Utc::now()),
+                None => index.recent(&crate::index::Selection::default(), Utc::now()),
+            };
             let all = match searched.q {
                 Some(_) => index.groups_matching(&searched),
                 None => index.groups(),

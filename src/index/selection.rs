@@ -64,6 +64,28 @@ impl Invalid {
 }
 
 impl Selection {
+    /// Whether it sets no filter at all (every failed job).
+    pub fn is_everything(&self) -> bool {
+        let Selection {
+            queue,
+            function,
+            exception,
+            failed_before,
+            failed_after,
+            policy,
+            state,
+            q,
+        } = self;
+        queue.is_none()
+            && function.is_none()
+            && exception.is_none()
+            && failed_before.is_none()
+            && failed_after.is_none()
+            && policy.is_none()
+            && state.is_none()
+            && q.is_none()
+    }
+
     /// The selection `typed` describes, times ago (`1h`) counted back from `now`. What the
     /// OpenAPI document declares is what is taken: a value it does not admit is refused, not
     /// read by a richer parser (see: issue 19).

@@ -122,6 +122,24 @@ pub(super) struct RecentCache {
     from_us: i64,
     /// (position in the entries, failure time).
     failures: Vec<(u32, i64)>,
+    /// The same failures' times per group, sorted: with no filter, a group's counts are two
+    /// binary searches, not a pass over every recent failure (in an incident, most are).
+    times: IdMap<GroupId, Vec<i64>>,
+}
+
+impl RecentCache {
+    /// Every group's counts in `[prev_from, last_from)` and from `last_from` on.
+    fn counts(&self, prev_from: i64, last_from: i64) -> IdMap<GroupId, (u64, u64)> {
+        self.times
+            .iter()
+            .map(|(g, times)| {
+                let prev = times.partition_point(|&t| t < prev_from);
+                let last = times.partition_point(|&t| t < last_from);
+                (*g, ((times.len() - last) as u64, (last - prev) as u64))
+            })
+            .filter(|(_, (last, prev))| last + prev > 0)
+            .collect()
+    }
 }
 
 /// The start of the whole `step_us` that holds `at_us`.
@@ -185,7 +203,14 @@ impl FailureIndex {
         if !fresh {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
-        let kept = &cache.as_ref().expect("filled above").failures;
+        let kept = cache.as_ref().expect("filled above");
+        if query.is_everything() {
+            return RecentFailures {
+                now_us,
+                by_group: kept.counts(prev_from, last_from),
+            };
+        }
+        let kept = &kept.failures;
         let c = self.compile(query);
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
         for &(pos, at) in kept.iter().filter(|(_, at)| *at >= prev_from) {
@@ -217,17 +242,28 @@ impl FailureIndex {
     /// jobs are in no group's count (see `http::jobs::groups`). Positions hold while the
     /// version does.
     fn recent_from(&self, from_us: i64) -> RecentCache {
-        let failures = self
-            .entries
-            .values()
-            .enumerate()
-            .filter(|(_, e)| e.failed_at_us >= from_us && e.state != super::State::Undecodable)
-            .map(|(pos, e)| (pos as u32, e.failed_at_us))
-            .collect();
+        let mut failures = Vec::new();
+        let mut times: IdMap<GroupId, Vec<i64>> = IdMap::default();
+        for (pos, ((queue, _), e)) in self.entries.iter().enumerate() {
+            if e.failed_at_us < from_us || e.state == super::State::Undecodable {
+                continue;
+            }
+            failures.push((pos as u32, e.failed_at_us));
+            let group = GroupId {
+                queue: *queue,
+                function: e.function,
+                exception: e.exception,
+            };
+            times.entry(group).or_default().push(e.failed_at_us);
+        }
+        for t in times.values_mut() {
+            t.sort_unstable();
+        }
         RecentCache {
             version: self.version,
             from_us,
             failures,
+            times,
         }
     }
 }
@@ -314,6 +350,33 @@ mod tests {
             .find(|g| g.queue == "default")
             .unwrap();
         assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
+    }
+
+    /// With no filter, `recent` counts by binary search in each group's kept times; with one,
+    /// by a pass over the kept failures. A filter that keeps every job must give the same.
+    #[test]
+    fn the_unfiltered_fast_path_counts_what_a_filtered_pass_counts() {
+        let mut failures = Vec::new();
+        let ids: Vec<String> = (0..200).map(|i| format!("j{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let (queue, exception) = [("default", "ValueError"), ("emails", "TimeoutError")][i % 2];
+            // From 10 s ahead of now (a worker's clock) to 50 minutes ago, on both edges.
+            failures.push(failed(queue, id, exception, i as i64 * 15 - 10));
+        }
+        failures.push(failed("edges", "e15", "KeyError", 15 * 60));
+        failures.push(failed("edges", "e30", "KeyError", 30 * 60));
+        let keeps_all = Selection {
+            failed_after: Some(now() - chrono::Duration::days(365)),
+            ..Selection::default()
+        };
+        assert!(Selection::default().is_everything() && !keeps_all.is_everything());
+        for mins in [0, 3, 15, 29, 44] {
+            let index = index_of(&failures);
+            let at = now() + chrono::Duration::minutes(mins);
+            let fast = index.recent(&Selection::default(), at);
+            assert_eq!(fast, index.recent(&keeps_all, at), "{mins} min later");
+            assert!(!fast.by_group.is_empty() || mins == 44);
+        }
     }
 
     /// What `failures_seen_total` counts: a failure is new once, and again only when the job
