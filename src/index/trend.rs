@@ -113,29 +113,30 @@ impl RecentFailures {
 /// half hour it needs.
 const HORIZON_US: i64 = QUARTER_US;
 
-/// The failures of one version of the index from a little over half an hour before a time on,
-/// with their group: later `recent` answers of the same version (the console asks every few
-/// seconds) count these instead of passing over every entry again.
+/// The failure times of one version of the index from a little over half an hour before a time
+/// on, by group: later unfiltered `recent` answers of the same version (the console asks every
+/// few seconds) count these instead of passing over every entry again.
 #[derive(Debug)]
 pub(super) struct RecentCache {
     version: u64,
     from_us: i64,
-    /// (position in the entries, failure time).
-    failures: Vec<(u32, i64)>,
-    /// The same failures' times per group, sorted: with no filter, a group's counts are two
-    /// binary searches, not a pass over every recent failure (in an incident, most are).
+    /// The failure times per group: a group's counts are a pass over a flat array of its
+    /// times (about a millisecond for a million), not a lookup per failure.
     times: IdMap<GroupId, Vec<i64>>,
 }
 
 impl RecentCache {
-    /// Every group's counts in `[prev_from, last_from)` and from `last_from` on.
+    /// Every group's counts from `last_from` on and in `[prev_from, last_from)`.
     fn counts(&self, prev_from: i64, last_from: i64) -> IdMap<GroupId, (u64, u64)> {
         self.times
             .iter()
             .map(|(g, times)| {
-                let prev = times.partition_point(|&t| t < prev_from);
-                let last = times.partition_point(|&t| t < last_from);
-                (*g, ((times.len() - last) as u64, (last - prev) as u64))
+                let (mut last, mut prev) = (0u64, 0u64);
+                for &t in times {
+                    last += u64::from(t >= last_from);
+                    prev += u64::from(t >= prev_from && t < last_from);
+                }
+                (*g, (last, prev))
             })
             .filter(|(_, (last, prev))| last + prev > 0)
             .collect()
@@ -196,6 +197,9 @@ impl FailureIndex {
         let now_us = us(now);
         let last_from = now_us - QUARTER_US;
         let prev_from = last_from - QUARTER_US;
+        if !query.is_everything() {
+            return self.recent_matching(query, now_us, prev_from, last_from);
+        }
         let mut cache = self.recent_cache.lock().expect("recent cache lock");
         let fresh = cache
             .as_ref()
@@ -204,22 +208,30 @@ impl FailureIndex {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
         let kept = cache.as_ref().expect("filled above");
-        if query.is_everything() {
-            return RecentFailures {
-                now_us,
-                by_group: kept.counts(prev_from, last_from),
-            };
+        RecentFailures {
+            now_us,
+            by_group: kept.counts(prev_from, last_from),
         }
-        let kept = &kept.failures;
+    }
+
+    /// [`FailureIndex::recent`] of the jobs a search (or another filter) finds: one pass over
+    /// the entries, as the search's own groups are.
+    fn recent_matching(
+        &self,
+        query: &Selection,
+        now_us: i64,
+        prev_from: i64,
+        last_from: i64,
+    ) -> RecentFailures {
         let c = self.compile(query);
         let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
-        for &(pos, at) in kept.iter().filter(|(_, at)| *at >= prev_from) {
-            let (key, e) = self
-                .entries
-                .get_index(pos as usize)
-                .expect("a kept position");
-            // With a search, only the jobs it finds count, as in the groups' `count`.
-            if c.test((key.0, &key.1), e) != Test::Match {
+        for (key, e) in &self.entries {
+            let at = e.failed_at_us;
+            // Only the jobs it finds count, as in the groups' `count`.
+            if at < prev_from
+                || e.state == super::State::Undecodable
+                || c.test((key.0, &key.1), e) != Test::Match
+            {
                 continue;
             }
             let counts = by_group
@@ -238,17 +250,14 @@ impl FailureIndex {
         RecentFailures { now_us, by_group }
     }
 
-    /// The positions of the failures from `from_us` on, with their failure times; undecodable
-    /// jobs are in no group's count (see `http::jobs::groups`). Positions hold while the
-    /// version does.
+    /// The failure times from `from_us` on, by group; undecodable jobs are in no group's count
+    /// (see `http::jobs::groups`). They hold while the version does.
     fn recent_from(&self, from_us: i64) -> RecentCache {
-        let mut failures = Vec::new();
         let mut times: IdMap<GroupId, Vec<i64>> = IdMap::default();
-        for (pos, ((queue, _), e)) in self.entries.iter().enumerate() {
+        for ((queue, _), e) in &self.entries {
             if e.failed_at_us < from_us || e.state == super::State::Undecodable {
                 continue;
             }
-            failures.push((pos as u32, e.failed_at_us));
             let group = GroupId {
                 queue: *queue,
                 function: e.function,
@@ -257,12 +266,11 @@ impl FailureIndex {
             times.entry(group).or_default().push(e.failed_at_us);
         }
         for t in times.values_mut() {
-            t.sort_unstable();
+            t.shrink_to_fit();
         }
         RecentCache {
             version: self.version,
             from_us,
-            failures,
             times,
         }
     }
@@ -352,8 +360,8 @@ mod tests {
         assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
     }
 
-    /// With no filter, `recent` counts by binary search in each group's kept times; with one,
-    /// by a pass over the kept failures. A filter that keeps every job must give the same.
+    /// With no filter, `recent` counts each group's kept times; with one, it passes over the
+    /// entries. A filter that keeps every job must give the same.
     #[test]
     fn the_unfiltered_fast_path_counts_what_a_filtered_pass_counts() {
         let mut failures = Vec::new();
