@@ -325,9 +325,7 @@ async fn the_overview_shows_each_group_and_each_queue_with_its_counts() {
         "no token configured: no sign-in"
     );
 
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("console-overview.png"), browser.screenshot().await).unwrap();
+    browser.save_screenshot("console-overview.png").await;
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }

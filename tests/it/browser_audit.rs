@@ -161,8 +161,6 @@ async fn a_person_finds_a_colleagues_action_of_an_hour_ago_among_the_supervisors
         })
         .await;
 
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
     browser
         .goto(&format!(
             "{}/ui/audit?people_only=true&since=1d",
@@ -170,7 +168,7 @@ async fn a_person_finds_a_colleagues_action_of_an_hour_ago_among_the_supervisors
         ))
         .await;
     browser.wait_shown(&alice).await;
-    std::fs::write(dir.join("console-audit.png"), browser.screenshot().await).unwrap();
+    browser.save_screenshot("console-audit.png").await;
     browser.client.set_window_size(390, 844).await.unwrap();
     let width = browser
         .js("return document.documentElement.scrollWidth;", vec![])
@@ -179,11 +177,7 @@ async fn a_person_finds_a_colleagues_action_of_an_hour_ago_among_the_supervisors
         width.as_f64().unwrap() <= 390.0,
         "the filters fit a phone: {width}"
     );
-    std::fs::write(
-        dir.join("console-audit-phone.png"),
-        browser.screenshot().await,
-    )
-    .unwrap();
+    browser.save_screenshot("console-audit-phone.png").await;
     browser.close().await;
 }
 

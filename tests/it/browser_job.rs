@@ -168,16 +168,11 @@ async fn the_job_page_leads_with_the_final_exception_folds_library_frames_and_sh
         )
         .await;
     assert_eq!(fits, json!(true));
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("console-job-error.png"),
-        browser.screenshot().await,
-    )
-    .unwrap();
+    browser.save_screenshot("console-job-error.png").await;
     let history_card = browser.find("#history").await;
+    // The history card alone (an element's screenshot), beside the page's.
     std::fs::write(
-        dir.join("console-job-history.png"),
+        support::repo_root().join("target/ci-artifacts/console-job-history.png"),
         history_card.screenshot().await.unwrap(),
     )
     .unwrap();

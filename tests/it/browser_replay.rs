@@ -101,13 +101,7 @@ async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_res
         width.as_f64().unwrap() <= 390.0,
         "the page is {width} px wide at 390"
     );
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("console-replay-progress.png"),
-        browser.screenshot().await,
-    )
-    .unwrap();
+    browser.save_screenshot("console-replay-progress.png").await;
 
     // Cancel asks once more, then stops the task.
     browser.click("[data-action=cancel-task]").await;
@@ -115,11 +109,9 @@ async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_res
     let (kind, text) = settled_outcome(&browser).await;
     assert_eq!(kind, "done", "{text}");
     assert!(text.starts_with("Cancelled by "), "{text}");
-    std::fs::write(
-        dir.join("console-replay-cancelled.png"),
-        browser.screenshot().await,
-    )
-    .unwrap();
+    browser
+        .save_screenshot("console-replay-cancelled.png")
+        .await;
 
     let requeued = number_after(&text, "requeued");
     assert!((10..200).contains(&requeued), "{text}");

@@ -129,9 +129,7 @@ async fn a_search_typed_on_any_page_lists_its_jobs_and_retries_exactly_them() {
         in_form.prop("value").await.unwrap().as_deref(),
         Some("Card_Declined")
     );
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("console-search.png"), browser.screenshot().await).unwrap();
+    browser.save_screenshot("console-search.png").await;
 
     browser.click("[data-action=retry-group]").await;
     let preview = browser.text("[data-field=preview-count]").await;

@@ -103,8 +103,7 @@ async fn an_operator_edits_the_running_policies_and_reads_which_group_would_be_r
         1,
         "only the ConnectionError group changes"
     );
-    let png = browser.screenshot().await;
-    std::fs::write(support::repo_root().join("target/simulate-page.png"), png).unwrap();
+    browser.save_screenshot("console-simulate.png").await;
 
     // A mistake is shown where it is, and nothing else.
     box_.clear().await.unwrap();

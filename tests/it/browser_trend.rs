@@ -157,9 +157,7 @@ async fn an_operator_reads_the_failure_chart_and_sees_the_new_group_marked() {
         "the old group is neither new nor recent"
     );
 
-    let dir = support::repo_root().join("target").join("ci-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("console-trend.png"), browser.screenshot().await).unwrap();
+    browser.save_screenshot("console-trend.png").await;
 
     // On a phone the charts stack and fit the screen.
     browser.client.set_window_size(390, 844).await.unwrap();
@@ -172,11 +170,7 @@ async fn an_operator_reads_the_failure_chart_and_sees_the_new_group_marked() {
         assert!(c["right"].as_f64().unwrap() <= inner, "{figure}: {c}");
         assert!(c["page"].as_f64().unwrap() <= inner, "{figure}: {c}");
     }
-    std::fs::write(
-        dir.join("console-trend-phone.png"),
-        browser.screenshot().await,
-    )
-    .unwrap();
+    browser.save_screenshot("console-trend-phone.png").await;
     assert_eq!(page_errors(&browser).await, Vec::<String>::new());
     browser.close().await;
 }

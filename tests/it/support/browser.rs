@@ -299,6 +299,14 @@ impl Browser {
         self.client.screenshot().await.expect("screenshot")
     }
 
+    /// Saves a PNG of the viewport as `target/ci-artifacts/<name>`, where CI keeps it for a
+    /// person to look at.
+    pub async fn save_screenshot(&self, name: &str) {
+        let dir = super::repo_root().join("target").join("ci-artifacts");
+        std::fs::create_dir_all(&dir).expect("create target/ci-artifacts");
+        std::fs::write(dir.join(name), self.screenshot().await).expect("write the screenshot");
+    }
+
     /// The browser console's errors since the last call: uncaught exceptions, CSP violations,
     /// failed loads (chromedriver's `goog:loggingPrefs` log).
     pub async fn errors(&self) -> Vec<String> {
