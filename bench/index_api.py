@@ -83,6 +83,63 @@ STATE_OF = {"ConnectionError": "waiting", "TimeoutError": "waiting", "ValueError
 POLICY_OF = {"ConnectionError": "wait-a-month", "TimeoutError": "wait-a-month", "ValueError": "leave-bad-input",
              "KeyError": "leave-bad-input", "smtplib.SMTPServerDisconnected": None}
 
+# Issue 22's simulate question: a 10-policy candidate file over the seeded functions and
+# exceptions (queue, function and exception matchers; retry, purge and ignore; every backoff).
+CANDIDATE_10 = """
+[[policy]]
+name = "reports-network"
+queues = ["reports"]
+exceptions = ["ConnectionError"]
+max_attempts = 5
+backoff = { strategy = "exponential", initial = "30s", multiplier = 2.0, max = "1h" }
+[[policy]]
+name = "emails-smtp"
+queues = ["emails"]
+functions = ["app.workers.emails.*"]
+max_attempts = 4
+backoff = { strategy = "linear", initial = "1m", step = "1m" }
+[[policy]]
+name = "billing-bad-input"
+functions = ["app.workers.billing.*"]
+exceptions = ["ValueError"]
+action = "purge"
+purge_after = "1d"
+[[policy]]
+name = "images-keyerror"
+functions = ["app.workers.images.resize"]
+action = "ignore"
+[[policy]]
+name = "sync-timeouts"
+functions = ["app.workers.sync.*"]
+exceptions = ["TimeoutError"]
+max_attempts = 10
+backoff = { strategy = "fixed", delay = "2m" }
+[[policy]]
+name = "default-network"
+queues = ["default"]
+exceptions = ["ConnectionError", "TimeoutError"]
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "10m" }
+[[policy]]
+name = "smtp-anywhere"
+exceptions = ["*SMTP*"]
+max_attempts = 2
+backoff = { strategy = "fixed", delay = "5m" }
+[[policy]]
+name = "old-bad-input"
+exceptions = ["KeyError"]
+action = "purge"
+purge_after = "7d"
+[[policy]]
+name = "network"
+exceptions = ["*Error"]
+max_attempts = 3
+backoff = { strategy = "exponential", initial = "1m", multiplier = 3.0, max = "6h" }
+[[policy]]
+name = "catch-all"
+action = "ignore"
+"""
+
 DASH_PER_PAGE = 8  # what rq-dashboard's queue view links to (per_page 8, order asc)
 
 
@@ -269,9 +326,11 @@ def dashboard_version(venv):
 # ---------------------------------------------------------------------------------------------
 # HTTP and Redis measurements
 
-def call(port, path, method="GET", timeout=300):
+def call(port, path, method="GET", timeout=300, body=None):
     """(seconds until the whole body is read, parsed JSON, status)."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else body.encode(),
+                                 headers={} if body is None else {"Content-Type": "application/toml"})
     t0 = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -378,6 +437,7 @@ def search_and_trend(n):
         "groups q=timeout": ("GET", "/api/v1/jobs/failed/groups?" + qs(q="timeout")),
         "timeline": ("GET", "/api/v1/jobs/timeline"),
         "timeline queue default": ("GET", "/api/v1/jobs/timeline?" + qs(queue="default")),
+        "simulate a 10-policy file": ("POST", "/api/v1/policies/simulate", CANDIDATE_10),
     }
 
 
@@ -450,25 +510,25 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def ask(r, port, method, path, times):
+def ask(r, port, method, path, times, body=None):
     """`times` sequential requests, each between two INFO commandstats: their latencies, their
     Redis command counts, the breakdown of the median-count request, the last answer."""
     samples, counts, answer = [], [], None
     for _ in range(times):
-        n, by_name, (dt, answer, _) = commands_during(r, lambda: call(port, path, method))
+        n, by_name, (dt, answer, _) = commands_during(r, lambda: call(port, path, method, body=body))
         samples.append(dt)
         counts.append((n, by_name))
     counts.sort(key=lambda x: x[0])
     return samples, counts[len(counts) // 2], answer
 
 
-def rounds_of(r, port, method, path, rounds, per_round):
+def rounds_of(r, port, method, path, rounds, per_round, body=None):
     """`rounds` rounds of `per_round` requests: the median over all of them, each round's p99 and
     the median of those (what the targets are judged by: one stalled request of the shared host
     is then one round's p99, not the answer), Redis commands of one request."""
     pooled, p99s, counts, answer = [], [], [], None
     for _ in range(rounds):
-        samples, count, answer = ask(r, port, method, path, per_round)
+        samples, count, answer = ask(r, port, method, path, per_round, body)
         pooled += samples
         p99s.append(round(nearest_rank(samples, 0.99) * 1000, 2))
         counts.append(count)
@@ -635,13 +695,17 @@ def measure_daemon(args, label, binary, server, work, indexed, queues):
         # Background: what the idle daemon sends Redis in one second (heartbeat, health).
         out["idle_commands_per_s"] = commands_during(r, lambda: time.sleep(1.0))[0]
         out["questions"] = {}
-        for name, (method, path) in fixed_questions(args.jobs, indexed).items():
+        for name, (method, path, *body) in fixed_questions(args.jobs, indexed).items():
+            body = body[0] if body else None
             if indexed:
-                entry, answer = rounds_of(r, d.port, method, path, args.repeat, args.samples)
+                # A simulation is a pass over every job (hundreds of ms at 1M): fewer samples.
+                samples = min(args.samples, 10) if body else args.samples
+                entry, answer = rounds_of(r, d.port, method, path, args.repeat, samples, body)
             else:
                 entry, answer = rounds_of(r, d.port, method, path, args.before_repeat, 1)
             entry["source"] = answer.get("source", "-")
-            entry["returned"] = len(answer.get("jobs", answer.get("groups", [])))
+            listed = answer.get("jobs", answer.get("groups", []))
+            entry["returned"] = len(listed) if isinstance(listed, list) else listed  # simulate: a count
             entry["total"] = answer.get("total", answer.get("matched_count", answer.get("failed_count")))
             out["questions"][name] = entry
             print(f"  {name:<44} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms {entry['round_p99s_ms']} "
@@ -938,6 +1002,11 @@ def summarize(results):
     for name, limit in [("stats", 10), ("groups", 50), ("groups, each after a change", 50), ("dry run queue+exception", 100), ("dry run everything", 100)]:
         target(name, q[name]["p99_ms"], limit, "ms", f"median of {q[name]['rounds']} rounds' p99 {q[name]['round_p99s_ms']}, "
                f"median {q[name]['median_ms']} ms")
+    for name, limit in [("search q=unexpectedly closed (50)", 100), ("search q=acme at offset n/2 (50)", 100),
+                        ("search q=4e7a (hex: ids too) (50)", 100), ("timeline", 50), ("simulate a 10-policy file", 1000)]:
+        if name in q:  # issue 22's targets
+            target(name, q[name]["p99_ms"], limit, "ms", f"median of {q[name]['rounds']} rounds' p99 {q[name]['round_p99s_ms']}, "
+                   f"median {q[name]['median_ms']} ms")
     rl = results["retryd"]["random_lists"]
     target("list, random filters and offsets (p99)", rl["p99_ms_median"], 50, "ms",
            f"median of {len(rl['rounds'])} rounds' p99 of {rl['rounds'][0]['n']}")
