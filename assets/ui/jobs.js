@@ -33,6 +33,16 @@
     field.value = value;
   }
 
+  // A preset fills in "failed after" and filters at once, keeping the other filters; the time
+  // stays relative ("1h"), so a bookmark or a retry of the selection means the last hour then.
+  document.querySelectorAll("#filter [data-since]").forEach((button) => {
+    button.addEventListener("click", () => {
+      $("#filter [name=failed_after]").value = button.dataset.since;
+      $("#filter [name=failed_before]").value = "";
+      $("#filter").requestSubmit();
+    });
+  });
+
   // A search in force is shown, with a link to the same listing without it.
   if (filters.q) {
     $("#searching [data-field=q]").textContent = filters.q;

@@ -18,6 +18,7 @@ mod audit;
 mod browser;
 mod browser_audit;
 mod browser_job;
+mod browser_presets;
 mod browser_replay;
 mod browser_search;
 mod browser_simulate;
