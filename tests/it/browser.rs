@@ -16,7 +16,7 @@ use serde_json::json;
 
 use support::browser::Browser;
 use support::http::{Daemon, DaemonConfig};
-use support::jobs::{traceback, FailedJob};
+use support::jobs::{id_set, members, traceback, FailedJob};
 use support::rq::Rq;
 use support::RedisServer;
 
@@ -57,21 +57,6 @@ fn write_jobs(
             id
         })
         .collect()
-}
-
-fn members(con: &mut redis::Connection, key: &str) -> BTreeSet<String> {
-    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
-    match kind.as_str() {
-        "list" => con.lrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        "zset" => con.zrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .collect()
-}
-
-fn set(ids: &[String]) -> BTreeSet<String> {
-    ids.iter().cloned().collect()
 }
 
 /// The number at the start of a text such as "4 failed jobs".
@@ -394,11 +379,11 @@ async fn retrying_a_group_previews_its_exact_count_then_queues_exactly_its_jobs(
     let text = outcome(&browser, "done").await;
     assert!(text.starts_with("Requeued 4 jobs"), "{text}");
 
-    assert_eq!(members(&mut con, "rq:queue:default"), set(&group));
-    let mut still_failed = set(&same_function);
+    assert_eq!(members(&mut con, "rq:queue:default"), id_set(&group));
+    let mut still_failed = id_set(&same_function);
     still_failed.extend(same_exception.iter().cloned());
     assert_eq!(members(&mut con, "rq:failed:default"), still_failed);
-    assert_eq!(members(&mut con, "rq:failed:emails"), set(&other_queue));
+    assert_eq!(members(&mut con, "rq:failed:emails"), id_set(&other_queue));
     assert_eq!(members(&mut con, "rq:queue:emails"), BTreeSet::new());
     for id in &group {
         let status: String = con.hget(format!("rq:job:{id}"), "status").unwrap();
@@ -870,7 +855,7 @@ async fn jobs_with_any_id_are_retried_and_deleted_alone_from_their_page() {
         );
         assert_eq!(
             members(&mut con, "rq:failed:emails"),
-            set(&bystanders),
+            id_set(&bystanders),
             "after {id:?}"
         );
         let gone = !con.exists::<_, bool>(format!("rq:job:{id}")).unwrap();

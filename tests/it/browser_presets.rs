@@ -8,11 +8,9 @@ use crate::support;
 
 use std::collections::BTreeSet;
 
-use redis::Commands;
-
 use support::browser::Browser;
 use support::http::{Daemon, DaemonConfig};
-use support::jobs::FailedJob;
+use support::jobs::{id_set, members, FailedJob};
 use support::RedisServer;
 
 /// Nothing becomes due during the test: every failure waits 30 days for its automatic retry.
@@ -31,38 +29,6 @@ fn write(con: &mut redis::Connection, id: &str, queue: &str, exc: &str, ago: i64
         .exception(exc, "it went wrong")
         .failed_secs_ago(ago)
         .write(con);
-}
-
-fn ids(con: &mut redis::Connection, key: &str) -> BTreeSet<String> {
-    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
-    match kind.as_str() {
-        "list" => con.lrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        "zset" => con.zrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .collect()
-}
-
-fn set(ids: &[&str]) -> BTreeSet<String> {
-    ids.iter().map(|s| s.to_string()).collect()
-}
-
-/// The job rows the listing shows, once it shows `want` of them.
-async fn rows(browser: &Browser, want: usize) -> BTreeSet<String> {
-    browser
-        .wait_until(&format!("{want} job rows"), || async {
-            let mut ids = BTreeSet::new();
-            for row in browser.find_all("tr[data-job-id]").await {
-                ids.insert(row.attr("data-job-id").await.unwrap().unwrap_or_default());
-            }
-            if ids.len() == want {
-                Ok(ids)
-            } else {
-                Err(format!("{ids:?}"))
-            }
-        })
-        .await
 }
 
 #[tokio::test]
@@ -86,7 +52,7 @@ async fn an_operator_retries_the_emails_timeouts_of_the_last_hour_and_only_those
     browser
         .goto(&format!("{}/ui/jobs", daemon.base_url()))
         .await;
-    assert_eq!(rows(&browser, 7).await.len(), 7);
+    assert_eq!(browser.job_rows(7).await.len(), 7);
     browser
         .find("#filter input[name=queue]")
         .await
@@ -101,8 +67,8 @@ async fn an_operator_retries_the_emails_timeouts_of_the_last_hour_and_only_those
         .unwrap();
     browser.click("#filter [data-since='1h']").await;
 
-    let listed = rows(&browser, 3).await;
-    assert_eq!(listed, set(&["mail-1", "mail-2", "mail-3"]));
+    let listed = browser.job_rows(3).await;
+    assert_eq!(listed, id_set(&["mail-1", "mail-2", "mail-3"]));
     let url = browser.client.current_url().await.unwrap();
     let query: BTreeSet<(String, String)> = url
         .query_pairs()
@@ -138,14 +104,17 @@ async fn an_operator_retries_the_emails_timeouts_of_the_last_hour_and_only_those
     browser.find("#action .outcome[data-outcome=done]").await;
 
     assert_eq!(
-        ids(&mut con, "rq:queue:emails"),
-        set(&["mail-1", "mail-2", "mail-3"])
+        members(&mut con, "rq:queue:emails"),
+        id_set(&["mail-1", "mail-2", "mail-3"])
     );
     assert_eq!(
-        ids(&mut con, "rq:failed:emails"),
-        set(&["mail-old-1", "mail-old-2", "mail-conn"])
+        members(&mut con, "rq:failed:emails"),
+        id_set(&["mail-old-1", "mail-old-2", "mail-conn"])
     );
-    assert_eq!(ids(&mut con, "rq:failed:reports"), set(&["report-1"]));
-    assert_eq!(ids(&mut con, "rq:queue:reports"), BTreeSet::new());
+    assert_eq!(
+        members(&mut con, "rq:failed:reports"),
+        id_set(&["report-1"])
+    );
+    assert_eq!(members(&mut con, "rq:queue:reports"), BTreeSet::new());
     browser.close().await;
 }

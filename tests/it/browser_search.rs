@@ -7,11 +7,9 @@ use crate::support;
 
 use std::collections::BTreeSet;
 
-use redis::Commands;
-
 use support::browser::Browser;
 use support::http::{Daemon, DaemonConfig, HANDS_OFF};
-use support::jobs::FailedJob;
+use support::jobs::{id_set, members, FailedJob};
 use support::RedisServer;
 
 /// WebDriver's Enter key.
@@ -24,43 +22,11 @@ fn write(con: &mut redis::Connection, id: &str, queue: &str, exc: &str, message:
         .write(con);
 }
 
-fn members(con: &mut redis::Connection, key: &str) -> BTreeSet<String> {
-    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
-    match kind.as_str() {
-        "list" => con.lrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        "zset" => con.zrange::<_, Vec<String>>(key, 0, -1).unwrap(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .collect()
-}
-
-fn set(ids: &[&str]) -> BTreeSet<String> {
-    ids.iter().map(|s| s.to_string()).collect()
-}
-
 /// Types `text` into the top bar's search box and presses Enter.
 async fn search(browser: &Browser, text: &str) {
     let field = browser.find("#search input[name=q]").await;
     field.clear().await.unwrap();
     field.send_keys(&format!("{text}{ENTER}")).await.unwrap();
-}
-
-/// The job rows the listing shows, once the page at `path_and_query` has drawn them.
-async fn rows(browser: &Browser, want: usize) -> BTreeSet<String> {
-    browser
-        .wait_until(&format!("{want} job rows"), || async {
-            let mut ids = BTreeSet::new();
-            for row in browser.find_all("tr[data-job-id]").await {
-                ids.insert(row.attr("data-job-id").await.unwrap().unwrap_or_default());
-            }
-            if ids.len() == want {
-                Ok(ids)
-            } else {
-                Err(format!("{ids:?}"))
-            }
-        })
-        .await
 }
 
 async fn path_and_query(browser: &Browser) -> String {
@@ -116,8 +82,8 @@ async fn a_search_typed_on_any_page_lists_its_jobs_and_retries_exactly_them() {
         .await;
 
     search(&browser, "Card_Declined").await;
-    let found = rows(&browser, 3).await;
-    assert_eq!(found, set(&["pay-1", "pay-2", "sync-4"]));
+    let found = browser.job_rows(3).await;
+    assert_eq!(found, id_set(&["pay-1", "pay-2", "sync-4"]));
     assert_eq!(path_and_query(&browser).await, "/ui/jobs?q=Card_Declined");
     browser.wait_shown("#searching").await;
     assert_eq!(
@@ -141,17 +107,17 @@ async fn a_search_typed_on_any_page_lists_its_jobs_and_retries_exactly_them() {
     browser.find("#action .outcome[data-outcome=done]").await;
     assert_eq!(
         members(&mut con, "rq:queue:default"),
-        set(&["pay-1", "sync-4"])
+        id_set(&["pay-1", "sync-4"])
     );
-    assert_eq!(members(&mut con, "rq:queue:emails"), set(&["pay-2"]));
+    assert_eq!(members(&mut con, "rq:queue:emails"), id_set(&["pay-2"]));
     assert_eq!(
         members(&mut con, "rq:failed:default"),
-        set(&["pay-3", "sync-5"])
+        id_set(&["pay-3", "sync-5"])
     );
     assert_eq!(members(&mut con, "rq:failed:emails"), BTreeSet::new());
 
     browser.click("#unsearch").await;
-    assert_eq!(rows(&browser, 2).await, set(&["pay-3", "sync-5"]));
+    assert_eq!(browser.job_rows(2).await, id_set(&["pay-3", "sync-5"]));
     assert!(!browser.is_shown("#searching").await);
     browser.close().await;
 }
@@ -187,7 +153,7 @@ async fn an_exact_job_id_in_the_search_box_opens_that_jobs_page() {
     }
     // Part of an id is a search, not a jump.
     search(&browser, "CLEA").await;
-    assert_eq!(rows(&browser, 1).await, set(&["clear"]));
+    assert_eq!(browser.job_rows(1).await, id_set(&["clear"]));
     assert_eq!(path_and_query(&browser).await, "/ui/jobs?q=CLEA");
     browser.close().await;
 }
@@ -241,7 +207,7 @@ async fn a_mention_deep_in_a_traceback_is_found_by_searching_whole_tracebacks() 
         .await;
     assert_eq!(
         members(&mut con, "rq:failed:default"),
-        set(&["deep-1", "other-2"])
+        id_set(&["deep-1", "other-2"])
     );
     browser.close().await;
 }

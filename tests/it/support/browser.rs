@@ -256,6 +256,23 @@ impl Browser {
         }
     }
 
+    /// The ids of the job rows (`tr[data-job-id]`) a listing shows, once it shows `want` of
+    /// them.
+    pub async fn job_rows(&self, want: usize) -> std::collections::BTreeSet<String> {
+        self.wait_until(&format!("{want} job rows"), || async {
+            let mut ids = std::collections::BTreeSet::new();
+            for row in self.find_all("tr[data-job-id]").await {
+                ids.insert(row.attr("data-job-id").await.unwrap().unwrap_or_default());
+            }
+            if ids.len() == want {
+                Ok(ids)
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        })
+        .await
+    }
+
     /// Waits until the first element matching `css` is shown (exists and is not hidden).
     pub async fn wait_shown(&self, css: &str) {
         self.wait_until(&format!("{css} to be shown"), || async {

@@ -223,3 +223,20 @@ pub async fn read_facts(
         other => panic!("job {id} did not decode: {other:?}"),
     }
 }
+
+/// The ids a queue (list) or registry (sorted set) holds now; empty for a missing key.
+pub fn members(con: &mut redis::Connection, key: &str) -> std::collections::BTreeSet<String> {
+    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
+    match kind.as_str() {
+        "list" => con.lrange::<_, Vec<String>>(key, 0, -1).unwrap(),
+        "zset" => con.zrange::<_, Vec<String>>(key, 0, -1).unwrap(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .collect()
+}
+
+/// `ids` as the set [`members`] answers, to compare with it.
+pub fn id_set<S: AsRef<str>>(ids: &[S]) -> std::collections::BTreeSet<String> {
+    ids.iter().map(|s| s.as_ref().to_string()).collect()
+}
