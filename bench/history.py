@@ -18,7 +18,9 @@ Measured, all over loopback from this process:
   rss       the daemon's VmRSS before the cold request and after the last, and VmHWM
 
 usage: bench/history.py [--jobs 1000000] [--audit 10000] [--requests 300]
-                        [--binary target/release/rq-retryd] [--json out.json]
+                        [--binary target/release/rq-retryd] [--json out.json] [--seed-only] [--reseed]
+
+The seeded jobs are kept as target/bench/history-N.rdb and loaded from there the next time.
 """
 import argparse
 import base64
@@ -36,6 +38,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (Server, free_port, peak_rss_kib, percentiles, REPO)
+from index_api import BigServer  # noqa: E402
 
 TRACEBACK = ("Traceback (most recent call last):\n  File \"/srv/app/tasks.py\", line 10, in run\n"
              "    do()\nConnectionError: upstream timed out (job {i})\n")
@@ -121,15 +124,29 @@ def main():
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--binary", default=os.path.join(bench.REPO, "target", "release", "rq-retryd"))
     p.add_argument("--json")
+    p.add_argument("--seed-only", action="store_true", help="make the cached snapshot of the jobs and stop")
+    p.add_argument("--reseed", action="store_true", help="seed the jobs again even when the snapshot exists")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="rq-retryd-history-")
-    server = bench.Server(work)
+    # The seeded jobs (not the audit) are kept as an RDB under target/bench/, as index_api.py
+    # keeps its own: seeding a million takes minutes, loading them seconds.
+    cached = os.path.join(bench.REPO, "target", "bench", f"history-{args.jobs}.rdb")
+    if os.path.exists(cached) and not args.reseed:
+        shutil.copy(cached, os.path.join(work, "dump.rdb"))
+    server = BigServer(work)  # waits as long as loading the snapshot takes
     server.start()
     daemon = None
     try:
         r = server.client()
         t = time.time()
-        seed_jobs(r, args.jobs)
+        if r.zcard("rq:failed:default") != args.jobs:
+            r.flushall()
+            seed_jobs(r, args.jobs)
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            server.snapshot(cached)
+        if args.seed_only:
+            print(f"seeded {args.jobs} jobs; snapshot {cached}", flush=True)
+            return
         seed_audit(r, args.audit, args.jobs)
         seeded = {"jobs": args.jobs, "audit_entries": r.xlen("rq:retryd:audit"),
                   "audit_mib": round(r.memory_usage("rq:retryd:audit") / 2**20, 1),
