@@ -159,6 +159,8 @@ PROBE = r"""
     t.lcp = e.renderTime || e.startTime;
     t.lcp_element = e.element ? e.element.tagName + (e.element.id ? "#" + e.element.id : "") : null;
   });
+  t.long_tasks = [];
+  observe("longtask", (e) => { t.long_tasks.push({ start: e.startTime, duration: e.duration }); });
   observe("element", (e) => { if (e.identifier === "fmp-marker") keep("presented", e.renderTime || e.loadTime); });
   const finish = (why) => {
     if (t.done) return;
@@ -315,7 +317,10 @@ def sample(record, base):
     """The figures of one load (ms from navigation start), or what went wrong."""
     if record.get("error"):
         return {"error": f"{record.get('url')}: {record['error']}"}
-    before = [r for r in record.get("requests", []) if r["end"] <= record["frame"]]
+    before = [r for r in record.get("requests", []) if r["end"] <= record["seen"]]
+    if not before:
+        # Every page here fetches its data: content seen before any answer is the shell.
+        return {"error": f"{record.get('url')}: content seen before any API answer; the selectors match the shell"}
     slowest = max(before, key=lambda r: r["end"] - r["start"], default=None)
     round1 = (lambda v: None if v is None else round(v, 1))
     return {"fmp_ms": round1(record["presented"]), "frame_ms": round1(record["frame"]),
@@ -325,6 +330,7 @@ def sample(record, base):
             "response_end_ms": round1(record.get("response_end")),
             "dom_content_loaded_ms": round1(record.get("dom_content_loaded")),
             "api_requests": len(before),
+            "long_tasks_ms": round1(sum(x["duration"] for x in record.get("long_tasks", []) if x["start"] < record["presented"])),
             "last_response_ms": round1(max((r["end"] for r in before), default=None)),
             "slowest_request": None if slowest is None else {
                 "url": slowest["url"].replace(base, ""), "ms": round1(slowest["end"] - slowest["start"])},
@@ -348,7 +354,7 @@ def summary(samples):
     return {"n": len(fmp), "median_ms": nearest_rank(fmp, 0.5), "p90_ms": nearest_rank(fmp, 0.9), "max_ms": max(fmp),
             "fcp_median_ms": mid("fcp_ms"), "lcp_median_ms": mid("lcp_ms"),
             "dom_content_loaded_median_ms": mid("dom_content_loaded_ms"), "last_response_median_ms": mid("last_response_ms"),
-            "seen_median_ms": mid("seen_ms"), "after_frame_median_ms": mid("after_frame_ms"), "api_requests": samples[0]["api_requests"],
+            "seen_median_ms": mid("seen_ms"), "long_tasks_median_ms": mid("long_tasks_ms"), "after_frame_median_ms": mid("after_frame_ms"), "api_requests": samples[0]["api_requests"],
             "slowest_request": url, "slowest_request_median_ms": nearest_rank(times, 0.5) if times else None}
 
 
@@ -430,7 +436,8 @@ def table(results, jobs):
             print("  " + "  ".join("-" * w for w in widths))
     print("\nwhere the time goes (medians, ms from navigation start): FCP, DOMContentLoaded, the last API answer "
           "before the content's frame, that frame's rAF finding the content, its rendering done on the main thread, "
-          "FMP (that frame presented); the API requests before it, the slowest")
+          "FMP (that frame presented); main-thread tasks over 50 ms before it (their sum); the API requests before it, "
+          "the slowest")
     num = lambda v: "     -" if v is None else f"{v:>6.0f}"  # noqa: E731
     for key, v in pages.items():
         s = v["summary"]
@@ -439,7 +446,7 @@ def table(results, jobs):
             continue
         print(f"  {key[:56]:<56} " + " ".join(num(s[k]) for k in (
             "fcp_median_ms", "dom_content_loaded_median_ms", "last_response_median_ms", "seen_median_ms",
-            "after_frame_median_ms", "median_ms")) + f"   {s['api_requests']} req; {s['slowest_request'] or '-'} "
+            "after_frame_median_ms", "median_ms", "long_tasks_median_ms")) + f"   {s['api_requests']} req; {s['slowest_request'] or '-'} "
               f"{num(s['slowest_request_median_ms']).strip()}")
 
 
