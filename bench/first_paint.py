@@ -19,19 +19,25 @@ and navigates. One untimed load of every page warms the HTTP cache and both serv
 rq-dashboard counterpart, next page ...; every other round in reverse order).
 
 What is measured, "first meaningful paint" (FMP): the time from navigation start (the tab's
-`performance.timeOrigin`, before the page's HTTP request) until the first frame that shows the
-page's main content has been painted. Every page names its content as CSS selectors that must
-all match at once (e.g. the jobs page: a job row `tr[data-job-id]` and the total; the job page:
-the error header, the traceback and the decision; rq-dashboard's queue page: a
+`performance.timeOrigin`, before the page's own HTTP request) until the first frame that shows
+the page's main content is presented. Every page names its content as CSS selectors that must
+all match at once (the jobs page: a job row `tr[data-job-id]` and the total; the job page: the
+error header, the traceback, the status and the decision; rq-dashboard's queue page: a
 `tr[data-role=job]`, not its "Loading..." placeholder row); a selector may also require its
 element's text or value to be non-empty. The probe checks them in a requestAnimationFrame loop
 from the document's start: the first frame whose rAF callback finds all of them is the first
-frame to render them (nothing of the page's own runs between rAF and that frame's style, layout
-and paint). From that callback it posts a MessageChannel message, which runs once the frame's
-rendering work is done; FMP is `performance.now()` there. It is the main thread's paint, not
-pixels on a display (headless has none; compositing adds a few ms). For context each load also
-records the page's first-contentful-paint and largest-contentful-paint entries, DOMContentLoaded,
-and the API requests (fetch/XHR) it made before FMP, the slowest named.
+frame to render them (nothing of the page's own runs between a frame's rAF callbacks and its
+style, layout and paint). In that callback it appends a one-character marker (`elementtiming`,
+fixed in the bottom-right corner), painted in that same frame, and FMP is the marker's Element
+Timing `renderTime`: when Chromium presented that frame. (A MessageChannel message posted from
+the rAF, the usual "after the frame" trick, is recorded too as `after_frame_ms`, but it runs
+behind whatever tasks the page queued before it: on /docs it came a second after the frame was
+presented.) A load whose content is seen before any API answer has arrived is refused (the
+selectors would match the empty shell), as is one that shows the sign-in form. For context each
+load also records FCP, the LCP entry (the console's LCP is its static shell, so LCP says nothing
+about the data), DOMContentLoaded, when the content went into the DOM (a MutationObserver), the
+long tasks (> 50 ms) before FMP, and the API requests (fetch/XHR) answered before the frame, the
+slowest named.
 
 Per page: median, p90 (nearest rank) and max of the rounds, the rq-dashboard counterpart's
 median and the ratio of the medians; a table on stdout and everything with --json.
