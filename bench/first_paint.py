@@ -34,8 +34,8 @@ the rAF, the usual "after the frame" trick, is recorded too as `after_frame_ms`,
 behind whatever tasks the page queued before it: on /docs it came a second after the frame was
 presented.) A load whose content is seen before any API answer has arrived is refused (the
 selectors would match the empty shell), as is one that shows the sign-in form. For context each
-load also records FCP, the LCP entry (the console's LCP is its static shell, so LCP says nothing
-about the data), DOMContentLoaded, when the content went into the DOM (a MutationObserver), the
+load also records FCP, the last LCP entry (whatever is largest: a jobs page's table, where it
+equals FMP, but the static filter form or a heading on others, before their data arrive), DOMContentLoaded, when the content went into the DOM (a MutationObserver), the
 long tasks (> 50 ms) before FMP, and the API requests (fetch/XHR) answered before the frame, the
 slowest named.
 
@@ -475,11 +475,14 @@ def seed_audit(port, pairs):
 
 def pick_targets(server, port, queue):
     """The job both job pages show (the middle of `queue`, oldest first) and the deep page of
-    `queue` (its middle): rq-dashboard's page number and the same jobs' offset."""
+    `queue`: rq-dashboard's page number and the same jobs' offset. The page is 1000, as
+    index_api.py's "dashboard's page 1000" (the middle of the queue when it has fewer pages):
+    rq-dashboard 0.9.0 reads and renders all `offset + 8` jobs up to a page (its list_jobs turns
+    per_page into offset + per_page - 1), so its deeper pages grow with the depth."""
     n_queue = server.client().zcard(f"rq:failed:{queue}")
     if not n_queue:
         raise SystemExit(f"no failed jobs in {queue}")
-    deep_page = max(1, n_queue // index_api.DASH_PER_PAGE // 2)
+    deep_page = max(1, min(1000, n_queue // index_api.DASH_PER_PAGE // 2))
     deep_offset = (deep_page - 1) * index_api.DASH_PER_PAGE
     listed = index_api.call(port, "/api/v1/jobs/failed?" + urllib.parse.urlencode(
         {"queue": queue, "order": "oldest", "limit": 1, "offset": n_queue // 2}))[1]
