@@ -508,9 +508,11 @@ def main():
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     queues = args.queues.split(",")
-    for path in (args.binary, args.chromium, args.chromedriver):
+    if not os.path.exists(args.binary):
+        raise SystemExit(f"{args.binary} is missing: cargo build --release (or --binary target/debug/rq-retryd)")
+    for path in (args.chromium, args.chromedriver):
         if not os.path.exists(path):
-            raise SystemExit(f"{path} is missing")
+            raise SystemExit(f"{path} is missing: install Debian's chromium and chromium-driver (./scripts/test.sh does)")
     started = time.perf_counter()
     work = tempfile.mkdtemp(prefix="rq-retryd-first-paint-")
     server = index_api.BigServer(os.path.join(work, "redis"))
