@@ -90,7 +90,7 @@ class Page:
         return f"{self.contender}: {self.name}"
 
 
-def console_pages(n, job_id, deep_offset, queue):
+def console_pages(n, job_id, deep_page, deep_offset, queue):
     """Every console page (src/http/ui.rs's PAGES, the search results, /docs), each with what
     its main content is and the rq-dashboard page it is compared with, if any."""
     q = urllib.parse.quote
@@ -104,9 +104,9 @@ def console_pages(n, job_id, deep_offset, queue):
             check("#groups tbody tr[data-group]")], "overview"),
         Page("retryd", "jobs (all queues, newest)", "/ui/jobs", jobs_rows),
         Page("retryd", f"jobs ({queue}, oldest) page 1", f"/ui/jobs?queue={q(queue)}&order=oldest", jobs_rows,
-             "queue failed page 1"),
+             f"{queue} failed page 1"),
         Page("retryd", f"jobs ({queue}, oldest) at offset {deep_offset}",
-             f"/ui/jobs?queue={q(queue)}&order=oldest&offset={deep_offset}", jobs_rows, "queue failed deep page"),
+             f"/ui/jobs?queue={q(queue)}&order=oldest&offset={deep_offset}", jobs_rows, f"{queue} failed page {deep_page}"),
         Page("retryd", f"jobs (all queues) at offset {n * 3 // 4}", f"/ui/jobs?offset={n * 3 // 4}", jobs_rows),
         Page("retryd", "search results q=unexpectedly closed", "/ui/jobs?q=" + q("unexpectedly closed"),
              jobs_rows + [check("#searching:not([hidden]) [data-field=q]", "text")]),
@@ -129,8 +129,8 @@ def dashboard_pages(job_id, deep_page, queue):
     base = f"/0/view/jobs/{q(queue)}/failed/{index_api.DASH_PER_PAGE}/asc"
     return [
         Page("dashboard", "overview", "/", [check("#queues tbody tr[data-role=queue]")]),
-        Page("dashboard", "queue failed page 1", f"{base}/1", [check("#jobs tbody tr[data-role=job]")]),
-        Page("dashboard", "queue failed deep page", f"{base}/{deep_page}", [check("#jobs tbody tr[data-role=job]")]),
+        Page("dashboard", f"{queue} failed page 1", f"{base}/1", [check("#jobs tbody tr[data-role=job]")]),
+        Page("dashboard", f"{queue} failed page {deep_page}", f"{base}/{deep_page}", [check("#jobs tbody tr[data-role=job]")]),
         Page("dashboard", "job", f"/0/view/job/{q(job_id, safe='')}", [check("#job-data pre.exc_info", "text")]),
     ]
 
@@ -505,6 +505,7 @@ def main():
     ap.add_argument("--chromium", default=os.environ.get("RQ_RETRYD_CHROMIUM") or "/usr/bin/chromium")
     ap.add_argument("--chromedriver", default=os.environ.get("RQ_RETRYD_CHROMEDRIVER") or "/usr/bin/chromedriver")
     ap.add_argument("--skip-dashboard", action="store_true")
+    ap.add_argument("--only", action="append", help="measure only pages whose name holds this (repeatable)")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     queues = args.queues.split(",")
@@ -528,13 +529,15 @@ def main():
         print(f"rq-retryd ready (first scan) in {build_s:.1f}s", flush=True)
         seed_audit(daemon.port, args.audit_entries // 2)
         job_id, deep_page, deep_offset = pick_targets(server, daemon.port, queues[0])
-        pages = console_pages(args.jobs, job_id, deep_offset, queues[0])
+        pages = console_pages(args.jobs, job_id, deep_page, deep_offset, queues[0])
         bases = {"retryd": f"http://127.0.0.1:{daemon.port}"}
         if not args.skip_dashboard:
             dash = index_api.Dashboard(args.dashboard_venv, server, work)
             dash.start()
             bases["dashboard"] = f"http://127.0.0.1:{dash.port}"
             pages += dashboard_pages(job_id, deep_page, queues[0])
+        if args.only:
+            pages = [p for p in pages if any(o in p.name for o in args.only)]
         chrome = Chrome(args.chromium, args.chromedriver, work, args.timeout, args.cold)
         chrome.start()
         results = {"jobs": args.jobs, "queues": queues, "argv": sys.argv[1:], "rounds": args.rounds,
