@@ -197,7 +197,8 @@ PROBE = r"""
     const channel = new MessageChannel();
     channel.port1.onmessage = () => { t.after_frame = performance.now(); };
     channel.port2.postMessage(0);
-    const until = performance.now() + 10000;
+    // A frame of thousands of rows (rq-dashboard's deep pages) takes seconds to present.
+    const until = performance.now() + SPEC.timeout_ms;
     const wait = () => {
       if (t.presented !== undefined && t.after_frame !== undefined) finish("content");
       else if (performance.now() > until) { t.error = "the marker was never reported presented"; finish("failed"); }
