@@ -259,7 +259,7 @@ class Chrome:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout_s + 60) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or 2 * self.timeout_s + 60) as resp:
                 return json.loads(resp.read() or b"{}").get("value")
         except urllib.error.HTTPError as e:
             raise SystemExit(f"chromedriver {method} {path}: {e.code} {e.read()[:800]!r}")
@@ -277,8 +277,9 @@ class Chrome:
                 if self.proc.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"chromedriver did not start; see {self.log}")
                 time.sleep(0.1)
+        # The probe waits up to the timeout for the content, and as long again for its frame.
         caps = {"browserName": "chrome", "pageLoadStrategy": "eager",
-                "timeouts": {"script": int(self.timeout_s * 1000) + 5000, "pageLoad": int(self.timeout_s * 1000)},
+                "timeouts": {"script": int(2 * self.timeout_s * 1000) + 5000, "pageLoad": int(self.timeout_s * 1000)},
                 "goog:chromeOptions": {"binary": self.chromium, "args": [
                     "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
                     "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
