@@ -28,6 +28,7 @@ mod cli;
 mod deploy;
 mod dry_run;
 mod executor;
+mod first_paint;
 mod history;
 mod http_any_input;
 mod http_api;
