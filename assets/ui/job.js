@@ -213,10 +213,10 @@
     ].join(" · ");
   }
 
+  // The history (which leads the page with the error) is asked beside explain and status, not
+  // after them; status waits for explain, whose max_attempts it shows.
   const load = async () => {
-    await loadExplain();
-    await loadStatus();
-    await loadHistory();
+    await Promise.all([loadExplain().then(loadStatus), loadHistory()]);
   };
 
   if (!id) {
