@@ -29,17 +29,19 @@ use crate::jobkey::JobKey;
 
 pub mod bisect;
 pub mod events;
+mod invalid;
 mod live;
 mod rows;
 pub mod search;
 mod selection;
 mod texts;
 mod trend;
+pub use invalid::Invalid;
 pub use live::{LiveIndex, Reading};
 pub use rows::{GroupId, GroupNames, Row};
 pub use search::{Needle, SearchText};
 pub use selection::parse_time;
-pub use selection::{Invalid, Selection, Typed};
+pub use selection::{Selection, Typed};
 use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
 pub use trend::{Buckets, Recent, RecentFailures, Timeline};
 

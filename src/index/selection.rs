@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::invalid::Invalid;
 use super::search::Needle;
 use super::State;
 use crate::glob::{ExceptionPattern, GlobList};
@@ -45,22 +46,6 @@ pub struct Typed<'a> {
     pub policy: Option<&'a str>,
     pub state: Option<State>,
     pub q: Option<&'a str>,
-}
-
-/// Why a filter's text is refused: the API's error code and a message naming the filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Invalid {
-    pub(super) fn new(code: &'static str, message: impl Into<String>) -> Invalid {
-        Invalid {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 impl Selection {
