@@ -109,9 +109,12 @@ fn build(n: usize, with_text: bool) -> FailureIndex {
 fn percentiles(mut f: impl FnMut()) -> ((f64, f64), (f64, f64)) {
     let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..RUNS)
         .map(|_| {
-            let (t, c) = (Instant::now(), thread_cpu_ms());
+            let (t, c) = (Instant::now(), common::thread_cpu_ms());
             f();
-            (t.elapsed().as_secs_f64() * 1000.0, thread_cpu_ms() - c)
+            (
+                t.elapsed().as_secs_f64() * 1000.0,
+                common::thread_cpu_ms() - c,
+            )
         })
         .unzip();
     let p = |ms: &mut Vec<f64>| {
@@ -120,14 +123,4 @@ fn percentiles(mut f: impl FnMut()) -> ((f64, f64), (f64, f64)) {
         (at(0.5), at(0.99))
     };
     (p(&mut wall), p(&mut cpu))
-}
-
-fn thread_cpu_ms() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
 }

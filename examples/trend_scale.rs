@@ -33,16 +33,16 @@ fn main() {
             ..mix.observation(i, id, now - common::offset(i, window_ms))
         });
     });
-    // Wall time, and this thread's time on a CPU (from /proc/thread-self/schedstat), which a
+    // Wall time, and this thread's time on a CPU (its CPU clock, see common), which a
     // busy machine does not inflate: the two differ by the time the thread waited for a core.
     let time = |name: &str, f: &mut dyn FnMut() -> u64| {
         let mut wall: Vec<f64> = Vec::new();
         let mut cpu: Vec<f64> = Vec::new();
         for _ in 0..9 {
-            let (t, c) = (Instant::now(), cpu_ns());
+            let (t, c) = (Instant::now(), common::thread_cpu_ms());
             std::hint::black_box(f());
             wall.push(t.elapsed().as_secs_f64() * 1000.0);
-            cpu.push((cpu_ns() - c) as f64 / 1e6);
+            cpu.push(common::thread_cpu_ms() - c);
         }
         wall.sort_by(f64::total_cmp);
         cpu.sort_by(f64::total_cmp);
@@ -89,12 +89,4 @@ fn main() {
         t.minutes.counts.iter().sum::<u64>()
     );
     common::print_peak();
-}
-
-/// Nanoseconds this thread has run on a CPU (Linux).
-fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

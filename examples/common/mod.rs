@@ -140,3 +140,15 @@ pub fn status_kib(field: &str) -> i64 {
 pub fn print_peak() {
     println!("VmHWM: {} kB", status_kib("VmHWM"));
 }
+
+/// Milliseconds this thread has run on a CPU: time that other processes on a shared machine
+/// do not inflate, unlike the wall clock.
+pub fn thread_cpu_ms() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
+}
