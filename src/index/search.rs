@@ -291,28 +291,16 @@ mod tests {
         texts: &[(&str, &str, Option<&str>)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<JobFacts> {
-        use crate::rq::{CasToken, Failure, Reads};
         texts
             .iter()
             .map(|(id, text, description)| JobFacts {
                 job_id: id.to_string(),
-                queue: "q".into(),
-                origin: "q".into(),
-                status: Some("failed".into()),
                 func_name: Some("App.Billing.Charge".into()),
                 description: description.map(str::to_string),
                 failed_at: now,
-                failed_at_from: crate::rq::job::FailedAt::EndedAt,
-                attempts: 0,
-                exhausted: false,
-                last_policy: None,
-                requeued_at: None,
-                succeeded_at: None,
-                failure: Some(Failure::from_text(text.to_string())),
-                cas: CasToken::default(),
-                reads: Reads::ALL,
-                created_at: None,
+                failure: Some(crate::rq::Failure::from_text(text.to_string())),
                 meta: None,
+                ..crate::index::selection::tests::job("q", "")
             })
             .collect()
     }

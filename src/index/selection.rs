@@ -220,7 +220,7 @@ fn relative_time(text: &str) -> Option<chrono::Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
@@ -348,7 +348,8 @@ mod tests {
         assert_eq!(refusal(Typed::default()), None);
     }
 
-    fn job(queue: &str, last_line: &str) -> JobFacts {
+    /// A failed job of `queue` whose failure text ends in `last_line` (also the search tests').
+    pub(in crate::index) fn job(queue: &str, last_line: &str) -> JobFacts {
         use crate::rq::{CasToken, Failure, Meta, Reads};
         JobFacts {
             job_id: "j".into(),
