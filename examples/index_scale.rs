@@ -7,59 +7,28 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use rq_retryd::glob::{ExceptionPattern, GlobList};
-use rq_retryd::index::{FailureIndex, Known, Observation, Order, Selection, State};
+use rq_retryd::index::{Observation, Order, Selection, State};
+
+pub mod common;
+
+use common::{Mix, EXCEPTIONS, FUNCTIONS, QUEUES};
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let queues = ["default", "emails", "reports"];
-    let functions = [
-        "app.tasks.send",
-        "app.tasks.bill",
-        "app.reports.build",
-        "app.sync.pull",
-    ];
-    let exceptions = [
-        "ConnectionError",
-        "ValueError",
-        "TimeoutError",
-        "KeyError",
-        "SMTPServerDisconnected",
-    ];
+    let n = common::size();
+    // Three queues, four functions, five exception types; a fifth of the jobs under a second
+    // policy.
+    let mix = Mix {
+        queues: &QUEUES[..3],
+        functions: &FUNCTIONS,
+        exceptions: &EXCEPTIONS[..5],
+    };
     let t0 = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
-    let mut index = FailureIndex::default();
-    let started = Instant::now();
-    index.reserve_total(n);
-    index.begin_scan();
-    for i in 0..n {
-        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
-        let failed_at = t0 + chrono::Duration::milliseconds((i as i64 * 7919) % 86_400_000);
+    let mut index = common::build(n, |index, i, id| {
         index.observe(&Observation {
-            queue: queues[i % 3],
-            job_id: &id,
-            score: 1e10 + i as f64,
-            failed_at,
-            function: Known::Is(functions[i % 4]),
-            exception: Known::Is(exceptions[i % 5]),
-            attempts: (i % 3) as u32,
-            exhausted: false,
             policy: Some(if i % 5 == 1 { "bad-input" } else { "transient" }),
-            state: [
-                State::Waiting,
-                State::Due,
-                State::Exhausted,
-                State::Unmatched,
-            ][i % 4],
-            next_due: Some(failed_at + chrono::Duration::minutes(5)),
-            text: Known::Unknown,
+            ..mix.observation(i, id, t0 + common::offset(i, 86_400_000))
         });
-    }
-    println!(
-        "built {n} entries in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    });
     let time = |name: &str, f: &mut dyn FnMut() -> usize| {
         let mut ms: Vec<f64> = (0..9)
             .map(|_| {
@@ -107,31 +76,12 @@ fn main() {
     let mut extra = 0usize;
     time("groups (after a change)", &mut || {
         extra += 1;
-        let id = format!("ffffffff-0000-4000-8000-{extra:012x}");
-        index.observe(&Observation {
-            queue: "default",
-            job_id: &id,
-            score: 2e10 + extra as f64,
-            failed_at: t0,
-            function: Known::Is(functions[0]),
-            exception: Known::Is(exceptions[0]),
-            attempts: 0,
-            exhausted: false,
-            policy: Some("transient"),
-            state: State::Waiting,
-            next_due: None,
-            text: Known::Unknown,
-        });
+        let id = common::extra_id(extra);
+        index.observe(&common::one_more(extra, &id, t0));
         index.groups().len()
     });
     time("dry-run tally (exception filter)", &mut || {
         index.tally(&conn, 10).matched as usize
     });
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("")
-        .to_string();
-    println!("{rss}");
+    common::print_peak();
 }

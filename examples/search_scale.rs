@@ -7,24 +7,21 @@
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use rq_retryd::index::State;
 use rq_retryd::index::{FailureIndex, Known, Needle, Observation, Order, SearchText, Selection};
 
 const RUNS: usize = 41;
 
+pub mod common;
+
+use common::{status_kib, Mix, EXCEPTIONS, FUNCTIONS, QUEUES};
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let with_text = !args.iter().any(|a| a == "--no-text");
+    let n = common::size();
+    let with_text = !std::env::args().any(|a| a == "--no-text");
     let rss_before = status_kib("VmRSS");
-    let started = Instant::now();
     let index = build(n, with_text);
     println!(
-        "built {n} entries (texts: {with_text}) in {:.0} ms; VmRSS {:.1} -> {:.1} MiB ({:.0} B/job); search texts {:.1} MiB ({:.0} B/job)",
-        started.elapsed().as_secs_f64() * 1000.0,
+        "texts: {with_text}; VmRSS {:.1} -> {:.1} MiB ({:.0} B/job); search texts {:.1} MiB ({:.0} B/job)",
         rss_before as f64 / 1024.0,
         status_kib("VmRSS") as f64 / 1024.0,
         (status_kib("VmRSS") - rss_before) as f64 * 1024.0 / n as f64,
@@ -65,29 +62,18 @@ fn main() {
 /// own description (its arguments) and exception line (its message names the order); one in
 /// a thousand was declined with `card_declined`.
 fn build(n: usize, with_text: bool) -> FailureIndex {
-    let queues = ["default", "emails", "reports"];
-    let functions = [
-        "app.tasks.send",
-        "app.tasks.bill",
-        "app.reports.build",
-        "app.sync.pull",
-    ];
-    let exceptions = [
-        "ConnectionError",
-        "ValueError",
-        "TimeoutError",
-        "KeyError",
-        "stripe.error.CardError",
-    ];
+    let exceptions = [&EXCEPTIONS[..4], &["stripe.error.CardError"]].concat();
+    let mix = Mix {
+        queues: &QUEUES[..3],
+        functions: &FUNCTIONS,
+        exceptions: &exceptions,
+    };
     let t0 = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
-    let mut index = FailureIndex::default();
-    index.reserve_total(n);
-    index.begin_scan();
-    for i in 0..n {
-        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
-        let failed_at = t0 + chrono::Duration::milliseconds((i as i64 * 7919) % 86_400_000);
-        let function = functions[i % 4];
-        let exception = exceptions[i % 5];
+    common::build(n, |index, i, id| {
+        let entry = mix.observation(i, id, t0 + common::offset(i, 86_400_000));
+        let (Known::Is(function), Known::Is(exception)) = (entry.function, entry.exception) else {
+            unreachable!("the mix names every function and exception")
+        };
         let line = match i % 5 {
             0 => format!(
                 "{exception}: Error 111 connecting to db-{}:5432. Connection refused.",
@@ -103,34 +89,19 @@ fn build(n: usize, with_text: bool) -> FailureIndex {
             _ => format!("{exception}: Your card has insufficient funds. order={i}"),
         };
         let description = format!("{function}({i}, to='user{}@example.com')", i % 50_000);
+        let text = SearchText {
+            exception_line: Some(&line),
+            description: Some(&description),
+        };
         index.observe(&Observation {
-            queue: queues[i % 3],
-            job_id: &id,
-            score: 1e10 + i as f64,
-            failed_at,
-            function: Known::Is(function),
-            exception: Known::Is(exception),
-            attempts: (i % 3) as u32,
-            exhausted: false,
-            policy: Some("transient"),
-            state: [
-                State::Waiting,
-                State::Due,
-                State::Exhausted,
-                State::Unmatched,
-            ][i % 4],
-            next_due: Some(failed_at + chrono::Duration::minutes(5)),
             text: if with_text {
-                Known::Is(SearchText {
-                    exception_line: Some(&line),
-                    description: Some(&description),
-                })
+                Known::Is(text)
             } else {
                 Known::Unknown
             },
+            ..entry
         });
-    }
-    index
+    })
 }
 
 /// (p50, p99) in milliseconds of [`RUNS`] runs of `f`: wall-clock time, and the CPU time of
@@ -138,9 +109,12 @@ fn build(n: usize, with_text: bool) -> FailureIndex {
 fn percentiles(mut f: impl FnMut()) -> ((f64, f64), (f64, f64)) {
     let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..RUNS)
         .map(|_| {
-            let (t, c) = (Instant::now(), thread_cpu_ms());
+            let (t, c) = (Instant::now(), common::thread_cpu_ms());
             f();
-            (t.elapsed().as_secs_f64() * 1000.0, thread_cpu_ms() - c)
+            (
+                t.elapsed().as_secs_f64() * 1000.0,
+                common::thread_cpu_ms() - c,
+            )
         })
         .unzip();
     let p = |ms: &mut Vec<f64>| {
@@ -149,24 +123,4 @@ fn percentiles(mut f: impl FnMut()) -> ((f64, f64), (f64, f64)) {
         (at(0.5), at(0.99))
     };
     (p(&mut wall), p(&mut cpu))
-}
-
-fn thread_cpu_ms() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
-}
-
-/// A `/proc/self/status` field in KiB.
-fn status_kib(field: &str) -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }

@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use rq_retryd::config::parse_policy_file;
-use rq_retryd::index::{FailureIndex, Observation};
+use rq_retryd::index::Observation;
 use rq_retryd::policy::{self, Policy};
 use rq_retryd::rq::{Failure, JobFacts, Reads};
 use rq_retryd::simulate::{over_index, GroupLabel};
@@ -84,45 +84,29 @@ fn policies(text: &str) -> Vec<Policy> {
     parse_policy_file(text, "bench").unwrap().policies
 }
 
+pub mod common;
+
+use common::{EXCEPTIONS, FUNCTIONS, QUEUES};
+
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = common::size();
     let running = policies(RUNNING);
     let candidate = policies(&candidate());
     assert_eq!((running.len(), candidate.len()), (10, 10));
-    let queues = ["default", "emails", "reports", "archive"];
-    let functions = [
-        "app.tasks.send",
-        "app.tasks.bill",
-        "app.reports.build",
-        "app.sync.pull",
-    ];
-    let exceptions = [
-        "ConnectionError",
-        "ValueError",
-        "TimeoutError",
-        "KeyError",
-        "SMTPServerDisconnected",
-        "PermissionError",
-    ];
     let now = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
-    let mut index = FailureIndex::default();
-    let started = Instant::now();
-    index.reserve_total(n);
-    for i in 0..n {
-        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
-        let queue = queues[i % 4];
-        let exception = exceptions[(i / 4) % 6];
+    // Four queues, six exception types and four functions, each in runs of the one before, so
+    // that the ten policies' matchers see every combination; decided by the running policies.
+    let index = common::build(n, |index, i, id| {
+        let queue = QUEUES[i % 4];
+        let exception = EXCEPTIONS[(i / 4) % 6];
         let facts = JobFacts {
-            job_id: id.clone(),
+            job_id: id.to_string(),
             queue: queue.to_string(),
             origin: queue.to_string(),
             status: Some("failed".into()),
-            func_name: Some(functions[(i / 24) % 4].to_string()),
+            func_name: Some(FUNCTIONS[(i / 24) % 4].to_string()),
             description: None,
-            failed_at: now - Duration::milliseconds((i as i64 * 7919) % 172_800_000),
+            failed_at: now - common::offset(i, 172_800_000),
             failed_at_from: Default::default(),
             attempts: (i % 4) as u32,
             exhausted: false,
@@ -142,11 +126,7 @@ fn main() {
             e.policy.map(|p| p.name.as_str()),
             &e.decision,
         ));
-    }
-    println!(
-        "built {n} entries in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    });
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..7 {

@@ -8,54 +8,41 @@ use std::time::Instant;
 
 use chrono::Utc;
 use rq_retryd::glob::ExceptionPattern;
-use rq_retryd::index::{FailureIndex, Known, Observation, RecentFailures, Selection, State};
+use rq_retryd::index::{Observation, RecentFailures, Selection, State};
+
+pub mod common;
+
+use common::{Mix, EXCEPTIONS, FUNCTIONS, QUEUES};
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let queues = ["default", "emails", "reports"];
-    let functions = ["app.tasks.send", "app.tasks.bill", "app.reports.build"];
-    let exceptions = ["ConnectionError", "ValueError", "TimeoutError", "KeyError"];
+    let n = common::size();
+    // Three queues, three functions, four exception types; every job waiting, never tried.
+    let mix = Mix {
+        queues: &QUEUES[..3],
+        functions: &FUNCTIONS[..3],
+        exceptions: &EXCEPTIONS[..4],
+    };
     let now = Utc::now();
-    let mut index = FailureIndex::default();
-    let started = Instant::now();
-    index.reserve_total(n);
-    for i in 0..n {
-        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
+    let mut index = common::build(n, |index, i, id| {
         // One in ten within the last hour, the rest over two days.
         let window_ms = if i % 10 == 0 { 3_600_000 } else { 172_800_000 };
-        let ago_ms = (i as i64 * 7919) % window_ms;
         index.observe(&Observation {
-            queue: queues[i % 3],
-            job_id: &id,
-            score: 1e10 + i as f64,
-            failed_at: now - chrono::Duration::milliseconds(ago_ms),
-            function: Known::Is(functions[i % 3]),
-            exception: Known::Is(exceptions[i % 4]),
             attempts: 0,
-            exhausted: false,
-            policy: Some("transient"),
             state: State::Waiting,
             next_due: None,
-            text: Known::Unknown,
+            ..mix.observation(i, id, now - common::offset(i, window_ms))
         });
-    }
-    println!(
-        "built {n} entries in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    // Wall time, and this thread's time on a CPU (from /proc/thread-self/schedstat), which a
+    });
+    // Wall time, and this thread's time on a CPU (its CPU clock, see common), which a
     // busy machine does not inflate: the two differ by the time the thread waited for a core.
     let time = |name: &str, f: &mut dyn FnMut() -> u64| {
         let mut wall: Vec<f64> = Vec::new();
         let mut cpu: Vec<f64> = Vec::new();
         for _ in 0..9 {
-            let (t, c) = (Instant::now(), cpu_ns());
+            let (t, c) = (Instant::now(), common::thread_cpu_ms());
             std::hint::black_box(f());
             wall.push(t.elapsed().as_secs_f64() * 1000.0);
-            cpu.push((cpu_ns() - c) as f64 / 1e6);
+            cpu.push(common::thread_cpu_ms() - c);
         }
         wall.sort_by(f64::total_cmp);
         cpu.sort_by(f64::total_cmp);
@@ -88,21 +75,8 @@ fn main() {
     let mut extra = 0usize;
     time("recent alone (after a change: a pass)", &mut || {
         extra += 1;
-        let id = format!("ffffffff-0000-4000-8000-{extra:012x}");
-        index.observe(&Observation {
-            queue: "default",
-            job_id: &id,
-            score: 2e10 + extra as f64,
-            failed_at: Utc::now(),
-            function: Known::Is(functions[0]),
-            exception: Known::Is(exceptions[0]),
-            attempts: 0,
-            exhausted: false,
-            policy: Some("transient"),
-            state: State::Waiting,
-            next_due: None,
-            text: Known::Unknown,
-        });
+        let id = common::extra_id(extra);
+        index.observe(&common::one_more(extra, &id, Utc::now()));
         u64::from(index.recent(&all, Utc::now()) != RecentFailures::default())
     });
     let t = index.timeline(&all, Utc::now());
@@ -114,19 +88,5 @@ fn main() {
         t.later,
         t.minutes.counts.iter().sum::<u64>()
     );
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("")
-        .to_string();
-    println!("{rss}");
-}
-
-/// Nanoseconds this thread has run on a CPU (Linux).
-fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    common::print_peak();
 }

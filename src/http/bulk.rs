@@ -351,13 +351,7 @@ impl BulkTask {
         r.matched_count = tally.matched;
         r.skipped = tally.undecodable;
         r.by_exception = tally.by_exception;
-        r.by_state = Some(
-            tally
-                .by_state
-                .into_iter()
-                .map(|(state, n)| (state.name().to_string(), n))
-                .collect(),
-        );
+        r.by_state = Some(tally.by_state);
         r.job_ids_truncated = tally.matched > tally.sample.len() as u64;
         r.job_ids = tally.sample;
     }

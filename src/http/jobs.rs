@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JobId, Who, JOB_ID_DESCRIPTION};
-use super::selection::{queue_selection, selected_queues, SelectionParams};
+use super::indexed::{from_index, AnswerSource, Freshness};
+use super::selection::{queue_selection, SelectionParams};
 use super::AppState;
 use crate::actions::{Actor, Planned};
 use crate::executor::{Meaning, Outcome, WriteKind};
@@ -69,9 +70,8 @@ pub struct FailedJob {
     pub next_retry_at: Option<DateTime<Utc>>,
     /// Set when the stored job could not be decoded (it is left untouched).
     pub decode_error: Option<String>,
-    /// `due`, `waiting`, `exhausted`, `unmatched`, `ignored`, `undecodable`, `stopped` or
-    /// `succeeded`.
-    pub state: Option<String>,
+    /// Where the job stands (`undecodable` with `decode_error`).
+    pub state: crate::index::State,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,17 +86,6 @@ pub struct FailedList {
     pub unknown: u64,
     #[serde(flatten)]
     pub freshness: Freshness,
-}
-
-/// Where an answer comes from: the daemon's failure index (complete as of the end of its last
-/// full scan, and kept current by notifications and by every instance's writes), or Redis,
-/// read for this request (a queue outside `supervisor.queues`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Freshness {
-    /// `index` or `redis`.
-    pub source: &'static str,
-    /// When the index was last complete (for `redis`: now).
-    pub as_of: DateTime<Utc>,
 }
 
 /// Lists failed jobs across failed registries (queues in name order, oldest expiry first).
@@ -151,7 +140,7 @@ pub async fn list_failed(
         )
         .await?;
         let (jobs, left) = read_page(&snap, &mut con, &page, now).await?;
-        let again = !left.is_empty() && freshness.source == "index";
+        let again = !left.is_empty() && freshness.source == AnswerSource::Index;
         if again {
             let was = app
                 .daemon
@@ -213,117 +202,13 @@ async fn read_page(
             let mut entry = read.remove(&(j.queue.clone(), j.job_id.clone()))?;
             // Whether a due requeue is held depends on the target queue, which only the
             // supervisor's write path reads: the index says so.
-            if j.state == crate::index::State::Held
-                && entry.state.as_deref() == Some(crate::index::State::Due.name())
-            {
-                entry.state = Some(crate::index::State::Held.name().to_string());
+            if j.state == crate::index::State::Held && entry.state == crate::index::State::Due {
+                entry.state = crate::index::State::Held;
             }
             Some(entry)
         })
         .collect();
     Ok((jobs, left))
-}
-
-/// Answers `question` from this instance's failure index when `queue` is supervised (all
-/// queues, when `None`); else from an index of that one queue built from Redis now. Before the
-/// instance's first full pass has built the index (the active instance's first scan, a
-/// standby's first observing pass), waits up to [`INDEX_WAIT`] for it, then answers 503
-/// `index_building`: no request reads every registry from Redis.
-pub async fn from_index<R, Q>(
-    app: &AppState,
-    con: &mut ConnectionManager,
-    snap: &Snapshot,
-    queue: Option<&str>,
-    question: Q,
-) -> ApiResult<(R, Freshness)>
-where
-    R: Send + 'static,
-    Q: Fn(&crate::index::FailureIndex) -> R + Send + 'static,
-{
-    let covered = queue.is_none_or(|q| snap.config.supervisor.queues.is_match(q));
-    if !covered {
-        let as_of = Utc::now();
-        let index = index_from_redis(&app.daemon, con, snap, queue).await?;
-        let freshness = Freshness {
-            source: "redis",
-            as_of,
-        };
-        return Ok((question(&index), freshness));
-    }
-    // Answers from memory still need Redis for the page's jobs, and say so when it is down.
-    let _: () = redis::cmd("PING").query_async(con).await?;
-    let waiting = std::time::Instant::now();
-    while app.daemon.index.as_of().is_none() {
-        if waiting.elapsed() >= INDEX_WAIT {
-            return Err(ApiError::index_building(INDEX_WAIT));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // A question costs milliseconds of CPU at a million jobs: off the runtime's threads, so
-    // that concurrent answers never hold up the scans, the heartbeat or /healthz.
-    let daemon = app.daemon.clone();
-    let answered = tokio::task::spawn_blocking(move || {
-        daemon
-            .index
-            .read()
-            .map(|reading| (question(&reading), reading.as_of))
-    })
-    .await
-    .map_err(|e| ApiError::unavailable(format!("the index query failed: {e}")))?;
-    // Once built, an index stays built (a lost lease keeps it: standbys observe).
-    let (answer, as_of) = answered.ok_or_else(|| ApiError::index_building(INDEX_WAIT))?;
-    let freshness = Freshness {
-        source: "index",
-        as_of,
-    };
-    Ok((answer, freshness))
-}
-
-/// How long a request waits for the first full pass to build the index (at a million failed
-/// jobs it takes about 15–30 s; at ordinary sizes well under a second).
-pub const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads and decides every live failed job of `queue` (or of every queue) into a new index:
-/// what the API answers from for a queue the daemon does not supervise.
-async fn index_from_redis(
-    daemon: &crate::state::DaemonState,
-    con: &mut ConnectionManager,
-    snap: &Snapshot,
-    queue: Option<&str>,
-) -> ApiResult<crate::index::FailureIndex> {
-    let queues = selected_queues(daemon, con, snap, queue).await?;
-    let batch = snap.config.supervisor.batch_size;
-    let now = Utc::now();
-    let mut index = crate::index::FailureIndex::default();
-    for queue in &queues {
-        let ids = snap.registry.live_failed_ids(con, queue, batch).await?;
-        for chunk in ids.live.chunks(batch) {
-            for raw in snap.registry.read_jobs(con, queue, chunk).await? {
-                let Some(score) = raw.score else { continue };
-                match decode(&raw) {
-                    DecodeOutcome::Job(f) => {
-                        let evaluation = policy::decide(&snap.config.policies, &f, now);
-                        let policy = evaluation.policy.map(|p| p.name.as_str());
-                        index.observe(&crate::index::Observation::decided(
-                            &f,
-                            score,
-                            policy,
-                            &evaluation.decision,
-                        ));
-                    }
-                    // Listed so that an operator sees them; never acted on.
-                    DecodeOutcome::Corrupt(_) | DecodeOutcome::Orphan => {
-                        index.observe(&crate::index::Observation::undecodable(
-                            &raw.queue,
-                            &raw.job_id,
-                            score,
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(index)
 }
 
 fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -> FailedJob {
@@ -342,7 +227,7 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
         decision: None,
         next_retry_at: None,
         decode_error: None,
-        state: None,
+        state: crate::index::State::Undecodable,
     };
     match decode(raw) {
         DecodeOutcome::Job(f) => {
@@ -350,12 +235,7 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
             entry.next_retry_at = next_retry(&evaluation.decision, evaluation.policy, &f);
             entry.policy = evaluation.policy.map(|p| p.name.clone());
             entry.decision = Some(evaluation.decision.name().to_string());
-            entry.state = Some(
-                crate::index::State::of(&evaluation.decision)
-                    .0
-                    .name()
-                    .to_string(),
-            );
+            entry.state = crate::index::State::of(&evaluation.decision).0;
             let text = f.failure_text().map(|t| tail_bytes(t, LIST_EXC_INFO_MAX));
             entry.exc_info_truncated = text.as_ref().is_some_and(|(_, cut)| *cut);
             entry.exc_info = text.map(|(t, _)| t);
@@ -368,11 +248,9 @@ fn listing_entry(snap: &Snapshot, raw: &crate::rq::RawJob, now: DateTime<Utc>) -
         }
         DecodeOutcome::Orphan => {
             entry.decode_error = Some("registry entry without a job hash".into());
-            entry.state = Some(crate::index::State::Undecodable.name().to_string());
         }
         DecodeOutcome::Corrupt(reason) => {
             entry.decode_error = Some(reason.to_string());
-            entry.state = Some(crate::index::State::Undecodable.name().to_string());
         }
     }
     entry
@@ -436,9 +314,9 @@ pub struct FailureGroup {
     pub key: String,
     /// The earliest next automatic action among the group's waiting jobs.
     pub next_due: Option<DateTime<Utc>>,
-    /// The group's jobs by state (`due`, `waiting`, `exhausted`, `unmatched`, `ignored`,
-    /// `stopped`, `succeeded`).
-    pub by_state: BTreeMap<String, u64>,
+    /// The group's jobs by state (never `undecodable`: those are in no group).
+    #[serde(serialize_with = "crate::index::counts_by_name")]
+    pub by_state: BTreeMap<crate::index::State, u64>,
     /// False while the function or exception type of some of its jobs is not read yet.
     pub known: bool,
     /// Its jobs that failed in the last 15 minutes (or are dated after now).
@@ -557,7 +435,6 @@ fn group_answer(g: crate::index::Group, broken: u64, trend: crate::index::Recent
             .by_state
             .into_iter()
             .filter(|(s, _)| *s != crate::index::State::Undecodable)
-            .map(|(s, n)| (s.name().to_string(), n))
             .collect(),
         known: g.known,
         last_15m: trend.last_15m,

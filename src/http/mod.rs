@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod guard;
 mod history;
+mod indexed;
 mod jobs;
 mod openapi;
 mod params;

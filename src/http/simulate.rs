@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::jobs::INDEX_WAIT;
+use super::indexed::INDEX_WAIT;
 use super::AppState;
 use crate::config::{parse_policy_file, ConfigError};
 use crate::simulate::{over_index, GroupLabel, Report};

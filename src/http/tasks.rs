@@ -117,8 +117,11 @@ pub struct BulkResult {
     pub by_exception: std::collections::BTreeMap<String, u64>,
     /// Matched jobs by state (`waiting`: in backoff, an automatic retry or purge will come),
     /// when a dry run is answered from the failure index; left out otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub by_state: Option<std::collections::BTreeMap<String, u64>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "by_state_by_name"
+    )]
+    pub by_state: Option<std::collections::BTreeMap<crate::index::State, u64>>,
     /// Matched job ids (dry run only, at most 100).
     pub job_ids: Vec<String>,
     pub job_ids_truncated: bool,
@@ -268,6 +271,17 @@ impl Tasks {
             .iter()
             .find(|t| t.progress.lock().expect("task lock").task_id == id)
             .cloned()
+    }
+}
+
+/// A dry run's `by_state` as [`crate::index::counts_by_name`] sends it (left out when none).
+fn by_state_by_name<S: serde::Serializer>(
+    counts: &Option<std::collections::BTreeMap<crate::index::State, u64>>,
+    to: S,
+) -> Result<S::Ok, S::Error> {
+    match counts {
+        Some(counts) => crate::index::counts_by_name(counts, to),
+        None => to.serialize_none(),
     }
 }
 

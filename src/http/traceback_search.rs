@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
-use super::jobs::{from_index, Freshness};
+use super::indexed::{from_index, Freshness};
 use super::selection::SelectionParams;
 use super::AppState;
 use crate::index::{Listed, Needle, Order};

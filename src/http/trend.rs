@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::ApiQuery;
-use super::jobs::{from_index, Freshness};
+use super::indexed::{from_index, Freshness};
 use super::selection::SelectionParams;
 use super::AppState;
 use crate::index::{Buckets, Timeline};

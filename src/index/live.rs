@@ -3,7 +3,7 @@
 //!
 //! An index answers once a full pass has completed on this instance ([`LiveIndex::as_of`]): the
 //! active instance's scans, or a standby's observing passes (which read and decide but do not
-//! write). Until then the API waits a little for it (see `http::jobs::from_index`). See: issue 12.
+//! write). Until then the API waits a little for it (see `http::indexed::from_index`). See: issue 12.
 
 use std::sync::{RwLock, RwLockReadGuard};
 

@@ -22,115 +22,29 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Serialize;
 
 use crate::jobkey::JobKey;
 
 pub mod bisect;
 pub mod events;
+mod invalid;
+mod job_state;
 mod live;
 mod rows;
 pub mod search;
 mod selection;
 mod texts;
 mod trend;
+pub use invalid::Invalid;
+pub use job_state::{counts_by_name, State};
 pub use live::{LiveIndex, Reading};
 pub use rows::{GroupId, GroupNames, Row};
 pub use search::{Needle, SearchText};
 pub use selection::parse_time;
-pub use selection::{Invalid, Selection, Typed};
+pub use selection::{Selection, Typed};
 use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
 pub use trend::{Buckets, Recent, RecentFailures, Timeline};
-
-/// Where a failed job stands, as the deciding policy sees it: the one job-state type, which
-/// the index keeps, the scan loop's remembered verdicts map to, and the API filters by (the
-/// listing's `state` parameter) and answers with. The schema's description is the API's.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[schema(
-    description = "Where a failed job stands: a write is due now, it waits (backoff, `purge_after`), it is
-exhausted, no policy matches, an `ignore` policy matches, it cannot be decoded, RQ marks it
-stopped, or its last run succeeded (the last two are never retried automatically); `held`:
-a requeue is due but its policy's `hold_when` holds it back. Bulk actions never touch an
-undecodable job: with `undecodable` they select none and count them as skipped."
-)]
-pub enum State {
-    /// A write is due now (requeue, purge or the exhausted mark).
-    Due,
-    /// In backoff, or waiting for `purge_after`, until `next_due`.
-    Waiting,
-    /// `max_attempts` used up and marked.
-    Exhausted,
-    /// No policy matches.
-    Unmatched,
-    /// An `ignore` policy matches.
-    Ignored,
-    /// The stored job cannot be decoded (or its hash is gone): listed so an operator sees it,
-    /// never acted on.
-    Undecodable,
-    /// RQ marks it stopped (an operator stopped it): never retried automatically, left to the
-    /// operator (who may retry or delete it).
-    Stopped,
-    /// Its last run succeeded (its newest RQ result is a success, rq/rq#2424): never retried
-    /// automatically, left to the operator.
-    Succeeded,
-    /// A requeue is due, but its policy's `hold_when` holds it back: the target queue has no
-    /// live RQ worker or is too long. Requeued as soon as that clears (issue 21).
-    Held,
-}
-
-impl State {
-    pub const ALL: [State; 9] = [
-        State::Due,
-        State::Waiting,
-        State::Exhausted,
-        State::Unmatched,
-        State::Ignored,
-        State::Undecodable,
-        State::Stopped,
-        State::Succeeded,
-        State::Held,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Due => "due",
-            State::Waiting => "waiting",
-            State::Exhausted => "exhausted",
-            State::Unmatched => "unmatched",
-            State::Ignored => "ignored",
-            State::Undecodable => "undecodable",
-            State::Stopped => "stopped",
-            State::Succeeded => "succeeded",
-            State::Held => "held",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<State> {
-        State::ALL.into_iter().find(|s| s.name() == text)
-    }
-
-    /// Where a decision leaves a job, and when its next automatic action is due.
-    pub fn of(decision: &crate::policy::Decision) -> (State, Option<DateTime<Utc>>) {
-        use crate::policy::Decision;
-        match decision {
-            Decision::RequeueNow { .. } | Decision::PurgeNow { .. } | Decision::MarkExhausted => {
-                (State::Due, None)
-            }
-            Decision::RequeueAt { due, .. } | Decision::PurgeAt { due } => {
-                (State::Waiting, Some(*due))
-            }
-            Decision::Exhausted => (State::Exhausted, None),
-            Decision::Ignore => (State::Ignored, None),
-            Decision::Unmatched => (State::Unmatched, None),
-            Decision::Stopped => (State::Stopped, None),
-            Decision::Succeeded { .. } => (State::Succeeded, None),
-        }
-    }
-}
 
 /// A fact that may not have been read: the scans read only what the deciding policies look at
 /// (a queue-wide retry policy needs no traceback), so an answer must be able to say "not yet

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 
 use memchr::memmem::Finder;
 
-use super::selection::Invalid;
+use super::invalid::Invalid;
 use crate::jobkey::JobKey;
 use crate::rq::JobFacts;
 
@@ -285,13 +285,32 @@ mod tests {
         assert_eq!(found("nowhere"), (vec![], 1));
     }
 
+    /// Jobs of queue `q` and function `App.Billing.Charge` that failed at `now`, one per
+    /// (id, failure text, description).
+    fn billing_jobs(
+        texts: &[(&str, &str, Option<&str>)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<JobFacts> {
+        texts
+            .iter()
+            .map(|(id, text, description)| JobFacts {
+                job_id: id.to_string(),
+                func_name: Some("App.Billing.Charge".into()),
+                description: description.map(str::to_string),
+                failed_at: now,
+                failure: Some(crate::rq::Failure::from_text(text.to_string())),
+                meta: None,
+                ..crate::index::selection::tests::job("q", "")
+            })
+            .collect()
+    }
+
     /// A bulk action reads the jobs the index does not know as they are now whole and matches
     /// them with `Selection::matches`: the two must agree on every search, or a bulk action
     /// would touch what the listing does not show. See: issue 22, item 1.
     #[test]
     fn a_job_read_whole_is_found_exactly_when_the_index_finds_it() {
         use crate::index::{FailureIndex, Observation, Order, Selection};
-        use crate::rq::{CasToken, Failure, Reads};
         let long = format!("Stripe said {} card_declined", "ß".repeat(FIELD_MAX));
         let texts = [
             (
@@ -316,29 +335,7 @@ mod tests {
             ),
         ];
         let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
-        let facts: Vec<JobFacts> = texts
-            .iter()
-            .map(|(id, text, description)| JobFacts {
-                job_id: id.to_string(),
-                queue: "q".into(),
-                origin: "q".into(),
-                status: Some("failed".into()),
-                func_name: Some("App.Billing.Charge".into()),
-                description: description.map(str::to_string),
-                failed_at: now,
-                failed_at_from: crate::rq::job::FailedAt::EndedAt,
-                attempts: 0,
-                exhausted: false,
-                last_policy: None,
-                requeued_at: None,
-                succeeded_at: None,
-                failure: Some(Failure::from_text(text.to_string())),
-                cas: CasToken::default(),
-                reads: Reads::ALL,
-                created_at: None,
-                meta: None,
-            })
-            .collect();
+        let facts = billing_jobs(&texts, now);
         let mut index = FailureIndex::default();
         for f in &facts {
             let decision = crate::policy::Decision::Unmatched;

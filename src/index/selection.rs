@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::invalid::Invalid;
 use super::search::Needle;
 use super::State;
 use crate::glob::{ExceptionPattern, GlobList};
@@ -45,22 +46,6 @@ pub struct Typed<'a> {
     pub policy: Option<&'a str>,
     pub state: Option<State>,
     pub q: Option<&'a str>,
-}
-
-/// Why a filter's text is refused: the API's error code and a message naming the filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Invalid {
-    pub(super) fn new(code: &'static str, message: impl Into<String>) -> Invalid {
-        Invalid {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 impl Selection {
@@ -235,7 +220,7 @@ fn relative_time(text: &str) -> Option<chrono::Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
@@ -363,7 +348,8 @@ mod tests {
         assert_eq!(refusal(Typed::default()), None);
     }
 
-    fn job(queue: &str, last_line: &str) -> JobFacts {
+    /// A failed job of `queue` whose failure text ends in `last_line` (also the search tests').
+    pub(in crate::index) fn job(queue: &str, last_line: &str) -> JobFacts {
         use crate::rq::{CasToken, Failure, Meta, Reads};
         JobFacts {
             job_id: "j".into(),

@@ -244,7 +244,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Runs one opcode; `Some(value)` at STOP.
+    /// Runs one opcode; `Some(value)` at STOP. One step per kind of opcode, so that each
+    /// stays a screen long.
     fn step(&mut self) -> Result<Option<Value>, PickleError> {
         let op = *self.take(1)?.first().unwrap_or(&0);
         match op {
@@ -259,6 +260,23 @@ impl<'a> Machine<'a> {
                 return Ok(Some(value));
             }
             b'(' => self.marks.push(self.stack.len()),
+            _ => {
+                let known = self.number(op)?
+                    || self.string(op)?
+                    || self.container(op)?
+                    || self.memo_op(op)?
+                    || self.object(op)?;
+                if !known {
+                    return Err(bad(format!("unsupported pickle opcode 0x{op:02x}")));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pushes None, a boolean, an integer or a float (`false`: `op` is not one of those).
+    fn number(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
             b'N' => self.push(Value::None),
             0x88 => self.push(Value::Bool(true)),
             0x89 => self.push(Value::Bool(false)),
@@ -316,6 +334,14 @@ impl<'a> Machine<'a> {
                     .map_err(|_| bad("an unreadable float"))?;
                 self.push(Value::Float(v));
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Pushes a text or bytes (`false`: `op` is not one of those).
+    fn string(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
             0x8c => {
                 let b = self.sized(1)?;
                 self.push(Self::text(b)?);
@@ -347,6 +373,14 @@ impl<'a> Machine<'a> {
                 self.sized(8)?;
                 self.push(Value::Bytes);
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Makes or fills a dict, list, tuple or set (`false`: `op` does none of that).
+    fn container(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
             b'}' => self.push(Value::Dict(Vec::new())),
             b']' => self.push(Value::Other("list")),
             b')' => self.push(Value::Other("tuple")),
@@ -391,6 +425,15 @@ impl<'a> Machine<'a> {
                 let items = self.pop_mark()?;
                 self.add_to(items)?;
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Stores the top of the stack in the memo, or pushes a memo entry (`false`: `op` is no
+    /// memo opcode).
+    fn memo_op(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
             0x94 => {
                 let key = self.memo.len() as u64;
                 self.memo_put(key)?;
@@ -425,6 +468,15 @@ impl<'a> Machine<'a> {
                     .map_err(|_| bad("an unreadable memo key"))?;
                 self.memo_get(key)?;
             }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Globals, objects and plain stack work: POP, POP_MARK, DUP (`false`: `op` is none of
+    /// these).
+    fn object(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
@@ -470,9 +522,9 @@ impl<'a> Machine<'a> {
                 let top = self.top()?.clone().nested();
                 self.push(top);
             }
-            other => return Err(bad(format!("unsupported pickle opcode 0x{other:02x}"))),
+            _ => return Ok(false),
         }
-        Ok(None)
+        Ok(true)
     }
 }
 
