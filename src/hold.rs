@@ -68,8 +68,9 @@ impl fmt::Display for HoldReason {
                 limit,
             } => write!(
                 f,
-                "queue {queue} holds {} jobs, more than {}",
+                "queue {queue} holds {} job{}, more than {}",
                 grouped(*length),
+                if *length == 1 { "" } else { "s" },
                 grouped(*limit)
             ),
         }

@@ -479,9 +479,9 @@ const RQ = (() => {
         }
         const count = kind === "retry" ? r.requeued_count : r.deleted_count;
         const extra = [];
-        if (r.conflicts) extra.push(`${fmt(r.conflicts)} changed meanwhile and were left alone`);
-        if (r.refused) extra.push(`${fmt(r.refused)} refused by Redis and left as they were`);
-        if (r.skipped) extra.push(`${fmt(r.skipped)} undecodable and never touched`);
+        if (r.conflicts) extra.push(`${plural(r.conflicts, "changed meanwhile and was left alone", "changed meanwhile and were left alone")}`);
+        if (r.refused) extra.push(`${plural(r.refused, "refused by Redis and left as it was", "refused by Redis and left as they were")}`);
+        if (r.skipped) extra.push(`${plural(r.skipped, "undecodable and never touched", "undecodable and never touched")}`);
         return `${done} ${plural(count, "job")}${extra.length ? `; ${extra.join("; ")}` : ""}.${warned(r.warnings)}`;
       },
       after,
