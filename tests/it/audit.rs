@@ -392,3 +392,76 @@ fn bad_filter_values_are_refused_with_a_clear_code() {
         .get("/api/v1/audit?who=x")
         .expect_error(409, "corrupt_audit");
 }
+
+/// The audit prologue every write script runs (`gate.lua`), with a body that appends the entry
+/// of one call that changed every job named after the six gate arguments: what a write script
+/// with a larger batch than the executor's 50 would append.
+const ONE_CALL: &str = concat!(
+    include_str!("../../src/executor/scripts/gate.lua"),
+    "\nlocal no = audit_refusal()\nif no then return no end\n",
+    "audit({unpack(ARGV, 7)})\nreturn 1\n"
+);
+
+/// A call that acts on more jobs than the comma-joined `job_ids` holds (100) lists every one
+/// in `job_ids_json`, so the audit's `job_id` filter and the job's history find the last one
+/// as they find the first; `job_ids` keeps the first 100 for older readers.
+#[test]
+fn every_job_of_a_call_beyond_the_first_100_is_found_by_its_id() {
+    let (redis, daemon) = start(AUTO_AND_HANDS_OFF);
+    let mut con = redis.conn();
+    let ids: Vec<String> = (0..150).map(|i| format!("big,{i:03}")).collect();
+    let at = Utc::now().to_rfc3339();
+    let gate = [
+        "",
+        "ops-carol@10.0.0.9",
+        "POST /api/v1/x",
+        "purge",
+        &at,
+        "emails",
+    ];
+    let done: i64 = redis::cmd("EVAL")
+        .arg(ONE_CALL)
+        .arg(3)
+        .arg(&["rq:retryd:switches", "rq:retryd:lease", "rq:retryd:audit"])
+        .arg(&gate)
+        .arg(&ids)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(done, 1);
+    let raw: Vec<(String, std::collections::HashMap<String, String>)> =
+        con.xrange_all("rq:retryd:audit").unwrap();
+    assert_eq!(raw.len(), 1);
+    let fields = &raw[0].1;
+    assert_eq!(fields["count"], "150");
+    assert_eq!(
+        fields["job_ids"],
+        ids[..100].join(","),
+        "old readers' field"
+    );
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&fields["job_ids_json"]).unwrap(),
+        ids
+    );
+
+    for id in [&ids[0], &ids[99], &ids[100], &ids[149]] {
+        let q = urlencoding(id);
+        let page = daemon.get(&format!("/api/v1/audit?job_id={q}")).expect(200);
+        assert_eq!(entries(&page).len(), 1, "{id}: {page}");
+        assert_eq!(listed(&entries(&page)[0]).len(), 150, "{page}");
+        let history = daemon
+            .get(&format!("/api/v1/failed-jobs/{q}/history"))
+            .expect(200);
+        let events = history["events"].as_array().unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["action"] == "purge" && e["who"] == "ops-carol@10.0.0.9"),
+            "{id}: {history}"
+        );
+    }
+}
+
+/// `,` as `%2C` (the only character of these ids a query or path must escape).
+fn urlencoding(id: &str) -> String {
+    id.replace(',', "%2C")
+}
