@@ -85,6 +85,20 @@ impl AuditMirror {
         }
     }
 
+    /// Brings the mirror of stream `key` up to date, as a request would before selecting: run
+    /// once in the background at start ([`super::warm`]), so that the first request reads only
+    /// the tail. A request meanwhile waits for its turn and then reads what is left, so it
+    /// answers the same. Returns how many entries are mirrored.
+    pub async fn warm<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        key: &str,
+    ) -> RedisResult<usize> {
+        let mut mirror = self.state.lock().await;
+        mirror.catch_up(con, key).await?;
+        Ok(mirror.entries.len())
+    }
+
     async fn read_page<C: ConnectionLike + Send>(
         &self,
         con: &mut C,

@@ -465,3 +465,71 @@ fn every_job_of_a_call_beyond_the_first_100_is_found_by_its_id() {
 fn urlencoding(id: &str) -> String {
     id.replace(',', "%2C")
 }
+
+/// `n` entries as the write scripts append them, of 20 ids each; entry `needle_at` also lists
+/// `needle`.
+fn seed_stream(con: &mut redis::Connection, n: usize, needle_at: usize, needle: &str) {
+    let mut pipe = redis::pipe();
+    for e in 0..n {
+        let mut ids: Vec<String> = (0..20).map(|i| format!("seed-{e}-{i}")).collect();
+        if e == needle_at {
+            ids.push(needle.to_string());
+        }
+        pipe.cmd("XADD")
+            .arg("rq:retryd:audit")
+            .arg("*")
+            .arg(&[("at", "2026-12-03T12:00:00+00:00"), ("who", "supervisor")])
+            .arg(&[("action", "requeue"), ("why", "p"), ("queue", "q")])
+            .arg("count")
+            .arg(ids.len())
+            .arg("job_ids")
+            .arg(ids.join(","))
+            .arg("job_ids_json")
+            .arg(serde_json::to_string(&ids).unwrap())
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+/// How many XRANGE calls Redis has answered since the last CONFIG RESETSTAT.
+fn xrange_calls(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The daemon reads the audit stream into its mirror when it starts, so the first audit or
+/// history request reads only the tail (three XRANGEs: the first entry, the tail, the entry
+/// read back) instead of the whole stream (eight for 3,000 entries). A request that comes
+/// while it is still reading answers the same.
+#[test]
+fn the_audit_mirror_is_warm_before_the_first_request() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    seed_stream(&mut con, 3000, 1234, "needle");
+    let config = DaemonConfig::new(&redis.url(), AUTO_AND_HANDS_OFF);
+
+    // As early as the daemon answers: warm-up or not, the same answer.
+    let early = Daemon::start(&config);
+    let page = early.get("/api/v1/audit?job_id=needle").expect(200);
+    assert_eq!(entries(&page).len(), 1, "{page}");
+    assert_eq!(page["stream_len"], 3000, "{page}");
+    drop(early);
+
+    let daemon = Daemon::start_ready(&config);
+    daemon.wait_until("the audit mirror is warm", |d| {
+        d.log().contains("audit mirror warmed") && d.log().contains("entries=3000")
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let page = daemon.get("/api/v1/audit?job_id=needle").expect(200);
+    assert_eq!(entries(&page).len(), 1, "{page}");
+    assert_eq!(listed(&entries(&page)[0]).len(), 21);
+    assert_eq!(xrange_calls(&mut con), 3, "only the tail was read");
+    let history = daemon.get("/api/v1/failed-jobs/needle/history").expect(200);
+    assert_eq!(history["events"][0]["source"], "audit", "{history}");
+}
