@@ -15,6 +15,7 @@
 pub mod action;
 pub mod filter;
 pub mod mirror;
+pub mod names;
 pub mod warm;
 
 pub use action::AuditAction;
