@@ -111,6 +111,7 @@ fn per_entry(ids: usize) -> f64 {
 
 #[test]
 fn a_full_stream_of_100_id_entries_costs_at_most_500_bytes_an_entry() {
+    assert_eq!(std::mem::size_of::<crate::audit::filter::Summary>(), 48);
     let per = per_entry(100);
     assert!(per <= 500.0, "{per:.0} bytes per entry");
     let per = per_entry(50);
