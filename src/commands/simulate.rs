@@ -76,10 +76,17 @@ async fn read_all(
     let queues = registry
         .discover_queues(con, &config.supervisor.queues, RegistryScan::Now)
         .await?;
-    // The target queues of `hold_when`, read once as the supervisor reads them.
+    // The target queues of `hold_when`, read once as the supervisor reads them; when they
+    // cannot be (an ACL), the jobs a hold may hold back are uncertain, not the whole answer.
     let targets = hold_targets(config.policies.iter().chain(candidate), &queues);
     let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let worlds = QueueWorlds::Read(read_worlds(con, registry.keys(), &targets).await?);
+    let worlds = match read_worlds(con, registry.keys(), &targets).await {
+        Ok(worlds) => QueueWorlds::Read(worlds),
+        Err(e) => {
+            eprintln!("rq-retryd: cannot read the target queues of hold_when ({e}); the jobs it may hold are counted as uncertain");
+            QueueWorlds::Unread
+        }
+    };
     let mut tally = Tally::default();
     for queue in &queues {
         let ids = registry.live_failed_ids(con, queue, batch).await?;
