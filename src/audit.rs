@@ -1,7 +1,8 @@
 //! The audit trail: every manual and automatic action appended to a capped Redis stream
 //! (`<prefix>:retryd:audit`), newest last. One entry per action batch, naming who (the token's
-//! name and the client's address, or `supervisor`), what, which jobs (the first 100 ids and
-//! the count) and why (a policy, or the route with the selection a bulk action used).
+//! name and the client's address, or `supervisor`), what, which jobs (every id in
+//! `job_ids_json`, the first 100 in the comma-joined `job_ids` for older readers, and the
+//! count) and why (a policy, or the route with the selection a bulk action used).
 //!
 //! Requeues, purges and exhaustion marks are appended by the write scripts themselves, one
 //! entry per script call in the same atomic step as the writes (`executor/scripts/gate.lua`),
@@ -14,6 +15,8 @@
 pub mod action;
 pub mod filter;
 pub mod mirror;
+pub mod names;
+pub mod warm;
 
 pub use action::AuditAction;
 
@@ -24,7 +27,8 @@ use utoipa::ToSchema;
 
 /// Entries kept (approximately: `MAXLEN ~`).
 pub const AUDIT_MAXLEN: usize = 10_000;
-/// Job ids listed per entry; the count is always exact.
+/// Job ids in an entry's comma-joined `job_ids` (for readers older than `job_ids_json`, which
+/// lists them all), and the most ids automatic writes fold into one entry.
 pub const AUDIT_MAX_IDS: usize = 100;
 /// How many of the newest entries an automatic script call looks through for the entry to
 /// fold into (gate.lua keeps its own copy; a test keeps the two equal).
@@ -56,12 +60,8 @@ pub async fn append<C: ConnectionLike + Send>(
     prefix: &str,
     record: &AuditRecord<'_>,
 ) -> RedisResult<()> {
-    let ids: Vec<&str> = record
-        .job_ids
-        .iter()
-        .take(AUDIT_MAX_IDS)
-        .map(String::as_str)
-        .collect();
+    let ids: Vec<&str> = record.job_ids.iter().map(String::as_str).collect();
+    let joined = ids[..ids.len().min(AUDIT_MAX_IDS)].join(",");
     let _: Value = redis::cmd("XADD")
         .arg(audit_key(prefix))
         .arg("MAXLEN")
@@ -81,7 +81,7 @@ pub async fn append<C: ConnectionLike + Send>(
         .arg("count")
         .arg(record.job_ids.len())
         .arg("job_ids")
-        .arg(ids.join(","))
+        .arg(joined)
         .arg("job_ids_json")
         .arg(serde_json::to_string(&ids).expect("strings encode"))
         .query_async(con)

@@ -48,10 +48,15 @@ pub async fn run(
     announce(&config, &listener);
     let app = AppState::new(state.clone(), config.http.tokens.clone());
     let bulk = app.bulk_tasks.clone();
+    let audit = app.audit.clone();
     let http = tasks.spawn(http::serve(listener, app, cancel.clone()));
     systemd::status("connecting to Redis");
     let outcome = match reach_redis(&state, &cancel).await {
         Ok(true) => {
+            if let Some(con) = state.redis() {
+                let key = crate::audit::audit_key(&config.redis.key_prefix);
+                tasks.spawn(crate::audit::warm::warm(audit, con, key, cancel.clone()));
+            }
             supervise(&state, &cancel, &tasks).await;
             Ok(true)
         }

@@ -68,8 +68,9 @@ impl fmt::Display for HoldReason {
                 limit,
             } => write!(
                 f,
-                "queue {queue} holds {} jobs, more than {}",
+                "queue {queue} holds {} job{}, more than {}",
                 grouped(*length),
+                if *length == 1 { "" } else { "s" },
                 grouped(*limit)
             ),
         }
@@ -406,6 +407,12 @@ mod tests {
             reason.to_string(),
             "queue emails holds 12,034 jobs, more than 10,000"
         );
+        let strict = HoldWhen {
+            no_workers: false,
+            queue_longer_than: Some(0),
+        };
+        let one = hold_reason(&strict, "emails", world(0, 1)).expect("held");
+        assert_eq!(one.to_string(), "queue emails holds 1 job, more than 0");
     }
 
     #[test]

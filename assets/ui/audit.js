@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { $, h, fill, fmt, when, get, jobLink } = RQ;
+  const { $, h, fill, fmt, plural, when, get, jobLink } = RQ;
   const SHOWN_IDS = 5;
   /** The API's filters, passed through as typed; a refused one is said in the notice. */
   const FILTERS = ["who", "action", "queue", "job_id", "since", "until", "people_only"];
@@ -68,7 +68,7 @@
     empty.textContent = filtered ? "No entries match." : "Nothing recorded yet.";
     empty.hidden = entries.length > 0;
     $("#audit-searched").textContent =
-      `Newest first; looked through ${fmt(answer.searched)} of ${fmt(answer.stream_len)} entries.`;
+      `Newest first; looked through ${fmt(answer.searched)} of ${plural(answer.stream_len, "entry", "entries")}.`;
     const older = $("#older");
     older.hidden = !answer.next_cursor;
     if (answer.next_cursor) {

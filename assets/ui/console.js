@@ -309,9 +309,10 @@ const RQ = (() => {
    * A two-step action: `preview` tells what would happen (returns the panel body's nodes,
    * or null when there is nothing to do), then a button with data-action="confirm"
    * (labelled `confirmLabel`, a text or a function called after the preview) runs `commit`,
-   * whose answer text is the outcome.
+   * whose answer text is the outcome. `check` (optional) is asked first: a text it returns
+   * refuses the click with that text, sends nothing and leaves the buttons to try again.
    */
-  async function confirmThen({ title, preview, confirmLabel, danger, commit, after }) {
+  async function confirmThen({ title, preview, confirmLabel, danger, check, commit, after }) {
     const p = panel(title);
     p.outcome("working", "Looking at what this would touch…");
     let nodes;
@@ -332,6 +333,11 @@ const RQ = (() => {
     const cancel = h("button", { type: "button", "data-action": "cancel" }, "Cancel");
     cancel.addEventListener("click", () => { $("#action").hidden = true; });
     confirm.addEventListener("click", async () => {
+      const wrong = check && check();
+      if (wrong) {
+        p.outcome("refused", wrong);
+        return;
+      }
       confirm.disabled = true;
       cancel.disabled = true;
       p.outcome("working", "Working…");
@@ -438,13 +444,20 @@ const RQ = (() => {
   function bulk(kind, selection, { label, expected, after }) {
     const { verb, done } = BULK[kind];
     let matched = 0;
+    // The global requeue limit, the most a rate may ask (null when the supervisor's state
+    // could not be read: the API still refuses a rate above it).
+    let limit = null;
     return confirmThen({
       title: `${verb} ${label}`,
       danger: kind === "delete",
       confirmLabel: () => `${verb} ${plural(matched, "job")}`,
       async preview() {
-        const r = await runBulk(kind, { ...selection, dry_run: true });
+        const [r, s] = await Promise.all([
+          runBulk(kind, { ...selection, dry_run: true }),
+          get("supervisor").catch(() => null),
+        ]);
         matched = r.matched_count;
+        limit = (s && s.max_requeues_per_second) || null;
         if (!matched) return null;
         const sample = (r.job_ids || []).slice(0, 10);
         const more = matched - sample.length;
@@ -466,11 +479,22 @@ const RQ = (() => {
             sample.map((id, i) => [i ? ", " : "", jobLink(id)]),
             more > 0 ? ` and ${fmt(more)} more` : ""),
           h("div", { class: "bulk-options" },
-            h("label", {}, "Rate (jobs a second; empty: as fast as the global limit) ",
-              h("input", { name: "rate", type: "number", min: "1", step: "1", inputmode: "numeric", placeholder: "e.g. 50" })),
+            h("label", {}, h("span", {}, "Rate (jobs a second",
+              limit ? [", ", h("span", { "data-field": "rate-limit" }, `at most ${fmt(limit)}/s`)] : "",
+              "; empty: as fast as the global limit)"),
+              h("input", { name: "rate", type: "number", min: "1", max: limit ? String(limit) : undefined, step: "1", inputmode: "numeric", placeholder: "e.g. 50" })),
             h("label", {}, "Reason (for the audit) ",
               h("input", { name: "reason", type: "text", maxlength: "500", placeholder: "e.g. INC-1234, payments API back", spellcheck: "false" }))),
         ];
+      },
+      check() {
+        const input = $("#action .bulk-options input[name=rate]");
+        const text = ((input && input.value) || "").trim();
+        if (!text || !limit) return null;
+        const n = Number(text);
+        return /^[0-9]+$/.test(text) && n >= 1 && n <= limit
+          ? null
+          : `The rate must be a whole number of jobs a second from 1 to ${fmt(limit)} (at most ${fmt(limit)}/s, the global max_requeues_per_second); nothing was sent.`;
       },
       async commit(p) {
         const option = (name) => ($(`#action .bulk-options input[name=${name}]`).value || "").trim() || undefined;
@@ -485,9 +509,9 @@ const RQ = (() => {
         }
         const count = kind === "retry" ? r.requeued_count : r.deleted_count;
         const extra = [];
-        if (r.conflicts) extra.push(`${fmt(r.conflicts)} changed meanwhile and were left alone`);
-        if (r.refused) extra.push(`${fmt(r.refused)} refused by Redis and left as they were`);
-        if (r.skipped) extra.push(`${fmt(r.skipped)} undecodable and never touched`);
+        if (r.conflicts) extra.push(`${plural(r.conflicts, "changed meanwhile and was left alone", "changed meanwhile and were left alone")}`);
+        if (r.refused) extra.push(`${plural(r.refused, "refused by Redis and left as it was", "refused by Redis and left as they were")}`);
+        if (r.skipped) extra.push(`${plural(r.skipped, "undecodable and never touched", "undecodable and never touched")}`);
         return `${done} ${plural(count, "job")}${extra.length ? `; ${extra.join("; ")}` : ""}.${warned(r.warnings)}`;
       },
       after,

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { $, h, fill, enc, fmt, when, get, ApiError } = RQ;
+  const { $, h, fill, enc, fmt, plural, when, get, ApiError } = RQ;
   const id = new URLSearchParams(window.location.search).get("id");
   let explained = null;
   let described = false;
@@ -208,7 +208,7 @@
       ? history.events.map(historyItem)
       : h("li", { class: "muted" }, "Nothing recorded: no results from RQ and no action in the audit."));
     $("#history-note").textContent = [
-      `newest first · ${fmt(history.audit_searched)} audit entries searched`,
+      `newest first · ${plural(history.audit_searched, "audit entry", "audit entries")} searched`,
       ...history.notes,
     ].join(" · ");
   }

@@ -143,7 +143,7 @@
       fact("Circuit breakers", circuits.length
         ? h("ul", { class: "plain" }, circuits.map((c) => h("li", { "data-circuit": c.policy },
           h("strong", {}, c.policy), " open until ", when(c.until),
-          c.requeues !== undefined ? ` (${fmt(c.failed_again)} of ${fmt(c.requeues)} requeues failed again)` : "")))
+          c.requeues !== undefined ? ` (${fmt(c.failed_again)} of ${plural(c.requeues, "requeue")} failed again)` : "")))
         : "all closed"),
       s.redis_connected === false ? fact("Redis", h("span", { class: "warn-text" }, "not connected")) : null,
     );

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { $, h, fill, fmt, dotted, ApiError } = RQ;
+  const { $, h, fill, fmt, plural, dotted, ApiError } = RQ;
   const API = new URL("../api/v1/", document.baseURI);
 
   /** What an outcome does to a job, for people. */
@@ -61,7 +61,7 @@
   function show(report) {
     $("#result").hidden = false;
     const changed = report.groups.filter((g) => g.changed > 0);
-    $("#summary").textContent = `${fmt(report.changed_jobs)} of ${fmt(report.jobs)} failed jobs in ${fmt(report.changed_groups)} groups would change` +
+    $("#summary").textContent = `${fmt(report.changed_jobs)} of ${plural(report.jobs, "failed job")} in ${plural(report.changed_groups, "group")} would change` +
       (report.ignored_sections.length ? ` · ignored sections: ${report.ignored_sections.join(", ")}` : "");
     fill($("#changes tbody"), changed.map((g) => h("tr", { "data-group": [g.queue, g.function || "", g.exception || ""].join("|") },
       h("td", {}, h("code", {}, g.queue)),
@@ -73,7 +73,7 @@
     $("#no-changes").hidden = changed.length > 0;
     const because = Object.entries(report.uncertain_because).map(([k, n]) => `${fmt(n)} on ${k.replace("_", " ")}`).join(", ");
     $("#uncertain").hidden = report.uncertain === 0;
-    $("#uncertain").textContent = `${fmt(report.uncertain)} jobs cannot be decided from what the index holds (${because}); they are counted in no outcome.`;
+    $("#uncertain").textContent = `${plural(report.uncertain, "job")} cannot be decided from what the index holds (${because}); ${report.uncertain === 1 ? "it is" : "they are"} counted in no outcome.`;
     fill($("#candidate-policies tbody"), report.policies.map((p, i) => h("tr", { "data-policy": p.name },
       h("td", { class: "n" }, String(i + 1)),
       h("td", {}, h("strong", {}, p.name)),

@@ -1,9 +1,11 @@
 //! Which audit entries a reader asked for: pure. An entry is looked at through its
-//! [`Summary`] (what the filters test, a few dozen bytes plus 8 per job id), so that the
-//! whole capped stream can be held in memory and filtered in a millisecond (see `mirror`).
+//! [`Summary`] (what the filters test: 48 bytes plus 4 per job id, its names shared through
+//! [`Names`]), so that the whole capped stream can be held in memory and filtered in a
+//! millisecond (see `mirror`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use super::names::{Names, Sym, SymSet};
 use super::{field, AuditAction, RawEntry, AUTOMATIC_WHO};
 
 /// A stream entry's id (`<ms>-<seq>`): its place in the stream, the paging cursor, and its
@@ -37,52 +39,65 @@ impl std::fmt::Display for StreamId {
     }
 }
 
-/// What the filters test of one entry.
+/// What the filters test of one entry. Nothing that can be read back from the stream is kept
+/// (`why`, `at`, the ids themselves): a page reads its entries back by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub id: StreamId,
     /// `who`, lowercased (the filter is case-insensitive).
-    pub who: Box<str>,
+    pub who: Sym,
+    pub queue: Sym,
+    pub to_queue: Option<Sym>,
     /// `None` for an action name this version does not know.
     pub action: Option<AuditAction>,
-    pub queue: Box<str>,
-    pub to_queue: Option<Box<str>>,
     /// The hashes of the listed job ids, sorted ([`id_hash`]); a match is confirmed against
-    /// the ids themselves when the entry is read back.
-    pub job_ids: Box<[u64]>,
-    /// The entry this one took the place of (a fold), which readers drop.
-    pub replaces: Option<StreamId>,
+    /// the ids themselves when the entry is read back, so a 32-bit hash is enough (a false
+    /// match among a full stream's million ids is rare, and costs one entry read back).
+    pub job_ids: Box<[u32]>,
 }
 
 impl Summary {
-    /// The summary of a raw entry; `None` when its id is not a stream id.
-    pub fn of(raw: &RawEntry) -> Option<Summary> {
+    /// The summary of a raw entry, its names kept in `names`; `None` when its id is not a
+    /// stream id.
+    pub fn of(raw: &RawEntry, names: &mut Names) -> Option<Summary> {
         let (id, fields) = raw;
-        let entry = super::entry_of((String::new(), fields.clone()));
-        let mut job_ids: Vec<u64> = entry.job_ids.iter().map(|j| id_hash(j)).collect();
+        let id = StreamId::parse(id)?;
+        let get = |name: &str| field(fields, name).unwrap_or_default();
+        let listed = super::job_ids(&get("job_ids_json"), &get("job_ids"));
+        let mut job_ids: Vec<u32> = listed.iter().map(|j| id_hash(j)).collect();
         job_ids.sort_unstable();
         Some(Summary {
-            id: StreamId::parse(id)?,
-            who: entry.who.to_lowercase().into(),
-            action: AuditAction::of_name(&entry.action),
-            queue: entry.queue.into(),
-            to_queue: entry.to_queue.map(Into::into),
+            id,
+            who: names.intern(&get("who").to_lowercase()),
+            queue: names.intern(&get("queue")),
+            to_queue: field(fields, "to_queue").map(|q| names.intern(&q)),
+            action: AuditAction::of_name(&get("action")),
             job_ids: job_ids.into(),
-            replaces: field(fields, "replaces").and_then(|r| StreamId::parse(&r)),
         })
     }
 
-    /// Whether an automatic writer (the supervisor) wrote it, not a person.
-    pub fn is_automatic(&self) -> bool {
-        AUTOMATIC_WHO.contains(&&*self.who)
+    /// The same summary with its names moved to `to` (from `from`, which named them).
+    pub fn renamed(&self, from: &Names, to: &mut Names) -> Summary {
+        Summary {
+            who: to.intern(from.name(self.who)),
+            queue: to.intern(from.name(self.queue)),
+            to_queue: self.to_queue.map(|q| to.intern(from.name(q))),
+            ..self.clone()
+        }
     }
 }
 
+/// The entry a raw entry took the place of (a fold), which readers drop.
+pub fn replaces(raw: &RawEntry) -> Option<StreamId> {
+    field(&raw.1, "replaces").and_then(|r| StreamId::parse(&r))
+}
+
 /// The hash a job id is summarized by (stable within the process, which is all it needs).
-pub fn id_hash(job_id: &str) -> u64 {
+pub fn id_hash(job_id: &str) -> u32 {
     let mut h = DefaultHasher::new();
     job_id.hash(&mut h);
-    h.finish()
+    let h = h.finish();
+    (h ^ (h >> 32)) as u32
 }
 
 /// What a reader asked for; every part that is set must hold.
@@ -102,12 +117,16 @@ pub struct AuditFilter {
     pub until_ms: Option<u64>,
 }
 
-/// A filter made ready to test many entries: `who` lowercased and the job id hashed once.
+/// A filter made ready to test many entries against the names of one mirror: which names
+/// `who` is part of, the queue's symbol and the job id's hash, each found once.
 #[derive(Debug)]
 pub struct Compiled<'a> {
     filter: &'a AuditFilter,
-    who: Option<String>,
-    job_hash: Option<u64>,
+    who: Option<SymSet>,
+    automatic: SymSet,
+    /// `Some(None)`: a queue no entry names, so none matches.
+    queue: Option<Option<Sym>>,
+    job_hash: Option<u32>,
 }
 
 impl Compiled<'_> {
@@ -117,12 +136,12 @@ impl Compiled<'_> {
         let f = self.filter;
         f.since_ms.is_none_or(|t| s.id.ms >= t)
             && f.until_ms.is_none_or(|t| s.id.ms <= t)
-            && !(f.people_only && s.is_automatic())
+            && !(f.people_only && self.automatic.contains(s.who))
             && f.action.is_none_or(|a| s.action == Some(a))
-            && self.who.as_ref().is_none_or(|w| s.who.contains(w.as_str()))
-            && f.queue.as_ref().is_none_or(|q| {
-                &*s.queue == q.as_str() || s.to_queue.as_deref() == Some(q.as_str())
-            })
+            && self.who.as_ref().is_none_or(|w| w.contains(s.who))
+            && self
+                .queue
+                .is_none_or(|q| q.is_some_and(|q| s.queue == q || s.to_queue == Some(q)))
             && self
                 .job_hash
                 .is_none_or(|h| s.job_ids.binary_search(&h).is_ok())
@@ -130,11 +149,17 @@ impl Compiled<'_> {
 }
 
 impl AuditFilter {
-    /// The filter, ready to test entries.
-    pub fn compile(&self) -> Compiled<'_> {
+    /// The filter, ready to test entries whose names are in `names`.
+    pub fn compile(&self, names: &Names) -> Compiled<'_> {
+        let who = self.who.as_ref().map(|w| {
+            let w = w.to_lowercase();
+            names.each(|n| n.contains(w.as_str()))
+        });
         Compiled {
             filter: self,
-            who: self.who.as_ref().map(|w| w.to_lowercase()),
+            who,
+            automatic: names.each(|n| AUTOMATIC_WHO.contains(&n)),
+            queue: self.queue.as_ref().map(|q| names.get(q)),
             job_hash: self.job_id.as_deref().map(id_hash),
         }
     }
@@ -159,17 +184,20 @@ mod tests {
         (id.to_string(), fields)
     }
 
-    fn alice_retry() -> Summary {
-        Summary::of(&raw(
-            "1700000000000-3",
-            &[
-                ("who", "Ops-Alice@10.0.0.5"),
-                ("action", "requeue"),
-                ("queue", "emails"),
-                ("to_queue", "emails-slow"),
-                ("job_ids_json", r#"["a,b","clear","é/%2F"]"#),
-            ],
-        ))
+    fn alice_retry(names: &mut Names) -> Summary {
+        Summary::of(
+            &raw(
+                "1700000000000-3",
+                &[
+                    ("who", "Ops-Alice@10.0.0.5"),
+                    ("action", "requeue"),
+                    ("queue", "emails"),
+                    ("to_queue", "emails-slow"),
+                    ("job_ids_json", r#"["a,b","clear","é/%2F"]"#),
+                ],
+            ),
+            names,
+        )
         .unwrap()
     }
 
@@ -202,7 +230,9 @@ mod tests {
 
     #[test]
     fn each_filter_holds_or_refuses_on_its_own() {
-        let s = alice_retry();
+        let mut names = Names::default();
+        let s = alice_retry(&mut names);
+        names.intern("email");
         let yes = [
             AuditFilter::default(),
             AuditFilter {
@@ -240,7 +270,7 @@ mod tests {
             },
         ];
         for f in yes {
-            assert!(f.compile().matches(&s), "{f:?}");
+            assert!(f.compile(&names).matches(&s), "{f:?}");
         }
         let no = [
             AuditFilter {
@@ -269,7 +299,7 @@ mod tests {
             },
         ];
         for f in no {
-            assert!(!f.compile().matches(&s), "{f:?}");
+            assert!(!f.compile(&names).matches(&s), "{f:?}");
         }
     }
 
@@ -279,22 +309,27 @@ mod tests {
             people_only: true,
             ..Default::default()
         };
+        let mut names = Names::default();
+        let alice = Summary::of(&raw("1-0", &[("who", "Ops-Alice")]), &mut names).unwrap();
         for who in AUTOMATIC_WHO {
-            let s = Summary::of(&raw("1-0", &[("who", who), ("action", "requeue")])).unwrap();
-            assert!(s.is_automatic() && !people.compile().matches(&s), "{who}");
+            let s = Summary::of(&raw("1-0", &[("who", who)]), &mut names).unwrap();
+            assert!(!people.compile(&names).matches(&s), "{who}");
         }
+        assert!(people.compile(&names).matches(&alice));
     }
 
     #[test]
     fn an_unknown_action_matches_no_action_filter_and_a_fold_names_what_it_replaces() {
-        let s = Summary::of(&raw("5-0", &[("action", "teleport"), ("replaces", "4-1")])).unwrap();
+        let mut names = Names::default();
+        let fold = raw("5-0", &[("action", "teleport"), ("replaces", "4-1")]);
+        let s = Summary::of(&fold, &mut names).unwrap();
         assert_eq!(s.action, None);
-        assert_eq!(s.replaces, StreamId::parse("4-1"));
+        assert_eq!(replaces(&fold), StreamId::parse("4-1"));
         let f = AuditFilter {
             action: Some(AuditAction::Requeue),
             ..Default::default()
         };
-        assert!(!f.compile().matches(&s));
-        assert!(Summary::of(&raw("not-an-id", &[])).is_none());
+        assert!(!f.compile(&names).matches(&s));
+        assert!(Summary::of(&raw("not-an-id", &[]), &mut names).is_none());
     }
 }

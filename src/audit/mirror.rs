@@ -14,7 +14,8 @@ use redis::aio::ConnectionLike;
 use redis::RedisResult;
 use tokio::sync::Mutex;
 
-use super::filter::{AuditFilter, StreamId, Summary};
+use super::filter::{replaces, AuditFilter, StreamId, Summary};
+use super::names::Names;
 use super::{entry_of, AuditEntry, RawEntry};
 
 /// Why a page could not be read.
@@ -47,6 +48,8 @@ struct Mirrored {
     key: String,
     /// Oldest first, in stream order.
     entries: Vec<Summary>,
+    /// The names the summaries use (see [`Mirrored::forget_unused_names`]).
+    names: Names,
 }
 
 /// One page of filtered entries, newest first.
@@ -83,6 +86,20 @@ impl AuditMirror {
                 }
             }
         }
+    }
+
+    /// Brings the mirror of stream `key` up to date, as a request would before selecting: run
+    /// once in the background at start ([`super::warm`]), so that the first request reads only
+    /// the tail. A request meanwhile waits for its turn and then reads what is left, so it
+    /// answers the same. Returns how many entries are mirrored.
+    pub async fn warm<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        key: &str,
+    ) -> RedisResult<usize> {
+        let mut mirror = self.state.lock().await;
+        mirror.catch_up(con, key).await?;
+        Ok(mirror.entries.len())
     }
 
     async fn read_page<C: ConnectionLike + Send>(
@@ -123,10 +140,12 @@ impl Mirrored {
         if self.key != key {
             self.key = key.to_string();
             self.entries.clear();
+            self.names = Names::default();
         }
         for _ in 0..2 {
             let len = self.read_tail(con, key).await?;
             if self.entries.len() == len {
+                self.forget_unused_names();
                 return Ok(());
             }
             tracing::debug!(
@@ -135,8 +154,22 @@ impl Mirrored {
                 "the audit stream changed in a way its tail does not tell; reading it whole"
             );
             self.entries.clear();
+            self.names = Names::default();
         }
         Ok(())
+    }
+
+    /// Builds the names table again from the summaries once it holds many more names than
+    /// they can use (at most three each: who, queue, to_queue), so that the names of trimmed
+    /// entries (one per client address, say) do not pile up over months.
+    fn forget_unused_names(&mut self) {
+        if self.names.len() <= 3 * self.entries.len() + 1024 {
+            return;
+        }
+        let old = std::mem::take(&mut self.names);
+        for s in &mut self.entries {
+            *s = s.renamed(&old, &mut self.names);
+        }
     }
 
     /// Reads what was appended since the newest summary; returns the stream's length as of
@@ -192,10 +225,10 @@ impl Mirrored {
 
     /// Adds one new entry, dropping the one it replaces (a fold).
     fn push(&mut self, raw: &RawEntry) {
-        let Some(summary) = Summary::of(raw) else {
+        let Some(summary) = Summary::of(raw, &mut self.names) else {
             return;
         };
-        if let Some(old) = summary.replaces {
+        if let Some(old) = replaces(raw) {
             if let Ok(i) = self.entries.binary_search_by(|s| s.id.cmp(&old)) {
                 self.entries.remove(i);
             }
@@ -219,7 +252,7 @@ impl Mirrored {
             Some(t) => end.min(self.entries.partition_point(|s| s.id.ms <= t)),
             None => end,
         };
-        let compiled = filter.compile();
+        let compiled = filter.compile(&self.names);
         let mut found: Vec<StreamId> = Vec::new();
         let mut searched = 0;
         for s in self.entries[..end].iter().rev() {
@@ -258,24 +291,46 @@ async fn read_back<C: ConnectionLike + Send>(
 }
 
 #[cfg(test)]
+mod size;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn summary(ms: u64, who: &str) -> Summary {
-        let raw: RawEntry = (
+    fn raw(ms: u64, who: &str) -> RawEntry {
+        (
             format!("{ms}-0"),
             vec![(b"who".to_vec(), who.as_bytes().to_vec())],
-        );
-        Summary::of(&raw).unwrap()
+        )
     }
 
     fn mirrored(n: u64) -> Mirrored {
-        Mirrored {
+        let mut m = Mirrored {
             key: "k".into(),
-            entries: (1..=n)
-                .map(|ms| summary(ms, if ms % 3 == 0 { "ops" } else { "supervisor" }))
-                .collect(),
+            ..Default::default()
+        };
+        for ms in 1..=n {
+            m.push(&raw(ms, if ms % 3 == 0 { "ops" } else { "supervisor" }));
         }
+        m
+    }
+
+    #[test]
+    fn the_names_of_trimmed_entries_are_forgotten_and_the_rest_still_match() {
+        let mut m = Mirrored::default();
+        for ms in 1..=3000 {
+            m.push(&raw(ms, &format!("ops@10.0.{}.{}", ms / 256, ms % 256)));
+        }
+        m.trim_before(StreamId::parse("2991-0"));
+        assert_eq!(m.names.len(), 3001, "3000 people and the empty queue");
+        m.forget_unused_names();
+        assert_eq!(m.names.len(), 11);
+        let who = AuditFilter {
+            who: Some("10.0.11.175".into()),
+            ..Default::default()
+        };
+        let (ids, _, _) = m.select(&who, None, 10);
+        assert_eq!(ids.iter().map(|i| i.ms).collect::<Vec<_>>(), vec![2991]);
     }
 
     #[test]

@@ -12,9 +12,10 @@ use redis::aio::ConnectionManager;
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
 use crate::config::{parse_policy_file, Config};
 use crate::connection::connect;
+use crate::hold::read_worlds;
 use crate::policy::Policy;
 use crate::rq::{decode, DecodeOutcome, Registry, RegistryScan};
-use crate::simulate::{GroupLabel, Outcome, Report, Tally};
+use crate::simulate::{hold_targets, GroupLabel, Outcome, QueueWorlds, Report, Tally};
 use crate::state::Snapshot;
 
 pub async fn simulate(config: Arc<Config>, file: &Path, json: bool) -> u8 {
@@ -75,6 +76,17 @@ async fn read_all(
     let queues = registry
         .discover_queues(con, &config.supervisor.queues, RegistryScan::Now)
         .await?;
+    // The target queues of `hold_when`, read once as the supervisor reads them; when they
+    // cannot be (an ACL), the jobs a hold may hold back are uncertain, not the whole answer.
+    let targets = hold_targets(config.policies.iter().chain(candidate), &queues);
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let worlds = match read_worlds(con, registry.keys(), &targets).await {
+        Ok(worlds) => QueueWorlds::Read(worlds),
+        Err(e) => {
+            eprintln!("rq-retryd: cannot read the target queues of hold_when ({e}); the jobs it may hold are counted as uncertain");
+            QueueWorlds::Unread
+        }
+    };
     let mut tally = Tally::default();
     for queue in &queues {
         let ids = registry.live_failed_ids(con, queue, batch).await?;
@@ -82,7 +94,7 @@ async fn read_all(
             for raw in registry.read_jobs(con, queue, chunk).await? {
                 match decode(&raw) {
                     DecodeOutcome::Job(job) => {
-                        tally.add_facts(&job, &config.policies, candidate, now)
+                        tally.add_facts(&job, (&config.policies, candidate), &worlds, now)
                     }
                     DecodeOutcome::Corrupt(_) | DecodeOutcome::Orphan => {
                         tally.add_undecodable(queue)
@@ -127,17 +139,21 @@ pub fn render(r: &Report) -> String {
     for p in &r.policies {
         let _ = writeln!(
             out,
-            "  {:<24} {:<7} {} jobs: {}",
+            "  {:<24} {:<7} {} job{}: {}",
             p.name,
             p.action,
             p.jobs,
+            if p.jobs == 1 { "" } else { "s" },
             counts(&p.outcomes)
         );
     }
     let _ = writeln!(
         out,
-        "\n{} jobs in {} groups would change:",
-        r.changed_jobs, r.changed_groups
+        "\n{} job{} in {} group{} would change:",
+        r.changed_jobs,
+        if r.changed_jobs == 1 { "" } else { "s" },
+        r.changed_groups,
+        if r.changed_groups == 1 { "" } else { "s" }
     );
     for g in r.groups.iter().filter(|g| g.changed > 0) {
         let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());

@@ -56,6 +56,9 @@ pub struct SupervisorState {
     /// a scan, or a standby's observing pass); null until its first one. Until then the job
     /// listings wait for it, or answer 503 `index_building`.
     pub index_as_of: Option<DateTime<Utc>>,
+    /// The global requeue limit (`supervisor.max_requeues_per_second`): the most a bulk
+    /// retry's `rate` may ask for, which the console's replay form says and checks.
+    pub max_requeues_per_second: u32,
 }
 
 /// The state, with the switchboard read from Redis now when it answers (so every instance
@@ -87,6 +90,7 @@ async fn state_of(app: &AppState) -> SupervisorState {
         open_circuits: app.daemon.breakers.lock().expect("breakers lock").open(),
         last_scan: app.daemon.last_scan(),
         index_as_of: app.daemon.index.as_of(),
+        max_requeues_per_second: config.supervisor.max_requeues_per_second,
     }
 }
 

@@ -125,8 +125,8 @@ pub struct JobHistory {
 
 /// The job's history: its runs from RQ's results stream and the actions on it from the audit,
 /// newest first. Takes any id; 404 only when neither the job, nor a result, nor an audit entry
-/// naming it exists. An audit entry lists the first 100 jobs of its action: a job beyond them in
-/// a larger bulk action is not found in it.
+/// naming it exists. An audit entry lists every job of its action (`job_ids_json`), so each is
+/// found; only entries written before that (at most 100 ids listed) may miss one.
 #[utoipa::path(get, path = "/api/v1/failed-jobs/{job_id}/history", params(("job_id" = String, Path, description = super::jobs::ANY_JOB_ID, min_length = 1)), tag = "jobs",
     responses((status = 200, body = JobHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn history(

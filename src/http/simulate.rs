@@ -15,7 +15,8 @@ use super::error::{ApiError, ErrorBody};
 use super::indexed::INDEX_WAIT;
 use super::AppState;
 use crate::config::{parse_policy_file, ConfigError};
-use crate::simulate::{over_index, GroupLabel, Report};
+use crate::policy::{Action, Policy};
+use crate::simulate::{hold_targets, over_index_held, GroupLabel, QueueWorlds, Report};
 
 /// Simulations running in this process: one at a time (see [`answer`]).
 static SIMULATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -111,11 +112,13 @@ async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Repor
         .map_err(|_| ApiError::unavailable("simulations are closed"))?;
     let daemon = app.daemon.clone();
     let config = daemon.config();
+    let worlds = hold_worlds(app, &config.policies, &file.policies).await;
     // A pass over every indexed job: off the runtime's threads, like the index's other answers.
     let report = tokio::task::spawn_blocking(move || {
         let reading = daemon.index.read()?;
         let now = Utc::now();
-        let tally = over_index(&reading, &config.policies, &file.policies, now);
+        let policies = (&config.policies[..], &file.policies[..]);
+        let tally = over_index_held(&reading, policies, &worlds, now);
         let mut report = tally.report(GroupLabel::clone, &file.policies, now, "index");
         report.ignored_sections = file.ignored_sections;
         report.index_as_of = Some(reading.as_of);
@@ -124,6 +127,34 @@ async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Repor
     .await
     .map_err(|e| ApiError::unavailable(format!("the simulation failed: {e}")))?;
     report.ok_or_else(|| ApiError::index_building(INDEX_WAIT))
+}
+
+/// The target queues of the running and candidate policies with `hold_when`, read once
+/// through the daemon's shared cache (as the supervisor and explain read them). Unread when
+/// Redis does not answer: the jobs a `hold_when` may hold are then counted as uncertain.
+async fn hold_worlds(app: &AppState, running: &[Policy], candidate: &[Policy]) -> QueueWorlds {
+    let holds = |p: &Policy| matches!(&p.action, Action::Retry(s) if s.hold_when.is_some());
+    if !running.iter().chain(candidate).any(holds) {
+        return QueueWorlds::Read(Default::default());
+    }
+    let daemon = app.daemon.clone();
+    let queues = tokio::task::spawn_blocking(move || daemon.index.queue_spans())
+        .await
+        .unwrap_or_default();
+    let queues: Vec<String> = queues.into_iter().map(|s| s.queue).collect();
+    let targets = hold_targets(running.iter().chain(candidate), &queues);
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let Ok(mut con) = app.redis() else {
+        return QueueWorlds::Unread;
+    };
+    let keys = app.daemon.snapshot().registry.keys().clone();
+    match app.daemon.worlds.get(&mut con, &keys, &targets).await {
+        Ok(worlds) => QueueWorlds::Read(worlds),
+        Err(e) => {
+            tracing::warn!(error = %e, "simulate: cannot read the target queues for hold_when; those jobs are uncertain");
+            QueueWorlds::Unread
+        }
+    }
 }
 
 /// The running policies as a policy file (TOML), to edit and simulate: parsing it gives the

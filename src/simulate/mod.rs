@@ -12,11 +12,13 @@
 //! same policy decides the same.
 
 mod file;
+mod held;
 mod over_index;
 mod report;
 
 pub use file::policy_file;
-pub use over_index::over_index;
+pub use held::{hold_targets, QueueWorlds};
+pub use over_index::{over_index, over_index_held};
 pub use report::{GroupDiff, Move, PolicyTally, Report};
 
 use std::collections::HashMap;
@@ -123,16 +125,20 @@ pub enum Unknown {
     /// Whether RQ marks the job stopped or its last run succeeded (a retry policy, or none,
     /// leaves those to the operator) was not established by a running purge or ignore policy.
     RqStatus,
+    /// Whether the policy's `hold_when` holds the due requeue back: the target queue's
+    /// workers and length were not read.
+    Hold,
 }
 
 impl Unknown {
-    pub const ALL: [Unknown; 6] = [
+    pub const ALL: [Unknown; 7] = [
         Unknown::Function,
         Unknown::Exception,
         Unknown::Traceback,
         Unknown::Meta,
         Unknown::CreatedAt,
         Unknown::RqStatus,
+        Unknown::Hold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +149,7 @@ impl Unknown {
             Unknown::Meta => "meta",
             Unknown::CreatedAt => "created_at",
             Unknown::RqStatus => "rq_status",
+            Unknown::Hold => "hold",
         }
     }
 }
@@ -216,12 +223,13 @@ impl<K: Hash + Eq> Tally<K> {
 }
 
 impl Tally<GroupLabel> {
-    /// One job read whole (every fact known): both files decide it exactly.
+    /// One job read whole (every fact known): both files decide it exactly, a due requeue
+    /// held back when its policy's `hold_when` holds in `worlds`.
     pub fn add_facts(
         &mut self,
         job: &JobFacts,
-        running: &[Policy],
-        candidate: &[Policy],
+        (running, candidate): (&[Policy], &[Policy]),
+        worlds: &QueueWorlds,
         now: DateTime<Utc>,
     ) {
         let label = GroupLabel {
@@ -230,14 +238,18 @@ impl Tally<GroupLabel> {
             exception: job.exc_type().map(str::to_string),
             known: true,
         };
-        let was = Outcome::of(&policy::decide(running, job, now).decision);
+        let was = policy::decide(running, job, now);
+        let was = match held(&was, &job.origin, worlds) {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::of(&was.decision),
+        };
         let evaluation = policy::decide(candidate, job, now);
         let policy = evaluation
             .policy
             .and_then(|p| candidate.iter().position(|c| std::ptr::eq(c, p)));
-        let verdict = Verdict::Decided {
-            outcome: Outcome::of(&evaluation.decision),
-            policy,
+        let verdict = match held(&evaluation, &job.origin, worlds) {
+            Ok(outcome) => Verdict::Decided { outcome, policy },
+            Err(fact) => Verdict::Uncertain(fact),
         };
         self.add(label, was, verdict);
     }
@@ -255,6 +267,19 @@ impl Tally<GroupLabel> {
             policy: None,
         };
         self.add(label, Outcome::Undecodable, verdict);
+    }
+}
+
+/// The outcome of `evaluation` for a job of queue `origin`: `held` instead of `retry_now` when
+/// the deciding policy's `hold_when` holds in `worlds`.
+fn held(
+    evaluation: &policy::Evaluation<'_>,
+    origin: &str,
+    worlds: &QueueWorlds,
+) -> Result<Outcome, Unknown> {
+    match (Outcome::of(&evaluation.decision), evaluation.policy) {
+        (Outcome::RetryNow, Some(p)) if worlds.holds(&p.action, origin)? => Ok(Outcome::Held),
+        (outcome, _) => Ok(outcome),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{GroupLabel, Outcome, Tally, Unknown, Verdict};
+use super::{GroupLabel, Outcome, QueueWorlds, Tally, Unknown, Verdict};
 use crate::index::{FailureIndex, GroupId, GroupNames, Known, Row, State};
 use crate::policy::{self, Action, Matcher, Policy, RetrySpec};
 use crate::rq::{JobFacts, Reads};
@@ -37,6 +37,8 @@ type Plan = Result<Option<usize>, Unknown>;
 struct Simulator<'p> {
     running: &'p [Policy],
     candidate: &'p [Policy],
+    /// The target queues as read for `hold_when`.
+    worlds: &'p QueueWorlds,
     now: DateTime<Utc>,
     /// For each candidate policy, the first running one that matches exactly the same jobs.
     same_match: Vec<Option<usize>>,
@@ -45,14 +47,27 @@ struct Simulator<'p> {
     same_policy: Vec<Option<usize>>,
 }
 
-/// Every job of `index` decided again by `running` and by `candidate` at `now`.
+/// Every job of `index` decided again by `running` and by `candidate` at `now`, with the
+/// target queues not read: a candidate's due requeue that `hold_when` may hold back is
+/// uncertain ([`Unknown::Hold`]).
 pub fn over_index(
     index: &FailureIndex,
     running: &[Policy],
     candidate: &[Policy],
     now: DateTime<Utc>,
 ) -> Tally<GroupLabel> {
-    let sim = Simulator::new(running, candidate, now);
+    over_index_held(index, (running, candidate), &QueueWorlds::Unread, now)
+}
+
+/// Like [`over_index`], a due requeue held back (`held`) when its policy's `hold_when` holds
+/// for its target queue as `worlds` has it (read for [`super::hold_targets`]).
+pub fn over_index_held(
+    index: &FailureIndex,
+    (running, candidate): (&[Policy], &[Policy]),
+    worlds: &QueueWorlds,
+    now: DateTime<Utc>,
+) -> Tally<GroupLabel> {
+    let sim = Simulator::new(running, candidate, worlds, now);
     let mut deciders: HashMap<u16, Decider> = HashMap::new();
     let mut plans: HashMap<(GroupId, Decider), Plan> = HashMap::new();
     let mut tally: Tally<GroupId> = Tally::default();
@@ -65,8 +80,9 @@ pub fn over_index(
             .entry((row.group, decider))
             .or_insert_with(|| sim.plan(index.group_names(row.group), decider));
         fill(&mut facts, &row);
-        let running = sim.running_outcome(&row, decider, &facts);
-        let candidate = sim.candidate_verdict(&row, decider, running, plan, &facts);
+        let queue = index.group_names(row.group).queue;
+        let running = sim.running_outcome(&row, decider, &facts, queue);
+        let candidate = sim.candidate_verdict(&row, (decider, running), plan, &facts, queue);
         tally.add(row.group, running, candidate);
     }
     relabel(tally, index)
@@ -159,7 +175,12 @@ fn needs_created_at(spec: &RetrySpec, row: &Row<'_>) -> bool {
 }
 
 impl<'p> Simulator<'p> {
-    fn new(running: &'p [Policy], candidate: &'p [Policy], now: DateTime<Utc>) -> Simulator<'p> {
+    fn new(
+        running: &'p [Policy],
+        candidate: &'p [Policy],
+        worlds: &'p QueueWorlds,
+        now: DateTime<Utc>,
+    ) -> Simulator<'p> {
         let running_match: Vec<String> = running
             .iter()
             .map(|p| match_signature(&p.matcher))
@@ -179,6 +200,7 @@ impl<'p> Simulator<'p> {
         Simulator {
             running,
             candidate,
+            worlds,
             now,
             same_match,
             same_policy,
@@ -226,8 +248,15 @@ impl<'p> Simulator<'p> {
         }
     }
 
-    /// What the running policies do with the job now.
-    fn running_outcome(&self, row: &Row<'_>, decider: Decider, facts: &JobFacts) -> Outcome {
+    /// What the running policies do with the job of `queue` now: a due requeue is held when
+    /// the index says so or the target queue, as read, holds it.
+    fn running_outcome(
+        &self,
+        row: &Row<'_>,
+        decider: Decider,
+        facts: &JobFacts,
+        queue: &str,
+    ) -> Outcome {
         let policy = match decider {
             Decider::Policy(p) => &self.running[p],
             _ => return from_state(row, None),
@@ -242,19 +271,25 @@ impl<'p> Simulator<'p> {
             }
         }
         match Outcome::of(&policy::apply(&policy.action, facts, self.now)) {
-            Outcome::RetryNow if row.state == State::Held => Outcome::Held,
+            Outcome::RetryNow
+                if row.state == State::Held
+                    || self.worlds.holds(&policy.action, queue) == Ok(true) =>
+            {
+                Outcome::Held
+            }
             outcome => outcome,
         }
     }
 
-    /// What the candidate policies would do with the job now.
+    /// What the candidate policies would do with the job of `queue` now (`running`: what the
+    /// running policies do, as `decider` decided it).
     fn candidate_verdict(
         &self,
         row: &Row<'_>,
-        decider: Decider,
-        running: Outcome,
+        (decider, running): (Decider, Outcome),
         plan: Plan,
         facts: &JobFacts,
+        queue: &str,
     ) -> Verdict {
         if row.state == State::Undecodable {
             return Verdict::Decided {
@@ -286,7 +321,14 @@ impl<'p> Simulator<'p> {
             Some(Action::Retry(spec)) if needs_created_at(spec, row) => {
                 return Verdict::Uncertain(Unknown::CreatedAt)
             }
-            Some(action) => Outcome::of(&policy::apply(action, facts, self.now)),
+            Some(action) => match Outcome::of(&policy::apply(action, facts, self.now)) {
+                Outcome::RetryNow => match self.worlds.holds(action, queue) {
+                    Ok(true) => Outcome::Held,
+                    Ok(false) => Outcome::RetryNow,
+                    Err(fact) => return Verdict::Uncertain(fact),
+                },
+                outcome => outcome,
+            },
         };
         Verdict::Decided {
             outcome,

@@ -218,7 +218,12 @@ fn jobs_read_whole_are_decided_exactly_by_both_files() {
             "ConnectionError",
             now() - Duration::minutes(1),
         );
-        tally.add_facts(&facts, &running, &candidate, now());
+        tally.add_facts(
+            &facts,
+            (&running, &candidate),
+            &QueueWorlds::default(),
+            now(),
+        );
     }
     tally.add_undecodable("email");
     let report = tally.report(GroupLabel::clone, &candidate, now(), "redis");
@@ -226,4 +231,66 @@ fn jobs_read_whole_are_decided_exactly_by_both_files() {
     assert_eq!(report.changed_jobs, 4);
     assert_eq!(report.candidate[&Outcome::RetryNow], 4);
     assert_eq!(report.candidate[&Outcome::Undecodable], 1);
+}
+
+/// The candidate of `RUNNING` with a 30 s delay (the ConnectionErrors of a minute ago are due)
+/// and a `hold_when` on the length of their queue.
+fn candidate_holding_when_longer_than(limit: u64) -> Vec<Policy> {
+    policies(&RUNNING.replace(
+        "delay = \"10m\" }",
+        &format!("delay = \"30s\" }}\nhold_when = {{ queue_longer_than = {limit} }}"),
+    ))
+}
+
+fn email_world(length: u64) -> QueueWorlds {
+    let world = crate::hold::QueueWorld {
+        live_workers: 1,
+        length,
+    };
+    QueueWorlds::Read(HashMap::from([("email".to_string(), world)]))
+}
+
+#[test]
+fn a_due_requeue_that_hold_when_holds_back_is_held_not_retried_now() {
+    let running = policies(RUNNING);
+    let index = backlog(&running);
+    let candidate = candidate_holding_when_longer_than(100);
+    let held = |worlds: &QueueWorlds| {
+        over_index_held(&index, (&running, &candidate), worlds, now()).report(
+            GroupLabel::clone,
+            &candidate,
+            now(),
+            "index",
+        )
+    };
+    let long = held(&email_world(101));
+    let g = group(&long, "ConnectionError");
+    assert_eq!(g.candidate.get(&Outcome::Held), Some(&5), "{g:?}");
+    assert_eq!(g.candidate.get(&Outcome::RetryNow), None, "{g:?}");
+    let short = held(&email_world(100));
+    let g = group(&short, "ConnectionError");
+    assert_eq!(g.candidate.get(&Outcome::RetryNow), Some(&5), "{g:?}");
+    // Not read: not guessed.
+    let unread = held(&QueueWorlds::Unread);
+    assert_eq!(
+        group(&unread, "ConnectionError").uncertain_because[&Unknown::Hold],
+        5
+    );
+}
+
+#[test]
+fn jobs_read_whole_are_held_by_the_same_rule() {
+    let running = policies(RUNNING);
+    let candidate = candidate_holding_when_longer_than(0);
+    let mut tally = Tally::default();
+    let facts = job(
+        "j",
+        "email",
+        "app.send",
+        "ConnectionError",
+        now() - Duration::minutes(1),
+    );
+    tally.add_facts(&facts, (&running, &candidate), &email_world(1), now());
+    let report = tally.report(GroupLabel::clone, &candidate, now(), "redis");
+    assert_eq!(report.candidate.get(&Outcome::Held), Some(&1), "{report:?}");
 }

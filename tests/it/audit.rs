@@ -392,3 +392,144 @@ fn bad_filter_values_are_refused_with_a_clear_code() {
         .get("/api/v1/audit?who=x")
         .expect_error(409, "corrupt_audit");
 }
+
+/// The audit prologue every write script runs (`gate.lua`), with a body that appends the entry
+/// of one call that changed every job named after the six gate arguments: what a write script
+/// with a larger batch than the executor's 50 would append.
+const ONE_CALL: &str = concat!(
+    include_str!("../../src/executor/scripts/gate.lua"),
+    "\nlocal no = audit_refusal()\nif no then return no end\n",
+    "audit({unpack(ARGV, 7)})\nreturn 1\n"
+);
+
+/// A call that acts on more jobs than the comma-joined `job_ids` holds (100) lists every one
+/// in `job_ids_json`, so the audit's `job_id` filter and the job's history find the last one
+/// as they find the first; `job_ids` keeps the first 100 for older readers.
+#[test]
+fn every_job_of_a_call_beyond_the_first_100_is_found_by_its_id() {
+    let (redis, daemon) = start(AUTO_AND_HANDS_OFF);
+    let mut con = redis.conn();
+    let ids: Vec<String> = (0..150).map(|i| format!("big,{i:03}")).collect();
+    let at = Utc::now().to_rfc3339();
+    let gate = [
+        "",
+        "ops-carol@10.0.0.9",
+        "POST /api/v1/x",
+        "purge",
+        &at,
+        "emails",
+    ];
+    let done: i64 = redis::cmd("EVAL")
+        .arg(ONE_CALL)
+        .arg(3)
+        .arg(&["rq:retryd:switches", "rq:retryd:lease", "rq:retryd:audit"])
+        .arg(&gate)
+        .arg(&ids)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(done, 1);
+    let raw: Vec<(String, std::collections::HashMap<String, String>)> =
+        con.xrange_all("rq:retryd:audit").unwrap();
+    assert_eq!(raw.len(), 1);
+    let fields = &raw[0].1;
+    assert_eq!(fields["count"], "150");
+    assert_eq!(
+        fields["job_ids"],
+        ids[..100].join(","),
+        "old readers' field"
+    );
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&fields["job_ids_json"]).unwrap(),
+        ids
+    );
+
+    for id in [&ids[0], &ids[99], &ids[100], &ids[149]] {
+        let q = urlencoding(id);
+        let page = daemon.get(&format!("/api/v1/audit?job_id={q}")).expect(200);
+        assert_eq!(entries(&page).len(), 1, "{id}: {page}");
+        assert_eq!(listed(&entries(&page)[0]).len(), 150, "{page}");
+        let history = daemon
+            .get(&format!("/api/v1/failed-jobs/{q}/history"))
+            .expect(200);
+        let events = history["events"].as_array().unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["action"] == "purge" && e["who"] == "ops-carol@10.0.0.9"),
+            "{id}: {history}"
+        );
+    }
+}
+
+/// `,` as `%2C` (the only character of these ids a query or path must escape).
+fn urlencoding(id: &str) -> String {
+    id.replace(',', "%2C")
+}
+
+/// `n` entries as the write scripts append them, of 20 ids each; entry `needle_at` also lists
+/// `needle`.
+fn seed_stream(con: &mut redis::Connection, n: usize, needle_at: usize, needle: &str) {
+    let mut pipe = redis::pipe();
+    for e in 0..n {
+        let mut ids: Vec<String> = (0..20).map(|i| format!("seed-{e}-{i}")).collect();
+        if e == needle_at {
+            ids.push(needle.to_string());
+        }
+        pipe.cmd("XADD")
+            .arg("rq:retryd:audit")
+            .arg("*")
+            .arg(&[("at", "2026-12-03T12:00:00+00:00"), ("who", "supervisor")])
+            .arg(&[("action", "requeue"), ("why", "p"), ("queue", "q")])
+            .arg("count")
+            .arg(ids.len())
+            .arg("job_ids")
+            .arg(ids.join(","))
+            .arg("job_ids_json")
+            .arg(serde_json::to_string(&ids).unwrap())
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+/// How many XRANGE calls Redis has answered since the last CONFIG RESETSTAT.
+fn xrange_calls(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The daemon reads the audit stream into its mirror when it starts, so the first audit or
+/// history request reads only the tail (three XRANGEs: the first entry, the tail, the entry
+/// read back) instead of the whole stream (eight for 3,000 entries). A request that comes
+/// while it is still reading answers the same.
+#[test]
+fn the_audit_mirror_is_warm_before_the_first_request() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    seed_stream(&mut con, 3000, 1234, "needle");
+    let config = DaemonConfig::new(&redis.url(), AUTO_AND_HANDS_OFF);
+
+    // As early as the daemon answers: warm-up or not, the same answer.
+    let early = Daemon::start(&config);
+    let page = early.get("/api/v1/audit?job_id=needle").expect(200);
+    assert_eq!(entries(&page).len(), 1, "{page}");
+    assert_eq!(page["stream_len"], 3000, "{page}");
+    drop(early);
+
+    let daemon = Daemon::start_ready(&config);
+    daemon.wait_until("the audit mirror is warm", |d| {
+        d.log().contains("audit mirror warmed") && d.log().contains("entries=3000")
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let page = daemon.get("/api/v1/audit?job_id=needle").expect(200);
+    assert_eq!(entries(&page).len(), 1, "{page}");
+    assert_eq!(listed(&entries(&page)[0]).len(), 21);
+    assert_eq!(xrange_calls(&mut con), 3, "only the tail was read");
+    let history = daemon.get("/api/v1/failed-jobs/needle/history").expect(200);
+    assert_eq!(history["events"][0]["source"], "audit", "{history}");
+}

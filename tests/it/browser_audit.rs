@@ -191,3 +191,49 @@ async fn row_ids(browser: &Browser) -> Vec<String> {
         .await;
     serde_json::from_value(ids).unwrap()
 }
+
+/// One of a thing is said in the singular: "of 1 entry" on the audit page, "1 audit entry
+/// searched" under a job's history (they read "1 entries" before).
+#[tokio::test]
+async fn one_entry_is_one_entry() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), POLICIES));
+    let mut con = redis.conn();
+    let now = Utc::now().timestamp_millis();
+    entry(
+        &mut con,
+        now,
+        "ops-bob@10.0.0.6",
+        "purge",
+        "DELETE x",
+        &["gone"],
+    );
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/audit", daemon.base_url()))
+        .await;
+    browser.find("tr[data-audit-id]").await;
+    assert_eq!(
+        browser.text("#audit-searched").await,
+        "Newest first; looked through 1 of 1 entry."
+    );
+    browser
+        .goto(&format!("{}/ui/job?id=gone", daemon.base_url()))
+        .await;
+    let note = browser
+        .wait_until("the history's note", || async {
+            let text = browser.text("#history-note").await;
+            if text.is_empty() {
+                Err(text)
+            } else {
+                Ok(text)
+            }
+        })
+        .await;
+    assert!(
+        note.starts_with("newest first · 1 audit entry searched"),
+        "{note}"
+    );
+    browser.close().await;
+}

@@ -151,3 +151,55 @@ async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_res
     assert_eq!(errors, Vec::<String>::new());
     browser.close().await;
 }
+
+/// The replay form knows the global requeue limit: it says "at most N/s" beside the rate, and
+/// a rate above it is refused on the page (nothing sent, the jobs still failed, the buttons
+/// there to try again); the limit itself is accepted.
+#[tokio::test]
+async fn the_replay_form_says_the_rate_limit_and_refuses_a_rate_above_it_before_sending() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    for i in 0..5 {
+        support::jobs::FailedJob::new(&format!("limited-{i}"))
+            .queue("replay")
+            .write(&mut con);
+    }
+    let mut config = DaemonConfig::new(&redis.url(), HANDS_OFF);
+    config.max_requeues_per_second = 40;
+    let daemon = Daemon::start_ready(&config);
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/ui/jobs?queue=replay", daemon.base_url()))
+        .await;
+    browser.find("tr[data-job-id]").await;
+    browser.click("[data-action=retry-group]").await;
+    browser
+        .wait_for_text("[data-field=preview-count]", "5 failed jobs")
+        .await;
+    assert_eq!(
+        browser.text("#action [data-field=rate-limit]").await,
+        "at most 40/s"
+    );
+    let rate = browser.find("#action input[name=rate]").await;
+    rate.send_keys("41").await.unwrap();
+    browser.click("[data-action=confirm]").await;
+    let (kind, text) = settled_outcome(&browser).await;
+    assert_eq!(kind, "refused", "{text}");
+    assert!(text.contains("from 1 to 40"), "{text}");
+    browser
+        .save_screenshot("console-replay-rate-refused.png")
+        .await;
+    let failed: u64 = con.zcard("rq:failed:replay").unwrap();
+    let queued: u64 = con.llen("rq:queue:replay").unwrap();
+    assert_eq!((failed, queued), (5, 0), "nothing was sent");
+
+    rate.clear().await.unwrap();
+    rate.send_keys("40").await.unwrap();
+    browser.click("[data-action=confirm]").await;
+    let (kind, text) = settled_outcome(&browser).await;
+    assert_eq!(kind, "done", "{text}");
+    let queued: u64 = con.llen("rq:queue:replay").unwrap();
+    assert_eq!(queued, 5, "{text}");
+    browser.close().await;
+}

@@ -97,7 +97,7 @@ async fn an_operator_edits_the_running_policies_and_reads_which_group_would_be_r
     let moves = browser.text(&format!("{row} [data-field=moves]")).await;
     assert_eq!(moves, "4 waiting to retry → retried now");
     let summary = browser.text("#summary").await;
-    assert_eq!(summary, "4 of 6 failed jobs in 1 groups would change");
+    assert_eq!(summary, "4 of 6 failed jobs in 1 group would change");
     assert_eq!(
         browser.find_all("#changes tbody tr").await.len(),
         1,

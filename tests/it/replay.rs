@@ -379,3 +379,37 @@ fn a_task_of_an_instance_stopped_with_sigterm_reads_as_interrupted_at_once() {
         (counted, 200 - counted)
     );
 }
+
+/// The console reads the most a bulk retry's `rate` may ask where it reads the supervisor's
+/// state: `GET /api/v1/supervisor` says `max_requeues_per_second`, and the OpenAPI document
+/// declares it; the API takes a rate at it and refuses one above.
+#[test]
+fn the_supervisor_state_says_the_most_a_rate_may_ask() {
+    let redis = RedisServer::start();
+    seed(&redis, "replay", 3);
+    let mut config = DaemonConfig::new(&redis.url(), HANDS_OFF);
+    config.max_requeues_per_second = 37;
+    let daemon = Daemon::start_ready(&config);
+    let state = daemon.get("/api/v1/supervisor").expect(200);
+    assert_eq!(state["max_requeues_per_second"], 37, "{state}");
+    let doc = daemon.get("/api/v1/openapi.json").expect(200);
+    let schema = &doc["components"]["schemas"]["SupervisorState"];
+    assert_eq!(
+        schema["properties"]["max_requeues_per_second"]["type"], "integer",
+        "{schema}"
+    );
+    assert!(
+        schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"max_requeues_per_second".into()),
+        "{schema}"
+    );
+    let retry = |rate: u32| {
+        daemon.post(&format!(
+            "/api/v1/jobs/failed/retry-all?queue=replay&dry_run=true&rate={rate}"
+        ))
+    };
+    assert_eq!(retry(37).expect(200)["matched_count"], 3);
+    retry(38).expect_error(400, "invalid_rate");
+}

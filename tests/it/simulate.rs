@@ -346,7 +346,7 @@ fn check_config_simulate_reads_redis_without_a_daemon_and_writes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("simulated 10 failed jobs"), "{text}");
-    assert!(text.contains("5 jobs in 1 groups would change:"), "{text}");
+    assert!(text.contains("5 jobs in 1 group would change:"), "{text}");
     assert!(
         text.contains(&format!(
             "  default {SEND} ConnectionError: 5 wait -> retry_now"
@@ -409,4 +409,57 @@ fn what_the_index_does_not_hold_is_counted_as_uncertain_with_the_missing_fact() 
         serde_json::json!({"traceback": 2})
     );
     assert_eq!(group(&report, "ConnectionError")["uncertain"], 0);
+}
+
+/// A candidate's due requeue that its `hold_when` holds back is `held`, not `retry_now`, by
+/// the rule the supervisor applies (here: no live RQ worker listens to `default`), in the API
+/// and in `check-config --simulate`; once a worker is alive, the same file retries them now.
+#[test]
+fn a_due_requeue_held_back_by_hold_when_is_simulated_as_held() {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    backlog(&mut con);
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW_POLICIES));
+    daemon.wait_until("the backlog is indexed", |d| {
+        d.get("/api/v1/jobs/failed").json()["total"] == 10
+    });
+    let candidate = faster().replace(
+        "step = \"30m\" }",
+        "step = \"30m\" }\nhold_when = { no_workers = true }",
+    );
+    assert_ne!(candidate, faster());
+
+    let report = simulate(&daemon, &candidate).expect(200);
+    let conn = group(&report, "ConnectionError");
+    assert_eq!(conn["candidate"], serde_json::json!({"held": 5}), "{conn}");
+    assert_eq!(
+        conn["moves"],
+        serde_json::json!([{"from": "wait", "to": "held", "jobs": 5}])
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir,
+        "config.toml",
+        &format!("[redis]\nurl = \"{}\"\n{SLOW_POLICIES}", redis.url()),
+    );
+    let file = write(&dir, "candidate.toml", &candidate);
+    let out = check_config(&config, &["--simulate", file.to_str().unwrap(), "--json"]);
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        group(&cli, "ConnectionError")["candidate"],
+        serde_json::json!({"held": 5}),
+        "{cli}"
+    );
+
+    // A live worker on `default` (RQ's registration: its key in the queue's worker set).
+    let _: () = con.sadd("rq:workers:default", "rq:worker:w1").unwrap();
+    let _: () = con.hset("rq:worker:w1", "state", "idle").unwrap();
+    daemon.wait_until(
+        "the worker is seen (the world is read at most once a second)",
+        |d| {
+            group(&simulate(d, &candidate).expect(200), "ConnectionError")["candidate"]
+                == serde_json::json!({"retry_now": 5})
+        },
+    );
 }

@@ -74,7 +74,8 @@ end
 -- written for any job of the call) or the forbidden_by_acl code.
 -- Entry fields, as `audit::entry_of` reads them: at, who, action, why, queue, count (exact),
 -- job_ids (the first 100, comma-joined, for readers older than job_ids_json) and job_ids_json
--- (the same ids as a JSON array: an id may contain a comma); a folded entry also last_at and
+-- (every id of the entry as a JSON array: an id may contain a comma; a call lists all of its
+-- jobs there, however many, so each is findable by job_id); a folded entry also last_at and
 -- replaces (below). MAXLEN ~ 10000, as audit::append.
 --
 -- Automatic writes fold (issue 22: the supervisor wrote 598 entries in 13 minutes, and a
@@ -155,14 +156,16 @@ local function audit(ids, to_queue)
     redis.call('XDEL', KEYS[3], folded[1])
     at, listed = folded[2].at, folded[3]
   end
-  local count = #listed + #ids
-  local room = math.min(#ids, AUDIT_MAX_IDS - #listed)
-  for i = 1, room do
+  -- [gaps] Every id of the call is listed in job_ids_json (a fold never passes AUDIT_MAX_IDS;
+  -- only one call's own ids, bounded by the executor's SCRIPT_BATCH, can); job_ids keeps the
+  -- first AUDIT_MAX_IDS for older readers.
+  for i = 1, #ids do
     listed[#listed+1] = ids[i]
   end
   local entry = {'XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', at, 'who', ARGV[2],
-    'action', ARGV[4], 'why', ARGV[3], 'queue', ARGV[6], 'count', count,
-    'job_ids', table.concat(listed, ','), 'job_ids_json', cjson.encode(listed)}
+    'action', ARGV[4], 'why', ARGV[3], 'queue', ARGV[6], 'count', #listed,
+    'job_ids', table.concat(listed, ',', 1, math.min(#listed, AUDIT_MAX_IDS)),
+    'job_ids_json', cjson.encode(listed)}
   if to_queue then
     entry[#entry+1] = 'to_queue'
     entry[#entry+1] = to_queue
