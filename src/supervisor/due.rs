@@ -39,7 +39,9 @@ impl Supervisor {
             .lock()
             .expect("cache lock")
             .align(snap.generation);
-        let (planned, mut unplanned) = split_planned(&snap, due, report.dry_run);
+        // While paused nothing is written: the read path counts and logs it as it always has.
+        let read_all = report.dry_run || self.state.is_paused();
+        let (planned, mut unplanned) = split_planned(&snap, due, read_all);
         for (queue, jobs) in planned {
             for chunk in jobs.chunks(snap.config.supervisor.batch_size) {
                 let again = self
@@ -202,18 +204,19 @@ impl Supervisor {
     }
 }
 
-/// The due jobs whose plan can be written now (by queue), and the rest. Nothing is planned in
-/// a dry run (the read path logs what it would do) nor under another config than the plan's.
+/// The due jobs whose plan can be written now (by queue), and the rest. No plan is used when
+/// `read_all` (a dry run or the pause: the read path logs what it would do) nor under another
+/// config than the plan's.
 fn split_planned(
     snap: &Snapshot,
     due: Vec<DueJob>,
-    dry_run: bool,
+    read_all: bool,
 ) -> (PlannedByQueue, Vec<DueJob>) {
     let mut planned = PlannedByQueue::new();
     let mut rest = Vec::new();
     for job in due {
         match job.planned {
-            Some(p) if !dry_run && p.generation == snap.generation => {
+            Some(p) if !read_all && p.generation == snap.generation => {
                 planned.entry(job.queue).or_default().push((job.job_id, p));
             }
             _ => rest.push(job),

@@ -13,8 +13,9 @@
 //! item 3 wants one small entry per job). What three bytes cannot describe gets no plan and
 //! is read at due time as before: a failure without `ended_at` (two of them cannot be told
 //! apart by the compare-and-set), an `origin` other than the registry's queue, more than 254
-//! attempts, a policy beyond the 256th, and a retry policy with `max_age` (which may give the
-//! job up by the time it is due).
+//! attempts, a policy beyond the 256th, a retry policy with `max_age` (which may give the
+//! job up by the time it is due) and one with `hold_when` (a held job must be found gone from
+//! its registry before it is held again, which only the read does).
 
 use chrono::{DateTime, Utc};
 
@@ -94,7 +95,9 @@ impl Plan {
     ) -> Option<(Write, Decision)> {
         let policy = policies.get(usize::from(self.policy))?;
         let (kind, decision, origin) = match (self.kind, &policy.action) {
-            (PlanKind::Requeue, Action::Retry(spec)) if spec.max_age.is_none() => {
+            (PlanKind::Requeue, Action::Retry(spec))
+                if spec.max_age.is_none() && spec.hold_when.is_none() =>
+            {
                 let attempt = u32::from(self.attempts_read()) + 1;
                 let kind = WriteKind::Requeue {
                     attempt: Some(attempt),

@@ -36,6 +36,13 @@ max_age = "1h"
 backoff = { strategy = "fixed", delay = "5s" }
 
 [[policy]]
+name = "held"
+exceptions = ["BusyError"]
+action = "retry"
+hold_when = { queue_longer_than = 2 }
+backoff = { strategy = "fixed", delay = "5s" }
+
+[[policy]]
 name = "bad-data"
 exceptions = ["KeyError"]
 action = "purge"
@@ -149,8 +156,10 @@ fn what_three_bytes_cannot_say_exactly_gets_no_plan_and_is_read_when_due() {
         write("transient", requeue(2, false), "default", ENDED, ""),
         write("slow-lane", requeue(1, true), "default", ENDED, ""),
         write("slow-lane", requeue(1, false), "slow", ENDED, ""),
-        // max_age may give the job up by the time it is due.
+        // max_age may give the job up by the time it is due; a held job must be read (is it
+        // still there?) before it is held again.
         write("aged", requeue(1, false), "default", ENDED, ""),
+        write("held", requeue(1, false), "default", ENDED, ""),
         // A write its policy does not make, an unknown policy, an operator's.
         write("bad-data", requeue(1, false), "default", ENDED, ""),
         write("transient", WriteKind::Purge, "default", ENDED, ""),
