@@ -9,7 +9,8 @@
 //! The executor's compare-and-set still guards every write, so a stale entry can delay an
 //! action, never duplicate one. One entry is about 60 bytes for RQ's default ids (UUIDs, kept
 //! as 16 bytes in the entry) and about 100 for other ids: 200,000 waiting jobs fit in about
-//! 12 MiB.
+//! 12 MiB. A waiting job's entry also holds the write it gets when due (`plan::Plan`, in the
+//! same 32 bytes), so the due-time pass need not read it again.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::plan::Plan;
 use crate::index::State;
 use crate::skip::SkipReason;
 
@@ -81,19 +83,22 @@ impl Verdict {
     }
 }
 
-/// One remembered failure, packed (about 40 bytes plus the id) because a daemon may remember
+/// One remembered failure, packed (32 bytes plus the id) because a daemon may remember
 /// hundreds of thousands of them.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     score: f64,
-    failed_at_ms: i64,
+    /// Microseconds, RQ's precision: a plan's compare-and-set rebuilds `ended_at` from it.
+    failed_at_us: i64,
     /// The due time for `Waiting` and `Held`, else 0.
     due_ms: i64,
-    /// The scan that last saw it.
-    seen: u32,
+    /// The scan that last saw it (wrapping; a completed scan drops every entry it did not see).
+    seen: u16,
     queue: u16,
     /// The verdict's [`State`] (one byte); with `due_ms`, the verdict.
     state: State,
+    /// The write a waiting or held job gets when due, when three bytes can say it.
+    plan: Option<Plan>,
 }
 
 /// A remembered failure as the supervisor uses it.
@@ -104,10 +109,23 @@ pub struct CacheEntry {
 }
 
 /// A job whose backoff has ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DueJob {
     pub queue: Arc<str>,
     pub job_id: Box<str>,
+    /// Its remembered write, when it has one: written without reading the job first.
+    pub planned: Option<DuePlan>,
+}
+
+/// A due job's remembered write and what it was remembered with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DuePlan {
+    pub plan: Plan,
+    /// The registry score that named the failure.
+    pub score: f64,
+    pub failed_at: DateTime<Utc>,
+    /// The config generation it was planned under: valid only under the same one.
+    pub generation: u64,
 }
 
 /// Remembered verdicts by job id, valid for one config snapshot (its
@@ -116,7 +134,7 @@ pub struct DueJob {
 pub struct FactsCache {
     /// 0 until the first scan: generations start at 1.
     generation: u64,
-    scan: u32,
+    scan: u16,
     entries: HashMap<JobKey, Packed>,
     queues: Vec<Arc<str>>,
     queue_index: HashMap<Arc<str>, u16>,
@@ -129,6 +147,10 @@ fn ms(at: DateTime<Utc>) -> i64 {
 
 fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn time_us(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl FactsCache {
@@ -156,7 +178,7 @@ impl FactsCache {
 
     fn unpack(p: &Packed) -> CacheEntry {
         CacheEntry {
-            failed_at: time(p.failed_at_ms),
+            failed_at: time_us(p.failed_at_us),
             verdict: Verdict::of(p.state, p.due_ms),
         }
     }
@@ -173,8 +195,9 @@ impl FactsCache {
         Some(Self::unpack(entry))
     }
 
-    /// Remembers a decision taken in the current scan (or a due-time pass). Beyond 65,536
-    /// distinct queues nothing more is remembered (those jobs are simply read every scan).
+    /// Remembers a decision taken in the current scan (or a due-time pass), with the write a
+    /// waiting or held job gets when due (`plan`). Beyond 65,536 distinct queues nothing more
+    /// is remembered (those jobs are simply read every scan).
     pub fn remember(
         &mut self,
         queue: &Arc<str>,
@@ -182,6 +205,7 @@ impl FactsCache {
         score: f64,
         failed_at: DateTime<Utc>,
         verdict: Verdict,
+        plan: Option<Plan>,
     ) {
         let index = match self.queue_index.get(queue) {
             Some(i) => *i,
@@ -200,11 +224,12 @@ impl FactsCache {
         }
         let packed = Packed {
             score,
-            failed_at_ms: ms(failed_at),
+            failed_at_us: failed_at.timestamp_micros(),
             due_ms,
             seen: self.scan,
             queue: index,
             state: verdict.state(),
+            plan: plan.filter(|_| verdict.due().is_some()),
         };
         self.entries.insert(JobKey::new(job_id), packed);
     }
@@ -229,12 +254,18 @@ impl FactsCache {
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<DueJob> {
         let now_ms = ms(now);
         let mut due = Vec::new();
-        let queues = &self.queues;
+        let (queues, generation) = (&self.queues, self.generation);
         self.entries.retain(|id, e| {
             if matches!(e.state, State::Waiting | State::Held) && e.due_ms <= now_ms {
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
+                    planned: e.plan.map(|plan| DuePlan {
+                        plan,
+                        score: e.score,
+                        failed_at: time_us(e.failed_at_us),
+                        generation,
+                    }),
                 });
                 false
             } else {
@@ -371,7 +402,7 @@ mod tests {
         cache.begin_scan(1);
         for (i, verdict) in verdicts.into_iter().enumerate() {
             let id = format!("j{i}");
-            cache.remember(&q, &id, 1.0, at(0), verdict);
+            cache.remember(&q, &id, 1.0, at(0), verdict, None);
             let entry = cache.hit("default", &id, 1.0).unwrap();
             assert_eq!(entry.verdict, verdict);
             assert_eq!(entry.verdict.state(), verdict.state());
@@ -384,7 +415,7 @@ mod tests {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
         cache.begin_scan(1);
-        cache.remember(&q, "j", 100.0, at(0), Verdict::Unmatched);
+        cache.remember(&q, "j", 100.0, at(0), Verdict::Unmatched, None);
         assert!(cache.hit("default", "j", 100.0).is_some());
         assert!(
             cache.hit("default", "j", 200.0).is_none(),
@@ -419,8 +450,15 @@ mod tests {
         let mut cache = FactsCache::default();
         cache.begin_scan(1);
         let uuid = "8a1c2a55-0000-4bcd-9fff-00000000abcd";
-        cache.remember(&q, uuid, 1.0, at(0), Verdict::Waiting { due: at(5) });
-        cache.remember(&q, "custom-id", 1.0, at(0), Verdict::Waiting { due: at(5) });
+        cache.remember(&q, uuid, 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
+        cache.remember(
+            &q,
+            "custom-id",
+            1.0,
+            at(0),
+            Verdict::Waiting { due: at(5) },
+            None,
+        );
         assert!(cache.hit("default", uuid, 1.0).is_some());
         let mut due: Vec<String> = cache
             .take_due(at(5))
@@ -436,7 +474,7 @@ mod tests {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
         cache.begin_scan(1);
-        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored);
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored, None);
         cache.begin_scan(2);
         assert!(cache.is_empty());
     }
@@ -448,14 +486,14 @@ mod tests {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
         cache.begin_scan(7);
-        cache.remember(&q, "j", 1.0, at(0), Verdict::Unmatched);
-        cache.remember(&q, "w", 1.0, at(0), Verdict::Waiting { due: at(9) });
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Unmatched, None);
+        cache.remember(&q, "w", 1.0, at(0), Verdict::Waiting { due: at(9) }, None);
         cache.align(7);
         assert!(cache.hit("default", "j", 1.0).is_some(), "same generation");
         cache.align(8);
         assert!(cache.hit("default", "j", 1.0).is_none());
         assert_eq!(cache.next_due(), None, "no timer of the old generation");
-        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored);
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored, None);
         cache.begin_scan(7);
         assert!(cache.is_empty());
     }
@@ -465,8 +503,8 @@ mod tests {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
         cache.begin_scan(1);
-        cache.remember(&q, "stays", 1.0, at(0), Verdict::Unmatched);
-        cache.remember(&q, "leaves", 1.0, at(0), Verdict::Unmatched);
+        cache.remember(&q, "stays", 1.0, at(0), Verdict::Unmatched, None);
+        cache.remember(&q, "leaves", 1.0, at(0), Verdict::Unmatched, None);
         cache.begin_scan(1);
         assert!(cache.hit("default", "stays", 1.0).is_some());
         cache.end_scan();
@@ -546,19 +584,40 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_entry_with_its_plan_stays_32_bytes() {
+        // Issue 24, item 3: one small entry per job. The plan fits in the padding.
+        assert_eq!(std::mem::size_of::<Packed>(), 32);
+    }
+
+    #[test]
     fn due_jobs_are_taken_in_one_pass_and_the_next_due_time_follows() {
         let q: Arc<str> = Arc::from("default");
         let mut cache = FactsCache::default();
         cache.begin_scan(1);
-        cache.remember(&q, "early", 1.0, at(0), Verdict::Waiting { due: at(10) });
-        cache.remember(&q, "late", 1.0, at(0), Verdict::Waiting { due: at(20) });
+        cache.remember(
+            &q,
+            "early",
+            1.0,
+            at(0),
+            Verdict::Waiting { due: at(10) },
+            None,
+        );
+        cache.remember(
+            &q,
+            "late",
+            1.0,
+            at(0),
+            Verdict::Waiting { due: at(20) },
+            None,
+        );
         assert_eq!(cache.next_due(), Some(at(10)));
         let due = cache.take_due(at(15));
         assert_eq!(
             due,
             vec![DueJob {
                 queue: q.clone(),
-                job_id: "early".into()
+                job_id: "early".into(),
+                planned: None,
             }]
         );
         assert_eq!(cache.next_due(), Some(at(20)));

@@ -3,11 +3,13 @@
 //! little (see [`FactsCache`]).
 
 mod cache;
+mod due;
 pub mod notifications;
+mod plan;
 mod reconcile;
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,7 +20,8 @@ use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use cache::{CacheEntry, DueJob, FactsCache, SkipMemory, Verdict};
+pub use cache::{CacheEntry, DueJob, DuePlan, FactsCache, SkipMemory, Verdict};
+pub use plan::Plan;
 pub use reconcile::{Reconciled, RECONCILE_LEAF};
 
 use crate::actions::{Actor, Decided, Planned, Settled};
@@ -60,8 +63,9 @@ enum Pass {
     NewestOnly,
 }
 
-/// What one batch decided without writing, per job: (id, failed at, verdict).
-pub type BatchVerdicts = Vec<(String, DateTime<Utc>, Verdict)>;
+/// What one batch decided without writing, per job: (id, failed at, verdict, and for a waiting
+/// or held job the write it gets when due).
+pub type BatchVerdicts = Vec<(String, DateTime<Utc>, Verdict, Option<Plan>)>;
 
 /// What one batch saw, decided and did.
 #[derive(Debug, Default)]
@@ -518,9 +522,9 @@ impl Supervisor {
             report.absorb(&batch.report);
             removed += batch.removed;
             let mut cache = self.cache.lock().expect("cache lock");
-            for (id, failed_at, verdict) in batch.verdicts {
+            for (id, failed_at, verdict, plan) in batch.verdicts {
                 if let Some(score) = score_of.get(&id) {
-                    cache.remember(&queue_name, &id, *score, failed_at, verdict);
+                    cache.remember(&queue_name, &id, *score, failed_at, verdict, plan);
                 }
             }
         }
@@ -661,9 +665,10 @@ impl Supervisor {
                     // Decided now, not remembered from an earlier scan: news for the counter.
                     batch.report.new_skip(SkipReason::Unmatched);
                 }
+                let plan = self.plan_due_write(snap, policy, facts, &decision);
                 batch
                     .verdicts
-                    .push((facts.job_id.clone(), facts.failed_at, verdict));
+                    .push((facts.job_id.clone(), facts.failed_at, verdict, plan));
                 return None;
             }
         };
@@ -841,6 +846,7 @@ impl Supervisor {
                         w.job_id.clone(),
                         w.failed_at,
                         Verdict::Held { due: recheck },
+                        Plan::of(&snap.config.policies, w),
                     ));
                     held.push((w.queue.clone(), w.job_id.clone()));
                     false
@@ -868,17 +874,35 @@ impl Supervisor {
         writes: Vec<(Write, Decision)>,
         batch: &mut Batch,
     ) -> RedisResult<()> {
+        let settled = self.act_on(con, snap, writes).await?;
+        self.count_written(snap, &settled, batch);
+        Ok(())
+    }
+
+    /// Writes through the one write path (the executor's scripts, the index kept, the other
+    /// instances told), counting nothing yet.
+    async fn act_on<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        snap: &Snapshot,
+        writes: Vec<(Write, Decision)>,
+    ) -> RedisResult<Vec<Settled>> {
         let index = self.indexing.then_some(&self.state.index);
         let actor = Actor::supervisor(&self.state.instance, self.leased, index);
         let planned = writes
             .into_iter()
             .map(|(write, decision)| Planned::decided(write, decision))
             .collect();
+        actor.act(con, snap, &self.state.metrics, planned).await
+    }
+
+    /// Counts what the writes did in the batch (a job left to the operator is remembered and
+    /// settled in the index) and feeds the breakers.
+    fn count_written(&self, snap: &Snapshot, settled: &[Settled], batch: &mut Batch) {
         let metrics = &self.state.metrics;
-        let settled = actor.act(con, snap, metrics, planned).await?;
         let mut tally = BreakerTally::default();
         let mut left: Vec<(&str, &str, State)> = Vec::new();
-        for s in &settled {
+        for s in settled {
             tally.note(metrics, s);
             if let Some(verdict) = count_settled(s, batch) {
                 if self.indexing {
@@ -890,7 +914,6 @@ impl Supervisor {
             self.state.index.settle_all(left);
         }
         self.feed_breakers(snap, &tally.requeued, &tally.failed_again);
-        Ok(())
     }
 
     /// Puts what a read and a decision established about one failure into the index.
@@ -948,67 +971,6 @@ impl Supervisor {
         self.state
             .metrics
             .set_open_circuits(breakers.open().iter().map(|c| c.policy.as_str()));
-    }
-
-    /// Acts on jobs whose backoff has ended: re-reads and decides again (a job that changed
-    /// meanwhile is handled by its current state), and remembers what still waits.
-    pub async fn process_due<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        due: Vec<DueJob>,
-    ) -> RedisResult<ScanReport> {
-        let snap = self.state.snapshot();
-        let mut report = ScanReport {
-            dry_run: snap.config.supervisor.dry_run,
-            ..ScanReport::default()
-        };
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .align(snap.generation);
-        let mut by_queue: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
-        for job in due {
-            by_queue
-                .entry(job.queue)
-                .or_default()
-                .push(job.job_id.into());
-        }
-        for (queue, ids) in by_queue {
-            for chunk in ids.chunks(snap.config.supervisor.batch_size) {
-                // Only ids still in the registry, with the score that names their failure.
-                let scores = snap.registry.scores(con, &queue, chunk).await?;
-                let present: Vec<(String, f64)> = chunk
-                    .iter()
-                    .zip(&scores)
-                    .filter_map(|(id, s)| s.map(|s| (id.clone(), s)))
-                    .collect();
-                // A held job that left the registry meanwhile is held no more.
-                for (id, score) in chunk.iter().zip(&scores) {
-                    if score.is_none() {
-                        self.state.held.release(&queue, id);
-                    }
-                }
-                let ids: Vec<String> = present.iter().map(|(id, _)| id.clone()).collect();
-                let mut batch = self
-                    .process(con, &snap, &queue, &ids, report.dry_run, false)
-                    .await?;
-                self.settle_skips(&queue, &mut batch.report, |id| {
-                    present.iter().find(|(p, _)| p == id).map(|(_, s)| *s)
-                });
-                report.absorb(&batch.report);
-                let mut cache = self.cache.lock().expect("cache lock");
-                for (id, failed_at, verdict) in batch.verdicts {
-                    if let Some((_, score)) = present.iter().find(|(p, _)| *p == id) {
-                        cache.remember(&queue, &id, *score, failed_at, verdict);
-                    }
-                }
-            }
-        }
-        for (reason, n) in &report.newly_skipped {
-            self.state.metrics.skipped(*reason, *n);
-        }
-        self.state.held.publish(&self.state.metrics);
-        Ok(report)
     }
 }
 
@@ -1101,7 +1063,7 @@ fn count_settled(s: &Settled, batch: &mut Batch) -> Option<Verdict> {
             count_verdict(report, &write.queue, verdict);
             batch
                 .verdicts
-                .push((write.job_id.clone(), write.failed_at, verdict));
+                .push((write.job_id.clone(), write.failed_at, verdict, None));
             return Some(verdict);
         }
     }

@@ -385,9 +385,9 @@ async fn a_write_script_lacking_any_one_command_writes_nothing_and_names_it() {
             job: plain,
             key: "rq:retryd:audit",
         },
-        // The gate's reads, for automatic writes.
+        // The gate's reads, for automatic writes (one HGET under pcall: its type check too).
         Case {
-            command: "TYPE",
+            command: "HGET",
             kind: REQUEUE,
             writer: Writer::Automatic,
             job: plain,
@@ -965,6 +965,42 @@ async fn an_audit_key_of_the_wrong_type_refuses_the_write_rather_than_leave_it_u
         );
     }
     assert_eq!(states(&server, "default", &ids), before);
+}
+
+/// The same for automatic writes, whose type checks of the gate's keys and of the audit
+/// stream are the reads themselves under pcall (issue 24, item 2: one command each instead of
+/// TYPE and a read): a switches, lease or audit key of another type refuses the call, naming
+/// the key, and nothing is written.
+#[tokio::test]
+async fn an_automatic_write_refuses_a_gate_or_audit_key_of_the_wrong_type() {
+    for (key, writer) in [
+        ("rq:retryd:switches", Writer::Automatic),
+        ("rq:retryd:lease", Writer::Leader("token")),
+        ("rq:retryd:audit", Writer::Automatic),
+    ] {
+        let server = RedisServer::start();
+        let ids = ids("j");
+        seed(&server, &ids, plain);
+        // A string where a hash belongs (switches), a hash where a string or stream does.
+        if key.ends_with("switches") {
+            let _: () = server.conn().set(key, "stray").unwrap();
+        } else {
+            let _: () = server.conn().hset(key, "f", "v").unwrap();
+        }
+        let before = states(&server, "default", &ids);
+        for kind in [REQUEUE, WriteKind::Purge, WriteKind::MarkExhausted] {
+            let outcomes = apply_as_user(&server, &server.url(), &ids, kind, writer).await;
+            let wrong_type = Outcome::Refused(Refusal {
+                reason: RefusalReason::WrongType,
+                key: key.into(),
+            });
+            assert!(
+                outcomes.iter().all(|o| *o == wrong_type),
+                "{key} {kind:?}: {outcomes:?}"
+            );
+        }
+        assert_eq!(states(&server, "default", &ids), before, "{key}");
+    }
 }
 
 /// A `hold_when` policy whose target queue the user may not read (no key pattern covers

@@ -236,6 +236,8 @@ async fn purge_leaves_a_job_whole_when_any_key_it_would_touch_has_the_wrong_type
         ("rq:job:b:dependents", "string"),
         ("rq:job:b:dependencies", "list"),
         ("rq:results:b", "hash"),
+        // Checked by its ZRANGE under pcall, not a TYPE (issue 24, item 2).
+        ("rq:executions:b", "string"),
     ] {
         let (outcomes, before, after, _server) =
             run_after(&["b"], WriteKind::Purge, |con| clobber(con, key, as_type)).await;

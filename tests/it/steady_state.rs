@@ -186,3 +186,103 @@ fn without_notifications_the_scan_interval_still_finds_new_failures() {
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
+
+/// Issue 24, item 2: a job whose backoff ends is written from the decision memory, not read
+/// again: the requeue script's compare-and-set checks the same facts before it writes. Each
+/// job hash is read once, by the script (before: by the client and again by the script).
+#[test]
+fn a_due_job_is_requeued_from_memory_without_reading_it_again() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"soon\"\nexceptions = [\"ConnectionError\"]\nbackoff = { strategy = \"fixed\", delay = \"2s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    let ids: Vec<String> = (0..5).map(|i| format!("due{i}")).collect();
+    for id in &ids {
+        FailedJob::new(id).failed_secs_ago(0).write(&mut con);
+    }
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 5, "{report}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .unwrap();
+    let since = Instant::now();
+    loop {
+        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+        if queued.len() == ids.len() {
+            let mut sorted = queued.clone();
+            sorted.sort();
+            assert_eq!(sorted, ids, "each job queued exactly once");
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "not requeued: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        calls(&mut con, "hmget"),
+        5,
+        "one read of each job: the script's compare, no re-read by the daemon"
+    );
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+/// A waiting job that changed before it fell due (it failed again: a new `ended_at`) is not
+/// requeued from memory: the compare-and-set refuses the remembered write, and the job is read
+/// and decided again at once, so it waits its new backoff. A job deleted meanwhile is left
+/// deleted. Nothing is queued twice.
+#[test]
+fn a_due_job_that_changed_meanwhile_is_read_and_decided_again() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"soon\"\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    FailedJob::new("changed").failed_secs_ago(0).write(&mut con);
+    FailedJob::new("deleted").failed_secs_ago(0).write(&mut con);
+    let failed = Instant::now();
+    let report = daemon.scan()["report"].clone();
+    assert_eq!(report["waiting"], 2, "{report}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Another failure of `changed` (same registry score: no notification, no new read), and
+    // `deleted` removed the way RQ's Job.delete removes it.
+    let _: () = con
+        .hset("rq:job:changed", "ended_at", support::jobs::rq_time(0))
+        .unwrap();
+    let _: () = con.zrem("rq:failed:default", "deleted").unwrap();
+    let _: () = con.del("rq:job:deleted").unwrap();
+    // Its old due time (3 s) passes: nothing is queued.
+    while failed.elapsed() < Duration::from_millis(4000) {
+        let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+        assert!(
+            queued.is_empty(),
+            "requeued on its old due time: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = wait_until_queued(&mut con, "default", "changed", failed, "the changed job");
+    assert!(
+        after >= Duration::from_millis(4400),
+        "requeued before its new due time: {after:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(
+        queued,
+        vec!["changed"],
+        "queued once, the deleted job not at all"
+    );
+    let exists: bool = con.exists("rq:job:deleted").unwrap();
+    assert!(!exists, "the deleted job stays deleted");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}

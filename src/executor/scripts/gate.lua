@@ -31,33 +31,37 @@ local function denied(command, key, ...)
   return nil
 end
 
+-- Each switch is one read under pcall, which fails (WRONGTYPE) exactly where a TYPE check
+-- would refuse, and reads nil from a missing key: one command where TYPE and a read were two
+-- (issue 24, item 2: the gate runs once per script call).
+local function wrong_type(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+
 local function gate()
   local writer = ARGV[1]
   if writer == '' then
     return nil
   end
-  local no = denied('TYPE', KEYS[1]) or denied('HGET', KEYS[1], 'paused')
+  local no = denied('HGET', KEYS[1], 'paused')
   if no then
     return no
   end
-  local t = redis.call('TYPE', KEYS[1]).ok
-  if t == 'hash' then
-    if redis.call('HGET', KEYS[1], 'paused') == '1' then
-      return -11
-    end
-  elseif t ~= 'none' then
+  local paused = redis.pcall('HGET', KEYS[1], 'paused')
+  if wrong_type(paused) then
     return -13
+  elseif paused == '1' then
+    return -11
   end
   if writer ~= '*' then
-    no = denied('TYPE', KEYS[2]) or denied('GET', KEYS[2])
+    no = denied('GET', KEYS[2])
     if no then
       return no
     end
-    t = redis.call('TYPE', KEYS[2]).ok
-    if t ~= 'string' and t ~= 'none' then
+    local holder = redis.pcall('GET', KEYS[2])
+    if wrong_type(holder) then
       return -14
-    end
-    if redis.call('GET', KEYS[2]) ~= writer then
+    elseif holder ~= writer then
       return -12
     end
   end
@@ -90,6 +94,8 @@ end
 -- person's actions stays an entry of its own.
 local AUDIT_MAX_IDS, AUDIT_MAXLEN = 100, 10000
 local AUDIT_FOLD_LOOKBACK = 16
+-- An automatic call's newest audit entries, as audit_refusal() read them (fold_target's).
+local audit_newest = {}
 local function audit_refusal()
   local no = denied('TYPE', KEYS[3])
     or denied('XADD', KEYS[3], 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'at', ARGV[5])
@@ -99,6 +105,16 @@ local function audit_refusal()
   end
   if no then
     return no
+  end
+  if ARGV[1] ~= '' then
+    -- An automatic call reads the newest entries for the fold now, before any write (they
+    -- stay as read: nothing before audit() writes the stream); the read fails where TYPE
+    -- would refuse, so it is the type check too.
+    audit_newest = redis.pcall('XREVRANGE', KEYS[3], '+', '-', 'COUNT', AUDIT_FOLD_LOOKBACK)
+    if wrong_type(audit_newest) then
+      return -16
+    end
+    return nil
   end
   local t = redis.call('TYPE', KEYS[3]).ok
   if t ~= 'stream' and t ~= 'none' then
@@ -116,8 +132,7 @@ local function fold_target(n_ids, to_queue)
     return nil
   end
   local minute = string.sub(ARGV[5], 1, 16)
-  local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', AUDIT_FOLD_LOOKBACK)
-  for _, entry in ipairs(newest) do
+  for _, entry in ipairs(audit_newest) do
     local f = {}
     for i = 1, #entry[2], 2 do
       f[entry[2][i]] = entry[2][i+1]

@@ -27,9 +27,10 @@
 -- and decides, asking before each read and for each job it will purge whether the user may run
 -- that command on those keys (denied(), gate.lua): TYPE and XADD on the audit stream, TYPE and
 -- ZSCORE on each registry (once per registry), HMGET on each job hash (once its pcall failed),
--- TYPE on its other keys, ZRANGE on its executions registry, then ZREM on the failed registry
--- (and on the started registry when an execution is listed), SREM on the group, and UNLINK on
--- the keys of each job to purge. Any denial returns forbidden_by_acl for every job of the call
+-- EXISTS on its two dependency sets and TYPE on those that exist, TYPE on its results stream,
+-- ZRANGE on its executions registry (under pcall: its type check too), then ZREM on the
+-- failed registry (and on the started registry when an execution is listed), SREM on the
+-- group, and UNLINK on the keys of each job to purge. Any denial returns forbidden_by_acl for every job of the call
 -- before the first write; the second pass writes.
 --
 -- KEYS[1..3], ARGV[1..6]: the gate and the audit entry (gate.lua, prepended); the executor
@@ -116,32 +117,37 @@ local function decide(i)
     -- it is still that failure.
     return -2
   end
-  no = denied('TYPE', KEYS[k+3]) or denied('TYPE', KEYS[k+4]) or denied('TYPE', KEYS[k+5])
-    or denied('TYPE', executions)
+  -- Most jobs have no dependency sets: one EXISTS for both, and TYPE only for those there.
+  no = denied('EXISTS', KEYS[k+3], KEYS[k+4]) or denied('TYPE', KEYS[k+5])
+    or denied('ZRANGE', executions, '0', '-1')
   if no then
     return no
   end
-  if not is(KEYS[k+3], 'set') then
-    return -8
-  end
-  if not is(KEYS[k+4], 'set') then
-    return -9
+  if redis.call('EXISTS', KEYS[k+3], KEYS[k+4]) > 0 then
+    no = denied('TYPE', KEYS[k+3]) or denied('TYPE', KEYS[k+4])
+    if no then
+      return no
+    end
+    if not is(KEYS[k+3], 'set') then
+      return -8
+    end
+    if not is(KEYS[k+4], 'set') then
+      return -9
+    end
   end
   if not is(KEYS[k+5], 'stream') then
     return -10
   end
-  if not is(executions, 'zset') then
-    return {-17, executions}
-  end
   -- Its execution records: the ones its ExecutionRegistry lists (a worker that died left
-  -- them), and their entries in the started registry.
+  -- them), and their entries in the started registry. The ZRANGE under pcall fails
+  -- (WRONGTYPE) exactly where a TYPE check would refuse, so it is the check too.
   local unlink = {job, KEYS[k+3], KEYS[k+4], KEYS[k+5], executions}
   local runs = {}
-  no = denied('ZRANGE', executions, '0', '-1')
-  if no then
-    return no
+  local listed = redis.pcall('ZRANGE', executions, 0, -1)
+  if listed.err then
+    return {-17, executions}
   end
-  for _, eid in ipairs(redis.call('ZRANGE', executions, 0, -1)) do
+  for _, eid in ipairs(listed) do
     local record = execution_prefix .. id .. ':' .. eid
     no = denied('TYPE', record)
     if no then

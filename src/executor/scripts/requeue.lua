@@ -44,8 +44,9 @@
 -- and decides, asking before each read and for each job it will write whether the user may run
 -- that command on that key (denied(), gate.lua); the second writes. Any denial returns
 -- forbidden_by_acl for every job of the call before the first write. Checked once per call:
--- the gate's reads, TYPE of the three shared keys and of the audit stream, XADD on it, ZMSCORE
--- and ZREM on the registry, the push (RPUSH or LPUSH, the one this call uses) on the queue,
+-- the gate's reads, TYPE of the queue list and rq:queues (the registry's type shows in its
+-- ZMSCORE under pcall, the audit stream's in the fold's XREVRANGE, or its TYPE for a manual
+-- write), XADD on the audit stream, ZMSCORE and ZREM on the registry, the push (RPUSH or LPUSH, the one this call uses) on the queue,
 -- SADD on rq:queues; per job key:
 -- EXISTS when it reads it, HMGET only once its pcall failed (to tell a denied read
 -- from a wrong type; a read writes nothing, so asking after it is enough and keeps the hot path
@@ -106,18 +107,20 @@ local ids = {}
 for i = 1, n do
   ids[i] = ARGV[5*i+7]
 end
-refused = denied('TYPE', failed) or denied('TYPE', queue) or denied('TYPE', queues)
+refused = denied('TYPE', queue) or denied('TYPE', queues)
   or denied('ZMSCORE', failed, ids[1]) or denied('ZREM', failed, ids[1])
   or denied(push, queue, ids[1]) or denied('SADD', queues, ARGV[10])
   or audit_refusal()
 if refused then
   return refuse_all(refused)
 end
-local t = redis.call('TYPE', failed).ok
-if t ~= 'zset' and t ~= 'none' then
+-- The registry's scores under pcall: the read fails (WRONGTYPE) exactly where a TYPE check
+-- would refuse, so it is the check too (issue 24, item 2: one command per call fewer).
+local scores = redis.pcall('ZMSCORE', failed, unpack(ids))
+if type(scores) == 'table' and scores.err then
   return refuse_all(-6)
 end
-t = redis.call('TYPE', queue).ok
+local t = redis.call('TYPE', queue).ok
 if t ~= 'list' and t ~= 'none' then
   return refuse_all(-4)
 end
@@ -126,7 +129,6 @@ if t ~= 'set' and t ~= 'none' then
   return refuse_all(-5)
 end
 
-local scores = redis.call('ZMSCORE', failed, unpack(ids))
 -- What RQ's own requeue leaves in exc_info: zlib.compress(b'').
 local no_exc_info = 'x\156\3\0\0\0\0\1'
 -- EXPIRE takes whole seconds up to what its millisecond clock can hold; a bigger value (or one
