@@ -528,6 +528,11 @@ pub async fn cancel(
     if local.is_none() && !plausible_id(&task_id) {
         return Err(no_such_task(&task_id));
     }
+    // Read before asking: this instance's task follows the request written below and may
+    // have stopped by the time the answer comes back, which is this cancel, not an earlier one.
+    let local_running = local
+        .as_ref()
+        .is_some_and(|t| t.snapshot().state == TaskState::Running);
     let keys = app.daemon.snapshot().registry.keys().clone();
     let asked = match (app.redis(), &local) {
         (Ok(mut con), _) => Some(ask_cancel(&mut con, &keys, &task_id, &who).await?),
@@ -535,9 +540,6 @@ pub async fn cancel(
         (Err(_), Some(_)) => None,
         (Err(e), None) => return Err(e),
     };
-    let local_running = local
-        .as_ref()
-        .is_some_and(|t| t.snapshot().state == TaskState::Running);
     match asked {
         Some((Found::Finished, state)) if !local_running => return Err(finished(&task_id, &state)),
         Some((Found::Interrupted, state)) => return Err(finished(&task_id, &state)),

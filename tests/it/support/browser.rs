@@ -120,6 +120,7 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a session of headless Chromium (a fresh
     /// profile, 1400x1000 window, browser console logs kept for [`errors`](Self::errors)).
     pub async fn start() -> Browser {
+        super::machine::take_a_seat();
         let chromium = binary("RQ_RETRYD_CHROMIUM", "/usr/bin/chromium", "chromium");
         let chromedriver = binary(
             "RQ_RETRYD_CHROMEDRIVER",

@@ -38,6 +38,7 @@ impl InProcess {
     /// 127.0.0.1:0), starts the daemon and waits until `/healthz` answers.
     #[track_caller]
     pub fn start(config_text: &str) -> InProcess {
+        super::machine::take_a_seat();
         // The daemon's log goes to the test's captured output (shown when a test fails).
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info")

@@ -63,6 +63,7 @@ pub struct PersistentRedis {
 impl PersistentRedis {
     /// Picks a free port and a data directory; does not start the server.
     pub fn new() -> PersistentRedis {
+        super::machine::take_a_seat();
         PersistentRedis {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),

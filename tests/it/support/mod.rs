@@ -10,12 +10,12 @@ pub mod daemon;
 pub mod faults;
 pub mod http;
 pub mod jobs;
+pub mod machine;
 pub mod rq;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` owned by one test, killed on drop. It keeps nothing on disk.
@@ -33,6 +33,7 @@ impl RedisServer {
 
     /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g. `--notify-keyspace-events Kz`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        machine::take_a_seat();
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
@@ -106,20 +107,13 @@ impl Drop for RedisServer {
     }
 }
 
-/// Held by the tests that load the machine or time it closely: crash and fault injection,
-/// three racing daemons, a 12,000-job requeue, a rate within 10 %, a breaker that counts batches.
-/// As separate programs some ran alone (`cargo test` runs one program at a time) and the others
-/// only beside each other; in one process they would meet any module's tests on the other
-/// thread, and each other (a daemon that must log two connection attempts within 2.5 s logged
-/// one beside the kill -9 test). With this guard no two of them run at once.
-static LOADS_OR_TIMES_THE_MACHINE: Mutex<()> = Mutex::new(());
-
-/// Taken first by each test that loads or times the machine (see
-/// `LOADS_OR_TIMES_THE_MACHINE`); a test that panicked while holding it does not fail the next.
-pub fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
-    LOADS_OR_TIMES_THE_MACHINE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+/// Taken first by each test that loads the machine or times it closely: crash and fault
+/// injection, three racing daemons, a 12,000-job requeue, a rate within 10 %, a breaker that
+/// counts batches. No two of them run at once, and while one runs at most one other test runs
+/// beside it, as when the program ran on the 2 threads of a 2-core machine (see
+/// [`machine`]); a test that panicked while holding it does not fail the next.
+pub fn one_heavy_test_at_a_time() -> machine::Alone {
+    machine::alone()
 }
 
 /// How often [`wait_until`] asks.
@@ -167,6 +161,7 @@ const RETRYD_ENV: [&str; 5] = [
 
 /// `rq-retryd` with that environment removed, so only the test's config decides.
 pub fn retryd_command() -> Command {
+    machine::take_a_seat();
     let mut cmd = Command::new(binary());
     for var in RETRYD_ENV {
         cmd.env_remove(var);

@@ -64,6 +64,7 @@ impl Rq {
     /// The RQ of any venv (e.g. one a test made itself), checked like [`rq2`](Self::rq2)'s.
     #[track_caller]
     pub fn in_venv(venv: PathBuf, version: &'static str) -> Rq {
+        super::machine::take_a_seat();
         for tool in ["python", "rq"] {
             let path = venv.join("bin").join(tool);
             assert!(path.is_file(), "{} is missing", path.display());
