@@ -37,7 +37,7 @@ mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
 
-if [[ -f $tarball && -z $(find "$tarball" -mtime "+$max_days") ]]; then
+if [[ -f $tarball && -z $(find "$tarball" -mmin "+$((max_days * 24 * 60))") ]]; then
   echo "reusing $tarball"
   echo "$tarball"
   exit 0
