@@ -28,7 +28,8 @@
 #     when missing): `scripts/package.sh --dev` builds the Debian package around the tests'
 #     binary (no release build in CI), and tests/it/package.rs
 #     installs it with dpkg -i, checks it (`man -l` renders the page), removes and purges it
-#     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap.
+#     ($RQ_RETRYD_DEB), and installs it with apt-get into a bare Debian 12 made by debootstrap
+#     (once: scripts/debian-root.sh keeps it as a tarball in target/debian-root/).
 #   - target/venv-wheel (maturin, ziglang, auditwheel; pinned in scripts/wheel.sh, reused like
 #     the RQ venvs): `scripts/wheel.sh --dev` builds the wheel ($RQ_RETRYD_WHEEL) with maturin
 #     --zig for manylinux_2_17, with cargo's dev profile without debug info (about 3 minutes on
@@ -162,6 +163,19 @@ command -v cargo >/dev/null || die "cargo is not installed (rust-version in Carg
 # Never let a developer's environment point the binary under test at a real Redis.
 unset RQ_RETRYD_CONFIG RQ_RETRYD_REDIS_URL RQ_RETRYD_HTTP_LISTEN RQ_RETRYD_AUTH_TOKEN RQ_RETRYD_ALLOWED_HOSTS REDIS_URL PORT
 
+# tests/it/package.rs also installs the .deb into a bare Debian 12 made by debootstrap (from
+# Debian's mirror), where a missing dependency shows. scripts/debian-root.sh makes that root once
+# as a tarball in target/debian-root/ (about 90 s, mostly network and dpkg, little CPU) and
+# reuses it after; started here in the background, it overlaps fmt, clippy and the build, and
+# `cargo test` waits for it below, so the test program only extracts it.
+if ! command -v debootstrap >/dev/null; then
+  echo "debootstrap is missing: installing it with apt-get"
+  apt_install --no-install-recommends debootstrap
+fi
+step "scripts/debian-root.sh in the background (log: target/debian-root.log)"
+./scripts/debian-root.sh >"$repo/target/debian-root.log" 2>&1 &
+debian_root=$!
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
@@ -191,12 +205,6 @@ fi
 if ! command -v man >/dev/null; then
   echo "man is missing: installing Debian's man-db package with apt-get"
   apt_install --no-install-recommends man-db
-fi
-# tests/it/package.rs also installs the .deb into a bare Debian 12 it makes with debootstrap
-# (from Debian's mirror), where a missing dependency shows.
-if ! command -v debootstrap >/dev/null; then
-  echo "debootstrap is missing: installing it with apt-get"
-  apt_install --no-install-recommends debootstrap
 fi
 for tool in dpkg dpkg-query dpkg-statoverride setpriv pgrep systemd-sysusers chroot mount; do
   command -v "$tool" >/dev/null || die "$tool is missing: tests/it/package.rs needs a Debian system with systemd installed"
@@ -245,6 +253,13 @@ for target in decode_job parse_config; do
   fi
   grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
 done
+
+step "waiting for the bare Debian 12 (scripts/debian-root.sh)"
+if ! wait "$debian_root"; then
+  tail -n 40 "$repo/target/debian-root.log"
+  die "scripts/debian-root.sh failed (log above, in target/debian-root.log)"
+fi
+tail -n 2 "$repo/target/debian-root.log"
 
 step "cargo test --all-targets"
 cargo test --all-targets
