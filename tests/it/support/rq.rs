@@ -542,15 +542,40 @@ pub struct DyingWorker {
 }
 
 impl DyingWorker {
-    /// `kill -9` of the worker's process group (the worker and its work horse), then reaps it.
+    /// `kill -9` of the worker, its process group and its work horse, then reaps it. RQ's work
+    /// horse calls `os.setsid()`, so it leaves the worker's group: it is found as the worker's
+    /// child and killed by its pid first, or it would outlive the test (a `tasks.hang_first`
+    /// horse sleeps 600 s, an orphan looping on a Redis that is gone).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let horses = children_of(child.id());
             let group = format!("-{}", child.id());
             let _ = Command::new("kill").args(["-9", "--", &group]).status();
+            for horse in horses {
+                let _ = Command::new("kill")
+                    .args(["-9", &horse.to_string()])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// The pids of `pid`'s children (Linux's `/proc/PID/task/*/children`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 impl Drop for DyingWorker {
