@@ -63,13 +63,7 @@ where
     }
     // Answers from memory still need Redis for the page's jobs, and say so when it is down.
     let _: () = redis::cmd("PING").query_async(con).await?;
-    let waiting = std::time::Instant::now();
-    while app.daemon.index.as_of().is_none() {
-        if waiting.elapsed() >= INDEX_WAIT {
-            return Err(ApiError::index_building(INDEX_WAIT));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_index(app).await?;
     // A question costs milliseconds of CPU at a million jobs: off the runtime's threads, so
     // that concurrent answers never hold up the scans, the heartbeat or /healthz.
     let daemon = app.daemon.clone();
@@ -88,6 +82,20 @@ where
         as_of,
     };
     Ok((answer, freshness))
+}
+
+/// Waits up to [`INDEX_WAIT`] for this instance's first full pass to build the index, then
+/// answers 503 `index_building`: the one wait of every answer from the index (the listings,
+/// the timeline, the search and simulate).
+pub async fn wait_for_index(app: &AppState) -> ApiResult<()> {
+    let waiting = std::time::Instant::now();
+    while app.daemon.index.as_of().is_none() {
+        if waiting.elapsed() >= INDEX_WAIT {
+            return Err(ApiError::index_building(INDEX_WAIT));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// How long a request waits for the first full pass to build the index (at a million failed

@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::indexed::INDEX_WAIT;
+use super::indexed::{wait_for_index, INDEX_WAIT};
 use super::AppState;
 use crate::config::{parse_policy_file, ConfigError};
 use crate::policy::{Action, Policy};
@@ -97,13 +97,7 @@ pub async fn simulate(State(app): State<AppState>, body: Bytes) -> Response {
 
 /// The simulation over the index, once the index is built (waiting for it like the listings).
 async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Report, ApiError> {
-    let waiting = std::time::Instant::now();
-    while app.daemon.index.as_of().is_none() {
-        if waiting.elapsed() >= INDEX_WAIT {
-            return Err(ApiError::index_building(INDEX_WAIT));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_index(app).await?;
     // One simulation at a time: each is a pass over every indexed job (a few hundred ms of
     // CPU at a million), and a read token must not be able to pin every core with them.
     let _turn = SIMULATIONS
