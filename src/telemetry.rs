@@ -8,6 +8,7 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
+use tracing::Dispatch;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
@@ -15,6 +16,7 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation as RollingRotation};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings, Rotation};
@@ -47,9 +49,9 @@ impl std::fmt::Debug for TelemetryGuard {
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directive) if !directive.is_empty() => EnvFilter::try_new(directive)?,
-        _ => EnvFilter::try_new(&settings.level)?,
+    let directive = match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.is_empty() => directive,
+        _ => settings.level.clone(),
     };
     let (writer, guard) = match &settings.directory {
         None => (BoxMakeWriter::new(std::io::stderr), None),
@@ -69,7 +71,24 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
             (BoxMakeWriter::new(non_blocking), Some(guard))
         }
     };
-    let set_filter: FilterSetter = match settings.format {
+    let (dispatch, mut telemetry) = subscriber(settings, &directive, writer)?;
+    dispatch
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
+    telemetry._guard = guard;
+    Ok(telemetry)
+}
+
+/// The subscriber [`init`] installs, not installed: `settings`' format, `directive` as the
+/// filter, writing to `writer`. An embedding program (the tests' in-process daemons) makes it
+/// the default of the threads that run one daemon, so that each daemon has a log of its own.
+pub fn subscriber(
+    settings: &LoggingSettings,
+    directive: &str,
+    writer: BoxMakeWriter,
+) -> anyhow::Result<(Dispatch, TelemetryGuard)> {
+    let filter = EnvFilter::try_new(directive)?;
+    let (dispatch, set_filter): (Dispatch, FilterSetter) = match settings.format {
         LogFormat::Text => {
             let builder = tracing_subscriber::fmt()
                 .with_writer(writer)
@@ -79,13 +98,11 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
                 .with_env_filter(filter)
                 .with_filter_reloading();
             let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
-            Box::new(move |d: &str| {
+            let set_filter = Box::new(move |d: &str| {
                 let filter = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
                 handle.reload(filter).map_err(|e| e.to_string())
-            })
+            });
+            (Dispatch::new(builder.finish()), set_filter)
         }
         LogFormat::Json => {
             let builder = tracing_subscriber::fmt()
@@ -96,19 +113,20 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
                 .with_env_filter(filter)
                 .with_filter_reloading();
             let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map_err(|e| anyhow::anyhow!("cannot install log subscriber: {e}"))?;
-            Box::new(move |d: &str| {
+            let set_filter = Box::new(move |d: &str| {
                 let filter = EnvFilter::try_new(d).map_err(|e| e.to_string())?;
                 handle.reload(filter).map_err(|e| e.to_string())
-            })
+            });
+            (Dispatch::new(builder.finish()), set_filter)
         }
     };
-    Ok(TelemetryGuard {
-        _guard: guard,
-        set_filter,
-    })
+    Ok((
+        dispatch,
+        TelemetryGuard {
+            _guard: None,
+            set_filter,
+        },
+    ))
 }
 
 /// The text format's field formatter: like tracing-subscriber's default (the message, then

@@ -32,6 +32,19 @@ async fn settled_outcome(browser: &Browser) -> (String, String) {
         .await
 }
 
+/// Opens the console's list of the `replay` queue, asks to retry its group, and waits for the
+/// preview to count `jobs` failed jobs.
+async fn open_the_replay_preview(browser: &Browser, daemon: &Daemon, jobs: usize) {
+    browser
+        .goto(&format!("{}/ui/jobs?queue=replay", daemon.base_url()))
+        .await;
+    browser.find("tr[data-job-id]").await;
+    browser.click("[data-action=retry-group]").await;
+    browser
+        .wait_for_text("[data-field=preview-count]", &format!("{jobs} failed jobs"))
+        .await;
+}
+
 /// The first number in `text` after `word` (e.g. "requeued 12").
 fn number_after(text: &str, word: &str) -> u64 {
     let rest = &text[text
@@ -56,14 +69,7 @@ async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_res
 
     let browser = Browser::start().await;
     browser.client.set_window_size(390, 844).await.unwrap();
-    browser
-        .goto(&format!("{}/ui/jobs?queue=replay", daemon.base_url()))
-        .await;
-    browser.find("tr[data-job-id]").await;
-    browser.click("[data-action=retry-group]").await;
-    browser
-        .wait_for_text("[data-field=preview-count]", "200 failed jobs")
-        .await;
+    open_the_replay_preview(&browser, &daemon, 200).await;
     let rate = browser.find("#action input[name=rate]").await;
     rate.send_keys("10").await.unwrap();
     let reason = browser.find("#action input[name=reason]").await;
@@ -169,14 +175,7 @@ async fn the_replay_form_says_the_rate_limit_and_refuses_a_rate_above_it_before_
     let daemon = Daemon::start_ready(&config);
 
     let browser = Browser::start().await;
-    browser
-        .goto(&format!("{}/ui/jobs?queue=replay", daemon.base_url()))
-        .await;
-    browser.find("tr[data-job-id]").await;
-    browser.click("[data-action=retry-group]").await;
-    browser
-        .wait_for_text("[data-field=preview-count]", "5 failed jobs")
-        .await;
+    open_the_replay_preview(&browser, &daemon, 5).await;
     assert_eq!(
         browser.text("#action [data-field=rate-limit]").await,
         "at most 40/s"

@@ -357,7 +357,8 @@ fn a_reload_that_changes_the_policies_re_decides_every_listed_job() {
     for i in 0..5 {
         job(&format!("t{i}"), "default", RENDER, "ConnectionError", 60).write(&mut con);
     }
-    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW));
+    // Reloaded with SIGHUP: a process.
+    let daemon = Daemon::spawn_ready(&DaemonConfig::new(&redis.url(), SLOW));
     let before = daemon
         .get("/api/v1/jobs/failed?policy=slow-retry")
         .expect(200);

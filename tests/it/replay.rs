@@ -204,7 +204,8 @@ fn another_instance_cancels_a_task_and_reads_a_killed_instances_task_as_interrup
     let redis = RedisServer::start();
     let ids = seed(&redis, "replay", 400);
     let config = DaemonConfig::new(&redis.url(), HANDS_OFF);
-    let owner = Daemon::start_ready(&config);
+    // Killed with SIGKILL below: a process.
+    let owner = Daemon::spawn_ready(&config);
     // A standby (the owner holds the lease): it never scans, yet answers for the task.
     let other = Daemon::start(&config);
     other.wait_ready();
@@ -360,7 +361,8 @@ fn a_task_of_an_instance_stopped_with_sigterm_reads_as_interrupted_at_once() {
     let redis = RedisServer::start();
     let ids = seed(&redis, "replay", 200);
     let config = DaemonConfig::new(&redis.url(), HANDS_OFF);
-    let owner = Daemon::start_ready(&config);
+    // Stopped with SIGTERM, as the test says: a process.
+    let owner = Daemon::spawn_ready(&config);
     let other = Daemon::start(&config);
     other.wait_ready();
 

@@ -38,6 +38,19 @@ fn backlog(con: &mut redis::Connection) {
     }
 }
 
+/// A Redis with the [`backlog`], and a daemon under the running policies whose index holds
+/// all of it.
+fn indexed_backlog() -> (RedisServer, redis::Connection, Daemon) {
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    backlog(&mut con);
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW_POLICIES));
+    daemon.wait_until("the backlog is indexed", |d| {
+        d.get("/api/v1/jobs/failed").json()["total"] == 10
+    });
+    (redis, con, daemon)
+}
+
 /// Every key RQ's data lives in, with its DUMP: what "nothing written" compares.
 fn rq_data(con: &mut redis::Connection) -> Vec<(String, Vec<u8>)> {
     let mut keys: Vec<String> = con.keys("rq:*").unwrap();
@@ -98,13 +111,7 @@ fn group<'a>(report: &'a Value, exception: &str) -> &'a Value {
 
 #[test]
 fn a_faster_backoff_changes_one_group_to_retried_now_and_writes_nothing() {
-    let redis = RedisServer::start();
-    let mut con = redis.conn();
-    backlog(&mut con);
-    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW_POLICIES));
-    daemon.wait_until("the backlog is indexed", |d| {
-        d.get("/api/v1/jobs/failed").json()["total"] == 10
-    });
+    let (_redis, mut con, daemon) = indexed_backlog();
     let before = rq_data(&mut con);
 
     let report = simulate(&daemon, &faster()).expect(200);
@@ -416,13 +423,7 @@ fn what_the_index_does_not_hold_is_counted_as_uncertain_with_the_missing_fact() 
 /// and in `check-config --simulate`; once a worker is alive, the same file retries them now.
 #[test]
 fn a_due_requeue_held_back_by_hold_when_is_simulated_as_held() {
-    let redis = RedisServer::start();
-    let mut con = redis.conn();
-    backlog(&mut con);
-    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), SLOW_POLICIES));
-    daemon.wait_until("the backlog is indexed", |d| {
-        d.get("/api/v1/jobs/failed").json()["total"] == 10
-    });
+    let (redis, mut con, daemon) = indexed_backlog();
     let candidate = faster().replace(
         "step = \"30m\" }",
         "step = \"30m\" }\nhold_when = { no_workers = true }",

@@ -128,7 +128,8 @@ async fn two_reloads_in_a_row_without_a_scan_between_re_decide_every_job() {
 fn every_sighup_reload_with_another_policy_re_decides_the_job() {
     let redis = RedisServer::start();
     let mut con = redis.conn();
-    let daemon = Daemon::start_ready(&DaemonConfig::new(&redis.url(), ELSEWHERE));
+    // Reloaded with SIGHUP: a process.
+    let daemon = Daemon::spawn_ready(&DaemonConfig::new(&redis.url(), ELSEWHERE));
     FailedJob::new("reloaded").queue("held").write(&mut con);
     let report = daemon.scan();
     assert_eq!(report["report"]["unmatched"], 1, "{report}");

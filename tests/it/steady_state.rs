@@ -43,6 +43,21 @@ fn wait_until_queued(
     }
 }
 
+/// A Redis and a daemon whose one policy, `soon`, retries what it matches after `delay`
+/// (`matching`: more keys of the policy, e.g. an exception filter), with its first scan done.
+fn soon(delay: &str, matching: &str) -> (RedisServer, redis::Connection, Daemon) {
+    let server = RedisServer::start();
+    let con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        &format!(
+            "[[policy]]\nname = \"soon\"\n{matching}backoff = {{ strategy = \"fixed\", delay = \"{delay}\" }}\n"
+        ),
+    );
+    let daemon = Daemon::start_ready(&config);
+    (server, con, daemon)
+}
+
 #[test]
 fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
     let server = RedisServer::start();
@@ -99,13 +114,7 @@ fn a_rescan_that_finds_nothing_due_reads_no_job_and_no_traceback() {
 
 #[test]
 fn a_job_in_backoff_is_requeued_by_its_timer_within_a_second_of_its_due_time() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let config = DaemonConfig::new(
-        &server.url(),
-        "[[policy]]\nname = \"soon\"\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
+    let (_server, mut con, daemon) = soon("3s", "");
     FailedJob::new("t1").failed_secs_ago(0).write(&mut con);
     let failed = Instant::now();
     // The scan sees it waiting (due in about 3 s); scan_interval is 1h, so only the timer can act.
@@ -192,13 +201,7 @@ fn without_notifications_the_scan_interval_still_finds_new_failures() {
 /// job hash is read once, by the script (before: by the client and again by the script).
 #[test]
 fn a_due_job_is_requeued_from_memory_without_reading_it_again() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let config = DaemonConfig::new(
-        &server.url(),
-        "[[policy]]\nname = \"soon\"\nexceptions = [\"ConnectionError\"]\nbackoff = { strategy = \"fixed\", delay = \"2s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
+    let (_server, mut con, daemon) = soon("2s", "exceptions = [\"ConnectionError\"]\n");
     let ids: Vec<String> = (0..5).map(|i| format!("due{i}")).collect();
     for id in &ids {
         FailedJob::new(id).failed_secs_ago(0).write(&mut con);
@@ -240,13 +243,7 @@ fn a_due_job_is_requeued_from_memory_without_reading_it_again() {
 /// deleted. Nothing is queued twice.
 #[test]
 fn a_due_job_that_changed_meanwhile_is_read_and_decided_again() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let config = DaemonConfig::new(
-        &server.url(),
-        "[[policy]]\nname = \"soon\"\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
+    let (_server, mut con, daemon) = soon("3s", "");
     FailedJob::new("changed").failed_secs_ago(0).write(&mut con);
     FailedJob::new("deleted").failed_secs_ago(0).write(&mut con);
     let failed = Instant::now();

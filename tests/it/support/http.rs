@@ -1,4 +1,5 @@
-//! The daemon under test over real HTTP: `rq-retryd --config <tmp> run` on a free loopback port,
+//! The daemon under test over real HTTP: `daemon::run` in-process on a free loopback port (or
+//! `rq-retryd --config <tmp> run`, for what needs the process),
 //! a blocking HTTP/1.1 client on `std::net::TcpStream` (no extra crates), and a small parser for
 //! the Prometheus text format.
 //!
@@ -295,6 +296,21 @@ impl DaemonConfig {
         }
     }
 
+    /// The token a client sends: the configured one, or the first line of the token file.
+    fn token(&self) -> Option<String> {
+        self.auth_token.clone().or_else(|| {
+            self.auth_token_file.as_ref().map(|p| {
+                std::fs::read_to_string(p)
+                    .expect("token file")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+        })
+    }
+
     fn toml(&self, listen: SocketAddr) -> String {
         let mut http = format!("listen = \"{listen}\"\n");
         if let Some(token) = &self.auth_token {
@@ -319,20 +335,87 @@ impl DaemonConfig {
     }
 }
 
-/// A running `rq-retryd run`, killed on drop. Its stdout and stderr go to files in its own
-/// temporary directory, so a test can read the whole log at any time.
+/// The daemon under test: in this process ([`start`](Daemon::start), see
+/// `support::daemon::Running`) or as `rq-retryd run` ([`spawn`](Daemon::spawn)), for what
+/// needs a process: signals, exit codes, what the binary prints, a kill. The same API either
+/// way; stopped on drop.
 pub struct Daemon {
-    child: Mutex<Option<Child>>,
+    runner: Runner,
     pub addr: SocketAddr,
     /// The token that [`get`](Self::get) and friends send (the configured one, if any).
     pub token: Option<String>,
     dir: tempfile::TempDir,
 }
 
+enum Runner {
+    /// `daemon::run` on a thread of its own; its log in memory.
+    InProcess(super::daemon::Running),
+    /// `rq-retryd --config FILE run`, killed on drop; its stdout and stderr go to files in the
+    /// daemon's temporary directory, so a test can read the whole log at any time.
+    Process(Mutex<Option<Child>>),
+}
+
 impl Daemon {
-    /// Starts the daemon and waits until `/healthz` answers (Redis need not be up).
+    /// Starts the daemon in-process on a listener bound to a free port (the config file
+    /// names it) and waits until `/healthz` answers (Redis need not be up).
     #[track_caller]
     pub fn start(config: &DaemonConfig) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = config.listen_host.as_deref().unwrap_or("127.0.0.1");
+        let listener = std::net::TcpListener::bind((host, 0))
+            .unwrap_or_else(|e| panic!("cannot listen on {host}: {e}"));
+        let listen = listener.local_addr().expect("local address");
+        let config_path = dir.path().join("rq-retryd.toml");
+        let text = config.toml(listen);
+        std::fs::write(&config_path, &text).expect("write config");
+        let parsed = rq_retryd::config::parse(&text, &config_path.display().to_string())
+            .unwrap_or_else(|e| panic!("rq-retryd would refuse this config:\n{e}"));
+        let daemon = Daemon {
+            runner: Runner::InProcess(super::daemon::Running::start(parsed, listener)),
+            addr: SocketAddr::from(([127, 0, 0, 1], listen.port())),
+            token: config.token(),
+            dir,
+        };
+        daemon.wait_until("/healthz answers 200", |d| {
+            try_request(d.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        if ["info", "debug", "trace"].contains(&config.log_level.as_str()) {
+            // An assertion that a line was not logged holds only if the log is captured.
+            let log = daemon.log();
+            assert!(
+                log.contains("rq-retryd starting"),
+                "no log captured:\n{log}"
+            );
+        }
+        daemon
+    }
+
+    /// Like [`start`](Self::start), then waits until `/readyz` is 200 and the first scan has
+    /// completed, so that no startup scan can interleave with what the test does next.
+    #[track_caller]
+    pub fn start_ready(config: &DaemonConfig) -> Daemon {
+        Daemon::start(config).ready()
+    }
+
+    /// Like [`spawn`](Self::spawn), then waits as [`start_ready`](Self::start_ready) does.
+    #[track_caller]
+    pub fn spawn_ready(config: &DaemonConfig) -> Daemon {
+        Daemon::spawn(config).ready()
+    }
+
+    #[track_caller]
+    fn ready(self) -> Daemon {
+        self.wait_ready();
+        self.wait_until("the first scan completed", |d| {
+            !d.get("/api/v1/supervisor").expect(200)["last_scan"].is_null()
+        });
+        self
+    }
+
+    /// Starts `rq-retryd --config FILE run` as a process and waits until `/healthz` answers
+    /// (Redis need not be up).
+    #[track_caller]
+    pub fn spawn(config: &DaemonConfig) -> Daemon {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -344,19 +427,9 @@ impl Daemon {
             let child = super::spawn_daemon(&config_path, dir.path());
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let daemon = Daemon {
-                child: Mutex::new(Some(child)),
+                runner: Runner::Process(Mutex::new(Some(child))),
                 addr,
-                token: config.auth_token.clone().or_else(|| {
-                    config.auth_token_file.as_ref().map(|p| {
-                        std::fs::read_to_string(p)
-                            .expect("token file")
-                            .lines()
-                            .next()
-                            .unwrap_or("")
-                            .trim()
-                            .to_string()
-                    })
-                }),
+                token: config.token(),
                 dir,
             };
             let deadline = Instant::now() + START_DEADLINE;
@@ -383,18 +456,6 @@ impl Daemon {
             }
         }
         panic!("rq-retryd could not listen on a free port after 3 attempts:\n{last_log}");
-    }
-
-    /// Starts the daemon, waits until `/readyz` is 200 and the first scan has completed, so
-    /// that no startup scan can interleave with what the test does next.
-    #[track_caller]
-    pub fn start_ready(config: &DaemonConfig) -> Daemon {
-        let daemon = Daemon::start(config);
-        daemon.wait_ready();
-        daemon.wait_until("the first scan completed", |d| {
-            !d.get("/api/v1/supervisor").expect(200)["last_scan"].is_null()
-        });
-        daemon
     }
 
     /// Polls `/readyz` until it answers 200.
@@ -481,28 +542,48 @@ impl Daemon {
         format!("http://{}", self.addr)
     }
 
-    /// Everything the daemon wrote to stdout and stderr so far.
+    /// Everything the daemon logged so far (a process: all it wrote to stdout and stderr).
     pub fn log(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout.log"), read("stderr.log"))
+        match &self.runner {
+            Runner::InProcess(running) => running.log(),
+            Runner::Process(_) => {
+                let read = |name: &str| {
+                    std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+                };
+                format!("{}{}", read("stdout.log"), read("stderr.log"))
+            }
+        }
     }
 
-    /// The exit code, if the daemon has exited (-1 for a signal).
+    /// The exit code, if the daemon has exited (-1 for a signal). In-process: once `run` has
+    /// returned, 0 for `Ok`, 1 for an error, 101 when it panicked.
     pub fn try_exit_code(&self) -> Option<i32> {
-        let mut child = self.child.lock().expect("child lock");
-        let status = child.as_mut()?.try_wait().expect("wait for rq-retryd")?;
-        Some(status.code().unwrap_or(-1))
+        match &self.runner {
+            Runner::InProcess(running) => running.exit_code(),
+            Runner::Process(child) => {
+                let mut child = child.lock().expect("child lock");
+                let status = child.as_mut()?.try_wait().expect("wait for rq-retryd")?;
+                Some(status.code().unwrap_or(-1))
+            }
+        }
     }
 
-    /// Sends SIGTERM and waits (at most 20 s) for the exit; returns the exit code and the log.
+    /// Stops the daemon (a process: SIGTERM; in-process: the cancel that SIGTERM is) and
+    /// waits (at most 20 s) for the exit; returns the exit code and the log.
     pub fn stop(self) -> (i32, String) {
-        let mut child = self
-            .child
-            .lock()
-            .expect("child lock")
-            .take()
-            .expect("running daemon");
+        let child = match &self.runner {
+            Runner::InProcess(running) => {
+                let Some(code) = running.stop(Duration::from_secs(20)) else {
+                    panic!(
+                        "daemon::run did not return within 20 s of the cancel:\n{}",
+                        self.log()
+                    );
+                };
+                return (code, self.log());
+            }
+            Runner::Process(child) => child.lock().expect("child lock").take(),
+        };
+        let mut child = child.expect("running daemon");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -520,16 +601,20 @@ impl Daemon {
         (status.code().unwrap_or(-1), self.log())
     }
 
-    /// The config file the daemon was started with (rewrite it, then [`signal`](Self::signal)
-    /// `HUP` to reload).
+    /// The config file the daemon was started with (for a process: rewrite it, then
+    /// [`signal`](Self::signal) `HUP` to reload).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("rq-retryd.toml")
     }
 
-    /// Sends `kill -NAME` (e.g. `HUP`) to the daemon.
+    /// Sends `kill -NAME` (e.g. `HUP`) to the daemon, which must be a process
+    /// ([`spawn`](Self::spawn)).
     #[track_caller]
     pub fn signal(&self, name: &str) {
-        let child = self.child.lock().expect("child lock");
+        let Runner::Process(child) = &self.runner else {
+            panic!("kill -{name} needs the daemon as a process: start it with Daemon::spawn");
+        };
+        let child = child.lock().expect("child lock");
         let pid = child.as_ref().expect("running daemon").id();
         let ok = Command::new("kill")
             .arg(format!("-{name}"))
@@ -542,9 +627,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.get_mut().ok().and_then(Option::take) {
-            let _ = child.kill();
-            let _ = child.wait();
+        // In-process: `Running`'s own drop cancels it and waits for `run` to return.
+        if let Runner::Process(child) = &mut self.runner {
+            if let Some(mut child) = child.get_mut().ok().and_then(Option::take) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
