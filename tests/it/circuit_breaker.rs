@@ -10,7 +10,6 @@ use support::RedisServer;
 
 #[test]
 fn a_policy_whose_retries_keep_failing_is_held_back_and_others_go_on() {
-    let _alone = support::one_heavy_test_at_a_time();
     let server = RedisServer::start();
     let mut con = server.conn();
     // Each storm job was retried once before: requeueing it again means that retry failed again.

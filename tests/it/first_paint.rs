@@ -37,7 +37,6 @@ fn page_path(url: &str) -> &str {
 
 #[test]
 fn first_paint_finds_every_console_page_content_after_its_data() {
-    let _alone = support::one_heavy_test_at_a_time();
     let out = tempfile::tempdir().expect("tempdir");
     let json = out.path().join("first_paint.json");
     let binary = support::binary();

@@ -116,7 +116,7 @@ fn by_requeuer(census: &Census) -> (HashSet<String>, HashSet<String>) {
 
 #[test]
 fn three_daemons_and_retry_all_calls_requeue_every_job_exactly_once() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let started = Instant::now();
     let server = RedisServer::start();
     let mut con = server.conn();
@@ -232,7 +232,7 @@ fn three_daemons_and_retry_all_calls_requeue_every_job_exactly_once() {
 
 #[test]
 fn manual_retry_racing_the_daemons_answers_200_404_or_409_and_never_doubles() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let started = Instant::now();
     let server = RedisServer::start();
     let mut con = server.conn();

@@ -4,9 +4,10 @@
 //! `rq_retryd_redis_up` follow Redis, it reconnects and resumes requeueing, its HTTP server
 //! stays responsive, and every job ends up requeued exactly once.
 //!
-//! Redis runs with an fsync-always AOF, so each acknowledged write (each requeue script) is on
-//! disk before the daemon sees its answer and survives the kill: the invariant is checked on
-//! what Redis reloaded after every restart.
+//! Redis runs with an AOF that it writes before it answers, so each acknowledged write (each
+//! requeue script) is in the file before the daemon sees its answer and survives the kill (of
+//! the process; see `PersistentRedis`): the invariant is checked on what Redis reloaded after
+//! every restart.
 
 use crate::support;
 
@@ -120,11 +121,14 @@ fn assert_finished(redis: &PersistentRedis, daemon: &KillableDaemon, jobs: &[See
 
 #[test]
 fn redis_killed_and_restarted_mid_scan_the_daemon_reconnects_and_resumes() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     const RESTARTS: usize = 4;
     let started = Instant::now();
     let mut redis = PersistentRedis::started();
-    let jobs = seed(&mut redis.conn(), "restart", &QUEUES, 5_000);
+    // 12,000 jobs: before each kill the daemon may requeue its rate limiter's bucket, full
+    // again after a second of Redis down (2,000), a batch and up to 300 ms more (~800), so the
+    // fourth kill still lands mid-scan (asserted below) with work left to resume.
+    let jobs = seed(&mut redis.conn(), "restart", &QUEUES, 4_000);
     let total = jobs.len();
     let (mut rng, seed) = Rng::from_env(0x5eed_0008);
     let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(2_000), RETRY_EVERYTHING_NOW);
@@ -221,9 +225,9 @@ fn redis_killed_and_restarted_mid_scan_the_daemon_reconnects_and_resumes() {
 
 #[test]
 fn daemon_started_before_redis_waits_then_connects_and_requeues() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let mut redis = PersistentRedis::started();
-    let jobs = seed(&mut redis.conn(), "late", &QUEUES, 2_000);
+    let jobs = seed(&mut redis.conn(), "late", &QUEUES, 500);
     redis.kill9();
 
     let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(100_000), RETRY_EVERYTHING_NOW);
@@ -272,9 +276,11 @@ fn daemon_started_before_redis_waits_then_connects_and_requeues() {
 
 #[test]
 fn hung_redis_cannot_hang_the_daemon_or_its_http_server() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let redis = PersistentRedis::started();
-    let jobs = seed(&mut redis.conn(), "hung", &QUEUES, 3_000);
+    // 3,000 jobs at 1,500/s: the hang lands right after the first requeue, two seconds before
+    // the scan would end.
+    let jobs = seed(&mut redis.conn(), "hung", &QUEUES, 1_000);
     let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(1_500), RETRY_EVERYTHING_NOW);
     daemon.wait_healthy();
     wait_for(

@@ -16,7 +16,7 @@ use crate::support::{self, rq::Rq};
 
 #[test]
 fn a_small_failure_storm_loses_doubles_and_misindexes_nothing() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let binary = support::binary();
     let run = Rq::rq2().bench_script(
         "storm.py",

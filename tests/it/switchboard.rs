@@ -21,10 +21,13 @@ use support::RedisServer;
 use tokio::time::advance;
 
 const QUEUES: [&str; 2] = ["alpha", "beta"];
+/// The instances' `lease_ttl`.
+const LEASE_TTL: Duration = Duration::from_secs(2);
 
 fn supervisor_lines(extra: &str) -> String {
     format!(
-        "scan_interval = \"1h\"\nbatch_size = 100\nqueues = [\"*\"]\nlease_ttl = \"2s\"\n{extra}"
+        "scan_interval = \"1h\"\nbatch_size = 100\nqueues = [\"*\"]\nlease_ttl = \"{}s\"\n{extra}",
+        LEASE_TTL.as_secs()
     )
 }
 
@@ -105,14 +108,18 @@ fn ready(d: &KillableDaemon) {
 /// stays paused; resume lets B finish.
 #[test]
 fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
-    let _alone = support::one_heavy_test_at_a_time();
+    let _alone = support::machine::loading();
     let server = RedisServer::start();
     let mut con = server.conn();
-    let jobs = seed(&mut con, "pause", &QUEUES, 6_000);
+    // 3,000 jobs at 500/s after a first burst of 500 (the rate limiter's bucket starts full):
+    // B has five seconds of work once it is active, for A to start and pause it at 1,000. What
+    // is left then is read twice while paused (by B's pass and by C's first scan) and requeued
+    // after the resume, all at a debug daemon's pace: a few seconds for a few thousand jobs.
+    let jobs = seed(&mut con, "pause", &QUEUES, 1_500);
     // B first, so that B holds the lease; a slow rate so that the pause lands mid-way.
     let b = KillableDaemon::spawn(
         &server.url(),
-        &supervisor_lines("max_requeues_per_second = 1500"),
+        &supervisor_lines("max_requeues_per_second = 500"),
         RETRY_EVERYTHING_NOW,
     );
     ready(&b);
@@ -121,7 +128,7 @@ fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
     });
     let a = KillableDaemon::spawn(
         &server.url(),
-        &supervisor_lines("max_requeues_per_second = 1500"),
+        &supervisor_lines("max_requeues_per_second = 500"),
         RETRY_EVERYTHING_NOW,
     );
     ready(&a);
@@ -136,7 +143,10 @@ fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
         at_pause < jobs.len(),
         "the requeue finished before the pause: {at_pause}"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // A lease time: B writes a batch of 100 every 200 ms at this rate and beats three times in
+    // it, so B would show a write whether it read the pause before each batch, at each beat or
+    // never.
+    std::thread::sleep(LEASE_TTL);
     let after = queued(&mut con);
     assert_eq!(
         after,
@@ -236,10 +246,12 @@ fn a_pause_through_any_instance_stops_every_instance_before_its_next_write() {
 #[test]
 fn a_standby_takes_over_within_two_lease_times_after_kill_9_and_finishes_the_work() {
     let _alone = support::one_heavy_test_at_a_time();
-    let lease_ttl = Duration::from_secs(2);
+    let lease_ttl = LEASE_TTL;
     let server = RedisServer::start();
     let mut con = server.conn();
-    let jobs = seed(&mut con, "lease", &QUEUES, 8_000);
+    // 6,000 jobs at 2,000/s: the holder is killed at 2,000 or a little more, so the standby
+    // that takes over has work left, and requeues some before the test stops it in turn.
+    let jobs = seed(&mut con, "lease", &QUEUES, 3_000);
     let lines = supervisor_lines("max_requeues_per_second = 2000");
     let mut daemons: Vec<KillableDaemon> = (0..3)
         .map(|_| KillableDaemon::spawn(&server.url(), &lines, RETRY_EVERYTHING_NOW))

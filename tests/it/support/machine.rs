@@ -1,12 +1,26 @@
 //! How many tests use the machine at once.
 //!
 //! Most tests wait: on `rq worker`s, on Chromium, on a daemon's next scan. So the program runs
-//! more test threads than the machine has cores (`.cargo/config.toml`). A few tests load the
-//! machine or time it closely (crash and fault injection, racing daemons, a rate within 10 %);
-//! they were written for, and ran beside, one other test on the 2 threads of a 2-core machine.
-//! They still do: they run one at a time ([`alone`]), and while one runs at most
-//! [`BESIDE_A_HEAVY_TEST`] other test takes a seat ([`take_a_seat`]), so what they measure
-//! does not change with the thread count.
+//! more test threads than the machine has cores (`.cargo/config.toml`). A few tests are heavy:
+//! they load the whole machine (crash and fault injection, racing daemons, a failure storm) or
+//! time it closely (a rate within 10 %, a lease taken over within two lease times). No two heavy
+//! tests run at once, and while one runs, fewer other tests take a seat ([`take_a_seat`]):
+//!
+//! - [`alone`] (`support::one_heavy_test_at_a_time`): a test whose assertions are times (a
+//!   rate, a takeover deadline) runs beside at most [`BESIDE_A_TIMED_TEST`] other test, as on
+//!   the 2 threads of a 2-core machine it was written for, so what it measures does not change
+//!   with the thread count;
+//! - [`loading`]: a test that loads the machine but asserts what happened, not how fast (every
+//!   job in one place after a `kill -9`, a hung Redis answered within seconds), runs beside at
+//!   most [`BESIDE_A_LOADING_TEST`] others. It only gets slower beside them; its deadlines are
+//!   tens of seconds, the slack of a loaded machine.
+//!
+//! The heavy tests hold the program's critical path: libtest starts tests in name order, most
+//! heavy ones are named `reliability_*`, `storm`, `switchboard` and start late, and each one
+//! waiting for its turn holds a test thread, so while they queue the program runs nearly one
+//! test at a time. Hence they are kept few (a test that starts one Chromium or one daemon is not
+//! heavy: `first_paint`, `circuit_breaker`) and short (seeded data sized to what the assertion
+//! needs, not more).
 //!
 //! A test takes its seat the first time it starts something through `support` (a Redis, the
 //! binary, a daemon in-process, an RQ venv, Chromium), and keeps it until its thread ends:
@@ -17,17 +31,21 @@
 use std::cell::{Cell, RefCell};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-/// How many other tests may run while a heavy one does: one, as on two test threads.
-const BESIDE_A_HEAVY_TEST: usize = 1;
+/// How many other tests may run while a timed heavy test ([`alone`]) does: one, as on two test
+/// threads.
+const BESIDE_A_TIMED_TEST: usize = 1;
+/// How many other tests may run while a [`loading`] heavy test does.
+const BESIDE_A_LOADING_TEST: usize = 2;
 
 /// Who uses the machine now.
 struct Running {
-    heavy: bool,
+    /// While a heavy test runs (or waits for the seats to empty): how many may sit beside it.
+    beside_heavy: Option<usize>,
     seated: usize,
 }
 
 static RUNNING: Mutex<Running> = Mutex::new(Running {
-    heavy: false,
+    beside_heavy: None,
     seated: 0,
 });
 /// Notified whenever `RUNNING` changes.
@@ -81,33 +99,45 @@ pub fn take_a_seat() {
     if !on_a_test_thread() || HEAVY_HERE.get() || SEAT.with_borrow(Option::is_some) {
         return;
     }
-    let mut now = wait_while(running(), |r| r.heavy && r.seated >= BESIDE_A_HEAVY_TEST);
+    let mut now = wait_while(running(), |r| {
+        r.beside_heavy.is_some_and(|beside| r.seated >= beside)
+    });
     now.seated += 1;
     drop(now);
     SEAT.set(Some(Seat));
 }
 
-/// A heavy test's turn: no other heavy test runs, and at most [`BESIDE_A_HEAVY_TEST`] other
-/// test holds a seat. Ends when dropped.
+/// A heavy test's turn: no other heavy test runs, and at most [`BESIDE_A_TIMED_TEST`] or
+/// [`BESIDE_A_LOADING_TEST`] other tests hold a seat. Ends when dropped.
 pub struct Alone {
     _turn: MutexGuard<'static, ()>,
 }
 
-/// Waits for the turn of a heavy test (see the module's doc).
+/// Waits for the turn of a heavy test that loads the machine but times nothing closely (see
+/// the module's doc).
+pub fn loading() -> Alone {
+    heavy_turn(BESIDE_A_LOADING_TEST)
+}
+
+/// Waits for the turn of a heavy test that times the machine closely (see the module's doc).
 pub fn alone() -> Alone {
+    heavy_turn(BESIDE_A_TIMED_TEST)
+}
+
+fn heavy_turn(beside: usize) -> Alone {
     // A test that started something before it asked gives its seat back: it is the heavy one.
     SEAT.set(None);
     HEAVY_HERE.set(true);
     let turn = HEAVY_TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let mut now = running();
-    now.heavy = true;
-    drop(wait_while(now, |r| r.seated > BESIDE_A_HEAVY_TEST));
+    now.beside_heavy = Some(beside);
+    drop(wait_while(now, |r| r.seated > beside));
     Alone { _turn: turn }
 }
 
 impl Drop for Alone {
     fn drop(&mut self) {
-        running().heavy = false;
+        running().beside_heavy = None;
         CHANGED.notify_all();
         HEAVY_HERE.set(false);
     }
