@@ -177,7 +177,7 @@ impl Registry {
         let window = window.max(1);
         let mut out = FailedIds::default();
         let mut start = 0usize;
-        let mut anchors: Vec<Vec<u8>> = Vec::new();
+        let mut anchors = Anchors::default();
         loop {
             // Each page resumes after the previous one's last entry still there, so entries
             // removed meanwhile by anyone shift nothing (see `failed_window_after`).
@@ -229,30 +229,32 @@ impl Registry {
     /// The window of `count` entries that follows the first of `anchors` (the previous
     /// window's last members, last first) still in the registry, at its rank now, in one atomic
     /// script call (`window.lua`): entries removed meanwhile shift nothing, so a scan skips
-    /// none. From rank `fallback` when none of the anchors is there any more; a plain ZRANGE
-    /// from `fallback` when there are no anchors (a scan's first window).
+    /// none. When none of the anchors is there any more (everything up to them was removed),
+    /// right after where the last one was, found by its score. A plain ZRANGE from `fallback`
+    /// when there are no anchors (a scan's first window).
     pub async fn failed_window_after<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
-        anchors: &[Vec<u8>],
+        anchors: &Anchors,
         fallback: usize,
         count: usize,
         newest_first: bool,
     ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
-        if anchors.is_empty() {
+        let Some(last_score) = anchors.last_score.filter(|_| !anchors.members.is_empty()) else {
             return self
                 .failed_window(con, queue, fallback, count, newest_first)
                 .await;
-        }
+        };
         static WINDOW: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(include_str!("window.lua")));
         let mut invocation = WINDOW.key(self.keys.failed(queue));
         invocation
             .arg(count.max(1))
             .arg(if newest_first { "1" } else { "0" })
-            .arg(fallback);
-        for anchor in anchors {
+            // Rust's shortest round-trip form: Redis parses back the very same double.
+            .arg(last_score.to_string());
+        for anchor in &anchors.members {
             invocation.arg(anchor);
         }
         invocation.invoke_async(con).await
@@ -632,13 +634,27 @@ impl Registry {
 /// ([`Registry::failed_window_after`]): enough that removals of a few at the end still leave one.
 pub const ANCHORS: usize = 64;
 
+/// Where the next page of a registry listing resumes: the listed page's last [`ANCHORS`]
+/// members, last first, and the score of the last one.
+#[derive(Debug, Clone, Default)]
+pub struct Anchors {
+    members: Vec<Vec<u8>>,
+    /// The last listed entry's score: when every anchor was removed meanwhile, the next page
+    /// starts after where that entry was, found by its score.
+    last_score: Option<f64>,
+}
+
 /// A listed page's last [`ANCHORS`] members, last first: where the next page resumes.
-pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Vec<Vec<u8>> {
-    page.iter()
-        .rev()
-        .take(ANCHORS)
-        .map(|(member, _)| member.clone())
-        .collect()
+pub fn anchors_of(page: &[(Vec<u8>, f64)]) -> Anchors {
+    Anchors {
+        members: page
+            .iter()
+            .rev()
+            .take(ANCHORS)
+            .map(|(member, _)| member.clone())
+            .collect(),
+        last_score: page.last().map(|(_, score)| *score),
+    }
 }
 
 /// Where [`Registry::discover_queues`] takes the failed registries whose queue is not in

@@ -30,7 +30,7 @@ use crate::index::{Observation, State};
 use crate::metrics::Metrics;
 use crate::policy::{decide, reads_for, Decision};
 use crate::report::ScanReport;
-use crate::rq::registry::anchors_of;
+use crate::rq::registry::{anchors_of, Anchors};
 use crate::rq::{decode, DecodeOutcome, RegistryScan};
 use crate::skip::SkipReason;
 use crate::state::{DaemonState, Snapshot};
@@ -91,7 +91,7 @@ async fn list_window<C: ConnectionLike + Send>(
     con: &mut C,
     snap: &Snapshot,
     queue: &str,
-    anchors: &[Vec<u8>],
+    anchors: &Anchors,
     start: usize,
     pass: Pass,
 ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
@@ -101,7 +101,7 @@ async fn list_window<C: ConnectionLike + Send>(
         // Each part resumes after the last listed entry still there (the previous window's,
         // for the first part), at its rank now and in the same atomic step: entries removed
         // meanwhile shift nothing, so none is skipped (and dropped from the index by
-        // `end_scan`). The ranks this pass expects are the fallback.
+        // `end_scan`). When removals overtook the listing, it resumes by the last score.
         let part = if page.is_empty() {
             snap.registry
                 .failed_window_after(con, queue, anchors, start, LIST_WINDOW, newest)
@@ -407,7 +407,7 @@ impl Supervisor {
         pass: Pass,
     ) -> RedisResult<()> {
         let mut start = 0usize;
-        let mut anchors: Vec<Vec<u8>> = Vec::new();
+        let mut anchors = Anchors::default();
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
             let page = list_window(con, snap, queue, &anchors, start, pass).await?;

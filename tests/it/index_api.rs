@@ -574,6 +574,86 @@ fn entries_removed_during_a_pass_make_it_skip_none() {
     );
 }
 
+/// The same skip, made certain: a listing whose every anchor (the previous page's last 64
+/// entries) was removed before its next page resumes where its last entry was, by score and
+/// member, in both directions. RQ's scores are whole seconds, so thousands of entries share one:
+/// the rank the listing expected would skip as many entries as were removed before it.
+#[tokio::test]
+async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
+    use rq_retryd::rq::registry::anchors_of;
+    use rq_retryd::rq::{Keys, Registry};
+    let redis = RedisServer::start();
+    let mut con = redis.conn();
+    // 300 entries over three scores, 100 each; members sort within a score byte by byte
+    // ("m-0050" < "m-0051"; an upper-case and a non-ASCII member too).
+    let mut all: Vec<(String, i64)> = Vec::new();
+    for score in [2_000_000_000i64, 2_000_000_001, 2_000_000_002] {
+        for i in 0..98 {
+            all.push((format!("m-{i:04}-{score}"), score));
+        }
+        all.push((format!("Z-{score}"), score));
+        all.push((format!("é-{score}"), score));
+    }
+    for (member, score) in &all {
+        let _: () = con.zadd("rq:failed:default", member, *score).unwrap();
+    }
+    let sorted: Vec<(String, f64)> = con.zrange_withscores("rq:failed:default", 0, -1).unwrap();
+    let registry = Registry::new(Keys::new("rq"));
+    let mut acon = support::jobs::async_con(&redis).await;
+    for newest_first in [false, true] {
+        let order: Vec<String> = if newest_first {
+            sorted.iter().rev().map(|(m, _)| m.clone()).collect()
+        } else {
+            sorted.iter().map(|(m, _)| m.clone()).collect()
+        };
+        // The first page: 150 entries, ending inside the second score.
+        let first = registry
+            .failed_window_after(
+                &mut acon,
+                "default",
+                &Default::default(),
+                0,
+                150,
+                newest_first,
+            )
+            .await
+            .unwrap();
+        let listed: Vec<String> = first
+            .iter()
+            .map(|(m, _)| String::from_utf8(m.clone()).unwrap())
+            .collect();
+        assert_eq!(listed, order[..150]);
+        // Someone removes the first 170 entries in this order: every anchor, and 20 beyond.
+        let removed = &order[..170];
+        let _: () = con.zrem("rq:failed:default", removed).unwrap();
+        let next = registry
+            .failed_window_after(
+                &mut acon,
+                "default",
+                &anchors_of(&first),
+                150,
+                50,
+                newest_first,
+            )
+            .await
+            .unwrap();
+        let next: Vec<String> = next
+            .iter()
+            .map(|(m, _)| String::from_utf8(m.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            next,
+            order[170..220],
+            "newest_first={newest_first}: the next page starts at the first entry still there \
+             after the last listed one, not at the rank the listing expected"
+        );
+        // Put them back for the other direction.
+        for (member, score) in &all {
+            let _: () = con.zadd("rq:failed:default", member, *score).unwrap();
+        }
+    }
+}
+
 /// A due requeue that `hold_when` holds back is `held` on the standby too: its observing pass
 /// runs the same read-only check of the target queue as the active instance, so both list,
 /// count and group the jobs alike instead of the standby calling them due. See: issue 21.
