@@ -185,58 +185,10 @@ impl<'a> Actor<'a> {
                 outcome,
             })
             .collect();
-        self.settle(con, snap, metrics, &settled).await;
-        Ok(settled)
-    }
-
-    /// Requeues what the script decides for `policy` among `ids` of `queue`'s failed registry
-    /// (see [`crate::executor::DuePolicy`]), counted, logged, indexed and announced as
-    /// [`Actor::act`] does its writes. Returns the requeued jobs as settled writes, and the ids
-    /// the script left to the caller to read and decide. The rate limit is taken for every
-    /// id (those left to the caller take it again when written: never more than the limit).
-    pub async fn requeue_due<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        snap: &Snapshot,
-        metrics: &Metrics,
-        queue: &str,
-        ids: &[String],
-        policy: &crate::executor::DuePolicy<'_>,
-    ) -> RedisResult<(Vec<Settled>, Vec<String>)> {
-        snap.limiter.acquire(ids.len() as u32).await;
-        let by = Attribution {
-            who: self.who,
-            route: self.route,
-        };
-        let done = snap
-            .executor
-            .requeue_due(con, queue, ids, policy, Utc::now(), self.writer, by)
-            .await?;
-        let mut settled = Vec::new();
-        let mut left = Vec::new();
-        for (id, done) in ids.iter().zip(done) {
-            match done {
-                Some(read) => settled.push(due_settled(id, queue, policy, read)),
-                None => left.push(id.clone()),
-            }
-        }
-        self.settle(con, snap, metrics, &settled).await;
-        Ok((settled, left))
-    }
-
-    /// After the writes: per outcome the metrics and the log line, the index, and the other
-    /// instances told.
-    async fn settle<C: ConnectionLike + Send>(
-        &self,
-        con: &mut C,
-        snap: &Snapshot,
-        metrics: &Metrics,
-        settled: &[Settled],
-    ) {
-        for s in settled {
+        for s in &settled {
             self.record(metrics, s);
         }
-        self.keep_index(metrics, settled);
+        self.keep_index(metrics, &settled);
         let pair = |w: &Write| (w.queue.clone(), w.job_id.clone(), w.failed_at);
         let event = IndexEvent {
             from: self.instance.to_string(),
@@ -252,6 +204,7 @@ impl<'a> Actor<'a> {
                 .collect(),
         };
         self.announce(con, snap, &event).await;
+        Ok(settled)
     }
 
     /// Keeps this process's index current with what the writes did (read-your-writes); for
@@ -347,39 +300,6 @@ impl<'a> Actor<'a> {
             route = self.route,
             "{message}"
         );
-    }
-}
-
-/// The settled write of a job the requeue_due script requeued: the write a client decision
-/// on what the script read would have made (a policy's requeue now, to the job's origin).
-fn due_settled(
-    id: &str,
-    queue: &str,
-    policy: &crate::executor::DuePolicy<'_>,
-    read: crate::executor::DueRequeued,
-) -> Settled {
-    let before = read.attempts.trim().parse::<u32>().unwrap_or(0);
-    let attempt = before.saturating_add(1);
-    let at_front = policy.at_front;
-    Settled {
-        write: Write {
-            job_id: id.to_string(),
-            queue: queue.to_string(),
-            origin: queue.to_string(),
-            failed_at: crate::rq::job::parse_rq_timestamp(&read.ended_at).unwrap_or_else(Utc::now),
-            cas: crate::rq::CasToken {
-                origin: queue.to_string(),
-                ended_at: read.ended_at,
-                attempts: read.attempts,
-            },
-            author: Author::Policy(policy.name.to_string()),
-            kind: WriteKind::Requeue {
-                attempt: Some(attempt),
-                at_front,
-            },
-        },
-        decision: Decided::ByPolicy(Decision::RequeueNow { attempt, at_front }),
-        outcome: Outcome::Requeued,
     }
 }
 

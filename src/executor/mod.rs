@@ -15,9 +15,6 @@ use crate::rq::keys::OtherRegistry;
 use crate::rq::{CasToken, JobFacts, Keys};
 use crate::skip::SkipReason;
 
-mod due;
-pub use due::{DuePolicy, DueRequeued};
-
 // Every script starts with the gate (the shared switches and the lease), checked in the same
 // atomic step as its writes.
 const REQUEUE: &str = concat!(

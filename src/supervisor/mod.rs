@@ -3,7 +3,6 @@
 //! little (see [`FactsCache`]).
 
 mod cache;
-mod decided;
 mod due;
 pub mod notifications;
 mod plan;
@@ -551,21 +550,6 @@ impl Supervisor {
                 ..ScanReport::default()
             },
             ..Batch::default()
-        };
-        // A queue-wide retry-now policy: the script decides and requeues without a read
-        // first; what it leaves is read and decided here.
-        let left;
-        let ids = match self.script_decides(snap, queue, &batch) {
-            Some(policy) => {
-                left = self
-                    .requeue_decided(con, snap, queue, ids, &policy, &mut batch)
-                    .await?;
-                if left.is_empty() {
-                    return Ok(batch);
-                }
-                &left[..]
-            }
-            None => ids,
         };
         let read = self.read_batch(con, snap, queue, ids).await?;
         let mut writes = self.decide_batch(snap, queue, &read, &mut batch);

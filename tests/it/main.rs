@@ -23,7 +23,6 @@ mod browser_replay;
 mod browser_search;
 mod browser_simulate;
 mod browser_trend;
-mod bulk_due;
 mod circuit_breaker;
 mod cli;
 mod deploy;
