@@ -25,6 +25,10 @@ to the job being queued again, with keyspace notifications (scan_interval 1h), w
 
 usage: bench/run.sh [--count 100000] [--skip-rq] [--steady 20000,200000] [--reaction] [--skip-bulk]
                     [--repeat 3] [--reuse-seed] [--only ceiling,retryd,rq] [--match-exceptions] [--json out.json]
+                    [--baseline-binary path/to/other/rq-retryd]
+
+--repeat N runs the ceiling and rq-retryd (and --baseline-binary) in N interleaved rounds and
+reports the medians and the median of the per-round ratios; RQ runs once.
 """
 import argparse
 import datetime
@@ -280,8 +284,9 @@ def redis_usec_per_job(r, count):
     return {name[len("cmdstat_"):]: round(v["usec"] / count, 2) for name, v in stats.items() if v["usec"] / count >= 0.05}
 
 
-def run_retryd(args, server, snap, queues, work):
-    """`rq-retryd once` with a retry-everything-now policy; Redis and client CPU, SLOWLOG."""
+def run_retryd(args, server, snap, queues, work, binary=None, label="retryd"):
+    """`rq-retryd once` with a retry-everything-now policy; Redis and client CPU, SLOWLOG.
+    `binary` (--baseline-binary) runs another build of it, e.g. today's main, as the baseline."""
     server.restore(snap)
     r = server.client()
     cfg = os.path.join(work, "retryd.toml")
@@ -297,7 +302,7 @@ def run_retryd(args, server, snap, queues, work):
     redis_cpu = redis_cpu_seconds(r)
     client_cpu = children_cpu_seconds()
     with open(log, "w") as logf:
-        t, proc = timed([args.binary, "--config", cfg, "once", "--json"], stdout=subprocess.PIPE, stderr=logf,
+        t, proc = timed([binary or args.binary, "--config", cfg, "once", "--json"], stdout=subprocess.PIPE, stderr=logf,
                         env={**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "")})
     redis_cpu = redis_cpu_seconds(r) - redis_cpu
     client_cpu = children_cpu_seconds() - client_cpu
@@ -309,7 +314,7 @@ def run_retryd(args, server, snap, queues, work):
     per_job = redis_usec_per_job(r, args.count)
     script_latency = command_latency(r, "evalsha")
     check_all_requeued(r, queues, args.count)
-    print(f"retryd   {args.count / t:>10.0f} jobs/s  ({t:.2f}s; commands over 10 ms: {len(slow)})", flush=True)
+    print(f"{label:<8} {args.count / t:>10.0f} jobs/s  ({t:.2f}s; commands over 10 ms: {len(slow)})", flush=True)
     for entry in slow:
         print(f"  slow: {entry['duration']} us {entry['command'][:80]!r}", flush=True)
     print(f"  cpu: redis {redis_cpu:.2f}s ({redis_cpu / t:.0%} of the run), rq-retryd {client_cpu:.2f}s; "
@@ -443,6 +448,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs of the ceiling and rq-retryd; the median counts")
     ap.add_argument("--match-exceptions", action="store_true",
                     help="rq-retryd's policy lists the seeded exception types, so every failure text is read")
+    ap.add_argument("--baseline-binary", default="",
+                    help="also run this rq-retryd build (e.g. today's main) in every round, as the baseline")
     ap.add_argument("--only", default="", help="comma-separated contenders to run (ceiling,retryd,rq); default all")
     ap.add_argument("--steady", default="", help="comma-separated job counts for the steady-state run (e.g. 20000,200000)")
     ap.add_argument("--skip-bulk", action="store_true", help="only the steady-state run")
@@ -485,18 +492,29 @@ def main():
         only = set(filter(None, args.only.split(","))) or {"ceiling", "retryd", "rq"}
         if args.skip_rq:
             only.discard("rq")
-        runs = {"ceiling": run_ceiling, "retryd": run_retryd, "rq": run_rq}
-        for name in ["ceiling", "retryd", "rq"]:
-            if name not in only:
-                continue
-            # RQ's own requeue is slow and steady; the fast contenders take the median of --repeat runs.
-            repeat = 1 if name == "rq" else max(1, args.repeat)
-            tries = [runs[name](args, server, snap, queues, work) for _ in range(repeat)]
-            tries.sort(key=lambda x: x["jobs_per_second"])
+        if args.baseline_binary:
+            only.add("baseline")
+        runs = {"ceiling": run_ceiling, "retryd": run_retryd, "rq": run_rq,
+                "baseline": lambda *a: run_retryd(*a, binary=args.baseline_binary, label="baseline")}
+        # The fast contenders run in interleaved rounds (ceiling, rq-retryd, baseline; then
+        # again), so a change in the machine's load hits each about alike; each round's ratio
+        # is against the ceiling of the same round, and the medians over --repeat rounds count.
+        fast = [n for n in ["ceiling", "retryd", "baseline"] if n in only]
+        rounds = [{n: runs[n](args, server, snap, queues, work) for n in fast} for _ in range(max(1, args.repeat))]
+        for name in fast:
+            tries = sorted((r[name] for r in rounds), key=lambda x: x["jobs_per_second"])
             results[name] = tries[len(tries) // 2]
-            if repeat > 1:
-                results[name]["all_jobs_per_second"] = [round(x["jobs_per_second"]) for x in tries]
-                print(f"{name:<8} median of {repeat}: {results[name]['jobs_per_second']:.0f} jobs/s", flush=True)
+            results[name]["all_jobs_per_second"] = [round(r[name]["jobs_per_second"]) for r in rounds]
+            print(f"{name:<8} median of {len(rounds)}: {results[name]['jobs_per_second']:.0f} jobs/s "
+                  f"(rounds: {results[name]['all_jobs_per_second']})", flush=True)
+        if "ceiling" in fast:
+            for name in fast[1:]:
+                ratios = sorted(r[name]["jobs_per_second"] / r["ceiling"]["jobs_per_second"] for r in rounds)
+                results[f"{name}_vs_ceiling_by_round"] = [round(x, 3) for x in ratios]
+                print(f"{name} / ceiling per round: {[round(x, 2) for x in ratios]}, median {ratios[len(ratios) // 2]:.2f}",
+                      flush=True)
+        if "rq" in only:
+            results["rq"] = run_rq(args, server, snap, queues, work)
 
         if "ceiling" not in results or "retryd" not in results:
             if args.json:
