@@ -325,6 +325,10 @@ def command_calls(r):
     return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
 
 
+def command_usec(r):
+    return {k.removeprefix("cmdstat_"): v["usec"] for k, v in r.info("commandstats").items()}
+
+
 def storm(args, rate, work):
     queues = [f"storm-{i}" for i in range(args.queues)]
     server = bench.Server(os.path.join(work, f"redis-{rate}"))
@@ -401,6 +405,14 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
                 due_lat.append((t + BACKOFF_S, seen - (t + BACKOFF_S)))
                 pending.remove((j, t))
 
+    full_scans = {}  # started_at -> duration_ms: the full scans (every scan_interval) meanwhile
+
+    def scan_poll():
+        last = get_json(port, "/api/v1/supervisor")[1].get("last_scan") or {}
+        rep = last.get("report") or {}
+        if rep.get("started_at"):
+            full_scans[rep["started_at"]] = rep.get("duration_ms")
+
     def react_poll():
         while not reacts_q.empty():
             reacting.append(reacts_q.get())
@@ -416,7 +428,8 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
                 react_lat.append((t, seen - t))
                 reacting.remove((j, t))
 
-    pollers = [Poller(0.02, probe_poll), Poller(0.02, due_poll), Poller(0.01, react_poll)]
+    pollers = [Poller(0.02, probe_poll), Poller(0.02, due_poll), Poller(0.01, react_poll),
+               Poller(0.5, scan_poll)]
     if not args.no_reader:
         pollers.append(Poller(0.1, read))
     for t in pollers:
@@ -439,6 +452,7 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         quiet_per_s = (total_commands(r) - q0 - 2) / (time.time() - q_t0)
     cmd0, own_commands[0] = total_commands(r), 1
     calls0 = command_calls(r)
+    usec0 = command_usec(r)
     cpu0 = cpu_seconds(daemon.pid)
     redis_cpu0 = bench.redis_cpu_seconds(r)
     storm_t0 = time.time()
@@ -481,6 +495,7 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
     while not probes_q.empty():
         probes.append(probes_q.get())
     calls1 = command_calls(r)
+    usec1 = command_usec(r)
     cmd1 = total_commands(r)
     own_commands[0] += 2
     reader_commands = max(quiet_per_s, settled_per_s) * (time.time() - storm_t0)
@@ -513,7 +528,8 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         "reaction_in_storm": ms([d for t, d in react_lat if storm_t0 <= t < storm_end]),
         "reaction_baseline": ms([d for t, d in react_lat if t < storm_t0]),
         "reaction_never_requeued": len(reacting),
-        "api": {k: ms(v) for k, v in api.items()}, "listing_sources": sorted(s or "?" for s in api_sources),
+        "api": {k: ms(v) for k, v in api.items()},
+        "full_scans_ms": [full_scans[k] for k in sorted(full_scans)], "listing_sources": sorted(s or "?" for s in api_sources),
         "redis_commands_per_failure_daemon": round((cmd1 - cmd0 - producer_commands - own_commands[0]) / failures, 2),
         "redis_commands_per_failure_daemon_net_of_readers":
             round((cmd1 - cmd0 - producer_commands - own_commands[0] - reader_commands) / failures, 2),
@@ -524,6 +540,10 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         "commands_per_failure_by_name": {k: round((v - calls0.get(k, 0)) / failures, 2)
                                          for k, v in sorted(calls1.items(), key=lambda kv: calls0.get(kv[0], 0) - kv[1])
                                          if v - calls0.get(k, 0) >= failures / 100},
+        # Where Redis's time went (INFO commandstats usec; a script's inner commands are counted
+        # both under their own names and, in total, under evalsha): the top ten, in seconds.
+        "redis_seconds_by_name": dict(sorted(((k, round((v - usec0.get(k, 0)) / 1e6, 2)) for k, v in usec1.items()),
+                                             key=lambda kv: -kv[1])[:10]),
         "redis_commands_per_failure_producer": round(producer_commands / failures, 2),
         "daemon_cpu_s_per_1000": round(cpu / failures * 1000, 3), "daemon_cpu_s": round(cpu, 1),
         "redis_cpu_s": round(redis_cpu, 1),
