@@ -10,6 +10,7 @@ notifications on) and a fresh `rq-retryd run` with a mix of policies:
            KeyError         20 %  purge 10 s after the failure
            ValueError       20 %  ignore
   probe    ValueError       20/s  ignore: the probes that time the index
+  react    ConnectionError  ~1/s  retry at once: the probes that time the notified reaction
 
 Producers (several processes) write the failures the way RQ's worker leaves them. Each kind of
 failure is first written by RQ's own code (Job.create, Job.save, set_status, FailedJobRegistry.add,
@@ -20,7 +21,11 @@ reads jobs back with RQ's own code (Job.fetch, latest_result, FailedJobRegistry)
 
 Measured per rate:
   index lag      probe written -> counted by GET /api/v1/jobs/failed?queue=probe (polled every 20 ms)
-  due->requeued  a sample of retry jobs: backoff due time -> status `queued` (polled every 20 ms)
+  due->requeued  a sample of retry jobs: backoff due time -> status `queued` (polled every 20 ms);
+                 also split by whether the job fell due during the storm or after it
+  reaction       a `react` failure written about once a second -> status `queued` (polled every
+                 10 ms): the notified reaction (issue 24, item 4), during the storm and, as the
+                 baseline, the same probe before the storm starts (no other failures arriving)
   API p50/p99    the reader's listing, groups and stats calls
   commands per failure  Redis INFO commandstats over the run, minus what the producers, the
                  samplers and INFO itself sent (they count their own), per failure produced
@@ -58,6 +63,8 @@ BACKOFF_S = 5.0
 PURGE_AFTER_S = 10.0
 COUNT_WINDOW_S = 3.0  # the readers' commands are counted over this, before and after the storm
 PROBE_EVERY_S = 0.05
+REACT_EVERY_S = 1.0  # one reaction probe about every second (jittered), during the storm
+REACT_BASELINE = 12  # reaction probes before the storm, the baseline of the same run
 KINDS = [  # (kind, exception type, message, share of the storm)
     ("retry", "ConnectionError", "upstream reset the connection", 0.6),
     ("purge", "KeyError", "'width'", 0.2),
@@ -84,6 +91,14 @@ level = "warn"
 name = "probes"
 queues = ["probe"]
 action = "ignore"
+
+[[policy]]
+name = "react"
+queues = ["react"]
+action = "retry"
+max_attempts = 3
+backoff = {{ strategy = "fixed", delay = "0s" }}
+circuit_breaker = false
 
 [[policy]]
 name = "transient"
@@ -146,9 +161,9 @@ def to_bytes(v):
 def make_templates(r, queues):
     """{(queue, kind): [command args as bytes]}; the registry score is marked for replacement."""
     templates = {}
-    for queue in queues + ["probe"]:
+    for queue in queues + ["probe", "react"]:
         for kind, exc_type, message, _share in KINDS:
-            if queue == "probe" and kind != "ignore":
+            if (queue == "probe" and kind != "ignore") or (queue == "react" and kind != "retry"):
                 continue
             out = []
             for args in capture_template(r, queue, exc_type, message):
@@ -161,7 +176,41 @@ def make_templates(r, queues):
     return templates
 
 
-def produce(index, rate, seconds, queues, templates, url, start_at, samples, result, probes):
+def render(template, jid, now):
+    """One job's commands from its template: the new id and the current time in place of the
+    template's."""
+    tid = TEMPLATE_ID.encode()
+    ttime = rq_time(TEMPLATE_TIME.replace(tzinfo=datetime.timezone.utc).timestamp()).encode()
+    ttime_short = TEMPLATE_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    now_iso = rq_time(now).encode()
+    now_short = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    out = []
+    for args in template:
+        row = []
+        for a in args:
+            if a == b"@SCORE@":
+                a = str(int(now) + FAILURE_TTL_S).encode()
+            elif tid in a or ttime in a or ttime_short in a:
+                a = a.replace(tid, jid).replace(ttime, now_iso).replace(ttime_short, now_short)
+            row.append(a)
+        out.append(row)
+    return out
+
+
+def write_react(r, templates):
+    """Fails one `react` job (retried at once) in its own pipeline; returns (id, written at):
+    the time just before the pipeline is sent, so the reaction includes the write itself."""
+    jid = uuid.uuid4().hex.encode()
+    p = r.pipeline(transaction=False)
+    now = time.time()
+    for row in render(templates[("react", "retry")], jid, now):
+        p.execute_command(*row)
+    t = time.time()
+    p.execute()
+    return jid.decode(), t, len(templates[("react", "retry")])
+
+
+def produce(index, rate, seconds, queues, templates, url, start_at, samples, result, probes, reacts):
     """One producer process: `rate` failures per second for `seconds`, paced in 10 ms ticks."""
     r = redis.Redis.from_url(url)
     rnd = random.Random(index)
@@ -176,6 +225,7 @@ def produce(index, rate, seconds, queues, templates, url, start_at, samples, res
     retry_seen = 0
     next_probe = start_at
     probe_seq = 0
+    next_react = start_at + rnd.uniform(0.2, 1.0)
     while time.time() < start_at:
         time.sleep(0.001)
     t0 = start_at
@@ -225,8 +275,15 @@ def produce(index, rate, seconds, queues, templates, url, start_at, samples, res
         if batch_samples:
             samples.put(batch_samples)
             batch_samples = []
+        if index == 0 and time.time() >= next_react:
+            jid, t, n = write_react(r, templates)
+            reacts.put((jid, t))
+            commands += n
+            made["react"] = made.get("react", 0) + 1
+            next_react = t + REACT_EVERY_S * rnd.uniform(0.7, 1.3)
         time.sleep(0.01)
-    result.put({"index": index, "made": made, "commands": commands, "seconds": time.time() - t0})
+    result.put({"index": index, "made": made, "commands": commands, "seconds": time.time() - t0,
+                "ended": time.time()})
 
 
 def get_json(port, path, timeout=30):
@@ -268,6 +325,10 @@ def command_calls(r):
     return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
 
 
+def command_usec(r):
+    return {k.removeprefix("cmdstat_"): v["usec"] for k, v in r.info("commandstats").items()}
+
+
 def storm(args, rate, work):
     queues = [f"storm-{i}" for i in range(args.queues)]
     server = bench.Server(os.path.join(work, f"redis-{rate}"))
@@ -304,14 +365,16 @@ def storm(args, rate, work):
 
 def run_storm(args, rate, server, r, daemon, port, queues, templates):
     ctx = mp.get_context("fork")
-    samples_q, result_q, probes_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    samples_q, result_q, probes_q, reacts_q = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
     per = rate / args.producers
     own_commands = [0]  # what the samplers and INFO send, subtracted from Redis's count
     api = {"listing": [], "groups": [], "stats": []}
     api_sources = set()
     probe_totals = []  # (time, total)
-    pending, due_lat = [], []
+    pending, due_lat = [], []  # due_lat: (due at, latency)
+    reacting, react_lat = [], []  # (id, written at), (written at, latency)
     sampler_r = server.client()
+    react_r = server.client()
 
     def read():
         for name, path in (("listing", "/api/v1/jobs/failed?limit=50"), ("groups", "/api/v1/jobs/failed/groups"),
@@ -339,10 +402,34 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         seen = time.time()
         for (j, t), status in zip(ready, p.execute()):
             if status == b"queued":
-                due_lat.append(seen - (t + BACKOFF_S))
+                due_lat.append((t + BACKOFF_S, seen - (t + BACKOFF_S)))
                 pending.remove((j, t))
 
-    pollers = [Poller(0.02, probe_poll), Poller(0.02, due_poll)]
+    full_scans = {}  # started_at -> duration_ms: the full scans (every scan_interval) meanwhile
+
+    def scan_poll():
+        last = get_json(port, "/api/v1/supervisor")[1].get("last_scan") or {}
+        rep = last.get("report") or {}
+        if rep.get("started_at"):
+            full_scans[rep["started_at"]] = rep.get("duration_ms")
+
+    def react_poll():
+        while not reacts_q.empty():
+            reacting.append(reacts_q.get())
+        if not reacting:
+            return
+        p = react_r.pipeline(transaction=False)
+        for j, _t in reacting:
+            p.hget(f"rq:job:{j}", "status")
+        own_commands[0] += len(reacting)
+        seen = time.time()
+        for (j, t), status in zip(list(reacting), p.execute()):
+            if status == b"queued":
+                react_lat.append((t, seen - t))
+                reacting.remove((j, t))
+
+    pollers = [Poller(0.02, probe_poll), Poller(0.02, due_poll), Poller(0.01, react_poll),
+               Poller(0.5, scan_poll)]
     if not args.no_reader:
         pollers.append(Poller(0.1, read))
     for t in pollers:
@@ -350,6 +437,14 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
     # What the daemon sends for the readers alone (no failures arriving), per second: subtracted
     # from the storm's count for the "net" commands per failure.
     quiet_per_s = 0.0
+    # The reaction baseline: the same probe with no storm (a failure every ~0.3-0.5 s).
+    writer = server.client()
+    react_before = 0
+    for _ in range(REACT_BASELINE):
+        reacts_q.put(write_react(writer, templates)[:2])
+        react_before += 1
+        time.sleep(random.uniform(0.3, 0.5))
+    time.sleep(0.5)
     if COUNT_WINDOW_S:
         time.sleep(0.5)
         q0, q_t0 = total_commands(r), time.time()
@@ -357,12 +452,14 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         quiet_per_s = (total_commands(r) - q0 - 2) / (time.time() - q_t0)
     cmd0, own_commands[0] = total_commands(r), 1
     calls0 = command_calls(r)
+    usec0 = command_usec(r)
     cpu0 = cpu_seconds(daemon.pid)
     redis_cpu0 = bench.redis_cpu_seconds(r)
     storm_t0 = time.time()
     start_at = time.time() + 0.5
     procs = [ctx.Process(target=produce, args=(i, per, args.seconds, queues, templates, server.url, start_at,
-                                               samples_q, result_q, probes_q)) for i in range(args.producers)]
+                                               samples_q, result_q, probes_q, reacts_q))
+             for i in range(args.producers)]
     for p in procs:
         p.start()
     # A process does not exit before what it put on a queue is read: drain while waiting.
@@ -378,6 +475,7 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         time.sleep(0.05)
     for p in procs:
         p.join()
+    storm_end = max(res["ended"] for res in results)
     # Let the last backoffs and purges fall due.
     time.sleep(PURGE_AFTER_S + 3)
     # The readers' cost again, now that the registries hold what the storm left: a listing
@@ -397,6 +495,7 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
     while not probes_q.empty():
         probes.append(probes_q.get())
     calls1 = command_calls(r)
+    usec1 = command_usec(r)
     cmd1 = total_commands(r)
     own_commands[0] += 2
     reader_commands = max(quiet_per_s, settled_per_s) * (time.time() - storm_t0)
@@ -414,13 +513,23 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         if i == len(probe_totals):
             break
         lag.append(max(0.0, probe_totals[i][0] - t))
+    react_made = react_before + sum(res["made"].get("react", 0) for res in results)
+    made["react"] = {"react": react_made}
     check = end_check(r, port, queues, made)
+    del made["react"]
     out = {
         "rate_asked": rate, "rate_made": round((failures - made["ignore"]["probe"]) / seconds),
         "seconds": round(seconds, 1), "failures": failures,
         "index_lag": ms(lag), "probes": len(probes),
-        "due_to_requeued": ms(due_lat), "due_samples_never_requeued": len(pending),
-        "api": {k: ms(v) for k, v in api.items()}, "listing_sources": sorted(s or "?" for s in api_sources),
+        "due_to_requeued": ms([d for _t, d in due_lat]),
+        "due_to_requeued_due_in_storm": ms([d for t, d in due_lat if storm_t0 <= t < storm_end]),
+        "due_to_requeued_due_after": ms([d for t, d in due_lat if t >= storm_end]),
+        "due_samples_never_requeued": len(pending),
+        "reaction_in_storm": ms([d for t, d in react_lat if storm_t0 <= t < storm_end]),
+        "reaction_baseline": ms([d for t, d in react_lat if t < storm_t0]),
+        "reaction_never_requeued": len(reacting),
+        "api": {k: ms(v) for k, v in api.items()},
+        "full_scans_ms": [full_scans[k] for k in sorted(full_scans)], "listing_sources": sorted(s or "?" for s in api_sources),
         "redis_commands_per_failure_daemon": round((cmd1 - cmd0 - producer_commands - own_commands[0]) / failures, 2),
         "redis_commands_per_failure_daemon_net_of_readers":
             round((cmd1 - cmd0 - producer_commands - own_commands[0] - reader_commands) / failures, 2),
@@ -431,6 +540,10 @@ def run_storm(args, rate, server, r, daemon, port, queues, templates):
         "commands_per_failure_by_name": {k: round((v - calls0.get(k, 0)) / failures, 2)
                                          for k, v in sorted(calls1.items(), key=lambda kv: calls0.get(kv[0], 0) - kv[1])
                                          if v - calls0.get(k, 0) >= failures / 100},
+        # Where Redis's time went (INFO commandstats usec; a script's inner commands are counted
+        # both under their own names and, in total, under evalsha): the top ten, in seconds.
+        "redis_seconds_by_name": dict(sorted(((k, round((v - usec0.get(k, 0)) / 1e6, 2)) for k, v in usec1.items()),
+                                             key=lambda kv: -kv[1])[:10]),
         "redis_commands_per_failure_producer": round(producer_commands / failures, 2),
         "daemon_cpu_s_per_1000": round(cpu / failures * 1000, 3), "daemon_cpu_s": round(cpu, 1),
         "redis_cpu_s": round(redis_cpu, 1),
@@ -459,8 +572,13 @@ def end_check(r, port, queues, made):
         _dt, body = get_json(port, f"/api/v1/jobs/failed?queue={q}&limit=1")
         if body["total"] != in_registry:
             problems.append(f"{q}: listing total {body['total']} != ZCARD {in_registry}")
+    react = made["react"]["react"]
+    ids = r.lrange("rq:queue:react", 0, -1)
+    if len(ids) != len(set(ids)) or len(set(ids)) != react or r.zcard("rq:failed:react"):
+        problems.append(f"react: {len(ids)} queued ({len(set(ids))} distinct), {r.zcard('rq:failed:react')} "
+                        f"still failed, {react} produced (each must be queued once)")
     keys = sum(1 for _ in r.scan_iter("rq:job:*", count=10000))
-    expected = sum(made["retry"].values()) + sum(made["ignore"].values())
+    expected = sum(made["retry"].values()) + sum(made["ignore"].values()) + react
     if keys != expected:
         problems.append(f"{keys} job hashes, {expected} expected (retry + ignore; purge jobs deleted)")
     # RQ's own code reads what was written and what rq-retryd requeued.

@@ -4,6 +4,7 @@
 
 mod cache;
 mod due;
+mod newest;
 pub mod notifications;
 mod plan;
 mod reconcile;
@@ -97,7 +98,7 @@ async fn list_window<C: ConnectionLike + Send>(
 ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
     let newest = pass == Pass::NewestOnly;
     let mut page: Vec<(Vec<u8>, f64)> = Vec::new();
-    while page.len() < SCAN_WINDOW {
+    while page.len() < window_of(pass) {
         // Each part resumes after the last listed entry still there (the previous window's,
         // for the first part), at its rank now and in the same atomic step: entries removed
         // meanwhile shift nothing, so none is skipped (and dropped from the index by
@@ -122,6 +123,15 @@ async fn list_window<C: ConnectionLike + Send>(
     Ok(page)
 }
 
+/// The ids a window of a pass takes: [`SCAN_WINDOW`], or for a newest-first pass
+/// [`LIST_WINDOW`] (see [`newest`]).
+fn window_of(pass: Pass) -> usize {
+    match pass {
+        Pass::Full => SCAN_WINDOW,
+        Pass::NewestOnly => LIST_WINDOW,
+    }
+}
+
 /// One batch as read: each entry's raw data and decoding, and the ids among the undecodable
 /// ones that were no longer in the registry when checked.
 struct ReadBatch {
@@ -144,6 +154,8 @@ pub struct Supervisor {
     indexing: bool,
     /// What the registries hold beyond the index, per queue, as last reconciled.
     settled: Mutex<reconcile::Settled>,
+    /// The highest registry score listed per queue: how far a notified pass lists.
+    newest: newest::Newest,
 }
 
 impl Supervisor {
@@ -168,6 +180,7 @@ impl Supervisor {
             cache: Mutex::new(FactsCache::default()),
             skips: Mutex::new(SkipMemory::default()),
             settled: Mutex::new(Default::default()),
+            newest: Default::default(),
         }
     }
 
@@ -408,24 +421,29 @@ impl Supervisor {
     ) -> RedisResult<()> {
         let mut start = 0usize;
         let mut anchors = Anchors::default();
+        let (window, newest_before) = (window_of(pass), self.newest.get(queue));
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
             let page = list_window(con, snap, queue, &anchors, start, pass).await?;
             let listed = page.len();
+            let lowest = page.last().map(|(_, score)| *score);
+            self.newest.note(queue, &page);
             anchors = anchors_of(&page);
             let unread = self.sort_window(queue, page, report);
             let read = unread.ids.len();
             let removed = self
                 .read_window(con, snap, queue, &unread, report, cancel)
                 .await?;
-            // A newest-first pass stops at the first window with nothing new: new failures get
-            // the highest scores (failure time + failure_ttl), and full scans catch the rest.
-            if listed < SCAN_WINDOW || (pass == Pass::NewestOnly && read == 0) {
+            // A newest-first pass stops at the first window with nothing new that reaches below
+            // the newest second listed before (`newest`): new failures get the highest scores
+            // (failure time + failure_ttl), and full scans catch the rest.
+            let more = pass == Pass::Full || newest::goes_on(read, lowest, newest_before);
+            if listed < window || !more {
                 break;
             }
             // The next window resumes after this one's last entry still there (above); if
             // none of them is, after this window less what this pass took out of it.
-            start += SCAN_WINDOW - removed.min(SCAN_WINDOW);
+            start += window - removed.min(window);
         }
         Ok(())
     }

@@ -90,12 +90,47 @@ pub fn queue_of(channel: &str, payload: &[u8], db: i64, prefix: &str) -> Option<
     }
 }
 
+/// The queues notified and not yet taken by a pass. A name goes on the channel only when it
+/// enters the set, so the channel holds each queue at most once. Before, every failure's two
+/// messages (keyspace and keyevent) were sent and dropped when the channel was full: a storm on
+/// one queue filled it within a fraction of a second, and a failure on another queue lost its
+/// only notification until the next full scan (issue 24, items 2 and 4).
+#[derive(Debug, Default)]
+pub struct Pending(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Pending {
+    /// Marks `queue` pending; returns whether it was not pending already.
+    pub fn enter(&self, queue: &str) -> bool {
+        let mut pending = self.0.lock().expect("pending lock");
+        !pending.contains(queue) && pending.insert(queue.to_string())
+    }
+
+    /// Takes `queue` out: a pass is about to look at it, so what is notified from now on needs
+    /// another.
+    pub fn take(&self, queue: &str) {
+        self.0.lock().expect("pending lock").remove(queue);
+    }
+}
+
+/// Sends `queue` to the scan loop unless it is pending already (see [`Pending`]).
+pub fn forward(pending: &Pending, tx: &mpsc::Sender<String>, queue: String) {
+    if pending.enter(&queue) {
+        if let Err(e) = tx.try_send(queue) {
+            // More distinct queues pending than the channel holds: a later notification of
+            // this one must be able to enter again.
+            let (mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) = e;
+            pending.take(&q);
+        }
+    }
+}
+
 /// Subscribes and forwards queue names until `cancel` fires (those with a new failure to `tx`,
 /// those something left to `removed`), resubscribing with capped backoff when the connection
 /// drops.
 pub async fn listen(
     state: std::sync::Arc<DaemonState>,
     tx: mpsc::Sender<String>,
+    pending: std::sync::Arc<Pending>,
     removed: mpsc::Sender<String>,
     cancel: CancellationToken,
 ) {
@@ -149,8 +184,7 @@ pub async fn listen(
                                 Some(msg) => match classify(msg.get_channel_name(), msg.get_payload_bytes(), db, &prefix) {
                                     Some(Notified::Added(queue)) => {
                                         debug!(queue, "new failure notified");
-                                        // A full channel means a pass is pending anyway.
-                                        let _ = tx.try_send(queue);
+                                        forward(&pending, &tx, queue);
                                     }
                                     Some(Notified::Removed(queue)) => {
                                         debug!(queue, "removal from a failed registry notified");
@@ -177,6 +211,47 @@ pub async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A storm on one queue must not crowd out another queue's notification (issue 24).
+    #[test]
+    fn a_storm_on_one_queue_leaves_room_for_another_queues_notification() {
+        let (tx, mut rx) = mpsc::channel::<String>(4);
+        let pending = Pending::default();
+        for _ in 0..10_000 {
+            forward(&pending, &tx, "busy".to_string());
+        }
+        forward(&pending, &tx, "quiet".to_string());
+        let mut sent = Vec::new();
+        while let Ok(q) = rx.try_recv() {
+            sent.push(q);
+        }
+        assert_eq!(
+            sent,
+            ["busy", "quiet"],
+            "each pending queue once, none dropped"
+        );
+        // Taken by a pass: the next notification of it is sent again.
+        pending.take("busy");
+        forward(&pending, &tx, "busy".to_string());
+        forward(&pending, &tx, "quiet".to_string());
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("busy"));
+        assert!(
+            rx.try_recv().is_err(),
+            "quiet is still pending: not sent twice"
+        );
+    }
+
+    #[test]
+    fn a_queue_the_full_channel_refused_can_enter_again() {
+        let (tx, mut rx) = mpsc::channel::<String>(1);
+        let pending = Pending::default();
+        forward(&pending, &tx, "a".to_string());
+        forward(&pending, &tx, "b".to_string()); // the channel is full: refused
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("a"));
+        pending.take("a");
+        forward(&pending, &tx, "b".to_string());
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("b"));
+    }
 
     #[test]
     fn keyspace_and_keyevent_notifications_name_the_queue() {

@@ -42,9 +42,11 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
     let supervisor = Arc::new(Supervisor::new(state.clone()));
     let (notified_tx, mut notified) = mpsc::channel::<String>(NOTIFY_BACKLOG);
     let (removed_tx, removed) = mpsc::channel::<String>(NOTIFY_BACKLOG);
+    let pending = Arc::new(notifications::Pending::default());
     tasks.spawn(notifications::listen(
         state.clone(),
         notified_tx.clone(),
+        pending.clone(),
         removed_tx,
         cancel.clone(),
     ));
@@ -82,7 +84,7 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
                 next_scan = scheduled_pass(state, &supervisor, cancel).await.unwrap_or(next_scan);
             }
             Some(queue) = notified.recv() => {
-                notified_pass(&supervisor, &mut notified, queue, cancel).await;
+                notified_pass(&supervisor, &mut notified, &pending, queue, cancel).await;
             }
             _ = sleep_until_opt(next_due) => due_pass(&supervisor).await,
         }
@@ -141,6 +143,7 @@ fn report_scan(report: &ScanReport, remembered: usize) {
 async fn notified_pass(
     supervisor: &Supervisor,
     notified: &mut mpsc::Receiver<String>,
+    pending: &notifications::Pending,
     first: String,
     cancel: &CancellationToken,
 ) {
@@ -148,6 +151,9 @@ async fn notified_pass(
     // Let a burst of failures land, then look at each notified queue once.
     tokio::time::sleep(NOTIFY_DEBOUNCE).await;
     let queues = with_pending(notified, first);
+    for queue in &queues {
+        pending.take(queue);
+    }
     let observe = !state.is_active();
     let Some(mut con) = state.redis() else { return };
     match supervisor

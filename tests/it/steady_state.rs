@@ -283,3 +283,67 @@ fn a_due_job_that_changed_meanwhile_is_read_and_decided_again() {
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
+
+/// Issue 24, item 2: a notified pass lists windows of 2,000 ids, newest first, and stops after
+/// one with nothing new (it used to list at least two windows of 6,000). RQ scores a failure
+/// with its whole-second failure time plus `failure_ttl`, so one second's failures tie and sort
+/// by id: a new failure can come after more than a window of known ones of the same second.
+/// The pass goes on while a window ends inside the newest second it listed before, so such a
+/// failure is acted on at once, not at the next full scan (1h here).
+#[test]
+fn a_new_failure_tied_behind_a_window_of_known_ones_is_still_acted_on_at_once() {
+    let server = RedisServer::start_with(&["--notify-keyspace-events", "Kz"]);
+    let mut con = server.conn();
+    let known = 2_500; // more than a newest-first window (LIST_WINDOW, 2,000)
+    for i in 0..known {
+        FailedJob::new(&format!("z-{i:05}"))
+            .queue("tied")
+            .exception("ValueError", "card number failed Luhn check")
+            .write(&mut con);
+    }
+    // One second's failures: the same score for all (the write scores each with its own now).
+    let score = chrono::Utc::now().timestamp() + 31_536_000;
+    let mut pipe = redis::pipe();
+    for i in 0..known {
+        pipe.zadd("rq:failed:tied", format!("z-{i:05}"), score)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"keep\"\nexceptions = [\"ValueError\"]\naction = \"ignore\"\n\n\
+         [[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    daemon.wait_until("the notification listener subscribed", |d| {
+        d.log()
+            .contains("listening for failed-registry notifications")
+    });
+    // A new failure of the same second whose id sorts below every known one: newest first,
+    // it comes after all 2,500 of them. Written unnotified (the write scores it with its own
+    // second), then notified once with the tied score.
+    let events = |con: &mut redis::Connection, flags: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(flags)
+            .query(con)
+            .unwrap();
+    };
+    events(&mut con, "");
+    FailedJob::new("a-new").queue("tied").write(&mut con);
+    let _: () = con.zadd("rq:failed:tied", "a-new", score - 1).unwrap();
+    events(&mut con, "Kz");
+    let _: () = con.zadd("rq:failed:tied", "a-new", score).unwrap();
+    wait_until_queued(
+        &mut con,
+        "tied",
+        "a-new",
+        Instant::now(),
+        "the new failure behind 2,500 known ones of its second",
+    );
+    let known_left: u64 = con.zcard("rq:failed:tied").unwrap();
+    assert_eq!(known_left, known, "the ignored failures stay failed");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
