@@ -39,36 +39,28 @@ end
 if not start then
   -- Every entry with a score before the last one's comes before it; of those with its very
   -- score (RQ's scores are whole seconds: thousands can share one), the members up to it.
-  local page = 1000
+  local page, offset, same = 1000, 0, nil
   if rev then
     start = redis.call('ZCOUNT', key, '(' .. score, '+inf')
-    local offset = 0
-    repeat
-      local same = redis.call('ZREVRANGEBYSCORE', key, score, score, 'LIMIT', offset, page)
-      for _, member in ipairs(same) do
-        if before(member, last) then
-          same = {}
-          break
-        end
-        start = start + 1
-      end
-      offset = offset + page
-    until #same < page
   else
     start = redis.call('ZCOUNT', key, '-inf', '(' .. score)
-    local offset = 0
-    repeat
-      local same = redis.call('ZRANGEBYSCORE', key, score, score, 'LIMIT', offset, page)
-      for _, member in ipairs(same) do
-        if before(last, member) then
-          same = {}
-          break
-        end
-        start = start + 1
-      end
-      offset = offset + page
-    until #same < page
   end
+  repeat
+    if rev then
+      same = redis.call('ZREVRANGEBYSCORE', key, score, score, 'LIMIT', offset, page)
+    else
+      same = redis.call('ZRANGEBYSCORE', key, score, score, 'LIMIT', offset, page)
+    end
+    for _, member in ipairs(same) do
+      -- The first member that comes after the last listed one, in this direction.
+      if (rev and before(member, last)) or (not rev and before(last, member)) then
+        same = {}
+        break
+      end
+      start = start + 1
+    end
+    offset = offset + page
+  until #same < page
 end
 if rev then
   return redis.call('ZRANGE', key, start, start + count - 1, 'REV', 'WITHSCORES')

@@ -600,6 +600,11 @@ async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
     let sorted: Vec<(String, f64)> = con.zrange_withscores("rq:failed:default", 0, -1).unwrap();
     let registry = Registry::new(Keys::new("rq"));
     let mut acon = support::jobs::async_con(&redis).await;
+    let members = |page: &[(Vec<u8>, f64)]| -> Vec<String> {
+        page.iter()
+            .map(|(m, _)| String::from_utf8(m.clone()).unwrap())
+            .collect()
+    };
     for newest_first in [false, true] {
         let order: Vec<String> = if newest_first {
             sorted.iter().rev().map(|(m, _)| m.clone()).collect()
@@ -618,11 +623,7 @@ async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
             )
             .await
             .unwrap();
-        let listed: Vec<String> = first
-            .iter()
-            .map(|(m, _)| String::from_utf8(m.clone()).unwrap())
-            .collect();
-        assert_eq!(listed, order[..150]);
+        assert_eq!(members(&first), order[..150]);
         // Someone removes the first 170 entries in this order: every anchor, and 20 beyond.
         let removed = &order[..170];
         let _: () = con.zrem("rq:failed:default", removed).unwrap();
@@ -637,12 +638,8 @@ async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
             )
             .await
             .unwrap();
-        let next: Vec<String> = next
-            .iter()
-            .map(|(m, _)| String::from_utf8(m.clone()).unwrap())
-            .collect();
         assert_eq!(
-            next,
+            members(&next),
             order[170..220],
             "newest_first={newest_first}: the next page starts at the first entry still there \
              after the last listed one, not at the rank the listing expected"
