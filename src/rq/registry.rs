@@ -176,13 +176,12 @@ impl Registry {
     ) -> RedisResult<FailedIds> {
         let window = window.max(1);
         let mut out = FailedIds::default();
-        let mut start = 0usize;
         let mut anchors = Anchors::default();
         loop {
             // Each page resumes after the previous one's last entry still there, so entries
             // removed meanwhile by anyone shift nothing (see `failed_window_after`).
             let page = self
-                .failed_window_after(con, queue, &anchors, start, window, false)
+                .failed_window_after(con, queue, &anchors, window, false)
                 .await?;
             anchors = anchors_of(&page);
             for (member, score) in &page {
@@ -201,7 +200,6 @@ impl Registry {
             if page.len() < window {
                 break;
             }
-            start += window;
         }
         Ok(out)
     }
@@ -230,21 +228,18 @@ impl Registry {
     /// window's last members, last first) still in the registry, at its rank now, in one atomic
     /// script call (`window.lua`): entries removed meanwhile shift nothing, so a scan skips
     /// none. When none of the anchors is there any more (everything up to them was removed),
-    /// right after where the last one was, found by its score. A plain ZRANGE from `fallback`
-    /// when there are no anchors (a scan's first window).
+    /// right after where the last one was, found by its score. A plain ZRANGE from the start
+    /// when there are no anchors (a listing's first window).
     pub async fn failed_window_after<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         queue: &str,
         anchors: &Anchors,
-        fallback: usize,
         count: usize,
         newest_first: bool,
     ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
-        let Some(last_score) = anchors.last_score.filter(|_| !anchors.members.is_empty()) else {
-            return self
-                .failed_window(con, queue, fallback, count, newest_first)
-                .await;
+        let Some(last_score) = anchors.last_score else {
+            return self.failed_window(con, queue, 0, count, newest_first).await;
         };
         static WINDOW: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(include_str!("window.lua")));

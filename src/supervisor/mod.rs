@@ -73,8 +73,6 @@ pub type BatchVerdicts = Vec<(String, DateTime<Utc>, Verdict, Option<Plan>)>;
 pub struct Batch {
     pub report: ScanReport,
     pub verdicts: BatchVerdicts,
-    /// Jobs this batch took out of the registry (requeued or purged).
-    pub removed: usize,
 }
 
 /// The failures of one listed window that must be read (new, or due), with the registry
@@ -85,15 +83,14 @@ struct Unread {
     score_of: HashMap<String, f64>,
 }
 
-/// Lists the next window of a failed registry: up to [`SCAN_WINDOW`] entries from rank
-/// `start` (or after `anchors`, the previous window's last entries), in ZRANGEs of
+/// Lists the next window of a failed registry: up to [`window_of`] entries after `anchors`
+/// (the previous window's last entries; from the start when there are none), in ZRANGEs of
 /// [`LIST_WINDOW`].
 async fn list_window<C: ConnectionLike + Send>(
     con: &mut C,
     snap: &Snapshot,
     queue: &str,
     anchors: &Anchors,
-    start: usize,
     pass: Pass,
 ) -> RedisResult<Vec<(Vec<u8>, f64)>> {
     let newest = pass == Pass::NewestOnly;
@@ -105,13 +102,12 @@ async fn list_window<C: ConnectionLike + Send>(
         // `end_scan`). When removals overtook the listing, it resumes by the last score.
         let part = if page.is_empty() {
             snap.registry
-                .failed_window_after(con, queue, anchors, start, LIST_WINDOW, newest)
+                .failed_window_after(con, queue, anchors, LIST_WINDOW, newest)
                 .await?
         } else {
             let after = anchors_of(&page);
-            let fallback = start + page.len();
             snap.registry
-                .failed_window_after(con, queue, &after, fallback, LIST_WINDOW, newest)
+                .failed_window_after(con, queue, &after, LIST_WINDOW, newest)
                 .await?
         };
         let short = part.len() < LIST_WINDOW;
@@ -408,8 +404,8 @@ impl Supervisor {
 
     /// One failed registry, in windows of [`SCAN_WINDOW`] ids by rank. Failures remembered from
     /// an earlier scan with an unchanged score are counted from memory; only new or due ones are
-    /// read, [`PARALLEL_BATCHES`] batches at a time so decoding overlaps Redis work. The next
-    /// window starts earlier by the number of jobs this one removed, so none is skipped.
+    /// read, [`PARALLEL_BATCHES`] batches at a time so decoding overlaps Redis work. Each window
+    /// resumes after the previous one's last entry (`list_window`), so none is skipped.
     async fn scan_queue<C: ConnectionLike + Clone + Send + Sync>(
         &self,
         con: &mut C,
@@ -419,20 +415,18 @@ impl Supervisor {
         cancel: &CancellationToken,
         pass: Pass,
     ) -> RedisResult<()> {
-        let mut start = 0usize;
         let mut anchors = Anchors::default();
         let (window, newest_before) = (window_of(pass), self.newest.get(queue));
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
-            let page = list_window(con, snap, queue, &anchors, start, pass).await?;
+            let page = list_window(con, snap, queue, &anchors, pass).await?;
             let listed = page.len();
             let lowest = page.last().map(|(_, score)| *score);
             self.newest.note(queue, &page);
             anchors = anchors_of(&page);
             let unread = self.sort_window(queue, page, report);
             let read = unread.ids.len();
-            let removed = self
-                .read_window(con, snap, queue, &unread, report, cancel)
+            self.read_window(con, snap, queue, &unread, report, cancel)
                 .await?;
             // A newest-first pass stops at the first window with nothing new that reaches below
             // the newest second listed before (`newest`): new failures get the highest scores
@@ -441,9 +435,6 @@ impl Supervisor {
             if listed < window || !more {
                 break;
             }
-            // The next window resumes after this one's last entry still there (above); if
-            // none of them is, after this window less what this pass took out of it.
-            start += window - removed.min(window);
         }
         Ok(())
     }
@@ -502,8 +493,7 @@ impl Supervisor {
     }
 
     /// Reads, decides and acts on a window's unread failures, [`PARALLEL_BATCHES`] batches
-    /// at a time, and remembers what they decided. Returns how many jobs they took out of
-    /// the registry.
+    /// at a time, and remembers what they decided.
     async fn read_window<C: ConnectionLike + Clone + Send + Sync>(
         &self,
         con: &mut C,
@@ -512,7 +502,7 @@ impl Supervisor {
         unread: &Unread,
         report: &mut ScanReport,
         cancel: &CancellationToken,
-    ) -> RedisResult<usize> {
+    ) -> RedisResult<()> {
         let queue_name: Arc<str> = Arc::from(queue);
         let (dry_run, observe) = (report.dry_run, report.observe);
         // Owned batches: a stream over borrowed chunks makes the future not provably `Send`
@@ -533,12 +523,10 @@ impl Supervisor {
             })
             .buffered(PARALLEL_BATCHES);
         let score_of = &unread.score_of;
-        let mut removed = 0;
         while let Some(batch) = batches.next().await {
             let mut batch = batch?;
             self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
             report.absorb(&batch.report);
-            removed += batch.removed;
             let mut cache = self.cache.lock().expect("cache lock");
             for (id, failed_at, verdict, plan) in batch.verdicts {
                 if let Some(score) = score_of.get(&id) {
@@ -546,7 +534,7 @@ impl Supervisor {
                 }
             }
         }
-        Ok(removed)
+        Ok(())
     }
 
     /// Reads, decides and acts on the given ids of one failed registry (one batch): reads and
@@ -1045,11 +1033,9 @@ fn count_settled(s: &Settled, batch: &mut Batch) -> Option<Verdict> {
     match (s.meaning(), &s.outcome) {
         (Meaning::Done, Outcome::Requeued) => {
             report.requeued += 1;
-            batch.removed += 1;
         }
         (Meaning::Done, Outcome::Purged) => {
             report.purged += 1;
-            batch.removed += 1;
         }
         (Meaning::Done, _) => {
             report.exhausted += 1;

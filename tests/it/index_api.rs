@@ -613,14 +613,7 @@ async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
         };
         // The first page: 150 entries, ending inside the second score.
         let first = registry
-            .failed_window_after(
-                &mut acon,
-                "default",
-                &Default::default(),
-                0,
-                150,
-                newest_first,
-            )
+            .failed_window_after(&mut acon, "default", &Default::default(), 150, newest_first)
             .await
             .unwrap();
         assert_eq!(members(&first), order[..150]);
@@ -628,14 +621,7 @@ async fn a_listing_overtaken_by_removals_resumes_right_after_its_last_entry() {
         let removed = &order[..170];
         let _: () = con.zrem("rq:failed:default", removed).unwrap();
         let next = registry
-            .failed_window_after(
-                &mut acon,
-                "default",
-                &anchors_of(&first),
-                150,
-                50,
-                newest_first,
-            )
+            .failed_window_after(&mut acon, "default", &anchors_of(&first), 50, newest_first)
             .await
             .unwrap();
         assert_eq!(
