@@ -85,21 +85,7 @@ async fn page_errors(browser: &Browser) -> Vec<String> {
 /// Waits for the action panel's outcome to settle (past `working` and `preview`), asserts it
 /// is `want` (`done`, `refused`, ...) and returns its text.
 async fn outcome(browser: &Browser, want: &str) -> String {
-    let (kind, text) = browser
-        .wait_until("the action's outcome", || async {
-            let outcome = browser.find("#action .outcome").await;
-            let kind = outcome
-                .attr("data-outcome")
-                .await
-                .unwrap()
-                .unwrap_or_default();
-            let text = outcome.text().await.unwrap();
-            match kind.as_str() {
-                "working" | "preview" => Err(format!("{kind}: {text}")),
-                _ => Ok((kind, text)),
-            }
-        })
-        .await;
+    let (kind, text) = browser.settled_outcome().await;
     assert_eq!(kind, want, "the action's outcome: {text}");
     text
 }

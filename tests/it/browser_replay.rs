@@ -13,25 +13,6 @@ use support::http::{Daemon, DaemonConfig, HANDS_OFF};
 use support::rq::Rq;
 use support::RedisServer;
 
-/// Waits for the action panel's outcome to leave `working`/`preview`; its kind and text.
-async fn settled_outcome(browser: &Browser) -> (String, String) {
-    browser
-        .wait_until("the action's outcome", || async {
-            let outcome = browser.find("#action .outcome").await;
-            let kind = outcome
-                .attr("data-outcome")
-                .await
-                .unwrap()
-                .unwrap_or_default();
-            let text = outcome.text().await.unwrap();
-            match kind.as_str() {
-                "working" | "preview" => Err(format!("{kind}: {text}")),
-                _ => Ok((kind, text)),
-            }
-        })
-        .await
-}
-
 /// Opens the console's list of the `replay` queue, asks to retry its group, and waits for the
 /// preview to count `jobs` failed jobs.
 async fn open_the_replay_preview(browser: &Browser, daemon: &Daemon, jobs: usize) {
@@ -112,7 +93,7 @@ async fn a_slow_retry_with_a_reason_shows_its_progress_and_cancel_leaves_the_res
     // Cancel asks once more, then stops the task.
     browser.click("[data-action=cancel-task]").await;
     browser.click("[data-action=confirm-cancel-task]").await;
-    let (kind, text) = settled_outcome(&browser).await;
+    let (kind, text) = browser.settled_outcome().await;
     assert_eq!(kind, "done", "{text}");
     assert!(text.starts_with("Cancelled by "), "{text}");
     browser
@@ -183,7 +164,7 @@ async fn the_replay_form_says_the_rate_limit_and_refuses_a_rate_above_it_before_
     let rate = browser.find("#action input[name=rate]").await;
     rate.send_keys("41").await.unwrap();
     browser.click("[data-action=confirm]").await;
-    let (kind, text) = settled_outcome(&browser).await;
+    let (kind, text) = browser.settled_outcome().await;
     assert_eq!(kind, "refused", "{text}");
     assert!(text.contains("from 1 to 40"), "{text}");
     browser
@@ -196,7 +177,7 @@ async fn the_replay_form_says_the_rate_limit_and_refuses_a_rate_above_it_before_
     rate.clear().await.unwrap();
     rate.send_keys("40").await.unwrap();
     browser.click("[data-action=confirm]").await;
-    let (kind, text) = settled_outcome(&browser).await;
+    let (kind, text) = browser.settled_outcome().await;
     assert_eq!(kind, "done", "{text}");
     let queued: u64 = con.llen("rq:queue:replay").unwrap();
     assert_eq!(queued, 5, "{text}");

@@ -199,13 +199,33 @@ impl Browser {
             .unwrap_or_else(|e| panic!("find_all {css}: {e}"))
     }
 
-    /// The rendered text of the first element matching `css` (waiting for it).
+    /// The rendered text of the first element matching `css` (waiting for it). A live refresh
+    /// may redraw the element between finding and reading it (a stale element): then it is
+    /// found again.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css)
-            .await
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        self.wait_until(&format!("the text of {css}"), || async {
+            self.find(css).await.text().await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// The action panel's outcome once it has settled past `working` and `preview`: its kind
+    /// (`data-outcome`: `done`, `refused`, ...) and its text. A panel redrawn while it is read
+    /// is read again.
+    pub async fn settled_outcome(&self) -> (String, String) {
+        self.wait_until("the action's outcome", || async {
+            let outcome = self.find("#action .outcome").await;
+            let kind = outcome
+                .attr("data-outcome")
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = outcome.text().await.map_err(|e| e.to_string())?;
+            match kind.unwrap_or_default() {
+                kind if kind == "working" || kind == "preview" => Err(format!("{kind}: {text}")),
+                kind => Ok((kind, text)),
+            }
+        })
+        .await
     }
 
     /// Clicks the first element matching `css` once it exists and is shown. A live refresh
