@@ -192,6 +192,52 @@ cargo clippy --all-targets -- -D warnings
 step "cargo build --all-targets"
 cargo build --all-targets
 
+# Bounded fuzzing of the job decoder and the config loader with cargo-fuzz (fuzz/README.md).
+# cargo-fuzz passes -Zsanitizer=address, which the stable toolchain accepts with
+# RUSTC_BOOTSTRAP=1 (set for these commands only). --dev: debug assertions and overflow checks,
+# with opt-level 1 only for the code the targets run (fuzz/Cargo.toml). New inputs go to a
+# scratch corpus under fuzz/target; the committed seeds in fuzz/corpus are only read. A crash,
+# a failed check, a timeout or an out-of-memory fails the script; the input is left in
+# fuzz/artifacts/<target>/ and the log's tail is printed.
+#
+# It runs in the background beside the .deb and the wheel (waited for before `cargo test`):
+# its instrumented build of the whole dependency tree (about 430 s of CPU) keeps one core busy
+# for long stretches on its own, as the wheel's build does, so side by side they fill the
+# machine's two cores where one after the other left one mostly idle.
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_SECONDS=${RQ_RETRYD_FUZZ_SECONDS:-20}
+fuzz() {
+  if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: installing it with cargo install"
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+  fi
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev)
+  # The two targets side by side, one core each (a libFuzzer run is single-threaded).
+  local -A fuzzing=()
+  local target
+  for target in decode_job parse_config; do
+    local scratch=$repo/fuzz/target/corpus/$target
+    mkdir -p "$scratch"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$scratch" "corpus/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
+      >"$repo/fuzz/target/fuzz-$target.log" 2>&1 &
+    fuzzing[$target]=$!
+  done
+  for target in decode_job parse_config; do
+    local log=$repo/fuzz/target/fuzz-$target.log
+    if ! wait "${fuzzing[$target]}"; then
+      tail -n 80 "$log"
+      echo "cargo fuzz found a failure in $target (input in fuzz/artifacts/$target/, log $log)"
+      return 1
+    fi
+    grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
+  done
+}
+step "cargo fuzz: decode_job and parse_config, ${FUZZ_SECONDS}s each, in the background (log: target/fuzz.log)"
+mkdir -p "$repo/fuzz/target"
+fuzz >"$repo/target/fuzz.log" 2>&1 &
+fuzzing_all=$!
+
 # The Debian package (issue 14). package.sh --dev renders the man page and completions with
 # the tests' dev-profile binary and runs cargo deb around it: the same package as a release
 # one, without a second, release build (scripts/package.sh builds that one);
@@ -220,39 +266,12 @@ RQ_RETRYD_WHEEL=$(./scripts/wheel.sh --dev | tail -n 1)
 export RQ_RETRYD_WHEEL RQ_RETRYD_VENV_WHEEL=$repo/target/venv-wheel
 echo "built $RQ_RETRYD_WHEEL"
 
-# Bounded fuzzing of the job decoder and the config loader with cargo-fuzz (fuzz/README.md).
-# cargo-fuzz passes -Zsanitizer=address, which the stable toolchain accepts with
-# RUSTC_BOOTSTRAP=1 (set for these commands only). --dev: debug assertions and overflow checks,
-# with opt-level 1 only for the code the targets run (fuzz/Cargo.toml). New inputs go to a
-# scratch corpus under fuzz/target; the committed seeds in fuzz/corpus are only read. A crash,
-# a failed check, a timeout or an out-of-memory fails the script; the input is left in
-# fuzz/artifacts/<target>/ and the log's tail is printed.
-CARGO_FUZZ_VERSION=0.13.2
-FUZZ_SECONDS=${RQ_RETRYD_FUZZ_SECONDS:-20}
-step "cargo fuzz: decode_job and parse_config, ${FUZZ_SECONDS}s each"
-if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
-  echo "cargo-fuzz $CARGO_FUZZ_VERSION is missing: installing it with cargo install"
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+step "waiting for cargo fuzz"
+if ! wait "$fuzzing_all"; then
+  tail -n 100 "$repo/target/fuzz.log"
+  die "cargo fuzz failed (log above, in target/fuzz.log)"
 fi
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev)
-# The two targets side by side, one core each (a libFuzzer run is single-threaded).
-declare -A fuzzing=()
-for target in decode_job parse_config; do
-  scratch=$repo/fuzz/target/corpus/$target
-  mkdir -p "$scratch"
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$scratch" "corpus/$target" -- \
-    -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
-    >"$repo/fuzz/target/fuzz-$target.log" 2>&1 &
-  fuzzing[$target]=$!
-done
-for target in decode_job parse_config; do
-  log=$repo/fuzz/target/fuzz-$target.log
-  if ! wait "${fuzzing[$target]}"; then
-    tail -n 80 "$log"
-    die "cargo fuzz found a failure in $target (input in fuzz/artifacts/$target/, log $log)"
-  fi
-  grep -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units' "$log" | sed "s/^/$target: /" || true
-done
+grep -E '^(decode_job|parse_config): ' "$repo/target/fuzz.log" || true
 
 step "waiting for the bare Debian 12 (scripts/debian-root.sh)"
 if ! wait "$debian_root"; then
