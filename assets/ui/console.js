@@ -384,7 +384,8 @@ const RQ = (() => {
   function counts(kind, t) {
     const moved = kind === "retry" ? t.requeued_count : t.deleted_count;
     const of = t.total === null || t.total === undefined ? "" : ` of ${fmt(t.total)}`;
-    return `${fmt(t.done)}${of} gone through: ${BULK[kind].done.toLowerCase()} ${fmt(moved)}, conflicts ${fmt(t.conflicts)}, refused ${fmt(t.refused)}`;
+    const doubt = t.in_doubt ? `, in doubt ${fmt(t.in_doubt)} (sent when Redis failed; the audit says which were done)` : "";
+    return `${fmt(t.done)}${of} gone through: ${BULK[kind].done.toLowerCase()} ${fmt(moved)}, conflicts ${fmt(t.conflicts)}, refused ${fmt(t.refused)}${doubt}`;
   }
 
   /**

@@ -167,6 +167,7 @@ fn started(
         deleted_count: (action == BulkAction::Clear).then_some(0),
         conflicts: 0,
         refused: 0,
+        in_doubt: 0,
         skipped: 0,
         total: None,
         done: 0,
@@ -542,7 +543,13 @@ impl BulkTask {
             if !self.task.admit(batch.len()).await {
                 break;
             }
-            let outcomes = self.write(con, batch).await?;
+            let outcomes = match self.write(con, batch).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    self.in_doubt(batch.len());
+                    return Err(e);
+                }
+            };
             self.record(&outcomes);
             tasks::flush(&self.app, self.snap.registry.keys(), &self.task).await;
         }
@@ -619,6 +626,15 @@ impl BulkTask {
         }
         daemon.held.publish(&daemon.metrics);
         Ok(settled)
+    }
+
+    /// Counts a batch whose write failed part-way: its script calls went out in one pipeline,
+    /// and those Redis ran before it failed are never answered, so none of the batch can be
+    /// counted as done or not done.
+    fn in_doubt(&self, n: usize) {
+        let mut r = self.task.progress.lock().expect("task lock");
+        r.in_doubt += n as u64;
+        r.done += n as u64;
     }
 
     /// Adds a batch's outcomes to the counts: done, refused before any change, and conflicts

@@ -95,12 +95,17 @@ pub struct BulkResult {
     pub refused: u64,
     /// Entries skipped because they could not be decoded (never touched).
     pub skipped: u64,
+    /// Writes sent to Redis whose answers never came: Redis or the connection failed while a
+    /// batch ran (the task then ends `failed`). Each of them was done or not; its audit entry
+    /// says which. Counted in `done`, but neither in the requeued or deleted count nor in
+    /// `conflicts` or `refused`.
+    pub in_doubt: u64,
     /// Jobs the task expects to go through: the failure index's count when it started (null
     /// when the index could not tell), never less than `matched_count`; once done, the
     /// matched count.
     pub total: Option<u64>,
-    /// Matched jobs gone through so far: requeued or deleted, conflicts and refused (on a dry
-    /// run, matched).
+    /// Matched jobs gone through so far: requeued or deleted, conflicts, refused and in doubt
+    /// (on a dry run, matched).
     pub done: u64,
     /// Writes per second this task paces itself to (`rate`), under the global limit; null:
     /// only the global limit.
@@ -232,8 +237,14 @@ impl Task {
             }
             Err(e) => {
                 r.state = TaskState::Failed;
+                let doubt = match r.in_doubt {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} writes were sent and not answered: each was done or not, the audit says which"
+                    ),
+                };
                 r.error = Some(format!(
-                    "interrupted: {e}; the counts say what was done before (task {})",
+                    "interrupted: {e}; the counts say what was done before (task {}){doubt}",
                     r.task_id
                 ));
                 r.code = Some("interrupted");

@@ -422,6 +422,66 @@ fn a_bulk_action_cut_short_by_redis_answers_what_it_did_so_far() {
     assert_eq!(task["requeued_count"], done);
 }
 
+#[test]
+fn a_bulk_action_cut_short_inside_a_batch_counts_what_redis_never_answered_as_in_doubt() {
+    // See: session 13's note. A batch's script calls go out in one pipeline; Redis killed
+    // while it runs them has done some and answered none, and the answer counted them as
+    // not done. The AOF keeps every write Redis made, so the restarted server shows the
+    // truth the answer must bound: requeued <= queued <= requeued + in_doubt.
+    let mut redis = support::faults::PersistentRedis::started();
+    let mut config = DaemonConfig::new(&redis.url(), SLOW_POLICIES);
+    config.max_requeues_per_second = 100_000;
+    let daemon = Daemon::start_ready(&config);
+    let mut con = redis.conn();
+    // No rate: batches of 500 (the read batch), one pipeline each, back to back, so the kill
+    // below lands inside one far more often than between two.
+    let total = 20_000;
+    support::faults::seed(&mut con, "doubt", &["default"], total);
+    daemon.scan();
+    let addr = daemon.addr;
+    let bulk = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/api/v1/jobs/failed/retry-all?wait_ms=30000",
+            &[],
+            b"",
+        )
+    });
+    // 1,100 queued: two batches done and the third under way (a multiple of 500 would be
+    // waited for between two batches).
+    let started = Instant::now();
+    while queue_len(&mut con) < 1_100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the bulk retry never began"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    redis.kill9();
+    let answer = bulk.join().unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    let body: Value = answer.json();
+    assert_eq!(body["code"], "interrupted", "{body}");
+    let requeued = body["requeued_count"].as_u64().expect("requeued_count");
+    let in_doubt = body["in_doubt"].as_u64().expect("in_doubt");
+    assert!(requeued + in_doubt < total as u64, "cut short: {body}");
+    if in_doubt > 0 {
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("{in_doubt} writes were sent and not answered")),
+            "{error}"
+        );
+    }
+
+    redis.start();
+    let queued = queue_len(&mut redis.conn()) as u64;
+    assert!(
+        requeued <= queued && queued <= requeued + in_doubt,
+        "Redis queued {queued}; the answer said requeued {requeued}, in doubt {in_doubt}"
+    );
+}
+
 fn queue_len(con: &mut redis::Connection) -> usize {
     con.llen("rq:queue:default").unwrap()
 }
