@@ -378,28 +378,9 @@ fn a_bulk_action_cut_short_by_redis_answers_what_it_did_so_far() {
         .write(&mut con);
     }
     daemon.scan();
-    let addr = daemon.addr;
-    let bulk = std::thread::spawn(move || {
-        request(
-            addr,
-            "POST",
-            "/api/v1/jobs/failed/retry-all?wait_ms=30000&rate=100",
-            &[],
-            b"",
-        )
-    });
-    // Let it requeue two batches, then take Redis away between batches. A batch's script
-    // calls go out in one pipeline: Redis killed while it runs them leaves the ones it ran
-    // unanswered, and the task cannot count them (their audit entries say what they did).
-    // At 500 in one batch the kill landed inside the first batch about as often as after it.
-    let started = Instant::now();
-    while queue_len(&mut con) < 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the bulk retry never began"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Let it requeue two batches, then take Redis away between batches (a kill inside one is
+    // the next test's).
+    let bulk = retry_all_until_queued(&daemon, &mut con, "rate=100", 200);
     kill_redis(&redis);
     let answer = bulk.join().unwrap();
     assert_eq!(answer.status, 503, "{}", answer.text());
@@ -438,26 +419,9 @@ fn a_bulk_action_cut_short_inside_a_batch_counts_what_redis_never_answered_as_in
     let total = 20_000;
     support::faults::seed(&mut con, "doubt", &["default"], total);
     daemon.scan();
-    let addr = daemon.addr;
-    let bulk = std::thread::spawn(move || {
-        request(
-            addr,
-            "POST",
-            "/api/v1/jobs/failed/retry-all?wait_ms=30000",
-            &[],
-            b"",
-        )
-    });
     // 1,100 queued: two batches done and the third under way (a multiple of 500 would be
     // waited for between two batches).
-    let started = Instant::now();
-    while queue_len(&mut con) < 1_100 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the bulk retry never began"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let bulk = retry_all_until_queued(&daemon, &mut con, "", 1_100);
     redis.kill9();
     let answer = bulk.join().unwrap();
     assert_eq!(answer.status, 503, "{}", answer.text());
@@ -480,6 +444,30 @@ fn a_bulk_action_cut_short_inside_a_batch_counts_what_redis_never_answered_as_in
         requeued <= queued && queued <= requeued + in_doubt,
         "Redis queued {queued}; the answer said requeued {requeued}, in doubt {in_doubt}"
     );
+}
+
+/// Starts `POST retry-all?wait_ms=30000&<query>` on a thread of its own and returns once
+/// `queued` jobs are on the `default` queue; join the handle for the answer.
+fn retry_all_until_queued(
+    daemon: &Daemon,
+    con: &mut redis::Connection,
+    query: &str,
+    queued: usize,
+) -> std::thread::JoinHandle<support::http::Response> {
+    let (addr, path) = (
+        daemon.addr,
+        format!("/api/v1/jobs/failed/retry-all?wait_ms=30000&{query}"),
+    );
+    let bulk = std::thread::spawn(move || request(addr, "POST", &path, &[], b""));
+    let started = Instant::now();
+    while queue_len(con) < queued {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the bulk retry never began"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bulk
 }
 
 fn queue_len(con: &mut redis::Connection) -> usize {
