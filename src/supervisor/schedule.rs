@@ -156,10 +156,19 @@ async fn notified_pass(
     }
     let observe = !state.is_active();
     let Some(mut con) = state.redis() else { return };
-    match supervisor
+    let started = Instant::now();
+    let result = supervisor
         .scan_queues(&mut con, &queues, observe, cancel)
-        .await
-    {
+        .await;
+    if let Ok(report) = &result {
+        debug!(
+            queues = queues.len(),
+            scanned = report.scanned,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "notified pass finished"
+        );
+    }
+    match result {
         Ok(report) if report.requeued + report.purged > 0 => info!(
             queues = ?queues, requeued = report.requeued, purged = report.purged, "acted on notified failures"
         ),
@@ -172,12 +181,28 @@ async fn notified_pass(
 
 /// Acts on the jobs whose backoff ended.
 async fn due_pass(supervisor: &Supervisor) {
-    let due = supervisor.take_due(Utc::now());
+    let started = Instant::now();
+    let now = Utc::now();
+    // How long after the earliest due time the pass began (at most a DUE_TICK when on time).
+    let late_ms = supervisor
+        .next_due()
+        .map_or(0, |due| (now - due).num_milliseconds().max(0));
+    let due = supervisor.take_due(now);
+    let taken = due.len();
     let Some(mut con) = supervisor.state().redis() else {
         return;
     };
-    if let Err(e) = supervisor.process_due(&mut con, due).await {
-        error!(error = %e, "acting on due jobs failed; the next scan retries them");
+    match supervisor.process_due(&mut con, due).await {
+        Ok(report) => debug!(
+            taken,
+            late_ms,
+            requeued = report.requeued,
+            purged = report.purged,
+            conflicts = report.conflicts,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "due pass finished"
+        ),
+        Err(e) => error!(error = %e, "acting on due jobs failed; the next scan retries them"),
     }
 }
 
