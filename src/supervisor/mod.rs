@@ -229,7 +229,7 @@ impl Supervisor {
         self.cache.lock().expect("cache lock").next_due()
     }
 
-    /// Waits until a remembered job starts to wait (its due time may be the next one).
+    /// Waits until a remembered job is due sooner than every other (the due pass's wake-up).
     pub async fn due_changed(&self) {
         self.due_changed.notified().await
     }
@@ -604,7 +604,7 @@ impl Supervisor {
 
     /// Remembers what a batch decided without writing, each by its failure's registry score
     /// (`score_of`), unless the config changed since `snap` (those verdicts are stale), and
-    /// wakes the due pass when one of them waits.
+    /// wakes the due pass when one of them is due sooner than every job it waited for.
     fn remember_verdicts(
         &self,
         snap: &Snapshot,
@@ -612,20 +612,21 @@ impl Supervisor {
         verdicts: BatchVerdicts,
         score_of: impl Fn(&str) -> Option<f64>,
     ) {
-        let mut waits = false;
-        {
+        let sooner = {
             let mut cache = self.cache.lock().expect("cache lock");
             if cache.generation() != snap.generation {
                 return;
             }
+            let before = cache.next_due();
             for (id, failed_at, verdict, plan) in verdicts {
                 if let Some(score) = score_of(&id) {
-                    waits |= matches!(verdict, Verdict::Waiting { .. } | Verdict::Held { .. });
                     cache.remember(queue, &id, score, failed_at, verdict, plan);
                 }
             }
-        }
-        if waits {
+            let after = cache.next_due();
+            after.is_some() && (before.is_none() || after < before)
+        };
+        if sooner {
             self.due_changed.notify_one();
         }
     }

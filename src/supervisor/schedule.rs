@@ -111,17 +111,19 @@ async fn due_loop(supervisor: Arc<Supervisor>, cancel: CancellationToken) {
             .filter(|_| active)
             .map(|due| not_before.max(Instant::now() + wake_delay(due, Utc::now())));
         let recheck_at = (!active).then(|| Instant::now() + DUE_STANDBY_RECHECK);
+        // In this order: a due time that came is never put off by a wake-up.
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
-            // A scan remembered a job that now waits: its due time may come sooner.
-            _ = supervisor.due_changed() => {}
-            _ = sleep_until_opt(recheck_at) => {}
             _ = sleep_until_opt(next_due) => {
                 not_before = Instant::now() + DUE_TICK;
                 if state.is_active() {
                     due_pass(&supervisor).await;
                 }
             }
+            // A scan remembered a job due sooner than every other.
+            _ = supervisor.due_changed() => {}
+            _ = sleep_until_opt(recheck_at) => {}
         }
     }
 }
