@@ -1,6 +1,7 @@
 //! The daemon's memory between scans (issue 5): a re-scan that finds nothing due reads no job
 //! hash and no traceback, a new failure of a known job is read again, and a job in backoff is
-//! requeued within a second of its due time by the timer, not by the next scan.
+//! requeued within a second of its due time by the timer, not by the next scan, also while a
+//! long pass runs, and scans that meet jobs as they fall due neither double nor conflict.
 
 use crate::support;
 
@@ -424,6 +425,67 @@ fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
     daemon.wait_until("the notified pass indexed every bulk failure", |d| {
         d.get("/api/v1/jobs/failed?queue=bulk&limit=1").expect(200)["total"] == BULK + 1
     });
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+/// Issue 24, item 4: with the due pass on its own task, full scans and due passes meet the
+/// same jobs as they fall due. Each failure is acted on once: every job queued exactly once,
+/// counted once in `requeued_total`, and no scan reports a conflict (a scan that listed a job
+/// the due pass was writing, or had just written, leaves it alone).
+#[test]
+fn scans_running_while_jobs_fall_due_neither_double_nor_count_conflicts() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"soon\"\nqueues = [\"race\"]\nbackoff = { strategy = \"fixed\", delay = \"3s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    const JOBS: u64 = 3_000;
+    FailedJob::write_all(
+        &mut con,
+        (0..JOBS).map(|i| {
+            FailedJob::new(&format!("race-{i:05}"))
+                .queue("race")
+                .failed_secs_ago(0)
+        }),
+    );
+    let written = Instant::now();
+    let (mut scans, mut conflicts, mut by_scans) = (0, 0, 0);
+    loop {
+        let report = daemon.scan()["report"].clone();
+        scans += 1;
+        conflicts += report["conflicts"].as_u64().unwrap();
+        by_scans += report["requeued"].as_u64().unwrap();
+        let left: u64 = con.zcard("rq:failed:race").unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(30),
+            "{left} jobs still failed 30 s after they were due"
+        );
+    }
+    let queued: Vec<String> = con.lrange("rq:queue:race", 0, -1).unwrap();
+    let distinct: std::collections::BTreeSet<&String> = queued.iter().collect();
+    println!("{scans} scans; {by_scans} requeued by scans, the rest by due passes");
+    assert_eq!(queued.len() as u64, JOBS, "each job queued once");
+    assert_eq!(distinct.len() as u64, JOBS, "no job queued twice");
+    assert_eq!(conflicts, 0, "a scan met a job the due pass acted on");
+    assert!(
+        scans >= 3,
+        "the scans did not overlap the due times ({scans})"
+    );
+    let samples = support::http::parse_metrics(&daemon.get("/metrics").text());
+    let requeued =
+        support::http::metric(&samples, "rq_retryd_requeued_total", &[("queue", "race")]);
+    assert_eq!(requeued, Some(JOBS as f64), "each requeue counted once");
+    let listed = daemon
+        .get("/api/v1/jobs/failed?queue=race&limit=1")
+        .expect(200)["total"]
+        .clone();
+    assert_eq!(listed, 0, "the index lists none of them any more");
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
 }
