@@ -609,6 +609,9 @@ def main():
                     help="for correctness (CI), not figures: backoff 2 s and purge_after 4 s instead of 5 s "
                          "and 10 s, and no windows counting the readers' commands (the net figures are then "
                          "not net of the readers)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (the daemon's log of each rate, storm-<rate>.log; "
+                         "RUST_LOG=rq_retryd::supervisor::schedule=debug has each pass's timings)")
     args = ap.parse_args()
     if args.check_only:
         global BACKOFF_S, PURGE_AFTER_S, COUNT_WINDOW_S
@@ -624,7 +627,10 @@ def main():
             json.dump(out, f, indent=2)
     if not all(res["check"]["ok"] for res in out):
         raise SystemExit(f"the end check found lost, doubled or misread jobs (see above; logs in {work})")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"work directory kept: {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,26 @@ pub struct FactsCache {
     queues: Vec<Arc<str>>,
     queue_index: HashMap<Arc<str>, u16>,
     next_due_ms: Option<i64>,
+    /// The failures a pass is reading or writing now, so that the due pass (on its own task)
+    /// and a scan never both act on one (see [`Claim`]).
+    claims: HashMap<JobKey, Claim>,
+}
+
+/// How long a failure the due pass finished with stays claimed: a scan whose listing was
+/// taken before the due pass's write (the entry is still in it) must not read the failure and
+/// count its absence as a conflict. The gap between a listing and its claims is one step of
+/// one task; two seconds is far beyond it, and short enough not to hold up a new failure.
+pub const CLAIM_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Who is acting on a failure outside the remembered verdicts, by its registry score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Claim {
+    /// A scan (full or notified) is reading and deciding it.
+    Scan { score: f64 },
+    /// The due pass is writing it or reading it again.
+    Due { score: f64 },
+    /// The due pass finished with it at this instant (see [`CLAIM_LINGER`]).
+    DueDone { score: f64, at: std::time::Instant },
 }
 
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -168,6 +188,20 @@ impl FactsCache {
             self.next_due_ms = None;
             self.generation = generation;
         }
+    }
+
+    /// Like [`align`](Self::align), but only to a later generation: the due pass runs beside
+    /// the scans, and one that began before a reload must not take the cache back to the
+    /// configuration the scans already left (what it decided is then not remembered).
+    pub fn align_forward(&mut self, generation: u64) {
+        if generation > self.generation {
+            self.align(generation);
+        }
+    }
+
+    /// The config generation the remembered verdicts belong to.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Makes room for `n` entries at once, so the table does not grow step by step (each step
@@ -243,6 +277,7 @@ impl FactsCache {
         let scan = self.scan;
         self.entries.retain(|_, e| e.seen == scan);
         self.recompute_next_due();
+        self.prune_claims();
     }
 
     /// The earliest backoff end among remembered jobs.
@@ -250,13 +285,18 @@ impl FactsCache {
         self.next_due_ms.map(time)
     }
 
-    /// Removes and returns every waiting job due at or before `now`.
+    /// Removes and returns every waiting job due at or before `now`, and claims each for the
+    /// due pass (until [`release_due`](Self::release_due)); a job a scan is reading now is
+    /// left to that scan.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<DueJob> {
+        self.prune_claims();
         let now_ms = ms(now);
         let mut due = Vec::new();
-        let (queues, generation) = (&self.queues, self.generation);
+        let (queues, generation, claims) = (&self.queues, self.generation, &mut self.claims);
         self.entries.retain(|id, e| {
-            if matches!(e.state, State::Waiting | State::Held) && e.due_ms <= now_ms {
+            let ready = matches!(e.state, State::Waiting | State::Held) && e.due_ms <= now_ms;
+            if ready && !matches!(claims.get(id), Some(Claim::Scan { .. })) {
+                claims.insert(id.clone(), Claim::Due { score: e.score });
                 due.push(DueJob {
                     queue: queues[usize::from(e.queue)].clone(),
                     job_id: id.to_id(),
@@ -274,6 +314,57 @@ impl FactsCache {
         });
         self.recompute_next_due();
         due
+    }
+
+    /// Claims a failure a scan is about to read (`false`: the due pass is acting on this
+    /// failure, or just did, so the scan leaves it alone). A remembered verdict it had is
+    /// dropped: the scan decides it afresh, and the due pass must not take it meanwhile.
+    pub fn claim_for_scan(&mut self, job_id: &str, score: f64) -> bool {
+        let key = JobKey::new(job_id);
+        match self.claims.get(&key) {
+            Some(Claim::Due { score: s }) if *s == score => return false,
+            Some(Claim::DueDone { score: s, at }) if *s == score && at.elapsed() < CLAIM_LINGER => {
+                return false
+            }
+            _ => {}
+        }
+        self.entries.remove(&key);
+        self.claims.insert(key, Claim::Scan { score });
+        true
+    }
+
+    /// Ends a scan's claims on these failures.
+    pub fn release_scan<'a>(&mut self, job_ids: impl IntoIterator<Item = &'a str>) {
+        for id in job_ids {
+            let key = JobKey::new(id);
+            if matches!(self.claims.get(&key), Some(Claim::Scan { .. })) {
+                self.claims.remove(&key);
+            }
+        }
+    }
+
+    /// Ends the due pass's claims on these failures: each stays claimed for
+    /// [`CLAIM_LINGER`] more.
+    pub fn release_due<'a>(&mut self, job_ids: impl IntoIterator<Item = &'a str>) {
+        let at = std::time::Instant::now();
+        for id in job_ids {
+            if let Some(claim) = self.claims.get_mut(&JobKey::new(id)) {
+                if let Claim::Due { score } = *claim {
+                    *claim = Claim::DueDone { score, at };
+                }
+            }
+        }
+    }
+
+    /// How many failures are claimed (in flight, or lingering after the due pass).
+    pub fn claimed(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// Drops the due pass's claims older than [`CLAIM_LINGER`].
+    fn prune_claims(&mut self) {
+        self.claims
+            .retain(|_, c| !matches!(c, Claim::DueDone { at, .. } if at.elapsed() >= CLAIM_LINGER));
     }
 
     fn recompute_next_due(&mut self) {
@@ -587,6 +678,85 @@ mod tests {
     fn a_remembered_entry_with_its_plan_stays_32_bytes() {
         // Issue 24, item 3: one small entry per job. The plan fits in the padding.
         assert_eq!(std::mem::size_of::<Packed>(), 32);
+    }
+
+    // Issue 24, item 4: the due pass runs beside the scans; one failure is acted on by one.
+    #[test]
+    fn a_failure_a_scan_is_reading_is_not_taken_due_and_its_old_verdict_is_dropped() {
+        let q: Arc<str> = Arc::from("default");
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        cache.remember(&q, "a", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
+        cache.remember(&q, "b", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
+        // The scan found "a" due (a miss for it) and reads it itself.
+        assert!(cache.claim_for_scan("a", 1.0));
+        assert!(cache.hit("default", "a", 1.0).is_none(), "decided afresh");
+        let due = cache.take_due(at(6));
+        assert_eq!(due.len(), 1);
+        assert_eq!(&*due[0].job_id, "b");
+        // What the scan decides it remembers; released, the due pass may take it again.
+        cache.remember(&q, "a", 1.0, at(0), Verdict::Held { due: at(7) }, None);
+        assert!(cache.take_due(at(8)).is_empty(), "still the scan's");
+        cache.release_scan(["a"]);
+        assert_eq!(cache.take_due(at(8)).len(), 1);
+    }
+
+    #[test]
+    fn a_failure_the_due_pass_took_is_left_alone_by_scans_until_shortly_after_it_is_done() {
+        let q: Arc<str> = Arc::from("default");
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        cache.remember(&q, "a", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
+        assert_eq!(cache.take_due(at(6)).len(), 1);
+        assert!(!cache.claim_for_scan("a", 1.0), "in flight");
+        assert!(!cache.claim_for_scan("a", 1.0), "a refusal claims nothing");
+        cache.release_due(["a"]);
+        // A listing taken before the due pass's write still holds it: not read, no conflict.
+        assert!(!cache.claim_for_scan("a", 1.0), "just done");
+        assert_eq!(cache.claimed(), 1);
+        // A new failure of the same job (another score) is the scan's at once.
+        assert!(cache.claim_for_scan("a", 2.0));
+        cache.release_scan(["a"]);
+        assert_eq!(cache.claimed(), 0);
+        // After CLAIM_LINGER a done claim lapses.
+        cache.remember(&q, "c", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
+        assert_eq!(cache.take_due(at(6)).len(), 1);
+        cache.release_due(["c"]);
+        let long_ago = std::time::Instant::now()
+            .checked_sub(CLAIM_LINGER * 2)
+            .expect("an instant this far back");
+        cache.claims.insert(
+            JobKey::new("c"),
+            Claim::DueDone {
+                score: 1.0,
+                at: long_ago,
+            },
+        );
+        assert!(cache.claim_for_scan("c", 1.0));
+        cache.release_scan(["c"]);
+        cache.claims.insert(
+            JobKey::new("c"),
+            Claim::DueDone {
+                score: 1.0,
+                at: long_ago,
+            },
+        );
+        cache.end_scan();
+        assert_eq!(cache.claimed(), 0, "pruned");
+    }
+
+    #[test]
+    fn the_due_pass_aligns_forward_only_and_remembers_nothing_under_an_older_config() {
+        let q: Arc<str> = Arc::from("default");
+        let mut cache = FactsCache::default();
+        cache.begin_scan(8);
+        cache.remember(&q, "j", 1.0, at(0), Verdict::Ignored, None);
+        cache.align_forward(7);
+        assert_eq!(cache.generation(), 8, "a pass begun before a reload");
+        assert!(cache.hit("default", "j", 1.0).is_some());
+        cache.align_forward(9);
+        assert_eq!(cache.generation(), 9);
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl Supervisor {
     /// Acts on jobs whose wait has ended: writes the planned ones, re-reads and decides again
     /// the rest (a job that changed meanwhile is handled by its current state), and remembers
     /// what still waits.
-    pub async fn process_due<C: ConnectionLike + Send>(
+    pub(super) async fn process_due<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         due: Vec<DueJob>,
@@ -35,10 +35,11 @@ impl Supervisor {
             dry_run: snap.config.supervisor.dry_run,
             ..ScanReport::default()
         };
+        // Forward only: this pass runs beside the scans (see `FactsCache::align_forward`).
         self.cache
             .lock()
             .expect("cache lock")
-            .align(snap.generation);
+            .align_forward(snap.generation);
         // While paused nothing is written: the read path counts and logs it as it always has.
         let read_all = report.dry_run || self.state.is_paused();
         let (planned, mut unplanned) = split_planned(&snap, due, read_all);
@@ -107,12 +108,7 @@ impl Supervisor {
         let score_of = |id: &str| jobs.iter().find(|(j, _)| &**j == id).map(|(_, d)| d.score);
         self.settle_skips(queue, &mut batch.report, score_of);
         report.absorb(&batch.report);
-        let mut cache = self.cache.lock().expect("cache lock");
-        for (id, failed_at, verdict, plan) in batch.verdicts {
-            if let Some(score) = score_of(&id) {
-                cache.remember(queue, &id, score, failed_at, verdict, plan);
-            }
-        }
+        self.remember_verdicts(snap, queue, batch.verdicts, score_of);
         Ok(again)
     }
 
@@ -168,12 +164,7 @@ impl Supervisor {
         let score_of = |id: &str| present.iter().find(|(p, _)| p == id).map(|(_, s)| *s);
         self.settle_skips(queue, &mut batch.report, score_of);
         report.absorb(&batch.report);
-        let mut cache = self.cache.lock().expect("cache lock");
-        for (id, failed_at, verdict, plan) in batch.verdicts {
-            if let Some(score) = score_of(&id) {
-                cache.remember(queue, &id, score, failed_at, verdict, plan);
-            }
-        }
+        self.remember_verdicts(snap, queue, batch.verdicts, score_of);
         Ok(())
     }
 

@@ -152,6 +152,40 @@ pub struct Supervisor {
     settled: Mutex<reconcile::Settled>,
     /// The highest registry score listed per queue: how far a notified pass lists.
     newest: newest::Newest,
+    /// Told when a remembered job starts to wait: the due pass may have to wake sooner.
+    due_changed: tokio::sync::Notify,
+}
+
+/// A pass's claims on the failures it acts on (see [`FactsCache::claim_for_scan`]), released
+/// when dropped: when the pass is done, and also when it fails half-way.
+struct Claimed<'a> {
+    cache: &'a Mutex<FactsCache>,
+    ids: Vec<String>,
+    due: bool,
+}
+
+impl<'a> Claimed<'a> {
+    fn scan(cache: &'a Mutex<FactsCache>, ids: Vec<String>) -> Claimed<'a> {
+        Claimed {
+            cache,
+            ids,
+            due: false,
+        }
+    }
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let ids = self.ids.iter().map(String::as_str);
+        if self.due {
+            cache.release_due(ids);
+        } else {
+            cache.release_scan(ids);
+        }
+    }
 }
 
 impl Supervisor {
@@ -177,6 +211,7 @@ impl Supervisor {
             skips: Mutex::new(SkipMemory::default()),
             settled: Mutex::new(Default::default()),
             newest: Default::default(),
+            due_changed: Default::default(),
         }
     }
 
@@ -194,9 +229,35 @@ impl Supervisor {
         self.cache.lock().expect("cache lock").next_due()
     }
 
-    /// Removes and returns the remembered jobs due at or before `now`.
-    pub fn take_due(&self, now: DateTime<Utc>) -> Vec<DueJob> {
-        self.cache.lock().expect("cache lock").take_due(now)
+    /// Waits until a remembered job is due sooner than every other (the due pass's wake-up).
+    pub async fn due_changed(&self) {
+        self.due_changed.notified().await
+    }
+
+    /// Failures claimed by a pass (in flight, or just written by the due pass).
+    pub fn claimed(&self) -> usize {
+        self.cache.lock().expect("cache lock").claimed()
+    }
+
+    /// Acts on the remembered jobs due at or before `now` (see [`Supervisor::process_due`]):
+    /// each is claimed meanwhile, so that a scan running beside this pass leaves it alone.
+    /// Returns how many were due, and what was done.
+    pub async fn due_pass<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        now: DateTime<Utc>,
+    ) -> RedisResult<(usize, ScanReport)> {
+        let due = self.cache.lock().expect("cache lock").take_due(now);
+        if due.is_empty() {
+            return Ok((0, ScanReport::default()));
+        }
+        let _claims = Claimed {
+            cache: &self.cache,
+            ids: due.iter().map(|d| d.job_id.to_string()).collect(),
+            due: true,
+        };
+        let taken = due.len();
+        Ok((taken, self.process_due(con, due).await?))
     }
 
     /// One full pass over every supervised failed registry. Stops between windows and batches
@@ -425,6 +486,7 @@ impl Supervisor {
             self.newest.note(queue, &page);
             anchors = anchors_of(&page);
             let unread = self.sort_window(queue, page, report);
+            let _claims = Claimed::scan(&self.cache, unread.ids.clone());
             let read = unread.ids.len();
             self.read_window(con, snap, queue, &unread, report, cancel)
                 .await?;
@@ -483,6 +545,14 @@ impl Supervisor {
                     note_age(report, queue, entry.failed_at, now);
                     count_verdict(report, queue, entry.verdict);
                 }
+                // The due pass is acting on this failure (on its own task), or just did: it
+                // is not read twice. Still there for the index until the due pass says.
+                None if !cache.claim_for_scan(&id, score) => {
+                    report.scanned += 1;
+                    if self.indexing {
+                        self.state.index.still_there(queue, &id, score);
+                    }
+                }
                 None => {
                     unread.score_of.insert(id.clone(), score);
                     unread.ids.push(id);
@@ -522,19 +592,43 @@ impl Supervisor {
                 }
             })
             .buffered(PARALLEL_BATCHES);
-        let score_of = &unread.score_of;
+        let score_of = |id: &str| unread.score_of.get(id).copied();
         while let Some(batch) = batches.next().await {
             let mut batch = batch?;
-            self.settle_skips(queue, &mut batch.report, |id| score_of.get(id).copied());
+            self.settle_skips(queue, &mut batch.report, score_of);
             report.absorb(&batch.report);
-            let mut cache = self.cache.lock().expect("cache lock");
-            for (id, failed_at, verdict, plan) in batch.verdicts {
-                if let Some(score) = score_of.get(&id) {
-                    cache.remember(&queue_name, &id, *score, failed_at, verdict, plan);
-                }
-            }
+            self.remember_verdicts(snap, &queue_name, batch.verdicts, score_of);
         }
         Ok(())
+    }
+
+    /// Remembers what a batch decided without writing, each by its failure's registry score
+    /// (`score_of`), unless the config changed since `snap` (those verdicts are stale), and
+    /// wakes the due pass when one of them is due sooner than every job it waited for.
+    fn remember_verdicts(
+        &self,
+        snap: &Snapshot,
+        queue: &Arc<str>,
+        verdicts: BatchVerdicts,
+        score_of: impl Fn(&str) -> Option<f64>,
+    ) {
+        let sooner = {
+            let mut cache = self.cache.lock().expect("cache lock");
+            if cache.generation() != snap.generation {
+                return;
+            }
+            let before = cache.next_due();
+            for (id, failed_at, verdict, plan) in verdicts {
+                if let Some(score) = score_of(&id) {
+                    cache.remember(queue, &id, score, failed_at, verdict, plan);
+                }
+            }
+            let after = cache.next_due();
+            after.is_some() && (before.is_none() || after < before)
+        };
+        if sooner {
+            self.due_changed.notify_one();
+        }
     }
 
     /// Reads, decides and acts on the given ids of one failed registry (one batch): reads and

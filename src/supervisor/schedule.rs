@@ -1,9 +1,9 @@
 //! When the supervisor looks at the failed registries: a full scan every `scan_interval` (or at
-//! once when asked), a quick pass over the queues whose failures were notified, and between
-//! scans a wake-up exactly when the earliest job in backoff becomes due, so backoff ends are
-//! honoured to the second rather than to the next tick. A standby only observes, to keep its
-//! index for the HTTP API. Beside the scans, [`reconcile_loop`] keeps the index in step with
-//! what others remove from the registries.
+//! once when asked), a quick pass over the queues whose failures were notified, and, on a task
+//! of its own ([`due_loop`]), a wake-up exactly when the earliest job in backoff becomes due, so
+//! backoff ends are honoured to the second rather than to the next tick, whatever the scans
+//! are doing. A standby only observes, to keep its index for the HTTP API. Beside the scans,
+//! [`reconcile_loop`] keeps the index in step with what others remove from the registries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,12 @@ const REMOVAL_DEBOUNCE: Duration = Duration::from_millis(20);
 /// it is slow so that standbys add little Redis load (issue 11's 1.3x).
 const STANDBY_RESCAN: Duration = Duration::from_secs(300);
 
-/// Runs the scans until `cancel` fires; the notification listener and [`reconcile_loop`] run
-/// beside it on `tasks` (they stop at the same cancel). Returns after the pass in flight.
+/// How often a standby's due loop looks whether the instance became active.
+const DUE_STANDBY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs the scans until `cancel` fires; the notification listener, [`reconcile_loop`] and
+/// [`due_loop`] run beside it on `tasks` (they stop at the same cancel). Returns after the
+/// passes in flight, the due pass's included.
 pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &TaskTracker) {
     let supervisor = Arc::new(Supervisor::new(state.clone()));
     let (notified_tx, mut notified) = mpsc::channel::<String>(NOTIFY_BACKLOG);
@@ -56,6 +60,7 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
         notified_tx,
         cancel.clone(),
     ));
+    let due = tasks.spawn(due_loop(supervisor.clone(), cancel.clone()));
     let mut next_scan = Instant::now();
     let watchdog_every = systemd::watchdog_interval();
     loop {
@@ -66,10 +71,6 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
         // wakes it with `scan_now`, which also cuts an observing pass short).
         let active = state.is_active();
         let next_ping = watchdog_every.map(|d| Instant::now() + d);
-        let next_due = supervisor
-            .next_due()
-            .filter(|_| active)
-            .map(|due| Instant::now() + wake_delay(due, Utc::now()));
         // A standby also looks again at every beat interval: waking up must not hang on one
         // notification alone (a lease that ran out locally and was then renewed is the case
         // the heartbeat's own wake-up missed once).
@@ -86,7 +87,43 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
             Some(queue) = notified.recv() => {
                 notified_pass(&supervisor, &mut notified, &pending, queue, cancel).await;
             }
-            _ = sleep_until_opt(next_due) => due_pass(&supervisor).await,
+        }
+    }
+    // Shutdown waits for the due pass in flight too (the lease is given up after this).
+    let _ = due.await;
+}
+
+/// Acts on the jobs whose backoff ended, when it ends, until `cancel` fires (the pass in
+/// flight completes). Its own task, so that a due job never waits for a notified pass or a
+/// full scan: during a storm those run back to back for seconds (issue 24, item 4). A scan and
+/// a due pass never act on the same failure: each claims what it reads or writes
+/// (`FactsCache::claim_for_scan`). A standby does not act; it looks every
+/// [`DUE_STANDBY_RECHECK`] whether it became active.
+async fn due_loop(supervisor: Arc<Supervisor>, cancel: CancellationToken) {
+    let state = supervisor.state().clone();
+    // At most one pass a DUE_TICK: a due job a scan is reading stays due in the memory
+    // until the scan is done with it, and without Redis nothing is taken.
+    let mut not_before = Instant::now();
+    loop {
+        let active = state.is_active();
+        let next_due = supervisor
+            .next_due()
+            .filter(|_| active)
+            .map(|due| not_before.max(Instant::now() + wake_delay(due, Utc::now())));
+        let recheck_at = (!active).then(|| Instant::now() + DUE_STANDBY_RECHECK);
+        // In this order: a due time that came is never put off by a wake-up.
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = sleep_until_opt(next_due) => {
+                not_before = Instant::now() + DUE_TICK;
+                if state.is_active() {
+                    due_pass(&supervisor).await;
+                }
+            }
+            // A scan remembered a job due sooner than every other.
+            _ = supervisor.due_changed() => {}
+            _ = sleep_until_opt(recheck_at) => {}
         }
     }
 }
@@ -156,10 +193,19 @@ async fn notified_pass(
     }
     let observe = !state.is_active();
     let Some(mut con) = state.redis() else { return };
-    match supervisor
+    let started = Instant::now();
+    let result = supervisor
         .scan_queues(&mut con, &queues, observe, cancel)
-        .await
-    {
+        .await;
+    if let Ok(report) = &result {
+        debug!(
+            queues = queues.len(),
+            scanned = report.scanned,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "notified pass finished"
+        );
+    }
+    match result {
         Ok(report) if report.requeued + report.purged > 0 => info!(
             queues = ?queues, requeued = report.requeued, purged = report.purged, "acted on notified failures"
         ),
@@ -172,12 +218,27 @@ async fn notified_pass(
 
 /// Acts on the jobs whose backoff ended.
 async fn due_pass(supervisor: &Supervisor) {
-    let due = supervisor.take_due(Utc::now());
+    let started = Instant::now();
+    let now = Utc::now();
+    // How long after the earliest due time the pass began (at most a DUE_TICK when on time).
+    let late_ms = supervisor
+        .next_due()
+        .map_or(0, |due| (now - due).num_milliseconds().max(0));
     let Some(mut con) = supervisor.state().redis() else {
         return;
     };
-    if let Err(e) = supervisor.process_due(&mut con, due).await {
-        error!(error = %e, "acting on due jobs failed; the next scan retries them");
+    match supervisor.due_pass(&mut con, now).await {
+        Ok((0, _)) => {}
+        Ok((taken, report)) => debug!(
+            taken,
+            late_ms,
+            requeued = report.requeued,
+            purged = report.purged,
+            conflicts = report.conflicts,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "due pass finished"
+        ),
+        Err(e) => error!(error = %e, "acting on due jobs failed; the next scan retries them"),
     }
 }
 

@@ -95,6 +95,31 @@ impl FailedJob {
     /// Writes hash, registry entry (score = now + 1 year, as RQ does), results entry and the
     /// queue's membership in `rq:queues`; the hash gets RQ's failure_ttl EXPIRE.
     pub fn write(&self, con: &mut redis::Connection) {
+        let mut pipe = redis::pipe();
+        self.push(&mut pipe);
+        let _: () = pipe.query(con).unwrap();
+    }
+
+    /// Writes many jobs as [`write`](Self::write) does, a thousand to a pipeline: tens of
+    /// thousands of failures in a second or two.
+    pub fn write_all(con: &mut redis::Connection, jobs: impl IntoIterator<Item = FailedJob>) {
+        let mut pipe = redis::pipe();
+        let mut n = 0;
+        for job in jobs {
+            job.push(&mut pipe);
+            n += 1;
+            if n % 1000 == 0 {
+                let _: () = pipe.query(con).unwrap();
+                pipe.clear();
+            }
+        }
+        if n % 1000 != 0 {
+            let _: () = pipe.query(con).unwrap();
+        }
+    }
+
+    /// The commands of [`write`](Self::write), in order, their replies ignored.
+    fn push(&self, pipe: &mut redis::Pipeline) {
         let key = format!("rq:job:{}", self.id);
         let ended = rq_time(self.failed_secs_ago);
         let mut fields: Vec<(String, Vec<u8>)> = vec![
@@ -129,15 +154,14 @@ impl FailedJob {
             fields.retain(|(n, _)| n != name);
             fields.push((name.clone(), value.clone()));
         }
-        let _: () = con.hset_multiple(&key, &fields).unwrap();
-        let _: () = con.expire(&key, 31_536_000).unwrap();
+        pipe.hset_multiple(&key, &fields).ignore();
+        pipe.expire(&key, 31_536_000).ignore();
         let expiry = chrono::Utc::now().timestamp() + 31_536_000;
-        let _: () = con
-            .zadd(format!("rq:failed:{}", self.queue), &self.id, expiry)
-            .unwrap();
+        pipe.zadd(format!("rq:failed:{}", self.queue), &self.id, expiry)
+            .ignore();
         let exc = base64::engine::general_purpose::STANDARD
             .encode(zlib(traceback(&self.exc_type, &self.message).as_bytes()));
-        let _: String = redis::cmd("XADD")
+        pipe.cmd("XADD")
             .arg(format!("rq:results:{}", self.id))
             .arg("MAXLEN")
             .arg("~")
@@ -149,11 +173,9 @@ impl FailedJob {
             .arg(exc)
             .arg("worker_name")
             .arg("test-worker")
-            .query(con)
-            .unwrap();
-        let _: () = con
-            .sadd("rq:queues", format!("rq:queue:{}", self.queue))
-            .unwrap();
+            .ignore();
+        pipe.sadd("rq:queues", format!("rq:queue:{}", self.queue))
+            .ignore();
     }
 }
 
