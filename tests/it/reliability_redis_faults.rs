@@ -125,13 +125,17 @@ fn redis_killed_and_restarted_mid_scan_the_daemon_reconnects_and_resumes() {
     const RESTARTS: usize = 4;
     let started = Instant::now();
     let mut redis = PersistentRedis::started();
-    // 12,000 jobs: before each kill the daemon may requeue its rate limiter's bucket, full
-    // again after a second of Redis down (2,000), a batch and up to 300 ms more (~800), so the
-    // fourth kill still lands mid-scan (asserted below) with work left to resume.
+    // 12,000 jobs at 500 requeues a second. Before each kill the daemon may requeue its rate
+    // limiter's bucket, full again while Redis was down (500), and 500 a second from Redis's
+    // return to the kill. That time is the test's own waiting: after the first restart it
+    // waits for `rq_retryd_redis_up 1` (up to 15 s; 2.6 s on a quiet machine, as the daemon's
+    // log showed), after the others about a second. At 2,000 a second a loaded machine once
+    // requeued 7,000 in one cycle and the fourth kill found nothing left; at 500 even a 15 s
+    // first cycle (8,000) leaves work for the fourth kill to land mid-scan (asserted below).
     let jobs = seed(&mut redis.conn(), "restart", &QUEUES, 4_000);
     let total = jobs.len();
     let (mut rng, seed) = Rng::from_env(0x5eed_0008);
-    let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(2_000), RETRY_EVERYTHING_NOW);
+    let daemon = KillableDaemon::spawn(&redis.url(), &supervisor(500), RETRY_EVERYTHING_NOW);
     daemon.wait_healthy();
     wait_for(&daemon, "/readyz 200", Duration::from_secs(30), || {
         daemon.get("/readyz").status == 200
