@@ -400,6 +400,10 @@ fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
         d.get("/api/v1/jobs/failed?queue=due").expect(200)["total"] == 1
     });
     // One more failure names the bulk queue: its notified pass reads all 40,001, newest first.
+    // It starts half a second before t1 is due, so that it is still running then on a machine
+    // several times faster than this one (about 11,000 a second read here in a debug build;
+    // started at once, it was over by the due time when its dependencies were optimised).
+    std::thread::sleep(Duration::from_millis(1_500).saturating_sub(failed.elapsed()));
     FailedJob::new("bulk-last").queue("bulk").write(&mut con);
     let requeued_after = wait_until_queued(&mut con, "due", "t1", failed, "t1, due in 2 s,");
     let indexed = daemon
