@@ -17,6 +17,7 @@
 //!
 //! See: issue 12.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -428,7 +429,7 @@ impl FailureIndex {
             exception: self.exceptions.known(o.exception),
             attempts: o.attempts,
             seen: self.scan,
-            text: self.store_text(o.text),
+            text: self.store_text(o.text, o.function),
             policy,
             state: o.state,
             exhausted: o.exhausted,
@@ -442,15 +443,22 @@ impl FailureIndex {
         was.is_none_or(|was| was.failed_at_us != entry.failed_at_us)
     }
 
-    /// Stores an observation's search text.
-    fn store_text(&mut self, text: Known<SearchText<'_>>) -> TextRef {
+    /// Stores an observation's search text; a description that starts with the job's
+    /// function name is stored without it (see [`texts`]).
+    fn store_text(&mut self, text: Known<SearchText<'_>>, function: Known<&str>) -> TextRef {
         match text {
             Known::Unknown => TEXT_UNKNOWN,
             Known::Missing => TEXT_MISSING,
             Known::Is(t) => {
-                let mut bytes = Vec::with_capacity(64);
-                t.write_to(&mut bytes);
-                self.texts.push(&bytes)
+                let [line, description] = t.lowered();
+                let head = match function {
+                    Known::Is(f) => search::lower(f),
+                    _ => String::new(),
+                };
+                match description.strip_prefix(head.as_bytes()) {
+                    Some(rest) if !head.is_empty() => self.texts.push(&line, rest, true),
+                    _ => self.texts.push(&line, &description, false),
+                }
             }
         }
     }
@@ -663,6 +671,13 @@ impl FailureIndex {
         SearchFilter {
             functions: self.functions.matching(|n| needle.in_name(n)),
             exceptions: self.exceptions.matching(|n| needle.in_name(n)),
+            function_heads: self
+                .functions
+                .names
+                .iter()
+                .map(|n| search::lower(n).into_bytes())
+                .collect(),
+            joined: RefCell::default(),
             needle,
             texts: &self.texts,
         }
@@ -1106,6 +1121,10 @@ struct SearchFilter<'t> {
     needle: search::Compiled,
     functions: Vec<bool>,
     exceptions: Vec<bool>,
+    /// Each function's name lowercased: the head of a description stored without it.
+    function_heads: Vec<Vec<u8>>,
+    /// A description put back together, reused across the pass.
+    joined: RefCell<Vec<u8>>,
     texts: &'t Texts,
 }
 
@@ -1114,7 +1133,7 @@ impl SearchFilter<'_> {
         let named = |hits: &[bool], id: u32| hits.get(id as usize).copied().unwrap_or(false);
         if named(&self.functions, e.function)
             || named(&self.exceptions, e.exception)
-            || (e.text < TEXT_MISSING && self.needle.in_text(self.texts.get(e.text)))
+            || (e.text < TEXT_MISSING && self.in_texts(e))
             || self.needle.in_id(id)
         {
             Test::Match
@@ -1122,6 +1141,29 @@ impl SearchFilter<'_> {
             Test::Unknown
         } else {
             Test::No
+        }
+    }
+}
+
+impl SearchFilter<'_> {
+    /// Whether the entry's stored texts hold the search: its exception line, or its
+    /// description, put back together behind the function's name when stored without it (a
+    /// search may span the two).
+    fn in_texts(&self, e: &Entry) -> bool {
+        let t = self.texts.get(e.text);
+        if self.needle.in_text(t.line) || self.needle.in_text(t.description) {
+            return true;
+        }
+        let head = self.function_heads.get(e.function as usize);
+        match head {
+            Some(head) if t.after_function => {
+                let mut joined = self.joined.borrow_mut();
+                joined.clear();
+                joined.extend_from_slice(head);
+                joined.extend_from_slice(t.description);
+                self.needle.in_text(&joined)
+            }
+            _ => false,
         }
     }
 }

@@ -66,7 +66,10 @@ impl Needle {
         found(f.func_name.as_deref())
             || found(f.exc_type())
             || lower(&f.job_id).contains(&self.lower)
-            || finder.find(&SearchText::of(f).to_bytes()).is_some()
+            || SearchText::of(f)
+                .lowered()
+                .iter()
+                .any(|field| finder.find(field).is_some())
     }
 }
 
@@ -76,7 +79,7 @@ pub fn lower(text: &str) -> String {
 }
 
 /// What a search looks through in a job's own texts, as read: its exception line and its
-/// description. Stored in the index as bytes ([`SearchText::write_to`]).
+/// description. Stored in the index as bytes ([`SearchText::lowered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SearchText<'a> {
     pub exception_line: Option<&'a str>,
@@ -94,18 +97,14 @@ impl<'a> SearchText<'a> {
         }
     }
 
-    /// Appends the searched bytes: each field lowercased and cut to [`FIELD_MAX`] bytes, the
-    /// two joined by a line break (which no search holds, so none spans both).
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        push_lower(out, self.exception_line.unwrap_or(""));
-        out.push(b'\n');
-        push_lower(out, self.description.unwrap_or(""));
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write_to(&mut out);
-        out
+    /// The searched bytes: the exception line and the description, each lowercased and cut
+    /// to [`FIELD_MAX`] bytes. A search looks in each apart, so none spans both.
+    pub fn lowered(&self) -> [Vec<u8>; 2] {
+        [self.exception_line, self.description].map(|field| {
+            let mut out = Vec::with_capacity(64);
+            push_lower(&mut out, field.unwrap_or(""));
+            out
+        })
     }
 }
 
@@ -194,13 +193,12 @@ mod tests {
     #[test]
     fn each_field_is_cut_to_its_bound_on_a_character_boundary() {
         let line = format!("ValueError: {}", "ä".repeat(FIELD_MAX));
-        let text = SearchText {
+        let [first, second] = SearchText {
             exception_line: Some(&line),
             description: Some("App.Tasks.Charge(42, TOKEN='X')"),
         }
-        .to_bytes();
-        let text = String::from_utf8(text).expect("whole characters only");
-        let (first, second) = text.split_once('\n').unwrap();
+        .lowered()
+        .map(|field| String::from_utf8(field).expect("whole characters only"));
         assert!(
             first.len() <= FIELD_MAX && first.len() >= FIELD_MAX - 1,
             "{}",
@@ -283,6 +281,102 @@ mod tests {
         assert_eq!(found("%2f"), (vec!["café-%2F".into()], 1));
         assert_eq!(found("CAFÉ"), (vec!["café-%2F".into()], 1));
         assert_eq!(found("nowhere"), (vec![], 1));
+    }
+
+    /// An index of jobs in queue `default` that failed with `KeyError: 'width'`, one per
+    /// (id, function, description).
+    fn described(jobs: &[(&str, &str, &str)]) -> crate::index::FailureIndex {
+        use crate::index::{Known, Observation, State};
+        let mut index = crate::index::FailureIndex::default();
+        for (id, function, description) in jobs {
+            index.observe(&Observation {
+                queue: "default",
+                job_id: id,
+                score: 1e10,
+                failed_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+                function: Known::Is(function),
+                exception: Known::Is("KeyError"),
+                attempts: 0,
+                exhausted: false,
+                policy: None,
+                state: State::Unmatched,
+                next_due: None,
+                text: Known::Is(SearchText {
+                    exception_line: Some("KeyError: 'width'"),
+                    description: Some(description),
+                }),
+            });
+        }
+        index
+    }
+
+    /// RQ's descriptions start with the function's name, which the index keeps apart (the
+    /// texts store only the arguments): a search across the two, or in either, finds the job
+    /// as a search of the whole description would, and a job read whole agrees.
+    #[test]
+    fn a_search_across_the_function_name_and_its_arguments_finds_the_job() {
+        use crate::index::{Order, Selection};
+        let jobs = [
+            (
+                "rq",
+                "App.Images.Resize",
+                "app.images.resize(632426, tenant='ACME')",
+            ),
+            ("custom", "App.Images.Resize", "resize the banner (632426)"),
+            ("other", "App.Images.Crop", "app.images.crop(1)"),
+        ];
+        let index = described(&jobs);
+        let found = |q: &str| {
+            let query = Selection {
+                q: Some(Needle::parse(q).unwrap()),
+                ..Selection::default()
+            };
+            let mut ids: Vec<String> = index
+                .page(&query, Order::Oldest, 0, 10)
+                .jobs
+                .into_iter()
+                .map(|j| j.job_id)
+                .collect();
+            ids.sort();
+            // The same search over each job read whole.
+            let needle = Needle::parse(q).unwrap();
+            let mut read: Vec<String> = jobs
+                .iter()
+                .filter(|(id, function, description)| {
+                    needle.finds_in(&JobFacts {
+                        func_name: Some(function.to_string()),
+                        description: Some(description.to_string()),
+                        failure: Some(crate::rq::Failure::from_text("KeyError: 'width'".into())),
+                        ..crate::index::selection::tests::job("default", id)
+                    })
+                })
+                .map(|(id, ..)| id.to_string())
+                .collect();
+            read.sort();
+            assert_eq!(ids, read, "{q}: the index and a job read whole agree");
+            ids
+        };
+        assert_eq!(found("RESIZE(6324"), vec!["rq"], "across the two");
+        assert_eq!(found("es.resize(632426, tenant='acme')"), vec!["rq"]);
+        assert_eq!(found("tenant='acme'"), vec!["rq"], "in the arguments alone");
+        assert_eq!(
+            found("banner (632426"),
+            vec!["custom"],
+            "a description of its own"
+        );
+        assert_eq!(found("(632426"), vec!["custom", "rq"]);
+        assert_eq!(found("crop(1)"), vec!["other"]);
+        assert_eq!(
+            found("app.images"),
+            vec!["custom", "other", "rq"],
+            "the names"
+        );
+        assert_eq!(
+            found("'width'"),
+            vec!["custom", "other", "rq"],
+            "the shared line"
+        );
+        assert_eq!(found("crop(6"), Vec::<String>::new());
     }
 
     /// Jobs of queue `q` and function `App.Billing.Charge` that failed at `now`, one per

@@ -1,8 +1,26 @@
-//! The index's search texts (see [`super::search`]), one per entry, packed end to end in one
-//! buffer: an entry holds a 4-byte offset (in what was its padding), the buffer a 2-byte length
-//! and the bytes. No allocation, pointer or allocator overhead per job, so a million jobs cost
-//! their texts' bytes plus 2 each. Replaced and removed texts stay behind as garbage until it
-//! outweighs the live texts; then the buffer is rebuilt from the live entries (one pass).
+//! The index's search texts (see [`super::search`]), one per entry: its exception line and its
+//! description, lowercased and cut. An entry holds a 4-byte offset (in what was its padding)
+//! into one buffer where its record is packed end to end with the others' (no allocation,
+//! pointer or allocator overhead per job).
+//!
+//! **Exception lines are kept once.** The failures of an incident repeat a few exception lines
+//! (`ConnectionError: ... Connection refused.`) over and over while each description differs
+//! (it holds the job's arguments), and at five million failed jobs those repeats were half of
+//! the texts' bytes (issue 24, item 3). So a record names its line by number among the
+//! [`SHARED_LINES_MAX`] first distinct lines, and only a line beyond those is stored in the
+//! record itself: a record is `[u32 line][u16 length][description]`, or, for a line of its own,
+//! `[u32 INLINE][u16 length][line][u16 length][description]`.
+//!
+//! **Nor is the function name at the head of a description.** RQ describes a job as
+//! `module.function(arguments)`, and the function is an interned name of the entry already;
+//! when the description starts with it (lowercased), only the rest is stored and the length's
+//! top bit says so ([`Stored::after_function`]). The caller puts the two back together.
+//!
+//! Replaced and removed records stay behind as garbage until it outweighs the live ones; then
+//! the buffer (and the shared lines, keeping only those still named) is rebuilt from the live
+//! entries in one pass.
+
+use indexmap::IndexSet;
 
 /// An entry's text: an offset into [`Texts`], or one of these two marks.
 pub type TextRef = u32;
@@ -13,70 +31,150 @@ pub const TEXT_MISSING: TextRef = u32::MAX - 1;
 
 /// Below this many bytes of garbage the buffer is never rebuilt.
 const COMPACT_MIN_GARBAGE: usize = 1 << 20;
+/// How many distinct exception lines are kept once (at most 65,536 × 200 bytes, about 13 MiB
+/// with their table). Lines beyond them are stored with their entry, so a flood of unique
+/// lines (a `KeyError` naming each job's key) costs what it did before, plus 5 bytes a job.
+pub const SHARED_LINES_MAX: usize = 65_536;
+/// A record's line stored in the record, not shared.
+const INLINE: u32 = u32::MAX;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Texts {
     bytes: Vec<u8>,
-    /// Bytes of texts no entry refers to any more.
+    /// Bytes of records no entry refers to any more.
     garbage: usize,
+    /// The shared exception lines, by number.
+    lines: IndexSet<Box<[u8]>>,
+}
+
+/// The top bit of a description's length: the description follows the entry's function name.
+const AFTER_FUNCTION: u16 = 1 << 15;
+
+/// At most this many bytes of a field are kept (the search's bounds keep them far smaller).
+fn cut(field: &[u8]) -> &[u8] {
+    &field[..field.len().min(usize::from(AFTER_FUNCTION - 1))]
+}
+
+/// An entry's texts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stored<'a> {
+    pub line: &'a [u8],
+    pub description: &'a [u8],
+    /// `description` is what follows the entry's function name (lowercased) in the job's
+    /// description, which starts with it.
+    pub after_function: bool,
 }
 
 impl Texts {
-    /// Stores `text` (at most 65,535 bytes are kept; the search's bounds keep it far
-    /// smaller), or answers [`TEXT_MISSING`] when the buffer is full (4 GiB).
-    pub fn push(&mut self, text: &[u8]) -> TextRef {
-        let len = text.len().min(usize::from(u16::MAX));
+    /// Stores an entry's exception `line` and `description` (what follows the function name,
+    /// when `after_function`), or answers [`TEXT_MISSING`] when the buffer is full (4 GiB).
+    pub fn push(&mut self, line: &[u8], description: &[u8], after_function: bool) -> TextRef {
         let Ok(at) = TextRef::try_from(self.bytes.len()) else {
             return TEXT_MISSING;
         };
         if at >= TEXT_MISSING {
             return TEXT_MISSING;
         }
-        self.bytes.extend_from_slice(&(len as u16).to_le_bytes());
-        self.bytes.extend_from_slice(&text[..len]);
+        let (line, description) = (cut(line), cut(description));
+        match self.share(line) {
+            Some(number) => self.bytes.extend_from_slice(&number.to_le_bytes()),
+            None => {
+                self.bytes.extend_from_slice(&INLINE.to_le_bytes());
+                self.push_field(line, 0);
+            }
+        }
+        let flag = if after_function { AFTER_FUNCTION } else { 0 };
+        self.push_field(description, flag);
         at
     }
 
-    /// The text at `at` (empty for the two marks).
-    pub fn get(&self, at: TextRef) -> &[u8] {
+    /// The shared line's number, sharing it now if there is room.
+    fn share(&mut self, line: &[u8]) -> Option<u32> {
+        if let Some(number) = self.lines.get_index_of(line) {
+            return Some(number as u32);
+        }
+        (self.lines.len() < SHARED_LINES_MAX).then(|| self.lines.insert_full(line.into()).0 as u32)
+    }
+
+    /// Appends a field (cut) with its length, `flag` set in the length's top bit.
+    fn push_field(&mut self, field: &[u8], flag: u16) {
+        let len = field.len() as u16 | flag;
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(field);
+    }
+
+    /// The field at `at`, whether its length's top bit is set, and the offset just past it.
+    fn field(&self, at: usize) -> (&[u8], bool, usize) {
+        let len = u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]);
+        let (flag, len) = (
+            len & AFTER_FUNCTION != 0,
+            usize::from(len & !AFTER_FUNCTION),
+        );
+        (&self.bytes[at + 2..at + 2 + len], flag, at + 2 + len)
+    }
+
+    /// The texts at `at` (empty for the two marks).
+    pub fn get(&self, at: TextRef) -> Stored<'_> {
+        self.record(at).0
+    }
+
+    /// The record at `at` and its length in bytes.
+    fn record(&self, at: TextRef) -> (Stored<'_>, usize) {
         if at >= TEXT_MISSING {
-            return &[];
+            return (Stored::default(), 0);
         }
-        let at = at as usize;
-        let len = usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]));
-        &self.bytes[at + 2..at + 2 + len]
+        let start = at as usize;
+        let head: [u8; 4] = self.bytes[start..start + 4].try_into().expect("4 bytes");
+        let (line, next) = match u32::from_le_bytes(head) {
+            INLINE => {
+                let (line, _, next) = self.field(start + 4);
+                (line, next)
+            }
+            number => (&*self.lines[number as usize], start + 4),
+        };
+        let (description, after_function, end) = self.field(next);
+        let stored = Stored {
+            line,
+            description,
+            after_function,
+        };
+        (stored, end - start)
     }
 
-    /// Notes that no entry refers to the text at `at` any more.
+    /// Notes that no entry refers to the record at `at` any more.
     pub fn release(&mut self, at: TextRef) {
-        if at < TEXT_MISSING {
-            self.garbage += 2 + self.get(at).len();
-        }
+        self.garbage += self.record(at).1;
     }
 
-    /// Whether the garbage now outweighs the live texts (time to [`Texts::rebuild`]).
+    /// Whether the garbage now outweighs the live records (time to [`Texts::rebuild`]).
     pub fn worth_rebuilding(&self) -> bool {
         self.garbage >= COMPACT_MIN_GARBAGE && self.garbage * 2 > self.bytes.len()
     }
 
-    /// A new buffer holding only the texts `refs` point at; each ref is updated in place.
+    /// A new buffer holding only the records `refs` point at; each ref is updated in place.
     pub fn rebuild<'r>(&mut self, refs: impl Iterator<Item = &'r mut TextRef>) {
         let mut fresh = Texts {
             bytes: Vec::with_capacity(self.bytes.len() - self.garbage),
-            garbage: 0,
+            ..Texts::default()
         };
         for r in refs {
             if *r < TEXT_MISSING {
-                *r = fresh.push(self.get(*r));
+                let t = self.get(*r);
+                *r = fresh.push(t.line, t.description, t.after_function);
             }
         }
         *self = fresh;
     }
 
-    /// Bytes held, garbage included (for the benchmark's cost per job).
+    /// Bytes held, garbage and shared lines included (for the benchmark's cost per job).
     pub fn held_bytes(&self) -> usize {
         self.bytes.capacity()
+            + self
+                .lines
+                .iter()
+                .map(|l| l.len() + 2 * std::mem::size_of::<usize>() + 16)
+                .sum::<usize>()
     }
 }
 
@@ -84,21 +182,93 @@ impl Texts {
 mod tests {
     use super::*;
 
+    fn stored<'a>(line: &'a [u8], description: &'a [u8], after_function: bool) -> Stored<'a> {
+        Stored {
+            line,
+            description,
+            after_function,
+        }
+    }
+
     #[test]
     fn texts_survive_a_rebuild_and_the_garbage_goes() {
         let mut texts = Texts::default();
-        let big = vec![b'x'; 60_000];
-        let dropped: Vec<TextRef> = (0..20).map(|_| texts.push(&big)).collect();
-        let mut kept = [texts.push(b"card_declined"), TEXT_UNKNOWN, TEXT_MISSING];
+        let big = vec![b'x'; 30_000];
+        let dropped: Vec<TextRef> = (0..40).map(|_| texts.push(b"", &big, false)).collect();
+        let mut kept = [
+            texts.push(b"valueerror: card_declined", b"(1)", true),
+            TEXT_UNKNOWN,
+            TEXT_MISSING,
+        ];
         assert!(!texts.worth_rebuilding());
         for at in dropped {
             texts.release(at);
         }
         assert!(texts.worth_rebuilding());
         texts.rebuild(kept.iter_mut());
-        assert_eq!(texts.get(kept[0]), b"card_declined");
+        assert_eq!(
+            texts.get(kept[0]),
+            stored(b"valueerror: card_declined", b"(1)", true)
+        );
         assert_eq!((kept[1], kept[2]), (TEXT_UNKNOWN, TEXT_MISSING));
-        assert_eq!(texts.bytes.len(), 2 + 13);
-        assert_eq!(texts.get(TEXT_UNKNOWN), b"");
+        assert_eq!(
+            texts.bytes.len(),
+            4 + 2 + 3,
+            "the line is shared, not inline"
+        );
+        assert_eq!(
+            texts.lines.len(),
+            1,
+            "the empty line no entry names is gone"
+        );
+        assert_eq!(texts.get(TEXT_UNKNOWN), Stored::default());
+    }
+
+    #[test]
+    fn a_repeated_line_is_kept_once_and_lines_past_the_shared_ones_are_kept_inline() {
+        let mut texts = Texts::default();
+        let a = texts.push(b"connectionerror: refused", b"app.pull(1)", false);
+        let b = texts.push(b"connectionerror: refused", b"(2)", true);
+        assert_eq!(texts.lines.len(), 1);
+        assert_eq!(texts.bytes.len(), (4 + 2 + 11) + (4 + 2 + 3));
+        for i in 1..SHARED_LINES_MAX {
+            texts.push(format!("keyerror: 'k{i}'").as_bytes(), b"", false);
+        }
+        assert_eq!(texts.lines.len(), SHARED_LINES_MAX);
+        let before = texts.bytes.len();
+        let own = texts.push(b"keyerror: 'one more'", b"(7)", true);
+        assert_eq!(
+            texts.bytes.len() - before,
+            4 + 2 + 20 + 2 + 3,
+            "a line past the shared ones is stored in its record"
+        );
+        assert_eq!(
+            texts.get(own),
+            stored(b"keyerror: 'one more'", b"(7)", true)
+        );
+        assert_eq!(
+            texts.get(a),
+            stored(b"connectionerror: refused", b"app.pull(1)", false)
+        );
+        assert_eq!(
+            texts.get(b),
+            stored(b"connectionerror: refused", b"(2)", true)
+        );
+        texts.release(own);
+        assert_eq!(
+            texts.garbage,
+            4 + 2 + 20 + 2 + 3,
+            "a record's length, line included"
+        );
+    }
+
+    #[test]
+    fn a_field_is_cut_below_the_flag_bit() {
+        let mut texts = Texts::default();
+        let long = vec![b'y'; 40_000];
+        let at = texts.push(&long, &long, false);
+        let t = texts.get(at);
+        assert_eq!((t.line.len(), t.description.len()), (32_767, 32_767));
+        assert!(!t.after_function);
     }
 }
