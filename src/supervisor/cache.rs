@@ -148,6 +148,8 @@ pub struct FactsCache {
     /// The failures a pass is reading or writing now, so that the due pass (on its own task)
     /// and a scan never both act on one (see [`Claim`]).
     claims: HashMap<JobKey, Claim>,
+    /// How many claims the last prune left.
+    claims_after_prune: usize,
 }
 
 /// How long a failure the due pass finished with stays claimed: a scan whose listing was
@@ -161,6 +163,9 @@ pub const CLAIM_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 enum Claim {
     /// A scan (full or notified) is reading and deciding it.
     Scan { score: f64 },
+    /// A scan finished with it at this instant: a pass whose listing is older must not read
+    /// it (its write may have come after that listing).
+    ScanDone { score: f64, at: std::time::Instant },
     /// The due pass is writing it or reading it again.
     Due { score: f64 },
     /// The due pass finished with it at this instant (see [`CLAIM_LINGER`]).
@@ -332,16 +337,22 @@ impl FactsCache {
         due
     }
 
-    /// Claims a failure a scan is about to read (`false`: the due pass is acting on this
-    /// failure, or just did, so the scan leaves it alone). A remembered verdict it had is
-    /// dropped: the scan decides it afresh, and the due pass must not take it meanwhile.
-    pub fn claim_for_scan(&mut self, job_id: &str, score: f64) -> bool {
+    /// Claims a failure a scan listed at `listed` and is about to read (`false`: the due
+    /// pass or another scan is acting on this failure, the due pass just did, or another
+    /// scan finished with it after this listing was taken; the scan leaves it alone). A
+    /// remembered verdict it had is dropped: the scan decides it afresh, and the due pass
+    /// must not take it meanwhile. Notified passes run beside the full scans, so two scans
+    /// may list one failure.
+    pub fn claim_for_scan(&mut self, job_id: &str, score: f64, listed: std::time::Instant) -> bool {
         let key = JobKey::new(job_id);
         match self.claims.get(&key) {
-            Some(Claim::Due { score: s }) if *s == score => return false,
+            Some(Claim::Due { score: s } | Claim::Scan { score: s }) if *s == score => {
+                return false
+            }
             Some(Claim::DueDone { score: s, at }) if *s == score && at.elapsed() < CLAIM_LINGER => {
                 return false
             }
+            Some(Claim::ScanDone { score: s, at }) if *s == score && *at > listed => return false,
             _ => {}
         }
         self.entries.swap_remove(&key);
@@ -349,13 +360,21 @@ impl FactsCache {
         true
     }
 
-    /// Ends a scan's claims on these failures.
+    /// Ends a scan's claims on these failures: each is remembered as done for
+    /// [`CLAIM_LINGER`] more, for a pass that listed it before now.
     pub fn release_scan<'a>(&mut self, job_ids: impl IntoIterator<Item = &'a str>) {
+        let at = std::time::Instant::now();
         for id in job_ids {
-            let key = JobKey::new(id);
-            if matches!(self.claims.get(&key), Some(Claim::Scan { .. })) {
-                self.claims.remove(&key);
+            if let Some(claim) = self.claims.get_mut(&JobKey::new(id)) {
+                if let Claim::Scan { score } = *claim {
+                    *claim = Claim::ScanDone { score, at };
+                }
             }
+        }
+        // A full scan releases every failure it reads: pruned as they pile up, not only
+        // when a due pass runs (at five million jobs, millions of done claims otherwise).
+        if self.claims.len() >= 2 * self.claims_after_prune.max(1024) {
+            self.prune_claims();
         }
     }
 
@@ -377,10 +396,12 @@ impl FactsCache {
         self.claims.len()
     }
 
-    /// Drops the due pass's claims older than [`CLAIM_LINGER`].
+    /// Drops the done claims older than [`CLAIM_LINGER`].
     fn prune_claims(&mut self) {
-        self.claims
-            .retain(|_, c| !matches!(c, Claim::DueDone { at, .. } if at.elapsed() >= CLAIM_LINGER));
+        self.claims.retain(|_, c| {
+            !matches!(c, Claim::DueDone { at, .. } | Claim::ScanDone { at, .. } if at.elapsed() >= CLAIM_LINGER)
+        });
+        self.claims_after_prune = self.claims.len();
     }
 
     fn recompute_next_due(&mut self) {
@@ -705,7 +726,7 @@ mod tests {
         cache.remember(&q, "a", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
         cache.remember(&q, "b", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
         // The scan found "a" due (a miss for it) and reads it itself.
-        assert!(cache.claim_for_scan("a", 1.0));
+        assert!(cache.claim_for_scan("a", 1.0, std::time::Instant::now()));
         assert!(cache.hit("default", "a", 1.0).is_none(), "decided afresh");
         let due = cache.take_due(at(6));
         assert_eq!(due.len(), 1);
@@ -724,16 +745,25 @@ mod tests {
         cache.begin_scan(1);
         cache.remember(&q, "a", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
         assert_eq!(cache.take_due(at(6)).len(), 1);
-        assert!(!cache.claim_for_scan("a", 1.0), "in flight");
-        assert!(!cache.claim_for_scan("a", 1.0), "a refusal claims nothing");
+        assert!(
+            !cache.claim_for_scan("a", 1.0, std::time::Instant::now()),
+            "in flight"
+        );
+        assert!(
+            !cache.claim_for_scan("a", 1.0, std::time::Instant::now()),
+            "a refusal claims nothing"
+        );
         cache.release_due(["a"]);
         // A listing taken before the due pass's write still holds it: not read, no conflict.
-        assert!(!cache.claim_for_scan("a", 1.0), "just done");
+        assert!(
+            !cache.claim_for_scan("a", 1.0, std::time::Instant::now()),
+            "just done"
+        );
         assert_eq!(cache.claimed(), 1);
         // A new failure of the same job (another score) is the scan's at once.
-        assert!(cache.claim_for_scan("a", 2.0));
+        assert!(cache.claim_for_scan("a", 2.0, std::time::Instant::now()));
         cache.release_scan(["a"]);
-        assert_eq!(cache.claimed(), 0);
+        assert_eq!(cache.claimed(), 1, "done, for listings older than that");
         // After CLAIM_LINGER a done claim lapses.
         cache.remember(&q, "c", 1.0, at(0), Verdict::Waiting { due: at(5) }, None);
         assert_eq!(cache.take_due(at(6)).len(), 1);
@@ -748,7 +778,7 @@ mod tests {
                 at: long_ago,
             },
         );
-        assert!(cache.claim_for_scan("c", 1.0));
+        assert!(cache.claim_for_scan("c", 1.0, std::time::Instant::now()));
         cache.release_scan(["c"]);
         cache.claims.insert(
             JobKey::new("c"),
@@ -757,8 +787,70 @@ mod tests {
                 at: long_ago,
             },
         );
+        cache.claims.insert(
+            JobKey::new("a"),
+            Claim::ScanDone {
+                score: 2.0,
+                at: long_ago,
+            },
+        );
         cache.end_scan();
         assert_eq!(cache.claimed(), 0, "pruned");
+    }
+
+    // Issue 24, item 4: notified passes run beside a long full scan (the first at 5M jobs).
+    #[test]
+    fn two_scans_never_both_read_a_failure_nor_one_whose_listing_is_older_than_the_others_write() {
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(1));
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        let full_listed = std::time::Instant::now();
+        tick();
+        assert!(cache.claim_for_scan("x", 1.0, std::time::Instant::now()));
+        assert!(
+            !cache.claim_for_scan("x", 1.0, full_listed),
+            "the notified pass is reading it"
+        );
+        tick();
+        cache.release_scan(["x"]);
+        assert!(
+            !cache.claim_for_scan("x", 1.0, full_listed),
+            "listed before the notified pass's write: not read, no conflict"
+        );
+        tick();
+        let listed_after = std::time::Instant::now();
+        assert!(
+            cache.claim_for_scan("x", 1.0, listed_after),
+            "a listing after the write sees what it left (a job still failed is decided again)"
+        );
+        cache.release_scan(["x"]);
+        assert!(
+            cache.claim_for_scan("x", 2.0, full_listed),
+            "a new failure of the job is any listing's"
+        );
+    }
+
+    #[test]
+    fn done_claims_are_pruned_as_a_long_scan_releases_them() {
+        let mut cache = FactsCache::default();
+        cache.begin_scan(1);
+        let long_ago = std::time::Instant::now()
+            .checked_sub(CLAIM_LINGER * 2)
+            .expect("an instant this far back");
+        for i in 0..10_000 {
+            let id = format!("j{i}");
+            assert!(cache.claim_for_scan(&id, 1.0, std::time::Instant::now()));
+            cache.release_scan([id.as_str()]);
+            // As if it had been released long ago.
+            cache.claims.insert(
+                JobKey::new(&id),
+                Claim::ScanDone {
+                    score: 1.0,
+                    at: long_ago,
+                },
+            );
+        }
+        assert!(cache.claimed() < 2048, "{} claims left", cache.claimed());
     }
 
     #[test]

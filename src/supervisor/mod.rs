@@ -444,10 +444,12 @@ impl Supervisor {
             observe,
             ..ScanReport::default()
         };
+        // Forward only: a notified pass runs beside the full scan, which may have begun under
+        // a newer config than this pass's snapshot.
         self.cache
             .lock()
             .expect("cache lock")
-            .align(snap.generation);
+            .align_forward(snap.generation);
         for queue in queues
             .iter()
             .filter(|q| snap.config.supervisor.queues.is_match(q))
@@ -480,12 +482,15 @@ impl Supervisor {
         let (window, newest_before) = (window_of(pass), self.newest.get(queue));
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
+            // Before the listing is asked for: a claim another pass gave up after this instant
+            // may have been written after the listing was taken.
+            let listed_at = std::time::Instant::now();
             let page = list_window(con, snap, queue, &anchors, pass).await?;
             let listed = page.len();
             let lowest = page.last().map(|(_, score)| *score);
             self.newest.note(queue, &page);
             anchors = anchors_of(&page);
-            let unread = self.sort_window(queue, page, report);
+            let unread = self.sort_window(queue, page, listed_at, report);
             let _claims = Claimed::scan(&self.cache, unread.ids.clone());
             let read = unread.ids.len();
             self.read_window(con, snap, queue, &unread, report, cancel)
@@ -508,6 +513,7 @@ impl Supervisor {
         &self,
         queue: &str,
         page: Vec<(Vec<u8>, f64)>,
+        listed: std::time::Instant,
         report: &mut ScanReport,
     ) -> Unread {
         let now = Utc::now();
@@ -545,9 +551,10 @@ impl Supervisor {
                     note_age(report, queue, entry.failed_at, now);
                     count_verdict(report, queue, entry.verdict);
                 }
-                // The due pass is acting on this failure (on its own task), or just did: it
-                // is not read twice. Still there for the index until the due pass says.
-                None if !cache.claim_for_scan(&id, score) => {
+                // The due pass or another scan is acting on this failure (on its own task),
+                // or did after this listing: it is not read twice. Still there for the index
+                // until that pass says.
+                None if !cache.claim_for_scan(&id, score, listed) => {
                     report.scanned += 1;
                     if self.indexing {
                         self.state.index.still_there(queue, &id, score);

@@ -1,8 +1,10 @@
 //! When the supervisor looks at the failed registries: a full scan every `scan_interval` (or at
-//! once when asked), a quick pass over the queues whose failures were notified, and, on a task
-//! of its own ([`due_loop`]), a wake-up exactly when the earliest job in backoff becomes due, so
-//! backoff ends are honoured to the second rather than to the next tick, whatever the scans
-//! are doing. A standby only observes, to keep its index for the HTTP API. Beside the scans,
+//! once when asked); on a task of its own ([`notified_loop`]), a quick pass over the queues
+//! whose failures were notified, so a new failure is acted on at once even while a long full
+//! scan runs (the first one over five million jobs takes a minute or more); and, on another
+//! ([`due_loop`]), a wake-up exactly when the earliest job in backoff becomes due, so backoff
+//! ends are honoured to the second rather than to the next tick, whatever the scans are doing.
+//! Passes that run at once never act on one failure both: each claims what it reads. A standby only observes, to keep its index for the HTTP API. Beside the scans,
 //! [`reconcile_loop`] keeps the index in step with what others remove from the registries.
 
 use std::sync::Arc;
@@ -39,12 +41,12 @@ const STANDBY_RESCAN: Duration = Duration::from_secs(300);
 /// How often a standby's due loop looks whether the instance became active.
 const DUE_STANDBY_RECHECK: Duration = Duration::from_secs(1);
 
-/// Runs the scans until `cancel` fires; the notification listener, [`reconcile_loop`] and
-/// [`due_loop`] run beside it on `tasks` (they stop at the same cancel). Returns after the
-/// passes in flight, the due pass's included.
+/// Runs the scans until `cancel` fires; the notification listener, [`notified_loop`],
+/// [`reconcile_loop`] and [`due_loop`] run beside it on `tasks` (they stop at the same
+/// cancel). Returns after the passes in flight, the notified and the due pass's included.
 pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &TaskTracker) {
     let supervisor = Arc::new(Supervisor::new(state.clone()));
-    let (notified_tx, mut notified) = mpsc::channel::<String>(NOTIFY_BACKLOG);
+    let (notified_tx, notified) = mpsc::channel::<String>(NOTIFY_BACKLOG);
     let (removed_tx, removed) = mpsc::channel::<String>(NOTIFY_BACKLOG);
     let pending = Arc::new(notifications::Pending::default());
     tasks.spawn(notifications::listen(
@@ -61,6 +63,12 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
         cancel.clone(),
     ));
     let due = tasks.spawn(due_loop(supervisor.clone(), cancel.clone()));
+    let notified = tasks.spawn(notified_loop(
+        supervisor.clone(),
+        notified,
+        pending,
+        cancel.clone(),
+    ));
     let mut next_scan = Instant::now();
     let watchdog_every = systemd::watchdog_interval();
     loop {
@@ -84,13 +92,33 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
             _ = tokio::time::sleep_until(next_scan) => {
                 next_scan = scheduled_pass(state, &supervisor, cancel).await.unwrap_or(next_scan);
             }
-            Some(queue) = notified.recv() => {
-                notified_pass(&supervisor, &mut notified, &pending, queue, cancel).await;
-            }
         }
     }
-    // Shutdown waits for the due pass in flight too (the lease is given up after this).
+    // Shutdown waits for the notified and the due pass in flight too (the lease is given up
+    // after this).
+    let _ = notified.await;
     let _ = due.await;
+}
+
+/// Looks at the notified queues as notifications arrive, until `cancel` fires (the pass in
+/// flight completes). Its own task, so that a new failure is not left waiting for a full scan
+/// to end (issue 24, item 4).
+async fn notified_loop(
+    supervisor: Arc<Supervisor>,
+    mut notified: mpsc::Receiver<String>,
+    pending: Arc<notifications::Pending>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            queue = notified.recv() => match queue {
+                Some(queue) => notified_pass(&supervisor, &mut notified, &pending, queue, &cancel).await,
+                None => return,
+            },
+        }
+    }
 }
 
 /// Acts on the jobs whose backoff ended, when it ends, until `cancel` fires (the pass in
