@@ -18,6 +18,7 @@ pub mod hold;
 pub mod http;
 pub mod index;
 pub mod jobkey;
+pub mod jobmap;
 pub mod limiter;
 pub mod memory;
 pub mod metrics;

@@ -1,0 +1,244 @@
+//! A map from job ids to small values, dense: the entries side by side in one vector, and a
+//! hash table of 4-byte positions into it (hashbrown's `HashTable`, the table under std's
+//! `HashMap`). For the memories that hold one entry per failed job.
+//!
+//! Why not `HashMap` or `IndexMap`: a table sized for five million entries has 8.4M slots (a
+//! power of two, at most 7/8 full), and inserts in random order touch every one of them. A
+//! `HashMap` keeps the entry itself in each slot (57 bytes for the decision memory's), so it
+//! costs 96 bytes a job at 5M; `IndexMap` keeps 9 bytes a slot but stores each entry's hash
+//! beside it (79 bytes a job); here a slot is 5 bytes and an entry its own size (64 bytes a job
+//! for the decision memory: issue 24, item 3).
+
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+
+use crate::jobkey::JobKey;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct JobMap<V> {
+    entries: Vec<(JobKey, V)>,
+    /// Positions in `entries`, by the hash of their key.
+    table: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl<V> Default for JobMap<V> {
+    fn default() -> Self {
+        JobMap {
+            entries: Vec::new(),
+            table: HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<V> JobMap<V> {
+    fn hash(hasher: &RandomState, key: &JobKey) -> u64 {
+        hasher.hash_one(key)
+    }
+
+    fn position(&self, key: &JobKey) -> Option<usize> {
+        let hash = Self::hash(&self.hasher, key);
+        let entries = &self.entries;
+        self.table
+            .find(hash, |&at| entries[at as usize].0 == *key)
+            .map(|&at| at as usize)
+    }
+
+    pub fn get(&self, key: &JobKey) -> Option<&V> {
+        self.position(key).map(|at| &self.entries[at].1)
+    }
+
+    pub fn get_mut(&mut self, key: &JobKey) -> Option<&mut V> {
+        self.position(key).map(|at| &mut self.entries[at].1)
+    }
+
+    /// Adds or replaces `key`'s value.
+    pub fn insert(&mut self, key: JobKey, value: V) {
+        if let Some(at) = self.position(&key) {
+            self.entries[at].1 = value;
+            return;
+        }
+        let at = u32::try_from(self.entries.len()).expect("fewer than 4G entries");
+        let hash = Self::hash(&self.hasher, &key);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.table
+            .insert_unique(hash, at, |&i| Self::hash(hasher, &entries[i as usize].0));
+        self.entries.push((key, value));
+    }
+
+    /// Removes `key`, moving the last entry into its place.
+    pub fn swap_remove(&mut self, key: &JobKey) -> Option<V> {
+        let at = self.position(key)?;
+        Some(self.swap_remove_index(at).1)
+    }
+
+    /// Removes the entry at position `at`, moving the last entry into its place.
+    pub fn swap_remove_index(&mut self, at: usize) -> (JobKey, V) {
+        let last = self.entries.len() - 1;
+        self.forget_position(at);
+        if at != last {
+            let hash = Self::hash(&self.hasher, &self.entries[last].0);
+            let slot = self
+                .table
+                .find_mut(hash, |&i| i as usize == last)
+                .expect("every entry has its slot");
+            *slot = at as u32;
+        }
+        self.entries.swap_remove(at)
+    }
+
+    /// Removes the table's slot for the entry at `at`.
+    fn forget_position(&mut self, at: usize) {
+        let hash = Self::hash(&self.hasher, &self.entries[at].0);
+        match self.table.find_entry(hash, |&i| i as usize == at) {
+            Ok(slot) => {
+                slot.remove();
+            }
+            Err(_) => unreachable!("every entry has its slot"),
+        }
+    }
+
+    /// Keeps the entries `keep` says to keep (one pass, then the table is built again).
+    pub fn retain(&mut self, mut keep: impl FnMut(&JobKey, &mut V) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain_mut(|(k, v)| keep(k, v));
+        if self.entries.len() != before {
+            self.rebuild_table();
+        }
+    }
+
+    fn rebuild_table(&mut self) {
+        self.table.clear();
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        for (at, (key, _)) in entries.iter().enumerate() {
+            self.table
+                .insert_unique(Self::hash(hasher, key), at as u32, |&i| {
+                    Self::hash(hasher, &entries[i as usize].0)
+                });
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.table.clear();
+    }
+
+    /// Makes room for `n` more entries at once (a table grown step by step briefly holds the
+    /// old and the new one at each step).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve_exact(n);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.table
+            .reserve(n, |&i| Self::hash(hasher, &entries[i as usize].0));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry, in no particular order (by position).
+    pub fn iter(&self) -> impl Iterator<Item = (&JobKey, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Remove(u8),
+        RemoveAt(u8),
+        Retain(u8),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => any::<u8>().prop_map(Op::Remove),
+            2 => any::<u8>().prop_map(Op::RemoveAt),
+            1 => any::<u8>().prop_map(Op::Retain),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    /// Ids of both kinds: UUIDs (kept in 16 bytes) and any other text.
+    fn key(k: u8) -> JobKey {
+        if k.is_multiple_of(2) {
+            JobKey::new(&format!("{k:08x}-0000-4000-8000-000000000000"))
+        } else {
+            JobKey::new(&format!("job-{k}"))
+        }
+    }
+
+    proptest! {
+        /// Any sequence of inserts, removals (by key and by position), retains and clears
+        /// leaves the map holding exactly what a `HashMap` given the same holds.
+        #[test]
+        fn a_job_map_holds_what_a_hash_map_holds(ops in proptest::collection::vec(op(), 0..400)) {
+            let mut map = JobMap::default();
+            let mut model: HashMap<JobKey, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        map.insert(key(k), v);
+                        model.insert(key(k), v);
+                    }
+                    Op::Remove(k) => prop_assert_eq!(map.swap_remove(&key(k)), model.remove(&key(k))),
+                    Op::RemoveAt(i) if !map.is_empty() => {
+                        let (k, v) = map.swap_remove_index(usize::from(i) % map.len());
+                        prop_assert_eq!(model.remove(&k), Some(v));
+                    }
+                    Op::RemoveAt(_) => {}
+                    Op::Retain(m) => {
+                        let m = u32::from(m.max(1));
+                        map.retain(|_, v| *v % m != 0);
+                        model.retain(|_, v| *v % m != 0);
+                    }
+                    Op::Clear => {
+                        map.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(map.len(), model.len());
+                for (k, v) in &model {
+                    prop_assert_eq!(map.get(k), Some(v));
+                }
+                let held: HashMap<JobKey, u32> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                prop_assert_eq!(&held, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_room_takes_entries_without_growing() {
+        let mut map = JobMap::default();
+        map.reserve(1000);
+        let (entries, slots) = (map.entries.capacity(), map.table.capacity());
+        for k in 0..1000u32 {
+            map.insert(JobKey::new(&format!("j{k}")), k);
+        }
+        assert_eq!(
+            (map.entries.capacity(), map.table.capacity()),
+            (entries, slots)
+        );
+        *map.get_mut(&JobKey::new("j7")).unwrap() += 1;
+        assert_eq!(map.get(&JobKey::new("j7")), Some(&8));
+    }
+}
