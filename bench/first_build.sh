@@ -10,6 +10,11 @@
 #
 # The snapshot comes from `bench/index_api.py --jobs N --seed-only`. The scan only reads (its
 # policies wait 30 days or ignore), so one Redis serves every start.
+#
+# PROBE=1 also fails new jobs during each build (bench/first_build_probe.py: one retried at
+# once and one 5 s after its failure, every 5 s) and prints how soon each was requeued: the
+# notified reaction and the due pass during a first build (issue 24, item 4). Its two
+# policies come first in the config; they match only its own queues.
 set -euo pipefail
 
 [[ $# -ge 3 ]] || { sed -n 2,11p "$0" >&2; exit 2; }
@@ -48,6 +53,22 @@ listen = "127.0.0.1:$http_port"
 [logging]
 level = "warn"
 EOF
+if [[ ${PROBE:-0} == 1 ]]; then
+  cat >>"$work/config.toml" <<EOF
+[[policy]]
+name = "react"
+queues = ["react"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "0s" }
+[[policy]]
+name = "react5"
+queues = ["react5"]
+action = "retry"
+max_attempts = 3
+backoff = { strategy = "fixed", delay = "5s" }
+EOF
+fi
 # The same policies as bench/index_api.py (its POLICIES), read from there rather than copied.
 "$python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from index_api import POLICIES; print(POLICIES)' \
   "$(dirname "$0")" >>"$work/config.toml"
@@ -62,6 +83,12 @@ for round in $(seq "$rounds"); do
     t0=$(date +%s.%N)
     "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
     pid=$!
+    probe=
+    if [[ ${PROBE:-0} == 1 ]]; then
+      "$python" "$(dirname "$0")/first_build_probe.py" --url "redis://127.0.0.1:$redis_port/0" \
+        --seconds "${PROBE_SECONDS:-150}" --every 5 --json "$work/probe.json" >"$work/probe.out" &
+      probe=$!
+    fi
     until curl -s "127.0.0.1:$http_port/api/v1/supervisor" 2>/dev/null | grep -q '"last_scan":{'; do
       kill -0 "$pid" 2>/dev/null || { echo "$binary exited; see its log:" >&2; tail "$work/daemon.log" >&2; exit 1; }
       sleep 0.1
@@ -70,6 +97,10 @@ for round in $(seq "$rounds"); do
     r1=$(redis_cpu)
     cpu=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
     hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
+    if [[ -n $probe ]]; then
+      wait "$probe" || true
+      sed 's/^/    /' "$work/probe.out"
+    fi
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
     printf 'round %s  %-40s build %6.2f s  daemon CPU %6.2f s  Redis CPU %6.2f s  VmHWM %4.0f MiB\n' \

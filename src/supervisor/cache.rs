@@ -7,10 +7,11 @@
 //! facts the decision was taken on. Entries are dropped when the config changes (a reload may
 //! change every decision), when a job becomes due, and when a completed scan no longer sees it.
 //! The executor's compare-and-set still guards every write, so a stale entry can delay an
-//! action, never duplicate one. One entry is about 60 bytes for RQ's default ids (UUIDs, kept
-//! as 16 bytes in the entry) and about 100 for other ids: 200,000 waiting jobs fit in about
-//! 12 MiB. A waiting job's entry also holds the write it gets when due (`plan::Plan`, in the
-//! same 32 bytes), so the due-time pass need not read it again.
+//! action, never duplicate one. One entry is 56 bytes for RQ's default ids (UUIDs, kept as 16
+//! bytes in the key) plus the id's text for other ids, in a dense [`JobMap`] whose table adds
+//! 5 bytes a slot: 64 bytes a job at five million (issue 24, item 3). A waiting job's entry
+//! also holds the write it gets when due (`plan::Plan`, in the same 32 bytes of value), so the
+//! due-time pass need not read it again.
 
 use std::collections::HashMap;
 
