@@ -54,20 +54,7 @@ listen = "127.0.0.1:$http_port"
 level = "warn"
 EOF
 if [[ ${PROBE:-0} == 1 ]]; then
-  cat >>"$work/config.toml" <<EOF
-[[policy]]
-name = "react"
-queues = ["react"]
-action = "retry"
-max_attempts = 3
-backoff = { strategy = "fixed", delay = "0s" }
-[[policy]]
-name = "react5"
-queues = ["react5"]
-action = "retry"
-max_attempts = 3
-backoff = { strategy = "fixed", delay = "5s" }
-EOF
+  "$python" "$(dirname "$0")/first_build_probe.py" --policies >>"$work/config.toml"
 fi
 # The same policies as bench/index_api.py (its POLICIES), read from there rather than copied.
 "$python" -c 'import sys; sys.path.insert(0, sys.argv[1]); from index_api import POLICIES; print(POLICIES)' \

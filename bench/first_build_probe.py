@@ -8,22 +8,10 @@ moment its failure is written to the moment its status is `queued` (polled every
   reaction   `react`: the notified reaction;
   due        `react5`: requeued minus due (failure + 5 s): how late the due pass is.
 
-The daemon's config must hold, before any other policy:
-
-  [[policy]]
-  name = "react"
-  queues = ["react"]
-  action = "retry"
-  max_attempts = 3
-  backoff = { strategy = "fixed", delay = "0s" }
-  [[policy]]
-  name = "react5"
-  queues = ["react5"]
-  action = "retry"
-  max_attempts = 3
-  backoff = { strategy = "fixed", delay = "5s" }
+The daemon's config must hold its two policies (`--policies` prints them) before any other.
 
 usage: first_build_probe.py --url redis://127.0.0.1:PORT/0 --seconds 200 [--every 5] [--json F]
+       first_build_probe.py --policies
 Run it with the RQ venv's python (target/venv-rq2/bin/python); it sets
 notify-keyspace-events to Kz on that Redis.
 """
@@ -38,6 +26,15 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 
 DUE_AFTER_S = 5.0
+
+
+def retry_policy(queue, delay_s):
+    """A policy that retries the failures of `queue` (and only those) `delay_s` after each."""
+    return (f'[[policy]]\nname = "{queue}"\nqueues = ["{queue}"]\naction = "retry"\nmax_attempts = 3\n'
+            f'backoff = {{ strategy = "fixed", delay = "{delay_s:g}s" }}\n')
+
+
+POLICIES = retry_policy("react", 0) + retry_policy("react5", DUE_AFTER_S)
 
 
 def fail_one(conn, queue):
@@ -66,11 +63,17 @@ def percentile(values, p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--policies", action="store_true", help="print the policies the daemon needs and stop")
+    ap.add_argument("--url")
     ap.add_argument("--seconds", type=float, default=200)
     ap.add_argument("--every", type=float, default=5)
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.policies:
+        print(POLICIES)
+        return
+    if not args.url:
+        ap.error("--url is required")
     conn = Redis.from_url(args.url)
     conn.config_set("notify-keyspace-events", "Kz")
     pending = {}  # id -> (kind, written, sent at start)

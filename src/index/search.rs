@@ -283,29 +283,46 @@ mod tests {
         assert_eq!(found("nowhere"), (vec![], 1));
     }
 
-    /// An index of jobs in queue `default` that failed with `KeyError: 'width'`, one per
-    /// (id, function, description).
-    fn described(jobs: &[(&str, &str, &str)]) -> crate::index::FailureIndex {
-        use crate::index::{Known, Observation, State};
+    /// The ids the index lists first (up to 10) for the search `q`, sorted.
+    fn listed(index: &crate::index::FailureIndex, q: &str) -> Vec<String> {
+        use crate::index::{Order, Selection};
+        let query = Selection {
+            q: Some(Needle::parse(q).unwrap()),
+            ..Selection::default()
+        };
+        let mut ids: Vec<String> = index
+            .page(&query, Order::Newest, 0, 10)
+            .jobs
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The ids of the jobs read whole that the search `q` selects, sorted.
+    fn selected(facts: &[JobFacts], q: &str, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+        let query = crate::index::Selection {
+            q: Some(Needle::parse(q).unwrap()),
+            ..Default::default()
+        };
+        let mut ids: Vec<String> = facts
+            .iter()
+            .filter(|f| query.matches(f, &[], now))
+            .map(|f| f.job_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// An index of `facts`, as the scans index jobs they read.
+    fn indexed(facts: &[JobFacts]) -> crate::index::FailureIndex {
         let mut index = crate::index::FailureIndex::default();
-        for (id, function, description) in jobs {
-            index.observe(&Observation {
-                queue: "default",
-                job_id: id,
-                score: 1e10,
-                failed_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
-                function: Known::Is(function),
-                exception: Known::Is("KeyError"),
-                attempts: 0,
-                exhausted: false,
-                policy: None,
-                state: State::Unmatched,
-                next_due: None,
-                text: Known::Is(SearchText {
-                    exception_line: Some("KeyError: 'width'"),
-                    description: Some(description),
-                }),
-            });
+        for f in facts {
+            let decision = crate::policy::Decision::Unmatched;
+            index.observe(&crate::index::Observation::decided(
+                f, 1e10, None, &decision,
+            ));
         }
         index
     }
@@ -315,8 +332,8 @@ mod tests {
     /// as a search of the whole description would, and a job read whole agrees.
     #[test]
     fn a_search_across_the_function_name_and_its_arguments_finds_the_job() {
-        use crate::index::{Order, Selection};
-        let jobs = [
+        let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let facts: Vec<JobFacts> = [
             (
                 "rq",
                 "App.Images.Resize",
@@ -324,36 +341,25 @@ mod tests {
             ),
             ("custom", "App.Images.Resize", "resize the banner (632426)"),
             ("other", "App.Images.Crop", "app.images.crop(1)"),
-        ];
-        let index = described(&jobs);
+        ]
+        .into_iter()
+        .map(|(id, function, description)| JobFacts {
+            job_id: id.into(),
+            func_name: Some(function.into()),
+            description: Some(description.into()),
+            failed_at: now,
+            failure: Some(crate::rq::Failure::from_text("KeyError: 'width'".into())),
+            ..crate::index::selection::tests::job("default", id)
+        })
+        .collect();
+        let index = indexed(&facts);
         let found = |q: &str| {
-            let query = Selection {
-                q: Some(Needle::parse(q).unwrap()),
-                ..Selection::default()
-            };
-            let mut ids: Vec<String> = index
-                .page(&query, Order::Oldest, 0, 10)
-                .jobs
-                .into_iter()
-                .map(|j| j.job_id)
-                .collect();
-            ids.sort();
-            // The same search over each job read whole.
-            let needle = Needle::parse(q).unwrap();
-            let mut read: Vec<String> = jobs
-                .iter()
-                .filter(|(id, function, description)| {
-                    needle.finds_in(&JobFacts {
-                        func_name: Some(function.to_string()),
-                        description: Some(description.to_string()),
-                        failure: Some(crate::rq::Failure::from_text("KeyError: 'width'".into())),
-                        ..crate::index::selection::tests::job("default", id)
-                    })
-                })
-                .map(|(id, ..)| id.to_string())
-                .collect();
-            read.sort();
-            assert_eq!(ids, read, "{q}: the index and a job read whole agree");
+            let ids = listed(&index, q);
+            assert_eq!(
+                ids,
+                selected(&facts, q, now),
+                "{q}: a job read whole agrees"
+            );
             ids
         };
         assert_eq!(found("RESIZE(6324"), vec!["rq"], "across the two");
@@ -404,7 +410,6 @@ mod tests {
     /// would touch what the listing does not show. See: issue 22, item 1.
     #[test]
     fn a_job_read_whole_is_found_exactly_when_the_index_finds_it() {
-        use crate::index::{FailureIndex, Observation, Order, Selection};
         let long = format!("Stripe said {} card_declined", "ß".repeat(FIELD_MAX));
         let texts = [
             (
@@ -430,11 +435,7 @@ mod tests {
         ];
         let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
         let facts = billing_jobs(&texts, now);
-        let mut index = FailureIndex::default();
-        for f in &facts {
-            let decision = crate::policy::Decision::Unmatched;
-            index.observe(&Observation::decided(f, 1e10, None, &decision));
-        }
+        let index = indexed(&facts);
         for q in [
             "card_declined",
             "BILLING",
@@ -452,24 +453,8 @@ mod tests {
             "a.b(1)",
             "boom",
         ] {
-            let query = Selection {
-                q: Some(Needle::parse(q).unwrap()),
-                ..Selection::default()
-            };
-            let mut by_index: Vec<String> = index
-                .page(&query, Order::Newest, 0, 10)
-                .jobs
-                .into_iter()
-                .map(|j| j.job_id)
-                .collect();
-            by_index.sort();
-            let mut by_read: Vec<String> = facts
-                .iter()
-                .filter(|f| query.matches(f, &[], now))
-                .map(|f| f.job_id.clone())
-                .collect();
-            by_read.sort();
-            assert_eq!(by_index, by_read, "q={q:?}");
+            let by_index = listed(&index, q);
+            assert_eq!(by_index, selected(&facts, q, now), "q={q:?}");
             if q == "card_declined" {
                 // Clear's mention lies past the first 200 bytes of its exception line.
                 assert_eq!(by_index, vec!["x"]);
