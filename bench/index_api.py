@@ -607,8 +607,11 @@ def measure_standby(args, server, work):
                         "redis_cpu_s": round(bench.redis_cpu_seconds(r) - redis_cpu, 2), **standby.rss()}
         print(f"standby: start -> own index {out['build']}", flush=True)
         out["questions"] = {}
-        for name, (method, path) in fixed_questions(args.jobs, True).items():
-            entry, answer = rounds_of(r, standby.port, method, path, args.repeat, args.samples)
+        for name, (method, path, *body) in fixed_questions(args.jobs, True).items():
+            # The same questions and samples as the active daemon's (measure_daemon).
+            body = body[0] if body else None
+            samples = min(args.samples, 10) if body else args.samples
+            entry, answer = rounds_of(r, standby.port, method, path, args.repeat, samples, body)
             entry["source"] = answer.get("source", "-")
             out["questions"][name] = entry
             print(f"  standby {name:<44} median {entry['median_ms']:>9.2f} ms  p99 {entry['p99_ms']:>9.2f} ms "
