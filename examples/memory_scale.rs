@@ -9,7 +9,7 @@
 //! argument. The end-to-end figure (a real scan of a seeded Redis) is `bench/first_build.sh`'s.
 
 use chrono::{Duration, TimeZone, Utc};
-use rq_retryd::index::{Known, Observation, SearchText, State};
+use rq_retryd::index::{FailureIndex, Known, Observation, SearchText, State};
 use rq_retryd::supervisor::{FactsCache, Verdict};
 
 pub mod common;
@@ -50,7 +50,7 @@ fn main() {
     let t0 = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
     let start = rss_mib();
 
-    let mut index = common::build(0, |_, _, _| {});
+    let mut index = FailureIndex::default();
     index.reserve_total(n);
     let mut description = String::new();
     for i in 0..n {

@@ -343,6 +343,9 @@ pub struct FailureIndex {
     entries: IndexMap<(u16, JobKey), Entry>,
     queues: Interner,
     functions: Interner,
+    /// Each interned function's name lowercased, by id: the head a stored description may
+    /// leave out (see [`texts`]).
+    function_heads: Vec<Box<[u8]>>,
     exceptions: Interner,
     policies: Interner,
     /// The entries' search texts.
@@ -421,15 +424,16 @@ impl FailureIndex {
         let policy = o
             .policy
             .map_or(0, |p| u16::try_from(self.policies.id(p) + 1).unwrap_or(0));
+        let function = self.function_id(o.function);
         let entry = Entry {
             score: o.score,
             failed_at_us: us(o.failed_at),
             due_us: o.next_due.map_or(i64::MAX, us),
-            function: self.functions.known(o.function),
+            function,
             exception: self.exceptions.known(o.exception),
             attempts: o.attempts,
             seen: self.scan,
-            text: self.store_text(o.text, o.function),
+            text: self.store_text(o.text, function),
             policy,
             state: o.state,
             exhausted: o.exhausted,
@@ -443,21 +447,31 @@ impl FailureIndex {
         was.is_none_or(|was| was.failed_at_us != entry.failed_at_us)
     }
 
-    /// Stores an observation's search text; a description that starts with the job's
-    /// function name is stored without it (see [`texts`]).
-    fn store_text(&mut self, text: Known<SearchText<'_>>, function: Known<&str>) -> TextRef {
+    /// Interns an observation's function, and its lowercased name once when it is new.
+    fn function_id(&mut self, function: Known<&str>) -> u32 {
+        let id = self.functions.known(function);
+        let names = &self.functions.names;
+        self.function_heads.extend(
+            names[self.function_heads.len()..]
+                .iter()
+                .map(|n| search::lower(n).into_bytes().into_boxed_slice()),
+        );
+        id
+    }
+
+    /// Stores an observation's search text; a description that starts with the name of the
+    /// job's function (interned id `function`) is stored without it (see [`texts`]).
+    fn store_text(&mut self, text: Known<SearchText<'_>>, function: u32) -> TextRef {
         match text {
             Known::Unknown => TEXT_UNKNOWN,
             Known::Missing => TEXT_MISSING,
             Known::Is(t) => {
                 let [line, description] = t.lowered();
-                let head = match function {
-                    Known::Is(f) => search::lower(f),
-                    _ => String::new(),
-                };
-                match description.strip_prefix(head.as_bytes()) {
-                    Some(rest) if !head.is_empty() => self.texts.push(&line, rest, true),
-                    _ => self.texts.push(&line, &description, false),
+                let head = self.function_heads.get(function as usize);
+                match head.and_then(|h| description.strip_prefix(&h[..]).filter(|_| !h.is_empty()))
+                {
+                    Some(rest) => self.texts.push(&line, rest, true),
+                    None => self.texts.push(&line, &description, false),
                 }
             }
         }
@@ -671,12 +685,7 @@ impl FailureIndex {
         SearchFilter {
             functions: self.functions.matching(|n| needle.in_name(n)),
             exceptions: self.exceptions.matching(|n| needle.in_name(n)),
-            function_heads: self
-                .functions
-                .names
-                .iter()
-                .map(|n| search::lower(n).into_bytes())
-                .collect(),
+            function_heads: &self.function_heads,
             joined: RefCell::default(),
             needle,
             texts: &self.texts,
@@ -1122,7 +1131,7 @@ struct SearchFilter<'t> {
     functions: Vec<bool>,
     exceptions: Vec<bool>,
     /// Each function's name lowercased: the head of a description stored without it.
-    function_heads: Vec<Vec<u8>>,
+    function_heads: &'t [Box<[u8]>],
     /// A description put back together, reused across the pass.
     joined: RefCell<Vec<u8>>,
     texts: &'t Texts,
