@@ -32,6 +32,7 @@ pub mod events;
 mod invalid;
 mod job_state;
 mod live;
+mod parts;
 mod rows;
 pub mod search;
 mod selection;
@@ -262,7 +263,8 @@ pub enum Order {
 }
 
 /// Up to this many matches (offset + limit), a page keeps only them while it filters.
-const TOP_K_MAX: usize = 10_000;
+/// (The unit tests take the other path past 16, so that their small indexes cover it.)
+const TOP_K_MAX: usize = if cfg!(test) { 16 } else { 10_000 };
 
 /// One page of a selection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -350,6 +352,8 @@ pub struct FailureIndex {
     policies: Interner,
     /// The entries' search texts.
     texts: Texts,
+    /// Bounds of the entries' failure times.
+    times: TimeSpan,
     scan: u32,
     /// Bumped on every change, so derived answers can be cached by version.
     version: u64,
@@ -359,6 +363,31 @@ pub struct FailureIndex {
     spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
     /// The recent failures [`FailureIndex::recent`] last gathered, and the version they are of.
     recent_cache: std::sync::Mutex<Option<trend::RecentCache>>,
+}
+
+/// Bounds of the entries' failure times (microseconds): widened as entries come, narrowed to
+/// the entries left at the end of each full scan. A deep page counts its matches in slices of
+/// this range (see [`parts`]).
+#[derive(Debug, Clone, Copy)]
+struct TimeSpan {
+    lo: i64,
+    hi: i64,
+}
+
+impl Default for TimeSpan {
+    fn default() -> Self {
+        TimeSpan {
+            lo: i64::MAX,
+            hi: i64::MIN,
+        }
+    }
+}
+
+impl TimeSpan {
+    fn widen(&mut self, at: i64) {
+        self.lo = self.lo.min(at);
+        self.hi = self.hi.max(at);
+    }
 }
 
 /// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back
@@ -438,6 +467,7 @@ impl FailureIndex {
             state: o.state,
             exhausted: o.exhausted,
         };
+        self.times.widen(entry.failed_at_us);
         let was = self.entries.insert((queue, JobKey::new(o.job_id)), entry);
         if let Some(old) = was {
             self.texts.release(old.text);
@@ -598,13 +628,17 @@ impl FailureIndex {
         let scan = self.scan;
         let before = self.entries.len();
         let texts = &mut self.texts;
+        let mut times = TimeSpan::default();
         self.entries.retain(|(q, _), e| {
             let keep = e.seen == scan || !scanned[usize::from(*q)];
-            if !keep {
+            if keep {
+                times.widen(e.failed_at_us);
+            } else {
                 texts.release(e.text);
             }
             keep
         });
+        self.times = times;
         if self.entries.len() != before {
             self.version += 1;
             self.rebuild_texts_if_worth_it();
@@ -686,6 +720,11 @@ impl FailureIndex {
             functions: self.functions.matching(|n| needle.in_name(n)),
             exceptions: self.exceptions.matching(|n| needle.in_name(n)),
             function_heads: &self.function_heads,
+            lines: self
+                .texts
+                .shared_lines()
+                .map(|l| needle.in_text(l))
+                .collect(),
             joined: RefCell::default(),
             needle,
             texts: &self.texts,
@@ -696,27 +735,45 @@ impl FailureIndex {
     /// `sample` ids, and the undecodable jobs of the queues it looks at (which no selection
     /// can match; a bulk action skips them).
     pub fn tally(&self, query: &Selection, sample: usize) -> Tally {
-        let c = self.compile(query);
+        let parts = self.in_parts(|part| {
+            let c = self.compile(query);
+            let mut t = Tally::default();
+            let mut by_exception: IdMap<u32, u64> = IdMap::default();
+            for (_, key, e) in part.iter() {
+                if e.state == State::Undecodable {
+                    if !c.nothing && c.queue.is_none_or(|q| q == key.0) {
+                        t.undecodable += 1;
+                    }
+                    continue;
+                }
+                match c.test((key.0, &key.1), e) {
+                    Test::Match => {
+                        t.matched += 1;
+                        *by_exception.entry(e.exception).or_default() += 1;
+                        *t.by_state.entry(e.state).or_default() += 1;
+                        if t.sample.len() < sample {
+                            t.sample.push(key.1.to_id().into());
+                        }
+                    }
+                    Test::Unknown => t.unknown += 1,
+                    Test::No => {}
+                }
+            }
+            (t, by_exception)
+        });
         let mut t = Tally::default();
         let mut by_exception: IdMap<u32, u64> = IdMap::default();
-        for (key, e) in &self.entries {
-            if e.state == State::Undecodable {
-                if !c.nothing && c.queue.is_none_or(|q| q == key.0) {
-                    t.undecodable += 1;
-                }
-                continue;
+        for (part, exceptions) in parts {
+            t.matched += part.matched;
+            t.unknown += part.unknown;
+            t.undecodable += part.undecodable;
+            for (state, n) in part.by_state {
+                *t.by_state.entry(state).or_default() += n;
             }
-            match c.test((key.0, &key.1), e) {
-                Test::Match => {
-                    t.matched += 1;
-                    *by_exception.entry(e.exception).or_default() += 1;
-                    *t.by_state.entry(e.state).or_default() += 1;
-                    if t.sample.len() < sample {
-                        t.sample.push(key.1.to_id().into());
-                    }
-                }
-                Test::Unknown => t.unknown += 1,
-                Test::No => {}
+            let room = sample.saturating_sub(t.sample.len());
+            t.sample.extend(part.sample.into_iter().take(room));
+            for (id, n) in exceptions {
+                *by_exception.entry(id).or_default() += n;
             }
         }
         t.by_exception = by_exception
@@ -785,80 +842,6 @@ impl FailureIndex {
         out
     }
 
-    /// One page of `query` in `order`, from `offset`: linear in the index's size (one pass to
-    /// filter, one selection to find the page), whatever the offset.
-    pub fn page(&self, query: &Selection, order: Order, offset: usize, limit: usize) -> Page {
-        let c = self.compile(query);
-        let mut unknown = 0u64;
-        // (sort key, position): newest first sorts by descending failure time; ties in failure
-        // time are ordered by position so that pages do not overlap.
-        let sort_key = |e: &Entry| match order {
-            Order::Newest => -e.failed_at_us,
-            Order::Oldest => e.failed_at_us,
-        };
-        let wanted = offset.saturating_add(limit);
-        let mut total = 0u64;
-        let mut hits: Vec<(i64, u32)>;
-        if wanted <= TOP_K_MAX {
-            // A page near the front: keep only the first `wanted` matches in a bounded heap
-            // rather than a vector of every match (16 MB at a million).
-            let mut heap = std::collections::BinaryHeap::with_capacity(wanted + 1);
-            for (pos, (key, e)) in self.entries.iter().enumerate() {
-                match c.test((key.0, &key.1), e) {
-                    Test::Match => {
-                        total += 1;
-                        let hit = (sort_key(e), pos as u32);
-                        if heap.len() < wanted {
-                            heap.push(hit);
-                        } else if heap.peek().is_some_and(|top| hit < *top) {
-                            heap.pop();
-                            heap.push(hit);
-                        }
-                    }
-                    Test::Unknown => unknown += 1,
-                    Test::No => {}
-                }
-            }
-            hits = heap.into_sorted_vec();
-        } else {
-            hits = Vec::new();
-            for (pos, (key, e)) in self.entries.iter().enumerate() {
-                match c.test((key.0, &key.1), e) {
-                    Test::Match => hits.push((sort_key(e), pos as u32)),
-                    Test::Unknown => unknown += 1,
-                    Test::No => {}
-                }
-            }
-            total = hits.len() as u64;
-            let start = offset.min(hits.len());
-            let end = wanted.min(hits.len());
-            if start < end {
-                if start > 0 {
-                    hits.select_nth_unstable(start);
-                }
-                let rest = &mut hits[start..];
-                if end - start < rest.len() {
-                    rest.select_nth_unstable(end - start);
-                }
-                rest[..end - start].sort_unstable();
-            }
-        }
-        let start = offset.min(hits.len());
-        let end = wanted.min(hits.len());
-        let jobs = hits[start..end]
-            .iter()
-            .map(|&(_, pos)| {
-                let (key, e) = self.entries.get_index(pos as usize).expect("position");
-                self.listed(key, e)
-            })
-            .collect();
-        Page {
-            total,
-            unknown,
-            jobs,
-        }
-    }
-
     /// The groups (queue × function × exception type), largest first.
     pub fn groups(&self) -> Vec<Group> {
         if let Some((version, groups)) = &*self.groups_cache.lock().expect("groups cache lock") {
@@ -866,7 +849,7 @@ impl FailureIndex {
                 return groups.clone();
             }
         }
-        let out = self.grouped(|_, _| true);
+        let out = self.grouped(None);
         // Answers between two changes of the index are the same: the console's refreshes and
         // concurrent readers then cost a copy of a few groups.
         *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
@@ -876,18 +859,37 @@ impl FailureIndex {
     /// The groups of the jobs `query` matches (a search's groups), largest first; not cached
     /// (a search is answered in one pass).
     pub fn groups_matching(&self, query: &Selection) -> Vec<Group> {
-        let c = self.compile(query);
-        self.grouped(|key, e| c.test((key.0, &key.1), e) == Test::Match)
+        self.grouped(Some(query))
     }
 
-    /// The groups of the entries `keep` keeps, largest first.
-    fn grouped(&self, keep: impl Fn(&(u16, JobKey), &Entry) -> bool) -> Vec<Group> {
-        let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
-        for (key, e) in self.entries.iter().filter(|(k, e)| keep(k, e)) {
+    /// The groups of the entries `query` matches (all of them for `None`), largest first.
+    fn grouped(&self, query: Option<&Selection>) -> Vec<Group> {
+        let parts = self.in_parts(|part| {
+            let c = query.map(|q| self.compile(q));
+            let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
+            for (_, key, e) in part.iter() {
+                if c.as_ref()
+                    .is_some_and(|c| c.test((key.0, &key.1), e) != Test::Match)
+                {
+                    continue;
+                }
+                groups
+                    .entry((key.0, e.function, e.exception))
+                    .or_insert_with(GroupSums::new)
+                    .add(e);
+            }
             groups
-                .entry((key.0, e.function, e.exception))
-                .or_insert_with(GroupSums::new)
-                .add(e);
+        });
+        let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
+        for part in parts {
+            for (key, sums) in part {
+                match groups.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(sums),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(sums);
+                    }
+                }
+            }
         }
         let mut out: Vec<Group> = groups
             .into_iter()
@@ -946,11 +948,23 @@ impl FailureIndex {
 
     /// Counts per queue, by state.
     pub fn queue_counts(&self) -> std::collections::BTreeMap<String, QueueCounts> {
+        let parts = self.in_parts(|part| {
+            let mut per: Vec<QueueCounts> = vec![QueueCounts::default(); self.queues.names.len()];
+            for (_, key, e) in part.iter() {
+                let c = &mut per[usize::from(key.0)];
+                c.failed += 1;
+                *c.by_state.entry(e.state).or_default() += 1;
+            }
+            per
+        });
         let mut per: Vec<QueueCounts> = vec![QueueCounts::default(); self.queues.names.len()];
-        for (key, e) in &self.entries {
-            let c = &mut per[usize::from(key.0)];
-            c.failed += 1;
-            *c.by_state.entry(e.state).or_default() += 1;
+        for part in parts {
+            for (sum, c) in per.iter_mut().zip(part) {
+                sum.failed += c.failed;
+                for (state, n) in c.by_state {
+                    *sum.by_state.entry(state).or_default() += n;
+                }
+            }
         }
         self.queues
             .names
@@ -1132,6 +1146,8 @@ struct SearchFilter<'t> {
     exceptions: Vec<bool>,
     /// Each function's name lowercased: the head of a description stored without it.
     function_heads: &'t [Box<[u8]>],
+    /// Which shared exception lines hold the search, by number.
+    lines: Vec<bool>,
     /// A description put back together, reused across the pass.
     joined: RefCell<Vec<u8>>,
     texts: &'t Texts,
@@ -1160,7 +1176,11 @@ impl SearchFilter<'_> {
     /// search may span the two).
     fn in_texts(&self, e: &Entry) -> bool {
         let t = self.texts.get(e.text);
-        if self.needle.in_text(t.line) || self.needle.in_text(t.description) {
+        let in_line = match self.texts.shared_line(e.text) {
+            Some(number) => self.lines.get(number).copied().unwrap_or(false),
+            None => self.needle.in_text(t.line),
+        };
+        if in_line || self.needle.in_text(t.description) {
             return true;
         }
         let head = self.function_heads.get(e.function as usize);
@@ -1237,6 +1257,20 @@ impl GroupSums {
             next_due: i64::MAX,
             policies: IdMap::default(),
             by_state: [0; State::ALL.len()],
+        }
+    }
+
+    /// Adds another part's sums of the same group.
+    fn merge(&mut self, other: GroupSums) {
+        self.count += other.count;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.next_due = self.next_due.min(other.next_due);
+        for (policy, n) in other.policies {
+            *self.policies.entry(policy).or_default() += n;
+        }
+        for (sum, n) in self.by_state.iter_mut().zip(other.by_state) {
+            *sum += n;
         }
     }
 

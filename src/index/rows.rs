@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{time, FailureIndex, Known, State};
+use super::{time, Entry, FailureIndex, Known, State};
 use crate::jobkey::JobKey;
 
 /// One group (queue × function × exception type) as interned ids: its identity in one index,
@@ -42,19 +42,16 @@ pub struct GroupNames<'a> {
 impl FailureIndex {
     /// Every entry, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
-        self.entries.iter().map(|((queue, job), e)| Row {
-            group: GroupId {
-                queue: *queue,
-                function: e.function,
-                exception: e.exception,
-            },
-            job,
-            failed_at: time(e.failed_at_us),
-            attempts: e.attempts,
-            exhausted: e.exhausted,
-            policy: e.policy,
-            state: e.state,
-        })
+        self.entries.iter().map(|(key, e)| row(key, e))
+    }
+
+    /// `each` over every entry's row, in parts answered at once (see [`super::parts`]); the
+    /// answers in entry order.
+    pub fn rows_in_parts<'s, R: Send>(
+        &'s self,
+        each: impl Fn(&mut dyn Iterator<Item = Row<'s>>) -> R + Sync,
+    ) -> Vec<R> {
+        self.in_parts(|part| each(&mut part.iter().map(|(_, key, e)| row(key, e))))
     }
 
     /// The names of a group some row of this index named.
@@ -76,5 +73,21 @@ impl FailureIndex {
     /// The name of a row's deciding policy (`None` for id 0: no policy decided).
     pub fn policy_named(&self, id: u16) -> Option<&str> {
         (id > 0).then(|| &*self.policies.names[usize::from(id - 1)])
+    }
+}
+
+fn row<'a>((queue, job): &'a (u16, JobKey), e: &Entry) -> Row<'a> {
+    Row {
+        group: GroupId {
+            queue: *queue,
+            function: e.function,
+            exception: e.exception,
+        },
+        job,
+        failed_at: time(e.failed_at_us),
+        attempts: e.attempts,
+        exhausted: e.exhausted,
+        policy: e.policy,
+        state: e.state,
     }
 }

@@ -411,17 +411,26 @@ fn a_page_near_the_front_and_a_deep_page_agree_with_a_full_sort() {
         let everything = index.page(&Selection::default(), order, 0, n);
         assert_eq!(everything.jobs.len(), n);
         let all: Vec<&str> = ids(&everything);
+        // A full sort by failure time, ties by position (here the order of observation).
+        let mut sorted: Vec<usize> = (0..n).collect();
+        sorted.sort_by_key(|&i| {
+            let t = ((i * 7919) % 3_001) as i64;
+            (if order == Order::Newest { -t } else { t }, i)
+        });
+        let want: Vec<&str> = sorted.iter().map(|&i| names[i].as_str()).collect();
+        assert_eq!(all, want, "{order:?}: everything");
         for (offset, limit) in [
             (0, 50),
-            (TOP_K_MAX - 40, 40),
-            (TOP_K_MAX - 40, 41),
+            (TOP_K_MAX - 10, 10),
+            (TOP_K_MAX - 10, 11),
             (TOP_K_MAX + 5, 100),
+            (n - 7, 50),
         ] {
             let page = index.page(&Selection::default(), order, offset, limit);
             assert_eq!(page.total, n as u64);
             assert_eq!(
                 ids(&page),
-                all[offset..offset + limit].to_vec(),
+                all[offset..(offset + limit).min(n)].to_vec(),
                 "{order:?} {offset}+{limit}"
             );
         }

@@ -142,6 +142,24 @@ impl Texts {
         (stored, end - start)
     }
 
+    /// The number of the shared line the record at `at` names, if it names one.
+    pub fn shared_line(&self, at: TextRef) -> Option<usize> {
+        if at >= TEXT_MISSING {
+            return None;
+        }
+        let start = at as usize;
+        let head: [u8; 4] = self.bytes[start..start + 4].try_into().expect("4 bytes");
+        match u32::from_le_bytes(head) {
+            INLINE => None,
+            number => Some(number as usize),
+        }
+    }
+
+    /// The shared lines, by number: a search tests each once rather than once per entry.
+    pub fn shared_lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.lines.iter().map(|line| &**line)
+    }
+
     /// Notes that no entry refers to the record at `at` any more.
     pub fn release(&mut self, at: TextRef) {
         self.garbage += self.record(at).1;

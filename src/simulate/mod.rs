@@ -202,7 +202,35 @@ impl<K: Hash + Eq> Default for Tally<K> {
     }
 }
 
+impl GroupSums {
+    /// Adds another part's sums of the same group.
+    fn merge(&mut self, other: GroupSums) {
+        self.jobs += other.jobs;
+        let add = |sums: &mut [u64], more: &[u64]| {
+            for (sum, n) in sums.iter_mut().zip(more) {
+                *sum += n;
+            }
+        };
+        add(&mut self.running, &other.running);
+        add(&mut self.candidate, &other.candidate);
+        add(&mut self.uncertain, &other.uncertain);
+        for (key, n) in other.moves {
+            *self.moves.entry(key).or_default() += n;
+        }
+        for (key, n) in other.policies {
+            *self.policies.entry(key).or_default() += n;
+        }
+    }
+}
+
 impl<K: Hash + Eq> Tally<K> {
+    /// Adds another tally's groups (of the same source).
+    pub fn merge(&mut self, other: Tally<K>) {
+        for (key, sums) in other.groups {
+            self.groups.entry(key).or_default().merge(sums);
+        }
+    }
+
     /// One job of group `key`: what the running policies do with it and what the candidate
     /// does.
     pub fn add(&mut self, key: K, running: Outcome, candidate: Verdict) {

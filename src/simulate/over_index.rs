@@ -68,22 +68,30 @@ pub fn over_index_held(
     now: DateTime<Utc>,
 ) -> Tally<GroupLabel> {
     let sim = Simulator::new(running, candidate, worlds, now);
-    let mut deciders: HashMap<u16, Decider> = HashMap::new();
-    let mut plans: HashMap<(GroupId, Decider), Plan> = HashMap::new();
+    // The rows in parts at once (one per core); each part keeps its own memos.
+    let parts = index.rows_in_parts(|rows| {
+        let mut deciders: HashMap<u16, Decider> = HashMap::new();
+        let mut plans: HashMap<(GroupId, Decider), Plan> = HashMap::new();
+        let mut tally: Tally<GroupId> = Tally::default();
+        let mut facts = blank_facts(now);
+        for row in rows {
+            let decider = *deciders
+                .entry(row.policy)
+                .or_insert_with(|| sim.decider(index.policy_named(row.policy)));
+            let plan = *plans
+                .entry((row.group, decider))
+                .or_insert_with(|| sim.plan(index.group_names(row.group), decider));
+            fill(&mut facts, &row);
+            let queue = index.group_names(row.group).queue;
+            let running = sim.running_outcome(&row, decider, &facts, queue);
+            let candidate = sim.candidate_verdict(&row, (decider, running), plan, &facts, queue);
+            tally.add(row.group, running, candidate);
+        }
+        tally
+    });
     let mut tally: Tally<GroupId> = Tally::default();
-    let mut facts = blank_facts(now);
-    for row in index.rows() {
-        let decider = *deciders
-            .entry(row.policy)
-            .or_insert_with(|| sim.decider(index.policy_named(row.policy)));
-        let plan = *plans
-            .entry((row.group, decider))
-            .or_insert_with(|| sim.plan(index.group_names(row.group), decider));
-        fill(&mut facts, &row);
-        let queue = index.group_names(row.group).queue;
-        let running = sim.running_outcome(&row, decider, &facts, queue);
-        let candidate = sim.candidate_verdict(&row, (decider, running), plan, &facts, queue);
-        tally.add(row.group, running, candidate);
+    for part in parts {
+        tally.merge(part);
     }
     relabel(tally, index)
 }
