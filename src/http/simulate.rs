@@ -99,7 +99,8 @@ pub async fn simulate(State(app): State<AppState>, body: Bytes) -> Response {
 async fn answer(app: &AppState, file: crate::config::PolicyFile) -> Result<Report, ApiError> {
     wait_for_index(app).await?;
     // One simulation at a time: each is a pass over every indexed job (a few hundred ms of
-    // CPU at a million), and a read token must not be able to pin every core with them.
+    // CPU at a million, spread over the cores), and a read token must not be able to pin
+    // every core with them.
     let _turn = SIMULATIONS
         .acquire()
         .await

@@ -17,7 +17,6 @@
 //!
 //! See: issue 12.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -719,13 +718,16 @@ impl FailureIndex {
         SearchFilter {
             functions: self.functions.matching(|n| needle.in_name(n)),
             exceptions: self.exceptions.matching(|n| needle.in_name(n)),
-            function_heads: &self.function_heads,
+            cuts: self
+                .function_heads
+                .iter()
+                .map(|head| needle.cuts_after(head))
+                .collect(),
             lines: self
                 .texts
                 .shared_lines()
                 .map(|l| needle.in_text(l))
                 .collect(),
-            joined: RefCell::default(),
             needle,
             texts: &self.texts,
         }
@@ -849,7 +851,7 @@ impl FailureIndex {
                 return groups.clone();
             }
         }
-        let out = self.grouped(None);
+        let (out, _) = self.grouped(None, None);
         // Answers between two changes of the index are the same: the console's refreshes and
         // concurrent readers then cost a copy of a few groups.
         *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
@@ -859,14 +861,21 @@ impl FailureIndex {
     /// The groups of the jobs `query` matches (a search's groups), largest first; not cached
     /// (a search is answered in one pass).
     pub fn groups_matching(&self, query: &Selection) -> Vec<Group> {
-        self.grouped(Some(query))
+        self.grouped(Some(query), None).0
     }
 
-    /// The groups of the entries `query` matches (all of them for `None`), largest first.
-    fn grouped(&self, query: Option<&Selection>) -> Vec<Group> {
+    /// The groups of the entries `query` matches (all of them for `None`), largest first; with
+    /// `recent_from`, in the same pass, each part's failure times from then on (see
+    /// [`FailureIndex::groups_and_recent`]).
+    fn grouped(
+        &self,
+        query: Option<&Selection>,
+        recent_from: Option<i64>,
+    ) -> (Vec<Group>, Vec<trend::RecentTimes>) {
         let parts = self.in_parts(|part| {
             let c = query.map(|q| self.compile(q));
             let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
+            let mut recent = trend::RecentTimes::default();
             for (_, key, e) in part.iter() {
                 if c.as_ref()
                     .is_some_and(|c| c.test((key.0, &key.1), e) != Test::Match)
@@ -877,11 +886,16 @@ impl FailureIndex {
                     .entry((key.0, e.function, e.exception))
                     .or_insert_with(GroupSums::new)
                     .add(e);
+                if let Some(from) = recent_from {
+                    recent.note(from, key.0, e);
+                }
             }
-            groups
+            (groups, recent)
         });
         let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
-        for part in parts {
+        let mut recent = Vec::with_capacity(parts.len());
+        for (part, times) in parts {
+            recent.push(times);
             for (key, sums) in part {
                 match groups.entry(key) {
                     std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(sums),
@@ -900,7 +914,7 @@ impl FailureIndex {
                 (&a.queue, &a.function, &a.exception).cmp(&(&b.queue, &b.function, &b.exception))
             })
         });
-        out
+        (out, recent)
     }
 
     /// One group's answer from its sums: names for the interned ids, the policy that decides
@@ -1144,12 +1158,12 @@ struct SearchFilter<'t> {
     needle: search::Compiled,
     functions: Vec<bool>,
     exceptions: Vec<bool>,
-    /// Each function's name lowercased: the head of a description stored without it.
-    function_heads: &'t [Box<[u8]>],
+    /// For each function, where the search may be cut so that the function's name (the head
+    /// of a description stored without it) ends with its first part (see
+    /// [`search::Compiled::cuts_after`]); mostly nowhere.
+    cuts: Vec<Vec<usize>>,
     /// Which shared exception lines hold the search, by number.
     lines: Vec<bool>,
-    /// A description put back together, reused across the pass.
-    joined: RefCell<Vec<u8>>,
     texts: &'t Texts,
 }
 
@@ -1172,8 +1186,8 @@ impl SearchFilter<'_> {
 
 impl SearchFilter<'_> {
     /// Whether the entry's stored texts hold the search: its exception line, or its
-    /// description, put back together behind the function's name when stored without it (a
-    /// search may span the two).
+    /// description put back together behind the function's name when stored without it (a
+    /// search may span the two; one within the name alone is the function's own match).
     fn in_texts(&self, e: &Entry) -> bool {
         let t = self.texts.get(e.text);
         let in_line = match self.texts.shared_line(e.text) {
@@ -1183,17 +1197,11 @@ impl SearchFilter<'_> {
         if in_line || self.needle.in_text(t.description) {
             return true;
         }
-        let head = self.function_heads.get(e.function as usize);
-        match head {
-            Some(head) if t.after_function => {
-                let mut joined = self.joined.borrow_mut();
-                joined.clear();
-                joined.extend_from_slice(head);
-                joined.extend_from_slice(t.description);
-                self.needle.in_text(&joined)
-            }
-            _ => false,
-        }
+        t.after_function
+            && self.cuts.get(e.function as usize).is_some_and(|cuts| {
+                cuts.iter()
+                    .any(|&k| self.needle.rest_starts(k, t.description))
+            })
     }
 }
 

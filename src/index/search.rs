@@ -148,6 +148,21 @@ impl Compiled {
         lower(name).contains(&self.lower)
     }
 
+    /// The lengths `k` (0 < k < the search's length) for which `head` ends with the search's
+    /// first `k` bytes: a text that starts with the rest after `head` holds the search across
+    /// the join.
+    pub fn cuts_after(&self, head: &[u8]) -> Vec<usize> {
+        let needle = self.lower.as_bytes();
+        (1..needle.len())
+            .filter(|&k| head.ends_with(&needle[..k]))
+            .collect()
+    }
+
+    /// Whether `text` starts with the search's bytes from `k` on (see [`Compiled::cuts_after`]).
+    pub fn rest_starts(&self, k: usize, text: &[u8]) -> bool {
+        text.starts_with(&self.lower.as_bytes()[k..])
+    }
+
     /// Whether stored search text holds it.
     pub fn in_text(&self, text: &[u8]) -> bool {
         self.finder.find(text).is_some()
@@ -173,6 +188,18 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_is_cut_where_the_function_name_ends_with_its_first_part() {
+        let c = |q: &str| Compiled::new(&Needle::parse(q).unwrap());
+        assert_eq!(c("bill(42").cuts_after(b"app.tasks.bill"), vec![4]);
+        assert!(c("bill(42").rest_starts(4, b"(42, 'eur')"));
+        assert!(!c("bill(42").rest_starts(4, b"(43, 'eur')"));
+        // Every cut that fits, none of the whole search (that is the name's own match).
+        assert_eq!(c("aaa").cuts_after(b"xaaa"), vec![1, 2]);
+        assert_eq!(c("bill").cuts_after(b"app.tasks.bill"), Vec::<usize>::new());
+        assert_eq!(c("zzz").cuts_after(b"app.tasks.bill"), Vec::<usize>::new());
+    }
 
     #[test]
     fn a_blank_long_or_control_search_is_refused_with_invalid_q() {

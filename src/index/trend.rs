@@ -44,6 +44,13 @@ impl Buckets {
         }
     }
 
+    /// Adds the counts of another part's same buckets.
+    fn add(&mut self, other: &Buckets) {
+        for (n, more) in self.counts.iter_mut().zip(&other.counts) {
+            *n += more;
+        }
+    }
+
     /// Counts a failure at `at_us` when it falls in one of the buckets; returns whether it did.
     fn count(&mut self, start_us: i64, step_us: i64, at_us: i64) -> bool {
         if at_us < start_us {
@@ -156,7 +163,7 @@ impl FailureIndex {
         let minutes_start = floor(now_us, MINUTE_US) - (MINUTES as i64 - 1) * MINUTE_US;
         let hours_start = floor(now_us, HOUR_US) - (HOURS as i64 - 1) * HOUR_US;
         let hours_end = hours_start + HOURS as i64 * HOUR_US;
-        let mut t = Timeline {
+        let empty = || Timeline {
             total: 0,
             unknown: 0,
             minutes: Buckets::new(minutes_start, MINUTE_US, MINUTES),
@@ -164,26 +171,39 @@ impl FailureIndex {
             earlier: 0,
             later: 0,
         };
-        let c = self.compile(query);
-        for (key, e) in &self.entries {
-            match c.test((key.0, &key.1), e) {
-                Test::Match => {}
-                Test::Unknown => {
-                    t.unknown += 1;
-                    continue;
+        let parts = self.in_parts(|part| {
+            let mut t = empty();
+            let c = self.compile(query);
+            for (_, key, e) in part.iter() {
+                match c.test((key.0, &key.1), e) {
+                    Test::Match => {}
+                    Test::Unknown => {
+                        t.unknown += 1;
+                        continue;
+                    }
+                    Test::No => continue,
                 }
-                Test::No => continue,
+                t.total += 1;
+                let at = e.failed_at_us;
+                if at < hours_start {
+                    t.earlier += 1;
+                } else if at >= hours_end {
+                    t.later += 1;
+                } else {
+                    t.hours.count(hours_start, HOUR_US, at);
+                    t.minutes.count(minutes_start, MINUTE_US, at);
+                }
             }
-            t.total += 1;
-            let at = e.failed_at_us;
-            if at < hours_start {
-                t.earlier += 1;
-            } else if at >= hours_end {
-                t.later += 1;
-            } else {
-                t.hours.count(hours_start, HOUR_US, at);
-                t.minutes.count(minutes_start, MINUTE_US, at);
-            }
+            t
+        });
+        let mut t = empty();
+        for part in parts {
+            t.total += part.total;
+            t.unknown += part.unknown;
+            t.earlier += part.earlier;
+            t.later += part.later;
+            t.hours.add(&part.hours);
+            t.minutes.add(&part.minutes);
         }
         t
     }
@@ -223,28 +243,39 @@ impl FailureIndex {
         prev_from: i64,
         last_from: i64,
     ) -> RecentFailures {
-        let c = self.compile(query);
-        let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
-        for (key, e) in &self.entries {
-            let at = e.failed_at_us;
-            // Only the jobs it finds count, as in the groups' `count`.
-            if at < prev_from
-                || e.state == super::State::Undecodable
-                || c.test((key.0, &key.1), e) != Test::Match
-            {
-                continue;
+        let parts = self.in_parts(|part| {
+            let c = self.compile(query);
+            let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
+            for (_, key, e) in part.iter() {
+                let at = e.failed_at_us;
+                // Only the jobs it finds count, as in the groups' `count`.
+                if at < prev_from
+                    || e.state == super::State::Undecodable
+                    || c.test((key.0, &key.1), e) != Test::Match
+                {
+                    continue;
+                }
+                let counts = by_group
+                    .entry(GroupId {
+                        queue: key.0,
+                        function: e.function,
+                        exception: e.exception,
+                    })
+                    .or_default();
+                if at >= last_from {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
             }
-            let counts = by_group
-                .entry(GroupId {
-                    queue: key.0,
-                    function: e.function,
-                    exception: e.exception,
-                })
-                .or_default();
-            if at >= last_from {
-                counts.0 += 1;
-            } else {
-                counts.1 += 1;
+            by_group
+        });
+        let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
+        for part in parts {
+            for (group, (last, prev)) in part {
+                let counts = by_group.entry(group).or_default();
+                counts.0 += last;
+                counts.1 += prev;
             }
         }
         RecentFailures { now_us, by_group }
@@ -253,17 +284,27 @@ impl FailureIndex {
     /// The failure times from `from_us` on, by group; undecodable jobs are in no group's count
     /// (see `http::jobs::groups`). They hold while the version does.
     fn recent_from(&self, from_us: i64) -> RecentCache {
-        let mut times: IdMap<GroupId, Vec<i64>> = IdMap::default();
-        for ((queue, _), e) in &self.entries {
-            if e.failed_at_us < from_us || e.state == super::State::Undecodable {
-                continue;
+        let parts = self.in_parts(|part| {
+            let mut times = RecentTimes::default();
+            for (_, (queue, _), e) in part.iter() {
+                times.note(from_us, *queue, e);
             }
-            let group = GroupId {
-                queue: *queue,
-                function: e.function,
-                exception: e.exception,
-            };
-            times.entry(group).or_default().push(e.failed_at_us);
+            times
+        });
+        self.recent_cache_of(from_us, parts)
+    }
+
+    /// The recent failures kept for this version of the index, from the parts' times.
+    pub(super) fn recent_cache_of(
+        &self,
+        from_us: i64,
+        parts: impl IntoIterator<Item = RecentTimes>,
+    ) -> RecentCache {
+        let mut times: IdMap<GroupId, Vec<i64>> = IdMap::default();
+        for part in parts {
+            for (group, t) in part.0 {
+                times.entry(group).or_default().extend(t);
+            }
         }
         for t in times.values_mut() {
             t.shrink_to_fit();
@@ -273,6 +314,57 @@ impl FailureIndex {
             from_us,
             times,
         }
+    }
+
+    /// The groups ([`FailureIndex::groups`]) and their recent failures as of `now`
+    /// ([`FailureIndex::recent`], of everything): one pass over the entries for both when
+    /// neither is kept for this version of the index (after every change, as during an
+    /// incident), not one each.
+    pub fn groups_and_recent(&self, now: DateTime<Utc>) -> (Vec<super::Group>, RecentFailures) {
+        let now_us = us(now);
+        let prev_from = now_us - 2 * QUARTER_US;
+        let groups_kept = self
+            .groups_cache
+            .lock()
+            .expect("groups cache lock")
+            .as_ref()
+            .is_some_and(|(version, _)| *version == self.version);
+        let recent_kept = self
+            .recent_cache
+            .lock()
+            .expect("recent cache lock")
+            .as_ref()
+            .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
+        if !groups_kept && !recent_kept {
+            let from_us = prev_from - HORIZON_US;
+            let (groups, times) = self.grouped(None, Some(from_us));
+            *self.groups_cache.lock().expect("groups cache lock") =
+                Some((self.version, groups.clone()));
+            *self.recent_cache.lock().expect("recent cache lock") =
+                Some(self.recent_cache_of(from_us, times));
+        }
+        (self.groups(), self.recent(&Selection::default(), now))
+    }
+}
+
+/// One part's failure times from some instant on, by group (see
+/// [`FailureIndex::recent_from`]).
+#[derive(Default)]
+pub(super) struct RecentTimes(IdMap<GroupId, Vec<i64>>);
+
+impl RecentTimes {
+    /// Notes an entry's failure time when it is from `from_us` on; undecodable jobs are in no
+    /// group's count.
+    pub(super) fn note(&mut self, from_us: i64, queue: u16, e: &super::Entry) {
+        if e.failed_at_us < from_us || e.state == super::State::Undecodable {
+            return;
+        }
+        let group = GroupId {
+            queue,
+            function: e.function,
+            exception: e.exception,
+        };
+        self.0.entry(group).or_default().push(e.failed_at_us);
     }
 }
 
@@ -358,6 +450,41 @@ mod tests {
             .find(|g| g.queue == "default")
             .unwrap();
         assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
+    }
+
+    /// `groups_and_recent` answers in one pass what `groups` and `recent` answer in two, at
+    /// any moment, after a change, and when one of the two is kept and the other is not.
+    #[test]
+    fn groups_and_recent_in_one_pass_equal_the_two_answers_apart() {
+        let mut failures = vec![failed("edges", "undecodable", "KeyError", 60)];
+        failures[0].state = State::Undecodable;
+        let ids: Vec<String> = (0..300).map(|i| format!("j{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let (queue, exception) = [("default", "ValueError"), ("emails", "TimeoutError")][i % 2];
+            failures.push(failed(queue, id, exception, i as i64 * 13 - 10));
+        }
+        let apart =
+            |index: &FailureIndex, at| (index.groups(), index.recent(&Selection::default(), at));
+        for mins in [0, 14, 16, 31, -5] {
+            let at = now() + chrono::Duration::minutes(mins);
+            let mut one = index_of(&failures);
+            let mut two = index_of(&failures);
+            assert_eq!(one.groups_and_recent(at), apart(&two, at), "{mins} min");
+            // After a change; then with the groups kept and the clock moved on.
+            one.observe(&failed("default", "new", "ValueError", 0));
+            two.observe(&failed("default", "new", "ValueError", 0));
+            assert_eq!(
+                one.groups_and_recent(at),
+                apart(&two, at),
+                "{mins} min, changed"
+            );
+            let later = at + chrono::Duration::minutes(20);
+            assert_eq!(
+                one.groups_and_recent(later),
+                apart(&two, later),
+                "{mins} min, later"
+            );
+        }
     }
 
     /// With no filter, `recent` counts each group's kept times; with one, it passes over the
