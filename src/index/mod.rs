@@ -846,7 +846,10 @@ impl FailureIndex {
 
     /// The groups (queue × function × exception type), largest first.
     pub fn groups(&self) -> Vec<Group> {
-        if let Some((version, groups)) = &*self.groups_cache.lock().expect("groups cache lock") {
+        // Held while the groups are counted: concurrent readers of a changed index wait for
+        // this one pass instead of each making their own (twenty consoles after one change).
+        let mut cache = self.groups_cache.lock().expect("groups cache lock");
+        if let Some((version, groups)) = &*cache {
             if *version == self.version {
                 return groups.clone();
             }
@@ -854,7 +857,7 @@ impl FailureIndex {
         let (out, _) = self.grouped(None, None);
         // Answers between two changes of the index are the same: the console's refreshes and
         // concurrent readers then cost a copy of a few groups.
-        *self.groups_cache.lock().expect("groups cache lock") = Some((self.version, out.clone()));
+        *cache = Some((self.version, out.clone()));
         out
     }
 

@@ -323,25 +323,26 @@ impl FailureIndex {
     pub fn groups_and_recent(&self, now: DateTime<Utc>) -> (Vec<super::Group>, RecentFailures) {
         let now_us = us(now);
         let prev_from = now_us - 2 * QUARTER_US;
-        let groups_kept = self
-            .groups_cache
-            .lock()
-            .expect("groups cache lock")
-            .as_ref()
-            .is_some_and(|(version, _)| *version == self.version);
-        let recent_kept = self
-            .recent_cache
-            .lock()
-            .expect("recent cache lock")
-            .as_ref()
-            .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
-        if !groups_kept && !recent_kept {
-            let from_us = prev_from - HORIZON_US;
-            let (groups, times) = self.grouped(None, Some(from_us));
-            *self.groups_cache.lock().expect("groups cache lock") =
-                Some((self.version, groups.clone()));
-            *self.recent_cache.lock().expect("recent cache lock") =
-                Some(self.recent_cache_of(from_us, times));
+        {
+            // Held through the pass, as in `groups` (concurrent readers wait for it); the
+            // groups' lock is always taken before the recent failures'.
+            let mut groups_cache = self.groups_cache.lock().expect("groups cache lock");
+            let groups_kept = groups_cache
+                .as_ref()
+                .is_some_and(|(version, _)| *version == self.version);
+            let recent_kept = self
+                .recent_cache
+                .lock()
+                .expect("recent cache lock")
+                .as_ref()
+                .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
+            if !groups_kept && !recent_kept {
+                let from_us = prev_from - HORIZON_US;
+                let (groups, times) = self.grouped(None, Some(from_us));
+                *groups_cache = Some((self.version, groups));
+                *self.recent_cache.lock().expect("recent cache lock") =
+                    Some(self.recent_cache_of(from_us, times));
+            }
         }
         (self.groups(), self.recent(&Selection::default(), now))
     }
