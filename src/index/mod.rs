@@ -389,6 +389,14 @@ impl TimeSpan {
     }
 }
 
+/// A cache's lock, also after a reader panicked while holding it: a cache is only replaced
+/// whole, once its new answer is complete, so what it holds is always a whole answer.
+fn lock<T>(cache: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Microseconds since the epoch: RQ's timestamps are that precise, and answers must give back
 /// exactly the `ended_at` that was read.
 fn us(at: DateTime<Utc>) -> i64 {
@@ -848,7 +856,7 @@ impl FailureIndex {
     pub fn groups(&self) -> Vec<Group> {
         // Held while the groups are counted: concurrent readers of a changed index wait for
         // this one pass instead of each making their own (twenty consoles after one change).
-        let mut cache = self.groups_cache.lock().expect("groups cache lock");
+        let mut cache = lock(&self.groups_cache);
         if let Some((version, groups)) = &*cache {
             if *version == self.version {
                 return groups.clone();
@@ -1032,7 +1040,7 @@ impl FailureIndex {
     /// Per queue with entries: how many, and their lowest and highest score (one pass, or
     /// none while the index is unchanged: the size check asks every second).
     pub fn queue_spans(&self) -> Vec<QueueSpan> {
-        let mut cache = self.spans_cache.lock().expect("spans cache lock");
+        let mut cache = lock(&self.spans_cache);
         if let Some((version, spans)) = &*cache {
             if *version == self.version {
                 return spans.clone();

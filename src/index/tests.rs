@@ -625,3 +625,37 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
         ("other", 2, score(70))
     );
 }
+
+/// A reader that panicked while it held a cache's lock (counting the groups, say) leaves the
+/// cache as it was: the next readers still get their answers, not a poisoned lock's panic.
+#[test]
+fn a_reader_that_panicked_holding_a_cache_does_not_stop_the_next() {
+    let mut index = FailureIndex::default();
+    index.observe(&obs("default", "a", 1));
+    let before = index.groups();
+    index.observe(&obs("default", "b", 2));
+    std::thread::scope(|s| {
+        for cache in [0, 1, 2] {
+            let index = &index;
+            let panicked = s
+                .spawn(move || {
+                    let _held = (
+                        (cache == 0).then(|| index.groups_cache.lock().unwrap()),
+                        (cache == 1).then(|| index.recent_cache.lock().unwrap()),
+                        (cache == 2).then(|| index.spans_cache.lock().unwrap()),
+                    );
+                    panic!("a reader fails while it holds cache {cache}");
+                })
+                .join();
+            assert!(panicked.is_err());
+        }
+    });
+    let now = chrono::Utc::now();
+    let (groups, _) = index.groups_and_recent(now);
+    assert_eq!(
+        groups[0].count, 2,
+        "counted again after the change: {before:?}"
+    );
+    assert_eq!(index.groups(), groups);
+    assert_eq!(index.queue_spans()[0].indexed, 2);
+}

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{time, us, FailureIndex, GroupId, IdMap, Selection, Test};
+use super::{lock, time, us, FailureIndex, GroupId, IdMap, Selection, Test};
 
 /// Minutes in the per-minute window, and hours in the per-hour one.
 pub const MINUTES: usize = 60;
@@ -220,7 +220,7 @@ impl FailureIndex {
         if !query.is_everything() {
             return self.recent_matching(query, now_us, prev_from, last_from);
         }
-        let mut cache = self.recent_cache.lock().expect("recent cache lock");
+        let mut cache = lock(&self.recent_cache);
         let fresh = cache
             .as_ref()
             .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
@@ -326,22 +326,18 @@ impl FailureIndex {
         {
             // Held through the pass, as in `groups` (concurrent readers wait for it); the
             // groups' lock is always taken before the recent failures'.
-            let mut groups_cache = self.groups_cache.lock().expect("groups cache lock");
+            let mut groups_cache = lock(&self.groups_cache);
             let groups_kept = groups_cache
                 .as_ref()
                 .is_some_and(|(version, _)| *version == self.version);
-            let recent_kept = self
-                .recent_cache
-                .lock()
-                .expect("recent cache lock")
+            let recent_kept = lock(&self.recent_cache)
                 .as_ref()
                 .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
             if !groups_kept && !recent_kept {
                 let from_us = prev_from - HORIZON_US;
                 let (groups, times) = self.grouped(None, Some(from_us));
                 *groups_cache = Some((self.version, groups));
-                *self.recent_cache.lock().expect("recent cache lock") =
-                    Some(self.recent_cache_of(from_us, times));
+                *lock(&self.recent_cache) = Some(self.recent_cache_of(from_us, times));
             }
         }
         (self.groups(), self.recent(&Selection::default(), now))
