@@ -908,12 +908,7 @@ impl FailureIndex {
         for (part, times) in parts {
             recent.push(times);
             for (key, sums) in part {
-                match groups.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(sums),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(sums);
-                    }
-                }
+                groups.entry(key).or_insert_with(GroupSums::new).merge(sums);
             }
         }
         let mut out: Vec<Group> = groups

@@ -295,7 +295,7 @@ impl FailureIndex {
     }
 
     /// The recent failures kept for this version of the index, from the parts' times.
-    pub(super) fn recent_cache_of(
+    fn recent_cache_of(
         &self,
         from_us: i64,
         parts: impl IntoIterator<Item = RecentTimes>,
