@@ -852,3 +852,82 @@ async fn a_requeue_to_compares_the_origin_the_decision_saw() {
     let origin: String = sync.hget("rq:job:j1", "origin").unwrap();
     assert_eq!(origin, "elsewhere");
 }
+
+/// An automatic write folds into the newest audit entry of its kind (who, action, why, queue,
+/// to_queue, minute) within the newest 16, past entries of other kinds, while the merged entry
+/// lists at most 100 jobs; when that newest entry has no room it starts one of its own, even
+/// if an older entry of its kind has room (the fold reads entries one at a time, newest
+/// first). See: issue 22, item 4; issue 24, item 1.
+#[tokio::test]
+async fn an_automatic_write_folds_into_the_newest_audit_entry_of_its_kind_only() {
+    let server = RedisServer::start();
+    let mut sync = server.conn();
+    let ids = |queue: &str, from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("{queue}{i}")).collect()
+    };
+    let jobs = ids("a", 0, 161)
+        .into_iter()
+        .map(|id| FailedJob::new(&id).queue("a"))
+        .chain(
+            ids("b", 0, 2)
+                .into_iter()
+                .map(|id| FailedJob::new(&id).queue("b")),
+        );
+    FailedJob::write_all(&mut sync, jobs);
+    let mut con = async_con(&server).await;
+    let executor = Executor::new(Keys::new("rq"));
+    // One `now` for every call: all of them fall in the same minute.
+    let now = Utc::now();
+    let mut next = std::collections::HashMap::from([("a", 0), ("b", 0)]);
+    let mut requeue_next = |queue: &'static str, n: usize| {
+        let from = next[queue];
+        next.insert(queue, from + n);
+        ids(queue, from, n)
+    };
+    let steps: [(&str, usize); 6] = [("a", 5), ("b", 1), ("a", 2), ("a", 94), ("b", 1), ("a", 60)];
+    for (queue, n) in steps {
+        let mut writes = Vec::new();
+        for id in requeue_next(queue, n) {
+            writes.push(requeue(&facts(&mut con, queue, &id).await, Some(1), false));
+        }
+        let outcomes = executor
+            .apply_as(
+                &mut con,
+                &writes,
+                now,
+                rq_retryd::executor::Writer::Automatic,
+            )
+            .await
+            .unwrap();
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Requeued),
+            "{outcomes:?}"
+        );
+    }
+
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("rq:retryd:audit")
+        .arg("-")
+        .arg("+")
+        .query(&mut sync)
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(_, e)| (e["queue"].as_str(), e["count"].as_str()))
+        .collect();
+    // a:5, b:1 | a:2 folds past b into a:7 | a:94 is a call of 50 (folds: 57) and one of 44
+    // (new) | b:1 folds past both into b:2 | a:60 is 50 (folds into a:44: 94) and 10 (new:
+    // the newest a entry is full, the older a:57 with room is not looked at).
+    assert_eq!(
+        kinds,
+        vec![("a", "57"), ("b", "2"), ("a", "94"), ("a", "10")]
+    );
+    let mut listed: Vec<String> = entries
+        .iter()
+        .flat_map(|(_, e)| serde_json::from_str::<Vec<String>>(&e["job_ids_json"]).unwrap())
+        .collect();
+    listed.sort();
+    let mut all: Vec<String> = ids("a", 0, 161).into_iter().chain(ids("b", 0, 2)).collect();
+    all.sort();
+    assert_eq!(listed, all, "every requeued job is listed exactly once");
+}
