@@ -242,6 +242,21 @@ def timed(cmd, **kw):
     return elapsed, proc
 
 
+def seed(args, server):
+    """Seeds --count failed jobs with RQ's own code, in --seed-procs seeders at once (each with
+    its own random seed for the payloads; ids are RQ's uuid4s); returns the seconds it took."""
+    procs = max(1, args.seed_procs)
+    shares = [args.count // procs + (1 if i < args.count % procs else 0) for i in range(procs)]
+    t0 = time.perf_counter()
+    seeders = [subprocess.Popen([os.path.join(args.venv, "bin", "python"),
+                                 os.path.join(REPO, "tests", "python", "seed_failed_jobs.py"), "--url", server.url,
+                                 "--count", str(n), "--queues", args.queues, "--seed", str(7 + i)],
+                                stderr=subprocess.DEVNULL) for i, n in enumerate(shares)]
+    if any(p.wait() != 0 for p in seeders):
+        raise SystemExit("seeding failed")
+    return time.perf_counter() - t0
+
+
 def run_ceiling(args, server, snap, queues, work):
     """The minimal per-job commands piped by redis-cli --pipe."""
     server.restore(snap)
@@ -440,6 +455,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "rq-retryd"))
     ap.add_argument("--venv", default=os.path.join(REPO, "target", "venv-rq2"))
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--seed-procs", type=int, default=1,
+                    help="seeders in parallel (1M jobs: about 10 minutes with 2; the snapshot's name says so)")
     ap.add_argument("--reuse-seed", action="store_true",
                     help="keep the seeded snapshot under target/bench/ and reuse it next time (the jobs' failure times age: "
                          "fine for the bulk run, whose policy retries at once, as long as failure_ttl has not passed)")
@@ -473,16 +490,18 @@ def main():
                     json.dump(results, f, indent=2)
             return
         snap = os.path.join(work, "snapshot.rdb")
-        cached = os.path.join(REPO, "target", "bench", f"seed-{args.count}-{'-'.join(queues)}-{os.path.basename(args.venv)}.rdb")
+        suffix = f"-x{args.seed_procs}" if args.seed_procs > 1 else ""
+        cached = os.path.join(REPO, "target", "bench",
+                              f"seed-{args.count}-{'-'.join(queues)}-{os.path.basename(args.venv)}{suffix}.rdb")
         if args.reuse_seed and os.path.exists(cached):
             print(f"reusing the seeded snapshot {cached}", flush=True)
             shutil.copy(cached, snap)
             server.restore(snap)
         else:
             server.start()
-            print(f"seeding {args.count} failed jobs over {len(queues)} queues with RQ's own code ...", flush=True)
-            t, _ = timed([os.path.join(args.venv, "bin", "python"), os.path.join(REPO, "tests", "python", "seed_failed_jobs.py"),
-                          "--url", server.url, "--count", str(args.count), "--queues", args.queues], stderr=subprocess.DEVNULL)
+            print(f"seeding {args.count} failed jobs over {len(queues)} queues with RQ's own code "
+                  f"({args.seed_procs} process(es)) ...", flush=True)
+            t = seed(args, server)
             print(f"  seeded in {t:.1f}s", flush=True)
             server.snapshot(snap)
             if args.reuse_seed:
