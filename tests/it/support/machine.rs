@@ -30,6 +30,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 /// How many other tests may run while a timed heavy test ([`alone`]) does: one, as on two test
 /// threads.
@@ -75,13 +76,55 @@ fn wait_while(
     now
 }
 
-/// One test counted in `RUNNING.seated`.
-struct Seat;
+/// One test counted in `RUNNING.seated`: since when it waited for the seat, and since when it
+/// holds it.
+struct Seat {
+    asked: Instant,
+    seated: Instant,
+}
+
+/// When the first test asked for a seat or a turn.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Now, after the epoch is set (the first call sets it).
+fn now_since_epoch() -> Instant {
+    epoch();
+    Instant::now()
+}
+
+/// With `RQ_RETRYD_TEST_TIMES=<file>`, each test that took a seat or a heavy turn appends a
+/// line `<test>\t<seat|heavy>\t<seconds waited>\t<seconds run>\t<asked at, since the first
+/// ask>` there when it ends: where the program's time goes (libtest's own `--report-time`
+/// needs a nightly toolchain).
+fn report_time(kind: &str, asked: Instant, started: Instant) {
+    let Some(path) = std::env::var_os("RQ_RETRYD_TEST_TIMES") else {
+        return;
+    };
+    let epoch = epoch();
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!(
+        "{name}\t{kind}\t{:.2}\t{:.2}\t{:.2}\n",
+        (started - asked).as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        asked.saturating_duration_since(epoch).as_secs_f64()
+    );
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut file) = file {
+        let _ = std::io::Write::write_all(&mut file, line.as_bytes());
+    }
+}
 
 impl Drop for Seat {
     fn drop(&mut self) {
         running().seated -= 1;
         CHANGED.notify_all();
+        report_time("seat", self.asked, self.seated);
     }
 }
 
@@ -99,18 +142,24 @@ pub fn take_a_seat() {
     if !on_a_test_thread() || HEAVY_HERE.get() || SEAT.with_borrow(Option::is_some) {
         return;
     }
+    let asked = now_since_epoch();
     let mut now = wait_while(running(), |r| {
         r.beside_heavy.is_some_and(|beside| r.seated >= beside)
     });
     now.seated += 1;
     drop(now);
-    SEAT.set(Some(Seat));
+    SEAT.set(Some(Seat {
+        asked,
+        seated: Instant::now(),
+    }));
 }
 
 /// A heavy test's turn: no other heavy test runs, and at most [`BESIDE_A_TIMED_TEST`] or
 /// [`BESIDE_A_LOADING_TEST`] other tests hold a seat. Ends when dropped.
 pub struct Alone {
     _turn: MutexGuard<'static, ()>,
+    asked: Instant,
+    started: Instant,
 }
 
 /// Waits for the turn of a heavy test that loads the machine but times nothing closely (see
@@ -125,6 +174,7 @@ pub fn alone() -> Alone {
 }
 
 fn heavy_turn(beside: usize) -> Alone {
+    let asked = now_since_epoch();
     // A test that started something before it asked gives its seat back: it is the heavy one.
     SEAT.set(None);
     HEAVY_HERE.set(true);
@@ -132,7 +182,11 @@ fn heavy_turn(beside: usize) -> Alone {
     let mut now = running();
     now.beside_heavy = Some(beside);
     drop(wait_while(now, |r| r.seated > beside));
-    Alone { _turn: turn }
+    Alone {
+        _turn: turn,
+        asked,
+        started: Instant::now(),
+    }
 }
 
 impl Drop for Alone {
@@ -140,5 +194,6 @@ impl Drop for Alone {
         running().beside_heavy = None;
         CHANGED.notify_all();
         HEAVY_HERE.set(false);
+        report_time("heavy", self.asked, self.started);
     }
 }
