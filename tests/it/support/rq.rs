@@ -98,15 +98,14 @@ impl Rq {
     }
 
     /// Runs `rqctl.py --url URL ARGS...` and returns its stdout; any failure panics with stderr.
+    /// The command runs in a `rqctl.py --serve` of this venv ([`CtlServer`]), as it would in a
+    /// process of its own.
     #[track_caller]
     pub fn ctl(&self, url: &str, args: &[&str]) -> String {
-        let mut cmd = self.python();
-        cmd.arg(python_dir().join("rqctl.py"))
-            .arg("--url")
-            .arg(url)
-            .args(args);
         let what = format!("rqctl.py {} (RQ {})", args.join(" "), self.version);
-        let run = run_with_deadline(&mut cmd, COMMAND_DEADLINE, &what);
+        let mut argv = vec!["--url", url];
+        argv.extend_from_slice(args);
+        let run = CtlServer::run(self, &argv, &what);
         assert_eq!(run.code, 0, "{what} failed:\n{}", run.stderr);
         run.stdout.trim().to_string()
     }
@@ -506,6 +505,89 @@ pub struct Finished {
 
 /// Runs `cmd` to completion with no stdin, capturing output, and panics if it takes longer
 /// than `deadline`. Output is drained on threads so a chatty child cannot block on a full pipe.
+/// A `rqctl.py --serve` of one venv: one Python, with RQ imported, for many [`Rq::ctl`] calls.
+/// Idle ones wait in [`CTL_SERVERS`]; a call takes one (or starts one), so calls of tests
+/// running at once never wait on each other, and puts it back when answered. One that misses
+/// its deadline is killed, not put back. They end with the test program (their stdin closes).
+struct CtlServer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Idle [`CtlServer`]s by venv.
+static CTL_SERVERS: std::sync::Mutex<Vec<(PathBuf, CtlServer)>> = std::sync::Mutex::new(Vec::new());
+
+impl CtlServer {
+    fn start(rq: &Rq) -> CtlServer {
+        let mut cmd = rq.python();
+        cmd.arg(python_dir().join("rqctl.py"))
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rqctl.py --serve (RQ {}): {e}", rq.version));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        CtlServer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn take(rq: &Rq) -> CtlServer {
+        let idle = {
+            let mut servers = CTL_SERVERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = servers.iter().position(|(venv, _)| *venv == rq.venv);
+            at.map(|i| servers.swap_remove(i).1)
+        };
+        idle.unwrap_or_else(|| CtlServer::start(rq))
+    }
+
+    /// Runs one command (`argv` as rqctl.py's command line) within [`COMMAND_DEADLINE`].
+    #[track_caller]
+    fn run(rq: &Rq, argv: &[&str], what: &str) -> Finished {
+        use std::io::{BufRead, Write};
+        let mut server = CtlServer::take(rq);
+        let pid = server.child.id();
+        let line = serde_json::to_string(argv).expect("argv as JSON") + "\n";
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut answer = String::new();
+            let ok = server.stdin.write_all(line.as_bytes()).is_ok()
+                && server.stdin.flush().is_ok()
+                && server.stdout.read_line(&mut answer).is_ok_and(|n| n > 0);
+            let _ = tx.send(ok.then_some((server, answer)));
+        });
+        let (server, answer) = match rx.recv_timeout(COMMAND_DEADLINE) {
+            Ok(Some(done)) => done,
+            Ok(None) => panic!("{what}: rqctl.py --serve ended without an answer"),
+            Err(_) => {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                panic!("{what} did not finish within {COMMAND_DEADLINE:?}; killed it");
+            }
+        };
+        let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| {
+            panic!("{what}: rqctl.py --serve answered non-JSON ({e}): {answer}")
+        });
+        CTL_SERVERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((rq.venv.clone(), server));
+        let text = |field: &str| answer[field].as_str().unwrap_or_default().to_string();
+        Finished {
+            code: answer["code"].as_i64().unwrap_or(-1) as i32,
+            stdout: text("stdout"),
+            stderr: text("stderr"),
+        }
+    }
+}
+
 fn run_with_deadline(cmd: &mut Command, deadline: Duration, what: &str) -> Finished {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
