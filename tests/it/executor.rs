@@ -18,6 +18,18 @@ fn requeue(f: &JobFacts, attempt: Option<u32>, at_front: bool) -> Write {
     )
 }
 
+/// Every audit entry, oldest first: (stream id, fields).
+fn audit_entries(
+    con: &mut redis::Connection,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    redis::cmd("XRANGE")
+        .arg("rq:retryd:audit")
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap()
+}
+
 fn with_kind(f: &JobFacts, kind: WriteKind) -> Write {
     Write {
         kind,
@@ -800,12 +812,7 @@ async fn a_requeue_to_another_queue_moves_the_origin_with_the_job() {
     assert!(known.contains(&"rq:queue:slow".to_string()), "{known:?}");
     let failed: Vec<String> = sync.zrange("rq:failed:fast", 0, -1).unwrap();
     assert!(failed.is_empty(), "{failed:?}");
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("rq:retryd:audit")
-        .arg("-")
-        .arg("+")
-        .query(&mut sync)
-        .unwrap();
+    let entries = audit_entries(&mut sync);
     let calls: Vec<(String, String, String)> = entries
         .iter()
         .map(|(_, e)| {
@@ -905,12 +912,7 @@ async fn an_automatic_write_folds_into_the_newest_audit_entry_of_its_kind_only()
         );
     }
 
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("rq:retryd:audit")
-        .arg("-")
-        .arg("+")
-        .query(&mut sync)
-        .unwrap();
+    let entries = audit_entries(&mut sync);
     let kinds: Vec<(&str, &str)> = entries
         .iter()
         .map(|(_, e)| (e["queue"].as_str(), e["count"].as_str()))
