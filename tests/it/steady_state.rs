@@ -357,7 +357,8 @@ fn a_new_failure_tied_behind_a_window_of_known_ones_is_still_acted_on_at_once() 
 /// not know yet, then woken by one more) while a job in a 2 s backoff falls due.
 #[test]
 fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
-    let _alone = support::machine::loading();
+    // Timed (requeued within 1 s of its due time), so it runs beside at most one other test.
+    let _alone = support::one_heavy_test_at_a_time();
     let server = RedisServer::start_with(&["--notify-keyspace-events", "Kz"]);
     let mut con = server.conn();
     let config = DaemonConfig::new(
