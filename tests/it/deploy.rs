@@ -1012,7 +1012,11 @@ fn the_compose_example_is_valid_and_its_parts_work() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&explain.stdout);
-    assert!(explain.status.success(), "{text}");
+    assert!(
+        explain.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
     assert!(
         text.contains("\"ConnectionError\"") && text.contains("downstream unavailable (run 1)"),
         "the example task's own failure: {text}"

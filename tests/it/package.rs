@@ -255,6 +255,9 @@ fn deb_under_test() -> PathBuf {
 /// load; a reinstall keeps an edited config; `dpkg -r` keeps the config and `--purge` removes it.
 #[test]
 fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
+    // It installs /etc/rq-retryd/config.toml, which any other test's binary run without a
+    // config would read: no other test runs meanwhile.
+    let _alone = support::machine::exclusive();
     let deb = deb_under_test();
     let uid = run(Command::new("id").arg("-u"));
     assert_eq!(

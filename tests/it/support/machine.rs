@@ -197,6 +197,14 @@ pub fn alone() -> Alone {
     heavy_turn(BESIDE_A_TIMED_TEST)
 }
 
+/// Waits for the turn of a test that changes what every test shares (it installs the Debian
+/// package into `/`, and with it `/etc/rq-retryd/config.toml`, which the binary reads when no
+/// config is named): no other test holds a seat while it runs. Since every test starts at once,
+/// it would otherwise run beside one that runs the binary with only environment variables.
+pub fn exclusive() -> Alone {
+    heavy_turn(0)
+}
+
 fn heavy_turn(beside: usize) -> Alone {
     let asked = now_since_epoch();
     // A test that started something before it asked gives its seat back: it is the heavy one.

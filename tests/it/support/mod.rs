@@ -146,6 +146,9 @@ pub fn free_port() -> u16 {
 
 /// The `rq-retryd` binary cargo built for this test run.
 pub fn binary() -> PathBuf {
+    // A test about to run the binary uses the machine (and reads what it shares: see
+    // `machine::exclusive`).
+    machine::take_a_seat();
     PathBuf::from(env!("CARGO_BIN_EXE_rq-retryd"))
 }
 
