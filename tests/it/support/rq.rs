@@ -503,8 +503,6 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `cmd` to completion with no stdin, capturing output, and panics if it takes longer
-/// than `deadline`. Output is drained on threads so a chatty child cannot block on a full pipe.
 /// A `rqctl.py --serve` of one venv: one Python, with RQ imported, for many [`Rq::ctl`] calls.
 /// Idle ones wait in [`CTL_SERVERS`]; a call takes one (or starts one), so calls of tests
 /// running at once never wait on each other, and puts it back when answered. One that misses
@@ -588,6 +586,8 @@ impl CtlServer {
     }
 }
 
+/// Runs `cmd` to completion with no stdin, capturing output, and panics if it takes longer
+/// than `deadline`. Output is drained on threads so a chatty child cannot block on a full pipe.
 fn run_with_deadline(cmd: &mut Command, deadline: Duration, what: &str) -> Finished {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
