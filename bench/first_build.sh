@@ -11,6 +11,9 @@
 # The snapshot comes from `bench/index_api.py --jobs N --seed-only`. The scan only reads (its
 # policies wait 30 days or ignore), so one Redis serves every start.
 #
+# THREADS=1 also prints the CPU seconds of each of the daemon's threads (those over 0.5 s), at the end of
+# each build (which thread binds: the scan's task, the connection's reader, the HTTP side).
+#
 # PROBE=1 also fails new jobs during each build (bench/first_build_probe.py: one retried at
 # once and one 5 s after its failure, every 5 s) and prints how soon each was requeued: the
 # notified reaction and the due pass during a first build (issue 24, item 4). Its two
@@ -84,6 +87,14 @@ for round in $(seq "$rounds"); do
     r1=$(redis_cpu)
     cpu=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
     hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
+    if [[ ${THREADS:-0} == 1 ]]; then
+      for task in /proc/"$pid"/task/*; do
+        # comm may hold spaces: the fields after its closing parenthesis, utime and stime
+        # being the 12th and 13th of those.
+        sed -E 's/^[0-9]+ \((.*)\) (.*)$/\1|\2/' "$task/stat"
+      done | awk -F'|' '{ split($2, f, " "); c = (f[12] + f[13]) / 100; if (c >= 0.5) printf "    thread %-24s %7.2f s\n", $1, c }' |
+        sort -k3 -nr
+    fi
     if [[ -n $probe ]]; then
       wait "$probe" || true
       sed 's/^/    /' "$work/probe.out"
