@@ -278,12 +278,14 @@ impl Browser {
     }
 
     /// The ids of the job rows (`tr[data-job-id]`) a listing shows, once it shows `want` of
-    /// them.
+    /// them. A redraw between finding the rows and reading one (a stale element) reads them
+    /// all again, as [`Self::text`] does.
     pub async fn job_rows(&self, want: usize) -> std::collections::BTreeSet<String> {
         self.wait_until(&format!("{want} job rows"), || async {
             let mut ids = std::collections::BTreeSet::new();
             for row in self.find_all("tr[data-job-id]").await {
-                ids.insert(row.attr("data-job-id").await.unwrap().unwrap_or_default());
+                let id = row.attr("data-job-id").await.map_err(|e| e.to_string())?;
+                ids.insert(id.unwrap_or_default());
             }
             if ids.len() == want {
                 Ok(ids)
