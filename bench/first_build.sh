@@ -11,8 +11,8 @@
 # The snapshot comes from `bench/index_api.py --jobs N --seed-only`. The scan only reads (its
 # policies wait 30 days or ignore), so one Redis serves every start.
 #
-# THREADS=1 also prints the CPU seconds of each of the daemon's threads (those over 0.5 s), at the end of
-# each build (which thread binds: the scan's task, the connection's reader, the HTTP side).
+# THREADS=1 also prints the CPU seconds of each of the daemon's threads (those over 0.5 s) at
+# the end of each build: which thread binds (the scan's task, the connection's reader, ...).
 #
 # PROBE=1 also fails new jobs during each build (bench/first_build_probe.py: one retried at
 # once and one 5 s after its failure, every 5 s) and prints how soon each was requeued: the

@@ -7,26 +7,54 @@ on a server that already holds a seeded snapshot (issue 24, item 3):
 It reads the first N ids of rq:failed:q3 in pipelines of 1,000, each variant twice: HMGET of
 the 13 fields `rq::job::FIELDS` names, HGETALL, XREVRANGE of the results stream (COUNT 2 and 1),
 and what the daemon sends (HMGET + XREVRANGE COUNT 2). It resets the server's statistics."""
-import sys, time, redis
-port = int(sys.argv[1]); n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
-r = redis.Redis(port=port)
+import sys
+import time
+
+import redis
+
 # rq::job::FIELDS, in its order.
-FIELDS = ["status","origin","description","data","ended_at","exc_info","retryd_attempts","retryd_policy","retryd_requeued_at","retryd_exhausted","failure_ttl","created_at","meta"]
-ids = [i.decode() for i in r.zrange("rq:failed:q3", 0, n - 1)]
-def usec():
-    return {k: v["usec"] for k, v in r.info("commandstats").items()}
-def run(name, add):
-    r.config_resetstat(); t0 = time.time()
+FIELDS = ["status", "origin", "description", "data", "ended_at", "exc_info", "retryd_attempts",
+          "retryd_policy", "retryd_requeued_at", "retryd_exhausted", "failure_ttl", "created_at", "meta"]
+VARIANTS = [
+    ("HMGET 13", lambda p, j: p.hmget(f"rq:job:{j}", FIELDS)),
+    ("HGETALL", lambda p, j: p.hgetall(f"rq:job:{j}")),
+    ("XREVRANGE 2", lambda p, j: p.xrevrange(f"rq:results:{j}", count=2)),
+    ("XREVRANGE 1", lambda p, j: p.xrevrange(f"rq:results:{j}", count=1)),
+    ("HMGET+XREVRANGE2", lambda p, j: (p.hmget(f"rq:job:{j}", FIELDS),
+                                       p.xrevrange(f"rq:results:{j}", count=2))),
+]
+
+
+def usec_per_job(r, ids):
+    """Each command's time since the reset, per job, without INFO's and CONFIG's own."""
+    stats = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): v["usec"] / len(ids) for k, v in stats.items()
+            if not k.startswith(("cmdstat_info", "cmdstat_config"))}
+
+
+def run(r, ids, name, add):
+    r.config_resetstat()
+    t0 = time.time()
     for i in range(0, len(ids), 1000):
         p = r.pipeline(transaction=False)
-        for j in ids[i:i+1000]:
+        for j in ids[i:i + 1000]:
             add(p, j)
         p.execute()
-    u = usec(); tot = sum(v for k, v in u.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
-    print(f"{name:28s} {tot/len(ids):6.2f} us/job redis  wall {time.time()-t0:5.2f}s  {dict((k,round(v/len(ids),2)) for k,v in u.items() if 'info' not in k and 'config' not in k)}", flush=True)
-for rnd in range(2):
-    run("HMGET 13", lambda p, j: p.hmget(f"rq:job:{j}", FIELDS))
-    run("HGETALL", lambda p, j: p.hgetall(f"rq:job:{j}"))
-    run("XREVRANGE 2", lambda p, j: p.xrevrange(f"rq:results:{j}", count=2))
-    run("XREVRANGE 1", lambda p, j: p.xrevrange(f"rq:results:{j}", count=1))
-    run("HMGET+XREVRANGE2", lambda p, j: (p.hmget(f"rq:job:{j}", FIELDS), p.xrevrange(f"rq:results:{j}", count=2)))
+    wall = time.time() - t0
+    per = usec_per_job(r, ids)
+    print(f"{name:18s} {sum(per.values()):6.2f} us/job of Redis time  wall {wall:5.2f}s  "
+          f"{ {k: round(v, 2) for k, v in per.items()} }", flush=True)
+
+
+def main():
+    port = int(sys.argv[1])
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
+    r = redis.Redis(port=port)
+    ids = [i.decode() for i in r.zrange("rq:failed:q3", 0, n - 1)]
+    for _round in range(2):
+        for name, add in VARIANTS:
+            run(r, ids, name, add)
+
+
+if __name__ == "__main__":
+    main()
