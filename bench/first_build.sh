@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The first full build at scale, builds side by side: starts each rq-retryd binary in turn on the
-# same seeded Redis (index_api.py's config), times daemon start -> first `last_scan`, and prints
-# the daemon's and Redis's CPU and the daemon's peak RSS. Rounds interleave the binaries, so a
-# slow spell of the shared host falls on all of them (docs/benchmarks.md, session 6).
+# same seeded Redis (index_api.py's config), times daemon start -> its index answering
+# (`index_as_of` set) and -> its first `last_scan` (the pass done; main sets both at once), and
+# prints the daemon's and Redis's CPU and the daemon's peak RSS. Rounds interleave the binaries,
+# so a slow spell of the shared host falls on all of them (docs/benchmarks.md, session 6).
 #
 #   bench/first_build.sh SNAPSHOT.rdb ROUNDS BINARY...
 #   bench/first_build.sh target/bench/seed-1000000-default-emails-reports-venv-rq2-x2.rdb 3 \
@@ -14,13 +15,16 @@
 # THREADS=1 also prints the CPU seconds of each of the daemon's threads (those over 0.5 s) at
 # the end of each build: which thread binds (the scan's task, the connection's reader, ...).
 #
+# RATE=1 also prints, every 10 s of each build, how many jobs Redis has read so far (its HMGET
+# calls): the pass's pace over time (docs/benchmarks.md, session 19).
+#
 # PROBE=1 also fails new jobs during each build (bench/first_build_probe.py: one retried at
 # once and one 5 s after its failure, every 5 s) and prints how soon each was requeued: the
 # notified reaction and the due pass during a first build (issue 24, item 4). Its two
 # policies come first in the config; they match only its own queues.
 set -euo pipefail
 
-[[ $# -ge 3 ]] || { sed -n 2,11p "$0" >&2; exit 2; }
+[[ $# -ge 3 ]] || { sed -n 2,13p "$0" >&2; exit 2; }
 snapshot=$(realpath "$1")
 # index_api.py imports redis: the benchmark venv's python (test.sh --setup-only makes it).
 python=${PYTHON:-$(dirname "$0")/../target/venv-rq2/bin/python}
@@ -70,6 +74,7 @@ redis_cpu() {
 for round in $(seq "$rounds"); do
   for binary in "$@"; do
     r0=$(redis_cpu)
+    redis-cli -p "$redis_port" config resetstat >/dev/null
     t0=$(date +%s.%N)
     "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
     pid=$!
@@ -79,11 +84,23 @@ for round in $(seq "$rounds"); do
         --seconds "${PROBE_SECONDS:-150}" --every 5 --json "$work/probe.json" >"$work/probe.out" &
       probe=$!
     fi
-    until curl -s "127.0.0.1:$http_port/api/v1/supervisor" 2>/dev/null | grep -q '"last_scan":{'; do
+    ti=
+    polls=0
+    until curl -s "127.0.0.1:$http_port/api/v1/supervisor" >"$work/supervisor.json" 2>/dev/null &&
+      grep -q '"last_scan":{' "$work/supervisor.json"; do
       kill -0 "$pid" 2>/dev/null || { echo "$binary exited; see its log:" >&2; tail "$work/daemon.log" >&2; exit 1; }
+      if [[ -z $ti ]] && grep -q '"index_as_of":"' "$work/supervisor.json"; then
+        ti=$(date +%s.%N)
+      fi
+      if [[ ${RATE:-0} == 1 ]] && (( polls % 100 == 0 )); then
+        printf '    %5.0f s  %8s jobs read\n' "$(echo "$(date +%s.%N) - $t0" | bc)" \
+          "$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_hmget:/ { n = $2 } END { print n + 0 }')"
+      fi
+      polls=$((polls + 1))
       sleep 0.1
     done
     t1=$(date +%s.%N)
+    ti=${ti:-$t1}
     r1=$(redis_cpu)
     cpu=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
     hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$pid/status")
@@ -101,7 +118,7 @@ for round in $(seq "$rounds"); do
     fi
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    printf 'round %s  %-40s build %6.2f s  daemon CPU %6.2f s  Redis CPU %6.2f s  VmHWM %4.0f MiB\n' \
-      "$round" "$binary" "$(echo "$t1 - $t0" | bc)" "$cpu" "$(echo "$r1 - $r0" | bc)" "$hwm"
+    printf 'round %s  %-40s index %6.2f s  pass %6.2f s  daemon CPU %6.2f s  Redis CPU %6.2f s  VmHWM %4.0f MiB\n' \
+      "$round" "$binary" "$(echo "$ti - $t0" | bc)" "$(echo "$t1 - $t0" | bc)" "$cpu" "$(echo "$r1 - $r0" | bc)" "$hwm"
   done
 done
