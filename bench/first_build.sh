@@ -85,18 +85,19 @@ for round in $(seq "$rounds"); do
       probe=$!
     fi
     ti=
-    polls=0
+    started=$SECONDS
+    next_rate=0
     until curl -s "127.0.0.1:$http_port/api/v1/supervisor" >"$work/supervisor.json" 2>/dev/null &&
       grep -q '"last_scan":{' "$work/supervisor.json"; do
       kill -0 "$pid" 2>/dev/null || { echo "$binary exited; see its log:" >&2; tail "$work/daemon.log" >&2; exit 1; }
       if [[ -z $ti ]] && grep -q '"index_as_of":"' "$work/supervisor.json"; then
         ti=$(date +%s.%N)
       fi
-      if [[ ${RATE:-0} == 1 ]] && (( polls % 100 == 0 )); then
+      if [[ ${RATE:-0} == 1 ]] && (( SECONDS - started >= next_rate )); then
         printf '    %5.0f s  %8s jobs read\n' "$(echo "$(date +%s.%N) - $t0" | bc)" \
           "$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_hmget:/ { n = $2 } END { print n + 0 }')"
+        next_rate=$((next_rate + 10))
       fi
-      polls=$((polls + 1))
       sleep 0.1
     done
     t1=$(date +%s.%N)
