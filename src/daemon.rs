@@ -158,7 +158,7 @@ async fn heartbeat(state: Arc<DaemonState>, cancel: CancellationToken) {
                     // counts as active, so the no-active-instance alert stays meaningful.
                     state.metrics.set_leader(state.is_active());
                     if change.became_active {
-                        state.scan_now.notify_one();
+                        state.activated.notify_one();
                     } else if change.stopped_being_active {
                         // Its index stays: as a standby it keeps observing.
                         state.metrics.forget_scan_gauges();

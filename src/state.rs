@@ -73,8 +73,12 @@ pub struct DaemonState {
     pub lease: Lease,
     /// When a command last succeeded (a beat), so the health check need not ping as well.
     last_contact: Mutex<Option<std::time::Instant>>,
-    /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`).
+    /// Wakes the scan loop for an immediate pass (`POST /api/v1/supervisor/scan`, a reload, a
+    /// scan asked for on another instance).
     pub scan_now: Notify,
+    /// Wakes the scan loop when this instance became active: it scans unless a scan already
+    /// ran in the new term (see [`DaemonState::active_term`]).
+    pub activated: Notify,
     pub metrics: Metrics,
     /// Circuit breakers of the retry policies (retry storms).
     pub breakers: Mutex<Breakers>,
@@ -117,6 +121,7 @@ impl DaemonState {
             instance,
             last_contact: Mutex::new(None),
             scan_now: Notify::new(),
+            activated: Notify::new(),
             metrics: Metrics::new(),
             breakers: Mutex::new(Breakers::default()),
             last_scan: Mutex::new(None),
@@ -174,8 +179,18 @@ impl DaemonState {
     /// Whether this instance does the automatic scans and writes now: it holds the lease (as of
     /// its last successful beat, and no longer than the lease lasts), or leader election is off.
     pub fn is_active(&self) -> bool {
+        self.active_term().is_some()
+    }
+
+    /// The term this instance is active in (see [`crate::switchboard::Lease::held_term`];
+    /// always 0 with leader election off), `None` while it stands by: a scan that ran in the
+    /// current term has answered the activation that began it.
+    pub fn active_term(&self) -> Option<u64> {
         let config = self.config();
-        !config.supervisor.leader_election || self.lease.holds(config.supervisor.lease_ttl)
+        if !config.supervisor.leader_election {
+            return Some(0);
+        }
+        self.lease.held_term(config.supervisor.lease_ttl)
     }
 
     /// The last beat's view of the switchboard.

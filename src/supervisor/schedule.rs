@@ -70,13 +70,16 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
         cancel.clone(),
     ));
     let mut next_scan = Instant::now();
+    // The term the last full scan ran in: an activation it already answered (the beat that
+    // made this instance active wakes the loop only after the scan could begin) needs no other.
+    let mut scanned_term = None;
     let watchdog_every = systemd::watchdog_interval();
     loop {
         systemd::watchdog();
         // A standby only observes: it keeps its index for the HTTP API with a full pass at
         // start and then every STANDBY_RESCAN, with the notified passes and with the other
         // instances' index events; it scans at once when it becomes active (the heartbeat
-        // wakes it with `scan_now`, which also cuts an observing pass short).
+        // wakes it with `activated`, which also cuts an observing pass short).
         let active = state.is_active();
         let next_ping = watchdog_every.map(|d| Instant::now() + d);
         // A standby also looks again at every beat interval: waking up must not hang on one
@@ -89,8 +92,15 @@ pub async fn run(state: &Arc<DaemonState>, cancel: &CancellationToken, tasks: &T
             _ = sleep_until_opt(next_ping) => {}
             _ = sleep_until_opt(recheck_at) => {}
             _ = state.scan_now.notified() => next_scan = Instant::now(),
+            _ = state.activated.notified() => {
+                if state.active_term().is_some_and(|term| Some(term) != scanned_term) {
+                    next_scan = Instant::now();
+                }
+            }
             _ = tokio::time::sleep_until(next_scan) => {
-                next_scan = scheduled_pass(state, &supervisor, cancel).await.unwrap_or(next_scan);
+                next_scan = scheduled_pass(state, &supervisor, &mut scanned_term, cancel)
+                    .await
+                    .unwrap_or(next_scan);
             }
         }
     }
@@ -156,19 +166,22 @@ async fn due_loop(supervisor: Arc<Supervisor>, cancel: CancellationToken) {
     }
 }
 
-/// The pass on schedule: a full scan when active, an observing pass when standing by. Returns
-/// when the next one is due (`None` without a connection: the pass is still due).
+/// The pass on schedule: a full scan when active (noting its term in `scanned_term`), an
+/// observing pass when standing by. Returns when the next one is due (`None` without a
+/// connection: the pass is still due).
 async fn scheduled_pass(
     state: &Arc<DaemonState>,
     supervisor: &Supervisor,
+    scanned_term: &mut Option<u64>,
     cancel: &CancellationToken,
 ) -> Option<Instant> {
     let mut con = state.redis()?;
-    if !state.is_active() {
+    let Some(term) = state.active_term() else {
         return Some(observe(state, supervisor, &mut con, cancel).await);
-    }
-    // A scan asked for before this one begins (the lease taken, a reload, a request) is
-    // answered by it: a request stored meanwhile must not run a second.
+    };
+    *scanned_term = Some(term);
+    // A scan asked for before this one begins (a reload, a request) is answered by it: a
+    // request stored meanwhile must not run a second. The activation is answered by the term.
     let _ = futures::FutureExt::now_or_never(state.scan_now.notified());
     match supervisor.scan(&mut con, false, cancel).await {
         Ok(report) => report_scan(&report, supervisor.cached_failures()),
@@ -370,7 +383,7 @@ async fn observe<C: redis::aio::ConnectionLike + Clone + Send + Sync>(
     let mut woken = false;
     let result = tokio::select! {
         r = &mut pass => r,
-        _ = state.scan_now.notified() => {
+        () = wake_from_standby(state) => {
             woken = true;
             pass_cancel.cancel();
             pass.await
@@ -389,6 +402,15 @@ async fn observe<C: redis::aio::ConnectionLike + Clone + Send + Sync>(
         Instant::now()
     } else {
         Instant::now() + STANDBY_RESCAN.max(state.config().supervisor.scan_interval)
+    }
+}
+
+/// Returns when a standby's observing pass should give way: the instance became active, or a
+/// scan was asked for.
+async fn wake_from_standby(state: &DaemonState) {
+    tokio::select! {
+        _ = state.activated.notified() => {}
+        _ = state.scan_now.notified() => {}
     }
 }
 

@@ -39,6 +39,9 @@ struct View {
     renewed: Option<Instant>,
     /// Whether any beat has been seen (a scan request older than this instance is not news).
     seen_first_beat: bool,
+    /// How many times this instance became active: the term of the lease it holds now, which
+    /// tells the scan loop whether its last scan already answered the latest activation.
+    terms: u64,
 }
 
 /// What one beat changed for this instance.
@@ -86,8 +89,10 @@ impl View {
         self.renewed = mine.then_some(sent);
         self.seen_first_beat = true;
         self.beat = beat;
+        let became_active = mine && !was_active;
+        self.terms += u64::from(became_active);
         BeatChange {
-            became_active: mine && !was_active,
+            became_active,
             stopped_being_active: !mine && held,
             scan_requested,
         }
@@ -117,6 +122,15 @@ impl Lease {
     /// than `ttl` after that beat was sent).
     pub fn holds(&self, ttl: Duration) -> bool {
         self.view().holds(&self.token, Instant::now(), ttl)
+    }
+
+    /// The term this instance holds the lease in (see [`Lease::holds`]): 1 after it first
+    /// became active, one more each time it became active again; `None` when it does not hold
+    /// it. Read together with the holding, so no activation can fall between the two.
+    pub fn held_term(&self, ttl: Duration) -> Option<u64> {
+        let view = self.view();
+        view.holds(&self.token, Instant::now(), ttl)
+            .then_some(view.terms)
     }
 
     /// The last beat's view of the switchboard.
@@ -274,6 +288,28 @@ mod tests {
         assert!(back.became_active, "{back:?}");
         assert!(!back.stopped_being_active, "{back:?}");
         assert!(lease.holds(TTL));
+    }
+
+    // See: CI of session 19's stop (the beat that made the instance active woke the scan loop
+    // after its first scan had begun, and a second full scan ran: at five million jobs, two
+    // minutes of work for nothing). The scan loop compares terms instead.
+    #[tokio::test(start_paused = true)]
+    async fn the_term_counts_activations_and_is_read_with_the_holding() {
+        let lease = Lease::new("me".into());
+        assert_eq!(lease.held_term(TTL), None, "no beat yet");
+        lease.absorb(held_by("me"), Instant::now(), TTL);
+        assert_eq!(lease.held_term(TTL), Some(1));
+        advance(TTL / 3).await;
+        lease.absorb(held_by("me"), Instant::now(), TTL);
+        assert_eq!(lease.held_term(TTL), Some(1), "a renewal is the same term");
+        advance(TTL * 2).await;
+        assert_eq!(lease.held_term(TTL), None, "run out locally");
+        lease.absorb(held_by("me"), Instant::now(), TTL);
+        assert_eq!(lease.held_term(TTL), Some(2), "active again: a new term");
+        lease.absorb(held_by("other"), Instant::now(), TTL);
+        assert_eq!(lease.held_term(TTL), None);
+        lease.absorb(held_by("me"), Instant::now(), TTL);
+        assert_eq!(lease.held_term(TTL), Some(3));
     }
 
     #[tokio::test(start_paused = true)]
