@@ -121,7 +121,7 @@ impl Lease {
     /// Whether this instance holds the lease now (as of its last successful beat, and no longer
     /// than `ttl` after that beat was sent).
     pub fn holds(&self, ttl: Duration) -> bool {
-        self.view().holds(&self.token, Instant::now(), ttl)
+        self.held_term(ttl).is_some()
     }
 
     /// The term this instance holds the lease in (see [`Lease::holds`]): 1 after it first
