@@ -22,6 +22,11 @@
 # once and one 5 s after its failure, every 5 s) and prints how soon each was requeued: the
 # notified reaction and the due pass during a first build (issue 24, item 4). Its two
 # policies come first in the config; they match only its own queues.
+#
+# CALLGRIND=1 runs each binary under `valgrind --tool=callgrind` and prints the instructions it
+# ran (Ir) for its build: a count that, unlike the seconds, does not move with the host's load
+# (docs/benchmarks.md, session 21). The profiles stay in $CALLGRIND_DIR (target/bench/callgrind)
+# for callgrind_annotate. Use a small snapshot (100k jobs): the build runs 50-100x slower.
 set -euo pipefail
 
 [[ $# -ge 3 ]] || { sed -n 2,13p "$0" >&2; exit 2; }
@@ -76,7 +81,15 @@ for round in $(seq "$rounds"); do
     r0=$(redis_cpu)
     redis-cli -p "$redis_port" config resetstat >/dev/null
     t0=$(date +%s.%N)
-    "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
+    profile=
+    if [[ ${CALLGRIND:-0} == 1 ]]; then
+      mkdir -p "${CALLGRIND_DIR:=$(dirname "$0")/../target/bench/callgrind}"
+      profile=$CALLGRIND_DIR/callgrind.$(basename "$binary").$round
+      valgrind --tool=callgrind --callgrind-out-file="$profile" \
+        "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
+    else
+      "$binary" --config "$work/config.toml" run 2>>"$work/daemon.log" &
+    fi
     pid=$!
     probe=
     if [[ ${PROBE:-0} == 1 ]]; then
@@ -119,6 +132,10 @@ for round in $(seq "$rounds"); do
     fi
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
+    if [[ -n $profile ]]; then
+      printf '    callgrind: %s instructions (%s)\n' \
+        "$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')" "$profile"
+    fi
     printf 'round %s  %-40s index %6.2f s  pass %6.2f s  daemon CPU %6.2f s  Redis CPU %6.2f s  VmHWM %4.0f MiB\n' \
       "$round" "$binary" "$(echo "$ti - $t0" | bc)" "$(echo "$t1 - $t0" | bc)" "$cpu" "$(echo "$r1 - $r0" | bc)" "$hwm"
   done

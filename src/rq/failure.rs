@@ -11,12 +11,30 @@ pub struct Failure {
     /// The exception type ([`exception_type`]), e.g. `redis.exceptions.TimeoutError`, or for a
     /// text RQ writes itself its documented name, e.g. `AbandonedJobError`.
     pub exc_type: Option<String>,
+    /// Where [`exception_line`] is in `text` (byte range), found once with the type: the index
+    /// asks for it for every failure it lists, and finding it again cost the first build a
+    /// twentieth of the daemon's work (docs/benchmarks.md, session 21).
+    line: Option<(usize, usize)>,
 }
 
 impl Failure {
     pub fn from_text(text: String) -> Failure {
-        let exc_type = exception_type(&text);
-        Failure { text, exc_type }
+        let line = exception_line(&text).map(|l| {
+            let start = l.as_ptr() as usize - text.as_ptr() as usize;
+            (start, start + l.len())
+        });
+        let exc_type = rq_sentence_type(&text)
+            .or_else(|| type_of_line(line.map(|(start, end)| &text[start..end])?));
+        Failure {
+            text,
+            exc_type,
+            line,
+        }
+    }
+
+    /// The text's [`exception_line`].
+    pub fn exception_line(&self) -> Option<&str> {
+        self.line.map(|(start, end)| &self.text[start..end])
     }
 }
 
@@ -181,7 +199,11 @@ fn is_python_type_name(name: &str) -> bool {
 /// (`ExceptionGroup`), what was raised. A text without a traceback header (a hand-written
 /// `exc_info`) keeps the plain rule: its last non-empty line up to its first `:`.
 pub fn traceback_type(text: &str) -> Option<String> {
-    let line = exception_line(text)?;
+    type_of_line(exception_line(text)?)
+}
+
+/// The type an exception line names: the text before its first `:`.
+fn type_of_line(line: &str) -> Option<String> {
     let head = line.split(':').next().unwrap_or(line).trim();
     (!head.is_empty()).then(|| head.to_string())
 }
@@ -316,6 +338,14 @@ mod tests {
     fn every_text_rq_writes_has_a_stable_exception_type() {
         for (text, expected) in TEXTS_AND_TYPES {
             assert_eq!(exception_type(text).as_deref(), *expected, "text: {text:?}");
+            // A failure read once holds the same type and exception line.
+            let failure = Failure::from_text(text.to_string());
+            assert_eq!(failure.exc_type.as_deref(), *expected, "text: {text:?}");
+            assert_eq!(
+                failure.exception_line(),
+                exception_line(text),
+                "text: {text:?}"
+            );
         }
     }
 

@@ -462,14 +462,68 @@ fn stream_time(id: &str) -> DateTime<Utc> {
 
 /// RQ's timestamp format, `%Y-%m-%dT%H:%M:%S.%fZ` in UTC (fraction optional, as RQ accepts).
 pub fn parse_rq_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.fZ")
-        .ok()
-        .map(|naive| naive.and_utc())
+    let text = text.trim();
+    // What RQ writes, read digit by digit; anything else goes through chrono's format, which
+    // was a twentieth of the daemon's work in a first build (docs/benchmarks.md, session 21).
+    rq_timestamp_as_written(text.as_bytes()).or_else(|| {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.fZ")
+            .ok()
+            .map(|naive| naive.and_utc())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` exactly (RQ writes six digits of fraction), or `None`, also
+/// for a date or time that does not exist, which [`parse_rq_timestamp`] then leaves to chrono.
+fn rq_timestamp_as_written(b: &[u8]) -> Option<DateTime<Utc>> {
+    let num = |at: usize, len: usize| -> Option<u32> {
+        let digits = b.get(at..at + len)?;
+        digits.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if b.len() < 20 || punctuation.iter().any(|&(at, c)| b[at] != c) || b.last() != Some(&b'Z') {
+        return None;
+    }
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            num(20, digits.len())? * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 2)?, num(8, 2)?)?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(num(11, 2)?, num(14, 2)?, num(17, 2)?, nanos)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Formats a time the way RQ writes `enqueued_at` (microseconds, `Z`).
 pub fn format_rq_timestamp(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        // chrono's own form of years past four digits (a sign, more digits); RQ never writes one.
+        return at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    // The same text as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ` without interpreting the format for
+    // every job: in a first build that was a thirtieth of the daemon's work (docs/benchmarks.md,
+    // session 21). A leap second's nanoseconds (1e9 and up) print as 60 seconds, as chrono does.
+    let (second, nanos) = match at.nanosecond() {
+        n if n >= 1_000_000_000 => (at.second() + 1, n - 1_000_000_000),
+        n => (at.second(), n),
+    };
+    let mut out = String::with_capacity(27);
+    let _ = write!(
+        out,
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{second:02}.{:06}Z",
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        nanos / 1_000
+    );
+    out
 }
 
 #[cfg(test)]

@@ -68,7 +68,9 @@ impl Keys {
 
     /// `rq:job:<id>`: the job hash.
     pub fn job(&self, job_id: &str) -> String {
-        format!("{}:job:{job_id}", self.prefix)
+        // Joined rather than formatted: the read path builds two keys per job, and
+        // `format!` cost a twentieth of a first build's work (docs/benchmarks.md, session 21).
+        [self.prefix.as_str(), ":job:", job_id].concat()
     }
 
     pub fn dependents(&self, job_id: &str) -> String {
@@ -100,7 +102,7 @@ impl Keys {
 
     /// `rq:results:<id>`: the results stream (RQ >= 1.12).
     pub fn results(&self, job_id: &str) -> String {
-        format!("{}:results:{job_id}", self.prefix)
+        [self.prefix.as_str(), ":results:", job_id].concat()
     }
 
     /// `rq:retryd:switches`: rq-retryd's own switches shared by every instance on this Redis

@@ -315,8 +315,9 @@ impl Registry {
         }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let fields = reads.fields();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(reads.fields());
+            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&fields);
             if reads.failure {
                 pipe.cmd("XREVRANGE")
                     .arg(self.keys.results(id))

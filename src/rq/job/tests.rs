@@ -892,3 +892,70 @@ fn a_failed_job_whose_last_run_succeeded_is_known_by_its_results() {
         None
     );
 }
+
+/// RQ's timestamp read by chrono's format alone, as `parse_rq_timestamp` did before its
+/// digit-by-digit path (session 21).
+fn rq_timestamp_by_chrono(text: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.fZ")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+proptest! {
+    /// The digit-by-digit path reads what chrono reads, and refuses what it refuses: RQ's own
+    /// shape with every field from 0 to 99 (days and months that do not exist, second 60),
+    /// fractions of 0 to 12 digits, stray spaces, signs and letters in any place.
+    #[test]
+    fn rq_timestamps_read_digit_by_digit_as_chrono_reads_them(
+        text in "[ ]?[0-9+-]{4,5}-[0-9]{1,2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,12})?[Z ]?[ ]?",
+        mangled in "[0-9:.TZ a-]{0,32}",
+    ) {
+        for t in [&text, &mangled] {
+            prop_assert_eq!(parse_rq_timestamp(t), rq_timestamp_by_chrono(t), "{:?}", t);
+        }
+    }
+}
+
+#[test]
+fn rq_timestamps_at_the_edges_read_as_chrono_reads_them() {
+    for t in [
+        "2024-02-29T23:59:59.999999999Z",
+        "2023-02-29T00:00:00Z",
+        "2024-12-31T23:59:60Z",
+        "2024-01-01T00:00:00.Z",
+        "2024-01-01T00:00:00.1234567891Z",
+        "0000-01-01T00:00:00Z",
+        "+2024-01-01T00:00:00Z",
+        "2024-1-01T00:00:00Z",
+        " 2024-05-01T12:00:00.000001Z\n",
+    ] {
+        assert_eq!(parse_rq_timestamp(t), rq_timestamp_by_chrono(t), "{t:?}");
+    }
+}
+
+proptest! {
+    /// RQ's timestamps are written as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ` writes them, for any
+    /// time from year 0 to 9999 (and past it, where chrono writes them itself).
+    #[test]
+    fn rq_timestamps_are_written_as_chrono_writes_them(
+        secs in -70_000_000_000i64..260_000_000_000i64,
+        nanos in 0u32..1_000_000_000,
+    ) {
+        let at = DateTime::from_timestamp(secs, nanos).expect("in range");
+        prop_assert_eq!(format_rq_timestamp(at), at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+    }
+}
+
+#[test]
+fn a_leap_second_is_written_as_chrono_writes_it() {
+    let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+        .unwrap()
+        .and_hms_micro_opt(23, 59, 59, 1_500_000)
+        .unwrap()
+        .and_utc();
+    assert_eq!(
+        format_rq_timestamp(leap),
+        leap.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    );
+    assert_eq!(format_rq_timestamp(leap), "2016-12-31T23:59:60.500000Z");
+}
