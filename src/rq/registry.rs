@@ -313,18 +313,28 @@ impl Registry {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(ids.len() * 2 + 1);
         pipe.ignore_errors();
         let fields = reads.fields();
+        let fields_len: usize = fields.iter().map(|f| f.len()).sum();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&fields);
+            // Each command sized up front: grown argument by argument, its buffers were
+            // reallocated five times a job (docs/benchmarks.md, session 21).
+            let key = self.keys.job(id);
+            let mut hmget = redis::Cmd::with_capacity(fields.len() + 2, key.len() + 5 + fields_len);
+            hmget.arg("HMGET").arg(key).arg(&fields);
+            pipe.add_command(hmget);
             if reads.failure {
-                pipe.cmd("XREVRANGE")
-                    .arg(self.keys.results(id))
+                let key = self.keys.results(id);
+                let mut xrevrange = redis::Cmd::with_capacity(6, key.len() + 20);
+                xrevrange
+                    .arg("XREVRANGE")
+                    .arg(key)
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
                     .arg(2);
+                pipe.add_command(xrevrange);
             }
         }
         // Each id's score in the same round trip: it dates a failure RQ recorded without an
