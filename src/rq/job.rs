@@ -87,7 +87,7 @@ pub struct RawJob {
     pub job_id: String,
     /// The queue whose failed registry holds the id.
     pub queue: String,
-    /// What was read: `hash` holds `reads.fields()`, and `newest_result` is `Ok(None)` unless
+    /// What was read: `hash` holds `reads.fields()`, and `results` is empty unless
     /// `reads.failure`.
     pub reads: Reads,
     /// HMGET of `reads.fields()`; `Err` holds Redis's error (e.g. WRONGTYPE).
@@ -95,11 +95,20 @@ pub struct RawJob {
     /// The id's score in the failed registry (when it failed + its `failure_ttl`), read with
     /// the hash; `None` when the id was not in the registry at that moment.
     pub score: Option<f64>,
-    /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
-    pub newest_result: Result<Option<StreamFields>, String>,
     /// The two newest `rq:results:<id>` entries (stream id, fields), newest first, when
-    /// `reads.failure`: whether the job's last run succeeded (see [`succeeded_at`]).
-    pub latest_results: Vec<(String, StreamFields)>,
+    /// `reads.failure`: the failure text is the newest's, and whether the job's last run
+    /// succeeded is read off both (see [`succeeded_at`]). `Err` holds Redis's error.
+    pub results: Result<Vec<(String, StreamFields)>, String>,
+}
+
+impl RawJob {
+    /// Fields of the newest `rq:results:<id>` entry, if any; `Err` holds Redis's error.
+    pub fn newest_result(&self) -> Result<Option<&StreamFields>, &str> {
+        match &self.results {
+            Ok(entries) => Ok(entries.first().map(|(_, fields)| fields)),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Everything the policy engine needs to know about one failed job.
@@ -273,7 +282,7 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
         last_policy: hash.text("retryd_policy")?.filter(|p| !p.is_empty()),
         requeued_at: hash.text("retryd_requeued_at")?.filter(|p| !p.is_empty()),
         succeeded_at: if raw.reads.failure {
-            succeeded_at(&raw.latest_results)
+            succeeded_at(raw.results.as_deref().unwrap_or_default())
         } else {
             None
         },
@@ -392,11 +401,9 @@ fn added_to_failed_registry(
 /// The newest results entry's `exc_string` (RQ >= 1.12), else the legacy `exc_info` field.
 fn read_failure(raw: &RawJob, exc_info: Option<&[u8]>) -> Result<Option<Failure>, CorruptReason> {
     let entry = raw
-        .newest_result
-        .as_ref()
-        .map_err(|e| CorruptReason::Results(e.clone()))?;
+        .newest_result()
+        .map_err(|e| CorruptReason::Results(e.to_string()))?;
     let exc_string = entry
-        .as_ref()
         .and_then(|fields| fields.iter().find(|(k, _)| k == b"exc_string"))
         .map(|(_, v)| v.as_slice())
         .filter(|v| !v.is_empty());

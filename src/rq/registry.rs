@@ -349,17 +349,11 @@ impl Registry {
         let mut jobs = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let hash = replies.next().unwrap_or(Ok(Value::Nil));
-            let (newest_result, latest_results) = if reads.failure {
+            let results = if reads.failure {
                 let result = replies.next().unwrap_or(Ok(Value::Nil));
-                match result.map_err(|e| e.to_string()).and_then(stream_entries) {
-                    Ok(entries) => (
-                        Ok(entries.first().map(|(_, fields)| fields.clone())),
-                        entries,
-                    ),
-                    Err(e) => (Err(e), Vec::new()),
-                }
+                result.map_err(|e| e.to_string()).and_then(stream_entries)
             } else {
-                (Ok(None), Vec::new())
+                Ok(Vec::new())
             };
             jobs.push(RawJob {
                 job_id: id.clone(),
@@ -367,8 +361,7 @@ impl Registry {
                 reads,
                 hash: hash.map_err(|e| e.to_string()).and_then(hash_fields),
                 score: scores.get(i).copied().flatten(),
-                newest_result,
-                latest_results,
+                results,
             });
         }
         Ok(jobs)

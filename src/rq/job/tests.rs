@@ -74,11 +74,9 @@ fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>
         reads: Reads::ALL,
         hash: Ok(hash(&borrowed)),
         score: None,
-        latest_results: newest_result
-            .clone()
+        results: Ok(newest_result
             .map(|fields| vec![("1714564800100-0".to_string(), fields)])
-            .unwrap_or_default(),
-        newest_result: Ok(newest_result),
+            .unwrap_or_default()),
     }
 }
 
@@ -385,8 +383,7 @@ fn a_registry_entry_without_a_job_hash_is_an_orphan() {
         reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
         score: None,
-        newest_result: Ok(None),
-        latest_results: Vec::new(),
+        results: Ok(Vec::new()),
     };
     assert_eq!(decode(&orphan), DecodeOutcome::Orphan);
 }
@@ -509,8 +506,7 @@ fn every_unsafe_job_is_corrupt_with_its_reason() {
         (
             "the results stream cannot be read",
             RawJob {
-                newest_result: Err(wrongtype.to_string()),
-                latest_results: Vec::new(),
+                results: Err(wrongtype.to_string()),
                 ..rq2_job(&[])
             },
             CorruptReason::Results(wrongtype.to_string()),
@@ -567,6 +563,15 @@ fn any_field() -> impl Strategy<Value = Option<Vec<u8>>> {
 /// What the results stream read can answer: an error, no entry, or an entry's fields.
 type NewestResult = Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>;
 
+/// The stream's entries as the read returns them, for an answer of [`any_results`].
+fn as_read(newest: NewestResult) -> Result<Vec<(String, StreamFields)>, String> {
+    newest.map(|fields| {
+        fields
+            .map(|fields| vec![("1714564800100-0".to_string(), fields)])
+            .unwrap_or_default()
+    })
+}
+
 fn any_results() -> impl Strategy<Value = NewestResult> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
     let key = prop_oneof![
@@ -602,15 +607,10 @@ fn project(full: &RawJob, reads: Reads) -> RawJob {
         reads,
         hash: hash.map_err(Clone::clone),
         score: full.score,
-        newest_result: if reads.failure {
-            full.newest_result.clone()
+        results: if reads.failure {
+            full.results.clone()
         } else {
-            Ok(None)
-        },
-        latest_results: if reads.failure {
-            full.latest_results.clone()
-        } else {
-            Vec::new()
+            Ok(Vec::new())
         },
     }
 }
@@ -668,8 +668,7 @@ fn every_read_fetches_what_deciding_needs_and_all_reads_everything() {
 fn a_part_that_is_not_read_neither_decodes_nor_makes_the_job_corrupt() {
     let bad_text = rq2_job(&[]);
     let bad_text = RawJob {
-        newest_result: Ok(failed_result(b"not base64 zlib".to_vec())),
-        latest_results: Vec::new(),
+        results: as_read(Ok(failed_result(b"not base64 zlib".to_vec()))),
         ..bad_text
     };
     assert!(matches!(
@@ -706,8 +705,7 @@ proptest! {
             reads: Reads::ALL,
             hash: Ok(fields),
             score: Some(1_800_000_000.0),
-            newest_result: results,
-            latest_results: Vec::new(),
+            results: as_read(results),
         };
         // Reading less never turns a decodable job corrupt or an orphan.
         if let DecodeOutcome::Job(all) = decode(&full) {
@@ -745,8 +743,7 @@ proptest! {
             reads: Reads::ALL,
             hash: Ok(fields),
             score: Some(1_800_000_000.0),
-            newest_result: results,
-            latest_results: Vec::new(),
+            results: as_read(results),
         });
     }
 
@@ -763,8 +760,7 @@ proptest! {
             reads: Reads::ALL,
             hash: Ok(fields.clone()),
             score: Some(1_800_000_000.0),
-            newest_result: results.clone(),
-            latest_results: Vec::new(),
+            results: as_read(results.clone()),
         });
         if let DecodeOutcome::Job(job) = outcome {
             // Whatever was decoded is what is stored: the CAS token never invents values.
@@ -882,10 +878,14 @@ fn a_failed_job_whose_last_run_succeeded_is_known_by_its_results() {
 
     // Decoded with everything read; unknown (None) when the results were not read.
     let mut raw = abandoned(None, Some(2e9));
-    raw.latest_results = vec![
-        entry("1796288544053-0", &[("type", "2"), ("worker_name", "")]),
-        success_2x,
-    ];
+    // Cleanup's failure result (its text abandoned()'s, its worker_name empty, no
+    // execution_id) on top of the success.
+    let mut cleanup = raw.results.clone().unwrap().remove(0);
+    cleanup
+        .1
+        .retain(|(k, _)| k != b"worker_name" && k != b"execution_id");
+    cleanup.1.push((b"worker_name".to_vec(), Vec::new()));
+    raw.results = Ok(vec![cleanup, success_2x]);
     assert_eq!(facts(decode(&raw)).succeeded_at, Some(at));
     assert_eq!(
         facts(decode(&project(&raw, Reads::DECISION))).succeeded_at,
