@@ -122,7 +122,49 @@ struct Machine<'a> {
     at: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: std::collections::HashMap<u64, Value>,
+    memo: Memo,
+}
+
+/// The pickle's memo. Keys counted up from 0 (MEMOIZE, and BINPUT as Python writes it) sit
+/// in a vector, any other key in a map: hashing every key of every job's `meta` and `data`
+/// was a twentieth of a first build's decoding (docs/benchmarks.md, session 21). A key is in
+/// `dense` exactly when it is below `dense.len()`.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Value>,
+    sparse: std::collections::HashMap<u64, Value>,
+}
+
+impl Memo {
+    /// How many keys are set (what MEMOIZE numbers the next one by).
+    fn len(&self) -> usize {
+        self.dense.len() + self.sparse.len()
+    }
+
+    fn put(&mut self, key: u64, value: Value) {
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() => self.dense[k] = value,
+            Ok(k) if k == self.dense.len() => {
+                self.dense.push(value);
+                while !self.sparse.is_empty() {
+                    match self.sparse.remove(&(self.dense.len() as u64)) {
+                        Some(next) => self.dense.push(next),
+                        None => break,
+                    }
+                }
+            }
+            _ => {
+                self.sparse.insert(key, value);
+            }
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<&Value> {
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() => self.dense.get(k),
+            _ => self.sparse.get(&key),
+        }
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -207,14 +249,14 @@ impl<'a> Machine<'a> {
 
     fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
         let value = self.top()?.clone().nested();
-        self.memo.insert(key, value);
+        self.memo.put(key, value);
         Ok(())
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
         let value = self
             .memo
-            .get(&key)
+            .get(key)
             .cloned()
             .ok_or_else(|| bad("a memo reference to nothing"))?;
         self.push(value);
@@ -607,6 +649,38 @@ mod tests {
         ] {
             assert!(load(bad).is_err(), "{bad:?}");
             let _ = second_element_class(bad);
+        }
+    }
+}
+
+#[cfg(test)]
+mod memo_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The memo answers as one map would, whatever order the keys come in: counted up,
+        /// overwritten, skipped ahead (filled in later), or far out.
+        #[test]
+        fn the_memo_answers_as_a_map(
+            ops in proptest::collection::vec(
+                (any::<bool>(), prop_oneof![0u64..12, Just(u64::MAX), Just(1u64 << 40)]),
+                0..64,
+            ),
+        ) {
+            let (mut memo, mut map) = (Memo::default(), std::collections::HashMap::new());
+            for (i, (put, key)) in ops.into_iter().enumerate() {
+                if put {
+                    let value = Value::Int(i.to_string());
+                    memo.put(key, value.clone());
+                    map.insert(key, value);
+                }
+                prop_assert_eq!(memo.get(key), map.get(&key));
+                prop_assert_eq!(memo.len(), map.len());
+                for k in 0..12 {
+                    prop_assert_eq!(memo.get(k), map.get(&k));
+                }
+            }
         }
     }
 }

@@ -533,11 +533,18 @@ impl Supervisor {
                     continue;
                 }
             };
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .failed += 1;
+            // Looked up before an entry is made: `entry` takes an owned key, one allocation
+            // per job listed.
+            match report.per_queue.get_mut(queue) {
+                Some(counts) => counts.failed += 1,
+                None => {
+                    report
+                        .per_queue
+                        .entry(queue.to_string())
+                        .or_default()
+                        .failed += 1
+                }
+            }
             let hit = cache
                 .hit(queue, &id, score)
                 .filter(|e| {
