@@ -113,7 +113,7 @@ impl<'a> SearchText<'a> {
 fn push_lower(out: &mut Vec<u8>, text: &str) {
     // The ASCII start byte by byte (one byte lowercases to one byte, the same as
     // `char::to_lowercase` gives): most texts are ASCII, and going character by character
-    // was a tenth of the daemon's work in a first build (docs/benchmarks.md, session 21).
+    // was 8 % of the daemon's instructions in a first build (docs/benchmarks.md, session 21).
     let ascii = text
         .bytes()
         .position(|b| !b.is_ascii())

@@ -32,9 +32,10 @@ impl Failure {
         }
     }
 
-    /// The text's [`exception_line`].
+    /// The text's [`exception_line`]. (Read with `get`: `text` is public, and a text changed
+    /// after `from_text` must give no line rather than a panic.)
     pub fn exception_line(&self) -> Option<&str> {
-        self.line.map(|(start, end)| &self.text[start..end])
+        self.line.and_then(|(start, end)| self.text.get(start..end))
     }
 }
 

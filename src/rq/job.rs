@@ -471,7 +471,7 @@ fn stream_time(id: &str) -> DateTime<Utc> {
 pub fn parse_rq_timestamp(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     // What RQ writes, read digit by digit; anything else goes through chrono's format, which
-    // was a twentieth of the daemon's work in a first build (docs/benchmarks.md, session 21).
+    // was 4 % of the daemon's instructions in a first build (docs/benchmarks.md, session 21).
     rq_timestamp_as_written(text.as_bytes()).or_else(|| {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.fZ")
             .ok()
@@ -514,7 +514,7 @@ pub fn format_rq_timestamp(at: DateTime<Utc>) -> String {
         return at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     }
     // The same text as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ` without interpreting the format for
-    // every job: in a first build that was a thirtieth of the daemon's work (docs/benchmarks.md,
+    // every job: in a first build that was 3 % of the daemon's instructions (docs/benchmarks.md,
     // session 21). A leap second's nanoseconds (1e9 and up) print as 60 seconds, as chrono does.
     let (second, nanos) = match at.nanosecond() {
         n if n >= 1_000_000_000 => (at.second() + 1, n - 1_000_000_000),

@@ -68,8 +68,9 @@ impl Keys {
 
     /// `rq:job:<id>`: the job hash.
     pub fn job(&self, job_id: &str) -> String {
-        // Joined rather than formatted: the read path builds two keys per job, and
-        // `format!` cost a twentieth of a first build's work (docs/benchmarks.md, session 21).
+        // Joined rather than formatted: the read path builds this key and the results key
+        // for every job, and `format!` interprets its pattern each time (docs/benchmarks.md,
+        // session 21).
         [self.prefix.as_str(), ":job:", job_id].concat()
     }
 
