@@ -230,7 +230,7 @@ impl Input {
             Hash::AnyLength(values) => Ok(values),
             Hash::Error(e) => Err(e),
         };
-        let newest_result = match self.results {
+        let newest = match self.results {
             Results::NoEntry => Ok(None),
             Results::Entry(fields) => Ok(Some(
                 fields.into_iter().map(|(k, v)| (k, v.render())).collect(),
@@ -250,8 +250,7 @@ impl Input {
             reads: Reads::ALL,
             hash,
             score: self.score,
-            latest_results: latest_of(&newest_result),
-            newest_result,
+            results: results_of(newest),
         }
     }
 }
@@ -267,9 +266,9 @@ fn parse_seed(mut data: &[u8]) -> RawJob {
         reads: Reads::ALL,
         hash: Ok(vec![None; FIELDS.len()]),
         score: None,
-        newest_result: Ok(None),
-        latest_results: Vec::new(),
+        results: Ok(Vec::new()),
     };
+    let mut newest: Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String> = Ok(None);
     while data.len() >= 5 {
         let tag = data[0];
         let len = u32::from_le_bytes([data[1], data[2], data[3], data[4]]) as usize;
@@ -287,7 +286,7 @@ fn parse_seed(mut data: &[u8]) -> RawJob {
             }
             b'W' => raw.hash = Err(String::from_utf8_lossy(value).into_owned()),
             b'N' => {
-                if let Ok(entry @ None) = raw.newest_result.as_mut() {
+                if let Ok(entry @ None) = newest.as_mut() {
                     *entry = Some(Vec::new());
                 }
             }
@@ -298,29 +297,30 @@ fn parse_seed(mut data: &[u8]) -> RawJob {
                 let key_len = u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize;
                 let rest = &value[4..];
                 let (key, val) = rest.split_at(key_len.min(rest.len()));
-                if let Ok(entry) = raw.newest_result.as_mut() {
+                if let Ok(entry) = newest.as_mut() {
                     entry
                         .get_or_insert_with(Vec::new)
                         .push((key.to_vec(), val.to_vec()));
                 }
             }
-            b'R' => raw.newest_result = Err(String::from_utf8_lossy(value).into_owned()),
+            b'R' => newest = Err(String::from_utf8_lossy(value).into_owned()),
             _ => {}
         }
     }
-    raw.latest_results = latest_of(&raw.newest_result);
+    raw.results = results_of(newest);
     raw
 }
 
-/// The newest entry as the two newest entries a read returns (stream id, fields), so that
-/// whether the last run succeeded is decoded from fuzzed fields too.
-fn latest_of(
-    newest: &Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>,
-) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
-    match newest {
-        Ok(Some(fields)) => vec![("1714564800100-0".to_string(), fields.clone())],
-        _ => Vec::new(),
-    }
+/// The newest entry (or the stream's error) as the read returns the entries (stream id,
+/// fields), so that whether the last run succeeded is decoded from fuzzed fields too.
+fn results_of(
+    newest: Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, String>,
+) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, String> {
+    newest.map(|fields| {
+        fields
+            .map(|fields| vec![("1714564800100-0".to_string(), fields)])
+            .unwrap_or_default()
+    })
 }
 
 fn field<'a>(raw: &'a RawJob, name: &str) -> Option<&'a [u8]> {
@@ -343,7 +343,7 @@ fn check(raw: &RawJob) {
             }
         }
     }
-    if let Ok(Some(entry)) = &raw.newest_result {
+    if let Ok(Some(entry)) = raw.newest_result() {
         for (_, value) in entry {
             let _ = failure::from_exc_string(value).map_err(|e| e.to_string());
         }
@@ -365,7 +365,7 @@ fn check(raw: &RawJob) {
         DecodeOutcome::Job(facts) => {
             assert!(raw.hash.is_ok(), "a job from a WRONGTYPE answer");
             assert!(
-                raw.newest_result.is_ok(),
+                raw.results.is_ok(),
                 "a job despite an unreadable results stream"
             );
             assert_eq!(facts.job_id, raw.job_id);
@@ -447,15 +447,10 @@ fn project(raw: &RawJob, reads: Reads) -> RawJob {
                 .map(|name| field(raw, name).map(<[u8]>::to_vec))
                 .collect()
         }),
-        newest_result: if reads.failure {
-            raw.newest_result.clone()
+        results: if reads.failure {
+            raw.results.clone()
         } else {
-            Ok(None)
-        },
-        latest_results: if reads.failure {
-            raw.latest_results.clone()
-        } else {
-            Vec::new()
+            Ok(Vec::new())
         },
     }
 }
