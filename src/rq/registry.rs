@@ -318,8 +318,8 @@ impl Registry {
         let fields = reads.fields();
         let fields_len: usize = fields.iter().map(|f| f.len()).sum();
         for id in ids {
-            // Each command sized up front: grown argument by argument, its buffers were
-            // reallocated five times a job (docs/benchmarks.md, session 21).
+            // Each command sized up front: grown argument by argument, the two commands'
+            // buffers were reallocated 12 times a job (docs/benchmarks.md, session 21).
             let key = self.keys.job(id);
             let mut hmget = redis::Cmd::with_capacity(fields.len() + 2, key.len() + 5 + fields_len);
             hmget.arg("HMGET").arg(key).arg(&fields);
