@@ -23,8 +23,7 @@ impl Failure {
             let start = l.as_ptr() as usize - text.as_ptr() as usize;
             (start, start + l.len())
         });
-        let exc_type = rq_sentence_type(&text)
-            .or_else(|| type_of_line(line.map(|(start, end)| &text[start..end])?));
+        let exc_type = type_of(&text, line.map(|(start, end)| &text[start..end]));
         Failure {
             text,
             exc_type,
@@ -139,14 +138,17 @@ pub const JOB_STUCK_IN_INTERMEDIATE_QUEUE: &str = "rq.JobStuckInIntermediateQueu
 /// The exception type in a failure text, the name policies, groups and `explain` use.
 ///
 /// RQ stores two kinds of text. Most are Python tracebacks, whose type is read off the exception
-/// line ([`traceback_type`]). A few are sentences RQ writes itself when no exception was raised in
+/// line (`type_of_line`). A few are sentences RQ writes itself when no exception was raised in
 /// the job: those get a fixed, documented type ([`rq_sentence_type`]) instead of the sentence up
 /// to its first `:`, which held a date and an hour and matched no policy (issue 21).
 pub fn exception_type(text: &str) -> Option<String> {
-    match rq_sentence_type(text) {
-        Some(t) => Some(t),
-        None => traceback_type(text),
-    }
+    type_of(text, exception_line(text))
+}
+
+/// The type of `text` whose [`exception_line`] is `line`: RQ's own sentence's, else the
+/// line's.
+fn type_of(text: &str, line: Option<&str>) -> Option<String> {
+    rq_sentence_type(text).or_else(|| type_of_line(line?))
 }
 
 /// The type of a one-line failure text written by RQ itself (RQ 1.16 and 2.12), `None` for
@@ -191,7 +193,8 @@ fn is_python_type_name(name: &str) -> bool {
         })
 }
 
-/// The exception type in a Python traceback, the text before the first `:` of its exception line.
+/// The exception type in a Python traceback, the text before the first `:` of its exception line
+/// ([`exception_line`]).
 ///
 /// The exception line is the first line after the frames of the last `Traceback (most recent
 /// call last):` (chained exceptions print the one raised last at the end). Reading it there, not
@@ -199,17 +202,12 @@ fn is_python_type_name(name: &str) -> bool {
 /// of the type. An exception group ends in its box of sub-exceptions; its type is the group's own
 /// (`ExceptionGroup`), what was raised. A text without a traceback header (a hand-written
 /// `exc_info`) keeps the plain rule: its last non-empty line up to its first `:`.
-pub fn traceback_type(text: &str) -> Option<String> {
-    type_of_line(exception_line(text)?)
-}
-
-/// The type an exception line names: the text before its first `:`.
 fn type_of_line(line: &str) -> Option<String> {
     let head = line.split(':').next().unwrap_or(line).trim();
     (!head.is_empty()).then(|| head.to_string())
 }
 
-/// The exception line of a failure text, trimmed: the line [`traceback_type`] reads the type
+/// The exception line of a failure text, trimmed: the line a traceback's type is read
 /// off (`ValueError: card_declined for order 42`), or for a text without a traceback header
 /// (RQ's own one-line sentences, a hand-written `exc_info`) its last non-empty line. What a
 /// `q=` search looks through besides the function, description and id (issue 22, item 1).

@@ -519,6 +519,9 @@ impl Supervisor {
         let now = Utc::now();
         let now_unix = now.timestamp_millis() as f64 / 1000.0;
         let mut unread = Unread::default();
+        // Counted here and added once: an entry per job took an owned key, one allocation
+        // per job listed.
+        let mut listed_failed = 0;
         let mut cache = self.cache.lock().expect("cache lock");
         for (member, score) in page {
             if score < now_unix {
@@ -533,18 +536,7 @@ impl Supervisor {
                     continue;
                 }
             };
-            // Looked up before an entry is made: `entry` takes an owned key, one allocation
-            // per job listed.
-            match report.per_queue.get_mut(queue) {
-                Some(counts) => counts.failed += 1,
-                None => {
-                    report
-                        .per_queue
-                        .entry(queue.to_string())
-                        .or_default()
-                        .failed += 1
-                }
-            }
+            listed_failed += 1;
             let hit = cache
                 .hit(queue, &id, score)
                 .filter(|e| {
@@ -572,6 +564,13 @@ impl Supervisor {
                     unread.ids.push(id);
                 }
             }
+        }
+        if listed_failed > 0 {
+            report
+                .per_queue
+                .entry(queue.to_string())
+                .or_default()
+                .failed += listed_failed;
         }
         unread
     }

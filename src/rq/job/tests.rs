@@ -74,9 +74,7 @@ fn raw(fields: &[(&str, Vec<u8>)], newest_result: Option<Vec<(Vec<u8>, Vec<u8>)>
         reads: Reads::ALL,
         hash: Ok(hash(&borrowed)),
         score: None,
-        results: Ok(newest_result
-            .map(|fields| vec![("1714564800100-0".to_string(), fields)])
-            .unwrap_or_default()),
+        results: as_read(Ok(newest_result)),
     }
 }
 
