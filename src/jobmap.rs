@@ -57,12 +57,14 @@ impl<V> JobMap<V> {
 
     /// Adds or replaces `key`'s value.
     pub fn insert(&mut self, key: JobKey, value: V) {
-        if let Some(at) = self.position(&key) {
-            self.entries[at].1 = value;
+        // One hash for the lookup and the insert.
+        let hash = Self::hash(&self.hasher, &key);
+        let entries = &self.entries;
+        if let Some(&at) = self.table.find(hash, |&at| entries[at as usize].0 == key) {
+            self.entries[at as usize].1 = value;
             return;
         }
         let at = u32::try_from(self.entries.len()).expect("fewer than 4G entries");
-        let hash = Self::hash(&self.hasher, &key);
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.table
             .insert_unique(hash, at, |&i| Self::hash(hasher, &entries[i as usize].0));

@@ -369,29 +369,30 @@ impl Metrics {
     }
 
     /// The queue label to use: the name itself while fewer than [`MAX_QUEUE_LABELS`] are known.
-    fn queue_label(&self, queue: &str) -> String {
+    /// Borrowed: it is asked for once per job indexed (`failure_seen`).
+    fn queue_label<'q>(&self, queue: &'q str) -> &'q str {
         let mut known = self.known_queues.lock().expect("metrics lock");
         if known.contains(queue) {
-            return queue.to_string();
+            return queue;
         }
         if known.len() < MAX_QUEUE_LABELS {
             known.insert(queue.to_string());
-            return queue.to_string();
+            return queue;
         }
-        "overflow".to_string()
+        "overflow"
     }
 
     pub fn requeued(&self, queue: &str, policy: &str, trigger: Trigger) {
         self.actions
             .requeued
-            .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
+            .with_label_values(&[self.queue_label(queue), policy, trigger.as_str()])
             .inc();
     }
 
     pub fn purged(&self, queue: &str, policy: &str, trigger: Trigger) {
         self.actions
             .purged
-            .with_label_values(&[&self.queue_label(queue), policy, trigger.as_str()])
+            .with_label_values(&[self.queue_label(queue), policy, trigger.as_str()])
             .inc();
     }
 
@@ -399,7 +400,7 @@ impl Metrics {
     pub fn retry_failed_again(&self, queue: &str, policy: &str) {
         self.actions
             .failed_again
-            .with_label_values(&[&self.queue_label(queue), policy])
+            .with_label_values(&[self.queue_label(queue), policy])
             .inc();
     }
 
@@ -451,7 +452,7 @@ impl Metrics {
             }
         };
         let label = self.queue_label(queue);
-        dec(&self.queue.failed_jobs, &label);
+        dec(&self.queue.failed_jobs, label);
         if let Some(gauge) = counted_in {
             dec(
                 match gauge {
@@ -460,16 +461,13 @@ impl Metrics {
                     StateGauge::Stopped => &self.queue.stopped_jobs,
                     StateGauge::Succeeded => &self.queue.succeeded_jobs,
                 },
-                &label,
+                label,
             );
         }
         if let Some(origin) = requeued_to {
             let label = self.queue_label(origin);
-            if current.contains(&label) {
-                self.queue
-                    .queued_jobs
-                    .with_label_values(&[label.as_str()])
-                    .inc();
+            if current.contains(label) {
+                self.queue.queued_jobs.with_label_values(&[label]).inc();
             }
         }
     }
@@ -485,7 +483,9 @@ impl Metrics {
         self.scan.last_scan.set(at_unix);
         let mut folded: BTreeMap<String, QueueGauges> = BTreeMap::new();
         for (queue, g) in queues {
-            let entry = folded.entry(self.queue_label(queue)).or_default();
+            let entry = folded
+                .entry(self.queue_label(queue).to_string())
+                .or_default();
             entry.failed += g.failed;
             entry.waiting += g.waiting;
             entry.exhausted += g.exhausted;
@@ -593,7 +593,7 @@ impl Metrics {
             let label = self.queue_label(queue);
             self.actions
                 .held_jobs
-                .with_label_values(&[label.as_str(), reason])
+                .with_label_values(&[label, reason])
                 .add(n as i64);
         }
     }
@@ -613,7 +613,7 @@ impl Metrics {
     /// first new one.
     pub fn failure_seen(&self, queue: &str, new: bool) {
         self.failures_seen
-            .with_label_values(&[&self.queue_label(queue)])
+            .with_label_values(&[self.queue_label(queue)])
             .inc_by(u64::from(new));
     }
 

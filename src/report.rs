@@ -64,6 +64,16 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
+    /// `queue`'s figures, added at zero when absent. The name is copied only then: a copy per
+    /// job counted was an allocation per job in a first build (docs/benchmarks.md, session 22).
+    pub fn queue_mut(&mut self, queue: &str) -> &mut QueueGauges {
+        if !self.per_queue.contains_key(queue) {
+            self.per_queue
+                .insert(queue.to_string(), QueueGauges::default());
+        }
+        self.per_queue.get_mut(queue).expect("inserted above")
+    }
+
     /// Job `job_id` is skipped for `reason` in this pass. Whether that is news (for the
     /// counter) is settled later, by the pass that knows the job's failure (its score).
     pub fn skip(&mut self, reason: SkipReason, job_id: &str) {
@@ -117,7 +127,7 @@ impl ScanReport {
         }
         self.skipped_jobs.extend(other.skipped_jobs.iter().cloned());
         for (queue, g) in &other.per_queue {
-            let mine = self.per_queue.entry(queue.clone()).or_default();
+            let mine = self.queue_mut(queue);
             mine.failed += g.failed;
             mine.waiting += g.waiting;
             mine.exhausted += g.exhausted;

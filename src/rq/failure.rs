@@ -79,7 +79,11 @@ thread_local! {
     /// Recently decoded failure texts by their stored bytes. An outage leaves thousands of
     /// failed jobs whose tracebacks are byte for byte the same (same exception, same stack):
     /// each distinct one is base64-decoded, inflated and checked once, not once per job.
-    static MEMO: std::cell::RefCell<[std::collections::HashMap<Box<[u8]>, Decoded>; 2]> =
+    /// hashbrown's default hasher (foldhash) rather than SipHash: hashing each job's stored
+    /// text (hundreds of bytes) with SipHash was about 1 % of a first build's instructions
+    /// (docs/benchmarks.md, session 22), and a map that never holds more than
+    /// [`MEMO_ENTRIES`] entries cannot be flooded into long probe chains.
+    static MEMO: std::cell::RefCell<[hashbrown::HashMap<Box<[u8]>, Decoded>; 2]> =
         Default::default();
 }
 

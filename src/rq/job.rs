@@ -63,18 +63,36 @@ impl Reads {
     /// The hash fields to HMGET, in reply order: those every decision needs (`created_at`
     /// among them, a few bytes, for `max_age`), then the parts asked for. `retryd_policy`
     /// and `retryd_requeued_at` are only shown, and fetched with both the function and the failure.
-    pub fn fields(self) -> Vec<&'static str> {
-        FIELDS
-            .iter()
-            .copied()
-            .filter(|field| match *field {
-                "description" | "data" => self.function,
-                "exc_info" => self.failure,
-                "meta" => self.meta,
-                "retryd_policy" | "retryd_requeued_at" => self.function && self.failure,
-                _ => true,
-            })
-            .collect()
+    /// Worked out once per combination: built per job, the list was three allocations a
+    /// job in a first build (docs/benchmarks.md, session 22).
+    pub fn fields(self) -> &'static [&'static str] {
+        static LISTS: std::sync::LazyLock<[Vec<&'static str>; 8]> =
+            std::sync::LazyLock::new(|| {
+                std::array::from_fn(|bits| {
+                    let reads = Reads {
+                        function: bits & 1 != 0,
+                        failure: bits & 2 != 0,
+                        meta: bits & 4 != 0,
+                    };
+                    FIELDS
+                        .iter()
+                        .copied()
+                        .filter(|field| match *field {
+                            "description" | "data" => reads.function,
+                            "exc_info" => reads.failure,
+                            "meta" => reads.meta,
+                            "retryd_policy" | "retryd_requeued_at" => {
+                                reads.function && reads.failure
+                            }
+                            _ => true,
+                        })
+                        .collect()
+                })
+            });
+        let bits = usize::from(self.function)
+            | usize::from(self.failure) << 1
+            | usize::from(self.meta) << 2;
+        &LISTS[bits]
     }
 }
 
@@ -303,7 +321,7 @@ fn decode_facts(raw: &RawJob) -> Result<Option<JobFacts>, CorruptReason> {
 
 /// The HMGET reply of one job: the values of `fields`, in order.
 struct Hash<'a> {
-    fields: Vec<&'static str>,
+    fields: &'static [&'static str],
     values: &'a [Option<Vec<u8>>],
 }
 
@@ -436,21 +454,21 @@ const RESULT_FAILED: &[u8] = b"2";
 /// The time is the success entry's (its stream id's milliseconds). `requeue.lua` applies the
 /// same rule (keep the two in step).
 pub fn succeeded_at(latest: &[(String, StreamFields)]) -> Option<DateTime<Utc>> {
-    let field = |fields: &StreamFields, name: &[u8]| {
+    fn field<'f>(fields: &'f StreamFields, name: &[u8]) -> Option<&'f [u8]> {
         fields
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+            .map(|(_, v)| v.as_slice())
+    }
     let success = |(id, fields): &(String, StreamFields)| {
-        (field(fields, b"type").as_deref() == Some(RESULT_SUCCESSFUL)).then(|| stream_time(id))
+        (field(fields, b"type") == Some(RESULT_SUCCESSFUL)).then(|| stream_time(id))
     };
     let newest = latest.first()?;
     if let Some(at) = success(newest) {
         return Some(at);
     }
-    let by_cleanup = field(&newest.1, b"type").as_deref() == Some(RESULT_FAILED)
-        && field(&newest.1, b"worker_name").as_deref() == Some(b"".as_slice())
+    let by_cleanup = field(&newest.1, b"type") == Some(RESULT_FAILED)
+        && field(&newest.1, b"worker_name") == Some(b"".as_slice())
         && field(&newest.1, b"execution_id").is_none();
     if by_cleanup {
         return latest.get(1).and_then(success);
@@ -506,31 +524,49 @@ fn rq_timestamp_as_written(b: &[u8]) -> Option<DateTime<Utc>> {
 
 /// Formats a time the way RQ writes `enqueued_at` (microseconds, `Z`).
 pub fn format_rq_timestamp(at: DateTime<Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    let year = at.year();
-    if !(0..=9999).contains(&year) {
+    match RqTimestamp::of(at) {
+        Some(text) => text.as_str().to_owned(),
         // chrono's own form of years past four digits (a sign, more digits); RQ never writes one.
-        return at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        None => at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
     }
-    // The same text as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ` without interpreting the format for
-    // every job: in a first build that was 3 % of the daemon's instructions (docs/benchmarks.md,
-    // session 21). A leap second's nanoseconds (1e9 and up) print as 60 seconds, as chrono does.
-    let (second, nanos) = match at.nanosecond() {
-        n if n >= 1_000_000_000 => (at.second() + 1, n - 1_000_000_000),
-        n => (at.second(), n),
-    };
-    let mut out = String::with_capacity(27);
-    let _ = write!(
-        out,
-        "{year:04}-{:02}-{:02}T{:02}:{:02}:{second:02}.{:06}Z",
-        at.month(),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        nanos / 1_000
-    );
-    out
+}
+
+/// RQ's text of a time in years 0 to 9999 (see [`format_rq_timestamp`]), on the stack: a
+/// comparison with a stored `ended_at` needs no allocation.
+pub struct RqTimestamp([u8; 27]);
+
+impl RqTimestamp {
+    /// The same text as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ`, written digit by digit: through
+    /// chrono's format interpreter, and then through `write!`, this was 2-3 % of a first
+    /// build's instructions (docs/benchmarks.md, sessions 21 and 22). A leap second's
+    /// nanoseconds (1e9 and up) print as 60 seconds, as chrono does. `None` for other years.
+    pub fn of(at: DateTime<Utc>) -> Option<RqTimestamp> {
+        use chrono::{Datelike, Timelike};
+        let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+        let (second, nanos) = match at.nanosecond() {
+            n if n >= 1_000_000_000 => (at.second() + 1, n - 1_000_000_000),
+            n => (at.second(), n),
+        };
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, at.month());
+        put(8, 2, at.day());
+        put(11, 2, at.hour());
+        put(14, 2, at.minute());
+        put(17, 2, second);
+        put(20, 6, nanos / 1_000);
+        Some(RqTimestamp(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits and separators")
+    }
 }
 
 #[cfg(test)]

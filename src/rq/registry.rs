@@ -322,7 +322,7 @@ impl Registry {
             // buffers were reallocated 12 times a job (docs/benchmarks.md, session 21).
             let key = self.keys.job(id);
             let mut hmget = redis::Cmd::with_capacity(fields.len() + 2, key.len() + 5 + fields_len);
-            hmget.arg("HMGET").arg(key).arg(&fields);
+            hmget.arg("HMGET").arg(key).arg(fields);
             pipe.add_command(hmget);
             if reads.failure {
                 let key = self.keys.results(id);
@@ -787,7 +787,10 @@ fn stream_entries(value: Value) -> Result<Vec<(String, StreamFields)>, String> {
                 pairs.push((k, v));
             }
         }
-        out.push((String::from_utf8_lossy(&id).into_owned(), pairs));
+        // Redis's stream ids are ASCII: the reply's bytes become the text without a copy.
+        let id = String::from_utf8(id)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        out.push((id, pairs));
     }
     Ok(out)
 }

@@ -76,11 +76,35 @@ pub struct Batch {
 }
 
 /// The failures of one listed window that must be read (new, or due), with the registry
-/// score that names each one's failure.
+/// score that names each one's failure (`scores[i]` is `ids[i]`'s).
 #[derive(Debug, Default)]
 struct Unread {
     ids: Vec<String>,
-    score_of: HashMap<String, f64>,
+    scores: Vec<f64>,
+}
+
+/// One batch of a window's unread failures: the ids, shared by the pass's claims and the
+/// batch's read, and their registry scores in the same order.
+type UnreadBatch = (Arc<[String]>, Vec<f64>);
+
+impl Unread {
+    /// The window in batches of `size`. Each id has one owner from here on: cloned per job
+    /// for the claims, the batches and a score map, the ids were three allocations a job in a
+    /// first build (docs/benchmarks.md, session 22).
+    fn into_batches(self, size: usize) -> Vec<UnreadBatch> {
+        let size = size.max(1);
+        let mut batches = Vec::with_capacity(self.ids.len().div_ceil(size));
+        let mut scores = self.scores.into_iter();
+        let mut ids = self.ids.into_iter();
+        loop {
+            let chunk: Arc<[String]> = ids.by_ref().take(size).collect();
+            if chunk.is_empty() {
+                return batches;
+            }
+            let chunk_scores = scores.by_ref().take(chunk.len()).collect();
+            batches.push((chunk, chunk_scores));
+        }
+    }
 }
 
 /// Lists the next window of a failed registry: up to [`window_of`] entries after `anchors`
@@ -160,15 +184,15 @@ pub struct Supervisor {
 /// when dropped: when the pass is done, and also when it fails half-way.
 struct Claimed<'a> {
     cache: &'a Mutex<FactsCache>,
-    ids: Vec<String>,
+    ids: Vec<Arc<[String]>>,
     due: bool,
 }
 
 impl<'a> Claimed<'a> {
-    fn scan(cache: &'a Mutex<FactsCache>, ids: Vec<String>) -> Claimed<'a> {
+    fn scan(cache: &'a Mutex<FactsCache>, batches: &[UnreadBatch]) -> Claimed<'a> {
         Claimed {
             cache,
-            ids,
+            ids: batches.iter().map(|(ids, _)| Arc::clone(ids)).collect(),
             due: false,
         }
     }
@@ -179,7 +203,11 @@ impl Drop for Claimed<'_> {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
-        let ids = self.ids.iter().map(String::as_str);
+        let ids = self
+            .ids
+            .iter()
+            .flat_map(|ids| ids.iter())
+            .map(String::as_str);
         if self.due {
             cache.release_due(ids);
         } else {
@@ -253,7 +281,7 @@ impl Supervisor {
         }
         let _claims = Claimed {
             cache: &self.cache,
-            ids: due.iter().map(|d| d.job_id.to_string()).collect(),
+            ids: vec![due.iter().map(|d| d.job_id.to_string()).collect()],
             due: true,
         };
         let taken = due.len();
@@ -332,7 +360,7 @@ impl Supervisor {
             if len.is_none() {
                 warn!(queue = %queue, key = %snap.registry.keys().queue(queue), reason = "wrong_type", "queue key is not a list; its jobs cannot be requeued until it is fixed");
             }
-            report.per_queue.entry(queue.clone()).or_default().queued = len.unwrap_or(0);
+            report.queue_mut(queue).queued = len.unwrap_or(0);
         }
         report.queues = queues;
         Ok(())
@@ -491,9 +519,10 @@ impl Supervisor {
             self.newest.note(queue, &page);
             anchors = anchors_of(&page);
             let unread = self.sort_window(queue, page, listed_at, report);
-            let _claims = Claimed::scan(&self.cache, unread.ids.clone());
             let read = unread.ids.len();
-            self.read_window(con, snap, queue, &unread, report, cancel)
+            let batches = unread.into_batches(snap.config.supervisor.batch_size);
+            let _claims = Claimed::scan(&self.cache, &batches);
+            self.read_window(con, snap, queue, batches, report, cancel)
                 .await?;
             // A newest-first pass stops at the first window with nothing new that reaches below
             // the newest second listed before (`newest`): new failures get the highest scores
@@ -560,17 +589,13 @@ impl Supervisor {
                     }
                 }
                 None => {
-                    unread.score_of.insert(id.clone(), score);
+                    unread.scores.push(score);
                     unread.ids.push(id);
                 }
             }
         }
         if listed_failed > 0 {
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .failed += listed_failed;
+            report.queue_mut(queue).failed += listed_failed;
         }
         unread
     }
@@ -582,7 +607,7 @@ impl Supervisor {
         con: &mut C,
         snap: &Snapshot,
         queue: &str,
-        unread: &Unread,
+        unread: Vec<UnreadBatch>,
         report: &mut ScanReport,
         cancel: &CancellationToken,
     ) -> RedisResult<()> {
@@ -590,24 +615,22 @@ impl Supervisor {
         let (dry_run, observe) = (report.dry_run, report.observe);
         // Owned batches: a stream over borrowed chunks makes the future not provably `Send`
         // (closures over a higher-ranked lifetime), and `daemon::run` must be spawnable.
-        let chunks: Vec<Vec<String>> = unread
-            .ids
-            .chunks(snap.config.supervisor.batch_size)
-            .map(<[String]>::to_vec)
-            .collect();
-        let mut batches = futures::stream::iter(chunks)
+        let mut batches = futures::stream::iter(unread)
             .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-            .map(|chunk| {
+            .map(|(ids, scores)| {
                 let mut con = con.clone();
                 async move {
-                    self.process(&mut con, snap, queue, &chunk, dry_run, observe)
-                        .await
+                    let batch = self
+                        .process(&mut con, snap, queue, &ids, dry_run, observe)
+                        .await;
+                    (batch, ids, scores)
                 }
             })
             .buffered(PARALLEL_BATCHES);
-        let score_of = |id: &str| unread.score_of.get(id).copied();
-        while let Some(batch) = batches.next().await {
+        while let Some((batch, ids, scores)) = batches.next().await {
             let mut batch = batch?;
+            let scores: HashMap<&str, f64> = ids.iter().map(String::as_str).zip(scores).collect();
+            let score_of = |id: &str| scores.get(id).copied();
             self.settle_skips(queue, &mut batch.report, score_of);
             report.absorb(&batch.report);
             self.remember_verdicts(snap, &queue_name, batch.verdicts, score_of);
@@ -1146,11 +1169,7 @@ fn count_settled(s: &Settled, batch: &mut Batch) -> Option<Verdict> {
         }
         (Meaning::Done, _) => {
             report.exhausted += 1;
-            report
-                .per_queue
-                .entry(write.queue.clone())
-                .or_default()
-                .exhausted += 1;
+            report.queue_mut(&write.queue).exhausted += 1;
         }
         // A registry entry without a job hash is an orphan, as when the scan reads one.
         (Meaning::Gone, Outcome::JobMissing) => report.skip(SkipReason::Orphan, &write.job_id),
@@ -1285,19 +1304,11 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
     match verdict {
         Verdict::Waiting { due } => {
             report.note_due(due);
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .waiting += 1;
+            report.queue_mut(queue).waiting += 1;
         }
         Verdict::Exhausted => {
             report.exhausted += 1;
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .exhausted += 1;
+            report.queue_mut(queue).exhausted += 1;
         }
         Verdict::Ignored => report.ignored += 1,
         // Counted by the held_jobs gauge, which the hold itself keeps.
@@ -1308,26 +1319,18 @@ fn count_verdict(report: &mut ScanReport, queue: &str, verdict: Verdict) {
         }
         Verdict::Stopped => {
             report.stopped += 1;
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .stopped += 1;
+            report.queue_mut(queue).stopped += 1;
         }
         Verdict::Succeeded => {
             report.succeeded += 1;
-            report
-                .per_queue
-                .entry(queue.to_string())
-                .or_default()
-                .succeeded += 1;
+            report.queue_mut(queue).succeeded += 1;
         }
     }
 }
 
 /// Keeps the oldest failure age per queue (the `oldest_failed_job_age_seconds` gauge).
 fn note_age(report: &mut ScanReport, queue: &str, failed_at: DateTime<Utc>, now: DateTime<Utc>) {
-    let gauges = report.per_queue.entry(queue.to_string()).or_default();
+    let gauges = report.queue_mut(queue);
     let age = (now - failed_at).num_seconds().max(0) as u64;
     gauges.oldest_failed_age_seconds = gauges.oldest_failed_age_seconds.max(age);
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use crate::executor::{Author, Write, WriteKind};
 use crate::policy::{Action, Decision, Policy};
-use crate::rq::job::format_rq_timestamp;
+use crate::rq::job::{format_rq_timestamp, RqTimestamp};
 use crate::rq::CasToken;
 
 /// Which write a plan makes.
@@ -60,7 +60,11 @@ impl Plan {
         if cas.origin != write.queue || cas.ended_at.is_empty() {
             return None;
         }
-        if format_rq_timestamp(write.failed_at) != cas.ended_at {
+        let same_time = match RqTimestamp::of(write.failed_at) {
+            Some(text) => text.as_str() == cas.ended_at,
+            None => format_rq_timestamp(write.failed_at) == cas.ended_at,
+        };
+        if !same_time {
             return None;
         }
         let attempts = match cas.attempts.as_str() {
