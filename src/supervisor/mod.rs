@@ -713,8 +713,14 @@ impl Supervisor {
     ) -> RedisResult<ReadBatch> {
         let reads = if self.indexing {
             // Each failure is read once (the decision memory saves re-reads), so the index
-            // knows every job's function and exception type.
-            crate::rq::Reads::ALL
+            // knows every job's function and exception type. `meta` only when a policy asks
+            // for it (a policy that may delete reads everything): the index keeps none of it,
+            // and decoding it for every job was 5 % of a first build's instructions
+            // (docs/benchmarks.md, session 22).
+            crate::rq::Reads {
+                meta: reads_for(&snap.config.policies, queue).meta,
+                ..crate::rq::Reads::ALL
+            }
         } else {
             reads_for(&snap.config.policies, queue)
         };

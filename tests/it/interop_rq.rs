@@ -943,6 +943,36 @@ fn meta_policies_match_job_meta_with_the_pickle_and_the_json_serializer(rq: &Rq)
     assert_eq!(rq.failed_ids(&url, other_queue), vec![other.clone()]);
 }
 
+/// The daemon, which indexes every failure it reads, reads `meta` only for a queue whose
+/// policies look at it (session 22 stopped decoding it for every job): with a `meta` policy on
+/// the queue its first scan retries the `acme-1` job and leaves `other`, which the index lists
+/// with its function. See: issue 24, item 3.
+#[test]
+fn rq2_the_indexing_daemon_still_reads_meta_for_a_meta_policy() {
+    let rq = Rq::rq2();
+    let env = TestEnv::new(RETRY_ACME_TENANTS);
+    let url = env.url();
+    let [acme, other] = ["acme-1", "other"].map(|tenant| {
+        rq.enqueue(
+            &url,
+            &JobSpec::new("tenants", "tasks.always_fail").meta(json!({"tenant": tenant})),
+        )
+    });
+    rq.burst_worker(&url, &["tenants"]);
+    let d = daemon(&env, RETRY_ACME_TENANTS);
+    assert_eq!(rq.queued_ids(&url, "tenants"), vec![acme.clone()]);
+    assert_eq!(
+        env.job_field(&acme, "retryd_attempts").as_deref(),
+        Some("1")
+    );
+    assert_eq!(rq.failed_ids(&url, "tenants"), vec![other.clone()]);
+    let listed = d.get("/api/v1/jobs/failed?queue=tenants").expect(200);
+    let jobs = listed["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 1, "{listed:#}");
+    assert_eq!(jobs[0]["job_id"], other.as_str(), "{listed:#}");
+    assert_eq!(jobs[0]["func_name"], "tasks.always_fail", "{listed:#}");
+}
+
 /// Retries any method of `tasks.Greeter`.
 const RETRY_GREETER_METHODS: &str = r#"
 [[policy]]
