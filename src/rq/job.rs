@@ -531,16 +531,24 @@ pub fn format_rq_timestamp(at: DateTime<Utc>) -> String {
     }
 }
 
-/// RQ's text of a time in years 0 to 9999 (see [`format_rq_timestamp`]), on the stack: a
-/// comparison with a stored `ended_at` needs no allocation.
-pub struct RqTimestamp([u8; 27]);
+/// Whether `text` is [`format_rq_timestamp`]'s text of `at`, compared without allocating
+/// (a plan is checked against its job's stored `ended_at` once per waiting job).
+pub fn is_rq_timestamp_of(text: &str, at: DateTime<Utc>) -> bool {
+    match RqTimestamp::of(at) {
+        Some(written) => written.as_str() == text,
+        None => format_rq_timestamp(at) == text,
+    }
+}
+
+/// RQ's text of a time in years 0 to 9999 (see [`format_rq_timestamp`]), on the stack.
+struct RqTimestamp([u8; 27]);
 
 impl RqTimestamp {
     /// The same text as chrono's `%Y-%m-%dT%H:%M:%S%.6fZ`, written digit by digit: through
     /// chrono's format interpreter, and then through `write!`, this was 2-3 % of a first
     /// build's instructions (docs/benchmarks.md, sessions 21 and 22). A leap second's
     /// nanoseconds (1e9 and up) print as 60 seconds, as chrono does. `None` for other years.
-    pub fn of(at: DateTime<Utc>) -> Option<RqTimestamp> {
+    fn of(at: DateTime<Utc>) -> Option<RqTimestamp> {
         use chrono::{Datelike, Timelike};
         let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
         let (second, nanos) = match at.nanosecond() {
@@ -564,7 +572,7 @@ impl RqTimestamp {
         Some(RqTimestamp(out))
     }
 
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII digits and separators")
     }
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use crate::executor::{Author, Write, WriteKind};
 use crate::policy::{Action, Decision, Policy};
-use crate::rq::job::{format_rq_timestamp, RqTimestamp};
+use crate::rq::job::{format_rq_timestamp, is_rq_timestamp_of};
 use crate::rq::CasToken;
 
 /// Which write a plan makes.
@@ -60,11 +60,7 @@ impl Plan {
         if cas.origin != write.queue || cas.ended_at.is_empty() {
             return None;
         }
-        let same_time = match RqTimestamp::of(write.failed_at) {
-            Some(text) => text.as_str() == cas.ended_at,
-            None => format_rq_timestamp(write.failed_at) == cas.ended_at,
-        };
-        if !same_time {
+        if !is_rq_timestamp_of(&cas.ended_at, write.failed_at) {
             return None;
         }
         let attempts = match cas.attempts.as_str() {

@@ -940,7 +940,12 @@ proptest! {
         nanos in 0u32..1_000_000_000,
     ) {
         let at = DateTime::from_timestamp(secs, nanos).expect("in range");
-        prop_assert_eq!(format_rq_timestamp(at), at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        let chrono_text = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        prop_assert_eq!(format_rq_timestamp(at), chrono_text.clone());
+        // The comparison a plan makes agrees, and a microsecond off is another time.
+        prop_assert!(is_rq_timestamp_of(&chrono_text, at));
+        let other = at + chrono::Duration::microseconds(1);
+        prop_assert!(!is_rq_timestamp_of(&chrono_text, other));
     }
 }
 
