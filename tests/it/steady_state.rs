@@ -285,6 +285,32 @@ fn a_due_job_that_changed_meanwhile_is_read_and_decided_again() {
     assert_eq!(code, 0);
 }
 
+/// A daemon that ignores `ValueError` failures and retries every other at once (a scan
+/// interval of 1h: only notified passes act), its notification listener subscribed.
+fn ignore_or_retry_now(server: &RedisServer) -> Daemon {
+    let config = DaemonConfig::new(
+        &server.url(),
+        "[[policy]]\nname = \"keep\"\nexceptions = [\"ValueError\"]\naction = \"ignore\"\n\n\
+         [[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
+    );
+    let daemon = Daemon::start_ready(&config);
+    daemon.wait_until("the notification listener subscribed", |d| {
+        d.log()
+            .contains("listening for failed-registry notifications")
+    });
+    daemon
+}
+
+/// Sets Redis's keyspace notifications (`""`: none), to write unnoticed.
+fn notify_events(con: &mut redis::Connection, flags: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(flags)
+        .query(con)
+        .unwrap();
+}
+
 /// Issue 24, item 2: a notified pass lists windows of 2,000 ids, newest first, and stops after
 /// one with nothing new (it used to list at least two windows of 6,000). RQ scores a failure
 /// with its whole-second failure time plus `failure_ttl`, so one second's failures tie and sort
@@ -310,31 +336,14 @@ fn a_new_failure_tied_behind_a_window_of_known_ones_is_still_acted_on_at_once() 
             .ignore();
     }
     let _: () = pipe.query(&mut con).unwrap();
-    let config = DaemonConfig::new(
-        &server.url(),
-        "[[policy]]\nname = \"keep\"\nexceptions = [\"ValueError\"]\naction = \"ignore\"\n\n\
-         [[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
-    daemon.wait_until("the notification listener subscribed", |d| {
-        d.log()
-            .contains("listening for failed-registry notifications")
-    });
+    let daemon = ignore_or_retry_now(&server);
     // A new failure of the same second whose id sorts below every known one: newest first,
     // it comes after all 2,500 of them. Written unnotified (the write scores it with its own
     // second), then notified once with the tied score.
-    let events = |con: &mut redis::Connection, flags: &str| {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg(flags)
-            .query(con)
-            .unwrap();
-    };
-    events(&mut con, "");
+    notify_events(&mut con, "");
     FailedJob::new("a-new").queue("tied").write(&mut con);
     let _: () = con.zadd("rq:failed:tied", "a-new", score - 1).unwrap();
-    events(&mut con, "Kz");
+    notify_events(&mut con, "Kz");
     let _: () = con.zadd("rq:failed:tied", "a-new", score).unwrap();
     wait_until_queued(
         &mut con,
@@ -376,31 +385,14 @@ fn a_failure_scored_below_the_newest_listed_is_acted_on_within_seconds() {
         .write(&mut con);
     pipe.zadd("rq:failed:late", "zz-newest", score + 1).ignore();
     let _: () = pipe.query(&mut con).unwrap();
-    let config = DaemonConfig::new(
-        &server.url(),
-        "[[policy]]\nname = \"keep\"\nexceptions = [\"ValueError\"]\naction = \"ignore\"\n\n\
-         [[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
-    daemon.wait_until("the notification listener subscribed", |d| {
-        d.log()
-            .contains("listening for failed-registry notifications")
-    });
+    let daemon = ignore_or_retry_now(&server);
     // The late failure, scored with the second below the newest listed, its id sorting below
     // every known one (newest first it comes last). Written unnotified outside the index's
     // range of scores, then notified once with its score.
-    let events = |con: &mut redis::Connection, flags: &str| {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg(flags)
-            .query(con)
-            .unwrap();
-    };
-    events(&mut con, "");
+    notify_events(&mut con, "");
     FailedJob::new("a-late").queue("late").write(&mut con);
     let _: () = con.zadd("rq:failed:late", "a-late", score - 1).unwrap();
-    events(&mut con, "Kz");
+    notify_events(&mut con, "Kz");
     let _: () = con.zadd("rq:failed:late", "a-late", score).unwrap();
     let after = wait_until_queued(
         &mut con,
@@ -442,18 +434,10 @@ fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
         d.log()
             .contains("listening for failed-registry notifications")
     });
-    let events = |con: &mut redis::Connection, flags: &str| {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg(flags)
-            .query(con)
-            .unwrap();
-    };
     // Unnotified, and on a queue the index does not hold (its size check does not look at
     // it): nothing reads these until a notification names the queue.
     const BULK: u64 = 40_000;
-    events(&mut con, "");
+    notify_events(&mut con, "");
     FailedJob::write_all(
         &mut con,
         (0..BULK).map(|i| {
@@ -462,7 +446,7 @@ fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
                 .exception("ValueError", "card number failed Luhn check")
         }),
     );
-    events(&mut con, "Kz");
+    notify_events(&mut con, "Kz");
     FailedJob::new("t1")
         .queue("due")
         .failed_secs_ago(0)
