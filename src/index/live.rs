@@ -145,7 +145,6 @@ impl LiveIndex {
         queue: &str,
         ranges: &[(f64, f64)],
         present: &[(Vec<u8>, f64)],
-        live_from: f64,
     ) -> Dropped {
         // Found under the read lock (a pass over every entry); removed under the write lock,
         // each only while it still records the failure found absent.
@@ -156,7 +155,10 @@ impl LiveIndex {
             .index
             .absent_in(queue, ranges, present);
         if absent.is_empty() {
-            return Dropped::of(Vec::new(), &unknown, live_from);
+            return Dropped {
+                gone: Vec::new(),
+                unknown,
+            };
         }
         let mut inner = self.write();
         let gone = absent
@@ -166,7 +168,7 @@ impl LiveIndex {
                 Some((id, score, state))
             })
             .collect();
-        Dropped::of(gone, &unknown, live_from)
+        Dropped { gone, unknown }
     }
 
     /// Marks these jobs `held` (their due requeue is held back by `hold_when`).

@@ -1015,32 +1015,6 @@ pub struct Dropped {
     pub gone: Vec<(String, f64, State)>,
     /// Registry members of those ranges the index does not hold as they are (new failures).
     pub unknown: usize,
-    /// The lowest score among those whose id is UTF-8 and whose score is not below
-    /// `live_from` (not yet expired): the failures a pass over the registry would index.
-    pub lowest_unknown: Option<f64>,
-}
-
-/// A registry member as listed: its bytes and its score.
-pub type Member = (Vec<u8>, f64);
-
-impl Dropped {
-    /// What dropped `gone`, with `unknown` the members the index does not hold as they are.
-    pub(crate) fn of(
-        gone: Vec<(String, f64, State)>,
-        unknown: &[&Member],
-        live_from: f64,
-    ) -> Dropped {
-        let lowest_unknown = unknown
-            .iter()
-            .filter(|(member, score)| *score >= live_from && std::str::from_utf8(member).is_ok())
-            .map(|(_, score)| *score)
-            .reduce(f64::min);
-        Dropped {
-            gone,
-            unknown: unknown.len(),
-            lowest_unknown,
-        }
-    }
 }
 
 /// Reconciling with the registries (see [`bisect`]). See: issue 21, item 4.
@@ -1104,7 +1078,6 @@ impl FailureIndex {
         queue: &str,
         ranges: &[(f64, f64)],
         present: &[(Vec<u8>, f64)],
-        live_from: f64,
     ) -> Dropped {
         let (absent, unknown) = self.absent_in(queue, ranges, present);
         let gone = absent
@@ -1114,20 +1087,20 @@ impl FailureIndex {
                 Some((id, score, state))
             })
             .collect();
-        Dropped::of(gone, &unknown, live_from)
+        Dropped { gone, unknown }
     }
 
-    /// What [`FailureIndex::drop_absent`] would drop (id, score), and the members of
-    /// `present` the index does not hold as they are; one pass that changes nothing, so that
-    /// the index is locked for writing only for the removals.
-    pub fn absent_in<'p>(
+    /// What [`FailureIndex::drop_absent`] would drop (id, score), and how many of `present`
+    /// the index does not hold as they are; one pass that changes nothing, so that the index
+    /// is locked for writing only for the removals.
+    pub fn absent_in(
         &self,
         queue: &str,
         ranges: &[(f64, f64)],
-        present: &'p [(Vec<u8>, f64)],
-    ) -> (Vec<(String, f64)>, Vec<&'p Member>) {
+        present: &[(Vec<u8>, f64)],
+    ) -> (Vec<(String, f64)>, usize) {
         let Some(&q) = self.queues.ids.get(queue) else {
-            return (Vec::new(), present.iter().collect());
+            return (Vec::new(), present.len());
         };
         let q = q as u16;
         let there: std::collections::HashSet<(JobKey, u64)> = present
@@ -1141,7 +1114,7 @@ impl FailureIndex {
                     .get(&(q, JobKey::from_bytes(member)))
                     .is_none_or(|e| e.score != *score)
             })
-            .collect();
+            .count();
         let in_ranges = |score: f64| {
             let i = ranges.partition_point(|(_, hi)| *hi < score);
             ranges.get(i).is_some_and(|(lo, _)| *lo <= score)

@@ -584,13 +584,11 @@ fn drop_absent_drops_only_what_the_registry_no_longer_holds_with_that_score() {
         "default",
         &[(score(1), score(2)), (score(3), score(4))],
         &present,
-        0.0,
     );
     let mut gone: Vec<&str> = dropped.gone.iter().map(|(id, _, _)| id.as_str()).collect();
     gone.sort();
     assert_eq!(gone, ["b", "c"]);
     assert_eq!(dropped.unknown, 2, "x, and c with its new score");
-    assert_eq!(dropped.lowest_unknown, Some(score(2)), "x's");
     let page = index.page(&Selection::default(), Order::Oldest, 0, 10);
     let mut left: Vec<(String, &str)> = page
         .jobs
@@ -660,22 +658,4 @@ fn a_reader_that_panicked_holding_a_cache_does_not_stop_the_next() {
     );
     assert_eq!(index.groups(), groups);
     assert_eq!(index.queue_spans()[0].indexed, 2);
-}
-
-#[test]
-fn the_lowest_unknown_member_is_one_a_pass_would_index() {
-    // Not yet expired and a UTF-8 id: what a pass over the registry lists and reads. An
-    // expired member or one whose id is not UTF-8 is skipped by every pass, so reaching down
-    // to it would find nothing, again and again.
-    let expired = (b"old".to_vec(), 5.0);
-    let not_utf8 = (vec![0xff, 0xfe], 20.0);
-    let live = (b"new".to_vec(), 30.0);
-    let later = (b"newer".to_vec(), 40.0);
-    let dropped = Dropped::of(Vec::new(), &[&later, &expired, &not_utf8, &live], 10.0);
-    assert_eq!(dropped.unknown, 4);
-    assert_eq!(dropped.lowest_unknown, Some(30.0));
-    assert_eq!(
-        Dropped::of(Vec::new(), &[&expired, &not_utf8], 10.0).lowest_unknown,
-        None
-    );
 }

@@ -507,11 +507,7 @@ impl Supervisor {
         pass: Pass,
     ) -> RedisResult<()> {
         let mut anchors = Anchors::default();
-        let window = window_of(pass);
-        let newest_before = match pass {
-            Pass::NewestOnly => self.newest.take_floor(queue),
-            Pass::Full => None,
-        };
+        let (window, newest_before) = (window_of(pass), self.newest.get(queue));
         while !cancel.is_cancelled() {
             crate::systemd::watchdog();
             // Before the listing is asked for: a claim another pass gave up after this instant
@@ -529,9 +525,8 @@ impl Supervisor {
             self.read_window(con, snap, queue, batches, report, cancel)
                 .await?;
             // A newest-first pass stops at the first window with nothing new that reaches below
-            // the newest second listed before, or below a lower score the reconcile found a
-            // failure at (`newest`): new failures get the highest scores (failure time +
-            // failure_ttl), and full scans catch the rest.
+            // the newest second listed before (`newest`): new failures get the highest scores
+            // (failure time + failure_ttl), and full scans catch the rest.
             let more = pass == Pass::Full || newest::goes_on(read, lowest, newest_before);
             if listed < window || !more {
                 break;

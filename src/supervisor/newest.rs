@@ -7,50 +7,25 @@
 //! its whole-second failure time plus its `failure_ttl`, so the newest second holds known and
 //! new failures side by side, ordered by id, and a window that ends inside it may have new
 //! ones right after it. The rule goes on wherever the old one did (a window with something
-//! new), and further inside that tie. A failure scored below the newest (a shorter
-//! `failure_ttl`, or a worker whose write of second n landed after another's of second n+1)
-//! is found by the reconcile's size check within a second (`super::reconcile`): it notes the
-//! lowest score of the members the index does not hold ([`Newest::reach`]), and the next
-//! notified pass over the queue lists down to it. Before that (session 23: 89 failures of
-//! 460,000 in a storm of 8,000 a second) such a failure waited for the next full scan.
+//! new), and further inside that tie; what neither finds (a failure scored below the newest,
+//! as a shorter `failure_ttl` gives, or a worker whose write of second n lands after another
+//! worker's of second n+1 was listed: 89 failures of 460,000 in a storm of 8,000 a second,
+//! session 23) the full scans do, as before. Having the reconcile's size check send the next
+//! notified pass down to such a failure was tried in session 23: it was found within a second,
+//! but past the rate the daemon keeps up with the index lag p99 went from 4.0 to 7.0 s
+//! (docs/benchmarks.md, "Issue 24 at its end"), so it is not kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The highest registry score listed so far, per queue, and how far down the next notified
-/// pass must list.
+/// The highest registry score listed so far, per queue.
 #[derive(Debug, Default)]
-pub struct Newest {
-    listed: Mutex<HashMap<String, f64>>,
-    reach: Mutex<HashMap<String, f64>>,
-}
+pub struct Newest(Mutex<HashMap<String, f64>>);
 
 impl Newest {
     /// The highest score listed in `queue`'s registry before now.
     pub fn get(&self, queue: &str) -> Option<f64> {
-        self.listed.lock().expect("newest lock").get(queue).copied()
-    }
-
-    /// Asks the next notified pass over `queue` to list down to `score` at least.
-    pub fn reach(&self, queue: &str, score: f64) {
-        let mut reach = self.reach.lock().expect("reach lock");
-        match reach.get_mut(queue) {
-            Some(low) => *low = low.min(score),
-            None => {
-                reach.insert(queue.to_string(), score);
-            }
-        }
-    }
-
-    /// The score a newest-first pass over `queue` that begins now goes on down to (see
-    /// [`goes_on`]): the newest listed before, or lower where [`Newest::reach`] asked, which
-    /// this pass then answers.
-    pub fn take_floor(&self, queue: &str) -> Option<f64> {
-        let reach = self.reach.lock().expect("reach lock").remove(queue);
-        match (self.get(queue), reach) {
-            (Some(newest), Some(low)) => Some(newest.min(low)),
-            (newest, low) => newest.or(low),
-        }
+        self.0.lock().expect("newest lock").get(queue).copied()
     }
 
     /// Raises `queue`'s highest listed score to the highest of `page`.
@@ -58,7 +33,7 @@ impl Newest {
         let Some(top) = page.iter().map(|(_, s)| *s).reduce(f64::max) else {
             return;
         };
-        let mut newest = self.listed.lock().expect("newest lock");
+        let mut newest = self.0.lock().expect("newest lock");
         match newest.get_mut(queue) {
             Some(seen) => *seen = seen.max(top),
             None => {
@@ -95,24 +70,6 @@ mod tests {
         // Nothing listed before (the first pass) or an empty window: the old rule.
         assert!(!goes_on(0, Some(20.0), None));
         assert!(!goes_on(0, None, Some(20.0)));
-    }
-
-    #[test]
-    fn a_reach_lowers_the_floor_of_the_next_pass_only() {
-        let newest = Newest::default();
-        assert_eq!(newest.take_floor("q"), None);
-        newest.reach("q", 9.0);
-        assert_eq!(newest.take_floor("q"), Some(9.0), "nothing listed yet");
-        newest.note("q", &[(b"a".to_vec(), 20.0)]);
-        assert_eq!(newest.take_floor("q"), Some(20.0));
-        newest.reach("q", 12.0);
-        newest.reach("q", 15.0);
-        newest.reach("other", 1.0);
-        assert_eq!(newest.take_floor("q"), Some(12.0), "the lowest asked");
-        assert_eq!(newest.take_floor("q"), Some(20.0), "answered once");
-        newest.reach("q", 30.0);
-        assert_eq!(newest.take_floor("q"), Some(20.0), "never above the newest");
-        assert_eq!(newest.take_floor("other"), Some(1.0));
     }
 
     #[test]

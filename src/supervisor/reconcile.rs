@@ -26,16 +26,13 @@ use crate::index::bisect::Bisect;
 pub const RECONCILE_LEAF: usize = 256;
 
 /// What one reconcile of one queue did.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Index entries dropped (the job left the registry, or failed again since).
     pub dropped: usize,
     /// Registry members of the ranges read that the index does not hold as they are (new
     /// failures, for a pass over the queue to read).
     pub unknown: usize,
-    /// The lowest score among those a pass would read (see [`crate::index::Dropped`]): the
-    /// next notified pass over the queue lists down to it ([`super::newest::Newest::reach`]).
-    pub lowest_unknown: Option<f64>,
     /// Redis commands sent, and in how many round trips.
     pub commands: usize,
     pub round_trips: usize,
@@ -109,14 +106,10 @@ impl Supervisor {
             .map(|s| (s.lo, s.hi))
             .collect();
         ranges.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // A member scored below now has expired: every pass skips it.
-        let live_from = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let dropped = if ranges.is_empty() {
             Default::default()
         } else {
-            self.state
-                .index
-                .drop_absent(queue, &ranges, &present, live_from)
+            self.state.index.drop_absent(queue, &ranges, &present)
         };
         if !dropped.gone.is_empty() {
             let mut cache = self.cache.lock().expect("cache lock");
@@ -129,10 +122,6 @@ impl Supervisor {
         }
         out.dropped = dropped.gone.len();
         out.unknown = dropped.unknown;
-        out.lowest_unknown = dropped.lowest_unknown;
-        if let Some(score) = dropped.lowest_unknown {
-            self.newest.reach(queue, score);
-        }
         if let Some(total) = bisect.registry_total() {
             let left = bisect.indexed() as i64 - out.dropped as i64;
             self.settled
