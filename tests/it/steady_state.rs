@@ -358,6 +358,60 @@ fn a_new_failure_tied_behind_a_window_of_known_ones_is_still_acted_on_at_once() 
     assert_eq!(code, 0);
 }
 
+/// A failure that lands below the newest score a pass already listed: two workers fail jobs
+/// across a second boundary, and the one scored with second n writes after the other's
+/// second n+1 was listed. Newest first, a notified pass used to stop inside second n+1 and
+/// never reach it (session 23's storm at 8,000 a second: 89 failures of 460,000, found only by
+/// the next full scan, 1h here). A pass now goes on through the second below the newest
+/// listed before it.
+#[test]
+fn a_failure_scored_below_the_newest_listed_is_acted_on_within_seconds() {
+    let server = RedisServer::start_with(&["--notify-keyspace-events", "Kz"]);
+    let mut con = server.conn();
+    let known = 2_500; // more than a newest-first window (LIST_WINDOW, 2,000)
+    let score = chrono::Utc::now().timestamp() + 31_536_000;
+    let mut pipe = redis::pipe();
+    for i in 0..known {
+        let id = format!("z-{i:05}");
+        FailedJob::new(&id)
+            .queue("late")
+            .exception("ValueError", "card number failed Luhn check")
+            .write(&mut con);
+        pipe.zadd("rq:failed:late", id, score).ignore();
+    }
+    FailedJob::new("zz-newest")
+        .queue("late")
+        .exception("ValueError", "card number failed Luhn check")
+        .write(&mut con);
+    pipe.zadd("rq:failed:late", "zz-newest", score + 1).ignore();
+    let _: () = pipe.query(&mut con).unwrap();
+    let daemon = ignore_or_retry_now(&server);
+    // The late failure, scored with the second below the newest listed, its id sorting below
+    // every known one (newest first it comes last). Written unnotified outside the index's
+    // range of scores, then notified once with its score.
+    notify_events(&mut con, "");
+    FailedJob::new("a-late").queue("late").write(&mut con);
+    let _: () = con.zadd("rq:failed:late", "a-late", score - 1).unwrap();
+    notify_events(&mut con, "Kz");
+    let _: () = con.zadd("rq:failed:late", "a-late", score).unwrap();
+    let after = wait_until_queued(
+        &mut con,
+        "late",
+        "a-late",
+        Instant::now(),
+        "the failure scored below the newest listed",
+    );
+    println!("the late failure was requeued {after:?} after it was written");
+    let known_left: u64 = con.zcard("rq:failed:late").unwrap();
+    assert_eq!(known_left, known + 1, "the ignored failures stay failed");
+    let listed = daemon
+        .get("/api/v1/jobs/failed?queue=late&limit=1")
+        .expect(200);
+    assert_eq!(listed["total"], known + 1, "{listed}");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
 /// Issue 24, item 4: a due job is requeued on time while a long notified pass runs. The due
 /// pass used to share one loop with the notified passes and the full scans, so during a
 /// failure storm (notified passes back to back, each for seconds) a job whose backoff ended
