@@ -288,12 +288,16 @@ fn a_due_job_that_changed_meanwhile_is_read_and_decided_again() {
 /// A daemon that ignores `ValueError` failures and retries every other at once (a scan
 /// interval of 1h: only notified passes act), its notification listener subscribed.
 fn ignore_or_retry_now(server: &RedisServer) -> Daemon {
-    let config = DaemonConfig::new(
-        &server.url(),
+    listening_daemon(
+        server,
         "[[policy]]\nname = \"keep\"\nexceptions = [\"ValueError\"]\naction = \"ignore\"\n\n\
          [[policy]]\nname = \"now\"\nbackoff = { strategy = \"fixed\", delay = \"0s\" }\n",
-    );
-    let daemon = Daemon::start_ready(&config);
+    )
+}
+
+/// A daemon with `policies`, its first scan done and its notification listener subscribed.
+fn listening_daemon(server: &RedisServer, policies: &str) -> Daemon {
+    let daemon = Daemon::start_ready(&DaemonConfig::new(&server.url(), policies));
     daemon.wait_until("the notification listener subscribed", |d| {
         d.log()
             .contains("listening for failed-registry notifications")
@@ -309,6 +313,18 @@ fn notify_events(con: &mut redis::Connection, flags: &str) {
         .arg(flags)
         .query(con)
         .unwrap();
+}
+
+/// Writes failed job `id` of `queue` unnotified (the write scores it with its own second), then
+/// gives it registry score `score` with one notification (a score lower first, so that the
+/// ZADD is a change Redis notifies).
+fn fail_notified_once(con: &mut redis::Connection, queue: &str, id: &str, score: i64) {
+    let registry = format!("rq:failed:{queue}");
+    notify_events(con, "");
+    FailedJob::new(id).queue(queue).write(con);
+    let _: () = con.zadd(&registry, id, score - 1).unwrap();
+    notify_events(con, "Kz");
+    let _: () = con.zadd(&registry, id, score).unwrap();
 }
 
 /// Issue 24, item 2: a notified pass lists windows of 2,000 ids, newest first, and stops after
@@ -340,11 +356,7 @@ fn a_new_failure_tied_behind_a_window_of_known_ones_is_still_acted_on_at_once() 
     // A new failure of the same second whose id sorts below every known one: newest first,
     // it comes after all 2,500 of them. Written unnotified (the write scores it with its own
     // second), then notified once with the tied score.
-    notify_events(&mut con, "");
-    FailedJob::new("a-new").queue("tied").write(&mut con);
-    let _: () = con.zadd("rq:failed:tied", "a-new", score - 1).unwrap();
-    notify_events(&mut con, "Kz");
-    let _: () = con.zadd("rq:failed:tied", "a-new", score).unwrap();
+    fail_notified_once(&mut con, "tied", "a-new", score);
     wait_until_queued(
         &mut con,
         "tied",
@@ -389,11 +401,7 @@ fn a_failure_scored_below_the_newest_listed_is_acted_on_within_seconds() {
     // The late failure, scored with the second below the newest listed, its id sorting below
     // every known one (newest first it comes last). Written unnotified outside the index's
     // range of scores, then notified once with its score.
-    notify_events(&mut con, "");
-    FailedJob::new("a-late").queue("late").write(&mut con);
-    let _: () = con.zadd("rq:failed:late", "a-late", score - 1).unwrap();
-    notify_events(&mut con, "Kz");
-    let _: () = con.zadd("rq:failed:late", "a-late", score).unwrap();
+    fail_notified_once(&mut con, "late", "a-late", score);
     let after = wait_until_queued(
         &mut con,
         "late",
@@ -424,16 +432,11 @@ fn a_due_job_is_requeued_on_time_while_a_long_notified_pass_runs() {
     let _alone = support::one_heavy_test_at_a_time();
     let server = RedisServer::start_with(&["--notify-keyspace-events", "Kz"]);
     let mut con = server.conn();
-    let config = DaemonConfig::new(
-        &server.url(),
+    let daemon = listening_daemon(
+        &server,
         "[[policy]]\nname = \"keep\"\nqueues = [\"bulk\"]\naction = \"ignore\"\n\n\
          [[policy]]\nname = \"soon\"\nqueues = [\"due\"]\nbackoff = { strategy = \"fixed\", delay = \"2s\" }\n",
     );
-    let daemon = Daemon::start_ready(&config);
-    daemon.wait_until("the notification listener subscribed", |d| {
-        d.log()
-            .contains("listening for failed-registry notifications")
-    });
     // Unnotified, and on a queue the index does not hold (its size check does not look at
     // it): nothing reads these until a notification names the queue.
     const BULK: u64 = 40_000;
