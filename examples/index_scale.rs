@@ -83,5 +83,91 @@ fn main() {
     time("dry-run tally (exception filter)", &mut || {
         index.tally(&conn, 10).matched as usize
     });
+    random_pages(&index, t0);
     common::print_peak();
+}
+
+/// Pages of random selections at random offsets, drawn as `bench/index_api.py`'s random list
+/// requests draw them (queue, function, exception, state, order, a time bound in a quarter of
+/// them; an offset within the selection's total): the distribution, and the slowest five.
+fn random_pages(index: &rq_retryd::index::FailureIndex, t0: chrono::DateTime<Utc>) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let functions = [
+        "app.tasks.*",
+        "app.*.b*",
+        "*.pull",
+        FUNCTIONS[0],
+        FUNCTIONS[2],
+    ];
+    let exceptions = ["*Error", "Timeout?rror", EXCEPTIONS[0], EXCEPTIONS[3]];
+    let states = [
+        State::Waiting,
+        State::Ignored,
+        State::Unmatched,
+        State::Due,
+        State::Exhausted,
+    ];
+    let mut runs = Vec::new();
+    while runs.len() < 100 {
+        let pick = |k: usize, of: usize| (k < of).then_some(k);
+        let mut s = Selection::default();
+        let mut what = Vec::new();
+        if let Some(k) = pick(next(QUEUES.len() + 2), 3) {
+            s.queue = Some(QUEUES[k].to_string());
+            what.push(format!("queue={}", QUEUES[k]));
+        }
+        if let Some(k) = pick(next(functions.len() + 3), functions.len()) {
+            s.function = Some(GlobList::new(&[functions[k].to_string()]).unwrap());
+            what.push(format!("function={}", functions[k]));
+        }
+        if let Some(k) = pick(next(exceptions.len() + 3), exceptions.len()) {
+            s.exception = Some(ExceptionPattern::new(exceptions[k]).unwrap());
+            what.push(format!("exception={}", exceptions[k]));
+        }
+        if let Some(k) = pick(next(states.len() + 2), states.len()) {
+            s.state = Some(states[k]);
+            what.push(format!("state={:?}", states[k]));
+        }
+        if next(4) == 0 {
+            let at = t0 + chrono::Duration::milliseconds(next(86_400_000) as i64);
+            if next(2) == 0 {
+                s.failed_before = Some(at);
+                what.push("failed_before".into());
+            } else {
+                s.failed_after = Some(at);
+                what.push("failed_after".into());
+            }
+        }
+        let order = if next(2) == 0 {
+            Order::Newest
+        } else {
+            Order::Oldest
+        };
+        let total = index.page(&s, order, 0, 1).total as usize;
+        if total == 0 && next(10) != 0 {
+            continue;
+        }
+        let offset = if total > 0 { next(total) } else { 0 };
+        let t = Instant::now();
+        std::hint::black_box(index.page(&s, order, offset, 50).jobs.len());
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        runs.push((
+            ms,
+            format!("{} {order:?} offset {offset} of {total}", what.join(" ")),
+        ));
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!(
+        "{:<48} {:7.2} ms (median of 100; p99 {:.2}, max {:.2})",
+        "random selections at random offsets", runs[49].0, runs[98].0, runs[99].0
+    );
+    for (ms, what) in runs.iter().rev().take(5) {
+        println!("    {ms:7.2} ms  {what}");
+    }
 }

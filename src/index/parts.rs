@@ -5,9 +5,11 @@
 //! searches and the what-if then take about half on two.
 //!
 //! A listing page deep in a large selection is found without holding every match: one pass
-//! marks the matches (a bit each) and counts them in [`BUCKETS`] slices of the entries' range
-//! of failure times ([`super::TimeSpan`]), a second keeps only the matches in the slices the
-//! page falls in. Holding every match's sort key and position took 80 MB at five million.
+//! marks the matches (a bit each), notes each match's slice of the entries' range of failure
+//! times ([`BUCKETS`] slices, [`super::TimeSpan`]; two bytes a match) and counts the matches in
+//! each slice; then only the matches in the slices the page falls in are read again. Holding
+//! every match's sort key and position took 80 MB at five million; reading every match again
+//! to find its slice took a second pass over the entries' memory (issue 24, item 3).
 
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
@@ -26,6 +28,8 @@ const PARTS_MAX: usize = 8;
 /// The slices of the matches' range of failure times that a deep page is looked for in (few
 /// in the unit tests, so that a slice holds many matches and ties there).
 const BUCKETS: usize = if cfg!(test) { 8 } else { 1 << 16 };
+// A match's slice is noted in two bytes.
+const _: () = assert!(BUCKETS <= 1 << 16);
 
 /// A run of the index's entries.
 #[derive(Clone, Copy)]
@@ -68,9 +72,11 @@ struct Found {
     first: usize,
 }
 
-/// One part's matches as bits, with how many fall in each time slice.
+/// One part's matches as bits, each match's time slice (in the bits' order), and how many
+/// fall in each slice.
 struct Marked {
     bits: Vec<u64>,
+    slices: Vec<u16>,
     counts: Vec<u32>,
     total: u64,
     unknown: u64,
@@ -238,6 +244,9 @@ impl FailureIndex {
             let c = self.compile(query);
             let mut m = Marked {
                 bits: vec![0; part.entries.len().div_ceil(64)],
+                // Room for every entry, so the notes are never copied as they grow (pages
+                // never written take no memory).
+                slices: Vec::with_capacity(part.entries.len()),
                 counts: vec![0; BUCKETS],
                 total: 0,
                 unknown: 0,
@@ -245,9 +254,11 @@ impl FailureIndex {
             for (i, (k, e)) in part.entries.iter().enumerate() {
                 match c.test((k.0, &k.1), e) {
                     Test::Match => {
+                        let b = bucket(key(e));
                         m.bits[i / 64] |= 1 << (i % 64);
+                        m.slices.push(b as u16);
                         m.total += 1;
-                        m.counts[bucket(key(e))] += 1;
+                        m.counts[b] += 1;
                     }
                     Test::Unknown => m.unknown += 1,
                     Test::No => {}
@@ -270,15 +281,13 @@ impl FailureIndex {
             }
         }
         let (first, last, before) = slices_of(&counts, offset, offset.saturating_add(limit));
+        // Only the matches in the page's slices are read again.
         let kept = self.in_parts(|part| {
-            marks[part.index]
-                .offsets()
-                .filter_map(|i| {
-                    let k = key(&part.entries[i]);
-                    (first..=last)
-                        .contains(&bucket(k))
-                        .then_some((k, (part.start + i) as u32))
-                })
+            let m = &marks[part.index];
+            m.offsets()
+                .zip(&m.slices)
+                .filter(|&(_, &b)| (first..=last).contains(&usize::from(b)))
+                .map(|(i, _)| (key(&part.entries[i]), (part.start + i) as u32))
                 .collect::<Vec<_>>()
         });
         found.hits = kept.concat();
@@ -356,6 +365,7 @@ mod tests {
     fn marked_offsets_come_back_in_order() {
         let mut m = Marked {
             bits: vec![0; 3],
+            slices: Vec::new(),
             counts: Vec::new(),
             total: 0,
             unknown: 0,

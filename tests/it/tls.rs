@@ -89,28 +89,27 @@ fn make_certificates(dir: &Path) {
 }
 
 fn tls_server(dir: &Path, auth_clients: bool) -> (RedisServer, u16) {
-    let tls_port = free_port();
+    let tls_port = std::cell::Cell::new(0);
     let p = |f: &str| dir.join(f).display().to_string();
-    let (port, cert, key, ca) = (
-        tls_port.to_string(),
-        p("server.crt"),
-        p("server.key"),
-        p("ca.crt"),
-    );
     let auth = if auth_clients { "yes" } else { "no" };
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        auth,
-    ]);
-    (server, tls_port)
+    let server = RedisServer::start_each(|| {
+        tls_port.set(free_port());
+        [
+            "--tls-port",
+            &tls_port.get().to_string(),
+            "--tls-cert-file",
+            &p("server.crt"),
+            "--tls-key-file",
+            &p("server.key"),
+            "--tls-ca-cert-file",
+            &p("ca.crt"),
+            "--tls-auth-clients",
+            auth,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    (server, tls_port.get())
 }
 
 fn once(dir: &Path, body: &str) -> std::process::Output {

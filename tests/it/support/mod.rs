@@ -33,6 +33,13 @@ impl RedisServer {
 
     /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g. `--notify-keyspace-events Kz`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_each(|| extra.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Like [`start_with`](Self::start_with), the extra arguments made anew for each attempt:
+    /// a second port they name (`--tls-port`) is chosen again with the server's own, since a
+    /// port another test took makes every attempt with it fail.
+    pub fn start_each(extra: impl Fn() -> Vec<String>) -> RedisServer {
         machine::take_a_seat();
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -50,7 +57,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir.path())
-            .args(extra)
+            .args(extra())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
             let child = cmd.spawn().unwrap_or_else(|e| {
