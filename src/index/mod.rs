@@ -10,7 +10,7 @@
 //! hundreds of thousands of jobs, so they are interned: an entry holds small ids, and a query's
 //! glob or exception pattern is matched once per distinct name, not once per job.
 //!
-//! Entries live densely in one `IndexMap` (a vector plus a table of positions), so a query is
+//! Entries live densely in one [`JobMap`] (a vector plus a table of positions), so a query is
 //! one linear pass over compact entries (a few milliseconds per million), ordering a page is a
 //! selection over the matching positions (linear, not a sort of everything), and removing is a
 //! swap with the last entry.
@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::jobkey::JobKey;
+use crate::jobmap::JobMap;
 
 pub mod bisect;
 pub mod events;
@@ -341,7 +341,7 @@ pub struct QueueCounts {
 /// The index. See the module documentation.
 #[derive(Debug, Default)]
 pub struct FailureIndex {
-    entries: IndexMap<(u16, JobKey), Entry>,
+    entries: JobMap<Entry, (u16, JobKey)>,
     queues: Interner,
     functions: Interner,
     /// Each interned function's name lowercased, by id: the head a stored description may
@@ -475,7 +475,7 @@ impl FailureIndex {
             exhausted: o.exhausted,
         };
         self.times.widen(entry.failed_at_us);
-        let was = self.entries.insert((queue, JobKey::new(o.job_id)), entry);
+        let was = self.entries.replace((queue, JobKey::new(o.job_id)), entry);
         if let Some(old) = was {
             self.texts.release(old.text);
         }
@@ -1049,7 +1049,7 @@ impl FailureIndex {
     fn spans_now(&self) -> Vec<QueueSpan> {
         let mut per: Vec<(u64, f64, f64)> =
             vec![(0, f64::INFINITY, f64::NEG_INFINITY); self.queues.names.len()];
-        for ((q, _), e) in &self.entries {
+        for ((q, _), e) in self.entries.iter() {
             let p = &mut per[usize::from(*q)];
             p.0 += 1;
             p.1 = p.1.min(e.score);

@@ -14,8 +14,6 @@
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 
-use indexmap::map::Slice;
-
 use super::{Entry, FailureIndex, Order, Page, Selection, Test, TOP_K_MAX};
 use crate::jobkey::JobKey;
 
@@ -39,7 +37,7 @@ pub(super) struct Part<'a> {
     pub index: usize,
     /// The position of its first entry in the index.
     pub start: usize,
-    pub entries: &'a Slice<(u16, JobKey), Entry>,
+    pub entries: &'a [((u16, JobKey), Entry)],
 }
 
 impl<'a> Part<'a> {
@@ -108,9 +106,7 @@ impl FailureIndex {
         let size = len.div_ceil(parts).max(1);
         let part = |index: usize| {
             let start = (index * size).min(len);
-            let entries = all
-                .get_range(start..(start + size).min(len))
-                .expect("a range within the entries");
+            let entries = &all[start..(start + size).min(len)];
             Part {
                 index,
                 start,
@@ -171,7 +167,7 @@ impl FailureIndex {
             .skip(found.first)
             .take(limit)
             .map(|&(_, pos)| {
-                let (key, e) = self.entries.get_index(pos as usize).expect("position");
+                let (key, e) = &self.entries.as_slice()[pos as usize];
                 self.listed(key, e)
             })
             .collect();
@@ -287,7 +283,7 @@ impl FailureIndex {
             m.offsets()
                 .zip(&m.slices)
                 .filter(|&(_, &b)| (first..=last).contains(&usize::from(b)))
-                .map(|(i, _)| (key(&part.entries[i]), (part.start + i) as u32))
+                .map(|(i, _)| (key(&part.entries[i].1), (part.start + i) as u32))
                 .collect::<Vec<_>>()
         });
         found.hits = kept.concat();
