@@ -112,12 +112,33 @@ impl<V, K: Hash + Eq> JobMap<V, K> {
         }
     }
 
-    /// Keeps the entries `keep` says to keep (one pass, then the table is built again).
+    /// Keeps the entries `keep` says to keep: one pass from the last entry to the first, each
+    /// dropped entry swapped out with the last, so that dropping a few of millions touches a
+    /// few slots of the table instead of building it again (a full scan's end drops the jobs
+    /// gone since the last, while the failure index's readers wait). Dropping more than half
+    /// builds the table again once, which is then cheaper.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        let before = self.entries.len();
-        self.entries.retain_mut(|(k, v)| keep(k, v));
-        if self.entries.len() != before {
-            self.rebuild_table();
+        let mut dropped = 0usize;
+        let mut at = self.entries.len();
+        while at > 0 {
+            at -= 1;
+            let (k, v) = &mut self.entries[at];
+            if keep(k, v) {
+                continue;
+            }
+            dropped += 1;
+            if dropped * 2 > self.entries.len() {
+                // Many go: the rest in one pass, then one rebuild.
+                self.entries.swap_remove(at);
+                let mut i = 0usize;
+                self.entries.retain_mut(|(k, v)| {
+                    i += 1;
+                    i > at || keep(k, v)
+                });
+                self.rebuild_table();
+                return;
+            }
+            self.swap_remove_index(at);
         }
     }
 
@@ -243,6 +264,36 @@ mod tests {
                 let held: HashMap<JobKey, u32> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 prop_assert_eq!(&held, &model);
             }
+        }
+    }
+
+    #[test]
+    fn retain_drops_a_few_in_place_and_many_with_one_rebuild_each_key_called_once() {
+        for drop_every in [1000u32, 7, 2, 1] {
+            let mut map = JobMap::default();
+            for k in 0..1000u32 {
+                map.insert(JobKey::new(&format!("j{k}")), k);
+            }
+            let mut asked = Vec::new();
+            map.retain(|_, v| {
+                asked.push(*v);
+                !v.is_multiple_of(drop_every)
+            });
+            asked.sort_unstable();
+            assert_eq!(
+                asked,
+                (0..1000).collect::<Vec<_>>(),
+                "each entry asked once"
+            );
+            let kept: Vec<u32> = (0..1000u32)
+                .filter(|v| !v.is_multiple_of(drop_every))
+                .collect();
+            assert_eq!(map.len(), kept.len());
+            for v in kept {
+                let key = JobKey::new(&format!("j{v}"));
+                assert_eq!(map.as_slice()[map.position(&key).unwrap()], (key, v));
+            }
+            assert_eq!(map.get(&JobKey::new("j0")), None);
         }
     }
 
