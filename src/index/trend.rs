@@ -120,33 +120,129 @@ impl RecentFailures {
 /// half hour it needs.
 const HORIZON_US: i64 = QUARTER_US;
 
-/// The failure times of one version of the index from a little over half an hour before a time
-/// on, by group: later unfiltered `recent` answers of the same version (the console asks every
-/// few seconds) count these instead of passing over every entry again.
+/// The recent failures' windows begin on whole seconds, so that a group's failures can be
+/// counted per second.
+const SECOND_US: i64 = 1_000_000;
+/// How many seconds from its start a [`RecentCache`] counts one by one. Later failures are
+/// counted together: every window it answers for puts them in the last quarter.
+const SPAN_S: u32 = 3 * 3600;
+
+/// The two windows of `recent` as of `now_us`: the last 15 minutes from the start of the
+/// current second, and the 15 before.
+fn windows(now_us: i64) -> (i64, i64) {
+    let last_from = floor(now_us, SECOND_US) - QUARTER_US;
+    (last_from - QUARTER_US, last_from)
+}
+
+/// The failures of one version of the index from a little over half an hour before a time
+/// on, by group and second: later unfiltered `recent` answers of the same version (the console
+/// asks every few seconds) count these instead of passing over every entry again.
 #[derive(Debug)]
 pub(super) struct RecentCache {
     version: u64,
     from_us: i64,
-    /// The failure times per group: a group's counts are a pass over a flat array of its
-    /// times (about a millisecond for a million), not a lookup per failure.
-    times: IdMap<GroupId, Vec<i64>>,
+    times: IdMap<GroupId, Seconds>,
 }
 
 impl RecentCache {
-    /// Every group's counts from `last_from` on and in `[prev_from, last_from)`.
+    /// Whether it holds what the windows from `prev_from` and `last_from` count.
+    fn answers(&self, prev_from: i64, last_from: i64) -> bool {
+        self.from_us <= prev_from && last_from <= self.from_us + i64::from(SPAN_S) * SECOND_US
+    }
+
+    /// Every group's counts from `last_from` on and in `[prev_from, last_from)` (whole seconds
+    /// that it [`answers`](Self::answers) for).
     fn counts(&self, prev_from: i64, last_from: i64) -> IdMap<GroupId, (u64, u64)> {
+        let second = |at: i64| ((at - self.from_us) / SECOND_US) as u32;
+        let (prev, last) = (second(prev_from), second(last_from));
         self.times
             .iter()
-            .map(|(g, times)| {
-                let (mut last, mut prev) = (0u64, 0u64);
-                for &t in times {
-                    last += u64::from(t >= last_from);
-                    prev += u64::from(t >= prev_from && t < last_from);
-                }
-                (*g, (last, prev))
-            })
+            .map(|(g, seconds)| (*g, seconds.counts(prev, last)))
             .filter(|(_, (last, prev))| last + prev > 0)
             .collect()
+    }
+}
+
+/// One group's recent failures, in seconds from a [`RecentCache`]'s start ([`SPAN_S`] for any
+/// later): each failure's second while they are fewer than the seconds, else a count per
+/// second. So a group takes at most 4 bytes a failure and 43 KB, and a million failures of one
+/// group are counted without a million pushes (issue 24, item 3: at 5M recent failures the
+/// list of every time was most of a `groups` answer after a change).
+#[derive(Debug)]
+enum Seconds {
+    Each(Vec<u32>),
+    PerSecond(Box<[u32]>),
+}
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds::Each(Vec::new())
+    }
+}
+
+impl Seconds {
+    fn note(&mut self, second: u32) {
+        match self {
+            Seconds::Each(each) => {
+                each.push(second);
+                if each.len() > SPAN_S as usize {
+                    self.spread();
+                }
+            }
+            Seconds::PerSecond(counts) => counts[second as usize] += 1,
+        }
+    }
+
+    /// From each failure's second to a count per second.
+    fn spread(&mut self) {
+        if let Seconds::Each(each) = self {
+            let mut counts = vec![0u32; SPAN_S as usize + 1].into_boxed_slice();
+            for &second in each.iter() {
+                counts[second as usize] += 1;
+            }
+            *self = Seconds::PerSecond(counts);
+        }
+    }
+
+    /// Adds another part's failures of the same group.
+    fn merge(&mut self, other: Seconds) {
+        match (self, other) {
+            (Seconds::PerSecond(mine), Seconds::PerSecond(theirs)) => {
+                for (n, more) in mine.iter_mut().zip(theirs.iter()) {
+                    *n += more;
+                }
+            }
+            (mine, Seconds::Each(theirs)) => theirs.into_iter().for_each(|s| mine.note(s)),
+            (mine, theirs) => {
+                let Seconds::Each(each) = std::mem::replace(mine, theirs) else {
+                    unreachable!("the other three cases are above")
+                };
+                each.into_iter().for_each(|s| mine.note(s));
+            }
+        }
+    }
+
+    /// How many from second `last` on, and how many in `[prev, last)`.
+    fn counts(&self, prev: u32, last: u32) -> (u64, u64) {
+        match self {
+            Seconds::Each(each) => each.iter().fold((0, 0), |(l, p), &s| {
+                (
+                    l + u64::from(s >= last),
+                    p + u64::from(s >= prev && s < last),
+                )
+            }),
+            Seconds::PerSecond(counts) => {
+                let sum = |r: &[u32]| r.iter().map(|&n| u64::from(n)).sum::<u64>();
+                let (prev, last) = (prev as usize, last as usize);
+                (sum(&counts[last..]), sum(&counts[prev..last]))
+            }
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        if let Seconds::Each(each) = self {
+            each.shrink_to_fit();
+        }
     }
 }
 
@@ -208,22 +304,21 @@ impl FailureIndex {
         t
     }
 
-    /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (to the
-    /// microsecond, not aligned), of the jobs `query` matches, undecodable jobs left out:
+    /// Every group's failures in the last 15 minutes and in the 15 before, as of `now` (from
+    /// the start of its second), of the jobs `query` matches, undecodable jobs left out:
     /// counted from the recent failures kept for this version of the index, gathered by one
     /// pass over the entries when there are none for it yet or they do not reach back far
     /// enough for `now`.
     pub fn recent(&self, query: &Selection, now: DateTime<Utc>) -> RecentFailures {
         let now_us = us(now);
-        let last_from = now_us - QUARTER_US;
-        let prev_from = last_from - QUARTER_US;
+        let (prev_from, last_from) = windows(now_us);
         if !query.is_everything() {
             return self.recent_matching(query, now_us, prev_from, last_from);
         }
         let mut cache = lock(&self.recent_cache);
         let fresh = cache
             .as_ref()
-            .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
+            .is_some_and(|c| c.version == self.version && c.answers(prev_from, last_from));
         if !fresh {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
@@ -300,10 +395,10 @@ impl FailureIndex {
         from_us: i64,
         parts: impl IntoIterator<Item = RecentTimes>,
     ) -> RecentCache {
-        let mut times: IdMap<GroupId, Vec<i64>> = IdMap::default();
+        let mut times: IdMap<GroupId, Seconds> = IdMap::default();
         for part in parts {
-            for (group, t) in part.0 {
-                times.entry(group).or_default().extend(t);
+            for (group, seconds) in part.0 {
+                times.entry(group).or_default().merge(seconds);
             }
         }
         for t in times.values_mut() {
@@ -321,8 +416,7 @@ impl FailureIndex {
     /// neither is kept for this version of the index (after every change, as during an
     /// incident), not one each.
     pub fn groups_and_recent(&self, now: DateTime<Utc>) -> (Vec<super::Group>, RecentFailures) {
-        let now_us = us(now);
-        let prev_from = now_us - 2 * QUARTER_US;
+        let (prev_from, last_from) = windows(us(now));
         {
             // Held through the pass, as in `groups` (concurrent readers wait for it); the
             // groups' lock is always taken before the recent failures'.
@@ -332,7 +426,7 @@ impl FailureIndex {
                 .is_some_and(|(version, _)| *version == self.version);
             let recent_kept = lock(&self.recent_cache)
                 .as_ref()
-                .is_some_and(|c| c.version == self.version && c.from_us <= prev_from);
+                .is_some_and(|c| c.version == self.version && c.answers(prev_from, last_from));
             if !groups_kept && !recent_kept {
                 let from_us = prev_from - HORIZON_US;
                 let (groups, times) = self.grouped(None, Some(from_us));
@@ -347,7 +441,7 @@ impl FailureIndex {
 /// One part's failure times from some instant on, by group (see
 /// [`FailureIndex::recent_from`]).
 #[derive(Default)]
-pub(super) struct RecentTimes(IdMap<GroupId, Vec<i64>>);
+pub(super) struct RecentTimes(IdMap<GroupId, Seconds>);
 
 impl RecentTimes {
     /// Notes an entry's failure time when it is from `from_us` on; undecodable jobs are in no
@@ -361,7 +455,8 @@ impl RecentTimes {
             function: e.function,
             exception: e.exception,
         };
-        self.0.entry(group).or_default().push(e.failed_at_us);
+        let second = ((e.failed_at_us - from_us) / SECOND_US).min(i64::from(SPAN_S));
+        self.0.entry(group).or_default().note(second as u32);
     }
 }
 
@@ -503,11 +598,94 @@ mod tests {
         };
         assert!(Selection::default().is_everything() && !keeps_all.is_everything());
         for mins in [0, 3, 15, 29, 44] {
-            let index = index_of(&failures);
-            let at = now() + chrono::Duration::minutes(mins);
+            // On the second and 0.7 s into it (the windows begin on the second either way).
+            for ms in [0, 700] {
+                let index = index_of(&failures);
+                let at =
+                    now() + chrono::Duration::minutes(mins) + chrono::Duration::milliseconds(ms);
+                let fast = index.recent(&Selection::default(), at);
+                assert_eq!(
+                    fast,
+                    index.recent(&keeps_all, at),
+                    "{mins} min {ms} ms later"
+                );
+                assert!(!fast.by_group.is_empty() || mins == 44);
+            }
+        }
+    }
+
+    /// A group's failures counted one by one or per second, merged from parts of either kind,
+    /// count what a list of every failure's second counts.
+    #[test]
+    fn seconds_count_alike_each_or_per_second_and_merged_in_any_mix() {
+        let big = SPAN_S as usize + 50;
+        let list = |n: usize, seed: u32| -> Vec<u32> {
+            (0..n as u32)
+                .map(|i| (i.wrapping_mul(7919).wrapping_add(seed)) % (SPAN_S + 1))
+                .collect()
+        };
+        let naive = |all: &[u32], prev: u32, last: u32| {
+            let l = all.iter().filter(|&&s| s >= last).count() as u64;
+            let p = all.iter().filter(|&&s| s >= prev && s < last).count() as u64;
+            (l, p)
+        };
+        for (a, b) in [(3, 5), (big, 7), (9, big), (big, big + 3), (0, big)] {
+            let (xs, ys) = (list(a, 1), list(b, 2));
+            let mut mine = Seconds::default();
+            xs.iter().for_each(|&s| mine.note(s));
+            let mut theirs = Seconds::default();
+            ys.iter().for_each(|&s| theirs.note(s));
+            assert_eq!(matches!(mine, Seconds::PerSecond(_)), a > SPAN_S as usize);
+            mine.merge(theirs);
+            let all: Vec<u32> = xs.iter().chain(&ys).copied().collect();
+            for (prev, last) in [
+                (0, 0),
+                (0, 900),
+                (1800, 2700),
+                (2700, SPAN_S),
+                (SPAN_S, SPAN_S),
+            ] {
+                assert_eq!(
+                    mine.counts(prev, last),
+                    naive(&all, prev, last),
+                    "{a}+{b} {prev}..{last}"
+                );
+            }
+        }
+    }
+
+    /// Thousands of one group's failures (past the seconds a list holds, so counted per second,
+    /// in parts of both kinds) give what a filtered pass over the entries gives.
+    #[test]
+    fn a_group_with_more_failures_than_seconds_counts_what_a_pass_counts() {
+        let n = 2 * SPAN_S as usize + 400;
+        let ids: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
+        let mut index = FailureIndex::default();
+        for (i, id) in ids.iter().enumerate() {
+            // The first half mostly one group, the second mostly another.
+            let exception = if (i < n / 2) == (i % 20 != 0) {
+                "ValueError"
+            } else {
+                "KeyError"
+            };
+            let mut o = failed("default", id, exception, 0);
+            o.failed_at = now() - chrono::Duration::milliseconds((i as i64 * 997) % 2_700_000);
+            index.observe(&o);
+        }
+        let keeps_all = Selection {
+            failed_after: Some(now() - chrono::Duration::days(1)),
+            ..Selection::default()
+        };
+        for ms in [0, 300, 60_000, 20 * 60_000 + 500] {
+            let at = now() + chrono::Duration::milliseconds(ms);
             let fast = index.recent(&Selection::default(), at);
-            assert_eq!(fast, index.recent(&keeps_all, at), "{mins} min later");
-            assert!(!fast.by_group.is_empty() || mins == 44);
+            assert_eq!(fast, index.recent(&keeps_all, at), "{ms} ms later");
+            let (last, prev) = fast
+                .by_group
+                .values()
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            // 20 minutes on, the last quarter is after every failure.
+            assert!(prev > 0 && (last > 0) == (ms < 15 * 60_000) && last + prev <= n as u64);
         }
     }
 
