@@ -83,6 +83,9 @@ fn main() {
     time("dry-run tally (exception filter)", &mut || {
         index.tally(&conn, 10).matched as usize
     });
+    time("dry-run tally (everything)", &mut || {
+        index.tally(&all, 10).matched as usize
+    });
     random_pages(&index, t0);
     common::print_peak();
 }

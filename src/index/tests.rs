@@ -227,6 +227,43 @@ fn a_tally_counts_the_selection_over_every_queue_by_exception() {
     );
 }
 
+#[test]
+fn a_dry_run_counts_by_state_and_exception_type_with_unread_and_missing_types_as_unknown() {
+    let mut index = FailureIndex::default();
+    let ids: Vec<String> = (0..40).map(|i| format!("j{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        index.observe(&Observation {
+            exception: [
+                Known::Is("ConnectionError"),
+                Known::Is("ValueError"),
+                Known::Unknown,
+                Known::Missing,
+            ][i % 4],
+            state: [State::Waiting, State::Due, State::Exhausted][i % 3],
+            ..obs("default", id, i as i64)
+        });
+    }
+    index.observe(&Observation::undecodable("default", "broken", 1e10));
+    let tally = index.tally(&Selection::default(), 0);
+    assert_eq!((tally.matched, tally.undecodable), (40, 1));
+    assert_eq!(
+        tally.by_exception.into_iter().collect::<Vec<_>>(),
+        [
+            ("(unknown)".to_string(), 20),
+            ("ConnectionError".to_string(), 10),
+            ("ValueError".to_string(), 10)
+        ]
+    );
+    assert_eq!(
+        tally.by_state.into_iter().collect::<Vec<_>>(),
+        [
+            (State::Due, 13),
+            (State::Waiting, 14),
+            (State::Exhausted, 13)
+        ]
+    );
+}
+
 proptest! {
     /// Any page at any offset, either order, equals the same page of a plain sort of the whole
     /// selection, and consecutive pages neither overlap nor miss a job.
