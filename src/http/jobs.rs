@@ -324,7 +324,8 @@ pub struct FailureGroup {
     pub by_state: BTreeMap<crate::index::State, u64>,
     /// False while the function or exception type of some of its jobs is not read yet.
     pub known: bool,
-    /// Its jobs that failed in the last 15 minutes (or are dated after now).
+    /// Its jobs that failed in the last 15 minutes (or are dated after now); the window begins
+    /// on a whole second, 15 minutes before the start of the current one.
     pub last_15m: u64,
     /// Its jobs that failed in the 15 minutes before those: with `last_15m`, whether the group
     /// is rising.
