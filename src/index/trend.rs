@@ -145,9 +145,12 @@ pub(super) struct RecentCache {
 }
 
 impl RecentCache {
-    /// Whether it holds what the windows from `prev_from` and `last_from` count.
-    fn answers(&self, prev_from: i64, last_from: i64) -> bool {
-        self.from_us <= prev_from && last_from <= self.from_us + i64::from(SPAN_S) * SECOND_US
+    /// Whether it holds what the windows from `prev_from` and `last_from` count in version
+    /// `version` of the index.
+    fn answers(&self, version: u64, prev_from: i64, last_from: i64) -> bool {
+        self.version == version
+            && self.from_us <= prev_from
+            && last_from <= self.from_us + i64::from(SPAN_S) * SECOND_US
     }
 
     /// Every group's counts from `last_from` on and in `[prev_from, last_from)` (whole seconds
@@ -318,7 +321,7 @@ impl FailureIndex {
         let mut cache = lock(&self.recent_cache);
         let fresh = cache
             .as_ref()
-            .is_some_and(|c| c.version == self.version && c.answers(prev_from, last_from));
+            .is_some_and(|c| c.answers(self.version, prev_from, last_from));
         if !fresh {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
@@ -426,7 +429,7 @@ impl FailureIndex {
                 .is_some_and(|(version, _)| *version == self.version);
             let recent_kept = lock(&self.recent_cache)
                 .as_ref()
-                .is_some_and(|c| c.version == self.version && c.answers(prev_from, last_from));
+                .is_some_and(|c| c.answers(self.version, prev_from, last_from));
             if !groups_kept && !recent_kept {
                 let from_us = prev_from - HORIZON_US;
                 let (groups, times) = self.grouped(None, Some(from_us));
