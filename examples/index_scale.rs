@@ -80,6 +80,19 @@ fn main() {
         index.observe(&common::one_more(extra, &id, t0));
         index.groups().len()
     });
+    // An operator retrying the oldest jobs one by one: each takes a group's first failure.
+    let mut oldest = index.page(&all, Order::Oldest, 0, 9).jobs;
+    time("groups (after removing the oldest job)", &mut || {
+        let job = oldest.pop().expect("one a run");
+        index.remove(&job.queue, &job.job_id);
+        index.groups().len()
+    });
+    time("page at offset n * 3/4, newest", &mut || {
+        index
+            .page(&all, Order::Newest, index.len() * 3 / 4, 50)
+            .jobs
+            .len()
+    });
     time("dry-run tally (exception filter)", &mut || {
         index.tally(&conn, 10).matched as usize
     });

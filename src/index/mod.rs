@@ -35,6 +35,7 @@ mod parts;
 mod rows;
 pub mod search;
 mod selection;
+mod tallies;
 mod texts;
 mod trend;
 pub use invalid::Invalid;
@@ -356,11 +357,11 @@ pub struct FailureIndex {
     scan: u32,
     /// Bumped on every change, so derived answers can be cached by version.
     version: u64,
-    /// The last `groups` answer and the version it is of.
-    groups_cache: std::sync::Mutex<Option<(u64, Vec<Group>)>>,
+    /// Every group's counts, kept as the entries change (see [`tallies`]).
+    tallies: std::sync::Mutex<tallies::Tallies>,
     /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
     spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
-    /// The recent failures [`FailureIndex::recent`] last gathered, and the version they are of.
+    /// The recent failures [`FailureIndex::recent`] last gathered, kept as the entries change.
     recent_cache: std::sync::Mutex<Option<trend::RecentCache>>,
 }
 
@@ -394,6 +395,14 @@ impl TimeSpan {
 fn lock<T>(cache: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     cache
         .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a cache holds, to change it along with the entries (the index is written, so nobody
+/// else holds the lock).
+fn held<T>(cache: &mut std::sync::Mutex<T>) -> &mut T {
+    cache
+        .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -478,7 +487,9 @@ impl FailureIndex {
         let was = self.entries.replace((queue, JobKey::new(o.job_id)), entry);
         if let Some(old) = was {
             self.texts.release(old.text);
+            self.count_out(queue, &old);
         }
+        self.count_in(queue, &entry);
         self.version += 1;
         self.rebuild_texts_if_worth_it();
         was.is_none_or(|was| was.failed_at_us != entry.failed_at_us)
@@ -575,7 +586,7 @@ impl FailureIndex {
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
         let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
-        self.forget(&removed);
+        self.forget(q as u16, &removed);
         Some(removed.state)
     }
 
@@ -597,15 +608,41 @@ impl FailureIndex {
         let Some(&q) = self.queues.ids.get(queue) else {
             return false;
         };
-        match self.entries.get_mut(&(q as u16, JobKey::new(job_id))) {
-            Some(e) => {
-                e.state = state;
-                e.exhausted = exhausted;
-                e.due_us = i64::MAX;
-                self.version += 1;
-                true
-            }
-            None => false,
+        self.change(q as u16, job_id, |e| {
+            e.state = state;
+            e.exhausted = exhausted;
+            e.due_us = i64::MAX;
+        })
+    }
+
+    /// Changes one indexed job's entry, and the counts kept of it. Returns whether it was
+    /// indexed.
+    fn change(&mut self, queue: u16, job_id: &str, how: impl FnOnce(&mut Entry)) -> bool {
+        let Some(e) = self.entries.get_mut(&(queue, JobKey::new(job_id))) else {
+            return false;
+        };
+        let old = *e;
+        how(e);
+        let new = *e;
+        self.count_out(queue, &old);
+        self.count_in(queue, &new);
+        self.version += 1;
+        true
+    }
+
+    /// Counts a new or changed entry in the kept counts (see [`tallies`], [`trend`]).
+    fn count_in(&mut self, queue: u16, e: &Entry) {
+        held(&mut self.tallies).add(queue, e);
+        if let Some(recent) = held(&mut self.recent_cache) {
+            recent.note(queue, e);
+        }
+    }
+
+    /// Counts a removed entry, or an entry as it was before a change, out of the kept counts.
+    fn count_out(&mut self, queue: u16, e: &Entry) {
+        held(&mut self.tallies).remove(queue, e);
+        if let Some(recent) = held(&mut self.recent_cache) {
+            recent.unnote(queue, e);
         }
     }
 
@@ -615,15 +652,10 @@ impl FailureIndex {
         let Some(&q) = self.queues.ids.get(queue) else {
             return false;
         };
-        match self.entries.get_mut(&(q as u16, JobKey::new(job_id))) {
-            Some(e) => {
-                e.state = State::Held;
-                e.due_us = i64::MAX;
-                self.version += 1;
-                true
-            }
-            None => false,
-        }
+        self.change(q as u16, job_id, |e| {
+            e.state = State::Held;
+            e.due_us = i64::MAX;
+        })
     }
 
     /// Ends a completed full scan of `queues`: their entries it did not see are gone from
@@ -635,6 +667,8 @@ impl FailureIndex {
         let scan = self.scan;
         let before = self.entries.len();
         let texts = &mut self.texts;
+        let tallies = held(&mut self.tallies);
+        let mut recent = held(&mut self.recent_cache).as_mut();
         let mut times = TimeSpan::default();
         self.entries.retain(|(q, _), e| {
             let keep = e.seen == scan || !scanned[usize::from(*q)];
@@ -642,6 +676,10 @@ impl FailureIndex {
                 times.widen(e.failed_at_us);
             } else {
                 texts.release(e.text);
+                tallies.remove(*q, e);
+                if let Some(recent) = recent.as_mut() {
+                    recent.unnote(*q, e);
+                }
             }
             keep
         });
@@ -653,8 +691,9 @@ impl FailureIndex {
     }
 
     /// What removing an entry changes besides the map: its text is garbage, answers change.
-    fn forget(&mut self, removed: &Entry) {
+    fn forget(&mut self, queue: u16, removed: &Entry) {
         self.texts.release(removed.text);
+        self.count_out(queue, removed);
         self.version += 1;
         self.rebuild_texts_if_worth_it();
     }
@@ -862,80 +901,56 @@ impl FailureIndex {
         out
     }
 
-    /// The groups (queue × function × exception type), largest first.
+    /// The groups (queue × function × exception type), largest first: from the counts kept
+    /// as the entries change (see [`tallies`]), not a pass over the entries.
     pub fn groups(&self) -> Vec<Group> {
-        // Held while the groups are counted: concurrent readers of a changed index wait for
-        // this one pass instead of each making their own (twenty consoles after one change).
-        let mut cache = lock(&self.groups_cache);
-        if let Some((version, groups)) = &*cache {
-            if *version == self.version {
-                return groups.clone();
-            }
-        }
-        let (out, _) = self.grouped(None, None);
-        // Answers between two changes of the index are the same: the console's refreshes and
-        // concurrent readers then cost a copy of a few groups.
-        *cache = Some((self.version, out.clone()));
+        let mut out: Vec<Group> = self
+            .group_sums()
+            .into_iter()
+            .map(|(id, sums)| self.group(id, sums))
+            .collect();
+        sort_groups(&mut out);
         out
     }
 
-    /// The groups of the jobs `query` matches (a search's groups), largest first; not cached
-    /// (a search is answered in one pass).
+    /// The groups of the jobs `query` matches (a search's groups), largest first: one pass
+    /// over the entries (a search is answered in one).
     pub fn groups_matching(&self, query: &Selection) -> Vec<Group> {
-        self.grouped(Some(query), None).0
-    }
-
-    /// The groups of the entries `query` matches (all of them for `None`), largest first; with
-    /// `recent_from`, in the same pass, each part's failure times from then on (see
-    /// [`FailureIndex::groups_and_recent`]).
-    fn grouped(
-        &self,
-        query: Option<&Selection>,
-        recent_from: Option<i64>,
-    ) -> (Vec<Group>, Vec<trend::RecentTimes>) {
         let parts = self.in_parts(|part| {
-            let c = query.map(|q| self.compile(q));
-            let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
-            let mut recent = trend::RecentTimes::default();
+            let c = self.compile(query);
+            let mut groups: IdMap<GroupId, GroupSums> = IdMap::default();
             for (_, key, e) in part.iter() {
-                if c.as_ref()
-                    .is_some_and(|c| c.test((key.0, &key.1), e) != Test::Match)
-                {
-                    continue;
-                }
-                groups
-                    .entry((key.0, e.function, e.exception))
-                    .or_insert_with(GroupSums::new)
-                    .add(e);
-                if let Some(from) = recent_from {
-                    recent.note(from, key.0, e);
+                if c.test((key.0, &key.1), e) == Test::Match {
+                    groups
+                        .entry(tallies::group_of(key.0, e))
+                        .or_insert_with(GroupSums::new)
+                        .add(e);
                 }
             }
-            (groups, recent)
+            groups
         });
-        let mut groups: IdMap<(u16, u32, u32), GroupSums> = IdMap::default();
-        let mut recent = Vec::with_capacity(parts.len());
-        for (part, times) in parts {
-            recent.push(times);
+        let mut groups: IdMap<GroupId, GroupSums> = IdMap::default();
+        for part in parts {
             for (key, sums) in part {
                 groups.entry(key).or_insert_with(GroupSums::new).merge(sums);
             }
         }
         let mut out: Vec<Group> = groups
             .into_iter()
-            .map(|(key, sums)| self.group(key, sums))
+            .map(|(id, sums)| self.group(id, sums))
             .collect();
-        out.sort_by(|a, b| {
-            b.count.cmp(&a.count).then_with(|| {
-                (&a.queue, &a.function, &a.exception).cmp(&(&b.queue, &b.function, &b.exception))
-            })
-        });
-        (out, recent)
+        sort_groups(&mut out);
+        out
     }
 
     /// One group's answer from its sums: names for the interned ids, the policy that decides
     /// most of its jobs (the lowest id on a tie), its jobs by state and by policy.
-    fn group(&self, (q, f, x): (u16, u32, u32), sums: GroupSums) -> Group {
+    fn group(&self, id: GroupId, sums: GroupSums) -> Group {
+        let GroupId {
+            queue: q,
+            function: f,
+            exception: x,
+        } = id;
         let name = |i: &Interner, id| match i.name(id) {
             Known::Is(n) => Some(n.to_string()),
             _ => None,
@@ -968,11 +983,7 @@ impl FailureIndex {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             policies,
-            id: GroupId {
-                queue: q,
-                function: f,
-                exception: x,
-            },
+            id,
         }
     }
 
@@ -1004,6 +1015,15 @@ impl FailureIndex {
             .map(|(n, c)| (n.to_string(), c))
             .collect()
     }
+}
+
+/// Largest first, then by names.
+fn sort_groups(groups: &mut [Group]) {
+    groups.sort_by(|a, b| {
+        b.count.cmp(&a.count).then_with(|| {
+            (&a.queue, &a.function, &a.exception).cmp(&(&b.queue, &b.function, &b.exception))
+        })
+    });
 }
 
 /// One queue's share of the index, as the reconcile's size check compares it with Redis.
@@ -1149,7 +1169,7 @@ impl FailureIndex {
             return None;
         }
         let removed = self.entries.swap_remove(&key)?;
-        self.forget(&removed);
+        self.forget(key.0, &removed);
         Some(removed.state)
     }
 }

@@ -1,8 +1,9 @@
 //! Answers that walk every entry, over contiguous parts of the entries at once: one part per
 //! core, each on its own thread (the first on the caller's), merged in entry order, so that an
 //! answer is the same as one pass's. At five million failed jobs one pass over the entries
-//! takes 20–200 ms on one core (issue 24, item 3); the listing, `groups`, the dry runs, the
-//! searches and the what-if then take about half on two.
+//! takes 20–200 ms on one core (issue 24, item 3); the listing, the dry runs, the searches (and
+//! their groups) and the what-if then take about half on two. `groups` itself needs no pass
+//! (see [`super::tallies`]).
 //!
 //! A listing page deep in a large selection is found without holding every match: one pass
 //! marks the matches (a bit each), notes each match's slice of the entries' range of failure
@@ -151,7 +152,13 @@ impl FailureIndex {
             Order::Oldest => e.failed_at_us,
         };
         let wanted = offset.saturating_add(limit);
-        let found = if wanted <= TOP_K_MAX {
+        let everything = query
+            .is_everything()
+            .then(|| self.everything(&key, order, offset, limit))
+            .flatten();
+        let found = if let Some(found) = everything {
+            found
+        } else if wanted <= TOP_K_MAX {
             self.front(query, key, offset, wanted)
         } else {
             let (lo, hi) = (self.times.lo, self.times.hi);
@@ -296,6 +303,51 @@ impl FailureIndex {
         found
     }
 }
+
+impl FailureIndex {
+    /// A page of every failed job, at any offset: the minutes it lies in are known from the
+    /// counts kept per minute ([`super::tallies`]), so one pass keeps only the entries of
+    /// those minutes and compares nothing else. `None` when those minutes hold more than
+    /// [`EVERYTHING_HELD_MAX`] entries (then the general way holds less).
+    fn everything(
+        &self,
+        key: &(impl Fn(&Entry) -> i64 + Sync),
+        order: Order,
+        offset: usize,
+        limit: usize,
+    ) -> Option<Found> {
+        let mut found = Found {
+            total: self.entries.len() as u64,
+            ..Found::default()
+        };
+        if offset as u64 >= found.total {
+            return Some(found);
+        }
+        let end = offset.saturating_add(limit) as u64;
+        let span = super::lock(&self.tallies).page_span(order, offset as u64, end);
+        if span.within > EVERYTHING_HELD_MAX {
+            return None;
+        }
+        let kept = self.in_parts(|part| {
+            part.iter()
+                .filter(|(_, _, e)| (span.lo..span.hi).contains(&e.failed_at_us))
+                .map(|(pos, _, e)| (key(e), pos))
+                .collect::<Vec<_>>()
+        });
+        found.hits = kept.concat();
+        found.first = offset - span.before as usize;
+        select(
+            &mut found.hits,
+            found.first,
+            found.first.saturating_add(limit),
+        );
+        Some(found)
+    }
+}
+
+/// At most this many entries (16 bytes each) are held for a page of every failed job (see
+/// [`FailureIndex::everything`]); fewer in the unit tests, so that they take both ways.
+const EVERYTHING_HELD_MAX: u64 = if cfg!(test) { 40 } else { 1 << 18 };
 
 /// The first and last slice holding the matches ranked `start..end` by `counts`, and how many
 /// matches the slices before the first hold.

@@ -269,7 +269,9 @@ proptest! {
     /// selection, and consecutive pages neither overlap nor miss a job.
     #[test]
     fn pages_equal_a_full_sort_at_every_offset(
-        times in proptest::collection::vec(0i64..50, 0..120),
+        // Seconds over 30 minutes, many shared (a deep page of everything finds its minutes
+        // from the counts per minute).
+        times in proptest::collection::vec((0i64..50).prop_map(|t| t * 37), 0..120),
         removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
         queue_filter in any::<bool>(),
         newest in any::<bool>(),
@@ -677,7 +679,7 @@ fn a_reader_that_panicked_holding_a_cache_does_not_stop_the_next() {
             let panicked = s
                 .spawn(move || {
                     let _held = (
-                        (cache == 0).then(|| index.groups_cache.lock().unwrap()),
+                        (cache == 0).then(|| index.tallies.lock().unwrap()),
                         (cache == 1).then(|| index.recent_cache.lock().unwrap()),
                         (cache == 2).then(|| index.spans_cache.lock().unwrap()),
                     );
@@ -693,6 +695,111 @@ fn a_reader_that_panicked_holding_a_cache_does_not_stop_the_next() {
         groups[0].count, 2,
         "counted again after the change: {before:?}"
     );
+    // The counts kept behind the poisoned locks still follow the entries.
+    index.observe(&obs("default", "c", 3));
+    assert_eq!(index.groups()[0].count, 3);
+    index.remove("default", "c");
     assert_eq!(index.groups(), groups);
     assert_eq!(index.queue_spans()[0].indexed, 2);
+}
+
+/// One change to the index, as the scans, the writes and the notifications make them.
+#[derive(Debug, Clone)]
+enum Change {
+    /// A failure read (new, or replacing the job's entry): job, queue, function, exception,
+    /// seconds (failure time), state, due after it (seconds).
+    Observe(u8, u8, u8, u8, i64, usize, Option<i64>),
+    Remove(u8),
+    SetState(u8, usize),
+    SetHeld(u8),
+    /// A full scan that saw again the jobs whose bit is set.
+    Scan(u16),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        4 => (0u8..12, 0u8..2, 0u8..2, 0u8..3, 0i64..4000, 0..State::ALL.len(), proptest::option::of(0i64..100))
+            .prop_map(|(j, q, f, x, t, s, d)| Change::Observe(j, q, f, x, t, s, d)),
+        2 => (0u8..12).prop_map(Change::Remove),
+        1 => (0u8..12, 0..State::ALL.len()).prop_map(|(j, s)| Change::SetState(j, s)),
+        1 => (0u8..12).prop_map(Change::SetHeld),
+        1 => any::<u16>().prop_map(Change::Scan),
+    ]
+}
+
+proptest! {
+    /// The groups and recent failures kept as the entries change equal what a pass over the
+    /// entries counts, after any changes: removing a group's oldest, newest and soonest due
+    /// jobs one by one (so that the kept lowest values run out), replacing an entry with one
+    /// in another group, state changes, scans that drop entries.
+    #[test]
+    fn counts_kept_as_entries_change_equal_a_pass_over_them(
+        changes in proptest::collection::vec(change(), 0..80),
+    ) {
+        let queues = ["q0", "q1"];
+        let functions = [Known::Is("app.a"), Known::Unknown];
+        let exceptions = [Known::Is("ValueError"), Known::Is("TimeoutError"), Known::Missing];
+        let now = at(3600);
+        let mut index = FailureIndex::default();
+        // The recent failures are kept from the first answer on.
+        index.recent(&Selection::default(), now);
+        let mut queue_of: HashMap<u8, u8> = HashMap::new();
+        for change in changes {
+            match change {
+                Change::Observe(j, q, f, x, t, s, d) => {
+                    // A job stays in its queue (another queue's entry is another job).
+                    let q = *queue_of.entry(j).or_insert(q);
+                    let id = format!("j{j}");
+                    index.observe(&Observation {
+                        function: functions[usize::from(f)],
+                        exception: exceptions[usize::from(x)],
+                        state: State::ALL[s],
+                        next_due: d.map(|d| at(t + d)),
+                        policy: [None, Some("p")][usize::from(x % 2)],
+                        ..obs(queues[usize::from(q)], &id, t)
+                    });
+                }
+                Change::Remove(j) => {
+                    if let Some(q) = queue_of.get(&j) {
+                        index.remove(queues[usize::from(*q)], &format!("j{j}"));
+                    }
+                }
+                Change::SetState(j, s) => {
+                    if let Some(q) = queue_of.get(&j) {
+                        index.set_state(queues[usize::from(*q)], &format!("j{j}"), State::ALL[s], s % 2 == 0);
+                    }
+                }
+                Change::SetHeld(j) => {
+                    if let Some(q) = queue_of.get(&j) {
+                        index.set_held(queues[usize::from(*q)], &format!("j{j}"));
+                    }
+                }
+                Change::Scan(seen) => {
+                    index.begin_scan();
+                    let listed: Vec<((u16, JobKey), f64)> =
+                        index.entries.iter().map(|(k, e)| (k.clone(), e.score)).collect();
+                    for ((q, key), score) in listed {
+                        let j: u8 = key.to_id()[1..].parse().unwrap();
+                        if seen & (1 << j) != 0 {
+                            let queue = index.queues.names[usize::from(q)].clone();
+                            prop_assert!(index.still_there(&queue, &key.to_id(), score));
+                        }
+                    }
+                    index.end_scan(&queues.map(String::from));
+                }
+            }
+            let kept = index.groups();
+            let counted = index.groups_matching(&Selection::default());
+            prop_assert_eq!(&kept, &counted);
+            let mut minutes: Vec<i64> = index.entries.values().map(|e| e.failed_at_us.div_euclid(60_000_000)).collect();
+            minutes.sort_unstable();
+            let kept: Vec<i64> = lock(&index.tallies).minutes.iter().flat_map(|(m, n)| std::iter::repeat_n(*m, *n as usize)).collect();
+            prop_assert_eq!(kept, minutes);
+            let kept = index.recent(&Selection::default(), now);
+            let cache = lock(&index.recent_cache).take();
+            let counted = index.recent(&Selection::default(), now);
+            *lock(&index.recent_cache) = cache;
+            prop_assert_eq!(kept, counted);
+        }
+    }
 }

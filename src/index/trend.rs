@@ -134,23 +134,36 @@ fn windows(now_us: i64) -> (i64, i64) {
     (last_from - QUARTER_US, last_from)
 }
 
-/// The failures of one version of the index from a little over half an hour before a time
-/// on, by group and second: later unfiltered `recent` answers of the same version (the console
-/// asks every few seconds) count these instead of passing over every entry again.
+/// The index's failures from a little over half an hour before a time on, by group and
+/// second, kept as the entries change: later unfiltered `recent` answers (the console asks
+/// every few seconds, and after every change in an incident) count these instead of passing
+/// over every entry again, until the windows move past what it holds.
 #[derive(Debug)]
 pub(super) struct RecentCache {
-    version: u64,
     from_us: i64,
     times: IdMap<GroupId, Seconds>,
 }
 
 impl RecentCache {
-    /// Whether it holds what the windows from `prev_from` and `last_from` count in version
-    /// `version` of the index.
-    fn answers(&self, version: u64, prev_from: i64, last_from: i64) -> bool {
-        self.version == version
-            && self.from_us <= prev_from
-            && last_from <= self.from_us + i64::from(SPAN_S) * SECOND_US
+    /// Whether it holds what the windows from `prev_from` and `last_from` count.
+    fn answers(&self, prev_from: i64, last_from: i64) -> bool {
+        self.from_us <= prev_from && last_from <= self.from_us + i64::from(SPAN_S) * SECOND_US
+    }
+
+    /// Counts in a new or changed entry.
+    pub(super) fn note(&mut self, queue: u16, e: &super::Entry) {
+        if let Some((group, second)) = second_of(self.from_us, queue, e) {
+            self.times.entry(group).or_default().note(second);
+        }
+    }
+
+    /// Counts out a removed entry, or one as it was before a change.
+    pub(super) fn unnote(&mut self, queue: u16, e: &super::Entry) {
+        if let Some((group, second)) = second_of(self.from_us, queue, e) {
+            if let Some(seconds) = self.times.get_mut(&group) {
+                seconds.unnote(second);
+            }
+        }
     }
 
     /// Every group's counts from `last_from` on and in `[prev_from, last_from)` (whole seconds
@@ -193,6 +206,23 @@ impl Seconds {
                 }
             }
             Seconds::PerSecond(counts) => counts[second as usize] += 1,
+        }
+    }
+
+    /// Takes out one failure of `second`.
+    fn unnote(&mut self, second: u32) {
+        match self {
+            Seconds::Each(each) => match each.iter().position(|&s| s == second) {
+                Some(at) => {
+                    each.swap_remove(at);
+                }
+                None => debug_assert!(false, "a failure counted out that was not in"),
+            },
+            Seconds::PerSecond(counts) => {
+                let n = &mut counts[second as usize];
+                debug_assert!(*n > 0, "a failure counted out that was not in");
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
@@ -321,7 +351,7 @@ impl FailureIndex {
         let mut cache = lock(&self.recent_cache);
         let fresh = cache
             .as_ref()
-            .is_some_and(|c| c.answers(self.version, prev_from, last_from));
+            .is_some_and(|c| c.answers(prev_from, last_from));
         if !fresh {
             *cache = Some(self.recent_from(prev_from - HORIZON_US));
         }
@@ -407,36 +437,12 @@ impl FailureIndex {
         for t in times.values_mut() {
             t.shrink_to_fit();
         }
-        RecentCache {
-            version: self.version,
-            from_us,
-            times,
-        }
+        RecentCache { from_us, times }
     }
 
     /// The groups ([`FailureIndex::groups`]) and their recent failures as of `now`
-    /// ([`FailureIndex::recent`], of everything): one pass over the entries for both when
-    /// neither is kept for this version of the index (after every change, as during an
-    /// incident), not one each.
+    /// ([`FailureIndex::recent`], of everything): both from counts kept as the entries change.
     pub fn groups_and_recent(&self, now: DateTime<Utc>) -> (Vec<super::Group>, RecentFailures) {
-        let (prev_from, last_from) = windows(us(now));
-        {
-            // Held through the pass, as in `groups` (concurrent readers wait for it); the
-            // groups' lock is always taken before the recent failures'.
-            let mut groups_cache = lock(&self.groups_cache);
-            let groups_kept = groups_cache
-                .as_ref()
-                .is_some_and(|(version, _)| *version == self.version);
-            let recent_kept = lock(&self.recent_cache)
-                .as_ref()
-                .is_some_and(|c| c.answers(self.version, prev_from, last_from));
-            if !groups_kept && !recent_kept {
-                let from_us = prev_from - HORIZON_US;
-                let (groups, times) = self.grouped(None, Some(from_us));
-                *groups_cache = Some((self.version, groups));
-                *lock(&self.recent_cache) = Some(self.recent_cache_of(from_us, times));
-            }
-        }
         (self.groups(), self.recent(&Selection::default(), now))
     }
 }
@@ -450,17 +456,20 @@ impl RecentTimes {
     /// Notes an entry's failure time when it is from `from_us` on; undecodable jobs are in no
     /// group's count.
     pub(super) fn note(&mut self, from_us: i64, queue: u16, e: &super::Entry) {
-        if e.failed_at_us < from_us || e.state == super::State::Undecodable {
-            return;
+        if let Some((group, second)) = second_of(from_us, queue, e) {
+            self.0.entry(group).or_default().note(second);
         }
-        let group = GroupId {
-            queue,
-            function: e.function,
-            exception: e.exception,
-        };
-        let second = ((e.failed_at_us - from_us) / SECOND_US).min(i64::from(SPAN_S));
-        self.0.entry(group).or_default().note(second as u32);
     }
+}
+
+/// An entry's group and its failure's second from `from_us` (the last for any later), unless
+/// it failed before or is undecodable (in no group's count).
+fn second_of(from_us: i64, queue: u16, e: &super::Entry) -> Option<(GroupId, u32)> {
+    if e.failed_at_us < from_us || e.state == super::State::Undecodable {
+        return None;
+    }
+    let second = ((e.failed_at_us - from_us) / SECOND_US).min(i64::from(SPAN_S));
+    Some((super::tallies::group_of(queue, e), second as u32))
 }
 
 #[cfg(test)]
@@ -547,10 +556,10 @@ mod tests {
         assert_eq!(kept.recent(&Selection::default(), now()).of(&g).last_15m, 2);
     }
 
-    /// `groups_and_recent` answers in one pass what `groups` and `recent` answer in two, at
-    /// any moment, after a change, and when one of the two is kept and the other is not.
+    /// The groups and recent failures an index keeps as it changes and the clock moves on
+    /// equal those of an index built afresh from the same failures, asked once.
     #[test]
-    fn groups_and_recent_in_one_pass_equal_the_two_answers_apart() {
+    fn kept_groups_and_recent_equal_a_fresh_index_after_changes_and_as_time_goes_by() {
         let mut failures = vec![failed("edges", "undecodable", "KeyError", 60)];
         failures[0].state = State::Undecodable;
         let ids: Vec<String> = (0..300).map(|i| format!("j{i}")).collect();
@@ -558,25 +567,30 @@ mod tests {
             let (queue, exception) = [("default", "ValueError"), ("emails", "TimeoutError")][i % 2];
             failures.push(failed(queue, id, exception, i as i64 * 13 - 10));
         }
-        let apart =
-            |index: &FailureIndex, at| (index.groups(), index.recent(&Selection::default(), at));
+        let fresh = |failures: &[Observation<'_>], at| index_of(failures).groups_and_recent(at);
         for mins in [0, 14, 16, 31, -5] {
             let at = now() + chrono::Duration::minutes(mins);
-            let mut one = index_of(&failures);
-            let mut two = index_of(&failures);
-            assert_eq!(one.groups_and_recent(at), apart(&two, at), "{mins} min");
-            // After a change; then with the groups kept and the clock moved on.
-            one.observe(&failed("default", "new", "ValueError", 0));
-            two.observe(&failed("default", "new", "ValueError", 0));
+            let mut kept = index_of(&failures);
             assert_eq!(
-                one.groups_and_recent(at),
-                apart(&two, at),
+                kept.groups_and_recent(at),
+                fresh(&failures, at),
+                "{mins} min"
+            );
+            // After a change (a new failure, a removed one); then with the clock moved on.
+            let mut changed = failures.clone();
+            changed.push(failed("default", "new", "ValueError", 0));
+            kept.observe(&failed("default", "new", "ValueError", 0));
+            changed.retain(|o| o.job_id != "j7");
+            kept.remove("emails", "j7");
+            assert_eq!(
+                kept.groups_and_recent(at),
+                fresh(&changed, at),
                 "{mins} min, changed"
             );
             let later = at + chrono::Duration::minutes(20);
             assert_eq!(
-                one.groups_and_recent(later),
-                apart(&two, later),
+                kept.groups_and_recent(later),
+                fresh(&changed, later),
                 "{mins} min, later"
             );
         }
