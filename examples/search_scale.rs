@@ -37,6 +37,7 @@ fn main() {
         "app.tasks.bill",
         "order=4242",
         "0000-4000-8000-00000000",
+        "4e7a",
         "no such text anywhere",
     ] {
         let query = Selection {
