@@ -194,12 +194,27 @@ impl FailureIndex {
         offset: usize,
         wanted: usize,
     ) -> Found {
-        let parts = self.in_parts(|part| {
+        let test = || {
             let c = self.compile(query);
+            move |k: &(u16, JobKey), e: &Entry| c.test((k.0, &k.1), e)
+        };
+        self.front_by(test, key, offset, wanted)
+    }
+
+    /// [`FailureIndex::front`] of the entries a test matches (`test` makes one for each part).
+    fn front_by<T: Fn(&(u16, JobKey), &Entry) -> Test>(
+        &self,
+        test: impl Fn() -> T + Sync,
+        key: impl Fn(&Entry) -> i64 + Sync,
+        offset: usize,
+        wanted: usize,
+    ) -> Found {
+        let parts = self.in_parts(|part| {
+            let test = test();
             let (mut total, mut unknown) = (0u64, 0u64);
             let mut heap = BinaryHeap::with_capacity(wanted + 1);
             for (pos, k, e) in part.iter() {
-                match c.test((k.0, &k.1), e) {
+                match test(k, e) {
                     Test::Match => {
                         total += 1;
                         let hit = (key(e), pos);
@@ -307,8 +322,9 @@ impl FailureIndex {
 impl FailureIndex {
     /// A page of every failed job, at any offset: the minutes it lies in are known from the
     /// counts kept per minute ([`super::tallies`]), so one pass keeps only the entries of
-    /// those minutes and compares nothing else. `None` when those minutes hold more than
-    /// [`EVERYTHING_HELD_MAX`] entries (then the general way holds less).
+    /// those minutes and compares nothing else: the first `offset + limit` of them in a
+    /// bounded heap when the page is near their front, else all of them. `None` when that
+    /// would be more than [`EVERYTHING_HELD_MAX`] entries (then the general way holds less).
     fn everything(
         &self,
         key: &(impl Fn(&Entry) -> i64 + Sync),
@@ -325,6 +341,22 @@ impl FailureIndex {
         }
         let end = offset.saturating_add(limit) as u64;
         let span = super::lock(&self.tallies).page_span(order, offset as u64, end);
+        let first = offset - span.before as usize;
+        let wanted = first.saturating_add(limit);
+        let (lo, hi) = (span.lo, span.hi);
+        if wanted <= TOP_K_MAX {
+            // Near the front of its minutes (the first page among them): a bounded heap, as
+            // many entries as those minutes hold.
+            let in_span = || {
+                move |_: &(u16, JobKey), e: &Entry| match (lo..hi).contains(&e.failed_at_us) {
+                    true => Test::Match,
+                    false => Test::No,
+                }
+            };
+            let mut found = self.front_by(in_span, key, first, wanted);
+            found.total = self.entries.len() as u64;
+            return Some(found);
+        }
         if span.within > EVERYTHING_HELD_MAX {
             return None;
         }
@@ -335,7 +367,7 @@ impl FailureIndex {
                 .collect::<Vec<_>>()
         });
         found.hits = kept.concat();
-        found.first = offset - span.before as usize;
+        found.first = first;
         select(
             &mut found.hits,
             found.first,
