@@ -361,9 +361,15 @@ pub struct FailureIndex {
     tallies: std::sync::Mutex<tallies::Tallies>,
     /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
     spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
+    /// Where the last search's bytes occur in the texts: the version and search they are of.
+    occurrences: std::sync::Mutex<Option<KeptOccurrences>>,
     /// The recent failures [`FailureIndex::recent`] last gathered, kept as the entries change.
     recent_cache: std::sync::Mutex<Option<trend::RecentCache>>,
 }
+
+/// A search's occurrences in the texts (none when too many), with the version of the index
+/// and the search they are of.
+type KeptOccurrences = (u64, String, Option<Arc<texts::Occurrences>>);
 
 /// Bounds of the entries' failure times (microseconds): widened as entries come, narrowed to
 /// the entries left at the end of each full scan. A deep page counts its matches in slices of
@@ -775,9 +781,35 @@ impl FailureIndex {
                 .shared_lines()
                 .map(|l| needle.in_text(l))
                 .collect(),
+            any_line: false,
+            near: self.occurrences_of(&needle),
             needle,
             texts: &self.texts,
         }
+        .any_line()
+    }
+
+    /// Where `needle` occurs in the texts (see [`texts::Occurrences`]): found once per
+    /// version of the index and search, so that the parts of one answer, and the pages of one
+    /// search, share them. `None` when it occurs in more places than an eighth of the entries
+    /// (and 1,024): then most records must be read anyway.
+    fn occurrences_of(&self, needle: &search::Compiled) -> Option<Arc<texts::Occurrences>> {
+        let mut cache = lock(&self.occurrences);
+        if let Some((version, q, found)) = &*cache {
+            if *version == self.version && q == needle.as_str() {
+                return found.clone();
+            }
+        }
+        let found = self
+            .texts
+            .occurrences(
+                needle.finder(),
+                parts::parts_for(self.entries.len()),
+                (self.entries.len() / 8).max(1024),
+            )
+            .map(Arc::new);
+        *cache = Some((self.version, needle.as_str().to_string(), found.clone()));
+        found
     }
 
     /// A bulk dry run's answer: what `query` selects, by exception type, a sample of up to
@@ -1200,6 +1232,10 @@ struct SearchFilter<'t> {
     cuts: Vec<Vec<usize>>,
     /// Which shared exception lines hold the search, by number.
     lines: Vec<bool>,
+    /// Whether any does.
+    any_line: bool,
+    /// Which records may hold it in their stored fields (`None`: any).
+    near: Option<Arc<texts::Occurrences>>,
     texts: &'t Texts,
 }
 
@@ -1224,20 +1260,38 @@ impl SearchFilter<'_> {
     /// Whether the entry's stored texts hold the search: its exception line, or its
     /// description put back together behind the function's name when stored without it (a
     /// search may span the two; one within the name alone is the function's own match).
+    ///
+    /// A record none of whose stored fields may hold it (see [`texts::Occurrences`]) is read
+    /// only when a shared line holds the search or its function's name may hold the search's
+    /// start: most records are then not read at all.
     fn in_texts(&self, e: &Entry) -> bool {
+        let stored = self.near.as_ref().is_none_or(|o| o.may_hold(e.text));
+        let cuts = self
+            .cuts
+            .get(e.function as usize)
+            .filter(|cuts| !cuts.is_empty());
+        if !stored && !self.any_line && cuts.is_none() {
+            return false;
+        }
         let t = self.texts.get(e.text);
         let in_line = match self.texts.shared_line(e.text) {
             Some(number) => self.lines.get(number).copied().unwrap_or(false),
-            None => self.needle.in_text(t.line),
+            None => stored && self.needle.in_text(t.line),
         };
-        if in_line || self.needle.in_text(t.description) {
+        if in_line || (stored && self.needle.in_text(t.description)) {
             return true;
         }
         t.after_function
-            && self.cuts.get(e.function as usize).is_some_and(|cuts| {
+            && cuts.is_some_and(|cuts| {
                 cuts.iter()
                     .any(|&k| self.needle.rest_starts(k, t.description))
             })
+    }
+
+    /// Notes whether any shared line holds the search.
+    fn any_line(mut self) -> Self {
+        self.any_line = self.lines.iter().any(|&held| held);
+        self
     }
 }
 

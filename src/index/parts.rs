@@ -53,7 +53,7 @@ impl<'a> Part<'a> {
 }
 
 /// How many parts an answer over `len` entries is split into.
-fn parts_for(len: usize) -> usize {
+pub(super) fn parts_for(len: usize) -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
     if len < PARALLEL_MIN {
         return 1;

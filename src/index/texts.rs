@@ -42,6 +42,8 @@ const INLINE: u32 = u32::MAX;
 #[derive(Debug, Default)]
 pub struct Texts {
     bytes: Vec<u8>,
+    /// The longest record stored (its bytes from its offset on).
+    longest: usize,
     /// Bytes of records no entry refers to any more.
     garbage: usize,
     /// The shared exception lines, by number.
@@ -86,6 +88,7 @@ impl Texts {
         }
         let flag = if after_function { AFTER_FUNCTION } else { 0 };
         self.push_field(description, flag);
+        self.longest = self.longest.max(self.bytes.len() - at as usize);
         at
     }
 
@@ -185,6 +188,60 @@ impl Texts {
         *self = fresh;
     }
 
+    /// Where `finder`'s bytes occur in the stored records (see [`Occurrences`]), found by a
+    /// pass over the whole buffer in `parts` parts at once; `None` once they occur more than
+    /// about `most` times (then many records hold them, and each is better tested on its
+    /// own).
+    pub fn occurrences(
+        &self,
+        finder: &memchr::memmem::Finder<'_>,
+        parts: usize,
+        most: usize,
+    ) -> Option<Occurrences> {
+        let len = self.bytes.len();
+        let words = len.div_ceil(WORD_BYTES);
+        let mut bits = vec![0u64; words];
+        let per_part = words.div_ceil(parts.max(1)).max(1);
+        let overlap = finder.needle().len().saturating_sub(1);
+        // Each part gives up past its share of `most`.
+        let most = most.div_ceil(parts.max(1));
+        let scan = |first_word: usize, bits: &mut [u64]| -> bool {
+            let from = first_word * WORD_BYTES;
+            let to = (from + bits.len() * WORD_BYTES).min(len);
+            // Occurrences that begin in this part, including those that run into the next.
+            let hay = &self.bytes[from..(to + overlap).min(len)];
+            let mut found = 0usize;
+            for at in finder.find_iter(hay) {
+                if at >= to - from {
+                    break;
+                }
+                let block = at / BLOCK;
+                bits[block / 64] |= 1 << (block % 64);
+                found += 1;
+                if found > most {
+                    return false;
+                }
+            }
+            true
+        };
+        let complete = std::thread::scope(|s| {
+            let mut chunks = bits.chunks_mut(per_part).enumerate();
+            let first = chunks.next();
+            let others: Vec<_> = chunks
+                .map(|(i, chunk)| s.spawn(move || scan(i * per_part, chunk)))
+                .collect();
+            let mine = first.is_none_or(|(_, chunk)| scan(0, chunk));
+            others
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .fold(mine, |all, one| all && one)
+        });
+        complete.then_some(Occurrences {
+            bits,
+            longest: self.longest,
+        })
+    }
+
     /// Bytes held, garbage and shared lines included (for the benchmark's cost per job).
     pub fn held_bytes(&self) -> usize {
         self.bytes.capacity()
@@ -193,6 +250,42 @@ impl Texts {
                 .iter()
                 .map(|l| l.len() + 2 * std::mem::size_of::<usize>() + 16)
                 .sum::<usize>()
+    }
+}
+
+/// Bytes of the buffer a bit of [`Occurrences`] stands for.
+const BLOCK: usize = 64;
+/// Bytes of the buffer a word of bits stands for.
+const WORD_BYTES: usize = BLOCK * 64;
+
+/// Where a search's bytes begin in the buffer of records, a bit per [`BLOCK`] bytes: a record
+/// with no bit set from its offset through the longest record's length holds no occurrence in
+/// its stored fields, so a search reads only the records that may (issue 24, item 3: reading
+/// every record's fields took most of a search at five million jobs). Garbage records and
+/// the records' length bytes can set bits too; they only send a record to be read.
+#[derive(Debug)]
+pub struct Occurrences {
+    bits: Vec<u64>,
+    longest: usize,
+}
+
+impl Occurrences {
+    /// Whether the record at `at` may hold an occurrence (false for the two marks).
+    pub fn may_hold(&self, at: TextRef) -> bool {
+        if at >= TEXT_MISSING {
+            return false;
+        }
+        let first = at as usize / BLOCK;
+        let last = (at as usize + self.longest.max(1) - 1) / BLOCK;
+        (first / 64..=last / 64).any(|w| {
+            let Some(&word) = self.bits.get(w) else {
+                return false;
+            };
+            let lo = if w == first / 64 { first % 64 } else { 0 };
+            let hi = if w == last / 64 { last % 64 } else { 63 };
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            word & mask != 0
+        })
     }
 }
 
@@ -205,6 +298,64 @@ mod tests {
             line,
             description,
             after_function,
+        }
+    }
+
+    /// Every record whose stored line or description holds a search is one the occurrences
+    /// say may hold it, whatever the parts the buffer is looked at in; some others are not;
+    /// past `most` occurrences there is no answer.
+    #[test]
+    fn a_record_that_holds_a_search_is_always_one_that_may() {
+        let mut texts = Texts::default();
+        // Fill the shared lines, so that the records below keep their lines inline.
+        for i in 0..SHARED_LINES_MAX {
+            texts.push(format!("{i}").as_bytes(), b"", false);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut field = |max: u64| -> Vec<u8> {
+            let len = next(max + 1);
+            (0..len).map(|_| b"ab"[next(2) as usize]).collect()
+        };
+        let records: Vec<(TextRef, Vec<u8>, Vec<u8>)> = (0..3000)
+            .map(|_| {
+                let (line, description) = (field(200), field(200));
+                (texts.push(&line, &description, false), line, description)
+            })
+            .collect();
+        let holds = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        for needle in ["abbabbbbbbab", "bbbbbbbbbbbbbb", "ab", "a"] {
+            let finder = memchr::memmem::Finder::new(needle.as_bytes());
+            for parts in [1, 2, 3, 8] {
+                let found = texts
+                    .occurrences(&finder, parts, usize::MAX)
+                    .expect("no bound");
+                let mut not = 0;
+                for (at, line, description) in &records {
+                    let held =
+                        holds(line, needle.as_bytes()) || holds(description, needle.as_bytes());
+                    assert!(
+                        !held || found.may_hold(*at),
+                        "{needle} at {at}, {parts} parts"
+                    );
+                    not += usize::from(!found.may_hold(*at));
+                }
+                if needle.len() > 12 {
+                    assert!(not > 100, "{needle}: only {not} records left out");
+                }
+                assert!(!found.may_hold(TEXT_UNKNOWN) && !found.may_hold(TEXT_MISSING));
+            }
+            if needle.len() == 1 {
+                assert!(
+                    texts.occurrences(&finder, 2, 1000).is_none(),
+                    "past the bound"
+                );
+            }
         }
     }
 
