@@ -345,12 +345,15 @@ impl FailureIndex {
         let wanted = first.saturating_add(limit);
         let (lo, hi) = (span.lo, span.hi);
         if wanted <= TOP_K_MAX {
-            // Near the front of its minutes (the first page among them): a bounded heap, as
-            // many entries as those minutes hold.
+            // Near the front of its minutes (the first page among them): a bounded heap,
+            // however many entries those minutes hold.
             let in_span = || {
-                move |_: &(u16, JobKey), e: &Entry| match (lo..hi).contains(&e.failed_at_us) {
-                    true => Test::Match,
-                    false => Test::No,
+                move |_: &(u16, JobKey), e: &Entry| {
+                    if (lo..hi).contains(&e.failed_at_us) {
+                        Test::Match
+                    } else {
+                        Test::No
+                    }
                 }
             };
             let mut found = self.front_by(in_span, key, first, wanted);
@@ -362,7 +365,7 @@ impl FailureIndex {
         }
         let kept = self.in_parts(|part| {
             part.iter()
-                .filter(|(_, _, e)| (span.lo..span.hi).contains(&e.failed_at_us))
+                .filter(|(_, _, e)| (lo..hi).contains(&e.failed_at_us))
                 .map(|(pos, _, e)| (key(e), pos))
                 .collect::<Vec<_>>()
         });
