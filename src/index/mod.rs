@@ -359,8 +359,6 @@ pub struct FailureIndex {
     version: u64,
     /// Every group's counts, kept as the entries change (see [`tallies`]).
     tallies: std::sync::Mutex<tallies::Tallies>,
-    /// The last [`FailureIndex::queue_spans`] answer and the version it is of.
-    spans_cache: std::sync::Mutex<Option<(u64, Vec<QueueSpan>)>>,
     /// Where the last search's bytes occur in the texts: the version and search they are of.
     occurrences: std::sync::Mutex<Option<KeptOccurrences>>,
     /// The recent failures [`FailureIndex::recent`] last gathered, kept as the entries change.
@@ -1094,20 +1092,9 @@ impl FailureIndex {
             .collect()
     }
 
-    /// Per queue with entries: how many, and their lowest and highest score (one pass, or
-    /// none while the index is unchanged: the size check asks every second).
-    pub fn queue_spans(&self) -> Vec<QueueSpan> {
-        let mut cache = lock(&self.spans_cache);
-        if let Some((version, spans)) = &*cache {
-            if *version == self.version {
-                return spans.clone();
-            }
-        }
-        let spans = self.spans_now();
-        *cache = Some((self.version, spans.clone()));
-        spans
-    }
-
+    /// Per queue with entries: how many, and their lowest and highest score, by one pass
+    /// (what [`FailureIndex::queue_spans`] keeps).
+    #[cfg(test)]
     fn spans_now(&self) -> Vec<QueueSpan> {
         let mut per: Vec<(u64, f64, f64)> =
             vec![(0, f64::INFINITY, f64::NEG_INFINITY); self.queues.names.len()];

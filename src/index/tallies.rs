@@ -9,6 +9,8 @@
 //! ([`Lowest`]). Taking out one of them takes it from the list; only when a list runs empty
 //! while the group still has values is it filled again, by one pass over the entries (once per
 //! [`KEPT`] such removals of one group, as when an operator retries the oldest jobs one by one).
+//! Each queue's lowest and highest registry score (the reconcile's size check) are kept the
+//! same way.
 
 use std::collections::BTreeMap;
 
@@ -93,12 +95,42 @@ impl GroupTally {
     }
 }
 
-/// Every group's counts (see the module documentation), and every entry's failure minute.
+/// One queue's entries and their lowest and highest registry scores (see
+/// [`FailureIndex::queue_spans`]), the scores as [`ordered`] numbers.
+#[derive(Debug, Default, Clone)]
+struct QueueTally {
+    count: u64,
+    lo: Lowest,
+    /// Bitwise negated (the highest first).
+    hi: Lowest,
+}
+
+impl QueueTally {
+    fn stale(&self) -> bool {
+        self.lo.stale() || self.hi.stale()
+    }
+}
+
+/// A score as an integer of the same order (as `f64::total_cmp` orders scores).
+fn ordered(score: f64) -> i64 {
+    let bits = score.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
+/// The score an [`ordered`] integer stands for.
+fn score_of(ordered: i64) -> f64 {
+    f64::from_bits((ordered ^ (((ordered >> 63) as u64) >> 1) as i64) as u64)
+}
+
+/// Every group's counts (see the module documentation), every queue's span of scores, and
+/// every entry's failure minute.
 #[derive(Debug, Default)]
 pub(super) struct Tallies {
     groups: IdMap<GroupId, GroupTally>,
-    /// Groups with a list to fill again.
+    /// Groups and queues with a list to fill again.
     stale: usize,
+    /// By queue id.
+    queues: Vec<QueueTally>,
     /// Entries per minute of failure time (minutes since the epoch): where a deep page of
     /// every failed job lies, without a pass over the entries to count them.
     pub(super) minutes: BTreeMap<i64, u64>,
@@ -142,6 +174,14 @@ impl Tallies {
             t.due.add(e.due_us);
         }
         debug_assert_eq!(was_stale, t.stale(), "adding leaves a list as it was");
+        let q = usize::from(queue);
+        if self.queues.len() <= q {
+            self.queues.resize_with(q + 1, QueueTally::default);
+        }
+        let t = &mut self.queues[q];
+        t.count += 1;
+        t.lo.add(ordered(e.score));
+        t.hi.add(!ordered(e.score));
         *self
             .minutes
             .entry(e.failed_at_us.div_euclid(MINUTE_US))
@@ -173,10 +213,14 @@ impl Tallies {
         if t.count == 0 {
             self.groups.remove(&group);
         }
-        match (was_stale, stale) {
-            (false, true) => self.stale += 1,
-            (true, false) => self.stale -= 1,
-            _ => {}
+        self.now_stale(was_stale, stale);
+        if let Some(t) = self.queues.get_mut(usize::from(queue)) {
+            let was_stale = t.stale();
+            t.count -= 1;
+            t.lo.remove(ordered(e.score));
+            t.hi.remove(!ordered(e.score));
+            let stale = t.stale();
+            self.now_stale(was_stale, stale);
         }
         let minute = e.failed_at_us.div_euclid(MINUTE_US);
         if let Some(n) = self.minutes.get_mut(&minute) {
@@ -184,6 +228,15 @@ impl Tallies {
             if *n == 0 {
                 self.minutes.remove(&minute);
             }
+        }
+    }
+
+    /// Counts a group or queue whose lists ran empty, or were filled again.
+    fn now_stale(&mut self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => self.stale += 1,
+            (true, false) => self.stale -= 1,
+            _ => {}
         }
     }
 
@@ -295,20 +348,39 @@ impl FailureIndex {
             .filter(|(_, t)| t.stale())
             .map(|(id, _)| (*id, ()))
             .collect();
+        let stale_queues: Vec<bool> = tallies.queues.iter().map(QueueTally::stale).collect();
         let parts = self.in_parts(|part| {
             let mut found: IdMap<GroupId, Gathered> = IdMap::default();
+            let mut scores: Vec<(Vec<i64>, Vec<i64>)> =
+                vec![Default::default(); stale_queues.len()];
             for (_, (queue, _), e) in part.iter() {
                 let group = group_of(*queue, e);
                 if stale.contains_key(&group) {
                     found.entry(group).or_default().note(e);
                 }
+                if stale_queues.get(usize::from(*queue)) == Some(&true) {
+                    let (lo, hi) = &mut scores[usize::from(*queue)];
+                    gather(lo, ordered(e.score));
+                    gather(hi, !ordered(e.score));
+                }
             }
-            found
+            (found, scores)
         });
         let mut found: IdMap<GroupId, Gathered> = IdMap::default();
-        for part in parts {
+        let mut scores: Vec<(Vec<i64>, Vec<i64>)> = vec![Default::default(); stale_queues.len()];
+        for (part, part_scores) in parts {
             for (group, gathered) in part {
                 found.entry(group).or_default().merge(gathered);
+            }
+            for ((lo, hi), (more_lo, more_hi)) in scores.iter_mut().zip(part_scores) {
+                more_lo.into_iter().for_each(|v| gather(lo, v));
+                more_hi.into_iter().for_each(|v| gather(hi, v));
+            }
+        }
+        for ((t, (lo, hi)), stale) in tallies.queues.iter_mut().zip(scores).zip(stale_queues) {
+            if stale {
+                t.lo.kept = lo;
+                t.hi.kept = hi;
             }
         }
         for (group, gathered) in found {
@@ -324,7 +396,30 @@ impl FailureIndex {
                 list.kept = lowest;
             }
         }
-        tallies.stale = tallies.groups.values().filter(|t| t.stale()).count();
+        tallies.stale = tallies.groups.values().filter(|t| t.stale()).count()
+            + tallies.queues.iter().filter(|t| t.stale()).count();
+    }
+
+    /// Per queue with entries: how many, and their lowest and highest score (the reconcile's
+    /// size check asks every second), from the counts kept as the entries change.
+    pub fn queue_spans(&self) -> Vec<super::QueueSpan> {
+        let mut tallies = super::lock(&self.tallies);
+        if tallies.stale > 0 {
+            self.fill_again(&mut tallies);
+        }
+        let lowest = |l: &Lowest| l.lowest().expect("filled again above").unwrap_or_default();
+        self.queues
+            .names
+            .iter()
+            .zip(&tallies.queues)
+            .filter(|(_, t)| t.count > 0)
+            .map(|(name, t)| super::QueueSpan {
+                queue: name.to_string(),
+                indexed: t.count,
+                lo: score_of(lowest(&t.lo)),
+                hi: score_of(!lowest(&t.hi)),
+            })
+            .collect()
     }
 }
 
@@ -334,6 +429,14 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Scores keep their order as integers, and come back the same.
+        #[test]
+        fn scores_as_integers_keep_their_order(a in any::<f64>(), b in any::<f64>()) {
+            prop_assume!(!a.is_nan() && !b.is_nan());
+            prop_assert_eq!(ordered(a).cmp(&ordered(b)), a.total_cmp(&b));
+            prop_assert_eq!(score_of(ordered(a)).to_bits(), a.to_bits());
+        }
+
         /// After any adds and removes, the kept values are the lowest of the set, and the
         /// lowest value is known unless every kept one was taken out.
         #[test]

@@ -681,7 +681,7 @@ fn a_reader_that_panicked_holding_a_cache_does_not_stop_the_next() {
                     let _held = (
                         (cache == 0).then(|| index.tallies.lock().unwrap()),
                         (cache == 1).then(|| index.recent_cache.lock().unwrap()),
-                        (cache == 2).then(|| index.spans_cache.lock().unwrap()),
+                        (cache == 2).then(|| index.occurrences.lock().unwrap()),
                     );
                     panic!("a reader fails while it holds cache {cache}");
                 })
@@ -795,6 +795,7 @@ proptest! {
             minutes.sort_unstable();
             let kept: Vec<i64> = lock(&index.tallies).minutes.iter().flat_map(|(m, n)| std::iter::repeat_n(*m, *n as usize)).collect();
             prop_assert_eq!(kept, minutes);
+            prop_assert_eq!(index.queue_spans(), index.spans_now());
             let kept = index.recent(&Selection::default(), now);
             let cache = lock(&index.recent_cache).take();
             let counted = index.recent(&Selection::default(), now);
