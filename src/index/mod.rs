@@ -766,6 +766,11 @@ impl FailureIndex {
 
     fn search_filter(&self, needle: &Needle) -> SearchFilter<'_> {
         let needle = search::Compiled::new(needle);
+        let lines: Vec<bool> = self
+            .texts
+            .shared_lines()
+            .map(|l| needle.in_text(l))
+            .collect();
         SearchFilter {
             functions: self.functions.matching(|n| needle.in_name(n)),
             exceptions: self.exceptions.matching(|n| needle.in_name(n)),
@@ -774,17 +779,12 @@ impl FailureIndex {
                 .iter()
                 .map(|head| needle.cuts_after(head))
                 .collect(),
-            lines: self
-                .texts
-                .shared_lines()
-                .map(|l| needle.in_text(l))
-                .collect(),
-            any_line: false,
+            any_line: lines.iter().any(|&held| held),
+            lines,
             near: self.occurrences_of(&needle),
             needle,
             texts: &self.texts,
         }
-        .any_line()
     }
 
     /// Where `needle` occurs in the texts (see [`texts::Occurrences`]): found once per
@@ -1273,12 +1273,6 @@ impl SearchFilter<'_> {
                 cuts.iter()
                     .any(|&k| self.needle.rest_starts(k, t.description))
             })
-    }
-
-    /// Notes whether any shared line holds the search.
-    fn any_line(mut self) -> Self {
-        self.any_line = self.lines.iter().any(|&held| held);
-        self
     }
 }
 

@@ -413,24 +413,18 @@ impl FailureIndex {
     /// (see `http::jobs::groups`). They hold while the version does.
     fn recent_from(&self, from_us: i64) -> RecentCache {
         let parts = self.in_parts(|part| {
-            let mut times = RecentTimes::default();
+            let mut times = RecentCache {
+                from_us,
+                times: IdMap::default(),
+            };
             for (_, (queue, _), e) in part.iter() {
-                times.note(from_us, *queue, e);
+                times.note(*queue, e);
             }
-            times
+            times.times
         });
-        self.recent_cache_of(from_us, parts)
-    }
-
-    /// The recent failures kept for this version of the index, from the parts' times.
-    fn recent_cache_of(
-        &self,
-        from_us: i64,
-        parts: impl IntoIterator<Item = RecentTimes>,
-    ) -> RecentCache {
         let mut times: IdMap<GroupId, Seconds> = IdMap::default();
         for part in parts {
-            for (group, seconds) in part.0 {
+            for (group, seconds) in part {
                 times.entry(group).or_default().merge(seconds);
             }
         }
@@ -444,21 +438,6 @@ impl FailureIndex {
     /// ([`FailureIndex::recent`], of everything): both from counts kept as the entries change.
     pub fn groups_and_recent(&self, now: DateTime<Utc>) -> (Vec<super::Group>, RecentFailures) {
         (self.groups(), self.recent(&Selection::default(), now))
-    }
-}
-
-/// One part's failure times from some instant on, by group (see
-/// [`FailureIndex::recent_from`]).
-#[derive(Default)]
-pub(super) struct RecentTimes(IdMap<GroupId, Seconds>);
-
-impl RecentTimes {
-    /// Notes an entry's failure time when it is from `from_us` on; undecodable jobs are in no
-    /// group's count.
-    pub(super) fn note(&mut self, from_us: i64, queue: u16, e: &super::Entry) {
-        if let Some((group, second)) = second_of(from_us, queue, e) {
-            self.0.entry(group).or_default().note(second);
-        }
     }
 }
 
