@@ -13,7 +13,8 @@
 //! Entries live densely in one [`JobMap`] (a vector plus a table of positions), so a query is
 //! one linear pass over compact entries (a few milliseconds per million), ordering a page is a
 //! selection over the matching positions (linear, not a sort of everything), and removing is a
-//! swap with the last entry.
+//! swap with the last entry. What the filters read (failure time, group, policy, state) is kept
+//! in a 16-byte column of its own, so such a pass reads little else (see [`stored`]).
 //!
 //! See: issue 12.
 
@@ -35,6 +36,7 @@ mod parts;
 mod rows;
 pub mod search;
 mod selection;
+mod stored;
 mod tallies;
 mod texts;
 mod trend;
@@ -45,6 +47,7 @@ pub use rows::{GroupId, GroupNames, Row};
 pub use search::{Needle, SearchText};
 pub use selection::parse_time;
 pub use selection::{Selection, Typed};
+use stored::{EntryRef, Hot, Kinds, Stored};
 use texts::{TextRef, Texts, TEXT_MISSING, TEXT_UNKNOWN};
 pub use trend::{Buckets, Recent, RecentFailures, Timeline};
 
@@ -215,8 +218,9 @@ impl Interner {
     }
 }
 
-/// One indexed failure, packed: 48 bytes plus its key (queue id and job id; a UUID id is kept
-/// in the key's 16 bytes, any other on the heap) and its search text (in [`Texts`]).
+/// One indexed failure, whole, as the counts kept of it see it. It is kept in two parts, 40
+/// bytes in all plus its key (queue id and job id, 32 bytes; a UUID id is kept in the key's 16
+/// bytes, any other on the heap) and its search text (in [`Texts`]): see [`stored`].
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     score: f64,
@@ -342,7 +346,10 @@ pub struct QueueCounts {
 /// The index. See the module documentation.
 #[derive(Debug, Default)]
 pub struct FailureIndex {
-    entries: JobMap<Entry, (u16, JobKey)>,
+    /// The entries: their keys and [`Stored`] fields, their [`Hot`] fields in a column.
+    entries: JobMap<Stored, (u16, JobKey), Hot>,
+    /// The kinds the entries' hot fields name by number.
+    kinds: Kinds,
     queues: Interner,
     functions: Interner,
     /// Each interned function's name lowercased, by id: the head a stored description may
@@ -488,7 +495,11 @@ impl FailureIndex {
             exhausted: o.exhausted,
         };
         self.times.widen(entry.failed_at_us);
-        let was = self.entries.replace((queue, JobKey::new(o.job_id)), entry);
+        let (hot, stored) = self.kinds.split(queue, &entry);
+        let was = self
+            .entries
+            .replace_with((queue, JobKey::new(o.job_id)), hot, stored)
+            .map(|(h, s)| self.kinds.forget(&h, &s));
         if let Some(old) = was {
             self.texts.release(old.text);
             self.count_out(queue, &old);
@@ -533,7 +544,7 @@ impl FailureIndex {
     fn rebuild_texts_if_worth_it(&mut self) {
         if self.texts.worth_rebuilding() {
             self.texts
-                .rebuild(self.entries.values_mut().map(|e| &mut e.text));
+                .rebuild(self.entries.hot_slice_mut().iter_mut().map(|h| &mut h.text));
         }
     }
 
@@ -557,12 +568,8 @@ impl FailureIndex {
         failed_at: DateTime<Utc>,
     ) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
-        if self
-            .entries
-            .get(&(q as u16, JobKey::new(job_id)))?
-            .failed_at_us
-            != us(failed_at)
-        {
+        let (hot, _) = self.entries.get_with(&(q as u16, JobKey::new(job_id)))?;
+        if hot.failed_at_us != us(failed_at) {
             return None;
         }
         self.take(queue, job_id)
@@ -581,15 +588,18 @@ impl FailureIndex {
         };
         let same = self
             .entries
-            .get(&(q as u16, JobKey::new(job_id)))
-            .is_some_and(|e| e.failed_at_us == us(failed_at));
+            .get_with(&(q as u16, JobKey::new(job_id)))
+            .is_some_and(|(h, _)| h.failed_at_us == us(failed_at));
         same && self.set_state(queue, job_id, State::Exhausted, true)
     }
 
     /// Like [`remove`](Self::remove), returning the state the job was indexed in.
     pub fn take(&mut self, queue: &str, job_id: &str) -> Option<State> {
         let q = *self.queues.ids.get(queue)?;
-        let removed = self.entries.swap_remove(&(q as u16, JobKey::new(job_id)))?;
+        let (h, s) = self
+            .entries
+            .swap_remove_with(&(q as u16, JobKey::new(job_id)))?;
+        let removed = self.kinds.forget(&h, &s);
         self.forget(q as u16, &removed);
         Some(removed.state)
     }
@@ -600,8 +610,8 @@ impl FailureIndex {
         let exhausted = match self.queues.ids.get(queue) {
             Some(&q) => self
                 .entries
-                .get(&(q as u16, JobKey::new(job_id)))
-                .is_some_and(|e| e.exhausted),
+                .get_with(&(q as u16, JobKey::new(job_id)))
+                .is_some_and(|(h, _)| self.kinds.get(h.kind).exhausted),
             None => return false,
         };
         self.set_state(queue, job_id, state, exhausted)
@@ -622,12 +632,13 @@ impl FailureIndex {
     /// Changes one indexed job's entry, and the counts kept of it. Returns whether it was
     /// indexed.
     fn change(&mut self, queue: u16, job_id: &str, how: impl FnOnce(&mut Entry)) -> bool {
-        let Some(e) = self.entries.get_mut(&(queue, JobKey::new(job_id))) else {
+        let Some((h, s)) = self.entries.get_mut_with(&(queue, JobKey::new(job_id))) else {
             return false;
         };
-        let old = *e;
-        how(e);
-        let new = *e;
+        let old = self.kinds.forget(h, s);
+        let mut new = old;
+        how(&mut new);
+        (*h, *s) = self.kinds.split(queue, &new);
         self.count_out(queue, &old);
         self.count_in(queue, &new);
         self.version += 1;
@@ -674,15 +685,17 @@ impl FailureIndex {
         let tallies = held(&mut self.tallies);
         let mut recent = held(&mut self.recent_cache).as_mut();
         let mut times = TimeSpan::default();
-        self.entries.retain(|(q, _), e| {
-            let keep = e.seen == scan || !scanned[usize::from(*q)];
+        let kinds = &mut self.kinds;
+        self.entries.retain_with(|(q, _), h, s| {
+            let keep = s.seen == scan || !scanned[usize::from(*q)];
             if keep {
-                times.widen(e.failed_at_us);
+                times.widen(h.failed_at_us);
             } else {
+                let e = kinds.forget(h, s);
                 texts.release(e.text);
-                tallies.remove(*q, e);
+                tallies.remove(*q, &e);
                 if let Some(recent) = recent.as_mut() {
-                    recent.unnote(*q, e);
+                    recent.unnote(*q, &e);
                 }
             }
             keep
@@ -726,6 +739,15 @@ impl FailureIndex {
         }
     }
 
+    /// The entry at position `at`, read as far as asked.
+    fn entry_ref(&self, at: usize) -> EntryRef<'_> {
+        EntryRef::new(
+            &self.entries.hot_slice()[at],
+            &self.entries.as_slice()[at],
+            &self.kinds,
+        )
+    }
+
     fn policy_name(&self, id: u16) -> Option<String> {
         (id > 0).then(|| self.policies.names[usize::from(id - 1)].to_string())
     }
@@ -745,21 +767,37 @@ impl FailureIndex {
                 .get(p.as_str())
                 .map(|&id| Some(id as u16 + 1)),
         };
+        let functions = query
+            .function
+            .as_ref()
+            .map(|g| self.functions.matching(|n| g.is_match(n)));
+        let exceptions = query
+            .exception
+            .as_ref()
+            .map(|p| self.exceptions.matching(|n| p.is_match(n)));
+        let (policy_id, state) = (policy.flatten(), query.state);
+        let kinds = self
+            .kinds
+            .all()
+            .iter()
+            .map(|k| {
+                if policy_id.is_some_and(|p| p != k.policy) || state.is_some_and(|s| s != k.state) {
+                    return Test::No;
+                }
+                group_test(
+                    queue.flatten(),
+                    functions.as_deref(),
+                    exceptions.as_deref(),
+                    &k.group,
+                )
+            })
+            .collect();
         Compiled {
             nothing: queue.is_none() || policy.is_none(),
             queue: queue.flatten(),
-            policy: policy.flatten(),
-            functions: query
-                .function
-                .as_ref()
-                .map(|g| self.functions.matching(|n| g.is_match(n))),
-            exceptions: query
-                .exception
-                .as_ref()
-                .map(|p| self.exceptions.matching(|n| p.is_match(n))),
+            kinds,
             before: query.failed_before.map(us),
             after: query.failed_after.map(us),
-            state: query.state,
             search: query.q.as_ref().map(|needle| self.search_filter(needle)),
         }
     }
@@ -828,20 +866,20 @@ impl FailureIndex {
             let mut t = Tally::default();
             let mut by_exception = vec![0u64; exception_slots];
             let mut by_state = [0u64; State::ALL.len()];
-            for (_, key, e) in part.iter() {
-                if e.state == State::Undecodable {
-                    if !c.nothing && c.queue.is_none_or(|q| q == key.0) {
+            for (_, r) in part.refs() {
+                if r.kind.state == State::Undecodable {
+                    if !c.nothing && c.queue.is_none_or(|q| q == r.group().queue) {
                         t.undecodable += 1;
                     }
                     continue;
                 }
-                match c.test((key.0, &key.1), e) {
+                match c.test(r) {
                     Test::Match => {
                         t.matched += 1;
-                        by_exception[slot(e.exception)] += 1;
-                        by_state[e.state as usize] += 1;
+                        by_exception[slot(r.group().exception)] += 1;
+                        by_state[r.kind.state as usize] += 1;
                         if t.sample.len() < sample {
-                            t.sample.push(key.1.to_id().into());
+                            t.sample.push(r.key().1.to_id().into());
                         }
                     }
                     Test::Unknown => t.unknown += 1,
@@ -905,18 +943,18 @@ impl FailureIndex {
         let q = q as u16;
         let c = self.compile(query);
         for (id, score) in ids.iter().zip(scores) {
-            let key = (q, JobKey::new(id));
-            match self.entries.get(&key) {
-                Some(e) if e.score == *score => {
-                    if e.state == State::Undecodable {
+            let at = self.entries.position(&(q, JobKey::new(id)));
+            match at.map(|at| self.entry_ref(at)) {
+                Some(r) if r.stored().score == *score => {
+                    if r.kind.state == State::Undecodable {
                         out.undecodable += 1;
                         continue;
                     }
-                    match c.test((q, &key.1), e) {
+                    match c.test(r) {
                         Test::Match => out.matches.push(KnownMatch {
                             id: id.clone(),
                             score: *score,
-                            exception: match self.exceptions.name(e.exception) {
+                            exception: match self.exceptions.name(r.group().exception) {
                                 Known::Is(n) => n.to_string(),
                                 _ => "(unknown)".to_string(),
                             },
@@ -949,12 +987,12 @@ impl FailureIndex {
         let parts = self.in_parts(|part| {
             let c = self.compile(query);
             let mut groups: IdMap<GroupId, GroupSums> = IdMap::default();
-            for (_, key, e) in part.iter() {
-                if c.test((key.0, &key.1), e) == Test::Match {
+            for (_, r) in part.refs() {
+                if c.test(r) == Test::Match {
                     groups
-                        .entry(tallies::group_of(key.0, e))
+                        .entry(*r.group())
                         .or_insert_with(GroupSums::new)
-                        .add(e);
+                        .add(&r.entry());
                 }
             }
             groups
@@ -1017,25 +1055,13 @@ impl FailureIndex {
         }
     }
 
-    /// Counts per queue, by state.
+    /// Counts per queue, by state: from the entries of each kind, not a pass.
     pub fn queue_counts(&self) -> std::collections::BTreeMap<String, QueueCounts> {
-        let parts = self.in_parts(|part| {
-            let mut per: Vec<QueueCounts> = vec![QueueCounts::default(); self.queues.names.len()];
-            for (_, key, e) in part.iter() {
-                let c = &mut per[usize::from(key.0)];
-                c.failed += 1;
-                *c.by_state.entry(e.state).or_default() += 1;
-            }
-            per
-        });
         let mut per: Vec<QueueCounts> = vec![QueueCounts::default(); self.queues.names.len()];
-        for part in parts {
-            for (sum, c) in per.iter_mut().zip(part) {
-                sum.failed += c.failed;
-                for (state, n) in c.by_state {
-                    *sum.by_state.entry(state).or_default() += n;
-                }
-            }
+        for (kind, n) in self.kinds.held() {
+            let c = &mut per[usize::from(kind.group.queue)];
+            c.failed += n;
+            *c.by_state.entry(kind.state).or_default() += n;
         }
         self.queues
             .names
@@ -1187,7 +1213,8 @@ impl FailureIndex {
         if self.entries.get(&key).is_none_or(|e| e.score != score) {
             return None;
         }
-        let removed = self.entries.swap_remove(&key)?;
+        let (h, s) = self.entries.swap_remove_with(&key)?;
+        let removed = self.kinds.forget(&h, &s);
         self.forget(key.0, &removed);
         Some(removed.state)
     }
@@ -1198,12 +1225,11 @@ struct Compiled<'t> {
     /// The query names a queue or policy the index has never seen.
     nothing: bool,
     queue: Option<u16>,
-    policy: Option<u16>,
-    functions: Option<Vec<bool>>,
-    exceptions: Option<Vec<bool>>,
+    /// By kind number: what the kind (queue, function, exception type, policy, state) makes
+    /// of the query (`Unknown`: its function or exception type is not read yet).
+    kinds: Vec<Test>,
     before: Option<i64>,
     after: Option<i64>,
-    state: Option<State>,
     search: Option<SearchFilter<'t>>,
 }
 
@@ -1227,15 +1253,17 @@ struct SearchFilter<'t> {
 }
 
 impl SearchFilter<'_> {
-    fn test(&self, id: &JobKey, e: &Entry) -> Test {
+    fn test(&self, r: EntryRef<'_>) -> Test {
         let named = |hits: &[bool], id: u32| hits.get(id as usize).copied().unwrap_or(false);
-        if named(&self.functions, e.function)
-            || named(&self.exceptions, e.exception)
-            || (e.text < TEXT_MISSING && self.in_texts(e))
-            || self.needle.in_id(id)
+        let g = r.group();
+        let text = r.hot.text;
+        if named(&self.functions, g.function)
+            || named(&self.exceptions, g.exception)
+            || (text < TEXT_MISSING && self.in_texts(g.function, text))
+            || self.needle.in_id(&r.key().1)
         {
             Test::Match
-        } else if e.text == TEXT_UNKNOWN {
+        } else if text == TEXT_UNKNOWN {
             Test::Unknown
         } else {
             Test::No
@@ -1251,17 +1279,17 @@ impl SearchFilter<'_> {
     /// A record none of whose stored fields may hold it (see [`texts::Occurrences`]) is read
     /// only when a shared line holds the search or its function's name may hold the search's
     /// start: most records are then not read at all.
-    fn in_texts(&self, e: &Entry) -> bool {
-        let stored = self.near.as_ref().is_none_or(|o| o.may_hold(e.text));
+    fn in_texts(&self, function: u32, text: TextRef) -> bool {
+        let stored = self.near.as_ref().is_none_or(|o| o.may_hold(text));
         let cuts = self
             .cuts
-            .get(e.function as usize)
+            .get(function as usize)
             .filter(|cuts| !cuts.is_empty());
         if !stored && !self.any_line && cuts.is_none() {
             return false;
         }
-        let t = self.texts.get(e.text);
-        let in_line = match self.texts.shared_line(e.text) {
+        let t = self.texts.get(text);
+        let in_line = match self.texts.shared_line(text) {
             Some(number) => self.lines.get(number).copied().unwrap_or(false),
             None => stored && self.needle.in_text(t.line),
         };
@@ -1285,35 +1313,50 @@ enum Test {
 }
 
 impl Compiled<'_> {
-    fn test(&self, (queue, id): (u16, &JobKey), e: &Entry) -> Test {
+    /// Whether the query matches the entry: its hot fields decide, but for a search.
+    fn test(&self, r: EntryRef<'_>) -> Test {
+        let h = r.hot;
+        let kind = self.kinds[h.kind as usize];
         if self.nothing
-            || self.queue.is_some_and(|q| q != queue)
-            || self.policy.is_some_and(|p| p != e.policy)
-            || self.state.is_some_and(|s| s != e.state)
-            || self.before.is_some_and(|t| e.failed_at_us >= t)
-            || self.after.is_some_and(|t| e.failed_at_us <= t)
+            || kind == Test::No
+            || self.before.is_some_and(|t| h.failed_at_us >= t)
+            || self.after.is_some_and(|t| h.failed_at_us <= t)
         {
             return Test::No;
         }
-        let mut unknown = false;
-        for (wanted, id) in [
-            (&self.functions, e.function),
-            (&self.exceptions, e.exception),
-        ] {
-            let Some(wanted) = wanted else { continue };
-            match id {
-                UNKNOWN => unknown = true,
-                MISSING => return Test::No,
-                id if !wanted[id as usize] => return Test::No,
-                _ => {}
-            }
-        }
-        let found = self.search.as_ref().map_or(Test::Match, |s| s.test(id, e));
+        let found = self.search.as_ref().map_or(Test::Match, |s| s.test(r));
         match found {
             Test::No => Test::No,
-            _ if unknown => Test::Unknown,
+            _ if kind == Test::Unknown => Test::Unknown,
             found => found,
         }
+    }
+}
+
+/// What a group's queue, function and exception type make of a query's filters on them.
+fn group_test(
+    queue: Option<u16>,
+    functions: Option<&[bool]>,
+    exceptions: Option<&[bool]>,
+    g: &GroupId,
+) -> Test {
+    if queue.is_some_and(|q| q != g.queue) {
+        return Test::No;
+    }
+    let mut unknown = false;
+    for (wanted, id) in [(functions, g.function), (exceptions, g.exception)] {
+        let Some(wanted) = wanted else { continue };
+        match id {
+            UNKNOWN => unknown = true,
+            MISSING => return Test::No,
+            id if !wanted[id as usize] => return Test::No,
+            _ => {}
+        }
+    }
+    if unknown {
+        Test::Unknown
+    } else {
+        Test::Match
     }
 }
 

@@ -1,9 +1,10 @@
 //! Answers that walk every entry, over contiguous parts of the entries at once: one part per
 //! core, each on its own thread (the first on the caller's), merged in entry order, so that an
-//! answer is the same as one pass's. At five million failed jobs one pass over the entries
-//! takes 20–200 ms on one core (issue 24, item 3); the listing, the dry runs, the searches (and
-//! their groups) and the what-if then take about half on two. `groups` itself needs no pass
-//! (see [`super::tallies`]).
+//! answer is the same as one pass's. At five million failed jobs one pass over whole entries
+//! took 20–200 ms on one core (issue 24, item 3); the listing, the dry runs, the searches (and
+//! their groups) and the what-if then take about half on two. A filter's pass reads only the
+//! entries' 16-byte column ([`super::stored`]): a filtered page at 5M takes 2–20 ms on two
+//! cores. `groups` itself needs no pass (see [`super::tallies`]).
 //!
 //! A listing page deep in a large selection is found without holding every match: one pass
 //! marks the matches (a bit each), notes each match's slice of the entries' range of failure
@@ -15,6 +16,7 @@
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 
+use super::stored::{EntryRef, Hot, Kinds, Stored};
 use super::{Entry, FailureIndex, Order, Page, Selection, Test, TOP_K_MAX};
 use crate::jobkey::JobKey;
 
@@ -38,17 +40,27 @@ pub(super) struct Part<'a> {
     pub index: usize,
     /// The position of its first entry in the index.
     pub start: usize,
-    pub entries: &'a [((u16, JobKey), Entry)],
+    /// Its entries' keys and stored fields, and their hot fields, at the same offsets.
+    pub entries: &'a [((u16, JobKey), Stored)],
+    pub hot: &'a [Hot],
+    pub kinds: &'a Kinds,
 }
 
 impl<'a> Part<'a> {
-    /// The part's entries with their positions in the index.
-    pub fn iter(self) -> impl Iterator<Item = (u32, &'a (u16, JobKey), &'a Entry)> {
-        let start = self.start;
-        self.entries
+    /// The part's entries with their positions in the index, each read whole.
+    pub fn iter(self) -> impl Iterator<Item = (u32, &'a (u16, JobKey), Entry)> {
+        self.refs().map(|(pos, r)| (pos, r.key(), r.entry()))
+    }
+
+    /// The part's entries with their positions in the index, each read only as far as asked
+    /// (see [`super::stored`]).
+    pub fn refs(self) -> impl Iterator<Item = (u32, EntryRef<'a>)> {
+        let (start, kinds) = (self.start, self.kinds);
+        self.hot
             .iter()
+            .zip(self.entries)
             .enumerate()
-            .map(move |(i, (k, e))| ((start + i) as u32, k, e))
+            .map(move |(i, (h, cold))| ((start + i) as u32, EntryRef::new(h, cold, kinds)))
     }
 }
 
@@ -102,16 +114,19 @@ impl FailureIndex {
     /// order. A part whose thread cannot be started is answered on the caller's.
     pub(super) fn in_parts<'s, R: Send>(&'s self, each: impl Fn(Part<'s>) -> R + Sync) -> Vec<R> {
         let all = self.entries.as_slice();
+        let hot = self.entries.hot_slice();
         let len = all.len();
         let parts = parts_for(len);
         let size = len.div_ceil(parts).max(1);
         let part = |index: usize| {
             let start = (index * size).min(len);
-            let entries = &all[start..(start + size).min(len)];
+            let end = (start + size).min(len);
             Part {
                 index,
                 start,
-                entries,
+                entries: &all[start..end],
+                hot: &hot[start..end],
+                kinds: &self.kinds,
             }
         };
         if parts == 1 {
@@ -147,9 +162,9 @@ impl FailureIndex {
     pub fn page(&self, query: &Selection, order: Order, offset: usize, limit: usize) -> Page {
         // Newest first sorts by descending failure time; ties in failure time are ordered by
         // position, so that pages do not overlap.
-        let key = move |e: &Entry| match order {
-            Order::Newest => -e.failed_at_us,
-            Order::Oldest => e.failed_at_us,
+        let key = move |h: &Hot| match order {
+            Order::Newest => -h.failed_at_us,
+            Order::Oldest => h.failed_at_us,
         };
         let wanted = offset.saturating_add(limit);
         let everything = query
@@ -174,8 +189,8 @@ impl FailureIndex {
             .skip(found.first)
             .take(limit)
             .map(|&(_, pos)| {
-                let (key, e) = &self.entries.as_slice()[pos as usize];
-                self.listed(key, e)
+                let r = self.entry_ref(pos as usize);
+                self.listed(r.key(), &r.entry())
             })
             .collect();
         Page {
@@ -190,22 +205,22 @@ impl FailureIndex {
     fn front(
         &self,
         query: &Selection,
-        key: impl Fn(&Entry) -> i64 + Sync,
+        key: impl Fn(&Hot) -> i64 + Sync,
         offset: usize,
         wanted: usize,
     ) -> Found {
         let test = || {
             let c = self.compile(query);
-            move |k: &(u16, JobKey), e: &Entry| c.test((k.0, &k.1), e)
+            move |r: EntryRef<'_>| c.test(r)
         };
         self.front_by(test, key, offset, wanted)
     }
 
     /// [`FailureIndex::front`] of the entries a test matches (`test` makes one for each part).
-    fn front_by<T: Fn(&(u16, JobKey), &Entry) -> Test>(
+    fn front_by<T: Fn(EntryRef<'_>) -> Test>(
         &self,
         test: impl Fn() -> T + Sync,
-        key: impl Fn(&Entry) -> i64 + Sync,
+        key: impl Fn(&Hot) -> i64 + Sync,
         offset: usize,
         wanted: usize,
     ) -> Found {
@@ -213,11 +228,11 @@ impl FailureIndex {
             let test = test();
             let (mut total, mut unknown) = (0u64, 0u64);
             let mut heap = BinaryHeap::with_capacity(wanted + 1);
-            for (pos, k, e) in part.iter() {
-                match test(k, e) {
+            for (pos, r) in part.refs() {
+                match test(r) {
                     Test::Match => {
                         total += 1;
-                        let hit = (key(e), pos);
+                        let hit = (key(r.hot), pos);
                         if heap.len() < wanted {
                             heap.push(hit);
                         } else if heap.peek().is_some_and(|top| hit < *top) {
@@ -248,7 +263,7 @@ impl FailureIndex {
     fn deep(
         &self,
         query: &Selection,
-        key: impl Fn(&Entry) -> i64 + Sync,
+        key: impl Fn(&Hot) -> i64 + Sync,
         (lo, hi): (i64, i64),
         offset: usize,
         limit: usize,
@@ -269,10 +284,10 @@ impl FailureIndex {
                 total: 0,
                 unknown: 0,
             };
-            for (i, (k, e)) in part.entries.iter().enumerate() {
-                match c.test((k.0, &k.1), e) {
+            for (i, (_, r)) in part.refs().enumerate() {
+                match c.test(r) {
                     Test::Match => {
-                        let b = bucket(key(e));
+                        let b = bucket(key(r.hot));
                         m.bits[i / 64] |= 1 << (i % 64);
                         m.slices.push(b as u16);
                         m.total += 1;
@@ -305,7 +320,7 @@ impl FailureIndex {
             m.offsets()
                 .zip(&m.slices)
                 .filter(|&(_, &b)| (first..=last).contains(&usize::from(b)))
-                .map(|(i, _)| (key(&part.entries[i].1), (part.start + i) as u32))
+                .map(|(i, _)| (key(&part.hot[i]), (part.start + i) as u32))
                 .collect::<Vec<_>>()
         });
         found.hits = kept.concat();
@@ -327,7 +342,7 @@ impl FailureIndex {
     /// would be more than [`EVERYTHING_HELD_MAX`] entries (then the general way holds less).
     fn everything(
         &self,
-        key: &(impl Fn(&Entry) -> i64 + Sync),
+        key: &(impl Fn(&Hot) -> i64 + Sync),
         order: Order,
         offset: usize,
         limit: usize,
@@ -348,8 +363,8 @@ impl FailureIndex {
             // Near the front of its minutes (the first page among them): a bounded heap,
             // however many entries those minutes hold.
             let in_span = || {
-                move |_: &(u16, JobKey), e: &Entry| {
-                    if (lo..hi).contains(&e.failed_at_us) {
+                move |r: EntryRef<'_>| {
+                    if (lo..hi).contains(&r.hot.failed_at_us) {
                         Test::Match
                     } else {
                         Test::No
@@ -364,9 +379,10 @@ impl FailureIndex {
             return None;
         }
         let kept = self.in_parts(|part| {
-            part.iter()
-                .filter(|(_, _, e)| (lo..hi).contains(&e.failed_at_us))
-                .map(|(pos, _, e)| (key(e), pos))
+            (part.start..)
+                .zip(part.hot)
+                .filter(|(_, h)| (lo..hi).contains(&h.failed_at_us))
+                .map(|(pos, h)| (key(h), pos as u32))
                 .collect::<Vec<_>>()
         });
         found.hits = kept.concat();

@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{time, Entry, FailureIndex, Known, State};
+use super::stored::EntryRef;
+use super::{time, FailureIndex, Known, State};
 use crate::jobkey::JobKey;
 
 /// One group (queue × function × exception type) as interned ids: its identity in one index,
@@ -42,7 +43,7 @@ pub struct GroupNames<'a> {
 impl FailureIndex {
     /// Every entry, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
-        self.entries.iter().map(|(key, e)| row(key, e))
+        (0..self.entries.len()).map(|at| row(self.entry_ref(at)))
     }
 
     /// `each` over every entry's row, in parts answered at once (see [`super::parts`]); the
@@ -51,7 +52,7 @@ impl FailureIndex {
         &'s self,
         each: impl Fn(&mut dyn Iterator<Item = Row<'s>>) -> R + Sync,
     ) -> Vec<R> {
-        self.in_parts(|part| each(&mut part.iter().map(|(_, key, e)| row(key, e))))
+        self.in_parts(|part| each(&mut part.refs().map(|(_, r)| row(r))))
     }
 
     /// The names of a group some row of this index named.
@@ -76,18 +77,14 @@ impl FailureIndex {
     }
 }
 
-fn row<'a>((queue, job): &'a (u16, JobKey), e: &Entry) -> Row<'a> {
+fn row(r: EntryRef<'_>) -> Row<'_> {
     Row {
-        group: GroupId {
-            queue: *queue,
-            function: e.function,
-            exception: e.exception,
-        },
-        job,
-        failed_at: time(e.failed_at_us),
-        attempts: e.attempts,
-        exhausted: e.exhausted,
-        policy: e.policy,
-        state: e.state,
+        group: *r.group(),
+        job: &r.key().1,
+        failed_at: time(r.hot.failed_at_us),
+        attempts: r.stored().attempts,
+        exhausted: r.kind.exhausted,
+        policy: r.kind.policy,
+        state: r.kind.state,
     }
 }

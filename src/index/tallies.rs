@@ -355,9 +355,9 @@ impl FailureIndex {
             let mut scores: Vec<(Vec<i64>, Vec<i64>)> =
                 vec![Default::default(); stale_queues.len()];
             for (_, (queue, _), e) in part.iter() {
-                let group = group_of(*queue, e);
+                let group = group_of(*queue, &e);
                 if stale.contains_key(&group) {
-                    found.entry(group).or_default().note(e);
+                    found.entry(group).or_default().note(&e);
                 }
                 if stale_queues.get(usize::from(*queue)) == Some(&true) {
                     let (lo, hi) = &mut scores[usize::from(*queue)];

@@ -788,10 +788,11 @@ proptest! {
                     index.end_scan(&queues.map(String::from));
                 }
             }
+            prop_assert!(index.kinds.counts_match(index.entries.hot_slice()));
             let kept = index.groups();
             let counted = index.groups_matching(&Selection::default());
             prop_assert_eq!(&kept, &counted);
-            let mut minutes: Vec<i64> = index.entries.values().map(|e| e.failed_at_us.div_euclid(60_000_000)).collect();
+            let mut minutes: Vec<i64> = index.entries.hot_slice().iter().map(|h| h.failed_at_us.div_euclid(60_000_000)).collect();
             minutes.sort_unstable();
             let kept: Vec<i64> = lock(&index.tallies).minutes.iter().flat_map(|(m, n)| std::iter::repeat_n(*m, *n as usize)).collect();
             prop_assert_eq!(kept, minutes);

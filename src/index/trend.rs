@@ -303,8 +303,8 @@ impl FailureIndex {
         let parts = self.in_parts(|part| {
             let mut t = empty();
             let c = self.compile(query);
-            for (_, key, e) in part.iter() {
-                match c.test((key.0, &key.1), e) {
+            for (_, r) in part.refs() {
+                match c.test(r) {
                     Test::Match => {}
                     Test::Unknown => {
                         t.unknown += 1;
@@ -313,7 +313,7 @@ impl FailureIndex {
                     Test::No => continue,
                 }
                 t.total += 1;
-                let at = e.failed_at_us;
+                let at = r.hot.failed_at_us;
                 if at < hours_start {
                     t.earlier += 1;
                 } else if at >= hours_end {
@@ -374,22 +374,16 @@ impl FailureIndex {
         let parts = self.in_parts(|part| {
             let c = self.compile(query);
             let mut by_group: IdMap<GroupId, (u64, u64)> = IdMap::default();
-            for (_, key, e) in part.iter() {
-                let at = e.failed_at_us;
+            for (_, r) in part.refs() {
+                let at = r.hot.failed_at_us;
                 // Only the jobs it finds count, as in the groups' `count`.
                 if at < prev_from
-                    || e.state == super::State::Undecodable
-                    || c.test((key.0, &key.1), e) != Test::Match
+                    || r.kind.state == super::State::Undecodable
+                    || c.test(r) != Test::Match
                 {
                     continue;
                 }
-                let counts = by_group
-                    .entry(GroupId {
-                        queue: key.0,
-                        function: e.function,
-                        exception: e.exception,
-                    })
-                    .or_default();
+                let counts = by_group.entry(*r.group()).or_default();
                 if at >= last_from {
                     counts.0 += 1;
                 } else {
@@ -418,7 +412,7 @@ impl FailureIndex {
                 times: IdMap::default(),
             };
             for (_, (queue, _), e) in part.iter() {
-                times.note(*queue, e);
+                times.note(*queue, &e);
             }
             times.times
         });
