@@ -56,6 +56,22 @@ fn main() {
             page.0 .0, page.0 .1, page.1 .0, page.1 .1, tally.0 .0, tally.0 .1, tally.1 .0, tally.1 .1
         );
     }
+    // A search every job's description holds (as `bench/index_api.py`'s "acme"), a page
+    // halfway through; and one that only a shared exception line holds.
+    for (q, offset) in [("example.com", n / 2), ("connection refused", 0)] {
+        let query = Selection {
+            q: Some(Needle::parse(q).expect("a valid search")),
+            ..Selection::default()
+        };
+        let mut total = 0;
+        let page = percentiles(|| {
+            total = index.page(&query, Order::Newest, offset, 50).total;
+        });
+        println!(
+            "q={q:?} at offset {offset}: {total} found; page wall p50 {:.1} p99 {:.1} ms",
+            page.0 .0, page.0 .1
+        );
+    }
     println!("VmHWM {:.1} MiB", status_kib("VmHWM") as f64 / 1024.0);
 }
 

@@ -1288,11 +1288,19 @@ impl SearchFilter<'_> {
         if !stored && !self.any_line && cuts.is_none() {
             return false;
         }
+        // A shared line is known by its number (the record's first four bytes): most records
+        // are then decided without reading further.
+        let shared = self.texts.shared_line(text);
+        if let Some(number) = shared {
+            if self.lines.get(number).copied().unwrap_or(false) {
+                return true;
+            }
+            if !stored && cuts.is_none() {
+                return false;
+            }
+        }
         let t = self.texts.get(text);
-        let in_line = match self.texts.shared_line(text) {
-            Some(number) => self.lines.get(number).copied().unwrap_or(false),
-            None => stored && self.needle.in_text(t.line),
-        };
+        let in_line = shared.is_none() && stored && self.needle.in_text(t.line);
         if in_line || (stored && self.needle.in_text(t.description)) {
             return true;
         }

@@ -268,11 +268,11 @@ impl FailureIndex {
         offset: usize,
         limit: usize,
     ) -> Found {
-        let span = (i128::from(hi) - i128::from(lo) + 1).max(1);
-        let bucket = |k: i64| {
-            let b = (i128::from(k) - i128::from(lo)) * BUCKETS as i128 / span;
-            b.clamp(0, BUCKETS as i128 - 1) as usize
-        };
+        // In floating point: a 128-bit division per match was a fifth of a deep search's time
+        // at 5M. A page needs only that a later key never lands in an earlier slice, and
+        // each step here (conversion, subtraction, scaling, truncation) keeps that.
+        let scale = BUCKETS as f64 / (hi as f64 - lo as f64 + 1.0).max(1.0);
+        let bucket = |k: i64| (((k as f64 - lo as f64) * scale) as usize).min(BUCKETS - 1);
         let marks = self.in_parts(|part| {
             let c = self.compile(query);
             let mut m = Marked {
