@@ -22,7 +22,7 @@ pub use over_index::{over_index, over_index_held};
 pub use report::{GroupDiff, Move, PolicyTally, Report};
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -182,22 +182,25 @@ struct GroupSums {
     running: [u64; Outcome::ALL.len()],
     candidate: [u64; Outcome::ALL.len()],
     uncertain: [u64; Unknown::ALL.len()],
-    /// (running, candidate) → jobs, for the jobs whose outcome changes.
-    moves: HashMap<(Outcome, Outcome), u64>,
+    /// (running, candidate) → jobs, for the jobs whose outcome changes. (These maps and the
+    /// over-index pass's are keyed by small ids, not by read text: hashbrown's default hasher,
+    /// not SipHash, which was most of a what-if's time at 5M.)
+    moves: hashbrown::HashMap<(Outcome, Outcome), u64>,
     /// (candidate policy index (`None`: no policy), its outcome) → jobs.
-    policies: HashMap<(Option<usize>, Outcome), u64>,
+    policies: hashbrown::HashMap<(Option<usize>, Outcome), u64>,
 }
 
-/// Jobs added one by one, summed per group (`K`: how the source names a group).
+/// Jobs added one by one, summed per group (`K`: how the source names a group; `S` hashes
+/// it: SipHash for names read from Redis, a faster one for interned ids).
 #[derive(Debug)]
-pub struct Tally<K> {
-    groups: HashMap<K, GroupSums>,
+pub struct Tally<K, S = std::hash::RandomState> {
+    groups: HashMap<K, GroupSums, S>,
 }
 
-impl<K: Hash + Eq> Default for Tally<K> {
+impl<K: Hash + Eq, S: BuildHasher + Default> Default for Tally<K, S> {
     fn default() -> Self {
         Tally {
-            groups: HashMap::new(),
+            groups: HashMap::default(),
         }
     }
 }
@@ -223,9 +226,9 @@ impl GroupSums {
     }
 }
 
-impl<K: Hash + Eq> Tally<K> {
+impl<K: Hash + Eq, S: BuildHasher> Tally<K, S> {
     /// Adds another tally's groups (of the same source).
-    pub fn merge(&mut self, other: Tally<K>) {
+    pub fn merge(&mut self, other: Tally<K, S>) {
         for (key, sums) in other.groups {
             self.groups.entry(key).or_default().merge(sums);
         }

@@ -2,7 +2,7 @@
 //! running and by the candidate policies, from what the index holds (see the module above for
 //! what it does not hold and how that is answered).
 
-use std::collections::HashMap;
+use hashbrown::{DefaultHashBuilder as Fast, HashMap};
 
 use chrono::{DateTime, Utc};
 
@@ -72,7 +72,7 @@ pub fn over_index_held(
     let parts = index.rows_in_parts(|rows| {
         let mut deciders: HashMap<u16, Decider> = HashMap::new();
         let mut plans: HashMap<(GroupId, Decider), Plan> = HashMap::new();
-        let mut tally: Tally<GroupId> = Tally::default();
+        let mut tally: Tally<GroupId, Fast> = Tally::default();
         let mut facts = blank_facts(now);
         for row in rows {
             let decider = *deciders
@@ -89,7 +89,7 @@ pub fn over_index_held(
         }
         tally
     });
-    let mut tally: Tally<GroupId> = Tally::default();
+    let mut tally: Tally<GroupId, Fast> = Tally::default();
     for part in parts {
         tally.merge(part);
     }
@@ -97,7 +97,7 @@ pub fn over_index_held(
 }
 
 /// The tally keyed by names instead of interned ids.
-fn relabel(tally: Tally<GroupId>, index: &FailureIndex) -> Tally<GroupLabel> {
+fn relabel(tally: Tally<GroupId, Fast>, index: &FailureIndex) -> Tally<GroupLabel> {
     let name = |k: Known<&str>| match k {
         Known::Is(n) => Some(n.to_string()),
         _ => None,
