@@ -47,6 +47,18 @@ impl JobKey {
         }
     }
 
+    /// Appends the id's text to `out` ([`JobKey::to_id`] without allocating for a UUID or a
+    /// text id: the what-if writes out every indexed job's id).
+    pub fn push_id(&self, out: &mut String) {
+        match self {
+            JobKey::Text(text) => out.push_str(text),
+            JobKey::Bytes(bytes) => out.push_str(&String::from_utf8_lossy(bytes)),
+            JobKey::Uuid(bytes) => out.push_str(
+                std::str::from_utf8(&uuid_text(bytes)).expect("hex digits and dashes are ASCII"),
+            ),
+        }
+    }
+
     pub fn to_id(&self) -> Box<str> {
         match self {
             JobKey::Text(text) => text.clone(),
@@ -155,7 +167,19 @@ mod tests {
             for id in [id.as_str(), other.as_str()] {
                 prop_assert_eq!(uuid_bytes(id), reference(id));
                 prop_assert_eq!(&*JobKey::new(id).to_id(), id);
+                let mut pushed = String::from("x");
+                JobKey::new(id).push_id(&mut pushed);
+                prop_assert_eq!(&pushed[1..], id);
             }
+        }
+
+        /// A member that is not UTF-8 is written out as `to_id` writes it.
+        #[test]
+        fn push_id_writes_what_to_id_gives(member in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let key = JobKey::from_bytes(&member);
+            let mut pushed = String::new();
+            key.push_id(&mut pushed);
+            prop_assert_eq!(&*pushed, &*key.to_id());
         }
 
         #[test]

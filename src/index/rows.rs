@@ -29,6 +29,10 @@ pub struct Row<'a> {
     pub exhausted: bool,
     /// The deciding policy's id (see [`FailureIndex::policy_named`]); 0 for none.
     pub policy: u16,
+    /// A number the rows of one group, policy, state and exhausted mark share, below
+    /// [`FailureIndex::kind_numbers`]: what depends only on those can be kept per number in a
+    /// vector during one pass.
+    pub kind: u32,
     pub state: State,
 }
 
@@ -71,6 +75,11 @@ impl FailureIndex {
         }
     }
 
+    /// How many kind numbers rows may have (see [`Row::kind`]).
+    pub fn kind_numbers(&self) -> usize {
+        self.kinds.all().len()
+    }
+
     /// The name of a row's deciding policy (`None` for id 0: no policy decided).
     pub fn policy_named(&self, id: u16) -> Option<&str> {
         (id > 0).then(|| &*self.policies.names[usize::from(id - 1)])
@@ -85,6 +94,7 @@ fn row(r: EntryRef<'_>) -> Row<'_> {
         attempts: r.stored().attempts,
         exhausted: r.kind.exhausted,
         policy: r.kind.policy,
+        kind: r.hot.kind,
         state: r.kind.state,
     }
 }

@@ -182,12 +182,35 @@ struct GroupSums {
     running: [u64; Outcome::ALL.len()],
     candidate: [u64; Outcome::ALL.len()],
     uncertain: [u64; Unknown::ALL.len()],
-    /// (running, candidate) → jobs, for the jobs whose outcome changes. (These maps and the
-    /// over-index pass's are keyed by small ids, not by read text: hashbrown's default hasher,
-    /// not SipHash, which was most of a what-if's time at 5M.)
-    moves: hashbrown::HashMap<(Outcome, Outcome), u64>,
+    /// (running, candidate) → jobs, for the jobs whose outcome changes.
+    moves: Counts<(Outcome, Outcome)>,
     /// (candidate policy index (`None`: no policy), its outcome) → jobs.
-    policies: hashbrown::HashMap<(Option<usize>, Outcome), u64>,
+    policies: Counts<(Option<usize>, Outcome)>,
+}
+
+/// A few keys' counts, found by a scan: a group's jobs fall on a handful of (policy, outcome)
+/// and (running, candidate) pairs, and a map's lookup per job was most of a what-if's time
+/// at 5M (with SipHash, then with foldhash).
+#[derive(Debug, Clone)]
+struct Counts<K>(Vec<(K, u64)>);
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts(Vec::new())
+    }
+}
+
+impl<K: PartialEq> Counts<K> {
+    fn add(&mut self, key: K, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, count)) => *count += n,
+            None => self.0.push((key, n)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &u64)> {
+        self.0.iter().map(|(k, n)| (k, n))
+    }
 }
 
 /// Jobs added one by one, summed per group (`K`: how the source names a group; `S` hashes
@@ -217,11 +240,27 @@ impl GroupSums {
         add(&mut self.running, &other.running);
         add(&mut self.candidate, &other.candidate);
         add(&mut self.uncertain, &other.uncertain);
-        for (key, n) in other.moves {
-            *self.moves.entry(key).or_default() += n;
+        for (key, n) in other.moves.0 {
+            self.moves.add(key, n);
         }
-        for (key, n) in other.policies {
-            *self.policies.entry(key).or_default() += n;
+        for (key, n) in other.policies.0 {
+            self.policies.add(key, n);
+        }
+    }
+
+    /// One job: what the running policies do with it and what the candidate does.
+    fn add(&mut self, running: Outcome, candidate: Verdict) {
+        self.jobs += 1;
+        self.running[running as usize] += 1;
+        match candidate {
+            Verdict::Decided { outcome, policy } => {
+                self.candidate[outcome as usize] += 1;
+                self.policies.add((policy, outcome), 1);
+                if outcome != running {
+                    self.moves.add((running, outcome), 1);
+                }
+            }
+            Verdict::Uncertain(fact) => self.uncertain[fact as usize] += 1,
         }
     }
 }
@@ -237,19 +276,12 @@ impl<K: Hash + Eq, S: BuildHasher> Tally<K, S> {
     /// One job of group `key`: what the running policies do with it and what the candidate
     /// does.
     pub fn add(&mut self, key: K, running: Outcome, candidate: Verdict) {
-        let sums = self.groups.entry(key).or_default();
-        sums.jobs += 1;
-        sums.running[running as usize] += 1;
-        match candidate {
-            Verdict::Decided { outcome, policy } => {
-                sums.candidate[outcome as usize] += 1;
-                *sums.policies.entry((policy, outcome)).or_default() += 1;
-                if outcome != running {
-                    *sums.moves.entry((running, outcome)).or_default() += 1;
-                }
-            }
-            Verdict::Uncertain(fact) => sums.uncertain[fact as usize] += 1,
-        }
+        self.groups.entry(key).or_default().add(running, candidate);
+    }
+
+    /// Adds one group's sums gathered elsewhere.
+    fn add_sums(&mut self, key: K, sums: GroupSums) {
+        self.groups.entry(key).or_default().merge(sums);
     }
 }
 

@@ -2,11 +2,11 @@
 //! running and by the candidate policies, from what the index holds (see the module above for
 //! what it does not hold and how that is answered).
 
-use hashbrown::{DefaultHashBuilder as Fast, HashMap};
+use hashbrown::DefaultHashBuilder as Fast;
 
 use chrono::{DateTime, Utc};
 
-use super::{GroupLabel, Outcome, QueueWorlds, Tally, Unknown, Verdict};
+use super::{GroupLabel, GroupSums, Outcome, QueueWorlds, Tally, Unknown, Verdict};
 use crate::index::{FailureIndex, GroupId, GroupNames, Known, Row, State};
 use crate::policy::{self, Action, Matcher, Policy, RetrySpec};
 use crate::rq::{JobFacts, Reads};
@@ -70,22 +70,29 @@ pub fn over_index_held(
     let sim = Simulator::new(running, candidate, worlds, now);
     // The rows in parts at once (one per core); each part keeps its own memos.
     let parts = index.rows_in_parts(|rows| {
-        let mut deciders: HashMap<u16, Decider> = HashMap::new();
-        let mut plans: HashMap<(GroupId, Decider), Plan> = HashMap::new();
-        let mut tally: Tally<GroupId, Fast> = Tally::default();
+        // The decider depends on the row's policy, the plan on its group and decider: both
+        // are kept per kind number (a vector, not a map lookup per job).
+        let mut memo: Vec<Option<(Decider, Plan)>> = vec![None; index.kind_numbers()];
+        // Summed per kind too, then per group once at the end.
+        let mut sums: Vec<Option<(GroupId, GroupSums)>> = vec![None; index.kind_numbers()];
         let mut facts = blank_facts(now);
         for row in rows {
-            let decider = *deciders
-                .entry(row.policy)
-                .or_insert_with(|| sim.decider(index.policy_named(row.policy)));
-            let plan = *plans
-                .entry((row.group, decider))
-                .or_insert_with(|| sim.plan(index.group_names(row.group), decider));
+            let (decider, plan) = *memo[row.kind as usize].get_or_insert_with(|| {
+                let decider = sim.decider(index.policy_named(row.policy));
+                (decider, sim.plan(index.group_names(row.group), decider))
+            });
             fill(&mut facts, &row);
             let queue = index.group_names(row.group).queue;
             let running = sim.running_outcome(&row, decider, &facts, queue);
             let candidate = sim.candidate_verdict(&row, (decider, running), plan, &facts, queue);
-            tally.add(row.group, running, candidate);
+            sums[row.kind as usize]
+                .get_or_insert_with(|| (row.group, GroupSums::default()))
+                .1
+                .add(running, candidate);
+        }
+        let mut tally: Tally<GroupId, Fast> = Tally::default();
+        for (group, kind_sums) in sums.into_iter().flatten() {
+            tally.add_sums(group, kind_sums);
         }
         tally
     });
@@ -146,7 +153,7 @@ fn blank_facts(now: DateTime<Utc>) -> JobFacts {
 /// The facts of one row that the actions look at (the id for the backoff's jitter).
 fn fill(facts: &mut JobFacts, row: &Row<'_>) {
     facts.job_id.clear();
-    facts.job_id.push_str(&row.job.to_id());
+    row.job.push_id(&mut facts.job_id);
     facts.failed_at = row.failed_at;
     facts.attempts = row.attempts;
     facts.exhausted = row.exhausted;

@@ -148,7 +148,7 @@ impl<K: Hash + Eq> Tally<K> {
 
 /// Adds a group's candidate decisions to the policies' shares.
 fn tally_policies(policies: &mut [PolicyTally], sums: &GroupSums) {
-    for (&(p, outcome), &n) in &sums.policies {
+    for (&(p, outcome), &n) in sums.policies.iter() {
         let Some(tally) = p.map(|p| &mut policies[p]) else {
             continue;
         };
