@@ -13,8 +13,9 @@
 //! Entries live densely in one [`JobMap`] (a vector plus a table of positions), so a query is
 //! one linear pass over compact entries (a few milliseconds per million), ordering a page is a
 //! selection over the matching positions (linear, not a sort of everything), and removing is a
-//! swap with the last entry. What the filters read (failure time, group, policy, state) is kept
-//! in a 16-byte column of its own, so such a pass reads little else (see [`stored`]).
+//! swap with the last entry. What the filters read (the failure time, the search text's
+//! reference, and one number for the queue, function, exception type, policy and state) is
+//! kept in a 16-byte column of its own, so such a pass reads little else (see [`stored`]).
 //!
 //! See: issue 12.
 
