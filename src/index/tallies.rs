@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Entry, FailureIndex, GroupId, GroupSums, IdMap, Order, State};
+use super::{Entry, FailureIndex, GroupId, GroupSums, IdMap, Order};
 
 /// How many of a group's lowest values each [`Lowest`] keeps (two in the unit tests, so that
 /// they run the lists empty and fill them again).
@@ -74,13 +74,10 @@ impl Lowest {
 #[derive(Debug)]
 struct Stale;
 
-/// One group's counts.
+/// One group's lowest and highest times. Its jobs by state and by policy are the counts of
+/// its kinds (see [`super::stored::Kinds`]); how many it has is `first.n`.
 #[derive(Debug, Default, Clone)]
 struct GroupTally {
-    count: u64,
-    by_state: [u64; State::ALL.len()],
-    /// (policy id + 1, or 0 for none; how many of the group's jobs it decides), none at 0.
-    policies: Vec<(u16, u64)>,
     /// Failure times.
     first: Lowest,
     /// Failure times, bitwise negated (the highest first).
@@ -95,11 +92,10 @@ impl GroupTally {
     }
 }
 
-/// One queue's entries and their lowest and highest registry scores (see
-/// [`FailureIndex::queue_spans`]), the scores as [`ordered`] numbers.
+/// One queue's lowest and highest registry scores (see [`FailureIndex::queue_spans`]), as
+/// [`ordered`] numbers; how many entries it has is `lo.n`.
 #[derive(Debug, Default, Clone)]
 struct QueueTally {
-    count: u64,
     lo: Lowest,
     /// Bitwise negated (the highest first).
     hi: Lowest,
@@ -162,12 +158,6 @@ impl Tallies {
     pub(super) fn add(&mut self, queue: u16, e: &Entry) {
         let t = self.groups.entry(group_of(queue, e)).or_default();
         let was_stale = cfg!(debug_assertions) && t.stale();
-        t.count += 1;
-        t.by_state[e.state as usize] += 1;
-        match t.policies.iter_mut().find(|(p, _)| *p == e.policy) {
-            Some((_, n)) => *n += 1,
-            None => t.policies.push((e.policy, 1)),
-        }
         t.first.add(e.failed_at_us);
         t.last.add(!e.failed_at_us);
         if e.due_us != i64::MAX {
@@ -180,7 +170,6 @@ impl Tallies {
             self.queues.resize_with(q + 1, QueueTally::default);
         }
         let t = &mut self.queues[q];
-        t.count += 1;
         t.lo.add(ordered(e.score));
         t.hi.add(!ordered(e.score));
         *self
@@ -197,27 +186,18 @@ impl Tallies {
             return;
         };
         let was_stale = t.stale();
-        t.count -= 1;
-        t.by_state[e.state as usize] -= 1;
-        if let Some(at) = t.policies.iter().position(|(p, _)| *p == e.policy) {
-            t.policies[at].1 -= 1;
-            if t.policies[at].1 == 0 {
-                t.policies.swap_remove(at);
-            }
-        }
         t.first.remove(e.failed_at_us);
         t.last.remove(!e.failed_at_us);
         if e.due_us != i64::MAX {
             t.due.remove(e.due_us);
         }
         let stale = t.stale();
-        if t.count == 0 {
+        if t.first.n == 0 {
             self.groups.remove(&group);
         }
         self.now_stale(was_stale, stale);
         if let Some(t) = self.queues.get_mut(usize::from(queue)) {
             let was_stale = t.stale();
-            t.count -= 1;
             t.lo.remove(ordered(e.score));
             t.hi.remove(!ordered(e.score));
             let stale = t.stale();
@@ -323,22 +303,25 @@ impl FailureIndex {
         if tallies.stale > 0 {
             self.fill_again(&mut tallies);
         }
-        tallies
-            .groups
-            .iter()
-            .map(|(id, t)| {
-                let value = |l: &Lowest| l.lowest().expect("filled again above");
-                let sums = GroupSums {
-                    count: t.count,
-                    first: value(&t.first).unwrap_or(i64::MAX),
-                    last: value(&t.last).map_or(i64::MIN, |v| !v),
-                    next_due: value(&t.due).unwrap_or(i64::MAX),
-                    policies: t.policies.iter().copied().collect(),
-                    by_state: t.by_state,
-                };
-                (*id, sums)
-            })
-            .collect()
+        // Counts by state and policy from the kinds' counts; times from the kept lists.
+        let mut sums: IdMap<GroupId, GroupSums> = IdMap::default();
+        for (kind, n) in self.kinds.held() {
+            let s = sums.entry(kind.group).or_insert_with(GroupSums::new);
+            s.count += n;
+            s.by_state[kind.state as usize] += n;
+            *s.policies.entry(kind.policy).or_default() += n;
+        }
+        for (id, s) in sums.iter_mut() {
+            let Some(t) = tallies.groups.get(id) else {
+                debug_assert!(false, "a group with entries and no kept times");
+                continue;
+            };
+            let value = |l: &Lowest| l.lowest().expect("filled again above");
+            s.first = value(&t.first).unwrap_or(i64::MAX);
+            s.last = value(&t.last).map_or(i64::MIN, |v| !v);
+            s.next_due = value(&t.due).unwrap_or(i64::MAX);
+        }
+        sums.into_iter().collect()
     }
 
     /// Fills the lists that ran empty again from the entries.
@@ -413,10 +396,10 @@ impl FailureIndex {
             .names
             .iter()
             .zip(&tallies.queues)
-            .filter(|(_, t)| t.count > 0)
+            .filter(|(_, t)| t.lo.n > 0)
             .map(|(name, t)| super::QueueSpan {
                 queue: name.to_string(),
-                indexed: t.count,
+                indexed: t.lo.n,
                 lo: score_of(lowest(&t.lo)),
                 hi: score_of(!lowest(&t.hi)),
             })
