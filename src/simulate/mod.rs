@@ -22,7 +22,7 @@ pub use over_index::{over_index, over_index_held};
 pub use report::{GroupDiff, Move, PolicyTally, Report};
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -213,17 +213,16 @@ impl<K: PartialEq> Counts<K> {
     }
 }
 
-/// Jobs added one by one, summed per group (`K`: how the source names a group; `S` hashes
-/// it: SipHash for names read from Redis, a faster one for interned ids).
+/// Jobs added one by one, summed per group (`K`: how the source names a group).
 #[derive(Debug)]
-pub struct Tally<K, S = std::hash::RandomState> {
-    groups: HashMap<K, GroupSums, S>,
+pub struct Tally<K> {
+    groups: HashMap<K, GroupSums>,
 }
 
-impl<K: Hash + Eq, S: BuildHasher + Default> Default for Tally<K, S> {
+impl<K: Hash + Eq> Default for Tally<K> {
     fn default() -> Self {
         Tally {
-            groups: HashMap::default(),
+            groups: HashMap::new(),
         }
     }
 }
@@ -265,9 +264,9 @@ impl GroupSums {
     }
 }
 
-impl<K: Hash + Eq, S: BuildHasher> Tally<K, S> {
+impl<K: Hash + Eq> Tally<K> {
     /// Adds another tally's groups (of the same source).
-    pub fn merge(&mut self, other: Tally<K, S>) {
+    pub fn merge(&mut self, other: Tally<K>) {
         for (key, sums) in other.groups {
             self.groups.entry(key).or_default().merge(sums);
         }

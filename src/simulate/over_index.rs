@@ -2,8 +2,6 @@
 //! running and by the candidate policies, from what the index holds (see the module above for
 //! what it does not hold and how that is answered).
 
-use hashbrown::DefaultHashBuilder as Fast;
-
 use chrono::{DateTime, Utc};
 
 use super::{GroupLabel, GroupSums, Outcome, QueueWorlds, Tally, Unknown, Verdict};
@@ -90,13 +88,13 @@ pub fn over_index_held(
                 .1
                 .add(running, candidate);
         }
-        let mut tally: Tally<GroupId, Fast> = Tally::default();
+        let mut tally: Tally<GroupId> = Tally::default();
         for (group, kind_sums) in sums.into_iter().flatten() {
             tally.add_sums(group, kind_sums);
         }
         tally
     });
-    let mut tally: Tally<GroupId, Fast> = Tally::default();
+    let mut tally: Tally<GroupId> = Tally::default();
     for part in parts {
         tally.merge(part);
     }
@@ -104,7 +102,7 @@ pub fn over_index_held(
 }
 
 /// The tally keyed by names instead of interned ids.
-fn relabel(tally: Tally<GroupId, Fast>, index: &FailureIndex) -> Tally<GroupLabel> {
+fn relabel(tally: Tally<GroupId>, index: &FailureIndex) -> Tally<GroupLabel> {
     let name = |k: Known<&str>| match k {
         Known::Is(n) => Some(n.to_string()),
         _ => None,
