@@ -52,9 +52,14 @@ impl<V, K: Hash + Eq, H: Default> JobMap<V, K, H> {
     /// Adds or replaces `key`'s value, giving back the value it replaces (the second value
     /// stays; a new entry's is `H`'s default).
     pub fn replace(&mut self, key: K, value: V) -> Option<V> {
-        match self.position(&key) {
+        // One hash for the lookup and the insert.
+        let hash = Self::hash(&self.hasher, &key);
+        match self.find(hash, &key) {
             Some(at) => Some(std::mem::replace(&mut self.entries[at].1, value)),
-            None => self.replace_with(key, H::default(), value).map(|(_, v)| v),
+            None => {
+                self.push(hash, key, H::default(), value);
+                None
+            }
         }
     }
 }
@@ -66,11 +71,25 @@ impl<V, K: Hash + Eq, H> JobMap<V, K, H> {
 
     /// The position of `key`'s entry (see [`JobMap::as_slice`]).
     pub fn position(&self, key: &K) -> Option<usize> {
-        let hash = Self::hash(&self.hasher, key);
+        self.find(Self::hash(&self.hasher, key), key)
+    }
+
+    /// The position of `key`'s entry, its hash given.
+    fn find(&self, hash: u64, key: &K) -> Option<usize> {
         let entries = &self.entries;
         self.table
             .find(hash, |&at| entries[at as usize].0 == *key)
             .map(|&at| at as usize)
+    }
+
+    /// Adds an entry whose key the map does not hold, its hash given.
+    fn push(&mut self, hash: u64, key: K, hot: H, value: V) {
+        let at = u32::try_from(self.entries.len()).expect("fewer than 4G entries");
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.table
+            .insert_unique(hash, at, |&i| Self::hash(hasher, &entries[i as usize].0));
+        self.entries.push((key, value));
+        self.hot.push(hot);
     }
 
     pub fn get(&self, key: &K) -> Option<&V> {
@@ -97,20 +116,13 @@ impl<V, K: Hash + Eq, H> JobMap<V, K, H> {
     pub fn replace_with(&mut self, key: K, hot: H, value: V) -> Option<(H, V)> {
         // One hash for the lookup and the insert.
         let hash = Self::hash(&self.hasher, &key);
-        let entries = &self.entries;
-        if let Some(&at) = self.table.find(hash, |&at| entries[at as usize].0 == key) {
-            let at = at as usize;
+        if let Some(at) = self.find(hash, &key) {
             return Some((
                 std::mem::replace(&mut self.hot[at], hot),
                 std::mem::replace(&mut self.entries[at].1, value),
             ));
         }
-        let at = u32::try_from(self.entries.len()).expect("fewer than 4G entries");
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        self.table
-            .insert_unique(hash, at, |&i| Self::hash(hasher, &entries[i as usize].0));
-        self.entries.push((key, value));
-        self.hot.push(hot);
+        self.push(hash, key, hot, value);
         None
     }
 
