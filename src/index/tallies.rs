@@ -3,7 +3,8 @@
 //! failed jobs that pass took 50–100 ms, and an incident changes the index many times a
 //! second).
 //!
-//! Counts by state and by policy are added to and taken from exactly. A group's first and last
+//! Counts by state and by policy are the index's counts per kind (group × policy × state ×
+//! exhausted mark, see [`super::stored::Kinds`]), summed per group when asked. A group's first and last
 //! failure time and its earliest due time are a minimum or a maximum, which taking a value out
 //! cannot update from the number alone: each is kept as the group's [`KEPT`] lowest values
 //! ([`Lowest`]). Taking out one of them takes it from the list; only when a list runs empty
