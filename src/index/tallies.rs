@@ -4,12 +4,13 @@
 //! second).
 //!
 //! Counts by state and by policy are the index's counts per kind (group × policy × state ×
-//! exhausted mark, see [`super::stored::Kinds`]), summed per group when asked. A group's first and last
-//! failure time and its earliest due time are a minimum or a maximum, which taking a value out
-//! cannot update from the number alone: each is kept as the group's [`KEPT`] lowest values
-//! ([`Lowest`]). Taking out one of them takes it from the list; only when a list runs empty
-//! while the group still has values is it filled again, by one pass over the entries (once per
-//! [`KEPT`] such removals of one group, as when an operator retries the oldest jobs one by one).
+//! exhausted mark, see [`super::stored::Kinds`]), summed per group when asked. A group's first
+//! and last failure time and its earliest due time are a minimum or a maximum, which taking a
+//! value out cannot update from the number alone: each is kept as the group's [`KEPT`] lowest
+//! values ([`Lowest`]). Taking out one of them takes it from the list; only when a list runs
+//! empty while the group still has values is it filled again, by one pass over the entries
+//! (once per [`KEPT`] such removals of one group, as when an operator retries the oldest jobs
+//! one by one).
 //! Each queue's lowest and highest registry score (the reconcile's size check) are kept the
 //! same way.
 
